@@ -1,0 +1,1 @@
+"""statekeel benchmark suite (not part of the installed package). See README.md."""

@@ -1,0 +1,47 @@
+"""Registry of benchmarked systems.
+
+Each entry names a function ``fn(turns, ctx) -> dict`` (ctx: workdir, pg_dsn,
+redis_url) returning ``lat`` (per-turn seconds), ``reload_ms``, ``storage_bytes``
+and optional extras. ``baseline`` marks the raw driver whose median the other
+rows of the same (backend, durability) are divided by.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    backend: str
+    target: str  # "module:function" under benchmarks.systems
+    durability: str = "full"
+    baseline: bool = False
+    slow: bool = False  # uses --slow-turns (LangGraph: O(n^2) checkpoints)
+    kind: str = "turns"  # "turns" or "scaling"
+    note: str = ""
+
+
+SYSTEMS = [
+    Spec("raw-sqlite-wal", "sqlite", "sqlite_raw:raw_wal_full", baseline=True,
+         note="sqlite3 WAL synchronous=FULL, as peer_turns.py raw-sqlite-wal (messages only)"),
+    Spec("raw-sqlite-wal+state", "sqlite", "sqlite_raw:raw_wal_full_state",
+         note="raw baseline plus the state upsert in the same transaction"),
+    Spec("openai-sqlite", "sqlite", "sqlite_peers:openai_sqlite", note="OpenAI Agents SDK SQLiteSession"),
+    Spec("langgraph-sqlite", "sqlite", "sqlite_peers:langgraph_sqlite", slow=True, note="LangGraph SqliteSaver"),
+    Spec("statekeel-sqlite", "sqlite", "statekeel_sys:sk_sqlite", note="statekeel sqlite:/// (synchronous=FULL)"),
+    Spec("raw-sqlite-wal-normal", "sqlite", "sqlite_raw:raw_wal_normal", durability="normal", baseline=True,
+         note="sqlite3 WAL synchronous=NORMAL"),
+    Spec("statekeel-sqlite-normal", "sqlite", "statekeel_sys:sk_sqlite_normal", durability="normal",
+         note="statekeel sqlite:///...?durability=normal"),
+    Spec("statekeel-history-scaling", "sqlite", "statekeel_sys:sk_history_scaling", kind="scaling",
+         note="history(last=20): 100,000-message vs 1,000-message session"),
+    Spec("raw-pg", "postgres", "pg_peers:raw_pg", baseline=True, note="psycopg 3, autocommit + transaction(), as peer_pg.py"),
+    Spec("langgraph-pg", "postgres", "pg_peers:langgraph_pg", slow=True, note="LangGraph PostgresSaver"),
+    Spec("statekeel-pg", "postgres", "statekeel_sys:sk_pg", note="statekeel postgresql://"),
+    Spec("raw-redis", "redis", "redis_peers:raw_redis", baseline=True, note="redis-py MULTI rpush+hset, AOF always, as peer_redis.py"),
+    Spec("openai-redis", "redis", "redis_peers:openai_redis", note="OpenAI Agents SDK RedisSession"),
+    Spec("statekeel-redis", "redis", "statekeel_sys:sk_redis", note="statekeel redis://"),
+]
+
+BY_NAME = {s.name: s for s in SYSTEMS}

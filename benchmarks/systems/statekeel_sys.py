@@ -1,0 +1,139 @@
+"""statekeel rows, written against the public API only:
+
+    store = statekeel.open(url); s = store.session("t1")
+    s.append(user_msg, assistant_msg, state={"turn": i}); s.history(last=20); s.history()
+    store.close()
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from benchmarks.workload import dir_bytes, sqlite_checkpointed_bytes
+
+
+def _turn_loop(store, turns):
+    s = store.session("t1")
+    lat = []
+    for i, (u, a) in enumerate(turns):
+        t = time.perf_counter()
+        s.append({"role": "user", "content": u}, {"role": "assistant", "content": a}, state={"turn": i})
+        lat.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    msgs = s.history()
+    load = time.perf_counter() - t
+    assert len(msgs) == 2 * len(turns), f"history() returned {len(msgs)} messages, expected {2 * len(turns)}"
+    assert msgs[-1]["content"] == turns[-1][1] and msgs[0]["content"] == turns[0][0]
+    return lat, load
+
+
+def _sqlite(turns, ctx, query: str = ""):
+    import statekeel
+
+    d = ctx["workdir"]
+    db = os.path.join(d, "state.db")
+    store = statekeel.open(f"sqlite:///{db}{query}")
+    try:
+        lat, load = _turn_loop(store, turns)
+        uncheckpointed = dir_bytes(d)
+    finally:
+        store.close()
+    return {
+        "lat": lat,
+        "reload_ms": round(load * 1e3, 2),
+        "storage_bytes": sqlite_checkpointed_bytes(db, d),
+        "storage_bytes_uncheckpointed": uncheckpointed,
+    }
+
+
+def sk_sqlite(turns, ctx):
+    return _sqlite(turns, ctx)
+
+
+def sk_sqlite_normal(turns, ctx):
+    return _sqlite(turns, ctx, "?durability=normal")
+
+
+def sk_pg(turns, ctx):
+    import statekeel
+
+    from benchmarks.systems.pg_peers import db_size
+
+    s0 = db_size(ctx["pg_dsn"])
+    store = statekeel.open(ctx["pg_dsn"])
+    try:
+        lat, load = _turn_loop(store, turns)
+    finally:
+        store.close()
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": db_size(ctx["pg_dsn"]) - s0}
+
+
+def sk_redis(turns, ctx):
+    import statekeel
+
+    from benchmarks.systems.redis_peers import prepare
+
+    r, m0 = prepare(ctx["redis_url"])
+    store = statekeel.open(ctx["redis_url"])
+    try:
+        lat, load = _turn_loop(store, turns)
+    finally:
+        store.close()
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": r.info("memory")["used_memory"] - m0}
+
+
+SMALL, BIG, CHUNK, REPEAT = 1_000, 100_000, 100, 300
+
+
+def _build(s, turns, n_messages):
+    msgs = []
+    for u, a in turns[: CHUNK // 2]:
+        msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    for _ in range(n_messages // CHUNK):
+        s.append(*msgs)
+
+
+def sk_history_scaling(turns, ctx):
+    """history(last=20) on a 100,000-message session vs a 1,000-message session (same store)."""
+    import statekeel
+
+    url = f"sqlite:///{os.path.join(ctx['workdir'], 'state.db')}"
+    store = statekeel.open(url)
+    t = time.perf_counter()
+    try:
+        _build(store.session("small"), turns, SMALL)
+        _build(store.session("big"), turns, BIG)
+    finally:
+        store.close()
+    build_s = time.perf_counter() - t
+
+    store = statekeel.open(url)  # reopen: nothing cached from the build
+    try:
+        small, big = store.session("small"), store.session("big")
+        first = {}
+        for name, s in (("small", small), ("big", big)):
+            t = time.perf_counter()
+            got = s.history(last=20)
+            first[name] = (time.perf_counter() - t) * 1e3
+            assert len(got) == 20, len(got)
+        times = {"small": [], "big": []}
+        for _ in range(REPEAT):
+            for name, s in (("small", small), ("big", big)):
+                t = time.perf_counter()
+                s.history(last=20)
+                times[name].append(time.perf_counter() - t)
+    finally:
+        store.close()
+    m_small = statistics.median(times["small"]) * 1e3
+    m_big = statistics.median(times["big"]) * 1e3
+    return {
+        "history_last20_ms_1k": round(m_small, 4),
+        "history_last20_ms_100k": round(m_big, 4),
+        "history_last20_ratio_100k_vs_1k": round(m_big / m_small, 3),
+        "history_last20_first_call_ms_1k": round(first["small"], 3),
+        "history_last20_first_call_ms_100k": round(first["big"], 3),
+        "build_s": round(build_s, 2),
+        "repeats": REPEAT,
+        "storage_bytes": dir_bytes(ctx["workdir"]),
+    }

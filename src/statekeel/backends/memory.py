@@ -1,0 +1,267 @@
+"""``memory://`` — the reference backend: plain dicts behind one lock.
+
+Nothing survives the process. Every other backend must behave exactly like
+this one; the conformance suite checks that they do.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ..errors import ConflictError
+from ..protocol import (
+    ANY,
+    KEEP,
+    Append,
+    Backend,
+    Delete,
+    Entry,
+    Expire,
+    LogInfo,
+    MigrationStatus,
+    Op,
+    Put,
+    Record,
+    Touch,
+    Trim,
+)
+from ..protocol.keys import prefix_end
+from ..protocol import OpResult
+from ._url import ParsedURL
+
+
+@dataclass
+class _Log:
+    entries: dict[int, Entry] = field(default_factory=dict)
+    first_seq: int = 1
+    last_seq: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    expires_at: float | None = None
+
+
+def _alive(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class _Data:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.records: dict[str, Record] = {}
+        self.sorted: list[str] = []
+        self.logs: dict[str, _Log] = {}
+
+
+# memory://NAME is shared by every handle of this process that opens NAME;
+# plain memory:// is private to its handle.
+_NAMED: dict[str, _Data] = {}
+_NAMED_LOCK = threading.Lock()
+
+
+class MemoryBackend(Backend):
+    """Dicts and a lock. Thread-safe; not shared between processes."""
+
+    def __init__(self, url: ParsedURL | None = None, *, migrate: bool = True) -> None:
+        self.url = url.redacted if url else "memory://"
+        name = url.netloc + url.path if url else ""
+        if name:
+            with _NAMED_LOCK:
+                data = _NAMED.setdefault(name, _Data())
+        else:
+            data = _Data()
+        self._lock = data.lock
+        self._records = data.records
+        self._sorted = data.sorted
+        self._logs = data.logs
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        with self._lock:
+            rec = self._records.get(key)
+        if rec is None or include_expired or _alive(rec.expires_at, time.time()):
+            return rec
+        return None
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        now = time.time()
+        out: list[Record] = []
+        with self._lock:
+            lo = max(prefix, after + "\x00") if after is not None else prefix
+            i = bisect.bisect_left(self._sorted, lo)
+            end = prefix_end(prefix)
+            while i < len(self._sorted) and len(out) < limit:
+                key = self._sorted[i]
+                if key >= end or not key.startswith(prefix):
+                    break
+                rec = self._records[key]
+                if _alive(rec.expires_at, now):
+                    out.append(rec)
+                i += 1
+        return out
+
+    def _live_log(self, log: str) -> _Log | None:
+        lg = self._logs.get(log)
+        if lg is None or not _alive(lg.expires_at, time.time()) or lg.last_seq < lg.first_seq:
+            return None
+        return lg
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        with self._lock:
+            lg = self._live_log(log)
+            if lg is None:
+                return []
+            lo = max(start, lg.first_seq)
+            hi = lg.last_seq + 1 if stop is None else min(stop, lg.last_seq + 1)
+            if limit is not None:
+                if reverse:
+                    lo = max(lo, hi - limit)
+                else:
+                    hi = min(hi, lo + limit)
+            return [lg.entries[s] for s in range(lo, hi)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        with self._lock:
+            lg = self._live_log(log)
+            if lg is None:
+                return None
+            return LogInfo(log, lg.first_seq, lg.last_seq, lg.created_at, lg.updated_at, lg.expires_at)
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        with self._lock:
+            now = time.time()
+            self._check(ops, now)
+            return [self._apply_one(op, now) for op in ops]
+
+    def _check(self, ops: Sequence[Op], now: float) -> None:
+        pending: dict[str, int | None] = {}
+        for op in ops:
+            if not isinstance(op, (Put, Delete)):
+                continue
+            if op.key in pending:
+                current = pending[op.key]
+            else:
+                rec = self._records.get(op.key)
+                current = rec.version if rec is not None and _alive(rec.expires_at, now) else None
+            if op.expect is not ANY and op.expect != current:
+                raise ConflictError(op.key, op.expect, current)
+            pending[op.key] = None if isinstance(op, Delete) else (current or 0) + 1
+
+    def _apply_one(self, op: Op, now: float) -> OpResult:
+        if isinstance(op, Put):
+            return self._put(op, now)
+        if isinstance(op, Delete):
+            return self._delete(op.key, now)
+        if isinstance(op, Append):
+            return self._append(op, now)
+        if isinstance(op, Touch):
+            return self._touch(op, now)
+        if isinstance(op, Expire):
+            return self._expire(op, now)
+        return self._trim(op)
+
+    def _put(self, op: Put, now: float) -> Record:
+        old = self._records.get(op.key)
+        if old is not None and not _alive(old.expires_at, now):
+            old = None
+        expires = (old.expires_at if old else None) if op.expires_at is KEEP else op.expires_at
+        assert not isinstance(expires, type(KEEP))
+        rec = Record(
+            op.key,
+            op.data,
+            op.codec,
+            old.version + 1 if old else 1,
+            old.created_at if old else now,
+            now,
+            expires,
+        )
+        if op.key not in self._records:
+            bisect.insort(self._sorted, op.key)
+        self._records[op.key] = rec
+        return rec
+
+    def _delete(self, key: str, now: float) -> bool:
+        rec = self._records.pop(key, None)
+        if rec is None:
+            return False
+        del self._sorted[bisect.bisect_left(self._sorted, key)]
+        return _alive(rec.expires_at, now)
+
+    def _append(self, op: Append, now: float) -> int:
+        lg = self._logs.get(op.log)
+        if lg is None or not _alive(lg.expires_at, now):
+            lg = self._logs[op.log] = _Log(created_at=now)
+        first = lg.last_seq + 1
+        for i, (data, codec) in enumerate(op.items):
+            lg.entries[first + i] = Entry(op.log, first + i, data, codec, now)
+        lg.last_seq += len(op.items)
+        lg.updated_at = now
+        if op.expires_at is not KEEP:
+            lg.expires_at = op.expires_at
+        return first
+
+    def _touch(self, op: Touch, now: float) -> bool:
+        rec = self._records.get(op.key)
+        if rec is not None and _alive(rec.expires_at, now):
+            exp = rec.expires_at if op.expires_at is KEEP else op.expires_at
+            assert not isinstance(exp, type(KEEP))
+            self._records[op.key] = replace(rec, updated_at=now, expires_at=exp)
+            return True
+        lg = self._live_log(op.key)
+        if lg is None:
+            return False
+        lg.updated_at = now
+        if op.expires_at is not KEEP:
+            lg.expires_at = op.expires_at
+        return True
+
+    def _expire(self, op: Expire, now: float) -> int:
+        count = 0
+        for key, rec in list(self._records.items()):
+            if key.startswith(op.prefix) and _alive(rec.expires_at, now):
+                self._records[key] = replace(rec, expires_at=op.expires_at)
+                count += 1
+        for name, lg in self._logs.items():
+            if name.startswith(op.prefix) and _alive(lg.expires_at, now):
+                lg.expires_at = op.expires_at
+                count += 1
+        return count
+
+    def _trim(self, op: Trim) -> int:
+        lg = self._logs.get(op.log)
+        if lg is None:
+            return 0
+        dropped = 0
+        while lg.first_seq < min(op.before, lg.last_seq + 1):
+            if lg.entries.pop(lg.first_seq, None) is not None:
+                dropped += 1
+            lg.first_seq += 1
+        return dropped
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        now = time.time()
+        with self._lock:
+            dead = [k for k, r in self._records.items() if not _alive(r.expires_at, now)][:limit]
+            for key in dead:
+                self._delete(key, now)
+            logs = [n for n, lg in self._logs.items() if not _alive(lg.expires_at, now)]
+            logs = logs[: max(0, limit - len(dead))]
+            for name in logs:
+                del self._logs[name]
+        return len(dead) + len(logs)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        return MigrationStatus(current=1, target=1)

@@ -1,0 +1,308 @@
+"""Turning values into stored bytes and back, exactly.
+
+A stored record names the codec that wrote it, e.g. ``json``, ``tjson1`` or
+``tjson1+zstd``, so data written by old settings stays readable:
+
+* ``json`` — the value was plain JSON (dicts with str keys, lists, str, int,
+  finite float, bool, None); stored as compact UTF-8 JSON, queryable with SQL.
+* ``tjson1`` — tagged JSON, format version 1: values JSON cannot express are
+  written as ``{"$sk": tag, ...}`` objects and read back as the same type:
+  datetime, date, time, timedelta, UUID, Decimal, bytes, tuple, set, frozenset,
+  non-finite floats, Enum members, dataclasses and pydantic models.
+* ``+zlib`` / ``+zstd`` — compression, and later transforms such as
+  encryption, are suffixes applied in order after the JSON step.
+
+A value that cannot be encoded raises :class:`SerializationError` naming the
+path inside it (``state['ticket']['items'][3]``); one larger than
+``max_record_bytes`` raises :class:`RecordTooLargeError`. Both happen before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import importlib
+import json
+import math
+import uuid
+import zlib
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+from .errors import ConfigurationError, RecordTooLargeError, SerializationError, StoreError
+
+__all__ = ["Codec", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
+
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_TAG = "$sk"
+
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """A compact JSON encoder built once (json.dumps builds one per call)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    enc = make(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda tree: "".join(enc(tree, 0))
+
+
+_dumps = _make_dumps()
+
+
+class Transform(Protocol):
+    """A byte-level step after JSON: compression, encryption."""
+
+    name: str
+
+    def encode(self, data: bytes, context: str) -> bytes: ...
+
+    def decode(self, data: bytes, context: str) -> bytes: ...
+
+
+class _Zlib:
+    name = "zlib"
+
+    def encode(self, data: bytes, context: str) -> bytes:
+        return zlib.compress(data, 6)
+
+    def decode(self, data: bytes, context: str) -> bytes:
+        return zlib.decompress(data)
+
+
+class _Zstd:
+    name = "zstd"
+
+    def __init__(self) -> None:
+        try:
+            import zstandard
+        except ModuleNotFoundError:
+            raise ConfigurationError(
+                "zstd compression needs the zstandard package: pip install 'statekeel[zstd]'"
+            ) from None
+        self._c = zstandard.ZstdCompressor(level=3)
+        self._d = zstandard.ZstdDecompressor()
+
+    def encode(self, data: bytes, context: str) -> bytes:
+        return self._c.compress(data)
+
+    def decode(self, data: bytes, context: str) -> bytes:
+        return self._d.decompress(data)
+
+
+_BUILTIN_TRANSFORMS: dict[str, Callable[[], Transform]] = {"zlib": _Zlib, "zstd": _Zstd}
+
+
+# -- encoding ---------------------------------------------------------------
+class _Walker:
+    """Converts a value to a JSON tree, recording whether any tag was needed."""
+
+    __slots__ = ("tagged",)
+
+    def __init__(self) -> None:
+        self.tagged = False
+
+    def tag(self, name: str, **fields: Any) -> dict[str, Any]:
+        self.tagged = True
+        return {_TAG: name, **fields}
+
+    def walk(self, v: Any, path: str) -> Any:
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            return v
+        if t is float:
+            return v if math.isfinite(v) else self.tag("float", v=repr(v))
+        if t is dict:
+            return self._dict(v, path)
+        if t is list:
+            return [self.walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        return self._special(v, path)
+
+    def _dict(self, v: dict[Any, Any], path: str) -> Any:
+        out = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                raise SerializationError(
+                    f"cannot store {path}: dict key {k!r} is a {type(k).__name__}, "
+                    "but keys must be str; convert the keys with str()",
+                    path,
+                )
+            tx = type(x)
+            # strings and ints are most of what agents store: no path string for them
+            out[k] = x if tx is str or tx is int or tx is bool or x is None else self.walk(x, f"{path}[{k!r}]")
+        if _TAG in v:
+            return self.tag("dict", v=[[k, x] for k, x in out.items()])
+        return out
+
+    def _special(self, v: Any, path: str) -> Any:
+        if isinstance(v, enum.Enum):
+            return self.tag("enum", cls=_class_path(v, path), v=self.walk(v.value, path))
+        if isinstance(v, dt.datetime):
+            return self.tag("datetime", v=v.isoformat())
+        if isinstance(v, dt.date):
+            return self.tag("date", v=v.isoformat())
+        if isinstance(v, dt.time):
+            return self.tag("time", v=v.isoformat())
+        if isinstance(v, dt.timedelta):
+            return self.tag("timedelta", v=[v.days, v.seconds, v.microseconds])
+        if isinstance(v, uuid.UUID):
+            return self.tag("uuid", v=str(v))
+        if isinstance(v, Decimal):
+            return self.tag("decimal", v=str(v))
+        if isinstance(v, (bytes, bytearray)):
+            kind = "bytes" if isinstance(v, bytes) else "bytearray"
+            return self.tag(kind, v=base64.b64encode(v).decode("ascii"))
+        if isinstance(v, (tuple, set, frozenset)):
+            items = sorted(v, key=repr) if isinstance(v, (set, frozenset)) else v
+            kind = "set" if isinstance(v, set) else "frozenset" if isinstance(v, frozenset) else "tuple"
+            return self.tag(kind, v=[self.walk(x, f"{path}[{i}]") for i, x in enumerate(items)])
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            fields = {f.name: self.walk(getattr(v, f.name), f"{path}.{f.name}") for f in dataclasses.fields(v)}
+            return self.tag("dataclass", cls=_class_path(v, path), v=fields)
+        if hasattr(type(v), "model_dump") and hasattr(type(v), "model_validate"):
+            dumped = v.model_dump(mode="python")
+            return self.tag("pydantic", cls=_class_path(v, path), v=self.walk(dumped, path))
+        raise SerializationError(
+            f"cannot store {path}: a {type(v).__module__}.{type(v).__qualname__} is not serialisable; "
+            "store JSON types, datetime/date/UUID/Decimal/bytes, a dataclass or a pydantic model",
+            path,
+        )
+
+
+def _class_path(v: Any, path: str) -> str:
+    cls = type(v)
+    if "<locals>" in cls.__qualname__:
+        raise SerializationError(
+            f"cannot store {path}: {cls.__qualname__} is defined inside a function, so it "
+            "cannot be imported when the value is read back; define it at module level",
+            path,
+        )
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# -- decoding ---------------------------------------------------------------
+def _import(path: str) -> Any:
+    module, _, qual = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _new_dataclass(cls: Any, fields: dict[str, Any]) -> Any:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise StoreError(f"stored dataclass {cls!r} is no longer a dataclass")
+    obj = cls.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+_UNTAG: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "float": lambda d: float(d["v"]),
+    "dict": lambda d: {k: v for k, v in d["v"]},
+    "datetime": lambda d: dt.datetime.fromisoformat(d["v"]),
+    "date": lambda d: dt.date.fromisoformat(d["v"]),
+    "time": lambda d: dt.time.fromisoformat(d["v"]),
+    "timedelta": lambda d: dt.timedelta(days=d["v"][0], seconds=d["v"][1], microseconds=d["v"][2]),
+    "uuid": lambda d: uuid.UUID(d["v"]),
+    "decimal": lambda d: Decimal(d["v"]),
+    "bytes": lambda d: base64.b64decode(d["v"]),
+    "bytearray": lambda d: bytearray(base64.b64decode(d["v"])),
+    "tuple": lambda d: tuple(d["v"]),
+    "set": lambda d: set(d["v"]),
+    "frozenset": lambda d: frozenset(d["v"]),
+    "enum": lambda d: _import(d["cls"])(d["v"]),
+    "dataclass": lambda d: _new_dataclass(_import(d["cls"]), d["v"]),
+    "pydantic": lambda d: _import(d["cls"]).model_validate(d["v"]),
+}
+
+
+def _object_hook(d: dict[str, Any]) -> Any:
+    tag = d.get(_TAG)
+    if tag is None:
+        return d
+    try:
+        return _UNTAG[tag](d)
+    except (KeyError, ImportError, AttributeError, ValueError, TypeError) as exc:
+        raise StoreError(f"cannot read a stored {tag!r} value: {exc!r}") from exc
+
+
+# -- the codec --------------------------------------------------------------
+class Codec:
+    """Encodes values for storage and decodes what any codec name wrote."""
+
+    def __init__(
+        self,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        compress: str | None = None,
+        compress_min_bytes: int = 512,
+        transforms: list[Transform] | None = None,
+    ) -> None:
+        self.max_record_bytes = max_record_bytes
+        self.compress_min_bytes = compress_min_bytes
+        self._compressor = self._builtin(compress) if compress else None
+        self._transforms: list[Transform] = list(transforms or [])
+        self._known: dict[str, Transform] = {t.name: t for t in self._transforms}
+
+    @staticmethod
+    def _builtin(name: str) -> Transform:
+        if name not in _BUILTIN_TRANSFORMS:
+            raise ConfigurationError(f"unknown compression {name!r}; use 'zstd' or 'zlib'")
+        return _BUILTIN_TRANSFORMS[name]()
+
+    def encode(self, value: Any, path: str = "value", context: str = "") -> tuple[bytes, str]:
+        """Bytes and codec name for ``value``; ``path`` names it in errors."""
+        walker = _Walker()
+        try:
+            tree = walker.walk(value, path)
+        except RecursionError:
+            raise SerializationError(
+                f"cannot store {path}: it contains itself or is nested too deeply; store a tree of values",
+                path,
+            ) from None
+        name = "tjson1" if walker.tagged else "json"
+        data = _dumps(tree).encode("utf-8")
+        if self._compressor is not None and len(data) >= self.compress_min_bytes:
+            data = self._compressor.encode(data, context)
+            name += "+" + self._compressor.name
+        for t in self._transforms:
+            data = t.encode(data, context)
+            name += "+" + t.name
+        if len(data) > self.max_record_bytes:
+            raise RecordTooLargeError(
+                f"cannot store {path}: it encodes to {len(data):,} bytes, over the limit of "
+                f"{self.max_record_bytes:,}; store less, or raise max_record_bytes when opening the store",
+                len(data),
+                self.max_record_bytes,
+            )
+        return data, name
+
+    def decode(self, data: bytes, codec: str, context: str = "") -> Any:
+        """The value that ``encode`` turned into ``data`` under codec ``codec``."""
+        base, *steps = codec.split("+")
+        for step in reversed(steps):
+            data = self._transform(step).decode(data, context)
+        if base == "json":
+            return json.loads(data)
+        if base == "tjson1":
+            return json.loads(data, object_hook=_object_hook)
+        raise StoreError(
+            f"a record was written with codec {codec!r}, which this statekeel does not know; "
+            "upgrade the statekeel package"
+        )
+
+    def _transform(self, name: str) -> Transform:
+        found = self._known.get(name)
+        if found is None:
+            if name not in _BUILTIN_TRANSFORMS:
+                raise StoreError(
+                    f"a record needs the {name!r} transform to be read; configure it when opening the store"
+                )
+            found = self._known[name] = _BUILTIN_TRANSFORMS[name]()
+        return found

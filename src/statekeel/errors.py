@@ -1,0 +1,150 @@
+"""Every error statekeel raises, in one tree with one root.
+
+    StatekeelError
+    ├── ConfigurationError          bad URL, unknown scheme, bad option
+    ├── InvalidInputError           wrong key/scope types, bad durations (also a ValueError)
+    │   ├── SerializationError      a value cannot be encoded; names the path inside it
+    │   └── RecordTooLargeError     an encoded value exceeds the configured maximum
+    ├── ConflictError               compare-and-set lost: the record changed meanwhile
+    ├── NotFoundError               the record does not exist (also a KeyError)
+    │   └── ExpiredError            it existed but its TTL has passed
+    ├── StoreError                  the store itself is not usable as is
+    │   ├── NotAStoreError          the database holds something that is not statekeel's
+    │   ├── SchemaTooNewError       written by a newer statekeel; upgrade the package
+    │   └── MigrationRequiredError  the schema is older than the code; run `statekeel migrate`
+    ├── UnavailableError            the server is down or the connection broke; retry
+    └── UsageError                  the API was used where it cannot work (sync call in a loop)
+
+Driver errors never escape: each backend translates them in one place with
+:func:`translate` and ``raise … from exc``, so the original stays in ``__cause__``.
+Every message says what went wrong and what to do about it; a failed call leaves
+stored data unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+__all__ = [
+    "StatekeelError",
+    "ConfigurationError",
+    "InvalidInputError",
+    "SerializationError",
+    "RecordTooLargeError",
+    "ConflictError",
+    "NotFoundError",
+    "ExpiredError",
+    "StoreError",
+    "NotAStoreError",
+    "SchemaTooNewError",
+    "MigrationRequiredError",
+    "UnavailableError",
+    "UsageError",
+    "translate",
+]
+
+
+class StatekeelError(Exception):
+    """Root of every error statekeel raises."""
+
+
+class ConfigurationError(StatekeelError):
+    """The store URL or an option is wrong: fix the configuration."""
+
+
+class InvalidInputError(StatekeelError, ValueError):
+    """An argument has the wrong type or form; nothing was written."""
+
+
+class SerializationError(InvalidInputError):
+    """A value cannot be stored; ``path`` says where inside the value."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class RecordTooLargeError(InvalidInputError):
+    """An encoded value is larger than the store's ``max_record_bytes``."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class ConflictError(StatekeelError):
+    """A compare-and-set write found another version than it expected."""
+
+    def __init__(self, key: str, expected: int | None, actual: int | None) -> None:
+        want = "no record" if expected is None else f"version {expected}"
+        have = "no record" if actual is None else f"version {actual}"
+        super().__init__(
+            f"conflict on {key!r}: expected {want} but the store has {have}; "
+            "re-read and try again, or use update(key, fn) which retries for you"
+        )
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class NotFoundError(StatekeelError, KeyError):
+    """The record does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ExpiredError(NotFoundError):
+    """The record existed but its TTL has passed; it is no longer readable."""
+
+
+class StoreError(StatekeelError):
+    """The store itself cannot be used as it is."""
+
+
+class NotAStoreError(StoreError):
+    """The target holds data that statekeel did not write."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer statekeel than this one."""
+
+
+class MigrationRequiredError(StoreError):
+    """The store's schema is older than the code and migrations are disabled."""
+
+
+class UnavailableError(StatekeelError):
+    """The backend cannot be reached right now; the next call reconnects."""
+
+
+class UsageError(StatekeelError):
+    """The API was called in a way that cannot work; the message says what to use."""
+
+
+DriverErrorMapper = Callable[[BaseException], StatekeelError | None]
+
+
+@contextmanager
+def translate(mapper: DriverErrorMapper) -> Iterator[None]:
+    """Turn driver exceptions into statekeel errors, keeping the original as cause.
+
+    ``mapper`` returns the statekeel error for a driver exception, or ``None`` to
+    let it propagate unchanged (used for statekeel's own errors).
+    """
+    try:
+        yield
+    except StatekeelError:
+        raise
+    except Exception as exc:
+        mapped = mapper(exc)
+        if mapped is None:
+            raise
+        _raise_from(mapped, exc)
+
+
+def _raise_from(error: StatekeelError, cause: BaseException) -> NoReturn:
+    raise error from cause

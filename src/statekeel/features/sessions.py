@@ -1,0 +1,376 @@
+"""Sessions: append-only history, session-scoped state, status, heartbeat, TTL.
+
+Backend layout of session ``S`` (one partition, ``session/S``)::
+
+    session/S/meta          {"user", "status", "ttl"}; updated_at is the heartbeat
+    session/S/history       the append-only log of messages
+    session/S/state/<key>   session-scoped state
+    idx/sessions/S          {"user", "status"}: what listings scan
+
+TTL: a session with ``ttl`` expires when it has been inactive for at least
+``ttl`` (and at most 1.1 × ``ttl``): each write renews the expiry of everything
+the session owns to ``now + 1.1 × ttl`` once less than ``ttl`` is left, so the
+renewal costs one range update per tenth of the TTL, not one per write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
+from ..models import SESSION_STATUSES, Message, SessionInfo, SessionStatus, to_datetime
+from ..protocol import ANY, KEEP, Append, Delete, Expect, Expire, Op, Put, Record, Touch, keys
+from ._duration import Duration, maybe_seconds
+from .state import Scope, StateView
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+__all__ = ["Session", "SessionBatch", "SessionState"]
+
+RENEW_FACTOR = 1.1
+
+
+def meta_key(session_id: str) -> str:
+    return keys.join("session", session_id, "meta")
+
+
+def index_key(session_id: str) -> str:
+    return keys.join("idx", "sessions", session_id)
+
+
+INDEX_PREFIX = keys.join("idx", "sessions") + "/"
+
+
+@dataclass
+class _Committed:
+    """What one atomic session write produced."""
+
+    first_seq: int | None
+    records: list[Record]
+    deleted: list[bool]
+
+
+@dataclass
+class _Writes:
+    """What one atomic session write carries."""
+
+    messages: list[Any] = field(default_factory=list)
+    puts: list[tuple[str, Any, Expect, float | None]] = field(default_factory=list)
+    deletes: list[tuple[str, Expect]] = field(default_factory=list)
+
+
+class SessionState(StateView):
+    """State of scope ``session:<id>``: writes renew the session's TTL and heartbeat."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session._store, Scope("session", session.id))
+        self._session = session
+
+    def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Any:
+        writes = _Writes(puts=[(key, value, expect, maybe_seconds(ttl, "ttl"))])
+        return self._item(self._session._commit(writes).records[0])
+
+    def delete(self, key: str, *, expect: Expect = ANY) -> bool:
+        return self._session._commit(_Writes(deletes=[(key, expect)])).deleted[0]
+
+
+class Session:
+    """One conversation: history, state and status. Get it from ``store.session(id)``."""
+
+    def __init__(self, store: Store, session_id: str, meta: Record, resumed: SessionInfo | None) -> None:
+        self._store = store
+        self._backend = store.backend
+        self.id = session_id
+        self._meta_key = meta_key(session_id)
+        self._log = keys.join("session", session_id, "history")
+        self._prefix = keys.join("session", session_id) + "/"
+        body = store.codec.decode(meta.data, meta.codec, meta.key)
+        self.user: str | None = body.get("user")
+        self.ttl: float | None = body.get("ttl")
+        self._expires_at = meta.expires_at
+        self.resumed = resumed
+        """How the session was found when opened (None if it was new): a resumed
+        session whose status was ``crashed`` or that went stale is a recovery."""
+        self.state = SessionState(self)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id!r} user={self.user!r}>"
+
+    # -- writing -------------------------------------------------------------
+    def append(self, *messages: Any, state: Mapping[str, Any] | None = None) -> int:
+        """Append ``messages`` (and write ``state``) in one atomic, durable batch.
+
+        Returns the sequence number of the first appended message.
+        """
+        if not messages and not state:
+            raise InvalidInputError("append() needs at least one message (or state=)")
+        writes = _Writes(list(messages), [(k, v, ANY, None) for k, v in (state or {}).items()])
+        first = self._commit(writes).first_seq
+        assert first is not None or not messages
+        return first or 0
+
+    def batch(self) -> SessionBatch:
+        """Group appends and state writes into one atomic commit: ``with s.batch() as b:``."""
+        return SessionBatch(self)
+
+    def heartbeat(self) -> None:
+        """Record that the agent is alive (what stale detection looks at)."""
+        self._commit(_Writes())
+
+    def _renewal(self) -> tuple[float | None, list[Op]]:
+        if self.ttl is None:
+            return None, []
+        now = time.time()
+        if self._expires_at is not None and self._expires_at >= now + self.ttl:
+            return self._expires_at, []
+        if self._expires_at is not None and self._expires_at <= now:
+            self._check_alive()
+        new = now + self.ttl * RENEW_FACTOR
+        return new, [Expire(self._prefix, new)]
+
+    def _check_alive(self) -> None:
+        rec = self._backend.get(self._meta_key)
+        if rec is None:
+            raise ExpiredError(
+                f"session {self.id!r} expired (ttl {self.ttl}s); open it again with store.session()"
+            )
+        self._expires_at = rec.expires_at
+
+    def _commit(self, writes: _Writes) -> _Committed:
+        expires, ops = self._renewal()
+        codec = self._store.codec
+        if writes.messages:
+            items = tuple(
+                codec.encode(m, f"session[{self.id!r}].append message {i + 1}", self._log)
+                for i, m in enumerate(writes.messages)
+            )
+            ops.append(Append(self._log, items, KEEP if self.ttl is None else expires))
+        append_at = len(ops) - 1 if writes.messages else None
+        if not writes.messages:  # an append is itself the heartbeat (see session_info)
+            ops.append(Touch(self._meta_key))
+        puts_at = len(ops)
+        for key, value, expect, ttl in writes.puts:
+            full = self.state._full_key(key)
+            data, name = codec.encode(value, f"session:{self.id}[{key!r}]", full)
+            exp = time.time() + ttl if ttl is not None else expires
+            ops.append(Put(full, data, name, expect, exp))
+        ops.extend(Delete(self.state._full_key(k), e) for k, e in writes.deletes)
+        results = self._backend.apply(ops)
+        if expires is not None and expires != self._expires_at:
+            self._expires_at = expires
+            self._backend.apply([Touch(index_key(self.id), expires)])
+        first = results[append_at] if append_at is not None else None
+        puts_end = puts_at + len(writes.puts)
+        return _Committed(
+            first if isinstance(first, int) else None,
+            [r for r in results[puts_at:puts_end] if isinstance(r, Record)],
+            [bool(r) for r in results[puts_end:]],
+        )
+
+    # -- reading -------------------------------------------------------------
+    def messages(self, last: int | None = None, *, start: int = 1, stop: int | None = None) -> list[Message]:
+        """History entries with their sequence numbers and times, oldest first.
+
+        ``last=N`` reads only the newest N (cost O(N)); ``start``/``stop`` select
+        ``start <= seq < stop``.
+        """
+        if last is not None and (not isinstance(last, int) or last < 0):
+            raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
+        if last == 0:
+            return []
+        entries = self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
+        decode = self._store.codec.decode
+        return [
+            Message(e.seq, decode(e.data, e.codec, self._log), to_datetime(e.created_at))  # type: ignore[arg-type]
+            for e in entries
+        ]
+
+    def history(self, last: int | None = None) -> list[Any]:
+        """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
+        return [m.value for m in self.messages(last)]
+
+    def __len__(self) -> int:
+        info = self._backend.log_info(self._log)
+        return 0 if info is None else info.last_seq - info.first_seq + 1
+
+    def info(self) -> SessionInfo:
+        """Status, timestamps and TTL as stored now."""
+        rec = self._backend.get(self._meta_key)
+        if rec is None:
+            raise ExpiredError(f"session {self.id!r} no longer exists (expired or deleted)")
+        return session_info(self._store, self.id, rec)
+
+    def is_stale(self, after: Duration) -> bool:
+        """True when active but without a write or heartbeat for ``after``."""
+        secs = maybe_seconds(after, "after")
+        assert secs is not None
+        return self.info().is_stale(secs)
+
+    # -- status --------------------------------------------------------------
+    def set_status(self, status: SessionStatus) -> SessionInfo:
+        """Set active / completed / crashed (compare-and-set on the session record)."""
+        if status not in SESSION_STATUSES:
+            raise InvalidInputError(f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}")
+        return set_status(self._store, self.id, status)
+
+    def complete(self) -> SessionInfo:
+        """Mark the session completed."""
+        return self.set_status("completed")
+
+    def mark_crashed(self) -> SessionInfo:
+        """Mark the session crashed (recovery will find it)."""
+        return self.set_status("crashed")
+
+
+class SessionBatch:
+    """Collects appends and state writes; commits them atomically on exit."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._writes = _Writes()
+        self.first_seq: int | None = None
+        """After the block: the sequence number of the first appended message."""
+
+    def append(self, *messages: Any) -> None:
+        self._writes.messages.extend(messages)
+
+    def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> None:
+        self._writes.puts.append((key, value, expect, maybe_seconds(ttl, "ttl")))
+
+    def delete(self, key: str, *, expect: Expect = ANY) -> None:
+        self._writes.deletes.append((key, expect))
+
+    def __enter__(self) -> SessionBatch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.first_seq = self._session._commit(self._writes).first_seq
+
+
+# -- store-level helpers ------------------------------------------------------
+def session_info(store: Store, session_id: str, rec: Record) -> SessionInfo:
+    """Info from the meta record; ``updated_at`` also counts the last append."""
+    body = store.codec.decode(rec.data, rec.codec, rec.key)
+    log = store.backend.log_info(keys.join("session", session_id, "history"))
+    updated = max(rec.updated_at, log.updated_at) if log else rec.updated_at
+    return SessionInfo(
+        session_id, body.get("user"), body.get("status", "active"),
+        to_datetime(rec.created_at), to_datetime(updated),  # type: ignore[arg-type]
+        to_datetime(rec.expires_at), body.get("ttl"),
+    )
+
+
+def _put_meta(store: Store, session_id: str, body: dict[str, Any], expect: Expect, expires: float | None) -> Record:
+    data, codec = store.codec.encode(body, f"session {session_id!r} metadata", meta_key(session_id))
+    rec = store.backend.apply([Put(meta_key(session_id), data, codec, expect, expires)])[0]
+    idx_data, idx_codec = store.codec.encode({"user": body["user"], "status": body["status"]})
+    store.backend.apply([Put(index_key(session_id), idx_data, idx_codec, ANY, expires)])
+    assert isinstance(rec, Record)
+    return rec
+
+
+def open_session(store: Store, session_id: str, user: str | None, ttl: Duration | None) -> Session:
+    """Get or create a session; a crashed one is set active again (a recovery)."""
+    keys.escape(session_id)  # validates type and emptiness
+    if user is not None and not isinstance(user, str):
+        raise InvalidInputError(f"user must be a str, got {type(user).__name__}")
+    ttl_s = maybe_seconds(ttl, "ttl")
+    for _ in range(100):
+        rec = store.backend.get(meta_key(session_id))
+        try:
+            if rec is None:
+                body = {"user": user, "status": "active", "ttl": ttl_s}
+                expires = None if ttl_s is None else time.time() + ttl_s * RENEW_FACTOR
+                return Session(store, session_id, _put_meta(store, session_id, body, None, expires), None)
+            return _reopen(store, session_id, rec, user, ttl_s)
+        except ConflictError:
+            continue
+    raise ConflictError(meta_key(session_id), None, None)
+
+
+def _reopen(store: Store, session_id: str, rec: Record, user: str | None, ttl_s: float | None) -> Session:
+    found = session_info(store, session_id, rec)
+    if user is not None and found.user not in (None, user):
+        raise InvalidInputError(
+            f"session {session_id!r} belongs to user {found.user!r}, not {user!r}; use another session id"
+        )
+    body = {"user": found.user or user, "status": found.status, "ttl": found.ttl}
+    changed = body["user"] != found.user or found.status == "crashed"
+    if ttl_s is not None and ttl_s != found.ttl:
+        body["ttl"], changed = ttl_s, True
+    if changed:
+        body["status"] = "active"
+        expires = rec.expires_at if body["ttl"] is None or body["ttl"] == found.ttl else (
+            time.time() + body["ttl"] * RENEW_FACTOR
+        )
+        rec = _put_meta(store, session_id, body, rec.version, expires)
+    return Session(store, session_id, rec, found)
+
+
+def set_status(store: Store, session_id: str, status: SessionStatus) -> SessionInfo:
+    for _ in range(100):
+        rec = store.backend.get(meta_key(session_id))
+        if rec is None:
+            raise NotFoundError(f"no session {session_id!r}; open it with store.session(id) first")
+        body = dict(store.codec.decode(rec.data, rec.codec, rec.key))
+        body["status"] = status
+        try:
+            return session_info(store, session_id, _put_meta(store, session_id, body, rec.version, rec.expires_at))
+        except ConflictError:
+            continue
+    raise ConflictError(meta_key(session_id), None, None)
+
+
+def list_sessions(
+    store: Store,
+    *,
+    status: SessionStatus | None = None,
+    user: str | None = None,
+    stale_after: float | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> tuple[list[SessionInfo], str | None]:
+    """One page of sessions matching the filters, in id order, and the next cursor."""
+    if status is not None and status not in SESSION_STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}")
+    out: list[SessionInfo] = []
+    cursor = index_key(after) if after is not None else None
+    while len(out) < limit:
+        idx = store.backend.scan(INDEX_PREFIX, after=cursor, limit=max(limit, 100))
+        if not idx:
+            return out, None
+        ids = [keys.split(r.key)[-1] for r in idx]
+        metas = store.backend.get_many([meta_key(i) for i in ids])
+        for sid, meta in zip(ids, metas):
+            info = session_info(store, sid, meta) if meta is not None else None
+            if info is not None and _matches(info, status, user, stale_after):
+                out.append(info)
+                if len(out) == limit:
+                    return out, sid
+        cursor = idx[-1].key
+    return out, None
+
+
+def _matches(info: SessionInfo, status: str | None, user: str | None, stale_after: float | None) -> bool:
+    if status is not None and info.status != status:
+        return False
+    if user is not None and info.user != user:
+        return False
+    return stale_after is None or info.is_stale(stale_after)
+
+
+def iter_sessions(store: Store, **filters: Any) -> Iterator[SessionInfo]:
+    after = None
+    while True:
+        page, after = list_sessions(store, after=after, **filters)
+        yield from page
+        if after is None:
+            return

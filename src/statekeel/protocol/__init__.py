@@ -1,0 +1,255 @@
+"""The backend protocol: the few operations every backend implements.
+
+Features (sessions, state, decisions, runs, checkpoints, events, notes) are
+written once on top of these; a backend adds storage, never behaviour.
+
+* versioned key-value records — :meth:`Backend.get`, :meth:`Backend.scan`;
+* append-only logs numbered from 1 — :meth:`Backend.read`, :meth:`Backend.log_info`;
+* every write goes through :meth:`Backend.apply`, an atomic batch of
+  :class:`Put`, :class:`Delete`, :class:`Append`, :class:`Touch`, :class:`Expire`
+  and :class:`Trim` operations: either all preconditions hold and all of it is
+  durable when ``apply`` returns, or :class:`~statekeel.errors.ConflictError` is
+  raised and nothing changed;
+* expiry — records and logs carry ``expires_at``; expired data is never returned
+  and :meth:`Backend.purge_expired` deletes it in bounded batches;
+* migrations — :meth:`Backend.migrate` runs (or, with ``check=True``, only
+  reports) the ordered schema migrations.
+
+``memory`` (:mod:`statekeel.backends.memory`) is the reference implementation.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Union
+
+from . import keys
+
+__all__ = [
+    "ANY",
+    "KEEP",
+    "Any_",
+    "Keep",
+    "Record",
+    "Entry",
+    "LogInfo",
+    "Put",
+    "Delete",
+    "Append",
+    "Touch",
+    "Expire",
+    "Trim",
+    "Op",
+    "Backend",
+    "MigrationStatus",
+    "keys",
+]
+
+
+class Any_(enum.Enum):
+    """Type of :data:`ANY`."""
+
+    ANY = "ANY"
+
+
+class Keep(enum.Enum):
+    """Type of :data:`KEEP`."""
+
+    KEEP = "KEEP"
+
+
+ANY: Final = Any_.ANY
+"""``expect=ANY``: write whatever version is stored (no compare-and-set)."""
+
+KEEP: Final = Keep.KEEP
+"""``expires_at=KEEP``: leave the stored expiry as it is."""
+
+Expect = Union[int, None, Any_]
+"""``None`` = must not exist; an int = must be exactly that version; ANY = no check."""
+
+ExpiresAt = Union[float, None, Keep]
+"""Seconds since the epoch, ``None`` = never, or KEEP = unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One versioned key-value record as the backend stores it."""
+
+    key: str
+    """Full backend key (see :mod:`statekeel.protocol.keys`)."""
+    data: bytes
+    """The encoded value."""
+    codec: str
+    """Name of the codec that encoded ``data`` (so old data stays readable)."""
+    version: int
+    """1 on creation, +1 on every put."""
+    created_at: float
+    """Seconds since the epoch when the key was first written."""
+    updated_at: float
+    """Seconds since the epoch of the last put or touch."""
+    expires_at: float | None
+    """Seconds since the epoch after which the record is gone; None = never."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One element of an append-only log."""
+
+    log: str
+    """The log's key."""
+    seq: int
+    """Position in the log, from 1, without gaps."""
+    data: bytes
+    """The encoded value."""
+    codec: str
+    """Name of the codec that encoded ``data``."""
+    created_at: float
+    """Seconds since the epoch when it was appended."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogInfo:
+    """Summary of a log: its bounds and timestamps."""
+
+    log: str
+    """The log's key."""
+    first_seq: int
+    """Lowest sequence still stored (1 unless trimmed); ``last_seq + 1`` if empty."""
+    last_seq: int
+    """Highest sequence ever appended (0 if none)."""
+    created_at: float
+    """When the first entry was appended."""
+    updated_at: float
+    """When the last append (or touch) happened."""
+    expires_at: float | None
+    """When the whole log expires; None = never."""
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``data`` at ``key`` if the stored version matches ``expect``."""
+
+    key: str
+    data: bytes
+    codec: str
+    expect: Expect = ANY
+    expires_at: ExpiresAt = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key`` if the stored version matches ``expect``. Result: existed."""
+
+    key: str
+    expect: Expect = ANY
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append ``items`` (data, codec) to ``log``. Result: the first new seq."""
+
+    log: str
+    items: tuple[tuple[bytes, str], ...]
+    expires_at: ExpiresAt = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Bump ``updated_at`` of a record or log (and its expiry). Result: existed."""
+
+    key: str
+    expires_at: ExpiresAt = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Set the expiry of every record and log under ``prefix``. Result: count."""
+
+    prefix: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """Drop log entries with ``seq < before``. Result: how many were dropped."""
+
+    log: str
+    before: int
+
+
+Op = Union[Put, Delete, Append, Touch, Expire, Trim]
+OpResult = Union[Record, bool, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """Where a store's schema stands relative to the code."""
+
+    current: int
+    """The version recorded in the store (0 = empty store)."""
+    target: int
+    """The version this code expects."""
+    pending: list[str] = field(default_factory=list)
+    """The statements that migrating would run, in order."""
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.target
+
+
+class Backend(abc.ABC):
+    """What a storage engine implements. Everything else is written on top."""
+
+    url: str
+    """The URL the backend was opened with, password removed."""
+
+    @abc.abstractmethod
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        """The record at ``key``, or None. Expired records only if asked for."""
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """Several records at once; backends may override for one round trip."""
+        return [self.get(k) for k in keys]
+
+    @abc.abstractmethod
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        """Live records whose key starts with ``prefix``, in key order, after ``after``."""
+
+    @abc.abstractmethod
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        """Entries with ``start <= seq < stop``; ``reverse`` walks from the newest.
+
+        Always returned in ascending ``seq`` order; ``limit`` counts from the
+        newest end when ``reverse`` is true, so ``read(log, limit=20,
+        reverse=True)`` is the last 20 entries in O(20).
+        """
+
+    @abc.abstractmethod
+    def log_info(self, log: str) -> LogInfo | None:
+        """Bounds of ``log``, or None if it has no entries or has expired."""
+
+    @abc.abstractmethod
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        """Run ``ops`` as one atomic, durable batch; results align with ``ops``."""
+
+    @abc.abstractmethod
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` expired records/logs; return how many went."""
+
+    @abc.abstractmethod
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        """Bring the schema up to date, or with ``check`` only report what would run."""
+
+    def close(self) -> None:
+        """Release connections and files. Idempotent."""

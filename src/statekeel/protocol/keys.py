@@ -1,0 +1,68 @@
+"""How feature-level names become backend keys.
+
+A key is a ``/``-separated path of escaped components, e.g.
+``session/support-42/state/ticket``. Escaping makes any user id safe — quotes,
+NUL, ``/``, ``%``, ``{``, ``}`` and ``..`` all round-trip — so a prefix scan of
+``session/a/`` can never match session ``a/b``.
+
+The *partition* of a key is its first two components (``session/support-42``).
+Everything one session owns shares a partition, so a batch that stays inside it
+works on backends that shard by partition (Redis Cluster hash tags).
+"""
+
+from __future__ import annotations
+
+from ..errors import InvalidInputError
+
+_ESCAPED = {"%": "%25", "/": "%2F", "{": "%7B", "}": "%7D", "\x00": "%00"}
+
+
+def escape(component: str) -> str:
+    """Escape one path component so it contains no separator or hash-tag brace."""
+    if not isinstance(component, str):
+        raise InvalidInputError(
+            f"ids and keys must be str, got {type(component).__name__} {component!r}; "
+            "convert it with str() first"
+        )
+    if component == "":
+        raise InvalidInputError("ids and keys must not be empty strings")
+    if not any(ch in component for ch in _ESCAPED):
+        return component
+    return "".join(_ESCAPED.get(ch, ch) for ch in component)
+
+
+def unescape(component: str) -> str:
+    """Reverse :func:`escape`."""
+    if "%" not in component:
+        return component
+    out: list[str] = []
+    i = 0
+    while i < len(component):
+        if component[i] == "%":
+            out.append(chr(int(component[i + 1 : i + 3], 16)))
+            i += 3
+        else:
+            out.append(component[i])
+            i += 1
+    return "".join(out)
+
+
+def join(*components: str) -> str:
+    """Build a key from raw components, escaping each."""
+    return "/".join(escape(c) for c in components)
+
+
+def split(key: str) -> list[str]:
+    """Split a key back into raw components."""
+    return [unescape(c) for c in key.split("/")]
+
+
+def partition(key: str) -> str:
+    """The first two components of ``key``: the unit a batch should stay inside."""
+    parts = key.split("/", 2)
+    return "/".join(parts[:2])
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    return prefix + "\U0010ffff"

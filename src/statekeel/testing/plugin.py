@@ -1,0 +1,101 @@
+"""pytest plugin: runs every conformance test against every selected backend.
+
+Use it from a ``conftest.py``::
+
+    pytest_plugins = ["statekeel.testing.plugin"]
+
+and choose backends with ``--statekeel-backends=memory,sqlite,postgres,redis,files``
+(default: all of them). PostgreSQL and Redis are real servers started once per
+test session on free loopback ports (see :mod:`statekeel.testing.servers`).
+When the environment variable ``CI`` is set, a server that cannot start fails
+the run; otherwise its tests are skipped with the reason.
+
+A third-party backend joins the suite by registering a factory::
+
+    from statekeel.testing import register_backend
+    register_backend("mybackend", lambda ctx: f"mybackend://{ctx.tmp_path}/x")
+
+then ``pytest --statekeel-backends=mybackend --pyargs statekeel.testing.conformance``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import statekeel
+
+from . import BACKENDS, BackendContext, ServerPool
+
+ALL = ("memory", "sqlite")  # grows as backends land: files, postgres, redis
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--statekeel-backends",
+        default=os.environ.get("STATEKEEL_TEST_BACKENDS", ",".join(ALL)),
+        help="comma-separated backends the conformance suite runs on (default: all)",
+    )
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    names = [b.strip() for b in str(config.getoption("--statekeel-backends")).split(",") if b.strip()]
+    return [n for n in names if n in BACKENDS]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", selected_backends(metafunc.config), scope="function")
+
+
+@pytest.fixture(scope="session")
+def statekeel_servers() -> Iterator[ServerPool]:
+    """Real servers, started on first use and stopped at the end of the session."""
+    pool = ServerPool(required=bool(os.environ.get("CI")))
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def store_url(backend_name: str, tmp_path: Path, statekeel_servers: ServerPool) -> str:
+    """A URL of a fresh, empty store on ``backend_name``."""
+    ctx = BackendContext(tmp_path=tmp_path, servers=statekeel_servers, n=next(_counter))
+    try:
+        return BACKENDS[backend_name](ctx)
+    except ServerPool.Missing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[statekeel.Store]:
+    """An open store on a fresh backend; closed after the test."""
+    s = statekeel.open(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def open_store(store_url: str) -> Iterator[Any]:
+    """A function opening more handles on the same store (closed after the test)."""
+    opened: list[statekeel.Store] = []
+
+    def _open(**options: Any) -> statekeel.Store:
+        s = statekeel.open(store_url, **options)
+        opened.append(s)
+        return s
+
+    yield _open
+    for s in opened:
+        s.close()
