@@ -235,7 +235,8 @@ def main(argv=None) -> int:
     print(human_table(rows), file=sys.stderr)
     print(f"\n# total wall time {elapsed:.1f} s", file=sys.stderr)
     if a.out:
-        meta = {"date": started.isoformat(timespec="seconds"), "command": " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+        command = " ".join(["benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:]))
+        meta = {"date": started.isoformat(timespec="seconds"), "command": command,
                 "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                 "turns": turns, "slow_turns": slow_turns, "repeat": a.repeat, "wall_s": round(elapsed, 1)}
         with open(a.out, "w") as f:

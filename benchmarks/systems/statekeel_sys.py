@@ -57,7 +57,6 @@ def sk_sqlite_normal(turns, ctx):
 
 def sk_pg(turns, ctx):
     import statekeel
-
     from benchmarks.systems.pg_peers import db_size
 
     s0 = db_size(ctx["pg_dsn"])
@@ -71,7 +70,6 @@ def sk_pg(turns, ctx):
 
 def sk_redis(turns, ctx):
     import statekeel
-
     from benchmarks.systems.redis_peers import prepare
 
     r, m0 = prepare(ctx["redis_url"])
@@ -123,6 +121,10 @@ def sk_history_scaling(turns, ctx):
                 t = time.perf_counter()
                 s.history(last=20)
                 times[name].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        n_big = len(big.history())  # also proves the big session really holds BIG messages
+        full_big_ms = (time.perf_counter() - t) * 1e3
+        assert n_big == BIG and len(small.history()) == SMALL, (n_big, BIG)
     finally:
         store.close()
     m_small = statistics.median(times["small"]) * 1e3
@@ -133,6 +135,7 @@ def sk_history_scaling(turns, ctx):
         "history_last20_ratio_100k_vs_1k": round(m_big / m_small, 3),
         "history_last20_first_call_ms_1k": round(first["small"], 3),
         "history_last20_first_call_ms_100k": round(first["big"], 3),
+        "history_full_ms_100k": round(full_big_ms, 1),
         "build_s": round(build_s, 2),
         "repeats": REPEAT,
         "storage_bytes": dir_bytes(ctx["workdir"]),

@@ -28,6 +28,8 @@ from ..protocol import (
     Record,
     Touch,
     Trim,
+    Load,
+    LoadEntries,
 )
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
@@ -129,7 +131,7 @@ class MemoryBackend(Backend):
                     lo = max(lo, hi - limit)
                 else:
                     hi = min(hi, lo + limit)
-            return [lg.entries[s] for s in range(lo, hi)]
+            return [lg.entries[s] for s in range(lo, hi) if s in lg.entries]
 
     def log_info(self, log: str) -> LogInfo | None:
         with self._lock:
@@ -137,6 +139,12 @@ class MemoryBackend(Backend):
             if lg is None:
                 return None
             return LogInfo(log, lg.first_seq, lg.last_seq, lg.created_at, lg.updated_at, lg.expires_at)
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        with self._lock:
+            names = sorted(n for n in self._logs if n.startswith(prefix) and (after is None or n > after))
+            found = [self.log_info(n) for n in names]
+        return [i for i in found if i is not None][:limit]
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
@@ -170,7 +178,36 @@ class MemoryBackend(Backend):
             return self._touch(op, now)
         if isinstance(op, Expire):
             return self._expire(op, now)
+        if isinstance(op, Load):
+            return self._load(op.record)
+        if isinstance(op, LoadEntries):
+            return self._load_entries(op, now)
         return self._trim(op)
+
+    def _load(self, rec: Record) -> Record:
+        if rec.key not in self._records:
+            bisect.insort(self._sorted, rec.key)
+        self._records[rec.key] = rec
+        return rec
+
+    def _load_entries(self, op: LoadEntries, now: float) -> int:
+        lg = self._logs.get(op.log)
+        if lg is None or not _alive(lg.expires_at, now):
+            if not op.entries:
+                return 0
+            first = op.entries[0]
+            lg = self._logs[op.log] = _Log(
+                first_seq=first.seq, last_seq=first.seq - 1, created_at=first.created_at
+            )
+        written = 0
+        for e in op.entries:
+            if e.seq > lg.last_seq:
+                lg.entries[e.seq] = Entry(op.log, e.seq, e.data, e.codec, e.created_at)
+                lg.last_seq = e.seq
+                lg.updated_at = max(lg.updated_at, e.created_at)
+                written += 1
+        lg.expires_at = op.expires_at
+        return written
 
     def _put(self, op: Put, now: float) -> Record:
         old = self._records.get(op.key)

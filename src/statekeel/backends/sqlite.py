@@ -44,6 +44,8 @@ from ..protocol import (
     Record,
     Touch,
     Trim,
+    Load,
+    LoadEntries,
 )
 from ..protocol.keys import prefix_end
 from ._url import ParsedURL
@@ -229,6 +231,25 @@ class SQLiteBackend(Backend):
             head = self._header(c, log)
         return LogInfo(log, *head[1:]) if head else None
 
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        lo = after if after is not None and after >= prefix else prefix
+        op = ">" if after is not None and after >= prefix else ">="
+        out: list[LogInfo] = []
+        with self._read() as c:
+            while len(out) < limit:
+                names = [r[0] for r in c.execute(
+                    f"SELECT name FROM sk_logs WHERE name {op} ? AND name < ? ORDER BY name LIMIT ?",
+                    (lo, prefix_end(prefix), limit),
+                )]
+                for name in names:
+                    head = self._header(c, name)
+                    if head is not None and len(out) < limit:
+                        out.append(LogInfo(name, *head[1:]))
+                if len(names) < limit:
+                    break
+                lo, op = names[-1], ">"
+        return out
+
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         with self._write() as c:
@@ -246,7 +267,41 @@ class SQLiteBackend(Backend):
             return self._touch(c, op, now)
         if isinstance(op, Expire):
             return self._expire(c, op, now)
+        if isinstance(op, Load):
+            r = op.record
+            c.execute(
+                "INSERT OR REPLACE INTO sk_kv VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (r.key, r.data, r.codec, r.version, r.created_at, r.updated_at, r.expires_at),
+            )
+            return r
+        if isinstance(op, LoadEntries):
+            return self._load_entries(c, op, now)
         return self._trim(c, op)
+
+    def _load_entries(self, c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
+        head = self._header(c, op.log)
+        if head is None:
+            if not op.entries:
+                return 0
+            dead = c.execute("SELECT id FROM sk_logs WHERE name = ?", (op.log,)).fetchone()
+            if dead is not None:
+                self._drop_log(c, dead[0])
+            first = op.entries[0]
+            log_id = c.execute(
+                "INSERT INTO sk_logs (name, first_seq, last_seq, created_at, updated_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (op.log, first.seq, first.seq - 1, first.created_at, first.created_at, op.expires_at),
+            ).lastrowid
+            last = first.seq - 1
+        else:
+            log_id, last = head[0], head[2]
+            c.execute("UPDATE sk_logs SET expires_at = ? WHERE id = ?", (op.expires_at, log_id))
+        fresh = [e for e in op.entries if e.seq > last]
+        c.executemany(
+            "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
+            [(_rowid(log_id, e.seq), e.data, e.codec, e.created_at) for e in fresh],  # type: ignore[arg-type]
+        )
+        return len(fresh)
 
     def _current(self, c: sqlite3.Connection, key: str, now: float) -> tuple[int, float, Any] | None:
         row = c.execute(

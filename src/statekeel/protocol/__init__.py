@@ -42,6 +42,8 @@ __all__ = [
     "Touch",
     "Expire",
     "Trim",
+    "Load",
+    "LoadEntries",
     "Op",
     "Backend",
     "MigrationStatus",
@@ -180,7 +182,30 @@ class Trim:
     before: int
 
 
-Op = Union[Put, Delete, Append, Touch, Expire, Trim]
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Write ``record`` exactly as given — version, timestamps, expiry — with no
+    check. For copy, import and restore only. Result: the record."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEntries:
+    """Write ``entries`` of ``log`` at their own seq and created_at, for copy/import.
+
+    Creates the log if needed (numbering starts at ``entries[0].seq``); an
+    entry whose seq is not above the log's last seq is skipped, so re-running
+    a copy is idempotent. ``expires_at`` is the log's expiry. Result: how many
+    entries were written.
+    """
+
+    log: str
+    entries: tuple[Entry, ...]
+    expires_at: float | None = None
+
+
+Op = Union[Put, Delete, Append, Touch, Expire, Trim, Load, LoadEntries]
 OpResult = Union[Record, bool, int]
 
 
@@ -238,6 +263,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def log_info(self, log: str) -> LogInfo | None:
         """Bounds of ``log``, or None if it has no entries or has expired."""
+
+    @abc.abstractmethod
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        """Live, non-empty logs whose key starts with ``prefix``, in key order, after ``after``."""
 
     @abc.abstractmethod
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:

@@ -48,9 +48,20 @@ def selected_backends(config: pytest.Config) -> list[str]:
     return [n for n in names if n in BACKENDS]
 
 
+PROCESS_LOCAL = {"memory"}
+"""Backends whose data lives in one process: tests marked ``multiprocess`` skip them."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "multiprocess: needs a store shared between processes")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name", selected_backends(metafunc.config), scope="function")
+        names = selected_backends(metafunc.config)
+        if metafunc.definition.get_closest_marker("multiprocess"):
+            names = [n for n in names if n not in PROCESS_LOCAL]
+        metafunc.parametrize("backend_name", names, scope="function")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,209 @@
+"""The backend protocol, exercised directly: every backend must behave like memory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from statekeel import ConflictError, Store
+from statekeel.protocol import ANY, KEEP, Append, Delete, Expire, Put, Touch, Trim, keys
+
+
+def put(store: Store, key: str, value: bytes = b"1", **kw: object) -> object:
+    return store.backend.apply([Put(key, value, "json", **kw)])[0]  # type: ignore[arg-type]
+
+
+def test_put_creates_version_1_then_increments(store: Store) -> None:
+    r1 = put(store, "app/_/state/a", b"1")
+    r2 = put(store, "app/_/state/a", b"2")
+    assert (r1.version, r2.version) == (1, 2)  # type: ignore[attr-defined]
+    got = store.backend.get("app/_/state/a")
+    assert got is not None and got.data == b"2" and got.version == 2 and got.codec == "json"
+    assert got.created_at == r1.created_at <= got.updated_at  # type: ignore[attr-defined]
+
+
+def test_compare_and_set(store: Store) -> None:
+    put(store, "k/x/a", expect=None)
+    with pytest.raises(ConflictError) as info:
+        put(store, "k/x/a", b"2", expect=None)
+    assert info.value.actual == 1
+    put(store, "k/x/a", b"2", expect=1)
+    with pytest.raises(ConflictError):
+        put(store, "k/x/a", b"3", expect=1)
+    got = store.backend.get("k/x/a")
+    assert got is not None and got.data == b"2" and got.version == 2
+
+
+def test_delete_with_expect(store: Store) -> None:
+    put(store, "k/x/a")
+    with pytest.raises(ConflictError):
+        store.backend.apply([Delete("k/x/a", expect=7)])
+    assert store.backend.apply([Delete("k/x/a", expect=1)]) == [True]
+    assert store.backend.get("k/x/a") is None
+    assert store.backend.apply([Delete("k/x/a")]) == [False]
+
+
+def test_batch_is_all_or_nothing(store: Store) -> None:
+    put(store, "k/x/b")
+    ops = [
+        Put("k/x/a", b"1", "json"),
+        Append("k/x/log", ((b"1", "json"),)),
+        Put("k/x/b", b"2", "json", expect=None),  # fails: b exists
+    ]
+    with pytest.raises(ConflictError):
+        store.backend.apply(ops)
+    assert store.backend.get("k/x/a") is None
+    assert store.backend.read("k/x/log") == []
+    assert store.backend.get("k/x/b").data == b"1"  # type: ignore[union-attr]
+
+
+def test_batch_sees_its_own_writes(store: Store) -> None:
+    res = store.backend.apply([Put("k/x/a", b"1", "json", expect=None), Put("k/x/a", b"2", "json", expect=1)])
+    assert [r.version for r in res] == [1, 2]  # type: ignore[union-attr]
+
+
+def test_scan_prefix_order_and_pages(store: Store) -> None:
+    names = [f"{i:03d}" for i in range(25)]
+    store.backend.apply([Put(keys.join("s", "a", "state", n), b"1", "json") for n in reversed(names)])
+    store.backend.apply([Put(keys.join("s", "a/b", "state", "x"), b"1", "json")])  # a/b must not leak into a
+    seen: list[str] = []
+    after = None
+    while True:
+        page = store.backend.scan("s/a/", after=after, limit=10)
+        seen += [keys.split(r.key)[-1] for r in page]
+        if len(page) < 10:
+            break
+        after = page[-1].key
+    assert seen == names
+
+
+def test_escaping_round_trips_adversarial_ids() -> None:
+    for raw in ["a/b", "%2F", "{tag}", "..", "x\x00y", "日本", "'; drop table x; --", "50%_"]:
+        key = keys.join("session", raw, "state", raw)
+        assert keys.split(key) == ["session", raw, "state", raw]
+        assert keys.partition(key) == "session/" + keys.escape(raw)
+
+
+def test_expired_records_are_never_returned(store: Store) -> None:
+    now = time.time()
+    put(store, "k/x/old", expires_at=now + 0.3)
+    put(store, "k/x/new", expires_at=now + 3600)
+    assert store.backend.get("k/x/old") is not None
+    time.sleep(0.4)
+    assert store.backend.get("k/x/old") is None
+    assert [r.key for r in store.backend.scan("k/x/")] == ["k/x/new"]
+    assert store.backend.get_many(["k/x/old", "k/x/new"])[0] is None
+    # an expired key counts as absent for compare-and-set: create-only succeeds
+    assert put(store, "k/x/old", expect=None).version == 1  # type: ignore[attr-defined]
+
+
+def test_purge_expired_in_batches(store: Store) -> None:
+    store.backend.apply([Put(f"k/x/{i}", b"1", "json", expires_at=time.time() + 0.2) for i in range(30)])
+    store.backend.apply([Append("k/x/log", ((b"1", "json"),), expires_at=time.time() + 0.2)])
+    put(store, "k/x/keep")
+    time.sleep(0.3)
+    assert store.backend.purge_expired(limit=10) <= 10
+    store.purge_expired(batch=10)
+    assert store.backend.purge_expired() == 0
+    assert [r.key for r in store.backend.scan("k/x/")] == ["k/x/keep"]
+
+
+def test_put_keep_expiry(store: Store) -> None:
+    exp = time.time() + 100
+    put(store, "k/x/a", expires_at=exp)
+    put(store, "k/x/a", b"2", expires_at=KEEP)
+    got = store.backend.get("k/x/a")
+    assert got is not None and got.expires_at == pytest.approx(exp)
+    put(store, "k/x/a", b"3")  # default: no expiry
+    assert store.backend.get("k/x/a").expires_at is None  # type: ignore[union-attr]
+
+
+def test_logs_append_read_tail_trim(store: Store) -> None:
+    b = store.backend
+    first = b.apply([Append("l/x/log", tuple((str(i).encode(), "json") for i in range(1, 6)))])[0]
+    assert first == 1
+    assert b.apply([Append("l/x/log", ((b"6", "json"),))])[0] == 6
+    assert [e.seq for e in b.read("l/x/log")] == [1, 2, 3, 4, 5, 6]
+    assert [e.data for e in b.read("l/x/log", start=2, stop=4)] == [b"2", b"3"]
+    assert [e.seq for e in b.read("l/x/log", limit=2, reverse=True)] == [5, 6]
+    assert [e.seq for e in b.read("l/x/log", start=2, limit=2)] == [2, 3]
+    info = b.log_info("l/x/log")
+    assert info is not None and (info.first_seq, info.last_seq) == (1, 6)
+    assert b.apply([Trim("l/x/log", 4)]) == [3]
+    assert [e.seq for e in b.read("l/x/log")] == [4, 5, 6]
+    assert b.apply([Append("l/x/log", ((b"7", "json"),))])[0] == 7  # trimming never reuses numbers
+    info = b.log_info("l/x/log")
+    assert info is not None and (info.first_seq, info.last_seq) == (4, 7)
+    assert b.read("l/x/other") == [] and b.log_info("l/x/other") is None
+
+
+def test_trim_everything_keeps_numbering(store: Store) -> None:
+    b = store.backend
+    b.apply([Append("l/x/log", ((b"1", "json"), (b"2", "json")))])
+    b.apply([Trim("l/x/log", 100)])
+    assert b.read("l/x/log") == []
+    assert b.apply([Append("l/x/log", ((b"3", "json"),))])[0] == 3
+
+
+def test_log_expiry_and_restart(store: Store) -> None:
+    b = store.backend
+    b.apply([Append("l/x/log", ((b"1", "json"),), expires_at=time.time() + 0.2)])
+    time.sleep(0.3)
+    assert b.read("l/x/log") == [] and b.log_info("l/x/log") is None
+    assert b.apply([Append("l/x/log", ((b"2", "json"),))])[0] == 1  # a new log under the old name
+
+
+def test_touch_and_expire(store: Store) -> None:
+    b = store.backend
+    put(store, "t/x/meta")
+    before = b.get("t/x/meta")
+    time.sleep(0.01)
+    assert b.apply([Touch("t/x/meta")]) == [True]
+    after = b.get("t/x/meta")
+    assert before is not None and after is not None
+    assert after.updated_at > before.updated_at and after.version == before.version
+    assert b.apply([Touch("t/x/missing")]) == [False]
+    b.apply([Append("t/x/log", ((b"1", "json"),))])
+    put(store, "t/y/other")
+    exp = time.time() + 0.3
+    assert b.apply([Expire("t/x/", exp)]) == [2]
+    assert b.get("t/y/other").expires_at is None  # type: ignore[union-attr]
+    time.sleep(0.4)
+    assert b.get("t/x/meta") is None and b.read("t/x/log") == []
+
+
+def test_migrate_check_reports_up_to_date(store: Store) -> None:
+    status = store.backend.migrate(check=True)
+    assert status.up_to_date and status.pending == []
+
+
+def test_unconditional_put_is_any(store: Store) -> None:
+    put(store, "k/x/a", expect=ANY)
+    put(store, "k/x/a", expect=ANY)
+    assert store.backend.get("k/x/a").version == 2  # type: ignore[union-attr]
+
+
+def test_scan_logs(store: Store) -> None:
+    b = store.backend
+    for name in ["e/x/a", "e/x/b", "e/x/c", "e/y/a"]:
+        b.apply([Append(name, ((b"1", "json"),))])
+    b.apply([Append("e/x/d", ((b"1", "json"),), expires_at=time.time() - 1)])
+    assert [i.log for i in b.scan_logs("e/x/")] == ["e/x/a", "e/x/b", "e/x/c"]
+    assert [i.log for i in b.scan_logs("e/x/", after="e/x/a", limit=1)] == ["e/x/b"]
+
+
+def test_load_preserves_versions_timestamps_and_seqs(store: Store) -> None:
+    from statekeel.protocol import Entry, Load, LoadEntries, Record
+
+    b = store.backend
+    rec = Record("k/x/a", b"1", "json", 7, 1000.0, 2000.0, None)
+    assert b.apply([Load(rec)]) == [rec]
+    assert b.get("k/x/a") == rec
+    entries = tuple(Entry("l/x/log", seq, str(seq).encode(), "json", 1000.0 + seq) for seq in (5, 6, 7))
+    assert b.apply([LoadEntries("l/x/log", entries)]) == [3]
+    assert b.apply([LoadEntries("l/x/log", entries)]) == [0]  # idempotent
+    assert b.read("l/x/log") == list(entries)
+    info = b.log_info("l/x/log")
+    assert info is not None and (info.first_seq, info.last_seq) == (5, 7)
+    assert b.apply([Append("l/x/log", ((b"8", "json"),))]) == [8]

@@ -1,0 +1,149 @@
+"""Sessions: history, batches, status, heartbeat, TTL, listings — on every backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from statekeel import ExpiredError, InvalidInputError, SerializationError, Store
+
+
+def test_append_and_history(store: Store) -> None:
+    s = store.session("support-42", user="u-7")
+    assert s.append({"role": "user", "content": "My order is late"}) == 1
+    assert s.append({"role": "assistant", "content": "Sorry!"}, {"role": "user", "content": "ok"}) == 2
+    assert [m["content"] for m in s.history()] == ["My order is late", "Sorry!", "ok"]
+    assert s.history(last=2)[0]["content"] == "Sorry!"
+    assert s.history(last=0) == [] and len(s) == 3
+    msgs = s.messages(last=1)
+    assert msgs[0].seq == 3 and msgs[0].created_at.tzinfo is not None
+    assert [m.seq for m in s.messages(start=2, stop=3)] == [2]
+
+
+def test_history_last_reads_only_the_tail(store: Store) -> None:
+    s = store.session("big")
+    for chunk in range(10):
+        s.append(*[{"i": chunk * 100 + i} for i in range(100)])
+    assert [m["i"] for m in s.history(last=3)] == [997, 998, 999]
+    assert len(s) == 1000
+
+
+def test_append_with_state_is_one_commit(store: Store) -> None:
+    s = store.session("t")
+    s.append({"role": "user", "content": "hi"}, state={"turn": 1, "mood": "ok"})
+    assert s.state.get("turn") == 1 and s.state.get("mood") == "ok"
+    with pytest.raises(SerializationError):
+        s.append({"role": "user"}, state={"bad": object()})
+    assert len(s) == 1 and s.state.get("bad") is None  # nothing of the failed call was written
+
+
+def test_batch_commits_together_or_not_at_all(store: Store) -> None:
+    s = store.session("t")
+    with s.batch() as b:
+        b.append({"n": 1})
+        b.append({"n": 2})
+        b.put("step", "two")
+    assert b.first_seq == 1 and len(s) == 2 and s.state.get("step") == "two"
+    with pytest.raises(RuntimeError):
+        with s.batch() as b:
+            b.append({"n": 3})
+            raise RuntimeError("agent crashed mid-turn")
+    assert len(s) == 2
+
+
+def test_reopen_returns_the_same_session(store: Store) -> None:
+    s = store.session("x", user="u")
+    s.append("hello")
+    again = store.session("x")
+    assert again.history() == ["hello"] and again.user == "u"
+    assert again.resumed is not None and again.resumed.status == "active"
+    with pytest.raises(InvalidInputError, match="belongs to user"):
+        store.session("x", user="someone-else")
+
+
+def test_status_and_recovery(store: Store) -> None:
+    s = store.session("job")
+    assert s.info().status == "active"
+    assert s.mark_crashed().status == "crashed"
+    assert [i.id for i in store.sessions(status="crashed")] == ["job"]
+    resumed = store.session("job")  # reopening a crashed session resumes it
+    assert resumed.resumed is not None and resumed.resumed.status == "crashed"
+    assert resumed.info().status == "active"
+    assert resumed.complete().status == "completed"
+    with pytest.raises(InvalidInputError):
+        resumed.set_status("bogus")  # type: ignore[arg-type]
+
+
+def test_heartbeat_and_stale_detection(store: Store) -> None:
+    s = store.session("agent")
+    before = s.info().updated_at
+    time.sleep(0.3)
+    assert s.is_stale(0.2)
+    assert [i.id for i in store.sessions(stale_after=0.2)] == ["agent"]
+    s.heartbeat()
+    assert s.info().updated_at > before and not s.is_stale(0.2)
+    time.sleep(0.3)
+    s.append("an append counts as activity too")
+    assert not s.is_stale(0.2)
+    time.sleep(0.3)
+    assert [i.id for i in store.mark_stale_crashed(0.2)] == ["agent"]
+    assert s.info().status == "crashed"
+
+
+def test_list_sessions_filters_and_pages(store: Store) -> None:
+    for i in range(7):
+        store.session(f"s{i}", user="alice" if i % 2 else "bob")
+    store.session("s3").complete()
+    ids = []
+    after = None
+    while True:
+        page = store.sessions(limit=3, after=after)
+        ids += [p.id for p in page]
+        if page.next is None:
+            break
+        after = page.next
+    assert ids == [f"s{i}" for i in range(7)]
+    assert [p.id for p in store.sessions(user="alice")] == ["s1", "s3", "s5"]
+    assert [p.id for p in store.sessions(user="alice", status="active")] == ["s1", "s5"]
+    with pytest.raises(InvalidInputError):
+        store.sessions(status="zombie")  # type: ignore[arg-type]
+
+
+def test_session_ttl_expires_everything(store: Store) -> None:
+    s = store.session("brief", ttl=0.5)
+    s.append("hi", state={"k": 1})
+    info = s.info()
+    assert info.ttl == 0.5 and info.expires_at is not None
+    time.sleep(0.7)
+    assert s.history() == [] and s.state.get("k") is None
+    assert [i.id for i in store.sessions()] == []
+    with pytest.raises(ExpiredError):
+        s.append("too late")
+    fresh = store.session("brief")
+    assert fresh.resumed is None and fresh.history() == []
+
+
+def test_session_activity_renews_ttl(store: Store) -> None:
+    s = store.session("busy", ttl=0.6)
+    s.state.put("k", 1)
+    for i in range(6):  # 0.9 s of activity, longer than the ttl
+        time.sleep(0.15)
+        s.append(i)
+    assert s.state.get("k") == 1 and len(s) == 6
+
+
+def test_session_ids_are_validated(store: Store) -> None:
+    with pytest.raises(InvalidInputError):
+        store.session("")
+    with pytest.raises(InvalidInputError):
+        store.session(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        store.session("a").append()
+
+
+def test_sessions_with_separator_characters_stay_apart(store: Store) -> None:
+    store.session("a").append("in a")
+    store.session("a/b").append("in a/b")
+    assert store.session("a").history() == ["in a"]
+    assert sorted(i.id for i in store.sessions()) == ["a", "a/b"]
