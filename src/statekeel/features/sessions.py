@@ -302,15 +302,11 @@ def _reopen(store: Store, session_id: str, rec: Record, user: str | None, ttl_s:
         raise InvalidInputError(
             f"session {session_id!r} belongs to user {found.user!r}, not {user!r}; use another session id"
         )
-    body = {"user": found.user or user, "status": found.status, "ttl": found.ttl}
-    changed = body["user"] != found.user or found.status == "crashed"
-    if ttl_s is not None and ttl_s != found.ttl:
-        body["ttl"], changed = ttl_s, True
-    if changed:
-        body["status"] = "active"
-        expires = rec.expires_at if body["ttl"] is None or body["ttl"] == found.ttl else (
-            time.time() + body["ttl"] * RENEW_FACTOR
-        )
+    owner = found.user or user
+    ttl = found.ttl if ttl_s is None else ttl_s
+    if owner != found.user or ttl != found.ttl or found.status == "crashed":
+        body = {"user": owner, "status": "active", "ttl": ttl}
+        expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
         rec = _put_meta(store, session_id, body, rec.version, expires)
     return Session(store, session_id, rec, found)
 
