@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,12 @@ def finish_row(row: dict, baselines: dict) -> dict:
     if "median_ms_per_turn" in row and base:
         row["ratio_vs_raw"] = round(row["median_ms_per_turn"] / base["median_ms_per_turn"], 2)
         row["baseline"] = base["system"]
+        mine, theirs = row.get("median_ms_per_turn_all_runs"), base.get("median_ms_per_turn_all_runs")
+        if mine and theirs:  # --repeat: run i vs baseline run i, which shares that moment's fsync noise
+            paired = [round(m / b, 2) for m, b in zip(mine, theirs, strict=True) if m and b]
+            if paired:
+                row["ratio_vs_raw_paired_runs"] = paired
+                row["ratio_vs_raw_paired_median"] = round(statistics.median(paired), 2)
         if row.get("turns") != base["turns"]:
             row["ratio_note"] = f"{row['turns']} turns vs baseline's {base['turns']}: not like for like"
     return row
@@ -169,7 +176,8 @@ def human_table(rows: list[dict]) -> str:
         out.append("| " + " | ".join([
             r["system"], r["backend"], r.get("durability", ""), str(r["turns"]),
             f"{r['median_ms_per_turn']:.3f}", f"{r['p99_ms_per_turn']:.3f}",
-            f"{r['ratio_vs_raw']:.2f}" if "ratio_vs_raw" in r else "-",
+            (f"{r['ratio_vs_raw']:.2f}" if "ratio_vs_raw" in r else "-")
+            + (f" (paired {r['ratio_vs_raw_paired_median']:.2f})" if "ratio_vs_raw_paired_median" in r else ""),
             fmt_bytes(r.get("storage_bytes")),
             f"{r['storage_vs_payload']:.2f}" if "storage_vs_payload" in r else "-",
             f"{r['reload_ms']:.2f}",

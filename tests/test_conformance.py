@@ -1,8 +1,16 @@
 """Collects the public conformance suite so it runs on every selected backend."""
 
+from statekeel.testing.conformance.test_async import *  # noqa: F403
 from statekeel.testing.conformance.test_model import *  # noqa: F403
 from statekeel.testing.conformance.test_processes import *  # noqa: F403
 from statekeel.testing.conformance.test_protocol import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403
 from statekeel.testing.conformance.test_values import *  # noqa: F403
+from statekeel.testing.conformance.test_security import *  # noqa: F403
+from statekeel.testing.conformance.test_decisions import *  # noqa: F403
+from statekeel.testing.conformance.test_runs import *  # noqa: F403
+from statekeel.testing.conformance.test_notes import *  # noqa: F403
+from statekeel.testing.conformance.test_checkpoints import *  # noqa: F403
+from statekeel.testing.conformance.test_events import *  # noqa: F403
+from statekeel.testing.conformance.test_upcasting import *  # noqa: F403

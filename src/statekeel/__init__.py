@@ -7,6 +7,7 @@
     s.history(last=20)
 """
 
+from .aio import AsyncSession, AsyncSessionBatch, AsyncStateView, AsyncStore, open_async
 from .codec import Codec, Transform
 from .errors import (
     ConfigurationError,
@@ -23,21 +24,57 @@ from .errors import (
     StoreError,
     UnavailableError,
     UsageError,
+    KeyUnavailableError,
+    SecretDetectedError,
+    ErasedError,
+    IntegrityError,
 )
+from .features.checkpoints import Checkpoint, CheckpointDiff
+from .features.decisions import Decision, DecisionClosedError, DecisionContext
+from .features.events import Consumer, Event, EventStream, Projection
+from .features.notes import NoteRead, SessionNotes
+from .features.runs import Run, RunCancelledError, RunInfo, RunSuspended, StepFailedError, StepInfo
 from .features.sessions import Session, SessionBatch
 from .features.state import Scope, StateView
+from .features.upcasting import SchemaVersionError, Versioned, register_upcaster, schema, versioned
 from .models import Item, Message, Page, SessionInfo
 from .protocol import ANY
+from .security import Encryption, Erasure, SecretGuard
 from .store import DEFAULT_URL, Store, open
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "Checkpoint",
+    "CheckpointDiff",
+    "Consumer",
+    "Event",
+    "EventStream",
+    "Projection",
+    "SchemaVersionError",
+    "Versioned",
+    "register_upcaster",
+    "schema",
+    "versioned",
+    "Encryption",
+    "Erasure",
+    "ErasedError",
+    "IntegrityError",
+    "KeyUnavailableError",
+    "SecretDetectedError",
+    "SecretGuard",
+    "AsyncSession",
+    "AsyncSessionBatch",
+    "AsyncStateView",
+    "AsyncStore",
     "DEFAULT_URL",
     "Codec",
     "ConfigurationError",
     "ConflictError",
+    "Decision",
+    "DecisionClosedError",
+    "DecisionContext",
     "ExpiredError",
     "InvalidInputError",
     "Item",
@@ -45,21 +82,30 @@ __all__ = [
     "MigrationRequiredError",
     "NotAStoreError",
     "NotFoundError",
+    "NoteRead",
     "Page",
     "RecordTooLargeError",
+    "Run",
+    "RunCancelledError",
+    "RunInfo",
+    "RunSuspended",
     "SchemaTooNewError",
     "Scope",
     "SerializationError",
     "Session",
     "SessionBatch",
     "SessionInfo",
+    "SessionNotes",
     "StateView",
     "StatekeelError",
+    "StepFailedError",
+    "StepInfo",
     "Store",
     "StoreError",
     "Transform",
     "UnavailableError",
     "UsageError",
     "open",
+    "open_async",
     "__version__",
 ]

@@ -31,9 +31,12 @@ import uuid
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigurationError, RecordTooLargeError, SerializationError, StoreError
+
+if TYPE_CHECKING:
+    from .security.guard import SecretGuard
 
 __all__ = ["Codec", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
 
@@ -243,12 +246,20 @@ class Codec:
         compress: str | None = None,
         compress_min_bytes: int = 512,
         transforms: list[Transform] | None = None,
+        guard: SecretGuard | None = None,
     ) -> None:
         self.max_record_bytes = max_record_bytes
+        self.guard = guard
         self.compress_min_bytes = compress_min_bytes
         self._compressor = self._builtin(compress) if compress else None
         self._transforms: list[Transform] = list(transforms or [])
         self._known: dict[str, Transform] = {t.name: t for t in self._transforms}
+
+    def _unguarded(self) -> Codec:
+        """This codec without the secret guard (to encode an already redacted value)."""
+        clone = object.__new__(Codec)
+        clone.__dict__.update(self.__dict__, guard=None)
+        return clone
 
     @staticmethod
     def _builtin(name: str) -> Transform:
@@ -268,6 +279,10 @@ class Codec:
             ) from None
         name = "tjson1" if walker.tagged else "json"
         data = _dumps(tree).encode("utf-8")
+        if self.guard is not None and self.guard.suspicious(data):
+            cleaned = self.guard.check(value, path)  # raises in refuse mode
+            if cleaned is not value:
+                return self._unguarded().encode(cleaned, path, context)
         if self._compressor is not None and len(data) >= self.compress_min_bytes:
             data = self._compressor.encode(data, context)
             name += "+" + self._compressor.name

@@ -2,16 +2,20 @@
 
     StatekeelError
     ├── ConfigurationError          bad URL, unknown scheme, bad option
+    │   └── KeyUnavailableError     an encryption key is missing or wrong; names the key expected
     ├── InvalidInputError           wrong key/scope types, bad durations (also a ValueError)
     │   ├── SerializationError      a value cannot be encoded; names the path inside it
-    │   └── RecordTooLargeError     an encoded value exceeds the configured maximum
+    │   ├── RecordTooLargeError     an encoded value exceeds the configured maximum
+    │   └── SecretDetectedError     a credential was about to be stored; names the path
     ├── ConflictError               compare-and-set lost: the record changed meanwhile
     ├── NotFoundError               the record does not exist (also a KeyError)
-    │   └── ExpiredError            it existed but its TTL has passed
+    │   ├── ExpiredError            it existed but its TTL has passed
+    │   └── ErasedError             its data subject was erased; it can never be read again
     ├── StoreError                  the store itself is not usable as is
     │   ├── NotAStoreError          the database holds something that is not statekeel's
     │   ├── SchemaTooNewError       written by a newer statekeel; upgrade the package
-    │   └── MigrationRequiredError  the schema is older than the code; run `statekeel migrate`
+    │   ├── MigrationRequiredError  the schema is older than the code; run `statekeel migrate`
+    │   └── IntegrityError          a ciphertext was tampered with or moved to another record
     ├── UnavailableError            the server is down or the connection broke; retry
     └── UsageError                  the API was used where it cannot work (sync call in a loop)
 
@@ -42,6 +46,10 @@ __all__ = [
     "MigrationRequiredError",
     "UnavailableError",
     "UsageError",
+    "KeyUnavailableError",
+    "SecretDetectedError",
+    "ErasedError",
+    "IntegrityError",
     "translate",
 ]
 
@@ -115,6 +123,27 @@ class SchemaTooNewError(StoreError):
 
 class MigrationRequiredError(StoreError):
     """The store's schema is older than the code and migrations are disabled."""
+
+
+class KeyUnavailableError(ConfigurationError):
+    """An encryption key needed to read or write is missing or is the wrong key."""
+
+
+class SecretDetectedError(InvalidInputError):
+    """A value holds what looks like a credential; ``path`` and ``kind`` say where and what."""
+
+    def __init__(self, message: str, path: str, kind: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
+
+
+class ErasedError(NotFoundError):
+    """The record belonged to an erased data subject; its key was destroyed."""
+
+
+class IntegrityError(StoreError):
+    """Authenticated decryption failed: the bytes were changed or copied from elsewhere."""
 
 
 class UnavailableError(StatekeelError):

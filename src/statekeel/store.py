@@ -7,15 +7,25 @@ from collections import Counter
 from types import TracebackType
 from typing import Any
 
+from ._loopguard import guard_backend, refuse_in_event_loop
 from .backends import open_backend
 from .backends.memory import MemoryBackend
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
+from .features import decisions as _decisions
+from .features import runs as _runs
 from .features import sessions as _sessions
 from .features._duration import Duration, maybe_seconds
+from .features.decisions import Decision
+from .features.events import EventStream
+from .features.runs import Run, RunInfo, RunStatus
 from .features.sessions import Session
 from .features.state import Scope, StateView, parse_scope
 from .models import Page, SessionInfo, SessionStatus
-from .protocol import Backend
+from .protocol import Backend, keys
+from .security.encryption import AesGcmTransform, Encryption
+from .security.erasure import Erasure, erase_subject
+from .security.guard import GuardMode, SecretGuard
+from .security.keyring import Keyring
 
 __all__ = ["Store", "open", "DEFAULT_URL"]
 
@@ -25,12 +35,17 @@ DEFAULT_URL = "sqlite:///.statekeel/state.db"
 class Store:
     """Durable agent state on one backend. Use :func:`statekeel.open` to get one."""
 
-    def __init__(self, backend: Backend, codec: Codec | None = None) -> None:
+    def __init__(
+        self, backend: Backend, codec: Codec | None = None, *, allow_in_event_loop: bool = False
+    ) -> None:
+        guard_backend(backend, allow_in_event_loop=allow_in_event_loop)  # see statekeel._loopguard
         self.backend = backend
         self.codec = codec or Codec()
         self.stats: Counter[str] = Counter()
         """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
         self._temp_backend = MemoryBackend()
+        self.keyring: Keyring | None = None
+        """Data keys when the store was opened with ``encryption=``."""
 
     @property
     def url(self) -> str:
@@ -91,6 +106,56 @@ class Store:
         """Scratch state of this process only; never written to the backend."""
         return self.scope("temp")
 
+    # -- decisions -----------------------------------------------------------
+    def decisions(
+        self, *, incomplete: bool = False, session: str | None = None, after: str | None = None, limit: int = 50
+    ) -> Page[Decision]:
+        """A page of decisions in (session, time) order; ``incomplete=True``: only those
+        without an outcome — what recovery looks at after a crash."""
+        items, nxt = _decisions.list_decisions(
+            self, incomplete=incomplete, session=session, after=after, limit=limit
+        )
+        return Page(items, nxt)
+
+    def resolve_decision(self, decision_id: str, outcome: Any, *, by: str | None = None) -> Decision:
+        """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
+        return _decisions.resolve_decision(self, decision_id, outcome, by)
+
+    # -- runs ------------------------------------------------------------------
+    def run(self, run_id: str, *, max_attempts: int = 3) -> Run:
+        """A resumable run: finished steps return their stored result (see :class:`Run`)."""
+        return Run(self, run_id, max_attempts=max_attempts)
+
+    def runs(
+        self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50
+    ) -> Page[RunInfo]:
+        """A page of runs in id order (without their steps; ``store.run(id).info()`` has them)."""
+        items, nxt = _runs.list_runs(self, status=status, after=after, limit=limit)
+        return Page(items, nxt)
+
+    def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
+        """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
+        return _runs.resume_run(self, run_id, name, value)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None) -> RunInfo:
+        """Cancel a run: no process runs another step of it."""
+        return _runs.cancel_run(self, run_id, reason)
+
+    # -- events --------------------------------------------------------------
+    def events(self, stream: str) -> EventStream:
+        """The append-only event stream ``stream`` (see :mod:`statekeel.features.events`)."""
+        return EventStream(self, stream)
+
+    # -- data subjects -------------------------------------------------------
+    def bind_subject(self, partition_of: str, subject: str) -> None:
+        """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
+        if self.keyring is not None:
+            self.keyring.bind(_partition_of(partition_of), subject)
+
+    def erase(self, subject: str) -> Erasure:
+        """Erase every record of data subject ``subject`` (see :mod:`statekeel.security.erasure`)."""
+        return erase_subject(self, subject)
+
     # -- housekeeping --------------------------------------------------------
     def purge_expired(self, *, batch: int = 1000) -> int:
         """Delete expired data in batches of ``batch``; return how much went."""
@@ -119,14 +184,34 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     compress: str | None = None,
     transforms: list[Transform] | None = None,
+    allow_in_event_loop: bool = False,
+    encryption: Encryption | None = None,
+    secret_guard: GuardMode = "refuse",
     **backend_options: Any,
 ) -> Store:
     """Open a store. No URL: ``$STATEKEEL_URL``, else SQLite under ``./.statekeel/``.
 
     ``migrate=False`` opens without touching the schema (for read-only roles and
-    ``statekeel migrate --check``).
+    ``statekeel migrate --check``). ``encryption=statekeel.Encryption(...)``
+    encrypts every value at rest; ``secret_guard`` is ``"refuse"`` (default),
+    ``"redact"`` or ``"off"`` (see :mod:`statekeel.security.guard`). Inside a running asyncio loop use
+    :func:`statekeel.open_async`; ``allow_in_event_loop=True`` (for notebooks)
+    lets this store block the loop instead of raising :class:`UsageError`.
     """
+    refuse_in_event_loop("statekeel.open", allow_in_event_loop)
     url = url or os.environ.get("STATEKEEL_URL") or DEFAULT_URL
+    guard = SecretGuard(secret_guard)
     backend = open_backend(url, migrate=migrate, **backend_options)
-    codec = Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=transforms)
-    return Store(backend, codec)
+    keyring = encryption.keyring(backend) if encryption is not None else None
+    steps = [*(transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
+    codec = Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=steps, guard=guard)
+    store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
+    store.keyring = keyring
+    return store
+
+
+def _partition_of(scope_or_partition: str) -> str:
+    kind, sep, ident = scope_or_partition.partition(":")
+    if sep and kind in ("user", "session"):
+        return keys.join(kind, ident)
+    return scope_or_partition

@@ -5,6 +5,7 @@ Backend layout of session ``S`` (one partition, ``session/S``)::
     session/S/meta          {"user", "status", "ttl"}; updated_at is the heartbeat
     session/S/history       the append-only log of messages
     session/S/state/<key>   session-scoped state
+    session/S/view          history ranges hidden by a checkpoint restore (see checkpoints.py)
     idx/sessions/S          {"user", "status"}: what listings scan
 
 TTL: a session with ``ttl`` expires when it has been inactive for at least
@@ -24,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
 from ..models import SESSION_STATUSES, Message, SessionInfo, SessionStatus, to_datetime
 from ..protocol import ANY, KEEP, Append, Delete, Expect, Expire, Op, Put, Record, Touch, keys
+from . import checkpoints as _checkpoints
 from ._duration import Duration, maybe_seconds
+from .decisions import DecisionContext
+from .notes import SessionNotes
 from .state import Scope, StateView
 
 if TYPE_CHECKING:
@@ -173,26 +177,33 @@ class Session:
         )
 
     # -- reading -------------------------------------------------------------
-    def messages(self, last: int | None = None, *, start: int = 1, stop: int | None = None) -> list[Message]:
+    def messages(
+        self, last: int | None = None, *, start: int = 1, stop: int | None = None, include_hidden: bool = False
+    ) -> list[Message]:
         """History entries with their sequence numbers and times, oldest first.
 
         ``last=N`` reads only the newest N (cost O(N)); ``start``/``stop`` select
-        ``start <= seq < stop``.
+        ``start <= seq < stop``. Entries hidden by :meth:`restore` are skipped
+        unless ``include_hidden=True`` (they are kept, never deleted).
         """
         if last is not None and (not isinstance(last, int) or last < 0):
             raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
         if last == 0:
             return []
-        entries = self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
+        view = None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
+        if view is None:  # never restored: one point read more than the plain log read
+            entries = self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
+        else:
+            entries = _checkpoints.visible_entries(self._store, view, self._log, start, stop, last)
         decode = self._store.codec.decode
         return [
             Message(e.seq, decode(e.data, e.codec, self._log), to_datetime(e.created_at))  # type: ignore[arg-type]
             for e in entries
         ]
 
-    def history(self, last: int | None = None) -> list[Any]:
+    def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
         """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        return [m.value for m in self.messages(last)]
+        return [m.value for m in self.messages(last, include_hidden=include_hidden)]
 
     def __len__(self) -> int:
         info = self._backend.log_info(self._log)
@@ -225,6 +236,47 @@ class Session:
     def mark_crashed(self) -> SessionInfo:
         """Mark the session crashed (recovery will find it)."""
         return self.set_status("crashed")
+
+    # -- decisions and notes (statekeel.features.decisions / .notes) ----------
+    def decide(self, decision: str, *, rationale: str | None = None, action: Any = None) -> DecisionContext:
+        """``with s.decide(...) as d:`` records the decision durably before the block runs
+        and its outcome (or error) when the block ends."""
+        return DecisionContext(self, decision, rationale, action)
+
+    @property
+    def notes(self) -> SessionNotes:
+        """Stamped notes left in this session by other processes, read with a staleness limit."""
+        return SessionNotes(self)
+
+    # -- checkpoints (statekeel.features.checkpoints) ---------------------------
+    def checkpoint(
+        self, label: str | None = None, *, full_every: int = _checkpoints.DEFAULT_FULL_EVERY,
+        compress: str | None = None,
+    ) -> _checkpoints.Checkpoint:
+        """Snapshot the state and history position; stores only what changed since the last one."""
+        return _checkpoints.create(self, label, full_every=full_every, compress=compress)
+
+    def checkpoints(self) -> list[_checkpoints.Checkpoint]:
+        """Every checkpoint of this session, oldest first."""
+        return _checkpoints.list_checkpoints(self)
+
+    def restore(self, cp: _checkpoints.Checkpoint | int | str) -> _checkpoints.Checkpoint:
+        """Roll the state back to ``cp``; later history is hidden (``include_hidden=True`` shows it)."""
+        return _checkpoints.restore(self, cp)
+
+    def fork(self, cp: _checkpoints.Checkpoint | int | str, *, into: str) -> Session:
+        """A new session ``into`` holding ``cp``'s state and visible history up to it."""
+        return _checkpoints.fork(self, cp, into)
+
+    def diff(
+        self, a: _checkpoints.Checkpoint | int | str, b: _checkpoints.Checkpoint | int | str | None = None
+    ) -> _checkpoints.CheckpointDiff:
+        """What changed from checkpoint ``a`` to ``b`` (default: to the current state)."""
+        return _checkpoints.diff(self, a, b)
+
+    def prune_checkpoints(self, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
+        """Delete old checkpoints, keeping what is kept restorable; returns how many went."""
+        return _checkpoints.prune(self, keep_last=keep_last, newer_than=newer_than)
 
 
 class SessionBatch:
@@ -271,7 +323,7 @@ def session_info(store: Store, session_id: str, rec: Record) -> SessionInfo:
 def _put_meta(store: Store, session_id: str, body: dict[str, Any], expect: Expect, expires: float | None) -> Record:
     data, codec = store.codec.encode(body, f"session {session_id!r} metadata", meta_key(session_id))
     rec = store.backend.apply([Put(meta_key(session_id), data, codec, expect, expires)])[0]
-    idx_data, idx_codec = store.codec.encode({"user": body["user"], "status": body["status"]})
+    idx_data, idx_codec = store.codec.encode({}, f"session {session_id!r} index", index_key(session_id))
     store.backend.apply([Put(index_key(session_id), idx_data, idx_codec, ANY, expires)])
     assert isinstance(rec, Record)
     return rec
@@ -287,6 +339,8 @@ def open_session(store: Store, session_id: str, user: str | None, ttl: Duration 
         rec = store.backend.get(meta_key(session_id))
         try:
             if rec is None:
+                if user is not None:  # tag the session's data with its subject before any is written
+                    store.bind_subject(keys.join("session", session_id), user)
                 body = {"user": user, "status": "active", "ttl": ttl_s}
                 expires = None if ttl_s is None else time.time() + ttl_s * RENEW_FACTOR
                 return Session(store, session_id, _put_meta(store, session_id, body, None, expires), None)

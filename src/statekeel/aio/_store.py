@@ -1,0 +1,246 @@
+"""AsyncStore and open_async: the asyncio twin of Store and open."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import AbstractContextManager, asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, AsyncContextManager, NoReturn, TypeVar
+
+from ..errors import UsageError
+from ..features._duration import Duration
+from ..features.state import Scope, parse_scope
+from ..models import Page, SessionInfo, SessionStatus
+from ..store import Store
+from ..store import open as open_sync
+from ._session import AsyncSession
+from ._state import AsyncStateView
+from ._worker import Worker, check_threads
+
+__all__ = ["AsyncStore", "AsyncStoreOpener", "open_async"]
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    """The asyncio twin of :class:`~statekeel.Store`: the same API, awaited.
+
+    Get one with ``store = await statekeel.open_async(url)`` (or ``async with
+    statekeel.open_async(url) as store:``), or wrap a sync store opened earlier
+    with ``AsyncStore(store)``. Calls run the sync code on the store's own
+    worker thread; with ``workers=1`` (the default) they run one at a time in
+    the order they were made. ``workers=N`` lets N calls run at once (useful
+    with PostgreSQL or Redis under many concurrent sessions).
+    """
+
+    def __init__(self, store: Store, *, workers: int = 1) -> None:
+        self._store = store
+        self._worker = Worker(workers)
+
+    def __repr__(self) -> str:
+        return f"<AsyncStore {self.url}>"
+
+    @property
+    def sync(self) -> Store:
+        """The sync :class:`Store` underneath (use it only off the event loop)."""
+        return self._store
+
+    @property
+    def url(self) -> str:
+        """The backend URL, password removed."""
+        return self._store.url
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Counters such as ``cas_retries``, shared with :attr:`sync`."""
+        return self._store.stats
+
+    # -- the generic way in ---------------------------------------------------
+    async def call(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn(sync_store)`` on the store's worker and return its result.
+
+        Reaches any sync feature from async code, e.g.
+        ``await store.call(lambda st: st.run("r").step("fetch", fetch))``. ``fn``
+        runs on a worker thread: it must not wait for other calls of this store.
+        """
+        return await self._worker.run(lambda: fn(self._store))
+
+    def context(self, make: Callable[[Store], AbstractContextManager[T]]) -> AsyncContextManager[T]:
+        """A sync context manager of a feature, entered and exited on the worker.
+
+        ``async with store.context(lambda st: st.session("s").decide(...)) as d:``
+        — the block itself runs on the event loop between the two.
+        """
+        return _on_worker(self._worker, lambda: make(self._store))
+
+    # -- sessions ------------------------------------------------------------
+    async def session(
+        self, session_id: str, *, user: str | None = None, ttl: Duration | None = None
+    ) -> AsyncSession:
+        """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity."""
+        s = await self._worker.run(lambda: self._store.session(session_id, user=user, ttl=ttl))
+        return AsyncSession(s, self._worker)
+
+    async def sessions(
+        self,
+        *,
+        status: SessionStatus | None = None,
+        user: str | None = None,
+        stale_after: Duration | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> Page[SessionInfo]:
+        """A page of sessions in id order; ``stale_after`` keeps active ones silent that long."""
+        return await self._worker.run(
+            lambda: self._store.sessions(
+                status=status, user=user, stale_after=stale_after, after=after, limit=limit
+            )
+        )
+
+    async def mark_stale_crashed(self, after: Duration) -> list[SessionInfo]:
+        """Mark every active session silent for ``after`` as crashed; return them."""
+        return await self._worker.run(lambda: self._store.mark_stale_crashed(after))
+
+    # -- state ---------------------------------------------------------------
+    def scope(self, scope: str | Scope) -> AsyncStateView:
+        """State of ``'app'``, ``'user:<id>'``, ``'session:<id>'`` or ``'temp'`` (no await)."""
+        parsed = parse_scope(scope)  # bad scopes fail here, not at the first await
+        return AsyncStateView(self._worker, parsed, lambda: self._store.scope(parsed))
+
+    @property
+    def app(self) -> AsyncStateView:
+        """State shared by the whole application."""
+        return self.scope("app")
+
+    def user(self, user_id: str) -> AsyncStateView:
+        """State of one user, shared by all their sessions."""
+        return self.scope(Scope("user", user_id))
+
+    @property
+    def temp(self) -> AsyncStateView:
+        """Scratch state of this process only; never written to the backend."""
+        return self.scope("temp")
+
+    # -- housekeeping --------------------------------------------------------
+    async def purge_expired(self, *, batch: int = 1000) -> int:
+        """Delete expired data in batches of ``batch``; return how much went."""
+        return await self._worker.run(lambda: self._store.purge_expired(batch=batch))
+
+    async def aclose(self) -> None:
+        """Finish the calls already made, then close the store. Idempotent."""
+        if self._worker.closed:
+            return
+        self._worker.closed = True
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._worker.shutdown()
+        self._store.close()
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    if not TYPE_CHECKING:  # at runtime only, so that type checkers flag the misuse instead
+
+        def __enter__(self) -> NoReturn:
+            raise UsageError("an AsyncStore is closed with `async with` or `await store.aclose()`, not `with`")
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+
+@asynccontextmanager
+async def _on_worker(worker: Worker, make: Callable[[], AbstractContextManager[T]]) -> AsyncIterator[T]:
+    cm = await worker.run(make)
+    value = await worker.run(cm.__enter__)
+    try:
+        yield value
+    except BaseException as exc:
+        if not await worker.run(lambda: cm.__exit__(type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        await worker.run(lambda: cm.__exit__(None, None, None))
+
+
+class _NotAwaitedError(UsageError, AttributeError):
+    """An attribute of the opener was used as if it were the store."""
+
+
+class AsyncStoreOpener:
+    """What :func:`open_async` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, url: str | None, workers: int, options: dict[str, Any]) -> None:
+        self._url = url
+        self._workers = workers
+        self._options = options
+        self._store: AsyncStore | None = None
+
+    async def _open(self) -> AsyncStore:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, functools.partial(open_sync, self._url, **self._options))
+        try:
+            store = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # close the store that opening still produces
+            opening.add_done_callback(_close_opened)
+            raise
+        try:
+            return AsyncStore(store, workers=self._workers)
+        except BaseException:
+            store.close()
+            raise
+
+    def __await__(self) -> Generator[Any, None, AsyncStore]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncStore:
+        self._store = await self._open()
+        return self._store
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+
+    if not TYPE_CHECKING:  # at runtime only, so that type checkers flag the misuse instead
+
+        def __enter__(self) -> NoReturn:
+            raise UsageError(
+                "statekeel.open_async() is used with `async with statekeel.open_async(url) as store:`; "
+                "in sync code use `with statekeel.open(url) as store:`"
+            )
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def __getattr__(self, name: str) -> NoReturn:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            raise _NotAwaitedError(
+                f"statekeel.open_async() returns an awaitable, not the store, so it has no {name!r}: "
+                "write `store = await statekeel.open_async(url)` inside async code, or "
+                "`store = statekeel.open(url)` in sync code"
+            )
+
+
+def _close_opened(future: asyncio.Future[Store]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+def open_async(url: str | None = None, *, workers: int = 1, **options: Any) -> AsyncStoreOpener:
+    """Open a store for asyncio code: ``store = await statekeel.open_async(url)``.
+
+    Takes the options of :func:`statekeel.open`; ``workers`` is how many calls
+    may run at once (1 = one at a time, in call order). Also usable as
+    ``async with statekeel.open_async(url) as store:``, which closes it.
+    """
+    return AsyncStoreOpener(url, check_threads(workers), options)

@@ -1,0 +1,76 @@
+"""The worker that runs a store's blocking calls off the event loop, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ..errors import InvalidInputError, UsageError
+
+__all__ = ["Worker", "check_threads", "NO_LOOP", "CLOSED"]
+
+T = TypeVar("T")
+
+NO_LOOP = (
+    "the statekeel async API needs a running asyncio event loop (await it inside "
+    "`async def` code run by asyncio.run(...) or your framework); in sync code use the "
+    "sync API instead: `store = statekeel.open(url)` and `store.session(...)`"
+)
+
+CLOSED = "this AsyncStore is closed; open another with `await statekeel.open_async(url)`"
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is a valid worker count, else :class:`InvalidInputError`."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InvalidInputError(f"workers must be an int >= 1, got {threads!r}")
+    return threads
+
+
+class Worker:
+    """Runs sync store calls on its own threads; with one thread, in call order.
+
+    Each call runs in a copy of the caller's ``contextvars`` context, like
+    :func:`asyncio.to_thread`. Threads run no event loop, so the loop guard
+    lets the sync code through.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = check_threads(threads)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="statekeel-aio")
+        self.closed = False
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on a worker thread and return (or raise) what it did."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError(NO_LOOP) from None
+        call = functools.partial(contextvars.copy_context().run, fn)
+        try:
+            if self.closed:
+                raise RuntimeError("closed")
+            future = loop.run_in_executor(self._executor, call)
+        except RuntimeError:  # also: the executor shut down between check and submit
+            raise UsageError(CLOSED) from None
+        return await future
+
+    async def iterate(self, make: Callable[[], Iterable[T]], chunk: int = 500) -> AsyncIterator[T]:
+        """Drive a sync iterator on the worker, ``chunk`` items per hop."""
+        it: Iterator[T] = await self.run(lambda: iter(make()))
+        while True:
+            part = await self.run(lambda: list(itertools.islice(it, chunk)))
+            for value in part:
+                yield value
+            if len(part) < chunk:
+                return
+
+    def shutdown(self) -> None:
+        """Refuse new calls; wait for the ones already submitted (blocking)."""
+        self.closed = True
+        self._executor.shutdown(wait=True)

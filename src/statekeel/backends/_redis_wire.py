@@ -1,0 +1,237 @@
+"""Key layout of the Redis backend, and how a batch becomes script arguments.
+
+Redis keys of a store with prefix ``sk``::
+
+    sk:statekeel                 hash: ``layout`` version (what migrate() records)
+    sk:partitions                zset (score 0) of registry members, see below
+    sk:{PARTITION}:...           everything a partition owns (see _redis_lua.py)
+
+A key's partition is its first two components (:func:`statekeel.protocol.keys.partition`);
+components never contain ``{`` or ``}``, so ``{PARTITION}`` is the Redis Cluster
+hash tag and all of a partition's Redis keys live in one slot.
+
+The registry lets a scan whose prefix is shorter than a partition (``session/``,
+``""``) find the partitions it covers, in key order. Its members are ``T/`` for
+partition ``T`` when the key has three or more components, and the key itself
+when it has one or two. Every member stands for a contiguous, disjoint interval
+of keys (all keys starting with ``T/``, or one key), so walking the members in
+order walks the keys in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError, ConflictError
+from ..protocol import (
+    ANY,
+    KEEP,
+    Append,
+    Delete,
+    Expire,
+    Load,
+    LoadEntries,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Touch,
+    Trim,
+    keys,
+)
+
+Arg = str | bytes
+LexRange = tuple[bytes, bytes]
+"""ZRANGEBYLEX ``min`` and ``max`` bounds."""
+PartitionRange = tuple[str, bytes, bytes]
+"""(partition, min, max): one interval of keys inside one partition."""
+
+_TOP = b"\xff"  # above every byte of UTF-8, so prefix + _TOP bounds every key with that prefix
+
+
+class Layout:
+    """Names of the Redis keys of one store (one ``?prefix=``)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or any(ch in prefix for ch in "{} \r\n"):
+            raise ConfigurationError(
+                f"?prefix={prefix!r} is not valid: use a non-empty name without braces or spaces, e.g. ?prefix=sk"
+            )
+        self.prefix = prefix
+        self.registry = f"{prefix}:partitions"
+        self.marker = f"{prefix}:statekeel"
+
+    def base(self, partition: str) -> str:
+        """``PREFIX:{PARTITION}:``: the start of every Redis key of the partition."""
+        return f"{self.prefix}:{{{partition}}}:"
+
+    def base_of(self, key: str) -> str:
+        return self.base(keys.partition(key))
+
+    def kv(self, key: str) -> str:
+        return self.base_of(key) + "kv:" + key
+
+    def log_head(self, log: str) -> str:
+        return self.base_of(log) + "logh:" + log
+
+    def log_data(self, log: str) -> str:
+        return self.base_of(log) + "log:" + log
+
+
+# -- ranges -----------------------------------------------------------------------
+def registry_member(key: str) -> str:
+    """The registry member whose interval holds ``key``."""
+    return key if key.count("/") < 2 else keys.partition(key) + "/"
+
+
+def in_one_partition(prefix: str) -> bool:
+    """True when every key starting with ``prefix`` has the same partition."""
+    return prefix.count("/") >= 2
+
+
+def prefix_range(prefix: str, after: str | None) -> LexRange:
+    """Bounds of the keys starting with ``prefix`` and greater than ``after``."""
+    raw = prefix.encode()
+    return _narrow(b"[" + raw if raw else b"-", raw, after), b"[" + raw + _TOP
+
+
+def member_range(member: str, after: str | None) -> PartitionRange:
+    """The partition and bounds of a registry member's interval, above ``after``."""
+    raw = member.encode()
+    if member.endswith("/"):
+        return member[:-1], _narrow(b"[" + raw, raw, after), b"[" + raw + _TOP
+    return member, _narrow(b"[" + raw, raw, after), b"[" + raw
+
+
+def registry_start(prefix: str, after: str | None) -> bytes:
+    """Where a walk of the registry for ``prefix`` (after ``after``) begins."""
+    start = prefix if after is None else max(prefix, registry_member(after))
+    return b"[" + start.encode() if start else b"-"
+
+
+def _narrow(lower: bytes, lower_raw: bytes, after: str | None) -> bytes:
+    if after is None or after.encode() < lower_raw:
+        return lower
+    return b"(" + after.encode()
+
+
+# -- batches ----------------------------------------------------------------------
+@dataclass
+class Batch:
+    """One apply() as the APPLY script's KEYS and ARGV."""
+
+    keys: list[str] = field(default_factory=list)
+    """One declared key per partition (the ``keys`` index): what routes the script."""
+    args: list[Arg] = field(default_factory=list)
+    """ARGV after ``now``: the encoded operations."""
+    members: list[str] = field(default_factory=list)
+    """Registry members of the partitions the batch may create."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    """For each op, the slice of script results that make up its result."""
+    owners: list[int] = field(default_factory=list)
+    """For each script-level op, the index of the op it came from."""
+
+
+Expander = Callable[[str], list[PartitionRange]]
+"""Resolves the prefix of an Expire into the partition intervals it covers."""
+
+
+def encode(layout: Layout, ops: Sequence[Op], expand: Expander) -> Batch:
+    batch = Batch()
+    for index, op in enumerate(ops):
+        start = len(batch.owners)
+        for wire in _encode_one(layout, op, expand):
+            batch.args.extend(wire)
+            batch.owners.append(index)
+            _add(batch.keys, f"{wire[1]!s}keys")
+        batch.spans.append((start, len(batch.owners)))
+        if isinstance(op, (Put, Append, Load, LoadEntries)):
+            _add(batch.members, registry_member(_name(op)))
+    return batch
+
+
+def _name(op: Put | Append | Load | LoadEntries) -> str:
+    if isinstance(op, Put):
+        return op.key
+    return op.record.key if isinstance(op, Load) else op.log
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
+
+
+def _encode_one(layout: Layout, op: Op, expand: Expander) -> list[list[Arg]]:
+    if isinstance(op, Put):
+        return [["P", layout.base_of(op.key), op.key, op.data, op.codec, _expect(op.expect), _exp(op.expires_at)]]
+    if isinstance(op, Delete):
+        return [["D", layout.base_of(op.key), op.key, _expect(op.expect)]]
+    if isinstance(op, Append):
+        flat = [x for data, codec in op.items for x in (data, codec)]
+        return [["A", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(op.items)), *flat]]
+    if isinstance(op, Touch):
+        return [["T", layout.base_of(op.key), op.key, _exp(op.expires_at)]]
+    if isinstance(op, Expire):
+        exp = _exp(op.expires_at)
+        return [["E", layout.base(part), lo, hi, exp] for part, lo, hi in expand(op.prefix)]
+    if isinstance(op, Trim):
+        return [["R", layout.base_of(op.log), op.log, str(int(op.before))]]
+    if isinstance(op, Load):
+        r = op.record
+        return [["L", layout.base_of(r.key), r.key, r.data, r.codec, str(int(r.version)),
+                 _float(r.created_at), _float(r.updated_at), _exp(r.expires_at)]]  # fmt: skip
+    return [_load_entries(layout, op)]
+
+
+def _load_entries(layout: Layout, op: LoadEntries) -> list[Arg]:
+    flat: list[Arg] = []
+    for e in op.entries:
+        flat += [str(int(e.seq)), e.data, e.codec, _float(e.created_at)]
+    return ["M", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(op.entries)), *flat]
+
+
+def _float(value: float) -> str:
+    """The exact text of a float: the script stores it verbatim, reads give it back."""
+    return repr(float(value))
+
+
+def _expect(expect: object) -> str:
+    if expect is ANY:
+        return "*"
+    return "-" if expect is None else str(int(expect))  # type: ignore[call-overload]
+
+
+def _exp(expires_at: object) -> str:
+    if expires_at is KEEP:
+        return "K"
+    return "-" if expires_at is None else _float(expires_at)  # type: ignore[arg-type]
+
+
+# -- results ----------------------------------------------------------------------
+def decode(ops: Sequence[Op], batch: Batch, reply: list[object], now: float) -> list[OpResult]:
+    """Turn the APPLY script's reply into apply()'s results, or raise the conflict."""
+    if reply[0] == 0:
+        _raise_conflict(ops, batch, reply)
+    values = reply[1:]
+    return [_result(op, values[a:b], now) for op, (a, b) in zip(ops, batch.spans)]
+
+
+def _raise_conflict(ops: Sequence[Op], batch: Batch, reply: list[object]) -> None:
+    op = ops[batch.owners[int(reply[1]) - 1]]  # type: ignore[call-overload]
+    assert isinstance(op, (Put, Delete)) and op.expect is not ANY
+    actual = int(reply[2])  # type: ignore[call-overload]
+    raise ConflictError(op.key, op.expect, None if actual < 0 else actual)
+
+
+def _result(op: Op, values: list[object], now: float) -> OpResult:
+    if isinstance(op, Put):
+        row: Any = values[0]
+        version, created, expires = row
+        return Record(op.key, op.data, op.codec, int(version), float(created), now,
+                      float(expires) if expires else None)  # fmt: skip
+    if isinstance(op, Load):
+        return op.record
+    total = sum(int(v) for v in values)  # type: ignore[call-overload]
+    return bool(total) if isinstance(op, (Delete, Touch)) else total

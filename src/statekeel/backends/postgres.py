@@ -1,0 +1,546 @@
+"""``postgresql://user:pass@host:5432/db?schema=statekeel`` — PostgreSQL 15+ with psycopg 3.
+
+Tables, all in one schema (``?schema=``, default ``statekeel``)::
+
+    statekeel_schema  version, applied_at             one row per applied migration
+    sk_kv             key PK, data | doc, codec, version, created_at, updated_at, expires_at
+    sk_logs           id PK, name UNIQUE, first_seq, last_seq, created_at, updated_at, expires_at
+    sk_entries        (log_id, seq) PK, data | doc, codec, created_at
+
+Keys and log names use ``COLLATE "C"``, so SQL orders them as Python orders
+``str``. Timestamps are float epoch seconds from the client's ``time.time()``,
+the clock every backend uses, so expiry behaves exactly as on ``memory://``.
+
+Values: a value whose codec is plain ``json`` goes into ``doc``, a ``json``
+column, which keeps the text verbatim — reads return the very bytes written
+(key order, ``\\u0000`` escapes and all) while SQL can query it::
+
+    SELECT doc ->> 'status' FROM statekeel.sk_kv WHERE key = 'app/_/state/ticket';
+
+``jsonb`` was not chosen because it reorders keys and rejects ``\\u0000``. A
+``json`` text that contains the escape ``\\u0000`` (PostgreSQL's JSON operators
+fail on the whole row for it), that is not UTF-8, or that PostgreSQL rejects as
+JSON is stored in ``data`` (``bytea``) instead, as is every other codec.
+
+Writes: :meth:`PostgresBackend.apply` turns each operation into one statement
+(two or three for appends and copies) and sends them all in one pipeline on an
+autocommit connection: the statements before the pipeline's Sync are one
+implicit transaction, so a batch costs ONE network round trip and either
+commits whole or not at all. Compare-and-set is the ``WHERE`` clause of the
+write; when it does not hold the statement calls ``sk_conflict``, which
+raises, and the batch rolls back (see :mod:`._pg_sql`). Appends upsert the log
+header row — its row lock serialises appends to one log, so sequence numbers
+have no gaps — and insert the entries from arrays in the same statement.
+Deadlocks between batches that lock rows in different orders are retried.
+
+Expiry: reads filter ``expires_at > now``; :meth:`~PostgresBackend.purge_expired`
+deletes up to ``limit`` records and logs per call (``FOR UPDATE SKIP LOCKED``,
+so several purgers do not block each other).
+
+Migrations are plain transactional DDL with schema-qualified names, run under
+a transaction-scoped advisory lock: they work inside or outside a transaction
+and through PgBouncer in transaction mode. ``migrate(check=True)`` only reads.
+
+URL options (removed before the URL reaches libpq; any other query parameter,
+e.g. ``sslmode``, is passed on): ``schema``; ``pool_min`` (default 1) and
+``pool_max`` (default 10) connections; ``timeout`` (seconds to connect or to
+wait for a free connection, default 10); ``prepare_threshold`` (psycopg's,
+default 5; ``none`` for PgBouncer before 1.21 in transaction mode).
+
+Faults: a call whose connection breaks (server restart, reset) raises
+:class:`~statekeel.errors.UnavailableError`; the idle connections are then
+tested and replaced, so the next call reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
+
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    MigrationRequiredError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StatekeelError,
+    StoreError,
+    UnavailableError,
+    UsageError,
+    translate,
+)
+from ..protocol import (
+    Any_,
+    Append,
+    Backend,
+    Delete,
+    Entry,
+    Expire,
+    Keep,
+    Load,
+    LoadEntries,
+    LogInfo,
+    MigrationStatus,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Touch,
+    Trim,
+)
+from ..protocol import ExpiresAt
+from ..protocol.keys import prefix_end
+from . import _pg_sql
+from ._url import ParsedURL
+
+__all__ = ["PostgresBackend", "map_error"]
+
+Params: TypeAlias = dict[str, Any]
+Stmt: TypeAlias = tuple[str, Params]
+Row: TypeAlias = tuple[Any, ...]
+Conn: TypeAlias = psycopg.Connection[Row]
+
+OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare_threshold")
+"""Query options statekeel reads itself; the rest of the URL goes to libpq."""
+
+_RETRIES = 5
+"""Attempts for a batch that lost a deadlock or serialization race."""
+
+_RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+# -- configuration ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    schema: str
+    pool_min: int
+    pool_max: int
+    timeout: float
+    prepare_threshold: int | None
+
+    @classmethod
+    def from_url(cls, url: ParsedURL) -> _Settings:
+        schema = url.option("schema", "statekeel")
+        if not schema or "\x00" in schema or len(schema.encode()) > 63:
+            raise ConfigurationError(
+                f"?schema={schema!r} in {url.redacted} is not a usable schema name; "
+                "use 1 to 63 bytes without NUL, e.g. ?schema=statekeel"
+            )
+        pool_min = url.int_option("pool_min", 1)
+        pool_max = url.int_option("pool_max", max(10, pool_min))
+        if not 0 <= pool_min <= pool_max or pool_max < 1:
+            raise ConfigurationError(
+                f"{url.redacted}: need 0 <= pool_min <= pool_max and pool_max >= 1, "
+                f"got pool_min={pool_min} pool_max={pool_max}"
+            )
+        timeout = url.float_option("timeout", 10.0)
+        if not timeout > 0:
+            raise ConfigurationError(f"{url.redacted}: ?timeout= must be a positive number of seconds")
+        return cls(schema, pool_min, pool_max, timeout, _prepare_threshold(url))
+
+
+def _prepare_threshold(url: ParsedURL) -> int | None:
+    raw = url.option("prepare_threshold", "5")
+    if raw.lower() in ("none", "off", ""):
+        return None
+    return url.int_option("prepare_threshold", 5)
+
+
+def _dsn(url: ParsedURL) -> str:
+    """The URL for libpq: statekeel's own query options removed."""
+    rest = {k: v for k, v in url.options.items() if k not in OWN_OPTIONS}
+    return urlunsplit(urlsplit(url.raw)._replace(query=urlencode(rest)))
+
+
+def _connect_kwargs(url: ParsedURL, cfg: _Settings) -> Params:
+    kwargs: Params = {"autocommit": True, "prepare_threshold": cfg.prepare_threshold}
+    if "connect_timeout" not in url.options:
+        kwargs["connect_timeout"] = max(2, math.ceil(cfg.timeout))
+    return kwargs
+
+
+# -- errors -------------------------------------------------------------------
+_UNAVAILABLE_STATES = ("25006", "40001", "40P01", "55P03")
+_CONFIG_WORDS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "role ")
+
+
+def map_error(exc: BaseException, where: str) -> StatekeelError | None:
+    """The statekeel error for a psycopg / pool exception raised while talking to ``where``."""
+    if isinstance(exc, (PoolTimeout, TooManyRequests)):
+        return _unavailable(exc, where)
+    if isinstance(exc, PoolClosed):
+        return UsageError(f"the store {where} was closed; open it again with statekeel.open()")
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidInputError(f"cannot send {exc.object[exc.start:exc.end]!r} to PostgreSQL: keys, "
+                                 "names and codecs must be valid Unicode text (no lone surrogates)")
+    if not isinstance(exc, psycopg.Error):
+        return None
+    return _map_psycopg(exc, exc.sqlstate or "", where)
+
+
+def _map_psycopg(exc: psycopg.Error, state: str, where: str) -> StatekeelError:
+    if state == _pg_sql.CONFLICT_SQLSTATE:
+        return _conflict(exc)
+    if state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS)):
+        return ConfigurationError(f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")
+    if state[:2] in ("08", "53", "57") or state in _UNAVAILABLE_STATES:
+        return _unavailable(exc, where)
+    if not state and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return _unavailable(exc, where)
+    if state == "42501":
+        return ConfigurationError(
+            f"the PostgreSQL role lacks a privilege at {where} ({_first_line(exc)}); grant it, or have "
+            "an owner run the statements of `statekeel migrate --print-sql`"
+        )
+    if state in ("42P01", "3F000", "42883"):
+        return MigrationRequiredError(
+            f"the store's schema at {where} is missing or old ({_first_line(exc)}); "
+            "run `statekeel migrate URL` or open it with migrate=True"
+        )
+    if state[:2] == "22" or isinstance(exc, psycopg.DataError):
+        return InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}; nothing was written")
+    return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _unavailable(exc: BaseException, where: str) -> UnavailableError:
+    return UnavailableError(
+        f"PostgreSQL at {where} is unavailable ({_first_line(exc)}); retry the call — "
+        "the next call reconnects by itself (raise ?timeout= to wait longer)"
+    )
+
+
+def _conflict(exc: psycopg.Error) -> ConflictError:
+    detail = json.loads(exc.diag.message_detail or "{}")
+    return ConflictError(str(detail.get("key")), detail.get("expected"), detail.get("actual"))
+
+
+# -- values -------------------------------------------------------------------
+def _payload(data: bytes, codec: str, raw: bool) -> tuple[bytes | None, str | None]:
+    """(data, doc): plain JSON goes to the ``json`` column ``doc`` when it can."""
+    if raw or codec != "json":
+        return data, None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data, None
+    if "\\u0000" in text or "\x00" in text:
+        return data, None
+    return None, text
+
+
+def _expiry(expires_at: ExpiresAt) -> tuple[bool, float | None]:
+    """(keep, new expiry) as the statements take them."""
+    if isinstance(expires_at, Keep):
+        return True, None
+    return False, expires_at
+
+
+def _expect(expect: int | None | Any_) -> int | None:
+    return None if isinstance(expect, Any_) else expect
+
+
+# -- the backend ---------------------------------------------------------------
+class PostgresBackend(Backend):
+    """A psycopg connection pool on one schema; safe for threads and many processes."""
+
+    def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+        self.url = url.redacted
+        cfg = _Settings.from_url(url)
+        self.schema = cfg.schema
+        self._q = _pg_sql.build(cfg.schema)
+        self._closed = False
+        dsn, kwargs = _dsn(url), _connect_kwargs(url, cfg)
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            dsn, kwargs=kwargs, min_size=cfg.pool_min, max_size=cfg.pool_max,
+            timeout=cfg.timeout, open=False, name="statekeel",
+        )  # fmt: skip
+        with self._guard():
+            # one direct connection first: a wrong URL or password fails now, clearly
+            with psycopg.connect(dsn, **kwargs) as conn:
+                if migrate:
+                    self._migrate(conn, check=False)
+            self._pool.open(wait=False)
+
+    # -- plumbing ------------------------------------------------------------
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Translate driver errors; after a broken connection, weed out the others."""
+        try:
+            with translate(self._map_error):
+                yield
+        except UnavailableError:
+            self._drop_broken()
+            raise
+
+    def _map_error(self, exc: BaseException) -> StatekeelError | None:
+        return map_error(exc, self.url)
+
+    def _drop_broken(self) -> None:
+        """Test the idle connections so that the next call gets a working one."""
+        try:
+            self._pool.check()
+        except Exception:  # noqa: BLE001 - closed pool or server still down: the next call retries
+            pass
+
+    def _rows(self, query: str, params: Params) -> list[Row]:
+        with self._guard(), self._pool.connection() as conn:
+            return conn.execute(query, params, binary=True).fetchall()
+
+    def _execute(self, stmts: Sequence[Stmt], wanted: Sequence[int]) -> list[Row | None]:
+        """Run ``stmts`` as one transaction in one round trip; first rows of ``wanted``."""
+        with self._pool.connection() as conn:
+            if len(stmts) == 1:
+                return [conn.execute(*stmts[0], binary=True).fetchone()]
+            with conn.pipeline():
+                cursors = [conn.execute(query, params, binary=True) for query, params in stmts]
+            return [cursors[i].fetchone() for i in wanted]
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        rows = self._rows(self._q.get, {"key": key})
+        rec = Record(*rows[0]) if rows else None
+        if rec is None or include_expired or rec.expires_at is None or rec.expires_at > time.time():
+            return rec
+        return None
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        if not keys:
+            return []
+        rows = self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()})
+        found = {r[0]: Record(*r) for r in rows}
+        return [found.get(k) for k in keys]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        if limit <= 0:
+            return []
+        query, lo = (self._q.scan_after, after) if after is not None and after >= prefix else (
+            self._q.scan_from, prefix)
+        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
+        return [Record(*r) for r in rows]
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        if limit is not None and limit <= 0:
+            return []
+        params = {
+            "log": log, "start": start, "stop": stop, "now": time.time(),
+            "ahead": None if reverse else limit, "behind": limit if reverse else None,
+        }  # fmt: skip
+        return [Entry(log, *r) for r in self._rows(self._q.read, params)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        rows = self._rows(self._q.log_info, {"log": log})
+        if not rows:
+            return None
+        first, last, created, updated, expires = rows[0]
+        if last < first or (expires is not None and expires <= time.time()):
+            return None
+        return LogInfo(log, first, last, created, updated, expires)
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        if limit <= 0:
+            return []
+        query, lo = (self._q.scan_logs_after, after) if after is not None and after >= prefix else (
+            self._q.scan_logs_from, prefix)
+        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
+        return [LogInfo(*r) for r in rows]
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not ops:
+            return []
+        with self._guard():
+            return self._apply_retrying(ops)
+
+    def _apply_retrying(self, ops: Sequence[Op]) -> list[OpResult]:
+        raw = False
+        for attempt in itertools.count(1):
+            try:
+                return self._apply_once(ops, raw)
+            except pg_errors.InvalidTextRepresentation:
+                if raw:
+                    raise
+                raw = True  # a "json" payload that PostgreSQL rejects: store the bytes
+            except _RACES:
+                if attempt >= _RETRIES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
+        now = time.time()
+        plans = [self._compile(op, now, raw) for op in ops]
+        ends = list(itertools.accumulate(len(p) for p in plans))
+        rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
+        return [self._result(op, row, now) for op, row in zip(ops, rows)]
+
+    def _compile(self, op: Op, now: float, raw: bool) -> list[Stmt]:
+        """The statements for ``op``; the last one returns the op's result row."""
+        if isinstance(op, Put):
+            return [self._put(op, now, raw)]
+        if isinstance(op, Append):
+            return self._append(op, now, raw)
+        if isinstance(op, Delete):
+            return [self._delete(op, now)]
+        if isinstance(op, Touch):
+            keep, exp = _expiry(op.expires_at)
+            return [(self._q.touch, {"key": op.key, "now": now, "keep": keep, "exp": exp})]
+        if isinstance(op, Expire):
+            lo, hi = op.prefix, prefix_end(op.prefix)
+            return [(self._q.expire, {"lo": lo, "hi": hi, "now": now, "exp": op.expires_at})]
+        if isinstance(op, Trim):
+            return [(self._q.trim, {"log": op.log, "before": op.before})]
+        if isinstance(op, Load):
+            return [self._load(op.record, raw)]
+        return self._load_entries(op, now, raw)
+
+    @staticmethod
+    def _result(op: Op, row: Row | None, now: float) -> OpResult:
+        assert row is not None
+        if isinstance(op, Put):
+            return Record(op.key, op.data, op.codec, row[0], row[1], now, row[2])
+        if isinstance(op, Load):
+            return op.record
+        if isinstance(op, (Delete, Touch)):
+            return bool(row[0])
+        return int(row[0])
+
+    def _put(self, op: Put, now: float, raw: bool) -> Stmt:
+        data, doc = _payload(op.data, op.codec, raw)
+        keep, exp = _expiry(op.expires_at)
+        if isinstance(op.expect, Any_):
+            query = self._q.put_any
+        else:
+            query = self._q.put_new if op.expect is None else self._q.put_version
+        params = {"key": op.key, "data": data, "doc": doc, "codec": op.codec, "now": now,
+                  "keep": keep, "exp": exp, "expect": _expect(op.expect)}  # fmt: skip
+        return query, params
+
+    def _delete(self, op: Delete, now: float) -> Stmt:
+        if isinstance(op.expect, Any_):
+            query = self._q.delete_any
+        else:
+            query = self._q.delete_new if op.expect is None else self._q.delete_version
+        return query, {"key": op.key, "expect": _expect(op.expect), "now": now}
+
+    def _append(self, op: Append, now: float, raw: bool) -> list[Stmt]:
+        keep, exp = _expiry(op.expires_at)
+        payloads = [_payload(data, codec, raw) for data, codec in op.items]
+        params = {
+            "log": op.log, "n": len(op.items), "now": now, "keep": keep, "exp": exp,
+            "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
+            "codecs": [codec for _, codec in op.items],
+        }  # fmt: skip
+        return [(self._q.drop_dead_log, {"log": op.log, "now": now}), (self._q.append, params)]
+
+    def _load(self, r: Record, raw: bool) -> Stmt:
+        data, doc = _payload(r.data, r.codec, raw)
+        params = {"key": r.key, "data": data, "doc": doc, "codec": r.codec, "version": r.version,
+                  "created": r.created_at, "updated": r.updated_at, "exp": r.expires_at}  # fmt: skip
+        return self._q.load, params
+
+    def _load_entries(self, op: LoadEntries, now: float, raw: bool) -> list[Stmt]:
+        if not op.entries:
+            return [(self._q.set_log_expiry, {"log": op.log, "exp": op.expires_at, "now": now})]
+        first = op.entries[0]
+        payloads = [_payload(e.data, e.codec, raw) for e in op.entries]
+        head = {"log": op.log, "first": first.seq, "created": first.created_at, "exp": op.expires_at}
+        body = {
+            "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],
+            "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
+            "codecs": [e.codec for e in op.entries],
+        }  # fmt: skip
+        return [
+            (self._q.drop_dead_log, {"log": op.log, "now": now}),
+            (self._q.load_log_head, head),
+            (self._q.load_entries, body),
+        ]
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        with self._guard():
+            for attempt in itertools.count(1):
+                try:
+                    rows = self._execute([(self._q.purge, {"now": time.time(), "limit": limit})], [0])
+                    return int(rows[0][0]) if rows[0] else 0
+                except _RACES:
+                    if attempt >= _RETRIES:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        with self._guard(), self._pool.connection() as conn:
+            return self._migrate(conn, check)
+
+    def _migrate(self, conn: Conn, check: bool) -> MigrationStatus:
+        target = len(_pg_sql.MIGRATIONS)
+        current = self._schema_version(conn, target)
+        pending = [s for v in range(current + 1, target + 1) for s in _pg_sql.migration_sql(self.schema, v)]
+        if check or current == target:
+            return MigrationStatus(current, target, pending)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(self.schema)])
+            current = self._schema_version(conn, target)  # another process may have migrated meanwhile
+            for version in range(current + 1, target + 1):
+                for stmt in _pg_sql.migration_sql(self.schema, version):
+                    conn.execute(stmt)
+        return MigrationStatus(target, target, [])
+
+    def _schema_version(self, conn: Conn, target: int) -> int:
+        tables = {r[0] for r in conn.execute(_pg_sql.SCHEMA_TABLES, {"schema": self.schema})}
+        if "statekeel_schema" not in tables:
+            if tables:
+                raise NotAStoreError(
+                    f"schema {self.schema!r} at {self.url} already holds tables "
+                    f"({', '.join(sorted(tables))}) that are not a statekeel store; "
+                    "choose another one with ?schema=NAME"
+                )
+            return 0
+        row = conn.execute(self._q.schema_version).fetchone()
+        current = int(row[0]) if row else 0
+        if current > target:
+            raise SchemaTooNewError(
+                f"schema {self.schema!r} at {self.url} has statekeel schema version {current}, newer "
+                f"than this statekeel understands ({target}); upgrade the statekeel package"
+            )
+        return current
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._pool.close()
+        except Exception:  # noqa: BLE001 - closing a pool that never opened
+            pass
+
+
+def _lock_id(schema: str) -> int:
+    """A stable advisory-lock key for migrating ``schema``."""
+    digest = hashlib.sha256(f"statekeel-migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -1,0 +1,434 @@
+"""``redis://host:6379/0`` (also ``rediss://``, ``valkey://``) — plain Redis 7 or Valkey, no modules.
+
+URL options (the rest of the query goes to redis-py): ``?prefix=NAME`` (default
+``sk``) names the store, so several stores share one Redis; ``?timeout=SECONDS``
+(default 10) bounds connecting and every reply.
+
+Durability is the server's ``appendfsync`` setting, since a batch is
+acknowledged when Redis replies:
+
+* ``appendonly yes`` + ``appendfsync always`` — Redis writes and fsyncs the AOF
+  before it replies, so every batch whose ``apply`` returned survives ``kill -9``
+  of Redis, a crash of the host OS and power loss (as far as the disk honours
+  fsync). Use it when the state must not be lost; it costs one fsync per batch.
+* ``appendfsync everysec`` (Redis' default) — the AOF is fsynced once a second:
+  a Redis crash alone loses nothing that reached the kernel, but a crash or
+  power loss of the host can lose up to about one second (more if the disk
+  stalls) of acknowledged batches.
+* ``appendfsync no`` — the OS decides when to flush (typically within 30 s):
+  a host crash or power loss can lose that much acknowledged data.
+* no AOF (RDB snapshots only, or none) — everything since the last snapshot
+  can be lost; treat the store as a cache.
+
+Replicas do not add durability: replication is asynchronous, and a failover can
+drop acknowledged batches unless you also use ``WAIT``/``WAITAOF`` (not done here).
+
+Design (details in :mod:`._redis_wire` and :mod:`._redis_lua`):
+
+* Key layout: everything of a partition (``session/S``) shares one hash tag —
+  ``sk:{session/S}:kv:session/S/state/ticket`` — so a batch inside one partition
+  touches one Redis Cluster slot. Batches spanning partitions work on a single
+  node; on a cluster they must stay in one partition, which is how every feature
+  writes. (This class talks to one node; the layout is what makes a cluster
+  client possible.)
+* Records are hashes; a per-partition sorted set of keys (all score 0) gives
+  ``scan`` key order and pages with ZRANGEBYLEX; prefixes shorter than a
+  partition walk a registry of partitions.
+* Logs are Redis Streams with explicit IDs ``SEQ-0`` plus a small header hash:
+  XRANGE/XREVRANGE read any seq range in O(log N + M), so the last 20 entries
+  cost O(20) at any length; XTRIM MINID drops a prefix; explicit IDs keep seqs
+  exact and never reused (the stream remembers its last ID), and gaps left by
+  imported logs need no bookkeeping. A list would need an offset that every
+  trim must keep in step with the numbering.
+* ``apply`` is ONE round trip: a pipeline of ``ZADD NX`` (registry) + one
+  ``EVALSHA`` of the APPLY script + ``ZADD NX`` again. The script checks every
+  compare-and-set before it writes anything, so a batch is all or nothing; a
+  write-free ``ZADD NX`` costs no AOF write. Scripts run with the client's
+  ``time.time()`` as ``now``, so timestamps round-trip exactly as floats.
+* Expiry: every Redis key of a record or log with ``expires_at`` gets PEXPIREAT
+  (rounded up to the millisecond); index keys expire with the latest of their
+  members (never while one member has no expiry). Reads also compare
+  ``expires_at`` with the client clock, so keep clocks in sync (NTP). Index
+  members of keys Redis expired are skipped by reads and cleaned by
+  ``purge_expired`` (and by a scan that meets them).
+* Faults: every redis-py error is translated in one place (:func:`_map_error`).
+  redis-py's automatic retry is off, because re-sending a batch after a lost
+  reply could apply it twice; a broken connection raises UnavailableError and
+  the next call reconnects. Scripts are loaded again after a restart (NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlunsplit
+
+import redis
+from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import (
+    ConfigurationError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StatekeelError,
+    StoreError,
+    UnavailableError,
+    translate,
+)
+from ..protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ..protocol.keys import partition
+from . import _redis_lua as lua
+from . import _redis_wire as wire
+from ._url import ParsedURL
+
+__all__ = ["RedisBackend", "LAYOUT_VERSION"]
+
+LAYOUT_VERSION = 1
+"""The key layout this code writes; recorded in ``PREFIX:statekeel``."""
+
+_OWN_OPTIONS = ("prefix", "timeout")
+_RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea")
+_REGISTRY_PAGE = 200
+_T = TypeVar("_T")
+
+
+class _Script:
+    """A Lua script run by SHA, loaded again when the server lost it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_APPLY = _Script(lua.APPLY)
+_SCAN_KEYS = _Script(lua.SCAN_KEYS)
+_SCAN_LOGS = _Script(lua.SCAN_LOGS)
+_READ_LOG = _Script(lua.READ_LOG)
+_PURGE = _Script(lua.PURGE)
+_CLEAN = _Script(lua.CLEAN)
+
+
+def _map_error(exc: BaseException) -> StatekeelError | None:
+    """The one place where redis-py errors become statekeel errors."""
+    if not isinstance(exc, rx.RedisError):
+        return None
+    text = str(exc)
+    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)):
+        return ConfigurationError(f"Redis refused the credentials or command ({text}); check the user and password in the URL")
+    if isinstance(exc, rx.BusyLoadingError):
+        return UnavailableError(f"Redis is still loading its data ({text}); retry in a moment")
+    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
+        return UnavailableError(
+            f"Redis is unreachable or did not answer ({text}); a write in flight may or may not "
+            "have been applied — retry the call; the next call reconnects by itself"
+        )
+    if isinstance(exc, rx.ReadOnlyError):
+        return UnavailableError(f"Redis is a read-only replica right now ({text}); retry after the failover")
+    if isinstance(exc, (rx.AskError, rx.ClusterError, rx.ClusterCrossSlotError)) or "CROSSSLOT" in text:
+        return ConfigurationError(
+            f"the URL points at a Redis Cluster ({text}); this backend talks to one node — "
+            "use a standalone Redis/Valkey (with a replica for failover)"
+        )
+    if isinstance(exc, rx.OutOfMemoryError):
+        return StoreError(f"Redis is out of memory ({text}); raise maxmemory or purge expired data")
+    if "WRONGTYPE" in text:
+        return NotAStoreError(
+            f"a Redis key under this store's prefix holds data statekeel did not write ({text}); "
+            "use another ?prefix= or database"
+        )
+    return StoreError(f"Redis error: {text}")
+
+
+def _client(url: ParsedURL, timeout: float) -> redis.Redis:
+    scheme = "rediss" if url.scheme == "rediss" else "redis"
+    query = urlencode({k: v for k, v in url.options.items() if k not in _OWN_OPTIONS})
+    clean = urlunsplit((scheme, url.netloc, url.path, query, ""))
+    try:
+        return redis.Redis.from_url(
+            clean,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # never re-send a batch whose reply was lost
+            decode_responses=False,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"{url.redacted} is not a valid Redis URL ({exc})") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if value else None
+
+
+def _record(key: str, h: Sequence[Any]) -> Record | None:
+    data, codec, version, created, updated, expires = h
+    if version is None:
+        return None
+    return Record(key, data, _text(codec), int(version), float(created), float(updated), _opt_float(expires))
+
+
+def _alive(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class RedisBackend(Backend):
+    """Records, logs and atomic batches on one Redis/Valkey server."""
+
+    def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+        self.url = url.redacted
+        self._layout = wire.Layout(url.option("prefix", "sk"))
+        self._redis = _client(url, url.float_option("timeout", 10.0))
+        self._purge_cursor: str | None = None
+        if migrate:
+            self.migrate()
+
+    # -- plumbing ------------------------------------------------------------
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        with translate(_map_error):
+            return fn()
+
+    def _eval(self, script: _Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        def run() -> Any:
+            try:
+                return self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            except rx.NoScriptError:  # the server restarted or flushed its script cache
+                self._redis.script_load(script.source)
+                return self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+        return self._call(run)
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        h = self._call(lambda: self._redis.hmget(self._layout.kv(key), _RECORD_FIELDS))
+        rec = _record(key, h)
+        if rec is None or include_expired or _alive(rec.expires_at, time.time()):
+            return rec
+        return None
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._layout.kv(key), _RECORD_FIELDS)
+            return pipe.execute()
+
+        if not keys:
+            return []
+        now = time.time()
+        found = [_record(k, h) for k, h in zip(keys, self._call(run))]
+        return [r if r is not None and _alive(r.expires_at, now) else None for r in found]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        out: list[Record] = []
+        now = time.time()
+        for part, lo, hi in self._ranges(prefix, after):
+            if len(out) >= limit:
+                break
+            rows = self._scan_partition(_SCAN_KEYS, "k", part, (lo, hi), limit - len(out), now)
+            out += [Record(_text(r[0]), r[1], _text(r[2]), int(r[3]), float(r[4]), float(r[5]),
+                           _opt_float(r[6])) for r in rows]  # fmt: skip
+        return out
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        out: list[LogInfo] = []
+        now = time.time()
+        for part, lo, hi in self._ranges(prefix, after):
+            if len(out) >= limit:
+                break
+            rows = self._scan_partition(_SCAN_LOGS, "l", part, (lo, hi), limit - len(out), now)
+            out += [LogInfo(_text(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4]), _opt_float(r[5]))
+                    for r in rows]  # fmt: skip
+        return out
+
+    def _scan_partition(
+        self, script: _Script, kind: str, part: str, bounds: wire.LexRange, limit: int, now: float
+    ) -> list[Any]:
+        base = self._layout.base(part)
+        index = base + ("keys" if kind == "k" else "logs")
+        rows, dead = self._eval(script, [index], [base, bounds[0], bounds[1], limit, repr(now)])
+        if dead:  # members whose key Redis expired: drop them now rather than at the next purge
+            self._eval(_CLEAN, [index], [base, kind, *dead])
+        return list(rows)
+
+    def _ranges(self, prefix: str, after: str | None) -> Iterator[wire.PartitionRange]:
+        """The partition intervals holding keys that start with ``prefix``, in key order."""
+        if wire.in_one_partition(prefix):
+            yield (partition(prefix), *wire.prefix_range(prefix, after))
+            return
+        lo, hi = wire.registry_start(prefix, after), wire.prefix_range(prefix, None)[1]
+        while True:
+            page: list[Any] = self._call(
+                lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, _REGISTRY_PAGE)
+            )
+            for member in page:
+                yield wire.member_range(_text(member), after)
+            if len(page) < _REGISTRY_PAGE:
+                return
+            lo = b"(" + page[-1]
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        keys = [self._layout.log_head(log), self._layout.log_data(log)]
+        args = [repr(time.time()), int(start), "" if stop is None else int(stop),
+                "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
+        return [_entry(log, row) for row in self._eval(_READ_LOG, keys, args)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        h: list[Any] = self._call(lambda: self._redis.hmget(self._layout.log_head(log), ("f", "l", "ca", "ua", "ea")))
+        if h[0] is None:
+            return None
+        info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), _opt_float(h[4]))
+        if not _alive(info.expires_at, time.time()) or info.last_seq < info.first_seq:
+            return None
+        return info
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not ops:
+            return []
+        now = time.time()
+        batch = wire.encode(self._layout, ops, self._expand)
+        if not batch.owners:  # only Expires over prefixes that hold nothing
+            return [0 for _ in ops]
+        reply = self._call(lambda: self._run_batch(batch, now))
+        return wire.decode(ops, batch, reply, now)
+
+    def _run_batch(self, batch: wire.Batch, now: float) -> Any:
+        """Registry, script, registry again — one round trip (see the module docstring)."""
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            if batch.members:
+                pipe.zadd(self._layout.registry, dict.fromkeys(batch.members, 0), nx=True)
+            pipe.evalsha(_APPLY.sha, len(batch.keys), *batch.keys, repr(now), *batch.args)
+            if batch.members:
+                pipe.zadd(self._layout.registry, dict.fromkeys(batch.members, 0), nx=True)
+            try:
+                replies = pipe.execute()
+            except rx.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._redis.script_load(_APPLY.source)
+                continue
+            return replies[1] if batch.members else replies[0]
+        raise AssertionError("unreachable")
+
+    def _expand(self, prefix: str) -> list[wire.PartitionRange]:
+        """Partition intervals an Expire covers (the registry walk for short prefixes)."""
+        return list(self._ranges(prefix, None))
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        """Clean index entries of records and logs Redis expired, up to ``limit``.
+
+        Redis deletes expired keys itself; what is left are index members and
+        registry entries, cleaned here partition by partition. The walk resumes
+        where the previous call stopped and returns 0 only after a full round
+        found nothing.
+        """
+        done = 0
+        now = repr(time.time())
+        if limit <= 0:
+            return 0
+        for member in self._registry_round():
+            part = wire.member_range(member, None)[0]
+            base = self._layout.base(part)
+            cleaned, empty = self._eval(_PURGE, [base + "exp"], [base, now, limit - done])
+            done += int(cleaned)
+            if empty:
+                self._unregister(member, base)
+            if done >= limit:
+                self._purge_cursor = member
+                break
+        return done
+
+    def _registry_round(self) -> Iterator[str]:
+        """Every registry member once, starting after the purge cursor."""
+        cursor = self._purge_cursor
+        self._purge_cursor = None
+        starts = [b"-"] if cursor is None else [b"(" + cursor.encode(), b"-"]
+        for number, start in enumerate(starts):
+            stop = b"+" if number == 0 else b"[" + str(cursor).encode()
+            yield from self._registry_members(start, stop)
+
+    def _registry_members(self, lo: bytes, hi: bytes) -> Iterator[str]:
+        while True:
+            page: list[Any] = self._call(
+                lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, _REGISTRY_PAGE)
+            )
+            yield from (_text(m) for m in page)
+            if len(page) < _REGISTRY_PAGE:
+                return
+            lo = b"(" + page[-1]
+
+    def _unregister(self, member: str, base: str) -> None:
+        """Drop an empty partition from the registry; put it back if a write raced in."""
+
+        def run() -> None:
+            self._redis.zrem(self._layout.registry, member)
+            if self._redis.exists(base + "exp"):
+                self._redis.zadd(self._layout.registry, {member: 0}, nx=True)
+
+        self._call(run)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        current = self._call(self._layout_version)
+        if current > LAYOUT_VERSION:
+            raise SchemaTooNewError(
+                f"the store at {self.url} (prefix {self._layout.prefix!r}) has layout version {current}, "
+                f"newer than this statekeel understands ({LAYOUT_VERSION}); upgrade the statekeel package"
+            )
+        pending = [f"HSET {self._layout.marker} layout {v}" for v in range(current + 1, LAYOUT_VERSION + 1)]
+        if check or not pending:
+            return MigrationStatus(current, LAYOUT_VERSION, pending)
+        self._call(lambda: self._redis.hset(self._layout.marker, mapping={
+            "layout": LAYOUT_VERSION, "migrated_at": repr(time.time())}))  # fmt: skip
+        return MigrationStatus(LAYOUT_VERSION, LAYOUT_VERSION, [])
+
+    def _layout_version(self) -> int:
+        marker = self._layout.marker
+        kind = self._redis.type(marker)
+        if kind == b"none":
+            if not self._foreign_keys():
+                return 0
+            kind = self._redis.type(marker)  # another process may have created the store meanwhile
+            if kind == b"none":
+                raise NotAStoreError(
+                    f"Redis at {self.url} holds keys under {self._layout.prefix + ':'!r} but no statekeel "
+                    f"marker ({marker}); use another ?prefix= or database"
+                )
+        version = self._redis.hget(marker, "layout") if kind == b"hash" else None
+        if version is None or not version.isdigit():
+            raise NotAStoreError(
+                f"{marker} on {self.url} is not a statekeel marker; use another ?prefix= or database"
+            )
+        return int(version)
+
+    def _foreign_keys(self) -> bool:
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self._layout.prefix) + ":*"
+        return next(iter(self._redis.scan_iter(match=pattern, count=1000)), None) is not None
+
+    def close(self) -> None:
+        try:
+            self._redis.close()
+        except rx.RedisError:
+            pass
+
+
+def _entry(log: str, row: Sequence[Any]) -> Entry:
+    seq = int(row[0].split(b"-", 1)[0])
+    fields = dict(zip(row[1][::2], row[1][1::2]))
+    return Entry(log, seq, fields[b"d"], _text(fields[b"c"]), float(fields[b"t"]))

@@ -1,0 +1,56 @@
+"""The ``statekeel`` command line: groups named by noun, mirroring the library.
+
+Each group or command lives in its own module and joins ``main`` with one
+``main.add_command(...)`` line below. Library errors (:class:`StatekeelError`)
+become clean CLI errors here, at the boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+import statekeel
+from statekeel import DEFAULT_URL, StatekeelError
+
+from . import admin, demo, sessions, state
+from ._output import CliState
+
+__all__ = ["main"]
+
+
+class _MainGroup(click.Group):
+    """The root group: turns library errors into ``Error: …`` and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StatekeelError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar="STATEKEEL_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    metavar="URL",
+    help="Store to use: sqlite:///file.db, file:///dir, postgresql://…, redis://… (env STATEKEEL_URL).",
+)
+@click.version_option(statekeel.__version__, prog_name="statekeel")
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
+    """Inspect and manage durable agent state.
+
+    Example: statekeel --url sqlite:///agent.db sessions list --status crashed
+    """
+    ctx.obj = CliState(url)
+
+
+main.add_command(sessions.group)
+main.add_command(state.group)
+main.add_command(admin.migrate)
+main.add_command(admin.doctor)
+main.add_command(demo.demo)

@@ -1,0 +1,585 @@
+"""Checkpoints: snapshots of a session's state and history position — list, restore, fork, diff, prune.
+
+Backend layout, inside the session's partition ``session/S`` (so every batch
+stays in one partition and everything expires with the session)::
+
+    session/S/checkpoints         {"next": id, "head": id}: id allocation (compare-and-set) and
+                                  the checkpoint the current state descends from
+    session/S/cp/<id>             header {"label", "time", "parent", "chain", "seq", "hidden", ...}
+    session/S/cpdata/<id>         body {"set": {key: value}, "del": [key, ...]}, optionally compressed
+    session/S/view                {"hidden": [[lo, hi], ...]}: history ranges a restore hid
+
+Incremental storage: a body holds only the keys that changed since the
+parent checkpoint (``set``) and the keys removed (``del``); every
+``full_every``-th checkpoint along a lineage is a full snapshot. ``chain``
+lists the ids from that full snapshot to the parent, so materialising any
+checkpoint is one header read plus one ``get_many`` of at most ``full_every``
+bodies — O(K), whatever the number of checkpoints.
+
+Restore writes the checkpoint's state back (only the keys that differ) and
+hides, never deletes, the history appended after the checkpoint: it records
+the hidden seq ranges in ``session/S/view``. ``history()``/``messages()`` read
+that one small record and skip those ranges; a session that was never
+restored has no view record, so its read path costs one point read more.
+
+Pruning deletes checkpoints and re-bases what is kept: a kept delta whose
+parent is pruned is rewritten as a full snapshot, and later deltas shorten
+their chain to it — in the same atomic batch.
+
+A checkpoint is taken from separate reads of the state, the history bounds and
+the view (the protocol has no read snapshots): a write racing with
+``checkpoint()`` may or may not be in it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..codec import Codec
+from ..errors import ConfigurationError, ConflictError, InvalidInputError, NotFoundError, StoreError
+from ..models import to_datetime
+from ..protocol import ANY, Backend, Delete, Entry, LoadEntries, Put, Record, Touch, keys
+from ._duration import Duration, maybe_seconds
+from ._in_session import apply_in_session
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .sessions import Session
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointDiff",
+    "DEFAULT_FULL_EVERY",
+    "create",
+    "diff",
+    "fork",
+    "get",
+    "hidden_ranges",
+    "list_checkpoints",
+    "prune",
+    "restore",
+    "state_at",
+    "view_key",
+    "visible_entries",
+]
+
+DEFAULT_FULL_EVERY = 20
+"""A full snapshot every 20 checkpoints along a lineage: a restore reads at most 20 bodies."""
+
+_PAGE = 500
+_RETRIES = 100
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One checkpoint of a session."""
+
+    id: int
+    """Its number in the session, from 1."""
+    label: str | None
+    """The label given to :meth:`Session.checkpoint`."""
+    created_at: dt.datetime
+    """When it was taken (UTC)."""
+    parent: int | None
+    """The checkpoint the state descended from when it was taken (None: the first, or pruned)."""
+    history_seq: int
+    """History position: the seq of the last message it includes (0: none)."""
+    full: bool
+    """True when stored as a full snapshot, False when stored as changes since ``parent``."""
+    keys: int
+    """How many state keys it holds."""
+    stored_keys: int
+    """How many keys its body stores (all for a full snapshot, the changes for a delta)."""
+    session_id: str
+    """The session it belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointDiff:
+    """What changed from checkpoint ``a`` to checkpoint ``b`` (or to now)."""
+
+    added: dict[str, Any]
+    """Keys in ``b`` only, with their values."""
+    removed: dict[str, Any]
+    """Keys in ``a`` only, with their values."""
+    changed: dict[str, tuple[Any, Any]]
+    """Keys in both with different values: ``(value in a, value in b)``."""
+    history_from: int
+    """History position of ``a``."""
+    history_to: int
+    """History position of ``b``."""
+
+    @property
+    def unchanged(self) -> bool:
+        """True when the state and the history position are the same."""
+        return not (self.added or self.removed or self.changed) and self.history_from == self.history_to
+
+
+# -- keys ---------------------------------------------------------------------
+def meta_key(session_id: str) -> str:
+    return keys.join("session", session_id, "checkpoints")
+
+
+def header_key(session_id: str, cp_id: int) -> str:
+    return keys.join("session", session_id, "cp", f"{cp_id:010d}")
+
+
+def body_key(session_id: str, cp_id: int) -> str:
+    return keys.join("session", session_id, "cpdata", f"{cp_id:010d}")
+
+
+def view_key(session_id: str) -> str:
+    """The record listing the history ranges a restore hid (absent: all visible)."""
+    return keys.join("session", session_id, "view")
+
+
+# -- values -------------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types all the way down (so 1, 1.0 and True differ)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is float and a != a:
+        return b != b  # NaN
+    return bool(a == b)
+
+
+def _with_compression(codec: Codec, compress: str | None) -> Codec:
+    """``codec`` with the same transforms (encryption) but compressing with ``compress``."""
+    if compress is None:
+        return codec
+    if compress not in ("zstd", "zlib"):
+        raise ConfigurationError(f"compress={compress!r} is not known; use 'zstd', 'zlib' or None")
+    out = copy.copy(codec)
+    out._compressor = Codec._builtin(compress)  # noqa: SLF001 - same package; see the report
+    out.compress_min_bytes = 0
+    return out
+
+
+class _Reader:
+    """Reads one session's checkpoint records."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.sid = session.id
+        self.store: Store = session._store
+        self.backend: Backend = session._backend
+
+    def decode(self, rec: Record) -> Any:
+        return self.store.codec.decode(rec.data, rec.codec, rec.key)
+
+    def encode(self, value: Any, what: str, key: str) -> tuple[bytes, str]:
+        return self.store.codec.encode(value, what, key)
+
+    def meta(self) -> tuple[Record | None, dict[str, Any]]:
+        rec = self.backend.get(meta_key(self.sid))
+        return rec, (self.decode(rec) if rec else {"next": 1, "head": None})
+
+    def header(self, cp_id: int) -> dict[str, Any] | None:
+        rec = self.backend.get(header_key(self.sid, cp_id))
+        return None if rec is None else self.decode(rec)
+
+    def require(self, cp_id: int) -> dict[str, Any]:
+        found = self.header(cp_id)
+        if found is None:
+            raise NotFoundError(
+                f"session {self.sid!r} has no checkpoint {cp_id} (pruned, expired or never taken); "
+                "see session.checkpoints()"
+            )
+        return found
+
+    def headers(self) -> Iterator[tuple[int, Record]]:
+        prefix = keys.join("session", self.sid, "cp") + "/"
+        after: str | None = None
+        while True:
+            page = self.backend.scan(prefix, after=after, limit=_PAGE)
+            for rec in page:
+                yield int(rec.key[len(prefix):]), rec
+            if len(page) < _PAGE:
+                return
+            after = page[-1].key
+
+    def state(self, cp_id: int, header: dict[str, Any]) -> dict[str, Any]:
+        """The full state of a checkpoint: its full snapshot plus the deltas after it."""
+        ids = [*header["chain"], cp_id]
+        bodies = self.backend.get_many([body_key(self.sid, i) for i in ids])
+        state: dict[str, Any] = {}
+        for cp, rec in zip(ids, bodies):
+            if rec is None:
+                raise StoreError(
+                    f"checkpoint {cp_id} of session {self.sid!r} cannot be rebuilt: the body of "
+                    f"checkpoint {cp} it depends on is missing"
+                )
+            body = self.decode(rec)
+            state.update(body["set"])
+            for k in body["del"]:
+                state.pop(k, None)
+        return state
+
+    def current(self) -> dict[str, Record]:
+        """The session's live state records by key."""
+        prefix = self.session.state.scope.prefix
+        out: dict[str, Record] = {}
+        after: str | None = None
+        while True:
+            page = self.backend.scan(prefix, after=after, limit=_PAGE)
+            out.update((keys.unescape(r.key[len(prefix):]), r) for r in page)
+            if len(page) < _PAGE:
+                return out
+            after = page[-1].key
+
+    def history_end(self) -> int:
+        info = self.backend.log_info(keys.join("session", self.sid, "history"))
+        return 0 if info is None else info.last_seq
+
+    def hidden(self) -> list[list[int]]:
+        rec = self.backend.get(view_key(self.sid))
+        return [] if rec is None else [list(r) for r in self.decode(rec)["hidden"]]
+
+    def resolve(self, cp: Any) -> int:
+        """A checkpoint id from a Checkpoint, an id or a label (the newest with it)."""
+        if isinstance(cp, Checkpoint):
+            if cp.session_id != self.sid:
+                raise InvalidInputError(
+                    f"checkpoint {cp.id} belongs to session {cp.session_id!r}, not {self.sid!r}; "
+                    "use fork() on its own session"
+                )
+            return cp.id
+        if isinstance(cp, int) and not isinstance(cp, bool) and cp >= 1:
+            return cp
+        if isinstance(cp, str) and cp:
+            found = [i for i, rec in self.headers() if self.decode(rec).get("label") == cp]
+            if not found:
+                raise NotFoundError(f"session {self.sid!r} has no checkpoint labelled {cp!r}")
+            return found[-1]
+        raise InvalidInputError(f"a checkpoint is a Checkpoint, an id (int >= 1) or a label (str), got {cp!r}")
+
+    def checkpoint(self, cp_id: int, header: dict[str, Any]) -> Checkpoint:
+        return Checkpoint(
+            cp_id, header.get("label"), to_datetime(header["time"]),  # type: ignore[arg-type]
+            header.get("parent"), header["seq"], not header["chain"], header["keys"],
+            header["stored"], self.sid,
+        )
+
+
+# -- taking -------------------------------------------------------------------
+def create(
+    session: Session,
+    label: str | None = None,
+    *,
+    full_every: int = DEFAULT_FULL_EVERY,
+    compress: str | None = None,
+) -> Checkpoint:
+    """Snapshot the session's state and history position; store only what changed since the parent."""
+    if label is not None and not isinstance(label, str):
+        raise InvalidInputError(f"a checkpoint label must be a str, got {type(label).__name__}")
+    if not isinstance(full_every, int) or isinstance(full_every, bool) or full_every < 1:
+        raise InvalidInputError(f"full_every must be an int >= 1, got {full_every!r}")
+    r = _Reader(session)
+    body_codec = _with_compression(r.store.codec, compress)
+    for _ in range(_RETRIES):
+        meta_rec, meta = r.meta()
+        parent_id = meta["head"]
+        parent = r.header(parent_id) if parent_id is not None else None
+        current = {k: r.decode(rec) for k, rec in r.current().items()}
+        if parent is None or len(parent["chain"]) + 1 >= full_every:
+            body, chain = {"set": current, "del": []}, []
+        else:
+            before = r.state(parent_id, parent)
+            changed = {k: v for k, v in current.items() if k not in before or not _same(before[k], v)}
+            body = {"set": changed, "del": [k for k in before if k not in current]}
+            chain = [*parent["chain"], parent_id]
+        cp_id = meta["next"]
+        header = {
+            "label": label, "time": time.time(), "parent": parent_id if parent is not None else None,
+            "chain": chain, "seq": r.history_end(), "hidden": r.hidden(), "keys": len(current),
+            "stored": len(body["set"]) + len(body["del"]),
+        }
+        try:
+            _write_new(r, meta_rec, {"next": cp_id + 1, "head": cp_id}, cp_id, header, body, body_codec)
+        except ConflictError:
+            continue
+        return r.checkpoint(cp_id, header)
+    raise ConflictError(meta_key(session.id), None, None)
+
+
+def _write_new(
+    r: _Reader, meta_rec: Record | None, meta: dict[str, Any], cp_id: int,
+    header: dict[str, Any], body: dict[str, Any], body_codec: Codec,
+) -> None:
+    mkey, hkey, bkey = meta_key(r.sid), header_key(r.sid, cp_id), body_key(r.sid, cp_id)
+    what = f"checkpoint {cp_id} of session {r.sid!r}"
+    m_data, m_codec = r.encode(meta, f"{what} (index)", mkey)
+    h_data, h_codec = r.encode(header, f"{what} (header)", hkey)
+    b_data, b_codec = body_codec.encode(body, f"{what} state", bkey)
+    expect = meta_rec.version if meta_rec else None
+    apply_in_session(r.session, lambda exp: [
+        Put(mkey, m_data, m_codec, expect, exp),
+        Put(hkey, h_data, h_codec, None, exp),
+        Put(bkey, b_data, b_codec, None, exp),
+    ])
+
+
+# -- reading ------------------------------------------------------------------
+def list_checkpoints(session: Session) -> list[Checkpoint]:
+    """Every checkpoint of the session, oldest first (headers only: bodies are not read)."""
+    r = _Reader(session)
+    return [r.checkpoint(i, r.decode(rec)) for i, rec in r.headers()]
+
+
+def get(session: Session, cp: Any) -> Checkpoint:
+    """One checkpoint by Checkpoint, id or label."""
+    r = _Reader(session)
+    cp_id = r.resolve(cp)
+    return r.checkpoint(cp_id, r.require(cp_id))
+
+
+def state_at(session: Session, cp: Any) -> dict[str, Any]:
+    """The session state a checkpoint holds (O(full_every) reads)."""
+    r = _Reader(session)
+    cp_id = r.resolve(cp)
+    return r.state(cp_id, r.require(cp_id))
+
+
+def diff(session: Session, a: Any, b: Any = None) -> CheckpointDiff:
+    """What changed from checkpoint ``a`` to checkpoint ``b`` (None: to the current state)."""
+    r = _Reader(session)
+    a_id = r.resolve(a)
+    ha = r.require(a_id)
+    sa = r.state(a_id, ha)
+    if b is None:
+        sb = {k: r.decode(rec) for k, rec in r.current().items()}
+        seq_b = r.history_end()
+    else:
+        b_id = r.resolve(b)
+        hb = r.require(b_id)
+        sb, seq_b = r.state(b_id, hb), hb["seq"]
+    return CheckpointDiff(
+        {k: v for k, v in sb.items() if k not in sa},
+        {k: v for k, v in sa.items() if k not in sb},
+        {k: (v, sb[k]) for k, v in sa.items() if k in sb and not _same(v, sb[k])},
+        ha["seq"], seq_b,
+    )
+
+
+# -- restore ------------------------------------------------------------------
+def restore(session: Session, cp: Any) -> Checkpoint:
+    """Roll the state back to ``cp`` and hide the history appended after it (kept, not deleted)."""
+    r = _Reader(session)
+    cp_id = r.resolve(cp)
+    header = r.require(cp_id)
+    target = r.state(cp_id, header)
+    for _ in range(_RETRIES):
+        meta_rec, meta = r.meta()
+        end = r.history_end()
+        hidden = _merge([*header["hidden"], *([[header["seq"] + 1, end]] if end > header["seq"] else [])])
+        ops = _restore_ops(r, target, r.current())
+        mkey, vkey = meta_key(r.sid), view_key(r.sid)
+        m_data, m_codec = r.encode({"next": meta["next"], "head": cp_id}, "checkpoint index", mkey)
+        v_data, v_codec = r.encode({"hidden": hidden}, "history view", vkey)
+        expect = meta_rec.version if meta_rec else None
+        try:
+            apply_in_session(session, lambda exp: [
+                *(Put(k, d, c, e, exp) if d is not None else Delete(k, e) for k, d, c, e in ops),
+                Put(mkey, m_data, m_codec, expect, exp),
+                Put(vkey, v_data, v_codec, ANY, exp) if hidden else Delete(vkey),
+                Touch(keys.join("session", r.sid, "meta")),
+            ])
+        except ConflictError:
+            continue
+        return r.checkpoint(cp_id, header)
+    raise ConflictError(meta_key(session.id), None, None)
+
+
+def _restore_ops(
+    r: _Reader, target: dict[str, Any], current: dict[str, Record]
+) -> list[tuple[str, bytes | None, str, int | None]]:
+    """(key, data or None to delete, codec, expected version) for each key that differs."""
+    out: list[tuple[str, bytes | None, str, int | None]] = []
+    state = r.session.state
+    for name, rec in current.items():
+        if name not in target:
+            out.append((rec.key, None, "", rec.version))
+    for name, value in target.items():
+        rec = current.get(name)
+        if rec is not None and _same(r.decode(rec), value):
+            continue
+        full = state._full_key(name)
+        data, codec = r.encode(value, f"session:{r.sid}[{name!r}]", full)
+        out.append((full, data, codec, rec.version if rec else None))
+    return out
+
+
+def _merge(ranges: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Sorted, disjoint, inclusive ``[lo, hi]`` ranges covering the same seqs."""
+    out: list[list[int]] = []
+    for lo, hi in sorted((int(a), int(b)) for a, b in ranges if a <= b):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+# -- the visible history --------------------------------------------------------
+def _segments(hidden: Sequence[Sequence[int]], start: int, stop: int | None) -> list[tuple[int, int | None]]:
+    """The visible ``[lo, hi)`` seq ranges inside ``[start, stop)`` (``hi`` None: open)."""
+    out: list[tuple[int, int | None]] = []
+    lo = start
+    for h_lo, h_hi in hidden:
+        if stop is not None and h_lo >= stop:
+            break
+        if h_hi < lo:
+            continue
+        if h_lo > lo:
+            out.append((lo, h_lo))
+        lo = h_hi + 1
+    if stop is None or lo < stop:
+        out.append((lo, stop))
+    return out
+
+
+def visible_entries(
+    store: Store, view: Record, log: str, start: int, stop: int | None, last: int | None
+) -> list[Entry]:
+    """History entries in ``[start, stop)`` outside the ranges the ``view`` record hides.
+
+    ``last=N``: the newest N visible ones. One read per visible segment
+    touched, each bounded by ``last``.
+    """
+    hidden = store.codec.decode(view.data, view.codec, view.key)["hidden"]
+    segments = _segments(hidden, max(start, 1), stop)
+    if last is None:
+        return [e for lo, hi in segments for e in store.backend.read(log, start=lo, stop=hi)]
+    out: list[Entry] = []
+    for lo, hi in reversed(segments):
+        if len(out) >= last:
+            break
+        out = store.backend.read(log, start=lo, stop=hi, limit=last - len(out), reverse=True) + out
+    return out
+
+
+def hidden_ranges(session: Session) -> list[tuple[int, int]]:
+    """The history seq ranges (inclusive) currently hidden by restores."""
+    return [(lo, hi) for lo, hi in _Reader(session).hidden()]
+
+
+# -- fork ---------------------------------------------------------------------
+def fork(session: Session, cp: Any, into: str) -> Session:
+    """A new session ``into`` with the checkpoint's state and its visible history up to that point."""
+    r = _Reader(session)
+    cp_id = r.resolve(cp)
+    header = r.require(cp_id)
+    state = r.state(cp_id, header)
+    if r.backend.get(keys.join("session", into, "meta")) is not None:
+        raise InvalidInputError(f"session {into!r} already exists; fork into a new session id")
+    new = r.store.session(into, user=session.user, ttl=session.ttl)
+    items = list(state.items())
+    for i in range(0, len(items), _PAGE):
+        _fork_state(new, items[i : i + _PAGE])
+    src_log, dst_log = keys.join("session", r.sid, "history"), keys.join("session", into, "history")
+    copied = 0
+    for lo, hi in _segments(header["hidden"], 1, header["seq"] + 1):
+        while hi is not None and lo < hi:
+            page = r.backend.read(src_log, start=lo, stop=hi, limit=_PAGE)
+            if not page:
+                break
+            copied = _fork_history(new, src_log, dst_log, page, copied)
+            lo = page[-1].seq + 1
+    return r.store.session(into)
+
+
+def _fork_state(new: Session, items: list[tuple[str, Any]]) -> None:
+    codec = new._store.codec
+    encoded = [
+        (new.state._full_key(k), *codec.encode(v, f"session:{new.id}[{k!r}]", new.state._full_key(k)))
+        for k, v in items
+    ]
+    apply_in_session(new, lambda exp: [Put(k, d, c, None, exp) for k, d, c in encoded])
+
+
+def _fork_history(new: Session, src_log: str, dst_log: str, page: list[Entry], copied: int) -> int:
+    codec = new._store.codec
+    entries = tuple(
+        Entry(dst_log, copied + i + 1, *codec.encode(
+            codec.decode(e.data, e.codec, src_log), f"session[{new.id!r}] message {copied + i + 1}", dst_log
+        ), e.created_at)
+        for i, e in enumerate(page)
+    )
+    apply_in_session(new, lambda exp: [LoadEntries(dst_log, entries, exp)])
+    return copied + len(entries)
+
+
+# -- retention ----------------------------------------------------------------
+def prune(session: Session, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
+    """Delete checkpoints that are neither among the newest ``keep_last`` nor newer than ``newer_than``.
+
+    What is kept stays restorable: a kept delta whose parent goes is rewritten
+    as a full snapshot, in the same atomic batch. Returns how many were deleted.
+    """
+    if keep_last is None and newer_than is None:
+        raise InvalidInputError("prune_checkpoints() needs keep_last=N, newer_than=duration, or both")
+    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 0):
+        raise InvalidInputError(f"keep_last must be an int >= 0, got {keep_last!r}")
+    max_age = maybe_seconds(newer_than, "newer_than")
+    r = _Reader(session)
+    for _ in range(_RETRIES):
+        meta_rec, _meta = r.meta()
+        headers = {i: r.decode(rec) for i, rec in r.headers()}
+        ids = sorted(headers)
+        keep = set(ids[max(0, len(ids) - keep_last):] if keep_last else [])
+        if max_age is not None:
+            keep |= {i for i in ids if headers[i]["time"] >= time.time() - max_age}
+        pruned = set(ids) - keep
+        if not pruned:
+            return 0
+        try:
+            _apply_prune(r, meta_rec, headers, keep, pruned)
+        except ConflictError:
+            continue
+        return len(pruned)
+    raise ConflictError(meta_key(session.id), None, None)
+
+
+def _apply_prune(
+    r: _Reader, meta_rec: Record | None, headers: dict[int, dict[str, Any]], keep: set[int], pruned: set[int]
+) -> None:
+    rewrites: list[tuple[str, bytes, str]] = []
+    for cp_id in sorted(keep):
+        header = dict(headers[cp_id])
+        chain = header["chain"]
+        gone = [n for n, c in enumerate(chain) if c in pruned]
+        parent = _kept_ancestor(headers, header.get("parent"), pruned)
+        if not gone and parent == header.get("parent"):
+            continue
+        if gone and not chain[gone[-1] + 1 :]:  # its delta base goes: store it in full
+            body = {"set": r.state(cp_id, headers[cp_id]), "del": []}
+            header["stored"] = len(body["set"])
+            bkey = body_key(r.sid, cp_id)
+            rewrites.append((bkey, *r.encode(body, f"checkpoint {cp_id} of session {r.sid!r} state", bkey)))
+        header["chain"] = chain[gone[-1] + 1 :] if gone else chain
+        header["parent"] = parent
+        hkey = header_key(r.sid, cp_id)
+        rewrites.append((hkey, *r.encode(header, f"checkpoint {cp_id} of session {r.sid!r} (header)", hkey)))
+        headers[cp_id] = header
+    assert meta_rec is not None  # there are checkpoints, so there is an index
+    deletes = [k for i in sorted(pruned) for k in (header_key(r.sid, i), body_key(r.sid, i))]
+    apply_in_session(r.session, lambda exp: [
+        Put(meta_rec.key, meta_rec.data, meta_rec.codec, meta_rec.version, exp),
+        *(Put(k, d, c, ANY, exp) for k, d, c in rewrites),
+        *(Delete(k) for k in deletes),
+    ])
+
+
+def _kept_ancestor(headers: dict[int, dict[str, Any]], parent: int | None, pruned: set[int]) -> int | None:
+    while parent is not None and parent in pruned:
+        parent = headers[parent].get("parent") if parent in headers else None
+    return parent
+

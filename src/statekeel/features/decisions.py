@@ -1,0 +1,402 @@
+"""The durable decision log: a decision is written *before* the agent acts on it.
+
+    with session.decide("refund order 991", rationale="late > 7 days",
+                        action="payments.refund(991)") as d:
+        payments.refund(991)
+        d.outcome({"refund": "R-17"})     # optional; the outcome is "done" otherwise
+
+The ``with`` statement returns only once the decision is durable. When the
+block ends the outcome is recorded: ``done`` (with the value given to
+``d.outcome``), or ``failed`` with the error's type and message if the block
+raised (the exception propagates). A process killed inside the block leaves the
+decision *incomplete*: ``store.decisions(incomplete=True)`` is what recovery
+looks at, and ``store.resolve_decision(id, outcome, by=...)`` closes it later.
+
+Decisions are append-only. Backend layout of decision ``D`` of session ``S``
+(its id is ``"S:D"``; ``D`` is time-ordered)::
+
+    idx/decisions/S/D               open-decisions index: the decision, while it
+                                    has no outcome (partition idx/decisions)
+    session/S/decisions             append-only log: a "decided" entry, then one
+                                    self-contained "closed" entry (the whole decision)
+    session/S/decision-outcomes/D   create-only latch written in the same batch as
+                                    the "closed" entry: a decision closes once
+
+Write order, so a crash at any point leaves no decision invisible to recovery:
+(1) index record; (2) "decided" entry — now the block runs; (3) "closed" entry
+and latch, atomically; (4) index record deleted. A crash between (1) and (2)
+lists the decision as incomplete although its block never ran (recovery cannot
+tell, so it must look); a crash between (3) and (4) leaves an index record whose
+latch exists, which listings skip and clean up. The "closed" entry carries the
+whole decision so the log is complete even when (2) never happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from ..errors import ConflictError, InvalidInputError, NotFoundError, StatekeelError, UsageError
+from ..models import to_datetime
+from ..protocol import KEEP, Append, Delete, Op, Put, Record, keys
+from ._in_session import append_expiry, apply_in_session
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .sessions import Session
+
+__all__ = ["Decision", "DecisionContext", "DecisionStatus", "DecisionClosedError"]
+
+DecisionStatus = Literal["pending", "done", "failed", "resolved"]
+INDEX_PREFIX: Final = keys.join("idx", "decisions") + "/"
+_ID_CHARS: Final = frozenset("0123456789abcdef")
+_ID_LEN: Final = 19
+
+
+class DecisionClosedError(ConflictError):
+    """The decision already has an outcome; decisions are closed exactly once."""
+
+    def __init__(self, decision: Decision) -> None:
+        StatekeelError.__init__(
+            self,
+            f"decision {decision.id!r} is already closed ({decision.status} at "
+            f"{decision.resolved_at}); an outcome is written once and never changed",
+        )
+        self.key = _latch_key(*split_id(decision.id))
+        self.expected = None
+        self.actual = 1
+        self.decision = decision
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decision of the write-ahead log, as stored."""
+
+    id: str
+    """``"<session id>:<time-ordered suffix>"``; pass it to ``store.resolve_decision``."""
+    session: str
+    """The session that made the decision."""
+    decision: str
+    """What was decided, e.g. ``"refund order 991"``."""
+    rationale: str | None
+    """Why, as the agent put it."""
+    action: Any
+    """The planned action (any storable value, e.g. ``"payments.refund(991)"``)."""
+    status: DecisionStatus
+    """``pending`` (no outcome yet: recovery looks at these), ``done``, ``failed`` or ``resolved``."""
+    outcome: Any
+    """What the action produced (``d.outcome(...)``, ``"done"`` by default, or the resolution)."""
+    error: str | None
+    """``"<ExceptionType>: <message>"`` when the block raised; else None."""
+    created_at: dt.datetime
+    """When the decision was recorded (UTC), before the action ran."""
+    resolved_at: dt.datetime | None
+    """When the outcome was recorded (UTC); None while pending."""
+    resolved_by: str | None
+    """Who resolved it with ``resolve_decision(..., by=...)``; None otherwise."""
+
+    @property
+    def incomplete(self) -> bool:
+        """True while no outcome has been written."""
+        return self.status == "pending"
+
+
+# -- ids and keys -------------------------------------------------------------
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _new_suffix() -> str:
+    """Microseconds since the epoch (monotonic in this process) + 24 random bits, as hex."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns() // 1000, _last_stamp + 1)
+        stamp = _last_stamp
+    return f"{stamp:013x}{secrets.token_hex(3)}"
+
+
+def split_id(decision_id: str) -> tuple[str, str]:
+    """``"S:D"`` -> ``("S", "D")``, or :class:`InvalidInputError` saying what an id looks like."""
+    if isinstance(decision_id, str):
+        session_id, _, suffix = decision_id.rpartition(":")
+        if session_id and len(suffix) == _ID_LEN and set(suffix) <= _ID_CHARS:
+            return session_id, suffix
+    raise InvalidInputError(
+        f"{decision_id!r} is not a decision id; ids look like 'support-42:{_new_suffix()}' "
+        "(see store.decisions() or `statekeel decisions list`)"
+    )
+
+
+def _index_key(session_id: str, suffix: str) -> str:
+    return keys.join("idx", "decisions", session_id, suffix)
+
+
+def _log_key(session_id: str) -> str:
+    return keys.join("session", session_id, "decisions")
+
+
+def _latch_key(session_id: str, suffix: str) -> str:
+    return keys.join("session", session_id, "decision-outcomes", suffix)
+
+
+# -- records --------------------------------------------------------------------
+def _from_body(body: dict[str, Any]) -> Decision:
+    return Decision(
+        body["id"], body["session"], body["decision"], body.get("rationale"), body.get("action"),
+        body["status"], body.get("outcome"), body.get("error"),
+        to_datetime(body["created_at"]), to_datetime(body.get("resolved_at")),  # type: ignore[arg-type]
+        body.get("resolved_by"),
+    )
+
+
+def _closed_body(
+    decided: dict[str, Any], status: DecisionStatus, outcome: Any, error: str | None, by: str | None
+) -> dict[str, Any]:
+    return {
+        **decided, "kind": "closed", "status": status, "outcome": outcome, "error": error,
+        "resolved_at": time.time(), "resolved_by": by,
+    }
+
+
+class DecisionContext:
+    """What ``session.decide(...)`` returns: use it as ``with ... as d:``."""
+
+    def __init__(self, session: Session, decision: str, rationale: str | None, action: Any) -> None:
+        if not isinstance(decision, str) or not decision.strip():
+            raise InvalidInputError(f"decision must be a non-empty str describing it, got {decision!r}")
+        if rationale is not None and not isinstance(rationale, str):
+            raise InvalidInputError(f"rationale must be a str or None, got {type(rationale).__name__}")
+        self._session = session
+        self._store = session._store
+        self._suffix = _new_suffix()
+        self.id = f"{session.id}:{self._suffix}"
+        """The decision's id (known before the block runs)."""
+        self._body: dict[str, Any] = {
+            "kind": "decided", "id": self.id, "session": session.id, "decision": decision,
+            "rationale": rationale, "action": action, "status": "pending", "created_at": time.time(),
+        }
+        self._outcome: Any = "done"
+        self._state = "new"
+        self.result: Decision | None = None
+        """After the block: the decision with its recorded outcome."""
+
+    def __repr__(self) -> str:
+        return f"<DecisionContext {self.id!r} {self._state}>"
+
+    @property
+    def decision(self) -> Decision:
+        """The decision as recorded before the block ran (status ``pending``)."""
+        return _from_body(self._body)
+
+    def outcome(self, value: Any) -> None:
+        """Set the outcome recorded when the block ends (checked for storability now)."""
+        self._store.codec.encode(value, f"decision {self.id!r} outcome")
+        self._outcome = value
+
+    def __enter__(self) -> DecisionContext:
+        if self._state != "new":
+            raise UsageError(f"decision {self.id!r} was already entered; call session.decide() again")
+        codec, backend = self._store.codec, self._store.backend
+        index = _index_key(self._session.id, self._suffix)
+        data, name = codec.encode(self._body, f"decision {self._body['decision']!r}", index)
+        backend.apply([Put(index, data, name, None, None)])  # (1) recovery can see it from now on
+        log = _log_key(self._session.id)
+        apply_in_session(
+            self._session, lambda exp: [Append(log, ((data, name),), append_expiry(self._session, exp))]
+        )  # (2)
+        self._state = "open"
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._state != "open":
+            return
+        self._state = "closed"
+        if exc is None:
+            closed = _closed_body(self._body, "done", self._outcome, None, None)
+        else:
+            closed = _closed_body(self._body, "failed", None, f"{type(exc).__name__}: {exc}", None)
+        try:
+            self.result = _close(self._store, self._session, closed)
+        except Exception as write_error:
+            if exc is None:
+                raise
+            # the block's own exception matters more; the decision simply stays incomplete
+            exc.add_note(f"statekeel: decision {self.id!r} stays incomplete: {write_error!r}")
+
+
+def _close(store: Store, session: Session | None, closed: dict[str, Any]) -> Decision:
+    """Write the "closed" entry and the latch atomically (3), then drop the index record (4)."""
+    session_id, suffix = split_id(closed["id"])
+    codec = store.codec
+    log, latch = _log_key(session_id), _latch_key(session_id, suffix)
+    data, name = codec.encode(closed, f"decision {closed['id']!r} outcome", log)
+    latch_data, latch_name = codec.encode({"status": closed["status"], "at": closed["resolved_at"]})
+
+    def ops(exp: float | None) -> list[Op]:
+        append_exp = KEEP if exp is None else exp
+        return [Put(latch, latch_data, latch_name, None, exp), Append(log, ((data, name),), append_exp)]
+
+    try:
+        if session is not None:
+            apply_in_session(session, ops)
+        else:
+            meta = store.backend.get(keys.join("session", session_id, "meta"))
+            store.backend.apply(ops(meta.expires_at if meta else None))
+    except ConflictError:
+        raise DecisionClosedError(_closed_from_log(store, closed["id"])) from None
+    store.backend.apply([Delete(_index_key(session_id, suffix))])
+    return _from_body(closed)
+
+
+def _closed_from_log(store: Store, decision_id: str) -> Decision:
+    session_id, _ = split_id(decision_id)
+    found = _fold_log(store, session_id).get(decision_id)
+    if found is None or found.status == "pending":
+        raise StatekeelError(f"decision {decision_id!r} has an outcome latch but no closed log entry")
+    return found
+
+
+# -- store-level operations -------------------------------------------------------
+def resolve_decision(store: Store, decision_id: str, outcome: Any, by: str | None) -> Decision:
+    """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
+    session_id, suffix = split_id(decision_id)
+    if by is not None and not isinstance(by, str):
+        raise InvalidInputError(f"by must be a str naming who resolved it, got {type(by).__name__}")
+    rec = store.backend.get(_index_key(session_id, suffix))
+    if rec is None:
+        if store.backend.get(_latch_key(session_id, suffix)) is not None:
+            raise DecisionClosedError(_closed_from_log(store, decision_id))
+        raise NotFoundError(f"no decision {decision_id!r}; list them with store.decisions()")
+    decided = store.codec.decode(rec.data, rec.codec, rec.key)
+    return _close(store, None, _closed_body(decided, "resolved", outcome, None, by))
+
+
+def _open_records(store: Store, prefix: str, after: str | None) -> Iterator[tuple[Record, bool]]:
+    """Open-index records under ``prefix`` after key ``after``, each with "its latch exists"."""
+    while True:
+        recs = store.backend.scan(prefix, after=after, limit=200)
+        if not recs:
+            return
+        latches = store.backend.get_many([_latch_key(*keys.split(r.key)[2:4]) for r in recs])
+        yield from zip(recs, (latch is not None for latch in latches))
+        after = recs[-1].key
+
+
+def _open_decisions(store: Store, prefix: str, after: str | None) -> Iterator[Decision]:
+    for rec, closed in _open_records(store, prefix, after):
+        if closed:  # crashed between (3) and (4): finish (4) now
+            try:
+                store.backend.apply([Delete(rec.key, rec.version)])
+            except ConflictError:
+                pass
+            continue
+        yield _from_body(store.codec.decode(rec.data, rec.codec, rec.key))
+
+
+def _fold_log(store: Store, session_id: str) -> dict[str, Decision]:
+    """Every decision in the session's log; the last entry of an id wins."""
+    log = _log_key(session_id)
+    found: dict[str, Decision] = {}
+    start = 1
+    while entries := store.backend.read(log, start=start, limit=1000):
+        for e in entries:
+            body = store.codec.decode(e.data, e.codec, log)
+            found[body["id"]] = _from_body(body)
+        start = entries[-1].seq + 1
+    return found
+
+
+def _session_decisions(store: Store, session_id: str) -> list[Decision]:
+    """All decisions of one session, in id (= time) order, including any only in the index."""
+    found = _fold_log(store, session_id)
+    for d in _open_decisions(store, keys.join("idx", "decisions", session_id) + "/", None):
+        found.setdefault(d.id, d)
+    return sorted(found.values(), key=lambda d: split_id(d.id)[1])
+
+
+def _skey(session_id: str) -> str:
+    """A session's sort key: the order its keys have in a scan."""
+    return keys.escape(session_id) + "/"
+
+
+def _sessions_with_decisions(store: Store, first: str | None) -> Iterator[str]:
+    """Sessions with a decision log or open decisions, from ``first`` on, in key order."""
+
+    def logged() -> Iterator[str]:
+        after = None if first is None else keys.join("session", first)
+        while infos := store.backend.scan_logs("session/", after=after, limit=500):
+            for info in infos:
+                parts = info.log.split("/")
+                if len(parts) == 3 and parts[2] == "decisions":
+                    yield parts[1] + "/"
+            after = infos[-1].log
+
+    def indexed() -> Iterator[str]:
+        after = None if first is None else keys.join("idx", "decisions", first)
+        while recs := store.backend.scan(INDEX_PREFIX, after=after, limit=500):
+            yield from (r.key.split("/")[2] + "/" for r in recs)
+            after = recs[-1].key
+
+    last = None
+    lowest = None if first is None else _skey(first)
+    for skey in heapq.merge(logged(), indexed()):
+        if skey != last and (lowest is None or skey >= lowest):
+            last = skey
+            yield keys.unescape(skey[:-1])
+
+
+def list_decisions(
+    store: Store, *, incomplete: bool, session: str | None, after: str | None, limit: int
+) -> tuple[list[Decision], str | None]:
+    """One page of decisions in (session, time) order, and the cursor of the next page."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+    after_id = None if after is None else split_id(after)
+    if session is not None:
+        keys.escape(session)  # validates it
+    out = list(_matching(store, incomplete, session, after_id, limit + 1))
+    return out[:limit], (out[limit - 1].id if len(out) > limit else None)
+
+
+def _matching(
+    store: Store, incomplete: bool, session: str | None, after: tuple[str, str] | None, limit: int
+) -> Iterator[Decision]:
+    if incomplete:
+        prefix = INDEX_PREFIX if session is None else keys.join("idx", "decisions", session) + "/"
+        cursor = None if after is None else _index_key(*after)
+        for n, d in enumerate(_open_decisions(store, prefix, cursor)):
+            if n == limit:
+                return
+            yield d
+        return
+    sessions = [session] if session is not None else _sessions_with_decisions(store, after and after[0])
+    cursor = None if after is None else (_skey(after[0]), after[1])
+    n = 0
+    for session_id in sessions:
+        for d in _session_decisions(store, session_id):
+            if cursor is not None and (_skey(d.session), split_id(d.id)[1]) <= cursor:
+                continue
+            yield d
+            n += 1
+            if n == limit:
+                return
+
+
+def iter_decisions(store: Store, **filters: Any) -> Iterator[Decision]:
+    """Every decision matching ``filters`` (following pages)."""
+    after = None
+    while True:
+        page, after = list_decisions(store, after=after, limit=500, **filters)
+        yield from page
+        if after is None:
+            return
+

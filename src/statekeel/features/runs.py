@@ -1,0 +1,594 @@
+"""Resumable runs: a multi-step job whose step results are stored as they finish.
+
+    with store.run("report-2026-11-21") as run:
+        words = run.step("generate", make_words, 12)     # memoised by (run, step name)
+        ranked = run.step("sort", sorted, words)
+        answer = run.wait_for("approve", prompt="Publish?")
+        run.step("publish", publish, ranked, answer)
+    if run.suspended:                                    # waiting for a human
+        print(run.suspended); sys.exit(0)
+
+Running the same run id again replays the script: a step that finished returns
+its stored result without running (results are never recomputed), so the job
+resumes at the first unfinished step however the last process stopped. A step
+that raised is retried on the next run, up to ``max_attempts``; its error and
+every attempt's timing are kept. ``wait_for`` suspends the run by raising
+:class:`RunSuspended` (the ``with`` block absorbs it, so a script exits cleanly)
+until ``store.resume_run(run_id, name, value)`` supplies the value — from any
+process, days later — and the run is started again. The decorator form is
+``@run.stepfn`` (the step is named after the function).
+
+Backend layout of run ``R`` (one partition, ``run/R``)::
+
+    run/R/meta          {"status", "waiting_for", "prompt", "error", "steps_done", "last_step"}
+    run/R/step/<name>   {"kind", "status", "result", "attempts", "error", timings, "history"}
+    run/R/input/<name>  the value resume_run supplied to wait_for(<name>); create-only
+    idx/runs/R          {}: what store.runs() scans; written before the run's first record
+
+A step's record is written in one batch with a compare-and-set of the meta
+record: two processes running the same step record one result (the loser
+returns the winner's), and ``store.cancel_run`` from another process stops a run
+at its next step boundary. One write per step; no write before a step runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, cast, overload
+
+from ..errors import ConflictError, InvalidInputError, NotFoundError, SerializationError, StatekeelError
+from ..models import to_datetime
+from ..protocol import ANY, Put, Record, keys
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+__all__ = [
+    "Run",
+    "RunInfo",
+    "RunStatus",
+    "StepInfo",
+    "RunSuspended",
+    "RunCancelledError",
+    "StepFailedError",
+    "RUN_STATUSES",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
+RUN_STATUSES: Final[tuple[str, ...]] = ("running", "waiting", "completed", "failed", "cancelled")
+INDEX_PREFIX: Final = keys.join("idx", "runs") + "/"
+HISTORY_KEPT: Final = 10
+"""How many attempts per step keep their own timing and error."""
+_RETRIES: Final = 100
+
+
+# -- public records and signals ------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a run as stored."""
+
+    name: str
+    """The step's name, unique within its run."""
+    kind: Literal["step", "wait"]
+    """``step`` (a function) or ``wait`` (``wait_for`` input)."""
+    status: Literal["completed", "failed", "waiting"]
+    """``completed`` (result stored), ``failed`` (last attempt raised) or ``waiting`` (for input)."""
+    attempts: int
+    """How many times the function ran and finished or raised (a killed attempt is not counted)."""
+    started_at: dt.datetime | None
+    """When the first recorded attempt started (UTC)."""
+    finished_at: dt.datetime | None
+    """When the result was stored (UTC); None until completed."""
+    duration: float | None
+    """Seconds the successful attempt took (for ``wait``: from suspension to input)."""
+    error: str | None
+    """``"<ExceptionType>: <message>"`` of the last failed attempt (kept after a later success)."""
+    history: tuple[dict[str, Any], ...]
+    """The last attempts: ``{"started_at", "duration", "error"}`` each."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the store knows about a run."""
+
+    id: str
+    """The run id."""
+    status: RunStatus
+    """running, waiting (for ``resume_run``), completed, failed or cancelled."""
+    created_at: dt.datetime
+    """When the run recorded its first step (UTC)."""
+    updated_at: dt.datetime
+    """When its status last changed or a step last finished (UTC)."""
+    waiting_for: str | None
+    """The ``wait_for`` step the run is suspended at, if waiting."""
+    prompt: str | None
+    """What the waiting step asks for."""
+    error: str | None
+    """Why the run failed or was cancelled."""
+    steps_completed: int
+    """How many steps have a stored result."""
+    last_step: str | None
+    """The step that finished or failed most recently."""
+    steps: tuple[StepInfo, ...] = ()
+    """Every step in the order they first ran (empty in ``store.runs()`` listings)."""
+
+
+class RunSuspended(BaseException):
+    """Raised by ``run.wait_for`` while the input is not supplied: the run is paused.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` in
+    agent code does not swallow it; ``with store.run(...)`` absorbs it and keeps
+    it in ``run.suspended``. Its message says how to resume.
+    """
+
+    def __init__(self, run_id: str, step: str, prompt: str | None) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.prompt = prompt
+        asks = f" ({prompt})" if prompt else ""
+        super().__init__(
+            f"run {run_id!r} is waiting for {step!r}{asks}. Supply it with "
+            f"store.resume_run({run_id!r}, {step!r}, value) or `statekeel runs resume "
+            f"{shlex.quote(run_id)} --step {shlex.quote(step)} --input JSON`, then run it again"
+        )
+
+
+class RunCancelledError(StatekeelError):
+    """The run was cancelled (``store.cancel_run``); it runs no further step."""
+
+
+class StepFailedError(StatekeelError):
+    """A step raised on each of its ``max_attempts`` attempts; it is not run again."""
+
+    def __init__(self, run_id: str, step: str, attempts: int, error: str | None) -> None:
+        super().__init__(
+            f"step {step!r} of run {run_id!r} failed {attempts} times (last: {error}); fix the cause "
+            "and open the run with a higher max_attempts, or use a new run id"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.attempts = attempts
+        self.error = error
+
+
+# -- keys -----------------------------------------------------------------------------
+def _meta_key(run_id: str) -> str:
+    return keys.join("run", run_id, "meta")
+
+
+def _input_key(run_id: str, name: str) -> str:
+    return keys.join("run", run_id, "input", name)
+
+
+def _steps_prefix(run_id: str) -> str:
+    return keys.join("run", run_id, "step") + "/"
+
+
+def _check_name(name: Any, what: str = "step name") -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"a {what} must be a non-empty str, got {name!r}")
+    return name
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- the run handle -----------------------------------------------------------------------
+class Run:
+    """A resumable multi-step job. Get it from ``store.run(run_id)``; use it in ``with``."""
+
+    def __init__(self, store: Store, run_id: str, *, max_attempts: int = 3) -> None:
+        keys.escape(run_id)  # validates type and emptiness
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise InvalidInputError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        self._store = store
+        self._backend = store.backend
+        self.id = run_id
+        self.max_attempts = max_attempts
+        self._meta_key = _meta_key(run_id)
+        self._prefix = _steps_prefix(run_id)
+        self._meta = self._backend.get(self._meta_key)
+        self._steps = {keys.unescape(r.key[len(self._prefix) :]): r for r in _scan_all(store, self._prefix)}
+        self.reused: list[str] = []
+        """Steps of this process that returned a stored result."""
+        self.executed: list[str] = []
+        """Steps this process ran (or whose input it consumed) and recorded."""
+        self.suspended: RunSuspended | None = None
+        """Set when ``with`` absorbed a :class:`RunSuspended`: the run waits for input."""
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id!r} {self._meta_body().get('status', 'new')}>"
+
+    # -- steps -------------------------------------------------------------------
+    def step(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)``, run once per run: a finished step returns its stored result."""
+        body = self._step_body(_check_name(name), "step")
+        if body is not None and body["status"] == "completed":
+            self.reused.append(name)
+            return cast(T, body["result"])
+        self._check_active()
+        if body is not None and body["attempts"] >= self.max_attempts:
+            raise StepFailedError(self.id, name, body["attempts"], body.get("error"))
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._record_failure(name, body, started, time.perf_counter() - t0, exc)
+            raise
+        return cast(T, self._record_success(name, body, started, time.perf_counter() - t0, result))
+
+    @overload
+    def stepfn(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    @overload
+    def stepfn(self, *, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+    def stepfn(self, fn: Callable[P, T] | None = None, /, *, name: str | None = None) -> Any:
+        """Decorator: calling the function runs it as step ``name`` (default: its name).
+
+        A step is memoised by name, so call a decorated function once per run;
+        for repeated calls use ``run.step(f"fetch-{i}", fetch, i)``.
+        """
+
+        def wrap(f: Callable[P, T]) -> Callable[P, T]:
+            step_name = name or f.__name__
+
+            @functools.wraps(f)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return self.step(step_name, f, *args, **kwargs)
+
+            return wrapper
+
+        return wrap(fn) if fn is not None else wrap
+
+    def wait_for(self, name: str, *, prompt: str | None = None) -> Any:
+        """The value supplied by ``store.resume_run(run_id, name, value)``, or suspend.
+
+        Raises :class:`RunSuspended` (status ``waiting``) while nothing was
+        supplied; once it was, returns it — and keeps returning it on re-runs.
+        """
+        body = self._step_body(_check_name(name), "wait")
+        if body is not None and body["status"] == "completed":
+            self.reused.append(name)
+            return body["result"]
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInputError(f"prompt must be a str, got {type(prompt).__name__}")
+        for _ in range(_RETRIES):
+            self._check_active()
+            supplied = self._backend.get(_input_key(self.id, name))
+            try:
+                if supplied is not None:
+                    return self._consume_input(name, body, supplied)
+                self._suspend(name, body, prompt)
+            except ConflictError:
+                self._refresh(name)
+                body = self._step_body(name, "wait")
+                if body is not None and body["status"] == "completed":
+                    return body["result"]
+        raise ConflictError(self._meta_key, None, None)
+
+    def _consume_input(self, name: str, body: dict[str, Any] | None, supplied: Record) -> Any:
+        value = self._store.codec.decode(supplied.data, supplied.codec, supplied.key)
+        now = time.time()
+        started = body["started_at"] if body else supplied.created_at
+        new = {
+            "kind": "wait", "status": "completed", "result": value, "attempts": 1,
+            "prompt": body.get("prompt") if body else None, "started_at": started,
+            "finished_at": now, "duration": max(0.0, now - started), "error": None, "history": [],
+        }
+        self._commit(name, new, self._running(name, completed=True))
+        self.executed.append(name)
+        return value
+
+    def _suspend(self, name: str, body: dict[str, Any] | None, prompt: str | None) -> None:
+        meta = self._meta_body()
+        already = body is not None and meta.get("status") == "waiting" and meta.get("waiting_for") == name
+        if not already:
+            new = {
+                "kind": "wait", "status": "waiting", "result": None, "attempts": 0, "prompt": prompt,
+                "started_at": body["started_at"] if body else time.time(), "finished_at": None,
+                "duration": None, "error": None, "history": [],
+            }
+            self._commit(name, new, {"status": "waiting", "waiting_for": name, "prompt": prompt})
+        raise RunSuspended(self.id, name, prompt)
+
+    # -- run status ------------------------------------------------------------------
+    def info(self) -> RunInfo:
+        """Status, steps, attempts and timings as stored now."""
+        return run_info(self._store, self.id)
+
+    def complete(self) -> None:
+        """Mark the run completed (``with`` does this when the block ends normally)."""
+        if self._meta_body().get("status") != "completed":
+            self._update_meta({"status": "completed", "waiting_for": None, "prompt": None, "error": None})
+
+    def fail(self, error: str) -> None:
+        """Mark the run failed with ``error`` (``with`` does this when the block raises)."""
+        self._update_meta({"status": "failed", "error": error, "waiting_for": None, "prompt": None})
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None:
+            self.complete()
+        elif isinstance(exc, RunSuspended) and exc.run_id == self.id:
+            self.suspended = exc
+            return True
+        elif isinstance(exc, Exception) and not isinstance(exc, RunCancelledError):
+            if self._meta_body().get("status") not in ("failed", "cancelled"):
+                try:
+                    self.fail(_error_text(exc))
+                except RunCancelledError:
+                    pass
+        return False
+
+    # -- writing -------------------------------------------------------------------------
+    def _meta_body(self) -> dict[str, Any]:
+        if self._meta is None:
+            return {}
+        body: dict[str, Any] = self._store.codec.decode(self._meta.data, self._meta.codec, self._meta.key)
+        return body
+
+    def _step_body(self, name: str, kind: str) -> dict[str, Any] | None:
+        rec = self._steps.get(name)
+        if rec is None:
+            return None
+        body: dict[str, Any] = self._store.codec.decode(rec.data, rec.codec, rec.key)
+        if body["kind"] != kind:
+            use = "run.wait_for" if body["kind"] == "wait" else "run.step"
+            raise InvalidInputError(f"{name!r} of run {self.id!r} is a {body['kind']} step; use {use}")
+        return body
+
+    def _check_active(self) -> None:
+        if self._meta_body().get("status") == "cancelled":
+            reason = self._meta_body().get("error")
+            raise RunCancelledError(f"run {self.id!r} was cancelled ({reason or 'no reason given'})")
+
+    def _running(self, name: str, *, completed: bool) -> dict[str, Any]:
+        done = int(self._meta_body().get("steps_done", 0)) + (1 if completed else 0)
+        return {"status": "running", "waiting_for": None, "prompt": None, "error": None,
+                "last_step": name, "steps_done": done}
+
+    def _record_success(self, name: str, body: dict[str, Any] | None, started: float, took: float, result: Any) -> Any:
+        attempts = (body["attempts"] if body else 0) + 1
+        new = {
+            "kind": "step", "status": "completed", "result": result, "attempts": attempts,
+            "started_at": body["started_at"] if body else started, "finished_at": time.time(),
+            "duration": took, "error": body.get("error") if body else None,
+            "history": _history(body, started, took, None),
+        }
+        try:
+            won = self._write(name, new, lambda: self._running(name, completed=True))
+        except SerializationError as exc:
+            self._record_failure(name, body, started, took, exc)
+            raise
+        if won:
+            self.executed.append(name)
+            return result
+        stored = self._step_body(name, "step")
+        if stored is None or stored["status"] != "completed":  # pragma: no cover - the winner completed it
+            raise ConflictError(self._prefix + keys.escape(name), None, None)
+        self.reused.append(name)
+        return stored["result"]
+
+    def _record_failure(
+        self, name: str, body: dict[str, Any] | None, started: float, took: float, exc: BaseException
+    ) -> None:
+        error = _error_text(exc)
+        new = {
+            "kind": "step", "status": "failed", "result": None,
+            "attempts": (body["attempts"] if body else 0) + 1,
+            "started_at": body["started_at"] if body else started, "finished_at": None,
+            "duration": None, "error": error, "history": _history(body, started, took, error),
+        }
+        meta = {"status": "failed", "error": f"step {name!r}: {error}", "last_step": name}
+        try:
+            self._write(name, new, lambda: meta)
+        except StatekeelError as write_error:
+            exc.add_note(f"statekeel: the failed attempt of step {name!r} was not recorded: {write_error!r}")
+
+    def _write(self, name: str, body: dict[str, Any], meta: Callable[[], dict[str, Any]]) -> bool:
+        """Store step ``name``; False when another process stored it first."""
+        for _ in range(_RETRIES):
+            expected = self._steps.get(name)
+            try:
+                self._commit(name, body, meta())
+                return True
+            except ConflictError:
+                self._refresh(name)
+                current = self._steps.get(name)
+                if (current and current.version) != (expected and expected.version):
+                    return False
+                self._check_active()
+        raise ConflictError(self._meta_key, None, None)
+
+    def _commit(self, name: str, body: dict[str, Any], meta_update: dict[str, Any]) -> None:
+        """One atomic batch: the step record and a compare-and-set of the meta record."""
+        key = self._prefix + keys.escape(name)
+        data, codec = self._store.codec.encode(body, f"run {self.id!r} step {name!r}", key)
+        expect = self._steps[name].version if name in self._steps else None
+        self._ensure_listed()
+        step_rec, meta_rec = self._backend.apply([Put(key, data, codec, expect), self._meta_put(meta_update)])
+        assert isinstance(step_rec, Record) and isinstance(meta_rec, Record)
+        self._steps[name], self._meta = step_rec, meta_rec
+
+    def _ensure_listed(self) -> None:
+        """Write the index record before the run's first record: a crash leaves no run unlisted."""
+        if self._meta is None:
+            data, codec = self._store.codec.encode({})
+            self._backend.apply([Put(keys.join("idx", "runs", self.id), data, codec, ANY)])
+
+    def _meta_put(self, update: dict[str, Any]) -> Put:
+        body = {"status": "running", "waiting_for": None, "prompt": None, "error": None,
+                "steps_done": 0, "last_step": None, **self._meta_body(), **update}
+        data, codec = self._store.codec.encode(body, f"run {self.id!r} status", self._meta_key)
+        return Put(self._meta_key, data, codec, None if self._meta is None else self._meta.version)
+
+    def _update_meta(self, update: dict[str, Any]) -> None:
+        for _ in range(_RETRIES):
+            self._check_active()
+            self._ensure_listed()
+            try:
+                rec = self._backend.apply([self._meta_put(update)])[0]
+                assert isinstance(rec, Record)
+                self._meta = rec
+                return
+            except ConflictError:
+                self._meta = self._backend.get(self._meta_key)
+        raise ConflictError(self._meta_key, None, None)
+
+    def _refresh(self, name: str) -> None:
+        self._meta = self._backend.get(self._meta_key)
+        rec = self._backend.get(self._prefix + keys.escape(name))
+        if rec is None:
+            self._steps.pop(name, None)
+        else:
+            self._steps[name] = rec
+
+
+def _history(body: dict[str, Any] | None, started: float, took: float, error: str | None) -> list[dict[str, Any]]:
+    past: list[dict[str, Any]] = list(body["history"]) if body else []
+    return [*past, {"started_at": started, "duration": took, "error": error}][-HISTORY_KEPT:]
+
+
+def _scan_all(store: Store, prefix: str) -> list[Record]:
+    out: list[Record] = []
+    while recs := store.backend.scan(prefix, after=out[-1].key if out else None, limit=500):
+        out.extend(recs)
+    return out
+
+
+# -- store-level operations -------------------------------------------------------------
+def _info(store: Store, run_id: str, meta: Record, steps: list[Record]) -> RunInfo:
+    body = store.codec.decode(meta.data, meta.codec, meta.key)
+    prefix = _steps_prefix(run_id)
+    bodies = [(keys.unescape(r.key[len(prefix) :]), store.codec.decode(r.data, r.codec, r.key)) for r in steps]
+    bodies.sort(key=lambda nb: nb[1].get("started_at") or 0.0)  # the order the steps first ran
+    infos = [_step_info(name, b) for name, b in bodies]
+    return RunInfo(
+        run_id, body["status"], to_datetime(meta.created_at), to_datetime(meta.updated_at),  # type: ignore[arg-type]
+        body.get("waiting_for"), body.get("prompt"), body.get("error"),
+        int(body.get("steps_done", 0)), body.get("last_step"), tuple(infos),
+    )
+
+
+def _step_info(name: str, b: dict[str, Any]) -> StepInfo:
+    return StepInfo(
+        name, b["kind"], b["status"], b["attempts"], to_datetime(b.get("started_at")),
+        to_datetime(b.get("finished_at")), b.get("duration"), b.get("error"), tuple(b.get("history", ())),
+    )
+
+
+def _require_meta(store: Store, run_id: str) -> Record:
+    keys.escape(run_id)
+    rec = store.backend.get(_meta_key(run_id))
+    if rec is None:
+        raise NotFoundError(f"no run {run_id!r} has recorded anything; list runs with store.runs()")
+    return rec
+
+
+def run_info(store: Store, run_id: str) -> RunInfo:
+    """A run's status and steps, read-only."""
+    meta = _require_meta(store, run_id)
+    return _info(store, run_id, meta, _scan_all(store, _steps_prefix(run_id)))
+
+
+def list_runs(
+    store: Store, *, status: RunStatus | None, after: str | None, limit: int
+) -> tuple[list[RunInfo], str | None]:
+    """One page of runs (without their steps) in id order, and the next cursor."""
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+    out: list[RunInfo] = []
+    cursor = keys.join("idx", "runs", after) if after is not None else None
+    while idx := store.backend.scan(INDEX_PREFIX, after=cursor, limit=max(limit, 100)):
+        ids = [keys.split(r.key)[-1] for r in idx]
+        for run_id, meta in zip(ids, store.backend.get_many([_meta_key(i) for i in ids])):
+            if meta is None:
+                continue
+            info = _info(store, run_id, meta, [])
+            if status is None or info.status == status:
+                out.append(info)
+                if len(out) == limit:
+                    return out, run_id
+        cursor = idx[-1].key
+    return out, None
+
+
+def _update(store: Store, run_id: str, change: Callable[[dict[str, Any], Record], dict[str, Any] | None]) -> RunInfo:
+    """Compare-and-set the meta record with ``change(body, record)`` (None = no write)."""
+    for _ in range(_RETRIES):
+        meta = _require_meta(store, run_id)
+        body = store.codec.decode(meta.data, meta.codec, meta.key)
+        new = change(body, meta)
+        if new is None:
+            return run_info(store, run_id)
+        data, codec = store.codec.encode({**body, **new}, f"run {run_id!r} status", meta.key)
+        try:
+            store.backend.apply([Put(meta.key, data, codec, meta.version)])
+            return run_info(store, run_id)
+        except ConflictError:
+            continue
+    raise ConflictError(_meta_key(run_id), None, None)
+
+
+def cancel_run(store: Store, run_id: str, reason: str | None = None) -> RunInfo:
+    """Mark the run cancelled: it runs no further step, in any process."""
+
+    def change(body: dict[str, Any], meta: Record) -> dict[str, Any] | None:
+        if body["status"] == "cancelled":
+            return None
+        if body["status"] == "completed":
+            raise InvalidInputError(f"run {run_id!r} already completed; there is nothing to cancel")
+        return {"status": "cancelled", "error": reason or "cancelled", "waiting_for": None, "prompt": None}
+
+    return _update(store, run_id, change)
+
+
+def resume_run(store: Store, run_id: str, name: str | None, value: Any) -> RunInfo:
+    """Supply ``value`` to ``wait_for(name)`` (default: the step the run waits at)."""
+    for _ in range(_RETRIES):
+        meta = _require_meta(store, run_id)
+        body = store.codec.decode(meta.data, meta.codec, meta.key)
+        step = _resumable_step(run_id, body, name)
+        step_rec = store.backend.get(_steps_prefix(run_id) + keys.escape(step))
+        if step_rec is not None and store.codec.decode(step_rec.data, step_rec.codec, step_rec.key)["status"] == "completed":
+            raise InvalidInputError(f"step {step!r} of run {run_id!r} already has its input")
+        key = _input_key(run_id, step)
+        data, codec = store.codec.encode(value, f"input for run {run_id!r} step {step!r}", key)
+        waiting = body.get("waiting_for") == step
+        new_meta = {**body, **({"status": "running", "waiting_for": None, "prompt": None} if waiting else {})}
+        meta_data, meta_codec = store.codec.encode(new_meta, f"run {run_id!r} status", meta.key)
+        try:
+            store.backend.apply([Put(key, data, codec, None), Put(meta.key, meta_data, meta_codec, meta.version)])
+            return run_info(store, run_id)
+        except ConflictError:
+            if store.backend.get(key) is not None:
+                raise InvalidInputError(
+                    f"input for step {step!r} of run {run_id!r} was already supplied; it is used as given"
+                ) from None
+    raise ConflictError(_meta_key(run_id), None, None)
+
+
+def _resumable_step(run_id: str, body: dict[str, Any], name: str | None) -> str:
+    if body["status"] in ("cancelled", "completed"):
+        raise InvalidInputError(f"run {run_id!r} is {body['status']}; it takes no more input")
+    if name is None:
+        if body.get("waiting_for") is None:
+            raise InvalidInputError(f"run {run_id!r} is not waiting for input; name the step to supply")
+        return str(body["waiting_for"])
+    return _check_name(name)

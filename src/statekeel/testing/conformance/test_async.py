@@ -1,0 +1,327 @@
+"""The asyncio twin: the core scenarios again, awaited, on every backend.
+
+Each test drives its coroutine with ``asyncio.run`` (no pytest-asyncio needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import statekeel
+from statekeel import (
+    AsyncStore,
+    ConflictError,
+    ExpiredError,
+    InvalidInputError,
+    NotFoundError,
+    SerializationError,
+    UsageError,
+)
+
+
+def _run(url: str, main: Callable[[AsyncStore], Awaitable[None]], **options: Any) -> None:
+    async def go() -> None:
+        async with statekeel.open_async(url, **options) as store:
+            await main(store)
+
+    asyncio.run(go())
+
+
+def test_async_append_and_history(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("support-42", user="u-7")
+        assert await s.append({"role": "user", "content": "My order is late"}) == 1
+        assert await s.append({"role": "assistant", "content": "Sorry!"}, {"role": "user", "content": "ok"}) == 2
+        assert [m["content"] for m in await s.history()] == ["My order is late", "Sorry!", "ok"]
+        assert (await s.history(last=2))[0]["content"] == "Sorry!"
+        assert await s.history(last=0) == [] and await s.count() == 3
+        msgs = await s.messages(last=1)
+        assert msgs[0].seq == 3 and msgs[0].created_at.tzinfo is not None
+        assert [m.seq for m in await s.messages(start=2, stop=3)] == [2]
+        assert (s.id, s.user, s.resumed) == ("support-42", "u-7", None)
+
+    _run(store_url, main)
+
+
+def test_async_history_last_reads_only_the_tail(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("big")
+        for chunk in range(10):
+            await s.append(*[{"i": chunk * 100 + i} for i in range(100)])
+        assert [m["i"] for m in await s.history(last=3)] == [997, 998, 999]
+        assert await s.count() == 1000
+
+    _run(store_url, main)
+
+
+def test_async_append_with_state_is_one_commit(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("t")
+        await s.append({"role": "user", "content": "hi"}, state={"turn": 1, "mood": "ok"})
+        assert await s.state.get("turn") == 1 and await s.state.get("mood") == "ok"
+        with pytest.raises(SerializationError):
+            await s.append({"role": "user"}, state={"bad": object()})
+        assert await s.count() == 1 and await s.state.get("bad") is None
+
+    _run(store_url, main)
+
+
+def test_async_batch_commits_together_or_not_at_all(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("t")
+        async with s.batch() as b:
+            b.append({"n": 1})
+            b.append({"n": 2})
+            b.put("step", "two")
+            assert await s.count() == 0  # nothing is written before the block ends
+        assert b.first_seq == 1 and await s.count() == 2 and await s.state.get("step") == "two"
+        with pytest.raises(RuntimeError):
+            async with s.batch() as b:
+                b.append({"n": 3})
+                b.put("step", "three")
+                raise RuntimeError("agent crashed mid-turn")
+        assert await s.count() == 2 and await s.state.get("step") == "two"
+
+    _run(store_url, main)
+
+
+def test_async_state_compare_and_set_and_update(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        app = store.app
+        assert (await app.put("ticket", {"id": 991}, expect=None)).version == 1
+        with pytest.raises(ConflictError, match="update"):
+            await app.put("ticket", {"id": 0}, expect=None)
+        with pytest.raises(ConflictError):
+            await app.put("ticket", {"id": 0}, expect=5)
+        assert (await app.require("ticket")).value == {"id": 991}
+        item = await app.update("ticket", lambda t: {**t, "status": "open"})
+        assert item.value == {"id": 991, "status": "open"} and item.version == 2
+        assert (await app.update("n", lambda n: n + 1, default=0)).value == 1
+        with pytest.raises(NotFoundError):
+            await app.update("missing", lambda n: n)
+
+        async def not_plain(value: Any) -> Any:
+            return value
+
+        with pytest.raises(InvalidInputError, match="plain function"):
+            await app.update("n", not_plain)
+        assert await app.contains("ticket") and not await app.contains("nope")
+        assert await app.get("nope", 5) == 5 and await app.item("nope") is None
+        assert await app.delete("ticket") is True and await app.delete("ticket") is False
+
+    _run(store_url, main)
+
+
+def test_async_items_keys_and_pages(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        u = store.user("u")
+        for i in range(12):
+            await u.put(f"k{i:02d}", i)
+        await u.put("other", 0)
+        page = await u.items("k", limit=5)
+        assert [i.key for i in page] == ["k00", "k01", "k02", "k03", "k04"] and page.next == "k04"
+        rest = await u.items("k", after=page.next, limit=100)
+        assert [i.value for i in rest] == list(range(5, 12)) and rest.next is None
+        assert (await u.to_dict())["other"] == 0
+        assert sorted([k async for k in u.keys()]) == sorted([f"k{i:02d}" for i in range(12)] + ["other"])
+
+    _run(store_url, main)
+
+
+def test_async_keys_follow_many_pages(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        await store.call(lambda st: [st.app.put(f"k{i:04d}", i) for i in range(1203)])
+        assert [k async for k in store.app.keys()] == [f"k{i:04d}" for i in range(1203)]
+
+    _run(store_url, main)
+
+
+def test_async_scopes_are_separate_and_temp_is_never_written(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        await store.app.put("k", "app")
+        await store.user("u-1").put("k", "u1")
+        await store.scope("session:s1").put("k", "s1")
+        await store.temp.put("scratch", {"x": 1})
+        assert await store.scope("app").get("k") == "app"
+        assert await store.scope("user:u-1").get("k") == "u1"
+        assert await (await store.session("s1")).state.get("k") == "s1"
+        assert await store.temp.get("scratch") == {"x": 1}
+        assert await store.call(lambda st: st.backend.scan("temp/")) == []
+        with pytest.raises(InvalidInputError, match="scope"):
+            store.scope("users:1")  # validated at once, before any await
+
+    _run(store_url, main)
+
+
+def test_async_sessions_status_and_pages(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        for i in range(7):
+            await store.session(f"s{i}", user="alice" if i % 2 else "bob")
+        await (await store.session("s3")).complete()
+        ids: list[str] = []
+        after = None
+        while True:
+            page = await store.sessions(limit=3, after=after)
+            ids += [p.id for p in page]
+            if page.next is None:
+                break
+            after = page.next
+        assert ids == [f"s{i}" for i in range(7)]
+        assert [p.id for p in await store.sessions(user="alice", status="active")] == ["s1", "s5"]
+        job = await store.session("s0")
+        assert (await job.mark_crashed()).status == "crashed"
+        assert [i.id for i in await store.sessions(status="crashed")] == ["s0"]
+        resumed = await store.session("s0")
+        assert resumed.resumed is not None and resumed.resumed.status == "crashed"
+        assert (await resumed.info()).status == "active"
+        with pytest.raises(InvalidInputError):
+            await store.sessions(status="zombie")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="belongs to user"):
+            await store.session("s1", user="bob")
+
+    _run(store_url, main)
+
+
+def test_async_heartbeat_and_stale_detection(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("agent")
+        before = (await s.info()).updated_at
+        await asyncio.sleep(0.3)
+        assert await s.is_stale(0.2)
+        await s.heartbeat()
+        assert (await s.info()).updated_at > before and not await s.is_stale(0.2)
+        await asyncio.sleep(0.3)
+        assert [i.id for i in await store.mark_stale_crashed(0.2)] == ["agent"]
+        assert (await s.info()).status == "crashed"
+
+    _run(store_url, main)
+
+
+def test_async_session_ttl_expires_everything(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("brief", ttl=0.5)
+        await s.append("hi", state={"k": 1})
+        assert (await s.info()).ttl == 0.5 and s.ttl == 0.5
+        await asyncio.sleep(0.7)
+        assert await s.history() == [] and await s.state.get("k") is None
+        assert [i.id for i in await store.sessions()] == []
+        with pytest.raises(ExpiredError):
+            await s.append("too late")
+        fresh = await store.session("brief")
+        assert fresh.resumed is None and await fresh.history() == []
+
+    _run(store_url, main)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_async_many_coroutines_update_one_key_exactly(store_url: str, workers: int) -> None:
+    async def main() -> None:
+        async with statekeel.open_async(store_url, workers=workers) as a, \
+                statekeel.open_async(store_url, workers=workers) as b:
+
+            async def bump(store: AsyncStore) -> None:
+                for _ in range(4):
+                    await store.app.update("n", lambda n: n + 1, default=0)
+
+            await asyncio.gather(*(bump(a if i % 2 else b) for i in range(50)))
+            assert await a.app.get("n") == 200 and await b.app.get("n") == 200
+
+    asyncio.run(main())
+
+
+def test_async_calls_on_one_store_run_in_call_order(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("ordered")
+        tasks = [asyncio.ensure_future(s.append(i)) for i in range(100)]
+        seqs = await asyncio.gather(*tasks)
+        assert seqs == list(range(1, 101)) and await s.history() == list(range(100))
+
+    _run(store_url, main)
+
+
+def test_async_and_sync_share_the_same_data(store_url: str) -> None:
+    async def write(store: AsyncStore) -> None:
+        s = await store.session("shared", user="u")
+        await s.append("from async", state={"side": "async"})
+
+    _run(store_url, write)
+    with statekeel.open(store_url) as sync:
+        s = sync.session("shared")
+        assert s.history() == ["from async"] and s.state.get("side") == "async"
+        s.append("from sync")
+
+    async def read(store: AsyncStore) -> None:
+        s = await store.session("shared")
+        assert await s.history() == ["from async", "from sync"] and s.user == "u"
+
+    _run(store_url, read)
+
+
+def test_async_generic_call_and_context_reach_any_feature(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        assert (await store.call(lambda st: st.app.put("k", 1))).version == 1
+        async with store.context(lambda st: st.session("s").batch()) as b:
+            b.append("one")
+            b.put("k", "v")
+        s = await store.session("s")
+        assert await s.history() == ["one"] and await s.state.get("k") == "v"
+        with pytest.raises(KeyError):
+            async with store.context(lambda st: st.session("s").batch()) as b:
+                b.append("two")
+                raise KeyError("boom")
+        assert await s.history() == ["one"]
+
+    _run(store_url, main)
+
+
+def test_async_cancelled_call_that_has_not_started_writes_nothing(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("c")
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(store.call(lambda st: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the worker is now busy with the blocker
+        pending = asyncio.ensure_future(s.append("never"))
+        await asyncio.sleep(0.05)  # the append is queued behind it
+        pending.cancel()
+        gate.set()
+        await blocker
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert await s.history() == []
+
+    _run(store_url, main)
+
+
+def test_async_store_closes_once_and_then_refuses(store_url: str) -> None:
+    async def main() -> None:
+        store = await statekeel.open_async(store_url)
+        s = await store.session("x")
+        await s.append("kept")
+        await store.aclose()
+        await store.aclose()  # idempotent
+        with pytest.raises(UsageError, match="closed"):
+            await s.append("lost")
+        async with statekeel.open_async(store_url) as again:
+            assert await (await again.session("x")).history() == ["kept"]
+
+    asyncio.run(main())
+
+
+def test_async_bad_input_raises_the_sync_errors(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        with pytest.raises(InvalidInputError):
+            await store.session("")
+        with pytest.raises(InvalidInputError):
+            await (await store.session("a")).append()
+        with pytest.raises(InvalidInputError):
+            await store.app.put("", 1)
+        assert [k async for k in store.app.keys()] == []
+
+    _run(store_url, main)
+    with pytest.raises(InvalidInputError, match="workers"):
+        statekeel.open_async(store_url, workers=0)
