@@ -48,7 +48,7 @@ _PATTERNS: dict[str, str] = {
     "jwt": r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
     "connection_string": r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s:/@\"\\]{1,64}:[^\s@/\"\\]{3,}@[^\s\"\\]+",
     "password_assignment": (
-        r"(?i:\b(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token"
+        r"(?i:(?:\b|_)(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token"
         r"|client[_\-]?secret|private[_\-]?key)\b(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?[^\s\"'\\,;}{]{8,})"
     ),
     "high_entropy_token": r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}(?![A-Za-z0-9+/_\-])",
@@ -59,8 +59,9 @@ _ENTROPY_BITS = 4.2
 # detectors — every detector's match contains one of these pieces. Only when it
 # fires are strings walked and the exact detectors (Python's re) applied.
 _FAST_PATTERN = (
-    r"AKIA|ASIA|ABIA|ACCA|AIza|sk-|sk_|rk_|pk_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|eyJ|-----BEGIN|://"
-    r"|(?i:passw|pwd|secret|token|api.?key|private.?key)"
+    r"AKIA|ASIA|ABIA|ACCA|AIza|sk-|sk_|rk_|pk_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|-----BEGIN|://"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\."
+    r"|(?i:passw|secret|token|api.?key|private.?key)|(?i:pwd)[^A-Za-z]"
     r"|[A-Za-z0-9+/_\-]{16,}[0-9]|[0-9][A-Za-z0-9+/_\-]{16,}"  # 32+ char tokens with digits
 )
 _SHORTEST = 16  # no detector matches fewer bytes
@@ -118,7 +119,7 @@ def find_secrets(text: str) -> list[Finding]:
 
 
 _SECRET_FIELD = re.compile(
-    r"(?i)^(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token"
+    r"(?i)^(?:[a-z0-9]+[_\-])?(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token"
     r"|client[_\-]?secret|private[_\-]?key|secret[_\-]?key|token)$"
 )
 
