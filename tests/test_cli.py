@@ -35,7 +35,9 @@ def cli_json(url: str, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def walk(cmd: click.Command, path: tuple[str, ...] = ("statekeel",)) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def walk(
+    cmd: click.Command, path: tuple[str, ...] = ("statekeel",)
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, cmd
     if isinstance(cmd, click.Group):
         for name, sub in sorted(cmd.commands.items()):
@@ -284,6 +286,7 @@ def test_console_script_in_a_real_subprocess(tmp_path: Path) -> None:
     got = subprocess.run([*run, "state", "get", "app", "greeting", "--json"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert got.returncode == 0 and json.loads(got.stdout)["value"] == "hello"
-    bad = subprocess.run([*run, "state", "get", "app", "absent"], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([*run, "state", "get", "app", "absent"], env=env,
+                         capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr
     assert (tmp_path / "env.db").exists()

@@ -69,7 +69,8 @@ def test_demo_reads_well_in_a_fresh_directory(tmp_path: Path, monkeypatch: pytes
 def test_demo_refuses_what_cannot_work(tmp_path: Path) -> None:
     memory = CliRunner().invoke(main, ["demo", "--url", "memory://"])
     assert memory.exit_code == 2 and "two processes" in memory.output
-    late = CliRunner().invoke(main, ["demo", "--url", f"sqlite:///{tmp_path}/d.db", "--turns", "2", "--kill-at", "3"])
+    args = ["demo", "--url", f"sqlite:///{tmp_path}/d.db", "--turns", "2", "--kill-at", "3"]
+    late = CliRunner().invoke(main, args)
     assert late.exit_code == 2 and "past the last turn" in late.output
 
 

@@ -7,7 +7,18 @@
     s.history(last=20)
 """
 
-from .aio import AsyncSession, AsyncSessionBatch, AsyncStateView, AsyncStore, open_async
+from .aio import (
+    AsyncConsumer,
+    AsyncDecisionContext,
+    AsyncEventStream,
+    AsyncRun,
+    AsyncSession,
+    AsyncSessionBatch,
+    AsyncSessionNotes,
+    AsyncStateView,
+    AsyncStore,
+    open_async,
+)
 from .codec import Codec, Transform
 from .errors import (
     ConfigurationError,
@@ -64,8 +75,13 @@ __all__ = [
     "KeyUnavailableError",
     "SecretDetectedError",
     "SecretGuard",
+    "AsyncConsumer",
+    "AsyncDecisionContext",
+    "AsyncEventStream",
+    "AsyncRun",
     "AsyncSession",
     "AsyncSessionBatch",
+    "AsyncSessionNotes",
     "AsyncStateView",
     "AsyncStore",
     "DEFAULT_URL",

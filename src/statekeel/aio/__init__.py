@@ -19,13 +19,22 @@ yet is reachable with ``await store.call(lambda st: ...)`` and, for context
 managers, ``async with store.context(lambda st: ...)``. See ``docs/async.md``.
 """
 
+from ._decisions import AsyncDecisionContext
+from ._events import AsyncConsumer, AsyncEventStream
+from ._notes import AsyncSessionNotes
+from ._runs import AsyncRun
 from ._session import AsyncSession, AsyncSessionBatch
 from ._state import AsyncStateView
 from ._store import AsyncStore, AsyncStoreOpener, open_async
 
 __all__ = [
+    "AsyncConsumer",
+    "AsyncDecisionContext",
+    "AsyncEventStream",
+    "AsyncRun",
     "AsyncSession",
     "AsyncSessionBatch",
+    "AsyncSessionNotes",
     "AsyncStateView",
     "AsyncStore",
     "AsyncStoreOpener",

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import UsageError
 from ..features._duration import Duration
+from ..features.checkpoints import DEFAULT_FULL_EVERY, Checkpoint, CheckpointDiff
 from ..features.sessions import Session, SessionBatch
 from ..models import Message, SessionInfo, SessionStatus
 from ..protocol import ANY, Expect
+from ._decisions import AsyncDecisionContext
+from ._notes import AsyncSessionNotes
 from ._state import AsyncStateView
 from ._worker import Worker
 
@@ -71,13 +74,20 @@ class AsyncSession:
         await self._worker.run(self._session.heartbeat)
 
     # -- reading -------------------------------------------------------------
-    async def messages(self, last: int | None = None, *, start: int = 1, stop: int | None = None) -> list[Message]:
-        """History entries with sequence numbers and times, oldest first; ``last=N`` costs O(N)."""
-        return await self._worker.run(lambda: self._session.messages(last, start=start, stop=stop))
+    async def messages(
+        self, last: int | None = None, *, start: int = 1, stop: int | None = None, include_hidden: bool = False
+    ) -> list[Message]:
+        """History entries with sequence numbers and times, oldest first; ``last=N`` costs O(N).
 
-    async def history(self, last: int | None = None) -> list[Any]:
+        Entries hidden by :meth:`restore` are skipped unless ``include_hidden=True``.
+        """
+        return await self._worker.run(
+            lambda: self._session.messages(last, start=start, stop=stop, include_hidden=include_hidden)
+        )
+
+    async def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
         """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        return await self._worker.run(lambda: self._session.history(last))
+        return await self._worker.run(lambda: self._session.history(last, include_hidden=include_hidden))
 
     async def count(self) -> int:
         """How many messages the history holds (``len(session)`` in the sync API)."""
@@ -103,6 +113,50 @@ class AsyncSession:
     async def mark_crashed(self) -> SessionInfo:
         """Mark the session crashed (recovery will find it)."""
         return await self._worker.run(self._session.mark_crashed)
+
+    # -- decisions and notes ----------------------------------------------------
+    def decide(self, decision: str, *, rationale: str | None = None, action: Any = None) -> AsyncDecisionContext:
+        """``async with s.decide(...) as d:`` records the decision durably before the block
+        runs and its outcome (or error) when the block ends."""
+        return AsyncDecisionContext(
+            self._session.decide(decision, rationale=rationale, action=action), self._worker
+        )
+
+    @property
+    def notes(self) -> AsyncSessionNotes:
+        """Stamped notes left in this session by other processes, read with a staleness limit."""
+        return AsyncSessionNotes(self._session.notes, self._worker)
+
+    # -- checkpoints -----------------------------------------------------------
+    async def checkpoint(
+        self, label: str | None = None, *, full_every: int = DEFAULT_FULL_EVERY, compress: str | None = None
+    ) -> Checkpoint:
+        """Snapshot the state and history position; stores only what changed since the last one."""
+        return await self._worker.run(
+            lambda: self._session.checkpoint(label, full_every=full_every, compress=compress)
+        )
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint of this session, oldest first."""
+        return await self._worker.run(self._session.checkpoints)
+
+    async def restore(self, cp: Checkpoint | int | str) -> Checkpoint:
+        """Roll the state back to ``cp``; later history is hidden (``include_hidden=True`` shows it)."""
+        return await self._worker.run(lambda: self._session.restore(cp))
+
+    async def fork(self, cp: Checkpoint | int | str, *, into: str) -> AsyncSession:
+        """A new session ``into`` holding ``cp``'s state and visible history up to it."""
+        return AsyncSession(await self._worker.run(lambda: self._session.fork(cp, into=into)), self._worker)
+
+    async def diff(self, a: Checkpoint | int | str, b: Checkpoint | int | str | None = None) -> CheckpointDiff:
+        """What changed from checkpoint ``a`` to ``b`` (default: to the current state)."""
+        return await self._worker.run(lambda: self._session.diff(a, b))
+
+    async def prune_checkpoints(self, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
+        """Delete old checkpoints, keeping what is kept restorable; returns how many went."""
+        return await self._worker.run(
+            lambda: self._session.prune_checkpoints(keep_last=keep_last, newer_than=newer_than)
+        )
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)
     if not TYPE_CHECKING:

@@ -12,10 +12,16 @@ from typing import TYPE_CHECKING, Any, AsyncContextManager, NoReturn, TypeVar
 
 from ..errors import UsageError
 from ..features._duration import Duration
+from ..features.decisions import Decision
+from ..features.runs import RunInfo, RunStatus
 from ..features.state import Scope, parse_scope
 from ..models import Page, SessionInfo, SessionStatus
+from ..protocol import keys
+from ..security.erasure import Erasure
 from ..store import Store
 from ..store import open as open_sync
+from ._events import AsyncEventStream
+from ._runs import AsyncRun
 from ._session import AsyncSession
 from ._state import AsyncStateView
 from ._worker import Worker, check_threads
@@ -123,6 +129,52 @@ class AsyncStore:
     def temp(self) -> AsyncStateView:
         """Scratch state of this process only; never written to the backend."""
         return self.scope("temp")
+
+    # -- decisions -----------------------------------------------------------
+    async def decisions(
+        self, *, incomplete: bool = False, session: str | None = None, after: str | None = None, limit: int = 50
+    ) -> Page[Decision]:
+        """A page of decisions in (session, time) order; ``incomplete=True``: only those
+        without an outcome — what recovery looks at after a crash."""
+        return await self._worker.run(
+            lambda: self._store.decisions(incomplete=incomplete, session=session, after=after, limit=limit)
+        )
+
+    async def resolve_decision(self, decision_id: str, outcome: Any, *, by: str | None = None) -> Decision:
+        """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
+        return await self._worker.run(lambda: self._store.resolve_decision(decision_id, outcome, by=by))
+
+    # -- runs ------------------------------------------------------------------
+    def run(self, run_id: str, *, max_attempts: int = 3) -> AsyncRun:
+        """A resumable run (no await; it loads at its first call): ``async with store.run(id) as run:``."""
+        keys.escape(run_id)  # a bad id fails here, not at the first await
+        return AsyncRun(self._worker, run_id, lambda: self._store.run(run_id, max_attempts=max_attempts))
+
+    async def runs(self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50) -> Page[RunInfo]:
+        """A page of runs in id order (without their steps; ``await store.run(id).info()`` has them)."""
+        return await self._worker.run(lambda: self._store.runs(status=status, after=after, limit=limit))
+
+    async def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
+        """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
+        return await self._worker.run(lambda: self._store.resume_run(run_id, name, value))
+
+    async def cancel_run(self, run_id: str, *, reason: str | None = None) -> RunInfo:
+        """Cancel a run: no process runs another step of it."""
+        return await self._worker.run(lambda: self._store.cancel_run(run_id, reason=reason))
+
+    # -- events --------------------------------------------------------------
+    def events(self, stream: str) -> AsyncEventStream:
+        """The append-only event stream ``stream`` (no await; its methods are awaited)."""
+        return AsyncEventStream(self._store.events(stream), self._worker)
+
+    # -- data subjects -------------------------------------------------------
+    async def bind_subject(self, partition_of: str, subject: str) -> None:
+        """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
+        await self._worker.run(lambda: self._store.bind_subject(partition_of, subject))
+
+    async def erase(self, subject: str) -> Erasure:
+        """Erase every record of data subject ``subject`` (see :mod:`statekeel.security.erasure`)."""
+        return await self._worker.run(lambda: self._store.erase(subject))
 
     # -- housekeeping --------------------------------------------------------
     async def purge_expired(self, *, batch: int = 1000) -> int:

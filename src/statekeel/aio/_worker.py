@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
+import inspect
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import InvalidInputError, UsageError
 
-__all__ = ["Worker", "check_threads", "NO_LOOP", "CLOSED"]
+__all__ = ["Worker", "LoopBridge", "running_loop", "check_threads", "NO_LOOP", "CLOSED"]
 
 T = TypeVar("T")
 
@@ -23,6 +25,14 @@ NO_LOOP = (
 )
 
 CLOSED = "this AsyncStore is closed; open another with `await statekeel.open_async(url)`"
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The running loop, or :class:`UsageError` saying to use the sync API."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise UsageError(NO_LOOP) from None
 
 
 def check_threads(threads: int) -> int:
@@ -47,10 +57,7 @@ class Worker:
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on a worker thread and return (or raise) what it did."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise UsageError(NO_LOOP) from None
+        loop = running_loop()
         call = functools.partial(contextvars.copy_context().run, fn)
         try:
             if self.closed:
@@ -74,3 +81,61 @@ class Worker:
         """Refuse new calls; wait for the ones already submitted (blocking)."""
         self.closed = True
         self._executor.shutdown(wait=True)
+
+
+class _Cancelled(BaseException):
+    """The awaiting task was cancelled; a BaseException, so no feature records it as a failure."""
+
+
+class LoopBridge:
+    """Runs sync feature code on a helper thread; callbacks it calls may be async.
+
+    For features that call user functions (``run.step(name, fn)``): the sync
+    feature runs on a helper thread — not the store's worker, so the callback
+    may use the store — and a callback that returns an awaitable is awaited
+    back on the event loop while the helper thread waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._loop = running_loop()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a plain function that runs coroutines it returns on the loop."""
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            value = fn(*args, **kwargs)
+            if not inspect.isawaitable(value):
+                return value
+            future = asyncio.run_coroutine_threadsafe(_awaited(value), self._loop)
+            self._pending.add(future)
+            try:
+                return future.result()
+            except concurrent.futures.CancelledError:
+                raise _Cancelled() from None
+            finally:
+                self._pending.discard(future)
+
+        return call
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on a helper thread; cancelling this cancels the callback it awaits."""
+        call = functools.partial(contextvars.copy_context().run, fn)
+        future = self._loop.run_in_executor(None, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            for pending in list(self._pending):
+                pending.cancel()
+            future.add_done_callback(_retrieve)
+            raise
+
+
+async def _awaited(value: Awaitable[T]) -> T:
+    return await value
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # consumed: the caller was cancelled and is gone

@@ -30,6 +30,7 @@ from ..protocol import (
     Trim,
     Load,
     LoadEntries,
+    Rewrite,
 )
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
@@ -182,7 +183,17 @@ class MemoryBackend(Backend):
             return self._load(op.record)
         if isinstance(op, LoadEntries):
             return self._load_entries(op, now)
+        if isinstance(op, Rewrite):
+            return self._rewrite(op)
         return self._trim(op)
+
+    def _rewrite(self, op: Rewrite) -> bool:
+        lg = self._live_log(op.log)
+        old = lg.entries.get(op.seq) if lg else None
+        if lg is None or old is None:
+            return False
+        lg.entries[op.seq] = replace(old, data=op.data, codec=op.codec)
+        return True
 
     def _load(self, rec: Record) -> Record:
         if rec.key not in self._records:

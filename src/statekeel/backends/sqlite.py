@@ -46,6 +46,7 @@ from ..protocol import (
     Trim,
     Load,
     LoadEntries,
+    Rewrite,
 )
 from ..protocol.keys import prefix_end
 from ._url import ParsedURL
@@ -291,6 +292,13 @@ class SQLiteBackend(Backend):
             return r
         if isinstance(op, LoadEntries):
             return self._load_entries(c, op, now)
+        if isinstance(op, Rewrite):
+            head = self._header(c, op.log)
+            if head is None:
+                return False
+            return c.execute(
+                "UPDATE sk_entries SET data = ?, codec = ? WHERE id = ?", (op.data, op.codec, _rowid(head[0], op.seq))
+            ).rowcount > 0
         return self._trim(c, op)
 
     def _load_entries(self, c: sqlite3.Connection, op: LoadEntries, now: float) -> int:

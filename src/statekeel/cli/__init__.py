@@ -14,7 +14,7 @@ import click
 import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
-from . import admin, demo, sessions, state
+from . import admin, decisions, demo, keys, runs, sessions, state
 from ._output import CliState
 
 __all__ = ["main"]
@@ -54,3 +54,7 @@ main.add_command(state.group)
 main.add_command(admin.migrate)
 main.add_command(admin.doctor)
 main.add_command(demo.demo)
+main.add_command(decisions.group)
+main.add_command(runs.group)
+main.add_command(keys.group)
+main.add_command(keys.erase)

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -44,13 +45,20 @@ class CliState:
     url: str
 
 
-def store_from(ctx: click.Context, *, migrate: bool = True, url: str | None = None) -> statekeel.Store:
-    """Open the store named by ``--url`` (or ``url``); it closes when the command ends."""
+def store_from(ctx: click.Context, *, migrate: bool = True) -> statekeel.Store:
+    """Open the store named by ``--url``; it closes when the command ends."""
     state = ctx.find_object(CliState)
-    target = url or (state.url if state else None)
-    store = statekeel.open(target, migrate=migrate)
+    store = statekeel.open(state.url if state else None, migrate=migrate, encryption=encryption_from_env())
     ctx.call_on_close(store.close)
     return store
+
+
+def encryption_from_env() -> statekeel.Encryption | None:
+    """Encryption is on for the CLI when ``STATEKEEL_MASTER_KEY`` is set
+    (keystore: ``STATEKEEL_KEYSTORE_URL``, default the store itself)."""
+    if not os.environ.get("STATEKEEL_MASTER_KEY"):
+        return None
+    return statekeel.Encryption("env:STATEKEEL_MASTER_KEY", os.environ.get("STATEKEEL_KEYSTORE_URL"))
 
 
 def json_option(fn: F) -> F:

@@ -26,6 +26,13 @@ def decision_dict(d: Decision) -> dict[str, Any]:
     }
 
 
+def _current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
 def _outcome(text: str) -> Any:
     """JSON when it parses (``{"refund": 17}``, ``42``), else the text itself."""
     try:
@@ -81,7 +88,7 @@ def resolve(ctx: click.Context, decision_id: str, outcome: str, by: str | None, 
 
     Example: statekeel decisions resolve support-42:0006123ab4c5d6e7f8a9b 'refund confirmed' --by alice
     """
-    d = store_from(ctx).resolve_decision(decision_id, _outcome(outcome), by=by or getpass.getuser())
+    d = store_from(ctx).resolve_decision(decision_id, _outcome(outcome), by=by or _current_user())
     if as_json:
         emit_json(decision_dict(d))
         return

@@ -145,7 +145,7 @@ def _recover(store: Store, sid: str, turns: int, acked: int, say: Narrator) -> t
     """Find the session stale, mark it crashed, reopen it as a restarted agent, report."""
     status, silent = _wait_until_stale(store, sid)
     say.say(f"\n[bold]2. recovery[/bold]: session {sid} is [yellow]{status}[/yellow] but silent for "
-            f"{silent:.2f} s (> {STALE_AFTER} s): its agent is gone, so it is marked [red]crashed[/red]")
+            f"{silent:.2f} s (> {STALE_AFTER} s): its agent is gone: marked [red]crashed[/red]")
     read_session(store, sid).mark_crashed()  # what a supervisor does
     s = store.session(sid, user=agent.USER)  # what a restarted agent does
     assert s.resumed is not None

@@ -100,7 +100,8 @@ def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
         return
     rows = [
         ["id", info.id], ["user", info.user or ""], ["status", info.status],
-        ["created", fmt_time(info.created_at)], ["updated", f"{fmt_time(info.updated_at)} ({silent_for(info)} ago)"],
+        ["created", fmt_time(info.created_at)],
+        ["updated", f"{fmt_time(info.updated_at)} ({silent_for(info)} ago)"],
         ["expires", fmt_time(info.expires_at)], ["messages", str(count)],
         *([f"state {i.key}", f"{short_json(i.value)} (v{i.version})"] for i in items),
     ]

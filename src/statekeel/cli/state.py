@@ -157,6 +157,8 @@ def list_cmd(ctx: click.Context, scope: str, prefix: str, limit: int, after: str
     if as_json:
         emit_json({"items": [item_dict(scope, i) for i in page], "next": page.next})
         return
-    rows = ([i.key, str(i.version), fmt_time(i.updated_at), fmt_time(i.expires_at), short_json(i.value)] for i in page)
+    rows = (
+        [i.key, str(i.version), fmt_time(i.updated_at), fmt_time(i.expires_at), short_json(i.value)] for i in page
+    )
     footer = f"next page: --after {page.next}" if page.next else None
     emit_table(f"state of {scope}", ["key", "version", "updated", "expires", "value"], rows, footer=footer)

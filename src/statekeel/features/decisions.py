@@ -372,8 +372,8 @@ def _matching(
 ) -> Iterator[Decision]:
     if incomplete:
         prefix = INDEX_PREFIX if session is None else keys.join("idx", "decisions", session) + "/"
-        cursor = None if after is None else _index_key(*after)
-        for n, d in enumerate(_open_decisions(store, prefix, cursor)):
+        index_after = None if after is None else _index_key(*after)
+        for n, d in enumerate(_open_decisions(store, prefix, index_after)):
             if n == limit:
                 return
             yield d

@@ -230,9 +230,9 @@ class Run:
     def stepfn(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
 
     @overload
-    def stepfn(self, *, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+    def stepfn(self, fn: None = None, /, *, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
-    def stepfn(self, fn: Callable[P, T] | None = None, /, *, name: str | None = None) -> Any:
+    def stepfn(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Decorator: calling the function runs it as step ``name`` (default: its name).
 
         A step is memoised by name, so call a decorated function once per run;
@@ -293,7 +293,7 @@ class Run:
         meta = self._meta_body()
         already = body is not None and meta.get("status") == "waiting" and meta.get("waiting_for") == name
         if not already:
-            new = {
+            new: dict[str, Any] = {
                 "kind": "wait", "status": "waiting", "result": None, "attempts": 0, "prompt": prompt,
                 "started_at": body["started_at"] if body else time.time(), "finished_at": None,
                 "duration": None, "error": None, "history": [],

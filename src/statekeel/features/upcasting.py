@@ -96,12 +96,13 @@ class _Schema:
             return self.version
         return max(self.upcasters) + 1 if self.upcasters else 1
 
-    def check(self) -> None:
-        too_new = [v for v in self.upcasters if self.version is not None and v >= self.version]
+    def check(self, version: int | None, upcasters: dict[int, Upcaster]) -> None:
+        """Refuse a registration that would leave an upcaster at or past the class's version."""
+        too_new = [v for v in upcasters if version is not None and v >= version]
         if too_new:
             raise ConfigurationError(
                 f"{self.name!r} has an upcaster from version {max(too_new)}, but its class says the "
-                f"current version is {self.version}; raise version= on @schema or drop that upcaster"
+                f"current version is {version}; raise version= on @schema or drop that upcaster"
             )
 
     def upcast(self, version: int, data: Any) -> Any:
@@ -129,9 +130,10 @@ _LOCK = threading.Lock()
 
 
 def _entry(type_name: str) -> _Schema:
+    """The registry entry of ``type_name``, or a new one (stored by the caller once valid)."""
     if not isinstance(type_name, str) or not type_name:
         raise InvalidInputError(f"a schema type name must be a non-empty str, got {type_name!r}")
-    return _REGISTRY.setdefault(type_name, _Schema(type_name))
+    return _REGISTRY.get(type_name) or _Schema(type_name)
 
 
 def _check_version(version: Any, what: str) -> int:
@@ -159,8 +161,9 @@ def schema(type_name: str, *, version: int) -> Callable[[C], C]:
                 raise ConfigurationError(
                     f"schema {type_name!r} is already registered by {entry.cls!r}; give {cls!r} another name"
                 )
+            entry.check(version, entry.upcasters)
             entry.cls, entry.version = cls, version
-            entry.check()
+            _REGISTRY[type_name] = entry
         setattr(cls, SCHEMA_ATTR, (type_name, version))
         return cls
 
@@ -178,8 +181,9 @@ def register_upcaster(type_name: str, from_version: int, fn: Upcaster) -> Upcast
         raise InvalidInputError(f"an upcaster must be callable, got {fn!r}")
     with _LOCK:
         entry = _entry(type_name)
+        entry.check(entry.version, {**entry.upcasters, from_version: fn})
         entry.upcasters[from_version] = fn
-        entry.check()
+        _REGISTRY[type_name] = entry
     return fn
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "Trim",
     "Load",
     "LoadEntries",
+    "Rewrite",
     "Op",
     "Backend",
     "MigrationStatus",
@@ -205,7 +206,21 @@ class LoadEntries:
     expires_at: float | None = None
 
 
-Op = Union[Put, Delete, Append, Touch, Expire, Trim, Load, LoadEntries]
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Replace the bytes of entry ``seq`` of ``log`` (same seq, same created_at).
+
+    Only for re-encoding the same value (key rotation, re-encryption) — never
+    for changing history. Result: True if the entry existed.
+    """
+
+    log: str
+    seq: int
+    data: bytes
+    codec: str
+
+
+Op = Union[Put, Delete, Append, Touch, Expire, Trim, Load, LoadEntries, Rewrite]
 OpResult = Union[Record, bool, int]
 
 

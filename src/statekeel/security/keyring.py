@@ -298,6 +298,25 @@ class Keyring:
         self._save(partition, body, expect=body["_version"])
         return version
 
+    def begin_reencrypt(self, partition: str) -> int:
+        """The version re-encryption moves ``partition`` to (created once; a rerun resumes)."""
+        body = self._load_fresh(partition)
+        if body is None or body.get("erased"):
+            return 0
+        if body.get("reencrypt_to"):
+            return int(body["reencrypt_to"])
+        version = self.new_version(partition)
+        body = self._load_fresh(partition)
+        assert body is not None
+        self._save(partition, dict(body, reencrypt_to=version), expect=body["_version"])
+        return version
+
+    def end_reencrypt(self, partition: str) -> None:
+        body = self._load_fresh(partition)
+        if body is not None and body.get("reencrypt_to"):
+            clean = {k: v for k, v in body.items() if k != "reencrypt_to"}
+            self._save(partition, clean, expect=body["_version"])
+
     def forget_cache(self) -> None:
         with self._lock:
             self._cache.clear()

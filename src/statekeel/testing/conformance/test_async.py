@@ -325,3 +325,147 @@ def test_async_bad_input_raises_the_sync_errors(store_url: str) -> None:
     _run(store_url, main)
     with pytest.raises(InvalidInputError, match="workers"):
         statekeel.open_async(store_url, workers=0)
+
+
+# -- the feature twins: decisions, notes, checkpoints, runs, events ---------------
+def test_async_decision_is_written_before_the_block_and_closed_after(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("support-42")
+        async with s.decide("refund order 991", rationale="late > 7 days", action="refund(991)") as d:
+            seen = await store.decisions(incomplete=True)  # what recovery would see now
+            assert [x.id for x in seen] == [d.id] and seen.items[0].status == "pending"
+            await asyncio.sleep(0)  # the block is ordinary async code
+            await d.outcome({"refund": "R-17"})
+        assert list(await store.decisions(incomplete=True)) == []
+        assert d.result is not None and d.result.outcome == {"refund": "R-17"}
+        with pytest.raises(ZeroDivisionError):
+            async with s.decide("divide") as failing:
+                1 / 0  # noqa: B018
+        (closed,) = [x for x in await store.decisions(session="support-42") if x.id == failing.id]
+        assert closed.status == "failed" and "ZeroDivisionError" in (closed.error or "")
+        with pytest.raises(InvalidInputError):
+            s.decide("")  # validated at once, like the sync API
+
+    _run(store_url, main)
+
+
+def test_async_notes(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("agent")
+        assert not (await s.notes.read("observer")).ready
+        await s.notes.write("observer", {"issues": []})
+        note = await s.notes.read("observer", max_age="5m")
+        assert note.fresh and note.value == {"issues": []}
+        assert list(await s.notes.all()) == ["observer"]
+        assert await s.notes.delete("observer") is True
+
+    _run(store_url, main)
+
+
+def test_async_checkpoint_restore_and_fork(store_url: str) -> None:
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("cp")
+        await s.append("one", state={"step": 1})
+        cp = await s.checkpoint("before-tool")
+        await s.append("two", state={"step": 2})
+        assert [c.label for c in await s.checkpoints()] == ["before-tool"]
+        assert (await s.diff(cp)).changed == {"step": (1, 2)}
+        forked = await s.fork(cp, into="cp-b")
+        assert forked.id == "cp-b" and await forked.history() == ["one"]
+        await s.restore(cp)
+        assert await s.state.get("step") == 1 and await s.history() == ["one"]
+        assert await s.history(include_hidden=True) == ["one", "two"]
+
+    _run(store_url, main)
+
+
+def test_async_run_steps_are_memoised_and_may_be_coroutines(store_url: str) -> None:
+    calls: list[str] = []
+
+    async def generate(topic: str) -> list[str]:
+        await asyncio.sleep(0)
+        calls.append(topic)
+        return [topic, "words"]
+
+    def count(words: list[str]) -> int:  # a plain function runs on a helper thread
+        calls.append("count")
+        return len(words)
+
+    async def main(store: AsyncStore) -> None:
+        for _ in range(2):
+            async with store.run("report") as run:
+                words = await run.step("generate", generate, "ai")
+                assert await run.step("count", count, words) == 2
+
+                @run.stepfn
+                async def summarise(n: int) -> str:
+                    s = await store.session("notes")  # a step may use the store itself
+                    await s.append(f"{n} words")
+                    return f"{n} words"
+
+                assert await summarise(2) == "2 words"
+        assert calls == ["ai", "count"] and run.reused == ["generate", "count", "summarise"]
+        info = await store.run("report").info()
+        assert info.status == "completed" and [st.name for st in info.steps] == ["generate", "count", "summarise"]
+        assert await (await store.session("notes")).history() == ["2 words"]
+
+    _run(store_url, main)
+
+
+def test_async_run_failures_suspension_and_cancellation(store_url: str) -> None:
+    async def flaky() -> str:
+        raise TimeoutError("model timed out")
+
+    async def main(store: AsyncStore) -> None:
+        with pytest.raises(TimeoutError):
+            async with store.run("job") as run:
+                await run.step("flaky", flaky)
+        info = await run.info()
+        assert info.status == "failed" and info.steps[0].attempts == 1
+
+        async with store.run("review") as review:
+            await review.wait_for("approve", prompt="Publish?")
+        assert review.suspended is not None and (await review.info()).status == "waiting"
+        await store.resume_run("review", None, {"yes": True})
+        async with store.run("review") as review:
+            assert await review.wait_for("approve") == {"yes": True}
+        assert [r.id for r in await store.runs(status="completed")] == ["review"]
+
+        started = asyncio.Event()
+
+        async def slow() -> str:
+            started.set()
+            await asyncio.sleep(30)
+            return "never"
+
+        task = asyncio.ensure_future(store.run("cancelled").step("slow", slow))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)  # let the helper thread finish
+        steps = (await store.run("cancelled").info()).steps
+        assert [(s.name, s.attempts) for s in steps] in ([], [("slow", 0)])  # not a failed attempt
+
+    _run(store_url, main)
+
+
+def test_async_events_projection_and_consumers(store_url: str) -> None:
+    def fold(state: dict[str, int], event: statekeel.Event) -> dict[str, int]:
+        return {**state, event.type: state.get(event.type, 0) + 1}
+
+    async def main(store: AsyncStore) -> None:
+        orders = store.events("orders")
+        first = await orders.append("task_created", {"task_id": "T1"})
+        more = await orders.append_many([("task_done", {"task_id": "T1"}), ("task_created", {"task_id": "T2"})])
+        assert first.seq == 1 and [e.seq for e in more] == [2, 3]
+        assert await orders.count() == 3 and await orders.last_seq() == 3
+        assert [e.type for e in await orders.read(type="task_created")] == ["task_created", "task_created"]
+        assert [e.seq async for e in orders.iter(2)] == [2, 3]
+        assert (await orders.get(2)) == more[0]
+        assert await orders.project(fold, {}, snapshot_every=2) == {"task_created": 2, "task_done": 1}
+        worker = orders.consumer("mailer")
+        assert [e.seq for e in await worker.poll(limit=2)] == [1, 2]
+        assert await worker.ack() == 2 and await worker.position() == 2 and await worker.lag() == 1
+
+    _run(store_url, main)

@@ -207,3 +207,16 @@ def test_load_preserves_versions_timestamps_and_seqs(store: Store) -> None:
     info = b.log_info("l/x/log")
     assert info is not None and (info.first_seq, info.last_seq) == (5, 7)
     assert b.apply([Append("l/x/log", ((b"8", "json"),))]) == [8]
+
+
+def test_rewrite_replaces_bytes_in_place(store: Store) -> None:
+    from statekeel.protocol import Rewrite
+
+    b = store.backend
+    b.apply([Append("l/x/log", ((b"1", "json"), (b"2", "json")))])
+    before = b.read("l/x/log")
+    assert b.apply([Rewrite("l/x/log", 2, b"22", "tjson1")]) == [True]
+    after = b.read("l/x/log")
+    assert after[0] == before[0]
+    assert (after[1].seq, after[1].data, after[1].codec, after[1].created_at) == (2, b"22", "tjson1", before[1].created_at)
+    assert b.apply([Rewrite("l/x/log", 9, b"x", "json"), Rewrite("l/x/none", 1, b"x", "json")]) == [False, False]

@@ -225,3 +225,20 @@ def test_many_encrypted_turns_stay_readable(store_url: str) -> None:
         s = store.session("t")
         assert len(s) == 400 and s.state.get("turn") == 199
         assert s.history(last=2) == [{"role": "user", "content": "u199"}, {"role": "assistant", "content": "a199"}]
+
+
+def test_reencrypt_moves_everything_to_new_data_keys(store_url: str) -> None:
+    from statekeel.security.rotation import reencrypt
+
+    with _encrypted(store_url) as store:
+        s = store.session("r", user="ro")
+        s.append("m1", "m2", state={"k": "v"})
+        store.app.put("a", 1)
+        old = store.backend.read(s._log)[0].data
+        result = reencrypt(store)
+        assert result.records >= 2 and result.entries == 2 and result.partitions >= 2
+        new = store.backend.read(s._log)[0].data
+        assert new[1:5] != old[1:5]  # another data key version
+        assert s.history() == ["m1", "m2"] and s.state.get("k") == "v" and store.app.get("a") == 1
+        assert reencrypt(store).entries == 2  # a second run rotates again…
+        assert s.history() == ["m1", "m2"]

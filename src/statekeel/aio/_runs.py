@@ -1,0 +1,133 @@
+"""AsyncRun: the asyncio twin of ``store.run(run_id)``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, overload
+
+from ..errors import UsageError
+from ..features.runs import Run, RunInfo, RunSuspended
+from ._worker import LoopBridge, Worker
+
+__all__ = ["AsyncRun"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncRun:
+    """A resumable multi-step job: ``async with store.run(run_id) as run:``.
+
+    The run is loaded on the store's worker at the first call. ``step`` takes
+    a coroutine function (awaited on the event loop) or a plain function (run
+    on a helper thread, like :func:`asyncio.to_thread`); either way a finished
+    step returns its stored result without running again.
+    """
+
+    def __init__(self, worker: Worker, run_id: str, make: Callable[[], Run]) -> None:
+        self._worker = worker
+        self._make = make
+        self._run: Run | None = None
+        self.id = run_id
+        """The run id."""
+
+    def __repr__(self) -> str:
+        return f"<AsyncRun {self.id!r}>"
+
+    def _resolve(self) -> Run:  # runs off the loop
+        if self._run is None:
+            self._run = self._make()
+        return self._run
+
+    @property
+    def reused(self) -> list[str]:
+        """Steps of this process that returned a stored result."""
+        return self._run.reused if self._run else []
+
+    @property
+    def executed(self) -> list[str]:
+        """Steps this process ran (or whose input it consumed) and recorded."""
+        return self._run.executed if self._run else []
+
+    @property
+    def suspended(self) -> RunSuspended | None:
+        """Set when ``async with`` absorbed a :class:`RunSuspended`: the run waits for input."""
+        return self._run.suspended if self._run else None
+
+    # -- steps -----------------------------------------------------------------
+    @overload
+    async def step(
+        self, name: str, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
+
+    @overload
+    async def step(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``await fn(*args, **kwargs)`` once per run: a finished step returns its stored result.
+
+        Cancelling the awaiting task cancels the step's coroutine; that is not
+        recorded as a failed attempt.
+        """
+        bridge = LoopBridge()
+        body = bridge.wrap(fn)
+        return await bridge.run(lambda: self._resolve().step(name, body, *args, **kwargs))
+
+    @overload
+    def stepfn(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def stepfn(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
+
+    def stepfn(self, fn: Callable[P, Awaitable[T]] | None = None, /, *, name: str | None = None) -> Any:
+        """Decorator: awaiting the function runs it as step ``name`` (default: its name)."""
+
+        def wrap(f: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+            step_name = name or f.__name__
+
+            @functools.wraps(f)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await self.step(step_name, f, *args, **kwargs)
+
+            return wrapper
+
+        return wrap(fn) if fn is not None else wrap
+
+    async def wait_for(self, name: str, *, prompt: str | None = None) -> Any:
+        """The value supplied by ``store.resume_run(run_id, name, value)``, or suspend
+        (raises :class:`RunSuspended`, which ``async with`` absorbs)."""
+        return await self._worker.run(lambda: self._resolve().wait_for(name, prompt=prompt))
+
+    # -- run status --------------------------------------------------------------
+    async def info(self) -> RunInfo:
+        """Status, steps, attempts and timings as stored now."""
+        return await self._worker.run(lambda: self._resolve().info())
+
+    async def complete(self) -> None:
+        """Mark the run completed (``async with`` does this when the block ends normally)."""
+        await self._worker.run(lambda: self._resolve().complete())
+
+    async def fail(self, error: str) -> None:
+        """Mark the run failed with ``error`` (``async with`` does this when the block raises)."""
+        await self._worker.run(lambda: self._resolve().fail(error))
+
+    async def __aenter__(self) -> AsyncRun:
+        await self._worker.run(lambda: self._resolve().__enter__())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return await self._worker.run(lambda: self._resolve().__exit__(exc_type, exc, tb))
+
+    if not TYPE_CHECKING:  # at runtime only, so that type checkers flag the misuse instead
+
+        def __enter__(self) -> NoReturn:
+            raise UsageError("in async code a run is used with `async with store.run(run_id) as run:`")
+
+        def __exit__(self, *exc: object) -> None:
+            return None

@@ -1,0 +1,141 @@
+"""``statekeel runs …``: list runs, show their steps, cancel them, resume waiting ones.
+
+``resume`` supplies the input a ``run.wait_for(...)`` is waiting for; the run
+continues the next time its script is started (from any machine).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from statekeel import RunInfo, StepInfo
+from statekeel.features.runs import RUN_STATUSES, run_info
+
+from ._output import emit_json, emit_table, fmt_time, json_option, short_json, store_from
+
+
+def step_dict(s: StepInfo) -> dict[str, Any]:
+    return {
+        "name": s.name, "kind": s.kind, "status": s.status, "attempts": s.attempts,
+        "started_at": s.started_at, "finished_at": s.finished_at, "duration": s.duration, "error": s.error,
+    }
+
+
+def run_dict(r: RunInfo, *, steps: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": r.id, "status": r.status, "created_at": r.created_at, "updated_at": r.updated_at,
+        "waiting_for": r.waiting_for, "prompt": r.prompt, "error": r.error,
+        "steps_completed": r.steps_completed, "last_step": r.last_step,
+    }
+    if steps:
+        out["steps"] = [step_dict(s) for s in r.steps]
+    return out
+
+
+def _json_input(ctx: click.Context, param: click.Parameter, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{text!r} is not JSON ({exc.msg}); quote text like '\"yes\"' and write objects like '{{\"ok\": true}}'",
+            ctx, param,
+        ) from None
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.2f}ms" if value < 1 else f"{value:.2f}s"
+
+
+@click.group("runs")
+def group() -> None:
+    """Resumable runs: their steps, attempts and timings; resume or cancel them.
+
+    Example: statekeel runs list --status waiting
+    """
+
+
+@group.command("list")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Page size.")
+@click.option("--after", metavar="CURSOR", help="Cursor printed by the previous page.")
+@json_option
+@click.pass_context
+def list_cmd(ctx: click.Context, status: Any, limit: int, after: str | None, as_json: bool) -> None:
+    """List runs in id order, a page at a time.
+
+    Example: statekeel runs list --status failed --json
+    """
+    page = store_from(ctx).runs(status=status, after=after, limit=limit)
+    if as_json:
+        emit_json({"items": [run_dict(r, steps=False) for r in page], "next": page.next})
+        return
+    rows = (
+        [r.id, r.status, str(r.steps_completed), r.last_step or "", fmt_time(r.updated_at),
+         r.waiting_for or short_json(r.error or "", 40)]
+        for r in page
+    )
+    footer = f"next page: --after {page.next}" if page.next else None
+    emit_table("runs", ["id", "status", "steps done", "last step", "updated", "waiting for / error"], rows, footer=footer)
+
+
+@group.command("show")
+@click.argument("run_id", metavar="RUN")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run's status and every step with its attempts and timings.
+
+    Example: statekeel runs show report-2026-11-21
+    """
+    info = run_info(store_from(ctx), run_id)  # reads only
+    if as_json:
+        emit_json(run_dict(info))
+        return
+    waiting = f" — waiting for {info.waiting_for!r}: {info.prompt or ''}" if info.waiting_for else ""
+    click.echo(f"run {info.id}: {info.status}{waiting}" + (f" ({info.error})" if info.error else ""))
+    rows = (
+        [s.name, s.kind, s.status, str(s.attempts), fmt_time(s.started_at, ""), _secs(s.duration),
+         short_json(s.error or "", 50)]
+        for s in info.steps
+    )
+    emit_table("steps", ["step", "kind", "status", "attempts", "started", "took", "last error"], rows)
+
+
+@group.command("cancel")
+@click.argument("run_id", metavar="RUN")
+@click.option("--reason", help="Why (shown by `runs show`).")
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str, reason: str | None, as_json: bool) -> None:
+    """Cancel a run: no process runs another step of it.
+
+    Example: statekeel runs cancel report-2026-11-21 --reason "superseded"
+    """
+    info = store_from(ctx).cancel_run(run_id, reason=reason)
+    if as_json:
+        emit_json(run_dict(info, steps=False))
+        return
+    click.echo(f"cancelled run {info.id} ({info.steps_completed} steps had finished)")
+
+
+@group.command("resume")
+@click.argument("run_id", metavar="RUN")
+@click.option("--step", "step_name", metavar="NAME", help="The wait_for step to answer (default: the one it waits at).")
+@click.option("--input", "value", metavar="JSON", required=True, callback=_json_input, help="The value, as JSON.")
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, run_id: str, step_name: str | None, value: Any, as_json: bool) -> None:
+    """Supply the input a waiting run asked for; start its script again to continue.
+
+    Example: statekeel runs resume essay --step answers --input '{"audience": "new engineers"}'
+    """
+    info = store_from(ctx).resume_run(run_id, step_name, value)
+    if as_json:
+        emit_json(run_dict(info, steps=False))
+        return
+    click.echo(f"run {info.id} has its input ({short_json(value)}); start its script again to continue")
