@@ -250,10 +250,18 @@ class Codec:
     ) -> None:
         self.max_record_bytes = max_record_bytes
         self.guard = guard
+        self.context_prefix = ""
+        """Prepended to every context given to transforms (a tenant's key prefix)."""
         self.compress_min_bytes = compress_min_bytes
         self._compressor = self._builtin(compress) if compress else None
         self._transforms: list[Transform] = list(transforms or [])
         self._known: dict[str, Transform] = {t.name: t for t in self._transforms}
+
+    def for_context(self, prefix: str) -> Codec:
+        """This codec with ``prefix`` in every transform context (tenants: their own AAD and keys)."""
+        clone = object.__new__(Codec)
+        clone.__dict__.update(self.__dict__, context_prefix=self.context_prefix + prefix)
+        return clone
 
     def _unguarded(self) -> Codec:
         """This codec without the secret guard (to encode an already redacted value)."""
@@ -287,7 +295,7 @@ class Codec:
             data = self._compressor.encode(data, context)
             name += "+" + self._compressor.name
         for t in self._transforms:
-            data = t.encode(data, context)
+            data = t.encode(data, self.context_prefix + context)
             name += "+" + t.name
         if len(data) > self.max_record_bytes:
             raise RecordTooLargeError(
@@ -302,7 +310,7 @@ class Codec:
         """The value that ``encode`` turned into ``data`` under codec ``codec``."""
         base, *steps = codec.split("+")
         for step in reversed(steps):
-            data = self._transform(step).decode(data, context)
+            data = self._transform(step).decode(data, self.context_prefix + context)
         if base == "json":
             return json.loads(data)
         if base == "tjson1":

@@ -26,6 +26,7 @@ from .security.encryption import AesGcmTransform, Encryption
 from .security.erasure import Erasure, erase_subject
 from .security.guard import GuardMode, SecretGuard
 from .security.keyring import Keyring
+from .security.tenants import TenantBackend, tenant_prefix
 
 __all__ = ["Store", "open", "DEFAULT_URL"]
 
@@ -145,6 +146,19 @@ class Store:
     def events(self, stream: str) -> EventStream:
         """The append-only event stream ``stream`` (see :mod:`statekeel.features.events`)."""
         return EventStream(self, stream)
+
+    # -- tenants ---------------------------------------------------------------
+    def tenant(self, name: str) -> Store:
+        """A handle that sees and writes only tenant ``name``'s data (same connection).
+
+        Backends may enforce it natively (PostgreSQL: row-level security);
+        every backend enforces it by key prefix (:mod:`statekeel.security.tenants`).
+        """
+        native = getattr(self.backend, "for_tenant", None)
+        backend = native(name) if native is not None else TenantBackend(self.backend, name)
+        child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=True)
+        child.keyring = self.keyring
+        return child
 
     # -- data subjects -------------------------------------------------------
     def bind_subject(self, partition_of: str, subject: str) -> None:

@@ -45,6 +45,14 @@ class AsyncStore:
     def __init__(self, store: Store, *, workers: int = 1) -> None:
         self._store = store
         self._worker = Worker(workers)
+        self._owns_worker = True
+
+    @classmethod
+    def _sharing(cls, store: Store, worker: Worker) -> AsyncStore:
+        """A handle on ``store`` that uses another AsyncStore's worker (and does not own it)."""
+        view = cls.__new__(cls)
+        view._store, view._worker, view._owns_worker = store, worker, False
+        return view
 
     def __repr__(self) -> str:
         return f"<AsyncStore {self.url}>"
@@ -167,6 +175,11 @@ class AsyncStore:
         """The append-only event stream ``stream`` (no await; its methods are awaited)."""
         return AsyncEventStream(self._store.events(stream), self._worker)
 
+    # -- tenants ---------------------------------------------------------------
+    def tenant(self, name: str) -> AsyncStore:
+        """A handle that sees and writes only tenant ``name``'s data (same connection and worker)."""
+        return AsyncStore._sharing(self._store.tenant(name), self._worker)
+
     # -- data subjects -------------------------------------------------------
     async def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
@@ -184,6 +197,9 @@ class AsyncStore:
     async def aclose(self) -> None:
         """Finish the calls already made, then close the store. Idempotent."""
         if self._worker.closed:
+            return
+        if not self._owns_worker:  # a tenant view: the store it came from owns the connection
+            await self._worker.run(self._store.close)
             return
         self._worker.closed = True
         await asyncio.to_thread(self._shutdown)

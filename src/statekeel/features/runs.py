@@ -210,7 +210,14 @@ class Run:
 
     # -- steps -------------------------------------------------------------------
     def step(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)``, run once per run: a finished step returns its stored result."""
+        """``fn(*args, **kwargs)``, run once per run: a finished step returns its stored result.
+
+        The result is stored in the same atomic write that marks the step
+        completed; a replay returns the stored copy (values round-trip exactly
+        through the codec). If ``fn`` raises, the attempt and its error are
+        recorded, the run is marked failed and the exception propagates; the
+        next run retries it until ``max_attempts`` attempts have failed.
+        """
         body = self._step_body(_check_name(name), "step")
         if body is not None and body["status"] == "completed":
             self.reused.append(name)
