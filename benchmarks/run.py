@@ -212,6 +212,10 @@ def main(argv=None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     print(f"# statekeel benchmarks {started:%Y-%m-%d %H:%M UTC}; workers: {py}; "
           f"turns={turns} (LangGraph {slow_turns}); {os.cpu_count()} cores", file=sys.stderr)
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) * 0.5:
+        print(f"# WARNING: load average {load:.1f} on {os.cpu_count()} cores: other work is running, "
+              f"latencies will be noisy (see load_avg_1m per row)", file=sys.stderr)
     if slow_turns != turns:
         print(f"# NOTE: LangGraph rows run {slow_turns} turns, not {turns} (their per-turn cost grows "
               f"with history); their ratio_vs_raw is not like for like", file=sys.stderr)
@@ -245,7 +249,8 @@ def main(argv=None) -> int:
     if a.out:
         command = " ".join(["benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:]))
         meta = {"date": started.isoformat(timespec="seconds"), "command": command,
-                "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                "cores": os.cpu_count(), "load_avg_at_start": round(load, 2),
+                "platform": platform.platform(), "python": platform.python_version(),
                 "turns": turns, "slow_turns": slow_turns, "repeat": a.repeat, "wall_s": round(elapsed, 1)}
         with open(a.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -62,6 +63,11 @@ def main(argv=None) -> int:
         out.pop("turns")
     out.update(res)
     out["wall_s"] = round(time.perf_counter() - t0, 2)
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: other work was running, numbers noisy
+    if spec.name.startswith("statekeel"):
+        import statekeel
+
+        out["statekeel_from"] = os.path.dirname(statekeel.__file__)
     print(json.dumps(out), flush=True)
     return 0
 

@@ -106,6 +106,7 @@ def test_expect_conflict_is_a_clean_error(url: str) -> None:
 
 
 def test_state_input_errors(url: str) -> None:
+    statekeel.open(url).close()
     assert cli(url, "state", "set", "app", "k", "not json").exit_code == 2
     assert cli(url, "state", "set", "app", "k", "1", "--expect", "1", "--create").exit_code == 2
     assert cli(url, "state", "set", "app", "k", "1", "--ttl", "soon").exit_code == 2
@@ -131,9 +132,19 @@ def test_state_list_pages_and_delete(url: str) -> None:
 
 
 def test_reading_session_state_does_not_create_the_session(url: str) -> None:
+    statekeel.open(url).close()
     assert cli(url, "state", "get", "session:ghost", "k").exit_code == 1
     assert cli_json(url, "state", "list", "session:ghost")["items"] == []
     assert cli_json(url, "sessions", "list")["items"] == []
+
+
+def test_read_commands_do_not_create_a_missing_store(tmp_path: Path, url: str) -> None:
+    for args in (["sessions", "list"], ["sessions", "show", "s1"], ["state", "get", "app", "k"],
+                 ["state", "list", "app"]):
+        result = cli(url, *args)
+        assert result.exit_code == 1 and "no store at" in result.output, args
+    assert not (tmp_path / "store.db").exists()
+    assert cli(url, "state", "set", "app", "k", "1").exit_code == 0  # writing creates it
 
 
 # -- sessions -----------------------------------------------------------------

@@ -205,3 +205,32 @@ def test_async_methods_are_coroutine_functions_with_docs() -> None:
             assert inspect.iscoroutinefunction(getattr(statekeel.AsyncStore, name)), name
     for name in ("append", "history", "messages", "count", "info"):
         assert inspect.iscoroutinefunction(getattr(statekeel.AsyncSession, name)), name
+
+
+# Sync public names that deliberately have no same-named async twin, and why.
+NO_TWIN = {
+    ("Store", "close"): "aclose()",
+    ("StateView", "put_op"): "builds protocol ops for batches; pure, use it on store.sync",
+}
+
+
+def test_every_sync_feature_has_its_async_twin() -> None:
+    """The async API covers the whole sync API: a new public method needs its twin (docs/async.md)."""
+    pairs = [
+        (statekeel.Store, statekeel.AsyncStore),
+        (statekeel.Session, statekeel.AsyncSession),
+        (statekeel.StateView, statekeel.AsyncStateView),
+        (statekeel.SessionBatch, statekeel.AsyncSessionBatch),
+        (statekeel.Run, statekeel.AsyncRun),
+        (statekeel.EventStream, statekeel.AsyncEventStream),
+        (statekeel.Consumer, statekeel.AsyncConsumer),
+        (statekeel.SessionNotes, statekeel.AsyncSessionNotes),
+        (statekeel.DecisionContext, statekeel.AsyncDecisionContext),
+    ]
+    missing = [
+        f"{sync.__name__}.{name}"
+        for sync, twin in pairs
+        for name in dir(sync)
+        if not name.startswith("_") and not hasattr(twin, name) and (sync.__name__, name) not in NO_TWIN
+    ]
+    assert missing == [], f"add async twins (statekeel/aio) for: {missing}"

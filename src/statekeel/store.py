@@ -77,10 +77,14 @@ class Store:
         )
         return Page(items, nxt)
 
-    def mark_stale_crashed(self, after: Duration) -> list[SessionInfo]:
-        """Mark every active session silent for ``after`` as crashed; return them."""
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        """What is stored about a session, without creating or reopening it (None if absent)."""
+        return _sessions.get_info(self, session_id)
+
+    def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
+        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
         secs = maybe_seconds(after, "after")
-        stale = list(_sessions.iter_sessions(self, status="active", stale_after=secs))
+        stale = list(_sessions.iter_sessions(self, status="active", user=user, stale_after=secs))
         return [_sessions.set_status(self, s.id, "crashed") for s in stale]
 
     # -- state ---------------------------------------------------------------

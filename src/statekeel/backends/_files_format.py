@@ -184,7 +184,9 @@ def parse_line(raw: bytes) -> Line | None:
     m = _FAST.match(raw)
     if m is not None and raw.endswith(b"}"):
         try:
-            return Line(int(m[1]), float(m[2]), json.loads(m[3]), raw[m.end() : -1], int(m[4] or 0))
+            quoted = m[3]
+            codec = quoted[1:-1].decode("utf-8") if b"\\" not in quoted else json.loads(quoted)
+            return Line(int(m[1]), float(m[2]), codec, raw[m.end() : -1], int(m[4] or 0))
         except ValueError:
             return None
     try:

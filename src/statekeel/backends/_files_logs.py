@@ -93,23 +93,23 @@ class LogLines:
     # -- forwards -------------------------------------------------------------
     def forward(self, start: int, stop: int) -> Iterator[tuple[int, Line]]:
         """(offset, entry) of each line starting in ``[start, stop)``; ``start`` is a line start."""
-        pos, buf = start, b""
+        pos, buf, i = start, b"", 0  # buf[i:] holds the bytes from pos on
         while pos < stop:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", i)
             if nl < 0:
-                more = self._pread(min(_CHUNK, stop - pos - len(buf)), pos + len(buf))
+                more = self._pread(min(_CHUNK, stop - pos - (len(buf) - i)), pos + len(buf) - i)
                 if not more:
                     return
-                buf += more
+                buf, i = buf[i:] + more, 0
                 continue
-            line = parse_line(buf[:nl])
+            line = parse_line(buf[i:nl])
             if line is None:
                 raise StoreError(
                     f"{self.path}: the line at byte {pos} is not a valid entry; run "
                     "`statekeel doctor --repair` only if it is the last line, else restore a backup"
                 )
             yield pos, line
-            pos, buf = pos + nl + 1, buf[nl + 1 :]
+            pos, i = pos + nl + 1 - i, nl + 1
 
     def _line_start(self, pos: int) -> int:
         """The first line start at or after ``pos``."""

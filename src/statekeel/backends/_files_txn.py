@@ -25,10 +25,11 @@ from ..protocol import (
     OpResult,
     Put,
     Record,
+    Rewrite,
     Touch,
     Trim,
 )
-from ._files_format import LogHeader, header_text, line_text, record_text
+from ._files_format import Line, LogHeader, header_text, line_text, record_text
 from ._files_io import Action
 from ._files_logs import LogLines
 from ._files_tree import HEADER, LOG, RECORD, SIDECAR, KeyPath
@@ -51,9 +52,12 @@ class LogState:
     """Its header file exists on disk."""
     fresh: bool = False
     """Created (or re-created over an expired log) by this batch: old lines are void."""
-    pending: list[tuple[int, str]] = field(default_factory=list)
+    pending: list[Line] = field(default_factory=list)
+    """Entries this batch appends."""
     keep_from: int | None = None
     """Rewrite the file from this offset of the old one (compaction, re-creation)."""
+    rewrites: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    """New (data, codec) of old entries, by seq (forces a rewrite of the file)."""
     header_dirty: bool = False
     deleted: bool = False
 
@@ -160,6 +164,8 @@ class Txn:
             return op.record
         if isinstance(op, LoadEntries):
             return self._load_entries(op)
+        if isinstance(op, Rewrite):
+            return self._rewrite(op)
         return self._trim(op)
 
     def _put(self, op: Put) -> Record:
@@ -191,7 +197,7 @@ class Txn:
         first = lg.head.last_seq + 1
         n = len(op.items)
         for i, (data, codec) in enumerate(op.items):
-            lg.pending.append((first + i, line_text(first + i, self.now, codec, data, n - 1 - i)))
+            lg.pending.append(Line(first + i, self.now, codec, data, n - 1 - i))
         lg.head.last_seq += n
         lg.head.updated_at = self.now
         if op.expires_at is not KEEP and op.expires_at != lg.head.expires_at:
@@ -245,7 +251,7 @@ class Txn:
         written = 0
         for e in op.entries:
             if e.seq > lg.head.last_seq:
-                lg.pending.append((e.seq, line_text(e.seq, e.created_at, e.codec, e.data, 0)))
+                lg.pending.append(Line(e.seq, e.created_at, e.codec, e.data, 0))
                 lg.head.last_seq = e.seq
                 lg.head.updated_at = max(lg.head.updated_at, e.created_at)
                 written += 1
@@ -261,7 +267,7 @@ class Txn:
         new_first = max(old_first, min(op.before, lg.head.last_seq + 1))
         if new_first == old_first:
             return 0
-        dropped = sum(1 for seq, _ in lg.pending if old_first <= seq < new_first)
+        dropped = sum(1 for ln in lg.pending if old_first <= ln.seq < new_first)
         if not lg.fresh:
             end = lg.lines.tail().end
             lo = max(lg.keep_from or 0, lg.lines.offset_of(old_first, end))
@@ -269,10 +275,25 @@ class Txn:
             dropped += lg.lines.read_bytes(lo, cut).count(b"\n") if cut > lo else 0
             if cut * 2 >= end and cut > (lg.keep_from or 0):  # mostly dead: compact
                 lg.keep_from = cut
-                lg.pending = [(s, t) for s, t in lg.pending if s >= new_first]
+                lg.pending = [ln for ln in lg.pending if ln.seq >= new_first]
         lg.head.first_seq = new_first
         lg.header_dirty = True
         return dropped
+
+    def _rewrite(self, op: Rewrite) -> bool:
+        lg = self.log(op.log)
+        if lg is None or not alive(lg.head.expires_at, self.now) or lg.empty or op.seq < lg.head.first_seq:
+            return False
+        for i, ln in enumerate(lg.pending):
+            if ln.seq == op.seq:
+                lg.pending[i] = Line(ln.seq, ln.created_at, op.codec, op.data, ln.more)
+                return True
+        if lg.fresh or not lg.lines.entries(op.seq, op.seq + 1):
+            return False
+        lg.rewrites[op.seq] = (op.data, op.codec)
+        if lg.keep_from is None:
+            lg.keep_from = 0
+        return True
 
     def drop_log(self, key: str) -> None:
         """Remove a log entirely (purge)."""
@@ -304,11 +325,10 @@ class Txn:
         if lg.deleted:
             return [Action("delete", kp.file(LOG)), Action("delete", kp.file(HEADER))] if lg.on_disk else []
         out: list[Action] = []
-        text = "".join(t for _, t in lg.pending)
+        text = "".join(line_text(ln.seq, ln.created_at, ln.codec, ln.data, ln.more) for ln in lg.pending)
         end = lg.lines.tail().end
         if lg.keep_from is not None:
-            kept = lg.lines.read_bytes(lg.keep_from, end).decode("utf-8") if lg.keep_from < end else ""
-            out.append(Action("write", kp.file(LOG), kept + text))
+            out.append(Action("write", kp.file(LOG), self._kept(lg, end) + text))
         elif text:
             out.append(Action("append", kp.file(LOG), text, end))
         if lg.header_dirty:
@@ -316,6 +336,20 @@ class Txn:
         if out:
             self._sidecars(kp, sidecars)
         return out
+
+    @staticmethod
+    def _kept(lg: LogState, end: int) -> str:
+        """The old lines a rewritten file keeps, with any rewrites applied."""
+        start = lg.keep_from or 0
+        if start >= end:
+            return ""
+        if not lg.rewrites:
+            return lg.lines.read_bytes(start, end).decode("utf-8")
+        parts = []
+        for _, ln in lg.lines.forward(start, end):
+            data, codec = lg.rewrites.get(ln.seq, (ln.data, ln.codec))
+            parts.append(line_text(ln.seq, ln.created_at, codec, data, ln.more))
+        return "".join(parts)
 
     def _sidecars(self, kp: KeyPath, planned: dict[str, str]) -> None:
         for folder, stem, component in kp.hashed:

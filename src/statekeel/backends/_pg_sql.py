@@ -217,6 +217,10 @@ _TEMPLATES: dict[str, str] = {
     " last_seq + 1)) WHERE name = %(log)s RETURNING id, first_seq),"
     " d AS (DELETE FROM {s}.sk_entries e USING h WHERE e.log_id = h.id AND e.seq < h.first_seq RETURNING 1)"
     " SELECT count(*) FROM d",
+    "rewrite": "WITH u AS (UPDATE {s}.sk_entries e SET data = %(data)s, doc = %(doc)s::json, codec = %(codec)s"
+    " FROM {s}.sk_logs l WHERE l.name = %(log)s AND (l.expires_at IS NULL OR l.expires_at > %(now)s)"
+    " AND l.last_seq >= l.first_seq AND e.log_id = l.id AND e.seq = %(seq)s RETURNING 1)"
+    " SELECT EXISTS (SELECT FROM u)",
     "load": "INSERT INTO {s}.sk_kv (key, data, doc, codec, version, created_at, updated_at, expires_at)"
     " VALUES (%(key)s, %(data)s, %(doc)s::json, %(codec)s, %(version)s, %(created)s, %(updated)s,"
     " %(exp)s::float8) ON CONFLICT (key) DO UPDATE SET data = excluded.data, doc = excluded.doc,"
@@ -261,6 +265,7 @@ class Queries:
     touch: str
     expire: str
     trim: str
+    rewrite: str
     load: str
     load_log_head: str
     load_entries: str

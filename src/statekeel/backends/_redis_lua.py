@@ -5,8 +5,8 @@ keys all start with its *base* ``PREFIX:{PARTITION}:`` (the braces are the
 Redis Cluster hash tag), so a script given one base touches one hash slot:
 
     BASE kv:KEY     hash   d data, c codec, v version, ca/ua created/updated, ea expires
-    BASE log:LOG    stream entry ID ``SEQ-0``; fields d data, c codec, t created_at
-    BASE logh:LOG   hash   f first_seq, l last_seq, ca, ua, ea
+    BASE log:LOG    list   element i is entry f + i: ``created_at|len(codec)|codec`` + data
+    BASE logh:LOG   hash   f first_seq, l last_seq, ca, ua, ea; g = seqs an import skipped
     BASE keys       zset   live record keys, all score 0 (ZRANGEBYLEX = key order)
     BASE logs       zset   live log names, all score 0
     BASE exp        zset   ``k:KEY`` / ``l:LOG`` scored by expiry in ms (+inf = never)
@@ -57,13 +57,22 @@ local NOW = tonumber(NOW_S)
 """
     + _COMMON
     + r"""
-local touched = {}
+-- touched: partitions whose expiry index changed; fresh: partitions that were
+-- empty before this batch (the client registers them, see _redis_wire.py).
+local touched, fresh, seen = {}, {}, {}
+local function notice(base)
+  if seen[base] then return end
+  seen[base] = true
+  if redis.call('EXISTS', base .. 'exp') == 0 then fresh[#fresh + 1] = base end
+end
 local function index(base, set, kind, name, ea)
+  notice(base)
   redis.call('ZADD', base .. set, 0, name)
   redis.call('ZADD', base .. 'exp', score(ea), kind .. name)
   touched[base] = true
 end
 local function unindex(base, set, kind, name)
+  notice(base)
   local n = redis.call('ZREM', base .. set, name) + redis.call('ZREM', base .. 'exp', kind .. name)
   if n > 0 then touched[base] = true end
 end
@@ -73,25 +82,29 @@ local function opt(v) if v == '-' then return false end return v end
 local ops, at = {}, 2
 local function nxt() local v = ARGV[at]; at = at + 1; return v end
 local function items(n) local t = {}; for j = 1, n do t[j] = nxt() end; return t end
-local ARITY = {P = 4, D = 1, T = 1, E = 2, R = 1, L = 6}
+local ARITY = {P = 4, D = 1, T = 1, E = 2, R = 1, L = 6, W = 3}
 while at <= #ARGV do
   local op = {code = nxt(), base = nxt(), key = nxt()}
-  if op.code == 'A' then op.exp = nxt(); op.items = items(2 * tonumber(nxt()))
-  elseif op.code == 'M' then op.exp = opt(nxt()); op.items = items(4 * tonumber(nxt()))
+  if op.code == 'A' then op.exp = nxt(); op.items = items(tonumber(nxt()))
+  elseif op.code == 'M' then op.exp = opt(nxt()); op.items = items(3 * tonumber(nxt()))
   else op.args = items(ARITY[op.code]) end
   ops[#ops + 1] = op
 end
 
 -- compare-and-set: every precondition is checked before anything is written --
-local pending = {}
+local pending, uses = {}, {}
+for _, op in ipairs(ops) do
+  if op.code == 'P' or op.code == 'D' then uses[op.key] = (uses[op.key] or 0) + 1 end
+end
 for i, op in ipairs(ops) do
-  if op.code == 'P' or op.code == 'D' then
+  local expect = (op.code == 'P' and op.args[3]) or (op.code == 'D' and op.args[1]) or '*'
+  -- an unconditional write of a key no other op of the batch names needs no read here
+  if (op.code == 'P' or op.code == 'D') and (expect ~= '*' or uses[op.key] > 1) then
     local cur = pending[op.key]
     if cur == nil then
       local h = redis.call('HMGET', op.base .. 'kv:' .. op.key, 'v', 'ea')
       cur = (h[1] and alive(h[2])) and tonumber(h[1]) or -1
     end
-    local expect = op.code == 'P' and op.args[3] or op.args[1]
     if expect ~= '*' then
       local want = expect == '-' and -1 or tonumber(expect)
       if want ~= cur then return {0, i, cur} end
@@ -147,6 +160,15 @@ local function load(op)
 end
 
 -- logs ---------------------------------------------------------------------
+-- Element i of BASE log:LOG is seq f + i; '' stands for a seq an import skipped.
+local function push(lk, frames)
+  local len = 0
+  for j = 1, #frames, 1000 do
+    len = redis.call('RPUSH', lk, unpack(frames, j, math.min(j + 999, #frames)))
+  end
+  return len
+end
+
 local function log_expiry(op, ea)
   set_expiry(op.base .. 'logh:' .. op.key, ea)
   set_expiry(op.base .. 'log:' .. op.key, ea)
@@ -154,18 +176,15 @@ local function log_expiry(op, ea)
 end
 
 local function append(op)
-  local hk, sk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
+  local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
   local h = redis.call('HMGET', hk, 'l', 'ea')
   local live = h[1] and alive(h[2])
   local last, old = 0, false
-  if live then last, old = tonumber(h[1]), h[2] else redis.call('DEL', hk, sk) end
+  if live then last, old = tonumber(h[1]), h[2] else redis.call('DEL', hk, lk) end
   local ea = old
   if op.exp ~= 'K' then ea = opt(op.exp) end
-  local n = #op.items / 2
-  for j = 1, n do
-    redis.call('XADD', sk, int(last + j) .. '-0',
-      'd', op.items[2 * j - 1], 'c', op.items[2 * j], 't', NOW_S)
-  end
+  local n = #op.items
+  local created = n > 0 and push(lk, op.items) == n
   if live then
     redis.call('HSET', hk, 'l', int(last + n), 'ua', NOW_S)
   else
@@ -176,47 +195,82 @@ local function append(op)
   elseif old then
     redis.call('HDEL', hk, 'ea')
   end
-  if not live or ea ~= old then log_expiry(op, ea) end
+  if not live or ea ~= old then
+    log_expiry(op, ea)
+  elseif created and ea then  -- the list was trimmed away and comes back: give it the log's expiry
+    set_expiry(lk, ea)
+  end
   return last + 1
 end
 
 local function load_entries(op)
-  local hk, sk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
-  local h = redis.call('HMGET', hk, 'l', 'ua', 'ea')
-  local n = #op.items / 4
-  local last, ua
+  -- items: seq, created_at, frame for each entry
+  local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
+  local h = redis.call('HMGET', hk, 'l', 'ua', 'ea', 'g')
+  local n = #op.items / 3
+  local last, ua, gaps
   if h[1] and alive(h[3]) then
-    last, ua = tonumber(h[1]), h[2]
+    last, ua, gaps = tonumber(h[1]), h[2], tonumber(h[4] or '0')
   else
     if n == 0 then return 0 end
-    redis.call('DEL', hk, sk)
-    last = tonumber(op.items[1]) - 1
-    redis.call('HSET', hk, 'f', op.items[1], 'ca', op.items[4])
+    redis.call('DEL', hk, lk)
+    last, gaps = tonumber(op.items[1]) - 1, 0
+    redis.call('HSET', hk, 'f', op.items[1], 'ca', op.items[2])
   end
-  local written = 0
+  local frames, written = {}, 0
   for j = 0, n - 1 do
-    local seq, data, codec, t = op.items[4 * j + 1], op.items[4 * j + 2], op.items[4 * j + 3], op.items[4 * j + 4]
-    if tonumber(seq) > last then
-      redis.call('XADD', sk, seq .. '-0', 'd', data, 'c', codec, 't', t)
-      last = tonumber(seq)
+    local seq, t = tonumber(op.items[3 * j + 1]), op.items[3 * j + 2]
+    if seq > last then
+      for _ = last + 2, seq do frames[#frames + 1] = ''; gaps = gaps + 1 end
+      frames[#frames + 1] = op.items[3 * j + 3]
+      last = seq
       if (not ua) or tonumber(t) > tonumber(ua) then ua = t end
       written = written + 1
     end
   end
+  if #frames > 0 then push(lk, frames) end
   redis.call('HSET', hk, 'l', int(last), 'ua', ua)
+  if gaps > 0 then redis.call('HSET', hk, 'g', int(gaps)) end
   if op.exp then redis.call('HSET', hk, 'ea', op.exp) else redis.call('HDEL', hk, 'ea') end
   log_expiry(op, op.exp)
   return written
 end
 
 local function trim(op)
-  local hk = op.base .. 'logh:' .. op.key
-  local h = redis.call('HMGET', hk, 'f', 'l')
+  local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
+  local h = redis.call('HMGET', hk, 'f', 'l', 'g')
   if not h[1] then return 0 end
+  local first = tonumber(h[1])
   local cut = math.min(tonumber(op.args[1]), tonumber(h[2]) + 1)
-  if tonumber(h[1]) >= cut then return 0 end
+  if first >= cut then return 0 end
+  local dropped, gaps = cut - first, tonumber(h[3] or '0')
+  if gaps > 0 then  -- skipped seqs are not entries: do not count them
+    local holes = 0
+    for _, v in ipairs(redis.call('LRANGE', lk, 0, cut - first - 1)) do
+      if v == '' then holes = holes + 1 end
+    end
+    dropped = dropped - holes
+    redis.call('HSET', hk, 'g', int(gaps - holes))
+  end
+  redis.call('LTRIM', lk, cut - first, -1)
   redis.call('HSET', hk, 'f', int(cut))
-  return redis.call('XTRIM', op.base .. 'log:' .. op.key, 'MINID', int(cut) .. '-0')
+  return dropped
+end
+
+local function rewrite(op)
+  -- args: seq, data, codec. Keeps the entry's created_at (the frame's first field).
+  local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
+  local h = redis.call('HMGET', hk, 'f', 'l', 'ea')
+  if not (h[1] and alive(h[3])) then return 0 end
+  local first, last, seq = tonumber(h[1]), tonumber(h[2]), tonumber(op.args[1])
+  if seq < first or seq > last then return 0 end
+  local at = seq - first
+  if at > last - seq then at = seq - last - 1 end  -- walk from the nearer end
+  local old = redis.call('LINDEX', lk, at)
+  if (not old) or old == '' then return 0 end
+  local data, codec = op.args[2], op.args[3]
+  redis.call('LSET', lk, at, string.match(old, '^[^|]*') .. '|' .. #codec .. '|' .. codec .. data)
+  return 1
 end
 
 -- touch and expire -----------------------------------------------------------
@@ -274,8 +328,8 @@ local function expire(op)
 end
 
 local HANDLERS = {P = put, D = delete, L = load, A = append, M = load_entries,
-                  R = trim, T = touch, E = expire}
-local results = {1}
+                  R = trim, W = rewrite, T = touch, E = expire}
+local results = {1, fresh}
 for _, op in ipairs(ops) do results[#results + 1] = HANDLERS[op.code](op) end
 for base in pairs(touched) do refresh(base) end
 return results
@@ -326,6 +380,7 @@ return {out, dead}
 
 READ_LOG = r"""
 -- KEYS = BASE logh:LOG, BASE log:LOG; ARGV = now, start, stop|'', limit|'', reverse 1|0.
+-- Returns {first seq, frames}: LRANGE from the nearer end, so a tail read is O(limit).
 local g = redis.call('HMGET', KEYS[1], 'f', 'l', 'ea')
 if not g[1] or (g[3] and tonumber(g[3]) <= tonumber(ARGV[1])) then return {} end
 local first, last = tonumber(g[1]), tonumber(g[2])
@@ -338,7 +393,9 @@ if ARGV[4] ~= '' then
   if ARGV[5] == '1' then lo = math.max(lo, hi - limit) else hi = math.min(hi, lo + limit) end
 end
 if hi <= lo then return {} end
-return redis.call('XRANGE', KEYS[2], string.format('%d-0', lo), string.format('%d-0', hi - 1))
+local a, b = lo - first, hi - 1 - first
+if a > last - (hi - 1) then a, b = lo - last - 1, hi - last - 2 end
+return {lo, redis.call('LRANGE', KEYS[2], a, b)}
 """
 
 PURGE = (

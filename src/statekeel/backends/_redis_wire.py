@@ -37,6 +37,7 @@ from ..protocol import (
     OpResult,
     Put,
     Record,
+    Rewrite,
     Touch,
     Trim,
     keys,
@@ -86,6 +87,11 @@ def registry_member(key: str) -> str:
     return key if key.count("/") < 2 else keys.partition(key) + "/"
 
 
+def registry_members(partition: str) -> list[str]:
+    """The members a partition registers: its own key and, with two components, ``T/``."""
+    return [partition] if "/" not in partition else [partition, partition + "/"]
+
+
 def in_one_partition(prefix: str) -> bool:
     """True when every key starting with ``prefix`` has the same partition."""
     return prefix.count("/") >= 2
@@ -126,8 +132,8 @@ class Batch:
     """One declared key per partition (the ``keys`` index): what routes the script."""
     args: list[Arg] = field(default_factory=list)
     """ARGV after ``now``: the encoded operations."""
-    members: list[str] = field(default_factory=list)
-    """Registry members of the partitions the batch may create."""
+    creates: dict[str, str] = field(default_factory=dict)
+    """Base -> partition, for each partition the batch may create records or logs in."""
     spans: list[tuple[int, int]] = field(default_factory=list)
     """For each op, the slice of script results that make up its result."""
     owners: list[int] = field(default_factory=list)
@@ -138,17 +144,20 @@ Expander = Callable[[str], list[PartitionRange]]
 """Resolves the prefix of an Expire into the partition intervals it covers."""
 
 
-def encode(layout: Layout, ops: Sequence[Op], expand: Expander) -> Batch:
+def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> Batch:
+    """The script arguments of ``ops``; ``now`` stamps appended entries."""
     batch = Batch()
+    stamp = _float(now)
     for index, op in enumerate(ops):
         start = len(batch.owners)
-        for wire in _encode_one(layout, op, expand):
+        for wire in _encode_one(layout, op, stamp, expand):
             batch.args.extend(wire)
             batch.owners.append(index)
             _add(batch.keys, f"{wire[1]!s}keys")
         batch.spans.append((start, len(batch.owners)))
         if isinstance(op, (Put, Append, Load, LoadEntries)):
-            _add(batch.members, registry_member(_name(op)))
+            part = keys.partition(_name(op))
+            batch.creates[layout.base(part)] = part
     return batch
 
 
@@ -163,14 +172,14 @@ def _add(items: list[str], item: str) -> None:
         items.append(item)
 
 
-def _encode_one(layout: Layout, op: Op, expand: Expander) -> list[list[Arg]]:
+def _encode_one(layout: Layout, op: Op, stamp: str, expand: Expander) -> list[list[Arg]]:
     if isinstance(op, Put):
         return [["P", layout.base_of(op.key), op.key, op.data, op.codec, _expect(op.expect), _exp(op.expires_at)]]
     if isinstance(op, Delete):
         return [["D", layout.base_of(op.key), op.key, _expect(op.expect)]]
     if isinstance(op, Append):
-        flat = [x for data, codec in op.items for x in (data, codec)]
-        return [["A", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(op.items)), *flat]]
+        frames = [frame(stamp, codec, data) for data, codec in op.items]
+        return [["A", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(frames)), *frames]]
     if isinstance(op, Touch):
         return [["T", layout.base_of(op.key), op.key, _exp(op.expires_at)]]
     if isinstance(op, Expire):
@@ -178,6 +187,8 @@ def _encode_one(layout: Layout, op: Op, expand: Expander) -> list[list[Arg]]:
         return [["E", layout.base(part), lo, hi, exp] for part, lo, hi in expand(op.prefix)]
     if isinstance(op, Trim):
         return [["R", layout.base_of(op.log), op.log, str(int(op.before))]]
+    if isinstance(op, Rewrite):
+        return [["W", layout.base_of(op.log), op.log, str(int(op.seq)), op.data, op.codec]]
     if isinstance(op, Load):
         r = op.record
         return [["L", layout.base_of(r.key), r.key, r.data, r.codec, str(int(r.version)),
@@ -188,8 +199,22 @@ def _encode_one(layout: Layout, op: Op, expand: Expander) -> list[list[Arg]]:
 def _load_entries(layout: Layout, op: LoadEntries) -> list[Arg]:
     flat: list[Arg] = []
     for e in op.entries:
-        flat += [str(int(e.seq)), e.data, e.codec, _float(e.created_at)]
+        created = _float(e.created_at)
+        flat += [str(int(e.seq)), created, frame(created, e.codec, e.data)]
     return ["M", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(op.entries)), *flat]
+
+
+def frame(created: str, codec: str, data: bytes) -> bytes:
+    """One log entry as a list element: ``created_at|len(codec)|codec`` then the data."""
+    name = codec.encode()
+    return b"%s|%d|%s%s" % (created.encode(), len(name), name, data)
+
+
+def unframe(raw: bytes) -> tuple[float, str, bytes]:
+    """(created_at, codec, data) of a list element made by :func:`frame`."""
+    created, size, rest = raw.split(b"|", 2)
+    n = int(size)
+    return float(created), rest[:n].decode(), rest[n:]
 
 
 def _float(value: float) -> str:
@@ -214,8 +239,16 @@ def decode(ops: Sequence[Op], batch: Batch, reply: list[object], now: float) -> 
     """Turn the APPLY script's reply into apply()'s results, or raise the conflict."""
     if reply[0] == 0:
         _raise_conflict(ops, batch, reply)
-    values = reply[1:]
+    values = reply[2:]
     return [_result(op, values[a:b], now) for op, (a, b) in zip(ops, batch.spans)]
+
+
+def fresh_partitions(batch: Batch, reply: list[Any]) -> list[str]:
+    """Partitions the batch created from nothing (they were empty before it)."""
+    if reply[0] == 0:
+        return []
+    bases = (b.decode() if isinstance(b, bytes) else str(b) for b in reply[1])
+    return [batch.creates[b] for b in bases if b in batch.creates]
 
 
 def _raise_conflict(ops: Sequence[Op], batch: Batch, reply: list[object]) -> None:
@@ -234,4 +267,4 @@ def _result(op: Op, values: list[object], now: float) -> OpResult:
     if isinstance(op, Load):
         return op.record
     total = sum(int(v) for v in values)  # type: ignore[call-overload]
-    return bool(total) if isinstance(op, (Delete, Touch)) else total
+    return bool(total) if isinstance(op, (Delete, Touch, Rewrite)) else total

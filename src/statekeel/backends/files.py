@@ -95,6 +95,8 @@ class FilesBackend(Backend):
         self._lock_fd: int | None = None
         self._journal: Journal | None = None
         self._closed = False
+        self.read_only = False
+        """True when the folder could only be opened for reading."""
         self._disk = Disk(
             path=self.tree.path,
             record=self._read_record,
@@ -176,10 +178,18 @@ class FilesBackend(Backend):
     def _open_files(self) -> None:
         if self._lock_fd is not None:
             return
-        self._lock_fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         journal = os.path.join(self.root, ".journal")
-        fd = os.open(journal, os.O_RDWR | os.O_CREAT, 0o644)
-        fsync_dir(self.root)  # the journal must exist durably before it is ever relied on
+        try:
+            self._lock_fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(journal, os.O_RDWR | os.O_CREAT, 0o644)
+            fsync_dir(self.root)  # the journal must exist durably before it is ever relied on
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # a read-only folder (a mounted backup, a read-only checkout): reads only
+            self.read_only = True
+            self._lock_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(journal if os.path.exists(journal) else os.devnull, os.O_RDONLY)
         self._journal = Journal(self.root, fd)
 
     def _ready(self) -> tuple[int, Journal]:
@@ -199,8 +209,14 @@ class FilesBackend(Backend):
         """The process-wide mutex and the cross-process flock; finishes a crashed batch first."""
         with self._mutex, translate(_map_error):
             fd, journal = self._ready()
+            if exclusive and self.read_only:
+                raise ConfigurationError(f"{self.root} is read-only here; copy it somewhere writable to change it")
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
+                if journal.pending() and self.read_only:
+                    raise StoreError(
+                        f"{self.root} holds an unfinished batch and is read-only; open it writable once to finish it"
+                    )
                 if journal.pending():
                     if not exclusive:
                         fcntl.flock(fd, fcntl.LOCK_EX)

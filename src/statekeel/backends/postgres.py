@@ -44,8 +44,9 @@ and through PgBouncer in transaction mode. ``migrate(check=True)`` only reads.
 URL options (removed before the URL reaches libpq; any other query parameter,
 e.g. ``sslmode``, is passed on): ``schema``; ``pool_min`` (default 1) and
 ``pool_max`` (default 10) connections; ``timeout`` (seconds to connect or to
-wait for a free connection, default 10); ``prepare_threshold`` (psycopg's,
-default 5; ``none`` for PgBouncer before 1.21 in transaction mode).
+wait for a free connection, default 10); ``prepare`` (``on``: each statement
+is prepared on its first use on a connection; ``off`` for PgBouncer older than
+1.21, or without ``max_prepared_statements``, in transaction mode).
 
 Faults: a call whose connection breaks (server restart, reset) raises
 :class:`~statekeel.errors.UnavailableError`; the idle connections are then
@@ -98,6 +99,7 @@ from ..protocol import (
     OpResult,
     Put,
     Record,
+    Rewrite,
     Touch,
     Trim,
 )
@@ -113,7 +115,7 @@ Stmt: TypeAlias = tuple[str, Params]
 Row: TypeAlias = tuple[Any, ...]
 Conn: TypeAlias = psycopg.Connection[Row]
 
-OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare_threshold")
+OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare")
 """Query options statekeel reads itself; the rest of the URL goes to libpq."""
 
 _RETRIES = 5
@@ -153,10 +155,10 @@ class _Settings:
 
 
 def _prepare_threshold(url: ParsedURL) -> int | None:
-    raw = url.option("prepare_threshold", "5")
-    if raw.lower() in ("none", "off", ""):
-        return None
-    return url.int_option("prepare_threshold", 5)
+    raw = url.option("prepare", "on").lower()
+    if raw not in ("on", "off"):
+        raise ConfigurationError(f"?prepare={raw!r} in {url.redacted} must be 'on' (default) or 'off'")
+    return None if raw == "off" else 5
 
 
 def _dsn(url: ParsedURL) -> str:
@@ -301,15 +303,21 @@ class PostgresBackend(Backend):
 
     def _rows(self, query: str, params: Params) -> list[Row]:
         with self._guard(), self._pool.connection() as conn:
-            return conn.execute(query, params, binary=True).fetchall()
+            return conn.execute(query, params, binary=True, prepare=True).fetchall()
 
     def _execute(self, stmts: Sequence[Stmt], wanted: Sequence[int]) -> list[Row | None]:
-        """Run ``stmts`` as one transaction in one round trip; first rows of ``wanted``."""
+        """Run ``stmts`` as one transaction in one round trip; first rows of ``wanted``.
+
+        ``prepare=True``: psycopg 3.3 forgets to un-register a statement whose
+        automatic preparation (at the 5th use) falls in a pipeline that an
+        earlier statement aborted, and then fails with "prepared statement
+        does not exist"; preparing on first use takes a path it checks.
+        """
         with self._pool.connection() as conn:
             if len(stmts) == 1:
-                return [conn.execute(*stmts[0], binary=True).fetchone()]
+                return [conn.execute(*stmts[0], binary=True, prepare=True).fetchone()]
             with conn.pipeline():
-                cursors = [conn.execute(query, params, binary=True) for query, params in stmts]
+                cursors = [conn.execute(query, params, binary=True, prepare=True) for query, params in stmts]
             return [cursors[i].fetchone() for i in wanted]
 
     # -- reads ---------------------------------------------------------------
@@ -415,6 +423,8 @@ class PostgresBackend(Backend):
             return [(self._q.trim, {"log": op.log, "before": op.before})]
         if isinstance(op, Load):
             return [self._load(op.record, raw)]
+        if isinstance(op, Rewrite):
+            return [self._rewrite(op, now, raw)]
         return self._load_entries(op, now, raw)
 
     @staticmethod
@@ -424,7 +434,7 @@ class PostgresBackend(Backend):
             return Record(op.key, op.data, op.codec, row[0], row[1], now, row[2])
         if isinstance(op, Load):
             return op.record
-        if isinstance(op, (Delete, Touch)):
+        if isinstance(op, (Delete, Touch, Rewrite)):
             return bool(row[0])
         return int(row[0])
 
@@ -455,6 +465,11 @@ class PostgresBackend(Backend):
             "codecs": [codec for _, codec in op.items],
         }  # fmt: skip
         return [(self._q.drop_dead_log, {"log": op.log, "now": now}), (self._q.append, params)]
+
+    def _rewrite(self, op: Rewrite, now: float, raw: bool) -> Stmt:
+        data, doc = _payload(op.data, op.codec, raw)
+        params = {"log": op.log, "seq": op.seq, "data": data, "doc": doc, "codec": op.codec, "now": now}
+        return self._q.rewrite, params
 
     def _load(self, r: Record, raw: bool) -> Stmt:
         data, doc = _payload(r.data, r.codec, raw)

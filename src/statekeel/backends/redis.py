@@ -93,6 +93,7 @@ LAYOUT_VERSION = 1
 _OWN_OPTIONS = ("prefix", "timeout")
 _RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea")
 _REGISTRY_PAGE = 200
+_REGISTERED_CACHE = 100_000
 _T = TypeVar("_T")
 
 
@@ -110,6 +111,7 @@ _SCAN_LOGS = _Script(lua.SCAN_LOGS)
 _READ_LOG = _Script(lua.READ_LOG)
 _PURGE = _Script(lua.PURGE)
 _CLEAN = _Script(lua.CLEAN)
+_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN)
 
 
 def _map_error(exc: BaseException) -> StatekeelError | None:
@@ -186,6 +188,8 @@ class RedisBackend(Backend):
         self._layout = wire.Layout(url.option("prefix", "sk"))
         self._redis = _client(url, url.float_option("timeout", 10.0))
         self._purge_cursor: str | None = None
+        self._registered: set[str] = set()
+        """Partitions this handle registered (or saw registered) since it opened."""
         if migrate:
             self.migrate()
 
@@ -195,14 +199,8 @@ class RedisBackend(Backend):
             return fn()
 
     def _eval(self, script: _Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        def run() -> Any:
-            try:
-                return self._redis.evalsha(script.sha, len(keys), *keys, *args)
-            except rx.NoScriptError:  # the server restarted or flushed its script cache
-                self._redis.script_load(script.source)
-                return self._redis.evalsha(script.sha, len(keys), *keys, *args)
-
-        return self._call(run)
+        return self._call(lambda: self._with_scripts(
+            lambda: self._redis.evalsha(script.sha, len(keys), *keys, *args)))  # fmt: skip
 
     # -- reads ---------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
@@ -285,7 +283,11 @@ class RedisBackend(Backend):
         keys = [self._layout.log_head(log), self._layout.log_data(log)]
         args = [repr(time.time()), int(start), "" if stop is None else int(stop),
                 "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
-        return [_entry(log, row) for row in self._eval(_READ_LOG, keys, args)]
+        reply = self._eval(_READ_LOG, keys, args)
+        if not reply:
+            return []
+        first, frames = int(reply[0]), reply[1]
+        return [Entry(log, first + i, *_entry_fields(raw)) for i, raw in enumerate(frames) if raw]
 
     def log_info(self, log: str) -> LogInfo | None:
         h: list[Any] = self._call(lambda: self._redis.hmget(self._layout.log_head(log), ("f", "l", "ca", "ua", "ea")))
@@ -301,30 +303,58 @@ class RedisBackend(Backend):
         if not ops:
             return []
         now = time.time()
-        batch = wire.encode(self._layout, ops, self._expand)
+        batch = wire.encode(self._layout, ops, now, self._expand)
         if not batch.owners:  # only Expires over prefixes that hold nothing
             return [0 for _ in ops]
         reply = self._call(lambda: self._run_batch(batch, now))
         return wire.decode(ops, batch, reply, now)
 
     def _run_batch(self, batch: wire.Batch, now: float) -> Any:
-        """Registry, script, registry again — one round trip (see the module docstring)."""
-        for attempt in (1, 2):
+        """One EVALSHA; registry writes only for partitions new to this handle or to the store.
+
+        A partition this handle has not registered yet is registered (ZADD NX)
+        in the same round trip, before the script, so it is durable before its
+        data. The script reports partitions that were empty before the batch;
+        those are registered again afterwards, because purge_expired may have
+        dropped them from the registry meanwhile (see :meth:`_unregister`).
+        """
+        unknown = [p for p in batch.creates.values() if p not in self._registered]
+        args = [_APPLY.sha, len(batch.keys), *batch.keys, repr(now), *batch.args]
+        try:
+            reply = self._with_scripts(lambda: self._send_batch(args, unknown))
+            fresh = wire.fresh_partitions(batch, reply)
+            if fresh:
+                self._register(fresh)
+        except BaseException:
+            self._registered.difference_update(batch.creates.values())
+            raise
+        if len(self._registered) > _REGISTERED_CACHE:
+            self._registered.clear()
+        self._registered.update(batch.creates.values())
+        return reply
+
+    def _send_batch(self, args: list[Any], register: list[str]) -> Any:
+        if not register:
+            return self._redis.evalsha(*args)
+        pipe = self._redis.pipeline(transaction=False)
+        self._register(register, pipe)
+        pipe.evalsha(*args)
+        return pipe.execute()[1]
+
+    def _register(self, partitions: list[str], client: Any = None) -> None:
+        members = {m: 0 for part in partitions for m in wire.registry_members(part)}
+        (client or self._redis).zadd(self._layout.registry, members, nx=True)
+
+    def _with_scripts(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn``; if the server lost the scripts (restart, SCRIPT FLUSH), load them and run it again."""
+        try:
+            return fn()
+        except rx.NoScriptError:
             pipe = self._redis.pipeline(transaction=False)
-            if batch.members:
-                pipe.zadd(self._layout.registry, dict.fromkeys(batch.members, 0), nx=True)
-            pipe.evalsha(_APPLY.sha, len(batch.keys), *batch.keys, repr(now), *batch.args)
-            if batch.members:
-                pipe.zadd(self._layout.registry, dict.fromkeys(batch.members, 0), nx=True)
-            try:
-                replies = pipe.execute()
-            except rx.NoScriptError:
-                if attempt == 2:
-                    raise
-                self._redis.script_load(_APPLY.source)
-                continue
-            return replies[1] if batch.members else replies[0]
-        raise AssertionError("unreachable")
+            for script in _SCRIPTS:
+                pipe.script_load(script.source)
+            pipe.execute()
+            return fn()
 
     def _expand(self, prefix: str) -> list[wire.PartitionRange]:
         """Partition intervals an Expire covers (the registry walk for short prefixes)."""
@@ -428,7 +458,6 @@ class RedisBackend(Backend):
             pass
 
 
-def _entry(log: str, row: Sequence[Any]) -> Entry:
-    seq = int(row[0].split(b"-", 1)[0])
-    fields = dict(zip(row[1][::2], row[1][1::2]))
-    return Entry(log, seq, fields[b"d"], _text(fields[b"c"]), float(fields[b"t"]))
+def _entry_fields(raw: bytes) -> tuple[bytes, str, float]:
+    created, codec, data = wire.unframe(raw)
+    return data, codec, created

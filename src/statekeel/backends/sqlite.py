@@ -86,7 +86,12 @@ def _map_error(exc: BaseException) -> StatekeelError | None:
     if not isinstance(exc, sqlite3.Error):
         return None
     text = str(exc)
-    if "file is not a database" in text or "malformed" in text:
+    if "malformed" in text:
+        return StoreError(
+            f"the SQLite store is damaged ({text}); run `statekeel doctor URL` to see what is affected, "
+            "and restore from a backup (`statekeel restore`)"
+        )
+    if "file is not a database" in text:
         return NotAStoreError(
             f"this file is not a SQLite database statekeel can use ({text}); "
             "point the URL at a new file or at an existing statekeel store"

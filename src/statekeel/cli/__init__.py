@@ -14,7 +14,7 @@ import click
 import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
-from . import admin, decisions, demo, keys, runs, sessions, state
+from . import admin, checkpoints, decisions, demo, events, keys, runs, sessions, state
 from ._output import CliState
 
 __all__ = ["main"]
@@ -58,3 +58,5 @@ main.add_command(decisions.group)
 main.add_command(runs.group)
 main.add_command(keys.group)
 main.add_command(keys.erase)
+main.add_command(checkpoints.group)
+main.add_command(events.group)

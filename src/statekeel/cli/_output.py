@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import statekeel
+from statekeel.backends import parse
 from statekeel.features._duration import seconds
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "emit_table",
     "fmt_time",
     "json_option",
+    "missing_sqlite_file",
     "short_json",
     "store_from",
     "to_jsonable",
@@ -45,10 +47,27 @@ class CliState:
     url: str
 
 
-def store_from(ctx: click.Context, *, migrate: bool = True) -> statekeel.Store:
-    """Open the store named by ``--url``; it closes when the command ends."""
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite store that does not exist yet (opening it would create it)."""
+    parsed = parse(url)
+    if parsed.scheme != "sqlite":
+        return None
+    path = parsed.sqlite_path()
+    return None if path == ":memory:" or os.path.exists(path) else path
+
+
+def store_from(ctx: click.Context, *, migrate: bool = True, must_exist: bool = False) -> statekeel.Store:
+    """Open the store named by ``--url``; it closes when the command ends.
+
+    ``must_exist``: a read-only command refuses a SQLite file that is not there
+    (opening it would create an empty store and hide a wrong URL or directory).
+    """
     state = ctx.find_object(CliState)
-    store = statekeel.open(state.url if state else None, migrate=migrate, encryption=encryption_from_env())
+    url = state.url if state else os.environ.get("STATEKEEL_URL") or statekeel.DEFAULT_URL
+    missing = missing_sqlite_file(url) if must_exist else None
+    if missing:
+        raise click.ClickException(f"no store at {missing}; check --url (or $STATEKEEL_URL) and the directory")
+    store = statekeel.open(url, migrate=migrate, encryption=encryption_from_env())
     ctx.call_on_close(store.close)
     return store
 

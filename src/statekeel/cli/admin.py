@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,20 +12,10 @@ from rich.markup import escape
 
 import statekeel
 from statekeel import StatekeelError, Store
-from statekeel.backends import parse
 from statekeel.features.sessions import INDEX_PREFIX, meta_key
 from statekeel.protocol import LogInfo, MigrationStatus, keys
 
-from ._output import CliState, console, emit_json, json_option
-
-
-def missing_sqlite_file(url: str) -> str | None:
-    """The path of a SQLite store that does not exist yet (opening it would create it)."""
-    parsed = parse(url)
-    if parsed.scheme != "sqlite":
-        return None
-    path = parsed.sqlite_path()
-    return None if path == ":memory:" or os.path.exists(path) else path
+from ._output import CliState, console, emit_json, encryption_from_env, json_option, missing_sqlite_file
 
 
 def chosen_url(ctx: click.Context, url: str | None) -> str:
@@ -47,7 +36,7 @@ def _echo_sql(statements: list[str]) -> None:
 
 @click.command("migrate", short_help="Bring the schema up to date, or --check it.")
 @click.argument("url", required=False)
-@click.option("--check", is_flag=True, help="Only report (writes nothing); exit code 1 if migrations are pending.")
+@click.option("--check", is_flag=True, help="Only report (writes nothing); exit code 1 if any are pending.")
 @click.option("--print-sql", is_flag=True, help="Print the SQL that would run instead of running it.")
 @json_option
 @click.pass_context
@@ -164,12 +153,14 @@ def _check_integrity(store: Store) -> Check:
     if integrity is None:
         return Check("integrity", f"the {type(store.backend).__name__} has no integrity check of its own")
     found = [line.strip() for row in integrity() for line in str(row).splitlines()]
-    return Check("integrity", "the backend's own integrity check", [p for p in found if not p.startswith("***")])
+    problems = [p for p in found if not p.startswith("***")]  # SQLite's "*** in database main ***" header
+    return Check("integrity", "the backend's own integrity check", problems)
 
 
-def _decodes(store: Store, data: bytes, codec: str, where: str, problems: _Problems) -> None:
+def _decodes(store: Store, data: bytes, codec: str, context: str, where: str, problems: _Problems) -> None:
+    """``context`` is the key the value was encoded under (encryption binds it); ``where`` names it."""
     try:
-        store.codec.decode(data, codec, where)
+        store.codec.decode(data, codec, context)
     except Exception as exc:  # any failure to read back is what doctor reports
         problems.add(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
 
@@ -178,7 +169,7 @@ def _check_records(store: Store) -> Check:
     problems, count, after = _Problems(), 0, None
     while page := store.backend.scan("", after=after, limit=500):
         for rec in page:
-            _decodes(store, rec.data, rec.codec, rec.key, problems)
+            _decodes(store, rec.data, rec.codec, rec.key, rec.key, problems)
         count, after = count + len(page), page[-1].key
     return Check("records", f"{count} records read and decoded", problems.done())
 
@@ -189,7 +180,7 @@ def _check_log(store: Store, info: LogInfo, problems: _Problems) -> int:
         for entry in entries:
             if entry.seq != seq:
                 problems.add(f"{info.log}: entry {seq} is missing (next found: {entry.seq})")
-            _decodes(store, entry.data, entry.codec, f"{info.log}#{entry.seq}", problems)
+            _decodes(store, entry.data, entry.codec, info.log, f"{info.log}#{entry.seq}", problems)
             seq = entry.seq + 1
         count += len(entries)
     if seq <= info.last_seq:
@@ -238,7 +229,7 @@ def diagnose(url: str) -> Report:
             f"no store at {missing}; check the URL, or create it with `statekeel migrate`"
         ])])
     try:
-        store = statekeel.open(url, migrate=False)
+        store = statekeel.open(url, migrate=False, encryption=encryption_from_env())
     except StatekeelError as exc:
         return Report(url, [Check("open", "could not open the store", [str(exc)])])
     with store:

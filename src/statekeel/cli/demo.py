@@ -184,7 +184,7 @@ def _ending(summary: dict[str, Any], say: Narrator) -> None:
 @click.option("--url", "demo_url", metavar="URL", help="Store for the demo (default: the main --url).")
 @click.option("--turns", type=click.IntRange(1, 500), default=len(agent.SCRIPT), show_default=True,
               help="Turns in the conversation.")
-@click.option("--kill-at", type=click.IntRange(1), help="Turn during which the agent is killed [default: middle].")
+@click.option("--kill-at", type=click.IntRange(1), help="Turn during which it is killed [default: the middle].")
 @json_option
 @click.pass_context
 def demo(ctx: click.Context, demo_url: str | None, turns: int, kill_at: int | None, as_json: bool) -> None:

@@ -71,7 +71,8 @@ def list_cmd(
 
     Example: statekeel sessions list --user u-7 --limit 20 --json
     """
-    page = store_from(ctx).sessions(status=status, user=user, stale_after=stale_after, after=after, limit=limit)
+    store = store_from(ctx, must_exist=True)
+    page = store.sessions(status=status, user=user, stale_after=stale_after, after=after, limit=limit)
     if as_json:
         emit_json({"items": [info_dict(i) for i in page], "next": page.next})
         return
@@ -92,7 +93,7 @@ def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
 
     Example: statekeel sessions show support-42
     """
-    s = read_session(store_from(ctx), session_id)
+    s = read_session(store_from(ctx, must_exist=True), session_id)
     info, count = s.info(), len(s)
     items = list(s.state.items(limit=100))
     if as_json:
@@ -118,7 +119,7 @@ def history(ctx: click.Context, session_id: str, last: int | None, as_json: bool
 
     Example: statekeel sessions history support-42 --last 20
     """
-    messages = read_session(store_from(ctx), session_id).messages(last)
+    messages = read_session(store_from(ctx, must_exist=True), session_id).messages(last)
     if as_json:
         emit_json([{"seq": m.seq, "created_at": m.created_at, "value": m.value} for m in messages])
         return

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from statekeel import ANY, ConflictError, Item, StateView, Store
+from statekeel import ANY, ConflictError, Item, StateView
 from statekeel.features.state import parse_scope
 
 from ._output import duration_option, emit_json, emit_table, fmt_time, json_option, short_json, store_from
@@ -35,9 +35,10 @@ def _checked_scope(scope: str) -> str:
     return scope
 
 
-def read_view(store: Store, scope: str) -> StateView:
+def read_view(ctx: click.Context, scope: str) -> StateView:
     """A read-only view of ``scope`` that never touches the session it may belong to."""
-    return StateView(store, parse_scope(_checked_scope(scope)))
+    parsed = parse_scope(_checked_scope(scope))
+    return StateView(store_from(ctx, must_exist=True), parsed)
 
 
 def parse_value(text: str) -> Any:
@@ -45,7 +46,8 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
-            f"{text!r} is not JSON ({exc.msg}); quote text like '\"open\"' and write objects like '{{\"id\": 7}}'",
+            f"{text!r} is not JSON ({exc.msg}); quote text like '\"open\"' "
+            "and write objects like '{\"id\": 7}'",
             param_hint="JSON_VALUE",
         ) from None
 
@@ -83,7 +85,7 @@ def get(ctx: click.Context, scope: str, key: str, as_json: bool) -> None:
 
     Example: statekeel state get session:support-42 ticket
     """
-    item = read_view(store_from(ctx), scope).require(key)
+    item = read_view(ctx, scope).require(key)
     if as_json:
         emit_json(item_dict(scope, item))
         return
@@ -98,7 +100,7 @@ def get(ctx: click.Context, scope: str, key: str, as_json: bool) -> None:
 @click.argument("scope")
 @click.argument("key")
 @click.argument("json_value", metavar="JSON_VALUE")
-@click.option("--expect", type=click.IntRange(1), metavar="VERSION", help="Write only if KEY is at this version.")
+@click.option("--expect", type=click.IntRange(1), metavar="VERSION", help="Write only if KEY is at VERSION.")
 @click.option("--create", is_flag=True, help="Write only if KEY does not exist yet.")
 @duration_option("--ttl", help="Expire the value after this long (e.g. 2h).")
 @json_option
@@ -128,7 +130,7 @@ def set_cmd(
 @group.command("delete")
 @click.argument("scope")
 @click.argument("key")
-@click.option("--expect", type=click.IntRange(1), metavar="VERSION", help="Delete only if KEY is at this version.")
+@click.option("--expect", type=click.IntRange(1), metavar="VERSION", help="Delete only if KEY is at VERSION.")
 @click.pass_context
 def delete(ctx: click.Context, scope: str, key: str, expect: int | None) -> None:
     """Delete KEY from SCOPE (exit code 1 if it did not exist).
@@ -148,12 +150,14 @@ def delete(ctx: click.Context, scope: str, key: str, expect: int | None) -> None
 @click.option("--after", metavar="CURSOR", help="Cursor printed by the previous page.")
 @json_option
 @click.pass_context
-def list_cmd(ctx: click.Context, scope: str, prefix: str, limit: int, after: str | None, as_json: bool) -> None:
+def list_cmd(
+    ctx: click.Context, scope: str, prefix: str, limit: int, after: str | None, as_json: bool
+) -> None:
     """List the keys of SCOPE with their versions and values.
 
     Example: statekeel state list user:u-7 --prefix draft- --json
     """
-    page = read_view(store_from(ctx), scope).items(prefix, after=after, limit=limit)
+    page = read_view(ctx, scope).items(prefix, after=after, limit=limit)
     if as_json:
         emit_json({"items": [item_dict(scope, i) for i in page], "next": page.next})
         return

@@ -143,11 +143,11 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if type(a) is dict:
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+        return bool(a.keys() == b.keys()) and all(_same(v, b[k]) for k, v in a.items())
     if type(a) in (list, tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if type(a) is float and a != a:
-        return b != b  # NaN
+        return bool(b != b)  # NaN
     return bool(a == b)
 
 
@@ -404,9 +404,9 @@ def _restore_ops(
     """(key, data or None to delete, codec, expected version) for each key that differs."""
     out: list[tuple[str, bytes | None, str, int | None]] = []
     state = r.session.state
-    for name, rec in current.items():
+    for name, gone in current.items():
         if name not in target:
-            out.append((rec.key, None, "", rec.version))
+            out.append((gone.key, None, "", gone.version))
     for name, value in target.items():
         rec = current.get(name)
         if rec is not None and _same(r.decode(rec), value):

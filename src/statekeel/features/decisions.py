@@ -15,26 +15,28 @@ looks at, and ``store.resolve_decision(id, outcome, by=...)`` closes it later.
 Decisions are append-only. Backend layout of decision ``D`` of session ``S``
 (its id is ``"S:D"``; ``D`` is time-ordered)::
 
-    idx/decisions/S/D               open-decisions index: the decision, while it
-                                    has no outcome (partition idx/decisions)
-    session/S/decisions             append-only log: a "decided" entry, then one
-                                    self-contained "closed" entry (the whole decision)
-    session/S/decision-outcomes/D   create-only latch written in the same batch as
-                                    the "closed" entry: a decision closes once
+    idx/decisions/S/D         open-decisions index: a bare pointer, present while
+                              the decision may lack an outcome (partition idx/decisions)
+    session/S/decisions       append-only log, the history: a "decided" entry, then
+                              a self-contained "closed" entry (the whole decision)
+    session/S/decision/D      the decision by id: created pending, then closed once
+                              (compare-and-set version 1 -> 2), never changed again
 
-Write order, so a crash at any point leaves no decision invisible to recovery:
-(1) index record; (2) "decided" entry — now the block runs; (3) "closed" entry
-and latch, atomically; (4) index record deleted. A crash between (1) and (2)
-lists the decision as incomplete although its block never ran (recovery cannot
-tell, so it must look); a crash between (3) and (4) leaves an index record whose
-latch exists, which listings skip and clean up. The "closed" entry carries the
-whole decision so the log is complete even when (2) never happened.
+Everything the decision says lives in the session's partition, so it expires,
+is encrypted and is erased with the session; the index holds no content.
+
+Write order, so that a crash at any point leaves no decision invisible to
+recovery: (1) index pointer; (2) "decided" entry and the pending record,
+atomically — ``with`` returns and the block runs; (3) "closed" entry and the
+closed record, atomically; (4) index pointer deleted. A crash between (1) and
+(2) leaves a pointer to nothing: the decision was never acknowledged and its
+block never ran, so listings skip it (and delete it after an hour). A crash
+between (3) and (4) leaves a pointer to a closed record, which listings delete.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import secrets
 import threading
 import time
@@ -69,9 +71,9 @@ class DecisionClosedError(ConflictError):
             f"decision {decision.id!r} is already closed ({decision.status} at "
             f"{decision.resolved_at}); an outcome is written once and never changed",
         )
-        self.key = _latch_key(*split_id(decision.id))
-        self.expected = None
-        self.actual = 1
+        self.key = _record_key(*split_id(decision.id))
+        self.expected = 1
+        self.actual = 2
         self.decision = decision
 
 
@@ -142,8 +144,12 @@ def _log_key(session_id: str) -> str:
     return keys.join("session", session_id, "decisions")
 
 
-def _latch_key(session_id: str, suffix: str) -> str:
-    return keys.join("session", session_id, "decision-outcomes", suffix)
+def _record_key(session_id: str, suffix: str) -> str:
+    return keys.join("session", session_id, "decision", suffix)
+
+
+def _records_prefix(session_id: str) -> str:
+    return keys.join("session", session_id, "decision") + "/"
 
 
 # -- records --------------------------------------------------------------------
@@ -197,20 +203,24 @@ class DecisionContext:
 
     def outcome(self, value: Any) -> None:
         """Set the outcome recorded when the block ends (checked for storability now)."""
-        self._store.codec.encode(value, f"decision {self.id!r} outcome")
+        self._store.codec.encode(value, f"decision {self.id!r} outcome", _log_key(self._session.id))
         self._outcome = value
 
     def __enter__(self) -> DecisionContext:
         if self._state != "new":
             raise UsageError(f"decision {self.id!r} was already entered; call session.decide() again")
-        codec, backend = self._store.codec, self._store.backend
-        index = _index_key(self._session.id, self._suffix)
-        data, name = codec.encode(self._body, f"decision {self._body['decision']!r}", index)
-        backend.apply([Put(index, data, name, None, None)])  # (1) recovery can see it from now on
-        log = _log_key(self._session.id)
+        codec, session_id = self._store.codec, self._session.id
+        index, log = _index_key(session_id, self._suffix), _log_key(session_id)
+        record = _record_key(session_id, self._suffix)
+        what = f"decision {self._body['decision']!r}"
+        entry = codec.encode(self._body, what, log)  # each record is encoded for its own key
+        data, name = codec.encode(self._body, what, record)
+        pointer, pointer_codec = codec.encode({}, "decision index", index)
+        self._store.backend.apply([Put(index, pointer, pointer_codec, None, None)])  # (1)
         apply_in_session(
-            self._session, lambda exp: [Append(log, ((data, name),), append_expiry(self._session, exp))]
-        )  # (2)
+            self._session,
+            lambda exp: [Append(log, (entry,), append_expiry(self._session, exp)), Put(record, data, name, None, exp)],
+        )  # (2): durable; recovery sees it from here on
         self._state = "open"
         return self
 
@@ -234,93 +244,81 @@ class DecisionContext:
 
 
 def _close(store: Store, session: Session | None, closed: dict[str, Any]) -> Decision:
-    """Write the "closed" entry and the latch atomically (3), then drop the index record (4)."""
+    """Append the "closed" entry and close the record atomically (3), then drop the pointer (4)."""
     session_id, suffix = split_id(closed["id"])
-    codec = store.codec
-    log, latch = _log_key(session_id), _latch_key(session_id, suffix)
-    data, name = codec.encode(closed, f"decision {closed['id']!r} outcome", log)
-    latch_data, latch_name = codec.encode({"status": closed["status"], "at": closed["resolved_at"]})
+    log, record = _log_key(session_id), _record_key(session_id, suffix)
+    what = f"decision {closed['id']!r} outcome"
+    entry = store.codec.encode(closed, what, log)
+    data, name = store.codec.encode(closed, what, record)
 
     def ops(exp: float | None) -> list[Op]:
-        append_exp = KEEP if exp is None else exp
-        return [Put(latch, latch_data, latch_name, None, exp), Append(log, ((data, name),), append_exp)]
+        return [Append(log, (entry,), KEEP if exp is None else exp), Put(record, data, name, 1, KEEP)]
 
     try:
         if session is not None:
             apply_in_session(session, ops)
         else:
-            meta = store.backend.get(keys.join("session", session_id, "meta"))
-            store.backend.apply(ops(meta.expires_at if meta else None))
+            store.backend.apply(ops(None))
     except ConflictError:
-        raise DecisionClosedError(_closed_from_log(store, closed["id"])) from None
+        raise DecisionClosedError(get_decision(store, closed["id"])) from None
     store.backend.apply([Delete(_index_key(session_id, suffix))])
     return _from_body(closed)
 
 
-def _closed_from_log(store: Store, decision_id: str) -> Decision:
-    session_id, _ = split_id(decision_id)
-    found = _fold_log(store, session_id).get(decision_id)
-    if found is None or found.status == "pending":
-        raise StatekeelError(f"decision {decision_id!r} has an outcome latch but no closed log entry")
-    return found
-
-
 # -- store-level operations -------------------------------------------------------
+def get_decision(store: Store, decision_id: str) -> Decision:
+    """The decision with id ``decision_id``, as stored now."""
+    session_id, suffix = split_id(decision_id)
+    rec = store.backend.get(_record_key(session_id, suffix))
+    if rec is None:
+        raise NotFoundError(f"no decision {decision_id!r}; list them with store.decisions()")
+    return _from_body(store.codec.decode(rec.data, rec.codec, rec.key))
+
+
 def resolve_decision(store: Store, decision_id: str, outcome: Any, by: str | None) -> Decision:
     """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
-    session_id, suffix = split_id(decision_id)
     if by is not None and not isinstance(by, str):
         raise InvalidInputError(f"by must be a str naming who resolved it, got {type(by).__name__}")
-    rec = store.backend.get(_index_key(session_id, suffix))
+    rec = store.backend.get(_record_key(*split_id(decision_id)))
     if rec is None:
-        if store.backend.get(_latch_key(session_id, suffix)) is not None:
-            raise DecisionClosedError(_closed_from_log(store, decision_id))
         raise NotFoundError(f"no decision {decision_id!r}; list them with store.decisions()")
     decided = store.codec.decode(rec.data, rec.codec, rec.key)
+    if decided["status"] != "pending":
+        raise DecisionClosedError(_from_body(decided))
     return _close(store, None, _closed_body(decided, "resolved", outcome, None, by))
 
 
-def _open_records(store: Store, prefix: str, after: str | None) -> Iterator[tuple[Record, bool]]:
-    """Open-index records under ``prefix`` after key ``after``, each with "its latch exists"."""
-    while True:
-        recs = store.backend.scan(prefix, after=after, limit=200)
-        if not recs:
-            return
-        latches = store.backend.get_many([_latch_key(*keys.split(r.key)[2:4]) for r in recs])
-        yield from zip(recs, (latch is not None for latch in latches))
-        after = recs[-1].key
+ORPHAN_AFTER: Final = 3600.0
+"""Seconds after which an index pointer whose decision was never recorded is deleted."""
 
 
 def _open_decisions(store: Store, prefix: str, after: str | None) -> Iterator[Decision]:
-    for rec, closed in _open_records(store, prefix, after):
-        if closed:  # crashed between (3) and (4): finish (4) now
-            try:
-                store.backend.apply([Delete(rec.key, rec.version)])
-            except ConflictError:
-                pass
-            continue
-        yield _from_body(store.codec.decode(rec.data, rec.codec, rec.key))
+    """Pending decisions whose index pointer is under ``prefix``, after key ``after``."""
+    while pointers := store.backend.scan(prefix, after=after, limit=200):
+        found = store.backend.get_many([_record_key(*keys.split(p.key)[2:4]) for p in pointers])
+        for pointer, rec in zip(pointers, found):
+            body = None if rec is None else store.codec.decode(rec.data, rec.codec, rec.key)
+            if body is not None and body["status"] == "pending":
+                yield _from_body(body)
+            elif body is not None or time.time() - pointer.created_at > ORPHAN_AFTER:
+                _drop_pointer(store, pointer)  # closed (crash before (4)), or an old orphan
+        after = pointers[-1].key
 
 
-def _fold_log(store: Store, session_id: str) -> dict[str, Decision]:
-    """Every decision in the session's log; the last entry of an id wins."""
-    log = _log_key(session_id)
-    found: dict[str, Decision] = {}
-    start = 1
-    while entries := store.backend.read(log, start=start, limit=1000):
-        for e in entries:
-            body = store.codec.decode(e.data, e.codec, log)
-            found[body["id"]] = _from_body(body)
-        start = entries[-1].seq + 1
-    return found
+def _drop_pointer(store: Store, pointer: Record) -> None:
+    try:
+        store.backend.apply([Delete(pointer.key, pointer.version)])
+    except ConflictError:
+        pass
 
 
-def _session_decisions(store: Store, session_id: str) -> list[Decision]:
-    """All decisions of one session, in id (= time) order, including any only in the index."""
-    found = _fold_log(store, session_id)
-    for d in _open_decisions(store, keys.join("idx", "decisions", session_id) + "/", None):
-        found.setdefault(d.id, d)
-    return sorted(found.values(), key=lambda d: split_id(d.id)[1])
+def _session_decisions(store: Store, session_id: str, after: str | None) -> Iterator[Decision]:
+    """Decisions of one session in id (= time) order, after suffix ``after``."""
+    prefix = _records_prefix(session_id)
+    cursor = None if after is None else prefix + after
+    while recs := store.backend.scan(prefix, after=cursor, limit=200):
+        yield from (_from_body(store.codec.decode(r.data, r.codec, r.key)) for r in recs)
+        cursor = recs[-1].key
 
 
 def _skey(session_id: str) -> str:
@@ -329,29 +327,15 @@ def _skey(session_id: str) -> str:
 
 
 def _sessions_with_decisions(store: Store, first: str | None) -> Iterator[str]:
-    """Sessions with a decision log or open decisions, from ``first`` on, in key order."""
-
-    def logged() -> Iterator[str]:
-        after = None if first is None else keys.join("session", first)
-        while infos := store.backend.scan_logs("session/", after=after, limit=500):
-            for info in infos:
-                parts = info.log.split("/")
-                if len(parts) == 3 and parts[2] == "decisions":
-                    yield parts[1] + "/"
-            after = infos[-1].log
-
-    def indexed() -> Iterator[str]:
-        after = None if first is None else keys.join("idx", "decisions", first)
-        while recs := store.backend.scan(INDEX_PREFIX, after=after, limit=500):
-            yield from (r.key.split("/")[2] + "/" for r in recs)
-            after = recs[-1].key
-
-    last = None
+    """Sessions with a decision log, from ``first`` on, in key order."""
+    after = None if first is None else keys.join("session", first)
     lowest = None if first is None else _skey(first)
-    for skey in heapq.merge(logged(), indexed()):
-        if skey != last and (lowest is None or skey >= lowest):
-            last = skey
-            yield keys.unescape(skey[:-1])
+    while infos := store.backend.scan_logs("session/", after=after, limit=500):
+        for info in infos:
+            parts = info.log.split("/")
+            if len(parts) == 3 and parts[2] == "decisions" and (lowest is None or parts[1] + "/" >= lowest):
+                yield keys.unescape(parts[1])
+        after = infos[-1].log
 
 
 def list_decisions(
@@ -379,12 +363,10 @@ def _matching(
             yield d
         return
     sessions = [session] if session is not None else _sessions_with_decisions(store, after and after[0])
-    cursor = None if after is None else (_skey(after[0]), after[1])
     n = 0
     for session_id in sessions:
-        for d in _session_decisions(store, session_id):
-            if cursor is not None and (_skey(d.session), split_id(d.id)[1]) <= cursor:
-                continue
+        within = after[1] if after is not None and after[0] == session_id else None
+        for d in _session_decisions(store, session_id, within):
             yield d
             n += 1
             if n == limit:

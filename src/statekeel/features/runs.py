@@ -197,6 +197,7 @@ class Run:
         self._meta_key = _meta_key(run_id)
         self._prefix = _steps_prefix(run_id)
         self._meta = self._backend.get(self._meta_key)
+        self._meta_decoded: tuple[Record | None, dict[str, Any]] = (None, {})
         self._steps = {keys.unescape(r.key[len(self._prefix) :]): r for r in _scan_all(store, self._prefix)}
         self.reused: list[str] = []
         """Steps of this process that returned a stored result."""
@@ -343,10 +344,13 @@ class Run:
 
     # -- writing -------------------------------------------------------------------------
     def _meta_body(self) -> dict[str, Any]:
+        """The meta record's body (decoded once per version; do not mutate it)."""
         if self._meta is None:
             return {}
-        body: dict[str, Any] = self._store.codec.decode(self._meta.data, self._meta.codec, self._meta.key)
-        return body
+        if self._meta_decoded[0] is not self._meta:
+            body = self._store.codec.decode(self._meta.data, self._meta.codec, self._meta.key)
+            self._meta_decoded = (self._meta, body)
+        return self._meta_decoded[1]
 
     def _step_body(self, name: str, kind: str) -> dict[str, Any] | None:
         rec = self._steps.get(name)
@@ -427,30 +431,33 @@ class Run:
         data, codec = self._store.codec.encode(body, f"run {self.id!r} step {name!r}", key)
         expect = self._steps[name].version if name in self._steps else None
         self._ensure_listed()
-        step_rec, meta_rec = self._backend.apply([Put(key, data, codec, expect), self._meta_put(meta_update)])
+        meta_put, meta_body = self._meta_put(meta_update)
+        step_rec, meta_rec = self._backend.apply([Put(key, data, codec, expect), meta_put])
         assert isinstance(step_rec, Record) and isinstance(meta_rec, Record)
-        self._steps[name], self._meta = step_rec, meta_rec
+        self._steps[name], self._meta, self._meta_decoded = step_rec, meta_rec, (meta_rec, meta_body)
 
     def _ensure_listed(self) -> None:
         """Write the index record before the run's first record: a crash leaves no run unlisted."""
         if self._meta is None:
-            data, codec = self._store.codec.encode({})
-            self._backend.apply([Put(keys.join("idx", "runs", self.id), data, codec, ANY)])
+            key = keys.join("idx", "runs", self.id)
+            data, codec = self._store.codec.encode({}, "run index record", key)
+            self._backend.apply([Put(key, data, codec, ANY)])
 
-    def _meta_put(self, update: dict[str, Any]) -> Put:
+    def _meta_put(self, update: dict[str, Any]) -> tuple[Put, dict[str, Any]]:
         body = {"status": "running", "waiting_for": None, "prompt": None, "error": None,
                 "steps_done": 0, "last_step": None, **self._meta_body(), **update}
         data, codec = self._store.codec.encode(body, f"run {self.id!r} status", self._meta_key)
-        return Put(self._meta_key, data, codec, None if self._meta is None else self._meta.version)
+        return Put(self._meta_key, data, codec, None if self._meta is None else self._meta.version), body
 
     def _update_meta(self, update: dict[str, Any]) -> None:
         for _ in range(_RETRIES):
             self._check_active()
             self._ensure_listed()
             try:
-                rec = self._backend.apply([self._meta_put(update)])[0]
+                put, body = self._meta_put(update)
+                rec = self._backend.apply([put])[0]
                 assert isinstance(rec, Record)
-                self._meta = rec
+                self._meta, self._meta_decoded = rec, (rec, body)
                 return
             except ConflictError:
                 self._meta = self._backend.get(self._meta_key)

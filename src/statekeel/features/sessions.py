@@ -365,6 +365,12 @@ def _reopen(store: Store, session_id: str, rec: Record, user: str | None, ttl_s:
     return Session(store, session_id, rec, found)
 
 
+def get_info(store: Store, session_id: str) -> SessionInfo | None:
+    keys.escape(session_id)  # validates type and emptiness
+    rec = store.backend.get(meta_key(session_id))
+    return None if rec is None else session_info(store, session_id, rec)
+
+
 def set_status(store: Store, session_id: str, status: SessionStatus) -> SessionInfo:
     for _ in range(100):
         rec = store.backend.get(meta_key(session_id))
@@ -391,6 +397,11 @@ def list_sessions(
     """One page of sessions matching the filters, in id order, and the next cursor."""
     if status is not None and status not in SESSION_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}")
+    if stale_after is not None and status not in (None, "active"):
+        raise InvalidInputError(
+            f"stale_after only applies to active sessions, so status={status!r} would match nothing; "
+            "drop one of the two filters"
+        )
     out: list[SessionInfo] = []
     cursor = index_key(after) if after is not None else None
     while len(out) < limit:

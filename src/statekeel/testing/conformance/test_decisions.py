@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from statekeel import (
     SerializationError,
     Store,
 )
+from statekeel.features import decisions as decisions_module
 from statekeel.features.decisions import iter_decisions
 from statekeel.protocol import Append, Delete, Op, keys
 
@@ -168,18 +170,23 @@ def test_decision_listing_pages_and_filters(store: Store) -> None:
         store.decisions(limit=0)
 
 
-def test_decision_crash_after_the_index_write_still_shows_the_decision(
+def test_decision_crash_before_it_is_logged_leaves_nothing_to_recover(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = store.session("s")
     _crash_when(monkeypatch, store, lambda ops: any(isinstance(op, Append) for op in ops))
+    ctx = s.decide("wire money", action="bank.send(5)")
     with pytest.raises(_Crash):
-        with s.decide("wire money", action="bank.send(5)"):
+        with ctx:
             pytest.fail("the block must not run before the decision is logged")
-    (d,) = store.decisions(incomplete=True).items
-    assert d.decision == "wire money" and store.decisions(session="s").items == [d]
-    resolved = store.resolve_decision(d.id, "never sent", by="recovery")
-    assert store.decisions(session="s").items == [resolved]  # the closed entry is self-contained
+    # never acknowledged, never acted on: not listed, not resolvable; the index pointer waits
+    assert list(store.decisions(incomplete=True)) == [] and list(store.decisions()) == []
+    with pytest.raises(NotFoundError):
+        store.resolve_decision(ctx.id, "?")
+    assert len(store.backend.scan("idx/decisions/")) == 1  # may still be in flight: kept for now
+    monkeypatch.setattr(decisions_module, "ORPHAN_AFTER", 0.0)
+    assert list(store.decisions(incomplete=True)) == []
+    assert store.backend.scan("idx/decisions/") == []  # an old orphan is cleaned up
 
 
 def test_decision_crash_before_the_index_delete_does_not_reopen_it(
@@ -190,7 +197,7 @@ def test_decision_crash_before_the_index_delete_does_not_reopen_it(
     with pytest.raises(_Crash):
         with s.decide("send email"):
             pass
-    assert list(store.decisions(incomplete=True)) == []  # the latch says it is closed
+    assert list(store.decisions(incomplete=True)) == []  # its record says it is closed
     assert store.backend.scan("idx/decisions/") == []  # ... and the listing cleaned up
     (d,) = store.decisions(session="s").items
     assert d.status == "done"
@@ -264,3 +271,22 @@ def test_decision_parent_kills_the_child_inside_the_block(store_url: str) -> Non
         proc.kill()
     with statekeel.open(store_url) as store:
         assert [d.id for d in store.decisions(incomplete=True)] == [decision_id]
+
+
+def test_decision_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> None:
+    pytest.importorskip("cryptography")
+    key = base64.b64encode(b"D" * 32).decode()
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as store:
+        s = store.session("enc")
+        with s.decide("canary-decision", rationale="canary-why", action="canary-action") as d:
+            d.outcome("canary-outcome")
+        s.decide("canary-open").__enter__()
+        raw = [r.data for r in store.backend.scan("session/enc/")] + [
+            e.data for e in store.backend.read(keys.join("session", "enc", "decisions"))
+        ] + [r.data for r in store.backend.scan("idx/decisions/")]
+        assert raw and not any(b"canary" in data for data in raw)
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
+        (pending,) = again.decisions(incomplete=True).items
+        assert pending.decision == "canary-open"
+        assert again.resolve_decision(pending.id, "canary-fixed").outcome == "canary-fixed"
+        assert [d.outcome for d in again.decisions(session="enc")] == ["canary-outcome", "canary-fixed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,14 @@ def test_note_reader_never_blocks_the_writer_process(store_url: str) -> None:
         assert writer.wait(timeout=120) == 0
         assert seen == sorted(seen)  # every read saw a whole, monotonically newer note
         assert notes.read("observer").value == {"i": 200}
+
+
+def test_note_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> None:
+    pytest.importorskip("cryptography")
+    key = base64.b64encode(b"N" * 32).decode()
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as store:
+        store.session("enc").notes.write("observer", {"issues": ["canary-issue"]})
+        (rec,) = store.backend.scan("session/enc/notes/")
+        assert b"canary" not in rec.data
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
+        assert again.session("enc").notes.read("observer").value == {"issues": ["canary-issue"]}

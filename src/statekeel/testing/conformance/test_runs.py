@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import signal
 import subprocess
@@ -175,6 +176,15 @@ def test_run_cancel_stops_other_processes_at_the_next_step(store: Store, open_st
         store.cancel_run("ghost")
 
 
+def test_run_two_processes_racing_on_a_step_record_one_result(store: Store, open_store: Any) -> None:
+    first, second = store.run("race"), open_store().run("race")  # both opened before either ran it
+    assert first.step("x", lambda: "first") == "first"
+    assert second.step("x", lambda: "second") == "first"  # lost the compare-and-set: the winner's result
+    assert second.reused == ["x"] and second.executed == []
+    assert second.step("y", lambda: "y") == "y"  # and it carries on from there
+    assert [s.name for s in store.run("race").info().steps] == ["x", "y"]
+
+
 def test_run_listing_pages_and_filters(store: Store) -> None:
     for i in range(7):
         with store.run(f"run-{i}") as run:
@@ -260,3 +270,20 @@ def test_run_resumes_after_sigkill_inside_a_step(store_url: str, tmp_path: Path,
         info = store.run("pipeline").info()
         assert info.status == "completed" and info.steps_completed == 5
         assert all(s.attempts == 1 for s in info.steps)  # a killed attempt is not counted
+
+
+def test_run_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> None:
+    pytest.importorskip("cryptography")
+    key = base64.b64encode(b"R" * 32).decode()
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as store:
+        with store.run("enc") as run:
+            run.step("a", lambda: "canary-result")
+            run.wait_for("human", prompt="canary-prompt")
+        store.resume_run("enc", "human", "canary-input")
+        raw = [r.data for r in store.backend.scan("run/enc/")] + [r.data for r in store.backend.scan("idx/runs/")]
+        assert len(raw) >= 4 and not any(b"canary" in data for data in raw)
+    with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
+        with again.run("enc") as run:
+            assert run.step("a", lambda: "recomputed") == "canary-result"
+            assert run.wait_for("human") == "canary-input"
+        assert [r.status for r in again.runs()] == ["completed"]

@@ -147,3 +147,17 @@ def test_sessions_with_separator_characters_stay_apart(store: Store) -> None:
     store.session("a/b").append("in a/b")
     assert store.session("a").history() == ["in a"]
     assert sorted(i.id for i in store.sessions()) == ["a", "a/b"]
+
+
+def test_session_info_never_creates_or_reopens(store: Store) -> None:
+    assert store.session_info("ghost") is None
+    assert list(store.sessions()) == []
+    store.session("job").mark_crashed()
+    info = store.session_info("job")
+    assert info is not None and info.status == "crashed"
+    assert store.session_info("job").status == "crashed"  # type: ignore[union-attr]
+
+
+def test_stale_filter_with_other_status_is_refused(store: Store) -> None:
+    with pytest.raises(InvalidInputError, match="stale_after"):
+        store.sessions(status="crashed", stale_after=1)
