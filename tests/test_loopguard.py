@@ -227,10 +227,24 @@ def test_every_sync_feature_has_its_async_twin() -> None:
         (statekeel.SessionNotes, statekeel.AsyncSessionNotes),
         (statekeel.DecisionContext, statekeel.AsyncDecisionContext),
     ]
-    missing = [
-        f"{sync.__name__}.{name}"
-        for sync, twin in pairs
-        for name in dir(sync)
-        if not name.startswith("_") and not hasattr(twin, name) and (sync.__name__, name) not in NO_TWIN
-    ]
+    missing, differ = [], []
+    for sync, twin in pairs:
+        for name in dir(sync):
+            if name.startswith("_") or (sync.__name__, name) in NO_TWIN:
+                continue
+            if not hasattr(twin, name):
+                missing.append(f"{sync.__name__}.{name}")
+                continue
+            theirs, ours = _params(sync, name), _params(twin, name)
+            if None not in (theirs, ours) and theirs != ours:
+                differ.append(f"{sync.__name__}.{name}: {theirs} vs {ours}")
     assert missing == [], f"add async twins (statekeel/aio) for: {missing}"
+    assert differ == [], f"give the async twins the same parameters: {differ}"
+
+
+def _params(cls: type, name: str) -> list[str] | None:
+    """Parameter names and kinds of a method (None for properties, which become async methods)."""
+    member = inspect.getattr_static(cls, name, None)
+    if not callable(member) or isinstance(member, property):
+        return None
+    return [f"{p.kind.name}:{p.name}" for p in inspect.signature(member).parameters.values()]

@@ -24,7 +24,7 @@ from ._events import AsyncEventStream
 from ._runs import AsyncRun
 from ._session import AsyncSession
 from ._state import AsyncStateView
-from ._worker import Worker, check_threads
+from ._worker import Worker, check_threads, running_loop
 
 __all__ = ["AsyncStore", "AsyncStoreOpener", "open_async"]
 
@@ -114,9 +114,13 @@ class AsyncStore:
             )
         )
 
-    async def mark_stale_crashed(self, after: Duration) -> list[SessionInfo]:
-        """Mark every active session silent for ``after`` as crashed; return them."""
-        return await self._worker.run(lambda: self._store.mark_stale_crashed(after))
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """What is stored about a session, without creating or reopening it (None if absent)."""
+        return await self._worker.run(lambda: self._store.session_info(session_id))
+
+    async def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
+        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
+        return await self._worker.run(lambda: self._store.mark_stale_crashed(after, user=user))
 
     # -- state ---------------------------------------------------------------
     def scope(self, scope: str | Scope) -> AsyncStateView:
@@ -252,7 +256,7 @@ class AsyncStoreOpener:
         self._store: AsyncStore | None = None
 
     async def _open(self) -> AsyncStore:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         opening = loop.run_in_executor(None, functools.partial(open_sync, self._url, **self._options))
         try:
             store = await asyncio.shield(opening)

@@ -59,11 +59,11 @@ class Worker:
         """Run ``fn()`` on a worker thread and return (or raise) what it did."""
         loop = running_loop()
         call = functools.partial(contextvars.copy_context().run, fn)
+        if self.closed:
+            raise UsageError(CLOSED)
         try:
-            if self.closed:
-                raise RuntimeError("closed")
             future = loop.run_in_executor(self._executor, call)
-        except RuntimeError:  # also: the executor shut down between check and submit
+        except RuntimeError:  # the executor shut down between the check and the submit
             raise UsageError(CLOSED) from None
         return await future
 

@@ -49,9 +49,17 @@ local function refresh(base)
 end
 """
 
+# ``#!lua`` (Redis 7 / Valkey): a script that may write is refused before it
+# starts when Redis is out of memory (no half-applied batch), and on a cluster
+# node a script touching keys of two slots fails instead of silently working.
+_WRITES = "#!lua\n"
+_READS = "#!lua flags=no-writes\n"
+
 APPLY = (
-    r"""
--- ARGV[1] = now; then the ops, each: code, base, key, operands (see _redis_wire.py).
+    _WRITES
+    + r"""
+-- ARGV[1] = now; ARGV[2] = the ops, each field prefixed by its length (>I4):
+-- code, base, key, operands (see _redis_wire.py). Replies with one string.
 local NOW_S = ARGV[1]
 local NOW = tonumber(NOW_S)
 """
@@ -59,11 +67,11 @@ local NOW = tonumber(NOW_S)
     + r"""
 -- touched: partitions whose expiry index changed; fresh: partitions that were
 -- empty before this batch (the client registers them, see _redis_wire.py).
-local touched, fresh, seen = {}, {}, {}
+local touched, fresh, seen, current = {}, {}, {}, 0
 local function notice(base)
   if seen[base] then return end
   seen[base] = true
-  if redis.call('EXISTS', base .. 'exp') == 0 then fresh[#fresh + 1] = base end
+  if redis.call('EXISTS', base .. 'exp') == 0 then fresh[#fresh + 1] = current end
 end
 local function index(base, set, kind, name, ea)
   notice(base)
@@ -79,11 +87,11 @@ end
 local function opt(v) if v == '-' then return false end return v end
 
 -- parse --------------------------------------------------------------------
-local ops, at = {}, 2
-local function nxt() local v = ARGV[at]; at = at + 1; return v end
+local ops, blob, at = {}, ARGV[2], 1
+local function nxt() local v; v, at = struct.unpack('>I4c0', blob, at); return v end
 local function items(n) local t = {}; for j = 1, n do t[j] = nxt() end; return t end
 local ARITY = {P = 4, D = 1, T = 1, E = 2, R = 1, L = 6, W = 3}
-while at <= #ARGV do
+while at <= #blob do
   local op = {code = nxt(), base = nxt(), key = nxt()}
   if op.code == 'A' then op.exp = nxt(); op.items = items(tonumber(nxt()))
   elseif op.code == 'M' then op.exp = opt(nxt()); op.items = items(3 * tonumber(nxt()))
@@ -107,7 +115,7 @@ for i, op in ipairs(ops) do
     end
     if expect ~= '*' then
       local want = expect == '-' and -1 or tonumber(expect)
-      if want ~= cur then return {0, i, cur} end
+      if want ~= cur then return '0 ' .. i .. ' ' .. cur end
     end
     if op.code == 'D' then pending[op.key] = -1 else pending[op.key] = math.max(cur, 0) + 1 end
   end
@@ -135,7 +143,7 @@ local function put(op)
     set_expiry(rk, ea)
     index(op.base, 'keys', 'k:', op.key, ea)
   end
-  return {version, ca, ea or ''}
+  return int(version) .. ',' .. ca .. ',' .. (ea or '')
 end
 
 local function delete(op)
@@ -329,14 +337,18 @@ end
 
 local HANDLERS = {P = put, D = delete, L = load, A = append, M = load_entries,
                   R = trim, W = rewrite, T = touch, E = expire}
-local results = {1, fresh}
-for _, op in ipairs(ops) do results[#results + 1] = HANDLERS[op.code](op) end
+local results = {'1', '-'}
+for i, op in ipairs(ops) do
+  current = i
+  results[#results + 1] = HANDLERS[op.code](op)
+end
+if #fresh > 0 then results[2] = table.concat(fresh, ',') end
 for base in pairs(touched) do refresh(base) end
-return results
+return table.concat(results, ' ')
 """
 )
 
-SCAN_KEYS = r"""
+SCAN_KEYS = _READS + r"""
 -- KEYS[1] = BASE keys; ARGV = base, min, max, limit, now. Returns {records, dead members}.
 local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out, dead = {}, {}
@@ -357,7 +369,7 @@ end
 return {out, dead}
 """
 
-SCAN_LOGS = r"""
+SCAN_LOGS = _READS + r"""
 -- KEYS[1] = BASE logs; ARGV = base, min, max, limit, now. Returns {headers, dead members}.
 local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out, dead = {}, {}
@@ -378,7 +390,7 @@ end
 return {out, dead}
 """
 
-READ_LOG = r"""
+READ_LOG = _READS + r"""
 -- KEYS = BASE logh:LOG, BASE log:LOG; ARGV = now, start, stop|'', limit|'', reverse 1|0.
 -- Returns {first seq, frames}: LRANGE from the nearer end, so a tail read is O(limit).
 local g = redis.call('HMGET', KEYS[1], 'f', 'l', 'ea')
@@ -399,7 +411,8 @@ return {lo, redis.call('LRANGE', KEYS[2], a, b)}
 """
 
 PURGE = (
-    r"""
+    _WRITES
+    + r"""
 -- KEYS[1] = BASE exp; ARGV = base, now, limit. Returns {cleaned, partition is empty}.
 local base, NOW_S, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local NOW = tonumber(NOW_S)
@@ -432,7 +445,8 @@ return {cleaned, redis.call('EXISTS', KEYS[1]) == 0 and 1 or 0}
 )
 
 CLEAN = (
-    r"""
+    _WRITES
+    + r"""
 -- KEYS[1] = BASE keys|logs; ARGV = base, kind k|l, names. Drops members whose key is gone.
 local base, kind = ARGV[1], ARGV[2]
 local NOW = 0

@@ -20,9 +20,9 @@ order walks the keys in order.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import ConfigurationError, ConflictError
 from ..protocol import (
@@ -130,34 +130,50 @@ class Batch:
 
     keys: list[str] = field(default_factory=list)
     """One declared key per partition (the ``keys`` index): what routes the script."""
-    args: list[Arg] = field(default_factory=list)
-    """ARGV after ``now``: the encoded operations."""
-    creates: dict[str, str] = field(default_factory=dict)
-    """Base -> partition, for each partition the batch may create records or logs in."""
-    spans: list[tuple[int, int]] = field(default_factory=list)
-    """For each op, the slice of script results that make up its result."""
+    blob: bytes = b""
+    """ARGV[2]: every field of every op, each prefixed by its length (4 bytes, big-endian)."""
+    bases: list[str] = field(default_factory=list)
+    """For each script-level op, the base of its partition."""
     owners: list[int] = field(default_factory=list)
     """For each script-level op, the index of the op it came from."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    """For each op, the slice of script results that make up its result."""
+    creates: dict[str, str] = field(default_factory=dict)
+    """Base -> partition, for each partition the batch may create records or logs in."""
 
 
 Expander = Callable[[str], list[PartitionRange]]
 """Resolves the prefix of an Expire into the partition intervals it covers."""
 
+_LENGTH = struct.Struct(">I").pack
+
 
 def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> Batch:
-    """The script arguments of ``ops``; ``now`` stamps appended entries."""
+    """The script arguments of ``ops``; ``now`` stamps appended entries.
+
+    One binary argument instead of one argument per field: redis-py packs
+    and Redis copies three arguments, not dozens (about 15 µs per batch).
+    """
     batch = Batch()
     stamp = _float(now)
+    out = bytearray()
     for index, op in enumerate(ops):
         start = len(batch.owners)
         for wire in _encode_one(layout, op, stamp, expand):
-            batch.args.extend(wire)
+            for item in wire:
+                raw = item if isinstance(item, bytes) else item.encode()
+                out += _LENGTH(len(raw))
+                out += raw
+            base = str(wire[1])
+            batch.bases.append(base)
             batch.owners.append(index)
-            _add(batch.keys, f"{wire[1]!s}keys")
+            if base + "keys" not in batch.keys:
+                batch.keys.append(base + "keys")
         batch.spans.append((start, len(batch.owners)))
         if isinstance(op, (Put, Append, Load, LoadEntries)):
             part = keys.partition(_name(op))
             batch.creates[layout.base(part)] = part
+    batch.blob = bytes(out)
     return batch
 
 
@@ -165,11 +181,6 @@ def _name(op: Put | Append | Load | LoadEntries) -> str:
     if isinstance(op, Put):
         return op.key
     return op.record.key if isinstance(op, Load) else op.log
-
-
-def _add(items: list[str], item: str) -> None:
-    if item not in items:
-        items.append(item)
 
 
 def _encode_one(layout: Layout, op: Op, stamp: str, expand: Expander) -> list[list[Arg]]:
@@ -235,36 +246,41 @@ def _exp(expires_at: object) -> str:
 
 
 # -- results ----------------------------------------------------------------------
-def decode(ops: Sequence[Op], batch: Batch, reply: list[object], now: float) -> list[OpResult]:
-    """Turn the APPLY script's reply into apply()'s results, or raise the conflict."""
-    if reply[0] == 0:
-        _raise_conflict(ops, batch, reply)
-    values = reply[2:]
-    return [_result(op, values[a:b], now) for op, (a, b) in zip(ops, batch.spans)]
+# The script answers with one string of space-separated tokens (cheaper to parse
+# than nested arrays): ``1 FRESH R1 R2 ...`` or ``0 OP CURRENT`` for a conflict.
+# FRESH lists, comma-separated, the script-level ops whose partition was empty
+# before the batch (``-`` if none); a Put's result is ``version,created_at,expires_at``.
 
 
-def fresh_partitions(batch: Batch, reply: list[Any]) -> list[str]:
-    """Partitions the batch created from nothing (they were empty before it)."""
-    if reply[0] == 0:
+def decode(ops: Sequence[Op], batch: Batch, reply: bytes, now: float) -> tuple[list[OpResult], list[str]]:
+    """apply()'s results and the partitions the batch created from nothing, or the conflict."""
+    tokens = reply.split(b" ")
+    if tokens[0] == b"0":
+        _raise_conflict(ops, batch, int(tokens[1]), int(tokens[2]))
+    values = tokens[2:]
+    results = [_result(op, values[a:b], now) for op, (a, b) in zip(ops, batch.spans)]
+    return results, _fresh(batch, tokens[1])
+
+
+def _fresh(batch: Batch, token: bytes) -> list[str]:
+    if token == b"-":
         return []
-    bases = (b.decode() if isinstance(b, bytes) else str(b) for b in reply[1])
-    return [batch.creates[b] for b in bases if b in batch.creates]
+    bases = {batch.bases[int(i) - 1] for i in token.split(b",")}
+    return [part for base, part in batch.creates.items() if base in bases]
 
 
-def _raise_conflict(ops: Sequence[Op], batch: Batch, reply: list[object]) -> None:
-    op = ops[batch.owners[int(reply[1]) - 1]]  # type: ignore[call-overload]
+def _raise_conflict(ops: Sequence[Op], batch: Batch, wire_op: int, actual: int) -> None:
+    op = ops[batch.owners[wire_op - 1]]
     assert isinstance(op, (Put, Delete)) and op.expect is not ANY
-    actual = int(reply[2])  # type: ignore[call-overload]
     raise ConflictError(op.key, op.expect, None if actual < 0 else actual)
 
 
-def _result(op: Op, values: list[object], now: float) -> OpResult:
+def _result(op: Op, values: list[bytes], now: float) -> OpResult:
     if isinstance(op, Put):
-        row: Any = values[0]
-        version, created, expires = row
+        version, created, expires = values[0].split(b",")
         return Record(op.key, op.data, op.codec, int(version), float(created), now,
                       float(expires) if expires else None)  # fmt: skip
     if isinstance(op, Load):
         return op.record
-    total = sum(int(v) for v in values)  # type: ignore[call-overload]
+    total = sum(int(v) for v in values)
     return bool(total) if isinstance(op, (Delete, Touch, Rewrite)) else total

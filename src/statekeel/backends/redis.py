@@ -72,6 +72,7 @@ from redis.retry import Retry
 
 from ..errors import (
     ConfigurationError,
+    ConflictError,
     NotAStoreError,
     SchemaTooNewError,
     StatekeelError,
@@ -306,10 +307,9 @@ class RedisBackend(Backend):
         batch = wire.encode(self._layout, ops, now, self._expand)
         if not batch.owners:  # only Expires over prefixes that hold nothing
             return [0 for _ in ops]
-        reply = self._call(lambda: self._run_batch(batch, now))
-        return wire.decode(ops, batch, reply, now)
+        return self._call(lambda: self._run_batch(ops, batch, now))
 
-    def _run_batch(self, batch: wire.Batch, now: float) -> Any:
+    def _run_batch(self, ops: Sequence[Op], batch: wire.Batch, now: float) -> list[OpResult]:
         """One EVALSHA; registry writes only for partitions new to this handle or to the store.
 
         A partition this handle has not registered yet is registered (ZADD NX)
@@ -319,19 +319,21 @@ class RedisBackend(Backend):
         dropped them from the registry meanwhile (see :meth:`_unregister`).
         """
         unknown = [p for p in batch.creates.values() if p not in self._registered]
-        args = [_APPLY.sha, len(batch.keys), *batch.keys, repr(now), *batch.args]
+        args = [_APPLY.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
         try:
             reply = self._with_scripts(lambda: self._send_batch(args, unknown))
-            fresh = wire.fresh_partitions(batch, reply)
+            results, fresh = wire.decode(ops, batch, reply, now)
             if fresh:
                 self._register(fresh)
+        except ConflictError:
+            raise  # nothing written; any registration sent with it still stands
         except BaseException:
             self._registered.difference_update(batch.creates.values())
             raise
         if len(self._registered) > _REGISTERED_CACHE:
             self._registered.clear()
         self._registered.update(batch.creates.values())
-        return reply
+        return results
 
     def _send_batch(self, args: list[Any], register: list[str]) -> Any:
         if not register:

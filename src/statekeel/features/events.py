@@ -74,18 +74,24 @@ class Projection(Generic[S]):
     """How many events were folded by this call."""
 
 
-def _seconds(when: dt.datetime | float | int, what: str) -> float:
-    if isinstance(when, dt.datetime):
-        if when.tzinfo is None:
-            raise InvalidInputError(f"{what} must be timezone-aware, e.g. datetime.now(timezone.utc)")
-        return when.timestamp()
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
-        return float(when)
-    raise InvalidInputError(f"{what} must be a datetime or epoch seconds, got {when!r}")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def _micros(seconds: float) -> int:
-    return round(seconds * 1_000_000)
+    """Epoch seconds as whole microseconds, rounded exactly as :attr:`Event.time` is."""
+    return (dt.datetime.fromtimestamp(seconds, dt.timezone.utc) - _EPOCH) // _MICROSECOND
+
+
+def _when(when: dt.datetime | float | int, what: str) -> int:
+    """A datetime or epoch seconds as whole microseconds since the epoch."""
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise InvalidInputError(f"{what} must be timezone-aware, e.g. datetime.now(timezone.utc)")
+        return (when - _EPOCH) // _MICROSECOND
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return _micros(float(when))
+    raise InvalidInputError(f"{what} must be a datetime or epoch seconds, got {when!r}")
 
 
 def _check_name(value: Any, what: str) -> str:
@@ -201,8 +207,8 @@ class EventStream:
     ) -> Iterator[Event]:
         """Like :meth:`read`, lazily, a page at a time."""
         types = _types(type)
-        lo = _micros(_seconds(since, "since")) if since is not None else None
-        hi = _micros(_seconds(until, "until")) if until is not None else None
+        lo = _when(since, "since") if since is not None else None
+        hi = _when(until, "until") if until is not None else None
         if lo is not None:
             start = max(start, self._first_at(lo))
         if hi is not None:
@@ -245,7 +251,7 @@ class EventStream:
         ``seq_at(event.time)`` finds ``event``. A binary search on seq: O(log n)
         single-entry reads.
         """
-        return self._first_at(_micros(_seconds(when, "when")))
+        return self._first_at(_when(when, "when"))
 
     def _first_at(self, micros: int) -> int:
         info = self._backend.log_info(self._log)
@@ -315,7 +321,7 @@ class EventStream:
             raise InvalidInputError("give as_of (a seq) or at (a time), not both")
         last = self.last_seq
         if at is not None:  # every event appended at or before ``at``
-            return min(last, self._first_at(_micros(_seconds(at, "at")) + 1) - 1)
+            return min(last, self._first_at(_when(at, "at") + 1) - 1)
         if as_of is not None:
             if not isinstance(as_of, int) or as_of < 0:
                 raise InvalidInputError(f"as_of must be a seq (int >= 0), got {as_of!r}")

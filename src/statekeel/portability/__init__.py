@@ -12,7 +12,7 @@ the two backends are; copies and imports are idempotent, resumable, and
 verified against checksums before they report success.
 """
 
-from ._walk import Progress, Selection, selection
+from ._walk import Progress, ProgressFn, Selection, selection
 from .backup import BackupReport, backup_sqlite, restore_sqlite
 from .copy import CopyReport, copy_store, verify_stores
 from .errors import ImportConflictError, IncompleteExportError, NotAnExportError, VerificationError
@@ -27,6 +27,7 @@ __all__ = [
     "IncompleteExportError",
     "NotAnExportError",
     "Progress",
+    "ProgressFn",
     "Selection",
     "VerificationError",
     "backup_sqlite",

@@ -62,7 +62,8 @@ _FAST_PATTERN = (
     r"AKIA|ASIA|ABIA|ACCA|AIza|sk-|sk_|rk_|pk_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|-----BEGIN|://"
     r"|eyJ[A-Za-z0-9_\-]{8,}\."
     r"|(?i:passw|secret|token|api.?key|private.?key)|(?i:pwd)[^A-Za-z]"
-    r"|[A-Za-z0-9+/_\-]{16,}[0-9]|[0-9][A-Za-z0-9+/_\-]{16,}"  # 32+ char tokens with digits
+    # random tokens mix upper case and digits; floats, hex ids and UUIDs have no upper case
+    r"|[A-Z][A-Za-z0-9+/_\-]{8,}[0-9]|[0-9][A-Za-z0-9+/_\-]{8,}[A-Z]"
 )
 _SHORTEST = 16  # no detector matches fewer bytes
 
@@ -131,14 +132,21 @@ def _field_finding(key: str, value: str) -> Finding | None:
     return None
 
 
+def _string_findings(text: str) -> list[Finding]:
+    """The exact detectors, only for a string the fast scan flags by itself."""
+    if len(text) < _SHORTEST or not _FAST_SEARCH(text.encode("utf-8", "surrogatepass")):
+        return []
+    return find_secrets(text)
+
+
 def _findings(value: Any, path: str) -> Iterator[tuple[str, Finding]]:
     """Every suspected secret inside ``value``, with the path of its string."""
     if isinstance(value, str):
-        yield from ((path, f) for f in find_secrets(value))
+        yield from ((path, f) for f in _string_findings(value))
     elif isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str):
-                yield from ((f"{path} key {k!r}", f) for f in find_secrets(k))
+                yield from ((f"{path} key {k!r}", f) for f in _string_findings(k))
                 if isinstance(v, str) and (hit := _field_finding(k, v)):
                     yield f"{path}[{k!r}]", hit
                     continue

@@ -465,7 +465,8 @@ def test_async_events_projection_and_consumers(store_url: str) -> None:
         assert [e.type for e in await orders.read(type="task_created")] == ["task_created", "task_created"]
         assert [e.seq async for e in orders.iter(2)] == [2, 3]
         assert (await orders.get(2)) == more[0]
-        assert await orders.project(fold, {}, snapshot_every=2) == {"task_created": 2, "task_done": 1}
+        empty: dict[str, int] = {}
+        assert await orders.project(fold, empty, snapshot_every=2) == {"task_created": 2, "task_done": 1}
         worker = orders.consumer("mailer")
         assert [e.seq for e in await worker.poll(limit=2)] == [1, 2]
         assert await worker.ack() == 2 and await worker.position() == 2 and await worker.lag() == 1

@@ -17,7 +17,11 @@ from statekeel.protocol import Append, keys
 statekeel.register_upcaster("conf_evt_renamed", 1, lambda d: {"full_name": d["name"]})
 
 
-def _count(state: dict[str, int], event: Event) -> dict[str, int]:
+def _empty() -> dict[str, Any]:
+    return {}
+
+
+def _count(state: dict[str, Any], event: Event) -> dict[str, Any]:
     state[event.type] = state.get(event.type, 0) + 1
     return state
 
@@ -85,11 +89,11 @@ def test_event_projection_replays_only_after_the_snapshot(store: Store) -> None:
     assert (first.seq, first.snapshot_seq, first.replayed) == (375, 0, 375)
     assert sum(v == "done" for v in first.state.values()) == 125 and len(first.state) == 250
     s.append("task_done", {"task_id": "T1"})
-    again = s.projection(_tasks, {}, snapshot_every=100)
+    again = s.projection(_tasks, _empty(), snapshot_every=100)
     assert (again.snapshot_seq, again.replayed) == (300, 76)  # from the newest snapshot only
     assert again.state == {**first.state, "T1": "done"}
-    assert store.events("proj").project(_tasks, {}, snapshot_every=100) == again.state  # another handle
-    fresh = s.projection(_tasks, {}, snapshot_every=100, version=2)  # new fn version: old snapshots ignored
+    assert store.events("proj").project(_tasks, _empty(), snapshot_every=100) == again.state  # another handle
+    fresh = s.projection(_tasks, _empty(), snapshot_every=100, version=2)  # new fn version: old snapshots ignored
     assert fresh.snapshot_seq == 0 and fresh.state == again.state
 
 
@@ -97,34 +101,34 @@ def test_event_projection_as_of_seq_and_time(store: Store) -> None:
     s = store.events("asof")
     for i in range(30):
         s.append("tick" if i % 2 else "tock", i)
-    full = s.projection(_count, {}, snapshot_every=10, name="counts")
+    full = s.projection(_count, _empty(), snapshot_every=10, name="counts")
     assert full.state == {"tock": 15, "tick": 15}
-    at_15 = s.projection(_count, {}, snapshot_every=10, name="counts", as_of=15)
+    at_15 = s.projection(_count, _empty(), snapshot_every=10, name="counts", as_of=15)
     assert at_15.state == {"tock": 8, "tick": 7} and at_15.seq == 15 and at_15.snapshot_seq == 10
-    assert s.project(_count, {}, name="counts", as_of=0) == {}
+    assert s.project(_count, _empty(), name="counts", as_of=0) == {}
     time.sleep(0.02)
     cut = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.02)
     s.append("tick", 99)
-    assert s.project(_count, {}, name="counts", at=cut) == {"tock": 15, "tick": 15}
-    assert s.project(_count, {}, name="counts") == {"tock": 15, "tick": 16}
+    assert s.project(_count, _empty(), name="counts", at=cut) == {"tock": 15, "tick": 15}
+    assert s.project(_count, _empty(), name="counts") == {"tock": 15, "tick": 16}
     tenth = s.get(10)
-    assert tenth is not None and s.projection(_count, {}, name="counts", at=tenth.time).seq >= 10
+    assert tenth is not None and s.projection(_count, _empty(), name="counts", at=tenth.time).seq >= 10
     with pytest.raises(InvalidInputError):
-        s.project(_count, {}, as_of=3, at=cut)
+        s.project(_count, _empty(), as_of=3, at=cut)
 
 
 def test_event_projection_keeps_only_the_newest_snapshots(store: Store) -> None:
     s = store.events("keep")
     s.append_many([("x", i) for i in range(100)])
-    s.project(_count, {}, snapshot_every=10, keep_snapshots=2, name="k")
+    s.project(_count, _empty(), snapshot_every=10, keep_snapshots=2, name="k")
     prefix = keys.join("events", "keep", "snap", "k", "v1") + "/"
     stored = store.backend.scan(prefix)
     assert len(stored) == 2
     bodies = [store.codec.decode(r.data, r.codec, r.key)["seq"] for r in stored]
     assert bodies == [100, 90]
     with pytest.raises(InvalidInputError):
-        s.project(_count, {}, snapshot_every=0)
+        s.project(_count, _empty(), snapshot_every=0)
 
 
 def test_event_consumers_track_their_own_positions(store: Store, open_store: Any) -> None:

@@ -1,0 +1,142 @@
+"""``statekeel export | import | copy | backup | restore``: moving state between stores."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import click
+from rich.progress import Progress as Bar
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from statekeel import portability as port
+from statekeel.portability.export import OnConflict
+
+from ._output import console, emit_json, json_option
+
+__all__ = ["COMMANDS", "register"]
+
+
+def _report(report: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        emit_json(dataclasses.asdict(report))
+    else:
+        console().print(text)
+
+
+@contextmanager
+def _progress_bar(label: str, quiet: bool) -> Iterator[port.ProgressFn | None]:
+    """A live rich line with the counts so far; nothing at all in ``--json`` mode."""
+    if quiet:
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Bar(*columns, console=console(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(p: port.Progress) -> None:
+            bar.update(task, description=(
+                f"{label}: {p.phase} — {p.records:,} records, {p.logs:,} logs, "
+                f"{p.entries:,} entries ({p.written:,} written)"
+            ))
+
+        yield update
+
+
+@click.command("export")
+@click.argument("url")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--session", "session", metavar="ID", help="Export only this session (history, state, notes, decisions).")
+@click.option("--scope", metavar="SCOPE", help="Export only this scope: app, user:<id> or session:<id>.")
+@json_option
+def export_cmd(url: str, directory: str, session: str | None, scope: str | None, as_json: bool) -> None:
+    """Write a store, or one session or scope, to a new folder of readable files.
+
+    The folder is a file:// store plus manifest.json (counts and checksums).
+
+    Example: statekeel export sqlite:///agent.db ./support-42 --session support-42
+    """
+    with _progress_bar("exporting", as_json) as progress:
+        r = port.export_store(url, directory, session=session, scope=scope, progress=progress)
+    _report(r, as_json, f"exported {r.records} records, {r.logs} logs, {r.entries} entries to {r.path}")
+
+
+@click.command("import")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("url")
+@click.option(
+    "--on-conflict", type=click.Choice(["fail", "skip", "overwrite"]), default="fail", show_default=True,
+    help="When the target holds other data under the same keys: stop before writing anything, "
+    "keep the target's, or replace it.",
+)
+@click.option("--no-verify", is_flag=True, help="Import even if the files no longer match the manifest (edited on purpose).")
+@json_option
+def import_cmd(directory: str, url: str, on_conflict: str, no_verify: bool, as_json: bool) -> None:
+    """Load an export folder into a store; re-running it changes nothing.
+
+    Example: statekeel import ./support-42 postgresql://localhost/agents --on-conflict skip
+    """
+    mode = cast(OnConflict, on_conflict)  # click.Choice has checked it
+    with _progress_bar("importing", as_json) as progress:
+        r = port.import_store(directory, url, mode, verify=not no_verify, progress=progress)
+    extra = f", {r.skipped} conflicts skipped" if r.skipped else (
+        f", {r.overwritten} conflicts overwritten" if r.overwritten else "")
+    _report(r, as_json, f"imported {r.records} records, {r.logs} logs, {r.entries} entries "
+            f"into {r.target} ({r.written} written{extra}); verified")
+
+
+@click.command("copy")
+@click.argument("src_url")
+@click.argument("dst_url")
+@click.option("--no-verify", is_flag=True, help="Skip the final comparison of source and target.")
+@json_option
+def copy_cmd(src_url: str, dst_url: str, no_verify: bool, as_json: bool) -> None:
+    """Copy every record and log from one store to another, with versions,
+    timestamps, TTLs and history order unchanged; run it again to resume.
+
+    Example: statekeel copy sqlite:///agent.db postgresql://user@localhost/agents
+    """
+    with _progress_bar("copying", as_json) as progress:
+        r = port.copy_store(src_url, dst_url, progress, verify=not no_verify)
+    checked = "verified" if r.verified else "not verified"
+    _report(r, as_json, f"copied {r.records:,} records, {r.logs:,} logs, {r.entries:,} entries "
+            f"to {r.target} in {r.seconds:.1f}s ({r.records_per_second:,.0f}/s); {checked}")
+
+
+@click.command("backup")
+@click.argument("url")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace FILE if it exists.")
+@json_option
+def backup_cmd(url: str, file: str, overwrite: bool, as_json: bool) -> None:
+    """Write a consistent copy of a SQLite store while agents keep writing to it.
+
+    Example: statekeel backup sqlite:///agent.db backups/agent-2026-11-21.db
+    """
+    r = port.backup_sqlite(url, file, overwrite=overwrite)
+    _report(r, as_json, f"backed up {r.records} records and {r.entries} entries to {r.target} ({r.bytes:,} bytes)")
+
+
+@click.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("url")
+@click.option("--overwrite", is_flag=True, help="Replace a store that already holds data.")
+@json_option
+def restore_cmd(file: str, url: str, overwrite: bool, as_json: bool) -> None:
+    """Restore a SQLite store from a backup file.
+
+    Example: statekeel restore backups/agent-2026-11-21.db sqlite:///agent.db --overwrite
+    """
+    r = port.restore_sqlite(file, url, overwrite=overwrite)
+    _report(r, as_json, f"restored {r.records} records and {r.entries} entries into {r.target}")
+
+
+COMMANDS: list[click.Command] = [export_cmd, import_cmd, copy_cmd, backup_cmd, restore_cmd]
+
+
+def register(group: click.Group) -> None:
+    """Add every command of this module to ``group``."""
+    for command in COMMANDS:
+        group.add_command(command)
