@@ -34,6 +34,8 @@ SYSTEMS = [
          note="sqlite3 WAL synchronous=NORMAL"),
     Spec("statekeel-sqlite-normal", "sqlite", "statekeel_sys:sk_sqlite_normal", durability="normal",
          note="statekeel sqlite:///...?durability=normal"),
+    Spec("statekeel-sqlite-normal-noguard", "sqlite", "statekeel_sys:sk_sqlite_normal_noguard", durability="normal",
+         note="as above with secret_guard='off' (attribution: cost of the secret scan)"),
     Spec("statekeel-history-scaling", "sqlite", "statekeel_sys:sk_history_scaling", kind="scaling",
          note="history(last=20): 100,000-message vs 1,000-message session"),
     Spec("raw-pg", "postgres", "pg_peers:raw_pg", baseline=True,

@@ -28,12 +28,12 @@ def _turn_loop(store, turns):
     return lat, load
 
 
-def _sqlite(turns, ctx, query: str = ""):
+def _sqlite(turns, ctx, query: str = "", **options):
     import statekeel
 
     d = ctx["workdir"]
     db = os.path.join(d, "state.db")
-    store = statekeel.open(f"sqlite:///{db}{query}")
+    store = statekeel.open(f"sqlite:///{db}{query}", **options)
     try:
         lat, load = _turn_loop(store, turns)
         uncheckpointed = dir_bytes(d)
@@ -53,6 +53,11 @@ def sk_sqlite(turns, ctx):
 
 def sk_sqlite_normal(turns, ctx):
     return _sqlite(turns, ctx, "?durability=normal")
+
+
+def sk_sqlite_normal_noguard(turns, ctx):
+    """Attribution row: the same with the secret guard's scan switched off."""
+    return _sqlite(turns, ctx, "?durability=normal", secret_guard="off")
 
 
 def sk_pg(turns, ctx):

@@ -23,6 +23,7 @@ the folder (``README.md``) is simply not part of the store.
 from __future__ import annotations
 
 import hashlib
+import re
 
 __all__ = ["MAX_STEM", "encode", "decode", "is_hashed", "LONG_PREFIX"]
 
@@ -33,6 +34,7 @@ LONG_PREFIX = "~~"
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 _HEX = frozenset("0123456789abcdef")
+_PLAIN = re.compile(r"[a-z0-9_-]{1,%d}" % 120)
 _RESERVED = frozenset(
     ["con", "prn", "aux", "nul"] + [f"{d}{i}" for d in ("com", "lpt") for i in range(10)]
 )
@@ -70,6 +72,8 @@ def is_hashed(stem: str) -> bool:
 
 def decode(stem: str) -> str | None:
     """The component ``stem`` encodes, or None if it is not a canonical stem."""
+    if _PLAIN.fullmatch(stem):  # the common case: a plain lower-case id reads as itself
+        return None if stem in _RESERVED else stem
     if stem == "~":
         return ""
     raw = bytearray()

@@ -74,23 +74,23 @@ class Tree:
     def _list(self, folder: str) -> list[_Listing]:
         found: dict[str, _Listing] = {}
         try:
-            entries = list(os.scandir(self.abs(folder)))
+            names = os.listdir(self.abs(folder))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
+        for name in names:
+            if name[0] == ".":
                 continue
             stem, dot, rest = name.partition(".")
-            kind = _SUFFIXES.get(rest) if dot else ("dir" if entry.is_dir() else None)
+            kind = _SUFFIXES.get(rest) if dot else "dir"  # files always have a suffix
             if kind is None or kind == SIDECAR:
                 continue
-            if stem not in found:
+            listing = found.get(stem)
+            if listing is None:
                 component = self._component(folder, stem)
                 if component is None:
                     continue
-                found[stem] = _Listing(component, stem)
-            found[stem].kinds.add(kind)
+                listing = found[stem] = _Listing(component, stem)
+            listing.kinds.add(kind)
         return list(found.values())
 
     def _component(self, folder: str, stem: str) -> str | None:

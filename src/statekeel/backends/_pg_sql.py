@@ -31,7 +31,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass, fields
 
 from psycopg import sql
@@ -141,6 +141,35 @@ _DELETE = "DELETE FROM {s}.sk_kv WHERE key = %(@key)s"
 _DEAD_LOG = "(l.expires_at IS NOT NULL AND l.expires_at <= %(now)s)"
 
 
+# Appends upsert the log header: its row lock serialises appends to one log.
+_APPEND_HEAD = (
+    "@head AS (INSERT INTO {s}.sk_logs AS l (name, first_seq, last_seq, created_at, updated_at,"
+    " expires_at) VALUES (%(@log)s, 1, %(@n)s, %(now)s, %(now)s, %(@exp)s::float8)"
+    f" ON CONFLICT (name) DO UPDATE SET last_seq = CASE WHEN {_DEAD_LOG}"
+    " THEN {s}.sk_dead_log(l.name) ELSE l.last_seq + %(@n)s END, updated_at = %(now)s,"
+    " expires_at = CASE WHEN %(@keep)s THEN l.expires_at ELSE %(@exp)s::float8 END"
+    " RETURNING id, last_seq - %(@n)s AS base)"
+)
+_APPEND_ROWS = (
+    "INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at)"
+    " SELECT h.id, h.base + i.n, i.data, i.doc, i.codec, %(now)s FROM @head h, "
+)
+_APPEND_ARRAYS = (
+    "unnest(%(@datas)b::bytea[], %(@docs)b::json[], %(@codecs)b::text[])"
+    " WITH ORDINALITY AS i(data, doc, codec, n)"
+)
+_APPENDED = "(SELECT base + 1 FROM @head)"
+APPEND_VALUES_MAX = 4
+"""Appends of up to this many items pass them as scalars (cheaper than arrays)."""
+
+
+def _append_values(n: int) -> str:
+    rows = ", ".join(
+        f"({i}, %(@data{i})b::bytea, %(@doc{i})s::json, %(@codec{i})s::text)" for i in range(1, n + 1)
+    )
+    return f"{_APPEND_HEAD}, @ins AS ({_APPEND_ROWS}(VALUES {rows}) AS i(n, data, doc, codec))"
+
+
 @dataclass(frozen=True, slots=True)
 class Fragment:
     """One write operation as CTEs and the expressions of its result."""
@@ -179,20 +208,7 @@ FRAGMENTS: dict[str, Fragment] = {
         f"CASE WHEN EXISTS (SELECT FROM {{s}}.sk_kv WHERE key = %(@key)s AND {_LIVE})"
         f" THEN {_CONFLICT} IS NULL ELSE false END",
     ),
-    # The upsert's row lock on the log header serialises appends to one log.
-    "append": Fragment(
-        "@head AS (INSERT INTO {s}.sk_logs AS l (name, first_seq, last_seq, created_at, updated_at,"
-        " expires_at) VALUES (%(@log)s, 1, %(@n)s, %(now)s, %(now)s, %(@exp)s::float8)"
-        f" ON CONFLICT (name) DO UPDATE SET last_seq = CASE WHEN {_DEAD_LOG}"
-        " THEN {s}.sk_dead_log(l.name) ELSE l.last_seq + %(@n)s END, updated_at = %(now)s,"
-        " expires_at = CASE WHEN %(@keep)s THEN l.expires_at ELSE %(@exp)s::float8 END"
-        " RETURNING id, last_seq - %(@n)s AS base),"
-        " @ins AS (INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at)"
-        " SELECT h.id, h.base + i.n, i.data, i.doc, i.codec, %(now)s FROM @head h,"
-        " unnest(%(@datas)b::bytea[], %(@docs)b::json[], %(@codecs)b::text[])"
-        " WITH ORDINALITY AS i(data, doc, codec, n))",
-        "(SELECT base + 1 FROM @head)",
-    ),
+    "append": Fragment(f"{_APPEND_HEAD}, @ins AS ({_APPEND_ROWS}{_APPEND_ARRAYS})", _APPENDED),
     "touch": Fragment(
         f"@r AS (UPDATE {{s}}.sk_kv SET updated_at = %(now)s, expires_at = {_KEEP_OR_NEW}"
         f" WHERE key = %(@key)s AND {_LIVE} RETURNING 1),"
@@ -231,9 +247,13 @@ FRAGMENTS: dict[str, Fragment] = {
         "(SELECT version FROM @w)",
     ),
 }
+FRAGMENTS.update(
+    {f"append{n}": Fragment(_append_values(n), _APPENDED) for n in range(1, APPEND_VALUES_MAX + 1)}
+)
 
 
-def batch_sql(kinds: Sequence[str], schema: str) -> str:
+@functools.lru_cache(maxsize=512)
+def batch_sql(kinds: tuple[str, ...], schema: str) -> str:
     """One statement running the fragments ``kinds`` (in order) as prefixes ``o0_``, ``o1_``, …"""
     ctes = [FRAGMENTS[k].ctes.replace("@", f"o{i}_") for i, k in enumerate(kinds)]
     results = [FRAGMENTS[k].results.replace("@", f"o{i}_") for i, k in enumerate(kinds)]

@@ -21,7 +21,7 @@ order walks the keys in order.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError, ConflictError
@@ -58,7 +58,8 @@ class Layout:
     def __init__(self, prefix: str) -> None:
         if not prefix or any(ch in prefix for ch in "{} \r\n"):
             raise ConfigurationError(
-                f"?prefix={prefix!r} is not valid: use a non-empty name without braces or spaces, e.g. ?prefix=sk"
+                f"?prefix={prefix!r} is not valid: use a non-empty name without braces or spaces, "
+                "e.g. ?prefix=sk"
             )
         self.prefix = prefix
         self.registry = f"{prefix}:partitions"
@@ -106,7 +107,7 @@ def prefix_range(prefix: str, after: str | None) -> LexRange:
 def member_range(member: str, after: str | None) -> PartitionRange:
     """The partition and bounds of a registry member's interval, above ``after``."""
     raw = member.encode()
-    if member.endswith("/"):
+    if member.count("/") == 2:  # ``T/``; a one- or two-component key has fewer slashes
         return member[:-1], _narrow(b"[" + raw, raw, after), b"[" + raw + _TOP
     return member, _narrow(b"[" + raw, raw, after), b"[" + raw
 
@@ -142,8 +143,9 @@ class Batch:
     """Base -> partition, for each partition the batch may create records or logs in."""
 
 
-Expander = Callable[[str], list[PartitionRange]]
-"""Resolves the prefix of an Expire into the partition intervals it covers."""
+Expander = Callable[[str, Collection[str]], list[PartitionRange]]
+"""Resolves the prefix of an Expire into the partition intervals it covers,
+given the partitions that earlier ops of the batch may create."""
 
 _LENGTH = struct.Struct(">I").pack
 
@@ -156,14 +158,15 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> B
     """
     batch = Batch()
     stamp = _float(now)
-    out = bytearray()
+    fields: list[bytes] = []
+
+    def expand_here(prefix: str) -> list[PartitionRange]:
+        return expand(prefix, batch.creates.values())
+
     for index, op in enumerate(ops):
         start = len(batch.owners)
-        for wire in _encode_one(layout, op, stamp, expand):
-            for item in wire:
-                raw = item if isinstance(item, bytes) else item.encode()
-                out += _LENGTH(len(raw))
-                out += raw
+        for wire in _encode_one(layout, op, stamp, expand_here):
+            fields += [x if isinstance(x, bytes) else x.encode() for x in wire]
             base = str(wire[1])
             batch.bases.append(base)
             batch.owners.append(index)
@@ -173,7 +176,7 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> B
         if isinstance(op, (Put, Append, Load, LoadEntries)):
             part = keys.partition(_name(op))
             batch.creates[layout.base(part)] = part
-    batch.blob = bytes(out)
+    batch.blob = b"".join([_LENGTH(len(f)) + f for f in fields])
     return batch
 
 
@@ -183,9 +186,12 @@ def _name(op: Put | Append | Load | LoadEntries) -> str:
     return op.record.key if isinstance(op, Load) else op.log
 
 
-def _encode_one(layout: Layout, op: Op, stamp: str, expand: Expander) -> list[list[Arg]]:
+def _encode_one(
+    layout: Layout, op: Op, stamp: str, expand: Callable[[str], list[PartitionRange]]
+) -> list[list[Arg]]:
     if isinstance(op, Put):
-        return [["P", layout.base_of(op.key), op.key, op.data, op.codec, _expect(op.expect), _exp(op.expires_at)]]
+        return [["P", layout.base_of(op.key), op.key, op.data, op.codec,
+                 _expect(op.expect), _exp(op.expires_at)]]  # fmt: skip
     if isinstance(op, Delete):
         return [["D", layout.base_of(op.key), op.key, _expect(op.expect)]]
     if isinstance(op, Append):

@@ -112,8 +112,23 @@ __all__ = ["PostgresBackend", "map_error"]
 
 Params: TypeAlias = dict[str, Any]
 Stmt: TypeAlias = tuple[str, Params]
+Part: TypeAlias = tuple[str, Params]
+"""A write operation as (fragment name, parameters without the op prefix)."""
 Row: TypeAlias = tuple[Any, ...]
-Conn: TypeAlias = psycopg.Connection[Row]
+
+
+class _Connection(psycopg.Connection[Row]):
+    """A connection that keeps one cursor: its adapter caches stay warm between calls."""
+
+    _sk_cursor: psycopg.Cursor[Row] | None = None
+
+    def sk_cursor(self) -> psycopg.Cursor[Row]:
+        if self._sk_cursor is None:
+            self._sk_cursor = self.cursor()
+        return self._sk_cursor
+
+
+Conn: TypeAlias = _Connection
 
 OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare")
 """Query options statekeel reads itself; the rest of the URL goes to libpq."""
@@ -136,10 +151,10 @@ class _Settings:
     @classmethod
     def from_url(cls, url: ParsedURL) -> _Settings:
         schema = url.option("schema", "statekeel")
-        if not schema or "\x00" in schema or len(schema.encode()) > 63:
+        if not schema or "\x00" in schema or len(schema.encode()) > 63 or schema.startswith("pg_"):
             raise ConfigurationError(
-                f"?schema={schema!r} in {url.redacted} is not a usable schema name; "
-                "use 1 to 63 bytes without NUL, e.g. ?schema=statekeel"
+                f"?schema={schema!r} in {url.redacted} is not a usable schema name; use 1 to 63 "
+                "bytes without NUL and not starting with pg_ (reserved), e.g. ?schema=statekeel"
             )
         pool_min = url.int_option("pool_min", 1)
         pool_max = url.int_option("pool_max", max(10, pool_min))
@@ -258,6 +273,84 @@ def _expect(expect: int | None | Any_) -> int | None:
     return None if isinstance(expect, Any_) else expect
 
 
+# -- operations as fragments ---------------------------------------------------
+_MAX_ONE_STATEMENT = 16
+"""Larger batches go through the pipeline: one statement per operation."""
+
+
+def _targets(op: Op) -> set[tuple[str, str]]:
+    """The rows an operation writes: ("kv", key) and/or ("log", name)."""
+    if isinstance(op, (Put, Delete)):
+        return {("kv", op.key)}
+    if isinstance(op, Load):
+        return {("kv", op.record.key)}
+    if isinstance(op, Touch):
+        return {("kv", op.key), ("log", op.key)}
+    if isinstance(op, (Append, Trim, Rewrite)):
+        return {("log", op.log)}
+    return {("*", "")}
+
+
+def _one_statement(ops: Sequence[Op], parts: Sequence[Part | None]) -> bool:
+    """Whether ``ops`` can run as one statement: CTEs of one statement do not see
+    each other's writes, so no two operations may write the same row."""
+    if any(p is None for p in parts) or len(ops) > _MAX_ONE_STATEMENT:
+        return False
+    if len(ops) == 1:
+        return True
+    seen: set[tuple[str, str]] = set()
+    for op in ops:
+        targets = _targets(op)
+        if isinstance(op, Expire) or not seen.isdisjoint(targets):
+            return False
+        seen |= targets
+    return True
+
+
+def _put(op: Put, raw: bool) -> Part:
+    data, doc = _payload(op.data, op.codec, raw)
+    keep, exp = _expiry(op.expires_at)
+    if isinstance(op.expect, Any_):
+        kind = "put_any"
+    else:
+        kind = "put_new" if op.expect is None else "put_version"
+    params = {"key": op.key, "data": data, "doc": doc, "codec": op.codec, "keep": keep, "exp": exp,
+              "expect": _expect(op.expect)}  # fmt: skip
+    return kind, params
+
+
+def _append(op: Append, raw: bool) -> Part:
+    keep, exp = _expiry(op.expires_at)
+    n = len(op.items)
+    params: Params = {"log": op.log, "n": n, "keep": keep, "exp": exp}
+    payloads = [(*_payload(data, codec, raw), codec) for data, codec in op.items]
+    if 1 <= n <= _pg_sql.APPEND_VALUES_MAX:
+        for i, (data, doc, codec) in enumerate(payloads, 1):
+            params[f"data{i}"], params[f"doc{i}"], params[f"codec{i}"] = data, doc, codec
+        return f"append{n}", params
+    params["datas"] = [p[0] for p in payloads]
+    params["docs"] = [p[1] for p in payloads]
+    params["codecs"] = [p[2] for p in payloads]
+    return "append", params
+
+
+def _load(r: Record, raw: bool) -> Part:
+    data, doc = _payload(r.data, r.codec, raw)
+    params = {"key": r.key, "data": data, "doc": doc, "codec": r.codec, "version": r.version,
+              "created": r.created_at, "updated": r.updated_at, "exp": r.expires_at}  # fmt: skip
+    return "load", params
+
+
+def _op_result(op: Op, cols: Row, now: float) -> OpResult:
+    if isinstance(op, Put):
+        return Record(op.key, op.data, op.codec, cols[0], cols[1], now, cols[2])
+    if isinstance(op, Load):
+        return op.record
+    if isinstance(op, (Delete, Touch, Rewrite)):
+        return bool(cols[0])
+    return int(cols[0])
+
+
 # -- the backend ---------------------------------------------------------------
 class PostgresBackend(Backend):
     """A psycopg connection pool on one schema; safe for threads and many processes."""
@@ -270,12 +363,12 @@ class PostgresBackend(Backend):
         self._closed = False
         dsn, kwargs = _dsn(url), _connect_kwargs(url, cfg)
         self._pool: ConnectionPool[Conn] = ConnectionPool(
-            dsn, kwargs=kwargs, min_size=cfg.pool_min, max_size=cfg.pool_max,
+            dsn, connection_class=_Connection, kwargs=kwargs, min_size=cfg.pool_min, max_size=cfg.pool_max,
             timeout=cfg.timeout, open=False, name="statekeel",
         )  # fmt: skip
         with self._guard():
             # one direct connection first: a wrong URL or password fails now, clearly
-            with psycopg.connect(dsn, **kwargs) as conn:
+            with _Connection.connect(dsn, **kwargs) as conn:
                 if migrate:
                     self._migrate(conn, check=False)
             self._pool.open(wait=False)
@@ -303,7 +396,7 @@ class PostgresBackend(Backend):
 
     def _rows(self, query: str, params: Params) -> list[Row]:
         with self._guard(), self._pool.connection() as conn:
-            return conn.execute(query, params, binary=True, prepare=True).fetchall()
+            return conn.sk_cursor().execute(query, params, binary=True, prepare=True).fetchall()
 
     def _execute(self, stmts: Sequence[Stmt], wanted: Sequence[int]) -> list[Row | None]:
         """Run ``stmts`` as one transaction in one round trip; first rows of ``wanted``.
@@ -313,9 +406,12 @@ class PostgresBackend(Backend):
         earlier statement aborted, and then fails with "prepared statement
         does not exist"; preparing on first use takes a path it checks.
         """
+        if not stmts:
+            return []
         with self._pool.connection() as conn:
             if len(stmts) == 1:
-                return [conn.execute(*stmts[0], binary=True, prepare=True).fetchone()]
+                cursor = conn.sk_cursor().execute(*stmts[0], binary=True, prepare=True)
+                return [cursor.fetchone() for _ in wanted]
             with conn.pipeline():
                 cursors = [conn.execute(query, params, binary=True, prepare=True) for query, params in stmts]
             return [cursors[i].fetchone() for i in wanted]
@@ -386,102 +482,104 @@ class PostgresBackend(Backend):
 
     def _apply_retrying(self, ops: Sequence[Op]) -> list[OpResult]:
         raw = False
-        for attempt in itertools.count(1):
+        for attempt in range(1, _RETRIES + 1):
             try:
                 return self._apply_once(ops, raw)
-            except pg_errors.InvalidTextRepresentation:
-                if raw:
+            except psycopg.Error as exc:
+                if attempt == _RETRIES:
                     raise
-                raw = True  # a "json" payload that PostgreSQL rejects: store the bytes
-            except _RACES:
-                if attempt >= _RETRIES:
-                    raise
+                raw = self._prepare_retry(exc, ops, raw)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _prepare_retry(self, exc: psycopg.Error, ops: Sequence[Op], raw: bool) -> bool:
+        """Make ``ops`` runnable again after ``exc`` (nothing was applied), or re-raise it.
+
+        Returns whether "json" payloads must go to ``data`` as bytes.
+        """
+        if isinstance(exc, pg_errors.InvalidTextRepresentation) and not raw:
+            return True  # a "json" payload PostgreSQL's json type rejects: keep its bytes
+        if exc.sqlstate == _pg_sql.DEAD_LOG_SQLSTATE:
+            now = time.time()
+            logs = {op.log for op in ops if isinstance(op, Append)}
+            self._execute([(self._q.drop_dead_log, {"log": log, "now": now}) for log in logs], [])
+            return raw
+        if isinstance(exc, _RACES):
+            return raw
+        raise exc
 
     def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
         now = time.time()
-        plans = [self._compile(op, now, raw) for op in ops]
+        parts = [self._part(op, raw) for op in ops]
+        if _one_statement(ops, parts):
+            kinds = tuple(p[0] for p in parts if p is not None)
+            params: Params = {"now": now}
+            for i, part in enumerate(parts):
+                assert part is not None
+                params.update({f"o{i}_{k}": v for k, v in part[1].items()})
+            row = self._execute([(_pg_sql.batch_sql(kinds, self.schema), params)], [0])[0]
+            return self._results(ops, kinds, [row] * len(ops), shared=True, now=now)
+        return self._apply_pipelined(ops, parts, now)
+
+    def _apply_pipelined(self, ops: Sequence[Op], parts: Sequence[Part | None], now: float) -> list[OpResult]:
+        """One statement per operation, in order, in one pipeline: for batches whose
+        operations touch the same rows (each must see the previous ones' writes)."""
+        plans: list[list[Stmt]] = []
+        for op, part in zip(ops, parts):
+            if part is None:
+                assert isinstance(op, LoadEntries)
+                plans.append(self._load_entries(op, now))
+            else:
+                params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
+                plans.append([(_pg_sql.batch_sql((part[0],), self.schema), params)])
         ends = list(itertools.accumulate(len(p) for p in plans))
         rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
-        return [self._result(op, row, now) for op, row in zip(ops, rows)]
-
-    def _compile(self, op: Op, now: float, raw: bool) -> list[Stmt]:
-        """The statements for ``op``; the last one returns the op's result row."""
-        if isinstance(op, Put):
-            return [self._put(op, now, raw)]
-        if isinstance(op, Append):
-            return self._append(op, now, raw)
-        if isinstance(op, Delete):
-            return [self._delete(op, now)]
-        if isinstance(op, Touch):
-            keep, exp = _expiry(op.expires_at)
-            return [(self._q.touch, {"key": op.key, "now": now, "keep": keep, "exp": exp})]
-        if isinstance(op, Expire):
-            lo, hi = op.prefix, prefix_end(op.prefix)
-            return [(self._q.expire, {"lo": lo, "hi": hi, "now": now, "exp": op.expires_at})]
-        if isinstance(op, Trim):
-            return [(self._q.trim, {"log": op.log, "before": op.before})]
-        if isinstance(op, Load):
-            return [self._load(op.record, raw)]
-        if isinstance(op, Rewrite):
-            return [self._rewrite(op, now, raw)]
-        return self._load_entries(op, now, raw)
+        kinds = tuple(p[0] if p else "load_entries" for p in parts)
+        return self._results(ops, kinds, rows, shared=False, now=now)
 
     @staticmethod
-    def _result(op: Op, row: Row | None, now: float) -> OpResult:
-        assert row is not None
+    def _results(
+        ops: Sequence[Op], kinds: Sequence[str], rows: Sequence[Row | None], *, shared: bool, now: float
+    ) -> list[OpResult]:
+        """Each op's result from its columns: consecutive in one ``shared`` row, or its own row."""
+        out: list[OpResult] = []
+        col = 0
+        for op, kind, row in zip(ops, kinds, rows):
+            assert row is not None
+            width = _pg_sql.FRAGMENTS[kind].width if kind in _pg_sql.FRAGMENTS else 1
+            cols = row[col : col + width] if shared else row
+            col += width
+            out.append(_op_result(op, cols, now))
+        return out
+
+    def _part(self, op: Op, raw: bool) -> Part | None:
+        """``op`` as (fragment name, parameters); None for LoadEntries (whole statements)."""
         if isinstance(op, Put):
-            return Record(op.key, op.data, op.codec, row[0], row[1], now, row[2])
+            return _put(op, raw)
+        if isinstance(op, Append):
+            return _append(op, raw)
+        if isinstance(op, Delete):
+            kind = "delete_any" if isinstance(op.expect, Any_) else (
+                "delete_new" if op.expect is None else "delete_version")
+            return kind, {"key": op.key, "expect": _expect(op.expect)}
+        if isinstance(op, Touch):
+            keep, exp = _expiry(op.expires_at)
+            return "touch", {"key": op.key, "keep": keep, "exp": exp}
+        if isinstance(op, Expire):
+            return "expire", {"lo": op.prefix, "hi": prefix_end(op.prefix), "exp": op.expires_at}
+        if isinstance(op, Trim):
+            return "trim", {"log": op.log, "before": op.before}
+        if isinstance(op, Rewrite):
+            data, doc = _payload(op.data, op.codec, raw)
+            return "rewrite", {"log": op.log, "seq": op.seq, "data": data, "doc": doc, "codec": op.codec}
         if isinstance(op, Load):
-            return op.record
-        if isinstance(op, (Delete, Touch, Rewrite)):
-            return bool(row[0])
-        return int(row[0])
+            return _load(op.record, raw)
+        return None
 
-    def _put(self, op: Put, now: float, raw: bool) -> Stmt:
-        data, doc = _payload(op.data, op.codec, raw)
-        keep, exp = _expiry(op.expires_at)
-        if isinstance(op.expect, Any_):
-            query = self._q.put_any
-        else:
-            query = self._q.put_new if op.expect is None else self._q.put_version
-        params = {"key": op.key, "data": data, "doc": doc, "codec": op.codec, "now": now,
-                  "keep": keep, "exp": exp, "expect": _expect(op.expect)}  # fmt: skip
-        return query, params
-
-    def _delete(self, op: Delete, now: float) -> Stmt:
-        if isinstance(op.expect, Any_):
-            query = self._q.delete_any
-        else:
-            query = self._q.delete_new if op.expect is None else self._q.delete_version
-        return query, {"key": op.key, "expect": _expect(op.expect), "now": now}
-
-    def _append(self, op: Append, now: float, raw: bool) -> list[Stmt]:
-        keep, exp = _expiry(op.expires_at)
-        payloads = [_payload(data, codec, raw) for data, codec in op.items]
-        params = {
-            "log": op.log, "n": len(op.items), "now": now, "keep": keep, "exp": exp,
-            "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
-            "codecs": [codec for _, codec in op.items],
-        }  # fmt: skip
-        return [(self._q.drop_dead_log, {"log": op.log, "now": now}), (self._q.append, params)]
-
-    def _rewrite(self, op: Rewrite, now: float, raw: bool) -> Stmt:
-        data, doc = _payload(op.data, op.codec, raw)
-        params = {"log": op.log, "seq": op.seq, "data": data, "doc": doc, "codec": op.codec, "now": now}
-        return self._q.rewrite, params
-
-    def _load(self, r: Record, raw: bool) -> Stmt:
-        data, doc = _payload(r.data, r.codec, raw)
-        params = {"key": r.key, "data": data, "doc": doc, "codec": r.codec, "version": r.version,
-                  "created": r.created_at, "updated": r.updated_at, "exp": r.expires_at}  # fmt: skip
-        return self._q.load, params
-
-    def _load_entries(self, op: LoadEntries, now: float, raw: bool) -> list[Stmt]:
+    def _load_entries(self, op: LoadEntries, now: float) -> list[Stmt]:
         if not op.entries:
             return [(self._q.set_log_expiry, {"log": op.log, "exp": op.expires_at, "now": now})]
         first = op.entries[0]
-        payloads = [_payload(e.data, e.codec, raw) for e in op.entries]
+        payloads = [_payload(e.data, e.codec, False) for e in op.entries]
         head = {"log": op.log, "first": first.seq, "created": first.created_at, "exp": op.expires_at}
         body = {
             "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],

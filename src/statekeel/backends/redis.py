@@ -60,8 +60,9 @@ Design (details in :mod:`._redis_wire` and :mod:`._redis_lua`):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
@@ -121,7 +122,9 @@ def _map_error(exc: BaseException) -> StatekeelError | None:
         return None
     text = str(exc)
     if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)):
-        return ConfigurationError(f"Redis refused the credentials or command ({text}); check the user and password in the URL")
+        return ConfigurationError(
+            f"Redis refused the credentials or the command ({text}); check the user and password in the URL"
+        )
     if isinstance(exc, rx.BusyLoadingError):
         return UnavailableError(f"Redis is still loading its data ({text}); retry in a moment")
     if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
@@ -262,15 +265,8 @@ class RedisBackend(Backend):
             yield (partition(prefix), *wire.prefix_range(prefix, after))
             return
         lo, hi = wire.registry_start(prefix, after), wire.prefix_range(prefix, None)[1]
-        while True:
-            page: list[Any] = self._call(
-                lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, _REGISTRY_PAGE)
-            )
-            for member in page:
-                yield wire.member_range(_text(member), after)
-            if len(page) < _REGISTRY_PAGE:
-                return
-            lo = b"(" + page[-1]
+        for member in self._registry_members(lo, hi):
+            yield wire.member_range(member, after)
 
     def read(
         self,
@@ -291,7 +287,8 @@ class RedisBackend(Backend):
         return [Entry(log, first + i, *_entry_fields(raw)) for i, raw in enumerate(frames) if raw]
 
     def log_info(self, log: str) -> LogInfo | None:
-        h: list[Any] = self._call(lambda: self._redis.hmget(self._layout.log_head(log), ("f", "l", "ca", "ua", "ea")))
+        head = self._layout.log_head(log)
+        h: list[Any] = self._call(lambda: self._redis.hmget(head, ("f", "l", "ca", "ua", "ea")))
         if h[0] is None:
             return None
         info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), _opt_float(h[4]))
@@ -358,9 +355,14 @@ class RedisBackend(Backend):
             pipe.execute()
             return fn()
 
-    def _expand(self, prefix: str) -> list[wire.PartitionRange]:
-        """Partition intervals an Expire covers (the registry walk for short prefixes)."""
-        return list(self._ranges(prefix, None))
+    def _expand(self, prefix: str, created: Collection[str]) -> list[wire.PartitionRange]:
+        """Partition intervals an Expire covers: the registry's, and those the batch creates."""
+        if wire.in_one_partition(prefix):
+            return list(self._ranges(prefix, None))
+        lo, hi = wire.registry_start(prefix, None), wire.prefix_range(prefix, None)[1]
+        members = set(self._registry_members(lo, hi))
+        members.update(m for part in created for m in wire.registry_members(part) if m.startswith(prefix))
+        return [wire.member_range(m, None) for m in sorted(members)]
 
     # -- housekeeping --------------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:
@@ -372,20 +374,33 @@ class RedisBackend(Backend):
         found nothing.
         """
         done = 0
-        now = repr(time.time())
+        now = time.time()
         if limit <= 0:
             return 0
-        for member in self._registry_round():
-            part = wire.member_range(member, None)[0]
-            base = self._layout.base(part)
-            cleaned, empty = self._eval(_PURGE, [base + "exp"], [base, now, limit - done])
-            done += int(cleaned)
-            if empty:
-                self._unregister(member, base)
-            if done >= limit:
-                self._purge_cursor = member
-                break
+        members = self._registry_round()
+        while chunk := list(itertools.islice(members, _REGISTRY_PAGE)):
+            for member, (due, exists) in zip(chunk, self._call(lambda: self._probe(chunk, now))):
+                base = self._layout.base(wire.member_range(member, None)[0])
+                empty = not exists
+                if due:
+                    cleaned, empty = self._eval(_PURGE, [base + "exp"], [base, repr(now), limit - done])
+                    done += int(cleaned)
+                if empty:
+                    self._unregister(member, base)
+                if done >= limit:
+                    self._purge_cursor = member
+                    return done
         return done
+
+    def _probe(self, members: list[str], now: float) -> list[tuple[bool, bool]]:
+        """For each member's partition: has it expired index entries, does its index exist."""
+        pipe = self._redis.pipeline(transaction=False)
+        for member in members:
+            exp = self._layout.base(wire.member_range(member, None)[0]) + "exp"
+            pipe.zrangebyscore(exp, "-inf", repr(now * 1000), 0, 1)
+            pipe.exists(exp)
+        replies = pipe.execute()
+        return [(bool(replies[i]), bool(replies[i + 1])) for i in range(0, len(replies), 2)]
 
     def _registry_round(self) -> Iterator[str]:
         """Every registry member once, starting after the purge cursor."""
@@ -434,8 +449,8 @@ class RedisBackend(Backend):
         marker = self._layout.marker
         kind = self._redis.type(marker)
         if kind == b"none":
-            if not self._foreign_keys():
-                return 0
+            if not self._foreign_keys() or self._redis.type(self._layout.registry) == b"zset":
+                return 0  # empty, or statekeel data written by a handle opened with migrate=False
             kind = self._redis.type(marker)  # another process may have created the store meanwhile
             if kind == b"none":
                 raise NotAStoreError(

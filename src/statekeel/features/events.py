@@ -306,7 +306,8 @@ class EventStream:
         """Fold events into a state with ``state = fn(state, event)``, starting from a snapshot.
 
         ``name`` identifies the projection's snapshots (default: ``fn``'s
-        module and qualified name); bump ``version`` when ``fn`` changes so
+        module and qualified name; a lambda or nested function without
+        ``name`` uses no snapshots); bump ``version`` when ``fn`` changes so
         old snapshots are ignored. ``snapshot_every=N`` stores the state at
         every N-th seq folded (None: store none); ``as_of`` / ``at`` fold only
         up to that seq / time. ``fn`` may mutate and return the state it gets;
@@ -351,7 +352,10 @@ class _ProjectionRun:
             raise InvalidInputError(f"snapshot_every must be an int >= 1 or None, got {every!r}")
         if not isinstance(keep, int) or keep < 1:
             raise InvalidInputError(f"keep_snapshots must be an int >= 1, got {keep!r}")
-        label = name if name is not None else f"{fn.__module__}.{fn.__qualname__}"
+        qualname = getattr(fn, "__qualname__", "<anonymous>")
+        label = name if name is not None else f"{getattr(fn, '__module__', '')}.{qualname}"
+        # a lambda or nested function has no name that tells it apart from another one
+        self.snapshots = name is not None or "<" not in qualname
         self.stream, self.fn, self.every, self.keep = stream, fn, every, keep
         self.name = _check_name(label, "a projection name")
         self.prefix = keys.join("events", stream.name, "snap", self.name, f"v{int(version)}") + "/"
@@ -361,6 +365,8 @@ class _ProjectionRun:
 
     def latest(self, target: int) -> tuple[int, Any] | None:
         """The newest stored snapshot at or before ``target``."""
+        if not self.snapshots:
+            return None
         found = self.stream._backend.scan(self.prefix, after=self.key(target + 1), limit=1)
         if not found:
             return None
@@ -379,7 +385,7 @@ class _ProjectionRun:
             if every is not None and entry.seq % every == 0:
                 body = {"seq": entry.seq, "state": state}
                 fresh.append((entry.seq, *encode(body, f"projection {self.name!r} state", self.key(entry.seq))))
-        if fresh:
+        if fresh and self.snapshots:
             self.save(fresh)
         return Projection(state, seq, start, replayed)
 

@@ -95,6 +95,9 @@ def test_event_projection_replays_only_after_the_snapshot(store: Store) -> None:
     assert store.events("proj").project(_tasks, _empty(), snapshot_every=100) == again.state  # another handle
     fresh = s.projection(_tasks, _empty(), snapshot_every=100, version=2)  # new fn version: old snapshots ignored
     assert fresh.snapshot_seq == 0 and fresh.state == again.state
+    anonymous = s.projection(lambda st, e: st + 1, 0, snapshot_every=100)  # no name: no snapshots
+    assert (anonymous.state, anonymous.snapshot_seq) == (376, 0)
+    assert s.projection(lambda st, e: st - 1, 0, snapshot_every=100).state == -376
 
 
 def test_event_projection_as_of_seq_and_time(store: Store) -> None:
