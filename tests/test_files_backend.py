@@ -412,3 +412,33 @@ def test_random_batches_match_the_memory_backend(tmp_path: Path, batches: list[l
             assert _observe(mem) == _observe(fb), ops
     finally:
         fb.close()
+
+
+def _put_one(url: str, key: str) -> None:
+    b = open_backend(url)
+    b.apply([Put(key, b"1", "json")])
+    b.close()
+
+
+def test_cached_folder_listings_see_other_processes(url: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from statekeel.backends import _files_tree
+
+    monkeypatch.setattr(_files_tree, "RACY_NS", 20_000_000)  # 20 ms instead of 2 s, to keep the test short
+    b = FilesBackend(statekeel.backends.parse(url))
+    b.apply([Put(f"k/x/{i:03d}", b"1", "json") for i in range(50)])
+    time.sleep(0.05)
+    assert len(b.scan("k/x/", limit=100)) == 50
+    assert "data/k/x" in b.tree._cache  # a quiet folder: its listing is cached
+    assert len(b.scan("k/x/", after="k/x/010", limit=100)) == 39
+    child = mp.get_context("spawn").Process(target=_put_one, args=(url, "k/x/new"))
+    child.start()
+    child.join()
+    assert [r.key for r in b.scan("k/x/", after="k/x/049")] == ["k/x/new"]  # another process wrote
+    time.sleep(0.05)
+    b.scan("k/x/")
+    b.apply([Delete("k/x/new")])
+    assert [r.key for r in b.scan("k/x/", after="k/x/049")] == []
+    old = time.time() - 10
+    os.utime(root / "data/k/x", (old, old))  # mtime set back by hand: ctime still tells
+    assert [r.key for r in b.scan("k/x/", after="k/x/049")] == []
+    b.close()

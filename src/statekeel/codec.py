@@ -320,6 +320,12 @@ class Codec:
             "upgrade the statekeel package"
         )
 
+    def decode_many(self, items: list[tuple[bytes, str]], context: str = "") -> list[Any]:
+        """Decode several records of one context; plain-JSON runs are parsed in one call."""
+        if items and all(codec == "json" for _, codec in items):
+            return list(json.loads(b"[" + b",".join(data for data, _ in items) + b"]"))
+        return [self.decode(data, codec, context) for data, codec in items]
+
     def _transform(self, name: str) -> Transform:
         found = self._known.get(name)
         if found is None:

@@ -14,18 +14,24 @@ folders) yields keys in exact string order, because no component contains
 
 from __future__ import annotations
 
+import bisect
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import _files_names as names
 
-__all__ = ["KeyPath", "Tree", "RECORD", "LOG", "HEADER", "SIDECAR"]
+__all__ = ["KeyPath", "Tree", "RECORD", "LOG", "HEADER", "SIDECAR", "RACY_NS"]
 
 RECORD = ".json"
 LOG = ".jsonl"
 HEADER = ".log.json"
 SIDECAR = ".name"
+RACY_NS = 2_000_000_000
+"""A folder listing is cached only if the folder was last changed this long before."""
+CACHED_FOLDERS = 64
+
 _SUFFIXES = {"json": RECORD, "jsonl": LOG, "log.json": HEADER, "name": SIDECAR}
 
 
@@ -43,6 +49,16 @@ class KeyPath:
         return os.path.join(self.folder, self.stem + suffix)
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One entry of a folder in walk order: a component's files, or its subfolder."""
+
+    order: str
+    """The component, or the component + ``/`` for its folder."""
+    stem: str
+    kinds: frozenset[str]
+
+
 @dataclass
 class _Listing:
     component: str
@@ -55,6 +71,7 @@ class Tree:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._cache: dict[str, tuple[tuple[int, int, int], list[str], list[_Item]]] = {}
 
     def path(self, key: str) -> KeyPath:
         parts = key.split("/")
@@ -111,24 +128,60 @@ class Tree:
         base = "".join(p + "/" for p in head)
         yield from self._walk(folder, base, tail, kind, after)
 
-    def _walk(self, folder: str, base: str, tail: str, kind: str, after: str | None) -> Iterator[tuple[str, str, str]]:
-        items: list[tuple[str, bool, _Listing]] = []
+    def _sorted(self, folder: str) -> tuple[list[str], list[_Item]]:
+        """The folder's items in walk order, cached while the folder is unchanged.
+
+        A cached listing is used only while the folder's (inode, mtime, ctime) is
+        what it was, and is kept only if they were already :data:`RACY_NS` old when
+        the listing began — so a change made in the same clock tick as the last
+        one cannot hide (git's "racy index" rule). Busy folders are simply re-listed.
+        """
+        began = time.time_ns()
+        try:
+            st = os.stat(self.abs(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)  # ctime: utime() cannot set it back
+        hit = self._cache.get(folder)
+        if hit is not None and hit[0] == signature:
+            return hit[1], hit[2]
+        items: list[_Item] = []
         for it in self._list(folder):
-            if not it.component.startswith(tail):
-                continue
-            if kind in it.kinds:
-                items.append((it.component, False, it))
+            files = frozenset(it.kinds - {"dir"})
+            if files:
+                items.append(_Item(it.component, it.stem, files))
             if "dir" in it.kinds:
-                items.append((it.component + "/", True, it))
-        items.sort(key=lambda t: t[0])
-        for order, is_dir, it in items:
-            key = base + order
-            if is_dir:
+                items.append(_Item(it.component + "/", it.stem, frozenset()))
+        items.sort(key=lambda i: i.order)
+        orders = [i.order for i in items]
+        if began - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
+            self._cache.pop(folder, None)
+            self._cache[folder] = (signature, orders, items)
+            while len(self._cache) > CACHED_FOLDERS:
+                del self._cache[next(iter(self._cache))]
+        return orders, items
+
+    def _walk(self, folder: str, base: str, tail: str, kind: str, after: str | None) -> Iterator[tuple[str, str, str]]:
+        orders, items = self._sorted(folder)
+        start = bisect.bisect_left(orders, tail)
+        if after is not None and after.startswith(base):
+            rel = after[len(base) :]
+            skip = bisect.bisect_right(orders, rel)
+            if skip > 0 and orders[skip - 1].endswith("/") and rel.startswith(orders[skip - 1]):
+                skip -= 1  # ``after`` lies inside that folder: walk it from there
+            start = max(start, skip)
+        elif after is not None and after > base:
+            return  # the whole folder lies before ``after``
+        for item in items[start:]:
+            if not item.order.startswith(tail):
+                break
+            key = base + item.order
+            if item.order.endswith("/"):
                 if after is not None and after > key and not after.startswith(key):
                     continue
-                yield from self._walk(os.path.join(folder, it.stem), key, "", kind, after)
-            elif after is None or key > after:
-                yield key, folder, it.stem
+                yield from self._walk(os.path.join(folder, item.stem), key, "", kind, after)
+            elif kind in item.kinds and (after is None or key > after):
+                yield key, folder, item.stem
 
     def folders_bottom_up(self) -> Iterator[str]:
         """Every folder under ``data/``, deepest first (for pruning empty ones)."""

@@ -22,16 +22,25 @@ column, which keeps the text verbatim — reads return the very bytes written
 fail on the whole row for it), that is not UTF-8, or that PostgreSQL rejects as
 JSON is stored in ``data`` (``bytea``) instead, as is every other codec.
 
-Writes: :meth:`PostgresBackend.apply` turns each operation into one statement
-(two or three for appends and copies) and sends them all in one pipeline on an
-autocommit connection: the statements before the pipeline's Sync are one
-implicit transaction, so a batch costs ONE network round trip and either
-commits whole or not at all. Compare-and-set is the ``WHERE`` clause of the
-write; when it does not hold the statement calls ``sk_conflict``, which
-raises, and the batch rolls back (see :mod:`._pg_sql`). Appends upsert the log
-header row — its row lock serialises appends to one log, so sequence numbers
-have no gaps — and insert the entries from arrays in the same statement.
-Deadlocks between batches that lock rows in different orders are retried.
+Writes: :meth:`PostgresBackend.apply` turns each operation into data-modifying
+CTEs (see :mod:`._pg_sql`) and, when no two operations write the same row,
+sends the whole batch as ONE autocommit statement: one network round trip, one
+commit, all or nothing. A chat turn (``Append`` of two messages and a ``Put``
+of state) is that one statement. Batches whose operations touch the same rows
+(each must see the previous one's writes), contain ``Expire`` or ``LoadEntries``,
+or are longer than 16 operations run one statement per operation in a psycopg
+pipeline on the autocommit connection: the statements before the pipeline's
+Sync form one implicit transaction, so it is still one round trip and atomic.
+
+Compare-and-set is the ``WHERE`` clause of the write (``version = expect``, or
+``ON CONFLICT … WHERE`` the old row has expired); when nothing was written the
+result expression calls ``sk_conflict``, which raises, and the whole batch
+rolls back. Appends upsert the log header row — its row lock serialises
+appends to one log, so sequence numbers are handed out without gaps — and
+insert the entries in the same statement. Appending to an expired log raises
+``SK410``; the backend drops that log and runs the batch again, which starts a
+new log numbered from 1. A batch that loses a deadlock or serialization race
+is rolled back by PostgreSQL and run again (up to 5 times).
 
 Expiry: reads filter ``expires_at > now``; :meth:`~PostgresBackend.purge_expired`
 deletes up to ``limit`` records and logs per call (``FOR UPDATE SKIP LOCKED``,
@@ -60,7 +69,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -190,7 +199,9 @@ def _connect_kwargs(url: ParsedURL, cfg: _Settings) -> Params:
 
 
 # -- errors -------------------------------------------------------------------
-_UNAVAILABLE_STATES = ("25006", "40001", "40P01", "55P03")
+_RETRYABLE_STATES = ("40001", "40P01", "55P03")
+"""Serialization failure, deadlock, lock not available: the batch was rolled back."""
+
 _CONFIG_WORDS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "role ")
 
 
@@ -205,31 +216,43 @@ def map_error(exc: BaseException, where: str) -> StatekeelError | None:
                                  "names and codecs must be valid Unicode text (no lone surrogates)")
     if not isinstance(exc, psycopg.Error):
         return None
-    return _map_psycopg(exc, exc.sqlstate or "", where)
-
-
-def _map_psycopg(exc: psycopg.Error, state: str, where: str) -> StatekeelError:
-    if state == _pg_sql.CONFLICT_SQLSTATE:
-        return _conflict(exc)
-    if state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS)):
-        return ConfigurationError(f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")
-    if state[:2] in ("08", "53", "57") or state in _UNAVAILABLE_STATES:
-        return _unavailable(exc, where)
-    if not state and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return _unavailable(exc, where)
-    if state == "42501":
-        return ConfigurationError(
-            f"the PostgreSQL role lacks a privilege at {where} ({_first_line(exc)}); grant it, or have "
-            "an owner run the statements of `statekeel migrate --print-sql`"
-        )
-    if state in ("42P01", "3F000", "42883"):
-        return MigrationRequiredError(
-            f"the store's schema at {where} is missing or old ({_first_line(exc)}); "
-            "run `statekeel migrate URL` or open it with migrate=True"
-        )
-    if state[:2] == "22" or isinstance(exc, psycopg.DataError):
-        return InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}; nothing was written")
+    state = exc.sqlstate or ""
+    for applies, make in _RULES:
+        if applies(exc, state):
+            return make(exc, where)
     return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {_first_line(exc)}")
+
+
+def _is_config(exc: psycopg.Error, state: str) -> bool:
+    return state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS))
+
+
+def _is_connection(exc: psycopg.Error, state: str) -> bool:
+    if not state:  # libpq's own errors: refused, reset, closed
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return state[:2] in ("08", "53", "57") or state == "25006"  # 25006: a read-only standby
+
+
+_RULES: list[tuple[Callable[[psycopg.Error, str], bool], Callable[[psycopg.Error, str], StatekeelError]]] = [
+    (lambda exc, state: state == _pg_sql.CONFLICT_SQLSTATE, lambda exc, where: _conflict(exc)),
+    (_is_config, lambda exc, where: ConfigurationError(
+        f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")),
+    (_is_connection, lambda exc, where: _unavailable(exc, where)),
+    (lambda exc, state: state in _RETRYABLE_STATES, lambda exc, where: UnavailableError(
+        f"PostgreSQL at {where} kept aborting the batch ({_first_line(exc)}) after {_RETRIES} "
+        "attempts; nothing was written — retry the call")),
+    (lambda exc, state: state == "42501", lambda exc, where: ConfigurationError(
+        f"the PostgreSQL role lacks a privilege at {where} ({_first_line(exc)}); grant it, or have "
+        "an owner run the statements of `statekeel migrate --print-sql`")),
+    (lambda exc, state: state in ("42P01", "3F000", "42883"), lambda exc, where: MigrationRequiredError(
+        f"the store's schema at {where} is missing or old ({_first_line(exc)}); "
+        "run `statekeel migrate URL` or open it with migrate=True")),
+    (lambda exc, state: state == "42939", lambda exc, where: ConfigurationError(
+        f"PostgreSQL refused a name at {where} ({_first_line(exc)}); choose another ?schema=")),
+    (lambda exc, state: state[:2] == "22" or isinstance(exc, psycopg.DataError), lambda exc, where:
+        InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}; nothing was written")),
+]  # fmt: skip
+"""(applies, make) in order: the first rule that applies maps the error."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -380,8 +403,9 @@ class PostgresBackend(Backend):
         try:
             with translate(self._map_error):
                 yield
-        except UnavailableError:
-            self._drop_broken()
+        except UnavailableError as exc:
+            if not isinstance(exc.__cause__, _RACES):
+                self._drop_broken()
             raise
 
     def _map_error(self, exc: BaseException) -> StatekeelError | None:
@@ -530,7 +554,10 @@ class PostgresBackend(Backend):
                 plans.append(self._load_entries(op, now))
             else:
                 params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
-                plans.append([(_pg_sql.batch_sql((part[0],), self.schema), params)])
+                stmt = (_pg_sql.batch_sql((part[0],), self.schema), params)
+                # an earlier op of this batch may have expired the log: replace it first
+                dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
+                plans.append([*dead, stmt])
         ends = list(itertools.accumulate(len(p) for p in plans))
         rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
         kinds = tuple(p[0] if p else "load_entries" for p in parts)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
 from ..models import SESSION_STATUSES, Message, SessionInfo, SessionStatus, to_datetime
-from ..protocol import ANY, KEEP, Append, Delete, Expect, Expire, Op, Put, Record, Touch, keys
+from ..protocol import ANY, Entry, KEEP, Append, Delete, Expect, Expire, Op, Put, Record, Touch, keys
 from . import checkpoints as _checkpoints
 from ._duration import Duration, maybe_seconds
 from .decisions import DecisionContext
@@ -190,20 +190,27 @@ class Session:
             raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
         if last == 0:
             return []
+        entries = self._entries(last, start, stop, include_hidden)
+        values = self._store.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
+        return [
+            Message(e.seq, v, to_datetime(e.created_at))  # type: ignore[arg-type]
+            for e, v in zip(entries, values)
+        ]
+
+    def _entries(self, last: int | None, start: int, stop: int | None, include_hidden: bool) -> list[Entry]:
         view = None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
         if view is None:  # never restored: one point read more than the plain log read
-            entries = self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
-        else:
-            entries = _checkpoints.visible_entries(self._store, view, self._log, start, stop, last)
-        decode = self._store.codec.decode
-        return [
-            Message(e.seq, decode(e.data, e.codec, self._log), to_datetime(e.created_at))  # type: ignore[arg-type]
-            for e in entries
-        ]
+            return self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
+        return _checkpoints.visible_entries(self._store, view, self._log, start, stop, last)
 
     def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
         """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        return [m.value for m in self.messages(last, include_hidden=include_hidden)]
+        if last is not None and (not isinstance(last, int) or last < 0):
+            raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
+        if last == 0:
+            return []
+        entries = self._entries(last, 1, None, include_hidden)
+        return self._store.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
 
     def __len__(self) -> int:
         info = self._backend.log_info(self._log)

@@ -58,12 +58,14 @@ _ENTROPY_BITS = 4.2
 # The fast path: one RE2 automaton (linear time) over a superset of the
 # detectors — every detector's match contains one of these pieces. Only when it
 # fires are strings walked and the exact detectors (Python's re) applied.
+# No counted repetitions here: they multiply RE2's DFA states, and on text it
+# has not seen before the scan then costs ~60 µs per KB instead of ~3 µs.
 _FAST_PATTERN = (
     r"AKIA|ASIA|ABIA|ACCA|AIza|sk-|sk_|rk_|pk_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|-----BEGIN|://"
-    r"|eyJ[A-Za-z0-9_\-]{8,}\."
+    r"|eyJ[A-Za-z0-9_\-]+\."
     r"|(?i:passw|secret|token|api.?key|private.?key)|(?i:pwd)[^A-Za-z]"
     # random tokens mix upper case and digits; floats, hex ids and UUIDs have no upper case
-    r"|[A-Z][A-Za-z0-9+/_\-]{8,}[0-9]|[0-9][A-Za-z0-9+/_\-]{8,}[A-Z]"
+    r"|[A-Z][A-Za-z0-9+/_\-]*[0-9]|[0-9][A-Za-z0-9+/_\-]*[A-Z]"
 )
 _SHORTEST = 16  # no detector matches fewer bytes
 
