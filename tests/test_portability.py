@@ -30,7 +30,7 @@ from statekeel.portability import (
     restore_sqlite,
     verify_stores,
 )
-from statekeel.protocol import Append, Backend, Entry, Load, LoadEntries, LogInfo, Put, Record, Trim, keys
+from statekeel.protocol import Append, Backend, Entry, Load, LogInfo, Put, Record, Trim, keys
 from statekeel.testing import BACKENDS, BackendContext, ServerPool
 
 NAMES = ["memory", "sqlite", "files", "postgres", "redis"]

@@ -11,15 +11,19 @@ when the PostgreSQL binaries are missing, failed when ``CI`` is set).
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing as mp
 import os
+import pwd
 import random
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import astuple
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -55,7 +59,7 @@ from statekeel.protocol import (
     Trim,
     keys,
 )
-from statekeel.testing.servers import PostgresServer, ServerUnavailable, free_port
+from statekeel.testing.servers import DEFAULT_PG_USER, PostgresServer, ServerUnavailable, find_binary, free_port
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,49 @@ def sql(server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
     """A plain psycopg connection, for looking at what the backend stored."""
     with psycopg.connect(server.url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(server: PostgresServer) -> Iterator[str]:
+    """PgBouncer in transaction mode in front of the server; its URL (skipped when not installed)."""
+    binary = find_binary("pgbouncer", ["/usr/sbin", "/usr/local/sbin"])
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    # not under pytest's private tmp: the account PgBouncer runs as must reach it
+    folder, port = Path(tempfile.mkdtemp(prefix="statekeel-pgbouncer-", dir="/tmp")), free_port()
+    (folder / "users.txt").write_text('"postgres" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"[databases]\npostgres = host=127.0.0.1 port={server.port} dbname=postgres\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder}/users.txt\npool_mode = transaction\n"
+        f"logfile = {folder}/pgbouncer.log\nignore_startup_parameters = extra_float_digits\n"
+    )
+    account = pwd.getpwnam(DEFAULT_PG_USER) if os.geteuid() == 0 else None  # it refuses to run as root
+    if account is not None:
+        for path in (folder, *folder.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    out = (folder / "out.txt").open("wb")
+    proc = subprocess.Popen(
+        [binary, str(folder / "pgbouncer.ini")], stdout=out, stderr=subprocess.STDOUT,
+        user=account.pw_uid if account else None, group=account.pw_gid if account else None,
+    )  # fmt: skip
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            time.sleep(0.05)
+    if proc.poll() is not None or time.monotonic() >= deadline:
+        proc.kill()
+        out.close()
+        pytest.skip(f"pgbouncer did not start: {(folder / 'out.txt').read_text()[-500:]}")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    out.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tables(conn: psycopg.Connection[Any], schema: str) -> list[str]:
@@ -167,7 +214,26 @@ def test_a_newer_schema_is_refused(url: str, schema: str, sql: Any) -> None:
         store.backend.migrate(check=True)
 
 
-def test_processes_opening_a_new_schema_at_once_migrate_it_once(url: str, schema: str, sql: Any) -> None:
+def test_roles_given_only_a_schema_can_migrate_it_and_readers_can_check(
+    server: PostgresServer, schema: str, sql: Any
+) -> None:
+    owner, reader = f"{schema}_owner", f"{schema}_reader"
+    sql.execute(f'CREATE ROLE "{owner}" LOGIN; CREATE ROLE "{reader}" LOGIN')
+    sql.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{owner}"')  # no CREATE on the database
+    as_owner = f"postgresql://{owner}@127.0.0.1:{server.port}/postgres?schema={schema}"
+    with statekeel.open(as_owner) as store:
+        store.app.put("k", 1)
+    sql.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}";'
+                f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{reader}"')  # fmt: skip
+    as_reader = f"postgresql://{reader}@127.0.0.1:{server.port}/postgres?schema={schema}"
+    with statekeel.open(as_reader, migrate=False) as store:
+        assert store.backend.migrate(check=True).up_to_date
+        assert store.app.get("k") == 1
+        with pytest.raises(ConfigurationError, match="privilege"):
+            store.app.put("k", 2)
+
+
+def test_handles_opening_a_new_schema_at_once_migrate_it_once(url: str, schema: str, sql: Any) -> None:
     errors: list[BaseException] = []
 
     def open_it() -> None:
@@ -183,6 +249,21 @@ def test_processes_opening_a_new_schema_at_once_migrate_it_once(url: str, schema
         t.join()
     assert errors == []
     assert sql.execute(f'SELECT version FROM "{schema}".statekeel_schema').fetchall() == [(1,)]
+
+
+def test_through_pgbouncer_in_transaction_mode(pgbouncer: str, schema: str) -> None:
+    url = f"{pgbouncer}?schema={schema}&prepare=off&pool_min=0&pool_max=3"
+    with statekeel.open(url) as store:  # the migration itself goes through PgBouncer
+        s = store.session("s")
+        for i in range(10):
+            s.append({"i": i}, state={"n": i})
+        with pytest.raises(ConflictError):
+            store.app.put("k", 1, expect=3)
+        with s.batch() as b:  # touches one row twice: the pipelined path
+            b.put("x", 1)
+            b.put("x", 2)
+        assert [m["i"] for m in s.history(last=3)] == [7, 8, 9] and s.state.get("x") == 2
+        assert store.backend.migrate(check=True).up_to_date
 
 
 # -- values -------------------------------------------------------------------------
@@ -274,7 +355,8 @@ def _everything(b: Any) -> list[Any]:
     out += [b.scan_logs("a/"), b.scan_logs("", after="a/l", limit=2)]
     for log in _LOGS:
         out += [b.read(log), b.log_info(log), b.read(log, limit=2, reverse=True), b.read(log, start=2, limit=2)]
-    return _normal(out)
+    normal: list[Any] = _normal(out)
+    return normal
 
 
 def _outcome(b: Any, ops: list[Any]) -> Any:
@@ -372,7 +454,7 @@ def test_a_batch_chosen_as_deadlock_victim_is_retried(url: str, schema: str, ser
         batch.start()  # locks a, then waits for b
         waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
         with psycopg.connect(server.url, autocommit=True) as watcher:
-            while watcher.execute(waiting).fetchone()[0] == 0:
+            while watcher.execute(waiting).fetchone() == (0,):
                 time.sleep(0.005)
         other.execute(lock, ["k/x/a"])  # closes the cycle; the batch, waiting longer, is the victim
         other.commit()
@@ -400,8 +482,20 @@ def test_a_conflict_names_the_first_failing_operation_and_writes_nothing(url: st
 
 
 # -- faults -----------------------------------------------------------------------------
+def test_a_conflict_in_a_pipelined_batch_logs_nothing(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with statekeel.open(url) as store:
+        b = store.backend
+        for _ in range(20):  # the same key thrice: one statement per op, pipelined
+            with pytest.raises(ConflictError):
+                b.apply([Put("k/x/a", b"1", "json", expect=5), Put("k/x/a", b"2", "json"),
+                         Put("k/x/a", b"3", "json")])  # fmt: skip
+        assert b.get("k/x/a") is None
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
 def test_every_driver_error_is_translated() -> None:
-    classes = {psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests}
+    classes: set[type[BaseException]] = {psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed,
+                                         psycopg_pool.TooManyRequests}  # fmt: skip
     classes |= {c for c in vars(psycopg.errors).values() if isinstance(c, type) and issubclass(c, psycopg.Error)}
     for cls in classes:
         mapped = map_error(cls("boom"), "postgresql://db")

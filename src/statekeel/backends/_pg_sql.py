@@ -41,6 +41,7 @@ __all__ = [
     "DEAD_LOG_SQLSTATE",
     "FRAGMENTS",
     "MIGRATIONS",
+    "SCHEMA_EXISTS",
     "SCHEMA_TABLES",
     "Fragment",
     "Queries",
@@ -117,6 +118,7 @@ def migration_sql(schema: str, version: int) -> list[str]:
     return [*steps, _compose(_RECORD_VERSION, schema, version=sql.Literal(version))]
 
 
+SCHEMA_EXISTS = "SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s"
 SCHEMA_TABLES = (
     "SELECT c.relname FROM pg_catalog.pg_class c"
     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"

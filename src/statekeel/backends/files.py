@@ -150,7 +150,7 @@ class FilesBackend(Backend):
             current = self._layout()
             pending = MIGRATIONS[current:]
             if check or current == LAYOUT:
-                if current == LAYOUT:
+                if current == LAYOUT and not check:  # a check writes nothing, not even .lock
                     self._open_files()
                 return MigrationStatus(current, LAYOUT, list(pending))
             dirty: set[str] = set()

@@ -374,6 +374,30 @@ def _op_result(op: Op, cols: Row, now: float) -> OpResult:
     return int(cols[0])
 
 
+
+def _pipelined(conn: Conn, stmts: Sequence[Stmt]) -> list[psycopg.Cursor[Row]]:
+    """Run ``stmts`` in one pipeline — one implicit transaction — and raise the first error.
+
+    Errors are caught inside the block so psycopg does not log a warning about
+    the follow-up "pipeline aborted" error when it leaves pipeline mode.
+    """
+    cursors: list[psycopg.Cursor[Row]] = []
+    failed: psycopg.Error | None = None
+    try:
+        with conn.pipeline():
+            for query, params in stmts:
+                try:
+                    cursors.append(conn.execute(query, params, binary=True, prepare=True))
+                except psycopg.Error as exc:
+                    failed = exc
+                    break
+    except psycopg.Error as exc:
+        raise (failed or exc) from None
+    if failed is not None:
+        raise failed
+    return cursors
+
+
 # -- the backend ---------------------------------------------------------------
 class PostgresBackend(Backend):
     """A psycopg connection pool on one schema; safe for threads and many processes."""
@@ -436,8 +460,7 @@ class PostgresBackend(Backend):
             if len(stmts) == 1:
                 cursor = conn.sk_cursor().execute(*stmts[0], binary=True, prepare=True)
                 return [cursor.fetchone() for _ in wanted]
-            with conn.pipeline():
-                cursors = [conn.execute(query, params, binary=True, prepare=True) for query, params in stmts]
+            cursors = _pipelined(conn, stmts)
             return [cursors[i].fetchone() for i in wanted]
 
     # -- reads ---------------------------------------------------------------
@@ -534,30 +557,32 @@ class PostgresBackend(Backend):
     def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
         now = time.time()
         parts = [self._part(op, raw) for op in ops]
-        if _one_statement(ops, parts):
-            kinds = tuple(p[0] for p in parts if p is not None)
-            params: Params = {"now": now}
-            for i, part in enumerate(parts):
-                assert part is not None
-                params.update({f"o{i}_{k}": v for k, v in part[1].items()})
-            row = self._execute([(_pg_sql.batch_sql(kinds, self.schema), params)], [0])[0]
-            return self._results(ops, kinds, [row] * len(ops), shared=True, now=now)
-        return self._apply_pipelined(ops, parts, now)
+        if not _one_statement(ops, parts):
+            return self._apply_pipelined(ops, parts, now, raw)
+        kinds = tuple(p[0] for p in parts if p is not None)
+        params: Params = {"now": now}
+        for i, part in enumerate(parts):
+            assert part is not None
+            params.update({f"o{i}_{k}": v for k, v in part[1].items()})
+        row = self._execute([(_pg_sql.batch_sql(kinds, self.schema), params)], [0])[0]
+        return self._results(ops, kinds, [row] * len(ops), shared=True, now=now)
 
-    def _apply_pipelined(self, ops: Sequence[Op], parts: Sequence[Part | None], now: float) -> list[OpResult]:
+    def _apply_pipelined(
+        self, ops: Sequence[Op], parts: Sequence[Part | None], now: float, raw: bool
+    ) -> list[OpResult]:
         """One statement per operation, in order, in one pipeline: for batches whose
         operations touch the same rows (each must see the previous ones' writes)."""
         plans: list[list[Stmt]] = []
         for op, part in zip(ops, parts):
             if part is None:
                 assert isinstance(op, LoadEntries)
-                plans.append(self._load_entries(op, now))
-            else:
-                params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
-                stmt = (_pg_sql.batch_sql((part[0],), self.schema), params)
-                # an earlier op of this batch may have expired the log: replace it first
-                dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
-                plans.append([*dead, stmt])
+                plans.append(self._load_entries(op, now, raw))
+                continue
+            params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
+            stmt = (_pg_sql.batch_sql((part[0],), self.schema), params)
+            # an earlier op of this batch may have expired the log: replace it first
+            dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
+            plans.append([*dead, stmt])
         ends = list(itertools.accumulate(len(p) for p in plans))
         rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
         kinds = tuple(p[0] if p else "load_entries" for p in parts)
@@ -602,11 +627,11 @@ class PostgresBackend(Backend):
             return _load(op.record, raw)
         return None
 
-    def _load_entries(self, op: LoadEntries, now: float) -> list[Stmt]:
+    def _load_entries(self, op: LoadEntries, now: float, raw: bool) -> list[Stmt]:
         if not op.entries:
             return [(self._q.set_log_expiry, {"log": op.log, "exp": op.expires_at, "now": now})]
         first = op.entries[0]
-        payloads = [_payload(e.data, e.codec, False) for e in op.entries]
+        payloads = [_payload(e.data, e.codec, raw) for e in op.entries]
         head = {"log": op.log, "first": first.seq, "created": first.created_at, "exp": op.expires_at}
         body = {
             "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],
@@ -646,9 +671,13 @@ class PostgresBackend(Backend):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(self.schema)])
             current = self._schema_version(conn, target)  # another process may have migrated meanwhile
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+            # schema is there: skip it for roles that were only given the schema
+            exists = conn.execute(_pg_sql.SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is not None
             for version in range(current + 1, target + 1):
                 for stmt in _pg_sql.migration_sql(self.schema, version):
-                    conn.execute(stmt)
+                    if not (exists and stmt.startswith("CREATE SCHEMA")):
+                        conn.execute(stmt)
         return MigrationStatus(target, target, [])
 
     def _schema_version(self, conn: Conn, target: int) -> int:

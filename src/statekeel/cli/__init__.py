@@ -60,3 +60,4 @@ main.add_command(keys.group)
 main.add_command(keys.erase)
 main.add_command(checkpoints.group)
 main.add_command(events.group)
+from .portability import register; register(main)  # noqa: E402,E702 - export, import, copy, backup, restore

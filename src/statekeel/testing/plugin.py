@@ -32,7 +32,7 @@ import statekeel
 
 from . import BACKENDS, BackendContext, ServerPool
 
-ALL = ("memory", "sqlite")  # grows as backends land: files, postgres, redis
+ALL = ("memory", "sqlite", "files", "postgres", "redis")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
