@@ -153,3 +153,23 @@ def test_storage_overhead_after_checkpoint(tmp_path: Path) -> None:
         store.backend.checkpoint_wal()  # type: ignore[attr-defined]
     size = sum(p.stat().st_size for p in tmp_path.iterdir())
     assert size <= 1.5 * payload, (size, payload)
+
+
+def test_every_statekeel_error_in_the_package_is_drawn_in_the_tree() -> None:
+    import importlib
+    import pkgutil
+
+    import statekeel as pkg
+
+    for info in pkgutil.walk_packages(pkg.__path__, "statekeel."):
+        if ".testing" in info.name or info.name.endswith("demo_agent"):
+            continue
+        importlib.import_module(info.name)
+    doc = errors.__doc__ or ""
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    for cls in subclasses(StatekeelError):
+        if not cls.__name__.startswith("_"):
+            assert cls.__name__ in doc, f"{cls.__module__}.{cls.__name__} is not drawn in statekeel/errors.py"

@@ -511,6 +511,12 @@ def test_a_server_that_is_not_there_is_unavailable() -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_wrong_database_or_user_is_a_configuration_error(server: PostgresServer) -> None:
+    for wrong in [f"postgres@127.0.0.1:{server.port}/no_such_db", f"nobody@127.0.0.1:{server.port}/postgres"]:
+        with pytest.raises(ConfigurationError, match="does not exist"):
+            statekeel.open(f"postgresql://{wrong}?timeout=2")
+
+
 def test_close_is_idempotent_and_a_closed_store_says_so(url: str) -> None:
     store = statekeel.open(url)
     store.close()

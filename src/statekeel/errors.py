@@ -19,6 +19,20 @@
     ├── UnavailableError            the server is down or the connection broke; retry
     └── UsageError                  the API was used where it cannot work (sync call in a loop)
 
+Raised by feature modules, each a subclass of a class above:
+
+    ConflictError  ← DecisionClosedError   (features.decisions) the decision already has an outcome
+    StatekeelError ← RunCancelledError     (features.runs) the run was cancelled
+    StatekeelError ← StepFailedError       (features.runs) a step used up its attempts
+    StoreError     ← SchemaVersionError    (features.upcasting) written by a newer payload schema
+    NotAStoreError ← NotAnExportError      (portability) the folder is not a statekeel export
+    StoreError     ← IncompleteExportError (portability) half-written or tampered export
+    StoreError     ← ImportConflictError   (portability) the target already holds other data
+    StoreError     ← VerificationError     (portability) source and copy differ
+
+``RunSuspended`` is not an error: it derives from BaseException so that a run
+waiting for a person unwinds through ``except Exception`` in agent code.
+
 Driver errors never escape: each backend translates them in one place with
 :func:`translate` and ``raise … from exc``, so the original stays in ``__cause__``.
 Every message says what went wrong and what to do about it; a failed call leaves

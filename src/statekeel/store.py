@@ -220,7 +220,11 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     url = url or os.environ.get("STATEKEEL_URL") or DEFAULT_URL
     guard = SecretGuard(secret_guard)
     backend = open_backend(url, migrate=migrate, **backend_options)
-    keyring = encryption.keyring(backend) if encryption is not None else None
+    try:
+        keyring = encryption.keyring(backend) if encryption is not None else None
+    except BaseException:
+        backend.close()  # a bad key configuration must not leak the connection
+        raise
     steps = [*(transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
     codec = Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=steps, guard=guard)
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)

@@ -69,7 +69,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -217,14 +217,13 @@ def map_error(exc: BaseException, where: str) -> StatekeelError | None:
     if not isinstance(exc, psycopg.Error):
         return None
     state = exc.sqlstate or ""
-    for applies, make in _RULES:
-        if applies(exc, state):
-            return make(exc, where)
-    return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {_first_line(exc)}")
-
-
-def _is_config(exc: psycopg.Error, state: str) -> bool:
-    return state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS))
+    if state == _pg_sql.CONFLICT_SQLSTATE:
+        return _conflict(exc)
+    if state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS)):
+        return ConfigurationError(f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")
+    if _is_connection(exc, state):
+        return _unavailable(exc, where)
+    return _map_statement_error(exc, state, where)
 
 
 def _is_connection(exc: psycopg.Error, state: str) -> bool:
@@ -233,26 +232,22 @@ def _is_connection(exc: psycopg.Error, state: str) -> bool:
     return state[:2] in ("08", "53", "57") or state == "25006"  # 25006: a read-only standby
 
 
-_RULES: list[tuple[Callable[[psycopg.Error, str], bool], Callable[[psycopg.Error, str], StatekeelError]]] = [
-    (lambda exc, state: state == _pg_sql.CONFLICT_SQLSTATE, lambda exc, where: _conflict(exc)),
-    (_is_config, lambda exc, where: ConfigurationError(
-        f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")),
-    (_is_connection, lambda exc, where: _unavailable(exc, where)),
-    (lambda exc, state: state in _RETRYABLE_STATES, lambda exc, where: UnavailableError(
-        f"PostgreSQL at {where} kept aborting the batch ({_first_line(exc)}) after {_RETRIES} "
-        "attempts; nothing was written — retry the call")),
-    (lambda exc, state: state == "42501", lambda exc, where: ConfigurationError(
-        f"the PostgreSQL role lacks a privilege at {where} ({_first_line(exc)}); grant it, or have "
-        "an owner run the statements of `statekeel migrate --print-sql`")),
-    (lambda exc, state: state in ("42P01", "3F000", "42883"), lambda exc, where: MigrationRequiredError(
-        f"the store's schema at {where} is missing or old ({_first_line(exc)}); "
-        "run `statekeel migrate URL` or open it with migrate=True")),
-    (lambda exc, state: state == "42939", lambda exc, where: ConfigurationError(
-        f"PostgreSQL refused a name at {where} ({_first_line(exc)}); choose another ?schema=")),
-    (lambda exc, state: state[:2] == "22" or isinstance(exc, psycopg.DataError), lambda exc, where:
-        InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}; nothing was written")),
-]  # fmt: skip
-"""(applies, make) in order: the first rule that applies maps the error."""
+def _map_statement_error(exc: psycopg.Error, state: str, where: str) -> StatekeelError:
+    why = _first_line(exc)
+    if state in _RETRYABLE_STATES:
+        return UnavailableError(f"PostgreSQL at {where} kept aborting the batch ({why}) after "
+                                f"{_RETRIES} attempts; nothing was written — retry the call")
+    if state == "42501":
+        return ConfigurationError(f"the PostgreSQL role lacks a privilege at {where} ({why}); grant it, "
+                                  "or have an owner run the statements of `statekeel migrate --print-sql`")
+    if state in ("42P01", "42703", "3F000", "42883"):
+        return MigrationRequiredError(f"the store's schema at {where} is missing or old ({why}); "
+                                      "run `statekeel migrate URL` or open it with migrate=True")
+    if state == "42939":
+        return ConfigurationError(f"PostgreSQL refused a name at {where} ({why}); choose another ?schema=")
+    if state[:2] == "22" or isinstance(exc, psycopg.DataError):
+        return InvalidInputError(f"PostgreSQL refused a value: {why}; nothing was written")
+    return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {why}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -109,7 +109,8 @@ def test_wrong_or_missing_master_key(store_url: str, monkeypatch: pytest.MonkeyP
     with _encrypted(store_url, key=f"other:{KEY_B}") as wrong:
         with pytest.raises(KeyUnavailableError, match="not configured"):
             wrong.app.get("k")
-    first_id = _encrypted(store_url).keyring.master.current  # type: ignore[union-attr]
+    with _encrypted(store_url) as probe:
+        first_id = probe.keyring.master.current  # type: ignore[union-attr]
     with _encrypted(store_url, key=f"{first_id}:{KEY_B}") as same_id_wrong_value:
         with pytest.raises(KeyUnavailableError, match="wrong value"):
             same_id_wrong_value.app.get("k")
