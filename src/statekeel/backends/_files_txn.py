@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConflictError
+from ..protocol.batch import check_batch
 from ..protocol import (
     ANY,
     KEEP,
@@ -135,18 +136,11 @@ class Txn:
         return [self._one(op) for op in ops]
 
     def _check(self, ops: list[Op]) -> None:
-        pending: dict[str, int | None] = {}
-        for op in ops:
-            if not isinstance(op, (Put, Delete)):
-                continue
-            if op.key in pending:
-                current = pending[op.key]
-            else:
-                rec = self.record(op.key)
-                current = rec.version if rec is not None and alive(rec.expires_at, self.now) else None
-            if op.expect is not ANY and op.expect != current:
-                raise ConflictError(op.key, op.expect, current)
-            pending[op.key] = None if isinstance(op, Delete) else (current or 0) + 1
+        def current(key: str) -> int | None:
+            rec = self.record(key)
+            return rec.version if rec is not None and alive(rec.expires_at, self.now) else None
+
+        check_batch(ops, self.now, current, lambda prefix: self._keys_under(prefix, RECORD, []))
 
     def _one(self, op: Op) -> OpResult:
         if isinstance(op, Put):

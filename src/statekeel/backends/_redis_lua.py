@@ -99,11 +99,15 @@ while at <= #blob do
   ops[#ops + 1] = op
 end
 
--- compare-and-set: every precondition is checked before anything is written --
+-- compare-and-set: every precondition is checked before anything is written, --
+-- each judged as if the ops before it had been applied (memory's semantics) --
 local pending, uses = {}, {}
 for _, op in ipairs(ops) do
-  if op.code == 'P' or op.code == 'D' then uses[op.key] = (uses[op.key] or 0) + 1 end
+  if op.code == 'P' or op.code == 'D' or op.code == 'L' or op.code == 'T' then
+    uses[op.key] = (uses[op.key] or 0) + 1
+  end
 end
+local function dies(exp) return exp ~= 'K' and exp ~= '-' and not alive(exp) end
 for i, op in ipairs(ops) do
   local expect = (op.code == 'P' and op.args[3]) or (op.code == 'D' and op.args[1]) or '*'
   -- an unconditional write of a key no other op of the batch names needs no read here
@@ -117,7 +121,17 @@ for i, op in ipairs(ops) do
       local want = expect == '-' and -1 or tonumber(expect)
       if want ~= cur then return '0 ' .. i .. ' ' .. cur end
     end
-    if op.code == 'D' then pending[op.key] = -1 else pending[op.key] = math.max(cur, 0) + 1 end
+    if op.code == 'D' or dies(op.args[4]) then pending[op.key] = -1 else pending[op.key] = math.max(cur, 0) + 1 end
+  elseif op.code == 'L' then
+    pending[op.key] = alive(opt(op.args[6])) and tonumber(op.args[3]) or -1
+  elseif op.code == 'T' and dies(op.args[1]) then
+    pending[op.key] = -1
+  elseif op.code == 'E' and dies(op.args[2]) then
+    local lo, hi = string.sub(op.key, 2), string.sub(op.args[1], 2)
+    for _, name in ipairs(redis.call('ZRANGEBYLEX', op.base .. 'keys', op.key, op.args[1])) do pending[name] = -1 end
+    for name in pairs(pending) do
+      if name >= lo and name < hi then pending[name] = -1 end
+    end
   end
 end
 

@@ -32,6 +32,7 @@ from ..protocol import (
     LoadEntries,
     Rewrite,
 )
+from ..protocol.batch import check_batch
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
 from ._url import ParsedURL
@@ -155,18 +156,11 @@ class MemoryBackend(Backend):
             return [self._apply_one(op, now) for op in ops]
 
     def _check(self, ops: Sequence[Op], now: float) -> None:
-        pending: dict[str, int | None] = {}
-        for op in ops:
-            if not isinstance(op, (Put, Delete)):
-                continue
-            if op.key in pending:
-                current = pending[op.key]
-            else:
-                rec = self._records.get(op.key)
-                current = rec.version if rec is not None and _alive(rec.expires_at, now) else None
-            if op.expect is not ANY and op.expect != current:
-                raise ConflictError(op.key, op.expect, current)
-            pending[op.key] = None if isinstance(op, Delete) else (current or 0) + 1
+        def current(key: str) -> int | None:
+            rec = self._records.get(key)
+            return rec.version if rec is not None and _alive(rec.expires_at, now) else None
+
+        check_batch(ops, now, current, lambda prefix: [k for k in self._sorted if k.startswith(prefix)])
 
     def _apply_one(self, op: Op, now: float) -> OpResult:
         if isinstance(op, Put):

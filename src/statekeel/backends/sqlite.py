@@ -324,7 +324,11 @@ class SQLiteBackend(Backend):
         else:
             log_id, last = head[0], head[2]
             c.execute("UPDATE sk_logs SET expires_at = ? WHERE id = ?", (op.expires_at, log_id))
-        fresh = [e for e in op.entries if e.seq > last]
+        fresh: list[Entry] = []
+        for e in op.entries:  # like memory: only entries above the last seq so far, in order
+            if e.seq > last:
+                fresh.append(e)
+                last = e.seq
         c.executemany(
             "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
             [(_rowid(log_id, e.seq), e.data, e.codec, e.created_at) for e in fresh],  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ def _fast_search() -> Any:
     """``search(data) -> bool``: RE2's automaton called directly (its Python wrapper
     costs more than the scan), or Python's re where google-re2 is missing."""
     try:
-        import re2
+        import re2  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - google-re2 is a dependency
         pattern = re.compile(_FAST_PATTERN.encode())
         return lambda data: pattern.search(data) is not None

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from statekeel import ConflictError, Store
-from statekeel.protocol import ANY, KEEP, Append, Delete, Expire, Put, Touch, Trim, keys
+from statekeel.protocol import ANY, KEEP, Append, Delete, Expire, Op, Put, Touch, Trim, keys
 
 
 def put(store: Store, key: str, value: bytes = b"1", **kw: object) -> object:
@@ -46,7 +46,7 @@ def test_delete_with_expect(store: Store) -> None:
 
 def test_batch_is_all_or_nothing(store: Store) -> None:
     put(store, "k/x/b")
-    ops = [
+    ops: list[Op] = [
         Put("k/x/a", b"1", "json"),
         Append("k/x/log", ((b"1", "json"),)),
         Put("k/x/b", b"2", "json", expect=None),  # fails: b exists
@@ -220,3 +220,25 @@ def test_rewrite_replaces_bytes_in_place(store: Store) -> None:
     assert after[0] == before[0]
     assert (after[1].seq, after[1].data, after[1].codec, after[1].created_at) == (2, b"22", "tjson1", before[1].created_at)
     assert b.apply([Rewrite("l/x/log", 9, b"x", "json"), Rewrite("l/x/none", 1, b"x", "json")]) == [False, False]
+
+
+def test_load_entries_skips_repeated_and_out_of_order_seqs(store: Store) -> None:
+    from statekeel.protocol import Entry, LoadEntries
+
+    e = [Entry("l/x/log", s, str(s).encode(), "json", 1000.0 + s) for s in (1, 2, 2, 1, 3)]
+    assert store.backend.apply([LoadEntries("l/x/log", tuple(e))]) == [3]
+    assert [x.seq for x in store.backend.read("l/x/log")] == [1, 2, 3]
+
+
+def test_batch_checks_each_op_after_the_ones_before_it(store: Store) -> None:
+    from statekeel.protocol import Load, Record
+
+    b = store.backend
+    # a Load earlier in the batch sets the version a later compare-and-set sees
+    b.apply([Load(Record("k/x/a", b"1", "json", 7, 1.0, 1.0, None)), Put("k/x/a", b"2", "json", expect=7)])
+    assert b.get("k/x/a").version == 8  # type: ignore[union-attr]
+    # an Expire to the past earlier in the batch makes the key absent for create-only
+    put(store, "k/x/b")
+    b.apply([Expire("k/x/", time.time() - 1), Put("k/x/b", b"3", "json", expect=None)])
+    got = b.get("k/x/b")
+    assert got is not None and got.version == 1 and got.data == b"3"
