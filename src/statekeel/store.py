@@ -40,6 +40,7 @@ class Store:
         self, backend: Backend, codec: Codec | None = None, *, allow_in_event_loop: bool = False
     ) -> None:
         guard_backend(backend, allow_in_event_loop=allow_in_event_loop)  # see statekeel._loopguard
+        self._allow_in_event_loop = allow_in_event_loop
         self.backend = backend
         self.codec = codec or Codec()
         self.stats: Counter[str] = Counter()
@@ -160,7 +161,9 @@ class Store:
         """
         native = getattr(self.backend, "for_tenant", None)
         backend = native(name) if native is not None else TenantBackend(self.backend, name)
-        child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=True)
+        # a TenantBackend calls the parent's (already guarded) backend; a native one is new
+        allow = self._allow_in_event_loop or native is None
+        child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
         child.keyring = self.keyring
         return child
 

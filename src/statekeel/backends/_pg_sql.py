@@ -50,6 +50,9 @@ __all__ = [
     "migration_sql",
 ]
 
+TENANT_SETTING = "statekeel.tenant"
+TENANT_EXPR = "coalesce(current_setting('statekeel.tenant', true), '')"
+
 CONFLICT_SQLSTATE = "SK409"
 DEAD_LOG_SQLSTATE = "SK410"
 
@@ -99,6 +102,24 @@ MIGRATIONS: list[list[str]] = [
         " RETURNS bigint LANGUAGE plpgsql AS {conflict_body}",
         "CREATE FUNCTION {s}.sk_dead_log(name text) RETURNS bigint LANGUAGE plpgsql AS {dead_log_body}",
     ],
+    # v2: tenant isolation by row-level security. Every row carries the tenant
+    # of the connection that wrote it (the statekeel.tenant setting, '' when
+    # unset) and every query sees only its own tenant's rows — FORCE applies
+    # the policy to the table owner too. See docs/postgres.md for the roles.
+    [
+        "ALTER TABLE {s}.sk_kv ADD COLUMN tenant text NOT NULL DEFAULT {tenant}",
+        "ALTER TABLE {s}.sk_logs ADD COLUMN tenant text NOT NULL DEFAULT {tenant}",
+        "ALTER TABLE {s}.sk_entries ADD COLUMN tenant text NOT NULL DEFAULT {tenant}",
+        "ALTER TABLE {s}.sk_kv ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE {s}.sk_kv FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY sk_tenant ON {s}.sk_kv USING (tenant = {tenant}) WITH CHECK (tenant = {tenant})",
+        "ALTER TABLE {s}.sk_logs ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE {s}.sk_logs FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY sk_tenant ON {s}.sk_logs USING (tenant = {tenant}) WITH CHECK (tenant = {tenant})",
+        "ALTER TABLE {s}.sk_entries ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE {s}.sk_entries FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY sk_tenant ON {s}.sk_entries USING (tenant = {tenant}) WITH CHECK (tenant = {tenant})",
+    ],
 ]
 
 _RECORD_VERSION = "INSERT INTO {s}.statekeel_schema (version) VALUES ({version})"
@@ -113,6 +134,7 @@ def migration_sql(schema: str, version: int) -> list[str]:
     bodies = {
         "conflict_body": sql.Literal(_compose(_CONFLICT_BODY, schema)),
         "dead_log_body": sql.Literal(_DEAD_LOG_BODY),
+        "tenant": sql.SQL(TENANT_EXPR),
     }
     steps = [_compose(t, schema, **bodies) for t in MIGRATIONS[version - 1]]
     return [*steps, _compose(_RECORD_VERSION, schema, version=sql.Literal(version))]

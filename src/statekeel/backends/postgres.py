@@ -79,6 +79,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
+from ..security.tenants import TenantBackend
+
 from ..errors import (
     ConfigurationError,
     ConflictError,
@@ -397,16 +399,20 @@ def _pipelined(conn: Conn, stmts: Sequence[Stmt]) -> list[psycopg.Cursor[Row]]:
 class PostgresBackend(Backend):
     """A psycopg connection pool on one schema; safe for threads and many processes."""
 
-    def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+    def __init__(self, url: ParsedURL, *, migrate: bool = True, tenant: str | None = None) -> None:
         self.url = url.redacted
         cfg = _Settings.from_url(url)
         self.schema = cfg.schema
         self._q = _pg_sql.build(cfg.schema)
         self._closed = False
+        self._parsed = url
+        self._tenants: dict[str, PostgresBackend] = {}
         dsn, kwargs = _dsn(url), _connect_kwargs(url, cfg)
+        if tenant is not None:  # row-level security: this pool's sessions belong to the tenant
+            kwargs["options"] = f"-c {_pg_sql.TENANT_SETTING}={tenant_setting(tenant)}"
         self._pool: ConnectionPool[Conn] = ConnectionPool(
-            dsn, connection_class=_Connection, kwargs=kwargs, min_size=cfg.pool_min, max_size=cfg.pool_max,
-            timeout=cfg.timeout, open=False, name="statekeel",
+            dsn, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
+            max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
         )  # fmt: skip
         with self._guard():
             # one direct connection first: a wrong URL or password fails now, clearly
@@ -694,14 +700,29 @@ class PostgresBackend(Backend):
             )
         return current
 
+    def for_tenant(self, name: str) -> Backend:
+        """Tenant ``name``'s view: its own pool, whose rows PostgreSQL's row-level
+        security keeps apart, and the key prefix every backend uses."""
+        child = self._tenants.get(name)
+        if child is None:
+            child = self._tenants[name] = PostgresBackend(self._parsed, migrate=False, tenant=name)
+        return TenantBackend(child, name)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for child in self._tenants.values():
+            child.close()
         try:
             self._pool.close()
         except Exception:  # noqa: BLE001 - closing a pool that never opened
             pass
+
+
+def tenant_setting(tenant: str) -> str:
+    """The value of ``statekeel.tenant`` for a tenant: hex, so any name is a safe option value."""
+    return "t" + tenant.encode("utf-8", "surrogatepass").hex()
 
 
 def _lock_id(schema: str) -> int:
