@@ -35,7 +35,7 @@ for p in (os.path.join(REPO, "src"), REPO):
 
 from benchmarks.systems import SYSTEMS, Spec  # noqa: E402
 
-BACKENDS = ("sqlite", "postgres", "redis")
+BACKENDS = ("sqlite", "files", "postgres", "redis")
 
 
 def parse_args(argv=None):

@@ -86,6 +86,108 @@ def sk_redis(turns, ctx):
     return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": r.info("memory")["used_memory"] - m0}
 
 
+# -- encryption on (issue: per-turn cost encrypted vs plain) ------------------
+def _key():
+    import statekeel
+
+    return statekeel.Encryption(master_key=b"k" * 32)
+
+
+def sk_sqlite_encrypted(turns, ctx):
+    return _sqlite(turns, ctx, encryption=_key())
+
+
+def sk_pg_encrypted(turns, ctx):
+    import statekeel
+    from benchmarks.systems.pg_peers import db_size
+
+    s0 = db_size(ctx["pg_dsn"])
+    store = statekeel.open(ctx["pg_dsn"], encryption=_key())
+    try:
+        lat, load = _turn_loop(store, turns)
+    finally:
+        store.close()
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": db_size(ctx["pg_dsn"]) - s0}
+
+
+# -- the asyncio API ----------------------------------------------------------
+def _async_rows(url, turns):
+    import asyncio
+
+    import statekeel
+
+    async def run():
+        store = await statekeel.open_async(url)
+        try:
+            s = await store.session("t1")
+            lat = []
+            for i, (u, a) in enumerate(turns):
+                t = time.perf_counter()
+                await s.append({"role": "user", "content": u}, {"role": "assistant", "content": a}, state={"turn": i})
+                lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            msgs = await s.history()
+            load = time.perf_counter() - t
+            assert len(msgs) == 2 * len(turns)
+            return lat, load
+        finally:
+            await store.aclose()
+
+    lat, load = asyncio.run(run())
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2)}
+
+
+def sk_sqlite_async(turns, ctx):
+    return _async_rows(f"sqlite:///{os.path.join(ctx['workdir'], 'state.db')}", turns)
+
+
+def sk_pg_async(turns, ctx):
+    return _async_rows(ctx["pg_dsn"], turns)
+
+
+def sk_redis_async(turns, ctx):
+    from benchmarks.systems.redis_peers import prepare
+
+    prepare(ctx["redis_url"])
+    return _async_rows(ctx["redis_url"], turns)
+
+
+# -- files backend vs raw append + fsync of the same bytes ---------------------
+def sk_files(turns, ctx):
+    import statekeel
+
+    root = os.path.join(ctx["workdir"], "store")
+    store = statekeel.open(f"file://{root}")
+    try:
+        lat, load = _turn_loop(store, turns)
+    finally:
+        store.close()
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": dir_bytes(root)}
+
+
+def raw_files_append(turns, ctx):
+    """The floor: both messages as JSON lines appended to one file, fdatasync per turn (no state)."""
+    import json
+
+    path = os.path.join(ctx["workdir"], "history.jsonl")
+    lat = []
+    with open(path, "ab") as fh:
+        for seq, (u, a) in enumerate(turns):
+            t = time.perf_counter()
+            lines = (json.dumps({"seq": 2 * seq + 1, "role": "user", "content": u}) + "\n"
+                     + json.dumps({"seq": 2 * seq + 2, "role": "assistant", "content": a}) + "\n")
+            fh.write(lines.encode())
+            fh.flush()
+            os.fdatasync(fh.fileno())
+            lat.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    with open(path, "rb") as fh:
+        msgs = [json.loads(line) for line in fh]
+    load = time.perf_counter() - t
+    assert len(msgs) == 2 * len(turns)
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": os.path.getsize(path)}
+
+
 SMALL, BIG, CHUNK, REPEAT = 1_000, 100_000, 100, 300
 
 
