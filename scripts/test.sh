@@ -13,10 +13,16 @@ if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev
         echo "redis-server is missing: sudo apt-get install redis-server" >&2
     fi
 fi
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    fi
+# PostgreSQL server binaries (initdb, pg_ctl), psql and pgbouncer (the transaction-mode test)
+need=""
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+command -v psql >/dev/null 2>&1 || need="$need postgresql-client"
+command -v pgbouncer >/dev/null 2>&1 || need="$need pgbouncer"
+if [ -n "$need" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    # the packages start their own services; the tests start private servers instead
+    service pgbouncer stop >/dev/null 2>&1 || true
+    service postgresql stop >/dev/null 2>&1 || true
 fi
 
 python3 -m venv .venv

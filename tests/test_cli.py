@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pytest
+from conftest import missing
 from click.testing import CliRunner, Result
 
 import statekeel
@@ -284,7 +285,7 @@ def test_doctor_reports_an_outdated_schema(tmp_path: Path, url: str) -> None:
 def _console_script() -> str:
     script = Path(sys.executable).with_name("statekeel")
     if not script.exists():
-        pytest.skip("the statekeel console script is not installed next to this python")
+        missing("the statekeel console script is not installed next to this python")
     return str(script)
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 from click.testing import CliRunner
 
 import statekeel
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 def _console_script() -> str:
     script = Path(sys.executable).with_name("statekeel")
     if not script.exists():
-        pytest.skip("the statekeel console script is not installed next to this python")
+        missing("the statekeel console script is not installed next to this python")
     return str(script)
 
 

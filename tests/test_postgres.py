@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import pytest
+from conftest import missing
 
 import statekeel
 from statekeel import (
@@ -101,7 +102,7 @@ def pgbouncer(server: PostgresServer) -> Iterator[str]:
     """PgBouncer in transaction mode in front of the server; its URL (skipped when not installed)."""
     binary = find_binary("pgbouncer", ["/usr/sbin", "/usr/local/sbin"])
     if binary is None:
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+        missing("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     # not under pytest's private tmp: the account PgBouncer runs as must reach it
     folder, port = Path(tempfile.mkdtemp(prefix="statekeel-pgbouncer-", dir="/tmp")), free_port()
     (folder / "users.txt").write_text('"postgres" ""\n')
@@ -131,7 +132,7 @@ def pgbouncer(server: PostgresServer) -> Iterator[str]:
     if proc.poll() is not None or time.monotonic() >= deadline:
         proc.kill()
         out.close()
-        pytest.skip(f"pgbouncer did not start: {(folder / 'out.txt').read_text()[-500:]}")
+        missing(f"pgbouncer did not start: {(folder / 'out.txt').read_text()[-500:]}")
     yield url
     proc.terminate()
     proc.wait(10)

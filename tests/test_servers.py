@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from statekeel.testing import servers
 from statekeel.testing.servers import (
@@ -83,12 +84,12 @@ def _complete(buffer: bytes) -> bool:
 def pg() -> Iterator[PostgresServer]:
     """A running PostgresServer, skipped when PostgreSQL is not installed."""
     if PSQL is None:
-        pytest.skip("psql not installed")
+        missing("psql not installed")
     try:
         server = PostgresServer(settings={"work_mem": "8MB"}).start()
     except ServerUnavailable as exc:
         if "not found" in str(exc):
-            pytest.skip(str(exc))
+            missing(str(exc))
         raise
     try:
         yield server
@@ -103,7 +104,7 @@ def redis() -> Iterator[RedisServer]:
         server = RedisServer().start()
     except ServerUnavailable as exc:
         if "not found" in str(exc):
-            pytest.skip(str(exc))
+            missing(str(exc))
         raise
     try:
         yield server
@@ -202,7 +203,7 @@ def test_redis_kill_then_start_replays_aof(redis: RedisServer) -> None:
 
 def test_redis_context_manager_stops_server() -> None:
     if find_binary(["redis-server", "valkey-server"]) is None:
-        pytest.skip("redis-server not installed")
+        missing("redis-server not installed")
     with RedisServer() as server:
         port, directory = server.port, server.dir
         assert resp(port, "PING") == b"+PONG\r\n"
@@ -217,7 +218,7 @@ def test_redis_missing_binary_raises_with_hint(tmp_path: Path) -> None:
 
 def test_redis_busy_port_raises_with_log_tail() -> None:
     if find_binary(["redis-server", "valkey-server"]) is None:
-        pytest.skip("redis-server not installed")
+        missing("redis-server not installed")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         server = RedisServer(port=squatter.getsockname()[1], startup_timeout=5)
@@ -229,7 +230,7 @@ def test_redis_busy_port_raises_with_log_tail() -> None:
 
 def test_redis_retries_when_picked_port_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     if find_binary(["redis-server", "valkey-server"]) is None:
-        pytest.skip("redis-server not installed")
+        missing("redis-server not installed")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         busy = squatter.getsockname()[1]
