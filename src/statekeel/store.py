@@ -42,7 +42,7 @@ class Store:
         guard_backend(backend, allow_in_event_loop=allow_in_event_loop)  # see statekeel._loopguard
         self._allow_in_event_loop = allow_in_event_loop
         self.backend = backend
-        self.codec = codec or Codec()
+        self.codec = codec or Codec(guard=SecretGuard())  # the same default as statekeel.open()
         self.stats: Counter[str] = Counter()
         """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
         self._temp_backend = MemoryBackend()

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
-from ..models import SESSION_STATUSES, Message, SessionInfo, SessionStatus, to_datetime
+from ..models import Item, SESSION_STATUSES, Message, SessionInfo, SessionStatus, to_datetime
 from ..protocol import ANY, Entry, KEEP, Append, Delete, Expect, Expire, Op, Put, Record, Touch, keys
 from . import checkpoints as _checkpoints
 from ._duration import Duration, maybe_seconds
@@ -75,7 +75,7 @@ class SessionState(StateView):
         super().__init__(session._store, Scope("session", session.id))
         self._session = session
 
-    def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Any:
+    def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
         writes = _Writes(puts=[(key, value, expect, maybe_seconds(ttl, "ttl"))])
         return self._item(self._session._commit(writes).records[0])
 
