@@ -170,8 +170,8 @@ class Store:
     # -- data subjects -------------------------------------------------------
     def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
-        if self.keyring is not None:
-            self.keyring.bind(_partition_of(partition_of), subject)
+        if self.keyring is not None:  # the keyring names partitions with this store's tenant prefix
+            self.keyring.bind(self.codec.context_prefix + _partition_of(partition_of), subject)
 
     def erase(self, subject: str) -> Erasure:
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.security.erasure`)."""

@@ -46,10 +46,17 @@ class Erasure:
 
 
 def _partitions(store: Store, subject: str) -> set[str]:
+    """The subject's partitions as this store names them (without its tenant prefix)."""
     found = {keys.join("user", subject)}
     found |= {keys.join("session", s.id) for s in iter_sessions(store, user=subject)}
     if store.keyring is not None:
-        found |= set(store.keyring.subject_partitions(subject))
+        tenant = store.codec.context_prefix  # the keyring's names carry the tenant prefix
+        for name in store.keyring.subject_partitions(subject):
+            first = name.split("/", 1)[0]
+            if tenant and name.startswith(tenant):
+                found.add(name[len(tenant) :])
+            elif not tenant and "~" not in first:  # another tenant's partition
+                found.add(name)
     return found
 
 
@@ -65,7 +72,7 @@ def erase_subject(store: Store, subject: str) -> Erasure:
     )
     for partition in sorted(partitions):
         if store.keyring is not None:
-            store.keyring.destroy(partition, erasure_id)
+            store.keyring.destroy(store.codec.context_prefix + partition, erasure_id)
         store.backend.apply([Expire(partition + "/", time.time())])
         kind, ident = keys.split(partition)[:2]
         if kind == "session":

@@ -83,3 +83,20 @@ def test_encrypted_tenants_have_their_own_keys(store_url: str) -> None:
         else:
             raise AssertionError("a ciphertext moved across tenants was accepted")
         assert a.app.get("k") == "secret of a"
+
+
+def test_erasure_in_one_tenant_leaves_the_same_subject_in_another(store_url: str) -> None:
+    key = base64.b64encode(b"E" * 32).decode()
+    with statekeel.open(store_url, encryption=Encryption(master_key=key)) as store:
+        for tenant in ("a", "b"):
+            t = store.tenant(tenant)
+            t.user("u").put("profile", f"u of {tenant}")
+            t.session("s", user="u").append(f"hello from {tenant}")
+        store.user("u").put("profile", "u untenanted")
+        done = store.tenant("a").erase("u")
+        assert done.partitions == 2
+        assert store.tenant("a").user("u").get("profile") is None
+        assert list(store.tenant("a").sessions()) == []
+        assert store.tenant("b").user("u").get("profile") == "u of b"
+        assert store.tenant("b").session("s").history() == ["hello from b"]
+        assert store.user("u").get("profile") == "u untenanted"
