@@ -109,7 +109,7 @@ class AsyncEventStream:
     async def project(
         self,
         fn: Callable[[S, Event], S],
-        initial: S,
+        initial: S | None = None,
         *,
         snapshot_every: int | None = 1000,
         name: str | None = None,
@@ -128,7 +128,7 @@ class AsyncEventStream:
     async def projection(
         self,
         fn: Callable[[S, Event], S],
-        initial: S,
+        initial: S | None = None,
         *,
         snapshot_every: int | None = 1000,
         name: str | None = None,

@@ -273,7 +273,7 @@ class EventStream:
     def project(
         self,
         fn: Callable[[S, Event], S],
-        initial: S,
+        initial: S | None = None,
         *,
         snapshot_every: int | None = 1000,
         name: str | None = None,
@@ -294,7 +294,7 @@ class EventStream:
     def projection(
         self,
         fn: Callable[[S, Event], S],
-        initial: S,
+        initial: S | None = None,
         *,
         snapshot_every: int | None = 1000,
         name: str | None = None,
@@ -311,7 +311,7 @@ class EventStream:
         old snapshots are ignored. ``snapshot_every=N`` stores the state at
         every N-th seq folded (None: store none); ``as_of`` / ``at`` fold only
         up to that seq / time. ``fn`` may mutate and return the state it gets;
-        ``initial`` itself is never mutated.
+        ``initial`` (default None: ``fn`` then receives None with the first event) is never mutated.
         """
         proj = _ProjectionRun(self, fn, name, version, snapshot_every, keep_snapshots)
         target = self._target(as_of, at)
