@@ -232,6 +232,22 @@ class SQLiteBackend(Backend):
             rows.reverse()
         return [Entry(log, r[0] & _SEQ_MAX, r[1], r[2], r[3]) for r in rows]
 
+    def read_values(
+        self, log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> list[tuple[bytes, str]]:
+        with self._read() as c:
+            head = self._header(c, log)
+            if head is None:
+                return []
+            rows = c.execute(
+                "SELECT data, codec FROM sk_entries WHERE id >= ? AND id < ?"
+                f" ORDER BY id {'DESC' if reverse else 'ASC'} LIMIT ?",
+                (_rowid(head[0], head[1]), _rowid(head[0], head[2] + 1), -1 if limit is None else limit),
+            ).fetchall()
+        if reverse:
+            rows.reverse()
+        return rows
+
     def log_info(self, log: str) -> LogInfo | None:
         with self._read() as c:
             head = self._header(c, log)

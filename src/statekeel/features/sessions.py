@@ -209,8 +209,13 @@ class Session:
             raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
         if last == 0:
             return []
-        entries = self._entries(last, 1, None, include_hidden)
-        return self._store.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
+        view = None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
+        if view is None:  # never restored: the backend's fast path, no Entry objects
+            items = self._backend.read_values(self._log, limit=last, reverse=last is not None)
+        else:
+            entries = _checkpoints.visible_entries(self._store, view, self._log, 1, None, last)
+            items = [(e.data, e.codec) for e in entries]
+        return self._store.codec.decode_many(items, self._log)
 
     def __len__(self) -> int:
         info = self._backend.log_info(self._log)

@@ -105,6 +105,11 @@ class TenantBackend(Backend):
     ) -> list[Entry]:
         return [self._entry(e) for e in self.inner.read(self._in(log), start=start, stop=stop, limit=limit, reverse=reverse)]
 
+    def read_values(
+        self, log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> list[tuple[bytes, str]]:
+        return self.inner.read_values(self._in(log), limit=limit, reverse=reverse)
+
     def log_info(self, log: str) -> LogInfo | None:
         return self._info(self.inner.log_info(self._in(log)))
 

@@ -242,3 +242,12 @@ def test_batch_checks_each_op_after_the_ones_before_it(store: Store) -> None:
     b.apply([Expire("k/x/", time.time() - 1), Put("k/x/b", b"3", "json", expect=None)])
     got = b.get("k/x/b")
     assert got is not None and got.version == 1 and got.data == b"3"
+
+
+def test_read_values_matches_read(store: Store) -> None:
+    b = store.backend
+    b.apply([Append("l/x/log", tuple((str(i).encode(), "json") for i in range(1, 8)))])
+    b.apply([Trim("l/x/log", 3)])
+    assert b.read_values("l/x/log") == [(e.data, e.codec) for e in b.read("l/x/log")]
+    assert b.read_values("l/x/log", limit=2, reverse=True) == [(b"6", "json"), (b"7", "json")]
+    assert b.read_values("l/x/none") == []
