@@ -259,14 +259,15 @@ class Codec:
 
     def for_context(self, prefix: str) -> Codec:
         """This codec with ``prefix`` in every transform context (tenants: their own AAD and keys)."""
-        clone = object.__new__(Codec)
-        clone.__dict__.update(self.__dict__, context_prefix=self.context_prefix + prefix)
-        return clone
+        return self._with(context_prefix=self.context_prefix + prefix)
 
     def _unguarded(self) -> Codec:
         """This codec without the secret guard (to encode an already redacted value)."""
+        return self._with(guard=None)
+
+    def _with(self, **changes: Any) -> Codec:
         clone = object.__new__(Codec)
-        clone.__dict__.update(self.__dict__, guard=None)
+        clone.__dict__.update(self.__dict__, **changes)
         return clone
 
     @staticmethod

@@ -186,35 +186,33 @@ class Session:
         ``start <= seq < stop``. Entries hidden by :meth:`restore` are skipped
         unless ``include_hidden=True`` (they are kept, never deleted).
         """
-        if last is not None and (not isinstance(last, int) or last < 0):
-            raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
-        if last == 0:
+        if not _wants_any(last):
             return []
-        entries = self._entries(last, start, stop, include_hidden)
+        entries = self._entries(last, start, stop, self._view(include_hidden))
         values = self._store.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
         return [
             Message(e.seq, v, to_datetime(e.created_at))  # type: ignore[arg-type]
             for e, v in zip(entries, values)
         ]
 
-    def _entries(self, last: int | None, start: int, stop: int | None, include_hidden: bool) -> list[Entry]:
-        view = None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
+    def _view(self, include_hidden: bool) -> Record | None:
+        """The hidden-ranges record left by restore(), or None (never restored, or asked for all)."""
+        return None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
+
+    def _entries(self, last: int | None, start: int, stop: int | None, view: Record | None) -> list[Entry]:
         if view is None:  # never restored: one point read more than the plain log read
             return self._backend.read(self._log, start=start, stop=stop, limit=last, reverse=last is not None)
         return _checkpoints.visible_entries(self._store, view, self._log, start, stop, last)
 
     def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
         """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        if last is not None and (not isinstance(last, int) or last < 0):
-            raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
-        if last == 0:
+        if not _wants_any(last):
             return []
-        view = None if include_hidden else self._backend.get(_checkpoints.view_key(self.id))
-        if view is None:  # never restored: the backend's fast path, no Entry objects
+        view = self._view(include_hidden)
+        if view is None:  # the backend's fast path, no Entry objects
             items = self._backend.read_values(self._log, limit=last, reverse=last is not None)
         else:
-            entries = _checkpoints.visible_entries(self._store, view, self._log, 1, None, last)
-            items = [(e.data, e.codec) for e in entries]
+            items = [(e.data, e.codec) for e in self._entries(last, 1, None, view)]
         return self._store.codec.decode_many(items, self._log)
 
     def __len__(self) -> int:
@@ -289,6 +287,13 @@ class Session:
     def prune_checkpoints(self, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
         """Delete old checkpoints, keeping what is kept restorable; returns how many went."""
         return _checkpoints.prune(self, keep_last=keep_last, newer_than=newer_than)
+
+
+def _wants_any(last: int | None) -> bool:
+    """Validate ``last=``; False when it asks for nothing (``last=0``)."""
+    if last is not None and (not isinstance(last, int) or last < 0):
+        raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
+    return last != 0
 
 
 class SessionBatch:
