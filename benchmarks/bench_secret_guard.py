@@ -11,7 +11,7 @@ import string
 import time
 
 from statekeel.codec import Codec
-from statekeel.security.corpus import measure
+from statekeel.testing.secret_corpus import measure
 from statekeel.security.guard import SecretGuard
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import statekeel
 from statekeel import MigrationRequiredError, NotAStoreError, SchemaTooNewError
 from statekeel.backends import open_backend
-from statekeel.backends._files_names import decode, encode
+from statekeel.backends.files.names import decode, encode
 from statekeel.backends.files import FilesBackend
 from statekeel.protocol import (
     KEEP,
@@ -242,9 +242,9 @@ def test_unfinished_multi_entry_append_is_invisible(url: str, root: Path) -> Non
 
 def _crash_mid_batch(url: str, after_actions: int) -> None:
     """Child process: apply a 3-file batch but die after ``after_actions`` file changes."""
-    from statekeel.backends import _files_io
+    from statekeel.backends.files import io as files_io
 
-    real = _files_io.run
+    real = files_io.run
     done = [0]
 
     def dying_run(root: str, action: Any, dirty: set[str]) -> None:
@@ -253,7 +253,7 @@ def _crash_mid_batch(url: str, after_actions: int) -> None:
         real(root, action, dirty)
         done[0] += 1
 
-    _files_io.run = dying_run  # type: ignore[assignment]
+    files_io.run = dying_run  # type: ignore[assignment]  # commit() and Journal.recover() call it
     b = open_backend(url)
     b.apply([Put("k/x/a", b"2", "json"), Put("k/x/b", b"2", "json"), Append("k/x/log", ((b"2", "json"),))])
 
@@ -421,9 +421,9 @@ def _put_one(url: str, key: str) -> None:
 
 
 def test_cached_folder_listings_see_other_processes(url: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from statekeel.backends import _files_tree
+    from statekeel.backends.files import tree
 
-    monkeypatch.setattr(_files_tree, "RACY_NS", 20_000_000)  # 20 ms instead of 2 s, to keep the test short
+    monkeypatch.setattr(tree, "RACY_NS", 20_000_000)  # 20 ms instead of 2 s, to keep the test short
     b = FilesBackend(statekeel.backends.parse(url))
     b.apply([Put(f"k/x/{i:03d}", b"1", "json") for i in range(50)])
     time.sleep(0.05)

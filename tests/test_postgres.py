@@ -42,8 +42,9 @@ from statekeel import (
     UsageError,
 )
 from statekeel.backends import parse
-from statekeel.backends._pg_sql import MIGRATIONS
-from statekeel.backends.postgres import PostgresBackend, _dsn, map_error
+from statekeel.backends.postgres import PostgresBackend, map_error
+from statekeel.backends.postgres.config import dsn
+from statekeel.backends.postgres.migrations import MIGRATIONS
 from statekeel.protocol import (
     ANY,
     KEEP,
@@ -148,7 +149,7 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[str]:
 # -- URLs and schemas -----------------------------------------------------------
 def test_url_options_are_stripped_and_the_password_redacted() -> None:
     parsed = parse("postgresql://u:secret@db:5432/app?schema=x&pool_max=3&timeout=2&prepare=off&sslmode=disable")
-    assert _dsn(parsed) == "postgresql://u:secret@db:5432/app?sslmode=disable"
+    assert dsn(parsed) == "postgresql://u:secret@db:5432/app?sslmode=disable"
     assert "secret" not in parsed.redacted
     for bad in ["schema=", "schema=pg_x", "pool_min=5&pool_max=2", "timeout=0", "timeout=soon", "prepare=maybe"]:
         with pytest.raises(ConfigurationError):

@@ -1,6 +1,6 @@
 """The secret guard's detection quality on labelled corpora (deterministic; no timing)."""
 
-from statekeel.security.corpus import generated_secrets, measure
+from statekeel.testing.secret_corpus import generated_secrets, measure
 
 
 def test_recall_and_false_positive_rate() -> None:

@@ -235,7 +235,7 @@ def test_redis_retries_when_picked_port_is_taken(monkeypatch: pytest.MonkeyPatch
         squatter.bind(("127.0.0.1", 0))
         busy = squatter.getsockname()[1]
         ports = iter([busy, free_port()])
-        monkeypatch.setattr(servers, "free_port", lambda: next(ports))
+        monkeypatch.setattr(servers._process, "free_port", lambda: next(ports))
         with RedisServer() as server:
             assert server.port != busy
             assert resp(server.port, "PING") == b"+PONG\r\n"

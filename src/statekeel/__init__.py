@@ -44,37 +44,28 @@ from .features.checkpoints import Checkpoint, CheckpointDiff
 from .features.decisions import Decision, DecisionClosedError, DecisionContext
 from .features.events import Consumer, Event, EventStream, Projection
 from .features.notes import NoteRead, SessionNotes
-from .features.runs import Run, RunCancelledError, RunInfo, RunSuspended, StepFailedError, StepInfo
+from .features.run_records import RunCancelledError, RunInfo, RunSuspended, StepFailedError, StepInfo
+from .features.runs import Run
 from .features.sessions import Session, SessionBatch
 from .features.state import Scope, StateView
 from .features.upcasting import SchemaVersionError, Versioned, register_upcaster, schema, versioned
 from .models import Item, Message, Page, SessionInfo
 from .protocol import ANY
-from .security import Encryption, Erasure, SecretGuard
+from .core.encryption import Encryption
+from .features.erasure import Erasure
+from .security import SecretGuard
 from .store import DEFAULT_URL, Store, open
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("statekeel")  # the one version source: pyproject.toml
+except _NotInstalled:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "ANY",
-    "Checkpoint",
-    "CheckpointDiff",
-    "Consumer",
-    "Event",
-    "EventStream",
-    "Projection",
-    "SchemaVersionError",
-    "Versioned",
-    "register_upcaster",
-    "schema",
-    "versioned",
-    "Encryption",
-    "Erasure",
-    "ErasedError",
-    "IntegrityError",
-    "KeyUnavailableError",
-    "SecretDetectedError",
-    "SecretGuard",
     "AsyncConsumer",
     "AsyncDecisionContext",
     "AsyncEventStream",
@@ -84,29 +75,43 @@ __all__ = [
     "AsyncSessionNotes",
     "AsyncStateView",
     "AsyncStore",
-    "DEFAULT_URL",
+    "Checkpoint",
+    "CheckpointDiff",
     "Codec",
     "ConfigurationError",
     "ConflictError",
+    "Consumer",
+    "DEFAULT_URL",
     "Decision",
     "DecisionClosedError",
     "DecisionContext",
+    "Encryption",
+    "ErasedError",
+    "Erasure",
+    "Event",
+    "EventStream",
     "ExpiredError",
+    "IntegrityError",
     "InvalidInputError",
     "Item",
+    "KeyUnavailableError",
     "Message",
     "MigrationRequiredError",
     "NotAStoreError",
     "NotFoundError",
     "NoteRead",
     "Page",
+    "Projection",
     "RecordTooLargeError",
     "Run",
     "RunCancelledError",
     "RunInfo",
     "RunSuspended",
     "SchemaTooNewError",
+    "SchemaVersionError",
     "Scope",
+    "SecretDetectedError",
+    "SecretGuard",
     "SerializationError",
     "Session",
     "SessionBatch",
@@ -121,7 +126,11 @@ __all__ = [
     "Transform",
     "UnavailableError",
     "UsageError",
+    "Versioned",
+    "__version__",
     "open",
     "open_async",
-    "__version__",
+    "register_upcaster",
+    "schema",
+    "versioned",
 ]

@@ -261,6 +261,10 @@ class Codec:
         """This codec with ``prefix`` in every transform context (tenants: their own AAD and keys)."""
         return self._with(context_prefix=self.context_prefix + prefix)
 
+    def compressing(self, name: str, *, min_bytes: int = 0) -> Codec:
+        """This codec (same transforms, guard and limits) compressing with ``name`` from ``min_bytes`` up."""
+        return self._with(_compressor=self._builtin(name), compress_min_bytes=min_bytes)
+
     def _unguarded(self) -> Codec:
         """This codec without the secret guard (to encode an already redacted value)."""
         return self._with(guard=None)

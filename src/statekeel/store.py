@@ -3,51 +3,51 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from types import TracebackType
 from typing import Any
 
 from ._loopguard import guard_backend, refuse_in_event_loop
 from .backends import open_backend
 from .backends.memory import MemoryBackend
+from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
+from .core import Core
+from .core.encryption import AesGcmTransform, Encryption
 from .features import decisions as _decisions
-from .features import runs as _runs
-from .features import sessions as _sessions
+from .features import run_admin as _run_admin
+from .features import session_index as _sessions
 from .features._duration import Duration, maybe_seconds
 from .features.decisions import Decision
+from .features.erasure import Erasure, erase_subject
 from .features.events import EventStream
-from .features.runs import Run, RunInfo, RunStatus
-from .features.sessions import Session
+from .features.run_records import RunInfo, RunStatus
+from .features.runs import Run
+from .features.sessions import Session, find_session, open_session
 from .features.state import Scope, StateView, parse_scope
 from .models import Page, SessionInfo, SessionStatus
-from .protocol import Backend, keys
-from .security.encryption import AesGcmTransform, Encryption
-from .security.erasure import Erasure, erase_subject
+from .protocol import Backend
+from .protocol.capabilities import SupportsTenants
 from .security.guard import GuardMode, SecretGuard
-from .security.keyring import Keyring
-from .security.tenants import TenantBackend, tenant_prefix
 
 __all__ = ["Store", "open", "DEFAULT_URL"]
 
 DEFAULT_URL = "sqlite:///.statekeel/state.db"
 
 
-class Store:
-    """Durable agent state on one backend. Use :func:`statekeel.open` to get one."""
+class Store(Core):
+    """Durable agent state on one backend. Use :func:`statekeel.open` to get one.
+
+    The public façade over :class:`~statekeel.core.Core` (backend, codec,
+    keyring): every method delegates to a feature module.
+    """
 
     def __init__(
         self, backend: Backend, codec: Codec | None = None, *, allow_in_event_loop: bool = False
     ) -> None:
         guard_backend(backend, allow_in_event_loop=allow_in_event_loop)  # see statekeel._loopguard
+        super().__init__(backend, codec)
         self._allow_in_event_loop = allow_in_event_loop
-        self.backend = backend
-        self.codec = codec or Codec(guard=SecretGuard())  # the same default as statekeel.open()
-        self.stats: Counter[str] = Counter()
-        """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
         self._temp_backend = MemoryBackend()
-        self.keyring: Keyring | None = None
-        """Data keys when the store was opened with ``encryption=``."""
 
     @property
     def url(self) -> str:
@@ -60,7 +60,7 @@ class Store:
     # -- sessions ------------------------------------------------------------
     def session(self, session_id: str, *, user: str | None = None, ttl: Duration | None = None) -> Session:
         """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity."""
-        return _sessions.open_session(self, session_id, user, ttl)
+        return open_session(self, session_id, user, ttl)
 
     def sessions(
         self,
@@ -81,6 +81,14 @@ class Store:
     def session_info(self, session_id: str) -> SessionInfo | None:
         """What is stored about a session, without creating or reopening it (None if absent)."""
         return _sessions.get_info(self, session_id)
+
+    def find_session(self, session_id: str) -> Session | None:
+        """An existing session without creating it, reopening it or changing its status (None if absent).
+
+        What inspection tools use: ``store.session(id)`` creates a missing session
+        and sets a crashed one active again.
+        """
+        return find_session(self, session_id)
 
     def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
         """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
@@ -136,16 +144,16 @@ class Store:
         self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50
     ) -> Page[RunInfo]:
         """A page of runs in id order (without their steps; ``store.run(id).info()`` has them)."""
-        items, nxt = _runs.list_runs(self, status=status, after=after, limit=limit)
+        items, nxt = _run_admin.list_runs(self, status=status, after=after, limit=limit)
         return Page(items, nxt)
 
     def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
         """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
-        return _runs.resume_run(self, run_id, name, value)
+        return _run_admin.resume_run(self, run_id, name, value)
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> RunInfo:
         """Cancel a run: no process runs another step of it."""
-        return _runs.cancel_run(self, run_id, reason)
+        return _run_admin.cancel_run(self, run_id, reason)
 
     # -- events --------------------------------------------------------------
     def events(self, stream: str) -> EventStream:
@@ -157,34 +165,24 @@ class Store:
         """A handle that sees and writes only tenant ``name``'s data (same connection).
 
         Backends may enforce it natively (PostgreSQL: row-level security);
-        every backend enforces it by key prefix (:mod:`statekeel.security.tenants`).
+        every backend enforces it by key prefix (:mod:`statekeel.backends.tenant`).
         """
-        native = getattr(self.backend, "for_tenant", None)
-        backend = native(name) if native is not None else TenantBackend(self.backend, name)
+        native = isinstance(self.backend, SupportsTenants)
+        backend = self.backend.for_tenant(name) if isinstance(self.backend, SupportsTenants) else (
+            TenantBackend(self.backend, name)
+        )
         # a TenantBackend calls the parent's (already guarded) backend; a native one is new
-        allow = self._allow_in_event_loop or native is None
+        allow = self._allow_in_event_loop or not native
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
         child.keyring = self.keyring
         return child
 
-    # -- data subjects -------------------------------------------------------
-    def bind_subject(self, partition_of: str, subject: str) -> None:
-        """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
-        if self.keyring is not None:  # the keyring names partitions with this store's tenant prefix
-            self.keyring.bind(self.codec.context_prefix + _partition_of(partition_of), subject)
-
+    # -- data subjects (bind_subject: see Core) ----------------------------------
     def erase(self, subject: str) -> Erasure:
-        """Erase every record of data subject ``subject`` (see :mod:`statekeel.security.erasure`)."""
+        """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return erase_subject(self, subject)
 
-    # -- housekeeping --------------------------------------------------------
-    def purge_expired(self, *, batch: int = 1000) -> int:
-        """Delete expired data in batches of ``batch``; return how much went."""
-        total = 0
-        while n := self.backend.purge_expired(limit=batch):
-            total += n
-        return total
-
+    # -- housekeeping (purge_expired: see Core) ----------------------------------
     def close(self) -> None:
         """Close the backend. Idempotent."""
         self.backend.close()
@@ -234,9 +232,3 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     store.keyring = keyring
     return store
 
-
-def _partition_of(scope_or_partition: str) -> str:
-    kind, sep, ident = scope_or_partition.partition(":")
-    if sep and kind in ("user", "session"):
-        return keys.join(kind, ident)
-    return scope_or_partition

@@ -17,7 +17,7 @@ from ..features.runs import RunInfo, RunStatus
 from ..features.state import Scope, parse_scope
 from ..models import Page, SessionInfo, SessionStatus
 from ..protocol import keys
-from ..security.erasure import Erasure
+from ..features.erasure import Erasure
 from ..store import Store
 from ..store import open as open_sync
 from ._events import AsyncEventStream
@@ -190,7 +190,7 @@ class AsyncStore:
         await self._worker.run(lambda: self._store.bind_subject(partition_of, subject))
 
     async def erase(self, subject: str) -> Erasure:
-        """Erase every record of data subject ``subject`` (see :mod:`statekeel.security.erasure`)."""
+        """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return await self._worker.run(lambda: self._store.erase(subject))
 
     # -- housekeeping --------------------------------------------------------

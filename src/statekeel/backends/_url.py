@@ -1,4 +1,4 @@
-"""Parsing store URLs, shared by every backend."""
+"""Splitting store URLs, shared by every backend (which scheme opens what is in ``__init__``)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 
-SCHEMES: dict[str, str] = {
-    "memory": "statekeel.backends.memory:MemoryBackend",
-    "sqlite": "statekeel.backends.sqlite:SQLiteBackend",
-    "file": "statekeel.backends.files:FilesBackend",
-    "postgresql": "statekeel.backends.postgres:PostgresBackend",
-    "postgres": "statekeel.backends.postgres:PostgresBackend",
-    "redis": "statekeel.backends.redis:RedisBackend",
-    "rediss": "statekeel.backends.redis:RedisBackend",
-    "valkey": "statekeel.backends.redis:RedisBackend",
-}
+_LOCAL_HOSTS = ("", "localhost")
+"""``file://`` hosts that mean this machine: the path after them is absolute."""
+
+_RELATIVE_HOSTS = (".", "..")
+"""``file://./dir`` and ``file://../dir``: the documented spelling of a relative folder."""
 
 EXAMPLES = (
-    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, file:///dir, "
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, file:///abs/dir, file://./rel/dir, "
     "postgresql://user:pass@host:5432/db, redis://host:6379/0"
 )
 
@@ -71,15 +66,31 @@ class ParsedURL:
         return path
 
     def dir_path(self) -> str:
-        """``file:///abs/dir`` -> ``/abs/dir``; ``file://./rel`` -> ``./rel``."""
-        path = unquote(self.netloc + self.path) if self.netloc else unquote(self.path)
+        """``file:///abs/dir`` -> ``/abs/dir``; ``file://./rel`` -> ``./rel``; ``file://localhost/abs`` -> ``/abs``.
+
+        Any other host is refused: ``file://name/dir`` would otherwise land somewhere
+        nobody meant (RFC 8089 reads ``name`` as a host, not as a folder).
+        """
+        if self.netloc in _RELATIVE_HOSTS:
+            path = unquote(self.netloc + self.path)
+        elif self.netloc in _LOCAL_HOSTS:
+            path = unquote(self.path)
+        else:
+            raise self._file_host_error()
         if not path:
             raise ConfigurationError(f"{self.redacted}: the file URL names no folder; e.g. file:///srv/agent-state")
         return path
 
+    def _file_host_error(self) -> ConfigurationError:
+        rest = urlsplit(self.redacted).netloc + self.path
+        return ConfigurationError(
+            f"{self.redacted}: file:// URLs have no host, so this does not name the folder {rest!r}; "
+            f"write file:///{rest} (absolute) or file://./{rest} (relative to the working directory)"
+        )
 
-def parse(url: str) -> ParsedURL:
-    """Split ``url`` or raise :class:`ConfigurationError` naming the supported schemes."""
+
+def split_url(url: str) -> ParsedURL:
+    """Split ``url`` or raise :class:`ConfigurationError`; the scheme is not checked here."""
     if not isinstance(url, str):
         raise ConfigurationError(f"a store URL must be a str, got {type(url).__name__}; e.g. {EXAMPLES}")
     if "://" not in url:
@@ -89,11 +100,5 @@ def parse(url: str) -> ParsedURL:
         parts.port  # noqa: B018 - validates the port
     except ValueError as exc:
         raise ConfigurationError(f"{url!r} is malformed ({exc}); use one of: {EXAMPLES}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ConfigurationError(
-            f"unknown store scheme {scheme + '://'!r} in {url!r}; supported: "
-            f"{', '.join(s + '://' for s in SCHEMES)} (e.g. {EXAMPLES})"
-        )
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return ParsedURL(url, scheme, parts.netloc, parts.path, options)
+    return ParsedURL(url, parts.scheme.lower(), parts.netloc, parts.path, options)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..errors import ConflictError
 from ..protocol import (
@@ -35,6 +36,7 @@ from ..protocol import (
 from ..protocol.batch import check_batch
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
+from ._dispatch import handlers
 from ._url import ParsedURL
 
 
@@ -150,10 +152,11 @@ class MemoryBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        steps = handlers(_APPLY, ops, "memory://")
         with self._lock:
             now = time.time()
             self._check(ops, now)
-            return [self._apply_one(op, now) for op in ops]
+            return [step(self, op, now) for step, op in zip(steps, ops)]
 
     def _check(self, ops: Sequence[Op], now: float) -> None:
         def current(key: str) -> int | None:
@@ -162,26 +165,7 @@ class MemoryBackend(Backend):
 
         check_batch(ops, now, current, lambda prefix: [k for k in self._sorted if k.startswith(prefix)])
 
-    def _apply_one(self, op: Op, now: float) -> OpResult:
-        if isinstance(op, Put):
-            return self._put(op, now)
-        if isinstance(op, Delete):
-            return self._delete(op.key, now)
-        if isinstance(op, Append):
-            return self._append(op, now)
-        if isinstance(op, Touch):
-            return self._touch(op, now)
-        if isinstance(op, Expire):
-            return self._expire(op, now)
-        if isinstance(op, Load):
-            return self._load(op.record)
-        if isinstance(op, LoadEntries):
-            return self._load_entries(op, now)
-        if isinstance(op, Rewrite):
-            return self._rewrite(op)
-        return self._trim(op)
-
-    def _rewrite(self, op: Rewrite) -> bool:
+    def _rewrite(self, op: Rewrite, now: float) -> bool:
         lg = self._live_log(op.log)
         old = lg.entries.get(op.seq) if lg else None
         if lg is None or old is None:
@@ -189,7 +173,8 @@ class MemoryBackend(Backend):
         lg.entries[op.seq] = replace(old, data=op.data, codec=op.codec)
         return True
 
-    def _load(self, rec: Record) -> Record:
+    def _load(self, op: Load, now: float) -> Record:
+        rec = op.record
         if rec.key not in self._records:
             bisect.insort(self._sorted, rec.key)
         self._records[rec.key] = rec
@@ -234,7 +219,10 @@ class MemoryBackend(Backend):
         self._records[op.key] = rec
         return rec
 
-    def _delete(self, key: str, now: float) -> bool:
+    def _delete(self, op: Delete, now: float) -> bool:
+        return self._remove(op.key, now)
+
+    def _remove(self, key: str, now: float) -> bool:
         rec = self._records.pop(key, None)
         if rec is None:
             return False
@@ -281,7 +269,7 @@ class MemoryBackend(Backend):
                 count += 1
         return count
 
-    def _trim(self, op: Trim) -> int:
+    def _trim(self, op: Trim, now: float) -> int:
         lg = self._logs.get(op.log)
         if lg is None:
             return 0
@@ -298,7 +286,7 @@ class MemoryBackend(Backend):
         with self._lock:
             dead = [k for k, r in self._records.items() if not _alive(r.expires_at, now)][:limit]
             for key in dead:
-                self._delete(key, now)
+                self._remove(key, now)
             logs = [n for n, lg in self._logs.items() if not _alive(lg.expires_at, now)]
             logs = logs[: max(0, limit - len(dead))]
             for name in logs:
@@ -307,3 +295,17 @@ class MemoryBackend(Backend):
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         return MigrationStatus(current=1, target=1)
+
+
+_APPLY: dict[type[Op], Callable[[MemoryBackend, Any, float], OpResult]] = {
+    Put: MemoryBackend._put,
+    Delete: MemoryBackend._delete,
+    Append: MemoryBackend._append,
+    Touch: MemoryBackend._touch,
+    Expire: MemoryBackend._expire,
+    Trim: MemoryBackend._trim,
+    Load: MemoryBackend._load,
+    LoadEntries: MemoryBackend._load_entries,
+    Rewrite: MemoryBackend._rewrite,
+}
+"""The handler of each op type: one row per op."""

@@ -12,7 +12,8 @@ from rich.markup import escape
 
 import statekeel
 from statekeel import StatekeelError, Store
-from statekeel.features.sessions import INDEX_PREFIX, meta_key
+from statekeel.core import layout
+from statekeel.protocol.capabilities import SupportsIntegrityCheck, SupportsRepair
 from statekeel.protocol import LogInfo, MigrationStatus, keys
 
 from ._output import CliState, console, emit_json, encryption_from_env, json_option, missing_sqlite_file
@@ -149,10 +150,9 @@ def _check_schema(store: Store) -> Check:
 
 
 def _check_integrity(store: Store) -> Check:
-    integrity: Callable[[], list[str]] | None = getattr(store.backend, "integrity_check", None)
-    if integrity is None:
+    if not isinstance(store.backend, SupportsIntegrityCheck):
         return Check("integrity", f"the {type(store.backend).__name__} has no integrity check of its own")
-    found = [line.strip() for row in integrity() for line in str(row).splitlines()]
+    found = [line.strip() for row in store.backend.integrity_check() for line in str(row).splitlines()]
     problems = [p for p in found if not p.startswith("***")]  # SQLite's "*** in database main ***" header
     return Check("integrity", "the backend's own integrity check", problems)
 
@@ -199,9 +199,9 @@ def _check_logs(store: Store) -> Check:
 
 def _check_sessions(store: Store) -> Check:
     problems, count, after = _Problems(), 0, None
-    while page := store.backend.scan(INDEX_PREFIX, after=after, limit=500):
+    while page := store.backend.scan(layout.SESSION_INDEX_PREFIX, after=after, limit=500):
         ids = [keys.split(r.key)[-1] for r in page]
-        for sid, meta in zip(ids, store.backend.get_many([meta_key(i) for i in ids])):
+        for sid, meta in zip(ids, store.backend.get_many([layout.session_meta_key(i) for i in ids])):
             if meta is None:
                 problems.add(f"session {sid!r} is listed but its metadata record is missing")
         count, after = count + len(page), page[-1].key
@@ -243,9 +243,8 @@ def repair_store(url: str, healthy: bool) -> tuple[bool, str]:
     except StatekeelError as exc:
         return False, f"cannot open the store to repair it: {exc}"
     with store:
-        fix: Callable[[], Any] | None = getattr(store.backend, "repair", None)
-        if fix is not None:
-            return True, str(fix())
+        if isinstance(store.backend, SupportsRepair):
+            return True, store.backend.repair()
         if healthy:
             return False, "nothing to repair"
         return False, (

@@ -106,7 +106,7 @@ def restore(ctx: click.Context, session_id: str, cp: str, as_json: bool) -> None
     session = read_session(store, session_id)
     done = session.restore(parse_ref(cp))
     if as_json:
-        emit_json({**checkpoint_dict(done), "hidden": _checkpoints.hidden_ranges(session)})
+        emit_json({**checkpoint_dict(done), "hidden": session.hidden_ranges()})
         return
     click.echo(
         f"restored {session_id} to checkpoint {done.id}{f' ({done.label})' if done.label else ''}: "

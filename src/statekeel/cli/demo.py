@@ -28,7 +28,6 @@ import statekeel
 from statekeel import Session, Store
 from statekeel import demo_agent as agent
 from statekeel.backends import parse
-from statekeel.features.sessions import meta_key
 
 from ._output import CliState, console, emit_json, json_option, short_json, to_jsonable
 from .sessions import read_session
@@ -71,7 +70,7 @@ class Narrator:
 
 def _new_session_id(store: Store) -> str:
     n = 1
-    while store.backend.get(meta_key(f"demo-{n}")) is not None:
+    while store.session_info(f"demo-{n}") is not None:
         n += 1
     return f"demo-{n}"
 

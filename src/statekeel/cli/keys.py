@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from statekeel.security.rotation import reencrypt, rotate_master
+from statekeel.features.rotation import reencrypt, rotate_master
 
 from ._output import console, emit_json, json_option, store_from
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from statekeel import RunInfo, StepInfo
-from statekeel.features.runs import RUN_STATUSES, run_info
+from statekeel.features.run_records import RUN_STATUSES, run_info
 
 from ._output import emit_json, emit_table, fmt_time, json_option, short_json, store_from
 

@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from statekeel import NotFoundError, Session, SessionInfo, Store
-from statekeel.features.sessions import meta_key, session_info
 from statekeel.models import SESSION_STATUSES
 
 from ._output import duration_option, emit_json, emit_table, fmt_time, json_option, short_json, store_from
@@ -21,12 +20,12 @@ from ._output import duration_option, emit_json, emit_table, fmt_time, json_opti
 
 def read_session(store: Store, session_id: str) -> Session:
     """A handle on an existing session that writes nothing; NotFoundError if missing."""
-    rec = store.backend.get(meta_key(session_id))
-    if rec is None:
+    found = store.find_session(session_id)
+    if found is None:
         raise NotFoundError(
             f"no session {session_id!r} in {store.url} (or it expired); see `statekeel sessions list`"
         )
-    return Session(store, session_id, rec, session_info(store, session_id, rec))
+    return found
 
 
 def info_dict(info: SessionInfo) -> dict[str, Any]:

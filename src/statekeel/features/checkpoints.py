@@ -33,23 +33,19 @@ the view (the protocol has no read snapshots): a write racing with
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..codec import Codec
+from ..core import Core, SessionCore, layout
 from ..errors import ConfigurationError, ConflictError, InvalidInputError, NotFoundError, StoreError
 from ..models import to_datetime
 from ..protocol import ANY, Backend, Delete, Entry, LoadEntries, Put, Record, Touch, keys
 from ._duration import Duration, maybe_seconds
-from ._in_session import apply_in_session
-
-if TYPE_CHECKING:
-    from ..store import Store
-    from .sessions import Session
+from .history_view import merge_ranges, segments
 
 __all__ = [
     "Checkpoint",
@@ -61,11 +57,8 @@ __all__ = [
     "get",
     "hidden_ranges",
     "list_checkpoints",
-    "prune",
     "restore",
     "state_at",
-    "view_key",
-    "visible_entries",
 ]
 
 DEFAULT_FULL_EVERY = 20
@@ -119,22 +112,10 @@ class CheckpointDiff:
         return not (self.added or self.removed or self.changed) and self.history_from == self.history_to
 
 
-# -- keys ---------------------------------------------------------------------
-def meta_key(session_id: str) -> str:
-    return keys.join("session", session_id, "checkpoints")
-
-
-def header_key(session_id: str, cp_id: int) -> str:
-    return keys.join("session", session_id, "cp", f"{cp_id:010d}")
-
-
-def body_key(session_id: str, cp_id: int) -> str:
-    return keys.join("session", session_id, "cpdata", f"{cp_id:010d}")
-
-
-def view_key(session_id: str) -> str:
-    """The record listing the history ranges a restore hid (absent: all visible)."""
-    return keys.join("session", session_id, "view")
+# -- keys (see statekeel.core.layout) -------------------------------------------------
+meta_key = layout.checkpoints_key
+header_key = layout.checkpoint_header_key
+body_key = layout.checkpoint_body_key
 
 
 # -- values -------------------------------------------------------------------
@@ -157,26 +138,23 @@ def _with_compression(codec: Codec, compress: str | None) -> Codec:
         return codec
     if compress not in ("zstd", "zlib"):
         raise ConfigurationError(f"compress={compress!r} is not known; use 'zstd', 'zlib' or None")
-    out = copy.copy(codec)
-    out._compressor = Codec._builtin(compress)  # noqa: SLF001 - same package; see the report
-    out.compress_min_bytes = 0
-    return out
+    return codec.compressing(compress)
 
 
 class _Reader:
     """Reads one session's checkpoint records."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionCore) -> None:
         self.session = session
         self.sid = session.id
-        self.store: Store = session._store
-        self.backend: Backend = session._backend
+        self.core: Core = session.core
+        self.backend: Backend = session.backend
 
     def decode(self, rec: Record) -> Any:
-        return self.store.codec.decode(rec.data, rec.codec, rec.key)
+        return self.core.codec.decode(rec.data, rec.codec, rec.key)
 
     def encode(self, value: Any, what: str, key: str) -> tuple[bytes, str]:
-        return self.store.codec.encode(value, what, key)
+        return self.core.codec.encode(value, what, key)
 
     def meta(self) -> tuple[Record | None, dict[str, Any]]:
         rec = self.backend.get(meta_key(self.sid))
@@ -196,7 +174,7 @@ class _Reader:
         return found
 
     def headers(self) -> Iterator[tuple[int, Record]]:
-        prefix = keys.join("session", self.sid, "cp") + "/"
+        prefix = layout.checkpoint_headers_prefix(self.sid)
         after: str | None = None
         while True:
             page = self.backend.scan(prefix, after=after, limit=_PAGE)
@@ -225,7 +203,7 @@ class _Reader:
 
     def current(self) -> dict[str, Record]:
         """The session's live state records by key."""
-        prefix = self.session.state.scope.prefix
+        prefix = layout.scope_state_prefix("session", self.sid)
         out: dict[str, Record] = {}
         after: str | None = None
         while True:
@@ -236,11 +214,11 @@ class _Reader:
             after = page[-1].key
 
     def history_end(self) -> int:
-        info = self.backend.log_info(keys.join("session", self.sid, "history"))
+        info = self.backend.log_info(layout.history_log(self.sid))
         return 0 if info is None else info.last_seq
 
     def hidden(self) -> list[list[int]]:
-        rec = self.backend.get(view_key(self.sid))
+        rec = self.backend.get(layout.session_view_key(self.sid))
         return [] if rec is None else [list(r) for r in self.decode(rec)["hidden"]]
 
     def resolve(self, cp: Any) -> int:
@@ -271,7 +249,7 @@ class _Reader:
 
 # -- taking -------------------------------------------------------------------
 def create(
-    session: Session,
+    session: SessionCore,
     label: str | None = None,
     *,
     full_every: int = DEFAULT_FULL_EVERY,
@@ -283,7 +261,7 @@ def create(
     if not isinstance(full_every, int) or isinstance(full_every, bool) or full_every < 1:
         raise InvalidInputError(f"full_every must be an int >= 1, got {full_every!r}")
     r = _Reader(session)
-    body_codec = _with_compression(r.store.codec, compress)
+    body_codec = _with_compression(r.core.codec, compress)
     for _ in range(_RETRIES):
         meta_rec, meta = r.meta()
         parent_id = meta["head"]
@@ -320,7 +298,7 @@ def _write_new(
     h_data, h_codec = r.encode(header, f"{what} (header)", hkey)
     b_data, b_codec = body_codec.encode(body, f"{what} state", bkey)
     expect = meta_rec.version if meta_rec else None
-    apply_in_session(r.session, lambda exp: [
+    r.session.apply(lambda exp: [
         Put(mkey, m_data, m_codec, expect, exp),
         Put(hkey, h_data, h_codec, None, exp),
         Put(bkey, b_data, b_codec, None, exp),
@@ -328,27 +306,27 @@ def _write_new(
 
 
 # -- reading ------------------------------------------------------------------
-def list_checkpoints(session: Session) -> list[Checkpoint]:
+def list_checkpoints(session: SessionCore) -> list[Checkpoint]:
     """Every checkpoint of the session, oldest first (headers only: bodies are not read)."""
     r = _Reader(session)
     return [r.checkpoint(i, r.decode(rec)) for i, rec in r.headers()]
 
 
-def get(session: Session, cp: Any) -> Checkpoint:
+def get(session: SessionCore, cp: Any) -> Checkpoint:
     """One checkpoint by Checkpoint, id or label."""
     r = _Reader(session)
     cp_id = r.resolve(cp)
     return r.checkpoint(cp_id, r.require(cp_id))
 
 
-def state_at(session: Session, cp: Any) -> dict[str, Any]:
+def state_at(session: SessionCore, cp: Any) -> dict[str, Any]:
     """The session state a checkpoint holds (O(full_every) reads)."""
     r = _Reader(session)
     cp_id = r.resolve(cp)
     return r.state(cp_id, r.require(cp_id))
 
 
-def diff(session: Session, a: Any, b: Any = None) -> CheckpointDiff:
+def diff(session: SessionCore, a: Any, b: Any = None) -> CheckpointDiff:
     """What changed from checkpoint ``a`` to checkpoint ``b`` (None: to the current state)."""
     r = _Reader(session)
     a_id = r.resolve(a)
@@ -370,7 +348,7 @@ def diff(session: Session, a: Any, b: Any = None) -> CheckpointDiff:
 
 
 # -- restore ------------------------------------------------------------------
-def restore(session: Session, cp: Any) -> Checkpoint:
+def restore(session: SessionCore, cp: Any) -> Checkpoint:
     """Roll the state back to ``cp`` and hide the history appended after it (kept, not deleted)."""
     r = _Reader(session)
     cp_id = r.resolve(cp)
@@ -379,18 +357,18 @@ def restore(session: Session, cp: Any) -> Checkpoint:
     for _ in range(_RETRIES):
         meta_rec, meta = r.meta()
         end = r.history_end()
-        hidden = _merge([*header["hidden"], *([[header["seq"] + 1, end]] if end > header["seq"] else [])])
+        hidden = merge_ranges([*header["hidden"], *([[header["seq"] + 1, end]] if end > header["seq"] else [])])
         ops = _restore_ops(r, target, r.current())
-        mkey, vkey = meta_key(r.sid), view_key(r.sid)
+        mkey, vkey = meta_key(r.sid), layout.session_view_key(r.sid)
         m_data, m_codec = r.encode({"next": meta["next"], "head": cp_id}, "checkpoint index", mkey)
         v_data, v_codec = r.encode({"hidden": hidden}, "history view", vkey)
         expect = meta_rec.version if meta_rec else None
         try:
-            apply_in_session(session, lambda exp: [
+            session.apply(lambda exp: [
                 *(Put(k, d, c, e, exp) if d is not None else Delete(k, e) for k, d, c, e in ops),
                 Put(mkey, m_data, m_codec, expect, exp),
                 Put(vkey, v_data, v_codec, ANY, exp) if hidden else Delete(vkey),
-                Touch(keys.join("session", r.sid, "meta")),
+                Touch(layout.session_meta_key(r.sid)),
             ])
         except ConflictError:
             continue
@@ -403,7 +381,6 @@ def _restore_ops(
 ) -> list[tuple[str, bytes | None, str, int | None]]:
     """(key, data or None to delete, codec, expected version) for each key that differs."""
     out: list[tuple[str, bytes | None, str, int | None]] = []
-    state = r.session.state
     for name, gone in current.items():
         if name not in target:
             out.append((gone.key, None, "", gone.version))
@@ -411,175 +388,55 @@ def _restore_ops(
         rec = current.get(name)
         if rec is not None and _same(r.decode(rec), value):
             continue
-        full = state._full_key(name)
+        full = layout.state_key("session", r.sid, name)
         data, codec = r.encode(value, f"session:{r.sid}[{name!r}]", full)
         out.append((full, data, codec, rec.version if rec else None))
     return out
 
 
-def _merge(ranges: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Sorted, disjoint, inclusive ``[lo, hi]`` ranges covering the same seqs."""
-    out: list[list[int]] = []
-    for lo, hi in sorted((int(a), int(b)) for a, b in ranges if a <= b):
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return out
-
-
-# -- the visible history --------------------------------------------------------
-def _segments(hidden: Sequence[Sequence[int]], start: int, stop: int | None) -> list[tuple[int, int | None]]:
-    """The visible ``[lo, hi)`` seq ranges inside ``[start, stop)`` (``hi`` None: open)."""
-    out: list[tuple[int, int | None]] = []
-    lo = start
-    for h_lo, h_hi in hidden:
-        if stop is not None and h_lo >= stop:
-            break
-        if h_hi < lo:
-            continue
-        if h_lo > lo:
-            out.append((lo, h_lo))
-        lo = h_hi + 1
-    if stop is None or lo < stop:
-        out.append((lo, stop))
-    return out
-
-
-def visible_entries(
-    store: Store, view: Record, log: str, start: int, stop: int | None, last: int | None
-) -> list[Entry]:
-    """History entries in ``[start, stop)`` outside the ranges the ``view`` record hides.
-
-    ``last=N``: the newest N visible ones. One read per visible segment
-    touched, each bounded by ``last``.
-    """
-    hidden = store.codec.decode(view.data, view.codec, view.key)["hidden"]
-    segments = _segments(hidden, max(start, 1), stop)
-    if last is None:
-        return [e for lo, hi in segments for e in store.backend.read(log, start=lo, stop=hi)]
-    out: list[Entry] = []
-    for lo, hi in reversed(segments):
-        if len(out) >= last:
-            break
-        out = store.backend.read(log, start=lo, stop=hi, limit=last - len(out), reverse=True) + out
-    return out
-
-
-def hidden_ranges(session: Session) -> list[tuple[int, int]]:
+def hidden_ranges(session: SessionCore) -> list[tuple[int, int]]:
     """The history seq ranges (inclusive) currently hidden by restores."""
     return [(lo, hi) for lo, hi in _Reader(session).hidden()]
 
 
 # -- fork ---------------------------------------------------------------------
-def fork(session: Session, cp: Any, into: str) -> Session:
-    """A new session ``into`` with the checkpoint's state and its visible history up to that point."""
+def fork(session: SessionCore, cp: Any, into: str, open_new: Callable[[], SessionCore]) -> None:
+    """Fill a new session ``into`` (made by ``open_new``) with ``cp``'s state and visible history up to it."""
     r = _Reader(session)
     cp_id = r.resolve(cp)
     header = r.require(cp_id)
     state = r.state(cp_id, header)
-    if r.backend.get(keys.join("session", into, "meta")) is not None:
+    if r.backend.get(layout.session_meta_key(into)) is not None:
         raise InvalidInputError(f"session {into!r} already exists; fork into a new session id")
-    new = r.store.session(into, user=session.user, ttl=session.ttl)
+    new = open_new()
     items = list(state.items())
     for i in range(0, len(items), _PAGE):
         _fork_state(new, items[i : i + _PAGE])
-    src_log, dst_log = keys.join("session", r.sid, "history"), keys.join("session", into, "history")
+    src_log, dst_log = layout.history_log(r.sid), layout.history_log(into)
     copied = 0
-    for lo, hi in _segments(header["hidden"], 1, header["seq"] + 1):
+    for lo, hi in segments(header["hidden"], 1, header["seq"] + 1):
         while hi is not None and lo < hi:
             page = r.backend.read(src_log, start=lo, stop=hi, limit=_PAGE)
             if not page:
                 break
             copied = _fork_history(new, src_log, dst_log, page, copied)
             lo = page[-1].seq + 1
-    return r.store.session(into)
 
 
-def _fork_state(new: Session, items: list[tuple[str, Any]]) -> None:
-    codec = new._store.codec
-    encoded = [
-        (new.state._full_key(k), *codec.encode(v, f"session:{new.id}[{k!r}]", new.state._full_key(k)))
-        for k, v in items
-    ]
-    apply_in_session(new, lambda exp: [Put(k, d, c, None, exp) for k, d, c in encoded])
+def _fork_state(new: SessionCore, items: list[tuple[str, Any]]) -> None:
+    codec = new.core.codec
+    full = [(layout.state_key("session", new.id, k), k, v) for k, v in items]
+    encoded = [(key, *codec.encode(v, f"session:{new.id}[{k!r}]", key)) for key, k, v in full]
+    new.apply(lambda exp: [Put(k, d, c, None, exp) for k, d, c in encoded])
 
 
-def _fork_history(new: Session, src_log: str, dst_log: str, page: list[Entry], copied: int) -> int:
-    codec = new._store.codec
+def _fork_history(new: SessionCore, src_log: str, dst_log: str, page: list[Entry], copied: int) -> int:
+    codec = new.core.codec
     entries = tuple(
         Entry(dst_log, copied + i + 1, *codec.encode(
             codec.decode(e.data, e.codec, src_log), f"session[{new.id!r}] message {copied + i + 1}", dst_log
         ), e.created_at)
         for i, e in enumerate(page)
     )
-    apply_in_session(new, lambda exp: [LoadEntries(dst_log, entries, exp)])
+    new.apply(lambda exp: [LoadEntries(dst_log, entries, exp)])
     return copied + len(entries)
-
-
-# -- retention ----------------------------------------------------------------
-def prune(session: Session, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
-    """Delete checkpoints that are neither among the newest ``keep_last`` nor newer than ``newer_than``.
-
-    What is kept stays restorable: a kept delta whose parent goes is rewritten
-    as a full snapshot, in the same atomic batch. Returns how many were deleted.
-    """
-    if keep_last is None and newer_than is None:
-        raise InvalidInputError("prune_checkpoints() needs keep_last=N, newer_than=duration, or both")
-    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 0):
-        raise InvalidInputError(f"keep_last must be an int >= 0, got {keep_last!r}")
-    max_age = maybe_seconds(newer_than, "newer_than")
-    r = _Reader(session)
-    for _ in range(_RETRIES):
-        meta_rec, _meta = r.meta()
-        headers = {i: r.decode(rec) for i, rec in r.headers()}
-        ids = sorted(headers)
-        keep = set(ids[max(0, len(ids) - keep_last):] if keep_last else [])
-        if max_age is not None:
-            keep |= {i for i in ids if headers[i]["time"] >= time.time() - max_age}
-        pruned = set(ids) - keep
-        if not pruned:
-            return 0
-        try:
-            _apply_prune(r, meta_rec, headers, keep, pruned)
-        except ConflictError:
-            continue
-        return len(pruned)
-    raise ConflictError(meta_key(session.id), None, None)
-
-
-def _apply_prune(
-    r: _Reader, meta_rec: Record | None, headers: dict[int, dict[str, Any]], keep: set[int], pruned: set[int]
-) -> None:
-    rewrites: list[tuple[str, bytes, str]] = []
-    for cp_id in sorted(keep):
-        header = dict(headers[cp_id])
-        chain = header["chain"]
-        gone = [n for n, c in enumerate(chain) if c in pruned]
-        parent = _kept_ancestor(headers, header.get("parent"), pruned)
-        if not gone and parent == header.get("parent"):
-            continue
-        if gone and not chain[gone[-1] + 1 :]:  # its delta base goes: store it in full
-            body = {"set": r.state(cp_id, headers[cp_id]), "del": []}
-            header["stored"] = len(body["set"])
-            bkey = body_key(r.sid, cp_id)
-            rewrites.append((bkey, *r.encode(body, f"checkpoint {cp_id} of session {r.sid!r} state", bkey)))
-        header["chain"] = chain[gone[-1] + 1 :] if gone else chain
-        header["parent"] = parent
-        hkey = header_key(r.sid, cp_id)
-        rewrites.append((hkey, *r.encode(header, f"checkpoint {cp_id} of session {r.sid!r} (header)", hkey)))
-        headers[cp_id] = header
-    assert meta_rec is not None  # there are checkpoints, so there is an index
-    deletes = [k for i in sorted(pruned) for k in (header_key(r.sid, i), body_key(r.sid, i))]
-    apply_in_session(r.session, lambda exp: [
-        Put(meta_rec.key, meta_rec.data, meta_rec.codec, meta_rec.version, exp),
-        *(Put(k, d, c, ANY, exp) for k, d, c in rewrites),
-        *(Delete(k) for k in deletes),
-    ])
-
-
-def _kept_ancestor(headers: dict[int, dict[str, Any]], parent: int | None, pruned: set[int]) -> int | None:
-    while parent is not None and parent in pruned:
-        parent = headers[parent].get("parent") if parent in headers else None
-    return parent
-

@@ -43,21 +43,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
+from ..core import Core, SessionCore, layout
 from ..errors import ConflictError, InvalidInputError, NotFoundError, StatekeelError, UsageError
 from ..models import to_datetime
 from ..protocol import KEEP, Append, Delete, Op, Put, Record, keys
-from ._in_session import append_expiry, apply_in_session
-
-if TYPE_CHECKING:
-    from ..store import Store
-    from .sessions import Session
 
 __all__ = ["Decision", "DecisionContext", "DecisionStatus", "DecisionClosedError"]
 
 DecisionStatus = Literal["pending", "done", "failed", "resolved"]
-INDEX_PREFIX: Final = keys.join("idx", "decisions") + "/"
+INDEX_PREFIX: Final = layout.DECISION_INDEX_PREFIX
 _ID_CHARS: Final = frozenset("0123456789abcdef")
 _ID_LEN: Final = 19
 
@@ -136,20 +132,10 @@ def split_id(decision_id: str) -> tuple[str, str]:
     )
 
 
-def _index_key(session_id: str, suffix: str) -> str:
-    return keys.join("idx", "decisions", session_id, suffix)
-
-
-def _log_key(session_id: str) -> str:
-    return keys.join("session", session_id, "decisions")
-
-
-def _record_key(session_id: str, suffix: str) -> str:
-    return keys.join("session", session_id, "decision", suffix)
-
-
-def _records_prefix(session_id: str) -> str:
-    return keys.join("session", session_id, "decision") + "/"
+_index_key = layout.decision_index_key
+_log_key = layout.decision_log
+_record_key = layout.decision_key
+_records_prefix = layout.decisions_prefix
 
 
 # -- records --------------------------------------------------------------------
@@ -174,13 +160,13 @@ def _closed_body(
 class DecisionContext:
     """What ``session.decide(...)`` returns: use it as ``with ... as d:``."""
 
-    def __init__(self, session: Session, decision: str, rationale: str | None, action: Any) -> None:
+    def __init__(self, session: SessionCore, decision: str, rationale: str | None, action: Any) -> None:
         if not isinstance(decision, str) or not decision.strip():
             raise InvalidInputError(f"decision must be a non-empty str describing it, got {decision!r}")
         if rationale is not None and not isinstance(rationale, str):
             raise InvalidInputError(f"rationale must be a str or None, got {type(rationale).__name__}")
         self._session = session
-        self._store = session._store
+        self._store = session.core
         self._suffix = _new_suffix()
         self.id = f"{session.id}:{self._suffix}"
         """The decision's id (known before the block runs)."""
@@ -217,9 +203,8 @@ class DecisionContext:
         data, name = codec.encode(self._body, what, record)
         pointer, pointer_codec = codec.encode({}, "decision index", index)
         self._store.backend.apply([Put(index, pointer, pointer_codec, None, None)])  # (1)
-        apply_in_session(
-            self._session,
-            lambda exp: [Append(log, (entry,), append_expiry(self._session, exp)), Put(record, data, name, None, exp)],
+        self._session.apply(
+            lambda exp: [Append(log, (entry,), self._session.append_expiry(exp)), Put(record, data, name, None, exp)],
         )  # (2): durable; recovery sees it from here on
         self._state = "open"
         return self
@@ -243,7 +228,7 @@ class DecisionContext:
             exc.add_note(f"statekeel: decision {self.id!r} stays incomplete: {write_error!r}")
 
 
-def _close(store: Store, session: Session | None, closed: dict[str, Any]) -> Decision:
+def _close(store: Core, session: SessionCore | None, closed: dict[str, Any]) -> Decision:
     """Append the "closed" entry and close the record atomically (3), then drop the pointer (4)."""
     session_id, suffix = split_id(closed["id"])
     log, record = _log_key(session_id), _record_key(session_id, suffix)
@@ -256,7 +241,7 @@ def _close(store: Store, session: Session | None, closed: dict[str, Any]) -> Dec
 
     try:
         if session is not None:
-            apply_in_session(session, ops)
+            session.apply(ops)
         else:
             store.backend.apply(ops(None))
     except ConflictError:
@@ -266,7 +251,7 @@ def _close(store: Store, session: Session | None, closed: dict[str, Any]) -> Dec
 
 
 # -- store-level operations -------------------------------------------------------
-def get_decision(store: Store, decision_id: str) -> Decision:
+def get_decision(store: Core, decision_id: str) -> Decision:
     """The decision with id ``decision_id``, as stored now."""
     session_id, suffix = split_id(decision_id)
     rec = store.backend.get(_record_key(session_id, suffix))
@@ -275,7 +260,7 @@ def get_decision(store: Store, decision_id: str) -> Decision:
     return _from_body(store.codec.decode(rec.data, rec.codec, rec.key))
 
 
-def resolve_decision(store: Store, decision_id: str, outcome: Any, by: str | None) -> Decision:
+def resolve_decision(store: Core, decision_id: str, outcome: Any, by: str | None) -> Decision:
     """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
     if by is not None and not isinstance(by, str):
         raise InvalidInputError(f"by must be a str naming who resolved it, got {type(by).__name__}")
@@ -292,7 +277,7 @@ ORPHAN_AFTER: Final = 3600.0
 """Seconds after which an index pointer whose decision was never recorded is deleted."""
 
 
-def _open_decisions(store: Store, prefix: str, after: str | None) -> Iterator[Decision]:
+def _open_decisions(store: Core, prefix: str, after: str | None) -> Iterator[Decision]:
     """Pending decisions whose index pointer is under ``prefix``, after key ``after``."""
     while pointers := store.backend.scan(prefix, after=after, limit=200):
         found = store.backend.get_many([_record_key(*keys.split(p.key)[2:4]) for p in pointers])
@@ -305,14 +290,14 @@ def _open_decisions(store: Store, prefix: str, after: str | None) -> Iterator[De
         after = pointers[-1].key
 
 
-def _drop_pointer(store: Store, pointer: Record) -> None:
+def _drop_pointer(store: Core, pointer: Record) -> None:
     try:
         store.backend.apply([Delete(pointer.key, pointer.version)])
     except ConflictError:
         pass
 
 
-def _session_decisions(store: Store, session_id: str, after: str | None) -> Iterator[Decision]:
+def _session_decisions(store: Core, session_id: str, after: str | None) -> Iterator[Decision]:
     """Decisions of one session in id (= time) order, after suffix ``after``."""
     prefix = _records_prefix(session_id)
     cursor = None if after is None else prefix + after
@@ -326,9 +311,9 @@ def _skey(session_id: str) -> str:
     return keys.escape(session_id) + "/"
 
 
-def _sessions_with_decisions(store: Store, first: str | None) -> Iterator[str]:
+def _sessions_with_decisions(store: Core, first: str | None) -> Iterator[str]:
     """Sessions with a decision log, from ``first`` on, in key order."""
-    after = None if first is None else keys.join("session", first)
+    after = None if first is None else layout.partition("session", first)
     lowest = None if first is None else _skey(first)
     while infos := store.backend.scan_logs("session/", after=after, limit=500):
         for info in infos:
@@ -339,7 +324,7 @@ def _sessions_with_decisions(store: Store, first: str | None) -> Iterator[str]:
 
 
 def list_decisions(
-    store: Store, *, incomplete: bool, session: str | None, after: str | None, limit: int
+    store: Core, *, incomplete: bool, session: str | None, after: str | None, limit: int
 ) -> tuple[list[Decision], str | None]:
     """One page of decisions in (session, time) order, and the cursor of the next page."""
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -352,10 +337,10 @@ def list_decisions(
 
 
 def _matching(
-    store: Store, incomplete: bool, session: str | None, after: tuple[str, str] | None, limit: int
+    store: Core, incomplete: bool, session: str | None, after: tuple[str, str] | None, limit: int
 ) -> Iterator[Decision]:
     if incomplete:
-        prefix = INDEX_PREFIX if session is None else keys.join("idx", "decisions", session) + "/"
+        prefix = INDEX_PREFIX if session is None else layout.decision_index_prefix(session)
         index_after = None if after is None else _index_key(*after)
         for n, d in enumerate(_open_decisions(store, prefix, index_after)):
             if n == limit:
@@ -373,7 +358,7 @@ def _matching(
                 return
 
 
-def iter_decisions(store: Store, **filters: Any) -> Iterator[Decision]:
+def iter_decisions(store: Core, **filters: Any) -> Iterator[Decision]:
     """Every decision matching ``filters`` (following pages)."""
     after = None
     while True:

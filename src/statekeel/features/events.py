@@ -25,15 +25,13 @@ import datetime as dt
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from ..core import Core, layout
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import ANY, Append, Delete, Entry, Op, Put, keys
 from ..models import to_datetime
 from . import upcasting
-
-if TYPE_CHECKING:
-    from ..store import Store
 
 __all__ = ["Event", "EventStream", "Consumer", "Projection", "list_streams"]
 
@@ -103,12 +101,12 @@ def _check_name(value: Any, what: str) -> str:
 class EventStream:
     """An append-only stream of typed events. Get it from ``store.events(name)``."""
 
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Core, name: str) -> None:
         keys.escape(name)  # validates
         self._store = store
         self._backend = store.backend
         self.name = name
-        self._log = keys.join("events", name, "log")
+        self._log = layout.event_log(name)
 
     def __repr__(self) -> str:
         return f"<EventStream {self.name!r}>"
@@ -358,7 +356,7 @@ class _ProjectionRun:
         self.snapshots = name is not None or "<" not in qualname
         self.stream, self.fn, self.every, self.keep = stream, fn, every, keep
         self.name = _check_name(label, "a projection name")
-        self.prefix = keys.join("events", stream.name, "snap", self.name, f"v{int(version)}") + "/"
+        self.prefix = layout.snapshot_prefix(stream.name, self.name, version)
 
     def key(self, seq: int) -> str:
         return f"{self.prefix}{_SNAP_TOP - seq:019d}"
@@ -409,7 +407,7 @@ class Consumer:
     def __init__(self, stream: EventStream, name: str) -> None:
         self.stream = stream
         self.name = _check_name(name, "a consumer name")
-        self._key = keys.join("events", stream.name, "consumer", name)
+        self._key = layout.consumer_key(stream.name, name)
         self._delivered = 0
 
     def __repr__(self) -> str:
@@ -468,7 +466,7 @@ class Consumer:
         raise ConflictError(self._key, None, None)
 
 
-def list_streams(store: Store, *, after: str | None = None, limit: int = 100) -> list[str]:
+def list_streams(store: Core, *, after: str | None = None, limit: int = 100) -> list[str]:
     """Names of streams that have events, in name order."""
-    logs = store.backend.scan_logs("events/", after=keys.join("events", after, "log") if after else None, limit=limit)
+    logs = store.backend.scan_logs(layout.events_prefix(), after=layout.event_log(after) if after else None, limit=limit)
     return [keys.split(i.log)[1] for i in logs if i.log.endswith("/log")]

@@ -17,16 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..core import SessionCore, layout
 from ..errors import InvalidInputError
 from ..models import to_datetime
 from ..protocol import ANY, Delete, Put, Record, keys
 from ._duration import Duration, maybe_seconds
-from ._in_session import apply_in_session
-
-if TYPE_CHECKING:
-    from .sessions import Session
 
 __all__ = ["NoteRead", "SessionNotes"]
 
@@ -57,10 +54,10 @@ class NoteRead:
 class SessionNotes:
     """The notes of one session, keyed by author. Get it as ``session.notes``."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionCore) -> None:
         self._session = session
-        self._store = session._store
-        self._prefix = keys.join("session", session.id, "notes") + "/"
+        self._store = session.core
+        self._prefix = layout.note_prefix(session.id)
 
     def _key(self, author: str) -> str:
         if not isinstance(author, str) or not author:
@@ -73,7 +70,7 @@ class SessionNotes:
         """Replace ``author``'s note with ``value``, stamped now; returns the stamp (UTC)."""
         key = self._key(author)
         data, codec = self._store.codec.encode(value, f"note of {author!r}", key)
-        rec = apply_in_session(self._session, lambda exp: [Put(key, data, codec, ANY, exp)])[0]
+        rec = self._session.apply(lambda exp: [Put(key, data, codec, ANY, exp)])[0]
         assert isinstance(rec, Record)
         stamp = to_datetime(rec.updated_at)
         assert stamp is not None

@@ -33,160 +33,55 @@ at its next step boundary. One write per step; no write before a step runs.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, cast, overload
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ..errors import ConflictError, InvalidInputError, NotFoundError, SerializationError, StatekeelError
-from ..models import to_datetime
+from ..core import Core, layout
+from ..errors import ConflictError, InvalidInputError, SerializationError, StatekeelError
 from ..protocol import ANY, Put, Record, keys
-
-if TYPE_CHECKING:
-    from ..store import Store
+from .run_records import (
+    _RETRIES,
+    HISTORY_KEPT,
+    RUN_STATUSES,
+    RunCancelledError,
+    RunInfo,
+    RunStatus,
+    RunSuspended,
+    StepFailedError,
+    StepInfo,
+    _check_name,
+    _error_text,
+    _input_key,
+    _meta_key,
+    _scan_all,
+    _steps_prefix,
+    run_info,
+)
 
 __all__ = [
+    "RUN_STATUSES",
     "Run",
+    "RunCancelledError",
     "RunInfo",
     "RunStatus",
-    "StepInfo",
     "RunSuspended",
-    "RunCancelledError",
     "StepFailedError",
-    "RUN_STATUSES",
+    "StepInfo",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
-RUN_STATUSES: Final[tuple[str, ...]] = ("running", "waiting", "completed", "failed", "cancelled")
-INDEX_PREFIX: Final = keys.join("idx", "runs") + "/"
-HISTORY_KEPT: Final = 10
-"""How many attempts per step keep their own timing and error."""
-_RETRIES: Final = 100
-
-
-# -- public records and signals ------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class StepInfo:
-    """One step of a run as stored."""
-
-    name: str
-    """The step's name, unique within its run."""
-    kind: Literal["step", "wait"]
-    """``step`` (a function) or ``wait`` (``wait_for`` input)."""
-    status: Literal["completed", "failed", "waiting"]
-    """``completed`` (result stored), ``failed`` (last attempt raised) or ``waiting`` (for input)."""
-    attempts: int
-    """How many times the function ran and finished or raised (a killed attempt is not counted)."""
-    started_at: dt.datetime | None
-    """When the first recorded attempt started (UTC)."""
-    finished_at: dt.datetime | None
-    """When the result was stored (UTC); None until completed."""
-    duration: float | None
-    """Seconds the successful attempt took (for ``wait``: from suspension to input)."""
-    error: str | None
-    """``"<ExceptionType>: <message>"`` of the last failed attempt (kept after a later success)."""
-    history: tuple[dict[str, Any], ...]
-    """The last attempts: ``{"started_at", "duration", "error"}`` each."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """What the store knows about a run."""
-
-    id: str
-    """The run id."""
-    status: RunStatus
-    """running, waiting (for ``resume_run``), completed, failed or cancelled."""
-    created_at: dt.datetime
-    """When the run recorded its first step (UTC)."""
-    updated_at: dt.datetime
-    """When its status last changed or a step last finished (UTC)."""
-    waiting_for: str | None
-    """The ``wait_for`` step the run is suspended at, if waiting."""
-    prompt: str | None
-    """What the waiting step asks for."""
-    error: str | None
-    """Why the run failed or was cancelled."""
-    steps_completed: int
-    """How many steps have a stored result."""
-    last_step: str | None
-    """The step that finished or failed most recently."""
-    steps: tuple[StepInfo, ...] = ()
-    """Every step in the order they first ran (empty in ``store.runs()`` listings)."""
-
-
-class RunSuspended(BaseException):
-    """Raised by ``run.wait_for`` while the input is not supplied: the run is paused.
-
-    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` in
-    agent code does not swallow it; ``with store.run(...)`` absorbs it and keeps
-    it in ``run.suspended``. Its message says how to resume.
-    """
-
-    def __init__(self, run_id: str, step: str, prompt: str | None) -> None:
-        self.run_id = run_id
-        self.step = step
-        self.prompt = prompt
-        asks = f" ({prompt})" if prompt else ""
-        super().__init__(
-            f"run {run_id!r} is waiting for {step!r}{asks}. Supply it with "
-            f"store.resume_run({run_id!r}, {step!r}, value) or `statekeel runs resume "
-            f"{shlex.quote(run_id)} --step {shlex.quote(step)} --input JSON`, then run it again"
-        )
-
-
-class RunCancelledError(StatekeelError):
-    """The run was cancelled (``store.cancel_run``); it runs no further step."""
-
-
-class StepFailedError(StatekeelError):
-    """A step raised on each of its ``max_attempts`` attempts; it is not run again."""
-
-    def __init__(self, run_id: str, step: str, attempts: int, error: str | None) -> None:
-        super().__init__(
-            f"step {step!r} of run {run_id!r} failed {attempts} times (last: {error}); fix the cause "
-            "and open the run with a higher max_attempts, or use a new run id"
-        )
-        self.run_id = run_id
-        self.step = step
-        self.attempts = attempts
-        self.error = error
-
-
-# -- keys -----------------------------------------------------------------------------
-def _meta_key(run_id: str) -> str:
-    return keys.join("run", run_id, "meta")
-
-
-def _input_key(run_id: str, name: str) -> str:
-    return keys.join("run", run_id, "input", name)
-
-
-def _steps_prefix(run_id: str) -> str:
-    return keys.join("run", run_id, "step") + "/"
-
-
-def _check_name(name: Any, what: str = "step name") -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"a {what} must be a non-empty str, got {name!r}")
-    return name
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 # -- the run handle -----------------------------------------------------------------------
 class Run:
     """A resumable multi-step job. Get it from ``store.run(run_id)``; use it in ``with``."""
 
-    def __init__(self, store: Store, run_id: str, *, max_attempts: int = 3) -> None:
+    def __init__(self, store: Core, run_id: str, *, max_attempts: int = 3) -> None:
         keys.escape(run_id)  # validates type and emptiness
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise InvalidInputError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
@@ -439,7 +334,7 @@ class Run:
     def _ensure_listed(self) -> None:
         """Write the index record before the run's first record: a crash leaves no run unlisted."""
         if self._meta is None:
-            key = keys.join("idx", "runs", self.id)
+            key = layout.run_index_key(self.id)
             data, codec = self._store.codec.encode({}, "run index record", key)
             self._backend.apply([Put(key, data, codec, ANY)])
 
@@ -475,134 +370,3 @@ class Run:
 def _history(body: dict[str, Any] | None, started: float, took: float, error: str | None) -> list[dict[str, Any]]:
     past: list[dict[str, Any]] = list(body["history"]) if body else []
     return [*past, {"started_at": started, "duration": took, "error": error}][-HISTORY_KEPT:]
-
-
-def _scan_all(store: Store, prefix: str) -> list[Record]:
-    out: list[Record] = []
-    while recs := store.backend.scan(prefix, after=out[-1].key if out else None, limit=500):
-        out.extend(recs)
-    return out
-
-
-# -- store-level operations -------------------------------------------------------------
-def _info(store: Store, run_id: str, meta: Record, steps: list[Record]) -> RunInfo:
-    body = store.codec.decode(meta.data, meta.codec, meta.key)
-    prefix = _steps_prefix(run_id)
-    bodies = [(keys.unescape(r.key[len(prefix) :]), store.codec.decode(r.data, r.codec, r.key)) for r in steps]
-    bodies.sort(key=lambda nb: nb[1].get("started_at") or 0.0)  # the order the steps first ran
-    infos = [_step_info(name, b) for name, b in bodies]
-    return RunInfo(
-        run_id, body["status"], to_datetime(meta.created_at), to_datetime(meta.updated_at),  # type: ignore[arg-type]
-        body.get("waiting_for"), body.get("prompt"), body.get("error"),
-        int(body.get("steps_done", 0)), body.get("last_step"), tuple(infos),
-    )
-
-
-def _step_info(name: str, b: dict[str, Any]) -> StepInfo:
-    return StepInfo(
-        name, b["kind"], b["status"], b["attempts"], to_datetime(b.get("started_at")),
-        to_datetime(b.get("finished_at")), b.get("duration"), b.get("error"), tuple(b.get("history", ())),
-    )
-
-
-def _require_meta(store: Store, run_id: str) -> Record:
-    keys.escape(run_id)
-    rec = store.backend.get(_meta_key(run_id))
-    if rec is None:
-        raise NotFoundError(f"no run {run_id!r} has recorded anything; list runs with store.runs()")
-    return rec
-
-
-def run_info(store: Store, run_id: str) -> RunInfo:
-    """A run's status and steps, read-only."""
-    meta = _require_meta(store, run_id)
-    return _info(store, run_id, meta, _scan_all(store, _steps_prefix(run_id)))
-
-
-def list_runs(
-    store: Store, *, status: RunStatus | None, after: str | None, limit: int
-) -> tuple[list[RunInfo], str | None]:
-    """One page of runs (without their steps) in id order, and the next cursor."""
-    if status is not None and status not in RUN_STATUSES:
-        raise InvalidInputError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
-    out: list[RunInfo] = []
-    cursor = keys.join("idx", "runs", after) if after is not None else None
-    while idx := store.backend.scan(INDEX_PREFIX, after=cursor, limit=max(limit, 100)):
-        ids = [keys.split(r.key)[-1] for r in idx]
-        for run_id, meta in zip(ids, store.backend.get_many([_meta_key(i) for i in ids])):
-            if meta is None:
-                continue
-            info = _info(store, run_id, meta, [])
-            if status is None or info.status == status:
-                out.append(info)
-                if len(out) == limit:
-                    return out, run_id
-        cursor = idx[-1].key
-    return out, None
-
-
-def _update(store: Store, run_id: str, change: Callable[[dict[str, Any], Record], dict[str, Any] | None]) -> RunInfo:
-    """Compare-and-set the meta record with ``change(body, record)`` (None = no write)."""
-    for _ in range(_RETRIES):
-        meta = _require_meta(store, run_id)
-        body = store.codec.decode(meta.data, meta.codec, meta.key)
-        new = change(body, meta)
-        if new is None:
-            return run_info(store, run_id)
-        data, codec = store.codec.encode({**body, **new}, f"run {run_id!r} status", meta.key)
-        try:
-            store.backend.apply([Put(meta.key, data, codec, meta.version)])
-            return run_info(store, run_id)
-        except ConflictError:
-            continue
-    raise ConflictError(_meta_key(run_id), None, None)
-
-
-def cancel_run(store: Store, run_id: str, reason: str | None = None) -> RunInfo:
-    """Mark the run cancelled: it runs no further step, in any process."""
-
-    def change(body: dict[str, Any], meta: Record) -> dict[str, Any] | None:
-        if body["status"] == "cancelled":
-            return None
-        if body["status"] == "completed":
-            raise InvalidInputError(f"run {run_id!r} already completed; there is nothing to cancel")
-        return {"status": "cancelled", "error": reason or "cancelled", "waiting_for": None, "prompt": None}
-
-    return _update(store, run_id, change)
-
-
-def resume_run(store: Store, run_id: str, name: str | None, value: Any) -> RunInfo:
-    """Supply ``value`` to ``wait_for(name)`` (default: the step the run waits at)."""
-    for _ in range(_RETRIES):
-        meta = _require_meta(store, run_id)
-        body = store.codec.decode(meta.data, meta.codec, meta.key)
-        step = _resumable_step(run_id, body, name)
-        step_rec = store.backend.get(_steps_prefix(run_id) + keys.escape(step))
-        if step_rec is not None and store.codec.decode(step_rec.data, step_rec.codec, step_rec.key)["status"] == "completed":
-            raise InvalidInputError(f"step {step!r} of run {run_id!r} already has its input")
-        key = _input_key(run_id, step)
-        data, codec = store.codec.encode(value, f"input for run {run_id!r} step {step!r}", key)
-        waiting = body.get("waiting_for") == step
-        new_meta = {**body, **({"status": "running", "waiting_for": None, "prompt": None} if waiting else {})}
-        meta_data, meta_codec = store.codec.encode(new_meta, f"run {run_id!r} status", meta.key)
-        try:
-            store.backend.apply([Put(key, data, codec, None), Put(meta.key, meta_data, meta_codec, meta.version)])
-            return run_info(store, run_id)
-        except ConflictError:
-            if store.backend.get(key) is not None:
-                raise InvalidInputError(
-                    f"input for step {step!r} of run {run_id!r} was already supplied; it is used as given"
-                ) from None
-    raise ConflictError(_meta_key(run_id), None, None)
-
-
-def _resumable_step(run_id: str, body: dict[str, Any], name: str | None) -> str:
-    if body["status"] in ("cancelled", "completed"):
-        raise InvalidInputError(f"run {run_id!r} is {body['status']}; it takes no more input")
-    if name is None:
-        if body.get("waiting_for") is None:
-            raise InvalidInputError(f"run {run_id!r} is not waiting for input; name the step to supply")
-        return str(body["waiting_for"])
-    return _check_name(name)

@@ -11,16 +11,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from ..core import Core, layout
 from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
 from ..models import Item, Page, to_datetime
-from ..protocol import ANY, Backend, Delete, Op, Put, Record, keys
-from ..protocol import Expect
+from ..protocol import ANY, Backend, Delete, Expect, Op, Put, Record, keys
 from ._duration import Duration, maybe_seconds
-
-if TYPE_CHECKING:
-    from ..store import Store
 
 __all__ = ["Scope", "StateView", "parse_scope", "MISSING"]
 
@@ -49,7 +46,7 @@ class Scope:
     @property
     def prefix(self) -> str:
         """Backend key prefix of this scope's state records."""
-        return keys.join(self.kind, self.id, "state") + "/"
+        return layout.scope_state_prefix(self.kind, self.id)
 
 
 def parse_scope(scope: str | Scope) -> Scope:
@@ -66,32 +63,17 @@ def parse_scope(scope: str | Scope) -> Scope:
     raise InvalidInputError(f"{scope!r} is not a scope; use {SCOPE_FORMS}")
 
 
-def _check_key(key: Any) -> str:
-    if not isinstance(key, str) or not key:
-        raise InvalidInputError(
-            f"state keys must be non-empty str, got {type(key).__name__} {key!r}; convert with str()"
-        )
-    return key
-
-
 class StateView:
     """Versioned key-value state of one scope; the same API on every backend."""
 
-    def __init__(self, store: Store, scope: Scope, backend: Backend | None = None) -> None:
+    def __init__(self, store: Core, scope: Scope, backend: Backend | None = None) -> None:
         self._store = store
         self.scope = scope
         self._backend = backend or store.backend
         self._prefix = scope.prefix
 
-    # Sessions override these to apply their TTL and heartbeat.
-    def _expiry(self, ttl: float | None) -> tuple[float | None, list[Op]]:
-        return (None if ttl is None else time.time() + ttl), []
-
-    def _after_write(self) -> None:
-        pass
-
     def _full_key(self, key: str) -> str:
-        return self._prefix + keys.escape(_check_key(key))
+        return layout.state_key(self.scope.kind, self.scope.id, key)
 
     def _item(self, rec: Record) -> Item:
         name = keys.unescape(rec.key[len(self._prefix) :])
@@ -167,14 +149,13 @@ class StateView:
         """The operations that :meth:`put` would apply (for batches)."""
         full = self._full_key(key)
         data, codec = self._store.codec.encode(value, f"{self.scope}[{key!r}]", full)
-        expires, extra = self._expiry(maybe_seconds(ttl, "ttl"))
-        return [Put(full, data, codec, expect, expires), *extra]
+        secs = maybe_seconds(ttl, "ttl")
+        return [Put(full, data, codec, expect, None if secs is None else time.time() + secs)]
 
     def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
         """Store ``value``. ``expect=None``: only if absent; ``expect=N``: only if at version N."""
         ops = self.put_op(key, value, expect=expect, ttl=ttl)
         rec = self._backend.apply(ops)[0]
-        self._after_write()
         assert isinstance(rec, Record)
         return Item(
             key, value, rec.version, to_datetime(rec.created_at),  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from ..backends import parse
-from ..backends._files_io import fsync_dir, write_atomic
+from ..backends.files.io import fsync_dir, write_atomic
 from ..backends.files import MARKER, FilesBackend
 from ..errors import InvalidInputError, SchemaTooNewError
 from ..protocol import Backend

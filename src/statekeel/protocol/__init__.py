@@ -24,7 +24,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Union
+from typing import Any, Callable, Final, Literal, Union
 
 from . import keys
 
@@ -47,8 +47,10 @@ __all__ = [
     "Rewrite",
     "Op",
     "Backend",
+    "BatchScope",
     "MigrationStatus",
     "keys",
+    "op_target",
 ]
 
 
@@ -72,6 +74,9 @@ KEEP: Final = Keep.KEEP
 
 Expect = Union[int, None, Any_]
 """``None`` = must not exist; an int = must be exactly that version; ANY = no check."""
+
+BatchScope = Literal["store", "partition"]
+"""What one atomic batch may span: the whole store, or one partition."""
 
 ExpiresAt = Union[float, None, Keep]
 """Seconds since the epoch, ``None`` = never, or KEEP = unchanged."""
@@ -223,6 +228,23 @@ class Rewrite:
 Op = Union[Put, Delete, Append, Touch, Expire, Trim, Load, LoadEntries, Rewrite]
 OpResult = Union[Record, bool, int]
 
+_TARGET: Final[dict[type, Callable[[Any], str]]] = {
+    Put: lambda op: op.key,
+    Delete: lambda op: op.key,
+    Touch: lambda op: op.key,
+    Append: lambda op: op.log,
+    Trim: lambda op: op.log,
+    Rewrite: lambda op: op.log,
+    LoadEntries: lambda op: op.log,
+    Expire: lambda op: op.prefix,
+    Load: lambda op: op.record.key,
+}
+
+
+def op_target(op: Op) -> str:
+    """The key, log or prefix ``op`` writes (its partition is :func:`keys.partition` of it)."""
+    return _TARGET[type(op)](op)
+
 
 @dataclass(frozen=True, slots=True)
 class MigrationStatus:
@@ -245,6 +267,10 @@ class Backend(abc.ABC):
 
     url: str
     """The URL the backend was opened with, password removed."""
+
+    batch_scope: BatchScope = "store"
+    """``"store"``: one :meth:`apply` may span partitions atomically; ``"partition"``:
+    a batch must stay inside one partition (Redis Cluster) — callers split theirs."""
 
     @abc.abstractmethod
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:

@@ -1,8 +1,10 @@
-"""Security: encryption at rest, erasure, the secret guard."""
+"""The secret guard: refuses or redacts credentials before they are persisted.
 
-from .encryption import AesGcmTransform, Encryption
-from .erasure import Erasure, erase_subject
-from .guard import SecretGuard, find_secrets
-from .keyring import Keyring, MasterKeys
+Encryption at rest and the keyring live in :mod:`statekeel.core` (they are part
+of every record's write path); erasure and key rotation are features
+(:mod:`statekeel.features.erasure`, :mod:`statekeel.features.rotation`).
+"""
 
-__all__ = ["AesGcmTransform", "Encryption", "Erasure", "Keyring", "MasterKeys", "SecretGuard", "erase_subject", "find_secrets"]
+from .guard import GuardMode, SecretGuard, find_secrets
+
+__all__ = ["GuardMode", "SecretGuard", "find_secrets"]

@@ -7,70 +7,19 @@
 * :mod:`statekeel.testing.servers` — real throwaway PostgreSQL and Redis servers.
 
 ``BACKENDS`` maps a backend name to a factory that returns the URL of a fresh,
-empty store; :func:`register_backend` adds a third-party one.
+empty store; :func:`register_backend` adds a third-party one (see
+docs/writing-a-backend.md).
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-__all__ = ["BACKENDS", "BackendContext", "ServerPool", "register_backend"]
+from .servers.pool import ServerPool
 
-
-class ServerPool:
-    """Starts each real server once, on first use; stops them all at the end."""
-
-    class Missing(Exception):
-        """A server could not be started and the run does not require it."""
-
-    def __init__(self, *, required: bool) -> None:
-        self.required = required
-        self._servers: dict[str, Any] = {}
-        self._errors: dict[str, str] = {}
-
-    def _get(self, kind: str) -> Any:
-        from . import servers
-
-        if kind in self._errors:
-            raise self._fail(self._errors[kind])
-        if kind not in self._servers:
-            cls = servers.PostgresServer if kind == "postgres" else servers.RedisServer
-            try:
-                self._servers[kind] = cls().start()
-            except servers.ServerUnavailable as exc:
-                self._errors[kind] = str(exc)
-                raise self._fail(str(exc)) from exc
-        return self._servers[kind]
-
-    def _fail(self, message: str) -> Exception:
-        if self.required:
-            return RuntimeError(f"CI is set, so a missing server fails the run: {message}")
-        return ServerPool.Missing(message)
-
-    def postgres(self) -> Any:
-        """The running :class:`~statekeel.testing.servers.PostgresServer`."""
-        return self._get("postgres")
-
-    def redis(self) -> Any:
-        """The running :class:`~statekeel.testing.servers.RedisServer`."""
-        return self._get("redis")
-
-    def flush_redis(self) -> None:
-        """Empty every Redis database (raw RESP, no client library needed)."""
-        server = self.redis()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-            if not sock.recv(64).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed on the test Redis")
-
-    def stop(self) -> None:
-        for server in self._servers.values():
-            server.stop()
-        self._servers.clear()
+__all__ = ["BACKENDS", "PROCESS_LOCAL", "BackendContext", "ServerPool", "register_backend"]
 
 
 @dataclass
@@ -88,7 +37,7 @@ def _postgres(ctx: BackendContext) -> str:
 
 def _redis(ctx: BackendContext) -> str:
     ctx.servers.flush_redis()
-    return str(ctx.servers.redis().url)
+    return ctx.servers.redis().url
 
 
 BACKENDS: dict[str, Callable[[BackendContext], str]] = {
@@ -100,6 +49,20 @@ BACKENDS: dict[str, Callable[[BackendContext], str]] = {
 }
 
 
-def register_backend(name: str, factory: Callable[[BackendContext], str]) -> None:
-    """Make ``name`` selectable with ``--statekeel-backends``."""
+PROCESS_LOCAL: set[str] = {"memory"}
+"""Backends whose data lives in one process: tests marked ``multiprocess`` skip them."""
+
+
+def register_backend(name: str, factory: Callable[[BackendContext], str], *, process_local: bool = False) -> None:
+    """Make ``name`` selectable with ``--statekeel-backends``.
+
+    ``factory(ctx)`` returns the URL of a fresh, empty store (use ``ctx.tmp_path``
+    or ``ctx.n`` to keep tests apart). ``process_local=True`` says the data lives
+    in this process only, like ``memory://``: tests that share a store between
+    processes skip it.
+    """
     BACKENDS[name] = factory
+    if process_local:
+        PROCESS_LOCAL.add(name)
+    else:
+        PROCESS_LOCAL.discard(name)

@@ -10,12 +10,15 @@ test session on free loopback ports (see :mod:`statekeel.testing.servers`).
 When the environment variable ``CI`` is set, a server that cannot start fails
 the run; otherwise its tests are skipped with the reason.
 
-A third-party backend joins the suite by registering a factory::
+A third-party backend joins the suite by registering a factory that returns
+the URL of a fresh, empty store, from a pytest plugin of its own (a ``pytest11``
+entry point, or a ``conftest.py``)::
 
     from statekeel.testing import register_backend
-    register_backend("mybackend", lambda ctx: f"mybackend://{ctx.tmp_path}/x")
+    register_backend("mybackend", lambda ctx: f"mybackend:///{ctx.tmp_path}/x")
 
-then ``pytest --statekeel-backends=mybackend --pyargs statekeel.testing.conformance``.
+then ``pytest -p statekeel.testing.plugin --statekeel-backends=mybackend --pyargs
+statekeel.testing.conformance``; docs/writing-a-backend.md has a complete example.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pytest
 
 import statekeel
 
-from . import BACKENDS, BackendContext, ServerPool
+from . import BACKENDS, PROCESS_LOCAL, BackendContext, ServerPool
 
 ALL = ("memory", "sqlite", "files", "postgres", "redis")
 
@@ -43,13 +46,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def requested_backends(config: pytest.Config) -> list[str]:
+    """The names given to ``--statekeel-backends``, registered or not."""
+    return [b.strip() for b in str(config.getoption("--statekeel-backends")).split(",") if b.strip()]
+
+
 def selected_backends(config: pytest.Config) -> list[str]:
-    names = [b.strip() for b in str(config.getoption("--statekeel-backends")).split(",") if b.strip()]
-    return [n for n in names if n in BACKENDS]
+    """The requested backends that are registered (the others stop the run after collection)."""
+    return [n for n in requested_backends(config) if n in BACKENDS]
 
 
-PROCESS_LOCAL = {"memory"}
-"""Backends whose data lives in one process: tests marked ``multiprocess`` skip them."""
+def pytest_collection_modifyitems(config: pytest.Config) -> None:
+    # After collection, so a backend registered by any conftest.py counts.
+    unknown = [n for n in requested_backends(config) if n not in BACKENDS]
+    if unknown:
+        pytest.exit(
+            f"--statekeel-backends names {', '.join(unknown)}, which no plugin registered; "
+            f"registered: {', '.join(BACKENDS)}. A third-party backend registers itself with "
+            "statekeel.testing.register_backend() from its pytest plugin (docs/writing-a-backend.md)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import statekeel
 from statekeel import Checkpoint, InvalidInputError, NotFoundError, Store
-from statekeel.features.checkpoints import body_key, header_key, hidden_ranges
+from statekeel.features.checkpoints import body_key, header_key
 
 
 def _chain(store: Store, session_id: str, cp_id: int) -> list[int]:
@@ -57,7 +57,7 @@ def test_checkpoint_restore_rolls_state_back_and_hides_later_history(store: Stor
     assert s.history() == ["m1", "m2"] and s.history(last=5) == ["m1", "m2"]
     assert s.history(include_hidden=True) == ["m1", "m2", "m3", "m4"]  # kept, not destroyed
     assert [m.seq for m in s.messages(include_hidden=True)] == [1, 2, 3, 4]
-    assert len(s) == 4 and hidden_ranges(s) == [(3, 4)]
+    assert len(s) == 4 and s.hidden_ranges() == [(3, 4)]
     s.append("m5")
     assert s.history() == ["m1", "m2", "m5"]
     assert [m.seq for m in s.messages(last=2)] == [2, 5]

@@ -1,0 +1,398 @@
+"""The files backend itself: opening, locking, reads, and batches committed through :mod:`.io`."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ...errors import (
+    ConfigurationError,
+    MigrationRequiredError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StatekeelError,
+    StoreError,
+    UsageError,
+    translate,
+)
+from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from .._url import ParsedURL
+from .format import parse_header, parse_record
+from .io import Journal, commit, fsync_dir, make_dirs, sync_all, write_atomic
+from .logs import LogLines
+from .tree import HEADER, LOG, RECORD, KeyPath, Tree
+from .txn import Disk, LogState, Txn, alive
+
+__all__ = ["FilesBackend", "LAYOUT", "MARKER", "FORMAT", "MIGRATIONS"]
+
+FORMAT = "statekeel-files"
+MARKER = "statekeel.json"
+LAYOUT = 1
+"""The layout version this code writes; ``statekeel.json`` records the store's."""
+
+# The index of a migration is the layout version it brings the store to, minus one.
+MIGRATIONS: list[str] = [
+    "create data/, .journal, .gitignore and statekeel.json (layout 1)",
+]
+
+_OWN = {".lock", ".journal", ".gitignore"}
+_GITIGNORE = "# statekeel: the lock and the batch journal are not data\n.lock\n.journal\n.*.tmp\n"
+
+
+def _map_error(exc: BaseException) -> StatekeelError | None:
+    if not isinstance(exc, OSError):
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"the disk is full{where}; free space, then retry (nothing was half-written)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConfigurationError(f"cannot write the store folder{where}: {exc.strerror}; check its permissions")
+    if exc.errno == errno.ENOLCK:
+        return ConfigurationError(
+            f"the file system refuses flock(){where}; keep file:// stores on a local disk, not NFS"
+        )
+    return StoreError(f"file system error{where}: {exc.strerror or exc}; run `statekeel doctor` on the store")
+
+
+class FilesBackend(Backend):
+    """Records as JSON files, logs as JSON Lines; flock for processes on one host."""
+
+    def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+        self.url = url.redacted
+        self.root = os.path.abspath(url.dir_path())
+        self.tree = Tree(self.root)
+        self._mutex = threading.RLock()
+        self._lock_fd: int | None = None
+        self._journal: Journal | None = None
+        self._closed = False
+        self.read_only = False
+        """True when the folder could only be opened for reading."""
+        self._disk = Disk(
+            path=self.tree.path,
+            record=self._read_record,
+            log=self._log_state,
+            lines=lambda kp: LogLines(self.tree.abs(kp.file(LOG))),
+            keys=lambda prefix, kind: (k for k, _, _ in self.tree.walk(prefix, kind)),
+            exists=lambda rel: os.path.exists(self.tree.abs(rel)),
+        )
+        with translate(_map_error):
+            if migrate:
+                self.migrate()
+            elif self._layout() == LAYOUT:
+                self._open_files()
+
+    # -- opening and migrations -------------------------------------------------
+    def _layout(self) -> int:
+        """The store's layout version (0 = no store yet); refuses foreign folders."""
+        if not os.path.exists(self.root):
+            return 0
+        if not os.path.isdir(self.root):
+            raise NotAStoreError(f"{self.root} is a file, not a folder; point file:// at a folder")
+        try:
+            with open(os.path.join(self.root, MARKER), "rb") as f:
+                marker = json.loads(f.read())
+        except FileNotFoundError:
+            others = sorted(n for n in os.listdir(self.root) if n not in _OWN and not self._empty_data(n))
+            if others:
+                raise NotAStoreError(
+                    f"{self.root} already holds files that are not a statekeel store "
+                    f"({', '.join(others[:5])}{', …' if len(others) > 5 else ''}); use an empty or new folder"
+                ) from None
+            return 0
+        except ValueError as exc:
+            raise NotAStoreError(f"{self.root}/{MARKER} is not valid JSON ({exc}); this is not a statekeel store") from exc
+        if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("layout"), int):
+            raise NotAStoreError(f"{self.root}/{MARKER} does not describe a {FORMAT} store; use another folder")
+        layout: int = marker["layout"]
+        if layout > LAYOUT:
+            raise SchemaTooNewError(
+                f"{self.root} has files layout {layout}, newer than this statekeel understands ({LAYOUT}); "
+                "upgrade the statekeel package"
+            )
+        return layout
+
+    def _empty_data(self, name: str) -> bool:
+        path = os.path.join(self.root, name)
+        return name == "data" and os.path.isdir(path) and not os.listdir(path)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        with self._mutex, translate(_map_error):
+            current = self._layout()
+            pending = MIGRATIONS[current:]
+            if check or current == LAYOUT:
+                if current == LAYOUT and not check:  # a check writes nothing, not even .lock
+                    self._open_files()
+                return MigrationStatus(current, LAYOUT, list(pending))
+            dirty: set[str] = set()
+            make_dirs(self.root, dirty)
+            sync_all(dirty)
+            self._open_files()
+            assert self._lock_fd is not None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                if self._layout() < 1:  # another process may have done it meanwhile
+                    self._create_layout_1()
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            return MigrationStatus(LAYOUT, LAYOUT, [])
+
+    def _create_layout_1(self) -> None:
+        dirty: set[str] = set()
+        make_dirs(os.path.join(self.root, "data"), dirty)
+        write_atomic(os.path.join(self.root, ".gitignore"), _GITIGNORE.encode(), dirty)
+        marker = {"format": FORMAT, "layout": 1, "about": "a statekeel store; see docs/files-backend.md"}
+        sync_all(dirty | {self.root})
+        write_atomic(os.path.join(self.root, MARKER), (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode(), dirty)
+        sync_all(dirty)
+
+    def _open_files(self) -> None:
+        if self._lock_fd is not None:
+            return
+        journal = os.path.join(self.root, ".journal")
+        try:
+            self._lock_fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(journal, os.O_RDWR | os.O_CREAT, 0o644)
+            fsync_dir(self.root)  # the journal must exist durably before it is ever relied on
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # a read-only folder (a mounted backup, a read-only checkout): reads only
+            self.read_only = True
+            self._lock_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(journal if os.path.exists(journal) else os.devnull, os.O_RDONLY)
+        self._journal = Journal(self.root, fd)
+
+    def _ready(self) -> tuple[int, Journal]:
+        if self._closed:
+            raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open()")
+        if self._lock_fd is None and self._layout() == LAYOUT:
+            self._open_files()
+        if self._lock_fd is None or self._journal is None:
+            raise MigrationRequiredError(
+                f"{self.root} is not a statekeel store yet; run `statekeel migrate {self.url}` "
+                "or open it with migrate=True"
+            )
+        return self._lock_fd, self._journal
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        """The process-wide mutex and the cross-process flock; finishes a crashed batch first."""
+        with self._mutex, translate(_map_error):
+            fd, journal = self._ready()
+            if exclusive and self.read_only:
+                raise ConfigurationError(f"{self.root} is read-only here; copy it somewhere writable to change it")
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                if journal.pending() and self.read_only:
+                    raise StoreError(
+                        f"{self.root} holds an unfinished batch and is read-only; open it writable once to finish it"
+                    )
+                if journal.pending():
+                    if not exclusive:
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    journal.recover()
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    # -- reading files ------------------------------------------------------------
+    def _read_record(self, kp: KeyPath) -> Record | None:
+        path = self.tree.abs(kp.file(RECORD))
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return parse_record(kp.key, text, path)
+
+    def _log_state(self, kp: KeyPath) -> LogState | None:
+        path = self.tree.abs(kp.file(HEADER))
+        try:
+            with open(path, "rb") as f:
+                head = parse_header(f.read(), path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        head.log = kp.key
+        lines = LogLines(self.tree.abs(kp.file(LOG)))
+        last = lines.tail().last
+        if last is not None:
+            head.last_seq = max(head.last_seq, last.seq)
+            head.updated_at = max(head.updated_at, last.created_at)
+        return LogState(kp, head, lines, True)
+
+    def _live_log(self, kp: KeyPath, now: float) -> LogState | None:
+        lg = self._log_state(kp)
+        if lg is None:
+            return None
+        if alive(lg.head.expires_at, now) and not lg.empty:
+            return lg
+        lg.lines.close()
+        return None
+
+    # -- the protocol: reads ------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        with self._locked(False):
+            rec = self._read_record(self.tree.path(key))
+        if rec is None or include_expired or alive(rec.expires_at, time.time()):
+            return rec
+        return None
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        out: list[Record] = []
+        if limit <= 0:
+            return out
+        with self._locked(False):
+            now = time.time()
+            for key, folder, stem in self.tree.walk(prefix, RECORD, after):
+                rec = self._read_record(KeyPath(key, folder, stem, []))
+                if rec is not None and alive(rec.expires_at, now):
+                    out.append(rec)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        with self._locked(False):
+            lg = self._live_log(self.tree.path(log), time.time())
+            if lg is None:
+                return []
+            with lg.lines:
+                lo = max(start, lg.head.first_seq)
+                hi = lg.head.last_seq + 1 if stop is None else min(stop, lg.head.last_seq + 1)
+                if limit is not None:
+                    lo, hi = (max(lo, hi - limit), hi) if reverse else (lo, min(hi, lo + limit))
+                if lo >= hi:
+                    return []
+                tail = reverse and hi == lg.head.last_seq + 1
+                lines = lg.lines.entries(lo, hi, from_end=tail)
+        return [Entry(log, ln.seq, ln.data, ln.codec, ln.created_at) for ln in lines]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        with self._locked(False):
+            return self._info(self.tree.path(log), time.time())
+
+    def _info(self, kp: KeyPath, now: float) -> LogInfo | None:
+        lg = self._live_log(kp, now)
+        if lg is None:
+            return None
+        lg.lines.close()
+        h = lg.head
+        return LogInfo(kp.key, h.first_seq, h.last_seq, h.created_at, h.updated_at, h.expires_at)
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        out: list[LogInfo] = []
+        if limit <= 0:
+            return out
+        with self._locked(False):
+            now = time.time()
+            for key, folder, stem in self.tree.walk(prefix, HEADER, after):
+                info = self._info(KeyPath(key, folder, stem, []), now)
+                if info is not None:
+                    out.append(info)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    # -- the protocol: writes -----------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        with self._locked(True):
+            assert self._journal is not None
+            txn = Txn(self._disk, time.time())
+            try:
+                results = txn.run(list(ops))
+                actions = txn.actions()
+            finally:
+                txn.close()
+            commit(self.root, self._journal, actions)
+            self._prune({os.path.dirname(a.path) for a in actions if a.kind == "delete"})
+        return results
+
+    def _prune(self, folders: set[str]) -> None:
+        """Remove folders that deletes left empty (best effort; empty folders are harmless)."""
+        for folder in sorted(folders, key=len, reverse=True):
+            while folder.startswith("data/"):
+                try:
+                    os.rmdir(self.tree.abs(folder))
+                except OSError:
+                    break
+                folder = os.path.dirname(folder)
+
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        with self._locked(True):
+            assert self._journal is not None
+            txn = Txn(self._disk, time.time())
+            try:
+                dead = self._expired(txn, limit)
+                actions = txn.actions()
+            finally:
+                txn.close()
+            commit(self.root, self._journal, actions)
+            self._prune({os.path.dirname(a.path) for a in actions if a.kind == "delete"})
+        return dead
+
+    def _expired(self, txn: Txn, limit: int) -> int:
+        records: list[str] = []
+        for key, _, _ in self.tree.walk("", RECORD):
+            if len(records) >= limit:
+                break
+            rec = txn.record(key)
+            if rec is not None and not alive(rec.expires_at, txn.now):
+                records.append(key)
+        logs: list[str] = []
+        for key, _, _ in self.tree.walk("", HEADER):
+            if len(logs) >= limit - len(records):
+                break
+            lg = txn.log(key)
+            if lg is not None and not alive(lg.head.expires_at, txn.now):
+                logs.append(key)
+        for key in records:
+            txn.delete(key)
+        for key in logs:
+            txn.drop_log(key)
+        return len(records) + len(logs)
+
+    # -- health -----------------------------------------------------------------
+    def integrity_check(self) -> list[str]:
+        """Problems found by reading every file; an empty list means healthy."""
+        from .health import check
+
+        with self._locked(False):
+            return check(self.tree)
+
+    def repair(self) -> str:
+        """Finish or discard a crashed batch, cut torn log tails, remove temp files."""
+        from .health import repair
+
+        with self._mutex, translate(_map_error):
+            fd, journal = self._ready()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                done = [journal.recover()]
+                done += repair(self.tree)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        said = [d for d in done if d]
+        return "; ".join(said) if said else "nothing to repair"
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            for fd in (self._lock_fd, self._journal.fd if self._journal else None):
+                if fd is not None:
+                    os.close(fd)
+            self._lock_fd, self._journal = None, None
+

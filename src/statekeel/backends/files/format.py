@@ -1,0 +1,208 @@
+"""What the files backend writes inside its files: records, log headers, log lines.
+
+A stored value is embedded as readable JSON (``"value": …``) whenever its bytes
+are exactly the compact JSON of that value — true for the ``json`` and
+``tjson1`` codecs — so reading it back gives the very same bytes. Anything else
+(compressed, encrypted, or JSON written differently) is kept as
+``"data_base64"``. Either way the round trip is exact by construction.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import StoreError
+from ...protocol import Record
+
+__all__ = [
+    "LogHeader",
+    "Line",
+    "embed",
+    "extract",
+    "record_text",
+    "parse_record",
+    "header_text",
+    "parse_header",
+    "line_text",
+    "parse_line",
+]
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _pretty(doc: dict[str, Any]) -> str:
+    """Pretty JSON with the top-level keys sorted (a value keeps its own key order)."""
+    ordered = {k: doc[k] for k in sorted(doc)}
+    text = json.dumps(ordered, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a key: \u-escape it instead
+        text = json.dumps(ordered, ensure_ascii=True, indent=2, allow_nan=False) + "\n"
+    return text
+
+
+def _json_exact(data: bytes) -> tuple[bool, Any]:
+    """(True, value) when ``data`` is exactly the compact JSON of ``value``."""
+    try:
+        value = json.loads(data)
+        same = _compact(value).encode("utf-8") == data
+    except (ValueError, RecursionError, UnicodeError):
+        return False, None
+    return same, value
+
+
+def embed(data: bytes) -> dict[str, Any]:
+    """``{"value": …}`` when the bytes are exact compact JSON, else ``{"data_base64": …}``."""
+    exact, value = _json_exact(data)
+    if exact:
+        return {"value": value}
+    return {"data_base64": base64.b64encode(data).decode("ascii")}
+
+
+def extract(doc: dict[str, Any], where: str) -> bytes:
+    """The stored bytes of a record or line document."""
+    if "value" in doc:
+        return _compact(doc["value"]).encode("utf-8")
+    if "data_base64" in doc:
+        return base64.b64decode(doc["data_base64"], validate=True)
+    raise StoreError(f"{where} has neither 'value' nor 'data_base64'; restore it from a backup")
+
+
+# -- records ------------------------------------------------------------------
+def record_text(rec: Record) -> str:
+    doc: dict[str, Any] = {
+        "key": rec.key,
+        "codec": rec.codec,
+        "version": rec.version,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "expires_at": rec.expires_at,
+    }
+    doc.update(embed(rec.data))
+    return _pretty(doc)
+
+
+def parse_record(key: str, text: bytes, where: str) -> Record:
+    try:
+        doc = json.loads(text)
+        return Record(
+            key,
+            extract(doc, where),
+            str(doc["codec"]),
+            int(doc["version"]),
+            float(doc["created_at"]),
+            float(doc["updated_at"]),
+            None if doc["expires_at"] is None else float(doc["expires_at"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            f"{where} is not a valid record file ({exc!r}); fix or delete it, or restore it from a backup"
+        ) from exc
+
+
+# -- log headers --------------------------------------------------------------
+@dataclass
+class LogHeader:
+    """The small ``<name>.log.json`` file beside a log's lines."""
+
+    log: str
+    first_seq: int
+    """Entries below this were trimmed (their lines may remain until compaction)."""
+    last_seq: int
+    """A floor: the real last seq is the larger of this and the last line's."""
+    created_at: float
+    updated_at: float
+    """A floor: the real value is the larger of this and the last line's time."""
+    expires_at: float | None
+
+
+def header_text(h: LogHeader) -> str:
+    return _pretty(
+        {
+            "log": h.log,
+            "first_seq": h.first_seq,
+            "last_seq": h.last_seq,
+            "created_at": h.created_at,
+            "updated_at": h.updated_at,
+            "expires_at": h.expires_at,
+        }
+    )
+
+
+def parse_header(text: bytes, where: str) -> LogHeader:
+    try:
+        d = json.loads(text)
+        return LogHeader(
+            str(d["log"]),
+            int(d["first_seq"]),
+            int(d["last_seq"]),
+            float(d["created_at"]),
+            float(d["updated_at"]),
+            None if d["expires_at"] is None else float(d["expires_at"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{where} is not a valid log header ({exc!r}); restore it from a backup") from exc
+
+
+# -- log lines ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One parsed JSON Lines entry."""
+
+    seq: int
+    created_at: float
+    codec: str
+    data: bytes
+    more: int
+    """How many lines of the same append follow this one (0 = the append is complete)."""
+
+
+def line_text(seq: int, created_at: float, codec: str, data: bytes, more: int) -> str:
+    """One compact line; ``seq`` first so a line's position can be read cheaply."""
+    head = f'{{"seq":{seq},"created_at":{created_at!r},"codec":{_compact(codec)}'
+    if more:
+        head += f',"more":{more}'
+    exact, _ = _json_exact(data)
+    if exact:
+        return f'{head},"value":{data.decode("utf-8")}}}\n'
+    return f'{head},"data_base64":"{base64.b64encode(data).decode("ascii")}"}}\n'
+
+
+# The exact shape line_text writes; anything else (say, a line edited by hand)
+# goes through the general JSON parser.
+_FAST = re.compile(
+    rb'\{"seq":(\d+),"created_at":([0-9eE.+-]+),"codec":("(?:[^"\\]|\\.)*")(?:,"more":(\d+))?,"value":'
+)
+
+
+def parse_line(raw: bytes) -> Line | None:
+    """The entry on one line (without its newline), or None if it is not a valid line."""
+    m = _FAST.match(raw)
+    if m is not None and raw.endswith(b"}"):
+        try:
+            quoted = m[3]
+            codec = quoted[1:-1].decode("utf-8") if b"\\" not in quoted else json.loads(quoted)
+            return Line(int(m[1]), float(m[2]), codec, raw[m.end() : -1], int(m[4] or 0))
+        except ValueError:
+            return None
+    try:
+        doc = json.loads(raw)
+        return Line(
+            int(doc["seq"]), float(doc["created_at"]), str(doc["codec"]),
+            extract(doc, "a log line"), int(doc.get("more", 0)),
+        )
+    except (ValueError, KeyError, TypeError, StoreError, RecursionError):
+        return None
+
+
+def line_seq(raw: bytes) -> int | None:
+    """Just the seq of a line (for binary search)."""
+    m = re.match(rb'\{"seq":(\d+)', raw)
+    if m is not None:
+        return int(m[1])
+    parsed = parse_line(raw)
+    return None if parsed is None else parsed.seq

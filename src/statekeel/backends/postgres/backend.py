@@ -1,0 +1,381 @@
+"""The PostgreSQL backend itself: the connection pool, reads, batches and migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeAlias
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from ...errors import NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
+from ...protocol import Append, Backend, Entry, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.keys import prefix_end
+from .._dispatch import handlers
+from .._url import ParsedURL
+from ..tenant import TenantBackend
+from . import sql
+from .config import Settings, connect_kwargs, dsn
+from .errors import RACES, RETRIES, map_error
+from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
+from .ops import OPS, OpSQL, Params, Part, Row, one_statement, payload
+
+__all__ = ["PostgresBackend", "tenant_setting"]
+
+Stmt: TypeAlias = tuple[str, Params]
+
+
+class _Connection(psycopg.Connection[Row]):
+    """A connection that keeps one cursor: its adapter caches stay warm between calls."""
+
+    _sk_cursor: psycopg.Cursor[Row] | None = None
+
+    def sk_cursor(self) -> psycopg.Cursor[Row]:
+        if self._sk_cursor is None:
+            self._sk_cursor = self.cursor()
+        return self._sk_cursor
+
+
+Conn: TypeAlias = _Connection
+
+
+def _pipelined(conn: Conn, stmts: Sequence[Stmt]) -> list[psycopg.Cursor[Row]]:
+    """Run ``stmts`` in one pipeline — one implicit transaction — and raise the first error.
+
+    Errors are caught inside the block so psycopg does not log a warning about
+    the follow-up "pipeline aborted" error when it leaves pipeline mode.
+    """
+    cursors: list[psycopg.Cursor[Row]] = []
+    failed: psycopg.Error | None = None
+    try:
+        with conn.pipeline():
+            for query, params in stmts:
+                try:
+                    cursors.append(conn.execute(query, params, binary=True, prepare=True))
+                except psycopg.Error as exc:
+                    failed = exc
+                    break
+    except psycopg.Error as exc:
+        raise (failed or exc) from None
+    if failed is not None:
+        raise failed
+    return cursors
+
+
+# -- the backend ---------------------------------------------------------------
+class PostgresBackend(Backend):
+    """A psycopg connection pool on one schema; safe for threads and many processes."""
+
+    def __init__(self, url: ParsedURL, *, migrate: bool = True, tenant: str | None = None) -> None:
+        self.url = url.redacted
+        cfg = Settings.from_url(url)
+        self.schema = cfg.schema
+        self._q = sql.build(cfg.schema)
+        self._closed = False
+        self._parsed = url
+        self._tenants: dict[str, PostgresBackend] = {}
+        libpq_url, kwargs = dsn(url), connect_kwargs(url, cfg)
+        if tenant is not None:  # row-level security: this pool's sessions belong to the tenant
+            kwargs["options"] = f"-c {sql.TENANT_SETTING}={tenant_setting(tenant)}"
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            libpq_url, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
+            max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
+        )  # fmt: skip
+        with self._guard():
+            # one direct connection first: a wrong URL or password fails now, clearly
+            with _Connection.connect(libpq_url, **kwargs) as conn:
+                if migrate:
+                    self._migrate(conn, check=False)
+            self._pool.open(wait=False)
+
+    # -- plumbing ------------------------------------------------------------
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Translate driver errors; after a broken connection, weed out the others."""
+        try:
+            with translate(self._map_error):
+                yield
+        except UnavailableError as exc:
+            if not isinstance(exc.__cause__, RACES):
+                self._drop_broken()
+            raise
+
+    def _map_error(self, exc: BaseException) -> StatekeelError | None:
+        return map_error(exc, self.url)
+
+    def _drop_broken(self) -> None:
+        """Test the idle connections so that the next call gets a working one."""
+        try:
+            self._pool.check()
+        except Exception:  # noqa: BLE001 - closed pool or server still down: the next call retries
+            pass
+
+    def _rows(self, query: str, params: Params) -> list[Row]:
+        with self._guard(), self._pool.connection() as conn:
+            return conn.sk_cursor().execute(query, params, binary=True, prepare=True).fetchall()
+
+    def _execute(self, stmts: Sequence[Stmt], wanted: Sequence[int]) -> list[Row | None]:
+        """Run ``stmts`` as one transaction in one round trip; first rows of ``wanted``.
+
+        ``prepare=True``: psycopg 3.3 forgets to un-register a statement whose
+        automatic preparation (at the 5th use) falls in a pipeline that an
+        earlier statement aborted, and then fails with "prepared statement
+        does not exist"; preparing on first use takes a path it checks.
+        """
+        if not stmts:
+            return []
+        with self._pool.connection() as conn:
+            if len(stmts) == 1:
+                cursor = conn.sk_cursor().execute(*stmts[0], binary=True, prepare=True)
+                return [cursor.fetchone() for _ in wanted]
+            cursors = _pipelined(conn, stmts)
+            return [cursors[i].fetchone() for i in wanted]
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        rows = self._rows(self._q.get, {"key": key})
+        rec = Record(*rows[0]) if rows else None
+        if rec is None or include_expired or rec.expires_at is None or rec.expires_at > time.time():
+            return rec
+        return None
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        if not keys:
+            return []
+        rows = self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()})
+        found = {r[0]: Record(*r) for r in rows}
+        return [found.get(k) for k in keys]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        if limit <= 0:
+            return []
+        query, lo = (self._q.scan_after, after) if after is not None and after >= prefix else (
+            self._q.scan_from, prefix)
+        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
+        return [Record(*r) for r in rows]
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        if limit is not None and limit <= 0:
+            return []
+        params = {
+            "log": log, "start": start, "stop": stop, "now": time.time(),
+            "ahead": None if reverse else limit, "behind": limit if reverse else None,
+        }  # fmt: skip
+        return [Entry(log, *r) for r in self._rows(self._q.read, params)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        rows = self._rows(self._q.log_info, {"log": log})
+        if not rows:
+            return None
+        first, last, created, updated, expires = rows[0]
+        if last < first or (expires is not None and expires <= time.time()):
+            return None
+        return LogInfo(log, first, last, created, updated, expires)
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        if limit <= 0:
+            return []
+        query, lo = (self._q.scan_logs_after, after) if after is not None and after >= prefix else (
+            self._q.scan_logs_from, prefix)
+        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
+        return [LogInfo(*r) for r in rows]
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not ops:
+            return []
+        with self._guard():
+            return self._apply_retrying(ops)
+
+    def _apply_retrying(self, ops: Sequence[Op]) -> list[OpResult]:
+        raw = False
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._apply_once(ops, raw)
+            except psycopg.Error as exc:
+                if attempt == RETRIES:
+                    raise
+                raw = self._prepare_retry(exc, ops, raw)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _prepare_retry(self, exc: psycopg.Error, ops: Sequence[Op], raw: bool) -> bool:
+        """Make ``ops`` runnable again after ``exc`` (nothing was applied), or re-raise it.
+
+        Returns whether "json" payloads must go to ``data`` as bytes.
+        """
+        if isinstance(exc, pg_errors.InvalidTextRepresentation) and not raw:
+            return True  # a "json" payload PostgreSQL's json type rejects: keep its bytes
+        if exc.sqlstate == sql.DEAD_LOG_SQLSTATE:
+            now = time.time()
+            logs = {op.log for op in ops if isinstance(op, Append)}
+            self._execute([(self._q.drop_dead_log, {"log": log, "now": now}) for log in logs], [])
+            return raw
+        if isinstance(exc, RACES):
+            return raw
+        raise exc
+
+    def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
+        now = time.time()
+        steps = handlers(OPS, ops, "postgresql://")
+        parts = [step.part(op, raw) for step, op in zip(steps, ops)]
+        if not one_statement(ops, steps, parts):
+            return self._apply_pipelined(ops, steps, parts, now, raw)
+        kinds = tuple(p[0] for p in parts if p is not None)
+        params: Params = {"now": now}
+        for i, part in enumerate(parts):
+            assert part is not None
+            params.update({f"o{i}_{k}": v for k, v in part[1].items()})
+        row = self._execute([(sql.batch_sql(kinds, self.schema), params)], [0])[0]
+        return self._results(ops, steps, kinds, [row] * len(ops), shared=True, now=now)
+
+    def _apply_pipelined(
+        self, ops: Sequence[Op], steps: Sequence[OpSQL], parts: Sequence[Part | None], now: float, raw: bool
+    ) -> list[OpResult]:
+        """One statement per operation, in order, in one pipeline: for batches whose
+        operations touch the same rows (each must see the previous ones' writes)."""
+        plans: list[list[Stmt]] = []
+        for op, part in zip(ops, parts):
+            if part is None:
+                assert isinstance(op, LoadEntries)
+                plans.append(self._load_entries(op, now, raw))
+                continue
+            params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
+            stmt = (sql.batch_sql((part[0],), self.schema), params)
+            # an earlier op of this batch may have expired the log: replace it first
+            dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
+            plans.append([*dead, stmt])
+        ends = list(itertools.accumulate(len(p) for p in plans))
+        rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
+        kinds = tuple(p[0] if p else "load_entries" for p in parts)
+        return self._results(ops, steps, kinds, rows, shared=False, now=now)
+
+    @staticmethod
+    def _results(
+        ops: Sequence[Op], steps: Sequence[OpSQL], kinds: Sequence[str], rows: Sequence[Row | None], *,
+        shared: bool, now: float,
+    ) -> list[OpResult]:
+        """Each op's result from its columns: consecutive in one ``shared`` row, or its own row."""
+        out: list[OpResult] = []
+        col = 0
+        for op, step, kind, row in zip(ops, steps, kinds, rows):
+            assert row is not None
+            width = sql.FRAGMENTS[kind].width if kind in sql.FRAGMENTS else 1
+            cols = row[col : col + width] if shared else row
+            col += width
+            out.append(step.result(op, cols, now))
+        return out
+
+    def _load_entries(self, op: LoadEntries, now: float, raw: bool) -> list[Stmt]:
+        if not op.entries:
+            return [(self._q.set_log_expiry, {"log": op.log, "exp": op.expires_at, "now": now})]
+        first = op.entries[0]
+        payloads = [payload(e.data, e.codec, raw) for e in op.entries]
+        head = {"log": op.log, "first": first.seq, "created": first.created_at, "exp": op.expires_at}
+        body = {
+            "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],
+            "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
+            "codecs": [e.codec for e in op.entries],
+        }  # fmt: skip
+        return [
+            (self._q.drop_dead_log, {"log": op.log, "now": now}),
+            (self._q.load_log_head, head),
+            (self._q.load_entries, body),
+        ]
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        with self._guard():
+            for attempt in itertools.count(1):
+                try:
+                    rows = self._execute([(self._q.purge, {"now": time.time(), "limit": limit})], [0])
+                    return int(rows[0][0]) if rows[0] else 0
+                except RACES:
+                    if attempt >= RETRIES:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        with self._guard(), self._pool.connection() as conn:
+            return self._migrate(conn, check)
+
+    def _migrate(self, conn: Conn, check: bool) -> MigrationStatus:
+        target = len(MIGRATIONS)
+        current = self._schema_version(conn, target)
+        pending = [s for v in range(current + 1, target + 1) for s in migration_sql(self.schema, v)]
+        if check or current == target:
+            return MigrationStatus(current, target, pending)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(self.schema)])
+            current = self._schema_version(conn, target)  # another process may have migrated meanwhile
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+            # schema is there: skip it for roles that were only given the schema
+            exists = conn.execute(SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is not None
+            for version in range(current + 1, target + 1):
+                for stmt in migration_sql(self.schema, version):
+                    if not (exists and stmt.startswith("CREATE SCHEMA")):
+                        conn.execute(stmt)
+        return MigrationStatus(target, target, [])
+
+    def _schema_version(self, conn: Conn, target: int) -> int:
+        tables = {r[0] for r in conn.execute(SCHEMA_TABLES, {"schema": self.schema})}
+        if "statekeel_schema" not in tables:
+            if tables:
+                raise NotAStoreError(
+                    f"schema {self.schema!r} at {self.url} already holds tables "
+                    f"({', '.join(sorted(tables))}) that are not a statekeel store; "
+                    "choose another one with ?schema=NAME"
+                )
+            return 0
+        row = conn.execute(self._q.schema_version).fetchone()
+        current = int(row[0]) if row else 0
+        if current > target:
+            raise SchemaTooNewError(
+                f"schema {self.schema!r} at {self.url} has statekeel schema version {current}, newer "
+                f"than this statekeel understands ({target}); upgrade the statekeel package"
+            )
+        return current
+
+    def for_tenant(self, name: str) -> Backend:
+        """Tenant ``name``'s view: its own pool, whose rows PostgreSQL's row-level
+        security keeps apart, and the key prefix every backend uses."""
+        child = self._tenants.get(name)
+        if child is None:
+            child = self._tenants[name] = PostgresBackend(self._parsed, migrate=False, tenant=name)
+        return TenantBackend(child, name)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for child in self._tenants.values():
+            child.close()
+        try:
+            self._pool.close()
+        except Exception:  # noqa: BLE001 - closing a pool that never opened
+            pass
+
+
+def tenant_setting(tenant: str) -> str:
+    """The value of ``statekeel.tenant`` for a tenant: hex, so any name is a safe option value."""
+    return "t" + tenant.encode("utf-8", "surrogatepass").hex()
+
+
+def _lock_id(schema: str) -> int:
+    """A stable advisory-lock key for migrating ``schema``."""
+    digest = hashlib.sha256(f"statekeel-migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -1,0 +1,95 @@
+"""The one place where psycopg and pool errors become statekeel errors."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
+
+from ...errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    MigrationRequiredError,
+    StatekeelError,
+    StoreError,
+    UnavailableError,
+    UsageError,
+)
+from .sql import CONFLICT_SQLSTATE
+
+__all__ = ["RACES", "RETRIES", "map_error"]
+
+RETRIES = 5
+"""Attempts for a batch that lost a deadlock or serialization race."""
+
+RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+"""What a batch that lost such a race raises: nothing was applied, run it again."""
+
+_RETRYABLE_STATES = ("40001", "40P01", "55P03")
+"""Serialization failure, deadlock, lock not available: the batch was rolled back."""
+
+_CONFIG_WORDS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "role ")
+
+
+def map_error(exc: BaseException, where: str) -> StatekeelError | None:
+    """The statekeel error for a psycopg / pool exception raised while talking to ``where``."""
+    if isinstance(exc, (PoolTimeout, TooManyRequests)):
+        return _unavailable(exc, where)
+    if isinstance(exc, PoolClosed):
+        return UsageError(f"the store {where} was closed; open it again with statekeel.open()")
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidInputError(f"cannot send {exc.object[exc.start:exc.end]!r} to PostgreSQL: keys, "
+                                 "names and codecs must be valid Unicode text (no lone surrogates)")
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate or ""
+    if state == CONFLICT_SQLSTATE:
+        return _conflict(exc)
+    if state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS)):
+        return ConfigurationError(f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")
+    if _is_connection(exc, state):
+        return _unavailable(exc, where)
+    return _map_statement_error(exc, state, where)
+
+
+def _is_connection(exc: psycopg.Error, state: str) -> bool:
+    if not state:  # libpq's own errors: refused, reset, closed
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return state[:2] in ("08", "53", "57") or state == "25006"  # 25006: a read-only standby
+
+
+def _map_statement_error(exc: psycopg.Error, state: str, where: str) -> StatekeelError:
+    why = _first_line(exc)
+    if state in _RETRYABLE_STATES:
+        return UnavailableError(f"PostgreSQL at {where} kept aborting the batch ({why}) after "
+                                f"{RETRIES} attempts; nothing was written — retry the call")
+    if state == "42501":
+        return ConfigurationError(f"the PostgreSQL role lacks a privilege at {where} ({why}); grant it, "
+                                  "or have an owner run the statements of `statekeel migrate --print-sql`")
+    if state in ("42P01", "42703", "3F000", "42883"):
+        return MigrationRequiredError(f"the store's schema at {where} is missing or old ({why}); "
+                                      "run `statekeel migrate URL` or open it with migrate=True")
+    if state == "42939":
+        return ConfigurationError(f"PostgreSQL refused a name at {where} ({why}); choose another ?schema=")
+    if state[:2] == "22" or isinstance(exc, psycopg.DataError):
+        return InvalidInputError(f"PostgreSQL refused a value: {why}; nothing was written")
+    return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {why}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _unavailable(exc: BaseException, where: str) -> UnavailableError:
+    return UnavailableError(
+        f"PostgreSQL at {where} is unavailable ({_first_line(exc)}); retry the call — "
+        "the next call reconnects by itself (raise ?timeout= to wait longer)"
+    )
+
+
+def _conflict(exc: psycopg.Error) -> ConflictError:
+    detail = json.loads(exc.diag.message_detail or "{}")
+    return ConflictError(str(detail.get("key")), detail.get("expected"), detail.get("actual"))

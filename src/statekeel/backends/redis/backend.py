@@ -1,0 +1,422 @@
+"""The Redis backend itself: the client, reads, batches (see :mod:`.wire`) and housekeeping."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlunsplit
+
+import redis
+from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ...errors import (
+    ConfigurationError,
+    ConflictError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StatekeelError,
+    StoreError,
+    UnavailableError,
+    translate,
+)
+from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.keys import partition
+from .._url import ParsedURL
+from . import lua, wire
+
+__all__ = ["RedisBackend", "LAYOUT_VERSION"]
+
+LAYOUT_VERSION = 1
+"""The key layout this code writes; recorded in ``PREFIX:statekeel``."""
+
+_OWN_OPTIONS = ("prefix", "timeout")
+_RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea")
+_REGISTRY_PAGE = 200
+_REGISTERED_CACHE = 100_000
+_T = TypeVar("_T")
+
+
+class _Script:
+    """A Lua script run by SHA, loaded again when the server lost it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_APPLY = _Script(lua.APPLY)
+_SCAN_KEYS = _Script(lua.SCAN_KEYS)
+_SCAN_LOGS = _Script(lua.SCAN_LOGS)
+_READ_LOG = _Script(lua.READ_LOG)
+_PURGE = _Script(lua.PURGE)
+_CLEAN = _Script(lua.CLEAN)
+_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN)
+
+
+def _map_error(exc: BaseException) -> StatekeelError | None:
+    """The one place where redis-py errors become statekeel errors."""
+    if not isinstance(exc, rx.RedisError):
+        return None
+    text = str(exc)
+    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)):
+        return ConfigurationError(
+            f"Redis refused the credentials or the command ({text}); check the user and password in the URL"
+        )
+    if isinstance(exc, rx.BusyLoadingError):
+        return UnavailableError(f"Redis is still loading its data ({text}); retry in a moment")
+    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
+        return UnavailableError(
+            f"Redis is unreachable or did not answer ({text}); a write in flight may or may not "
+            "have been applied — retry the call; the next call reconnects by itself"
+        )
+    if isinstance(exc, rx.ReadOnlyError):
+        return UnavailableError(f"Redis is a read-only replica right now ({text}); retry after the failover")
+    if isinstance(exc, (rx.AskError, rx.ClusterError, rx.ClusterCrossSlotError)) or "CROSSSLOT" in text:
+        return ConfigurationError(
+            f"the URL points at a Redis Cluster ({text}); this backend talks to one node — "
+            "use a standalone Redis/Valkey (with a replica for failover)"
+        )
+    if isinstance(exc, rx.OutOfMemoryError):
+        return StoreError(f"Redis is out of memory ({text}); raise maxmemory or purge expired data")
+    if "WRONGTYPE" in text:
+        return NotAStoreError(
+            f"a Redis key under this store's prefix holds data statekeel did not write ({text}); "
+            "use another ?prefix= or database"
+        )
+    return StoreError(f"Redis error: {text}")
+
+
+def _client(url: ParsedURL, timeout: float) -> redis.Redis:
+    scheme = "rediss" if url.scheme == "rediss" else "redis"
+    query = urlencode({k: v for k, v in url.options.items() if k not in _OWN_OPTIONS})
+    clean = urlunsplit((scheme, url.netloc, url.path, query, ""))
+    try:
+        return redis.Redis.from_url(
+            clean,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # never re-send a batch whose reply was lost
+            decode_responses=False,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"{url.redacted} is not a valid Redis URL ({exc})") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if value else None
+
+
+def _record(key: str, h: Sequence[Any]) -> Record | None:
+    data, codec, version, created, updated, expires = h
+    if version is None:
+        return None
+    return Record(key, data, _text(codec), int(version), float(created), float(updated), _opt_float(expires))
+
+
+def _alive(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class RedisBackend(Backend):
+    """Records, logs and atomic batches on one Redis/Valkey server."""
+
+    def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+        self.url = url.redacted
+        self._layout = wire.Layout(url.option("prefix", "sk"))
+        self._redis = _client(url, url.float_option("timeout", 10.0))
+        self._purge_cursor: str | None = None
+        self._registered: set[str] = set()
+        """Partitions this handle registered (or saw registered) since it opened."""
+        if migrate:
+            self.migrate()
+
+    # -- plumbing ------------------------------------------------------------
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        with translate(_map_error):
+            return fn()
+
+    def _eval(self, script: _Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return self._call(lambda: self._with_scripts(
+            lambda: self._redis.evalsha(script.sha, len(keys), *keys, *args)))  # fmt: skip
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        h = self._call(lambda: self._redis.hmget(self._layout.kv(key), _RECORD_FIELDS))
+        rec = _record(key, h)
+        if rec is None or include_expired or _alive(rec.expires_at, time.time()):
+            return rec
+        return None
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._layout.kv(key), _RECORD_FIELDS)
+            return pipe.execute()
+
+        if not keys:
+            return []
+        now = time.time()
+        found = [_record(k, h) for k, h in zip(keys, self._call(run))]
+        return [r if r is not None and _alive(r.expires_at, now) else None for r in found]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        out: list[Record] = []
+        now = time.time()
+        for part, lo, hi in self._ranges(prefix, after):
+            if len(out) >= limit:
+                break
+            rows = self._scan_partition(_SCAN_KEYS, "k", part, (lo, hi), limit - len(out), now)
+            out += [Record(_text(r[0]), r[1], _text(r[2]), int(r[3]), float(r[4]), float(r[5]),
+                           _opt_float(r[6])) for r in rows]  # fmt: skip
+        return out
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        out: list[LogInfo] = []
+        now = time.time()
+        for part, lo, hi in self._ranges(prefix, after):
+            if len(out) >= limit:
+                break
+            rows = self._scan_partition(_SCAN_LOGS, "l", part, (lo, hi), limit - len(out), now)
+            out += [LogInfo(_text(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4]), _opt_float(r[5]))
+                    for r in rows]  # fmt: skip
+        return out
+
+    def _scan_partition(
+        self, script: _Script, kind: str, part: str, bounds: wire.LexRange, limit: int, now: float
+    ) -> list[Any]:
+        base = self._layout.base(part)
+        index = base + ("keys" if kind == "k" else "logs")
+        rows, dead = self._eval(script, [index], [base, bounds[0], bounds[1], limit, repr(now)])
+        if dead:  # members whose key Redis expired: drop them now rather than at the next purge
+            self._eval(_CLEAN, [index], [base, kind, *dead])
+        return list(rows)
+
+    def _ranges(self, prefix: str, after: str | None) -> Iterator[wire.PartitionRange]:
+        """The partition intervals holding keys that start with ``prefix``, in key order."""
+        if wire.in_one_partition(prefix):
+            yield (partition(prefix), *wire.prefix_range(prefix, after))
+            return
+        lo, hi = wire.registry_start(prefix, after), wire.prefix_range(prefix, None)[1]
+        for member in self._registry_members(lo, hi):
+            yield wire.member_range(member, after)
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        keys = [self._layout.log_head(log), self._layout.log_data(log)]
+        args = [repr(time.time()), int(start), "" if stop is None else int(stop),
+                "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
+        reply = self._eval(_READ_LOG, keys, args)
+        if not reply:
+            return []
+        first, frames = int(reply[0]), reply[1]
+        return [Entry(log, first + i, *_entry_fields(raw)) for i, raw in enumerate(frames) if raw]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        head = self._layout.log_head(log)
+        h: list[Any] = self._call(lambda: self._redis.hmget(head, ("f", "l", "ca", "ua", "ea")))
+        if h[0] is None:
+            return None
+        info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), _opt_float(h[4]))
+        if not _alive(info.expires_at, time.time()) or info.last_seq < info.first_seq:
+            return None
+        return info
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not ops:
+            return []
+        now = time.time()
+        batch = wire.encode(self._layout, ops, now, self._expand)
+        if not batch.owners:  # only Expires over prefixes that hold nothing
+            return [0 for _ in ops]
+        return self._call(lambda: self._run_batch(ops, batch, now))
+
+    def _run_batch(self, ops: Sequence[Op], batch: wire.Batch, now: float) -> list[OpResult]:
+        """One EVALSHA; registry writes only for partitions new to this handle or to the store.
+
+        A partition this handle has not registered yet is registered (ZADD NX)
+        in the same round trip, before the script, so it is durable before its
+        data. The script reports partitions that were empty before the batch;
+        those are registered again afterwards, because purge_expired may have
+        dropped them from the registry meanwhile (see :meth:`_unregister`).
+        """
+        unknown = [p for p in batch.creates.values() if p not in self._registered]
+        args = [_APPLY.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
+        try:
+            reply = self._with_scripts(lambda: self._send_batch(args, unknown))
+            results, fresh = wire.decode(ops, batch, reply, now)
+            if fresh:
+                self._register(fresh)
+        except ConflictError:
+            raise  # nothing written; any registration sent with it still stands
+        except BaseException:
+            self._registered.difference_update(batch.creates.values())
+            raise
+        if len(self._registered) > _REGISTERED_CACHE:
+            self._registered.clear()
+        self._registered.update(batch.creates.values())
+        return results
+
+    def _send_batch(self, args: list[Any], register: list[str]) -> Any:
+        if not register:
+            return self._redis.evalsha(*args)
+        pipe = self._redis.pipeline(transaction=False)
+        self._register(register, pipe)
+        pipe.evalsha(*args)
+        return pipe.execute()[1]
+
+    def _register(self, partitions: list[str], client: Any = None) -> None:
+        members = {m: 0 for part in partitions for m in wire.registry_members(part)}
+        (client or self._redis).zadd(self._layout.registry, members, nx=True)
+
+    def _with_scripts(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn``; if the server lost the scripts (restart, SCRIPT FLUSH), load them and run it again."""
+        try:
+            return fn()
+        except rx.NoScriptError:
+            pipe = self._redis.pipeline(transaction=False)
+            for script in _SCRIPTS:
+                pipe.script_load(script.source)
+            pipe.execute()
+            return fn()
+
+    def _expand(self, prefix: str, created: Collection[str]) -> list[wire.PartitionRange]:
+        """Partition intervals an Expire covers: the registry's, and those the batch creates."""
+        if wire.in_one_partition(prefix):
+            return list(self._ranges(prefix, None))
+        lo, hi = wire.registry_start(prefix, None), wire.prefix_range(prefix, None)[1]
+        members = set(self._registry_members(lo, hi))
+        members.update(m for part in created for m in wire.registry_members(part) if m.startswith(prefix))
+        return [wire.member_range(m, None) for m in sorted(members)]
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        """Clean index entries of records and logs Redis expired, up to ``limit``.
+
+        Redis deletes expired keys itself; what is left are index members and
+        registry entries, cleaned here partition by partition. The walk resumes
+        where the previous call stopped and returns 0 only after a full round
+        found nothing.
+        """
+        done = 0
+        now = time.time()
+        if limit <= 0:
+            return 0
+        members = self._registry_round()
+        while chunk := list(itertools.islice(members, _REGISTRY_PAGE)):
+            for member, (due, exists) in zip(chunk, self._call(lambda: self._probe(chunk, now))):
+                base = self._layout.base(wire.member_range(member, None)[0])
+                empty = not exists
+                if due:
+                    cleaned, empty = self._eval(_PURGE, [base + "exp"], [base, repr(now), limit - done])
+                    done += int(cleaned)
+                if empty:
+                    self._unregister(member, base)
+                if done >= limit:
+                    self._purge_cursor = member
+                    return done
+        return done
+
+    def _probe(self, members: list[str], now: float) -> list[tuple[bool, bool]]:
+        """For each member's partition: has it expired index entries, does its index exist."""
+        pipe = self._redis.pipeline(transaction=False)
+        for member in members:
+            exp = self._layout.base(wire.member_range(member, None)[0]) + "exp"
+            pipe.zrangebyscore(exp, "-inf", repr(now * 1000), 0, 1)
+            pipe.exists(exp)
+        replies = pipe.execute()
+        return [(bool(replies[i]), bool(replies[i + 1])) for i in range(0, len(replies), 2)]
+
+    def _registry_round(self) -> Iterator[str]:
+        """Every registry member once, starting after the purge cursor."""
+        cursor = self._purge_cursor
+        self._purge_cursor = None
+        starts = [b"-"] if cursor is None else [b"(" + cursor.encode(), b"-"]
+        for number, start in enumerate(starts):
+            stop = b"+" if number == 0 else b"[" + str(cursor).encode()
+            yield from self._registry_members(start, stop)
+
+    def _registry_members(self, lo: bytes, hi: bytes) -> Iterator[str]:
+        while True:
+            page: list[Any] = self._call(
+                lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, _REGISTRY_PAGE)
+            )
+            yield from (_text(m) for m in page)
+            if len(page) < _REGISTRY_PAGE:
+                return
+            lo = b"(" + page[-1]
+
+    def _unregister(self, member: str, base: str) -> None:
+        """Drop an empty partition from the registry; put it back if a write raced in."""
+
+        def run() -> None:
+            self._redis.zrem(self._layout.registry, member)
+            if self._redis.exists(base + "exp"):
+                self._redis.zadd(self._layout.registry, {member: 0}, nx=True)
+
+        self._call(run)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        current = self._call(self._layout_version)
+        if current > LAYOUT_VERSION:
+            raise SchemaTooNewError(
+                f"the store at {self.url} (prefix {self._layout.prefix!r}) has layout version {current}, "
+                f"newer than this statekeel understands ({LAYOUT_VERSION}); upgrade the statekeel package"
+            )
+        pending = [f"HSET {self._layout.marker} layout {v}" for v in range(current + 1, LAYOUT_VERSION + 1)]
+        if check or not pending:
+            return MigrationStatus(current, LAYOUT_VERSION, pending)
+        self._call(lambda: self._redis.hset(self._layout.marker, mapping={
+            "layout": LAYOUT_VERSION, "migrated_at": repr(time.time())}))  # fmt: skip
+        return MigrationStatus(LAYOUT_VERSION, LAYOUT_VERSION, [])
+
+    def _layout_version(self) -> int:
+        marker = self._layout.marker
+        kind = self._redis.type(marker)
+        if kind == b"none":
+            if not self._foreign_keys() or self._redis.type(self._layout.registry) == b"zset":
+                return 0  # empty, or statekeel data written by a handle opened with migrate=False
+            kind = self._redis.type(marker)  # another process may have created the store meanwhile
+            if kind == b"none":
+                raise NotAStoreError(
+                    f"Redis at {self.url} holds keys under {self._layout.prefix + ':'!r} but no statekeel "
+                    f"marker ({marker}); use another ?prefix= or database"
+                )
+        version = self._redis.hget(marker, "layout") if kind == b"hash" else None
+        if version is None or not version.isdigit():
+            raise NotAStoreError(
+                f"{marker} on {self.url} is not a statekeel marker; use another ?prefix= or database"
+            )
+        return int(version)
+
+    def _foreign_keys(self) -> bool:
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self._layout.prefix) + ":*"
+        return next(iter(self._redis.scan_iter(match=pattern, count=1000)), None) is not None
+
+    def close(self) -> None:
+        try:
+            self._redis.close()
+        except rx.RedisError:
+            pass
+
+
+def _entry_fields(raw: bytes) -> tuple[bytes, str, float]:
+    created, codec, data = wire.unframe(raw)
+    return data, codec, created

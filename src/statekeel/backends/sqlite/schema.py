@@ -1,0 +1,64 @@
+"""The tables of the SQLite backend, and how a log's entries are numbered in them.
+
+    statekeel_schema  version, applied_at             one row per applied migration
+    sk_kv             key PK, data, codec, version, created_at, updated_at, expires_at
+    sk_logs           id PK, name UNIQUE, first_seq, last_seq, created_at, updated_at, expires_at
+    sk_entries        id PK (= log id << 32 | seq), data, codec, created_at
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+__all__ = ["LIVE", "MIGRATIONS", "SEQ_BITS", "SEQ_MAX", "header", "rowid"]
+
+# The index of a migration is the schema version it brings the store to, minus one.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE statekeel_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)",
+        "CREATE TABLE sk_kv (key TEXT PRIMARY KEY, data BLOB NOT NULL, codec TEXT NOT NULL,"
+        " version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+        " expires_at REAL) WITHOUT ROWID",
+        "CREATE INDEX sk_kv_expiry ON sk_kv (expires_at) WHERE expires_at IS NOT NULL",
+        "CREATE TABLE sk_logs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, expires_at REAL)",
+        "CREATE INDEX sk_logs_expiry ON sk_logs (expires_at) WHERE expires_at IS NOT NULL",
+        # rowid = log_id << 32 | seq: one B-tree, no secondary index (see SEQ_BITS)
+        "CREATE TABLE sk_entries (id INTEGER PRIMARY KEY, data BLOB NOT NULL,"
+        " codec TEXT NOT NULL, created_at REAL NOT NULL)",
+    ],
+]
+
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+# An entry's rowid packs its log and position: a log holds up to 2**32 - 1
+# entries and a store up to 2**31 logs; range scans on the rowid are O(N).
+SEQ_BITS = 32
+SEQ_MAX = (1 << SEQ_BITS) - 1
+
+
+def rowid(log_id: int, seq: int) -> int:
+    return (log_id << SEQ_BITS) | seq
+
+
+def header(c: sqlite3.Connection, log: str) -> tuple[Any, ...] | None:
+    """(id, first_seq, last_seq, created_at, updated_at, expires_at) of a live log.
+
+    ``sk_logs.last_seq`` only records trims of the whole log; the newest
+    entry gives the real last seq and the last append time.
+    """
+    row = c.execute(
+        "SELECT l.id, l.first_seq, l.last_seq, l.created_at, l.updated_at, l.expires_at, e.id, e.created_at"
+        " FROM sk_logs l LEFT JOIN sk_entries e ON e.id = (SELECT max(id) FROM sk_entries"
+        f" WHERE id BETWEEN l.id << {SEQ_BITS} AND (l.id << {SEQ_BITS}) + {SEQ_MAX}) WHERE l.name = ?",
+        (log,),
+    ).fetchone()
+    if row is None or (row[5] is not None and row[5] <= time.time()):
+        return None
+    last_seq = max(row[2], (row[6] or 0) & SEQ_MAX)
+    if last_seq < row[1]:
+        return None
+    return (row[0], row[1], last_seq, row[3], max(row[4], row[7] or 0), row[5])

@@ -1,0 +1,232 @@
+"""What each op of a batch does to the SQLite tables, inside the batch's transaction.
+
+Every handler takes the connection (a ``BEGIN IMMEDIATE`` transaction is open),
+the op and the batch's ``now``, and returns the op's result; :data:`APPLY` has
+one row per op type. A conflict raises, and the caller rolls the batch back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from ...errors import ConflictError, StoreError
+from ...protocol import (
+    ANY,
+    KEEP,
+    Append,
+    Delete,
+    Entry,
+    Expire,
+    Load,
+    LoadEntries,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Rewrite,
+    Touch,
+    Trim,
+)
+from ...protocol.keys import prefix_end
+from .schema import LIVE, SEQ_BITS, SEQ_MAX, header, rowid
+
+__all__ = ["APPLY", "drop_log"]
+
+
+def _put(c: sqlite3.Connection, op: Put, now: float) -> Record:
+    row = c.execute(*_put_sql(op, now)).fetchone()
+    if row is None:
+        cur = _current(c, op.key, now)
+        raise ConflictError(op.key, op.expect if op.expect is not ANY else None, cur[0] if cur else None)
+    return Record(op.key, op.data, op.codec, row[0], row[1], now, row[2])
+
+
+def _put_sql(op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
+    """One statement per put: compare-and-set is its WHERE clause."""
+    dead = "(sk_kv.expires_at IS NOT NULL AND sk_kv.expires_at <= :now)"
+    keep = op.expires_at is KEEP
+    expires = f"CASE WHEN {dead} THEN NULL ELSE sk_kv.expires_at END" if keep else ":exp"
+    args = {"key": op.key, "data": op.data, "codec": op.codec, "now": now,
+            "exp": None if keep else op.expires_at, "expect": op.expect}
+    if isinstance(op.expect, int):
+        return (
+            "UPDATE sk_kv SET data = :data, codec = :codec, version = version + 1,"
+            f" updated_at = :now, expires_at = {expires.replace('sk_kv.', '')}"
+            f" WHERE key = :key AND version = :expect AND NOT {dead.replace('sk_kv.', '')}"
+            " RETURNING version, created_at, expires_at",
+            args,  # type: ignore[return-value]
+        )
+    guard = f" WHERE {dead}" if op.expect is None else ""
+    return (
+        "INSERT INTO sk_kv VALUES (:key, :data, :codec, 1, :now, :now, :exp)"
+        " ON CONFLICT (key) DO UPDATE SET data = :data, codec = :codec,"
+        f" version = CASE WHEN {dead} THEN 1 ELSE sk_kv.version + 1 END,"
+        f" created_at = CASE WHEN {dead} THEN :now ELSE sk_kv.created_at END,"
+        f" updated_at = :now, expires_at = {expires}{guard}"
+        " RETURNING version, created_at, expires_at",
+        args,  # type: ignore[return-value]
+    )
+
+
+def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, float, Any] | None:
+    row = c.execute(
+        "SELECT version, created_at, expires_at FROM sk_kv WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None or (row[2] is not None and row[2] <= now):
+        return None
+    return row  # type: ignore[no-any-return]
+
+
+def _delete(c: sqlite3.Connection, op: Delete, now: float) -> bool:
+    cur = _current(c, op.key, now)
+    if op.expect is not ANY and op.expect != (cur[0] if cur else None):
+        raise ConflictError(op.key, op.expect, cur[0] if cur else None)
+    c.execute("DELETE FROM sk_kv WHERE key = ?", (op.key,))
+    return cur is not None
+
+
+def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
+    # The header is only read here: last_seq comes from the entries' primary
+    # key, so an append dirties no page but the entries' own.
+    row = c.execute(
+        "SELECT id, expires_at, (SELECT max(id) FROM sk_entries WHERE id BETWEEN"
+        f" sk_logs.id << {SEQ_BITS} AND (sk_logs.id << {SEQ_BITS}) + {SEQ_MAX}), last_seq"
+        " FROM sk_logs WHERE name = ?",
+        (op.log,),
+    ).fetchone()
+    if row is None or (row[1] is not None and row[1] <= now):
+        log_id, first = _new_log(c, op, now), 1
+    else:
+        log_id, first = row[0], max((row[2] or 0) & SEQ_MAX, row[3]) + 1
+        if op.expires_at is not KEEP and op.expires_at != row[1]:
+            c.execute("UPDATE sk_logs SET expires_at = ? WHERE id = ?", (op.expires_at, log_id))
+    if first + len(op.items) > SEQ_MAX:
+        raise StoreError(f"log {op.log!r} is full ({SEQ_MAX} entries); trim it or start a new one")
+    base = rowid(log_id, first)
+    c.executemany(
+        "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
+        [(base + i, data, codec, now) for i, (data, codec) in enumerate(op.items)],
+    )
+    return first
+
+
+def _new_log(c: sqlite3.Connection, op: Append, now: float) -> int:
+    """Create ``op.log`` (replacing an expired log of that name)."""
+    dead = c.execute("SELECT id FROM sk_logs WHERE name = ?", (op.log,)).fetchone()
+    if dead is not None:
+        drop_log(c, dead[0])
+    expires = None if op.expires_at is KEEP else op.expires_at
+    log_id = c.execute(
+        "INSERT INTO sk_logs (name, first_seq, last_seq, created_at, updated_at, expires_at)"
+        " VALUES (?, 1, 0, ?, ?, ?)",
+        (op.log, now, now, expires),
+    ).lastrowid
+    assert log_id is not None
+    return log_id
+
+
+def drop_log(c: sqlite3.Connection, log_id: int) -> None:
+    """Delete a log's entries and its header row."""
+    c.execute("DELETE FROM sk_entries WHERE id BETWEEN ? AND ?", (rowid(log_id, 0), rowid(log_id, SEQ_MAX)))
+    c.execute("DELETE FROM sk_logs WHERE id = ?", (log_id,))
+
+
+def _touch(c: sqlite3.Connection, op: Touch, now: float) -> bool:
+    sets, args = ("updated_at = ?", [now]) if op.expires_at is KEEP else (
+        "updated_at = ?, expires_at = ?",
+        [now, op.expires_at],
+    )
+    live = (now,)
+    n = c.execute(f"UPDATE sk_kv SET {sets} WHERE key = ? AND {LIVE}", (*args, op.key, *live)).rowcount
+    if n:
+        return True
+    n = c.execute(f"UPDATE sk_logs SET {sets} WHERE name = ? AND {LIVE}", (*args, op.key, *live)).rowcount
+    return n > 0
+
+
+def _expire(c: sqlite3.Connection, op: Expire, now: float) -> int:
+    bounds = (op.expires_at, op.prefix, prefix_end(op.prefix), now)
+    n = c.execute(f"UPDATE sk_kv SET expires_at = ? WHERE key >= ? AND key < ? AND {LIVE}", bounds).rowcount
+    n += c.execute(
+        f"UPDATE sk_logs SET expires_at = ? WHERE name >= ? AND name < ? AND {LIVE}", bounds
+    ).rowcount
+    return n
+
+
+def _trim(c: sqlite3.Connection, op: Trim, now: float) -> int:
+    head = header(c, op.log)
+    if head is None:
+        return 0
+    before = min(op.before, head[2] + 1)
+    n = c.execute(
+        "DELETE FROM sk_entries WHERE id >= ? AND id < ?", (rowid(head[0], 0), rowid(head[0], before))
+    ).rowcount
+    c.execute(
+        "UPDATE sk_logs SET first_seq = max(first_seq, ?), last_seq = ? WHERE id = ?",
+        (before, head[2], head[0]),
+    )
+    return n
+
+
+def _rewrite(c: sqlite3.Connection, op: Rewrite, now: float) -> bool:
+    head = header(c, op.log)
+    if head is None:
+        return False
+    return c.execute(
+        "UPDATE sk_entries SET data = ?, codec = ? WHERE id = ?", (op.data, op.codec, rowid(head[0], op.seq))
+    ).rowcount > 0
+
+
+def _load(c: sqlite3.Connection, op: Load, now: float) -> Record:
+    r = op.record
+    c.execute(
+        "INSERT OR REPLACE INTO sk_kv VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.key, r.data, r.codec, r.version, r.created_at, r.updated_at, r.expires_at),
+    )
+    return r
+
+
+def _load_entries(c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
+    head = header(c, op.log)
+    if head is None:
+        if not op.entries:
+            return 0
+        dead = c.execute("SELECT id FROM sk_logs WHERE name = ?", (op.log,)).fetchone()
+        if dead is not None:
+            drop_log(c, dead[0])
+        first = op.entries[0]
+        log_id = c.execute(
+            "INSERT INTO sk_logs (name, first_seq, last_seq, created_at, updated_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (op.log, first.seq, first.seq - 1, first.created_at, first.created_at, op.expires_at),
+        ).lastrowid
+        last = first.seq - 1
+    else:
+        log_id, last = head[0], head[2]
+        c.execute("UPDATE sk_logs SET expires_at = ? WHERE id = ?", (op.expires_at, log_id))
+    fresh: list[Entry] = []
+    for e in op.entries:  # like memory: only entries above the last seq so far, in order
+        if e.seq > last:
+            fresh.append(e)
+            last = e.seq
+    c.executemany(
+        "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
+        [(rowid(log_id, e.seq), e.data, e.codec, e.created_at) for e in fresh],  # type: ignore[arg-type]
+    )
+    return len(fresh)
+
+
+APPLY: dict[type[Op], Callable[[sqlite3.Connection, Any, float], OpResult]] = {
+    Put: _put,
+    Delete: _delete,
+    Append: _append,
+    Touch: _touch,
+    Expire: _expire,
+    Trim: _trim,
+    Load: _load,
+    LoadEntries: _load_entries,
+    Rewrite: _rewrite,
+}
+"""The handler of each op type: one row per op."""

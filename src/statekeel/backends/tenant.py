@@ -1,0 +1,142 @@
+"""Tenant isolation: ``store.tenant("acme")`` sees only acme's data, on every backend.
+
+A tenant handle wraps the backend so that every key it reads or writes is
+prefixed with ``<escaped tenant>~``; the escaping removes ``~`` (and ``/``,
+``%``, braces, NUL) from tenant names, so no tenant's prefix is a prefix of
+another's and nothing a tenant writes can name a key outside its own space.
+The prefix sits in the first key component, so a session keeps its own
+partition (``acme~session/S``). With encryption on, the prefix is also part of
+every ciphertext's associated data and of its data key's partition: each
+tenant has its own data keys.
+
+PostgreSQL additionally enforces this with row-level security (see
+:mod:`statekeel.backends.postgres`).
+
+The view declares no optional capability (:mod:`statekeel.protocol.capabilities`):
+integrity checks, repair, WAL checkpoints and schema migrations act on the
+whole store, so a tenant handle cannot reach them — open the store itself for
+those. Purging expired data is the one store-wide housekeeping call it
+forwards: it deletes only what no reader can see any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from ..errors import InvalidInputError, UsageError
+from ..protocol import (
+    Append,
+    Backend,
+    Delete,
+    Entry,
+    Expire,
+    Load,
+    LoadEntries,
+    LogInfo,
+    MigrationStatus,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Rewrite,
+    Touch,
+    Trim,
+    keys,
+)
+
+__all__ = ["TenantBackend", "tenant_prefix"]
+
+
+def tenant_prefix(tenant: str) -> str:
+    """``"acme"`` -> ``"acme~"``; ``~`` inside names is escaped so prefixes never nest."""
+    if not isinstance(tenant, str) or not tenant:
+        raise InvalidInputError(f"a tenant must be a non-empty str, got {tenant!r}")
+    return keys.escape(tenant).replace("~", "%7E") + "~"
+
+
+class TenantBackend(Backend):
+    """A view of ``inner`` holding only one tenant's keys."""
+
+    def __init__(self, inner: Backend, tenant: str) -> None:
+        self.inner = inner
+        self.tenant = tenant
+        self.prefix = tenant_prefix(tenant)
+        self.url = f"{inner.url} (tenant {tenant!r})"
+        self.batch_scope = inner.batch_scope
+
+    # -- key mapping ------------------------------------------------------------
+    def _in(self, key: str) -> str:
+        return self.prefix + key
+
+    def _out(self, key: str) -> str:
+        return key[len(self.prefix) :]
+
+    def _rec(self, rec: Record | None) -> Record | None:
+        return None if rec is None else replace(rec, key=self._out(rec.key))
+
+    def _entry(self, e: Entry) -> Entry:
+        return replace(e, log=self._out(e.log))
+
+    def _info(self, i: LogInfo | None) -> LogInfo | None:
+        return None if i is None else replace(i, log=self._out(i.log))
+
+    def _op(self, op: Op) -> Op:
+        if isinstance(op, (Put, Delete, Touch)):
+            return replace(op, key=self._in(op.key))
+        if isinstance(op, (Append, Trim, Rewrite)):
+            return replace(op, log=self._in(op.log))
+        if isinstance(op, Expire):
+            return replace(op, prefix=self._in(op.prefix))
+        if isinstance(op, Load):
+            return Load(replace(op.record, key=self._in(op.record.key)))
+        return replace(op, log=self._in(op.log), entries=tuple(replace(e, log=self._in(e.log)) for e in op.entries))
+
+    def _result(self, r: OpResult) -> OpResult:
+        return replace(r, key=self._out(r.key)) if isinstance(r, Record) else r
+
+    # -- protocol -----------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        return self._rec(self.inner.get(self._in(key), include_expired=include_expired))
+
+    def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        return [self._rec(r) for r in self.inner.get_many([self._in(k) for k in keys_])]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        found = self.inner.scan(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
+        return [r for r in (self._rec(x) for x in found) if r is not None]
+
+    def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        return [self._entry(e) for e in self.inner.read(self._in(log), start=start, stop=stop, limit=limit, reverse=reverse)]
+
+    def read_values(
+        self, log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> list[tuple[bytes, str]]:
+        return self.inner.read_values(self._in(log), limit=limit, reverse=reverse)
+
+    def log_info(self, log: str) -> LogInfo | None:
+        return self._info(self.inner.log_info(self._in(log)))
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        found = self.inner.scan_logs(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
+        return [i for i in (self._info(x) for x in found) if i is not None]
+
+    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        return [self._result(r) for r in self.inner.apply([self._op(op) for op in ops])]
+
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        return self.inner.purge_expired(limit=limit)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        """Report the schema (``check=True``); migrating is for the whole store, not a tenant."""
+        status = self.inner.migrate(check=True)
+        if not check and not status.up_to_date:
+            raise UsageError(
+                f"the schema of {self.inner.url} is behind ({status.current} < {status.target}); "
+                "migrate the store itself (statekeel migrate URL), not a tenant handle"
+            )
+        return status
+
+    def close(self) -> None:
+        """The tenant view does not own the connection; closing the store does."""

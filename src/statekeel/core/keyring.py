@@ -1,0 +1,319 @@
+"""Master keys and the per-partition data keys they wrap (envelope encryption).
+
+* A **master key** (32 bytes) comes from an environment variable, a key file
+  or a callable (so a KMS can plug in). Several may be configured while
+  rotating: ``"new-id:BASE64,old-id:BASE64"`` — the first one wraps, all unwrap.
+* A **data key** (AES-256) exists per partition (``session/<id>``,
+  ``user/<id>``, ``app/_`` …), in numbered versions, each stored wrapped by a
+  master key in the *keystore*: the record ``keys/<partition>``. A partition
+  may be bound to a data **subject** (a user id) so that erasing the subject
+  destroys its keys (crypto-shredding).
+* The keystore is the data store itself unless ``keystore_url`` names another
+  one. Keep it apart from the data (another file or server) when erasure must
+  also reach backups of the data: a backup then holds only ciphertext whose
+  keys are gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import ConflictError, ErasedError, KeyUnavailableError
+from ..protocol import ANY, Backend, Put, keys
+from . import layout
+
+__all__ = ["MasterKeys", "Keyring", "DataKey"]
+
+_CACHE_SECONDS = 30.0
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise KeyUnavailableError(
+            f"the master key in {where} must be 32 bytes, base64-encoded "
+            "(make one with: python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\")"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """Master keys by id; ``current`` wraps new data keys, all of them unwrap."""
+
+    keys: dict[str, bytes]
+    current: str
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> MasterKeys:
+        """``BASE64`` or ``id:BASE64[,id:BASE64…]`` (first = current)."""
+        pairs = [p.strip() for p in text.split(",") if p.strip()]
+        if not pairs:
+            raise KeyUnavailableError(f"{where} holds no master key")
+        parsed: dict[str, bytes] = {}
+        for pair in pairs:
+            kid, sep, b64 = pair.partition(":")
+            if not sep:
+                kid, b64 = hashlib.sha256(_decode_key(pair, where)).hexdigest()[:12], pair
+            parsed[kid] = _decode_key(b64, where)
+        return cls(parsed, next(iter(parsed)))
+
+    @classmethod
+    def from_env(cls, name: str = "STATEKEEL_MASTER_KEY") -> MasterKeys:
+        value = os.environ.get(name)
+        if not value:
+            raise KeyUnavailableError(
+                f"encryption is on but the environment variable {name} is not set; set it to the master key"
+            )
+        return cls.parse(value, f"${name}")
+
+    @classmethod
+    def from_file(cls, path: str) -> MasterKeys:
+        try:
+            with open(path, encoding="ascii") as fh:
+                return cls.parse(fh.read(), path)
+        except OSError as exc:
+            raise KeyUnavailableError(f"cannot read the master key file {path}: {exc.strerror}") from None
+
+    @classmethod
+    def from_any(cls, source: Any) -> MasterKeys:
+        """bytes, ``env:NAME``, ``file:PATH``, key text, a callable returning any of those, or MasterKeys."""
+        if isinstance(source, MasterKeys):
+            return source
+        if callable(source):
+            return cls.from_any(source())
+        if isinstance(source, bytes):
+            if len(source) != 32:
+                raise KeyUnavailableError("a master key given as bytes must be exactly 32 bytes")
+            return cls({hashlib.sha256(source).hexdigest()[:12]: source}, hashlib.sha256(source).hexdigest()[:12])
+        if isinstance(source, str) and source.startswith("env:"):
+            return cls.from_env(source[4:])
+        if isinstance(source, str) and source.startswith("file:"):
+            return cls.from_file(source[5:])
+        if isinstance(source, str):
+            return cls.parse(source, "the master_key argument")
+        raise KeyUnavailableError(f"cannot use a {type(source).__name__} as a master key source")
+
+    def wrap(self, data_key: bytes, aad: bytes) -> dict[str, str]:
+        nonce = os.urandom(12)
+        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, aad)
+        return {"master": self.current, "wrapped": base64.b64encode(nonce + sealed).decode("ascii")}
+
+    def unwrap(self, entry: dict[str, str], aad: bytes) -> bytes:
+        kid = entry["master"]
+        if kid not in self.keys:
+            raise KeyUnavailableError(
+                f"data is encrypted under master key {kid!r}, which is not configured; "
+                f"configured: {', '.join(self.keys)}. Add it (id:BASE64) to the master key setting"
+            )
+        blob = base64.b64decode(entry["wrapped"])
+        try:
+            return AESGCM(self.keys[kid]).decrypt(blob[:12], blob[12:], aad)
+        except InvalidTag:
+            raise KeyUnavailableError(
+                f"master key {kid!r} is configured with the wrong value: it cannot unwrap the data keys; "
+                "nothing was changed"
+            ) from None
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """One version of a partition's data key, ready to use."""
+
+    partition: str
+    version: int
+    aead: AESGCM
+
+
+_record_key = layout.keystore_key
+_subject_key = layout.subject_key
+
+
+class Keyring:
+    """Finds, creates, rotates and destroys data keys in the keystore."""
+
+    def __init__(self, master: MasterKeys, keystore: Backend) -> None:
+        self.master = master
+        self.keystore = keystore
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._aeads: dict[tuple[str, int], AESGCM] = {}
+
+    # -- records ---------------------------------------------------------------
+    def _load(self, partition: str) -> dict[str, Any] | None:
+        hit = self._cache.get(partition)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        rec = self.keystore.get(_record_key(partition))
+        body = json.loads(rec.data) if rec else None
+        if body is not None:
+            body["_version"] = rec.version  # type: ignore[union-attr]
+            with self._lock:
+                self._cache[partition] = (time.monotonic() + _CACHE_SECONDS, body)
+        return body
+
+    def _save(self, partition: str, body: dict[str, Any], expect: int | None) -> None:
+        clean = {k: v for k, v in body.items() if not k.startswith("_")}
+        data = json.dumps(clean, sort_keys=True).encode()
+        self.keystore.apply([Put(_record_key(partition), data, "json", expect)])
+        with self._lock:
+            self._cache.pop(partition, None)
+
+    def _aad(self, partition: str, version: int) -> bytes:
+        return f"statekeel-data-key\x00{partition}\x00{version}".encode()
+
+    def _aead(self, partition: str, body: dict[str, Any], version: int) -> AESGCM:
+        cached = self._aeads.get((partition, version))
+        if cached is not None:
+            return cached
+        entry = body["versions"].get(str(version))
+        if entry is None:
+            raise KeyUnavailableError(f"data key version {version} of {partition!r} does not exist")
+        aead = AESGCM(self.master.unwrap(entry, self._aad(partition, version)))
+        self._aeads[(partition, version)] = aead
+        return aead
+
+    # -- use -------------------------------------------------------------------
+    def current(self, partition: str) -> DataKey:
+        """The key new data of ``partition`` is encrypted with (created on first use)."""
+        body = self._load(partition)
+        if body is None or body.get("erased"):
+            body = self._create(partition, subject=None) if body is None else body
+        if body.get("erased"):
+            raise ErasedError(
+                f"{partition!r} belonged to an erased data subject; its key is destroyed and it takes no new data"
+            )
+        version = int(body["current"])
+        return DataKey(partition, version, self._aead(partition, body, version))
+
+    def get(self, partition: str, version: int) -> DataKey:
+        """The key that encrypted data of ``partition`` at ``version``."""
+        body = self._load(partition)
+        if body is None or body.get("erased") or str(version) not in body.get("versions", {}):
+            body = self._load_fresh(partition)
+        if body is None:
+            raise KeyUnavailableError(
+                f"no data key for {partition!r} in the keystore {self.keystore.url}; "
+                "is this the keystore the data was written with?"
+            )
+        if body.get("erased"):
+            raise ErasedError(f"data of {partition!r} was erased at the subject's request and cannot be read")
+        return DataKey(partition, version, self._aead(partition, body, version))
+
+    def _load_fresh(self, partition: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._cache.pop(partition, None)
+        return self._load(partition)
+
+    def _create(self, partition: str, subject: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"current": 1, "subject": subject, "versions": {}}
+        body["versions"]["1"] = self.master.wrap(os.urandom(32), self._aad(partition, 1))
+        try:
+            self._save(partition, body, expect=None)
+        except ConflictError:  # another process created it first: use theirs
+            pass
+        found = self._load_fresh(partition)
+        assert found is not None
+        return found
+
+    # -- subjects and erasure --------------------------------------------------
+    def subject_digest(self, subject: str) -> str:
+        """A keyed hash of a subject id: lets erasure find it without storing the id."""
+        secret = hashlib.sha256(b"statekeel-subject\x00" + self.master.keys[self.master.current]).digest()
+        return hmac.new(secret, subject.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def bind(self, partition: str, subject: str) -> None:
+        """Tag ``partition``'s data key with a data subject (before its first write)."""
+        body = self._load(partition) or self._create(partition, subject)
+        digest = self.subject_digest(subject)
+        if body.get("subject") != digest and not body.get("erased"):
+            body = dict(body, subject=digest)
+            self._save(partition, body, expect=body["_version"])
+        self.keystore.apply([Put(_subject_key(digest, partition), b"{}", "json", ANY)])
+
+    def subject_partitions(self, subject: str) -> list[str]:
+        prefix = layout.subject_prefix(self.subject_digest(subject))
+        out: list[str] = []
+        after = None
+        while page := self.keystore.scan(prefix, after=after, limit=500):
+            out += [keys.split(r.key)[-1] for r in page]
+            after = page[-1].key
+        return out
+
+    def destroy(self, partition: str, erasure_id: str) -> None:
+        """Crypto-shred: replace the wrapped keys with a tombstone."""
+        body = self._load_fresh(partition)
+        tomb = {"erased": True, "erasure": erasure_id, "at": time.time(), "current": 0, "versions": {}}
+        self._save(partition, tomb, expect=body["_version"] if body else None)
+        self._aeads = {k: v for k, v in self._aeads.items() if k[0] != partition}
+
+    # -- rotation ----------------------------------------------------------------
+    def partitions(self) -> Sequence[str]:
+        out: list[str] = []
+        after = None
+        while page := self.keystore.scan("keys/", after=after, limit=500):
+            out += [keys.split(r.key)[-1] for r in page]
+            after = page[-1].key
+        return out
+
+    def rewrap(self, partition: str) -> bool:
+        """Re-wrap every version of ``partition``'s key under the current master key."""
+        body = self._load_fresh(partition)
+        if body is None or body.get("erased"):
+            return False
+        versions = body["versions"]
+        if all(v["master"] == self.master.current for v in versions.values()):
+            return False
+        for ver, entry in list(versions.items()):
+            aad = self._aad(partition, int(ver))
+            versions[ver] = self.master.wrap(self.master.unwrap(entry, aad), aad)
+        self._save(partition, body, expect=body["_version"])
+        return True
+
+    def new_version(self, partition: str) -> int:
+        """Add a fresh data key version and make it current; old ones stay for reading."""
+        body = self._load_fresh(partition) or self._create(partition, None)
+        version = max(int(v) for v in body["versions"]) + 1
+        body["versions"][str(version)] = self.master.wrap(os.urandom(32), self._aad(partition, version))
+        body["current"] = version
+        self._save(partition, body, expect=body["_version"])
+        return version
+
+    def begin_reencrypt(self, partition: str) -> int:
+        """The version re-encryption moves ``partition`` to (created once; a rerun resumes)."""
+        body = self._load_fresh(partition)
+        if body is None or body.get("erased"):
+            return 0
+        if body.get("reencrypt_to"):
+            return int(body["reencrypt_to"])
+        version = self.new_version(partition)
+        body = self._load_fresh(partition)
+        assert body is not None
+        self._save(partition, dict(body, reencrypt_to=version), expect=body["_version"])
+        return version
+
+    def end_reencrypt(self, partition: str) -> None:
+        body = self._load_fresh(partition)
+        if body is not None and body.get("reencrypt_to"):
+            clean = {k: v for k, v in body.items() if k != "reencrypt_to"}
+            self._save(partition, clean, expect=body["_version"])
+
+    def forget_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()

@@ -1,0 +1,216 @@
+"""Where every feature keeps its records: the one place backend keys are spelled.
+
+A key is a ``/``-separated path of escaped components (:mod:`statekeel.protocol.keys`);
+its first two components are its *partition*, the unit an atomic batch stays
+inside on backends that shard (Redis Cluster). Everything one session owns
+shares the partition ``session/<id>``; the listings that span sessions or runs
+live in index partitions (``idx/...``)::
+
+    session/S/meta                 {"user", "status", "ttl"}; updated_at is the heartbeat
+    session/S/history              the append-only log of messages
+    session/S/state/<key>          session-scoped state
+    session/S/view                 history ranges hidden by a checkpoint restore
+    session/S/checkpoints          checkpoint counter and chain
+    session/S/cp/<id>              checkpoint header;   session/S/cpdata/<id> its body
+    session/S/decisions            the append-only decision log
+    session/S/decision/<id>        a decision not yet closed
+    session/S/notes/<author>       one stamped note per author
+    idx/sessions/S                 {}: what session listings scan
+    idx/decisions/S/<id>           pointer to an open decision
+    app/_/state/<key>, user/U/state/<key>    app and user state
+    run/R/meta, run/R/step/<name>, run/R/input/<name>;   idx/runs/R
+    events/E/log, events/E/snap/<projection>/v<N>/<seq>, events/E/consumer/<name>
+    keys/<partition>, subjects/<digest>/<partition>     the keystore (encryption)
+    erasures/all/<id>              what an erasure left behind
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..errors import InvalidInputError
+from ..protocol import keys
+
+__all__ = [
+    "CHECKPOINTS_LOG",
+    "DECISION_INDEX_PREFIX",
+    "RUN_INDEX_PREFIX",
+    "SESSION_INDEX_PREFIX",
+    "checkpoint_body_key",
+    "checkpoint_header_key",
+    "checkpoint_headers_prefix",
+    "checkpoints_key",
+    "consumer_key",
+    "decision_index_key",
+    "decision_index_prefix",
+    "decision_key",
+    "decision_log",
+    "decisions_prefix",
+    "erasure_key",
+    "event_log",
+    "events_prefix",
+    "history_log",
+    "keystore_key",
+    "note_prefix",
+    "partition",
+    "run_index_key",
+    "run_input_key",
+    "run_meta_key",
+    "run_steps_prefix",
+    "scope_state_prefix",
+    "session_index_key",
+    "session_meta_key",
+    "session_prefix",
+    "session_view_key",
+    "snapshot_prefix",
+    "state_key",
+    "subject_key",
+    "subject_prefix",
+]
+
+CHECKPOINTS_LOG: Final = "checkpoints"
+
+
+def partition(kind: str, ident: str) -> str:
+    """``session/<id>``, ``user/<id>``, ``run/<id>`` …: the unit one batch stays inside."""
+    return keys.join(kind, ident)
+
+
+def scope_state_prefix(kind: str, ident: str) -> str:
+    """Prefix of the state records of scope ``kind:ident`` (``app``'s ident is ``_``)."""
+    return keys.join(kind, ident, "state") + "/"
+
+
+def state_key(kind: str, ident: str, key: Any) -> str:
+    """The record of state ``key`` in scope ``kind:ident``; keys are non-empty str."""
+    if not isinstance(key, str) or not key:
+        raise InvalidInputError(
+            f"state keys must be non-empty str, got {type(key).__name__} {key!r}; convert with str()"
+        )
+    return scope_state_prefix(kind, ident) + keys.escape(key)
+
+
+# -- sessions -----------------------------------------------------------------------
+SESSION_INDEX_PREFIX: Final = keys.join("idx", "sessions") + "/"
+
+
+def session_prefix(session_id: str) -> str:
+    """Everything the session owns starts with this."""
+    return keys.join("session", session_id) + "/"
+
+
+def session_meta_key(session_id: str) -> str:
+    return keys.join("session", session_id, "meta")
+
+
+def session_index_key(session_id: str) -> str:
+    return keys.join("idx", "sessions", session_id)
+
+
+def history_log(session_id: str) -> str:
+    return keys.join("session", session_id, "history")
+
+
+def session_view_key(session_id: str) -> str:
+    """The history ranges a checkpoint restore hid."""
+    return keys.join("session", session_id, "view")
+
+
+# -- checkpoints ----------------------------------------------------------------------
+def checkpoints_key(session_id: str) -> str:
+    return keys.join("session", session_id, CHECKPOINTS_LOG)
+
+
+def checkpoint_headers_prefix(session_id: str) -> str:
+    return keys.join("session", session_id, "cp") + "/"
+
+
+def checkpoint_header_key(session_id: str, cp_id: int) -> str:
+    return keys.join("session", session_id, "cp", f"{cp_id:010d}")
+
+
+def checkpoint_body_key(session_id: str, cp_id: int) -> str:
+    return keys.join("session", session_id, "cpdata", f"{cp_id:010d}")
+
+
+# -- decisions and notes ----------------------------------------------------------------
+DECISION_INDEX_PREFIX: Final = keys.join("idx", "decisions") + "/"
+
+
+def decision_index_prefix(session_id: str) -> str:
+    return keys.join("idx", "decisions", session_id) + "/"
+
+
+def decision_index_key(session_id: str, suffix: str) -> str:
+    return keys.join("idx", "decisions", session_id, suffix)
+
+
+def decision_log(session_id: str) -> str:
+    return keys.join("session", session_id, "decisions")
+
+
+def decision_key(session_id: str, suffix: str) -> str:
+    return keys.join("session", session_id, "decision", suffix)
+
+
+def decisions_prefix(session_id: str) -> str:
+    return keys.join("session", session_id, "decision") + "/"
+
+
+def note_prefix(session_id: str) -> str:
+    return keys.join("session", session_id, "notes") + "/"
+
+
+# -- runs -----------------------------------------------------------------------------
+RUN_INDEX_PREFIX: Final = keys.join("idx", "runs") + "/"
+
+
+def run_meta_key(run_id: str) -> str:
+    return keys.join("run", run_id, "meta")
+
+
+def run_input_key(run_id: str, name: str) -> str:
+    return keys.join("run", run_id, "input", name)
+
+
+def run_steps_prefix(run_id: str) -> str:
+    return keys.join("run", run_id, "step") + "/"
+
+
+def run_index_key(run_id: str) -> str:
+    return keys.join("idx", "runs", run_id)
+
+
+# -- events ---------------------------------------------------------------------------
+def events_prefix() -> str:
+    return "events/"
+
+
+def event_log(stream: str) -> str:
+    return keys.join("events", stream, "log")
+
+
+def snapshot_prefix(stream: str, projection: str, version: int) -> str:
+    return keys.join("events", stream, "snap", projection, f"v{int(version)}") + "/"
+
+
+def consumer_key(stream: str, name: str) -> str:
+    return keys.join("events", stream, "consumer", name)
+
+
+# -- keystore and erasure ----------------------------------------------------------------
+def keystore_key(partition_key: str) -> str:
+    """The wrapped data keys of a partition."""
+    return keys.join("keys", partition_key)
+
+
+def subject_prefix(subject_digest: str) -> str:
+    return keys.join("subjects", subject_digest) + "/"
+
+
+def subject_key(subject_digest: str, partition_key: str) -> str:
+    return keys.join("subjects", subject_digest, partition_key)
+
+
+def erasure_key(erasure_id: str) -> str:
+    return keys.join("erasures", "all", erasure_id)

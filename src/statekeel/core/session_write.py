@@ -1,0 +1,231 @@
+"""The one session write path: a pure plan of protocol ops, then one atomic apply.
+
+Every write into a session — appends, state puts and deletes, heartbeats, and
+the records features keep in the session's partition (decisions, notes,
+checkpoints) — goes through :func:`plan_session_write`, which decides *what*
+to write without doing any I/O (in the manner of httpx's sans-I/O auth flows),
+and :class:`SessionWriter`, which only executes the plan. Sync and async
+callers drive the same code.
+
+TTL: a session with ``ttl`` expires when it has been inactive for at least
+``ttl`` (and at most 1.1 × ``ttl``): a write renews the expiry of everything
+the session owns to ``now + 1.1 × ttl`` once less than ``ttl`` is left, so the
+renewal costs one range update per tenth of the TTL, not one per write. The
+session's index record (what listings scan) is renewed in the same batch.
+"""
+
+from __future__ import annotations
+
+import time
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codec import Codec
+from ..errors import ExpiredError
+from ..protocol import (
+    KEEP,
+    Append,
+    Backend,
+    Delete,
+    Expect,
+    Expire,
+    ExpiresAt,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Touch,
+    keys,
+    op_target,
+)
+from . import layout
+from .context import Core
+
+__all__ = [
+    "RENEW_FACTOR",
+    "Committed",
+    "SessionPlan",
+    "SessionCore",
+    "SessionWrites",
+    "StatePut",
+    "apply_across_partitions",
+    "plan_session_write",
+    "renewal",
+]
+
+RENEW_FACTOR = 1.1
+
+StatePut = tuple[str, Any, Expect, float | None]
+"""(key, value, expect, ttl seconds or None = the session's expiry)."""
+
+ExtraOps = Callable[[float | None], Sequence[Op]]
+"""Feature ops in the session's partition, given the expiry the session will have."""
+
+
+@dataclass
+class SessionWrites:
+    """What one atomic session write carries."""
+
+    messages: list[Any] = field(default_factory=list)
+    puts: list[StatePut] = field(default_factory=list)
+    deletes: list[tuple[str, Expect]] = field(default_factory=list)
+    extra: ExtraOps | None = None
+    heartbeat: bool = True
+    """Touch the session record when no message is appended (an append is itself the heartbeat)."""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """The ops of one session write and where each kind of result sits among them."""
+
+    ops: tuple[Op, ...]
+    expires: float | None
+    append_at: int | None
+    puts: slice
+    deletes: slice
+    extra: slice
+
+
+@dataclass
+class Committed:
+    """What one atomic session write produced."""
+
+    first_seq: int | None
+    records: list[Record]
+    deleted: list[bool]
+    extra: list[OpResult]
+
+
+def renewal(ttl: float | None, expires_at: float | None, now: float) -> float | None:
+    """The expiry a write at ``now`` gives a session (unchanged while more than ``ttl`` is left)."""
+    if ttl is None:
+        return None
+    if expires_at is not None and expires_at >= now + ttl:
+        return expires_at
+    return now + ttl * RENEW_FACTOR
+
+
+def plan_session_write(
+    session_id: str,
+    ttl: float | None,
+    expires_at: float | None,
+    now: float,
+    writes: SessionWrites,
+    codec: Codec,
+) -> SessionPlan:
+    """Turn ``writes`` into protocol ops: renewal, messages, heartbeat, state, feature ops, index.
+
+    Pure: encodes values and decides, but reads and writes nothing.
+    """
+    expires = renewal(ttl, expires_at, now)
+    renewed = expires is not None and expires != expires_at
+    ops: list[Op] = [Expire(layout.session_prefix(session_id), expires)] if renewed else []
+    append_at = _plan_messages(session_id, ttl, expires, writes.messages, codec, ops)
+    if append_at is None and writes.heartbeat:
+        ops.append(Touch(layout.session_meta_key(session_id)))
+    puts = _plan_puts(session_id, expires, now, writes.puts, codec, ops)
+    start = len(ops)
+    ops.extend(Delete(layout.state_key("session", session_id, k), e) for k, e in writes.deletes)
+    deletes = slice(start, len(ops))
+    start = len(ops)
+    ops.extend(writes.extra(expires) if writes.extra is not None else ())
+    extra = slice(start, len(ops))
+    if renewed:  # listings must not lose the session before it expires
+        ops.append(Touch(layout.session_index_key(session_id), expires))
+    return SessionPlan(tuple(ops), expires, append_at, puts, deletes, extra)
+
+
+def _plan_messages(
+    session_id: str, ttl: float | None, expires: float | None, messages: list[Any], codec: Codec, ops: list[Op]
+) -> int | None:
+    if not messages:
+        return None
+    log = layout.history_log(session_id)
+    items = tuple(
+        codec.encode(m, f"session[{session_id!r}].append message {i + 1}", log) for i, m in enumerate(messages)
+    )
+    ops.append(Append(log, items, KEEP if ttl is None else expires))
+    return len(ops) - 1
+
+
+def _plan_puts(
+    session_id: str, expires: float | None, now: float, puts: list[StatePut], codec: Codec, ops: list[Op]
+) -> slice:
+    start = len(ops)
+    for key, value, expect, ttl in puts:
+        full = layout.state_key("session", session_id, key)
+        data, name = codec.encode(value, f"session:{session_id}[{key!r}]", full)
+        ops.append(Put(full, data, name, expect, now + ttl if ttl is not None else expires))
+    return slice(start, len(ops))
+
+
+def apply_across_partitions(backend: Backend, ops: Sequence[Op]) -> list[OpResult]:
+    """Apply a batch whose last ops may sit in index partitions, atomically where the backend can.
+
+    A backend that keeps batches inside one partition (:attr:`Backend.batch_scope`
+    ``"partition"``, e.g. Redis Cluster) gets the index ops first, on their own:
+    an index entry without its session is skipped by listings, while a session
+    without its index entry would be invisible to them.
+    """
+    if backend.batch_scope == "store":
+        return backend.apply(ops)
+    home = keys.partition(op_target(ops[0])) if ops else ""
+    index = [op for op in ops if keys.partition(op_target(op)) != home]
+    if index:
+        backend.apply(index)
+    rest = [op for op in ops if keys.partition(op_target(op)) == home]
+    results = iter(backend.apply(rest))
+    return [True if keys.partition(op_target(op)) != home else next(results) for op in ops]
+
+
+class SessionCore:
+    """What features need of one session: its id, owner, TTL, the core, and the one write path.
+
+    Features that keep records in a session (decisions, notes, checkpoints) take
+    this, never :class:`~statekeel.features.sessions.Session`, so none of them
+    imports the sessions module.
+    """
+
+    def __init__(self, core: Core, session_id: str, user: str | None, ttl: float | None,
+                 expires_at: float | None) -> None:  # fmt: skip
+        self.core = core
+        self.backend = core.backend
+        self.id = session_id
+        self.user = user
+        self.ttl = ttl
+        self.expires_at = expires_at
+
+    def commit(self, writes: SessionWrites) -> Committed:
+        """Plan ``writes`` and apply them in one atomic batch."""
+        now = time.time()
+        if self.ttl is not None and self.expires_at is not None and self.expires_at <= now:
+            self._check_alive()
+        plan = plan_session_write(self.id, self.ttl, self.expires_at, now, writes, self.core.codec)
+        results = apply_across_partitions(self.backend, plan.ops)
+        if self.ttl is not None:
+            self.expires_at = plan.expires
+        first = results[plan.append_at] if plan.append_at is not None else None
+        return Committed(
+            first if isinstance(first, int) else None,
+            [r for r in results[plan.puts] if isinstance(r, Record)],
+            [bool(r) for r in results[plan.deletes]],
+            list(results[plan.extra]),
+        )
+
+    def apply(self, make_ops: ExtraOps) -> list[OpResult]:
+        """Apply a feature's ops (``make_ops(expires_at)``) with the session's TTL renewal."""
+        return self.commit(SessionWrites(extra=make_ops, heartbeat=False)).extra
+
+    def append_expiry(self, expires: float | None) -> ExpiresAt:
+        """The ``expires_at`` for an Append: unchanged for sessions without a TTL."""
+        return KEEP if self.ttl is None else expires
+
+    def _check_alive(self) -> None:
+        rec = self.backend.get(layout.session_meta_key(self.id))
+        if rec is None:
+            raise ExpiredError(
+                f"session {self.id!r} expired (ttl {self.ttl}s); open it again with store.session()"
+            )
+        self.expires_at = rec.expires_at

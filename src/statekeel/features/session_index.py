@@ -1,0 +1,121 @@
+"""What is stored about sessions, read and listed without opening them.
+
+The session record ``session/<id>/meta`` holds user, status and TTL; the index
+entry ``idx/sessions/<id>`` is what listings scan (see :mod:`statekeel.core.layout`).
+Both are written in one batch by :func:`put_meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..core import Core, layout
+from ..core.session_write import apply_across_partitions
+from ..errors import ConflictError, InvalidInputError, NotFoundError
+from ..models import SESSION_STATUSES, SessionInfo, SessionStatus, to_datetime
+from ..protocol import ANY, Expect, Put, Record, keys
+
+__all__ = ["check_status", "get_info", "iter_sessions", "list_sessions", "put_meta", "session_info", "set_status"]
+
+
+def check_status(status: Any) -> None:
+    if status not in SESSION_STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}")
+
+
+def session_info(core: Core, session_id: str, rec: Record) -> SessionInfo:
+    """Info from the meta record; ``updated_at`` also counts the last append."""
+    body = core.codec.decode(rec.data, rec.codec, rec.key)
+    log = core.backend.log_info(layout.history_log(session_id))
+    updated = max(rec.updated_at, log.updated_at) if log else rec.updated_at
+    return SessionInfo(
+        session_id, body.get("user"), body.get("status", "active"),
+        to_datetime(rec.created_at), to_datetime(updated),  # type: ignore[arg-type]
+        to_datetime(rec.expires_at), body.get("ttl"),
+    )
+
+
+def put_meta(core: Core, session_id: str, body: dict[str, Any], expect: Expect, expires: float | None) -> Record:
+    """The session record and its index entry, in one batch (index first where batches are per partition)."""
+    mkey, ikey = layout.session_meta_key(session_id), layout.session_index_key(session_id)
+    data, codec = core.codec.encode(body, f"session {session_id!r} metadata", mkey)
+    idx_data, idx_codec = core.codec.encode({}, f"session {session_id!r} index", ikey)
+    ops = [Put(mkey, data, codec, expect, expires), Put(ikey, idx_data, idx_codec, ANY, expires)]
+    rec = apply_across_partitions(core.backend, ops)[0]
+    assert isinstance(rec, Record)
+    return rec
+
+
+def get_info(core: Core, session_id: str) -> SessionInfo | None:
+    """What is stored about ``session_id``, or None; reads only."""
+    keys.escape(session_id)  # validates type and emptiness
+    rec = core.backend.get(layout.session_meta_key(session_id))
+    return None if rec is None else session_info(core, session_id, rec)
+
+
+def set_status(core: Core, session_id: str, status: SessionStatus) -> SessionInfo:
+    for _ in range(100):
+        rec = core.backend.get(layout.session_meta_key(session_id))
+        if rec is None:
+            raise NotFoundError(f"no session {session_id!r}; open it with store.session(id) first")
+        body = dict(core.codec.decode(rec.data, rec.codec, rec.key))
+        body["status"] = status
+        try:
+            return session_info(core, session_id, put_meta(core, session_id, body, rec.version, rec.expires_at))
+        except ConflictError:
+            continue
+    raise ConflictError(layout.session_meta_key(session_id), None, None)
+
+
+def list_sessions(
+    core: Core,
+    *,
+    status: SessionStatus | None = None,
+    user: str | None = None,
+    stale_after: float | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> tuple[list[SessionInfo], str | None]:
+    """One page of sessions matching the filters, in id order, and the next cursor."""
+    if status is not None:
+        check_status(status)
+    if stale_after is not None and status not in (None, "active"):
+        raise InvalidInputError(
+            f"stale_after only applies to active sessions, so status={status!r} would match nothing; "
+            "drop one of the two filters"
+        )
+    out: list[SessionInfo] = []
+    cursor = layout.session_index_key(after) if after is not None else None
+    while len(out) < limit:
+        idx = core.backend.scan(layout.SESSION_INDEX_PREFIX, after=cursor, limit=max(limit, 100))
+        if not idx:
+            return out, None
+        ids = [keys.split(r.key)[-1] for r in idx]
+        metas = core.backend.get_many([layout.session_meta_key(i) for i in ids])
+        for sid, meta in zip(ids, metas):
+            info = session_info(core, sid, meta) if meta is not None else None
+            if info is not None and _matches(info, status, user, stale_after):
+                out.append(info)
+                if len(out) == limit:
+                    return out, sid
+        cursor = idx[-1].key
+    return out, None
+
+
+def _matches(info: SessionInfo, status: str | None, user: str | None, stale_after: float | None) -> bool:
+    if status is not None and info.status != status:
+        return False
+    if user is not None and info.user != user:
+        return False
+    return stale_after is None or info.is_stale(stale_after)
+
+
+def iter_sessions(core: Core, **filters: Any) -> Iterator[SessionInfo]:
+    """Every session matching ``filters`` (those of :func:`list_sessions`), page by page."""
+    after = None
+    while True:
+        page, after = list_sessions(core, after=after, **filters)
+        yield from page
+        if after is None:
+            return
