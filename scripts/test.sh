@@ -28,4 +28,5 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e examples/backend_plugin  # a third-party backend, proven by tests/test_backend_plugin.py
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

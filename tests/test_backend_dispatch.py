@@ -13,6 +13,7 @@ from statekeel.backends.memory import _APPLY as MEMORY
 from statekeel.backends.postgres.ops import OPS as POSTGRES
 from statekeel.backends.redis.wire import OPS as REDIS
 from statekeel.backends.sqlite.writes import APPLY as SQLITE
+from statekeel.backends.tenant import _IN_TENANT as TENANT_VIEW
 from statekeel.protocol import Op, Put
 
 TABLES: dict[str, Mapping[type[Op], object]] = {
@@ -21,6 +22,7 @@ TABLES: dict[str, Mapping[type[Op], object]] = {
     "files": FILES,
     "postgres": POSTGRES,
     "redis": REDIS,
+    "tenant view": TENANT_VIEW,
 }
 
 
@@ -34,7 +36,8 @@ class Unknown:
 
 
 def test_an_op_without_a_row_is_refused_and_nothing_is_written(store: Store) -> None:
-    ops = [Put("k/x/a", b"1", "json"), Unknown()]
-    with pytest.raises(UsageError, match=r"backend cannot apply Unknown \(it applies Append, Delete"):
-        store.backend.apply(ops)  # type: ignore[list-item]
-    assert store.backend.get("k/x/a") is None
+    for handle in (store, store.tenant("acme")):
+        ops = [Put("k/x/a", b"1", "json"), Unknown()]
+        with pytest.raises(UsageError, match=r"cannot apply Unknown \(it applies Append, Delete"):
+            handle.backend.apply(ops)  # type: ignore[list-item]
+        assert handle.backend.get("k/x/a") is None

@@ -207,7 +207,7 @@ def test_async_methods_are_coroutine_functions_with_docs() -> None:
         assert inspect.iscoroutinefunction(getattr(statekeel.AsyncSession, name)), name
 
 
-# Sync public names that deliberately have no same-named async twin, and why.
+# Sync public names that deliberately have no same-named async twin, and why (NO_TWIN in scripts/gen_async.py too).
 NO_TWIN = {
     ("Store", "close"): "aclose()",
     ("StateView", "put_op"): "builds protocol ops for batches; pure, use it on store.sync",
@@ -238,8 +238,9 @@ def test_every_sync_feature_has_its_async_twin() -> None:
             theirs, ours = _params(sync, name), _params(twin, name)
             if None not in (theirs, ours) and theirs != ours:
                 differ.append(f"{sync.__name__}.{name}: {theirs} vs {ours}")
-    assert missing == [], f"add async twins (statekeel/aio) for: {missing}"
-    assert differ == [], f"give the async twins the same parameters: {differ}"
+    regenerate = "run `python scripts/gen_async.py`: it writes the plain ones and names what to write by hand"
+    assert missing == [], f"add async twins for: {missing}; {regenerate} in statekeel/aio"
+    assert differ == [], f"give the async twins the same parameters: {differ}; {regenerate}"
 
 
 def _params(cls: type, name: str) -> list[str] | None:

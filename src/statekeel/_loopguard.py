@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from .errors import UsageError
 from .protocol import Backend
 
-__all__ = ["ENV_ALLOW", "allowed", "guard_backend", "refuse_in_event_loop", "blocking_error"]
+__all__ = ["ENV_ALLOW", "allowed", "blocking_error", "guard_backend", "refuse_in_event_loop", "twin_of"]
 
 ENV_ALLOW = "STATEKEEL_ALLOW_IN_EVENT_LOOP"
 """Set to 1/true/yes to let every store block inside a running event loop."""
@@ -93,8 +93,6 @@ def _entry_point(frame: FrameType | None) -> str | None:
 
 def blocking_error(what: str | None, url: str | None) -> UsageError:
     """The error for a blocking call made on an event loop's thread, with what to use."""
-    from .aio._advice import twin_of  # only on this error path
-
     name = f"{what}()" if what and not what.endswith(")") else (what or "a blocking statekeel call")
     io = f" on {url}" if url else ""
     twin = twin_of(what)
@@ -107,3 +105,24 @@ def blocking_error(what: str | None, url: str | None) -> UsageError:
         "thread: `await asyncio.to_thread(...)`. In a notebook, where a loop always runs, open "
         f"with `statekeel.open(url, allow_in_event_loop=True)` or set {ENV_ALLOW}=1."
     )
+
+
+def twin_of(qualname: str | None) -> str | None:
+    """``'Session.append'`` -> ``'await session.append(...)'``; None if unknown.
+
+    The map is generated from the sync classes and their twins
+    (``_twin_advice.py``, by ``scripts/gen_async.py``); what is not in it — a
+    sync feature without a twin — is reached with ``store.call`` or ``store.context``.
+    """
+    from ._twin_advice import ADVICE  # only on the error path
+
+    if not qualname:
+        return None
+    if qualname in ADVICE:
+        return ADVICE[qualname]
+    owner, _, method = qualname.rpartition(".")
+    if method in ("__enter__", "__exit__"):
+        return f"async with store.context(lambda st: ...)  # {owner}"
+    if owner:
+        return f"await store.call(lambda st: ...)  # runs {qualname}() off the loop"
+    return None

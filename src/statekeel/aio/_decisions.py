@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import UsageError
 from ..features.decisions import Decision, DecisionContext
+from ._generated import _DecisionContextForwards
 from ._worker import Worker
 
 __all__ = ["AsyncDecisionContext"]
 
 
-class AsyncDecisionContext:
+class AsyncDecisionContext(_DecisionContextForwards):
     """``async with session.decide(...) as d:`` — written durably before the block runs.
 
     Entering writes the decision (write-ahead) on the store's worker; the block
     runs on the event loop; leaving records its outcome (or the exception).
+    ``await d.outcome(value)`` is generated into ``_DecisionContextForwards``.
     """
 
     def __init__(self, context: DecisionContext, worker: Worker) -> None:
@@ -40,10 +42,6 @@ class AsyncDecisionContext:
     def result(self) -> Decision | None:
         """After the block: the decision with its recorded outcome."""
         return self._context.result
-
-    async def outcome(self, value: Any) -> None:
-        """Set the outcome recorded when the block ends (checked for storability now)."""
-        await self._worker.run(lambda: self._context.outcome(value))
 
     async def __aenter__(self) -> AsyncDecisionContext:
         await self._worker.run(self._context.__enter__)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import InvalidInputError, UsageError
 from ..features.events import Consumer, Event, EventStream, Projection
+from ._generated import _ConsumerForwards, _EventStreamForwards
 from ._worker import Worker
 
 __all__ = ["AsyncEventStream", "AsyncConsumer"]
@@ -24,8 +25,12 @@ def _plain(fn: Callable[..., Any], what: str) -> None:
         )
 
 
-class AsyncEventStream:
-    """An append-only stream of typed events. Get it from ``store.events(name)`` (no await)."""
+class AsyncEventStream(_EventStreamForwards):
+    """An append-only stream of typed events. Get it from ``store.events(name)`` (no await).
+
+    The plain methods (``append``, ``get``, ``read``, ``seq_at``) are generated
+    into ``_EventStreamForwards``; what is written here wraps or checks something.
+    """
 
     def __init__(self, stream: EventStream, worker: Worker) -> None:
         self._stream = stream
@@ -45,10 +50,6 @@ class AsyncEventStream:
         return self._stream
 
     # -- writing -------------------------------------------------------------
-    async def append(self, type: str, data: Any = None, *, agent: str | None = None) -> Event:  # noqa: A002
-        """Append one event durably; returns it with its seq."""
-        return await self._worker.run(lambda: self._stream.append(type, data, agent=agent))
-
     async def append_many(self, events: Iterable[tuple[str, Any]], *, agent: str | None = None) -> list[Event]:
         """Append ``(type, data)`` pairs in one atomic batch; their seqs are consecutive."""
         pairs = list(events)
@@ -62,28 +63,6 @@ class AsyncEventStream:
     async def count(self) -> int:
         """How many events the stream holds (``len(stream)`` in the sync API)."""
         return await self._worker.run(self._stream.__len__)
-
-    async def get(self, seq: int) -> Event | None:
-        """The event at ``seq``, or None."""
-        return await self._worker.run(lambda: self._stream.get(seq))
-
-    async def read(
-        self,
-        start: int = 1,
-        stop: int | None = None,
-        *,
-        limit: int | None = None,
-        type: str | Iterable[str] | None = None,  # noqa: A002
-        since: dt.datetime | float | None = None,
-        until: dt.datetime | float | None = None,
-        last: int | None = None,
-    ) -> list[Event]:
-        """Events with ``start <= seq < stop``, oldest first (see :meth:`EventStream.read`)."""
-        return await self._worker.run(
-            lambda: self._stream.read(
-                start, stop, limit=limit, type=type, since=since, until=until, last=last
-            )
-        )
 
     async def iter(
         self,
@@ -100,10 +79,6 @@ class AsyncEventStream:
 
         async for event in self._worker.iterate(make):
             yield event
-
-    async def seq_at(self, when: dt.datetime | float) -> int:
-        """The seq of the first event appended at or after ``when`` (``last_seq + 1`` if none)."""
-        return await self._worker.run(lambda: self._stream.seq_at(when))
 
     # -- projections ---------------------------------------------------------
     async def project(
@@ -161,8 +136,11 @@ class AsyncEventStream:
         return True
 
 
-class AsyncConsumer:
-    """A named position in a stream: ``await poll()`` new events, ``await ack()`` handled ones."""
+class AsyncConsumer(_ConsumerForwards):
+    """A named position in a stream: ``await poll()`` new events, ``await ack()`` handled ones.
+
+    ``poll``, ``ack`` and ``seek`` are generated into ``_ConsumerForwards``.
+    """
 
     def __init__(self, consumer: Consumer, stream: AsyncEventStream) -> None:
         self._consumer = consumer
@@ -185,15 +163,3 @@ class AsyncConsumer:
     async def lag(self) -> int:
         """How many events are after the acknowledged position; a property in the sync API."""
         return await self._worker.run(lambda: self._consumer.lag)
-
-    async def poll(self, limit: int = 100) -> list[Event]:
-        """Up to ``limit`` events after the acknowledged (and already polled) position."""
-        return await self._worker.run(lambda: self._consumer.poll(limit))
-
-    async def ack(self, seq: int | None = None) -> int:
-        """Acknowledge everything up to ``seq`` (default: the last polled); never moves back."""
-        return await self._worker.run(lambda: self._consumer.ack(seq))
-
-    async def seek(self, seq: int) -> int:
-        """Set the acknowledged position to ``seq`` (also backwards, to replay)."""
-        return await self._worker.run(lambda: self._consumer.seek(seq))

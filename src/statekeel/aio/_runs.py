@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, overload
 
 from ..errors import UsageError
-from ..features.runs import Run, RunInfo, RunSuspended
+from ..features.runs import Run, RunSuspended
+from ._generated import _RunForwards
 from ._worker import LoopBridge, Worker
 
 __all__ = ["AsyncRun"]
@@ -17,13 +18,14 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class AsyncRun:
+class AsyncRun(_RunForwards):
     """A resumable multi-step job: ``async with store.run(run_id) as run:``.
 
     The run is loaded on the store's worker at the first call. ``step`` takes
     a coroutine function (awaited on the event loop) or a plain function (run
     on a helper thread, like :func:`asyncio.to_thread`); either way a finished
-    step returns its stored result without running again.
+    step returns its stored result without running again. The plain methods
+    (``wait_for``, ``info``, ``complete``, ``fail``) are generated into ``_RunForwards``.
     """
 
     def __init__(self, worker: Worker, run_id: str, make: Callable[[], Run]) -> None:
@@ -96,24 +98,6 @@ class AsyncRun:
             return wrapper
 
         return wrap(fn) if fn is not None else wrap
-
-    async def wait_for(self, name: str, *, prompt: str | None = None) -> Any:
-        """The value supplied by ``store.resume_run(run_id, name, value)``, or suspend
-        (raises :class:`RunSuspended`, which ``async with`` absorbs)."""
-        return await self._worker.run(lambda: self._resolve().wait_for(name, prompt=prompt))
-
-    # -- run status --------------------------------------------------------------
-    async def info(self) -> RunInfo:
-        """Status, steps, attempts and timings as stored now."""
-        return await self._worker.run(lambda: self._resolve().info())
-
-    async def complete(self) -> None:
-        """Mark the run completed (``async with`` does this when the block ends normally)."""
-        await self._worker.run(lambda: self._resolve().complete())
-
-    async def fail(self, error: str) -> None:
-        """Mark the run failed with ``error`` (``async with`` does this when the block raises)."""
-        await self._worker.run(lambda: self._resolve().fail(error))
 
     async def __aenter__(self) -> AsyncRun:
         await self._worker.run(lambda: self._resolve().__enter__())

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import UsageError
 from ..features._duration import Duration
-from ..features.checkpoints import DEFAULT_FULL_EVERY, Checkpoint, CheckpointDiff
+from ..features.checkpoints import Checkpoint
 from ..features.sessions import Session, SessionBatch
-from ..models import Message, SessionInfo, SessionStatus
+from ..models import SessionInfo
 from ..protocol import ANY, Expect
 from ._decisions import AsyncDecisionContext
+from ._generated import _SessionForwards
 from ._notes import AsyncSessionNotes
 from ._state import AsyncStateView
 from ._worker import Worker
@@ -20,8 +20,12 @@ from ._worker import Worker
 __all__ = ["AsyncSession", "AsyncSessionBatch"]
 
 
-class AsyncSession:
-    """One conversation: history, state and status. Get it from ``await store.session(id)``."""
+class AsyncSession(_SessionForwards):
+    """One conversation: history, state and status. Get it from ``await store.session(id)``.
+
+    The plain methods (``append``, ``history``, ``checkpoint``, ...) are generated
+    into ``_SessionForwards``; what is written here wraps or manages something.
+    """
 
     def __init__(self, session: Session, worker: Worker) -> None:
         self._session = session
@@ -58,61 +62,14 @@ class AsyncSession:
         return self._session.resumed
 
     # -- writing -------------------------------------------------------------
-    async def append(self, *messages: Any, state: Mapping[str, Any] | None = None) -> int:
-        """Append ``messages`` (and write ``state``) in one atomic, durable batch.
-
-        Returns the sequence number of the first appended message.
-        """
-        return await self._worker.run(lambda: self._session.append(*messages, state=state))
-
     def batch(self) -> AsyncSessionBatch:
         """Group appends and state writes into one atomic commit: ``async with s.batch() as b:``."""
         return AsyncSessionBatch(self._session.batch(), self._worker)
 
-    async def heartbeat(self) -> None:
-        """Record that the agent is alive (what stale detection looks at)."""
-        await self._worker.run(self._session.heartbeat)
-
     # -- reading -------------------------------------------------------------
-    async def messages(
-        self, last: int | None = None, *, start: int = 1, stop: int | None = None, include_hidden: bool = False
-    ) -> list[Message]:
-        """History entries with sequence numbers and times, oldest first; ``last=N`` costs O(N).
-
-        Entries hidden by :meth:`restore` are skipped unless ``include_hidden=True``.
-        """
-        return await self._worker.run(
-            lambda: self._session.messages(last, start=start, stop=stop, include_hidden=include_hidden)
-        )
-
-    async def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
-        """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        return await self._worker.run(lambda: self._session.history(last, include_hidden=include_hidden))
-
     async def count(self) -> int:
         """How many messages the history holds (``len(session)`` in the sync API)."""
         return await self._worker.run(self._session.__len__)
-
-    async def info(self) -> SessionInfo:
-        """Status, timestamps and TTL as stored now."""
-        return await self._worker.run(self._session.info)
-
-    async def is_stale(self, after: Duration) -> bool:
-        """True when active but without a write or heartbeat for ``after``."""
-        return await self._worker.run(lambda: self._session.is_stale(after))
-
-    # -- status --------------------------------------------------------------
-    async def set_status(self, status: SessionStatus) -> SessionInfo:
-        """Set active / completed / crashed (compare-and-set on the session record)."""
-        return await self._worker.run(lambda: self._session.set_status(status))
-
-    async def complete(self) -> SessionInfo:
-        """Mark the session completed."""
-        return await self._worker.run(self._session.complete)
-
-    async def mark_crashed(self) -> SessionInfo:
-        """Mark the session crashed (recovery will find it)."""
-        return await self._worker.run(self._session.mark_crashed)
 
     # -- decisions and notes ----------------------------------------------------
     def decide(self, decision: str, *, rationale: str | None = None, action: Any = None) -> AsyncDecisionContext:
@@ -128,35 +85,9 @@ class AsyncSession:
         return AsyncSessionNotes(self._session.notes, self._worker)
 
     # -- checkpoints -----------------------------------------------------------
-    async def checkpoint(
-        self, label: str | None = None, *, full_every: int = DEFAULT_FULL_EVERY, compress: str | None = None
-    ) -> Checkpoint:
-        """Snapshot the state and history position; stores only what changed since the last one."""
-        return await self._worker.run(
-            lambda: self._session.checkpoint(label, full_every=full_every, compress=compress)
-        )
-
-    async def checkpoints(self) -> list[Checkpoint]:
-        """Every checkpoint of this session, oldest first."""
-        return await self._worker.run(self._session.checkpoints)
-
-    async def restore(self, cp: Checkpoint | int | str) -> Checkpoint:
-        """Roll the state back to ``cp``; later history is hidden (``include_hidden=True`` shows it)."""
-        return await self._worker.run(lambda: self._session.restore(cp))
-
     async def fork(self, cp: Checkpoint | int | str, *, into: str) -> AsyncSession:
         """A new session ``into`` holding ``cp``'s state and visible history up to it."""
         return AsyncSession(await self._worker.run(lambda: self._session.fork(cp, into=into)), self._worker)
-
-    async def diff(self, a: Checkpoint | int | str, b: Checkpoint | int | str | None = None) -> CheckpointDiff:
-        """What changed from checkpoint ``a`` to ``b`` (default: to the current state)."""
-        return await self._worker.run(lambda: self._session.diff(a, b))
-
-    async def prune_checkpoints(self, *, keep_last: int | None = None, newer_than: Duration | None = None) -> int:
-        """Delete old checkpoints, keeping what is kept restorable; returns how many went."""
-        return await self._worker.run(
-            lambda: self._session.prune_checkpoints(keep_last=keep_last, newer_than=newer_than)
-        )
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)
     if not TYPE_CHECKING:

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import InvalidInputError, UsageError
 from ..features._duration import Duration
 from ..features.state import MISSING, Scope, StateView
-from ..models import Item, Page
-from ..protocol import ANY, Expect
+from ..models import Item
+from ._generated import _StateViewForwards
 from ._worker import Worker
 
 __all__ = ["AsyncStateView"]
 
-T = TypeVar("T")
 
-
-class AsyncStateView:
+class AsyncStateView(_StateViewForwards):
     """Versioned key-value state of one scope; every method of StateView, awaited.
 
     Get it from ``store.app``, ``store.user(id)``, ``store.scope(...)``,
     ``store.temp`` or ``session.state``. The underlying :class:`StateView` is
     resolved on the store's worker at the first call (``scope('session:<id>')``
-    opens the session then, as the sync API does when asked).
+    opens the session then, as the sync API does when asked). The plain methods
+    (``get``, ``put``, ``items``, ...) are generated into ``_StateViewForwards``.
     """
 
     def __init__(self, worker: Worker, scope: Scope, view: StateView | Callable[[], StateView]) -> None:
@@ -43,48 +42,15 @@ class AsyncStateView:
             self._view = self._make()
         return self._view
 
-    async def _run(self, fn: Callable[[StateView], T]) -> T:
-        return await self._worker.run(lambda: fn(self._resolve()))
-
     # -- reads ---------------------------------------------------------------
-    async def item(self, key: str) -> Item | None:
-        """The value with its version and timestamps, or None."""
-        return await self._run(lambda v: v.item(key))
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        """The value at ``key``, or ``default`` when missing or expired."""
-        return await self._run(lambda v: v.get(key, default))
-
-    async def require(self, key: str) -> Item:
-        """The item at ``key``; :class:`NotFoundError` or :class:`ExpiredError` if absent."""
-        return await self._run(lambda v: v.require(key))
-
     async def contains(self, key: str) -> bool:
         """``key in state`` of the sync API: True if ``key`` holds a live value."""
-        return await self._run(lambda v: key in v)
-
-    async def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
-        """A page of items whose key starts with ``prefix``, in key order."""
-        return await self._run(lambda v: v.items(prefix, after=after, limit=limit))
+        return await self._worker.run(lambda: key in self._resolve())
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key, following pages as needed: ``async for key in state.keys():``."""
         async for key in self._worker.iterate(lambda: self._resolve().keys(prefix)):
             yield key
-
-    async def to_dict(self) -> dict[str, Any]:
-        """All live values of this scope."""
-        return await self._run(lambda v: v.to_dict())
-
-    # -- writes --------------------------------------------------------------
-    async def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
-        """Store ``value``. ``expect=None``: only if absent; ``expect=N``: only if at version N."""
-        item: Item = await self._run(lambda v: v.put(key, value, expect=expect, ttl=ttl))
-        return item
-
-    async def delete(self, key: str, *, expect: Expect = ANY) -> bool:
-        """Remove ``key``; True if it existed."""
-        return await self._run(lambda v: v.delete(key, expect=expect))
 
     async def update(
         self,
@@ -105,8 +71,8 @@ class AsyncStateView:
                 "update() takes a plain function (it may run several times on a worker thread); "
                 "await what you need first, then pass a function of the current value"
             )
-        return await self._run(
-            lambda v: v.update(key, fn, default=default, ttl=ttl, max_attempts=max_attempts)
+        return await self._worker.run(
+            lambda: self._resolve().update(key, fn, default=default, ttl=ttl, max_attempts=max_attempts)
         )
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)

@@ -12,15 +12,12 @@ from typing import TYPE_CHECKING, Any, AsyncContextManager, NoReturn, TypeVar
 
 from ..errors import UsageError
 from ..features._duration import Duration
-from ..features.decisions import Decision
-from ..features.runs import RunInfo, RunStatus
 from ..features.state import Scope, parse_scope
-from ..models import Page, SessionInfo, SessionStatus
 from ..protocol import keys
-from ..features.erasure import Erasure
 from ..store import Store
 from ..store import open as open_sync
 from ._events import AsyncEventStream
+from ._generated import _StoreForwards
 from ._runs import AsyncRun
 from ._session import AsyncSession
 from ._state import AsyncStateView
@@ -31,7 +28,7 @@ __all__ = ["AsyncStore", "AsyncStoreOpener", "open_async"]
 T = TypeVar("T")
 
 
-class AsyncStore:
+class AsyncStore(_StoreForwards):
     """The asyncio twin of :class:`~statekeel.Store`: the same API, awaited.
 
     Get one with ``store = await statekeel.open_async(url)`` (or ``async with
@@ -40,6 +37,9 @@ class AsyncStore:
     worker thread; with ``workers=1`` (the default) they run one at a time in
     the order they were made. ``workers=N`` lets N calls run at once (useful
     with PostgreSQL or Redis under many concurrent sessions).
+
+    The plain methods (``sessions``, ``decisions``, ``erase``, ...) are generated
+    into ``_StoreForwards``; what is written here wraps or manages something.
     """
 
     def __init__(self, store: Store, *, workers: int = 1) -> None:
@@ -98,29 +98,10 @@ class AsyncStore:
         s = await self._worker.run(lambda: self._store.session(session_id, user=user, ttl=ttl))
         return AsyncSession(s, self._worker)
 
-    async def sessions(
-        self,
-        *,
-        status: SessionStatus | None = None,
-        user: str | None = None,
-        stale_after: Duration | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> Page[SessionInfo]:
-        """A page of sessions in id order; ``stale_after`` keeps active ones silent that long."""
-        return await self._worker.run(
-            lambda: self._store.sessions(
-                status=status, user=user, stale_after=stale_after, after=after, limit=limit
-            )
-        )
-
-    async def session_info(self, session_id: str) -> SessionInfo | None:
-        """What is stored about a session, without creating or reopening it (None if absent)."""
-        return await self._worker.run(lambda: self._store.session_info(session_id))
-
-    async def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
-        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
-        return await self._worker.run(lambda: self._store.mark_stale_crashed(after, user=user))
+    async def find_session(self, session_id: str) -> AsyncSession | None:
+        """An existing session without creating it, reopening it or changing its status (None if absent)."""
+        s = await self._worker.run(lambda: self._store.find_session(session_id))
+        return None if s is None else AsyncSession(s, self._worker)
 
     # -- state ---------------------------------------------------------------
     def scope(self, scope: str | Scope) -> AsyncStateView:
@@ -142,37 +123,11 @@ class AsyncStore:
         """Scratch state of this process only; never written to the backend."""
         return self.scope("temp")
 
-    # -- decisions -----------------------------------------------------------
-    async def decisions(
-        self, *, incomplete: bool = False, session: str | None = None, after: str | None = None, limit: int = 50
-    ) -> Page[Decision]:
-        """A page of decisions in (session, time) order; ``incomplete=True``: only those
-        without an outcome — what recovery looks at after a crash."""
-        return await self._worker.run(
-            lambda: self._store.decisions(incomplete=incomplete, session=session, after=after, limit=limit)
-        )
-
-    async def resolve_decision(self, decision_id: str, outcome: Any, *, by: str | None = None) -> Decision:
-        """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
-        return await self._worker.run(lambda: self._store.resolve_decision(decision_id, outcome, by=by))
-
     # -- runs ------------------------------------------------------------------
     def run(self, run_id: str, *, max_attempts: int = 3) -> AsyncRun:
         """A resumable run (no await; it loads at its first call): ``async with store.run(id) as run:``."""
         keys.escape(run_id)  # a bad id fails here, not at the first await
         return AsyncRun(self._worker, run_id, lambda: self._store.run(run_id, max_attempts=max_attempts))
-
-    async def runs(self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50) -> Page[RunInfo]:
-        """A page of runs in id order (without their steps; ``await store.run(id).info()`` has them)."""
-        return await self._worker.run(lambda: self._store.runs(status=status, after=after, limit=limit))
-
-    async def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
-        """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
-        return await self._worker.run(lambda: self._store.resume_run(run_id, name, value))
-
-    async def cancel_run(self, run_id: str, *, reason: str | None = None) -> RunInfo:
-        """Cancel a run: no process runs another step of it."""
-        return await self._worker.run(lambda: self._store.cancel_run(run_id, reason=reason))
 
     # -- events --------------------------------------------------------------
     def events(self, stream: str) -> AsyncEventStream:
@@ -184,20 +139,7 @@ class AsyncStore:
         """A handle that sees and writes only tenant ``name``'s data (same connection and worker)."""
         return AsyncStore._sharing(self._store.tenant(name), self._worker)
 
-    # -- data subjects -------------------------------------------------------
-    async def bind_subject(self, partition_of: str, subject: str) -> None:
-        """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
-        await self._worker.run(lambda: self._store.bind_subject(partition_of, subject))
-
-    async def erase(self, subject: str) -> Erasure:
-        """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
-        return await self._worker.run(lambda: self._store.erase(subject))
-
     # -- housekeeping --------------------------------------------------------
-    async def purge_expired(self, *, batch: int = 1000) -> int:
-        """Delete expired data in batches of ``batch``; return how much went."""
-        return await self._worker.run(lambda: self._store.purge_expired(batch=batch))
-
     async def aclose(self) -> None:
         """Finish the calls already made, then close the store. Idempotent."""
         if self._worker.closed:

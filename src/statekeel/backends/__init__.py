@@ -94,7 +94,7 @@ def register_scheme(name: str, factory: BackendFactory | str, *, replace: bool =
     with _lock:
         _load_plugins()
         current = _registry.get(name)
-        if current is not None and current != entry and not replace:
+        if current is not None and not _same(current, entry) and not replace:
             raise ConfigurationError(
                 f"the {name}:// scheme is already registered ({_describe(current)}); "
                 "pass replace=True to replace it, or register under another name"
@@ -103,7 +103,7 @@ def register_scheme(name: str, factory: BackendFactory | str, *, replace: bool =
 
 
 def registered_schemes() -> list[str]:
-    """Every scheme ``statekeel.open`` accepts: built-ins first, then plugins."""
+    """Every scheme ``statekeel.open`` accepts: built-ins first, then others in registration order."""
     with _lock:
         _load_plugins()
         return list(_registry)
@@ -132,6 +132,13 @@ def _entry_for(factory: object) -> _Entry:
     return factory
 
 
+def _same(a: _Entry, b: _Entry) -> bool:
+    """The same factory, whoever registered it."""
+    if isinstance(a, _Lazy) and isinstance(b, _Lazy):
+        return a.target == b.target
+    return a is b
+
+
 def _describe(entry: _Entry) -> str:
     if isinstance(entry, _Lazy):
         return f"{entry.target}, {entry.origin}" if entry.origin != _BUILTIN else f"built in: {entry.target}"
@@ -155,15 +162,22 @@ def _load_plugins() -> None:
 def _add_plugin(ep: EntryPoint) -> None:
     dist = ep.dist.name if ep.dist is not None else "an unnamed distribution"
     entry = _Lazy(f"{ep.module}:{ep.attr}", f"entry point {ep.name!r} of the distribution {dist!r}")
-    problem = None
-    if not _SCHEME.fullmatch(ep.name):
-        problem = "its name is not a lower-case scheme name"
-    elif ep.name in _registry and _registry[ep.name] != entry:
-        problem = f"{ep.name}:// is already registered ({_describe(_registry[ep.name])})"
+    problem = _plugin_problem(ep, entry)
     if problem:
         warnings.warn(f"statekeel ignores the {entry.origin}: {problem}", RuntimeWarning, stacklevel=2)
-        return
-    _registry[ep.name] = entry
+    else:
+        _registry[ep.name] = entry
+
+
+def _plugin_problem(ep: EntryPoint, entry: _Lazy) -> str | None:
+    if not _SCHEME.fullmatch(ep.name):
+        return "its name is not a lower-case scheme name"
+    if not ep.attr:
+        return f"its value {ep.value!r} names no factory; write 'module:Factory'"
+    current = _registry.get(ep.name)
+    if current is not None and not _same(current, entry):
+        return f"{ep.name}:// is already registered ({_describe(current)})"
+    return None
 
 
 def _lookup(scheme: str) -> _Entry | None:

@@ -14,24 +14,23 @@ from typing import TypeVar
 from ..errors import UsageError
 from ..protocol import Op
 
-__all__ = ["handlers", "unsupported"]
+__all__ = ["handlers"]
 
 H = TypeVar("H")
 
 
 def handlers(table: Mapping[type[Op], H], ops: Sequence[Op], backend: str) -> list[H]:
-    """The row of ``table`` for each of ``ops``, in order; :class:`UsageError` if one has none."""
+    """The row of ``table`` for each of ``ops``, in order.
+
+    Raises :class:`UsageError` naming ``backend`` (e.g. ``"the sqlite:// backend"``)
+    and the op when one has no row.
+    """
     try:
         return [table[type(op)] for op in ops]
     except KeyError:
         bad = next(op for op in ops if type(op) not in table)
-        raise unsupported(bad, table, backend) from None
-
-
-def unsupported(op: object, table: Mapping[type[Op], object], backend: str) -> UsageError:
-    """The error for an op ``backend`` has no row for, naming both."""
-    known = ", ".join(sorted(t.__name__ for t in table))
-    return UsageError(
-        f"the {backend} backend cannot apply {type(op).__name__} (it applies {known}); "
-        "pass operations from statekeel.protocol, or add a row for this one to the backend's dispatch table"
-    )
+        known = ", ".join(sorted(t.__name__ for t in table))
+        raise UsageError(
+            f"{backend} cannot apply {type(bad).__name__} (it applies {known}); pass operations "
+            "from statekeel.protocol, or add a row for this one to the backend's dispatch table"
+        ) from None

@@ -152,7 +152,7 @@ class MemoryBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        steps = handlers(_APPLY, ops, "memory://")
+        steps = handlers(_APPLY, ops, "the memory:// backend")
         with self._lock:
             now = time.time()
             self._check(ops, now)

@@ -21,8 +21,10 @@ forwards: it deletes only what no reader can see any more.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
+
 from ..errors import InvalidInputError, UsageError
 from ..protocol import (
     Append,
@@ -43,6 +45,7 @@ from ..protocol import (
     Trim,
     keys,
 )
+from ._dispatch import handlers
 
 __all__ = ["TenantBackend", "tenant_prefix"]
 
@@ -80,17 +83,6 @@ class TenantBackend(Backend):
     def _info(self, i: LogInfo | None) -> LogInfo | None:
         return None if i is None else replace(i, log=self._out(i.log))
 
-    def _op(self, op: Op) -> Op:
-        if isinstance(op, (Put, Delete, Touch)):
-            return replace(op, key=self._in(op.key))
-        if isinstance(op, (Append, Trim, Rewrite)):
-            return replace(op, log=self._in(op.log))
-        if isinstance(op, Expire):
-            return replace(op, prefix=self._in(op.prefix))
-        if isinstance(op, Load):
-            return Load(replace(op.record, key=self._in(op.record.key)))
-        return replace(op, log=self._in(op.log), entries=tuple(replace(e, log=self._in(e.log)) for e in op.entries))
-
     def _result(self, r: OpResult) -> OpResult:
         return replace(r, key=self._out(r.key)) if isinstance(r, Record) else r
 
@@ -123,7 +115,9 @@ class TenantBackend(Backend):
         return [i for i in (self._info(x) for x in found) if i is not None]
 
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        return [self._result(r) for r in self.inner.apply([self._op(op) for op in ops])]
+        steps = handlers(_IN_TENANT, ops, f"the view of tenant {self.tenant!r}")
+        inner_ops = [step(op, self.prefix) for step, op in zip(steps, ops)]
+        return [self._result(r) for r in self.inner.apply(inner_ops)]
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         return self.inner.purge_expired(limit=limit)
@@ -140,3 +134,38 @@ class TenantBackend(Backend):
 
     def close(self) -> None:
         """The tenant view does not own the connection; closing the store does."""
+
+
+# -- each op with the tenant's prefix on its keys ---------------------------------------
+def _key(op: Put | Delete | Touch, prefix: str) -> Op:
+    return replace(op, key=prefix + op.key)
+
+
+def _log(op: Append | Trim | Rewrite, prefix: str) -> Op:
+    return replace(op, log=prefix + op.log)
+
+
+def _prefix(op: Expire, prefix: str) -> Op:
+    return replace(op, prefix=prefix + op.prefix)
+
+
+def _record(op: Load, prefix: str) -> Op:
+    return Load(replace(op.record, key=prefix + op.record.key))
+
+
+def _entries(op: LoadEntries, prefix: str) -> Op:
+    return replace(op, log=prefix + op.log, entries=tuple(replace(e, log=prefix + e.log) for e in op.entries))
+
+
+_IN_TENANT: dict[type[Op], Callable[[Any, str], Op]] = {
+    Put: _key,
+    Delete: _key,
+    Append: _log,
+    Touch: _key,
+    Expire: _prefix,
+    Trim: _log,
+    Load: _record,
+    LoadEntries: _entries,
+    Rewrite: _log,
+}
+"""Each op type with the tenant's prefix added to its keys: one row per op."""

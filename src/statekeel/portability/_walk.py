@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 from ..backends import open_backend
+from ..core import layout
 from ..errors import InvalidInputError
 from ..protocol import Backend, Entry, LogInfo, Record, keys
 
@@ -88,11 +89,11 @@ class Selection:
 
 
 def _partition_selection(kind: str, ident: str) -> tuple[list[str], list[str]]:
-    part = keys.join(kind, ident)
-    exact = [keys.join("keys", part)]  # the partition's wrapped data key, if encrypted
+    part = layout.partition(kind, ident)
+    exact = [layout.keystore_key(part)]  # the partition's wrapped data key, if encrypted
     if kind == "session":
-        exact.append(keys.join("idx", "sessions", ident))
-        return [part + "/", keys.join("idx", "decisions", ident) + "/"], exact
+        exact.append(layout.session_index_key(ident))
+        return [part + "/", layout.decision_index_prefix(ident)], exact
     return [part + "/"], exact
 
 

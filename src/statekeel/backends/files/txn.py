@@ -134,7 +134,7 @@ class Txn:
 
     # -- the batch ---------------------------------------------------------------
     def run(self, ops: list[Op]) -> list[OpResult]:
-        steps = handlers(_APPLY, ops, "file://")
+        steps = handlers(_APPLY, ops, "the file:// backend")
         self._check(ops)
         return [step(self, op) for step, op in zip(steps, ops)]
 

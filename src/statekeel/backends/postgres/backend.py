@@ -229,7 +229,7 @@ class PostgresBackend(Backend):
 
     def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
         now = time.time()
-        steps = handlers(OPS, ops, "postgresql://")
+        steps = handlers(OPS, ops, "the postgresql:// backend")
         parts = [step.part(op, raw) for step, op in zip(steps, ops)]
         if not one_statement(ops, steps, parts):
             return self._apply_pipelined(ops, steps, parts, now, raw)

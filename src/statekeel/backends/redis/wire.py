@@ -167,7 +167,7 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> B
     def expand_here(prefix: str) -> list[PartitionRange]:
         return expand(prefix, batch.creates.values())
 
-    for index, (op, step) in enumerate(zip(ops, handlers(OPS, ops, "redis://"))):
+    for index, (op, step) in enumerate(zip(ops, handlers(OPS, ops, "the redis:// backend"))):
         start = len(batch.owners)
         for wire in step.encode(layout, op, stamp, expand_here):
             fields += [x if isinstance(x, bytes) else x.encode() for x in wire]

@@ -166,7 +166,7 @@ class SQLiteBackend(Backend):
         # The hot path: written out instead of `with self._write()` (saves two
         # generator-based context managers per chat turn).
         c = self._conn
-        steps = handlers(APPLY, ops, "sqlite://")
+        steps = handlers(APPLY, ops, "the sqlite:// backend")
         with self._lock:
             try:
                 c.execute("BEGIN IMMEDIATE")

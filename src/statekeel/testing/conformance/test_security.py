@@ -50,11 +50,11 @@ def _raw_bytes(backend_name: str, store: statekeel.Store, tmp_path: Path, server
         )
         return b"".join(p.read_bytes() for p in _files_under(Path(server.datadir)))
     if backend_name == "redis":
-        server = servers.redis()
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        redis = servers.redis()
+        with socket.create_connection(("127.0.0.1", redis.port)) as sock:
             sock.sendall(b"*1\r\n$4\r\nSAVE\r\n")
             sock.recv(64)
-        return b"".join(p.read_bytes() for p in _files_under(Path(server.dir)))
+        return b"".join(p.read_bytes() for p in _files_under(redis.dir))
     return _protocol_bytes(store.backend)
 
 
