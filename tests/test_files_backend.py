@@ -148,27 +148,24 @@ def test_adversarial_ids_stay_inside_the_store(url: str, root: Path, tmp_path: P
         assert listed == set(ADVERSARIAL)
 
 
-def test_scan_order_matches_memory_with_tricky_components() -> None:
+def test_scan_order_matches_memory_with_tricky_components(tmp_path: Path) -> None:
     comps = ["a", "a-b", "a/b", "ab", "a.b", "A", "", "a0", "日", "~", "%"]
     mem = open_backend("memory://")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        fb = open_backend(f"file://{d}/s")
-        esc = [keys.escape(c) if c else "" for c in comps]  # "" : an empty component, "p//x"
-        ops: list[Op] = [Put(f"p/{c}/x", b"1", "json") for c in esc]
-        ops += [Put(f"p/{c}", b"2", "json") for c in esc]
-        ops += [Put(f"p/{c}/deep/er", b"3", "json") for c in esc]
-        for b in (mem, fb):
-            b.apply(ops)
-        for prefix in ["", "p/", "p/a", "p/a/", "p/a%2Fb", "q"]:
-            assert [r.key for r in fb.scan(prefix, limit=1000)] == [r.key for r in mem.scan(prefix, limit=1000)]
-            got, after = [], None
-            while page := fb.scan(prefix, after=after, limit=3):
-                got += [r.key for r in page]
-                after = page[-1].key
-            assert got == [r.key for r in mem.scan(prefix, limit=1000)]
-        fb.close()
+    fb = open_backend(f"file://{tmp_path}/s")
+    esc = [keys.escape(c) if c else "" for c in comps]  # "" : an empty component, "p//x"
+    ops: list[Op] = [Put(f"p/{c}/x", b"1", "json") for c in esc]
+    ops += [Put(f"p/{c}", b"2", "json") for c in esc]
+    ops += [Put(f"p/{c}/deep/er", b"3", "json") for c in esc]
+    for b in (mem, fb):
+        b.apply(ops)
+    for prefix in ["", "p/", "p/a", "p/a/", "p/a%2Fb", "q"]:
+        assert [r.key for r in fb.scan(prefix, limit=1000)] == [r.key for r in mem.scan(prefix, limit=1000)]
+        got, after = [], None
+        while page := fb.scan(prefix, after=after, limit=3):
+            got += [r.key for r in page]
+            after = page[-1].key
+        assert got == [r.key for r in mem.scan(prefix, limit=1000)]
+    fb.close()
 
 
 # -- opening ------------------------------------------------------------------------

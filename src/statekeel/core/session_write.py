@@ -48,6 +48,7 @@ __all__ = [
     "Committed",
     "SessionPlan",
     "SessionCore",
+    "SessionKeys",
     "SessionWrites",
     "StatePut",
     "apply_across_partitions",
@@ -62,6 +63,32 @@ StatePut = tuple[str, Any, Expect, float | None]
 
 ExtraOps = Callable[[float | None], Sequence[Op]]
 """Feature ops in the session's partition, given the expiry the session will have."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """A session's keys from :mod:`~statekeel.core.layout`, spelled once per session handle."""
+
+    id: str
+    prefix: str
+    meta: str
+    index: str
+    history: str
+    state_prefix: str
+
+    @classmethod
+    def of(cls, session_id: str) -> SessionKeys:
+        return cls(
+            session_id, layout.session_prefix(session_id), layout.session_meta_key(session_id),
+            layout.session_index_key(session_id), layout.history_log(session_id),
+            layout.scope_state_prefix("session", session_id),
+        )
+
+    def state(self, key: Any) -> str:
+        """The record of state ``key`` (same rule as :func:`layout.state_key`)."""
+        if type(key) is not str or not key:
+            return layout.state_key("session", self.id, key)  # raises the error that says why
+        return self.state_prefix + keys.escape(key)
 
 
 @dataclass
@@ -108,7 +135,7 @@ def renewal(ttl: float | None, expires_at: float | None, now: float) -> float | 
 
 
 def plan_session_write(
-    session_id: str,
+    session: str | SessionKeys,
     ttl: float | None,
     expires_at: float | None,
     now: float,
@@ -119,44 +146,45 @@ def plan_session_write(
 
     Pure: encodes values and decides, but reads and writes nothing.
     """
+    sk = session if isinstance(session, SessionKeys) else SessionKeys.of(session)
     expires = renewal(ttl, expires_at, now)
     renewed = expires is not None and expires != expires_at
-    ops: list[Op] = [Expire(layout.session_prefix(session_id), expires)] if renewed else []
-    append_at = _plan_messages(session_id, ttl, expires, writes.messages, codec, ops)
+    ops: list[Op] = [Expire(sk.prefix, expires)] if renewed else []
+    append_at = _plan_messages(sk, ttl, expires, writes.messages, codec, ops)
     if append_at is None and writes.heartbeat:
-        ops.append(Touch(layout.session_meta_key(session_id)))
-    puts = _plan_puts(session_id, expires, now, writes.puts, codec, ops)
+        ops.append(Touch(sk.meta))
+    puts = _plan_puts(sk, expires, now, writes.puts, codec, ops)
     start = len(ops)
-    ops.extend(Delete(layout.state_key("session", session_id, k), e) for k, e in writes.deletes)
+    ops.extend(Delete(sk.state(k), e) for k, e in writes.deletes)
     deletes = slice(start, len(ops))
     start = len(ops)
     ops.extend(writes.extra(expires) if writes.extra is not None else ())
     extra = slice(start, len(ops))
     if renewed:  # listings must not lose the session before it expires
-        ops.append(Touch(layout.session_index_key(session_id), expires))
+        ops.append(Touch(sk.index, expires))
     return SessionPlan(tuple(ops), expires, append_at, puts, deletes, extra)
 
 
 def _plan_messages(
-    session_id: str, ttl: float | None, expires: float | None, messages: list[Any], codec: Codec, ops: list[Op]
+    sk: SessionKeys, ttl: float | None, expires: float | None, messages: list[Any], codec: Codec, ops: list[Op]
 ) -> int | None:
     if not messages:
         return None
-    log = layout.history_log(session_id)
+    log = sk.history
     items = tuple(
-        codec.encode(m, f"session[{session_id!r}].append message {i + 1}", log) for i, m in enumerate(messages)
+        codec.encode(m, f"session[{sk.id!r}].append message {i + 1}", log) for i, m in enumerate(messages)
     )
     ops.append(Append(log, items, KEEP if ttl is None else expires))
     return len(ops) - 1
 
 
 def _plan_puts(
-    session_id: str, expires: float | None, now: float, puts: list[StatePut], codec: Codec, ops: list[Op]
+    sk: SessionKeys, expires: float | None, now: float, puts: list[StatePut], codec: Codec, ops: list[Op]
 ) -> slice:
     start = len(ops)
     for key, value, expect, ttl in puts:
-        full = layout.state_key("session", session_id, key)
-        data, name = codec.encode(value, f"session:{session_id}[{key!r}]", full)
+        full = sk.state(key)
+        data, name = codec.encode(value, f"session:{sk.id}[{key!r}]", full)
         ops.append(Put(full, data, name, expect, now + ttl if ttl is not None else expires))
     return slice(start, len(ops))
 
@@ -193,6 +221,7 @@ class SessionCore:
         self.core = core
         self.backend = core.backend
         self.id = session_id
+        self.keys = SessionKeys.of(session_id)
         self.user = user
         self.ttl = ttl
         self.expires_at = expires_at
@@ -202,7 +231,7 @@ class SessionCore:
         now = time.time()
         if self.ttl is not None and self.expires_at is not None and self.expires_at <= now:
             self._check_alive()
-        plan = plan_session_write(self.id, self.ttl, self.expires_at, now, writes, self.core.codec)
+        plan = plan_session_write(self.keys, self.ttl, self.expires_at, now, writes, self.core.codec)
         results = apply_across_partitions(self.backend, plan.ops)
         if self.ttl is not None:
             self.expires_at = plan.expires
@@ -223,7 +252,7 @@ class SessionCore:
         return KEEP if self.ttl is None else expires
 
     def _check_alive(self) -> None:
-        rec = self.backend.get(layout.session_meta_key(self.id))
+        rec = self.backend.get(self.keys.meta)
         if rec is None:
             raise ExpiredError(
                 f"session {self.id!r} expired (ttl {self.ttl}s); open it again with store.session()"

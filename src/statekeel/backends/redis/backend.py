@@ -136,8 +136,14 @@ class RedisBackend(Backend):
         self._purge_cursor: str | None = None
         self._registered: set[str] = set()
         """Partitions this handle registered (or saw registered) since it opened."""
+        if self._cluster_enabled():  # a cluster refuses scripts across slots: one partition per batch
+            self.batch_scope = "partition"
         if migrate:
             self.migrate()
+
+    def _cluster_enabled(self) -> bool:
+        info = self._call(lambda: self._redis.info("cluster"))
+        return bool(isinstance(info, dict) and int(info.get("cluster_enabled", 0)))
 
     # -- plumbing ------------------------------------------------------------
     def _call(self, fn: Callable[[], _T]) -> _T:
