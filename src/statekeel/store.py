@@ -167,10 +167,11 @@ class Store(Core):
         Backends may enforce it natively (PostgreSQL: row-level security);
         every backend enforces it by key prefix (:mod:`statekeel.backends.tenant`).
         """
-        native = isinstance(self.backend, SupportsTenants)
-        backend = self.backend.for_tenant(name) if isinstance(self.backend, SupportsTenants) else (
-            TenantBackend(self.backend, name)
-        )
+        backend: Backend
+        if native := isinstance(self.backend, SupportsTenants):
+            backend = self.backend.for_tenant(name)
+        else:
+            backend = TenantBackend(self.backend, name)
         # a TenantBackend calls the parent's (already guarded) backend; a native one is new
         allow = self._allow_in_event_loop or not native
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
