@@ -105,7 +105,7 @@ def test_a_tenant_handle_reaches_no_whole_store_operation(tmp_path: Path, scheme
         view = store.tenant("acme").backend
         assert isinstance(view, TenantBackend)
         assert capabilities_of(view) == []
-        for name in ("checkpoint_wal", "integrity_check", "repair", "for_tenant", "conn", "inner_url"):
+        for name in ("checkpoint_wal", "integrity_check", "repair", "for_tenant", "inner", "conn"):
             assert not hasattr(view, name), name
         assert view.migrate(check=True).up_to_date
 

@@ -61,7 +61,7 @@ class TenantBackend(Backend):
     """A view of ``inner`` holding only one tenant's keys."""
 
     def __init__(self, inner: Backend, tenant: str) -> None:
-        self.inner = inner
+        self._inner = inner
         self.tenant = tenant
         self.prefix = tenant_prefix(tenant)
         self.url = f"{inner.url} (tenant {tenant!r})"
@@ -88,46 +88,46 @@ class TenantBackend(Backend):
 
     # -- protocol -----------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
-        return self._rec(self.inner.get(self._in(key), include_expired=include_expired))
+        return self._rec(self._inner.get(self._in(key), include_expired=include_expired))
 
     def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
-        return [self._rec(r) for r in self.inner.get_many([self._in(k) for k in keys_])]
+        return [self._rec(r) for r in self._inner.get_many([self._in(k) for k in keys_])]
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
-        found = self.inner.scan(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
+        found = self._inner.scan(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
         return [r for r in (self._rec(x) for x in found) if r is not None]
 
     def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
-        return [self._entry(e) for e in self.inner.read(self._in(log), start=start, stop=stop, limit=limit, reverse=reverse)]
+        return [self._entry(e) for e in self._inner.read(self._in(log), start=start, stop=stop, limit=limit, reverse=reverse)]
 
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]:
-        return self.inner.read_values(self._in(log), limit=limit, reverse=reverse)
+        return self._inner.read_values(self._in(log), limit=limit, reverse=reverse)
 
     def log_info(self, log: str) -> LogInfo | None:
-        return self._info(self.inner.log_info(self._in(log)))
+        return self._info(self._inner.log_info(self._in(log)))
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
-        found = self.inner.scan_logs(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
+        found = self._inner.scan_logs(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
         return [i for i in (self._info(x) for x in found) if i is not None]
 
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         steps = handlers(_IN_TENANT, ops, f"the view of tenant {self.tenant!r}")
         inner_ops = [step(op, self.prefix) for step, op in zip(steps, ops)]
-        return [self._result(r) for r in self.inner.apply(inner_ops)]
+        return [self._result(r) for r in self._inner.apply(inner_ops)]
 
     def purge_expired(self, *, limit: int = 1000) -> int:
-        return self.inner.purge_expired(limit=limit)
+        return self._inner.purge_expired(limit=limit)
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         """Report the schema (``check=True``); migrating is for the whole store, not a tenant."""
-        status = self.inner.migrate(check=True)
+        status = self._inner.migrate(check=True)
         if not check and not status.up_to_date:
             raise UsageError(
-                f"the schema of {self.inner.url} is behind ({status.current} < {status.target}); "
+                f"the schema of {self._inner.url} is behind ({status.current} < {status.target}); "
                 "migrate the store itself (statekeel migrate URL), not a tenant handle"
             )
         return status
