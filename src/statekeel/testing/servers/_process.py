@@ -201,6 +201,16 @@ class Server:
 
     _port: int | None
 
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (127.0.0.1 only)."""
+        return require(self._port, "port")
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on: always ``127.0.0.1``."""
+        return LOOPBACK
+
     def start(self) -> Self:
         """Start the server; see subclasses."""
         raise NotImplementedError

@@ -120,16 +120,6 @@ class PostgresServer(Server):
         return f"postgresql://postgres@{LOOPBACK}:{self.port}/postgres"
 
     @property
-    def port(self) -> int:
-        """The TCP port the server listens on (127.0.0.1 only)."""
-        return require(self._port, "port")
-
-    @property
-    def host(self) -> str:
-        """The address the server listens on: always ``127.0.0.1``."""
-        return LOOPBACK
-
-    @property
     def datadir(self) -> Path:
         """The cluster's data directory (``PGDATA``)."""
         return require(self._root, "datadir") / "data"

@@ -73,16 +73,6 @@ class RedisServer(Server):
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     @property
-    def port(self) -> int:
-        """The TCP port the server listens on (127.0.0.1 only)."""
-        return require(self._port, "port")
-
-    @property
-    def host(self) -> str:
-        """The address the server listens on: always ``127.0.0.1``."""
-        return LOOPBACK
-
-    @property
     def dir(self) -> Path:
         """The server's working directory, holding the AOF and the log."""
         return require(self._dir, "dir")
