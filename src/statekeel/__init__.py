@@ -39,6 +39,7 @@ from .errors import (
     SecretDetectedError,
     ErasedError,
     IntegrityError,
+    CorruptionError,
 )
 from .features.checkpoints import Checkpoint, CheckpointDiff
 from .features.decisions import Decision, DecisionClosedError, DecisionContext
@@ -81,6 +82,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "Consumer",
+    "CorruptionError",
     "DEFAULT_URL",
     "Decision",
     "DecisionClosedError",

@@ -15,7 +15,8 @@
     │   ├── NotAStoreError          the database holds something that is not statekeel's
     │   ├── SchemaTooNewError       written by a newer statekeel; upgrade the package
     │   ├── MigrationRequiredError  the schema is older than the code; run `statekeel migrate`
-    │   └── IntegrityError          a ciphertext was tampered with or moved to another record
+    │   ├── IntegrityError          a ciphertext was tampered with or moved to another record
+    │   └── CorruptionError         stored bytes fail their checksum; names the record; run doctor
     ├── UnavailableError            the server is down or the connection broke; retry
     └── UsageError                  the API was used where it cannot work (sync call in a loop)
 
@@ -64,6 +65,7 @@ __all__ = [
     "SecretDetectedError",
     "ErasedError",
     "IntegrityError",
+    "CorruptionError",
     "translate",
 ]
 
@@ -158,6 +160,20 @@ class ErasedError(NotFoundError):
 
 class IntegrityError(StoreError):
     """Authenticated decryption failed: the bytes were changed or copied from elsewhere."""
+
+
+class CorruptionError(StoreError):
+    """A stored record or log entry fails its checksum: the bytes were damaged at rest.
+
+    ``key`` names the record or log, ``seq`` the log entry (None for a record).
+    Never returned as data: run ``statekeel doctor`` to list every damaged record,
+    then restore it from a backup or delete it.
+    """
+
+    def __init__(self, message: str, key: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.seq = seq
 
 
 class UnavailableError(StatekeelError):

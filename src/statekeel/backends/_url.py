@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -42,16 +45,31 @@ class ParsedURL:
         return self.options.get(name, default)
 
     def float_option(self, name: str, default: float) -> float:
+        """``?name=`` as a finite number (NaN and infinities are refused), else ``default``."""
         raw = self.options.get(name)
         if raw is None:
             return default
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ConfigurationError(f"?{name}={raw!r} in {self.redacted} must be a number") from None
+        if not math.isfinite(value):
+            raise ConfigurationError(f"?{name}={raw!r} in {self.redacted} must be a finite number, e.g. ?{name}=10")
+        return value
 
     def int_option(self, name: str, default: int) -> int:
         return int(self.float_option(name, default))
+
+    def refuse_unknown(self, valid: Collection[str]) -> None:
+        """Raise :class:`ConfigurationError` for any option not in ``valid``, naming the
+        nearest valid spelling and listing them all (a misspelt option must never be ignored)."""
+        for name in sorted(set(self.options) - set(valid)):
+            near = difflib.get_close_matches(name, list(valid), n=1)
+            hint = f"did you mean ?{near[0]}=? " if near else ""
+            listed = ", ".join(sorted(valid)) or "none"
+            raise ConfigurationError(
+                f"{self.redacted}: unknown option ?{name}=; {hint}{self.scheme}:// URLs take: {listed}"
+            )
 
     def sqlite_path(self) -> str:
         """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
