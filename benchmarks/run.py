@@ -5,6 +5,8 @@ run side by side against statekeel, the raw drivers and the peers in ONE run.
     python benchmarks/run.py --quick            # < 2 minutes
     python benchmarks/run.py                    # 1,000 turns (LangGraph: ~45 s and ~2 GB per backend)
     python benchmarks/run.py --backends sqlite,postgres,redis --out results.json
+    python benchmarks/run.py --against HEAD~3   # each statekeel row also run on that commit's src/,
+                                                # interleaved: ``ratio_vs_against`` = this tree / that one
 
 Every system runs in its own subprocess (fresh temp dir / fresh database / flushed
 Redis) and prints one JSON line; this script adds ``ratio_vs_raw`` (median per-turn
@@ -55,6 +57,9 @@ def parse_args(argv=None):
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole list N times, interleaved; each row is the run with the median "
                          "median (fsync latency on a VM is noisy); default 1")
+    ap.add_argument("--against", metavar="REV",
+                    help="also run every statekeel row on git revision REV's src/ (interleaved, same run) "
+                         "and report ratio_vs_against: the cost of a change, measured like for like")
     return ap.parse_args(argv)
 
 
@@ -65,7 +70,16 @@ def worker_python(explicit: str | None) -> str:
     return venv if os.path.exists(venv) else sys.executable
 
 
-def run_worker(py: str, spec: Spec, turns: int, servers: dict, timeout: float, keep: bool) -> dict:
+def export_src(rev: str, stack) -> str:
+    """``src/`` of git revision ``rev`` in a temp dir (removed on exit); returns that ``src`` path."""
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="skb-against-"))
+    archive = subprocess.run(["git", "-C", REPO, "archive", rev, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+    return os.path.join(tmp, "src")
+
+
+def run_worker(py: str, spec: Spec, turns: int, servers: dict, timeout: float, keep: bool,
+               src: str | None = None, name: str | None = None) -> dict:
     workdir = tempfile.mkdtemp(prefix=f"skb-{spec.name.replace('+', '_')}-")
     cmd = [py, "-m", "benchmarks.worker", spec.name, str(turns), workdir]
     if servers.get("postgres"):
@@ -74,8 +88,8 @@ def run_worker(py: str, spec: Spec, turns: int, servers: dict, timeout: float, k
         cmd += ["--redis-url", servers["redis"]]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(REPO, "src"), REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    base = {"system": spec.name, "backend": spec.backend, "durability": spec.durability, "turns": turns}
+        [src or os.path.join(REPO, "src"), REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    base = {"system": name or spec.name, "backend": spec.backend, "durability": spec.durability, "turns": turns}
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -86,7 +100,7 @@ def run_worker(py: str, spec: Spec, turns: int, servers: dict, timeout: float, k
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             try:
-                return json.loads(line)
+                return {**json.loads(line), **({"system": name} if name else {})}
             except ValueError:
                 break
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -152,6 +166,24 @@ def emit(spec: Spec, row: dict, turns: int, baselines: dict, rows: list[dict]) -
         row["note"] = f"LangGraph ran {row.get('turns')} turns (others {turns}); per-turn cost grows with history"
     rows.append(row)
     print(json.dumps(row), flush=True)
+
+
+def compare_against(rows: list[dict], rev: str) -> None:
+    """Add ``ratio_vs_against`` (this tree / ``rev``) to each statekeel row with a twin, paired per run."""
+    by_name = {r["system"]: r for r in rows}
+    for r in rows:
+        twin = by_name.get(f"{r['system']}@{rev}")
+        if twin is None or "median_ms_per_turn" not in r or "median_ms_per_turn" not in twin:
+            continue
+        r["ratio_vs_against"] = round(r["median_ms_per_turn"] / twin["median_ms_per_turn"], 3)
+        mine, theirs = r.get("median_ms_per_turn_all_runs"), twin.get("median_ms_per_turn_all_runs")
+        if mine and theirs:
+            paired = [m / t for m, t in zip(mine, theirs, strict=True) if m and t]
+            r["ratio_vs_against_paired_median"] = round(statistics.median(paired), 3)
+        print(f"# {r['system']}: {r['median_ms_per_turn']:.4f} ms vs {twin['median_ms_per_turn']:.4f} ms at "
+              f"{rev} -> {r['ratio_vs_against']:.3f}x"
+              + (f" (paired median {r['ratio_vs_against_paired_median']:.3f}x)"
+                 if "ratio_vs_against_paired_median" in r else ""), file=sys.stderr)
 
 
 def fmt_bytes(n) -> str:
@@ -220,28 +252,36 @@ def main(argv=None) -> int:
         print(f"# NOTE: LangGraph rows run {slow_turns} turns, not {turns} (their per-turn cost grows "
               f"with history); their ratio_vs_raw is not like for like", file=sys.stderr)
 
-    runs: dict[str, list[dict]] = {s.name: [] for s in specs}
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        # (spec, name, src): with --against, every statekeel row runs twice, on both trees
+        plan = [(spec, spec.name, None) for spec in specs]
+        if a.against:
+            old = export_src(a.against, stack)
+            plan = [row for spec, name, src in plan for row in [(spec, name, src)] + (
+                [(spec, f"{name}@{a.against}", old)] if name.startswith("statekeel") else [])]
+        runs: dict[str, list[dict]] = {name: [] for _, name, _ in plan}
         needs = sorted({s.backend for s in specs} - {"sqlite"})
         urls, errors = start_servers(needs, stack)
         for rep in range(a.repeat):
-            for spec in specs:
+            for spec, name, src in plan:
                 n = slow_turns if spec.slow else turns
                 if spec.backend in errors:
-                    row = {"system": spec.name, "backend": spec.backend, "durability": spec.durability,
+                    row = {"system": name, "backend": spec.backend, "durability": spec.durability,
                            "turns": n, "error": errors[spec.backend]}
                 else:
-                    row = run_worker(py, spec, n, urls, timeout, a.keep)
-                runs[spec.name].append(row)
+                    row = run_worker(py, spec, n, urls, timeout, a.keep, src, name)
+                runs[name].append(row)
                 if a.repeat == 1:  # stream
-                    emit(spec, pick(runs[spec.name]), turns, baselines, rows)
-                print(f"#   [{rep + 1}/{a.repeat}] {spec.name}: "
+                    emit(spec, pick(runs[name]), turns, baselines, rows)
+                print(f"#   [{rep + 1}/{a.repeat}] {name}: "
                       f"{'ERROR' if row.get('error') else row.get('median_ms_per_turn', 'ok')} "
                       f"({row.get('wall_s', '-')} s)", file=sys.stderr, flush=True)
     if a.repeat > 1:
-        for spec in specs:
-            emit(spec, pick(runs[spec.name]), turns, baselines, rows)
+        for spec, name, _ in plan:
+            emit(spec, pick(runs[name]), turns, baselines, rows)
+    if a.against:
+        compare_against(rows, a.against)
     elapsed = time.perf_counter() - t_start
     print("", file=sys.stderr)
     print(human_table(rows), file=sys.stderr)

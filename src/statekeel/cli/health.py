@@ -1,0 +1,262 @@
+"""What ``statekeel doctor`` checks: schema, the backend's own integrity check, every
+record's and log entry's checksum and decoding, the continuity of every log, and
+that every listed session has its metadata.
+
+The walk goes through the backend protocol only, so it runs on every backend.
+A damaged record raises :class:`~statekeel.errors.CorruptionError` naming it; the
+walk notes it and carries on after it, so one damaged record never hides another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import statekeel
+from statekeel import StatekeelError, Store
+from statekeel.core import layout
+from statekeel.errors import CorruptionError
+from statekeel.protocol import Entry, LogInfo, Record, keys
+from statekeel.protocol.capabilities import SupportsIntegrityCheck
+
+from ._output import encryption_from_env, missing_sqlite_file
+
+__all__ = ["MAX_LISTED", "Check", "Report", "examine", "diagnose"]
+
+MAX_LISTED = 20
+"""Problems listed per check; the rest are counted."""
+
+PAGE = 500
+"""Records or entries read per call while walking the store."""
+
+
+@dataclass
+class Check:
+    """The outcome of one doctor check."""
+
+    name: str
+    summary: str
+    problems: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Report:
+    """Everything ``statekeel doctor`` found."""
+
+    url: str
+    checks: list[Check] = field(default_factory=list)
+    repair: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url, "ok": self.ok, "repair": self.repair,
+            "checks": [
+                {"name": c.name, "ok": c.ok, "summary": c.summary, "problems": c.problems, "counts": c.counts}
+                for c in self.checks
+            ],
+            "problems": [f"{c.name}: {p}" for c in self.checks for p in c.problems],
+        }
+
+
+class _Problems(list[str]):
+    """A problem list that keeps the first MAX_LISTED and counts the rest."""
+
+    extra = 0
+
+    def add(self, text: str) -> None:
+        if len(self) < MAX_LISTED:
+            self.append(text)
+        else:
+            self.extra += 1
+
+    def done(self) -> list[str]:
+        return [*self, *([f"… and {self.extra} more"] if self.extra else [])]
+
+
+def _check_schema(store: Store) -> Check:
+    status = store.backend.migrate(check=True)
+    if status.up_to_date:
+        return Check("schema", f"version {status.current}, as this statekeel expects")
+    return Check("schema", f"version {status.current}, expected {status.target}", [
+        f"{len(status.pending)} migrations are pending; run `statekeel migrate` (see --check / --print-sql)"
+    ])
+
+
+def _check_integrity(store: Store) -> Check:
+    if not isinstance(store.backend, SupportsIntegrityCheck):
+        return Check("integrity", f"the {type(store.backend).__name__} has no integrity check of its own")
+    found = [line.strip() for row in store.backend.integrity_check() for line in str(row).splitlines()]
+    problems = [p for p in found if not p.startswith("***")]  # SQLite's "*** in database main ***" header
+    return Check("integrity", "the backend's own integrity check", problems)
+
+
+def _decodes(store: Store, data: bytes, codec: str, context: str, where: str, problems: _Problems) -> bool:
+    """``context`` is the key the value was encoded under (encryption binds it); ``where`` names it."""
+    try:
+        store.codec.decode(data, codec, context)
+    except Exception as exc:  # any failure to read back is what doctor reports
+        problems.add(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
+        return False
+    return True
+
+
+def _walk(fetch: Callable[[int], list[Any]], skip: Callable[[CorruptionError], None],
+          problems: _Problems) -> Callable[[], list[Any]]:
+    """Pages from ``fetch(limit)``; when a page holds a damaged item, narrow to one item
+    per call to find it, report it, ``skip`` past it and widen again."""
+    limit = [PAGE]
+
+    def next_page() -> list[Any]:
+        while True:
+            try:
+                page = fetch(limit[0])
+            except CorruptionError as err:
+                if limit[0] > 1:
+                    limit[0] = 1  # the items before the damaged one are read one by one
+                    continue
+                problems.add(str(err).split(";")[0])
+                skip(err)
+                limit[0] = PAGE
+                continue
+            return page
+
+    return next_page
+
+
+def _check_records(store: Store) -> Check:
+    problems, count, damaged, undecodable = _Problems(), 0, 0, 0
+    after: list[str | None] = [None]
+
+    def skip(err: CorruptionError) -> None:
+        nonlocal damaged
+        damaged, after[0] = damaged + 1, err.key
+
+    page_of = _walk(lambda n: store.backend.scan("", after=after[0], limit=n), skip, problems)
+    while page := page_of():
+        rec: Record
+        for rec in page:
+            undecodable += not _decodes(store, rec.data, rec.codec, rec.key, rec.key, problems)
+        count, after[0] = count + len(page), page[-1].key
+    counts = {"records": count + damaged, "verified": count, "damaged": damaged, "undecodable": undecodable}
+    return Check("records", f"{count + damaged} records: {count} pass their checksums, {damaged} damaged; "
+                 f"{count - undecodable} decode", problems.done(), counts)
+
+
+def _check_log(store: Store, info: LogInfo, problems: _Problems, counts: dict[str, int]) -> None:
+    seq = [info.first_seq]
+
+    def skip(err: CorruptionError) -> None:
+        counts["damaged"] += 1
+        seq[0] = (err.seq if err.seq is not None else seq[0]) + 1
+
+    page_of = _walk(lambda n: store.backend.read(info.log, start=seq[0], limit=n), skip, problems)
+    while entries := page_of():
+        entry: Entry
+        for entry in entries:
+            if entry.seq != seq[0]:
+                problems.add(f"{info.log}: entries {seq[0]}..{entry.seq - 1} are missing")
+                counts["missing"] += entry.seq - seq[0]
+            if not _decodes(store, entry.data, entry.codec, info.log, f"{info.log}#{entry.seq}", problems):
+                counts["undecodable"] += 1
+            seq[0] = entry.seq + 1
+        counts["verified"] += len(entries)
+    if seq[0] <= info.last_seq:
+        problems.add(f"{info.log}: entries {seq[0]}..{info.last_seq} are missing")
+        counts["missing"] += info.last_seq - seq[0] + 1
+
+
+def _check_logs(store: Store) -> Check:
+    problems, logs, after = _Problems(), 0, None
+    counts = {"logs": 0, "verified": 0, "damaged": 0, "missing": 0, "undecodable": 0}
+    while page := store.backend.scan_logs("", after=after, limit=100):
+        for info in page:
+            _check_log(store, info, problems, counts)
+        logs, after = logs + len(page), page[-1].log
+    counts["logs"] = logs
+    return Check("logs", f"{logs} logs, {counts['verified']} entries pass their checksums and continue without "
+                 f"gaps; {counts['damaged']} damaged, {counts['missing']} missing", problems.done(), counts)
+
+
+def _listed_ids(store: Store, problems: _Problems) -> set[str]:
+    ids, after = set(), None
+    while page := store.backend.scan(layout.SESSION_INDEX_PREFIX, after=after, limit=PAGE):
+        found = [keys.split(r.key)[-1] for r in page]
+        for sid, meta in zip(found, store.backend.get_many([layout.session_meta_key(i) for i in found])):
+            if meta is None:
+                problems.add(f"session {sid!r} is listed but its metadata record is missing")
+        ids.update(found)
+        after = page[-1].key
+    return ids
+
+
+def _stored_ids(store: Store, problems: _Problems) -> set[str]:
+    """Ids of every session metadata record (``session/<id>/meta``), damaged ones included."""
+    ids: set[str] = set()
+    after: list[str | None] = [None]
+    prefix = keys.join("session") + "/"
+
+    def skip(err: CorruptionError) -> None:
+        after[0] = err.key
+        _note_meta(err.key, ids)
+
+    page_of = _walk(lambda n: store.backend.scan(prefix, after=after[0], limit=n), skip, _Problems())
+    while page := page_of():
+        for rec in page:
+            _note_meta(rec.key, ids)
+        after[0] = page[-1].key
+    return ids
+
+
+def _note_meta(key: str, ids: set[str]) -> None:
+    parts = keys.split(key)
+    if len(parts) == 3 and parts[0] == "session" and parts[2] == "meta":
+        ids.add(parts[1])
+
+
+def _check_sessions(store: Store) -> Check:
+    problems = _Problems()
+    listed = _listed_ids(store, problems)
+    for sid in sorted(_stored_ids(store, problems) - listed):
+        problems.add(f"session {sid!r} exists but is not listed (a creation cut short); "
+                     "reopening it with store.session(id) lists it again")
+    return Check("sessions", f"{len(listed)} sessions listed, each with its metadata", problems.done(),
+                 {"sessions": len(listed)})
+
+
+def examine(store: Store) -> Report:
+    """Run every check on an open store; data checks need a current schema."""
+    report = Report(store.url, [Check("open", f"opened with the {type(store.backend).__name__}")])
+    for check in (_check_schema, _check_integrity, _check_records, _check_logs, _check_sessions):
+        name = check.__name__.removeprefix("_check_")
+        try:
+            report.checks.append(check(store))
+        except StatekeelError as exc:
+            report.checks.append(Check(name, "could not run", [str(exc)]))
+        if name == "schema" and not report.ok:
+            break  # without the current schema, reading data only repeats the error
+    return report
+
+
+def diagnose(url: str) -> Report:
+    """Open ``url`` (without migrating) and examine it; a store that cannot open is a report too."""
+    missing = missing_sqlite_file(url)
+    if missing:
+        return Report(url, [Check("open", "no store", [
+            f"no store at {missing}; check the URL, or create it with `statekeel migrate`"
+        ])])
+    try:
+        store = statekeel.open(url, migrate=False, encryption=encryption_from_env())
+    except StatekeelError as exc:
+        return Report(url, [Check("open", "could not open the store", [str(exc)])])
+    with store:
+        return examine(store)
