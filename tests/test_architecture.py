@@ -37,6 +37,14 @@ def test_import_layers_and_no_cycles_hold() -> None:
     assert "2 kept, 0 broken" in done.stdout
 
 
+def test_mypy_strict_is_clean() -> None:
+    """The package type-checks under ``mypy --strict`` (the [tool.mypy] section of pyproject.toml)."""
+    mypy = Path(sys.executable).with_name("mypy")
+    done = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Success: no issues found" in done.stdout
+
+
 def test_no_module_is_over_500_lines() -> None:
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > 500} == {}

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import statekeel
-from statekeel import MigrationRequiredError, NotAStoreError, SchemaTooNewError
+from statekeel import InvalidInputError, MigrationRequiredError, NotAStoreError, SchemaTooNewError
 from statekeel.backends import open_backend
 from statekeel.backends.files.names import decode, encode
 from statekeel.backends.files import FilesBackend
@@ -124,7 +124,9 @@ def test_names_are_portable_and_reversible(component: str) -> None:
 
 
 ADVERSARIAL = ["..", ".", "../..", "/", "a/../../b", "x\x00y", "日本語", "..\\..", "CON", "con", "Con",
-               ".git", "-rf", "~", "x" * 300, "é", "e\u0301", "\ud83d\ude00"]
+               ".git", "-rf", "~", "x" * 300, "é", "e\u0301", "\U0001f600"]
+SURROGATES = "\ud83d\ude00"
+"""Two lone surrogates (not the emoji they would pair into): not storable as UTF-8, so refused."""
 
 
 def test_adversarial_ids_stay_inside_the_store(url: str, root: Path, tmp_path: Path) -> None:
@@ -134,6 +136,13 @@ def test_adversarial_ids_stay_inside_the_store(url: str, root: Path, tmp_path: P
             s.append({"i": i})
             s.state.put(raw, i)
             store.user(raw).put(raw, i)
+        files = sorted(root.rglob("*"))
+        for call in (lambda: store.session(SURROGATES).append({"i": -1}),
+                     lambda: store.session(ADVERSARIAL[0]).state.put(SURROGATES, -1),
+                     lambda: store.user(SURROGATES).put("k", -1)):
+            with pytest.raises(InvalidInputError, match="surrogate"):
+                call()
+        assert sorted(root.rglob("*")) == files  # refused before anything was written
     real = os.path.realpath(root)
     for path in root.rglob("*"):
         assert os.path.realpath(path).startswith(real + os.sep) and not path.is_symlink(), path

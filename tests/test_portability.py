@@ -298,8 +298,13 @@ def test_import_bad_input(exported: tuple[str, Path], make_url: Callable[[str], 
     ticket = out / "data/session/support-42/state/ticket.json"
     original = ticket.read_text()
     ticket.write_text(original.replace('"value": 991', '"value": 992'))
+    with pytest.raises(IncompleteExportError, match="no longer matches its checksum"):
+        import_store(out, dst)  # the record's own checksum catches the edit
+    edited = json.loads(original.replace('"value": 991', '"value": 992'))
+    del edited["crc"]  # an edit on purpose drops the record's checksum ...
+    ticket.write_text(json.dumps(edited))
     with pytest.raises(IncompleteExportError, match="no longer match"):
-        import_store(out, dst)
+        import_store(out, dst)  # ... and the export's manifest still tells
     import_store(out, make_url("memory"), verify=False)  # edited on purpose
     ticket.write_text(original)
     (out / "manifest.json").write_text(manifest.replace('"version": 1', '"version": 99'))

@@ -13,9 +13,17 @@ A stored record names the codec that wrote it, e.g. ``json``, ``tjson1`` or
   encryption, are suffixes applied in order after the JSON step.
 
 A value that cannot be encoded raises :class:`SerializationError` naming the
-path inside it (``state['ticket']['items'][3]``); one larger than
-``max_record_bytes`` raises :class:`RecordTooLargeError`. Both happen before
-anything is written.
+path inside it (``state['ticket']['items'][3]``): a type it does not know, a
+string with a lone surrogate (not valid UTF-8), an int of more than 4,300
+digits (Python's int/str limit), or an instance of a class that cannot be
+imported back by its path (defined in a function, in ``__main__``, or shadowed).
+One larger than ``max_record_bytes`` raises :class:`RecordTooLargeError`.
+Both happen before anything is written.
+
+Stored bytes that cannot be decoded (damaged at rest, or not written by
+statekeel) raise :class:`CorruptionError` naming the record, never a raw
+``JSONDecodeError``, ``zlib.error`` or ``KeyError``; a failed authenticated
+decryption stays an :class:`IntegrityError`.
 """
 
 from __future__ import annotations
@@ -27,13 +35,21 @@ import enum
 import importlib
 import json
 import math
+import sys
 import uuid
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigurationError, RecordTooLargeError, SerializationError, StoreError
+from .errors import (
+    ConfigurationError,
+    CorruptionError,
+    RecordTooLargeError,
+    SerializationError,
+    StatekeelError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from .security.guard import SecretGuard
@@ -176,15 +192,65 @@ class _Walker:
         )
 
 
+_IMPORTABLE: dict[type, str] = {}
+"""Classes whose path was checked to import back to the same class (checked once per class)."""
+
+
 def _class_path(v: Any, path: str) -> str:
+    """``module:Qualname`` of ``v``'s class, refused unless reading it back will find the same class."""
     cls = type(v)
+    found = _IMPORTABLE.get(cls)
+    if found is not None:
+        return found
     if "<locals>" in cls.__qualname__:
         raise SerializationError(
             f"cannot store {path}: {cls.__qualname__} is defined inside a function, so it "
             "cannot be imported when the value is read back; define it at module level",
             path,
         )
-    return f"{cls.__module__}:{cls.__qualname__}"
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ == "__main__" or _resolves(where) is not cls:
+        raise SerializationError(
+            f"cannot store {path}: its class {where} cannot be imported back by that path "
+            "(defined in __main__, in a module that cannot be imported, or shadowed by another "
+            "class of that name), so nothing could read the value; define it in an importable module",
+            path,
+        )
+    _IMPORTABLE[cls] = where
+    return where
+
+
+def _resolves(where: str) -> Any:
+    try:
+        return _import(where)
+    except Exception:  # any failure to import means: not the same class
+        return None
+
+
+def _bad_leaf(tree: Any, path: str) -> tuple[str, str] | None:
+    """Where in an encoded tree a string or int cannot be written, and why (only after a failure)."""
+    if type(tree) is str:
+        if any("\ud800" <= ch <= "\udfff" for ch in tree):
+            return path, "a string with a lone surrogate, which is not valid UTF-8; decode the text properly"
+        return None
+    if type(tree) is int:
+        if tree.bit_length() > 14_000:  # 4,300 decimal digits is ~14,284 bits
+            try:
+                str(tree)
+            except ValueError:
+                return path, (f"an int of more than {sys.get_int_max_str_digits():,} digits; "
+                              "store it as bytes or as a str you convert yourself")
+        return None
+    if type(tree) is list:
+        return next((b for i, x in enumerate(tree) if (b := _bad_leaf(x, f"{path}[{i}]"))), None)
+    if type(tree) is dict:
+        if (bad := next((b for k in tree if (b := _bad_leaf(k, f"{path} key {k!r}"))), None)):
+            return bad
+        inner = tree.get("v") if _TAG in tree else None
+        if inner is not None:
+            return _bad_leaf(inner, path)
+        return next((b for k, x in tree.items() if (b := _bad_leaf(x, f"{path}[{k!r}]"))), None)
+    return None
 
 
 # -- decoding ---------------------------------------------------------------
@@ -214,8 +280,8 @@ _UNTAG: dict[str, Callable[[dict[str, Any]], Any]] = {
     "timedelta": lambda d: dt.timedelta(days=d["v"][0], seconds=d["v"][1], microseconds=d["v"][2]),
     "uuid": lambda d: uuid.UUID(d["v"]),
     "decimal": lambda d: Decimal(d["v"]),
-    "bytes": lambda d: base64.b64decode(d["v"]),
-    "bytearray": lambda d: bytearray(base64.b64decode(d["v"])),
+    "bytes": lambda d: base64.b64decode(d["v"], validate=True),
+    "bytearray": lambda d: bytearray(base64.b64decode(d["v"], validate=True)),
     "tuple": lambda d: tuple(d["v"]),
     "set": lambda d: set(d["v"]),
     "frozenset": lambda d: frozenset(d["v"]),
@@ -230,9 +296,43 @@ def _object_hook(d: dict[str, Any]) -> Any:
     if tag is None:
         return d
     try:
-        return _UNTAG[tag](d)
-    except (KeyError, ImportError, AttributeError, ValueError, TypeError) as exc:
-        raise StoreError(f"cannot read a stored {tag!r} value: {exc!r}") from exc
+        untag = _UNTAG[tag]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown tag {tag!r}") from None  # Codec.decode makes it a CorruptionError
+    if tag in ("enum", "dataclass", "pydantic"):
+        _require_class(tag, d)
+    return untag(d)
+
+
+def _require_class(tag: str, d: dict[str, Any]) -> None:
+    """A stored class that no longer imports is a code problem (moved or renamed), not damage."""
+    where = d.get("cls")
+    if type(where) is str and where.count(":") == 1 and _resolves(where) is None:
+        raise StoreError(
+            f"cannot read a stored {tag} value: its class {where} cannot be imported here; install or "
+            "restore the module that defines it (or register an upcaster that maps it)"
+        )
+
+
+_JSON_ERRORS = (ValueError, RecursionError)
+"""What json.loads raises on bad bytes (JSONDecodeError and UnicodeDecodeError are ValueErrors)."""
+
+
+def _corrupt(context: str, codec: str, exc: BaseException) -> CorruptionError:
+    where = context or "?"
+    return CorruptionError(
+        f"stored bytes of {where!r} (codec {codec!r}) cannot be decoded ({type(exc).__name__}: "
+        f"{str(exc)[:200]}); they were damaged or not written by statekeel. Run `statekeel doctor URL` "
+        "to list every damaged record, then restore it from a backup or delete it",
+        where,
+    )
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    """A size option: an int (not bool) of at least ``minimum`` bytes."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{what} must be a whole number of bytes >= {minimum}, e.g. 16_000_000; got {value!r}")
+    return value
 
 
 # -- the codec --------------------------------------------------------------
@@ -248,11 +348,11 @@ class Codec:
         transforms: list[Transform] | None = None,
         guard: SecretGuard | None = None,
     ) -> None:
-        self.max_record_bytes = max_record_bytes
+        self.max_record_bytes = _positive_int(max_record_bytes, "max_record_bytes")
         self.guard = guard
         self.context_prefix = ""
         """Prepended to every context given to transforms (a tenant's key prefix)."""
-        self.compress_min_bytes = compress_min_bytes
+        self.compress_min_bytes = _positive_int(compress_min_bytes, "compress_min_bytes", minimum=0)
         self._compressor = self._builtin(compress) if compress else None
         self._transforms: list[Transform] = list(transforms or [])
         self._known: dict[str, Transform] = {t.name: t for t in self._transforms}
@@ -291,7 +391,11 @@ class Codec:
                 path,
             ) from None
         name = "tjson1" if walker.tagged else "json"
-        data = _dumps(tree).encode("utf-8")
+        try:
+            data = _dumps(tree).encode("utf-8")
+        except ValueError as exc:  # UnicodeEncodeError, or an int over the int/str limit
+            where, why = _bad_leaf(tree, path) or (path, str(exc))
+            raise SerializationError(f"cannot store {where}: it holds {why}", where) from None
         if self.guard is not None and self.guard.suspicious(data):
             cleaned = self.guard.check(value, path)  # raises in refuse mode
             if cleaned is not value:
@@ -312,7 +416,19 @@ class Codec:
         return data, name
 
     def decode(self, data: bytes, codec: str, context: str = "") -> Any:
-        """The value that ``encode`` turned into ``data`` under codec ``codec``."""
+        """The value that ``encode`` turned into ``data`` under codec ``codec``.
+
+        Bytes that do not decode raise :class:`CorruptionError` naming ``context``
+        (the record's key), whatever step failed.
+        """
+        try:
+            return self._decode(data, codec, context)
+        except StatekeelError:
+            raise
+        except Exception as exc:  # JSON, UTF-8, zlib, zstd, base64, a tag's fields: all mean damaged bytes
+            raise _corrupt(context, codec, exc) from exc
+
+    def _decode(self, data: bytes, codec: str, context: str) -> Any:
         base, *steps = codec.split("+")
         for step in reversed(steps):
             data = self._transform(step).decode(data, self.context_prefix + context)
@@ -326,9 +442,18 @@ class Codec:
         )
 
     def decode_many(self, items: list[tuple[bytes, str]], context: str = "") -> list[Any]:
-        """Decode several records of one context; plain-JSON runs are parsed in one call."""
+        """Decode several records of one context; plain-JSON runs are parsed in one call.
+
+        If the joined parse fails or yields another count (a damaged item), each is
+        decoded on its own, so the error is the one :meth:`decode` gives.
+        """
         if items and all(codec == "json" for _, codec in items):
-            return list(json.loads(b"[" + b",".join(data for data, _ in items) + b"]"))
+            try:
+                values = json.loads(b"[" + b",".join(data for data, _ in items) + b"]")
+            except _JSON_ERRORS:
+                values = None
+            if type(values) is list and len(values) == len(items):
+                return values
         return [self.decode(data, codec, context) for data, codec in items]
 
     def _transform(self, name: str) -> Transform:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 __all__ = [
     "StatekeelError",
@@ -66,12 +66,18 @@ __all__ = [
     "ErasedError",
     "IntegrityError",
     "CorruptionError",
+    "maybe_applied",
     "translate",
 ]
 
 
 class StatekeelError(Exception):
     """Root of every error statekeel raises."""
+
+    maybe_applied: bool = False
+    """True when a write was sent but its outcome is unknown (the connection broke after
+    sending it, or a committed batch could not be finished): read back before retrying,
+    or the retry may apply it twice. False: a failed call left stored data unchanged."""
 
 
 class ConfigurationError(StatekeelError):
@@ -184,6 +190,8 @@ class UsageError(StatekeelError):
     """The API was called in a way that cannot work; the message says what to use."""
 
 
+E = TypeVar("E", bound="StatekeelError")
+
 DriverErrorMapper = Callable[[BaseException], StatekeelError | None]
 
 
@@ -203,6 +211,12 @@ def translate(mapper: DriverErrorMapper) -> Iterator[None]:
         if mapped is None:
             raise
         _raise_from(mapped, exc)
+
+
+def maybe_applied(error: E) -> E:
+    """``error`` marked :attr:`StatekeelError.maybe_applied` (its write may have reached storage)."""
+    error.maybe_applied = True
+    return error
 
 
 def _raise_from(error: StatekeelError, cause: BaseException) -> NoReturn:

@@ -14,9 +14,27 @@ SessionStatus = Literal["active", "completed", "crashed"]
 SESSION_STATUSES: tuple[str, ...] = ("active", "completed", "crashed")
 
 
+_UTC = dt.timezone.utc
+_LATEST = dt.datetime.max.replace(tzinfo=_UTC)
+_EARLIEST = dt.datetime.min.replace(tzinfo=_UTC)
+
+
 def to_datetime(ts: float | None) -> dt.datetime | None:
-    """Epoch seconds as an aware UTC datetime (None stays None)."""
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    """Epoch seconds as an aware UTC datetime (None stays None).
+
+    Never raises: a stored time that no datetime can hold (NaN, infinity or
+    1e300, written as an expiry by versions that accepted such a ttl) reads as
+    None for NaN and as the latest / earliest datetime otherwise, so listings
+    keep working; ``statekeel doctor`` is where damaged records are reported.
+    """
+    if ts is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(ts, _UTC)
+    except (OverflowError, ValueError, OSError):
+        if ts != ts:  # NaN
+            return None
+        return _LATEST if ts > 0 else _EARLIEST
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,15 @@ from types import TracebackType
 from typing import Any
 
 from ._loopguard import guard_backend, refuse_in_event_loop
+from .backends import backend_options as _backend_options
 from .backends import open_backend
 from .backends.memory import MemoryBackend
 from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
 from .core.encryption import AesGcmTransform, Encryption
+from .core.validate import check_name
+from .errors import ConfigurationError
 from .features import decisions as _decisions
 from .features import run_admin as _run_admin
 from .features import session_index as _sessions
@@ -113,7 +116,7 @@ class Store(Core):
 
     def user(self, user_id: str) -> StateView:
         """State of one user, shared by all their sessions."""
-        return self.scope(Scope("user", user_id))
+        return self.scope(Scope("user", check_name(user_id, "a user id")))
 
     @property
     def temp(self) -> StateView:
@@ -167,6 +170,7 @@ class Store(Core):
         Backends may enforce it natively (PostgreSQL: row-level security);
         every backend enforces it by key prefix (:mod:`statekeel.backends.tenant`).
         """
+        check_name(name, "a tenant name")
         backend: Backend
         if native := isinstance(self.backend, SupportsTenants):
             backend = self.backend.for_tenant(name)
@@ -219,8 +223,17 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     lets this store block the loop instead of raising :class:`UsageError`.
     """
     refuse_in_event_loop("statekeel.open", allow_in_event_loop)
-    url = url or os.environ.get("STATEKEEL_URL") or DEFAULT_URL
+    if url is None:
+        url = os.environ.get("STATEKEEL_URL") or DEFAULT_URL
+    elif url == "":  # never silently fall back to ./.statekeel: the caller meant some URL
+        raise ConfigurationError(
+            f"the store URL is empty; give one (e.g. {DEFAULT_URL!r}) or leave it out to use "
+            "$STATEKEEL_URL or the default"
+        )
+    _check_keywords(url, backend_options)
     guard = SecretGuard(secret_guard)
+    # codec options are checked before anything is opened or created
+    Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=transforms, guard=guard)
     backend = open_backend(url, migrate=migrate, **backend_options)
     try:
         keyring = encryption.keyring(backend) if encryption is not None else None
@@ -232,4 +245,23 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
     store.keyring = keyring
     return store
+
+
+_OPEN_KEYWORDS = (
+    "migrate", "max_record_bytes", "compress", "transforms", "allow_in_event_loop", "encryption", "secret_guard",
+)
+
+
+def _check_keywords(url: str, given: dict[str, Any]) -> None:
+    """A misspelt keyword must fail, naming the valid ones, not reach the backend as a TypeError."""
+    if not given:
+        return
+    accepted = _backend_options(url)
+    unknown = sorted(set(given) - set(accepted)) if accepted is not None else []
+    if unknown:
+        backend = ", ".join(a for a in accepted or () if a != "migrate") or "none"
+        raise ConfigurationError(
+            f"statekeel.open() got unknown keyword {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(_OPEN_KEYWORDS)}, and this backend also takes: {backend}"
+        )
 

@@ -54,7 +54,7 @@ class _StoreForwards:
         await self._worker.run(lambda: self._store.bind_subject(partition_of, subject))
 
     async def purge_expired(self, *, batch: int = 1000) -> int:
-        """Delete expired data in batches of ``batch``; return how much went."""
+        """Delete expired data in batches of ``batch`` (an int >= 1); return how much went."""
         return await self._worker.run(lambda: self._store.purge_expired(batch=batch))
 
     async def sessions(

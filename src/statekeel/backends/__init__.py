@@ -17,6 +17,7 @@ A built-in, or a scheme already registered, is replaced only with ``replace=True
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import threading
 import warnings
@@ -33,6 +34,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BackendFactory",
     "ParsedURL",
+    "backend_options",
     "open_backend",
     "parse",
     "register_scheme",
@@ -205,9 +207,19 @@ def parse(url: str) -> ParsedURL:
 
 
 def open_backend(url: str, **options: Any) -> Backend:
-    """Open the backend that ``url``'s scheme names, importing its driver lazily."""
+    """Open the backend that ``url``'s scheme names, importing its driver lazily.
+
+    An option the factory does not take is a :class:`ConfigurationError` listing those it does.
+    """
     parsed = parse(url)
     factory = _resolve(parsed.scheme, _registry[parsed.scheme])
+    accepted = _keywords(factory)
+    unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
+    if unknown:
+        raise ConfigurationError(
+            f"the {parsed.scheme}:// backend takes no option {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(accepted or ()) or 'none'}"
+        )
     backend = factory(parsed, **options)
     if not isinstance(backend, Backend):
         raise ConfigurationError(
@@ -215,6 +227,23 @@ def open_backend(url: str, **options: Any) -> Backend:
             f"{type(backend).__name__}, not a statekeel.protocol.Backend; {_GUIDE}"
         )
     return backend
+
+
+def backend_options(url: str) -> list[str] | None:
+    """The keyword options the backend of ``url`` takes (None: any, its factory takes ``**options``)."""
+    parsed = parse(url)
+    return _keywords(_resolve(parsed.scheme, _registry[parsed.scheme]))
+
+
+def _keywords(factory: BackendFactory) -> list[str] | None:
+    """Keyword parameters after the URL, from the factory's signature (None: it takes any)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())[1:]
+    except (TypeError, ValueError):  # no signature to read: let the factory decide
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _resolve(scheme: str, entry: _Entry) -> BackendFactory:

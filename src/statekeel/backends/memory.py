@@ -1,7 +1,10 @@
 """``memory://`` — the reference backend: plain dicts behind one lock.
 
 Nothing survives the process. Every other backend must behave exactly like
-this one; the conformance suite checks that they do.
+this one; the conformance suite checks that they do. Like every backend it
+keeps a checksum beside each record and entry (:mod:`statekeel.protocol.integrity`)
+and verifies it on every read: nothing can damage bytes here, but the reference
+walks the same path as the stores where something can.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..protocol import (
     Rewrite,
 )
 from ..protocol.batch import check_batch
+from ..protocol.integrity import entry_sum, record_sum, verify_entry, verify_record
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
 from ._dispatch import handlers
@@ -43,6 +47,8 @@ from ._url import ParsedURL
 @dataclass
 class _Log:
     entries: dict[int, Entry] = field(default_factory=dict)
+    sums: dict[int, int] = field(default_factory=dict)
+    """Checksum of each entry, by seq."""
     first_seq: int = 1
     last_seq: int = 0
     created_at: float = 0.0
@@ -58,6 +64,7 @@ class _Data:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.records: dict[str, Record] = {}
+        self.sums: dict[str, int] = {}
         self.sorted: list[str] = []
         self.logs: dict[str, _Log] = {}
 
@@ -81,6 +88,7 @@ class MemoryBackend(Backend):
             data = _Data()
         self._lock = data.lock
         self._records = data.records
+        self._sums = data.sums
         self._sorted = data.sorted
         self._logs = data.logs
 
@@ -88,9 +96,11 @@ class MemoryBackend(Backend):
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
         with self._lock:
             rec = self._records.get(key)
-        if rec is None or include_expired or _alive(rec.expires_at, time.time()):
-            return rec
-        return None
+            stored = self._sums.get(key)
+        if rec is None or not (include_expired or _alive(rec.expires_at, time.time())):
+            return None
+        verify_record(key, rec.codec, rec.data, rec.version, stored)
+        return rec
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         now = time.time()
@@ -105,6 +115,7 @@ class MemoryBackend(Backend):
                     break
                 rec = self._records[key]
                 if _alive(rec.expires_at, now):
+                    verify_record(key, rec.codec, rec.data, rec.version, self._sums.get(key))
                     out.append(rec)
                 i += 1
         return out
@@ -135,7 +146,10 @@ class MemoryBackend(Backend):
                     lo = max(lo, hi - limit)
                 else:
                     hi = min(hi, lo + limit)
-            return [lg.entries[s] for s in range(lo, hi) if s in lg.entries]
+            found = [lg.entries[s] for s in range(lo, hi) if s in lg.entries]
+            for e in found:
+                verify_entry(log, e.seq, e.codec, e.data, lg.sums.get(e.seq))
+            return found
 
     def log_info(self, log: str) -> LogInfo | None:
         with self._lock:
@@ -171,6 +185,7 @@ class MemoryBackend(Backend):
         if lg is None or old is None:
             return False
         lg.entries[op.seq] = replace(old, data=op.data, codec=op.codec)
+        lg.sums[op.seq] = entry_sum(op.log, op.codec, op.data, op.seq)
         return True
 
     def _load(self, op: Load, now: float) -> Record:
@@ -178,6 +193,7 @@ class MemoryBackend(Backend):
         if rec.key not in self._records:
             bisect.insort(self._sorted, rec.key)
         self._records[rec.key] = rec
+        self._sums[rec.key] = record_sum(rec.key, rec.codec, rec.data, rec.version)
         return rec
 
     def _load_entries(self, op: LoadEntries, now: float) -> int:
@@ -193,6 +209,7 @@ class MemoryBackend(Backend):
         for e in op.entries:
             if e.seq > lg.last_seq:
                 lg.entries[e.seq] = Entry(op.log, e.seq, e.data, e.codec, e.created_at)
+                lg.sums[e.seq] = entry_sum(op.log, e.codec, e.data, e.seq)
                 lg.last_seq = e.seq
                 lg.updated_at = max(lg.updated_at, e.created_at)
                 written += 1
@@ -217,6 +234,7 @@ class MemoryBackend(Backend):
         if op.key not in self._records:
             bisect.insort(self._sorted, op.key)
         self._records[op.key] = rec
+        self._sums[op.key] = record_sum(op.key, op.codec, op.data, rec.version)
         return rec
 
     def _delete(self, op: Delete, now: float) -> bool:
@@ -224,6 +242,7 @@ class MemoryBackend(Backend):
 
     def _remove(self, key: str, now: float) -> bool:
         rec = self._records.pop(key, None)
+        self._sums.pop(key, None)
         if rec is None:
             return False
         del self._sorted[bisect.bisect_left(self._sorted, key)]
@@ -236,6 +255,7 @@ class MemoryBackend(Backend):
         first = lg.last_seq + 1
         for i, (data, codec) in enumerate(op.items):
             lg.entries[first + i] = Entry(op.log, first + i, data, codec, now)
+            lg.sums[first + i] = entry_sum(op.log, codec, data, first + i)
         lg.last_seq += len(op.items)
         lg.updated_at = now
         if op.expires_at is not KEEP:
@@ -275,6 +295,7 @@ class MemoryBackend(Backend):
             return 0
         dropped = 0
         while lg.first_seq < min(op.before, lg.last_seq + 1):
+            lg.sums.pop(lg.first_seq, None)
             if lg.entries.pop(lg.first_seq, None) is not None:
                 dropped += 1
             lg.first_seq += 1

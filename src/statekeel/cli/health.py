@@ -203,7 +203,7 @@ def _stored_ids(store: Store, problems: _Problems) -> set[str]:
     """Ids of every session metadata record (``session/<id>/meta``), damaged ones included."""
     ids: set[str] = set()
     after: list[str | None] = [None]
-    prefix = keys.join("session") + "/"
+    prefix = layout.SESSIONS_PREFIX
 
     def skip(err: CorruptionError) -> None:
         after[0] = err.key
@@ -218,9 +218,9 @@ def _stored_ids(store: Store, problems: _Problems) -> set[str]:
 
 
 def _note_meta(key: str, ids: set[str]) -> None:
-    parts = keys.split(key)
-    if len(parts) == 3 and parts[0] == "session" and parts[2] == "meta":
-        ids.add(parts[1])
+    sid = layout.session_id_of_meta(key)
+    if sid is not None:
+        ids.add(sid)
 
 
 def _check_sessions(store: Store) -> Check:

@@ -12,6 +12,7 @@ from ..codec import Codec
 from ..protocol import Backend, keys
 from ..security.guard import SecretGuard
 from .keyring import Keyring
+from .validate import check_int
 
 __all__ = ["Core"]
 
@@ -33,7 +34,8 @@ class Core:
             self.keyring.bind(self.codec.context_prefix + _partition_of(partition_of), subject)
 
     def purge_expired(self, *, batch: int = 1000) -> int:
-        """Delete expired data in batches of ``batch``; return how much went."""
+        """Delete expired data in batches of ``batch`` (an int >= 1); return how much went."""
+        check_int(batch, "batch", minimum=1)
         total = 0
         while n := self.backend.purge_expired(limit=batch):
             total += n

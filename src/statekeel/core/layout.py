@@ -28,14 +28,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ..errors import InvalidInputError
 from ..protocol import keys
+from .validate import check_name
 
 __all__ = [
     "CHECKPOINTS_LOG",
     "DECISION_INDEX_PREFIX",
     "RUN_INDEX_PREFIX",
     "SESSION_INDEX_PREFIX",
+    "SESSIONS_PREFIX",
+    "session_id_of_meta",
     "checkpoint_body_key",
     "checkpoint_header_key",
     "checkpoint_headers_prefix",
@@ -82,16 +84,20 @@ def scope_state_prefix(kind: str, ident: str) -> str:
 
 
 def state_key(kind: str, ident: str, key: Any) -> str:
-    """The record of state ``key`` in scope ``kind:ident``; keys are non-empty str."""
-    if not isinstance(key, str) or not key:
-        raise InvalidInputError(
-            f"state keys must be non-empty str, got {type(key).__name__} {key!r}; convert with str()"
-        )
-    return scope_state_prefix(kind, ident) + keys.escape(key)
+    """The record of state ``key`` in scope ``kind:ident``; keys are names (:mod:`.validate`)."""
+    return scope_state_prefix(kind, ident) + keys.escape(check_name(key, "a state key"))
 
 
 # -- sessions -----------------------------------------------------------------------
 SESSION_INDEX_PREFIX: Final = keys.join("idx", "sessions") + "/"
+SESSIONS_PREFIX: Final = keys.join("session") + "/"
+"""Every session's records start with this (``session/<id>/…``)."""
+
+
+def session_id_of_meta(key: str) -> str | None:
+    """The session id if ``key`` is a session's metadata record (``session/<id>/meta``), else None."""
+    parts = keys.split(key)
+    return parts[1] if len(parts) == 3 and parts[0] == "session" and parts[2] == "meta" else None
 
 
 def session_prefix(session_id: str) -> str:

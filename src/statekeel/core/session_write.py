@@ -42,6 +42,7 @@ from ..protocol import (
 )
 from . import layout
 from .context import Core
+from .validate import check_expect, check_name
 
 __all__ = [
     "RENEW_FACTOR",
@@ -86,9 +87,7 @@ class SessionKeys:
 
     def state(self, key: Any) -> str:
         """The record of state ``key`` (same rule as :func:`layout.state_key`)."""
-        if type(key) is not str or not key:
-            return layout.state_key("session", self.id, key)  # raises the error that says why
-        return self.state_prefix + keys.escape(key)
+        return self.state_prefix + keys.escape(check_name(key, "a state key"))
 
 
 @dataclass
@@ -155,7 +154,7 @@ def plan_session_write(
         ops.append(Touch(sk.meta))
     puts = _plan_puts(sk, expires, now, writes.puts, codec, ops)
     start = len(ops)
-    ops.extend(Delete(sk.state(k), e) for k, e in writes.deletes)
+    ops.extend(Delete(sk.state(k), check_expect(e)) for k, e in writes.deletes)
     deletes = slice(start, len(ops))
     start = len(ops)
     ops.extend(writes.extra(expires) if writes.extra is not None else ())
@@ -184,6 +183,7 @@ def _plan_puts(
     start = len(ops)
     for key, value, expect, ttl in puts:
         full = sk.state(key)
+        check_expect(expect)
         data, name = codec.encode(value, f"session:{sk.id}[{key!r}]", full)
         ops.append(Put(full, data, name, expect, now + ttl if ttl is not None else expires))
     return slice(start, len(ops))

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from ..core import SessionCore
+from ..core.validate import check_int
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import ANY, Delete, Put, Record
 from ._duration import Duration, maybe_seconds
@@ -22,8 +23,8 @@ def prune(session: SessionCore, *, keep_last: int | None = None, newer_than: Dur
     """
     if keep_last is None and newer_than is None:
         raise InvalidInputError("prune_checkpoints() needs keep_last=N, newer_than=duration, or both")
-    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 0):
-        raise InvalidInputError(f"keep_last must be an int >= 0, got {keep_last!r}")
+    if keep_last is not None:
+        check_int(keep_last, "keep_last")
     max_age = maybe_seconds(newer_than, "newer_than")
     r = _Reader(session)
     for _ in range(_RETRIES):

@@ -44,6 +44,7 @@ from ..core import Core, SessionCore, layout
 from ..errors import ConfigurationError, ConflictError, InvalidInputError, NotFoundError, StoreError
 from ..models import to_datetime
 from ..protocol import ANY, Backend, Delete, Entry, LoadEntries, Put, Record, Touch, keys
+from ..core.validate import MAX_INT, check_int, check_name, check_optional_name
 from ._duration import Duration, maybe_seconds
 from .history_view import merge_ranges, segments
 
@@ -230,9 +231,10 @@ class _Reader:
                     "use fork() on its own session"
                 )
             return cp.id
-        if isinstance(cp, int) and not isinstance(cp, bool) and cp >= 1:
+        if isinstance(cp, int) and not isinstance(cp, bool) and 1 <= cp <= MAX_INT:
             return cp
         if isinstance(cp, str) and cp:
+            check_name(cp, "a checkpoint label")
             found = [i for i, rec in self.headers() if self.decode(rec).get("label") == cp]
             if not found:
                 raise NotFoundError(f"session {self.sid!r} has no checkpoint labelled {cp!r}")
@@ -256,10 +258,8 @@ def create(
     compress: str | None = None,
 ) -> Checkpoint:
     """Snapshot the session's state and history position; store only what changed since the parent."""
-    if label is not None and not isinstance(label, str):
-        raise InvalidInputError(f"a checkpoint label must be a str, got {type(label).__name__}")
-    if not isinstance(full_every, int) or isinstance(full_every, bool) or full_every < 1:
-        raise InvalidInputError(f"full_every must be an int >= 1, got {full_every!r}")
+    check_optional_name(label, "a checkpoint label")
+    check_int(full_every, "full_every", minimum=1)
     r = _Reader(session)
     body_codec = _with_compression(r.core.codec, compress)
     for _ in range(_RETRIES):

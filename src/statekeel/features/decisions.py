@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from ..core import Core, SessionCore, layout
+from ..core.validate import check_limit, check_name, check_optional_name
 from ..errors import ConflictError, InvalidInputError, NotFoundError, StatekeelError, UsageError
 from ..models import to_datetime
 from ..protocol import KEEP, Append, Delete, Op, Put, Record, keys
@@ -125,7 +126,7 @@ def split_id(decision_id: str) -> tuple[str, str]:
     if isinstance(decision_id, str):
         session_id, _, suffix = decision_id.rpartition(":")
         if session_id and len(suffix) == _ID_LEN and set(suffix) <= _ID_CHARS:
-            return session_id, suffix
+            return check_name(session_id, "the session id in a decision id"), suffix
     raise InvalidInputError(
         f"{decision_id!r} is not a decision id; ids look like 'support-42:{_new_suffix()}' "
         "(see store.decisions() or `statekeel decisions list`)"
@@ -165,6 +166,7 @@ class DecisionContext:
             raise InvalidInputError(f"decision must be a non-empty str describing it, got {decision!r}")
         if rationale is not None and not isinstance(rationale, str):
             raise InvalidInputError(f"rationale must be a str or None, got {type(rationale).__name__}")
+        # the texts are values (the codec refuses what cannot be stored); they are checked when written
         self._session = session
         self._store = session.core
         self._suffix = _new_suffix()
@@ -262,8 +264,7 @@ def get_decision(store: Core, decision_id: str) -> Decision:
 
 def resolve_decision(store: Core, decision_id: str, outcome: Any, by: str | None) -> Decision:
     """Close an incomplete decision with ``outcome``, recording who (``by``) and when."""
-    if by is not None and not isinstance(by, str):
-        raise InvalidInputError(f"by must be a str naming who resolved it, got {type(by).__name__}")
+    check_optional_name(by, "by (who resolved it)")
     rec = store.backend.get(_record_key(*split_id(decision_id)))
     if rec is None:
         raise NotFoundError(f"no decision {decision_id!r}; list them with store.decisions()")
@@ -327,11 +328,9 @@ def list_decisions(
     store: Core, *, incomplete: bool, session: str | None, after: str | None, limit: int
 ) -> tuple[list[Decision], str | None]:
     """One page of decisions in (session, time) order, and the cursor of the next page."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+    check_limit(limit)
     after_id = None if after is None else split_id(after)
-    if session is not None:
-        keys.escape(session)  # validates it
+    check_optional_name(session, "session")
     out = list(_matching(store, incomplete, session, after_id, limit + 1))
     return out[:limit], (out[limit - 1].id if len(out) > limit else None)
 

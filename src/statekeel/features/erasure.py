@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..core import Core, layout
+from ..core.validate import check_name
 from ..protocol import Delete, Expire, Put, keys
 from .session_index import iter_sessions
 
@@ -59,7 +60,7 @@ def _partitions(store: Core, subject: str) -> set[str]:
 
 def erase_subject(store: Core, subject: str) -> Erasure:
     """Erase every record tagged with ``subject``; see the module docstring."""
-    keys.escape(subject)  # validates
+    check_name(subject, "a data subject")
     erasure_id = uuid.uuid4().hex
     partitions = _partitions(store, subject)
     digest = (

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..core import Core, layout
+from ..core.validate import check_int, check_limit, check_name, check_optional_name
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import ANY, Append, Delete, Entry, Op, Put, keys
 from ..models import to_datetime
@@ -92,17 +93,14 @@ def _when(when: dt.datetime | float | int, what: str) -> int:
     raise InvalidInputError(f"{what} must be a datetime or epoch seconds, got {when!r}")
 
 
-def _check_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{what} must be a non-empty str, got {value!r}")
-    return value
+_check_name = check_name  # event types, consumer and projection names: names like any other
 
 
 class EventStream:
     """An append-only stream of typed events. Get it from ``store.events(name)``."""
 
     def __init__(self, store: Core, name: str) -> None:
-        keys.escape(name)  # validates
+        check_name(name, "a stream name")
         self._store = store
         self._backend = store.backend
         self.name = name
@@ -164,6 +162,7 @@ class EventStream:
 
     def get(self, seq: int) -> Event | None:
         """The event at ``seq``, or None."""
+        check_int(seq, "seq")
         found = self._backend.read(self._log, start=seq, stop=seq + 1)
         return self._event(found[0]) if found else None
 
@@ -184,7 +183,10 @@ class EventStream:
         time < until``; ``limit`` caps how many are returned; ``last=N``
         returns the newest N matching ones.
         """
+        if limit is not None:
+            check_int(limit, "limit")
         if last is not None:
+            check_int(last, "last")
             return self._read_last(start, stop, last, type, since, until)
         found = self.iter(start, stop, type=type, since=since, until=until)
         out: list[Event] = []
@@ -204,6 +206,9 @@ class EventStream:
         until: dt.datetime | float | None = None,
     ) -> Iterator[Event]:
         """Like :meth:`read`, lazily, a page at a time."""
+        check_int(start, "start")
+        if stop is not None:
+            check_int(stop, "stop")
         types = _types(type)
         lo = _when(since, "since") if since is not None else None
         hi = _when(until, "until") if until is not None else None
@@ -231,8 +236,6 @@ class EventStream:
     def _read_last(
         self, start: int, stop: int | None, last: int, types: Any, since: Any, until: Any
     ) -> list[Event]:
-        if not isinstance(last, int) or last < 0:
-            raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
         top = stop if stop is not None else self.last_seq + 1
         out: list[Event] = []
         while len(out) < last and top > start:
@@ -316,14 +319,14 @@ class EventStream:
         return proj.run(initial, target)
 
     def _target(self, as_of: int | None, at: dt.datetime | float | None) -> int:
+        if as_of is not None:
+            check_int(as_of, "as_of")
         if as_of is not None and at is not None:
             raise InvalidInputError("give as_of (a seq) or at (a time), not both")
         last = self.last_seq
         if at is not None:  # every event appended at or before ``at``
             return min(last, self._first_at(_when(at, "at") + 1) - 1)
         if as_of is not None:
-            if not isinstance(as_of, int) or as_of < 0:
-                raise InvalidInputError(f"as_of must be a seq (int >= 0), got {as_of!r}")
             return min(as_of, last)
         return last
 
@@ -336,7 +339,12 @@ class EventStream:
 def _types(type: str | Iterable[str] | None) -> frozenset[str] | None:  # noqa: A002
     if type is None:
         return None
-    return frozenset([type]) if isinstance(type, str) else frozenset(type)
+    if isinstance(type, str):
+        return frozenset([check_name(type, "type")])
+    try:
+        return frozenset(check_name(t, "each type") for t in type)
+    except TypeError:
+        raise InvalidInputError(f"type must be an event type or a list of them, got {type!r}") from None
 
 
 class _ProjectionRun:
@@ -346,10 +354,12 @@ class _ProjectionRun:
         self, stream: EventStream, fn: Callable[[Any, Event], Any], name: str | None,
         version: int, every: int | None, keep: int,
     ) -> None:
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise InvalidInputError(f"snapshot_every must be an int >= 1 or None, got {every!r}")
-        if not isinstance(keep, int) or keep < 1:
-            raise InvalidInputError(f"keep_snapshots must be an int >= 1, got {keep!r}")
+        if every is not None:
+            check_int(every, "snapshot_every", minimum=1)
+        check_int(keep, "keep_snapshots", minimum=1)
+        check_int(version, "version", minimum=1)
+        if not callable(fn):
+            raise InvalidInputError(f"project() needs a function (state, event) -> state, got {fn!r}")
         qualname = getattr(fn, "__qualname__", "<anonymous>")
         label = name if name is not None else f"{getattr(fn, '__module__', '')}.{qualname}"
         # a lambda or nested function has no name that tells it apart from another one
@@ -428,8 +438,7 @@ class Consumer:
 
     def poll(self, limit: int = 100) -> list[Event]:
         """Up to ``limit`` events after the acknowledged (and already polled) position."""
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+        check_limit(limit)
         start = max(self.position, self._delivered) + 1
         events = self.stream.read(start, limit=limit)
         if events:
@@ -438,15 +447,12 @@ class Consumer:
 
     def ack(self, seq: int | None = None) -> int:
         """Acknowledge everything up to ``seq`` (default: the last polled); never moves back."""
-        target = self._delivered if seq is None else seq
-        if not isinstance(target, int) or target < 0:
-            raise InvalidInputError(f"ack() needs a seq (int >= 0), got {seq!r}")
+        target = self._delivered if seq is None else check_int(seq, "ack() seq")
         return self._store_position(target, forward_only=True)
 
     def seek(self, seq: int) -> int:
         """Set the acknowledged position to ``seq`` (also backwards, to replay)."""
-        if not isinstance(seq, int) or seq < 0:
-            raise InvalidInputError(f"seek() needs a seq (int >= 0), got {seq!r}")
+        check_int(seq, "seek() seq")
         self._delivered = seq
         return self._store_position(seq, forward_only=False)
 
@@ -468,5 +474,7 @@ class Consumer:
 
 def list_streams(store: Core, *, after: str | None = None, limit: int = 100) -> list[str]:
     """Names of streams that have events, in name order."""
+    check_optional_name(after, "after")
+    check_limit(limit)
     logs = store.backend.scan_logs(layout.events_prefix(), after=layout.event_log(after) if after else None, limit=limit)
     return [keys.split(i.log)[1] for i in logs if i.log.endswith("/log")]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import SessionCore, layout
+from ..core.validate import check_name
 from ..errors import InvalidInputError
 from ..models import to_datetime
 from ..protocol import ANY, Delete, Put, Record, keys
@@ -60,11 +61,7 @@ class SessionNotes:
         self._prefix = layout.note_prefix(session.id)
 
     def _key(self, author: str) -> str:
-        if not isinstance(author, str) or not author:
-            raise InvalidInputError(
-                f"a note author must be a non-empty str such as 'observer', got {author!r}"
-            )
-        return self._prefix + keys.escape(author)
+        return self._prefix + keys.escape(check_name(author, "a note author (e.g. 'observer')"))
 
     def write(self, author: str, value: Any) -> dt.datetime:
         """Replace ``author``'s note with ``value``, stamped now; returns the stamp (UTC)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import Core, layout
+from ..core.validate import check_limit, check_name, check_optional_name
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import Put, Record, keys
 from .run_records import (
@@ -32,8 +33,8 @@ def list_runs(
     """One page of runs (without their steps) in id order, and the next cursor."""
     if status is not None and status not in RUN_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+    check_limit(limit)
+    check_optional_name(after, "after (a run id from page.next)")
     out: list[RunInfo] = []
     cursor = layout.run_index_key(after) if after is not None else None
     while idx := store.backend.scan(INDEX_PREFIX, after=cursor, limit=max(limit, 100)):
@@ -69,6 +70,9 @@ def _update(store: Core, run_id: str, change: Callable[[dict[str, Any], Record],
 
 def cancel_run(store: Core, run_id: str, reason: str | None = None) -> RunInfo:
     """Mark the run cancelled: it runs no further step, in any process."""
+    check_name(run_id, "a run id")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInputError(f"reason must be a str, got {type(reason).__name__}")
 
     def change(body: dict[str, Any], meta: Record) -> dict[str, Any] | None:
         if body["status"] == "cancelled":
@@ -82,6 +86,9 @@ def cancel_run(store: Core, run_id: str, reason: str | None = None) -> RunInfo:
 
 def resume_run(store: Core, run_id: str, name: str | None, value: Any) -> RunInfo:
     """Supply ``value`` to ``wait_for(name)`` (default: the step the run waits at)."""
+    check_name(run_id, "a run id")
+    if name is not None:
+        _check_name(name)
     for _ in range(_RETRIES):
         meta = _require_meta(store, run_id)
         body = store.codec.decode(meta.data, meta.codec, meta.key)

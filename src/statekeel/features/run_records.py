@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ..core import Core, layout
+from ..core.validate import check_name
 from ..errors import InvalidInputError, NotFoundError, StatekeelError
 from ..models import to_datetime
 from ..protocol import Record, keys
@@ -132,9 +133,8 @@ _steps_prefix = layout.run_steps_prefix
 
 
 def _check_name(name: Any, what: str = "step name") -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"a {what} must be a non-empty str, got {name!r}")
-    return name
+    """A step name follows the rule of every name (:mod:`statekeel.core.validate`)."""
+    return check_name(name, f"a {what}")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -170,7 +170,7 @@ def _step_info(name: str, b: dict[str, Any]) -> StepInfo:
 
 
 def _require_meta(store: Core, run_id: str) -> Record:
-    keys.escape(run_id)
+    check_name(run_id, "a run id")
     rec = store.backend.get(_meta_key(run_id))
     if rec is None:
         raise NotFoundError(f"no run {run_id!r} has recorded anything; list runs with store.runs()")

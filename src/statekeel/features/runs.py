@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ..core import Core, layout
+from ..core.validate import check_int, check_name
 from ..errors import ConflictError, InvalidInputError, SerializationError, StatekeelError
 from ..protocol import ANY, Put, Record, keys
 from .run_records import (
@@ -82,9 +83,8 @@ class Run:
     """A resumable multi-step job. Get it from ``store.run(run_id)``; use it in ``with``."""
 
     def __init__(self, store: Core, run_id: str, *, max_attempts: int = 3) -> None:
-        keys.escape(run_id)  # validates type and emptiness
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-            raise InvalidInputError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        check_name(run_id, "a run id")
+        check_int(max_attempts, "max_attempts", minimum=1)
         self._store = store
         self._backend = store.backend
         self.id = run_id

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core import Core, layout
 from ..core.session_write import apply_across_partitions
+from ..core.validate import check_limit, check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from ..models import SESSION_STATUSES, SessionInfo, SessionStatus, to_datetime
 from ..protocol import ANY, Expect, Put, Record, keys
@@ -32,7 +33,7 @@ def session_info(core: Core, session_id: str, rec: Record) -> SessionInfo:
     return SessionInfo(
         session_id, body.get("user"), body.get("status", "active"),
         to_datetime(rec.created_at), to_datetime(updated),  # type: ignore[arg-type]
-        to_datetime(rec.expires_at), body.get("ttl"),
+        to_datetime(rec.expires_at), stored_seconds(body.get("ttl")),
     )
 
 
@@ -49,7 +50,7 @@ def put_meta(core: Core, session_id: str, body: dict[str, Any], expect: Expect, 
 
 def get_info(core: Core, session_id: str) -> SessionInfo | None:
     """What is stored about ``session_id``, or None; reads only."""
-    keys.escape(session_id)  # validates type and emptiness
+    check_name(session_id, "a session id")
     rec = core.backend.get(layout.session_meta_key(session_id))
     return None if rec is None else session_info(core, session_id, rec)
 
@@ -78,6 +79,9 @@ def list_sessions(
     limit: int = 50,
 ) -> tuple[list[SessionInfo], str | None]:
     """One page of sessions matching the filters, in id order, and the next cursor."""
+    check_limit(limit)
+    check_optional_name(user, "user")
+    check_optional_name(after, "after (a session id from page.next)")
     if status is not None:
         check_status(status)
     if stale_after is not None and status not in (None, "active"):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Core, SessionCore, SessionWrites, layout
 from ..core.session_write import RENEW_FACTOR
+from ..core.validate import check_expect, check_int, check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, ExpiredError, InvalidInputError
 from ..models import Item, Message, SessionInfo, SessionStatus, to_datetime
 from ..protocol import ANY, Entry, Expect, Put, Record, keys
@@ -38,11 +39,11 @@ class SessionState(StateView):
         self._session = session
 
     def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
-        writes = SessionWrites(puts=[(key, value, expect, maybe_seconds(ttl, "ttl"))])
+        writes = SessionWrites(puts=[(key, value, check_expect(expect), maybe_seconds(ttl, "ttl"))])
         return self._item(self._session.commit(writes).records[0])
 
     def delete(self, key: str, *, expect: Expect = ANY) -> bool:
-        return self._session.commit(SessionWrites(deletes=[(key, expect)])).deleted[0]
+        return self._session.commit(SessionWrites(deletes=[(key, check_expect(expect))])).deleted[0]
 
 
 class Session:
@@ -54,7 +55,9 @@ class Session:
         self.id = session_id
         self._log = layout.history_log(session_id)
         body = core.codec.decode(meta.data, meta.codec, meta.key)
-        self._sc = SessionCore(core, session_id, body.get("user"), body.get("ttl"), meta.expires_at)
+        # a ttl that is not a sane duration (NaN, inf: older versions took them) reads as "never"
+        ttl = stored_seconds(body.get("ttl"))
+        self._sc = SessionCore(core, session_id, body.get("user"), ttl, meta.expires_at if ttl else None)
         self.resumed = resumed
         """How the session was found when opened (None if it was new): a resumed
         session whose status was ``crashed`` or that went stale is a recovery."""
@@ -79,6 +82,10 @@ class Session:
 
         Returns the sequence number of the first appended message.
         """
+        if state is not None and not isinstance(state, Mapping):
+            raise InvalidInputError(
+                f"state= must be a mapping of state keys to values, got {type(state).__name__}"
+            )
         if not messages and not state:
             raise InvalidInputError("append() needs at least one message (or state=)")
         writes = SessionWrites(list(messages), [(k, v, ANY, None) for k, v in (state or {}).items()])
@@ -106,6 +113,9 @@ class Session:
         """
         if not _wants_any(last):
             return []
+        check_int(start, "start")
+        if stop is not None:
+            check_int(stop, "stop")
         entries = self._entries(last, start, stop, self._view(include_hidden))
         values = self._core.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
         return [
@@ -193,6 +203,8 @@ class Session:
 
     def fork(self, cp: _checkpoints.Checkpoint | int | str, *, into: str) -> Session:
         """A new session ``into`` holding ``cp``'s state and visible history up to it."""
+        check_name(into, "into (the new session id)")
+
         def open_new() -> SessionCore:
             return open_session(self._core, into, self.user, self.ttl)._sc
 
@@ -215,10 +227,8 @@ class Session:
 
 
 def _wants_any(last: int | None) -> bool:
-    """Validate ``last=``; False when it asks for nothing (``last=0``)."""
-    if last is not None and (not isinstance(last, int) or last < 0):
-        raise InvalidInputError(f"last must be a non-negative int, got {last!r}")
-    return last != 0
+    """Validate ``last=`` (an int >= 0); False when it asks for nothing (``last=0``)."""
+    return last is None or check_int(last, "last") != 0
 
 
 class SessionBatch:
@@ -234,10 +244,10 @@ class SessionBatch:
         self._writes.messages.extend(messages)
 
     def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> None:
-        self._writes.puts.append((key, value, expect, maybe_seconds(ttl, "ttl")))
+        self._writes.puts.append((key, value, check_expect(expect), maybe_seconds(ttl, "ttl")))
 
     def delete(self, key: str, *, expect: Expect = ANY) -> None:
-        self._writes.deletes.append((key, expect))
+        self._writes.deletes.append((key, check_expect(expect)))
 
     def __enter__(self) -> SessionBatch:
         return self
@@ -252,12 +262,15 @@ class SessionBatch:
 # -- opening -------------------------------------------------------------------------
 def open_session(core: Core, session_id: str, user: str | None, ttl: Duration | None) -> Session:
     """Get or create a session; a crashed one is set active again (a recovery)."""
-    keys.escape(session_id)  # validates type and emptiness
-    if user is not None and not isinstance(user, str):
-        raise InvalidInputError(f"user must be a str, got {type(user).__name__}")
+    check_name(session_id, "a session id")
+    check_optional_name(user, "user")
     ttl_s = maybe_seconds(ttl, "ttl")
     for _ in range(100):
-        rec = core.backend.get(layout.session_meta_key(session_id))
+        # the index entry too: a creation cut short by a crash (written by an older
+        # version in two batches) left it out, and reopening lists the session again
+        rec, listed = core.backend.get_many(
+            [layout.session_meta_key(session_id), layout.session_index_key(session_id)]
+        )
         try:
             if rec is None:
                 if user is not None:  # tag the session's data with its subject before any is written
@@ -265,13 +278,14 @@ def open_session(core: Core, session_id: str, user: str | None, ttl: Duration | 
                 body = {"user": user, "status": "active", "ttl": ttl_s}
                 expires = None if ttl_s is None else time.time() + ttl_s * RENEW_FACTOR
                 return Session(core, session_id, put_meta(core, session_id, body, None, expires), None)
-            return _reopen(core, session_id, rec, user, ttl_s)
+            return _reopen(core, session_id, rec, user, ttl_s, listed is not None)
         except ConflictError:
             continue
     raise ConflictError(layout.session_meta_key(session_id), None, None)
 
 
-def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: float | None) -> Session:
+def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: float | None,
+            listed: bool) -> Session:
     found = session_info(core, session_id, rec)
     if user is not None and found.user not in (None, user):
         raise InvalidInputError(
@@ -279,8 +293,9 @@ def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: f
         )
     owner = found.user or user
     ttl = found.ttl if ttl_s is None else ttl_s
-    if owner != found.user or ttl != found.ttl or found.status == "crashed":
-        body = {"user": owner, "status": "active", "ttl": ttl}
+    changed = owner != found.user or ttl != found.ttl or found.status == "crashed"
+    if changed or not listed:
+        body = {"user": owner, "status": "active" if changed else found.status, "ttl": ttl}
         expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
         rec = put_meta(core, session_id, body, rec.version, expires)
     return Session(core, session_id, rec, found)
@@ -288,6 +303,6 @@ def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: f
 
 def find_session(core: Core, session_id: str) -> Session | None:
     """The session as stored, or None: creates nothing and leaves its status as it is."""
-    keys.escape(session_id)  # validates type and emptiness
+    check_name(session_id, "a session id")
     rec = core.backend.get(layout.session_meta_key(session_id))
     return None if rec is None else Session(core, session_id, rec, session_info(core, session_id, rec))

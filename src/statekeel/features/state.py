@@ -2,7 +2,8 @@
 
 Scopes: ``app`` (shared by everything), ``user:<id>``, ``session:<id>`` (expires
 with its session's TTL) and ``temp`` (this process only; never written
-anywhere). Keys are any non-empty str.
+anywhere). Keys and ids are names: non-empty str of at most 1,024 characters
+without lone surrogates (:mod:`statekeel.core.validate`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..core import Core, layout
 from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError
 from ..models import Item, Page, to_datetime
 from ..protocol import ANY, Backend, Delete, Expect, Op, Put, Record, keys
+from ..core.validate import check_expect, check_int, check_limit, check_name, check_optional_name
 from ._duration import Duration, maybe_seconds
 
 __all__ = ["Scope", "StateView", "parse_scope", "MISSING"]
@@ -52,6 +54,9 @@ class Scope:
 def parse_scope(scope: str | Scope) -> Scope:
     """``'user:u-7'`` -> ``Scope('user', 'u-7')``, or an error listing the forms."""
     if isinstance(scope, Scope):
+        if scope.kind not in SCOPE_KINDS:
+            raise InvalidInputError(f"{scope!r} is not a scope; use {SCOPE_FORMS}")
+        check_name(scope.id, f"the id of scope {scope.kind!r}")
         return scope
     if not isinstance(scope, str):
         raise InvalidInputError(f"a scope must be a str like {SCOPE_FORMS}, got {type(scope).__name__}")
@@ -59,7 +64,7 @@ def parse_scope(scope: str | Scope) -> Scope:
     if kind in ("app", "temp") and not sep:
         return Scope(kind, "_")
     if kind in ("user", "session") and sep and ident:
-        return Scope(kind, ident)
+        return Scope(kind, check_name(ident, f"the {kind} id in scope {kind}:…"))
     raise InvalidInputError(f"{scope!r} is not a scope; use {SCOPE_FORMS}")
 
 
@@ -115,6 +120,10 @@ class StateView:
 
     def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
         """A page of items whose key starts with ``prefix``, in key order."""
+        if prefix != "":
+            check_name(prefix, "prefix")
+        check_optional_name(after, "after (a key from page.next)")
+        check_limit(limit)
         full = self._prefix + (keys.escape(prefix) if prefix else "")
         cursor = self._prefix + keys.escape(after) if after else None
         recs = self._backend.scan(full, after=cursor, limit=limit)
@@ -148,8 +157,9 @@ class StateView:
     def put_op(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> list[Op]:
         """The operations that :meth:`put` would apply (for batches)."""
         full = self._full_key(key)
-        data, codec = self._store.codec.encode(value, f"{self.scope}[{key!r}]", full)
+        check_expect(expect)
         secs = maybe_seconds(ttl, "ttl")
+        data, codec = self._store.codec.encode(value, f"{self.scope}[{key!r}]", full)
         return [Put(full, data, codec, expect, None if secs is None else time.time() + secs)]
 
     def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
@@ -167,7 +177,7 @@ class StateView:
 
     def delete(self, key: str, *, expect: Expect = ANY) -> bool:
         """Remove ``key``; True if it existed."""
-        result = self._backend.apply([Delete(self._full_key(key), expect)])[0]
+        result = self._backend.apply([Delete(self._full_key(key), check_expect(expect))])[0]
         return bool(result)
 
     def __delitem__(self, key: str) -> None:
@@ -189,6 +199,11 @@ class StateView:
         default an absent key raises :class:`NotFoundError`) and may be called
         several times, so it must not have side effects.
         """
+        if not callable(fn):
+            raise InvalidInputError(f"update() needs a function old value -> new value, got {type(fn).__name__}")
+        check_int(max_attempts, "max_attempts", minimum=1)
+        maybe_seconds(ttl, "ttl")
+        self._full_key(key)
         for attempt in range(max_attempts):
             cur = self.item(key)
             if cur is None and default is MISSING:

@@ -32,6 +32,7 @@ from ..errors import InvalidInputError, SchemaTooNewError
 from ..protocol import Backend
 from ._walk import Checksums, ProgressFn, Selection, Source, iter_logs, iter_records, opened, same_entries, selection
 from .copy import Plan, transfer
+from ..errors import CorruptionError
 from .errors import ImportConflictError, IncompleteExportError, NotAnExportError, VerificationError
 
 __all__ = ["ExportReport", "ImportReport", "export_store", "import_store", "MANIFEST", "EXPORT_VERSION"]
@@ -165,7 +166,14 @@ def _open_export(root: str) -> FilesBackend:
 
 
 def _verify_export(root: str, exp: Backend, manifest: dict[str, Any]) -> None:
-    found = Checksums.of(exp, Selection())
+    try:
+        found = Checksums.of(exp, Selection())
+    except CorruptionError as exc:  # a record's own checksum failed: damaged, or edited by hand
+        raise IncompleteExportError(
+            f"a file in {root} no longer matches its checksum ({str(exc).split(';')[0]}): it is damaged or "
+            "was edited. Export again; to import a record you edited on purpose, delete its \"crc\" field "
+            "and pass verify=False (CLI: --no-verify)"
+        ) from exc
     want_sums = {k: v for k, v in manifest["checksums"].items() if k != "algorithm"}
     have_sums = {k: v for k, v in found.sums().items() if k != "algorithm"}
     if found.counts() != manifest["counts"] or have_sums != want_sums:

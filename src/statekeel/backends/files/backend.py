@@ -23,9 +23,10 @@ from ...errors import (
 )
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from .._url import ParsedURL
-from .format import parse_header, parse_record
-from .io import Journal, commit, fsync_dir, make_dirs, sync_all, write_atomic
-from .logs import LogLines
+from .format import LogHeader, parse_header, parse_record
+from .io import TMP_SUFFIX, Journal, commit, fsync_dir, make_dirs, sync_all, write_atomic
+from .logs import LogLines, rebuilt_header
+from .pending import Pending, View
 from .tree import HEADER, LOG, RECORD, KeyPath, Tree
 from .txn import Disk, LogState, Txn, alive
 
@@ -41,8 +42,18 @@ MIGRATIONS: list[str] = [
     "create data/, .journal, .gitignore and statekeel.json (layout 1)",
 ]
 
+OPTIONS: tuple[str, ...] = ()
+"""``file://`` URLs take no ``?options``; any given is refused, never silently ignored."""
+
 _OWN = {".lock", ".journal", ".gitignore"}
+_LOG_FILES = (HEADER, LOG)
+"""A log exists if either file does: lines whose header was lost are still a log."""
 _GITIGNORE = "# statekeel: the lock and the batch journal are not data\n.lock\n.journal\n.*.tmp\n"
+
+
+def _creator_temp(name: str) -> bool:
+    """A temp file of :meth:`FilesBackend._create_layout_1` (``.statekeel.json.<hex>.tmp`` …)."""
+    return name.endswith(TMP_SUFFIX) and any(name.startswith(f".{own}.") for own in (MARKER, ".gitignore"))
 
 
 def _map_error(exc: BaseException) -> StatekeelError | None:
@@ -64,6 +75,7 @@ class FilesBackend(Backend):
     """Records as JSON files, logs as JSON Lines; flock for processes on one host."""
 
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
+        url.refuse_unknown(OPTIONS)
         self.url = url.redacted
         self.root = os.path.abspath(url.dir_path())
         self.tree = Tree(self.root)
@@ -73,12 +85,14 @@ class FilesBackend(Backend):
         self._closed = False
         self.read_only = False
         """True when the folder could only be opened for reading."""
+        self._view = View(self.tree)
+        """How reads see the files: through a batch that could not be finished, while one is pending."""
         self._disk = Disk(
             path=self.tree.path,
             record=self._read_record,
             log=self._log_state,
-            lines=lambda kp: LogLines(self.tree.abs(kp.file(LOG))),
-            keys=lambda prefix, kind: (k for k, _, _ in self.tree.walk(prefix, kind)),
+            lines=lambda kp: LogLines(self.tree.abs(kp.file(LOG)), kp.key),
+            keys=lambda prefix, kind: (k for k, _, _ in self.tree.walk(prefix, _LOG_FILES if kind == HEADER else kind)),
             exists=lambda rel: os.path.exists(self.tree.abs(rel)),
         )
         with translate(_map_error):
@@ -98,7 +112,12 @@ class FilesBackend(Backend):
             with open(os.path.join(self.root, MARKER), "rb") as f:
                 marker = json.loads(f.read())
         except FileNotFoundError:
-            others = sorted(n for n in os.listdir(self.root) if n not in _OWN and not self._empty_data(n))
+            listed = os.listdir(self.root)
+            if MARKER in listed:  # another process created the store just now
+                return self._layout()
+            others = sorted(n for n in listed if not self._ours(n))
+            if others and os.path.exists(os.path.join(self.root, MARKER)):
+                return self._layout()  # created (and written to) while we looked
             if others:
                 raise NotAStoreError(
                     f"{self.root} already holds files that are not a statekeel store "
@@ -117,7 +136,11 @@ class FilesBackend(Backend):
             )
         return layout
 
-    def _empty_data(self, name: str) -> bool:
+    def _ours(self, name: str) -> bool:
+        """A file a store's creation leaves before its marker exists: another process creating it
+        right now, or one that crashed half-way (its temp files, an empty data/)."""
+        if name in _OWN or _creator_temp(name):
+            return True
         path = os.path.join(self.root, name)
         return name == "data" and os.path.isdir(path) and not os.listdir(path)
 
@@ -128,6 +151,7 @@ class FilesBackend(Backend):
             if check or current == LAYOUT:
                 if current == LAYOUT and not check:  # a check writes nothing, not even .lock
                     self._open_files()
+                    self._sweep()
                 return MigrationStatus(current, LAYOUT, list(pending))
             dirty: set[str] = set()
             make_dirs(self.root, dirty)
@@ -143,6 +167,10 @@ class FilesBackend(Backend):
             return MigrationStatus(LAYOUT, LAYOUT, [])
 
     def _create_layout_1(self) -> None:
+        """Create the store; called under the exclusive lock, so leftover temp files are a crashed creator's."""
+        for name in os.listdir(self.root):
+            if _creator_temp(name):
+                os.unlink(os.path.join(self.root, name))
         dirty: set[str] = set()
         make_dirs(os.path.join(self.root, "data"), dirty)
         write_atomic(os.path.join(self.root, ".gitignore"), _GITIGNORE.encode(), dirty)
@@ -189,42 +217,88 @@ class FilesBackend(Backend):
                 raise ConfigurationError(f"{self.root} is read-only here; copy it somewhere writable to change it")
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
-                if journal.pending() and self.read_only:
-                    raise StoreError(
-                        f"{self.root} holds an unfinished batch and is read-only; open it writable once to finish it"
-                    )
                 if journal.pending():
-                    if not exclusive:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                    journal.recover()
+                    self._view = self._finish(fd, journal, exclusive)
                 yield
             finally:
+                self._view = View(self.tree)
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _finish(self, fd: int, journal: Journal, exclusive: bool) -> View:
+        """Finish a crashed writer's batch. A reader that cannot — the disk is full, the folder is
+        read-only — reads through it instead (:mod:`.pending`): the whole batch, without writing."""
+        from .health import remove_temp_files
+
+        if not self.read_only:
+            if not exclusive:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._recover(journal)
+                return View(self.tree)
+            except OSError as exc:
+                if exclusive or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                remove_temp_files(self.tree)  # frees space; temp files are never read
+        actions = journal.load()
+        return View(self.tree, Pending(actions) if actions else None)
+
+    def _sweep(self) -> None:
+        """On open, remove temp files a killed writer left (one walk of data/), if no one is writing
+        now; otherwise leave them to a later open or `doctor --repair` — they are never read."""
+        from .health import remove_temp_files
+
+        if self.read_only or self._lock_fd is None:
+            return
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        try:
+            remove_temp_files(self.tree)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _recover(self, journal: Journal) -> None:
+        """Finish (or discard) what a crashed writer left, then remove its temp files: under the
+        exclusive lock no other writer is running, so every temp file is stale."""
+        from .health import remove_temp_files
+
+        journal.recover()
+        remove_temp_files(self.tree)
 
     # -- reading files ------------------------------------------------------------
     def _read_record(self, kp: KeyPath) -> Record | None:
-        path = self.tree.abs(kp.file(RECORD))
-        try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return parse_record(kp.key, text, path)
+        text = self._view.file(kp.file(RECORD))
+        return None if text is None else parse_record(kp.key, text, self.tree.abs(kp.file(RECORD)))
 
     def _log_state(self, kp: KeyPath) -> LogState | None:
-        path = self.tree.abs(kp.file(HEADER))
+        """The log's header and lines; a lost header is rebuilt from the lines (never reads as empty)."""
+        lines = self._view.lines(kp.file(LOG), kp.key)
         try:
-            with open(path, "rb") as f:
-                head = parse_header(f.read(), path)
-        except (FileNotFoundError, NotADirectoryError):
+            head = self._header(kp) or rebuilt_header(kp.key, lines)
+            damage = lines.damaged()
+            if damage is not None:
+                raise damage
+        except BaseException:
+            lines.close()
+            raise
+        if head is None:
+            lines.close()
             return None
-        head.log = kp.key
-        lines = LogLines(self.tree.abs(kp.file(LOG)))
         last = lines.tail().last
         if last is not None:
             head.last_seq = max(head.last_seq, last.seq)
             head.updated_at = max(head.updated_at, last.created_at)
-        return LogState(kp, head, lines, True)
+        on_disk = self._view.exists(kp.file(HEADER))
+        return LogState(kp, head, lines, on_disk, header_dirty=not on_disk)
+
+    def _header(self, kp: KeyPath) -> LogHeader | None:
+        text = self._view.file(kp.file(HEADER))
+        if text is None:
+            return None
+        head = parse_header(text, self.tree.abs(kp.file(HEADER)), kp.key)
+        head.log = kp.key
+        return head
 
     def _live_log(self, kp: KeyPath, now: float) -> LogState | None:
         lg = self._log_state(kp)
@@ -249,7 +323,7 @@ class FilesBackend(Backend):
             return out
         with self._locked(False):
             now = time.time()
-            for key, folder, stem in self.tree.walk(prefix, RECORD, after):
+            for key, folder, stem in self._view.walk(prefix, (RECORD,), after):
                 rec = self._read_record(KeyPath(key, folder, stem, []))
                 if rec is not None and alive(rec.expires_at, now):
                     out.append(rec)
@@ -299,7 +373,7 @@ class FilesBackend(Backend):
             return out
         with self._locked(False):
             now = time.time()
-            for key, folder, stem in self.tree.walk(prefix, HEADER, after):
+            for key, folder, stem in self._view.walk(prefix, _LOG_FILES, after):
                 info = self._info(KeyPath(key, folder, stem, []), now)
                 if info is not None:
                     out.append(info)
@@ -367,25 +441,32 @@ class FilesBackend(Backend):
 
     # -- health -----------------------------------------------------------------
     def integrity_check(self) -> list[str]:
-        """Problems found by reading every file; an empty list means healthy."""
+        """Problems found by reading every file (and the journal); an empty list means healthy.
+
+        Reads without finishing a pending batch, so a damaged journal is reported, not raised.
+        """
         from .health import check
 
-        with self._locked(False):
-            return check(self.tree)
+        with self._mutex, translate(_map_error):
+            fd, journal = self._ready()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                return check(self.tree, journal)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def repair(self) -> str:
-        """Finish or discard a crashed batch, cut torn log tails, remove temp files."""
+        """Finish a crashed batch (or set a damaged journal aside), cut torn log tails, rebuild lost
+        headers, remove temp files; never deletes acknowledged data it cannot prove torn."""
         from .health import repair
 
         with self._mutex, translate(_map_error):
             fd, journal = self._ready()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                done = [journal.recover()]
-                done += repair(self.tree)
+                said = repair(self.tree, journal)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        said = [d for d in done if d]
         return "; ".join(said) if said else "nothing to repair"
 
     def close(self) -> None:

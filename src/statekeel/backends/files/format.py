@@ -5,6 +5,11 @@ are exactly the compact JSON of that value — true for the ``json`` and
 ``tjson1`` codecs — so reading it back gives the very same bytes. Anything else
 (compressed, encrypted, or JSON written differently) is kept as
 ``"data_base64"``. Either way the round trip is exact by construction.
+
+Every record and every log line carries its checksum (``"crc"``, see
+:mod:`statekeel.protocol.integrity`), verified on every read; files written
+before checksums existed have none and are read unchecked. A file that does not
+parse is reported as :class:`~statekeel.errors.CorruptionError` naming its key.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import StoreError
+from ...errors import CorruptionError, StoreError
 from ...protocol import Record
+from ...protocol.integrity import entry_sum, record_sum, verify_entry, verify_record
 
 __all__ = [
     "LogHeader",
@@ -81,27 +87,47 @@ def record_text(rec: Record) -> str:
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "expires_at": rec.expires_at,
+        "crc": record_sum(rec.key, rec.codec, rec.data, rec.version),
     }
     doc.update(embed(rec.data))
     return _pretty(doc)
 
 
 def parse_record(key: str, text: bytes, where: str) -> Record:
+    """The record in a record file, its checksum verified; :class:`CorruptionError` if damaged."""
     try:
         doc = json.loads(text)
-        return Record(
+        rec = Record(
             key,
             extract(doc, where),
             str(doc["codec"]),
-            int(doc["version"]),
+            _int(doc["version"]),
             float(doc["created_at"]),
             float(doc["updated_at"]),
             None if doc["expires_at"] is None else float(doc["expires_at"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(
-            f"{where} is not a valid record file ({exc!r}); fix or delete it, or restore it from a backup"
+        crc = _crc(doc)
+    except (ValueError, KeyError, TypeError, RecursionError, StoreError) as exc:
+        raise CorruptionError(
+            f"record {key!r} ({where}) is damaged: not a valid record file ({exc!r}); "
+            "restore it from a backup or delete it",
+            key,
         ) from exc
+    verify_record(key, rec.codec, rec.data, rec.version, crc)
+    return rec
+
+
+def _int(value: Any) -> int:
+    """An int field: refuses floats and booleans (a damaged ``1`` must not read as ``1.5`` -> 1)."""
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _crc(doc: dict[str, Any]) -> int | None:
+    """The stored checksum, or None for a file written before checksums."""
+    crc = doc.get("crc")
+    return None if crc is None else _int(crc)
 
 
 # -- log headers --------------------------------------------------------------
@@ -133,19 +159,25 @@ def header_text(h: LogHeader) -> str:
     )
 
 
-def parse_header(text: bytes, where: str) -> LogHeader:
+def parse_header(text: bytes, where: str, log: str = "") -> LogHeader:
+    """A log header; :class:`CorruptionError` naming the log if it does not parse."""
     try:
         d = json.loads(text)
         return LogHeader(
             str(d["log"]),
-            int(d["first_seq"]),
-            int(d["last_seq"]),
+            _int(d["first_seq"]),
+            _int(d["last_seq"]),
             float(d["created_at"]),
             float(d["updated_at"]),
             None if d["expires_at"] is None else float(d["expires_at"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{where} is not a valid log header ({exc!r}); restore it from a backup") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CorruptionError(
+            f"the header of log {log or where!r} ({where}) is damaged ({exc!r}); run `statekeel doctor --repair` "
+            "to rebuild it from the log's lines (undoes trims not yet compacted, clears its expiry), "
+            "or restore it from a backup",
+            log or where,
+        ) from exc
 
 
 # -- log lines ----------------------------------------------------------------
@@ -159,13 +191,21 @@ class Line:
     data: bytes
     more: int
     """How many lines of the same append follow this one (0 = the append is complete)."""
+    crc: int | None = None
+    """The stored checksum (None: written before checksums)."""
+
+    def verify(self, log: str) -> Line:
+        """This line, if its checksum matches; else :class:`CorruptionError` naming log and seq."""
+        verify_entry(log, self.seq, self.codec, self.data, self.crc)
+        return self
 
 
-def line_text(seq: int, created_at: float, codec: str, data: bytes, more: int) -> str:
+def line_text(log: str, seq: int, created_at: float, codec: str, data: bytes, more: int) -> str:
     """One compact line; ``seq`` first so a line's position can be read cheaply."""
     head = f'{{"seq":{seq},"created_at":{created_at!r},"codec":{_compact(codec)}'
     if more:
         head += f',"more":{more}'
+    head += f',"crc":{entry_sum(log, codec, data, seq)}'
     exact, _ = _json_exact(data)
     if exact:
         return f'{head},"value":{data.decode("utf-8")}}}\n'
@@ -175,7 +215,8 @@ def line_text(seq: int, created_at: float, codec: str, data: bytes, more: int) -
 # The exact shape line_text writes; anything else (say, a line edited by hand)
 # goes through the general JSON parser.
 _FAST = re.compile(
-    rb'\{"seq":(\d+),"created_at":([0-9eE.+-]+),"codec":("(?:[^"\\]|\\.)*")(?:,"more":(\d+))?,"value":'
+    rb'\{"seq":(\d+),"created_at":([0-9eE.+-]+),"codec":("(?:[^"\\]|\\.)*")(?:,"more":(\d+))?'
+    rb'(?:,"crc":(\d+))?,"value":'
 )
 
 
@@ -186,16 +227,18 @@ def parse_line(raw: bytes) -> Line | None:
         try:
             quoted = m[3]
             codec = quoted[1:-1].decode("utf-8") if b"\\" not in quoted else json.loads(quoted)
-            return Line(int(m[1]), float(m[2]), codec, raw[m.end() : -1], int(m[4] or 0))
-        except ValueError:
+            data = raw[m.end() : -1]  # damage inside it is caught by the checksum
+            crc = None if m[5] is None else int(m[5])
+            return Line(int(m[1]), float(m[2]), str(codec), data, int(m[4] or 0), crc)
+        except (ValueError, TypeError):
             return None
     try:
         doc = json.loads(raw)
         return Line(
-            int(doc["seq"]), float(doc["created_at"]), str(doc["codec"]),
-            extract(doc, "a log line"), int(doc.get("more", 0)),
+            _int(doc["seq"]), float(doc["created_at"]), str(doc["codec"]),
+            extract(doc, "a log line"), _int(doc.get("more", 0)), _crc(doc),
         )
-    except (ValueError, KeyError, TypeError, StoreError, RecursionError):
+    except (ValueError, KeyError, TypeError, AttributeError, StoreError, RecursionError):
         return None
 
 

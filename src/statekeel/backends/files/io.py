@@ -9,12 +9,20 @@ list durable and all-or-nothing:
   ``more`` markers let readers drop a partial append; a delete is unlink +
   fsync of the folder;
 * several actions are first written to the journal (``.journal`` in the store
-  root, one JSON document with its length and SHA-256) and fsynced — that is
-  the commit point — then applied, fsynced, and the journal emptied and
-  fsynced. Every action is idempotent (absolute contents, appends at a fixed
-  offset), so a journal found on open is simply applied again; a torn journal
-  (checksum mismatch) means the crash came before the commit point and is
-  discarded, leaving the store exactly as before the batch.
+  root, one JSON document framed by a head and a tail line that both carry its
+  length and SHA-256) and fsynced — that is the commit point — then applied,
+  fsynced, and the journal emptied and fsynced. Every action is idempotent
+  (absolute contents, appends at a fixed offset), so a journal found on open is
+  simply applied again. A journal cut short (no tail, or zero-filled bytes: the
+  crash came before the commit point) is discarded, leaving the store exactly
+  as before the batch; a complete journal whose checksum fails was damaged
+  after its commit point and is refused (``StoreError``), never
+  silently dropped, because the store may hold part of its batch.
+
+A call that raises must leave the store unchanged: when applying fails (a full
+disk), :class:`Undo` puts back every file the batch had changed — old files are
+kept as hard links and renamed back, appends are cut off — so rolling back
+needs no free space, and the journal is emptied.
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ import json
 import os
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["Action", "commit", "Journal", "write_atomic", "fsync_dir", "TMP_SUFFIX"]
+from ...errors import StoreError, maybe_applied
+
+__all__ = ["Action", "commit", "Journal", "Undo", "write_atomic", "fsync_dir", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
-_MAGIC = b"statekeel-journal 1"
+_MAGIC_V1 = b"statekeel-journal 1"
+_MAGIC = b"statekeel-journal 2"
+_END = b"statekeel-journal-end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +80,31 @@ def write_atomic(path: str, data: bytes, dirty: set[str]) -> None:
     """Replace ``path`` with ``data`` via a synced temp file in the same folder."""
     folder, name = os.path.split(path)
     make_dirs(folder, dirty)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    tmp = _tmp_name(folder, name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)  # a full disk must not leave temp files behind
+        raise
     dirty.add(folder)
+
+
+def _tmp_name(folder: str, name: str) -> str:
+    """A hidden temp name beside ``name`` (ignored by readers, removed by repair)."""
+    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -137,6 +165,65 @@ def sync_all(dirty: Iterable[str]) -> None:
             fsync_dir(folder)
 
 
+@dataclass
+class Undo:
+    """How to take back the changes of a batch that failed half-way (see the module docstring)."""
+
+    steps: list[tuple[str, str, str | None, int]] = field(default_factory=list)
+    """(kind, path, hard link to the old file or None, old size of an appended file or -1)."""
+
+    def remember(self, action: Action, path: str) -> None:
+        if action.kind == "append":
+            size = os.path.getsize(path) if os.path.exists(path) else -1
+            self.steps.append(("append", path, None, min(size, action.offset)))
+            return
+        keep: str | None = None
+        if os.path.exists(path):
+            keep = _tmp_name(os.path.dirname(path), os.path.basename(path))
+            os.link(path, keep)
+        self.steps.append((action.kind, path, keep, -1))
+
+    def rollback(self) -> None:
+        """Put every remembered file back as it was, newest change first; needs no free space."""
+        dirty: set[str] = set()
+        for kind, path, keep, size in reversed(self.steps):
+            if kind == "append":
+                _cut_to(path, size)
+            elif keep is not None:
+                os.replace(keep, path)
+                _unlink_quietly(keep)  # rename() between two links of one file does nothing
+            else:
+                _unlink_quietly(path)
+            dirty.add(os.path.dirname(path))
+        self.steps.clear()
+        sync_all(dirty)
+
+    def forget(self) -> None:
+        """The batch is durable: drop the hard links to the old files (best effort)."""
+        for _, _, keep, _ in self.steps:
+            if keep is not None:
+                _unlink_quietly(keep)
+        self.steps.clear()
+
+
+def _cut_to(path: str, size: int) -> None:
+    """Cut an appended file back to ``size`` bytes (``-1``: it did not exist)."""
+    if size < 0:
+        _unlink_quietly(path)
+        return
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def damaged_journal(message: str) -> StoreError:
+    """The journal was complete (past its commit point) but its bytes no longer match their checksum."""
+    return StoreError(message)
+
+
 class Journal:
     """The ``.journal`` file: empty, or one batch that must be (re)applied."""
 
@@ -148,30 +235,57 @@ class Journal:
         return os.fstat(self.fd).st_size > 0
 
     def write(self, actions: list[Action]) -> None:
+        """Write the batch and fsync it: the commit point. On failure the journal is emptied."""
         body = json.dumps(
             [{"kind": a.kind, "path": a.path, "text": a.text, "offset": a.offset} for a in actions],
             ensure_ascii=False,
         ).encode("utf-8")
-        head = b"%s %d %s\n" % (_MAGIC, len(body), hashlib.sha256(body).hexdigest().encode())
-        _pwrite_all(self.fd, head + body, 0)
-        os.ftruncate(self.fd, len(head) + len(body))
-        os.fdatasync(self.fd)
+        seal = b"%d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode())
+        data = b"%s %s%s\n%s %s" % (_MAGIC, seal, body, _END, seal)
+        try:
+            _pwrite_all(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
+            os.fdatasync(self.fd)
+        except BaseException as exc:
+            self.void(exc)
+            raise
+
+    def void(self, exc: BaseException) -> None:
+        """Make sure the batch is never applied: empty the journal, or else mark it torn.
+
+        NUL bytes mean "torn" to :meth:`load`, so overwriting the head with them
+        voids the batch even when the file cannot be truncated or synced.
+        """
+        try:
+            self.clear()
+            return
+        except OSError:
+            pass
+        try:
+            _pwrite_all(self.fd, b"\0" * len(_MAGIC), 0)
+        except OSError as again:
+            raise maybe_applied(StoreError(
+                f"a batch was committed but could neither be finished nor rolled back ({exc}; then {again}); "
+                "it may have been applied: check before retrying, and free space or fix the disk"
+            )) from exc
 
     def clear(self) -> None:
         os.ftruncate(self.fd, 0)
         os.fdatasync(self.fd)
 
     def load(self) -> list[Action] | None:
-        """The journalled batch, or None if the journal is torn (never committed)."""
-        size = os.fstat(self.fd).st_size
-        raw = os.pread(self.fd, size, 0)
-        head, _, body = raw.partition(b"\n")
-        parts = head.split(b" ")
-        if len(parts) != 4 or b" ".join(parts[:2]) != _MAGIC or not parts[2].isdigit():
+        """The journalled batch, or None if it is torn (never committed).
+
+        Raises :class:`StoreError` when it was complete but its bytes changed since.
+        """
+        raw = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        body = _journal_body(raw)
+        if body is None:
             return None
-        if int(parts[2]) != len(body) or hashlib.sha256(body).hexdigest().encode() != parts[3]:
-            return None
-        return [Action(d["kind"], d["path"], d["text"], d["offset"]) for d in json.loads(body)]
+        try:
+            return [Action(d["kind"], d["path"], d["text"], d["offset"]) for d in json.loads(body)]
+        except (ValueError, KeyError, TypeError) as exc:  # only a journal written by another program
+            raise damaged_journal(f"{self.root}/.journal does not hold a batch ({exc!r})") from exc
 
     def recover(self) -> str:
         """Finish or discard what a crashed writer left; say which (empty: nothing)."""
@@ -189,17 +303,68 @@ class Journal:
         return f"re-applied a committed batch of {len(actions)} file changes that a crashed writer left unfinished"
 
 
+def _seal_ok(seal: bytes, body: bytes) -> bool:
+    parts = seal.split(b" ")
+    return len(parts) == 2 and parts[0] == b"%d" % len(body) and parts[1] == hashlib.sha256(body).hexdigest().encode()
+
+
+def _journal_body(raw: bytes) -> bytes | None:
+    """The body of a committed journal; None if torn; StoreError if damaged."""
+    if b"\0" in raw:
+        return None  # zero-filled by a crash, or voided by a failed write: never reached the commit point
+    head, _, rest = raw.partition(b"\n")
+    if head.startswith(_MAGIC_V1 + b" "):  # layout-1 journals: no tail, any mismatch reads as torn
+        body = rest
+        return body if _seal_ok(head[len(_MAGIC_V1) + 1 :], body) else None
+    body, sep, tail = rest.rpartition(b"\n" + _END + b" ")
+    if head.startswith(_MAGIC + b" ") and _seal_ok(head[len(_MAGIC) + 1 :], body):
+        return body
+    if sep and tail.endswith(b"\n") and _seal_ok(tail[:-1], body):
+        return body  # the head line was damaged; the tail vouches for the body
+    if not sep or not tail.endswith(b"\n"):
+        return None  # cut short: never reached the commit point
+    raise damaged_journal(
+        "the batch journal (.journal) was fully written — past its commit point — but its bytes are damaged, "
+        "so the store may hold part of that batch; it was kept, not applied: run `statekeel doctor` "
+        "and restore the store from a backup (`statekeel doctor --repair` sets the journal aside)"
+    )
+
+
 def commit(root: str, journal: Journal, actions: list[Action]) -> None:
-    """Make ``actions`` durable, all or nothing (see the module docstring)."""
+    """Make ``actions`` durable, all or nothing (see the module docstring).
+
+    When applying fails, every change already made is rolled back and the
+    journal emptied before the error propagates: a call that raised changed nothing.
+    """
     if not actions:
         return
-    dirty: set[str] = set()
-    if len(actions) == 1:
-        run(root, actions[0], dirty)
+    undo = Undo()
+    if len(actions) > 1:
+        journal.write(actions)
+    try:
+        dirty: set[str] = set()
+        for action in actions:
+            undo.remember(action, os.path.join(root, action.path))
+            run(root, action, dirty)
         sync_all(dirty)
-        return
-    journal.write(actions)
-    for action in actions:
-        run(root, action, dirty)
-    sync_all(dirty)
-    journal.clear()
+    except BaseException as exc:
+        _roll_back(journal, undo, exc, len(actions) > 1)
+        raise
+    if len(actions) > 1:
+        try:
+            journal.clear()
+        except OSError:
+            pass  # the batch is complete and durable; a journal left behind re-applies the same contents
+    undo.forget()
+
+
+def _roll_back(journal: Journal, undo: Undo, exc: BaseException, journalled: bool) -> None:
+    try:
+        undo.rollback()
+    except OSError as again:
+        raise maybe_applied(StoreError(
+            f"a batch was committed but could neither be finished nor rolled back ({exc}; then {again}); "
+            "it is finished the next time the store is used with free space — do not retry it"
+        )) from exc
+    if journalled:
+        journal.void(exc)

@@ -120,13 +120,16 @@ class Tree:
             return None
         return component if names.encode(component) == stem else None
 
-    def walk(self, prefix: str, kind: str, after: str | None = None) -> Iterator[tuple[str, str, str]]:
-        """(key, folder, stem) of every ``kind`` file (RECORD or LOG) whose key starts
-        with ``prefix`` and is greater than ``after``, in key order."""
+    def walk(
+        self, prefix: str, kind: str | tuple[str, ...], after: str | None = None
+    ) -> Iterator[tuple[str, str, str]]:
+        """(key, folder, stem) of every key with a ``kind`` file (RECORD, LOG, HEADER, or any of
+        several) whose key starts with ``prefix`` and is greater than ``after``, in key order."""
         *head, tail = prefix.split("/")
         folder = os.path.join("data", *(names.encode(p) for p in head))
         base = "".join(p + "/" for p in head)
-        yield from self._walk(folder, base, tail, kind, after)
+        kinds = frozenset((kind,) if isinstance(kind, str) else kind)
+        yield from self._walk(folder, base, tail, kinds, after)
 
     def _sorted(self, folder: str) -> tuple[list[str], list[_Item]]:
         """The folder's items in walk order, cached while the folder is unchanged.
@@ -161,7 +164,9 @@ class Tree:
                 del self._cache[next(iter(self._cache))]
         return orders, items
 
-    def _walk(self, folder: str, base: str, tail: str, kind: str, after: str | None) -> Iterator[tuple[str, str, str]]:
+    def _walk(
+        self, folder: str, base: str, tail: str, kinds: frozenset[str], after: str | None
+    ) -> Iterator[tuple[str, str, str]]:
         orders, items = self._sorted(folder)
         start = bisect.bisect_left(orders, tail)
         if after is not None and after.startswith(base):
@@ -179,8 +184,8 @@ class Tree:
             if item.order.endswith("/"):
                 if after is not None and after > key and not after.startswith(key):
                     continue
-                yield from self._walk(os.path.join(folder, item.stem), key, "", kind, after)
-            elif kind in item.kinds and (after is None or key > after):
+                yield from self._walk(os.path.join(folder, item.stem), key, "", kinds, after)
+            elif kinds & item.kinds and (after is None or key > after):
                 yield key, folder, item.stem
 
     def folders_bottom_up(self) -> Iterator[str]:

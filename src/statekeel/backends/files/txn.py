@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ...errors import ConflictError
+from ...errors import ConflictError, CorruptionError
 from ...protocol.batch import check_batch
 from ...protocol import (
     ANY,
@@ -139,8 +139,15 @@ class Txn:
         return [step(self, op) for step, op in zip(steps, ops)]
 
     def _check(self, ops: list[Op]) -> None:
+        clearing = {op.key for op in ops if isinstance(op, Delete) and op.expect is ANY}
+
         def current(key: str) -> int | None:
-            rec = self.record(key)
+            try:
+                rec = self.record(key)
+            except CorruptionError:
+                if key in clearing:  # an unconditional delete clears a damaged record
+                    return None
+                raise
             return rec.version if rec is not None and alive(rec.expires_at, self.now) else None
 
         check_batch(ops, self.now, current, lambda prefix: self._keys_under(prefix, RECORD, []))
@@ -164,7 +171,12 @@ class Txn:
         return self.delete(op.key)
 
     def delete(self, key: str) -> bool:
-        rec = self.record(key)
+        try:
+            rec = self.record(key)
+        except CorruptionError:  # deleting is how a damaged record is cleared: let it go
+            self.records[key], self.on_disk[key] = None, True
+            self.dirty.add(key)
+            return True
         if rec is None:
             return False
         self._set(key, None)
@@ -309,7 +321,7 @@ class Txn:
         if lg.deleted:
             return [Action("delete", kp.file(LOG)), Action("delete", kp.file(HEADER))] if lg.on_disk else []
         out: list[Action] = []
-        text = "".join(line_text(ln.seq, ln.created_at, ln.codec, ln.data, ln.more) for ln in lg.pending)
+        text = "".join(line_text(kp.key, ln.seq, ln.created_at, ln.codec, ln.data, ln.more) for ln in lg.pending)
         end = lg.lines.tail().end
         if lg.keep_from is not None:
             out.append(Action("write", kp.file(LOG), self._kept(lg, end) + text))
@@ -331,8 +343,9 @@ class Txn:
             return lg.lines.read_bytes(start, end).decode("utf-8")
         parts = []
         for _, ln in lg.lines.forward(start, end):
+            ln.verify(lg.kp.key)  # re-sealing a damaged line would hide the damage
             data, codec = lg.rewrites.get(ln.seq, (ln.data, ln.codec))
-            parts.append(line_text(ln.seq, ln.created_at, codec, data, ln.more))
+            parts.append(line_text(lg.kp.key, ln.seq, ln.created_at, codec, data, ln.more))
         return "".join(parts)
 
     def _sidecars(self, kp: KeyPath, planned: dict[str, str]) -> None:

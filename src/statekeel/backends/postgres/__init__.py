@@ -3,9 +3,13 @@
 Tables, all in one schema (``?schema=``, default ``statekeel``)::
 
     statekeel_schema  version, applied_at             one row per applied migration
-    sk_kv             key PK, data | doc, codec, version, created_at, updated_at, expires_at
+    sk_kv             key PK, data | doc, codec, version, created_at, updated_at, expires_at, checksum
     sk_logs           id PK, name UNIQUE, first_seq, last_seq, created_at, updated_at, expires_at
-    sk_entries        (log_id, seq) PK, data | doc, codec, created_at
+    sk_entries        (log_id, seq) PK, data | doc, codec, created_at, checksum
+
+(and ``tenant``, for row-level security). ``checksum`` is the record's or
+entry's checksum (:mod:`statekeel.protocol.integrity`), verified by every read
+(:mod:`.rows`); NULL on rows written before schema version 3, read unchecked.
 
 Keys and log names use ``COLLATE "C"``, so SQL orders them as Python orders
 ``str``. Timestamps are float epoch seconds from the client's ``time.time()``,
@@ -50,8 +54,9 @@ Migrations are plain transactional DDL with schema-qualified names, run under
 a transaction-scoped advisory lock: they work inside or outside a transaction
 and through PgBouncer in transaction mode. ``migrate(check=True)`` only reads.
 
-URL options (removed before the URL reaches libpq; any other query parameter,
-e.g. ``sslmode``, is passed on): ``schema``; ``pool_min`` (default 1) and
+URL options (removed before the URL reaches libpq; the libpq connection
+parameters of :data:`.config.LIBPQ_OPTIONS`, e.g. ``sslmode``, are passed on, and
+any other option is refused by name): ``schema``; ``pool_min`` (default 1) and
 ``pool_max`` (default 10) connections; ``timeout`` (seconds to connect or to
 wait for a free connection, default 10); ``prepare`` (``on``: each statement
 is prepared on its first use on a connection; ``off`` for PgBouncer older than
@@ -64,7 +69,8 @@ tested and replaced, so the next call reconnects by itself.
 Modules: :mod:`.backend` (the class: pool, reads, batches, migrations),
 :mod:`.ops` (each op as a fragment, its rows and its result), :mod:`.sql` (the
 fragments and whole statements), :mod:`.migrations` (the schema, version by
-version), :mod:`.config` (URL options), :mod:`.errors` (driver errors translated).
+version), :mod:`.rows` (rows read back, checked), :mod:`.config` (URL options),
+:mod:`.errors` (driver errors translated).
 """
 
 from __future__ import annotations

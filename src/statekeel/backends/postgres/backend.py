@@ -15,15 +15,17 @@ from psycopg_pool import ConnectionPool
 
 from ...errors import NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
 from ...protocol import Append, Backend, Entry, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.integrity import entry_sum
 from ...protocol.keys import prefix_end
 from .._dispatch import handlers
 from .._url import ParsedURL
 from ..tenant import TenantBackend
+from . import rows as checked
 from . import sql
-from .config import Settings, connect_kwargs, dsn
+from .config import Settings, connect_kwargs, dsn, tenant_options
 from .errors import RACES, RETRIES, map_error
 from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
-from .ops import OPS, OpSQL, Params, Part, Row, one_statement, payload
+from .ops import OPS, OpSQL, Params, Part, Row, clamp, one_statement, payload
 
 __all__ = ["PostgresBackend", "tenant_setting"]
 
@@ -81,7 +83,7 @@ class PostgresBackend(Backend):
         self._tenants: dict[str, PostgresBackend] = {}
         libpq_url, kwargs = dsn(url), connect_kwargs(url, cfg)
         if tenant is not None:  # row-level security: this pool's sessions belong to the tenant
-            kwargs["options"] = f"-c {sql.TENANT_SETTING}={tenant_setting(tenant)}"
+            kwargs["options"] = tenant_options(url, tenant_setting(tenant))
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             libpq_url, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
             max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
@@ -139,7 +141,7 @@ class PostgresBackend(Backend):
     # -- reads ---------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
         rows = self._rows(self._q.get, {"key": key})
-        rec = Record(*rows[0]) if rows else None
+        rec = checked.record(rows[0]) if rows else None
         if rec is None or include_expired or rec.expires_at is None or rec.expires_at > time.time():
             return rec
         return None
@@ -148,7 +150,7 @@ class PostgresBackend(Backend):
         if not keys:
             return []
         rows = self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()})
-        found = {r[0]: Record(*r) for r in rows}
+        found = {r[0]: checked.record(r) for r in rows}
         return [found.get(k) for k in keys]
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
@@ -156,8 +158,8 @@ class PostgresBackend(Backend):
             return []
         query, lo = (self._q.scan_after, after) if after is not None and after >= prefix else (
             self._q.scan_from, prefix)
-        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
-        return [Record(*r) for r in rows]
+        params = {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": clamp(limit)}
+        return [checked.record(r) for r in self._rows(query, params)]
 
     def read(
         self,
@@ -168,13 +170,22 @@ class PostgresBackend(Backend):
         limit: int | None = None,
         reverse: bool = False,
     ) -> list[Entry]:
+        rows = self._read_rows(log, start, stop, limit, reverse)
+        return [Entry(log, seq, data, codec, created) for seq, data, codec, created, _ in rows]
+
+    def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        return [(r[1], r[2]) for r in self._read_rows(log, 1, None, limit, reverse)]
+
+    def _read_rows(self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool) -> Sequence[Row]:
+        """The verified rows of :meth:`read`; ``read_values`` (history reloads) skips building entries."""
         if limit is not None and limit <= 0:
             return []
+        limit = None if limit is None else clamp(limit)
         params = {
-            "log": log, "start": start, "stop": stop, "now": time.time(),
+            "log": log, "start": clamp(start), "stop": None if stop is None else clamp(stop), "now": time.time(),
             "ahead": None if reverse else limit, "behind": limit if reverse else None,
         }  # fmt: skip
-        return [Entry(log, *r) for r in self._rows(self._q.read, params)]
+        return checked.entries(log, self._rows(self._q.read, params))
 
     def log_info(self, log: str) -> LogInfo | None:
         rows = self._rows(self._q.log_info, {"log": log})
@@ -190,7 +201,7 @@ class PostgresBackend(Backend):
             return []
         query, lo = (self._q.scan_logs_after, after) if after is not None and after >= prefix else (
             self._q.scan_logs_from, prefix)
-        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": limit})
+        rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": clamp(limit)})
         return [LogInfo(*r) for r in rows]
 
     # -- writes --------------------------------------------------------------
@@ -288,6 +299,7 @@ class PostgresBackend(Backend):
             "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],
             "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
             "codecs": [e.codec for e in op.entries],
+            "sums": [checked.sum_param(entry_sum(op.log, e.codec, e.data, e.seq)) for e in op.entries],
         }  # fmt: skip
         return [
             (self._q.drop_dead_log, {"log": op.log, "now": now}),
@@ -302,7 +314,7 @@ class PostgresBackend(Backend):
         with self._guard():
             for attempt in itertools.count(1):
                 try:
-                    rows = self._execute([(self._q.purge, {"now": time.time(), "limit": limit})], [0])
+                    rows = self._execute([(self._q.purge, {"now": time.time(), "limit": clamp(limit)})], [0])
                     return int(rows[0][0]) if rows[0] else 0
                 except RACES:
                     if attempt >= RETRIES:

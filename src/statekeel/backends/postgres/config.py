@@ -5,15 +5,43 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigurationError
 from .._url import ParsedURL
+from .sql import TENANT_SETTING
 
-__all__ = ["OWN_OPTIONS", "Settings", "connect_kwargs", "dsn"]
+__all__ = ["LIBPQ_OPTIONS", "OWN_OPTIONS", "Settings", "connect_kwargs", "dsn", "tenant_options"]
 
 OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare")
 """Query options statekeel reads itself; the rest of the URL goes to libpq."""
+
+POOL_MAX = 10_000
+"""Largest pool size accepted: ``?pool_min=1e6`` would have the pool open a million connections
+in the background (PostgreSQL's own ceiling, max_connections, is 262,143; its default 100)."""
+
+TIMEOUT_MAX = 86_400.0
+"""Longest ``?timeout=`` accepted, a day: far longer is a mistake, and 1e300 overflows the clock."""
+
+LIBPQ_OPTIONS = (
+    # where and who
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service", "require_auth",
+    "channel_binding", "application_name", "fallback_application_name", "options", "client_encoding",
+    # waiting and liveness
+    "connect_timeout", "tcp_user_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "target_session_attrs", "load_balance_hosts",
+    # TLS
+    "sslmode", "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslpassword", "sslcertmode",
+    "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "sslkeylogfile", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "requirepeer", "min_protocol_version", "max_protocol_version",
+    # Kerberos / GSSAPI and OAuth
+    "gssencmode", "krbsrvname", "gsslib", "gssdelegation",
+    "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope",
+)  # fmt: skip
+"""libpq connection parameters passed on from the URL's query. Listed, not
+"whatever libpq takes", so a misspelt option is refused by name with the nearest
+match instead of failing later at the driver; ``replication`` is left out on
+purpose (statekeel cannot work over a replication connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +56,7 @@ class Settings:
 
     @classmethod
     def from_url(cls, url: ParsedURL) -> Settings:
+        url.refuse_unknown((*OWN_OPTIONS, *LIBPQ_OPTIONS))
         schema = url.option("schema", "statekeel")
         if not schema or "\x00" in schema or len(schema.encode()) > 63 or schema.startswith("pg_"):
             raise ConfigurationError(
@@ -36,14 +65,17 @@ class Settings:
             )
         pool_min = url.int_option("pool_min", 1)
         pool_max = url.int_option("pool_max", max(10, pool_min))
-        if not 0 <= pool_min <= pool_max or pool_max < 1:
+        if not 0 <= pool_min <= pool_max <= POOL_MAX or pool_max < 1:
             raise ConfigurationError(
-                f"{url.redacted}: need 0 <= pool_min <= pool_max and pool_max >= 1, "
+                f"{url.redacted}: need 0 <= pool_min <= pool_max <= {POOL_MAX} and pool_max >= 1, "
                 f"got pool_min={pool_min} pool_max={pool_max}"
             )
         timeout = url.float_option("timeout", 10.0)
-        if not timeout > 0:
-            raise ConfigurationError(f"{url.redacted}: ?timeout= must be a positive number of seconds")
+        if not 0 < timeout <= TIMEOUT_MAX:
+            raise ConfigurationError(
+                f"{url.redacted}: ?timeout= must be a positive number of seconds up to {TIMEOUT_MAX:.0f} "
+                "(a day), e.g. ?timeout=10"
+            )
         return cls(schema, pool_min, pool_max, timeout, _prepare_threshold(url))
 
 
@@ -57,7 +89,8 @@ def _prepare_threshold(url: ParsedURL) -> int | None:
 def dsn(url: ParsedURL) -> str:
     """The URL for libpq: statekeel's own query options removed."""
     rest = {k: v for k, v in url.options.items() if k not in OWN_OPTIONS}
-    return urlunsplit(urlsplit(url.raw)._replace(query=urlencode(rest)))
+    # %20, never "+": libpq does not read "+" as a space (?options=-c%20a=b)
+    return urlunsplit(urlsplit(url.raw)._replace(query=urlencode(rest, quote_via=quote)))
 
 
 def connect_kwargs(url: ParsedURL, cfg: Settings) -> dict[str, Any]:
@@ -65,3 +98,11 @@ def connect_kwargs(url: ParsedURL, cfg: Settings) -> dict[str, Any]:
     if "connect_timeout" not in url.options:
         kwargs["connect_timeout"] = max(2, math.ceil(cfg.timeout))
     return kwargs
+
+
+def tenant_options(url: ParsedURL, setting: str) -> str:
+    """libpq ``options`` for a tenant's pool: the URL's own ``?options=`` kept (a
+    keyword argument would replace them), the tenant setting last so that it wins."""
+    own = f"-c {TENANT_SETTING}={setting}"
+    given = url.options.get("options", "").strip()
+    return f"{given} {own}" if given else own

@@ -17,6 +17,7 @@ from ...errors import (
     StoreError,
     UnavailableError,
     UsageError,
+    maybe_applied,
 )
 from .sql import CONFLICT_SQLSTATE
 
@@ -31,7 +32,13 @@ RACES = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _RETRYABLE_STATES = ("40001", "40P01", "55P03")
 """Serialization failure, deadlock, lock not available: the batch was rolled back."""
 
-_CONFIG_WORDS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "role ")
+_CONFIG_WORDS = (
+    "password authentication failed", "does not exist", "no pg_hba.conf entry", "role ",
+    "unrecognized configuration parameter", "invalid value for parameter",  # a bad ?options=-c name=value
+)
+
+_URL_WORDS = ("invalid URI query parameter", "bad value for", "for connection option", ' value: "')
+"""libpq refusing a URL option or its value (``invalid sslmode value: "x"``): the URL is wrong."""
 
 
 def map_error(exc: BaseException, where: str) -> StatekeelError | None:
@@ -50,6 +57,9 @@ def map_error(exc: BaseException, where: str) -> StatekeelError | None:
         return _conflict(exc)
     if state[:2] in ("28", "3D") or (not state and any(w in str(exc) for w in _CONFIG_WORDS)):
         return ConfigurationError(f"cannot use PostgreSQL at {where}: {_first_line(exc)}; fix the URL")
+    if not state and any(w in str(exc) for w in _URL_WORDS):
+        return ConfigurationError(f"PostgreSQL's client library (libpq) refused {where}: {_first_line(exc)}; "
+                                  "fix that option of the URL (docs/postgres.md lists them)")
     if _is_connection(exc, state):
         return _unavailable(exc, where)
     return _map_statement_error(exc, state, where)
@@ -69,11 +79,17 @@ def _map_statement_error(exc: psycopg.Error, state: str, where: str) -> Statekee
     if state == "42501":
         return ConfigurationError(f"the PostgreSQL role lacks a privilege at {where} ({why}); grant it, "
                                   "or have an owner run the statements of `statekeel migrate --print-sql`")
+    if state == "42883" and "operator does not exist" in why:
+        return InvalidInputError(f"PostgreSQL cannot compare a value of the wrong type ({why}): versions, "
+                                 "seqs and limits must be int; nothing was written")
     if state in ("42P01", "42703", "3F000", "42883"):
         return MigrationRequiredError(f"the store's schema at {where} is missing or old ({why}); "
                                       "run `statekeel migrate URL` or open it with migrate=True")
     if state == "42939":
         return ConfigurationError(f"PostgreSQL refused a name at {where} ({why}); choose another ?schema=")
+    if state == "22003":
+        return InvalidInputError(f"a number is out of PostgreSQL's range ({why}): versions, seqs and limits "
+                                 "must fit in a signed 64-bit integer (below 2**63); nothing was written")
     if state[:2] == "22" or isinstance(exc, psycopg.DataError):
         return InvalidInputError(f"PostgreSQL refused a value: {why}; nothing was written")
     return StoreError(f"PostgreSQL error {state or type(exc).__name__} at {where}: {why}")
@@ -84,10 +100,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unavailable(exc: BaseException, where: str) -> UnavailableError:
-    return UnavailableError(
-        f"PostgreSQL at {where} is unavailable ({_first_line(exc)}); retry the call — "
+    return maybe_applied(UnavailableError(
+        f"PostgreSQL at {where} is unavailable ({_first_line(exc)}); a write in flight may or may not have "
+        "been applied (the connection broke after it was sent) — read back before retrying a write; "
         "the next call reconnects by itself (raise ?timeout= to wait longer)"
-    )
+    ))
 
 
 def _conflict(exc: psycopg.Error) -> ConflictError:

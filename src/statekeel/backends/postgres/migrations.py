@@ -76,6 +76,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE {s}.sk_entries FORCE ROW LEVEL SECURITY",
         "CREATE POLICY sk_tenant ON {s}.sk_entries USING (tenant = {tenant}) WITH CHECK (tenant = {tenant})",
     ],
+    # v3: per-record checksums (statekeel.protocol.integrity), 4 bytes a row.
+    # Nullable and not back-filled: PostgreSQL 15 has no CRC-32 to compute them
+    # with, and under FORCE row-level security a migration would see only its
+    # own tenant's rows anyway. NULL means "written before checksums": read unchecked.
+    [
+        "ALTER TABLE {s}.sk_kv ADD COLUMN checksum integer",
+        "ALTER TABLE {s}.sk_entries ADD COLUMN checksum integer",
+    ],
 ]
 
 _RECORD_VERSION = "INSERT INTO {s}.statekeel_schema (version) VALUES ({version})"

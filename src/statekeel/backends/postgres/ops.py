@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ...errors import InvalidInputError
 from ...protocol import (
     Any_,
     Append,
@@ -28,10 +29,12 @@ from ...protocol import (
     Touch,
     Trim,
 )
+from ...protocol.integrity import entry_sum, record_sum
 from ...protocol.keys import prefix_end
+from .rows import crc, sum_param
 from .sql import APPEND_VALUES_MAX
 
-__all__ = ["OPS", "OpSQL", "Params", "Part", "Row", "Target", "one_statement", "payload"]
+__all__ = ["OPS", "OpSQL", "Params", "Part", "Row", "Target", "clamp", "one_statement", "payload"]
 
 Params: TypeAlias = dict[str, Any]
 Part: TypeAlias = tuple[str, Params]
@@ -52,6 +55,12 @@ class OpSQL:
     """The rows the op writes; None: it shares a statement with no other op."""
     result: Callable[[Any, Row, float], OpResult]
     """The op's result from its columns of the result row and the batch's ``now``."""
+
+
+BIGINT_MAX = 2**63 - 1
+"""Largest ``bigint``: versions and seqs are stored as one."""
+SEQ_MAX = 2**62 - 1
+"""Bound of :func:`clamp`."""
 
 
 # -- values -------------------------------------------------------------------
@@ -76,7 +85,25 @@ def _expiry(expires_at: ExpiresAt) -> tuple[bool, float | None]:
 
 
 def _expect(expect: int | None | Any_) -> int | None:
-    return None if isinstance(expect, Any_) else expect
+    """The expected version as a ``bigint`` parameter, refused here when it cannot be one.
+
+    psycopg would send ``True`` as a boolean (PostgreSQL: "operator does not
+    exist") and ``10**30`` as a numeric ("bigint out of range"): neither says
+    what the caller got wrong.
+    """
+    if expect is None or isinstance(expect, Any_):
+        return None
+    if isinstance(expect, bool) or not isinstance(expect, int):
+        raise InvalidInputError(f"expect={expect!r} is not a version: pass an int, None (create-only) or ANY")
+    if not -BIGINT_MAX - 1 <= expect <= BIGINT_MAX:
+        raise InvalidInputError(f"expect={expect} is out of range: versions fit in a signed 64-bit integer")
+    return expect
+
+
+def clamp(n: int) -> int:
+    """A seq, bound or limit cut to ±(2**62 - 1): past any real seq, and no sum of two overflows
+    a ``bigint`` (a limit of 10**30 means "no limit", not "bigint out of range")."""
+    return max(-SEQ_MAX, min(SEQ_MAX, n))
 
 
 # -- operations as fragments ---------------------------------------------------
@@ -108,7 +135,7 @@ def _put(op: Put, raw: bool) -> Part:
     else:
         kind = "put_new" if op.expect is None else "put_version"
     params = {"key": op.key, "data": data, "doc": doc, "codec": op.codec, "keep": keep, "exp": exp,
-              "expect": _expect(op.expect)}  # fmt: skip
+              "expect": _expect(op.expect), "crc": crc(op.key, op.codec, op.data)}  # fmt: skip
     return kind, params
 
 
@@ -123,13 +150,16 @@ def _append(op: Append, raw: bool) -> Part:
     n = len(op.items)
     params: Params = {"log": op.log, "n": n, "keep": keep, "exp": exp}
     payloads = [(*payload(data, codec, raw), codec) for data, codec in op.items]
+    crcs = [crc(op.log, codec, data) for data, codec in op.items]  # SQL adds each entry's seq
     if 1 <= n <= APPEND_VALUES_MAX:
         for i, (data, doc, codec) in enumerate(payloads, 1):
             params[f"data{i}"], params[f"doc{i}"], params[f"codec{i}"] = data, doc, codec
+            params[f"crc{i}"] = crcs[i - 1]
         return f"append{n}", params
     params["datas"] = [p[0] for p in payloads]
     params["docs"] = [p[1] for p in payloads]
     params["codecs"] = [p[2] for p in payloads]
+    params["crcs"] = crcs
     return "append", params
 
 
@@ -143,19 +173,21 @@ def _expire(op: Expire, raw: bool) -> Part:
 
 
 def _trim(op: Trim, raw: bool) -> Part:
-    return "trim", {"log": op.log, "before": op.before}
+    return "trim", {"log": op.log, "before": clamp(op.before)}
 
 
 def _rewrite(op: Rewrite, raw: bool) -> Part:
     data, doc = payload(op.data, op.codec, raw)
-    return "rewrite", {"log": op.log, "seq": op.seq, "data": data, "doc": doc, "codec": op.codec}
+    total = sum_param(entry_sum(op.log, op.codec, op.data, op.seq))
+    return "rewrite", {"log": op.log, "seq": op.seq, "data": data, "doc": doc, "codec": op.codec, "sum": total}
 
 
 def _load(op: Load, raw: bool) -> Part:
     r = op.record
     data, doc = payload(r.data, r.codec, raw)
     params = {"key": r.key, "data": data, "doc": doc, "codec": r.codec, "version": r.version,
-              "created": r.created_at, "updated": r.updated_at, "exp": r.expires_at}  # fmt: skip
+              "created": r.created_at, "updated": r.updated_at, "exp": r.expires_at,
+              "sum": sum_param(record_sum(r.key, r.codec, r.data, r.version))}  # fmt: skip
     return "load", params
 
 

@@ -28,6 +28,11 @@ Conventions:
 * Appending to an expired log raises ``SK410`` (``{s}.sk_dead_log``): the
   caller drops that log (:attr:`Queries.drop_dead_log`) and runs the batch again,
   which starts a new log numbered from 1.
+* Every row written stores its checksum (:mod:`statekeel.protocol.integrity`)
+  in ``checksum``, an ``integer``: the unsigned 32-bit sum in two's complement
+  (4 bytes a row). Where SQL numbers the row (``version + 1``, ``base + n``) the
+  client passes the CRC part, ``%(@crc)s``, and SQL adds the number
+  (:func:`sealed`); elsewhere the client passes the whole sum, ``%(@sum)s``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ __all__ = [
     "batch_sql",
     "build",
     "compose",
+    "sealed",
 ]
 
 TENANT_SETTING = "statekeel.tenant"
@@ -56,6 +62,15 @@ TENANT_EXPR = "coalesce(current_setting('statekeel.tenant', true), '')"
 
 CONFLICT_SQLSTATE = "SK409"
 DEAD_LOG_SQLSTATE = "SK410"
+
+
+def sealed(crc: str, n: str) -> str:
+    """SQL for the stored checksum: ``(crc + n) mod 2**32`` as a signed ``integer``.
+
+    Two's complement keeps the column 4 bytes; :func:`.rows.unsigned` undoes it.
+    ``%%`` is ``%`` in a statement that takes parameters.
+    """
+    return f"((({crc})::bigint + ({n}) + 2147483648) %% 4294967296 - 2147483648)::integer"
 
 
 def compose(template: str, schema: str, **extra: sql.Composable) -> str:
@@ -68,11 +83,13 @@ _LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 _KEEP_OR_NEW = "CASE WHEN %(@keep)s THEN expires_at ELSE %(@exp)s::float8 END"
 _CONFLICT = "{s}.sk_conflict(%(@key)s, %(@expect)s::bigint, %(now)s)"
 _DEAD_KV = "(t.expires_at IS NOT NULL AND t.expires_at <= excluded.updated_at)"
+_NEXT_VERSION = f"CASE WHEN {_DEAD_KV} THEN 1 ELSE t.version + 1 END"
 _UPSERT = (
-    "INSERT INTO {s}.sk_kv AS t (key, data, doc, codec, version, created_at, updated_at, expires_at)"
-    " VALUES (%(@key)s, %(@data)b, %(@doc)s::json, %(@codec)s, 1, %(now)s, %(now)s, %(@exp)s::float8)"
+    "INSERT INTO {s}.sk_kv AS t (key, data, doc, codec, version, created_at, updated_at, expires_at, checksum)"
+    " VALUES (%(@key)s, %(@data)b, %(@doc)s::json, %(@codec)s, 1, %(now)s, %(now)s, %(@exp)s::float8,"
+    f" {sealed('%(@crc)s', '1')})"
     " ON CONFLICT (key) DO UPDATE SET data = excluded.data, doc = excluded.doc, codec = excluded.codec,"
-    f" version = CASE WHEN {_DEAD_KV} THEN 1 ELSE t.version + 1 END,"
+    f" version = {_NEXT_VERSION}, checksum = {sealed('%(@crc)s', _NEXT_VERSION)},"
     f" created_at = CASE WHEN {_DEAD_KV} THEN excluded.created_at ELSE t.created_at END,"
     " updated_at = excluded.updated_at,"
     f" expires_at = CASE WHEN %(@keep)s AND NOT {_DEAD_KV} THEN t.expires_at ELSE excluded.expires_at END"
@@ -93,12 +110,13 @@ _APPEND_HEAD = (
     " RETURNING id, last_seq - %(@n)s AS base)"
 )
 _APPEND_ROWS = (
-    "INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at)"
-    " SELECT h.id, h.base + i.n, i.data, i.doc, i.codec, %(now)s FROM @head h, "
+    "INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at, checksum)"
+    f" SELECT h.id, h.base + i.n, i.data, i.doc, i.codec, %(now)s, {sealed('i.crc', 'h.base + i.n')}"
+    " FROM @head h, "
 )
 _APPEND_ARRAYS = (
-    "unnest(%(@datas)b::bytea[], %(@docs)b::json[], %(@codecs)b::text[])"
-    " WITH ORDINALITY AS i(data, doc, codec, n)"
+    "unnest(%(@datas)b::bytea[], %(@docs)b::json[], %(@codecs)b::text[], %(@crcs)b::bigint[])"
+    " WITH ORDINALITY AS i(data, doc, codec, crc, n)"
 )
 _APPENDED = "(SELECT base + 1 FROM @head)"
 APPEND_VALUES_MAX = 4
@@ -107,9 +125,10 @@ APPEND_VALUES_MAX = 4
 
 def _append_values(n: int) -> str:
     rows = ", ".join(
-        f"({i}, %(@data{i})b::bytea, %(@doc{i})s::json, %(@codec{i})s::text)" for i in range(1, n + 1)
+        f"({i}, %(@data{i})b::bytea, %(@doc{i})s::json, %(@codec{i})s::text, %(@crc{i})s::bigint)"
+        for i in range(1, n + 1)
     )
-    return f"{_APPEND_HEAD}, @ins AS ({_APPEND_ROWS}(VALUES {rows}) AS i(n, data, doc, codec))"
+    return f"{_APPEND_HEAD}, @ins AS ({_APPEND_ROWS}(VALUES {rows}) AS i(n, data, doc, codec, crc))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +152,8 @@ FRAGMENTS: dict[str, Fragment] = {
     ),
     "put_version": Fragment(
         "@w AS (UPDATE {s}.sk_kv SET data = %(@data)b, doc = %(@doc)s::json, codec = %(@codec)s,"
-        f" version = version + 1, updated_at = %(now)s, expires_at = {_KEEP_OR_NEW}"
+        f" version = version + 1, checksum = {sealed('%(@crc)s', 'version + 1')},"
+        f" updated_at = %(now)s, expires_at = {_KEEP_OR_NEW}"
         f" WHERE key = %(@key)s AND version = %(@expect)s AND {_LIVE}{_RETURNING})",
         f"coalesce((SELECT version FROM @w), {_CONFLICT})" + _REST_OF_PUT, 3,
     ),
@@ -174,16 +194,18 @@ FRAGMENTS: dict[str, Fragment] = {
         "(SELECT count(*) FROM @d)",
     ),
     "rewrite": Fragment(
-        "@u AS (UPDATE {s}.sk_entries e SET data = %(@data)b, doc = %(@doc)s::json, codec = %(@codec)s"
+        "@u AS (UPDATE {s}.sk_entries e SET data = %(@data)b, doc = %(@doc)s::json, codec = %(@codec)s,"
+        " checksum = %(@sum)s::integer"
         " FROM {s}.sk_logs l WHERE l.name = %(@log)s AND (l.expires_at IS NULL OR l.expires_at > %(now)s)"
         " AND l.last_seq >= l.first_seq AND e.log_id = l.id AND e.seq = %(@seq)s RETURNING 1)",
         "EXISTS (SELECT FROM @u)",
     ),
     "load": Fragment(
-        "@w AS (INSERT INTO {s}.sk_kv (key, data, doc, codec, version, created_at, updated_at, expires_at)"
-        " VALUES (%(@key)s, %(@data)b, %(@doc)s::json, %(@codec)s, %(@version)s, %(@created)s,"
-        " %(@updated)s, %(@exp)s::float8) ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
-        " doc = excluded.doc, codec = excluded.codec, version = excluded.version,"
+        "@w AS (INSERT INTO {s}.sk_kv (key, data, doc, codec, version, created_at, updated_at, expires_at,"
+        " checksum) VALUES (%(@key)s, %(@data)b, %(@doc)s::json, %(@codec)s, %(@version)s, %(@created)s,"
+        " %(@updated)s, %(@exp)s::float8, %(@sum)s::integer) ON CONFLICT (key) DO UPDATE SET"
+        " data = excluded.data, doc = excluded.doc, codec = excluded.codec, version = excluded.version,"
+        " checksum = excluded.checksum,"
         " created_at = excluded.created_at, updated_at = excluded.updated_at,"
         " expires_at = excluded.expires_at RETURNING version)",
         "(SELECT version FROM @w)",
@@ -204,7 +226,7 @@ def batch_sql(kinds: tuple[str, ...], schema: str) -> str:
 
 # -- whole statements -----------------------------------------------------------
 _DATA = "coalesce(data, convert_to(doc::text, 'UTF8'))"
-_RECORD = f"key, {_DATA}, codec, version, created_at, updated_at, expires_at"
+_RECORD = f"key, {_DATA}, codec, version, created_at, updated_at, expires_at, checksum"
 _LOG_COLUMNS = "first_seq, last_seq, created_at, updated_at, expires_at"
 _SCAN = (
     f"SELECT {_RECORD} FROM {{s}}.sk_kv WHERE key {{op}} %(lo)s AND key < %(hi)s"
@@ -217,7 +239,7 @@ _SCAN_LOGS = (
 # [start, stop) cut to the stored bounds, then to ``limit`` seqs from the
 # chosen end: an index range scan of at most ``limit`` entries.
 _READ = (
-    "SELECT e.seq, coalesce(e.data, convert_to(e.doc::text, 'UTF8')), e.codec, e.created_at"
+    "SELECT e.seq, coalesce(e.data, convert_to(e.doc::text, 'UTF8')), e.codec, e.created_at, e.checksum"
     " FROM {s}.sk_logs l"
     " CROSS JOIN LATERAL (SELECT least(%(stop)s::bigint, l.last_seq + 1,"
     "   greatest(%(start)s::bigint, l.first_seq) + %(ahead)s::bigint) AS hi) b"
@@ -231,10 +253,11 @@ _LOAD_ENTRIES = (
     "WITH head AS (SELECT id, last_seq FROM {s}.sk_logs WHERE name = %(log)s), items AS ("
     " SELECT u.*, max(u.seq) OVER (ORDER BY u.n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev"
     " FROM unnest(%(seqs)b::bigint[], %(datas)b::bytea[], %(docs)b::json[], %(codecs)b::text[],"
-    " %(createds)b::float8[]) WITH ORDINALITY AS u(seq, data, doc, codec, created_at, n)"
+    " %(createds)b::float8[], %(sums)b::integer[]) WITH ORDINALITY AS u(seq, data, doc, codec, created_at,"
+    " checksum, n)"
     "), ins AS ("
-    " INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at)"
-    " SELECT head.id, i.seq, i.data, i.doc, i.codec, i.created_at FROM head, items i"
+    " INSERT INTO {s}.sk_entries (log_id, seq, data, doc, codec, created_at, checksum)"
+    " SELECT head.id, i.seq, i.data, i.doc, i.codec, i.created_at, i.checksum FROM head, items i"
     " WHERE i.seq > greatest(head.last_seq, i.prev) RETURNING seq, created_at"
     "), upd AS ("
     " UPDATE {s}.sk_logs SET last_seq = greatest(last_seq, (SELECT max(seq) FROM ins)),"

@@ -1,8 +1,11 @@
 """``redis://host:6379/0`` (also ``rediss://``, ``valkey://``) — plain Redis 7 or Valkey, no modules.
 
-URL options (the rest of the query goes to redis-py): ``?prefix=NAME`` (default
-``sk``) names the store, so several stores share one Redis; ``?timeout=SECONDS``
-(default 10) bounds connecting and every reply.
+URL options: ``?prefix=NAME`` (default ``sk``) names the store, so several
+stores share one Redis; ``?timeout=SECONDS`` (default 10, positive and finite)
+bounds connecting and every reply. A few redis-py options pass through
+(``db``, ``client_name``, ``health_check_interval``, ``max_connections``,
+``socket_keepalive``; the ``ssl_*`` ones on ``rediss://``); any other option is
+refused with :class:`~statekeel.errors.ConfigurationError`.
 
 Durability is the server's ``appendfsync`` setting, since a batch is
 acknowledged when Redis replies:
@@ -34,31 +37,36 @@ Design (details in :mod:`.wire` and :mod:`.lua`):
 * Records are hashes; a per-partition sorted set of keys (all score 0) gives
   ``scan`` key order and pages with ZRANGEBYLEX; prefixes shorter than a
   partition walk a registry of partitions.
-* Logs are Redis Streams with explicit IDs ``SEQ-0`` plus a small header hash:
-  XRANGE/XREVRANGE read any seq range in O(log N + M), so the last 20 entries
-  cost O(20) at any length; XTRIM MINID drops a prefix; explicit IDs keep seqs
-  exact and never reused (the stream remembers its last ID), and gaps left by
-  imported logs need no bookkeeping. A list would need an offset that every
-  trim must keep in step with the numbering.
+* Logs are lists plus a small header hash (first and last seq): element ``i``
+  is entry ``first + i``, read from the nearer end, so the last 20 entries cost
+  O(20) at any length; LTRIM drops a prefix; LSET rewrites one entry in place.
 * ``apply`` is ONE round trip: a pipeline of ``ZADD NX`` (registry) + one
-  ``EVALSHA`` of the APPLY script + ``ZADD NX`` again. The script checks every
-  compare-and-set before it writes anything, so a batch is all or nothing; a
-  write-free ``ZADD NX`` costs no AOF write. Scripts run with the client's
-  ``time.time()`` as ``now``, so timestamps round-trip exactly as floats.
+  ``EVALSHA`` of the APPLY script + ``ZADD NX`` again. Redis does not roll back
+  a script that fails midway, so a batch is all or nothing by checking first:
+  :func:`.wire.encode` refuses a bad op before anything is sent, and the script
+  checks key types, header fields and every compare-and-set before its first
+  write. A write-free ``ZADD NX`` costs no AOF write. Scripts run with the
+  client's ``time.time()`` as ``now``, so timestamps round-trip exactly as floats.
+* Checksums (:mod:`statekeel.protocol.integrity`): a record's ``s`` field and
+  the 4 bytes after an entry's leading ``#``; every read verifies them and
+  raises :class:`~statekeel.errors.CorruptionError`. Data written before
+  checksums has neither and reads unchecked.
 * Expiry: every Redis key of a record or log with ``expires_at`` gets PEXPIREAT
   (rounded up to the millisecond); index keys expire with the latest of their
   members (never while one member has no expiry). Reads also compare
   ``expires_at`` with the client clock, so keep clocks in sync (NTP). Index
   members of keys Redis expired are skipped by reads and cleaned by
   ``purge_expired`` (and by a scan that meets them).
-* Faults: every redis-py error is translated in one place (:func:`.backend._map_error`).
+* Faults: every redis-py error is translated in one place (:func:`.backend._map_error`);
+  text with a lone surrogate (not UTF-8) is :class:`~statekeel.errors.InvalidInputError`
+  before it reaches redis-py.
   redis-py's automatic retry is off, because re-sending a batch after a lost
   reply could apply it twice; a broken connection raises UnavailableError and
   the next call reconnects. Scripts are loaded again after a restart (NOSCRIPT).
 
 Modules: :mod:`.backend` (the class: client, reads, batches, purge, migrations),
 :mod:`.wire` (key layout; a batch as script arguments and back), :mod:`.lua`
-(the server-side scripts).
+(the APPLY script), :mod:`.lua_scan` (the scripts that scan, read logs and purge).
 """
 
 from __future__ import annotations

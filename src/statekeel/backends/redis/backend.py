@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import struct
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
@@ -17,17 +18,20 @@ from redis.retry import Retry
 from ...errors import (
     ConfigurationError,
     ConflictError,
+    CorruptionError,
     NotAStoreError,
     SchemaTooNewError,
     StatekeelError,
     StoreError,
     UnavailableError,
     translate,
+    maybe_applied,
 )
-from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.integrity import verify_entry, verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
-from . import lua, wire
+from . import lua, lua_scan, wire
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
@@ -35,7 +39,13 @@ LAYOUT_VERSION = 1
 """The key layout this code writes; recorded in ``PREFIX:statekeel``."""
 
 _OWN_OPTIONS = ("prefix", "timeout")
-_RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea")
+_REDIS_OPTIONS = ("db", "client_name", "health_check_interval", "max_connections", "socket_keepalive")
+"""redis-py URL options passed through as they are. Left out on purpose: ``socket_timeout`` and
+``socket_connect_timeout`` (``?timeout=`` sets both), ``retry_on_timeout`` and ``retry_on_error``
+(a batch whose reply was lost must never be re-sent), ``protocol`` (the replies are parsed as RESP2)."""
+_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+"""Passed through for ``rediss://`` only (a plain connection refuses them)."""
+_RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea", "s")
 _REGISTRY_PAGE = 200
 _REGISTERED_CACHE = 100_000
 _T = TypeVar("_T")
@@ -50,11 +60,11 @@ class _Script:
 
 
 _APPLY = _Script(lua.APPLY)
-_SCAN_KEYS = _Script(lua.SCAN_KEYS)
-_SCAN_LOGS = _Script(lua.SCAN_LOGS)
-_READ_LOG = _Script(lua.READ_LOG)
-_PURGE = _Script(lua.PURGE)
-_CLEAN = _Script(lua.CLEAN)
+_SCAN_KEYS = _Script(lua_scan.SCAN_KEYS)
+_SCAN_LOGS = _Script(lua_scan.SCAN_LOGS)
+_READ_LOG = _Script(lua_scan.READ_LOG)
+_PURGE = _Script(lua_scan.PURGE)
+_CLEAN = _Script(lua_scan.CLEAN)
 _SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN)
 
 
@@ -70,10 +80,10 @@ def _map_error(exc: BaseException) -> StatekeelError | None:
     if isinstance(exc, rx.BusyLoadingError):
         return UnavailableError(f"Redis is still loading its data ({text}); retry in a moment")
     if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
-        return UnavailableError(
+        return maybe_applied(UnavailableError(
             f"Redis is unreachable or did not answer ({text}); a write in flight may or may not "
-            "have been applied — retry the call; the next call reconnects by itself"
-        )
+            "have been applied — read back before retrying a write; the next call reconnects by itself"
+        ))
     if isinstance(exc, rx.ReadOnlyError):
         return UnavailableError(f"Redis is a read-only replica right now ({text}); retry after the failover")
     if isinstance(exc, (rx.AskError, rx.ClusterError, rx.ClusterCrossSlotError)) or "CROSSSLOT" in text:
@@ -91,8 +101,12 @@ def _map_error(exc: BaseException) -> StatekeelError | None:
     return StoreError(f"Redis error: {text}")
 
 
-def _client(url: ParsedURL, timeout: float) -> redis.Redis:
+def _client(url: ParsedURL) -> redis.Redis:
     scheme = "rediss" if url.scheme == "rediss" else "redis"
+    url.refuse_unknown(_OWN_OPTIONS + _REDIS_OPTIONS + (_TLS_OPTIONS if scheme == "rediss" else ()))
+    timeout = url.float_option("timeout", 10.0)
+    if timeout <= 0:
+        raise ConfigurationError(f"?timeout= in {url.redacted} must be a positive number of seconds, e.g. ?timeout=10")
     query = urlencode({k: v for k, v in url.options.items() if k not in _OWN_OPTIONS})
     clean = urlunsplit((scheme, url.netloc, url.path, query, ""))
     try:
@@ -103,7 +117,7 @@ def _client(url: ParsedURL, timeout: float) -> redis.Redis:
             retry=Retry(NoBackoff(), 0),  # never re-send a batch whose reply was lost
             decode_responses=False,
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{url.redacted} is not a valid Redis URL ({exc})") from exc
 
 
@@ -116,10 +130,36 @@ def _opt_float(value: Any) -> float | None:
 
 
 def _record(key: str, h: Sequence[Any]) -> Record | None:
-    data, codec, version, created, updated, expires = h
+    """The record from its hash fields (``_RECORD_FIELDS``), its checksum verified; None if absent."""
+    data, codec, version, created, updated, expires, stored = h
     if version is None:
         return None
-    return Record(key, data, _text(codec), int(version), float(created), float(updated), _opt_float(expires))
+    try:
+        if not isinstance(data, bytes):
+            raise ValueError("its data field is missing")
+        rec = Record(key, data, _text(codec), int(version), float(created), float(updated), _opt_float(expires))
+        checksum = int(stored) if stored else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _damaged(f"record {key!r}", exc, key) from None
+    verify_record(key, rec.codec, data, rec.version, checksum)
+    return rec
+
+
+def _entry(log: str, seq: int, raw: bytes) -> Entry:
+    """Entry ``seq`` of ``log`` from its list element, its checksum verified."""
+    try:
+        created, codec, data, stored = wire.unframe(raw)
+    except (ValueError, struct.error) as exc:
+        raise _damaged(f"entry {seq} of log {log!r}", exc, log, seq) from None
+    verify_entry(log, seq, codec, data, stored)
+    return Entry(log, seq, data, codec, created)
+
+
+def _damaged(what: str, exc: Exception, key: str, seq: int | None = None) -> CorruptionError:
+    return CorruptionError(
+        f"{what} is damaged: its stored fields cannot be read ({exc}); run `statekeel doctor` to list "
+        "every damaged record, then restore it from a backup or delete it", key, seq,
+    )  # fmt: skip
 
 
 def _alive(expires_at: float | None, now: float) -> bool:
@@ -132,10 +172,13 @@ class RedisBackend(Backend):
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
         self.url = url.redacted
         self._layout = wire.Layout(url.option("prefix", "sk"))
-        self._redis = _client(url, url.float_option("timeout", 10.0))
+        self._redis = _client(url)
         self._purge_cursor: str | None = None
         self._registered: set[str] = set()
         """Partitions this handle registered (or saw registered) since it opened."""
+        self._next_seq: dict[str, int] = {}
+        """Each log's next seq as this handle's last append left it: the seqs the
+        next append's checksums are sealed with (the script corrects a wrong guess)."""
         if self._cluster_enabled():  # a cluster refuses scripts across slots: one partition per batch
             self.batch_scope = "partition"
         if migrate:
@@ -156,6 +199,7 @@ class RedisBackend(Backend):
 
     # -- reads ---------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        wire.utf8(key, "the key")
         h = self._call(lambda: self._redis.hmget(self._layout.kv(key), _RECORD_FIELDS))
         rec = _record(key, h)
         if rec is None or include_expired or _alive(rec.expires_at, time.time()):
@@ -171,6 +215,8 @@ class RedisBackend(Backend):
 
         if not keys:
             return []
+        for key in keys:
+            wire.utf8(key, "the key")
         now = time.time()
         found = [_record(k, h) for k, h in zip(keys, self._call(run))]
         return [r if r is not None and _alive(r.expires_at, now) else None for r in found]
@@ -182,8 +228,7 @@ class RedisBackend(Backend):
             if len(out) >= limit:
                 break
             rows = self._scan_partition(_SCAN_KEYS, "k", part, (lo, hi), limit - len(out), now)
-            out += [Record(_text(r[0]), r[1], _text(r[2]), int(r[3]), float(r[4]), float(r[5]),
-                           _opt_float(r[6])) for r in rows]  # fmt: skip
+            out += [rec for r in rows if (rec := _record(_text(r[0]), r[1:])) is not None]
         return out
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
@@ -209,6 +254,9 @@ class RedisBackend(Backend):
 
     def _ranges(self, prefix: str, after: str | None) -> Iterator[wire.PartitionRange]:
         """The partition intervals holding keys that start with ``prefix``, in key order."""
+        wire.utf8(prefix, "the prefix")
+        if after is not None:
+            wire.utf8(after, "after=")
         if wire.in_one_partition(prefix):
             yield (partition(prefix), *wire.prefix_range(prefix, after))
             return
@@ -225,6 +273,7 @@ class RedisBackend(Backend):
         limit: int | None = None,
         reverse: bool = False,
     ) -> list[Entry]:
+        wire.utf8(log, "the log")
         keys = [self._layout.log_head(log), self._layout.log_data(log)]
         args = [repr(time.time()), int(start), "" if stop is None else int(stop),
                 "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
@@ -232,9 +281,10 @@ class RedisBackend(Backend):
         if not reply:
             return []
         first, frames = int(reply[0]), reply[1]
-        return [Entry(log, first + i, *_entry_fields(raw)) for i, raw in enumerate(frames) if raw]
+        return [_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
 
     def log_info(self, log: str) -> LogInfo | None:
+        wire.utf8(log, "the log")
         head = self._layout.log_head(log)
         h: list[Any] = self._call(lambda: self._redis.hmget(head, ("f", "l", "ca", "ua", "ea")))
         if h[0] is None:
@@ -249,7 +299,7 @@ class RedisBackend(Backend):
         if not ops:
             return []
         now = time.time()
-        batch = wire.encode(self._layout, ops, now, self._expand)
+        batch = wire.encode(self._layout, ops, now, self._expand, self._next_seq)
         if not batch.owners:  # only Expires over prefixes that hold nothing
             return [0 for _ in ops]
         return self._call(lambda: self._run_batch(ops, batch, now))
@@ -278,7 +328,15 @@ class RedisBackend(Backend):
         if len(self._registered) > _REGISTERED_CACHE:
             self._registered.clear()
         self._registered.update(batch.creates.values())
+        self._remember_seqs(ops, results)
         return results
+
+    def _remember_seqs(self, ops: Sequence[Op], results: list[OpResult]) -> None:
+        if len(self._next_seq) > _REGISTERED_CACHE:
+            self._next_seq.clear()
+        for op, first in zip(ops, results):
+            if isinstance(op, Append) and isinstance(first, int):
+                self._next_seq[op.log] = first + len(op.items)
 
     def _send_batch(self, args: list[Any], register: list[str]) -> Any:
         if not register:
@@ -422,7 +480,3 @@ class RedisBackend(Backend):
         except rx.RedisError:
             pass
 
-
-def _entry_fields(raw: bytes) -> tuple[bytes, str, float]:
-    created, codec, data = wire.unframe(raw)
-    return data, codec, created

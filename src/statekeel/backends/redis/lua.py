@@ -4,8 +4,11 @@ Every script works on the Redis keys of one or more *partitions*. A partition's
 keys all start with its *base* ``PREFIX:{PARTITION}:`` (the braces are the
 Redis Cluster hash tag), so a script given one base touches one hash slot:
 
-    BASE kv:KEY     hash   d data, c codec, v version, ca/ua created/updated, ea expires
-    BASE log:LOG    list   element i is entry f + i: ``created_at|len(codec)|codec`` + data
+    BASE kv:KEY     hash   d data, c codec, v version, ca/ua created/updated, ea expires,
+                           s checksum (absent: written before checksums, read unchecked)
+    BASE log:LOG    list   element i is entry f + i: ``#``, its checksum (4 bytes, big-endian),
+                           then ``created_at|len(codec)|codec`` + data (without ``#`` and
+                           checksum: written before checksums, read unchecked)
     BASE logh:LOG   hash   f first_seq, l last_seq, ca, ua, ea; g = seqs an import skipped
     BASE keys       zset   live record keys, all score 0 (ZRANGEBYLEX = key order)
     BASE logs       zset   live log names, all score 0
@@ -16,12 +19,26 @@ reads give back the exact float; the client's ``now`` is an argument of every
 script that decides liveness. ``BASE exp`` drives two things: the expiry of the
 three index keys (the latest member expiry, or none while any member has none)
 and :meth:`purge_expired`, which cleans index members of keys Redis expired.
+
+Checksums (:mod:`statekeel.protocol.integrity`): the script numbers versions and
+seqs, so the client sends the CRC part (``base_sum``) and the script adds the
+number — a Put's ``s`` is ``(base + version) % 2^32``. An Append's frames arrive
+sealed with the seqs the client guessed (its previous append to the log told
+it); when the log has moved on meanwhile, the script shifts each checksum by
+the difference. Load, LoadEntries and Rewrite know their number: their
+checksums arrive whole.
+
+APPLY is all or nothing: Redis keeps the writes of a script that fails midway,
+so the PREFLIGHT part checks, before the first write, everything that could
+make a write fail — each argument (the client checked them too), the type of
+every Redis key the batch touches, and the numeric header fields it will
+compute with.
 """
 
 from __future__ import annotations
 
 # Helpers shared by the writing scripts. NOW_S / NOW are the client's clock.
-_COMMON = r"""
+COMMON = r"""
 local function alive(ea) return (not ea) or tonumber(ea) > NOW end
 local function ms(ea) return string.format('%.0f', math.ceil(tonumber(ea) * 1000)) end
 local function score(ea)
@@ -29,6 +46,7 @@ local function score(ea)
   return '+inf'
 end
 local function int(n) return string.format('%d', n) end
+local function sealed(base, n) return (base + n % 4294967296) % 4294967296 end
 
 -- Native expiry on one Redis key: PEXPIREAT (rounded up to the ms) or none.
 local function set_expiry(rkey, ea)
@@ -52,18 +70,18 @@ end
 # ``#!lua`` (Redis 7 / Valkey): a script that may write is refused before it
 # starts when Redis is out of memory (no half-applied batch), and on a cluster
 # node a script touching keys of two slots fails instead of silently working.
-_WRITES = "#!lua\n"
-_READS = "#!lua flags=no-writes\n"
+WRITES = "#!lua\n"
+READS = "#!lua flags=no-writes\n"
 
 APPLY = (
-    _WRITES
+    WRITES
     + r"""
 -- ARGV[1] = now; ARGV[2] = the ops, each field prefixed by its length (>I4):
 -- code, base, key, operands (see wire.py). Replies with one string.
 local NOW_S = ARGV[1]
 local NOW = tonumber(NOW_S)
 """
-    + _COMMON
+    + COMMON
     + r"""
 -- touched: partitions whose expiry index changed; fresh: partitions that were
 -- empty before this batch (the client registers them, see wire.py).
@@ -90,13 +108,120 @@ local function opt(v) if v == '-' then return false end return v end
 local ops, blob, at = {}, ARGV[2], 1
 local function nxt() local v; v, at = struct.unpack('>I4c0', blob, at); return v end
 local function items(n) local t = {}; for j = 1, n do t[j] = nxt() end; return t end
-local ARITY = {P = 4, D = 1, T = 1, E = 2, R = 1, L = 6, W = 3}
+local ARITY = {P = 5, D = 1, T = 1, E = 2, R = 1, L = 7, W = 4}
 while at <= #blob do
   local op = {code = nxt(), base = nxt(), key = nxt()}
-  if op.code == 'A' then op.exp = nxt(); op.items = items(tonumber(nxt()))
+  if op.code == 'A' then op.exp = nxt(); op.guess = nxt(); op.items = items(tonumber(nxt()))
   elseif op.code == 'M' then op.exp = opt(nxt()); op.items = items(3 * tonumber(nxt()))
   else op.args = items(ARITY[op.code]) end
   ops[#ops + 1] = op
+end
+-- preflight: Redis keeps the writes of a script that fails midway, so whatever -----
+-- could make a write fail is checked here, before the first one (see the docstring) --
+local BIG = 9007199254740991  -- 2^53 - 1: Lua numbers hold integers exactly up to here
+local function num(v, top)  -- v as a number in [-top, top], else nil (tonumber takes 'nan', 'inf')
+  local n = tonumber(v)
+  if n and n == n and n >= -top and n <= top then return n end
+end
+local function whole(v) local n = num(v, BIG); return n ~= nil and n % 1 == 0 end
+local function expiry(v) return (not v) or v == 'K' or v == '-' or num(v, BIG / 1000) ~= nil end
+local function framed(f) return #f >= 5 and string.byte(f, 1) == 35 end  -- '#'
+local function valid(op)
+  local c, a = op.code, op.args
+  if c == 'P' or c == 'D' then
+    local e = c == 'P' and a[3] or a[1]
+    if not (e == '*' or e == '-' or e == 'x' or whole(e)) then return false end
+    return c == 'D' or (expiry(a[4]) and whole(a[5]) and (num(a[5], 4294967295) or -1) >= 0)
+  end
+  if c == 'T' then return expiry(a[1]) end
+  if c == 'E' then return expiry(a[2]) end
+  if c == 'R' then return whole(a[1]) end
+  if c == 'W' then return whole(a[1]) and #a[4] == 4 end
+  if c == 'L' then
+    return whole(a[3]) and num(a[4], 1e308) and num(a[5], 1e308) and expiry(a[6]) and whole(a[7])
+      and (num(a[7], 4294967295) or -1) >= 0
+  end
+  if not expiry(op.exp) then return false end
+  if c == 'A' then
+    for _, f in ipairs(op.items) do if not framed(f) then return false end end
+    return whole(op.guess)
+  end
+  for j = 1, #op.items, 3 do
+    if not (whole(op.items[j]) and num(op.items[j + 1], 1e308) and framed(op.items[j + 2])) then return false end
+  end
+  return true
+end
+
+-- Each Redis key is checked once: its type, and the header fields the ops compute
+-- with (HMGET fails on a key of another type). A header that only one op of the
+-- batch names is read in that op's order and kept in ``unread``, so the op does not
+-- read it again; ``heads`` keeps record headers (v first, ea last) for the CAS checks.
+local checked, heads, unread, touches, expiring = {}, {}, {}, {}, false
+local HEADERS = {['kv:'] = 'PDLT', ['logh:'] = 'AMRWT'}  -- op codes that read or write each kind
+for _, op in ipairs(ops) do  -- how many ops of the batch read or write each header
+  local c = op.code
+  if c == 'E' then expiring = true end
+  for kind, codes in pairs(HEADERS) do
+    if string.find(codes, c, 1, true) then
+      local rkey = op.base .. kind .. op.key
+      touches[rkey] = (touches[rkey] or 0) + 1
+    end
+  end
+end
+local function fields(kind, code)  -- the header fields an op computes with, in the order it reads them
+  if kind == 'kv:' then
+    if code == 'D' or code == 'T' then return 'v', 'ea' end
+    return 'v', 'ca', 'ea'
+  end
+  if code == 'A' then return 'l', 'ea' end
+  if code == 'R' then return 'f', 'l', 'g' end
+  if code == 'W' or code == 'T' then return 'f', 'l', 'ea' end
+  if code == 'M' then return 'l', 'ua', 'ea', 'g' end
+  return 'f', 'l', 'ua', 'ea', 'g'
+end
+local function wrong(rkey, want) return 'WRONGTYPE ' .. rkey .. ' is not a ' .. want .. ' statekeel wrote' end
+local function typed(rkey, want)
+  local t = redis.call('TYPE', rkey)['ok']
+  if t ~= 'none' and t ~= want then return wrong(rkey, want) end
+end
+local function header(base, kind, name, code)  -- returns: type error, or damaged field and name
+  local rkey = base .. kind .. name
+  if checked[rkey] then return nil end
+  checked[rkey] = true
+  local alone = touches[rkey] == 1 and not expiring
+  code = alone and code or 'all'
+  local h = redis.pcall('HMGET', rkey, fields(kind, code))
+  if h.err then return wrong(rkey, 'hash') end
+  for j = 1, #h do
+    if h[j] and not num(h[j], 1e308) then return nil, ({fields(kind, code)})[j] .. ' ' .. name end
+  end
+  if kind == 'kv:' then heads[name] = h end
+  if alone then unread[rkey] = h end
+end
+local function members(op, set, kind)
+  for _, name in ipairs(redis.call('ZRANGEBYLEX', op.base .. set, op.key, op.args[1])) do
+    local bad, field = header(op.base, kind, name, 'all')
+    if bad or field then return bad, field end
+  end
+end
+local function stored(op)  -- a type error, or a damaged field
+  local c, base, bad, field = op.code, op.base, nil, nil
+  if not checked[base] then
+    checked[base] = true
+    bad = typed(base .. 'keys', 'zset') or typed(base .. 'logs', 'zset') or typed(base .. 'exp', 'zset')
+  end
+  if not bad and (c == 'P' or c == 'D' or c == 'T') then bad, field = header(base, 'kv:', op.key, c) end
+  if not (bad or field) and string.find('AMRWT', c, 1, true) then bad, field = header(base, 'logh:', op.key, c) end
+  if not (bad or field) and string.find('AMRW', c, 1, true) then bad = typed(base .. 'log:' .. op.key, 'list') end
+  if not (bad or field) and c == 'E' then bad, field = members(op, 'keys', 'kv:') end
+  if not (bad or field) and c == 'E' then bad, field = members(op, 'logs', 'logh:') end
+  return bad, field
+end
+for i, op in ipairs(ops) do
+  if not valid(op) then return '2 ' .. i .. ' -' end
+  local bad, field = stored(op)
+  if bad then return redis.error_reply(bad) end
+  if field then return '3 ' .. i .. ' ' .. field end
 end
 
 -- compare-and-set: every precondition is checked before anything is written, --
@@ -113,9 +238,9 @@ for i, op in ipairs(ops) do
   -- an unconditional write of a key no other op of the batch names needs no read here
   if (op.code == 'P' or op.code == 'D') and (expect ~= '*' or uses[op.key] > 1) then
     local cur = pending[op.key]
-    if cur == nil then
-      local h = redis.call('HMGET', op.base .. 'kv:' .. op.key, 'v', 'ea')
-      cur = (h[1] and alive(h[2])) and tonumber(h[1]) or -1
+    if cur == nil then  -- the preflight read every record's header
+      local h = heads[op.key]
+      cur = (h[1] and alive(h[#h])) and tonumber(h[1]) or -1
     end
     if expect ~= '*' then
       local want = expect == '-' and -1 or tonumber(expect)
@@ -137,9 +262,9 @@ end
 
 -- records ------------------------------------------------------------------
 local function put(op)
-  local data, codec, _, exp = unpack(op.args)
+  local data, codec, _, exp, base = unpack(op.args)
   local rk = op.base .. 'kv:' .. op.key
-  local h = redis.call('HMGET', rk, 'v', 'ca', 'ea')
+  local h = unread[rk] or redis.call('HMGET', rk, 'v', 'ca', 'ea')
   local live = h[1] and alive(h[3])
   if h[1] and not live then redis.call('DEL', rk) end
   local old = live and h[3]
@@ -147,10 +272,11 @@ local function put(op)
   if exp ~= 'K' then ea = opt(exp) end
   local version = live and tonumber(h[1]) + 1 or 1
   local ca = live and h[2] or NOW_S
+  local sum = int(sealed(tonumber(base), version))
   if ea then
-    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 'ca', ca, 'ua', NOW_S, 'ea', ea)
+    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S, 'ea', ea)
   else
-    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 'ca', ca, 'ua', NOW_S)
+    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S)
     if old then redis.call('HDEL', rk, 'ea') end
   end
   if not live or ea ~= old then
@@ -170,11 +296,11 @@ local function delete(op)
 end
 
 local function load(op)
-  local data, codec, version, ca, ua, exp = unpack(op.args)
+  local data, codec, version, ca, ua, exp, sum = unpack(op.args)
   local rk = op.base .. 'kv:' .. op.key
   local ea = opt(exp)
   redis.call('DEL', rk)
-  redis.call('HSET', rk, 'd', data, 'c', codec, 'v', version, 'ca', ca, 'ua', ua)
+  redis.call('HSET', rk, 'd', data, 'c', codec, 'v', version, 's', sum, 'ca', ca, 'ua', ua)
   if ea then redis.call('HSET', rk, 'ea', ea) end
   set_expiry(rk, ea)
   index(op.base, 'keys', 'k:', op.key, ea)
@@ -199,13 +325,20 @@ end
 
 local function append(op)
   local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
-  local h = redis.call('HMGET', hk, 'l', 'ea')
+  local h = unread[hk] or redis.call('HMGET', hk, 'l', 'ea')
   local live = h[1] and alive(h[2])
   local last, old = 0, false
   if live then last, old = tonumber(h[1]), h[2] else redis.call('DEL', hk, lk) end
   local ea = old
   if op.exp ~= 'K' then ea = opt(op.exp) end
   local n = #op.items
+  local shift = (last + 1 - tonumber(op.guess)) % 4294967296  -- 0: the client guessed the seqs right
+  if shift ~= 0 then
+    for j = 1, n do
+      local f = op.items[j]
+      op.items[j] = '#' .. struct.pack('>I4', sealed(struct.unpack('>I4', f, 2), shift)) .. string.sub(f, 6)
+    end
+  end
   local created = n > 0 and push(lk, op.items) == n
   if live then
     redis.call('HSET', hk, 'l', int(last + n), 'ua', NOW_S)
@@ -280,7 +413,7 @@ local function trim(op)
 end
 
 local function rewrite(op)
-  -- args: seq, data, codec. Keeps the entry's created_at (the frame's first field).
+  -- args: seq, data, codec, checksum (4 bytes). Keeps the entry's created_at (the frame's first field).
   local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
   local h = redis.call('HMGET', hk, 'f', 'l', 'ea')
   if not (h[1] and alive(h[3])) then return 0 end
@@ -291,7 +424,8 @@ local function rewrite(op)
   local old = redis.call('LINDEX', lk, at)
   if (not old) or old == '' then return 0 end
   local data, codec = op.args[2], op.args[3]
-  redis.call('LSET', lk, at, string.match(old, '^[^|]*') .. '|' .. #codec .. '|' .. codec .. data)
+  if string.sub(old, 1, 1) == '#' then old = string.sub(old, 6) end
+  redis.call('LSET', lk, at, '#' .. op.args[4] .. string.match(old, '^[^|]*') .. '|' .. #codec .. '|' .. codec .. data)
   return 1
 end
 
@@ -359,125 +493,5 @@ end
 if #fresh > 0 then results[2] = table.concat(fresh, ',') end
 for base in pairs(touched) do refresh(base) end
 return table.concat(results, ' ')
-"""
-)
-
-SCAN_KEYS = _READS + r"""
--- KEYS[1] = BASE keys; ARGV = base, min, max, limit, now. Returns {records, dead members}.
-local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local out, dead = {}, {}
-while #out < limit do
-  local want = limit - #out
-  local names = redis.call('ZRANGEBYLEX', KEYS[1], lo, hi, 'LIMIT', 0, want)
-  for _, name in ipairs(names) do
-    local h = redis.call('HMGET', base .. 'kv:' .. name, 'd', 'c', 'v', 'ca', 'ua', 'ea')
-    if not h[3] then
-      dead[#dead + 1] = name
-    elseif (not h[6]) or tonumber(h[6]) > NOW then
-      out[#out + 1] = {name, h[1], h[2], h[3], h[4], h[5], h[6] or ''}
-    end
-  end
-  if #names < want then break end
-  lo = '(' .. names[#names]
-end
-return {out, dead}
-"""
-
-SCAN_LOGS = _READS + r"""
--- KEYS[1] = BASE logs; ARGV = base, min, max, limit, now. Returns {headers, dead members}.
-local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local out, dead = {}, {}
-while #out < limit do
-  local want = limit - #out
-  local names = redis.call('ZRANGEBYLEX', KEYS[1], lo, hi, 'LIMIT', 0, want)
-  for _, name in ipairs(names) do
-    local g = redis.call('HMGET', base .. 'logh:' .. name, 'f', 'l', 'ca', 'ua', 'ea')
-    if not g[1] then
-      dead[#dead + 1] = name
-    elseif ((not g[5]) or tonumber(g[5]) > NOW) and tonumber(g[2]) >= tonumber(g[1]) then
-      out[#out + 1] = {name, g[1], g[2], g[3], g[4], g[5] or ''}
-    end
-  end
-  if #names < want then break end
-  lo = '(' .. names[#names]
-end
-return {out, dead}
-"""
-
-READ_LOG = _READS + r"""
--- KEYS = BASE logh:LOG, BASE log:LOG; ARGV = now, start, stop|'', limit|'', reverse 1|0.
--- Returns {first seq, frames}: LRANGE from the nearer end, so a tail read is O(limit).
-local g = redis.call('HMGET', KEYS[1], 'f', 'l', 'ea')
-if not g[1] or (g[3] and tonumber(g[3]) <= tonumber(ARGV[1])) then return {} end
-local first, last = tonumber(g[1]), tonumber(g[2])
-if last < first then return {} end
-local lo = math.max(tonumber(ARGV[2]), first)
-local hi = last + 1
-if ARGV[3] ~= '' then hi = math.min(tonumber(ARGV[3]), hi) end
-if ARGV[4] ~= '' then
-  local limit = tonumber(ARGV[4])
-  if ARGV[5] == '1' then lo = math.max(lo, hi - limit) else hi = math.min(hi, lo + limit) end
-end
-if hi <= lo then return {} end
-local a, b = lo - first, hi - 1 - first
-if a > last - (hi - 1) then a, b = lo - last - 1, hi - last - 2 end
-return {lo, redis.call('LRANGE', KEYS[2], a, b)}
-"""
-
-PURGE = (
-    _WRITES
-    + r"""
--- KEYS[1] = BASE exp; ARGV = base, now, limit. Returns {cleaned, partition is empty}.
-local base, NOW_S, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local NOW = tonumber(NOW_S)
-"""
-    + _COMMON
-    + r"""
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', score(NOW_S), 'LIMIT', 0, limit)
-local cleaned = 0
-for _, member in ipairs(names) do
-  local kind, name = member:sub(1, 1), member:sub(3)
-  local head = kind == 'k' and (base .. 'kv:' .. name) or (base .. 'logh:' .. name)
-  local ea = redis.call('HGET', head, 'ea')
-  if redis.call('EXISTS', head) == 1 and alive(ea) then
-    redis.call('ZADD', KEYS[1], score(ea), member)  -- stale score: the record lives on
-  else
-    if kind == 'k' then
-      redis.call('DEL', head)
-      redis.call('ZREM', base .. 'keys', name)
-    else
-      redis.call('DEL', head, base .. 'log:' .. name)
-      redis.call('ZREM', base .. 'logs', name)
-    end
-    redis.call('ZREM', KEYS[1], member)
-    cleaned = cleaned + 1
-  end
-end
-if cleaned > 0 then refresh(base) end
-return {cleaned, redis.call('EXISTS', KEYS[1]) == 0 and 1 or 0}
-"""
-)
-
-CLEAN = (
-    _WRITES
-    + r"""
--- KEYS[1] = BASE keys|logs; ARGV = base, kind k|l, names. Drops members whose key is gone.
-local base, kind = ARGV[1], ARGV[2]
-local NOW = 0
-"""
-    + _COMMON
-    + r"""
-local set = kind == 'k' and 'keys' or 'logs'
-local head = kind == 'k' and 'kv:' or 'logh:'
-local n = 0
-for i = 3, #ARGV do
-  if redis.call('EXISTS', base .. head .. ARGV[i]) == 0 then
-    if kind == 'l' then redis.call('DEL', base .. 'log:' .. ARGV[i]) end
-    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZREM', base .. 'exp', kind .. ':' .. ARGV[i])
-  end
-end
-if n > 0 then refresh(base) end
-return n
 """
 )

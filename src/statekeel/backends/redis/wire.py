@@ -20,12 +20,13 @@ order walks the keys in order.
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ...errors import ConfigurationError, ConflictError
+from ...errors import ConfigurationError, ConflictError, CorruptionError, InvalidInputError
 from ...protocol import (
     ANY,
     KEEP,
@@ -42,7 +43,9 @@ from ...protocol import (
     Touch,
     Trim,
     keys,
+    op_target,
 )
+from ...protocol.integrity import base_sum, entry_sum, record_sum, seal
 from .._dispatch import handlers
 
 Arg = str | bytes
@@ -50,6 +53,11 @@ LexRange = tuple[bytes, bytes]
 """ZRANGEBYLEX ``min`` and ``max`` bounds."""
 PartitionRange = tuple[str, bytes, bytes]
 """(partition, min, max): one interval of keys inside one partition."""
+
+EXACT = 2**53 - 1
+"""Lua numbers are doubles: the largest integer (version, seq) they hold exactly."""
+LATEST = EXACT / 1000
+"""The largest expiry, in seconds, whose milliseconds Lua and PEXPIREAT still hold exactly."""
 
 _TOP = b"\xff"  # above every byte of UTF-8, so prefix + _TOP bounds every key with that prefix
 
@@ -154,23 +162,40 @@ Expand = Callable[[str], list[PartitionRange]]
 _LENGTH = struct.Struct(">I").pack
 
 
-def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> Batch:
+class Context(NamedTuple):
+    """What encoding a batch's ops needs besides the op itself (a tuple: built once per batch, cheaply)."""
+
+    stamp: str
+    """The created_at of appended entries (the batch's ``now``)."""
+    expand: Expand
+    """Resolves an Expire's prefix into partition intervals."""
+    next_seq: Mapping[str, int]
+    """This handle's guess of each log's next seq (from its last append); see :func:`_append`."""
+
+
+def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander, next_seq: Mapping[str, int]) -> Batch:
     """The script arguments of ``ops``; ``now`` stamps appended entries.
 
     One binary argument instead of one argument per field: redis-py packs
     and Redis copies three arguments, not dozens (about 15 µs per batch).
+    Every op is checked here, before anything is sent, so a bad one raises
+    :class:`InvalidInputError` and the batch writes nothing.
     """
     batch = Batch()
-    stamp = _float(now)
     fields: list[bytes] = []
 
     def expand_here(prefix: str) -> list[PartitionRange]:
         return expand(prefix, batch.creates.values())
 
+    ctx = Context(_time(now, "the clock"), expand_here, next_seq)
+
     for index, (op, step) in enumerate(zip(ops, handlers(OPS, ops, "the redis:// backend"))):
         start = len(batch.owners)
-        for wire in step.encode(layout, op, stamp, expand_here):
-            fields += [x if isinstance(x, bytes) else x.encode() for x in wire]
+        for wire in step.encode(layout, op, ctx):
+            try:
+                fields += [x if isinstance(x, bytes) else x.encode() for x in wire]
+            except (UnicodeEncodeError, AttributeError):
+                fields += [_field(x, op) for x in wire]  # raises, naming what is wrong
             base = str(wire[1])
             batch.bases.append(base)
             batch.owners.append(index)
@@ -184,62 +209,120 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander) -> B
     return batch
 
 
-def _put(layout: Layout, op: Put, stamp: str, expand: Expand) -> list[list[Arg]]:
-    return [["P", layout.base_of(op.key), op.key, op.data, op.codec,
-             _expect(op.expect), _exp(op.expires_at)]]  # fmt: skip
+def utf8(text: str, what: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (which UTF-8 cannot hold) is bad input, not a driver error."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{what} {text!r} holds a lone surrogate, which is not valid UTF-8 and cannot be stored in Redis; "
+            "decode the text properly (e.g. bytes.decode('utf-8')) before using it"
+        ) from None
+    except AttributeError:
+        raise InvalidInputError(f"{what} must be a str, got {type(text).__name__}") from None
 
 
-def _delete(layout: Layout, op: Delete, stamp: str, expand: Expand) -> list[list[Arg]]:
+def _field(value: Arg, op: Op) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return utf8(value, f"a name in a {type(op).__name__} of {op_target(op)!r}")
+
+
+def _data(data: object, op: Op) -> bytes:
+    """The op's encoded value, checked before its checksum is computed over it."""
+    if isinstance(data, bytes):
+        return data
+    raise InvalidInputError(
+        f"a {type(op).__name__} of {op_target(op)!r} holds a {type(data).__name__} where the encoded value "
+        "(bytes) belongs; store values through the codec, which encodes them to bytes"
+    )
+
+
+def _put(layout: Layout, op: Put, ctx: Context) -> list[list[Arg]]:
+    data = _data(op.data, op)
+    return [["P", layout.base_of(op.key), op.key, data, op.codec, _expect(op.expect), _exp(op.expires_at),
+             str(base_sum(op.key, op.codec, data))]]  # fmt: skip
+
+
+def _delete(layout: Layout, op: Delete, ctx: Context) -> list[list[Arg]]:
     return [["D", layout.base_of(op.key), op.key, _expect(op.expect)]]
 
 
-def _append(layout: Layout, op: Append, stamp: str, expand: Expand) -> list[list[Arg]]:
-    frames = [frame(stamp, codec, data) for data, codec in op.items]
-    return [["A", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(frames)), *frames]]
+def _append(layout: Layout, op: Append, ctx: Context) -> list[list[Arg]]:
+    """Frames sealed with the seqs this handle guesses (its last append to the log said which).
+
+    The script numbers the entries; when the guess was right (one writer per log,
+    the usual case) it stores the frames as they came, otherwise it shifts each
+    checksum by the difference — so a wrong guess costs time, never correctness.
+    """
+    log, stamp, seq = op.log, ctx.stamp, ctx.next_seq.get(op.log, 1)
+    frames: list[Arg] = []
+    for data, codec in op.items:
+        frames.append(frame(stamp, codec, _data(data, op), seal(base_sum(log, codec, data), seq + len(frames))))
+    return [["A", layout.base_of(log), log, _exp(op.expires_at), str(seq), str(len(frames)), *frames]]
 
 
-def _touch(layout: Layout, op: Touch, stamp: str, expand: Expand) -> list[list[Arg]]:
+def _touch(layout: Layout, op: Touch, ctx: Context) -> list[list[Arg]]:
     return [["T", layout.base_of(op.key), op.key, _exp(op.expires_at)]]
 
 
-def _expire(layout: Layout, op: Expire, stamp: str, expand: Expand) -> list[list[Arg]]:
+def _expire(layout: Layout, op: Expire, ctx: Context) -> list[list[Arg]]:
+    utf8(op.prefix, "the prefix of an Expire")  # before ctx.expand walks the registry with it
     exp = _exp(op.expires_at)
-    return [["E", layout.base(part), lo, hi, exp] for part, lo, hi in expand(op.prefix)]
+    return [["E", layout.base(part), lo, hi, exp] for part, lo, hi in ctx.expand(op.prefix)]
 
 
-def _trim(layout: Layout, op: Trim, stamp: str, expand: Expand) -> list[list[Arg]]:
-    return [["R", layout.base_of(op.log), op.log, str(int(op.before))]]
+def _trim(layout: Layout, op: Trim, ctx: Context) -> list[list[Arg]]:
+    return [["R", layout.base_of(op.log), op.log, _int(op.before, "Trim.before")]]
 
 
-def _rewrite(layout: Layout, op: Rewrite, stamp: str, expand: Expand) -> list[list[Arg]]:
-    return [["W", layout.base_of(op.log), op.log, str(int(op.seq)), op.data, op.codec]]
+def _rewrite(layout: Layout, op: Rewrite, ctx: Context) -> list[list[Arg]]:
+    data, seq = _data(op.data, op), _int(op.seq, "Rewrite.seq")
+    checksum = _SUM.pack(entry_sum(op.log, op.codec, data, op.seq))
+    return [["W", layout.base_of(op.log), op.log, seq, data, op.codec, checksum]]
 
 
-def _load(layout: Layout, op: Load, stamp: str, expand: Expand) -> list[list[Arg]]:
+def _load(layout: Layout, op: Load, ctx: Context) -> list[list[Arg]]:
     r = op.record
-    return [["L", layout.base_of(r.key), r.key, r.data, r.codec, str(int(r.version)),
-             _float(r.created_at), _float(r.updated_at), _exp(r.expires_at)]]  # fmt: skip
+    data, version = _data(r.data, op), _int(r.version, "Load.record.version")
+    return [["L", layout.base_of(r.key), r.key, data, r.codec, version, _time(r.created_at, "created_at"),
+             _time(r.updated_at, "updated_at"), _exp(r.expires_at),
+             str(record_sum(r.key, r.codec, data, r.version))]]  # fmt: skip
 
 
-def _load_entries(layout: Layout, op: LoadEntries, stamp: str, expand: Expand) -> list[list[Arg]]:
+def _load_entries(layout: Layout, op: LoadEntries, ctx: Context) -> list[list[Arg]]:
+    """Imported entries know their seq: their checksums are whole."""
     flat: list[Arg] = []
     for e in op.entries:
-        created = _float(e.created_at)
-        flat += [str(int(e.seq)), created, frame(created, e.codec, e.data)]
+        created, data = _time(e.created_at, "Entry.created_at"), _data(e.data, op)
+        seq = _int(e.seq, "Entry.seq")
+        flat += [seq, created, frame(created, e.codec, data, entry_sum(op.log, e.codec, data, e.seq))]
     return [["M", layout.base_of(op.log), op.log, _exp(op.expires_at), str(len(op.entries)), *flat]]
 
 
-def frame(created: str, codec: str, data: bytes) -> bytes:
-    """One log entry as a list element: ``created_at|len(codec)|codec`` then the data."""
-    name = codec.encode()
-    return b"%s|%d|%s%s" % (created.encode(), len(name), name, data)
+_SUM = struct.Struct(">I")
 
 
-def unframe(raw: bytes) -> tuple[float, str, bytes]:
-    """(created_at, codec, data) of a list element made by :func:`frame`."""
+def frame(created: str, codec: str, data: bytes, checksum: int) -> bytes:
+    """One log entry as a list element: ``#``, the checksum (4 bytes), ``created_at|len(codec)|codec``, data."""
+    try:
+        name = codec.encode()
+    except (UnicodeEncodeError, AttributeError):
+        name = utf8(codec, "a codec name")  # raises, saying what is wrong
+    return b"#%s%s|%d|%s%s" % (_SUM.pack(checksum), created.encode(), len(name), name, data)
+
+
+def unframe(raw: bytes) -> tuple[float, str, bytes, int | None]:
+    """(created_at, codec, data, stored checksum) of a list element made by :func:`frame`; raises ValueError.
+
+    An element without the leading ``#`` was written before checksums: its checksum is None.
+    """
+    stored = None
+    if raw[:1] == b"#":
+        stored, raw = _SUM.unpack_from(raw, 1)[0], raw[5:]
     created, size, rest = raw.split(b"|", 2)
     n = int(size)
-    return float(created), rest[:n].decode(), rest[n:]
+    return float(created), rest[:n].decode(), rest[n:], stored
 
 
 def _float(value: float) -> str:
@@ -247,16 +330,42 @@ def _float(value: float) -> str:
     return repr(float(value))
 
 
+def _time(value: object, what: str, limit: float = math.inf) -> str:
+    """A timestamp the script can store and compute with: a finite number, at most ``limit``."""
+    if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= limit:
+        return _float(value)
+    raise InvalidInputError(
+        f"{what} must be a finite number of seconds since the epoch"
+        + (f" of at most {limit:.0f}" if limit < math.inf else "")
+        + f", got {value!r}; nothing was written"
+    )
+
+
+def _int(value: object, what: str) -> str:
+    """An integer the script holds exactly (Lua numbers are doubles)."""
+    if isinstance(value, int) and -EXACT <= value <= EXACT:
+        return str(int(value))
+    raise InvalidInputError(
+        f"{what} must be an integer between -(2**53 - 1) and 2**53 - 1 (what Redis' Lua holds exactly), "
+        f"got {value!r}; nothing was written"
+    )
+
+
 def _expect(expect: object) -> str:
+    """``*`` any, ``-`` none, a version, or ``x``: a version no record can have (a sure conflict, as memory://)."""
     if expect is ANY:
         return "*"
-    return "-" if expect is None else str(int(expect))  # type: ignore[call-overload]
+    if expect is None:
+        return "-"
+    if isinstance(expect, int):
+        return str(int(expect)) if 0 <= expect <= EXACT else "x"
+    raise InvalidInputError(f"expect must be ANY, None or a version (int), got {expect!r}; nothing was written")
 
 
 def _exp(expires_at: object) -> str:
     if expires_at is KEEP:
         return "K"
-    return "-" if expires_at is None else _float(expires_at)  # type: ignore[arg-type]
+    return "-" if expires_at is None else _time(expires_at, "expires_at", LATEST)
 
 
 # -- results ----------------------------------------------------------------------
@@ -269,8 +378,8 @@ def _exp(expires_at: object) -> str:
 def decode(ops: Sequence[Op], batch: Batch, reply: bytes, now: float) -> tuple[list[OpResult], list[str]]:
     """apply()'s results and the partitions the batch created from nothing, or the conflict."""
     tokens = reply.split(b" ")
-    if tokens[0] == b"0":
-        _raise_conflict(ops, batch, int(tokens[1]), int(tokens[2]))
+    if tokens[0] != b"1":
+        _raise_refusal(ops, batch, reply)
     values = tokens[2:]
     results = [OPS[type(op)].result(op, values[a:b], now) for op, (a, b) in zip(ops, batch.spans)]
     return results, _fresh(batch, tokens[1])
@@ -283,10 +392,23 @@ def _fresh(batch: Batch, token: bytes) -> list[str]:
     return [part for base, part in batch.creates.items() if base in bases]
 
 
-def _raise_conflict(ops: Sequence[Op], batch: Batch, wire_op: int, actual: int) -> None:
-    op = ops[batch.owners[wire_op - 1]]
-    assert isinstance(op, (Put, Delete)) and op.expect is not ANY
-    raise ConflictError(op.key, op.expect, None if actual < 0 else actual)
+def _raise_refusal(ops: Sequence[Op], batch: Batch, reply: bytes) -> None:
+    """The script wrote nothing: ``0 OP CURRENT`` a conflict, ``2 OP -`` an argument it
+    refused, ``3 OP FIELD NAME`` a header field of record or log NAME that is not a number."""
+    code, wire_op, rest = reply.split(b" ", 2)
+    op = ops[batch.owners[int(wire_op) - 1]]
+    if code == b"0":
+        actual = int(rest)
+        assert isinstance(op, (Put, Delete)) and op.expect is not ANY
+        raise ConflictError(op.key, op.expect, None if actual < 0 else actual)
+    if code == b"3":
+        field, name = rest.decode().split(" ", 1)
+        raise CorruptionError(
+            f"the stored header of {name!r} is damaged (its field {field!r} is not a number), so the batch "
+            "was refused and nothing was written; run `statekeel doctor`, then restore or delete it",
+            name,
+        )
+    raise InvalidInputError(f"the Redis script refused {op!r} as malformed; nothing was written")
 
 
 def _put_result(op: Put, values: list[bytes], now: float) -> Record:
@@ -324,9 +446,8 @@ def _log(op: Append | LoadEntries) -> str:
 class OpWire:
     """How one op type travels to the APPLY script and back."""
 
-    encode: Callable[[Layout, Any, str, Expand], list[list[Arg]]]
-    """The op as script-level ops (an Expire becomes one per partition it covers),
-    given the stamp of appended entries and the resolver of Expire prefixes."""
+    encode: Callable[[Layout, Any, Context], list[list[Arg]]]
+    """The op as script-level ops (an Expire becomes one per partition it covers)."""
     creates: Callable[[Any], str] | None
     """The key or log whose partition the op may create records or logs in; None if none."""
     result: Callable[[Any, list[bytes], float], OpResult]

@@ -9,43 +9,88 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ...errors import ConfigurationError, NotAStoreError, SchemaTooNewError, translate
+from ...errors import ConfigurationError, CorruptionError, NotAStoreError, SchemaTooNewError, translate
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.keys import prefix_end
 from .._dispatch import handlers
 from .._url import ParsedURL
+from .connect import connect
 from .errors import map_error
 from .schema import LIVE, MIGRATIONS, SEQ_MAX, header, rowid
-from .writes import APPLY, drop_log
+from .verify import ENTRY_COLUMNS, VALUE_COLUMNS, damaged_rows, entries_of, record_of, values_if_intact
+from .wal import wal_problems
+from .writes import APPLY, INT64_MAX, drop_log
 
 __all__ = ["SQLiteBackend"]
+
+_RECORD = "key, data, codec, version, created_at, updated_at, expires_at, checksum"
+"""The columns of a record row: a :class:`Record`'s fields, then the checksum (see :func:`record_of`)."""
+
+
+def _limit(n: int) -> int:
+    """A row limit SQLite can bind: beyond 64 bits means no limit; below 0, no rows (as memory://)."""
+    return min(max(n, 0), INT64_MAX)
+
+
+def _begin(c: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, first ending a transaction that an earlier failed ROLLBACK left open."""
+    if c.in_transaction:
+        _rollback(c)
+    c.execute("BEGIN IMMEDIATE")
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    """Roll back after a failure — also a failed COMMIT, which leaves the transaction (and the
+    write lock) open. Its own error is dropped: the caller re-raises the one that matters."""
+    try:
+        c.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 class SQLiteBackend(Backend):
     """One connection per backend, serialised by a lock; one file shared by processes."""
 
+    OPTIONS = ("durability", "timeout")
+    """The URL options this backend reads; any other is refused (a misspelt one must not be ignored)."""
+
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
         self.url = url.redacted
         self.path = url.sqlite_path()
+        url.refuse_unknown(self.OPTIONS)
         durability = url.option("durability", "full").lower()
         if durability not in ("full", "normal"):
             raise ConfigurationError(
                 f"?durability={durability!r} is not valid; use 'full' (default) or 'normal'"
             )
-        timeout = url.float_option("timeout", 30.0)
+        self._timeout = url.float_option("timeout", 30.0)
+        if self._timeout < 0:
+            raise ConfigurationError(f"?timeout= in {self.url} must be 0 or more seconds, e.g. ?timeout=10")
         if self.path != ":memory:":
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
+            self._refuse_damaged_wal()
         self._lock = threading.RLock()
-        with translate(map_error):
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=timeout
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            self._conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+        self._conn = connect(self.path, self._timeout, durability)
         if migrate:
-            self.migrate()
+            try:
+                self.migrate()
+            except BaseException:
+                self.close()  # a half-open handle must not keep a lock on the file
+                raise
+
+    def _refuse_damaged_wal(self) -> None:
+        """Refuse to open (and so to checkpoint or overwrite) a WAL whose committed data SQLite would drop.
+
+        Cheap: nothing to do without a ``-wal`` file, O(1) when SQLite accepts every frame in it.
+        """
+        try:
+            problems = wal_problems(self.path, min(self._timeout, 5.0))
+        except (sqlite3.Error, OSError):
+            return  # not openable as a database: connect() reports that, typed
+        if problems:
+            raise CorruptionError(
+                f"{self.url} cannot be opened safely: {problems[0]}; `statekeel doctor` lists the problem",
+                os.path.abspath(self.path) + "-wal",
+            )
 
     # -- plumbing ------------------------------------------------------------
     @contextmanager
@@ -56,45 +101,39 @@ class SQLiteBackend(Backend):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock, translate(map_error):
-            self._conn.execute("BEGIN IMMEDIATE")
+            _begin(self._conn)
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
-            self._conn.execute("COMMIT")
 
     # -- reads ---------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
-        sql = "SELECT key, data, codec, version, created_at, updated_at, expires_at FROM sk_kv WHERE key = ?"
+        sql = f"SELECT {_RECORD} FROM sk_kv WHERE key = ?"
         with self._read() as c:
             row = c.execute(sql, (key,)).fetchone()
-        if row is None or include_expired or row[6] is None or row[6] > time.time():
-            return Record(*row) if row else None
-        return None
+        if row is None or not (include_expired or row[6] is None or row[6] > time.time()):
+            return None
+        return record_of(row)
 
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
         marks = ",".join("?" * len(keys))
-        sql = (
-            "SELECT key, data, codec, version, created_at, updated_at, expires_at FROM sk_kv"
-            f" WHERE key IN ({marks}) AND {LIVE}"
-        )
+        sql = f"SELECT {_RECORD} FROM sk_kv WHERE key IN ({marks}) AND {LIVE}"
         with self._read() as c:
-            found = {r[0]: Record(*r) for r in c.execute(sql, (*keys, time.time()))}
+            found = {r[0]: record_of(r) for r in c.execute(sql, (*keys, time.time()))}
         return [found.get(k) for k in keys]
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         lo = prefix if after is None or after < prefix else after
         op = ">" if after is not None and after >= prefix else ">="
-        sql = (
-            "SELECT key, data, codec, version, created_at, updated_at, expires_at FROM sk_kv"
-            f" WHERE key {op} ? AND key < ? AND {LIVE} ORDER BY key LIMIT ?"
-        )
+        sql = f"SELECT {_RECORD} FROM sk_kv WHERE key {op} ? AND key < ? AND {LIVE} ORDER BY key LIMIT ?"
         with self._read() as c:
-            rows = c.execute(sql, (lo, prefix_end(prefix), time.time(), limit)).fetchall()
-        return [Record(*r) for r in rows if r[0].startswith(prefix)]
+            rows = c.execute(sql, (lo, prefix_end(prefix), time.time(), _limit(limit))).fetchall()
+        return [record_of(r) for r in rows if r[0].startswith(prefix)]
 
     def read(
         self,
@@ -110,16 +149,16 @@ class SQLiteBackend(Backend):
             if head is None:
                 return []
             order = "DESC" if reverse else "ASC"
-            lo = rowid(head[0], max(start, 1))
-            hi = rowid(head[0], min(head[2] + 1 if stop is None else stop, SEQ_MAX + 1))
+            lo = rowid(head[0], min(max(start, 1), SEQ_MAX + 1))
+            hi = rowid(head[0], max(min(head[2] + 1 if stop is None else stop, SEQ_MAX + 1), 0))
             rows = c.execute(
-                "SELECT id, data, codec, created_at FROM sk_entries WHERE id >= ? AND id < ?"
+                f"SELECT {ENTRY_COLUMNS} FROM sk_entries WHERE id >= ? AND id < ?"
                 f" ORDER BY id {order} LIMIT ?",
-                (lo, hi, -1 if limit is None else limit),
+                (lo, hi, -1 if limit is None else _limit(limit)),
             ).fetchall()
         if reverse:
             rows.reverse()
-        return [Entry(log, r[0] & SEQ_MAX, r[1], r[2], r[3]) for r in rows]
+        return entries_of(log, rows)
 
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
@@ -129,13 +168,16 @@ class SQLiteBackend(Backend):
             if head is None:
                 return []
             rows = c.execute(
-                "SELECT data, codec FROM sk_entries WHERE id >= ? AND id < ?"
+                f"SELECT {VALUE_COLUMNS} FROM sk_entries WHERE id >= ? AND id < ?"
                 f" ORDER BY id {'DESC' if reverse else 'ASC'} LIMIT ?",
-                (rowid(head[0], head[1]), rowid(head[0], head[2] + 1), -1 if limit is None else limit),
+                (rowid(head[0], head[1]), rowid(head[0], head[2] + 1), -1 if limit is None else _limit(limit)),
             ).fetchall()
         if reverse:
             rows.reverse()
-        return rows
+        values = values_if_intact(log, rows)
+        if values is None:  # damaged, or rows from before checksums: read() checks row by row
+            return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
+        return values
 
     def log_info(self, log: str) -> LogInfo | None:
         with self._read() as c:
@@ -169,15 +211,15 @@ class SQLiteBackend(Backend):
         steps = handlers(APPLY, ops, "the sqlite:// backend")
         with self._lock:
             try:
-                c.execute("BEGIN IMMEDIATE")
+                _begin(c)
                 try:
                     now = time.time()
                     results = [step(c, op, now) for step, op in zip(steps, ops)]
+                    c.execute("COMMIT")
                 except BaseException:
-                    c.execute("ROLLBACK")
+                    _rollback(c)
                     raise
-                c.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeEncodeError, OverflowError) as exc:
                 mapped = map_error(exc)
                 assert mapped is not None
                 raise mapped from exc
@@ -235,10 +277,15 @@ class SQLiteBackend(Backend):
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def integrity_check(self) -> list[str]:
-        """SQLite's own integrity check; an empty list means healthy."""
+        """Committed data a damaged WAL would lose, SQLite's own check, and rows failing their
+        checksums; an empty list means healthy."""
+        with translate(map_error):
+            problems = wal_problems(self.path, self._timeout) if self.path != ":memory:" else []
         with self._read() as c:
             rows = [r[0] for r in c.execute("PRAGMA integrity_check")]
-        return [] if rows == ["ok"] else rows
+            problems += [] if rows == ["ok"] else rows
+            problems += damaged_rows(c)
+        return problems
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import sqlite3
 
 from ...errors import (
     ConfigurationError,
+    InvalidInputError,
     MigrationRequiredError,
     NotAStoreError,
     StatekeelError,
@@ -17,6 +18,13 @@ __all__ = ["map_error"]
 
 
 def map_error(exc: BaseException) -> StatekeelError | None:
+    if isinstance(exc, UnicodeEncodeError):  # sqlite3 binds str as UTF-8: a lone surrogate cannot be
+        return InvalidInputError(
+            f"a key or name holds a character SQLite cannot store ({exc.reason}: {exc.object[exc.start:exc.end]!r}); "
+            "use valid Unicode text (no lone surrogates)"
+        )
+    if isinstance(exc, OverflowError):
+        return InvalidInputError(f"a number is beyond SQLite's 64-bit integer range ({exc}); use a smaller one")
     if not isinstance(exc, sqlite3.Error):
         return None
     text = str(exc)

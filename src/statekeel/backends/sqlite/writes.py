@@ -3,6 +3,10 @@
 Every handler takes the connection (a ``BEGIN IMMEDIATE`` transaction is open),
 the op and the batch's ``now``, and returns the op's result; :data:`APPLY` has
 one row per op type. A conflict raises, and the caller rolls the batch back.
+
+Every row written gets its checksum (:mod:`statekeel.protocol.integrity`): a
+put's version is numbered in SQL, so the CRC part comes in as a parameter and the
+version is added there; an entry's seq is known here, so its checksum is whole.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import ConflictError, StoreError
+from ...errors import ConflictError, InvalidInputError, StoreError
 from ...protocol import (
     ANY,
     KEEP,
@@ -29,45 +33,68 @@ from ...protocol import (
     Touch,
     Trim,
 )
+from ...protocol.integrity import MASK, entry_sum, record_sum
 from ...protocol.keys import prefix_end
 from .schema import LIVE, SEQ_BITS, SEQ_MAX, header, rowid
+from .sums import fast_base, fast_sum
 
 __all__ = ["APPLY", "drop_log"]
 
 
+INT64_MAX = (1 << 63) - 1
+"""SQLite's largest integer: no stored version can be above it."""
+
+
 def _put(c: sqlite3.Connection, op: Put, now: float) -> Record:
-    row = c.execute(*_put_sql(op, now)).fetchone()
+    expect = op.expect
+    if isinstance(expect, int) and not 0 <= expect <= INT64_MAX:
+        cur = _current(c, op.key, now)  # no record can be at that version: as memory://, a conflict
+        raise ConflictError(op.key, expect, cur[0] if cur else None)
+    keep = op.expires_at is KEEP
+    base = fast_base(op.key, op.codec, op.data)
+    if isinstance(expect, int):
+        args: tuple[Any, ...] = (op.key, op.data, op.codec, now, None if keep else op.expires_at, expect, base)
+        row = c.execute(_PUT_SQL[keep, "cas"], args).fetchone()
+    else:
+        args = (op.key, op.data, op.codec, now, None if keep else op.expires_at, (base + 1) & MASK, base)
+        row = c.execute(_PUT_SQL[keep, "create" if expect is None else "any"], args).fetchone()
     if row is None:
         cur = _current(c, op.key, now)
-        raise ConflictError(op.key, op.expect if op.expect is not ANY else None, cur[0] if cur else None)
+        raise ConflictError(op.key, expect if expect is not ANY else None, cur[0] if cur else None)
     return Record(op.key, op.data, op.codec, row[0], row[1], now, row[2])
 
 
-def _put_sql(op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
-    """One statement per put: compare-and-set is its WHERE clause."""
-    dead = "(sk_kv.expires_at IS NOT NULL AND sk_kv.expires_at <= :now)"
-    keep = op.expires_at is KEEP
-    expires = f"CASE WHEN {dead} THEN NULL ELSE sk_kv.expires_at END" if keep else ":exp"
-    args = {"key": op.key, "data": op.data, "codec": op.codec, "now": now,
-            "exp": None if keep else op.expires_at, "expect": op.expect}
-    if isinstance(op.expect, int):
+def _put_sql(keep: bool, kind: str) -> str:
+    """One statement per put: compare-and-set is its WHERE clause.
+
+    Parameters by number (cheaper to bind than by name): ?1 key, ?2 data, ?3 codec,
+    ?4 now, ?5 expires_at, ?6 the expected version ("cas") or the checksum at
+    version 1 (otherwise), ?7 the checksum's CRC part, to which SQL adds the version.
+    """
+    dead = "(sk_kv.expires_at IS NOT NULL AND sk_kv.expires_at <= ?4)"
+    expires = f"CASE WHEN {dead} THEN NULL ELSE sk_kv.expires_at END" if keep else "?5"
+    if kind == "cas":
         return (
-            "UPDATE sk_kv SET data = :data, codec = :codec, version = version + 1,"
-            f" updated_at = :now, expires_at = {expires.replace('sk_kv.', '')}"
-            f" WHERE key = :key AND version = :expect AND NOT {dead.replace('sk_kv.', '')}"
-            " RETURNING version, created_at, expires_at",
-            args,  # type: ignore[return-value]
+            "UPDATE sk_kv SET data = ?2, codec = ?3, version = version + 1,"
+            " checksum = (?7 + version + 1) % 4294967296,"
+            f" updated_at = ?4, expires_at = {expires.replace('sk_kv.', '')}"
+            f" WHERE key = ?1 AND version = ?6 AND NOT {dead.replace('sk_kv.', '')}"
+            " RETURNING version, created_at, expires_at"
         )
-    guard = f" WHERE {dead}" if op.expect is None else ""
+    guard = f" WHERE {dead}" if kind == "create" else ""
     return (
-        "INSERT INTO sk_kv VALUES (:key, :data, :codec, 1, :now, :now, :exp)"
-        " ON CONFLICT (key) DO UPDATE SET data = :data, codec = :codec,"
+        "INSERT INTO sk_kv VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5, ?6)"
+        " ON CONFLICT (key) DO UPDATE SET data = ?2, codec = ?3,"
         f" version = CASE WHEN {dead} THEN 1 ELSE sk_kv.version + 1 END,"
-        f" created_at = CASE WHEN {dead} THEN :now ELSE sk_kv.created_at END,"
-        f" updated_at = :now, expires_at = {expires}{guard}"
-        " RETURNING version, created_at, expires_at",
-        args,  # type: ignore[return-value]
+        f" checksum = (?7 + CASE WHEN {dead} THEN 1 ELSE sk_kv.version + 1 END) % 4294967296,"
+        f" created_at = CASE WHEN {dead} THEN ?4 ELSE sk_kv.created_at END,"
+        f" updated_at = ?4, expires_at = {expires}{guard}"
+        " RETURNING version, created_at, expires_at"
     )
+
+
+_PUT_SQL = {(keep, kind): _put_sql(keep, kind) for keep in (False, True) for kind in ("cas", "create", "any")}
+"""Every put statement, built once (by whether the expiry is kept, and the kind of expect)."""
 
 
 def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, float, Any] | None:
@@ -105,9 +132,11 @@ def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
     if first + len(op.items) > SEQ_MAX:
         raise StoreError(f"log {op.log!r} is full ({SEQ_MAX} entries); trim it or start a new one")
     base = rowid(log_id, first)
+    log = op.log
     c.executemany(
-        "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
-        [(base + i, data, codec, now) for i, (data, codec) in enumerate(op.items)],
+        "INSERT INTO sk_entries VALUES (?, ?, ?, ?, ?)",
+        [(base + i, data, codec, now, fast_sum(log, codec, data, first + i))
+         for i, (data, codec) in enumerate(op.items)],
     )
     return first
 
@@ -159,7 +188,7 @@ def _trim(c: sqlite3.Connection, op: Trim, now: float) -> int:
     head = header(c, op.log)
     if head is None:
         return 0
-    before = min(op.before, head[2] + 1)
+    before = max(0, min(op.before, head[2] + 1))
     n = c.execute(
         "DELETE FROM sk_entries WHERE id >= ? AND id < ?", (rowid(head[0], 0), rowid(head[0], before))
     ).rowcount
@@ -172,23 +201,30 @@ def _trim(c: sqlite3.Connection, op: Trim, now: float) -> int:
 
 def _rewrite(c: sqlite3.Connection, op: Rewrite, now: float) -> bool:
     head = header(c, op.log)
-    if head is None:
+    if head is None or not 0 < op.seq <= SEQ_MAX:
         return False
     return c.execute(
-        "UPDATE sk_entries SET data = ?, codec = ? WHERE id = ?", (op.data, op.codec, rowid(head[0], op.seq))
+        "UPDATE sk_entries SET data = ?, codec = ?, checksum = ? WHERE id = ?",
+        (op.data, op.codec, entry_sum(op.log, op.codec, op.data, op.seq), rowid(head[0], op.seq)),
     ).rowcount > 0
 
 
 def _load(c: sqlite3.Connection, op: Load, now: float) -> Record:
     r = op.record
+    if not 0 < r.version <= INT64_MAX:
+        raise InvalidInputError(f"record {r.key!r} has version {r.version}; versions run from 1 to 2**63 - 1")
     c.execute(
-        "INSERT OR REPLACE INTO sk_kv VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (r.key, r.data, r.codec, r.version, r.created_at, r.updated_at, r.expires_at),
+        "INSERT OR REPLACE INTO sk_kv VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (r.key, r.data, r.codec, r.version, r.created_at, r.updated_at, r.expires_at,
+         record_sum(r.key, r.codec, r.data, r.version)),
     )
     return r
 
 
 def _load_entries(c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
+    for e in op.entries:
+        if not 0 < e.seq <= SEQ_MAX:
+            raise InvalidInputError(f"entry {e.seq} of log {op.log!r}: entry seqs run from 1 to {SEQ_MAX}")
     head = header(c, op.log)
     if head is None:
         if not op.entries:
@@ -212,8 +248,9 @@ def _load_entries(c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
             fresh.append(e)
             last = e.seq
     c.executemany(
-        "INSERT INTO sk_entries VALUES (?, ?, ?, ?)",
-        [(rowid(log_id, e.seq), e.data, e.codec, e.created_at) for e in fresh],  # type: ignore[arg-type]
+        "INSERT INTO sk_entries VALUES (?, ?, ?, ?, ?)",
+        [(rowid(log_id, e.seq), e.data, e.codec, e.created_at,  # type: ignore[arg-type]
+          entry_sum(op.log, e.codec, e.data, e.seq)) for e in fresh],
     )
     return len(fresh)
 

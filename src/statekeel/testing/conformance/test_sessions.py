@@ -161,3 +161,25 @@ def test_session_info_never_creates_or_reopens(store: Store) -> None:
 def test_stale_filter_with_other_status_is_refused(store: Store) -> None:
     with pytest.raises(InvalidInputError, match="stale_after"):
         store.sessions(status="crashed", stale_after=1)
+
+
+def test_a_session_whose_creation_was_cut_short_is_found_by_doctor_and_relisted_on_reopen(store: Store) -> None:
+    """Issue 10 D2: older versions wrote a session's metadata and its index entry in two
+    batches; a crash in between left a session that listings never showed. The metadata
+    record alone is what such a crash leaves behind."""
+    from statekeel.cli.health import examine
+    from statekeel.core import layout
+    from statekeel.protocol import Put
+
+    store.session("listed").append("hi")
+    key = layout.session_meta_key("orphan")
+    data, codec = store.codec.encode({"user": None, "status": "completed", "ttl": None}, "meta", key)
+    store.backend.apply([Put(key, data, codec, None)])
+    assert [i.id for i in store.sessions()] == ["listed"]
+    sessions = next(c for c in examine(store).checks if c.name == "sessions")
+    assert any("'orphan' exists but is not listed" in p for p in sessions.problems)
+
+    s = store.session("orphan")  # reopening repairs the listing and keeps the status
+    assert s.info().status == "completed"
+    assert [i.id for i in store.sessions()] == ["listed", "orphan"]
+    assert examine(store).ok
