@@ -35,8 +35,10 @@ from . import lua, lua_scan, wire
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
-LAYOUT_VERSION = 1
-"""The key layout this code writes; recorded in ``PREFIX:statekeel``."""
+LAYOUT_VERSION = 2
+"""The key layout this code writes; recorded in ``PREFIX:statekeel``. 2: records carry a checksum
+field and log entries a sealed frame; an older statekeel cannot read those, so the bump makes it
+refuse the store with SchemaTooNewError instead (this code reads layout 1 data as it is)."""
 
 _OWN_OPTIONS = ("prefix", "timeout")
 _REDIS_OPTIONS = ("db", "client_name", "health_check_interval", "max_connections", "socket_keepalive")
