@@ -82,7 +82,7 @@ class Session:
 
         Returns the sequence number of the first appended message.
         """
-        if state is not None and not isinstance(state, Mapping):
+        if state is not None and type(state) is not dict and not isinstance(state, Mapping):
             raise InvalidInputError(
                 f"state= must be a mapping of state keys to values, got {type(state).__name__}"
             )
