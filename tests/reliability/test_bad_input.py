@@ -274,7 +274,7 @@ def _describe(bad: Any) -> str:
 
 # -- the sweep ---------------------------------------------------------------------------------
 def test_every_entry_point_refuses_bad_input_and_leaves_the_store_unchanged(
-    store: statekeel.Store, backend_name: str
+    store: statekeel.Store, backend_name: str, reliability_report: Any
 ) -> None:
     world = populate(store)
     before = dump(store.backend)
@@ -293,6 +293,8 @@ def test_every_entry_point_refuses_bad_input_and_leaves_the_store_unchanged(
                 problems.append(f"{label} with {_describe(bad)}: accepted, returned {_describe(result)}")
     after = dump(store.backend)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    reliability_report("bad input", backend_name, bad_calls=calls, entry_points=len(_cases()),
+                       stored_items_compared=len(before), found=[*problems, *(f"changed {k}" for k in changed)])
     assert not problems, f"{len(problems)} of {calls} bad calls on {backend_name}:\n" + "\n".join(problems)
     assert not changed, f"bad calls changed stored data on {backend_name}: {changed}"
 

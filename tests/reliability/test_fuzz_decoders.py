@@ -52,6 +52,16 @@ CODECS = [b + s for b in BASES for s in STEPS]
 KEY = bytes(range(32))
 
 
+@pytest.fixture(autouse=True)
+def _report(request: pytest.FixtureRequest, reliability_report: Any) -> Any:
+    """Each fuzz target reports what it ran (its failures are pytest's outcome in the document)."""
+    yield
+    chosen = getattr(request.function, "_hypothesis_internal_use_settings", None)  # set by @settings
+    if chosen is not None:
+        reliability_report("fuzzing", "codec/urls/exports", target=request.node.name,
+                           max_examples=chosen.max_examples, found=[])
+
+
 @pytest.fixture(scope="module")
 def encrypted() -> Any:
     """A store with a real AES-GCM key: its codec decodes every codec name."""
