@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import pytest
-from conftest import missing
+from conftest import missing, running
 
 import statekeel
 from statekeel import (
@@ -62,20 +62,14 @@ from statekeel.protocol import (
     Trim,
     keys,
 )
-from statekeel.testing.servers import DEFAULT_PG_USER, PostgresServer, ServerUnavailable, find_binary, free_port
+from statekeel.testing.servers import DEFAULT_PG_USER, PostgresServer, find_binary, free_port
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
     """One real PostgreSQL for the module; every test works in its own schema."""
-    try:  # deadlocks are detected after deadlock_timeout: keep the retry test short
-        srv = PostgresServer(settings={"deadlock_timeout": "100ms"}).start()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so a PostgreSQL that cannot start fails the run: {exc}")
-        pytest.skip(str(exc))
-    yield srv
-    srv.stop()
+    # deadlocks are detected after deadlock_timeout: keep the retry test short
+    yield from running(PostgresServer(settings={"deadlock_timeout": "100ms"}))
 
 
 _schemas = itertools.count()

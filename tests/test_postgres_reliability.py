@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import statekeel
+from conftest import running
 from statekeel import ConfigurationError, CorruptionError, InvalidInputError
 from statekeel.backends import parse
 from statekeel.backends.postgres import PostgresBackend, tenant_setting
@@ -27,20 +27,13 @@ from statekeel.backends.postgres.migrations import MIGRATIONS, migration_sql
 from statekeel.cli import main
 from statekeel.protocol import ANY, Append, Delete, Entry, Load, LoadEntries, Put, Record, Rewrite, Trim
 from statekeel.protocol.integrity import entry_sum, record_sum
-from statekeel.testing.servers import PostgresServer, ServerUnavailable
+from statekeel.testing.servers import PostgresServer
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
     """One real PostgreSQL for the module; every test works in its own schema."""
-    try:
-        srv = PostgresServer().start()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so a PostgreSQL that cannot start fails the run: {exc}")
-        pytest.skip(str(exc))
-    yield srv
-    srv.stop()
+    yield from running(PostgresServer())
 
 
 _schemas = itertools.count()

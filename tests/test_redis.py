@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
-import os
 import threading
 import time
 from collections import Counter
@@ -23,19 +22,15 @@ import redis
 from redis.crc import key_slot
 
 import statekeel
+from conftest import start_server
 from statekeel import ConfigurationError, NotAStoreError, SchemaTooNewError, UnavailableError
 from statekeel.backends.memory import MemoryBackend
 from statekeel.protocol import KEEP, Append, Entry, Expire, LoadEntries, Put, Rewrite, Trim, keys
-from statekeel.testing.servers import RedisServer, ServerUnavailable, free_port
+from statekeel.testing.servers import RedisServer, free_port
 
 
 def _start(server: RedisServer) -> RedisServer:
-    try:
-        return server.start()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so a Redis that cannot start fails the run: {exc}")
-        pytest.skip(str(exc))
+    return start_server(server)
 
 
 @pytest.fixture(scope="module")

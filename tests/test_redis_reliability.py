@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import redis
 from click.testing import CliRunner
 
 import statekeel
+from conftest import running
 from statekeel import ConfigurationError, ConflictError, CorruptionError, InvalidInputError, NotAStoreError
 from statekeel.cli import main
 from statekeel.protocol import (
@@ -44,20 +44,13 @@ from statekeel.protocol import (
     Trim,
 )
 from statekeel.protocol.integrity import entry_sum
-from statekeel.testing.servers import RedisServer, ServerUnavailable
+from statekeel.testing.servers import RedisServer
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
     """One real Redis (AOF, appendfsync always) for the module; tests use their own prefix."""
-    try:
-        srv = RedisServer().start()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so a Redis that cannot start fails the run: {exc}")
-        pytest.skip(str(exc))
-    yield srv
-    srv.stop()
+    yield from running(RedisServer())
 
 
 _prefixes = itertools.count()

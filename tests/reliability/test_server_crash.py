@@ -14,7 +14,6 @@ acknowledged writes each kill lost and over what window before the kill.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 import pytest
 
 import statekeel
+from conftest import start_server
 from statekeel.testing.plugin import selected_backends
-from statekeel.testing.servers import PostgresServer, RedisServer, ServerUnavailable
+from statekeel.testing.servers import PostgresServer, RedisServer
 
 from ._crash_checks import Appends, doctor_problems
 from ._crash_harness import Child
@@ -86,12 +86,7 @@ class Target:
 @pytest.fixture
 def target(setup: str) -> Iterator[Target]:
     made = Target(setup)
-    try:
-        made.server.start()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so a server that cannot start fails the run: {exc}")
-        pytest.skip(str(exc))
+    start_server(made.server)
     yield made
     made.server.stop()
 
