@@ -6,7 +6,6 @@ checksum and are read unchecked (see :mod:`statekeel.protocol.integrity`).
 
 from __future__ import annotations
 
-import sqlite3
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -15,14 +14,10 @@ from zlib import crc32
 from ...errors import CorruptionError
 from ...protocol import Entry, Record
 from ...protocol.integrity import MASK, verify_entry, verify_record
-from .schema import SEQ_BITS, SEQ_MAX
+from .schema import SEQ_MAX
 from .sums import head
 
-__all__ = ["ENTRY_COLUMNS", "VALUE_COLUMNS", "damaged_rows", "entries_of", "record_of", "values_if_intact"]
-
-LISTED = 20
-"""Damaged rows named per table by :func:`damaged_rows`; the rest are counted."""
-
+__all__ = ["ENTRY_COLUMNS", "VALUE_COLUMNS", "entries_of", "record_of", "values_if_intact"]
 
 def _wrong_type(key: str, seq: int | None, data: object) -> CorruptionError:
     """Damage that changed a stored value's type (SQLite keeps one per value): never bytes to decode."""
@@ -96,21 +91,3 @@ def _raise_first_damage(log: str, rows: list[Any]) -> None:
             raise _wrong_type(log, seq, data)
         if crc is not None:
             verify_entry(log, seq, codec, data, (crc + seq) & MASK)
-
-
-def damaged_rows(c: sqlite3.Connection) -> list[str]:
-    """Every record and log entry whose bytes no longer match their checksum, for ``statekeel doctor``."""
-    keys = [r[0] for r in c.execute(
-        "SELECT key FROM sk_kv WHERE typeof(data) != 'blob' OR checksum IS NOT NULL"
-        " AND checksum IS NOT sk_record_sum(key, codec, data, version) ORDER BY key"
-    )]
-    entries = [(r[0], r[1] & SEQ_MAX) for r in c.execute(
-        "SELECT l.name, e.id FROM sk_entries e JOIN sk_logs l ON l.id = e.id >> ?"
-        " WHERE typeof(e.data) != 'blob' OR e.checksum IS NOT NULL"
-        " AND e.checksum IS NOT sk_entry_sum(l.name, e.codec, e.data, e.id & ?)"
-        " ORDER BY e.id", (SEQ_BITS, SEQ_MAX),
-    )]
-    found = [f"record {k!r} fails its checksum (damaged at rest)" for k in keys[:LISTED]]
-    found += [f"entry {seq} of log {log!r} fails its checksum (damaged at rest)" for log, seq in entries[:LISTED]]
-    hidden = max(0, len(keys) - LISTED) + max(0, len(entries) - LISTED)
-    return found + ([f"… and {hidden} more damaged rows"] if hidden else [])
