@@ -42,7 +42,8 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        bad = ("damaged", "missing", "undecodable")
+        return not self.problems and not any(self.counts.get(k) for k in bad)
 
 
 @dataclass
@@ -244,7 +245,17 @@ def examine(store: Store) -> Report:
             report.checks.append(Check(name, "could not run", [str(exc)]))
         if name == "schema" and not report.ok:
             break  # without the current schema, reading data only repeats the error
+    _once(report)
     return report
+
+
+def _once(report: Report) -> None:
+    """A damaged record the backend's own check already named (with its file, say) is not listed
+    again by the walk; the walk's counts stay as they are."""
+    own = [p for c in report.checks if c.name == "integrity" for p in c.problems]
+    for c in report.checks:
+        if c.name in ("records", "logs") and own:
+            c.problems = [p for p in c.problems if not any(p in mine for mine in own)]
 
 
 def diagnose(url: str) -> Report:
