@@ -8,6 +8,7 @@ line it printed: what it acknowledged before it died.
 
 from __future__ import annotations
 
+import collections
 import random
 import signal
 import subprocess
@@ -43,6 +44,11 @@ class Child:
         """Set at the child's first line after ``ready`` (or when it ends)."""
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        self._errors: collections.deque[str] = collections.deque(maxlen=40)
+        # stderr is drained too: a child whose stderr pipe fills (a driver logging a warning per
+        # failed reconnect, say) would block inside its logging call and look hung
+        self._err_reader = threading.Thread(target=self._drain_errors, daemon=True)
+        self._err_reader.start()
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
@@ -56,6 +62,11 @@ class Child:
                 self.started_writing.set()
         self._ready.set()
         self.started_writing.set()
+
+    def _drain_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._errors.append(line)
 
     def go(self) -> None:
         """Release the child once it is ready (raises with its stderr if it died instead)."""
@@ -73,16 +84,16 @@ class Child:
         return self.lines
 
     def stderr(self) -> str:
-        """What the child printed on stderr (only after it ended)."""
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()[-2000:]
+        """The end of what the child printed on stderr (complete once it ended)."""
+        if self.proc.poll() is not None:
+            self._err_reader.join(timeout=5)
+        return "".join(self._errors)[-2000:]
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._err_reader.join(timeout=5)  # at EOF now: the child is gone
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
