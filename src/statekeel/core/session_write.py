@@ -171,7 +171,7 @@ def _plan_messages(
         return None
     log = sk.history
     items = tuple(
-        codec.encode(m, f"session[{sk.id!r}].append message {i + 1}", log) for i, m in enumerate(messages)
+        codec.encode(m, f"session[{sk.id!r}].append messages[{i}]", log) for i, m in enumerate(messages)
     )
     ops.append(Append(log, items, KEEP if ttl is None else expires))
     return len(ops) - 1
