@@ -34,7 +34,7 @@ from statekeel.protocol import Append, Backend, Entry, Load, LogInfo, Put, Recor
 from statekeel.testing import BACKENDS, BackendContext, ServerPool
 
 NAMES = ["memory", "sqlite", "files", "postgres", "redis"]
-_n = itertools.count(1000)
+_n = itertools.count(1_000_000)  # apart from the plugin's store_url numbers: a shared server's schema must be fresh
 
 
 @pytest.fixture

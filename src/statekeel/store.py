@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -13,9 +14,10 @@ from .backends.memory import MemoryBackend
 from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
-from .core.encryption import AesGcmTransform, Encryption
+from .core.encryption import AesGcmTransform, Encryption, conversion_in_progress, prepare
+from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UsageError
 from .features import decisions as _decisions
 from .features import run_admin as _run_admin
 from .features import session_index as _sessions
@@ -32,7 +34,7 @@ from .protocol import Backend
 from .protocol.capabilities import SupportsTenants
 from .security.guard import GuardMode, SecretGuard
 
-__all__ = ["Store", "open", "DEFAULT_URL"]
+__all__ = ["Store", "open", "open_for_maintenance", "DEFAULT_URL"]
 
 DEFAULT_URL = "sqlite:///.statekeel/state.db"
 
@@ -54,7 +56,7 @@ class Store(Core):
 
     @property
     def url(self) -> str:
-        """The backend URL, password removed."""
+        """The backend URL, password removed (a tenant handle: a description naming no address)."""
         return self.backend.url
 
     def __repr__(self) -> str:
@@ -169,8 +171,15 @@ class Store(Core):
 
         Backends may enforce it natively (PostgreSQL: row-level security);
         every backend enforces it by key prefix (:mod:`statekeel.backends.tenant`).
+        The handle reaches no whole-store operation and no other tenant's data keys
+        (docs/security.md, "What a tenant handle can do"); tenants do not nest.
         """
         check_name(name, "a tenant name")
+        if isinstance(self.backend, TenantBackend):
+            raise UsageError(
+                f"this is a tenant handle (tenant {self.backend.tenant!r}) and tenants do not nest; "
+                f"open tenant {name!r} on the store itself: store.tenant({name!r})"
+            )
         backend: Backend
         if native := isinstance(self.backend, SupportsTenants):
             backend = self.backend.for_tenant(name)
@@ -179,7 +188,7 @@ class Store(Core):
         # a TenantBackend calls the parent's (already guarded) backend; a native one is new
         allow = self._allow_in_event_loop or not native
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
-        child.keyring = self.keyring
+        child.keyring = None if self.keyring is None else TenantKeyring(self.keyring, tenant_prefix(name))
         return child
 
     # -- data subjects (bind_subject: see Core) ----------------------------------
@@ -218,7 +227,10 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     ``migrate=False`` opens without touching the schema (for read-only roles and
     ``statekeel migrate --check``). ``encryption=statekeel.Encryption(...)``
     encrypts every value at rest; ``secret_guard`` is ``"refuse"`` (default),
-    ``"redact"`` or ``"off"`` (see :mod:`statekeel.security.guard`). Inside a running asyncio loop use
+    ``"redact"`` or ``"off"`` (see :mod:`statekeel.security.guard`). A store once written with
+    encryption is refused without its key (:class:`KeyUnavailableError` naming the key id), and
+    with it, a value stored there without encryption is refused as planted (:class:`IntegrityError`).
+    Inside a running asyncio loop use
     :func:`statekeel.open_async`; ``allow_in_event_loop=True`` (for notebooks)
     lets this store block the loop instead of raising :class:`UsageError`.
     """
@@ -231,20 +243,54 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
             "$STATEKEEL_URL or the default"
         )
     _check_keywords(url, backend_options)
-    guard = SecretGuard(secret_guard)
-    # codec options are checked before anything is opened or created
-    Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=transforms, guard=guard)
+    codec_options: dict[str, Any] = {
+        "max_record_bytes": max_record_bytes, "compress": compress, "guard": SecretGuard(secret_guard)
+    }
+    Codec(transforms=transforms, **codec_options)  # codec options are checked before anything is opened or created
     backend = open_backend(url, migrate=migrate, **backend_options)
+    access = _Access(encryption, transforms, mark=migrate, locked_ok=False)
+    return _store_on(backend, access, codec_options, allow_in_event_loop)
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How a store is opened with respect to encryption (see :func:`statekeel.core.encryption.prepare`)."""
+
+    encryption: Encryption | None
+    transforms: list[Transform] | None
+    mark: bool
+    locked_ok: bool
+
+
+def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], allow_in_event_loop: bool) -> Store:
     try:
-        keyring = encryption.keyring(backend) if encryption is not None else None
+        keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok)
+        steps = [*(access.transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
+        codec = Codec(transforms=steps, **codec_options)
+        codec.policy = policy
+        if policy is not None and keyring is not None:
+            policy.converting = conversion_in_progress(backend, codec)
     except BaseException:
         backend.close()  # a bad key configuration must not leak the connection
         raise
-    steps = [*(transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
-    codec = Codec(max_record_bytes=max_record_bytes, compress=compress, transforms=steps, guard=guard)
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
     store.keyring = keyring
     return store
+
+
+def open_for_maintenance(
+    url: str, *, encryption: Encryption | None = None, migrate: bool = False, mark: bool = True
+) -> Store:
+    """A store for ``statekeel doctor``, ``migrate`` and ``keys encrypt``.
+
+    Unlike :func:`open`, an encrypted store without its key opens *locked* rather than
+    refused: records, logs and checksums can be walked, values are neither decoded nor
+    written. ``mark=False`` leaves a store without the encryption marker unmarked
+    (``keys encrypt`` marks it itself, after recording that a conversion is under way).
+    """
+    backend = open_backend(url, migrate=migrate)
+    access = _Access(encryption, None, mark=mark and migrate, locked_ok=True)
+    return _store_on(backend, access, {"guard": SecretGuard()}, False)
 
 
 _OPEN_KEYWORDS = (

@@ -15,8 +15,12 @@ PostgreSQL additionally enforces this with row-level security (see
 The view declares no optional capability (:mod:`statekeel.protocol.capabilities`):
 integrity checks, repair, WAL checkpoints and schema migrations act on the
 whole store, so a tenant handle cannot reach them — open the store itself for
-those. Purging expired data is the one store-wide housekeeping call it
-forwards: it deletes only what no reader can see any more.
+those. It does not purge either: the protocol's purge cannot be limited to one
+tenant's keys, and a store-wide purge would delete other tenants' expired data
+(which ``state.require`` still tells apart from missing data). A tenant's
+expired data is invisible at once; the store's own ``purge_expired`` deletes it.
+Nor does the view give out the wrapped backend or its address: ``url``
+describes the tenant, it is not a URL that opens the store (docs/security.md).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class TenantBackend(Backend):
         self._inner = inner
         self.tenant = tenant
         self.prefix = tenant_prefix(tenant)
-        self.url = f"{inner.url} (tenant {tenant!r})"
+        self.url = f"tenant {tenant!r} of a {inner.url.partition(':')[0]} store"
+        """A description, not a URL: a tenant handle does not give out the store's address."""
         self.batch_scope = inner.batch_scope
 
     # -- key mapping ------------------------------------------------------------
@@ -120,15 +125,16 @@ class TenantBackend(Backend):
         return [self._result(r) for r in self._inner.apply(inner_ops)]
 
     def purge_expired(self, *, limit: int = 1000) -> int:
-        return self._inner.purge_expired(limit=limit)
+        """Nothing: purging is store-wide housekeeping (see the module docstring); returns 0."""
+        return 0
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         """Report the schema (``check=True``); migrating is for the whole store, not a tenant."""
         status = self._inner.migrate(check=True)
         if not check and not status.up_to_date:
             raise UsageError(
-                f"the schema of {self._inner.url} is behind ({status.current} < {status.target}); "
-                "migrate the store itself (statekeel migrate URL), not a tenant handle"
+                f"this is a tenant handle and the store's schema is behind ({status.current} < "
+                f"{status.target}); migrate the store itself (statekeel migrate URL), not a tenant handle"
             )
         return status
 

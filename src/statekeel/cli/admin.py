@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-import statekeel
 from statekeel import StatekeelError, Store
 from statekeel.protocol import MigrationStatus
 from statekeel.protocol.capabilities import SupportsRepair
+from statekeel.store import open_for_maintenance
 
 from ._output import CliState, console, emit_json, json_option, missing_sqlite_file
 from .health import Check, Report, diagnose, examine
@@ -50,7 +50,7 @@ def migrate(ctx: click.Context, url: str | None, check: bool, print_sql: bool, a
     missing = missing_sqlite_file(url) if check or print_sql else None
     # A read-only look at a store that does not exist must not create it: the
     # statements are those an empty in-memory database would need.
-    store = statekeel.open("sqlite:///:memory:" if missing else url, migrate=False)
+    store = open_for_maintenance("sqlite:///:memory:" if missing else url)  # needs no encryption key
     ctx.call_on_close(store.close)
     status = store.backend.migrate(check=True)
     if not (check or print_sql or status.up_to_date):
@@ -90,7 +90,7 @@ def _report(url: str, status: MigrationStatus, missing: str | None, as_json: boo
 def repair_store(url: str, healthy: bool) -> tuple[bool, str]:
     """Call the backend's ``repair()`` if it has one: (whether it ran, what it said)."""
     try:
-        store = statekeel.open(url, migrate=False)
+        store = open_for_maintenance(url)
     except StatekeelError as exc:
         return False, f"cannot open the store to repair it: {exc}"
     with store:

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import statekeel
 from statekeel import StatekeelError, Store
 from statekeel.core import layout
+from statekeel.core.encryption import EncryptedStorePolicy, is_planted_plaintext
 from statekeel.errors import CorruptionError
 from statekeel.protocol import Entry, LogInfo, Record, keys
 from statekeel.protocol.capabilities import SupportsIntegrityCheck
+from statekeel.store import open_for_maintenance
 
 from ._output import encryption_from_env, missing_sqlite_file
 
@@ -102,13 +103,37 @@ def _check_integrity(store: Store) -> Check:
 
 
 def _decodes(store: Store, data: bytes, codec: str, context: str, where: str, problems: _Problems) -> bool:
-    """``context`` is the key the value was encoded under (encryption binds it); ``where`` names it."""
+    """``context`` is the key the value was encoded under (encryption binds it); ``where`` names it.
+
+    An encrypted store opened without its key (locked) cannot decode its values: only what
+    is stored in plaintext where it must not be is reported."""
+    if _locked(store):
+        if is_planted_plaintext(codec, context):
+            problems.add(f"{where}: stored without encryption in an encrypted store (codec {codec!r}): "
+                         "planted or tampered with")
+            return False
+        return True
     try:
         store.codec.decode(data, codec, context)
     except Exception as exc:  # any failure to read back is what doctor reports
         problems.add(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
         return False
     return True
+
+
+def _locked(store: Store) -> bool:
+    return isinstance(store.codec.policy, EncryptedStorePolicy) and store.codec.policy.locked is not None
+
+
+def _check_encryption(store: Store) -> Check:
+    policy = store.codec.policy
+    if not isinstance(policy, EncryptedStorePolicy):
+        return Check("encryption", "not encrypted")
+    if policy.locked is not None:
+        return Check("encryption", "encrypted, key not given: values not decoded (checksums and plaintext "
+                     "records still checked; set STATEKEEL_MASTER_KEY to decode them)")
+    converting = "; `statekeel keys encrypt` has not finished: run it again" if policy.converting else ""
+    return Check("encryption", f"encrypted, key given{converting}", [converting[2:]] if converting else [])
 
 
 def _walk(fetch: Callable[[int], list[Any]], skip: Callable[[CorruptionError], None],
@@ -237,7 +262,7 @@ def _check_sessions(store: Store) -> Check:
 def examine(store: Store) -> Report:
     """Run every check on an open store; data checks need a current schema."""
     report = Report(store.url, [Check("open", f"opened with the {type(store.backend).__name__}")])
-    for check in (_check_schema, _check_integrity, _check_records, _check_logs, _check_sessions):
+    for check in (_check_schema, _check_encryption, _check_integrity, _check_records, _check_logs, _check_sessions):
         name = check.__name__.removeprefix("_check_")
         try:
             report.checks.append(check(store))
@@ -266,7 +291,7 @@ def diagnose(url: str) -> Report:
             f"no store at {missing}; check the URL, or create it with `statekeel migrate`"
         ])])
     try:
-        store = statekeel.open(url, migrate=False, encryption=encryption_from_env())
+        store = open_for_maintenance(url, encryption=encryption_from_env())
     except StatekeelError as exc:
         return Report(url, [Check("open", "could not open the store", [str(exc)])])
     with store:

@@ -15,21 +15,53 @@ ciphertext copied to another record fails to decrypt with
 What stays in clear, because indexes and ordering need it: record keys (scope
 kinds, session ids, user ids in ``user:<id>`` scopes, state key names), log
 sequence numbers, versions, timestamps and expiry times, and codec names.
+
+**An encrypted store stays encrypted.** The codec name is not authenticated, so
+the store itself says it is encrypted: a marker record
+(:data:`~statekeel.core.layout.ENCRYPTION_MARKER`, plain JSON holding the master
+key id) written when a store is first opened with encryption. Opened without the
+key, such a store is refused (:class:`KeyUnavailableError` naming the key id); and
+opened with it, its codec refuses any value whose codec name lacks the
+``aesgcm`` step as planted (:class:`IntegrityError`) — except the records plain
+by design (:func:`~statekeel.core.layout.stored_in_clear`) and, while ``statekeel
+keys encrypt`` converts a plaintext store, the records it has not reached yet.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from ..errors import IntegrityError, StoreError
-from ..protocol import Backend, keys
-from .keyring import Keyring, MasterKeys
+from ..codec import Codec
+from ..errors import (
+    ConflictError,
+    CorruptionError,
+    IntegrityError,
+    KeyUnavailableError,
+    MigrationRequiredError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StatekeelError,
+)
+from ..protocol import ANY, Backend, Put, keys
+from . import layout
+from .keyring import HOW_TO_SUPPLY, Keyring, MasterKeys
 
-__all__ = ["Encryption", "AesGcmTransform"]
+__all__ = [
+    "AesGcmTransform",
+    "Encryption",
+    "EncryptedStorePolicy",
+    "conversion_in_progress",
+    "expected_key_ids",
+    "is_planted_plaintext",
+    "prepare",
+    "write_marker",
+]
 
 _FORMAT = 1
 
@@ -88,6 +120,136 @@ class AesGcmTransform:
 
 
 def require_encryption(keyring: Keyring | None) -> Keyring:
+    """The keyring, or the error saying how to give the key (key commands need one)."""
     if keyring is None:
-        raise StoreError("this store was opened without encryption=; open it with statekeel.Encryption(...)")
+        raise KeyUnavailableError("this needs the master key, and the store was opened without one: " + HOW_TO_SUPPLY)
     return keyring
+
+
+# -- an encrypted store stays encrypted --------------------------------------------------
+def is_planted_plaintext(codec: str, key: str) -> bool:
+    """Whether a record of an encrypted store skips encryption though nothing writes it so."""
+    return not codec.endswith("+aesgcm") and not layout.stored_in_clear(key)
+
+
+class EncryptedStorePolicy:
+    """The codec policy of an encrypted store (see the module docstring).
+
+    ``locked``: the store was opened without its key (only doctor and migrate do that);
+    the message says which key it needs. ``converting``: ``statekeel keys encrypt`` has
+    not finished, so values still in plaintext are read rather than refused.
+    """
+
+    def __init__(self, *, locked: str | None = None, converting: bool = False) -> None:
+        self.locked = locked
+        self.converting = converting
+
+    def check_encode(self, context: str) -> None:
+        if self.locked is not None:
+            raise KeyUnavailableError(self.locked)
+
+    def check_decode(self, codec: str, context: str) -> None:
+        if layout.stored_in_clear(context):
+            return
+        if self.locked is not None:
+            raise KeyUnavailableError(self.locked)
+        if not self.converting and not codec.endswith("+aesgcm"):
+            raise IntegrityError(
+                f"the record {context!r} is stored without encryption (codec {codec!r}) in an encrypted "
+                "store: planted or tampered with; it was not returned. `statekeel doctor URL` lists every "
+                "such record; if it is yours from before encryption was turned on, `statekeel keys encrypt URL` "
+                "encrypts it in place"
+            )
+
+
+def _read_marker(backend: Backend) -> dict[str, Any] | None:
+    rec = backend.get(layout.ENCRYPTION_MARKER)
+    if rec is None:
+        return None
+    try:
+        body = json.loads(rec.data)
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {}  # a damaged marker still marks the store
+
+
+def _legacy_key_ids(backend: Backend) -> list[str] | None:
+    """A store encrypted before markers existed has a keystore of its own: the key ids it names."""
+    page = backend.scan("keys/", limit=1)
+    if not page:
+        return None
+    try:
+        return sorted({str(v["master"]) for v in json.loads(page[0].data)["versions"].values()})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _probe(backend: Backend) -> tuple[bool, list[str] | None]:
+    """(marked, ids): whether the marker is there, and the key ids the store expects ([] when
+    unknown; None when it is not encrypted, or its schema cannot be read before a migration)."""
+    try:
+        marker = _read_marker(backend)
+        if marker is None:
+            return False, _legacy_key_ids(backend)
+    except CorruptionError:
+        return True, []  # the marker is there but damaged: still an encrypted store
+    except (MigrationRequiredError, SchemaTooNewError, NotAStoreError):
+        return False, None
+    kid = marker.get("master_key_id")
+    return True, [kid] if isinstance(kid, str) else []
+
+
+def expected_key_ids(backend: Backend) -> list[str] | None:
+    """The master key ids an encrypted store expects ([] when unknown; None: not encrypted)."""
+    return _probe(backend)[1]
+
+
+def write_marker(backend: Backend, master: MasterKeys, *, replace: bool = False) -> None:
+    """Mark the store encrypted (``replace``: record a new master key id after rotation)."""
+    body = {"encrypted": True, "format": 1, "master_key_id": master.current_id, "since": time.time()}
+    try:
+        backend.apply([Put(layout.ENCRYPTION_MARKER, json.dumps(body, sort_keys=True).encode(), "json",
+                           ANY if replace else None)])
+    except ConflictError:
+        pass  # another process marked it first
+
+
+def _needs(url: str, ids: list[str]) -> str:
+    which = f" under master key id {' or '.join(map(repr, ids))}" if ids else ""
+    return f"the store {url} is encrypted{which}: without its key it can be neither read nor written; " + HOW_TO_SUPPLY
+
+
+def prepare(
+    backend: Backend, encryption: Encryption | None, *, mark: bool, locked_ok: bool
+) -> tuple[Keyring | None, EncryptedStorePolicy | None]:
+    """The keyring and codec policy of ``backend`` as ``statekeel.open`` gets them.
+
+    Without ``encryption``, an encrypted store is refused — or, with ``locked_ok``, opened
+    locked. With it, a store not yet marked is marked (when ``mark``).
+    """
+    marked, ids = _probe(backend)
+    if encryption is None:
+        if ids is None:
+            return None, None
+        if not locked_ok:
+            raise KeyUnavailableError(_needs(backend.url, ids))
+        return None, EncryptedStorePolicy(locked=_needs(backend.url, ids))
+    try:
+        keyring = encryption.keyring(backend)
+    except KeyUnavailableError as exc:
+        raise KeyUnavailableError(f"{exc}. {_needs(backend.url, ids).split(';')[0]}" if ids else str(exc)) from None
+    if mark and not marked:
+        write_marker(backend, keyring.master)
+    return keyring, EncryptedStorePolicy()
+
+
+def conversion_in_progress(backend: Backend, codec: Codec) -> bool:
+    """Whether ``statekeel keys encrypt`` is converting the store: its record is there and
+    authentic (encrypted under this store's key, so nobody without the key can forge it)."""
+    rec = backend.get(layout.ENCRYPTION_CONVERSION)
+    if rec is None or not rec.codec.endswith("+aesgcm"):
+        return False
+    try:
+        return codec.decode(rec.data, rec.codec, rec.key) is not None
+    except StatekeelError:
+        return False

@@ -35,9 +35,25 @@ from ..errors import ConflictError, ErasedError, KeyUnavailableError
 from ..protocol import ANY, Backend, Put, keys
 from . import layout
 
-__all__ = ["MasterKeys", "Keyring", "DataKey"]
+__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id"]
 
 _CACHE_SECONDS = 30.0
+
+
+HOW_TO_SUPPLY = (
+    "give it as encryption=statekeel.Encryption(master_key=...) — \"env:NAME\", \"file:/path\", the base64 "
+    "key text, 32 raw bytes or a callable — or, for the CLI, in $STATEKEEL_MASTER_KEY; several keys while "
+    "rotating: \"NEW,OLD\" (each a bare base64 key or id:BASE64). `statekeel keys id` prints a key's id"
+)
+"""How to supply a master key: every KeyUnavailableError ends with it."""
+
+NEW_KEY_COMMAND = "python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\""
+
+
+def key_id(raw: bytes) -> str:
+    """The id of a master key, derived from the key itself: what the keystore records as the
+    key that wrapped a data key, so the same key is found however it is labelled."""
+    return hashlib.sha256(raw).hexdigest()[:12]
 
 
 def _decode_key(text: str, where: str) -> bytes:
@@ -47,30 +63,35 @@ def _decode_key(text: str, where: str) -> bytes:
         raw = b""
     if len(raw) != 32:
         raise KeyUnavailableError(
-            f"the master key in {where} must be 32 bytes, base64-encoded "
-            "(make one with: python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\")"
+            f"the master key in {where} must be 32 bytes, base64-encoded (make one with: {NEW_KEY_COMMAND}); "
+            + HOW_TO_SUPPLY
         )
     return raw
 
 
 @dataclass(frozen=True)
 class MasterKeys:
-    """Master keys by id; ``current`` wraps new data keys, all of them unwrap."""
+    """Master keys by label; ``current`` wraps new data keys, all of them unwrap.
+
+    A key's label is the ``id`` of ``id:BASE64``, or its derived :func:`key_id` when given
+    bare. Data keys record the derived id of the key that wrapped them, and a key is found
+    by its label or its derived id, so ``k1:KEY`` and a bare ``KEY`` are the same key.
+    """
 
     keys: dict[str, bytes]
     current: str
 
     @classmethod
     def parse(cls, text: str, where: str) -> MasterKeys:
-        """``BASE64`` or ``id:BASE64[,id:BASE64…]`` (first = current)."""
+        """``BASE64`` or ``id:BASE64[,id:BASE64…]``, ids optional (first = current)."""
         pairs = [p.strip() for p in text.split(",") if p.strip()]
         if not pairs:
-            raise KeyUnavailableError(f"{where} holds no master key")
+            raise KeyUnavailableError(f"{where} holds no master key; " + HOW_TO_SUPPLY)
         parsed: dict[str, bytes] = {}
         for pair in pairs:
             kid, sep, b64 = pair.partition(":")
             if not sep:
-                kid, b64 = hashlib.sha256(_decode_key(pair, where)).hexdigest()[:12], pair
+                kid, b64 = key_id(_decode_key(pair, where)), pair
             parsed[kid] = _decode_key(b64, where)
         return cls(parsed, next(iter(parsed)))
 
@@ -79,7 +100,8 @@ class MasterKeys:
         value = os.environ.get(name)
         if not value:
             raise KeyUnavailableError(
-                f"encryption is on but the environment variable {name} is not set; set it to the master key"
+                f"encryption is on but the environment variable {name} is not set; set it to the master "
+                f"key (base64 of 32 bytes), or {HOW_TO_SUPPLY}"
             )
         return cls.parse(value, f"${name}")
 
@@ -89,7 +111,9 @@ class MasterKeys:
             with open(path, encoding="ascii") as fh:
                 return cls.parse(fh.read(), path)
         except OSError as exc:
-            raise KeyUnavailableError(f"cannot read the master key file {path}: {exc.strerror}") from None
+            raise KeyUnavailableError(
+                f"cannot read the master key file {path}: {exc.strerror}; " + HOW_TO_SUPPLY
+            ) from None
 
     @classmethod
     def from_any(cls, source: Any) -> MasterKeys:
@@ -100,35 +124,55 @@ class MasterKeys:
             return cls.from_any(source())
         if isinstance(source, bytes):
             if len(source) != 32:
-                raise KeyUnavailableError("a master key given as bytes must be exactly 32 bytes")
-            return cls({hashlib.sha256(source).hexdigest()[:12]: source}, hashlib.sha256(source).hexdigest()[:12])
+                raise KeyUnavailableError(
+                    f"a master key given as bytes must be exactly 32 bytes, got {len(source)}; " + HOW_TO_SUPPLY
+                )
+            return cls({key_id(source): source}, key_id(source))
         if isinstance(source, str) and source.startswith("env:"):
             return cls.from_env(source[4:])
         if isinstance(source, str) and source.startswith("file:"):
             return cls.from_file(source[5:])
         if isinstance(source, str):
             return cls.parse(source, "the master_key argument")
-        raise KeyUnavailableError(f"cannot use a {type(source).__name__} as a master key source")
+        raise KeyUnavailableError(f"cannot use a {type(source).__name__} as a master key source; " + HOW_TO_SUPPLY)
+
+    @property
+    def current_id(self) -> str:
+        """The derived id of the key that wraps new data keys."""
+        return key_id(self.keys[self.current])
+
+    def ids(self) -> list[str]:
+        """``label (id)`` of every configured key, for messages."""
+        return [kid if kid == key_id(raw) else f"{kid} (id {key_id(raw)})" for kid, raw in self.keys.items()]
+
+    def find(self, kid: str) -> bytes | None:
+        """The configured key labelled or derived as ``kid``."""
+        return self.keys.get(kid) or next((raw for raw in self.keys.values() if key_id(raw) == kid), None)
+
+    def wraps_with_current(self, kid: str) -> bool:
+        """Whether a data key recorded as wrapped by ``kid`` is already under the current key."""
+        return self.find(kid) == self.keys[self.current]
 
     def wrap(self, data_key: bytes, aad: bytes) -> dict[str, str]:
         nonce = os.urandom(12)
         sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, aad)
-        return {"master": self.current, "wrapped": base64.b64encode(nonce + sealed).decode("ascii")}
+        return {"master": self.current_id, "wrapped": base64.b64encode(nonce + sealed).decode("ascii")}
 
     def unwrap(self, entry: dict[str, str], aad: bytes) -> bytes:
         kid = entry["master"]
-        if kid not in self.keys:
+        raw = self.find(kid)
+        if raw is None:
             raise KeyUnavailableError(
-                f"data is encrypted under master key {kid!r}, which is not configured; "
-                f"configured: {', '.join(self.keys)}. Add it (id:BASE64) to the master key setting"
+                f"data is encrypted under master key id {kid!r}, which is not configured "
+                f"(configured: {', '.join(self.ids())}); add that key after the current one: " + HOW_TO_SUPPLY
             )
         blob = base64.b64decode(entry["wrapped"])
         try:
-            return AESGCM(self.keys[kid]).decrypt(blob[:12], blob[12:], aad)
+            return AESGCM(raw).decrypt(blob[:12], blob[12:], aad)
         except InvalidTag:
             raise KeyUnavailableError(
-                f"master key {kid!r} is configured with the wrong value: it cannot unwrap the data keys; "
-                "nothing was changed"
+                f"master key {kid!r} is configured with the wrong value: it cannot unwrap the data keys, "
+                f"which expect master key id {kid!r}; nothing was changed. Supply the right key: " + HOW_TO_SUPPLY
             ) from None
 
 
@@ -184,7 +228,11 @@ class Keyring:
             return cached
         entry = body["versions"].get(str(version))
         if entry is None:
-            raise KeyUnavailableError(f"data key version {version} of {partition!r} does not exist")
+            raise KeyUnavailableError(
+                f"data key version {version} of {partition!r} does not exist in the keystore {self.keystore.url}; "
+                "is this the keystore the data was written with? Name it with Encryption(keystore_url=...) "
+                "(CLI: $STATEKEEL_KEYSTORE_URL)"
+            )
         aead = AESGCM(self.master.unwrap(entry, self._aad(partition, version)))
         self._aeads[(partition, version)] = aead
         return aead
@@ -209,8 +257,8 @@ class Keyring:
             body = self._load_fresh(partition)
         if body is None:
             raise KeyUnavailableError(
-                f"no data key for {partition!r} in the keystore {self.keystore.url}; "
-                "is this the keystore the data was written with?"
+                f"no data key for {partition!r} in the keystore {self.keystore.url}; is this the keystore "
+                "the data was written with? Name it with Encryption(keystore_url=...) (CLI: $STATEKEEL_KEYSTORE_URL)"
             )
         if body.get("erased"):
             raise ErasedError(f"data of {partition!r} was erased at the subject's request and cannot be read")
@@ -278,7 +326,7 @@ class Keyring:
         if body is None or body.get("erased"):
             return False
         versions = body["versions"]
-        if all(v["master"] == self.master.current for v in versions.values()):
+        if all(self.master.wraps_with_current(v["master"]) for v in versions.values()):
             return False
         for ver, entry in list(versions.items()):
             aad = self._aad(partition, int(ver))

@@ -22,6 +22,11 @@ live in index partitions (``idx/...``)::
     events/E/log, events/E/snap/<projection>/v<N>/<seq>, events/E/consumer/<name>
     keys/<partition>, subjects/<digest>/<partition>     the keystore (encryption)
     erasures/all/<id>              what an erasure left behind
+    statekeel/encryption           the marker of an encrypted store (plain JSON: key id, no secret)
+    statekeel/encrypting           present (encrypted) while `statekeel keys encrypt` converts the store
+
+Records stored in clear even in an encrypted store (:func:`stored_in_clear`): the
+keystore, erasure records and the encryption marker. Nothing reads them as values.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from .validate import check_name
 
 __all__ = [
     "CHECKPOINTS_LOG",
+    "ENCRYPTION_CONVERSION",
+    "ENCRYPTION_MARKER",
     "DECISION_INDEX_PREFIX",
     "RUN_INDEX_PREFIX",
     "SESSION_INDEX_PREFIX",
@@ -66,6 +73,7 @@ __all__ = [
     "session_view_key",
     "snapshot_prefix",
     "state_key",
+    "stored_in_clear",
     "subject_key",
     "subject_prefix",
 ]
@@ -220,3 +228,23 @@ def subject_key(subject_digest: str, partition_key: str) -> str:
 
 def erasure_key(erasure_id: str) -> str:
     return keys.join("erasures", "all", erasure_id)
+
+
+# -- encryption marker -------------------------------------------------------------------
+ENCRYPTION_MARKER: Final = keys.join("statekeel", "encryption")
+"""Present in a store written with encryption: opening it without the key is refused."""
+ENCRYPTION_CONVERSION: Final = keys.join("statekeel", "encrypting")
+"""Present, encrypted, while ``statekeel keys encrypt`` converts a plaintext store: until it is
+gone, records still in plaintext are read (they are being converted), not refused."""
+
+
+def stored_in_clear(key: str) -> bool:
+    """Whether ``key`` (a backend key, tenant prefix included) is plain by design in an
+    encrypted store: the keystore (``keys/``, ``subjects/`` at the store's root), the
+    encryption marker, and erasure records (a tenant's too). Any other record stored
+    without encryption in an encrypted store was planted or tampered with."""
+    if key == ENCRYPTION_MARKER or key.startswith(("keys/", "subjects/")):
+        return True
+    first = key.partition("/")[0]
+    local = key[first.rindex("~") + 1 :] if "~" in first else key
+    return local.startswith("erasures/")
