@@ -198,6 +198,7 @@ class Keyring:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._aeads: dict[tuple[str, int], AESGCM] = {}
+        self._subject_secret: bytes | None = None
 
     # -- records ---------------------------------------------------------------
     def _load(self, partition: str) -> dict[str, Any] | None:
@@ -269,9 +270,9 @@ class Keyring:
             self._cache.pop(partition, None)
         return self._load(partition)
 
-    def _create(self, partition: str, subject: str | None) -> dict[str, Any]:
+    def _create(self, partition: str, subject: str | None, key: bytes | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"current": 1, "subject": subject, "versions": {}}
-        body["versions"]["1"] = self.master.wrap(os.urandom(32), self._aad(partition, 1))
+        body["versions"]["1"] = self.master.wrap(key or os.urandom(32), self._aad(partition, 1))
         try:
             self._save(partition, body, expect=None)
         except ConflictError:  # another process created it first: use theirs
@@ -283,8 +284,20 @@ class Keyring:
     # -- subjects and erasure --------------------------------------------------
     def subject_digest(self, subject: str) -> str:
         """A keyed hash of a subject id: lets erasure find it without storing the id."""
-        secret = hashlib.sha256(b"statekeel-subject\x00" + self.master.keys[self.master.current]).digest()
-        return hmac.new(secret, subject.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._subjects_secret(), subject.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _subjects_secret(self) -> bytes:
+        """The key of the subject digests, kept in the keystore wrapped by the master key (so a master
+        rotation re-wraps it and every digest stays the same). Created on first use with the value
+        earlier versions derived from the master key, so digests they wrote are still found."""
+        if self._subject_secret is None:
+            name = layout.SUBJECT_SECRET_PARTITION
+            body = self._load(name)
+            if body is None:
+                legacy = hashlib.sha256(b"statekeel-subject\x00" + self.master.keys[self.master.current]).digest()
+                body = self._create(name, None, legacy)
+            self._subject_secret = self.master.unwrap(body["versions"]["1"], self._aad(name, 1))
+        return self._subject_secret
 
     def bind(self, partition: str, subject: str) -> None:
         """Tag ``partition``'s data key with a data subject (before its first write)."""
@@ -346,8 +359,8 @@ class Keyring:
     def begin_reencrypt(self, partition: str) -> int:
         """The version re-encryption moves ``partition`` to (created once; a rerun resumes)."""
         body = self._load_fresh(partition)
-        if body is None or body.get("erased"):
-            return 0
+        if body is None or body.get("erased") or partition == layout.SUBJECT_SECRET_PARTITION:
+            return 0  # (the subjects' key encrypts no data: a new version would only change every digest)
         if body.get("reencrypt_to"):
             return int(body["reencrypt_to"])
         version = self.new_version(partition)

@@ -40,6 +40,7 @@ __all__ = [
     "CHECKPOINTS_LOG",
     "ENCRYPTION_CONVERSION",
     "ENCRYPTION_MARKER",
+    "SUBJECT_SECRET_PARTITION",
     "DECISION_INDEX_PREFIX",
     "RUN_INDEX_PREFIX",
     "SESSION_INDEX_PREFIX",
@@ -231,6 +232,9 @@ def erasure_key(erasure_id: str) -> str:
 
 
 # -- encryption marker -------------------------------------------------------------------
+SUBJECT_SECRET_PARTITION: Final = keys.join("statekeel", "subjects")
+"""The keystore entry whose key (version 1) keys the subject digests: wrapped by the master key
+like a data key, so a master key rotation keeps every digest — and erasure — working."""
 ENCRYPTION_MARKER: Final = keys.join("statekeel", "encryption")
 """Present in a store written with encryption: opening it without the key is refused."""
 ENCRYPTION_CONVERSION: Final = keys.join("statekeel", "encrypting")
