@@ -174,8 +174,9 @@ def _check_records(store: Store) -> Check:
             undecodable += not _decodes(store, rec.data, rec.codec, rec.key, rec.key, problems)
         count, after[0] = count + len(page), page[-1].key
     counts = {"records": count + damaged, "verified": count, "damaged": damaged, "undecodable": undecodable}
+    decoded = "values not decoded (no key)" if _locked(store) else f"{count - undecodable} decode"
     return Check("records", f"{count + damaged} records: {count} pass their checksums, {damaged} damaged; "
-                 f"{count - undecodable} decode", problems.done(), counts)
+                 f"{decoded}", problems.done(), counts)
 
 
 def _check_log(store: Store, info: LogInfo, problems: _Problems, counts: dict[str, int]) -> None:
