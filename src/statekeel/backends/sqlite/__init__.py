@@ -18,8 +18,9 @@ refuses to open and ``statekeel doctor`` lists the problem (see :mod:`.wal`).
 Modules: :mod:`.backend` (the class: reads, migrations, health),
 :mod:`.connect` (opening: folder, pragmas, WAL mode under racing openers),
 :mod:`.writes` (what each op of a batch does), :mod:`.schema` (the tables and
-how log entries are numbered), :mod:`.verify` and :mod:`.sums` (checksums on
-the way out and in), :mod:`.wal` (the WAL check), :mod:`.errors` (``sqlite3``
+how log entries are numbered), :mod:`.verify` (checksums on the
+way out; the formula and its key cache are :mod:`statekeel.protocol.integrity`),
+:mod:`.wal` (the WAL check), :mod:`.errors` (``sqlite3``
 errors translated).
 """
 

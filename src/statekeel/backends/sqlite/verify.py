@@ -13,9 +13,8 @@ from zlib import crc32
 
 from ...errors import CorruptionError
 from ...protocol import Entry, Record
-from ...protocol.integrity import MASK, verify_entry, verify_record
+from ...protocol.integrity import MASK, head, verify_entry, verify_record
 from .schema import SEQ_MAX
-from .sums import head
 
 __all__ = ["ENTRY_COLUMNS", "VALUE_COLUMNS", "entries_of", "record_of", "values_if_intact"]
 

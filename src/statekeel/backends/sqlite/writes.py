@@ -33,10 +33,9 @@ from ...protocol import (
     Touch,
     Trim,
 )
-from ...protocol.integrity import MASK, entry_sum, record_sum
+from ...protocol.integrity import MASK, base_sum, entry_sum, record_sum, seal
 from ...protocol.keys import prefix_end
 from .schema import LIVE, SEQ_BITS, SEQ_MAX, header, rowid
-from .sums import fast_base, fast_sum
 
 __all__ = ["APPLY", "drop_log"]
 
@@ -51,7 +50,7 @@ def _put(c: sqlite3.Connection, op: Put, now: float) -> Record:
         cur = _current(c, op.key, now)  # no record can be at that version: as memory://, a conflict
         raise ConflictError(op.key, expect, cur[0] if cur else None)
     keep = op.expires_at is KEEP
-    base = fast_base(op.key, op.codec, op.data)
+    base = base_sum(op.key, op.codec, op.data)
     if isinstance(expect, int):
         args: tuple[Any, ...] = (op.key, op.data, op.codec, now, None if keep else op.expires_at, expect, base)
         row = c.execute(_PUT_SQL[keep, "cas"], args).fetchone()
@@ -135,7 +134,7 @@ def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
     log = op.log
     c.executemany(
         "INSERT INTO sk_entries VALUES (?, ?, ?, ?, ?)",
-        [(base + i, data, codec, now, fast_sum(log, codec, data, first + i))
+        [(base + i, data, codec, now, seal(base_sum(log, codec, data), first + i))
          for i, (data, codec) in enumerate(op.items)],
     )
     return first
