@@ -1,0 +1,97 @@
+"""The saver's native async methods: the sync code, run on the saver's own worker thread.
+
+The event loop never blocks on storage: each call hops to the worker (one thread by
+default, so calls run in the order they were made, as LangGraph expects of a
+checkpointer), and ``alist`` pulls its iterator there in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+
+if TYPE_CHECKING:
+    from ...aio._worker import Worker
+
+__all__ = ["AsyncSaverMethods"]
+
+
+class AsyncSaverMethods:
+    """Mixed into :class:`~.saver.StatekeelSaver`; every method awaits its sync twin."""
+
+    _worker: Worker
+
+    if TYPE_CHECKING:
+
+        def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None: ...
+        def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+                 before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]: ...  # fmt: skip
+        def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                new_versions: ChannelVersions) -> RunnableConfig: ...  # fmt: skip
+        def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                       task_path: str = "") -> None: ...  # fmt: skip
+        def delete_thread(self, thread_id: str) -> None: ...
+        def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
+        def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
+        def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None: ...
+        def get_delta_channel_history(self, *, config: RunnableConfig,
+                                      channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]: ...  # fmt: skip
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Async :meth:`get_tuple`."""
+        return await self._worker.run(lambda: self.get_tuple(config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async :meth:`list`."""
+        async for tup in self._worker.iterate(lambda: self.list(config, filter=filter, before=before, limit=limit), 100):
+            yield tup
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+    ) -> RunnableConfig:
+        """Async :meth:`put`."""
+        return await self._worker.run(lambda: self.put(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        """Async :meth:`put_writes`."""
+        await self._worker.run(lambda: self.put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async :meth:`delete_thread`."""
+        await self._worker.run(lambda: self.delete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async :meth:`delete_for_runs`."""
+        await self._worker.run(lambda: self.delete_for_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async :meth:`copy_thread`."""
+        await self._worker.run(lambda: self.copy_thread(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async :meth:`prune`."""
+        await self._worker.run(lambda: self.prune(thread_ids, strategy=strategy))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Async ``get_delta_channel_history`` (LangGraph's ``DeltaChannel``)."""
+        return await self._worker.run(lambda: self.get_delta_channel_history(config=config, channels=channels))

@@ -1,0 +1,119 @@
+"""Turning a page of checkpoint records into LangGraph's ``CheckpointTuple`` s in few round trips.
+
+For a page of checkpoints of one namespace: one ``get_many`` for every channel
+version they name (plus the delta chains those need), and one range scan for all
+their pending writes — never a query per checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import Checkpoint, CheckpointTuple, PendingWrite, writes_sort_key
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ...core import Core, layout
+from ...protocol import Record, keys
+from ._records import invert_id, parse_write_key, revert_id, unpack
+from .deltas import MISSING, ValueReader
+
+__all__ = ["Stored", "TupleBuilder", "config_of", "decode_checkpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One checkpoint record, decoded as far as its codec (the serde parts still bytes)."""
+
+    thread: str
+    ns: str
+    checkpoint_id: str
+    doc: dict[str, Any]
+
+
+def config_of(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    """The config LangGraph uses to name a checkpoint."""
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
+
+
+def decode_checkpoint(core: Core, thread: str, rec: Record) -> Stored:
+    """A checkpoint record's thread, namespace and id (from its key) and its stored document."""
+    ns_part, inverted = rec.key.rsplit("/", 2)[-2:]
+    ns = keys.unescape(ns_part)[1:]
+    return Stored(thread, ns, revert_id(inverted), core.codec.decode(rec.data, rec.codec, rec.key))
+
+
+class TupleBuilder:
+    """Builds tuples for checkpoints of one thread with the saver's serializer."""
+
+    def __init__(self, core: Core, serde: SerializerProtocol) -> None:
+        self._core = core
+        self._serde = serde
+        self.readers: dict[str, ValueReader] = {}
+        """The value reader used per namespace (the saver learns delta bases from it)."""
+
+    def build(self, stored: list[Stored]) -> list[CheckpointTuple]:
+        """Tuples for ``stored`` (all of one thread), in the same order."""
+        by_ns: dict[str, list[Stored]] = defaultdict(list)
+        for s in stored:
+            by_ns[s.ns].append(s)
+        built: dict[tuple[str, str], CheckpointTuple] = {}
+        for ns, group in by_ns.items():
+            for s, tup in zip(group, self._build_ns(ns, group)):
+                built[(s.ns, s.checkpoint_id)] = tup
+        return [built[(s.ns, s.checkpoint_id)] for s in stored]
+
+    def _build_ns(self, ns: str, group: list[Stored]) -> list[CheckpointTuple]:
+        thread = group[0].thread
+        bodies = [self._serde.loads_typed(unpack(s.doc["c"])) for s in group]
+        reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed)
+        reader.load((ch, v) for body in bodies for ch, v in body["channel_versions"].items())
+        writes = self._writes(thread, ns, [s.checkpoint_id for s in group])
+        out = []
+        for s, body in zip(group, bodies):
+            values = {ch: val for ch, v in body["channel_versions"].items()
+                      if (val := reader.value(ch, v)) is not MISSING}  # fmt: skip
+            parent = s.doc.get("p")
+            out.append(CheckpointTuple(
+                config=config_of(thread, ns, s.checkpoint_id),
+                checkpoint=cast(Checkpoint, {**body, "channel_values": values}),
+                metadata=self._serde.loads_typed(unpack(s.doc["m"])),
+                parent_config=config_of(thread, ns, parent) if parent else None,
+                pending_writes=writes.get(s.checkpoint_id, []),
+            ))  # fmt: skip
+        return out
+
+    def _writes(self, thread: str, ns: str, ids: list[str]) -> dict[str, list[PendingWrite]]:
+        """Pending writes of checkpoints ``ids`` of one namespace, in ``writes_sort_key`` order."""
+        wanted = {invert_id(i) for i in ids}
+        found: dict[str, list[tuple[tuple[str, str, int], PendingWrite]]] = defaultdict(list)
+        for rec in self._write_records(thread, ns, sorted(wanted)):
+            inverted, task_id, idx = parse_write_key(rec.key)
+            if inverted not in wanted:
+                continue
+            doc = self._core.codec.decode(rec.data, rec.codec, rec.key)
+            write = (task_id, str(doc["c"]), self._serde.loads_typed(unpack(doc)))
+            found[revert_id(inverted)].append((writes_sort_key(str(doc.get("p", "")), task_id, idx), write))
+        return {cid: [w for _, w in sorted(items, key=lambda x: x[0])] for cid, items in found.items()}
+
+    def _write_records(self, thread: str, ns: str, inverted: list[str]) -> Iterator[Record]:
+        """Every write record from the first to the last of ``inverted`` (sorted) in one range scan."""
+        if len(inverted) == 1:
+            prefix = layout.langgraph_writes_prefix(thread, ns, inverted[0])
+            after = None
+        else:
+            prefix = layout.langgraph_writes_prefix(thread, ns)
+            after = layout.langgraph_writes_prefix(thread, ns, inverted[0])[:-1]
+        stop = layout.langgraph_writes_prefix(thread, ns, inverted[-1]) + "\U0010ffff"
+        while True:
+            recs = self._core.backend.scan(prefix, after=after, limit=500)
+            for rec in recs:
+                if rec.key > stop:
+                    return
+                yield rec
+            if len(recs) < 500:
+                return
+            after = recs[-1].key

@@ -1,0 +1,236 @@
+"""Channel values that grow with change, not with history.
+
+A stock ``add_messages`` graph rewrites its whole message list at every step, so a
+saver that stores each new channel version in full stores O(turns²) bytes. Here a
+list value that only grew since the version this process last wrote or read is
+stored as the new items plus a reference to that version (its *base*); anything
+else — a replaced or removed message, another type — is stored in full. A chain of
+deltas ends in a full value (its *root*); a new full snapshot is written once the
+chain's bytes exceed ``chain_share`` times the root's (and at least ``min_bytes``) or the
+chain reaches ``max_chain`` links, so storage stays within a small factor of the payload and a read
+decodes at most about twice the value's bytes. Restoring a version concatenates the
+root's items and every delta's items, which is exactly the list LangGraph stored.
+
+:func:`plan_value` decides what to write (pure); :class:`ValueReader` reads versions
+back, fetching whole chains in few round trips.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...core import Core, layout
+from ...errors import CorruptionError
+from ...protocol import Record, keys
+from ._records import Typed, pack, unpack
+
+__all__ = ["ChainState", "ValueCache", "Planned", "plan_value", "ValueReader", "MISSING"]
+
+MISSING: Any = object()
+"""A channel version with no stored value (LangGraph's "empty" channel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """What the saver remembers of the last value it wrote or read for one channel."""
+
+    version: str
+    """The stored version this value is."""
+    items: list[Any]
+    """The list itself (a shallow copy: the items are LangGraph's objects)."""
+    root: str
+    """The version of the full value the chain starts from."""
+    root_bytes: int
+    """Serialized size of the root."""
+    chain_bytes: int
+    """Serialized size of the deltas since the root."""
+    links: int
+    """Deltas since the root."""
+
+
+class ValueCache:
+    """The last :class:`ChainState` per (thread, namespace, channel); thread-safe, bounded LRU."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._states: OrderedDict[tuple[str, str, str], ChainState] = OrderedDict()
+
+    def get(self, thread: str, ns: str, channel: str) -> ChainState | None:
+        with self._lock:
+            state = self._states.get((thread, ns, channel))
+            if state is not None:
+                self._states.move_to_end((thread, ns, channel))
+            return state
+
+    def set(self, thread: str, ns: str, channel: str, state: ChainState | None) -> None:
+        with self._lock:
+            if state is None:
+                self._states.pop((thread, ns, channel), None)
+                return
+            self._states[(thread, ns, channel)] = state
+            self._states.move_to_end((thread, ns, channel))
+            while len(self._states) > self._size:
+                self._states.popitem(last=False)
+
+    def forget_thread(self, thread: str) -> None:
+        """Drop a thread's states (its records were deleted or pruned)."""
+        with self._lock:
+            for key in [k for k in self._states if k[0] == thread]:
+                del self._states[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The record to store for one channel version, and what to remember after it is stored."""
+
+    doc: dict[str, Any]
+    state: ChainState | None
+
+
+def _grew_from(old: list[Any], new: list[Any]) -> bool:
+    """``new`` is ``old`` plus items at the end (same objects, or equal objects of the same type)."""
+    if len(new) < len(old):
+        return False
+    return all(a is b or (type(a) is type(b) and a == b) for a, b in zip(old, new))
+
+
+def plan_value(
+    version: str,
+    value: Any,
+    previous: ChainState | None,
+    dumps: Callable[[Any], Typed],
+    *,
+    min_bytes: int,
+    max_chain: int,
+    chain_share: float = 1.0,
+) -> Planned:
+    """The record for ``value`` at ``version``: a delta on ``previous`` when it only grew, else full."""
+    if value is MISSING:
+        return Planned({"e": 1}, None)
+    if type(value) is list and previous is not None and _grew_from(previous.items, value):
+        typed = dumps(value[len(previous.items) :])
+        chain_bytes = previous.chain_bytes + len(typed[1])
+        if chain_bytes <= max(previous.root_bytes * chain_share, min_bytes) and previous.links < max_chain:
+            doc = {**pack(typed), "base": previous.version, "root": previous.root, "n": len(value),
+                   "k": previous.links + 1, "cb": chain_bytes, "rb": previous.root_bytes}  # fmt: skip
+            grown = ChainState(version, list(value), previous.root, previous.root_bytes, chain_bytes, previous.links + 1)
+            return Planned(doc, grown)
+    typed = dumps(value)
+    root = ChainState(version, list(value), version, len(typed[1]), 0, 0) if type(value) is list else None
+    return Planned(pack(typed), root)
+
+
+class ValueReader:
+    """Reads channel versions of one thread namespace, following delta chains.
+
+    Versions are fetched with one ``get_many``; a chain longer than a few links is
+    fetched with one range scan from its root (versions sort by their number), and
+    whatever the scan missed with further ``get_many`` rounds.
+    """
+
+    def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any]) -> None:
+        self._core, self._thread, self._ns, self._loads = core, thread, ns, loads
+        self.docs: dict[str, dict[str, Any]] = {}
+        self._items: dict[str, list[Any]] = {}
+        self._scanned: set[str] = set()
+
+    def key(self, channel: str, version: Any) -> str:
+        return layout.langgraph_blob_key(self._thread, self._ns, channel, str(version))
+
+    def load(self, wanted: Iterable[tuple[str, Any]]) -> None:
+        """Fetch the records of ``(channel, version)`` pairs and every record their chains need."""
+        self._fetch([self.key(ch, v) for ch, v in wanted])
+        for _ in range(100_000):  # each round resolves at least one more link of every open chain
+            need = self._open_bases()
+            if not need:
+                return
+            for key in [k for k in need if self.docs[need[k]].get("k", 0) > 3]:
+                self._scan_chain(need[key], key)
+            self._fetch([k for k in need if k not in self.docs], required=True)
+
+    def value(self, channel: str, version: Any) -> Any:
+        """The value stored at ``version`` (a fresh list for a delta chain), or :data:`MISSING`."""
+        key = self.key(channel, version)
+        doc = self.docs.get(key)
+        if doc is None or doc.get("e"):
+            return MISSING
+        if "base" not in doc:
+            return self._loads(unpack(doc))
+        chunks: list[list[Any]] = []
+        while "base" in doc:
+            chunks.append(self._chunk(key, doc))
+            key = self._sibling(key, str(doc["base"]))
+            doc = self.docs[key]
+        out = list(self._chunk(key, doc))
+        for chunk in reversed(chunks):
+            out.extend(chunk)
+        return out
+
+    def state(self, channel: str, version: Any, value: Any) -> ChainState | None:
+        """What to remember after reading ``value`` at ``version`` (so the next write can be a delta)."""
+        doc = self.docs.get(self.key(channel, version))
+        if doc is None or doc.get("e") or type(value) is not list:
+            return None
+        if "base" not in doc:
+            return ChainState(str(version), list(value), str(version), len(doc["b"]), 0, 0)
+        return ChainState(str(version), list(value), str(doc["root"]), int(doc["rb"]), int(doc["cb"]), int(doc["k"]))
+
+    def _chunk(self, key: str, doc: dict[str, Any]) -> list[Any]:
+        if key not in self._items:
+            items = self._loads(unpack(doc))
+            if not isinstance(items, list):
+                raise CorruptionError(f"the LangGraph channel value at {key!r} is not a list", key, None)
+            self._items[key] = items
+        return self._items[key]
+
+    def _open_bases(self) -> dict[str, str]:
+        """Base key -> the key of a loaded delta that needs it, for bases not loaded yet."""
+        need: dict[str, str] = {}
+        for key, doc in self.docs.items():
+            if "base" in doc:
+                base = self._sibling(key, str(doc["base"]))
+                if base not in self.docs:
+                    need[base] = key
+        return need
+
+    def _sibling(self, key: str, version: str) -> str:
+        """The key of another version of the same channel."""
+        return key[: key.rindex("/") + 1] + keys.escape(version)
+
+    def _scan_chain(self, delta_key: str, base_key: str) -> None:
+        """Fetch the records between a chain's root and ``delta_key`` in one range scan."""
+        root = self._sibling(delta_key, str(self.docs[delta_key]["root"]))
+        if root > delta_key or root in self._scanned:
+            return  # versions that do not sort by number, or scanned already: get_many rounds do the rest
+        self._scanned.add(root)
+        prefix = delta_key[: delta_key.rindex("/") + 1]
+        after: str | None = root[:-1]
+        while after is not None and after < delta_key:
+            recs = self._core.backend.scan(prefix, after=after, limit=500)
+            self._take([r for r in recs if r.key <= delta_key])
+            after = recs[-1].key if len(recs) == 500 else None
+
+    def _fetch(self, wanted: Sequence[str], required: bool = False) -> None:
+        todo = [k for k in dict.fromkeys(wanted) if k not in self.docs]
+        if not todo:
+            return
+        recs = self._core.backend.get_many(todo)
+        for key, rec in zip(todo, recs):
+            if rec is None and required:
+                raise CorruptionError(
+                    f"the LangGraph channel value {key!r} that a newer version builds on is missing; "
+                    "run `statekeel doctor` and restore from a backup",
+                    key,
+                    None,
+                )
+        self._take([r for r in recs if r is not None])
+
+    def _take(self, recs: Iterable[Record]) -> None:
+        for rec in recs:
+            if rec.key not in self.docs:
+                self.docs[rec.key] = self._core.codec.decode(rec.data, rec.codec, rec.key)

@@ -1,0 +1,371 @@
+"""``StatekeelSaver``: a LangGraph checkpointer over any statekeel URL or store.
+
+    from statekeel.integrations.langgraph import StatekeelSaver
+
+    saver = StatekeelSaver.from_url("sqlite:///agent.db")      # or StatekeelSaver(store)
+    graph = builder.compile(checkpointer=saver)
+
+Each thread is one statekeel partition (``langgraph/<thread>``), so a checkpoint, its
+new channel values and the head it moves are written in one atomic batch on every
+backend, Redis Cluster included. Checkpoint keys sort newest first, so ``get_tuple``
+of the latest checkpoint is one scan and ``list(before=, limit=)`` costs O(returned).
+Growing lists are stored as deltas (:mod:`.deltas`); a writer that lost the head gets
+:class:`CheckpointForkError` (:mod:`.fencing`). Async methods run the same sync code
+on the saver's own worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import builtins
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ...aio._worker import Worker
+from ...core import Core, layout
+from ...core.session_write import apply_across_partitions
+from ...core.validate import check_int
+from ...errors import ConflictError, InvalidInputError
+from ...protocol import ANY, Op, Put, Record
+from ...store import Store
+from ...store import open as open_store
+from . import _admin
+from ._async import AsyncSaverMethods
+from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
+from ._records import CheckpointForkError, check_thread_id, invert_id, pack, write_key
+from .deltas import MISSING, Planned, ValueCache, plan_value
+from .fencing import FORK_SOURCES, HeadMarks
+
+__all__ = ["StatekeelSaver"]
+
+_PAGE = 100
+
+
+class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer storing threads in a statekeel store.
+
+    ``core`` is a :class:`statekeel.Store` (or any :class:`~statekeel.core.Core`):
+    a store opened with ``encryption=`` encrypts everything written here, metadata
+    and pending writes included; ``store.tenant(t)`` gives a saver that sees only
+    tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
+    growing list gets a new full snapshot (:mod:`.deltas`); ``workers`` is the number of
+    threads the async methods run on.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        *,
+        serde: SerializerProtocol | None = None,
+        delta_min_bytes: int = 16_384,
+        max_chain: int = 1_000,
+        chain_share: float = 1.0,
+        workers: int = 1,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.core = core
+        self.delta_min_bytes = check_int(delta_min_bytes, "delta_min_bytes")
+        self.max_chain = check_int(max_chain, "max_chain")
+        if not isinstance(chain_share, (int, float)) or isinstance(chain_share, bool) or not 0 <= chain_share <= 1e6:
+            raise InvalidInputError(f"chain_share must be a number >= 0 (e.g. 0.5), got {chain_share!r}")
+        self.chain_share = float(chain_share)
+        self._cache = ValueCache()
+        self._heads = HeadMarks()
+        self._indexed_runs: set[tuple[str, str]] = set()
+        self._known_heads: dict[tuple[str, str], tuple[str | None, int | None]] = {}
+        self._worker = Worker(workers)
+        self._owned: Store | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, serde: SerializerProtocol | None = None, **open_options: Any) -> StatekeelSaver:
+        """A saver on a store it opens (``statekeel.open(url, **open_options)``) and closes with :meth:`close`."""
+        store = open_store(url, **open_options)
+        saver = cls(store, serde=serde)
+        saver._owned = store
+        return saver
+
+    def close(self) -> None:
+        """Stop the async worker; close the store if :meth:`from_url` opened it."""
+        self._worker.shutdown()
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> StatekeelSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The named checkpoint, or the newest of the thread namespace, with its pending writes."""
+        conf = config["configurable"]
+        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        stored = self._find(thread, ns, get_checkpoint_id(config))
+        if stored is None:
+            return None
+        builder = TupleBuilder(self.core, self.serde)
+        tup = builder.build([stored])[0]
+        self._remember_values(thread, ns, tup, builder)
+        return tup
+
+    def _find(self, thread: str, ns: str, checkpoint_id: str | None) -> Stored | None:
+        """The stored checkpoint, noting for fencing whether it was the head."""
+        backend = self.core.backend
+        if checkpoint_id is None:
+            recs = backend.scan(layout.langgraph_checkpoints_prefix(thread, ns), limit=1)
+            if not recs:
+                return None
+            stored = decode_checkpoint(self.core, thread, recs[0])
+            self._heads.saw_head(thread, ns, stored.checkpoint_id)
+            return stored
+        cp_key = layout.langgraph_checkpoint_key(thread, ns, invert_id(checkpoint_id))
+        rec, head = backend.get_many([cp_key, layout.langgraph_head_key(thread, ns)])
+        if rec is None:
+            return None
+        if head is not None and self._decode(head)["id"] == checkpoint_id:
+            self._heads.saw_head(thread, ns, checkpoint_id)
+        else:
+            self._heads.saw_older(thread, ns, checkpoint_id)
+        return decode_checkpoint(self.core, thread, rec)
+
+    def _remember_values(self, thread: str, ns: str, tup: CheckpointTuple, builder: TupleBuilder) -> None:
+        """After reading a thread's checkpoint, its growing lists can be extended by deltas."""
+        reader = builder.readers[ns]
+        values = tup.checkpoint["channel_values"]
+        for ch, version in tup.checkpoint["channel_versions"].items():
+            if ch in values:
+                self._cache.set(thread, ns, ch, reader.state(ch, version, values[ch]))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first per namespace; ``before``/``limit`` cost O(returned)."""
+        conf = config["configurable"] if config else {}
+        threads = [check_thread_id(conf.get("thread_id"))] if config else _admin.all_threads(self.core)
+        ns = conf.get("checkpoint_ns")
+        wanted_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        left = limit
+        for thread in threads:
+            for page in self._pages(thread, ns, before_id, left, wanted_id):
+                chosen = [s for s in page if self._matches(s, wanted_id, before_id, filter)]
+                if left is not None:
+                    chosen = chosen[:left]
+                    left -= len(chosen)
+                yield from TupleBuilder(self.core, self.serde).build(chosen)
+                if left == 0:
+                    return
+
+    def _pages(self, thread: str, ns: str | None, before_id: str | None, left: int | None,
+               wanted_id: str | None = None) -> Iterator[builtins.list[Stored]]:  # fmt: skip
+        if ns is not None and wanted_id:  # one named checkpoint: one read
+            rec = self.core.backend.get(layout.langgraph_checkpoint_key(thread, str(ns), invert_id(wanted_id)))
+            yield [] if rec is None else [decode_checkpoint(self.core, thread, rec)]
+            return
+        prefix = layout.langgraph_checkpoints_prefix(thread, None if ns is None else str(ns))
+        after = None
+        if ns is not None and before_id is not None:
+            after = layout.langgraph_checkpoint_key(thread, str(ns), invert_id(before_id))
+        size = _PAGE if left is None else max(1, min(_PAGE, left))
+        while recs := self.core.backend.scan(prefix, after=after, limit=size):
+            yield [decode_checkpoint(self.core, thread, r) for r in recs]
+            if len(recs) < size:
+                return
+            after, size = recs[-1].key, _PAGE
+
+    def _matches(self, s: Stored, wanted_id: str | None, before_id: str | None, filt: dict[str, Any] | None) -> bool:
+        if wanted_id and s.checkpoint_id != wanted_id:
+            return False
+        if before_id and s.checkpoint_id >= before_id:
+            return False
+        if not filt:
+            return True
+        metadata = self.serde.loads_typed((str(s.doc["m"]["t"]), bytes(s.doc["m"]["b"])))
+        return all(metadata.get(k) == v for k, v in filt.items())
+
+    # -- writing ---------------------------------------------------------------------------
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store ``checkpoint`` and its new channel values, and move the head — one atomic batch."""
+        conf = config["configurable"]
+        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        parent: str | None = conf.get("checkpoint_id") or None
+        cp_id = str(checkpoint["id"])
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        planned = self._plan_values(thread, ns, checkpoint, new_versions)
+        body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        cp_key = layout.langgraph_checkpoint_key(thread, ns, invert_id(cp_id))
+        doc = {"c": pack(self.serde.dumps_typed(body)), "m": pack(self.serde.dumps_typed(full_metadata)),
+               "p": parent}  # fmt: skip
+        ops: builtins.list[Op] = [
+            self._put_op(layout.langgraph_blob_key(thread, ns, ch, str(v)), p.doc, f"channel {ch!r}")
+            for (ch, v), p in planned.items()
+        ]
+        ops.append(self._put_op(cp_key, doc, "a LangGraph checkpoint"))
+        fenced = (
+            parent is not None
+            and full_metadata.get("source") not in FORK_SOURCES
+            and self._heads.extends(thread, ns, parent)
+        )
+        self._commit_with_head(thread, ns, cp_id, parent if fenced else None, ops, full_metadata.get("run_id"))
+        self._heads.saw_head(thread, ns, cp_id)
+        for (ch, _), p in planned.items():
+            self._cache.set(thread, ns, ch, p.state)
+        return config_of(thread, ns, cp_id)
+
+    def _plan_values(
+        self, thread: str, ns: str, checkpoint: Checkpoint, new_versions: ChannelVersions
+    ) -> dict[tuple[str, Any], Planned]:
+        values = checkpoint["channel_values"]
+        return {
+            (ch, v): plan_value(str(v), values.get(ch, MISSING), self._cache.get(thread, ns, ch),
+                                self.serde.dumps_typed, min_bytes=self.delta_min_bytes, max_chain=self.max_chain,
+                                chain_share=self.chain_share)
+            for ch, v in new_versions.items()
+        }  # fmt: skip
+
+    def _commit_with_head(
+        self, thread: str, ns: str, cp_id: str, must_extend: str | None, ops: builtins.list[Op], run_id: Any
+    ) -> None:
+        """Apply ``ops`` with the head moved by compare-and-set (from the head this saver last
+        wrote, without a read; re-read when another writer moved it); retry only legal moves."""
+        head_key = layout.langgraph_head_key(thread, ns)
+        known = self._known_heads.get((thread, ns))
+        for _ in range(50):
+            fresh = known is None
+            if known is None:
+                rec = self.core.backend.get(head_key)
+                known = (None, None) if rec is None else (str(self._decode(rec)["id"]), rec.version)
+            head, version = known
+            if must_extend is not None and head is not None and head != must_extend:
+                if fresh:
+                    raise CheckpointForkError(thread, ns, must_extend, head)
+                known = None
+                continue
+            newest = cp_id if head is None else max(head, cp_id)
+            head_op = self._put_op(head_key, {"id": newest}, "a LangGraph thread head", version)
+            listings = self._index_ops(thread, version is None, run_id)
+            try:
+                done = apply_across_partitions(self.core.backend, [*ops, head_op, *listings])
+            except ConflictError as exc:
+                if exc.key.endswith(head_key):
+                    known = None
+                    continue
+                raise
+            stored = done[len(ops)]
+            if isinstance(run_id, str) and run_id:
+                self._indexed_runs.add((run_id, thread))
+            self._known_heads[(thread, ns)] = (newest, stored.version if isinstance(stored, Record) else None)
+            return
+        raise ConflictError(head_key, None, None)
+
+    def _index_ops(self, thread: str, new_thread: bool, run_id: Any) -> builtins.list[Op]:
+        """Listing entries (another partition: written first where batches stay in one)."""
+        ops: builtins.list[Op] = []
+        if new_thread:
+            ops.append(self._put_op(layout.langgraph_thread_index_key(thread), {}, "a LangGraph thread listing"))
+        if isinstance(run_id, str) and run_id and (run_id, thread) not in self._indexed_runs:
+            ops.append(self._put_op(layout.langgraph_run_index_key(run_id, thread), {}, "a LangGraph run listing"))
+        return ops
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        """Store a task's writes; a write already stored under (task_id, idx) is kept (idempotent),
+        the special channels (error, interrupt, ...) are overwritten."""
+        conf = config["configurable"]
+        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        inverted = invert_id(str(conf["checkpoint_id"]))
+        ops: dict[str, Put] = {}
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            key = write_key(thread, ns, inverted, str(task_id), idx)
+            doc = {"c": channel, "p": task_path, **pack(self.serde.dumps_typed(value))}
+            ops[key] = self._put_op(key, doc, f"write to {channel!r}", None if idx >= 0 else ANY)
+        self._apply_writes(list(ops.values()))
+
+    def _apply_writes(self, ops: builtins.list[Put]) -> None:
+        """Put the writes, skipping regular ones already stored; a concurrent duplicate is retried."""
+        for _ in range(50):
+            try:
+                if ops:
+                    self.core.backend.apply(ops)
+                return
+            except ConflictError:  # some were stored before (a retried task): keep those as they are
+                existing = self.core.backend.get_many([op.key for op in ops if op.expect is None])
+                there = {rec.key for rec in existing if rec is not None}
+                ops = [op for op in ops if op.key not in there]
+
+    def _put_op(self, key: str, doc: dict[str, Any], what: str, expect: Any = ANY) -> Put:
+        data, codec = self.core.codec.encode(doc, what, key)
+        return Put(key, data, codec, expect)
+
+    def _decode(self, rec: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self.core.codec.decode(rec.data, rec.codec, rec.key))
+
+    # -- thread administration -------------------------------------------------------------
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove every checkpoint, value and write of the thread, and its listing."""
+        thread = check_thread_id(thread_id)
+        self._forget(thread)
+        _admin.delete_thread(self.core, thread)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove the checkpoints (and their writes) the given runs created, in every thread."""
+        for thread in _admin.delete_for_runs(self.core, self.serde, [str(r) for r in run_ids]):
+            self._forget(thread)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, value and write of a thread to another (same ids)."""
+        target = check_thread_id(target_thread_id)
+        self._forget(target)
+        _admin.copy_thread(self.core, self.serde, check_thread_id(source_thread_id), target)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``"keep_latest"``: keep each namespace's newest checkpoint (and the values it needs,
+        delta chains included); ``"delete"``: remove the threads."""
+        for thread in map(check_thread_id, thread_ids):
+            self._forget(thread)
+            _admin.prune(self.core, self.serde, thread, strategy)
+
+    def _forget(self, thread: str) -> None:
+        self._cache.forget_thread(thread)
+        self._heads.forget_thread(thread)
+        self._indexed_runs = {(r, t) for r, t in self._indexed_runs if t != thread}
+        for key in [k for k in self._known_heads if k[0] == thread]:
+            self._known_heads.pop(key, None)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """``<counter>.<random>``: sortable, unique across forks of one thread, and short (every
+        checkpoint stores a version per channel and per node that saw it)."""
+        if current is None:
+            number = 0
+        elif isinstance(current, (int, float)):
+            number = int(current)
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:010d}.{random.getrandbits(32):08x}"

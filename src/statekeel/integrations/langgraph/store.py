@@ -1,0 +1,198 @@
+"""``StatekeelStore``: LangGraph's long-term memory store (``BaseStore``) over statekeel.
+
+    from statekeel.integrations.langgraph import StatekeelStore
+
+    memory = StatekeelStore.from_url("postgresql://...", ttl={"default_ttl": 60 * 24})
+    graph = builder.compile(checkpointer=saver, store=memory)
+
+Each item is one record ``lgstore/<namespace labels>/=<key>`` holding the value (through
+statekeel's codec: datetimes, UUIDs, bytes round-trip), its TTL in minutes and when it was
+last written. A TTL becomes the record's expiry, so an expired item is never returned
+and :meth:`sweep_ttl` (statekeel's expiry purge) deletes it; reads refresh it unless
+``refresh_ttl=False``. A batch's writes are applied together, in one atomic batch on
+backends whose batches span the store. Semantic search (``index=``) is not supported
+yet: ``query`` is ignored and results carry no score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    validate_op_namespace,
+)
+
+from ...aio._worker import Worker
+from ...core import Core, layout
+from ...errors import InvalidInputError
+from ...protocol import ANY, Delete, Put, Record, Touch, keys
+from ...store import Store
+from ...store import open as open_store
+from . import _filters
+
+__all__ = ["StatekeelStore"]
+
+_PAGE = 500
+
+
+class StatekeelStore(BaseStore):
+    """LangGraph's ``BaseStore`` on a statekeel store (sync and async, TTL with refresh on read)."""
+
+    supports_ttl: bool = True
+
+    def __init__(self, core: Core, *, ttl: TTLConfig | None = None, workers: int = 1) -> None:
+        self.core = core
+        self.ttl_config = ttl
+        self._worker = Worker(workers)
+        self._owned: Store | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, ttl: TTLConfig | None = None, **open_options: Any) -> StatekeelStore:
+        """A store on ``statekeel.open(url, **open_options)``, closed by :meth:`close`."""
+        opened = open_store(url, **open_options)
+        store = cls(opened, ttl=ttl)
+        store._owned = opened
+        return store
+
+    def close(self) -> None:
+        """Stop the async worker; close the statekeel store if :meth:`from_url` opened it."""
+        self._worker.shutdown()
+        if self._owned is not None:
+            self._owned.close()
+
+    def sweep_ttl(self) -> int:
+        """Delete expired items now (statekeel's expiry purge); returns how many records went."""
+        return self.core.purge_expired()
+
+    # -- the one entry point LangGraph calls -------------------------------------------------
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` in order: reads see the store before the batch, writes are applied at the end."""
+        ops = list(ops)
+        for op in ops:
+            validate_op_namespace(op)
+        writes: dict[str, PutOp] = {}
+        touches: dict[str, float] = {}
+        results: list[Result] = []
+        for op in ops:
+            if isinstance(op, PutOp):
+                writes[layout.langgraph_store_key(op.namespace, str(op.key))] = op
+                results.append(None)
+            elif isinstance(op, GetOp):
+                results.append(self._get(op, touches))
+            elif isinstance(op, SearchOp):
+                results.append(self._search(op, touches))
+            elif isinstance(op, ListNamespacesOp):
+                results.append(self._list_namespaces(op))
+            else:
+                raise InvalidInputError(f"unknown LangGraph store operation {type(op).__name__}")
+        self._write(writes, touches)
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """:meth:`batch` on the store's worker thread (the event loop never blocks)."""
+        listed = list(ops)
+        return await self._worker.run(lambda: self.batch(listed))
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _get(self, op: GetOp, touches: dict[str, float]) -> Item | None:
+        rec = self.core.backend.get(layout.langgraph_store_key(op.namespace, str(op.key)))
+        if rec is None:
+            return None
+        doc = self._doc(rec)
+        self._refresh(rec, doc, op.refresh_ttl, touches)
+        return Item(value=doc["v"], key=str(op.key), namespace=op.namespace, **_stamps(rec, doc))
+
+    def _search(self, op: SearchOp, touches: dict[str, float]) -> list[SearchItem]:
+        matched: list[tuple[Record, dict[str, Any]]] = []
+        wanted = op.offset + op.limit
+        for rec in self._scan(layout.langgraph_store_prefix(op.namespace_prefix)):
+            doc = self._doc(rec)
+            if not op.filter or _filters.matches(doc["v"], op.filter):
+                matched.append((rec, doc))
+        matched.sort(key=lambda pair: -float(pair[1]["u"]))  # newest first, like LangGraph's SQL stores
+        out = []
+        for rec, doc in matched[op.offset : wanted]:
+            self._refresh(rec, doc, op.refresh_ttl, touches)
+            namespace, key = _parse(rec.key)
+            stamps = _stamps(rec, doc)
+            out.append(SearchItem(namespace, key, doc["v"], stamps["created_at"], stamps["updated_at"]))
+        return out
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        prefix = _literal_prefix(op.match_conditions)
+        found: set[tuple[str, ...]] = set()
+        for rec in self._scan(layout.langgraph_store_prefix(prefix)):
+            namespace = _parse(rec.key)[0]
+            if all(_filters.namespace_matches(c, namespace) for c in op.match_conditions or ()):
+                found.add(namespace if op.max_depth is None else namespace[: op.max_depth])
+        return sorted(found)[op.offset : op.offset + op.limit]
+
+    def _scan(self, prefix: str) -> Iterator[Record]:
+        after: str | None = None
+        while recs := self.core.backend.scan(prefix, after=after, limit=_PAGE):
+            yield from recs
+            if len(recs) < _PAGE:
+                return
+            after = recs[-1].key
+
+    def _doc(self, rec: Record) -> dict[str, Any]:
+        doc: dict[str, Any] = self.core.codec.decode(rec.data, rec.codec, rec.key)
+        return doc
+
+    def _refresh(self, rec: Record, doc: dict[str, Any], refresh: bool, touches: dict[str, float]) -> None:
+        if refresh and doc.get("ttl") is not None:
+            touches[rec.key] = time.time() + float(doc["ttl"]) * 60
+
+    # -- writes --------------------------------------------------------------------------------
+    def _write(self, writes: dict[str, PutOp], touches: dict[str, float]) -> None:
+        now = time.time()
+        ops: list[Any] = [Touch(k, exp) for k, exp in touches.items() if k not in writes]
+        for key, op in writes.items():
+            if op.value is None:
+                ops.append(Delete(key))
+                continue
+            ttl = None if op.ttl is None else float(op.ttl)
+            data, codec = self.core.codec.encode({"v": dict(op.value), "u": now, "ttl": ttl}, f"item {op.key!r}", key)
+            ops.append(Put(key, data, codec, ANY, None if ttl is None else now + ttl * 60))
+        if ops:
+            self.core.backend.apply(ops)
+
+
+def _stamps(rec: Record, doc: dict[str, Any]) -> dict[str, datetime]:
+    return {
+        "created_at": datetime.fromtimestamp(rec.created_at, timezone.utc),
+        "updated_at": datetime.fromtimestamp(float(doc["u"]), timezone.utc),
+    }
+
+
+def _parse(key: str) -> tuple[tuple[str, ...], str]:
+    """``(namespace, key)`` of an item's record key."""
+    parts = keys.split(key)
+    return tuple(label[1:] for label in parts[1:-1]), parts[-1][1:]
+
+
+def _literal_prefix(conditions: tuple[MatchCondition, ...] | None) -> tuple[str, ...]:
+    """The labels every listed namespace must start with (up to a wildcard): what to scan."""
+    for condition in conditions or ():
+        if condition.match_type == "prefix":
+            out: list[str] = []
+            for label in condition.path:
+                if label == "*":
+                    break
+                out.append(label)
+            return tuple(out)
+    return ()

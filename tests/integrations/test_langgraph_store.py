@@ -1,0 +1,176 @@
+"""StatekeelStore (LangGraph's BaseStore) on every backend.
+
+The behaviours are those LangGraph's own store tests check for ``InMemoryStore`` and
+``SqliteStore`` (libs/checkpoint and libs/checkpoint-sqlite tests: batch ordering,
+get/put/delete, search with filters and pagination, list_namespaces with
+prefix/suffix/max_depth/limit/offset, TTL with refresh on read), written here
+against statekeel's fixtures. TTL expiry is made deterministic by moving a record's
+expiry with the protocol's ``Touch`` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from langgraph.store.base import GetOp, InvalidNamespaceError, Item, ListNamespacesOp, MatchCondition, PutOp, SearchOp
+
+import statekeel
+from statekeel.core import layout
+from statekeel.errors import InvalidInputError
+from statekeel.integrations.langgraph import StatekeelStore
+from statekeel.protocol import Touch
+
+
+@pytest.fixture
+def memory(store: statekeel.Store) -> StatekeelStore:
+    return StatekeelStore(store)
+
+
+def test_batch_runs_ops_in_order_and_reads_see_the_store_before_its_writes(memory: StatekeelStore) -> None:
+    memory.put(("test", "foo"), "key1", {"data": "value1"})
+    memory.put(("test", "bar"), "key2", {"data": "value2"})
+    results = memory.batch([
+        GetOp(("test", "foo"), "key1"),
+        PutOp(("test",), "key3", {"data": "value3"}),
+        SearchOp(("test",), filter={"data": "value1"}, limit=10, offset=0),
+        ListNamespacesOp(match_conditions=None, max_depth=None, limit=10, offset=0),
+        GetOp(("test",), "key3"),
+    ])  # fmt: skip
+    first = results[0]
+    assert isinstance(first, Item) and first.value == {"data": "value1"} and first.namespace == ("test", "foo")
+    assert results[1] is None
+    assert [i.key for i in results[2]] == ["key1"]  # type: ignore[union-attr]
+    assert results[3] == [("test", "bar"), ("test", "foo")]
+    assert results[4] is None  # the put lands at the end of the batch
+    assert memory.get(("test",), "key3").value == {"data": "value3"}  # type: ignore[union-attr]
+
+
+def test_get_put_update_delete(memory: StatekeelStore) -> None:
+    ns = ("test", "documents")
+    memory.put(ns, "doc1", {"title": "Test Document", "when": datetime(2026, 1, 2, tzinfo=timezone.utc)})
+    item = memory.get(ns, "doc1")
+    assert item is not None and item.key == "doc1" and item.namespace == ns
+    assert item.value["when"] == datetime(2026, 1, 2, tzinfo=timezone.utc)  # statekeel's codec round-trips it
+    memory.put(ns, "doc1", {"title": "Updated"})
+    updated = memory.get(ns, "doc1")
+    assert updated is not None and updated.value == {"title": "Updated"}
+    assert updated.created_at == item.created_at and updated.updated_at >= item.updated_at
+    assert memory.get(("test", "other"), "doc1") is None
+    memory.delete(ns, "doc1")
+    assert memory.get(ns, "doc1") is None
+    memory.batch([PutOp(ns, "a", {"n": 1}), PutOp(ns, "b", {"n": 2}), PutOp(ns, "a", None)])
+    assert memory.get(ns, "a") is None and memory.get(ns, "b").value == {"n": 2}  # type: ignore[union-attr]
+
+
+def test_search_by_prefix_filter_and_pages(memory: StatekeelStore) -> None:
+    data = [
+        (("test", "docs"), "doc1", {"title": "First", "author": "Alice", "tags": ["important"], "score": 3}),
+        (("test", "docs"), "doc2", {"title": "Second", "author": "Bob", "tags": ["draft"], "score": 7}),
+        (("test", "images"), "img1", {"title": "Image", "author": "Alice", "tags": ["final"], "score": 5}),
+        (("testing",), "other", {"title": "Not under test/", "author": "Alice", "score": 1}),
+    ]
+    for ns, key, value in data:
+        memory.put(ns, key, value)
+    assert len(memory.search(("test",))) == 3
+    assert {i.key for i in memory.search(("test", "docs"))} == {"doc1", "doc2"}
+    assert {i.key for i in memory.search(("test",), filter={"author": "Alice"})} == {"doc1", "img1"}
+    assert [i.key for i in memory.search(("test",), filter={"tags": ["draft"]})] == ["doc2"]
+    assert len(memory.search(("test",), limit=2)) == 2 and len(memory.search(("test",), offset=2)) == 1
+    ops = {"$gt": 3, "$gte": 3, "$lt": 5, "$lte": 5, "$ne": 3, "$eq": 7}
+    found = {op: {i.key for i in memory.search(("test",), filter={"score": {op: v}})} for op, v in ops.items()}
+    assert found == {"$gt": {"doc2", "img1"}, "$gte": {"doc1", "doc2", "img1"}, "$lt": {"doc1"},
+                     "$lte": {"doc1", "img1"}, "$ne": {"doc2", "img1"}, "$eq": {"doc2"}}  # fmt: skip
+    assert {i.key for i in memory.search(("test",), filter={"score": {"$gt": 2, "$lt": 6}})} == {"doc1", "img1"}
+    with pytest.raises(InvalidInputError, match=r"\$regex"):
+        memory.search(("test",), filter={"score": {"$regex": "x"}})
+
+
+def test_list_namespaces_with_prefix_suffix_depth_and_pages(memory: StatekeelStore) -> None:
+    spaces = [("test", "documents", "public"), ("test", "documents", "private"), ("test", "images", "public"),
+              ("test", "images", "private"), ("prod", "documents", "public"), ("prod", "documents", "private")]  # fmt: skip
+    for ns in spaces:
+        memory.put(ns, "dummy", {"content": "dummy"})
+    assert memory.list_namespaces() == sorted(spaces)
+    assert len(memory.list_namespaces(prefix=("test",))) == 4
+    assert memory.list_namespaces(suffix=("public",)) == sorted(s for s in spaces if s[-1] == "public")
+    assert memory.list_namespaces(prefix=("*", "documents")) == sorted(s for s in spaces if s[1] == "documents")
+    assert memory.list_namespaces(max_depth=2) == [("prod", "documents"), ("test", "documents"), ("test", "images")]
+    assert memory.list_namespaces(prefix=("test",), suffix=("private",), max_depth=2) == [("test", "documents"), ("test", "images")]
+    assert len(memory.list_namespaces(limit=3)) == 3 and memory.list_namespaces(offset=5) == [sorted(spaces)[5]]
+    cond = MatchCondition(match_type="suffix", path=("public",))
+    assert memory.batch([ListNamespacesOp(match_conditions=(cond,), limit=10)])[0] == memory.list_namespaces(suffix=("public",))
+    for ns in spaces:
+        memory.delete(ns, "dummy")
+    assert memory.list_namespaces() == []
+
+
+def test_bad_namespaces_are_refused(memory: StatekeelStore) -> None:
+    for bad in [("a.b",), ("",), ("langgraph", "x")]:
+        with pytest.raises(InvalidNamespaceError):
+            memory.put(bad, "k", {"v": 1})
+    with pytest.raises(InvalidNamespaceError):
+        memory.batch([GetOp(("a.b",), "k")])
+
+
+def _expires_at(store: statekeel.Store, ns: tuple[str, ...], key: str) -> float | None:
+    rec = store.backend.get(layout.langgraph_store_key(ns, key))
+    assert rec is not None
+    return rec.expires_at
+
+
+def test_ttl_expires_items_and_reads_refresh_it(store: statekeel.Store) -> None:
+    memory = StatekeelStore(store, ttl={"default_ttl": 60.0, "refresh_on_read": True})
+    assert memory.supports_ttl
+    memory.put(("t",), "default", {"v": 1})
+    memory.put(("t",), "short", {"v": 2}, ttl=5.0)
+    memory.put(("t",), "forever", {"v": 3}, ttl=None)
+    assert _expires_at(store, ("t",), "forever") is None
+    soon = time.time() + 2.0
+    store.backend.apply([Touch(layout.langgraph_store_key(("t",), k), soon) for k in ("default", "short")])
+    memory.get(("t",), "default")  # a read renews the item's whole TTL
+    assert _expires_at(store, ("t",), "default") > soon + 3000  # type: ignore[operator]
+    memory.get(("t",), "short", refresh_ttl=False)
+    assert _expires_at(store, ("t",), "short") == pytest.approx(soon)
+    memory.search(("t",))
+    assert _expires_at(store, ("t",), "short") > soon + 200  # type: ignore[operator]
+    past = time.time() - 1.0
+    store.backend.apply([Touch(layout.langgraph_store_key(("t",), "short"), past)])
+    assert memory.get(("t",), "short") is None
+    assert [i.key for i in memory.search(("t",), filter={"v": 2})] == []
+    memory.sweep_ttl()  # Redis drops expired keys itself; the others purge them now
+    assert store.backend.get(layout.langgraph_store_key(("t",), "short"), include_expired=True) is None
+    assert {i.key for i in memory.search(("t",))} == {"default", "forever"}
+
+
+def test_an_expired_namespace_is_not_listed(store: statekeel.Store) -> None:
+    memory = StatekeelStore(store)
+    memory.put(("omit", "expired"), "e", {"data": "gone"}, ttl=5.0)
+    memory.put(("omit", "control"), "c", {"data": "keep"})
+    store.backend.apply([Touch(layout.langgraph_store_key(("omit", "expired"), "e"), time.time() - 1.0)])
+    assert memory.list_namespaces(prefix=("omit",)) == [("omit", "control")]
+
+
+def test_the_async_api_runs_off_the_loop(store: statekeel.Store) -> None:
+    memory = StatekeelStore(store, ttl={"default_ttl": 10.0})
+
+    async def main() -> list[Any]:
+        await memory.aput(("users", "u1"), "prefs", {"theme": "dark"})
+        got = await memory.aget(("users", "u1"), "prefs")
+        found = await memory.asearch(("users",), filter={"theme": "dark"})
+        spaces = await memory.alist_namespaces(prefix=("users",))
+        await memory.adelete(("users", "u1"), "prefs")
+        return [got.value if got else None, [i.key for i in found], spaces, await memory.aget(("users", "u1"), "prefs")]
+
+    assert asyncio.run(main()) == [{"theme": "dark"}, ["prefs"], [("users", "u1")], None]
+    memory.close()
+
+
+def test_tenants_do_not_share_items(store: statekeel.Store) -> None:
+    acme, globex = StatekeelStore(store.tenant("acme")), StatekeelStore(store.tenant("globex"))
+    acme.put(("users",), "u1", {"name": "Ann"})
+    assert globex.get(("users",), "u1") is None and globex.list_namespaces() == []
+    assert acme.list_namespaces() == [("users",)]
