@@ -25,6 +25,16 @@ if [ -n "$need" ] && [ "$(id -u)" = 0 ]; then
     service postgresql stop >/dev/null 2>&1 || true
 fi
 
+# Chromium for the inspector's browser tests (tests/ui/): Debian's package, driven by Playwright
+# at /usr/bin/chromium (executable_path) — Playwright downloads no browser. With CI set, missing is a failure.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is missing: sudo apt-get install chromium" >&2
+    fi
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'

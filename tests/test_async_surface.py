@@ -120,7 +120,7 @@ def test_every_public_async_member_is_documented(cls: type) -> None:
         ("Store.user", "store.user(...) (no await; await its methods)"),
         ("Store.run", "async with store.run(...) as run:"),
         ("Run.__enter__", "async with store.run(...) as run:"),
-        ("SessionBatch.__exit__", "async with session.batch() as b:"),
+        ("SessionBatch.__exit__", "async with session.batch(...) as b:"),
         ("SessionState.put", "await session.state.put(...)"),
         ("StateView.__contains__", "await state.contains(key)"),
         ("EventStream.iter", "async for event in stream.iter()"),

@@ -15,3 +15,8 @@ from statekeel.testing.conformance.test_checkpoints import *  # noqa: F403
 from statekeel.testing.conformance.test_events import *  # noqa: F403
 from statekeel.testing.conformance.test_upcasting import *  # noqa: F403
 from statekeel.testing.conformance.test_tenants import *  # noqa: F403
+from statekeel.testing.conformance.test_lifecycle import *  # noqa: F403
+from statekeel.testing.conformance.test_idempotency import *  # noqa: F403
+from statekeel.testing.conformance.test_leases import *  # noqa: F403
+from statekeel.testing.conformance.test_run_liveness import *  # noqa: F403
+from statekeel.testing.conformance.test_retention import *  # noqa: F403

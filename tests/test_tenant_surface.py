@@ -70,14 +70,17 @@ Kind = str | Opens | Refuses
 
 
 def _state_view() -> dict[str, Kind]:
-    names = ("delete", "get", "item", "items", "keys", "put", "put_op", "require", "to_dict", "update")
+    names = ("delete", "get", "item", "items", "keys", "put", "put_op", "require", "setdefault", "to_dict", "update")
     return {**dict.fromkeys(names, TENANT), "scope": OBJECT}
 
 
 _STORE_FEATURES: dict[str, Kind] = {
     **dict.fromkeys(
         ("bind_subject", "cancel_run", "decisions", "erase", "mark_stale_crashed", "resolve_decision",
-         "resume_run", "runs", "session_info", "sessions"),
+         "resume_run", "runs", "session_info", "sessions",
+         # issue 12: through the tenant view, so on this tenant's sessions, runs and retention
+         # record only; gc's purge is the view's (purges nothing) — test_lifecycle proves it
+         "delete_session", "gc", "mark_stale_runs_crashed", "retention", "set_retention"),
         TENANT,
     ),
     "app": OBJECT, "temp": OBJECT, "stats": VALUE, "url": VALUE, "purge_expired": NOTHING,
@@ -87,16 +90,18 @@ _STORE_FEATURES: dict[str, Kind] = {
 _SESSION: dict[str, Kind] = {
     **dict.fromkeys(
         ("append", "checkpoint", "checkpoints", "complete", "diff", "fork", "heartbeat", "hidden_ranges",
-         "history", "info", "is_stale", "mark_crashed", "messages", "prune_checkpoints", "restore", "set_status"),
+         "history", "info", "is_stale", "mark_crashed", "messages", "prune_checkpoints", "restore", "set_status",
+         "apply_retention", "clear", "delete", "pop", "release", "set_retention", "trim", "wait"),
         TENANT,
     ),
     "id": VALUE, "resumed": OBJECT, "ttl": VALUE, "user": VALUE, "notes": OBJECT, "state": OBJECT,
+    "lease_token": VALUE,
     "batch": Opens(lambda s: s.batch()), "decide": Opens(lambda s: s.decide("walked")),
 }  # fmt: skip
 
 _RUN: dict[str, Kind] = {
-    **dict.fromkeys(("complete", "fail", "info", "step", "stepfn", "wait_for"), TENANT),
-    **dict.fromkeys(("executed", "id", "reused", "suspended"), VALUE),
+    **dict.fromkeys(("complete", "fail", "info", "release", "step", "stepfn", "wait_for"), TENANT),
+    **dict.fromkeys(("executed", "id", "lease_token", "reused", "suspended"), VALUE),
 }
 
 _STREAM: dict[str, Kind] = {

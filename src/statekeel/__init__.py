@@ -23,6 +23,7 @@ from .codec import Codec, Transform
 from .errors import (
     ConfigurationError,
     ConflictError,
+    LeaseLostError,
     ExpiredError,
     InvalidInputError,
     MigrationRequiredError,
@@ -46,6 +47,7 @@ from .features.decisions import Decision, DecisionClosedError, DecisionContext
 from .features.events import Consumer, Event, EventStream, Projection
 from .features.notes import NoteRead, SessionNotes
 from .features.run_records import RunCancelledError, RunInfo, RunSuspended, StepFailedError, StepInfo
+from .features.retention import GcReport, Retention
 from .features.runs import Run
 from .features.sessions import Session, SessionBatch
 from .features.state import Scope, StateView
@@ -93,10 +95,12 @@ __all__ = [
     "Event",
     "EventStream",
     "ExpiredError",
+    "GcReport",
     "IntegrityError",
     "InvalidInputError",
     "Item",
     "KeyUnavailableError",
+    "LeaseLostError",
     "Message",
     "MigrationRequiredError",
     "NotAStoreError",
@@ -105,6 +109,7 @@ __all__ = [
     "Page",
     "Projection",
     "RecordTooLargeError",
+    "Retention",
     "Run",
     "RunCancelledError",
     "RunInfo",

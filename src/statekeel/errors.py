@@ -8,6 +8,7 @@
     │   ├── RecordTooLargeError     an encoded value exceeds the configured maximum
     │   └── SecretDetectedError     a credential was about to be stored; names the path
     ├── ConflictError               compare-and-set lost: the record changed meanwhile
+    ├── LeaseLostError              another holder took this session's/run's lease over
     ├── NotFoundError               the record does not exist (also a KeyError)
     │   ├── ExpiredError            it existed but its TTL has passed
     │   └── ErasedError             its data subject was erased; it can never be read again
@@ -23,6 +24,7 @@
 Raised by feature modules, each a subclass of a class above:
 
     ConflictError  ← DecisionClosedError   (features.decisions) the decision already has an outcome
+    ConflictError  ← CheckpointForkError   (integrations.langgraph) another writer moved the thread's head
     StatekeelError ← RunCancelledError     (features.runs) the run was cancelled
     StatekeelError ← StepFailedError       (features.runs) a step used up its attempts
     StoreError     ← SchemaVersionError    (features.upcasting) written by a newer payload schema
@@ -30,6 +32,7 @@ Raised by feature modules, each a subclass of a class above:
     StoreError     ← IncompleteExportError (portability) half-written or tampered export
     StoreError     ← ImportConflictError   (portability) the target already holds other data
     StoreError     ← VerificationError     (portability) source and copy differ
+    UsageError     ← WritesDisabledError   (ui) a write asked of a read-only `statekeel ui` (HTTP 403)
 
 ``RunSuspended`` is not an error: it derives from BaseException so that a run
 waiting for a person unwinds through ``except Exception`` in agent code.
@@ -53,6 +56,7 @@ __all__ = [
     "SerializationError",
     "RecordTooLargeError",
     "ConflictError",
+    "LeaseLostError",
     "NotFoundError",
     "ExpiredError",
     "StoreError",
@@ -120,6 +124,17 @@ class ConflictError(StatekeelError):
         self.actual = actual
 
 
+class LeaseLostError(StatekeelError):
+    """This handle no longer holds the lease: it expired and another holder took it over
+    (its token is higher), or it is held by another holder right now. Nothing was written;
+    stop writing as this holder, and reopen with ``lease=`` to become the holder again."""
+
+    def __init__(self, message: str, key: str, token: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.token = token
+
+
 class NotFoundError(StatekeelError, KeyError):
     """The record does not exist."""
 
@@ -184,6 +199,13 @@ class CorruptionError(StoreError):
 
 class UnavailableError(StatekeelError):
     """The backend cannot be reached right now; the next call reconnects."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not self.maybe_applied:
+            return text
+        return (f"{text}. A call made with idempotency_key= can simply be retried with the same key: "
+                "it is applied at most once")
 
 
 class UsageError(StatekeelError):

@@ -10,8 +10,8 @@ from typing import Any, Generic, Literal, TypeVar
 __all__ = ["Item", "Message", "SessionInfo", "SessionStatus", "Page", "to_datetime"]
 
 T = TypeVar("T")
-SessionStatus = Literal["active", "completed", "crashed"]
-SESSION_STATUSES: tuple[str, ...] = ("active", "completed", "crashed")
+SessionStatus = Literal["active", "waiting", "completed", "crashed"]
+SESSION_STATUSES: tuple[str, ...] = ("active", "waiting", "completed", "crashed")
 
 
 _UTC = dt.timezone.utc
@@ -76,7 +76,7 @@ class SessionInfo:
     user: str | None
     """The user the session belongs to, if given."""
     status: SessionStatus
-    """active, completed or crashed."""
+    """active, waiting (for user input: never stale), completed or crashed."""
     created_at: dt.datetime
     """When the session was created (UTC)."""
     updated_at: dt.datetime

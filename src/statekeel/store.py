@@ -17,15 +17,18 @@ from .core import Core
 from .core.encryption import AesGcmTransform, Encryption, conversion_in_progress, prepare
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
-from .errors import ConfigurationError, UsageError
+from .errors import ConfigurationError, InvalidInputError, UsageError
 from .features import decisions as _decisions
+from .features import lifecycle as _lifecycle
+from .features import retention as _retention
 from .features import run_admin as _run_admin
 from .features import session_index as _sessions
-from .features._duration import Duration, maybe_seconds
+from .features._duration import Duration, maybe_seconds, seconds
 from .features.decisions import Decision
 from .features.erasure import Erasure, erase_subject
 from .features.events import EventStream
 from .features.run_records import RunInfo, RunStatus
+from .features.retention import GcReport, Retention
 from .features.runs import Run
 from .features.sessions import Session, find_session, open_session
 from .features.state import Scope, StateView, parse_scope
@@ -63,9 +66,19 @@ class Store(Core):
         return f"<Store {self.url}>"
 
     # -- sessions ------------------------------------------------------------
-    def session(self, session_id: str, *, user: str | None = None, ttl: Duration | None = None) -> Session:
-        """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity."""
-        return open_session(self, session_id, user, ttl)
+    def session(
+        self, session_id: str, *, user: str | None = None, ttl: Duration | None = None,
+        lease: Duration | None = None, retention: Retention | None = None,
+    ) -> Session:
+        """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity;
+        ``lease`` makes this handle its only writer (fenced; see :mod:`statekeel.features.leases`);
+        ``retention`` keeps caps for it that ``gc`` applies (:mod:`statekeel.features.retention`)."""
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidInputError(f"retention= takes statekeel.Retention(...), got {type(retention).__name__}")
+        s = open_session(self, session_id, user, ttl, lease)
+        if retention is not None:
+            s.set_retention(retention)
+        return s
 
     def sessions(
         self,
@@ -95,11 +108,16 @@ class Store(Core):
         """
         return find_session(self, session_id)
 
+    def delete_session(self, session_id: str) -> bool:
+        """Remove everything of a session in one batch (see :meth:`Session.delete`); True if it existed."""
+        return _lifecycle.delete_session(self, session_id)
+
     def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
-        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
-        secs = maybe_seconds(after, "after")
-        stale = list(_sessions.iter_sessions(self, status="active", user=user, stale_after=secs))
-        return [_sessions.set_status(self, s.id, "crashed") for s in stale]
+        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them.
+
+        A session with a live lease or a running ``decide`` block is alive however long
+        it is silent, and a ``waiting`` one waits for its user: neither is touched."""
+        return _sessions.mark_stale_crashed(self, seconds(after, "after"), user)
 
     # -- state ---------------------------------------------------------------
     def scope(self, scope: str | Scope) -> StateView:
@@ -141,16 +159,26 @@ class Store(Core):
         return _decisions.resolve_decision(self, decision_id, outcome, by)
 
     # -- runs ------------------------------------------------------------------
-    def run(self, run_id: str, *, max_attempts: int = 3) -> Run:
-        """A resumable run: finished steps return their stored result (see :class:`Run`)."""
-        return Run(self, run_id, max_attempts=max_attempts)
+    def run(self, run_id: str, *, max_attempts: int = 3, lease: Duration | None = None) -> Run:
+        """A resumable run: finished steps return their stored result (see :class:`Run`);
+        ``lease`` makes this handle the run's only writer (fenced)."""
+        return Run(self, run_id, max_attempts=max_attempts, lease=lease)
 
     def runs(
-        self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50
+        self, *, status: RunStatus | None = None, stale_after: Duration | None = None,
+        after: str | None = None, limit: int = 50,
     ) -> Page[RunInfo]:
-        """A page of runs in id order (without their steps; ``store.run(id).info()`` has them)."""
-        items, nxt = _run_admin.list_runs(self, status=status, after=after, limit=limit)
+        """A page of runs in id order (without their steps; ``store.run(id).info()`` has them);
+        ``stale_after``: running runs silent that long whose process died."""
+        items, nxt = _run_admin.list_runs(
+            self, status=status, after=after, limit=limit, stale_after=maybe_seconds(stale_after, "stale_after")
+        )
         return Page(items, nxt)
+
+    def mark_stale_runs_crashed(self, after: Duration) -> list[RunInfo]:
+        """Mark ``crashed`` every running run silent for ``after`` whose process died (no live
+        lease, no step executing); running one again resumes it."""
+        return _run_admin.mark_stale_runs_crashed(self, seconds(after, "after"))
 
     def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
         """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
@@ -197,6 +225,19 @@ class Store(Core):
         return erase_subject(self, subject)
 
     # -- housekeeping (purge_expired: see Core) ----------------------------------
+    def set_retention(self, retention: Retention | None) -> None:
+        """The store's default caps for every session (None: none); ``gc`` applies them."""
+        _retention.set_store_retention(self, retention)
+
+    def retention(self) -> Retention:
+        """The store's default caps."""
+        return _retention.store_retention(self)
+
+    def gc(self) -> GcReport:
+        """Apply every session's retention caps, delete expired data (deleted sessions too) and
+        fold SQLite's write-ahead log into the file (see :mod:`statekeel.features.retention`)."""
+        return _retention.gc(self)
+
     def close(self) -> None:
         """Close the backend. Idempotent."""
         self.backend.close()

@@ -22,6 +22,7 @@ from ..features.decisions import Decision, DecisionContext
 from ..features.erasure import Erasure
 from ..features.events import Consumer, Event, EventStream
 from ..features.notes import NoteRead, SessionNotes
+from ..features.retention import GcReport, Retention
 from ..features.run_records import RunInfo, RunStatus
 from ..features.runs import Run
 from ..features.sessions import Session
@@ -77,8 +78,16 @@ class _StoreForwards:
         """What is stored about a session, without creating or reopening it (None if absent)."""
         return await self._worker.run(lambda: self._store.session_info(session_id))
 
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove everything of a session in one batch (see :meth:`Session.delete`); True if it existed."""
+        return await self._worker.run(lambda: self._store.delete_session(session_id))
+
     async def mark_stale_crashed(self, after: Duration, *, user: str | None = None) -> list[SessionInfo]:
-        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them."""
+        """Mark every active session (of ``user``) silent for ``after`` as crashed; return them.
+
+        A session with a live lease or a running ``decide`` block is alive however long
+        it is silent, and a ``waiting`` one waits for its user: neither is touched.
+        """
         return await self._worker.run(lambda: self._store.mark_stale_crashed(after, user=user))
 
     async def decisions(
@@ -101,10 +110,25 @@ class _StoreForwards:
         return await self._worker.run(lambda: self._store.resolve_decision(decision_id, outcome, by=by))
 
     async def runs(
-        self, *, status: RunStatus | None = None, after: str | None = None, limit: int = 50
+        self,
+        *,
+        status: RunStatus | None = None,
+        stale_after: Duration | None = None,
+        after: str | None = None,
+        limit: int = 50,
     ) -> Page[RunInfo]:
-        """A page of runs in id order (without their steps; ``store.run(id).info()`` has them)."""
-        return await self._worker.run(lambda: self._store.runs(status=status, after=after, limit=limit))
+        """A page of runs in id order (without their steps; ``store.run(id).info()`` has them);
+        ``stale_after``: running runs silent that long whose process died.
+        """
+        return await self._worker.run(
+            lambda: self._store.runs(status=status, stale_after=stale_after, after=after, limit=limit)
+        )
+
+    async def mark_stale_runs_crashed(self, after: Duration) -> list[RunInfo]:
+        """Mark ``crashed`` every running run silent for ``after`` whose process died (no live
+        lease, no step executing); running one again resumes it.
+        """
+        return await self._worker.run(lambda: self._store.mark_stale_runs_crashed(after))
 
     async def resume_run(self, run_id: str, name: str | None, value: Any) -> RunInfo:
         """Supply ``value`` to the run's ``wait_for(name)`` (None: the step it waits at)."""
@@ -118,6 +142,20 @@ class _StoreForwards:
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return await self._worker.run(lambda: self._store.erase(subject))
 
+    async def set_retention(self, retention: Retention | None) -> None:
+        """The store's default caps for every session (None: none); ``gc`` applies them."""
+        await self._worker.run(lambda: self._store.set_retention(retention))
+
+    async def retention(self) -> Retention:
+        """The store's default caps."""
+        return await self._worker.run(lambda: self._store.retention())
+
+    async def gc(self) -> GcReport:
+        """Apply every session's retention caps, delete expired data (deleted sessions too) and
+        fold SQLite's write-ahead log into the file (see :mod:`statekeel.features.retention`).
+        """
+        return await self._worker.run(lambda: self._store.gc())
+
 
 class _SessionForwards:
     """The plain methods of :class:`Session`, awaited (inherited by :class:`AsyncSession`)."""
@@ -125,12 +163,23 @@ class _SessionForwards:
     _worker: Worker
     _session: Session
 
-    async def append(self, *messages: Any, state: Mapping[str, Any] | None = None) -> int:
+    async def release(self) -> None:
+        """Give up the lease (another process may take it at once); later writes are not fenced."""
+        await self._worker.run(lambda: self._session.release())
+
+    async def append(
+        self, *messages: Any, state: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> int:
         """Append ``messages`` (and write ``state``) in one atomic, durable batch.
 
-        Returns the sequence number of the first appended message.
+        Returns the sequence number of the first appended message. With
+        ``idempotency_key=k`` the write is applied at most once within 24 hours:
+        retrying it (after an :class:`UnavailableError`, say) returns the original
+        seq and writes nothing (:mod:`statekeel.features.idempotency`).
         """
-        return await self._worker.run(lambda: self._session.append(*messages, state=state))
+        return await self._worker.run(
+            lambda: self._session.append(*messages, state=state, idempotency_key=idempotency_key)
+        )
 
     async def heartbeat(self) -> None:
         """Record that the agent is alive (what stale detection looks at)."""
@@ -166,9 +215,46 @@ class _SessionForwards:
         """True when active but without a write or heartbeat for ``after``."""
         return await self._worker.run(lambda: self._session.is_stale(after))
 
+    async def delete(self) -> bool:
+        """Remove everything of this session (history, state, checkpoints, notes, decisions,
+        listing) in one batch; True if it existed. The space is reclaimed by ``statekeel gc``.
+        """
+        return await self._worker.run(lambda: self._session.delete())
+
+    async def clear(self, *, state: bool = True) -> int:
+        """Drop the whole history (and the session state unless ``state=False``) atomically;
+        seqs keep counting up. Returns how many messages were dropped.
+        """
+        return await self._worker.run(lambda: self._session.clear(state=state))
+
+    async def pop(self) -> Message | None:
+        """Remove the newest message atomically and return it (None when the history is empty)."""
+        return await self._worker.run(lambda: self._session.pop())
+
+    async def trim(self, *, keep_last: int | None = None, before: int | None = None) -> int:
+        """Drop the oldest history: keep the newest ``keep_last`` messages, or drop every seq
+        ``< before``; returns how many entries went. Checkpoints whose newest message was
+        trimmed can no longer be restored.
+        """
+        return await self._worker.run(lambda: self._session.trim(keep_last=keep_last, before=before))
+
+    async def set_retention(self, retention: Retention | None) -> None:
+        """Keep these caps for this session (None: the store defaults only); ``gc`` applies them."""
+        await self._worker.run(lambda: self._session.set_retention(retention))
+
+    async def apply_retention(self) -> tuple[int, int]:
+        """Apply this session's caps now; returns (messages dropped, checkpoints dropped)."""
+        return await self._worker.run(lambda: self._session.apply_retention())
+
     async def set_status(self, status: SessionStatus) -> SessionInfo:
-        """Set active / completed / crashed (compare-and-set on the session record)."""
+        """Set active / waiting / completed / crashed (compare-and-set on the session record)."""
         return await self._worker.run(lambda: self._session.set_status(status))
+
+    async def wait(self) -> SessionInfo:
+        """Mark the session waiting for user input: never stale, never marked crashed while
+        it waits; its next write (through this handle or one opened later) makes it active.
+        """
+        return await self._worker.run(lambda: self._session.wait())
 
     async def complete(self) -> SessionInfo:
         """Mark the session completed."""
@@ -184,10 +270,16 @@ class _SessionForwards:
         *,
         full_every: int = _checkpoints.DEFAULT_FULL_EVERY,
         compress: str | None = None,
+        replace: bool = False,
     ) -> _checkpoints.Checkpoint:
-        """Snapshot the state and history position; stores only what changed since the last one."""
+        """Snapshot the state and history position; stores only what changed since the last one.
+
+        Labels are unique in a session: a label in use raises :class:`InvalidInputError`
+        unless ``replace=True``, which moves it to the new checkpoint (the old one stays,
+        unlabelled).
+        """
         return await self._worker.run(
-            lambda: self._session.checkpoint(label, full_every=full_every, compress=compress)
+            lambda: self._session.checkpoint(label, full_every=full_every, compress=compress, replace=replace)
         )
 
     async def checkpoints(self) -> list[_checkpoints.Checkpoint]:
@@ -247,6 +339,15 @@ class _StateViewForwards:
         """Store ``value``. ``expect=None``: only if absent; ``expect=N``: only if at version N."""
         return await self._worker.run(lambda: self._resolve().put(key, value, expect=expect, ttl=ttl))
 
+    async def setdefault(self, key: str, value: Any, *, ttl: Duration | None = None) -> Item:
+        """Create ``key`` with ``value`` unless it exists; return what is stored either way.
+
+        The create-only write (``expect=None``) that can be re-run: a restarted
+        agent finds its record instead of a :class:`ConflictError`. ``value`` is
+        validated even when the key exists, so bad input never passes silently.
+        """
+        return await self._worker.run(lambda: self._resolve().setdefault(key, value, ttl=ttl))
+
     async def delete(self, key: str, *, expect: Expect = ANY) -> bool:
         """Remove ``key``; True if it existed."""
         return await self._worker.run(lambda: self._resolve().delete(key, expect=expect))
@@ -277,6 +378,10 @@ class _RunForwards:
     async def fail(self, error: str) -> None:
         """Mark the run failed with ``error`` (``with`` does this when the block raises)."""
         await self._worker.run(lambda: self._resolve().fail(error))
+
+    async def release(self) -> None:
+        """Give up the lease (``with`` does this when the block ends)."""
+        await self._worker.run(lambda: self._resolve().release())
 
 
 class _EventStreamForwards:

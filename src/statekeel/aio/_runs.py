@@ -54,6 +54,11 @@ class AsyncRun(_RunForwards):
         return self._run.executed if self._run else []
 
     @property
+    def lease_token(self) -> int | None:
+        """The fencing token of the run's lease this handle holds (None: no ``lease=``, or not loaded yet)."""
+        return self._run.lease_token if self._run else None
+
+    @property
     def suspended(self) -> RunSuspended | None:
         """Set when ``async with`` absorbed a :class:`RunSuspended`: the run waits for input."""
         return self._run.suspended if self._run else None
@@ -82,18 +87,23 @@ class AsyncRun(_RunForwards):
 
     @overload
     def stepfn(
-        self, fn: None = None, /, *, name: str | None = None
+        self, fn: None = None, /, *, name: str | None = None, version: str | int | None = None
     ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
 
-    def stepfn(self, fn: Callable[P, Awaitable[T]] | None = None, /, *, name: str | None = None) -> Any:
-        """Decorator: awaiting the function runs it as step ``name`` (default: its name)."""
+    def stepfn(
+        self, fn: Callable[P, Awaitable[T]] | None = None, /, *, name: str | None = None,
+        version: str | int | None = None,
+    ) -> Any:
+        """Decorator: awaiting the function runs it as step ``name`` (default: its name);
+        ``version`` as in :meth:`Run.stepfn`."""
 
         def wrap(f: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
             step_name = name or f.__name__
+            target: Callable[..., Any] = f if version is None else _versioned(f, version)
 
             @functools.wraps(f)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                return await self.step(step_name, f, *args, **kwargs)
+                return await self.step(step_name, target, *args, **kwargs)
 
             return wrapper
 
@@ -115,3 +125,14 @@ class AsyncRun(_RunForwards):
 
         def __exit__(self, *exc: object) -> None:
             return None
+
+
+def _versioned(fn: Callable[..., Any], version: str | int) -> Callable[..., Any]:
+    """``fn`` declaring step version ``version`` (what ``Run.step`` reads as its fingerprint's version)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__step_version__ = version  # type: ignore[attr-defined]
+    return call

@@ -57,14 +57,20 @@ class AsyncSession(_SessionForwards):
         return self._session.ttl
 
     @property
+    def lease_token(self) -> int | None:
+        """The fencing token of the lease this handle holds (None: opened without ``lease=``)."""
+        return self._session.lease_token
+
+    @property
     def resumed(self) -> SessionInfo | None:
         """How the session was found when opened (None if new); see :attr:`Session.resumed`."""
         return self._session.resumed
 
     # -- writing -------------------------------------------------------------
-    def batch(self) -> AsyncSessionBatch:
-        """Group appends and state writes into one atomic commit: ``async with s.batch() as b:``."""
-        return AsyncSessionBatch(self._session.batch(), self._worker)
+    def batch(self, *, idempotency_key: str | None = None) -> AsyncSessionBatch:
+        """Group appends and state writes into one atomic commit: ``async with s.batch() as b:``;
+        ``idempotency_key=k`` applies it at most once (see :meth:`Session.append`)."""
+        return AsyncSessionBatch(self._session.batch(idempotency_key=idempotency_key), self._worker)
 
     # -- reading -------------------------------------------------------------
     async def count(self) -> int:

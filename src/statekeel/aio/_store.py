@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, AsyncContextManager, NoReturn, TypeVar
 
 from ..errors import UsageError
+from ..features.retention import Retention
 from ..features._duration import Duration
 from ..features.state import Scope, parse_scope
 from ..protocol import keys
@@ -92,10 +93,14 @@ class AsyncStore(_StoreForwards):
 
     # -- sessions ------------------------------------------------------------
     async def session(
-        self, session_id: str, *, user: str | None = None, ttl: Duration | None = None
+        self, session_id: str, *, user: str | None = None, ttl: Duration | None = None,
+        lease: Duration | None = None, retention: Retention | None = None,
     ) -> AsyncSession:
-        """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity."""
-        s = await self._worker.run(lambda: self._store.session(session_id, user=user, ttl=ttl))
+        """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity;
+        ``lease`` makes this handle its only writer (fenced); ``retention``: see :meth:`Store.session`."""
+        s = await self._worker.run(
+            lambda: self._store.session(session_id, user=user, ttl=ttl, lease=lease, retention=retention)
+        )
         return AsyncSession(s, self._worker)
 
     async def find_session(self, session_id: str) -> AsyncSession | None:
@@ -124,10 +129,13 @@ class AsyncStore(_StoreForwards):
         return self.scope("temp")
 
     # -- runs ------------------------------------------------------------------
-    def run(self, run_id: str, *, max_attempts: int = 3) -> AsyncRun:
-        """A resumable run (no await; it loads at its first call): ``async with store.run(id) as run:``."""
+    def run(self, run_id: str, *, max_attempts: int = 3, lease: Duration | None = None) -> AsyncRun:
+        """A resumable run (no await; it loads at its first call): ``async with store.run(id) as run:``;
+        ``lease`` makes it the run's only writer (fenced; taken at its first call)."""
         keys.escape(run_id)  # a bad id fails here, not at the first await
-        return AsyncRun(self._worker, run_id, lambda: self._store.run(run_id, max_attempts=max_attempts))
+        return AsyncRun(
+            self._worker, run_id, lambda: self._store.run(run_id, max_attempts=max_attempts, lease=lease)
+        )
 
     # -- events --------------------------------------------------------------
     def events(self, stream: str) -> AsyncEventStream:

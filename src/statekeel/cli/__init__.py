@@ -14,7 +14,7 @@ import click
 import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
-from . import admin, checkpoints, decisions, demo, events, keys, runs, sessions, state
+from . import admin, checkpoints, decisions, demo, events, gc, keys, runs, sessions, state, ui
 from ._output import CliState
 
 __all__ = ["main"]
@@ -60,4 +60,6 @@ main.add_command(keys.group)
 main.add_command(keys.erase)
 main.add_command(checkpoints.group)
 main.add_command(events.group)
+main.add_command(gc.gc)
+main.add_command(ui.ui)
 from .portability import register; register(main)  # noqa: E402,E702 - export, import, copy, backup, restore

@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from statekeel import RunInfo, StepInfo
+from statekeel import Page, RunInfo, StepInfo
 from statekeel.features.run_records import RUN_STATUSES, run_info
 
-from ._output import emit_json, emit_table, fmt_time, json_option, short_json, store_from
+from ._output import duration_option, emit_json, emit_table, fmt_time, json_option, short_json, store_from
 
 
 def step_dict(s: StepInfo) -> dict[str, Any]:
@@ -61,16 +61,31 @@ def group() -> None:
 
 @group.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
+@duration_option("--stale-after", help="Only running runs silent this long whose process died (e.g. 5m).")
+@click.option("--mark-crashed", is_flag=True, help="With --stale-after: mark the stale runs crashed.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Page size.")
 @click.option("--after", metavar="CURSOR", help="Cursor printed by the previous page.")
 @json_option
 @click.pass_context
-def list_cmd(ctx: click.Context, status: Any, limit: int, after: str | None, as_json: bool) -> None:
+def list_cmd(
+    ctx: click.Context, status: Any, stale_after: float | None, mark_crashed: bool, limit: int,
+    after: str | None, as_json: bool,
+) -> None:
     """List runs in id order, a page at a time.
 
-    Example: statekeel runs list --status failed --json
+    Example: statekeel runs list --stale-after 10m --mark-crashed
     """
-    page = store_from(ctx).runs(status=status, after=after, limit=limit)
+    if mark_crashed and stale_after is None:
+        raise click.UsageError("--mark-crashed needs --stale-after (how long a dead run has been silent)")
+    if mark_crashed:
+        assert stale_after is not None
+        marked = store_from(ctx).mark_stale_runs_crashed(stale_after)
+        _emit_page(Page(marked, None), as_json)
+        return
+    _emit_page(store_from(ctx).runs(status=status, stale_after=stale_after, after=after, limit=limit), as_json)
+
+
+def _emit_page(page: Page[RunInfo], as_json: bool) -> None:
     if as_json:
         emit_json({"items": [run_dict(r, steps=False) for r in page], "next": page.next})
         return

@@ -12,16 +12,26 @@ live in index partitions (``idx/...``)::
     session/S/view                 history ranges hidden by a checkpoint restore
     session/S/checkpoints          checkpoint counter and chain
     session/S/cp/<id>              checkpoint header;   session/S/cpdata/<id> its body
+    session/S/cplabel/<label>      {"id"}: the one checkpoint carrying a label
     session/S/decisions            the append-only decision log
     session/S/decision/<id>        a decision not yet closed
     session/S/notes/<author>       one stamped note per author
+    session/S/idem/<key>           an idempotency key already applied (expires after its window)
+    session/S/lease, run/R/lease   {"h": holder, "n": token, "u": until}: the fenced single-writer lease
+    session/S/busy/<id>            {"until"}: a decide block is running (renewed by its heartbeat)
     idx/sessions/S                 {}: what session listings scan
     idx/decisions/S/<id>           pointer to an open decision
     app/_/state/<key>, user/U/state/<key>    app and user state
     run/R/meta, run/R/step/<name>, run/R/input/<name>;   idx/runs/R
+    run/R/busy                     {"until"}: a step is executing (its heartbeat renews it)
     events/E/log, events/E/snap/<projection>/v<N>/<seq>, events/E/consumer/<name>
     keys/<partition>, subjects/<digest>/<partition>     the keystore (encryption)
     erasures/all/<id>              what an erasure left behind
+    langgraph/T/head/<ns>, langgraph/T/cp/<ns>/<~id>, langgraph/T/w/<ns>/<~id>/<task>/<idx>,
+    langgraph/T/v/<ns>/<channel>/<version>     a LangGraph thread (statekeel.integrations.langgraph)
+    idx/langgraph/T, idx/langgraph-runs/<run>/T   the LangGraph thread and run listings
+    lgstore/<namespace path>/<key>               LangGraph BaseStore items
+    statekeel/retention            the store's default retention caps (statekeel gc applies them)
     statekeel/encryption           the marker of an encrypted store (plain JSON: key id, no secret)
     statekeel/encrypting           present (encrypted) while `statekeel keys encrypt` converts the store
 
@@ -40,17 +50,21 @@ __all__ = [
     "CHECKPOINTS_LOG",
     "ENCRYPTION_CONVERSION",
     "ENCRYPTION_MARKER",
+    "ERASURES_PREFIX",
     "SUBJECT_SECRET_PARTITION",
     "DECISION_INDEX_PREFIX",
+    "RETENTION_KEY",
     "RUN_INDEX_PREFIX",
     "SESSION_INDEX_PREFIX",
     "SESSIONS_PREFIX",
     "session_id_of_meta",
     "checkpoint_body_key",
     "checkpoint_header_key",
+    "checkpoint_label_key",
     "checkpoint_headers_prefix",
     "checkpoints_key",
     "consumer_key",
+    "consumers_prefix",
     "decision_index_key",
     "decision_index_prefix",
     "decision_key",
@@ -59,12 +73,30 @@ __all__ = [
     "erasure_key",
     "event_log",
     "events_prefix",
+    "busy_prefix",
     "history_log",
+    "lease_key",
+    "idempotency_key",
     "keystore_key",
+    "langgraph_blob_key",
+    "langgraph_blob_prefix",
+    "langgraph_checkpoint_key",
+    "langgraph_checkpoints_prefix",
+    "langgraph_head_key",
+    "langgraph_run_index_key",
+    "langgraph_run_index_prefix",
+    "langgraph_store_key",
+    "langgraph_store_prefix",
+    "langgraph_thread_index_key",
+    "langgraph_thread_prefix",
+    "langgraph_writes_prefix",
+    "LANGGRAPH_THREAD_INDEX_PREFIX",
     "note_prefix",
     "partition",
+    "run_busy_key",
     "run_index_key",
     "run_input_key",
+    "run_inputs_prefix",
     "run_meta_key",
     "run_steps_prefix",
     "scope_state_prefix",
@@ -148,6 +180,11 @@ def checkpoint_body_key(session_id: str, cp_id: int) -> str:
     return keys.join("session", session_id, "cpdata", f"{cp_id:010d}")
 
 
+def checkpoint_label_key(session_id: str, label: str) -> str:
+    """Which checkpoint carries ``label`` (labels are unique per session)."""
+    return keys.join("session", session_id, "cplabel", label)
+
+
 # -- decisions and notes ----------------------------------------------------------------
 DECISION_INDEX_PREFIX: Final = keys.join("idx", "decisions") + "/"
 
@@ -176,6 +213,21 @@ def note_prefix(session_id: str) -> str:
     return keys.join("session", session_id, "notes") + "/"
 
 
+def lease_key(kind: str, ident: str) -> str:
+    """The lease record of session or run ``ident`` (``kind`` is ``session`` or ``run``)."""
+    return keys.join(kind, ident, "lease")
+
+
+def busy_prefix(session_id: str) -> str:
+    """Markers of the decide blocks running in a session right now."""
+    return keys.join("session", session_id, "busy") + "/"
+
+
+def idempotency_key(session_id: str, key: str) -> str:
+    """The record saying idempotency key ``key`` was applied in the session."""
+    return keys.join("session", session_id, "idem", key)
+
+
 # -- runs -----------------------------------------------------------------------------
 RUN_INDEX_PREFIX: Final = keys.join("idx", "runs") + "/"
 
@@ -188,8 +240,18 @@ def run_input_key(run_id: str, name: str) -> str:
     return keys.join("run", run_id, "input", name)
 
 
+def run_inputs_prefix(run_id: str) -> str:
+    """Where ``resume_run`` leaves the inputs of a run's waits (read by the inspector)."""
+    return keys.join("run", run_id, "input") + "/"
+
+
 def run_steps_prefix(run_id: str) -> str:
     return keys.join("run", run_id, "step") + "/"
+
+
+def run_busy_key(run_id: str) -> str:
+    """``{"until"}``: a step of the run is executing (renewed by its heartbeat)."""
+    return keys.join("run", run_id, "busy")
 
 
 def run_index_key(run_id: str) -> str:
@@ -209,8 +271,78 @@ def snapshot_prefix(stream: str, projection: str, version: int) -> str:
     return keys.join("events", stream, "snap", projection, f"v{int(version)}") + "/"
 
 
+def consumers_prefix(stream: str) -> str:
+    """Every consumer position of a stream (listed by the inspector)."""
+    return keys.join("events", stream, "consumer") + "/"
+
+
 def consumer_key(stream: str, name: str) -> str:
     return keys.join("events", stream, "consumer", name)
+
+
+# -- LangGraph (statekeel.integrations.langgraph) ------------------------------------------
+# One partition per thread (``langgraph/<thread>``), so a checkpoint, its channel values and the
+# head it moves are one atomic batch even on Redis Cluster. A namespace component is ``n`` + the
+# checkpoint_ns (the root namespace is ``""``); ``inverted_id`` is the checkpoint id with its digits
+# mirrored, so a forward key scan walks checkpoints newest first.
+LANGGRAPH_THREAD_INDEX_PREFIX: Final = keys.join("idx", "langgraph") + "/"
+
+
+def langgraph_thread_prefix(thread_id: str) -> str:
+    return keys.join("langgraph", thread_id) + "/"
+
+
+def langgraph_head_key(thread_id: str, ns: str) -> str:
+    """The id of the newest checkpoint of a thread's namespace (compare-and-set: fencing)."""
+    return keys.join("langgraph", thread_id, "head", "n" + ns)
+
+
+def langgraph_checkpoints_prefix(thread_id: str, ns: str | None = None) -> str:
+    """Checkpoint records of one namespace (or, with ``ns=None``, of every namespace)."""
+    if ns is None:
+        return keys.join("langgraph", thread_id, "cp") + "/"
+    return keys.join("langgraph", thread_id, "cp", "n" + ns) + "/"
+
+
+def langgraph_checkpoint_key(thread_id: str, ns: str, inverted_id: str) -> str:
+    return keys.join("langgraph", thread_id, "cp", "n" + ns, inverted_id)
+
+
+def langgraph_writes_prefix(thread_id: str, ns: str, inverted_id: str | None = None) -> str:
+    """Pending writes of one checkpoint (or, without ``inverted_id``, of a whole namespace)."""
+    if inverted_id is None:
+        return keys.join("langgraph", thread_id, "w", "n" + ns) + "/"
+    return keys.join("langgraph", thread_id, "w", "n" + ns, inverted_id) + "/"
+
+
+def langgraph_blob_prefix(thread_id: str, ns: str, channel: str) -> str:
+    return keys.join("langgraph", thread_id, "v", "n" + ns, channel) + "/"
+
+
+def langgraph_blob_key(thread_id: str, ns: str, channel: str, version: str) -> str:
+    """One stored channel value (full, or the items appended since a base version)."""
+    return keys.join("langgraph", thread_id, "v", "n" + ns, channel, version)
+
+
+def langgraph_thread_index_key(thread_id: str) -> str:
+    return keys.join("idx", "langgraph", thread_id)
+
+
+def langgraph_run_index_prefix(run_id: str) -> str:
+    return keys.join("idx", "langgraph-runs", run_id) + "/"
+
+
+def langgraph_run_index_key(run_id: str, thread_id: str) -> str:
+    return keys.join("idx", "langgraph-runs", run_id, thread_id)
+
+
+def langgraph_store_prefix(namespace: tuple[str, ...]) -> str:
+    """Items of a LangGraph store namespace (and, as a prefix, of the namespaces below it)."""
+    return keys.join("lgstore", *("n" + label for label in namespace)) + "/"
+
+
+def langgraph_store_key(namespace: tuple[str, ...], key: str) -> str:
+    return langgraph_store_prefix(namespace) + "=" + keys.escape(key)
 
 
 # -- keystore and erasure ----------------------------------------------------------------
@@ -227,6 +359,9 @@ def subject_key(subject_digest: str, partition_key: str) -> str:
     return keys.join("subjects", subject_digest, partition_key)
 
 
+ERASURES_PREFIX: Final = keys.join("erasures", "all") + "/"
+
+
 def erasure_key(erasure_id: str) -> str:
     return keys.join("erasures", "all", erasure_id)
 
@@ -235,6 +370,8 @@ def erasure_key(erasure_id: str) -> str:
 SUBJECT_SECRET_PARTITION: Final = keys.join("statekeel", "subjects")
 """The keystore entry whose key (version 1) keys the subject digests: wrapped by the master key
 like a data key, so a master key rotation keeps every digest — and erasure — working."""
+RETENTION_KEY: Final = keys.join("statekeel", "retention")
+"""The store's default retention caps (``store.set_retention``), applied by ``statekeel gc``."""
 ENCRYPTION_MARKER: Final = keys.join("statekeel", "encryption")
 """Present in a store written with encryption: opening it without the key is refused."""
 ENCRYPTION_CONVERSION: Final = keys.join("statekeel", "encrypting")

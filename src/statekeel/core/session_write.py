@@ -19,11 +19,12 @@ from __future__ import annotations
 import time
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..codec import Codec
-from ..errors import ExpiredError
+from ..errors import ConflictError, ExpiredError
 from ..protocol import (
     KEEP,
     Append,
@@ -47,6 +48,7 @@ from .validate import check_expect, check_name
 __all__ = [
     "RENEW_FACTOR",
     "Committed",
+    "Fence",
     "SessionPlan",
     "SessionCore",
     "SessionKeys",
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 RENEW_FACTOR = 1.1
+_ONCE_RETRIES = 10
 
 StatePut = tuple[str, Any, Expect, float | None]
 """(key, value, expect, ttl seconds or None = the session's expiry)."""
@@ -140,13 +143,15 @@ def plan_session_write(
     now: float,
     writes: SessionWrites,
     codec: Codec,
+    renew: bool = True,
 ) -> SessionPlan:
     """Turn ``writes`` into protocol ops: renewal, messages, heartbeat, state, feature ops, index.
 
-    Pure: encodes values and decides, but reads and writes nothing.
+    Pure: encodes values and decides, but reads and writes nothing. ``renew=False``
+    (maintenance such as ``gc``): the session's expiry stays as it is.
     """
     sk = session if isinstance(session, SessionKeys) else SessionKeys.of(session)
-    expires = renewal(ttl, expires_at, now)
+    expires = renewal(ttl, expires_at, now) if renew else expires_at
     renewed = expires is not None and expires != expires_at
     ops: list[Op] = [Expire(sk.prefix, expires)] if renewed else []
     append_at = _plan_messages(sk, ttl, expires, writes.messages, codec, ops)
@@ -208,6 +213,23 @@ def apply_across_partitions(backend: Backend, ops: Sequence[Op]) -> list[OpResul
     return [True if keys.partition(op_target(op)) != home else next(results) for op in ops]
 
 
+class Fence(Protocol):
+    """A lease this handle holds (:class:`statekeel.features.leases.Lease`): every write carries
+    its fencing op, and a batch refused because the lease moved on raises what ``lost()`` says."""
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+    def op(self, now: float) -> Op: ...
+
+    def confirm(self, result: OpResult) -> None: ...
+
+    def lost(self) -> Exception | None: ...
+
+
 class SessionCore:
     """What features need of one session: its id, owner, TTL, the core, and the one write path.
 
@@ -225,14 +247,43 @@ class SessionCore:
         self.user = user
         self.ttl = ttl
         self.expires_at = expires_at
+        self.fence: Fence | None = None
+        """The lease this handle holds, if opened with ``lease=``: every write is fenced by it."""
+        self.activity = True
+        """False for maintenance handles (``gc``): their writes neither heartbeat the session
+        nor renew its TTL, so housekeeping never makes a dead session look alive."""
+        self.once: ExtraOps | None = None
+        """Ops to add to the next write only (the sessions feature makes a completed or waiting
+        session active again with its first write); re-planned if the batch conflicts."""
 
     def commit(self, writes: SessionWrites) -> Committed:
-        """Plan ``writes`` and apply them in one atomic batch."""
-        now = time.time()
-        if self.ttl is not None and self.expires_at is not None and self.expires_at <= now:
-            self._check_alive()
-        plan = plan_session_write(self.keys, self.ttl, self.expires_at, now, writes, self.core.codec)
-        results = apply_across_partitions(self.backend, plan.ops)
+        """Plan ``writes`` and apply them in one atomic batch (fenced by the lease, if held)."""
+        fence = self.fence
+        if fence is None:
+            return self._commit(writes, None)
+        with fence.lock:
+            return self._commit(writes, fence)
+
+    def _commit(self, writes: SessionWrites, fence: Fence | None) -> Committed:
+        for attempt in range(_ONCE_RETRIES):
+            now = time.time()
+            if self.ttl is not None and self.expires_at is not None and self.expires_at <= now:
+                self._check_alive()
+            if not self.activity:
+                writes = SessionWrites(writes.messages, writes.puts, writes.deletes, writes.extra, False)
+            plan = plan_session_write(
+                self.keys, self.ttl, self.expires_at, now, writes, self.core.codec, renew=self.activity
+            )
+            once = list(self.once(plan.expires if self.ttl is not None else None)) if self.once else []
+            try:
+                results = self._apply(plan, once, fence, now)
+                break
+            except ConflictError:
+                if not once or attempt == _ONCE_RETRIES - 1:
+                    raise
+                continue  # the session record changed under the status change: plan it again
+        if once:
+            self.once = None
         if self.ttl is not None:
             self.expires_at = plan.expires
         first = results[plan.append_at] if plan.append_at is not None else None
@@ -243,9 +294,24 @@ class SessionCore:
             list(results[plan.extra]),
         )
 
+    def _apply(self, plan: SessionPlan, once: list[Op], fence: Fence | None, now: float) -> list[OpResult]:
+        """The plan's ops, then the one-off ops, then the fencing op — one atomic batch."""
+        if fence is None:
+            return apply_across_partitions(self.backend, [*plan.ops, *once])
+        try:
+            results = apply_across_partitions(self.backend, [*plan.ops, *once, fence.op(now)])
+        except ConflictError as err:
+            raise fence.lost() or err from None
+        fence.confirm(results.pop())
+        return results
+
     def apply(self, make_ops: ExtraOps) -> list[OpResult]:
-        """Apply a feature's ops (``make_ops(expires_at)``) with the session's TTL renewal."""
-        return self.commit(SessionWrites(extra=make_ops, heartbeat=False)).extra
+        """Apply a feature's ops (``make_ops(expires_at)``) with the session's TTL renewal.
+
+        A feature's write (a decision, a note, a checkpoint) is session activity like an
+        append: it heartbeats the session, so stale detection does not take a busy agent
+        for a dead one."""
+        return self.commit(SessionWrites(extra=make_ops)).extra
 
     def append_expiry(self, expires: float | None) -> ExpiresAt:
         """The ``expires_at`` for an Append: unchanged for sessions without a TTL."""

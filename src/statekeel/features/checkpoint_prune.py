@@ -9,6 +9,7 @@ from ..core import SessionCore
 from ..core.validate import check_int
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import ANY, Delete, Put, Record
+from . import checkpoint_labels
 from ._duration import Duration, maybe_seconds
 from .checkpoints import _RETRIES, _Reader, body_key, header_key, meta_key
 
@@ -68,10 +69,12 @@ def _apply_prune(
         headers[cp_id] = header
     assert meta_rec is not None  # there are checkpoints, so there is an index
     deletes = [k for i in sorted(pruned) for k in (header_key(r.sid, i), body_key(r.sid, i))]
+    labels = checkpoint_labels.release(r.session, [(i, headers[i].get("label")) for i in sorted(pruned)])
     r.session.apply(lambda exp: [
         Put(meta_rec.key, meta_rec.data, meta_rec.codec, meta_rec.version, exp),
         *(Put(k, d, c, ANY, exp) for k, d, c in rewrites),
         *(Delete(k) for k in deletes),
+        *labels,
     ])
 
 

@@ -45,6 +45,7 @@ from ..errors import ConfigurationError, ConflictError, InvalidInputError, NotFo
 from ..models import to_datetime
 from ..protocol import ANY, Backend, Delete, Entry, LoadEntries, Put, Record, Touch, keys
 from ..core.validate import MAX_INT, check_int, check_name, check_optional_name
+from . import checkpoint_labels
 from ._duration import Duration, maybe_seconds
 from .history_view import merge_ranges, segments
 
@@ -234,7 +235,9 @@ class _Reader:
         if isinstance(cp, int) and not isinstance(cp, bool) and 1 <= cp <= MAX_INT:
             return cp
         if isinstance(cp, str) and cp:
-            check_name(cp, "a checkpoint label")
+            labelled = checkpoint_labels.lookup(self.session, cp)
+            if labelled is not None:
+                return labelled
             found = [i for i, rec in self.headers() if self.decode(rec).get("label") == cp]
             if not found:
                 raise NotFoundError(f"session {self.sid!r} has no checkpoint labelled {cp!r}")
@@ -256,10 +259,17 @@ def create(
     *,
     full_every: int = DEFAULT_FULL_EVERY,
     compress: str | None = None,
+    replace: bool = False,
 ) -> Checkpoint:
-    """Snapshot the session's state and history position; store only what changed since the parent."""
+    """Snapshot the session's state and history position; store only what changed since the parent.
+
+    Labels are unique per session (:mod:`.checkpoint_labels`): a label in use is refused
+    unless ``replace=True``, which moves it to the new checkpoint.
+    """
     check_optional_name(label, "a checkpoint label")
     check_int(full_every, "full_every", minimum=1)
+    if not isinstance(replace, bool):
+        raise InvalidInputError(f"checkpoint(replace=) takes True or False, got {replace!r}")
     r = _Reader(session)
     body_codec = _with_compression(r.core.codec, compress)
     for _ in range(_RETRIES):
@@ -280,8 +290,10 @@ def create(
             "chain": chain, "seq": r.history_end(), "hidden": r.hidden(), "keys": len(current),
             "stored": len(body["set"]) + len(body["del"]),
         }
+        label_ops = checkpoint_labels.claim(session, label, cp_id, replace)
         try:
-            _write_new(r, meta_rec, {"next": cp_id + 1, "head": cp_id}, cp_id, header, body, body_codec)
+            _write_new(r, meta_rec, {"next": cp_id + 1, "head": cp_id}, cp_id, header, body, body_codec,
+                       label_ops)
         except ConflictError:
             continue
         return r.checkpoint(cp_id, header)
@@ -290,7 +302,7 @@ def create(
 
 def _write_new(
     r: _Reader, meta_rec: Record | None, meta: dict[str, Any], cp_id: int,
-    header: dict[str, Any], body: dict[str, Any], body_codec: Codec,
+    header: dict[str, Any], body: dict[str, Any], body_codec: Codec, label_ops: checkpoint_labels.LabelOps,
 ) -> None:
     mkey, hkey, bkey = meta_key(r.sid), header_key(r.sid, cp_id), body_key(r.sid, cp_id)
     what = f"checkpoint {cp_id} of session {r.sid!r}"
@@ -302,6 +314,7 @@ def _write_new(
         Put(mkey, m_data, m_codec, expect, exp),
         Put(hkey, h_data, h_codec, None, exp),
         Put(bkey, b_data, b_codec, None, exp),
+        *label_ops(exp),
     ])
 
 
@@ -353,6 +366,7 @@ def restore(session: SessionCore, cp: Any) -> Checkpoint:
     r = _Reader(session)
     cp_id = r.resolve(cp)
     header = r.require(cp_id)
+    _refuse_trimmed(r, cp_id, header["seq"])
     target = r.state(cp_id, header)
     for _ in range(_RETRIES):
         meta_rec, meta = r.meta()
@@ -374,6 +388,19 @@ def restore(session: SessionCore, cp: Any) -> Checkpoint:
             continue
         return r.checkpoint(cp_id, header)
     raise ConflictError(meta_key(session.id), None, None)
+
+
+def _refuse_trimmed(r: _Reader, cp_id: int, seq: int) -> None:
+    """Refuse a restore whose newest message was trimmed (or cleared): the history it would
+    bring back no longer exists. Its state is intact: ``diff()`` against it still works."""
+    if seq < 1:
+        return
+    info = r.backend.log_info(layout.history_log(r.sid))
+    if info is None or seq < info.first_seq:
+        raise NotFoundError(
+            f"checkpoint {cp_id} of session {r.sid!r} includes history up to seq {seq}, which was "
+            "trimmed or cleared; it cannot be restored (diff() against it still reads its state)"
+        )
 
 
 def _restore_ops(

@@ -40,16 +40,18 @@ import datetime as dt
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
 
 from ..core import Core, SessionCore, layout
+from ..core.session_write import apply_across_partitions
 from ..core.validate import check_limit, check_name, check_optional_name
 from ..errors import ConflictError, InvalidInputError, NotFoundError, StatekeelError, UsageError
 from ..models import to_datetime
-from ..protocol import KEEP, Append, Delete, Op, Put, Record, keys
+from ..protocol import ANY, KEEP, Append, Delete, Op, Put, Record, keys
+from .leases import BUSY_SECONDS, Heartbeat
 
 __all__ = ["Decision", "DecisionContext", "DecisionStatus", "DecisionClosedError"]
 
@@ -170,6 +172,8 @@ class DecisionContext:
         self._session = session
         self._store = session.core
         self._suffix = _new_suffix()
+        self._busy_key = layout.busy_prefix(session.id) + self._suffix
+        self._heartbeat: Heartbeat
         self.id = f"{session.id}:{self._suffix}"
         """The decision's id (known before the block runs)."""
         self._body: dict[str, Any] = {
@@ -205,11 +209,30 @@ class DecisionContext:
         data, name = codec.encode(self._body, what, record)
         pointer, pointer_codec = codec.encode({}, "decision index", index)
         self._store.backend.apply([Put(index, pointer, pointer_codec, None, None)])  # (1)
-        self._session.apply(
-            lambda exp: [Append(log, (entry,), self._session.append_expiry(exp)), Put(record, data, name, None, exp)],
-        )  # (2): durable; recovery sees it from here on
+        busy = self._busy_put()
+        self._session.apply(lambda exp: [
+            Append(log, (entry,), self._session.append_expiry(exp)), Put(record, data, name, None, exp),
+            busy(exp),
+        ])  # (2): durable; recovery sees it from here on
         self._state = "open"
+        self._heartbeat = Heartbeat(self._beat, _beat_every(self._session)).__enter__()
         return self
+
+    def _busy_put(self) -> Callable[[float | None], Op]:
+        """The marker saying this block runs, alive for BUSY_SECONDS (see :mod:`.leases`)."""
+        key = self._busy_key
+        data, codec = self._store.codec.encode({"until": time.time() + _beat_every(self._session) * 3},
+                                               "decide block", key)
+        return lambda exp: Put(key, data, codec, ANY, exp)
+
+    def _beat(self) -> bool:
+        """The heartbeat while the block runs: renews the marker (and the lease, if held);
+        stops once the session is gone (deleted or expired), so nothing is written into it."""
+        if self._session.backend.get(layout.session_meta_key(self._session.id)) is None:
+            return False
+        busy = self._busy_put()
+        self._session.apply(lambda exp: [busy(exp)])
+        return True
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -217,12 +240,13 @@ class DecisionContext:
         if self._state != "open":
             return
         self._state = "closed"
+        self._heartbeat.__exit__(None, None, None)
         if exc is None:
             closed = _closed_body(self._body, "done", self._outcome, None, None)
         else:
             closed = _closed_body(self._body, "failed", None, f"{type(exc).__name__}: {exc}", None)
         try:
-            self.result = _close(self._store, self._session, closed)
+            self.result = _close(self._store, self._session, closed, [Delete(self._busy_key)])
         except Exception as write_error:
             if exc is None:
                 raise
@@ -230,8 +254,15 @@ class DecisionContext:
             exc.add_note(f"statekeel: decision {self.id!r} stays incomplete: {write_error!r}")
 
 
-def _close(store: Core, session: SessionCore | None, closed: dict[str, Any]) -> Decision:
-    """Append the "closed" entry and close the record atomically (3), then drop the pointer (4)."""
+def _beat_every(session: SessionCore) -> float:
+    """A third of the shortest liveness at stake: the busy marker's, or the lease's if held."""
+    return min(BUSY_SECONDS, session.fence.seconds if session.fence is not None else BUSY_SECONDS) / 3
+
+
+def _close(store: Core, session: SessionCore | None, closed: dict[str, Any], also: Sequence[Op] = ()) -> Decision:
+    """Append the "closed" entry and close the record atomically (3), then drop the pointer (4).
+
+    ``also``: ops of the session's partition to apply with (4) (removing the block's busy marker)."""
     session_id, suffix = split_id(closed["id"])
     log, record = _log_key(session_id), _record_key(session_id, suffix)
     what = f"decision {closed['id']!r} outcome"
@@ -248,7 +279,7 @@ def _close(store: Core, session: SessionCore | None, closed: dict[str, Any]) -> 
             store.backend.apply(ops(None))
     except ConflictError:
         raise DecisionClosedError(get_decision(store, closed["id"])) from None
-    store.backend.apply([Delete(_index_key(session_id, suffix))])
+    apply_across_partitions(store.backend, [*also, Delete(_index_key(session_id, suffix))])
     return _from_body(closed)
 
 

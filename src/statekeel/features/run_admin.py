@@ -9,6 +9,7 @@ from ..core import Core, layout
 from ..core.validate import check_limit, check_name, check_optional_name
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import Put, Record, keys
+from .run_liveness import is_stale
 from .run_records import (
     _RETRIES,
     INDEX_PREFIX,
@@ -24,15 +25,23 @@ from .run_records import (
     run_info,
 )
 
-__all__ = ["cancel_run", "list_runs", "resume_run"]
+__all__ = ["cancel_run", "list_runs", "mark_stale_runs_crashed", "resume_run"]
 
 
 def list_runs(
-    store: Core, *, status: RunStatus | None, after: str | None, limit: int
+    store: Core, *, status: RunStatus | None, after: str | None, limit: int, stale_after: float | None = None
 ) -> tuple[list[RunInfo], str | None]:
-    """One page of runs (without their steps) in id order, and the next cursor."""
+    """One page of runs (without their steps) in id order, and the next cursor.
+
+    ``stale_after``: only running runs silent that long and not alive (no live lease, no
+    step executing) — their process died (:mod:`.run_liveness`)."""
     if status is not None and status not in RUN_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+    if stale_after is not None and status not in (None, "running"):
+        raise InvalidInputError(
+            f"stale_after only applies to running runs, so status={status!r} would match nothing; "
+            "drop one of the two filters"
+        )
     check_limit(limit)
     check_optional_name(after, "after (a run id from page.next)")
     out: list[RunInfo] = []
@@ -43,12 +52,35 @@ def list_runs(
             if meta is None:
                 continue
             info = _info(store, run_id, meta, [])
+            if stale_after is not None and not is_stale(store, info, meta, stale_after):
+                continue
             if status is None or info.status == status:
                 out.append(info)
                 if len(out) == limit:
                     return out, run_id
         cursor = idx[-1].key
     return out, None
+
+
+def mark_stale_runs_crashed(store: Core, stale_after: float) -> list[RunInfo]:
+    """Mark ``crashed`` every running run silent for ``stale_after`` and not alive; return them.
+
+    Each is checked again at the compare-and-set: a run that moved on meanwhile is spared.
+    """
+    out: list[RunInfo] = []
+    after: str | None = None
+    while True:
+        page, after = list_runs(store, status=None, after=after, limit=200, stale_after=stale_after)
+        for found in page:
+            def change(body: dict[str, Any], meta: Record, rid: str = found.id) -> dict[str, Any] | None:
+                info = _info(store, rid, meta, [])
+                return {"status": "crashed"} if is_stale(store, info, meta, stale_after) else None
+
+            info = _update(store, found.id, change)
+            if info.status == "crashed":
+                out.append(info)
+        if after is None:
+            return out
 
 
 def _update(store: Core, run_id: str, change: Callable[[dict[str, Any], Record], dict[str, Any] | None]) -> RunInfo:

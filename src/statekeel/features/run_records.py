@@ -29,8 +29,8 @@ __all__ = [
     "run_info",
 ]
 
-RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
-RUN_STATUSES: Final[tuple[str, ...]] = ("running", "waiting", "completed", "failed", "cancelled")
+RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled", "crashed"]
+RUN_STATUSES: Final[tuple[str, ...]] = ("running", "waiting", "completed", "failed", "cancelled", "crashed")
 INDEX_PREFIX: Final = layout.RUN_INDEX_PREFIX
 HISTORY_KEPT: Final = 10
 """How many attempts per step keep their own timing and error."""
@@ -46,8 +46,9 @@ class StepInfo:
     """The step's name, unique within its run."""
     kind: Literal["step", "wait"]
     """``step`` (a function) or ``wait`` (``wait_for`` input)."""
-    status: Literal["completed", "failed", "waiting"]
-    """``completed`` (result stored), ``failed`` (last attempt raised) or ``waiting`` (for input)."""
+    status: Literal["completed", "failed", "waiting", "running"]
+    """``completed`` (result stored), ``failed`` (last attempt raised), ``waiting`` (for input) or
+    ``running`` (an attempt started and has not finished: in flight, or killed)."""
     attempts: int
     """How many times the function ran and finished or raised (a killed attempt is not counted)."""
     started_at: dt.datetime | None
@@ -60,6 +61,10 @@ class StepInfo:
     """``"<ExceptionType>: <message>"`` of the last failed attempt (kept after a later success)."""
     history: tuple[dict[str, Any], ...]
     """The last attempts: ``{"started_at", "duration", "error"}`` each."""
+    attempt: int | None = None
+    """While ``running``: the number of the attempt in flight (or that was killed)."""
+    fn: str | None = None
+    """The qualified name of the function that ran it (its fingerprint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,8 @@ class RunInfo:
     id: str
     """The run id."""
     status: RunStatus
-    """running, waiting (for ``resume_run``), completed, failed or cancelled."""
+    """running, waiting (for ``resume_run``), completed, failed, cancelled or crashed (its
+    process died: ``store.mark_stale_runs_crashed``; running it again resumes it)."""
     created_at: dt.datetime
     """When the run recorded its first step (UTC)."""
     updated_at: dt.datetime
@@ -166,6 +172,7 @@ def _step_info(name: str, b: dict[str, Any]) -> StepInfo:
     return StepInfo(
         name, b["kind"], b["status"], b["attempts"], to_datetime(b.get("started_at")),
         to_datetime(b.get("finished_at")), b.get("duration"), b.get("error"), tuple(b.get("history", ())),
+        b.get("attempt") if b["status"] == "running" else None, b.get("fn"),
     )
 
 

@@ -28,7 +28,12 @@ Backend layout of run ``R`` (one partition, ``run/R``)::
 A step's record is written in one batch with a compare-and-set of the meta
 record: two processes running the same step record one result (the loser
 returns the winner's), and ``store.cancel_run`` from another process stops a run
-at its next step boundary. One write per step; no write before a step runs.
+at its next step boundary. Two writes per step: before it runs, the step is
+recorded as started (its attempt, the function's fingerprint, a busy marker its
+heartbeat renews while it executes — :mod:`.run_liveness`), and after it, its
+result. ``store.run(id, lease="30s")`` makes the handle the run's only writer
+(:mod:`.leases`): every write is fenced, so two processes holding one run never
+execute a step concurrently.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ from __future__ import annotations
 import functools
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ..core import Core, layout
 from ..core.validate import check_int, check_name
 from ..errors import ConflictError, InvalidInputError, SerializationError, StatekeelError
-from ..protocol import ANY, Put, Record, keys
+from ..protocol import ANY, Delete, Op, OpResult, Put, Record, keys
+from ._duration import Duration, maybe_seconds
+from .leases import BUSY_SECONDS, Heartbeat, Lease
+from .run_liveness import busy_put, check_fingerprint, fingerprint, step_version
 from .run_records import (
     _RETRIES,
     HISTORY_KEPT,
@@ -82,9 +90,14 @@ T = TypeVar("T")
 class Run:
     """A resumable multi-step job. Get it from ``store.run(run_id)``; use it in ``with``."""
 
-    def __init__(self, store: Core, run_id: str, *, max_attempts: int = 3) -> None:
+    def __init__(self, store: Core, run_id: str, *, max_attempts: int = 3, lease: Duration | None = None) -> None:
         check_name(run_id, "a run id")
         check_int(max_attempts, "max_attempts", minimum=1)
+        lease_s = maybe_seconds(lease, "lease")
+        self._lease: Lease | None = None
+        if lease_s is not None:  # before anything is read: the holder reads what the last holder wrote
+            self._lease = Lease(store, layout.lease_key("run", run_id), f"run {run_id!r}", lease_s)
+            self._lease.acquire()
         self._store = store
         self._backend = store.backend
         self.id = run_id
@@ -114,40 +127,89 @@ class Run:
         recorded, the run is marked failed and the exception propagates; the
         next run retries it until ``max_attempts`` attempts have failed.
         """
-        body = self._step_body(_check_name(name), "step")
-        if body is not None and body["status"] == "completed":
-            self.reused.append(name)
-            return cast(T, body["result"])
-        self._check_active()
-        if body is not None and body["attempts"] >= self.max_attempts:
-            raise StepFailedError(self.id, name, body["attempts"], body.get("error"))
-        started, t0 = time.time(), time.perf_counter()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            self._record_failure(name, body, started, time.perf_counter() - t0, exc)
-            raise
-        return cast(T, self._record_success(name, body, started, time.perf_counter() - t0, result))
+        return cast(T, self._step(_check_name(name), fn, step_version(fn), args, kwargs))
+
+    def _step(self, name: str, fn: Callable[..., Any], version: str | int | None,
+              args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # fmt: skip
+        fp = fingerprint(fn)
+        body = self._step_body(name, "step")
+        for _ in range(_RETRIES):
+            check_fingerprint(self.id, name, body, fp, version)
+            if body is not None and body["status"] == "completed":
+                self.reused.append(name)
+                return body["result"]
+            self._check_active()
+            if body is not None and body["attempts"] >= self.max_attempts:
+                raise StepFailedError(self.id, name, body["attempts"], body.get("error"))
+            started = self._start(name, body, fp, version)
+            if started is not None:
+                break
+            body = self._step_body(name, "step")  # another process wrote the step meanwhile
+        else:
+            raise ConflictError(self._prefix + keys.escape(name), None, None)
+        begun, t0 = time.time(), time.perf_counter()
+        with Heartbeat(self._beat, self._liveness / 3):
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                self._record_failure(name, started, begun, time.perf_counter() - t0, exc)
+                raise
+        return self._record_success(name, started, begun, time.perf_counter() - t0, result)
+
+    def _start(self, name: str, body: dict[str, Any] | None, fp: str, version: str | int | None) -> dict[str, Any] | None:
+        """Record the step as started (its attempt, function and the busy marker); None if another
+        process wrote the step first."""
+        attempts = body["attempts"] if body else 0
+        attempt = max(attempts, int(body.get("attempt") or 0) if body else 0) + 1  # killed ones count
+        new = {
+            "kind": "step", "status": "running", "result": None, "attempts": attempts, "attempt": attempt,
+            "started_at": body["started_at"] if body else time.time(), "finished_at": None,
+            "duration": None, "error": body.get("error") if body else None,
+            "history": list(body["history"]) if body else [], "fn": fp, "version": version,
+        }
+        busy = busy_put(self._store, self.id, self._liveness)
+        return new if self._write(name, new, lambda: self._running(name, completed=False), [busy]) else None
+
+    def _beat(self) -> bool:
+        """While a step executes: renew the busy marker (and the lease, if held)."""
+        self._apply([busy_put(self._store, self.id, self._liveness)])
+        return True
+
+    @property
+    def _liveness(self) -> float:
+        """How long an executing step counts as alive after its last heartbeat."""
+        return min(BUSY_SECONDS, self._lease.seconds) if self._lease else BUSY_SECONDS
 
     @overload
     def stepfn(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
 
     @overload
-    def stepfn(self, fn: None = None, /, *, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+    def stepfn(
+        self, fn: None = None, /, *, name: str | None = None, version: str | int | None = None
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
-    def stepfn(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    def stepfn(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str | int | None = None
+    ) -> Any:
         """Decorator: calling the function runs it as step ``name`` (default: its name).
+
+        ``version`` declares a deliberate change of the function: a step recorded by
+        another function is refused unless the versions differ
+        (:mod:`statekeel.features.run_liveness`).
 
         A step is memoised by name, so call a decorated function once per run;
         for repeated calls use ``run.step(f"fetch-{i}", fetch, i)``.
         """
 
+        if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
+            raise InvalidInputError(f"stepfn(version=) is a str or an int, got {version!r}")
+
         def wrap(f: Callable[P, T]) -> Callable[P, T]:
-            step_name = name or f.__name__
+            step_name = _check_name(name or f.__name__)
 
             @functools.wraps(f)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                return self.step(step_name, f, *args, **kwargs)
+                return cast(T, self._step(step_name, f, version, args, kwargs))
 
             return wrapper
 
@@ -224,6 +286,12 @@ class Run:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        try:
+            return self._exit(exc)
+        finally:
+            self.release()
+
+    def _exit(self, exc: BaseException | None) -> bool:
         if exc is None:
             self.complete()
         elif isinstance(exc, RunSuspended) and exc.run_id == self.id:
@@ -273,10 +341,10 @@ class Run:
             "kind": "step", "status": "completed", "result": result, "attempts": attempts,
             "started_at": body["started_at"] if body else started, "finished_at": time.time(),
             "duration": took, "error": body.get("error") if body else None,
-            "history": _history(body, started, took, None),
+            "history": _history(body, started, took, None), **_fn_of(body),
         }
         try:
-            won = self._write(name, new, lambda: self._running(name, completed=True))
+            won = self._write(name, new, lambda: self._running(name, completed=True), [self._not_busy])
         except SerializationError as exc:
             self._record_failure(name, body, started, took, exc)
             raise
@@ -297,20 +365,22 @@ class Run:
             "kind": "step", "status": "failed", "result": None,
             "attempts": (body["attempts"] if body else 0) + 1,
             "started_at": body["started_at"] if body else started, "finished_at": None,
-            "duration": None, "error": error, "history": _history(body, started, took, error),
+            "duration": None, "error": error, "history": _history(body, started, took, error), **_fn_of(body),
         }
         meta = {"status": "failed", "error": f"step {name!r}: {error}", "last_step": name}
         try:
-            self._write(name, new, lambda: meta)
+            self._write(name, new, lambda: meta, [self._not_busy])
         except StatekeelError as write_error:
             exc.add_note(f"statekeel: the failed attempt of step {name!r} was not recorded: {write_error!r}")
 
-    def _write(self, name: str, body: dict[str, Any], meta: Callable[[], dict[str, Any]]) -> bool:
-        """Store step ``name``; False when another process stored it first."""
+    def _write(
+        self, name: str, body: dict[str, Any], meta: Callable[[], dict[str, Any]], also: Sequence[Op] = ()
+    ) -> bool:
+        """Store step ``name`` (with ``also`` in the batch); False when another process stored it first."""
         for _ in range(_RETRIES):
             expected = self._steps.get(name)
             try:
-                self._commit(name, body, meta())
+                self._commit(name, body, meta(), also)
                 return True
             except ConflictError:
                 self._refresh(name)
@@ -320,14 +390,14 @@ class Run:
                 self._check_active()
         raise ConflictError(self._meta_key, None, None)
 
-    def _commit(self, name: str, body: dict[str, Any], meta_update: dict[str, Any]) -> None:
+    def _commit(self, name: str, body: dict[str, Any], meta_update: dict[str, Any], also: Sequence[Op] = ()) -> None:
         """One atomic batch: the step record and a compare-and-set of the meta record."""
         key = self._prefix + keys.escape(name)
         data, codec = self._store.codec.encode(body, f"run {self.id!r} step {name!r}", key)
         expect = self._steps[name].version if name in self._steps else None
         self._ensure_listed()
         meta_put, meta_body = self._meta_put(meta_update)
-        step_rec, meta_rec = self._backend.apply([Put(key, data, codec, expect), meta_put])
+        step_rec, meta_rec = self._apply([Put(key, data, codec, expect), meta_put, *also])[:2]
         assert isinstance(step_rec, Record) and isinstance(meta_rec, Record)
         self._steps[name], self._meta, self._meta_decoded = step_rec, meta_rec, (meta_rec, meta_body)
 
@@ -350,13 +420,41 @@ class Run:
             self._ensure_listed()
             try:
                 put, body = self._meta_put(update)
-                rec = self._backend.apply([put])[0]
+                rec = self._apply([put])[0]
                 assert isinstance(rec, Record)
                 self._meta, self._meta_decoded = rec, (rec, body)
                 return
             except ConflictError:
                 self._meta = self._backend.get(self._meta_key)
         raise ConflictError(self._meta_key, None, None)
+
+    @property
+    def _not_busy(self) -> Op:
+        return Delete(layout.run_busy_key(self.id))
+
+    def _apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        """Apply a batch of the run's partition, fenced by the lease if this handle holds one."""
+        lease = self._lease
+        if lease is None:
+            return self._backend.apply(ops)
+        with lease.lock:
+            try:
+                results = self._backend.apply([*ops, lease.op(time.time())])
+            except ConflictError as err:
+                raise lease.lost() or err from None
+            lease.confirm(results.pop())
+            return results
+
+    @property
+    def lease_token(self) -> int | None:
+        """The fencing token of the lease this handle holds (None: opened without ``lease=``)."""
+        return None if self._lease is None else self._lease.token
+
+    def release(self) -> None:
+        """Give up the lease (``with`` does this when the block ends)."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def _refresh(self, name: str) -> None:
         self._meta = self._backend.get(self._meta_key)
@@ -365,6 +463,11 @@ class Run:
             self._steps.pop(name, None)
         else:
             self._steps[name] = rec
+
+
+def _fn_of(body: dict[str, Any] | None) -> dict[str, Any]:
+    """The fingerprint fields a step's start record carries on to its end record."""
+    return {"fn": body.get("fn"), "version": body.get("version")} if body else {}
 
 
 def _history(body: dict[str, Any] | None, started: float, took: float, error: str | None) -> list[dict[str, Any]]:

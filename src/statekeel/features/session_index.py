@@ -16,8 +16,12 @@ from ..core.validate import check_limit, check_name, check_optional_name, stored
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from ..models import SESSION_STATUSES, SessionInfo, SessionStatus, to_datetime
 from ..protocol import ANY, Expect, Put, Record, keys
+from .leases import session_alive
 
-__all__ = ["check_status", "get_info", "iter_sessions", "list_sessions", "put_meta", "session_info", "set_status"]
+__all__ = [
+    "check_status", "get_info", "iter_sessions", "list_sessions", "mark_stale_crashed", "put_meta",
+    "session_info", "set_status",
+]
 
 
 def check_status(status: Any) -> None:
@@ -99,7 +103,7 @@ def list_sessions(
         metas = core.backend.get_many([layout.session_meta_key(i) for i in ids])
         for sid, meta in zip(ids, metas):
             info = session_info(core, sid, meta) if meta is not None else None
-            if info is not None and _matches(info, status, user, stale_after):
+            if info is not None and _matches(core, info, status, user, stale_after):
                 out.append(info)
                 if len(out) == limit:
                     return out, sid
@@ -107,12 +111,37 @@ def list_sessions(
     return out, None
 
 
-def _matches(info: SessionInfo, status: str | None, user: str | None, stale_after: float | None) -> bool:
+def _matches(
+    core: Core, info: SessionInfo, status: str | None, user: str | None, stale_after: float | None
+) -> bool:
     if status is not None and info.status != status:
         return False
     if user is not None and info.user != user:
         return False
-    return stale_after is None or info.is_stale(stale_after)
+    # silent is not dead: a live lease or a running decide block keeps a session off stale lists
+    return stale_after is None or (info.is_stale(stale_after) and not session_alive(core, info.id))
+
+
+def mark_stale_crashed(core: Core, stale_after: float, user: str | None) -> list[SessionInfo]:
+    """Mark crashed every active session (of ``user``) silent for ``stale_after`` and not alive.
+
+    Each is checked again just before it is marked (its record re-read, its lease and
+    decide blocks looked at), so an agent that wrote or started a block meanwhile is spared.
+    """
+    out: list[SessionInfo] = []
+    for found in list(iter_sessions(core, status="active", user=user, stale_after=stale_after)):
+        for _ in range(100):
+            rec = core.backend.get(layout.session_meta_key(found.id))
+            if rec is None or not _matches(core, session_info(core, found.id, rec), "active", None, stale_after):
+                break
+            body = {**core.codec.decode(rec.data, rec.codec, rec.key), "status": "crashed"}
+            try:
+                new = put_meta(core, found.id, body, rec.version, rec.expires_at)
+            except ConflictError:
+                continue
+            out.append(session_info(core, found.id, new))
+            break
+    return out
 
 
 def iter_sessions(core: Core, **filters: Any) -> Iterator[SessionInfo]:

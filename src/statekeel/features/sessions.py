@@ -8,23 +8,28 @@ path, :mod:`statekeel.core.session_write`, which also renews the TTL.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..core import Core, SessionCore, SessionWrites, layout
-from ..core.session_write import RENEW_FACTOR
+from ..core.session_write import RENEW_FACTOR, Committed
 from ..core.validate import check_expect, check_int, check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, ExpiredError, InvalidInputError
 from ..models import Item, Message, SessionInfo, SessionStatus, to_datetime
-from ..protocol import ANY, Entry, Expect, Put, Record, keys
+from ..protocol import ANY, Entry, Expect, Op, Put, Record, keys
 from . import checkpoint_prune
 from . import checkpoints as _checkpoints
+from . import idempotency as _idempotency
+from . import lifecycle as _lifecycle
+from . import retention as _retention
 from .history_view import visible_entries
 from ._duration import Duration, maybe_seconds
 from .decisions import DecisionContext
+from .leases import Lease
 from .notes import SessionNotes
+from .retention import Retention
 from .session_index import check_status, put_meta, session_info, set_status
 from .state import Scope, StateView
 
@@ -62,6 +67,27 @@ class Session:
         """How the session was found when opened (None if it was new): a resumed
         session whose status was ``crashed`` or that went stale is a recovery."""
         self.state = SessionState(self._sc)
+        self._lease: Lease | None = None
+
+    @property
+    def lease_token(self) -> int | None:
+        """The fencing token of the lease this handle holds (None: opened without ``lease=``)."""
+        return None if self._lease is None else self._lease.token
+
+    def release(self) -> None:
+        """Give up the lease (another process may take it at once); later writes are not fenced."""
+        if self._lease is not None:
+            self._lease.release()
+            self._sc.fence = None
+            self._lease = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
 
     @property
     def user(self) -> str | None:
@@ -77,10 +103,15 @@ class Session:
         return f"<Session {self.id!r} user={self.user!r}>"
 
     # -- writing -------------------------------------------------------------
-    def append(self, *messages: Any, state: Mapping[str, Any] | None = None) -> int:
+    def append(
+        self, *messages: Any, state: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> int:
         """Append ``messages`` (and write ``state``) in one atomic, durable batch.
 
-        Returns the sequence number of the first appended message.
+        Returns the sequence number of the first appended message. With
+        ``idempotency_key=k`` the write is applied at most once within 24 hours:
+        retrying it (after an :class:`UnavailableError`, say) returns the original
+        seq and writes nothing (:mod:`statekeel.features.idempotency`).
         """
         if state is not None and type(state) is not dict and not isinstance(state, Mapping):
             raise InvalidInputError(
@@ -89,13 +120,19 @@ class Session:
         if not messages and not state:
             raise InvalidInputError("append() needs at least one message (or state=)")
         writes = SessionWrites(list(messages), [(k, v, ANY, None) for k, v in (state or {}).items()])
-        first = self._sc.commit(writes).first_seq
-        assert first is not None or not messages
-        return first or 0
+        return self._commit(writes, idempotency_key).first_seq or 0
 
-    def batch(self) -> SessionBatch:
-        """Group appends and state writes into one atomic commit: ``with s.batch() as b:``."""
-        return SessionBatch(self)
+    def _commit(self, writes: SessionWrites, idempotency_key: str | None) -> Committed:
+        if idempotency_key is None:
+            return self._sc.commit(writes)
+        return _idempotency.commit_once(self._sc, writes, idempotency_key)
+
+    def batch(self, *, idempotency_key: str | None = None) -> SessionBatch:
+        """Group appends and state writes into one atomic commit: ``with s.batch() as b:``;
+        ``idempotency_key=k`` applies it at most once (see :meth:`append`)."""
+        if idempotency_key is not None:
+            check_name(idempotency_key, "an idempotency_key")
+        return SessionBatch(self, idempotency_key)
 
     def heartbeat(self) -> None:
         """Record that the agent is alive (what stale detection looks at)."""
@@ -144,6 +181,7 @@ class Session:
         return self._core.codec.decode_many(items, self._log)
 
     def __len__(self) -> int:
+        """How many messages are stored (trimmed ones are gone; hidden ones still count)."""
         info = self._backend.log_info(self._log)
         return 0 if info is None else info.last_seq - info.first_seq + 1
 
@@ -160,11 +198,57 @@ class Session:
         assert secs is not None
         return self.info().is_stale(secs)
 
+    # -- lifecycle (statekeel.features.lifecycle) -------------------------------
+    def delete(self) -> bool:
+        """Remove everything of this session (history, state, checkpoints, notes, decisions,
+        listing) in one batch; True if it existed. The space is reclaimed by ``statekeel gc``."""
+        return _lifecycle.delete_session(self._core, self.id, self._sc.fence)
+
+    def clear(self, *, state: bool = True) -> int:
+        """Drop the whole history (and the session state unless ``state=False``) atomically;
+        seqs keep counting up. Returns how many messages were dropped."""
+        return _lifecycle.clear(self._sc, state=state)
+
+    def pop(self) -> Message | None:
+        """Remove the newest message atomically and return it (None when the history is empty)."""
+        entry = _lifecycle.pop(self._sc)
+        if entry is None:
+            return None
+        value = self._core.codec.decode(entry.data, entry.codec, self._log)
+        return Message(entry.seq, value, to_datetime(entry.created_at))  # type: ignore[arg-type]
+
+    def trim(self, *, keep_last: int | None = None, before: int | None = None) -> int:
+        """Drop the oldest history: keep the newest ``keep_last`` messages, or drop every seq
+        ``< before``; returns how many entries went. Checkpoints whose newest message was
+        trimmed can no longer be restored."""
+        return _lifecycle.trim(self._sc, keep_last=keep_last, before=before)
+
+    # -- retention (statekeel.features.retention) --------------------------------
+    def set_retention(self, retention: Retention | None) -> None:
+        """Keep these caps for this session (None: the store defaults only); ``gc`` applies them."""
+        _retention.set_session_retention(self._core, self.id, retention)
+
+    def apply_retention(self) -> tuple[int, int]:
+        """Apply this session's caps now; returns (messages dropped, checkpoints dropped)."""
+        return _retention.apply_retention(self._core, self.id)
+
     # -- status --------------------------------------------------------------
     def set_status(self, status: SessionStatus) -> SessionInfo:
-        """Set active / completed / crashed (compare-and-set on the session record)."""
+        """Set active / waiting / completed / crashed (compare-and-set on the session record)."""
         check_status(status)
-        return set_status(self._core, self.id, status)
+        info = set_status(self._core, self.id, status)
+        self._arm(status)
+        return info
+
+    def _arm(self, status: str) -> None:
+        """The reopen rule: the next write through this handle to a completed or waiting
+        session makes it active again, in the same batch (see :func:`_reactivation`)."""
+        self._sc.once = _reactivation(self._core, self.id) if status in ("completed", "waiting") else None
+
+    def wait(self) -> SessionInfo:
+        """Mark the session waiting for user input: never stale, never marked crashed while
+        it waits; its next write (through this handle or one opened later) makes it active."""
+        return self.set_status("waiting")
 
     def complete(self) -> SessionInfo:
         """Mark the session completed."""
@@ -188,10 +272,14 @@ class Session:
     # -- checkpoints (statekeel.features.checkpoints) ---------------------------
     def checkpoint(
         self, label: str | None = None, *, full_every: int = _checkpoints.DEFAULT_FULL_EVERY,
-        compress: str | None = None,
+        compress: str | None = None, replace: bool = False,
     ) -> _checkpoints.Checkpoint:
-        """Snapshot the state and history position; stores only what changed since the last one."""
-        return _checkpoints.create(self._sc, label, full_every=full_every, compress=compress)
+        """Snapshot the state and history position; stores only what changed since the last one.
+
+        Labels are unique in a session: a label in use raises :class:`InvalidInputError`
+        unless ``replace=True``, which moves it to the new checkpoint (the old one stays,
+        unlabelled)."""
+        return _checkpoints.create(self._sc, label, full_every=full_every, compress=compress, replace=replace)
 
     def checkpoints(self) -> list[_checkpoints.Checkpoint]:
         """Every checkpoint of this session, oldest first."""
@@ -202,7 +290,9 @@ class Session:
         return _checkpoints.restore(self._sc, cp)
 
     def fork(self, cp: _checkpoints.Checkpoint | int | str, *, into: str) -> Session:
-        """A new session ``into`` holding ``cp``'s state and visible history up to it."""
+        """A new session ``into`` holding ``cp``'s state and visible history up to it.
+
+        The fork starts with no checkpoints: the source's checkpoints stay with the source."""
         check_name(into, "into (the new session id)")
 
         def open_new() -> SessionCore:
@@ -234,8 +324,9 @@ def _wants_any(last: int | None) -> bool:
 class SessionBatch:
     """Collects appends and state writes; commits them atomically on exit."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, idempotency_key: str | None = None) -> None:
         self._session = session
+        self._key = idempotency_key
         self._writes = SessionWrites()
         self.first_seq: int | None = None
         """After the block: the sequence number of the first appended message."""
@@ -256,15 +347,63 @@ class SessionBatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            self.first_seq = self._session._sc.commit(self._writes).first_seq
+            self.first_seq = self._session._commit(self._writes, self._key).first_seq
+
+
+def _reactivation(core: Core, session_id: str) -> Callable[[float | None], list[Op]]:
+    """Ops setting a completed or waiting session active (compare-and-set on its record);
+    reopening a completed one is recorded in it (``reopened``: the last 20 times)."""
+
+    def ops(expires: float | None) -> list[Op]:
+        rec = core.backend.get(layout.session_meta_key(session_id))
+        body = None if rec is None else dict(core.codec.decode(rec.data, rec.codec, rec.key))
+        if rec is None or body is None or body.get("status") not in ("completed", "waiting"):
+            return []
+        if body["status"] == "completed":
+            body["reopened"] = [*body.get("reopened", [])[-19:], time.time()]
+        body["status"] = "active"
+        data, codec = core.codec.encode(body, f"session {session_id!r} metadata", rec.key)
+        return [Put(rec.key, data, codec, rec.version, rec.expires_at if expires is None else expires)]
+
+    return ops
 
 
 # -- opening -------------------------------------------------------------------------
-def open_session(core: Core, session_id: str, user: str | None, ttl: Duration | None) -> Session:
-    """Get or create a session; a crashed one is set active again (a recovery)."""
+def open_session(
+    core: Core, session_id: str, user: str | None, ttl: Duration | None, lease: Duration | None = None
+) -> Session:
+    """Get or create a session; a crashed one is set active again (a recovery), a completed or
+    waiting one with its first write (:meth:`Session._arm`).
+
+    ``lease``: acquire the session's lease first (:mod:`statekeel.features.leases`),
+    so that this handle is its only writer until it releases it or goes silent
+    for that long; every write of the handle is then fenced.
+    """
     check_name(session_id, "a session id")
     check_optional_name(user, "user")
     ttl_s = maybe_seconds(ttl, "ttl")
+    lease_s = maybe_seconds(lease, "lease")
+    if lease_s is None:
+        return _open(core, session_id, user, ttl_s)
+    if user is not None:  # refuse a wrong owner before the lease is written
+        rec = core.backend.get(layout.session_meta_key(session_id))
+        owner = None if rec is None else session_info(core, session_id, rec).user
+        if owner not in (None, user):
+            raise InvalidInputError(
+                f"session {session_id!r} belongs to user {owner!r}, not {user!r}; use another session id"
+            )
+    held = Lease(core, layout.lease_key("session", session_id), f"session {session_id!r}", lease_s)
+    held.acquire()
+    try:
+        s = _open(core, session_id, user, ttl_s)
+    except BaseException:
+        held.release()
+        raise
+    s._lease, s._sc.fence = held, held
+    return s
+
+
+def _open(core: Core, session_id: str, user: str | None, ttl_s: float | None) -> Session:
     for _ in range(100):
         # the index entry too: a creation cut short by a crash (written by an older
         # version in two batches) left it out, and reopening lists the session again
@@ -295,10 +434,13 @@ def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: f
     ttl = found.ttl if ttl_s is None else ttl_s
     changed = owner != found.user or ttl != found.ttl or found.status == "crashed"
     if changed or not listed:
-        body = {"user": owner, "status": "active" if changed else found.status, "ttl": ttl}
+        old = core.codec.decode(rec.data, rec.codec, rec.key)  # keeps retention caps, reopen events
+        body = {**old, "user": owner, "status": "active" if changed else found.status, "ttl": ttl}
         expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
         rec = put_meta(core, session_id, body, rec.version, expires)
-    return Session(core, session_id, rec, found)
+    s = Session(core, session_id, rec, found)
+    s._arm(found.status)
+    return s
 
 
 def find_session(core: Core, session_id: str) -> Session | None:

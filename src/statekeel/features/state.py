@@ -175,6 +175,24 @@ class StateView:
     def __setitem__(self, key: str, value: Any) -> None:
         self.put(key, value)
 
+    def setdefault(self, key: str, value: Any, *, ttl: Duration | None = None) -> Item:
+        """Create ``key`` with ``value`` unless it exists; return what is stored either way.
+
+        The create-only write (``expect=None``) that can be re-run: a restarted
+        agent finds its record instead of a :class:`ConflictError`. ``value`` is
+        validated even when the key exists, so bad input never passes silently.
+        """
+        self.put_op(key, value, expect=None, ttl=ttl)
+        for _ in range(100):
+            cur = self.item(key)
+            if cur is not None:
+                return cur
+            try:
+                return self.put(key, value, expect=None, ttl=ttl)
+            except ConflictError:
+                continue  # created meanwhile: read it
+        raise ConflictError(self._full_key(key), None, None)
+
     def delete(self, key: str, *, expect: Expect = ANY) -> bool:
         """Remove ``key``; True if it existed."""
         result = self._backend.apply([Delete(self._full_key(key), check_expect(expect))])[0]

@@ -101,7 +101,11 @@ def test_checkpoint_restore_by_label_and_id_and_bad_references(store: Store) -> 
     s.state.put("v", "a")
     s.checkpoint("mark")
     s.state.put("v", "b")
-    s.checkpoint("mark")  # labels need not be unique: the newest wins
+    with pytest.raises(InvalidInputError, match="already has a checkpoint labelled 'mark'"):
+        s.checkpoint("mark")  # labels are unique in a session
+    assert len(s.checkpoints()) == 1  # the refusal wrote nothing
+    s.checkpoint("mark", replace=True)  # moves the label to the new checkpoint
+    assert [c.label for c in s.checkpoints()] == [None, "mark"]
     s.state.put("v", "c")
     assert s.restore("mark").id == 2 and s.state.get("v") == "b"
     assert s.restore(1).id == 1 and s.state.get("v") == "a"
