@@ -157,11 +157,18 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append ``items`` (data, codec) to ``log``. Result: the first new seq."""
+    """Append ``items`` (data, codec) to ``log``. Result: the first new seq.
+
+    ``at``: a precondition — the seq the first item must get (the log's last seq
+    + 1, or 1 for a log that does not exist or has expired); another value raises
+    :class:`~statekeel.errors.ConflictError` and nothing is written. Writers that
+    bind a value to its position (encryption, hash chains) set it.
+    """
 
     log: str
     items: tuple[tuple[bytes, str], ...]
     expires_at: ExpiresAt = KEEP
+    at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

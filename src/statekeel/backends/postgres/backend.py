@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-from ...errors import NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
+from ...errors import ConflictError, NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
 from ...protocol import Append, Backend, Entry, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.integrity import entry_sum
 from ...protocol.keys import prefix_end
@@ -208,8 +208,19 @@ class PostgresBackend(Backend):
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         if not ops:
             return []
-        with self._guard():
-            return self._apply_retrying(ops)
+        try:
+            with self._guard():
+                return self._apply_retrying(ops)
+        except ConflictError as err:
+            raise self._with_last_seq(err, ops) from None
+
+    def _with_last_seq(self, err: ConflictError, ops: Sequence[Op]) -> ConflictError:
+        """An ``Append(at=...)`` conflict names the log's last seq (SQL's sk_conflict looks up records)."""
+        if err.actual is not None or not any(isinstance(op, Append) and op.log == err.key for op in ops):
+            return err
+        rows = self._rows(self._q.log_info, {"log": err.key})
+        live = rows and (rows[0][4] is None or rows[0][4] > time.time())
+        return ConflictError(err.key, err.expected, int(rows[0][1]) if live else 0)
 
     def _apply_retrying(self, ops: Sequence[Op]) -> list[OpResult]:
         raw = False

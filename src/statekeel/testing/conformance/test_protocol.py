@@ -251,3 +251,31 @@ def test_read_values_matches_read(store: Store) -> None:
     assert b.read_values("l/x/log") == [(e.data, e.codec) for e in b.read("l/x/log")]
     assert b.read_values("l/x/log", limit=2, reverse=True) == [(b"6", "json"), (b"7", "json")]
     assert b.read_values("l/x/none") == []
+
+
+def test_append_at_is_a_precondition(store: Store) -> None:
+    b = store.backend
+    log = "l/x/at"
+    assert b.apply([Append(log, ((b"1", "json"),), at=1)]) == [1]  # a new log starts at 1
+    with pytest.raises(ConflictError) as err:
+        b.apply([Put("l/x/side", b"1", "json"), Append(log, ((b"2", "json"),), at=1)])
+    assert err.value.key == log
+    assert b.get("l/x/side") is None and [e.seq for e in b.read(log)] == [1]  # nothing was written
+    # two appends to one log in one batch: the second is judged after the first
+    assert b.apply([Append(log, ((b"2", "json"), (b"3", "json")), at=2), Append(log, ((b"4", "json"),), at=4)]) == [2, 4]
+    with pytest.raises(ConflictError):
+        b.apply([Append(log, ((b"5", "json"),)), Append(log, ((b"6", "json"),), at=5)])
+    assert [e.data for e in b.read(log)] == [b"1", b"2", b"3", b"4"]
+    b.apply([Trim(log, 100)])  # trimming keeps the numbering, so the next seq is still 5
+    assert b.apply([Append(log, ((b"5", "json"),), at=5)]) == [5]
+    b.apply([Expire("l/x/", time.time() - 1)])  # an expired log starts again at 1
+    assert b.apply([Append(log, ((b"1", "json"),), at=1)]) == [1]
+
+
+def test_append_at_conflict_names_the_last_seq(store: Store) -> None:
+    b = store.backend
+    b.apply([Append("l/x/n", ((b"1", "json"), (b"2", "json")))])
+    b.apply([Trim("l/x/n", 100)])  # an emptied log still numbers on
+    with pytest.raises(ConflictError) as err:
+        b.apply([Append("l/x/n", ((b"3", "json"),), at=1)])
+    assert (err.value.key, err.value.expected, err.value.actual) == ("l/x/n", 0, 2)
