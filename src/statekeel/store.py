@@ -14,7 +14,8 @@ from .backends.memory import MemoryBackend
 from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
-from .core.encryption import AesGcmTransform, Encryption, conversion_in_progress, prepare
+from .core.encryption import Cipher, Encryption, conversion_in_progress, prepare
+from .core.sealed import SealedBackend
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
 from .errors import ConfigurationError, UsageError
@@ -175,18 +176,20 @@ class Store(Core):
         (docs/security.md, "What a tenant handle can do"); tenants do not nest.
         """
         check_name(name, "a tenant name")
-        if isinstance(self.backend, TenantBackend):
+        if isinstance(self.storage, TenantBackend):
             raise UsageError(
-                f"this is a tenant handle (tenant {self.backend.tenant!r}) and tenants do not nest; "
+                f"this is a tenant handle (tenant {self.storage.tenant!r}) and tenants do not nest; "
                 f"open tenant {name!r} on the store itself: store.tenant({name!r})"
             )
         backend: Backend
-        if native := isinstance(self.backend, SupportsTenants):
-            backend = self.backend.for_tenant(name)
+        if native := isinstance(self.storage, SupportsTenants):
+            backend = self.storage.for_tenant(name)
         else:
-            backend = TenantBackend(self.backend, name)
-        # a TenantBackend calls the parent's (already guarded) backend; a native one is new
-        allow = self._allow_in_event_loop or not native
+            backend = TenantBackend(self.storage, name)
+        if sealed := isinstance(self.backend, SealedBackend):  # sealing above the tenant's view, as written
+            backend = self.backend.over(backend, tenant_prefix(name))
+        # a bare TenantBackend calls the parent's (already guarded) backend; anything else is new
+        allow = self._allow_in_event_loop or not (native or sealed)
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
         child.keyring = None if self.keyring is None else TenantKeyring(self.keyring, tenant_prefix(name))
         return child
@@ -265,11 +268,12 @@ class _Access:
 def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], allow_in_event_loop: bool) -> Store:
     try:
         keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok)
-        steps = [*(access.transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
-        codec = Codec(transforms=steps, **codec_options)
-        codec.policy = policy
-        if policy is not None and keyring is not None:
-            policy.converting = conversion_in_progress(backend, codec)
+        codec = Codec(transforms=access.transforms, **codec_options)
+        if policy is not None:  # an encrypted store: values are sealed to their position below the features
+            cipher = Cipher(keyring) if keyring is not None else None
+            if cipher is not None:
+                policy.converting = conversion_in_progress(backend, cipher, codec)
+            backend = SealedBackend(backend, cipher, policy)
     except BaseException:
         backend.close()  # a bad key configuration must not leak the connection
         raise

@@ -12,6 +12,7 @@ from ..codec import Codec
 from ..protocol import Backend, keys
 from ..security.guard import SecretGuard
 from .keyring import Keyring
+from .sealed import SealedBackend
 from .validate import check_int
 
 __all__ = ["Core"]
@@ -27,6 +28,12 @@ class Core:
         """Data keys when the store was opened with ``encryption=``."""
         self.stats: Counter[str] = Counter()
         """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
+
+    @property
+    def storage(self) -> Backend:
+        """The backend as stored: for an encrypted store, beneath the sealing (sealed values, no
+        position bookkeeping) — for maintenance, verification and tests that tamper with storage."""
+        return self.backend.storage if isinstance(self.backend, SealedBackend) else self.backend
 
     def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
