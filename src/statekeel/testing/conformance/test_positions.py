@@ -111,7 +111,8 @@ def _format1(keyring: Any, where: str, sealed: bytes, store: statekeel.Store) ->
     key = keyring.get(keys.partition(where), version)
     plain = _plaintext(store, where, sealed)
     nonce = os.urandom(12)
-    return bytes([1]) + version.to_bytes(4, "big") + nonce + key.aead.encrypt(nonce, plain, _aad(where, version))
+    sealed_again: bytes = key.aead.encrypt(nonce, plain, _aad(where, version))
+    return bytes([1]) + version.to_bytes(4, "big") + nonce + sealed_again
 
 
 def _plaintext(store: statekeel.Store, where: str, sealed: bytes) -> bytes:
