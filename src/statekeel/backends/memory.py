@@ -165,10 +165,10 @@ class MemoryBackend(Backend):
         return [i for i in found if i is not None][:limit]
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         steps = handlers(_APPLY, ops, "the memory:// backend")
         with self._lock:
-            now = time.time()
+            now = time.time() if now is None else now
             self._check(ops, now)
             return [step(self, op, now) for step, op in zip(steps, ops)]
 

@@ -163,11 +163,11 @@ class SealedBackend(Backend):
         return self._inner.scan_logs(prefix, after=after, limit=limit)
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         for attempt in range(_ATTEMPTS):
             sealed, resolved = self._seal_batch(ops)
             try:
-                results = self._inner.apply(sealed)
+                results = self._inner.apply(sealed, now=now)
             except ConflictError as err:
                 if err.key not in resolved or attempt == _ATTEMPTS - 1:
                     self._forget(err.key)

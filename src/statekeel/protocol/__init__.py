@@ -324,8 +324,13 @@ class Backend(abc.ABC):
         """Live, non-empty logs whose key starts with ``prefix``, in key order, after ``after``."""
 
     @abc.abstractmethod
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        """Run ``ops`` as one atomic, durable batch; results align with ``ops``."""
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        """Run ``ops`` as one atomic, durable batch; results align with ``ops``.
+
+        ``now``: the batch's clock (seconds since the epoch) — every timestamp it
+        writes (``created_at``, ``updated_at``) and every liveness check uses it;
+        None = ``time.time()``. Writers that authenticate timestamps choose it.
+        """
 
     @abc.abstractmethod
     def purge_expired(self, *, limit: int = 1000) -> int:

@@ -382,10 +382,10 @@ class FilesBackend(Backend):
         return out
 
     # -- the protocol: writes -----------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         with self._locked(True):
             assert self._journal is not None
-            txn = Txn(self._disk, time.time())
+            txn = Txn(self._disk, time.time() if now is None else now)
             try:
                 results = txn.run(list(ops))
                 actions = txn.actions()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from statekeel import ConflictError, Store
-from statekeel.protocol import ANY, KEEP, Append, Delete, Expire, Op, Put, Touch, Trim, keys
+from statekeel.protocol import ANY, KEEP, Append, Delete, Expire, Op, Put, Record, Touch, Trim, keys
 
 
 def put(store: Store, key: str, value: bytes = b"1", **kw: object) -> object:
@@ -279,3 +279,18 @@ def test_append_at_conflict_names_the_last_seq(store: Store) -> None:
     with pytest.raises(ConflictError) as err:
         b.apply([Append("l/x/n", ((b"3", "json"),), at=1)])
     assert (err.value.key, err.value.expected, err.value.actual) == ("l/x/n", 0, 2)
+
+
+def test_apply_takes_the_batch_clock(store: Store) -> None:
+    b = store.backend
+    t = time.time() - 0.123456789
+    rec, first = b.apply([Put("c/x/k", b"1", "json"), Append("c/x/log", ((b"1", "json"),))], now=t)
+    assert isinstance(rec, Record) and (rec.created_at, rec.updated_at) == (t, t) and first == 1
+    stored = b.get("c/x/k")
+    assert stored is not None and (stored.created_at, stored.updated_at) == (t, t)
+    entry = b.read("c/x/log")[0]
+    assert entry.created_at == t
+    later = t + 1.5
+    b.apply([Put("c/x/k", b"2", "json")], now=later)
+    stored = b.get("c/x/k")
+    assert stored is not None and (stored.created_at, stored.updated_at) == (t, later)
