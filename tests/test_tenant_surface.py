@@ -113,7 +113,8 @@ _CONSUMER: dict[str, Kind] = {"ack": TENANT, "poll": TENANT, "seek": TENANT, "la
 SURFACE: dict[str, dict[str, Kind]] = {
     "Store": {
         **_STORE_FEATURES,
-        "backend": OBJECT, "codec": OBJECT, "keyring": OBJECT, "storage": OBJECT, "close": NOTHING,
+        "backend": OBJECT, "codec": OBJECT, "keyring": OBJECT, "storage": OBJECT, "sealing": OBJECT,
+        "chain_locked": VALUE, "close": NOTHING,
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),
@@ -165,7 +166,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
     # -- the asyncio twin -------------------------------------------------------------------
     "AsyncStore": {
         **_STORE_FEATURES,
-        "call": TENANT, "context": TENANT, "sync": OBJECT, "aclose": NOTHING,
+        "call": TENANT, "context": TENANT, "sync": OBJECT, "aclose": NOTHING, "storage": OBJECT, "sealing": OBJECT,
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),

@@ -53,6 +53,7 @@ from .features.upcasting import SchemaVersionError, Versioned, register_upcaster
 from .models import Item, Message, Page, SessionInfo
 from .protocol import ANY
 from .core.encryption import Encryption
+from .core.tamper import Integrity
 from .features.erasure import Erasure
 from .security import SecretGuard
 from .store import DEFAULT_URL, Store, open
@@ -93,6 +94,7 @@ __all__ = [
     "Event",
     "EventStream",
     "ExpiredError",
+    "Integrity",
     "IntegrityError",
     "InvalidInputError",
     "Item",

@@ -13,6 +13,8 @@ ADVICE: dict[str, str] = {
     "Consumer.seek": "await consumer.seek(...)",
     "Core.bind_subject": "await store.bind_subject(...)",
     "Core.purge_expired": "await store.purge_expired(...)",
+    "Core.sealing": "store.sealing",
+    "Core.storage": "store.storage",
     "DecisionContext.__enter__": "async with session.decide(...) as d:",
     "DecisionContext.__exit__": "async with session.decide(...) as d:",
     "DecisionContext.__init__": "async with session.decide(...) as d:",

@@ -119,6 +119,9 @@ class ConflictError(StatekeelError):
         self.expected = expected
         self.actual = actual
 
+    def __reduce__(self) -> tuple[type[ConflictError], tuple[str, int | None, int | None]]:
+        return ConflictError, (self.key, self.expected, self.actual)  # picklable: crosses process pools
+
 
 class NotFoundError(StatekeelError, KeyError):
     """The record does not exist."""

@@ -15,10 +15,14 @@ from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
 from .core.encryption import Cipher, Encryption, conversion_in_progress, prepare
+from .core.chain import ChainKey
+from .core.chained import ChainedBackend
 from .core.sealed import SealedBackend
+from .core.anchor import anchor_from
+from .core.tamper import Integrity, IntegritySetting, integrity_key_id, integrity_store_id, prepare_chain
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
-from .errors import ConfigurationError, UsageError
+from .errors import ConfigurationError, KeyUnavailableError, UsageError
 from .features import decisions as _decisions
 from .features import run_admin as _run_admin
 from .features import session_index as _sessions
@@ -186,7 +190,7 @@ class Store(Core):
             backend = self.storage.for_tenant(name)
         else:
             backend = TenantBackend(self.storage, name)
-        if sealed := isinstance(self.backend, SealedBackend):  # sealing above the tenant's view, as written
+        if sealed := isinstance(self.backend, (SealedBackend, ChainedBackend)):  # above the tenant's view
             backend = self.backend.over(backend, tenant_prefix(name))
         # a bare TenantBackend calls the parent's (already guarded) backend; anything else is new
         allow = self._allow_in_event_loop or not (native or sealed)
@@ -223,6 +227,7 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     allow_in_event_loop: bool = False,
     encryption: Encryption | None = None,
     secret_guard: GuardMode = "refuse",
+    integrity: IntegritySetting = None,
     **backend_options: Any,
 ) -> Store:
     """Open a store. No URL: ``$STATEKEEL_URL``, else SQLite under ``./.statekeel/``.
@@ -251,7 +256,9 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     }
     Codec(transforms=transforms, **codec_options)  # codec options are checked before anything is opened or created
     backend = open_backend(url, migrate=migrate, **backend_options)
-    access = _Access(encryption, transforms, mark=migrate, locked_ok=False)
+    if integrity is None:  # the deployment may turn it on for every process: STATEKEEL_INTEGRITY=chain
+        integrity = os.environ.get("STATEKEEL_INTEGRITY") or None  # type: ignore[assignment]
+    access = _Access(encryption, transforms, mark=migrate, locked_ok=False, integrity=integrity)
     return _store_on(backend, access, codec_options, allow_in_event_loop)
 
 
@@ -263,23 +270,49 @@ class _Access:
     transforms: list[Transform] | None
     mark: bool
     locked_ok: bool
+    integrity: IntegritySetting = None
 
 
 def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], allow_in_event_loop: bool) -> Store:
     try:
         keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok)
         codec = Codec(transforms=access.transforms, **codec_options)
+        raw = backend
         if policy is not None:  # an encrypted store: values are sealed to their position below the features
             cipher = Cipher(keyring) if keyring is not None else None
             if cipher is not None:
                 policy.converting = conversion_in_progress(backend, cipher, codec)
             backend = SealedBackend(backend, cipher, policy)
+        chain, chain_locked = _chain(raw, access)
+        if chain is not None:  # tamper-evident: above the encryption, so the chain covers the plaintext
+            backend = ChainedBackend(backend, chain)
+            backend.anchor = anchor_from(_anchor_setting(access), integrity_store_id(raw))
     except BaseException:
         backend.close()  # a bad key configuration must not leak the connection
         raise
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
     store.keyring = keyring
+    store.chain_locked = chain_locked
     return store
+
+
+def _chain(raw: Backend, access: _Access) -> tuple[ChainKey | None, str | None]:
+    """The MAC key of a tamper-evident store. Maintenance opens (doctor, verify) use the default key
+    source when the store is marked; without that key, the chain is reported locked, not refused."""
+    setting = access.integrity
+    default = access.encryption.master_key if access.encryption is not None else None
+    if setting is None and access.locked_ok and integrity_key_id(raw) is not None:
+        try:
+            return prepare_chain(raw, "chain", default, mark=False, locked_ok=True)
+        except KeyUnavailableError as exc:
+            return None, str(exc)
+    return prepare_chain(raw, setting, default, mark=access.mark, locked_ok=access.locked_ok)
+
+
+def _anchor_setting(access: _Access) -> Any:
+    setting = access.integrity
+    chosen = setting.anchor if isinstance(setting, Integrity) else None
+    return chosen if chosen is not None else os.environ.get("STATEKEEL_ANCHOR")
 
 
 def open_for_maintenance(
@@ -299,6 +332,7 @@ def open_for_maintenance(
 
 _OPEN_KEYWORDS = (
     "migrate", "max_record_bytes", "compress", "transforms", "allow_in_event_loop", "encryption", "secret_guard",
+    "integrity",
 )
 
 

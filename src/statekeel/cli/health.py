@@ -16,7 +16,7 @@ from typing import Any
 from statekeel import StatekeelError, Store
 from statekeel.core import layout
 from statekeel.core.encryption import EncryptedStorePolicy, is_planted_plaintext
-from statekeel.core.sealed import SealedBackend
+from statekeel.core.chain import STEP, split_trailer
 from statekeel.errors import CorruptionError
 from statekeel.protocol import Entry, LogInfo, Record, keys
 from statekeel.protocol.capabilities import SupportsIntegrityCheck
@@ -109,7 +109,7 @@ def _decodes(store: Store, item: Record | Entry, where: str, problems: _Problems
     An encrypted store opened without its key (locked) cannot decode its values: only what
     is stored in plaintext where it must not be is reported."""
     key, pos = (item.key, item.version) if isinstance(item, Record) else (item.log, item.seq)
-    sealed = store.backend if isinstance(store.backend, SealedBackend) else None
+    sealed = store.sealing
     if sealed is not None and sealed.locked:
         if is_planted_plaintext(item.codec, key):
             problems.add(f"{where}: stored without encryption in an encrypted store (codec {item.codec!r}): "
@@ -120,6 +120,8 @@ def _decodes(store: Store, item: Record | Entry, where: str, problems: _Problems
         data, codec = item.data, item.codec
         if sealed is not None:
             data, codec = sealed.open_value(data, codec, key, b"r" if isinstance(item, Record) else b"e", pos)
+        if codec.endswith(STEP):  # its MAC and place in the chain are the chain check's
+            data, codec = split_trailer(data, key)[0], codec.removesuffix(STEP)
         store.codec.decode(data, codec, key)
     except Exception as exc:  # any failure to read back is what doctor reports
         problems.add(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
@@ -128,7 +130,7 @@ def _decodes(store: Store, item: Record | Entry, where: str, problems: _Problems
 
 
 def _policy(store: Store) -> EncryptedStorePolicy | None:
-    return store.backend.policy if isinstance(store.backend, SealedBackend) else None
+    return store.sealing.policy if store.sealing is not None else None
 
 
 def _locked(store: Store) -> bool:
@@ -228,7 +230,7 @@ def _check_logs(store: Store) -> Check:
 def _listed_ids(store: Store, problems: _Problems) -> set[str]:
     ids, after = set(), None
     while page := store.storage.scan(layout.SESSION_INDEX_PREFIX, after=after, limit=PAGE):
-        found = [keys.split(r.key)[-1] for r in page]
+        found = [keys.split(r.key)[-1] for r in page if not layout.is_chain_head(r.key)]
         for sid, meta in zip(found, store.storage.get_many([layout.session_meta_key(i) for i in found])):
             if meta is None:
                 problems.add(f"session {sid!r} is listed but its metadata record is missing")

@@ -12,6 +12,7 @@ from ..codec import Codec
 from ..protocol import Backend, keys
 from ..security.guard import SecretGuard
 from .keyring import Keyring
+from .chained import ChainedBackend
 from .sealed import SealedBackend
 from .validate import check_int
 
@@ -26,6 +27,8 @@ class Core:
         self.codec = codec or Codec(guard=SecretGuard())  # the same default as statekeel.open()
         self.keyring = keyring
         """Data keys when the store was opened with ``encryption=``."""
+        self.chain_locked: str | None = None
+        """Why a tamper-evident store's chain is not checked (opened for maintenance without its key)."""
         self.stats: Counter[str] = Counter()
         """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
 
@@ -33,7 +36,18 @@ class Core:
     def storage(self) -> Backend:
         """The backend as stored: for an encrypted store, beneath the sealing (sealed values, no
         position bookkeeping) — for maintenance, verification and tests that tamper with storage."""
-        return self.backend.storage if isinstance(self.backend, SealedBackend) else self.backend
+        below = self.backend
+        while isinstance(below, (SealedBackend, ChainedBackend)):
+            below = below.storage
+        return below
+
+    @property
+    def sealing(self) -> SealedBackend | None:
+        """The encryption layer of an encrypted store (None: not encrypted)."""
+        below = self.backend
+        while isinstance(below, ChainedBackend):
+            below = below.storage
+        return below if isinstance(below, SealedBackend) else None
 
     def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
