@@ -16,3 +16,4 @@ from statekeel.testing.conformance.test_events import *  # noqa: F403
 from statekeel.testing.conformance.test_upcasting import *  # noqa: F403
 from statekeel.testing.conformance.test_tenants import *  # noqa: F403
 from statekeel.testing.conformance.test_positions import *  # noqa: F403
+from statekeel.testing.conformance.test_tamper import *  # noqa: F403

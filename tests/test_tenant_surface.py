@@ -114,7 +114,8 @@ SURFACE: dict[str, dict[str, Kind]] = {
     "Store": {
         **_STORE_FEATURES,
         "backend": OBJECT, "codec": OBJECT, "keyring": OBJECT, "storage": OBJECT, "sealing": OBJECT,
-        "chain_locked": VALUE, "close": NOTHING,
+        "chain_locked": VALUE, "close": NOTHING, "verify": TENANT,
+        "anchor": Refuses(lambda t: t.anchor()),
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),
@@ -167,6 +168,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
     "AsyncStore": {
         **_STORE_FEATURES,
         "call": TENANT, "context": TENANT, "sync": OBJECT, "aclose": NOTHING, "storage": OBJECT, "sealing": OBJECT,
+        "verify": TENANT, "anchor": Refuses(lambda t: t.anchor()),
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),
@@ -323,7 +325,7 @@ def test_every_public_attribute_of_a_tenant_handle_is_classified(store_url: str)
     assert set(SURFACE) == walk.classes, f"classified but not reached: {set(SURFACE) - walk.classes}"
     refused = {path.rsplit(".", 1)[-1] for path in walk.refused}
     assert refused == {
-        "tenant", "master", "keystore", "partitions", "rewrap", "new_version", "begin_reencrypt", "end_reencrypt"
+        "tenant", "anchor", "master", "keystore", "partitions", "rewrap", "new_version", "begin_reencrypt", "end_reencrypt"
     }
 
 

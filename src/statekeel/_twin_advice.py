@@ -87,6 +87,7 @@ ADVICE: dict[str, str] = {
     "StateView.require": "await state.require(...)",
     "StateView.to_dict": "await state.to_dict()",
     "StateView.update": "await state.update(...)",
+    "Store.anchor": "await store.anchor()",
     "Store.app": "store.app",
     "Store.cancel_run": "await store.cancel_run(...)",
     "Store.close": "await store.aclose()",
@@ -107,6 +108,7 @@ ADVICE: dict[str, str] = {
     "Store.tenant": "store.tenant(...) (no await; await its methods)",
     "Store.url": "store.url",
     "Store.user": "store.user(...) (no await; await its methods)",
+    "Store.verify": "await store.verify()",
     "open": "store = await statekeel.open_async(url)",
     "statekeel.open": "store = await statekeel.open_async(url)",
 }

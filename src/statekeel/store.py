@@ -19,6 +19,8 @@ from .core.chain import ChainKey
 from .core.chained import ChainedBackend
 from .core.sealed import SealedBackend
 from .core.anchor import anchor_from
+from .features import verify as _verify
+from .features.verify import VerifyReport
 from .core.tamper import Integrity, IntegritySetting, integrity_key_id, integrity_store_id, prepare_chain
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
@@ -203,6 +205,17 @@ class Store(Core):
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return erase_subject(self, subject)
 
+    # -- tamper evidence ---------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check every chain, MAC and head of a tamper-evident store, and its anchor (see
+        :mod:`statekeel.features.verify`); failures are listed in the report, not raised."""
+        return _verify.verify(self)
+
+    def anchor(self) -> VerifyReport:
+        """Verify, then keep every head's version outside the store (``Integrity(anchor=...)``), so a
+        later rollback of the whole store is found; refused when verification fails."""
+        return _verify.anchor(self)
+
     # -- housekeeping (purge_expired: see Core) ----------------------------------
     def close(self) -> None:
         """Close the backend. Idempotent."""
@@ -271,11 +284,14 @@ class _Access:
     mark: bool
     locked_ok: bool
     integrity: IntegritySetting = None
+    only_if_marked: bool = False
+    """A key given to a check (doctor, verify) of a store not marked encrypted is not used."""
 
 
 def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], allow_in_event_loop: bool) -> Store:
     try:
-        keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok)
+        keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok,
+                                  only_if_marked=access.only_if_marked)
         codec = Codec(transforms=access.transforms, **codec_options)
         raw = backend
         if policy is not None:  # an encrypted store: values are sealed to their position below the features
@@ -305,7 +321,7 @@ def _chain(raw: Backend, access: _Access) -> tuple[ChainKey | None, str | None]:
         try:
             return prepare_chain(raw, "chain", default, mark=False, locked_ok=True)
         except KeyUnavailableError as exc:
-            return None, str(exc)
+            return None, f"the store {raw.url} is tamper-evident (integrity='chain') and its chains need the key: {exc}"
     return prepare_chain(raw, setting, default, mark=access.mark, locked_ok=access.locked_ok)
 
 
@@ -326,7 +342,8 @@ def open_for_maintenance(
     (``keys encrypt`` marks it itself, after recording that a conversion is under way).
     """
     backend = open_backend(url, migrate=migrate)
-    access = _Access(encryption, None, mark=mark and migrate, locked_ok=True)
+    converting = migrate and not mark  # `statekeel keys encrypt`: seal with the key though nothing is marked yet
+    access = _Access(encryption, None, mark=mark and migrate, locked_ok=True, only_if_marked=not converting)
     return _store_on(backend, access, {"guard": SecretGuard()}, False)
 
 

@@ -17,6 +17,8 @@ from statekeel import StatekeelError, Store
 from statekeel.core import layout
 from statekeel.core.encryption import EncryptedStorePolicy, is_planted_plaintext
 from statekeel.core.chain import STEP, split_trailer
+from statekeel.core.chained import ChainedBackend
+from statekeel.features.verify import verify
 from statekeel.errors import CorruptionError
 from statekeel.protocol import Entry, LogInfo, Record, keys
 from statekeel.protocol.capabilities import SupportsIntegrityCheck
@@ -273,10 +275,24 @@ def _check_sessions(store: Store) -> Check:
                  {"sessions": len(listed)})
 
 
+def _check_chain(store: Store) -> Check:
+    """Tamper evidence (``statekeel verify``): every chain, MAC, head and the anchor."""
+    if store.chain_locked:
+        return Check("chain", "tamper-evident, key not given: chains not checked (set STATEKEEL_MASTER_KEY)")
+    if not isinstance(store.backend, ChainedBackend):
+        return Check("chain", "not tamper-evident")
+    report = verify(store)
+    counts = {"records": report.records, "entries": report.entries, "failures": len(report.failures)}
+    return Check("chain", f"{report.records} records and {report.entries} entries verified against "
+                 f"{report.partitions} heads; {report.anchor}", report.failures[:MAX_LISTED], counts)
+
+
 def examine(store: Store) -> Report:
     """Run every check on an open store; data checks need a current schema."""
     report = Report(store.url, [Check("open", f"opened with the {type(store.storage).__name__}")])
-    for check in (_check_schema, _check_encryption, _check_integrity, _check_records, _check_logs, _check_sessions):
+    checks = (_check_schema, _check_encryption, _check_integrity, _check_records, _check_logs, _check_sessions,
+              _check_chain)
+    for check in checks:
         name = check.__name__.removeprefix("_check_")
         try:
             report.checks.append(check(store))

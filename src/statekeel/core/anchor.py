@@ -22,16 +22,18 @@ job, or on each deploy) and after anything that matters.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, IntegrityError
 from ..protocol import ANY, Put, keys
+from .chain import ChainKey
 
-__all__ = ["Anchor", "FileAnchor", "StoreAnchor", "anchor_from"]
+__all__ = ["Anchor", "FileAnchor", "StoreAnchor", "anchor_from", "decode_anchor", "encode_anchor", "read_anchor"]
 
 
 @runtime_checkable
@@ -115,5 +117,30 @@ def anchor_from(setting: Any, store_id: str) -> Anchor | None:
     )
 
 
-def encode_anchor(body: dict[str, Any], mac: bytes) -> bytes:
+def encode_anchor(body: dict[str, Any], key: ChainKey) -> bytes:
+    """The anchor document: the body and its MAC under the store's chain key."""
+    mac = key.root_tag(json.dumps(body, sort_keys=True).encode())
     return json.dumps({"anchor": body, "mac": mac.hex()}, sort_keys=True).encode()
+
+
+def decode_anchor(data: bytes, key: ChainKey) -> dict[str, Any]:
+    """The body of an anchor document, its MAC checked (IntegrityError otherwise)."""
+    try:
+        doc = json.loads(data)
+        body, mac = doc["anchor"], bytes.fromhex(doc["mac"])
+        good = hmac.compare_digest(mac, key.root_tag(json.dumps(body, sort_keys=True).encode()))
+    except (ValueError, KeyError, TypeError):
+        good, body = False, {}
+    if not good or not isinstance(body.get("heads"), dict):
+        raise IntegrityError("the store's anchor does not verify: it was not written with this store's key, "
+                             "or it was edited")  # fmt: skip
+    return dict(body)
+
+
+def read_anchor(key: ChainKey, anchor: Anchor) -> dict[str, tuple[int, float | None]]:
+    """Each anchored partition's head version and expiry ({} when nothing was anchored yet)."""
+    data = anchor.load()
+    if data is None:
+        return {}
+    heads = decode_anchor(data, key)["heads"]
+    return {str(p): (int(v[0]), None if v[1] is None else float(v[1])) for p, v in heads.items()}

@@ -105,7 +105,12 @@ def check_entries(
     if hi < lo:
         return []
     lead = lo > known.first
-    found = inner.read(log, start=lo - 1 if lead else lo, stop=hi + 1)
+    to_end = stop is None and hi == known.last  # then one entry past the head's last is looked for too
+    first = lo - 1 if lead else lo
+    found = inner.read(log, start=first, stop=None if to_end else hi + 1, limit=hi - first + 2 if to_end else None)
+    if to_end and found and found[-1].seq > hi:
+        raise IntegrityError(f"entry {found[-1].seq} of log {where!r} is past the last seq its chain head has "
+                             f"({known.last}): appended beneath the API")  # fmt: skip
     prev = known.before
     if lead:
         if not found or found[0].seq != lo - 1:

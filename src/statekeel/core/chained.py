@@ -20,6 +20,7 @@ re-encryption leaves it intact.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ from ..protocol import (
     keys,
 )
 from . import layout
-from .anchor import Anchor
+from .anchor import Anchor, read_anchor
 from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, split_trailer, trailer
 from .sealed import SealedBackend
 from .chain_reads import check_entries, check_log_info, check_record, open_value
@@ -58,8 +59,9 @@ __all__ = ["ChainedBackend"]
 
 T = TypeVar("T")
 
-_ATTEMPTS: Final = 64
-"""Plans of one batch before a conflict is raised: writers of one partition take turns on its head."""
+_PATIENCE: Final = 60.0
+"""Seconds a batch keeps being planned again while other writers of its partition move the head
+(writers of one partition take turns on its head); then the conflict is raised."""
 
 
 class ChainedBackend(Backend):
@@ -73,6 +75,7 @@ class ChainedBackend(Backend):
         self._prefix = context_prefix
         self._heads: dict[str, tuple[int | None, Head, float | None]] = {}
         """partition -> (head record version, head, head created_at): hints for writers."""
+        self._floors: dict[str, tuple[int, float | None]] | None = None
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
 
@@ -86,6 +89,13 @@ class ChainedBackend(Backend):
         under ``context_prefix``)."""
         below = self._inner.over(inner, context_prefix) if isinstance(self._inner, SealedBackend) else inner
         return ChainedBackend(below, self._key, context_prefix=self._prefix + context_prefix)
+
+    def _anchored(self) -> dict[str, tuple[int, float | None]]:
+        """Each partition's head version (and expiry) when the store was anchored, read once per handle;
+        {} without an anchor. An anchor that does not verify refuses every read."""
+        if self._floors is None:
+            self._floors = {} if self.anchor is None else read_anchor(self._key, self.anchor)
+        return self._floors
 
     @property
     def key(self) -> ChainKey:
@@ -103,6 +113,11 @@ class ChainedBackend(Backend):
         return head
 
     def _load_head(self, partition: str, rec: Record | None) -> tuple[int | None, Head, float | None]:
+        floor = self._anchored().get(partition)
+        if floor is not None and (rec is None or rec.version < floor[0]) and (floor[1] is None or floor[1] > time.time()):
+            have = "gone" if rec is None else f"at version {rec.version}"
+            raise IntegrityError(f"the chain head of {self._prefix + partition!r} is {have}, older than the anchored "
+                                 f"version {floor[0]}: the store (or this partition) was rolled back")  # fmt: skip
         if rec is None:
             return None, Head(), None
         where = self._prefix + rec.key
@@ -194,7 +209,8 @@ class ChainedBackend(Backend):
 
     # -- writes ----------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
-        for attempt in range(_ATTEMPTS):
+        deadline = time.monotonic() + _PATIENCE
+        for attempt in itertools.count():
             clock = time.time() if now is None else now
             plan = _Plan(self, clock)
             sealed = [plan.seal(op) for op in ops]
@@ -205,7 +221,7 @@ class ChainedBackend(Backend):
                 ours = err.key in plan.resolved or layout.is_chain_head(err.key)
                 for part in plan.heads:
                     self._heads.pop(part, None)
-                if ours and attempt < _ATTEMPTS - 1:
+                if ours and time.monotonic() < deadline:
                     time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
                     continue
                 raise

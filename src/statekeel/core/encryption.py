@@ -249,14 +249,17 @@ def _needs(url: str, ids: list[str]) -> str:
 
 
 def prepare(
-    backend: Backend, encryption: Encryption | None, *, mark: bool, locked_ok: bool
+    backend: Backend, encryption: Encryption | None, *, mark: bool, locked_ok: bool, only_if_marked: bool = False
 ) -> tuple[Keyring | None, EncryptedStorePolicy | None]:
     """The keyring and codec policy of ``backend`` as ``statekeel.open`` gets them.
 
     Without ``encryption``, an encrypted store is refused — or, with ``locked_ok``, opened
-    locked. With it, a store not yet marked is marked (when ``mark``).
+    locked. With it, a store not yet marked is marked (when ``mark``), or — ``only_if_marked``,
+    for checks that must see a plaintext store as it is — opened without encryption.
     """
     marked, ids = _probe(backend)
+    if encryption is not None and only_if_marked and ids is None:
+        return None, None
     if encryption is None:
         if ids is None:
             return None, None

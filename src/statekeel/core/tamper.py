@@ -17,7 +17,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from ..errors import ConfigurationError, ConflictError, KeyUnavailableError
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    KeyUnavailableError,
+    MigrationRequiredError,
+    NotAStoreError,
+    SchemaTooNewError,
+)
 from ..protocol import Backend, Put
 from . import layout
 from .chain import ChainKey
@@ -54,7 +61,10 @@ def _setting(value: IntegritySetting) -> Integrity | None:
 
 
 def _marker(backend: Backend, field: str) -> str | None:
-    rec = backend.get(layout.INTEGRITY_MARKER)
+    try:
+        rec = backend.get(layout.INTEGRITY_MARKER)
+    except (MigrationRequiredError, SchemaTooNewError, NotAStoreError):
+        return None  # no schema to read yet: migrate first (the chain starts with the data)
     if rec is None:
         return None
     try:

@@ -10,13 +10,13 @@ location; one never hides another.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backends.tenant import TenantBackend
 from ..core import Core, layout
-from ..core.anchor import encode_anchor
+from ..core.anchor import decode_anchor, encode_anchor
 from ..core.chain import Head
 from ..core.chained import ChainedBackend
 from ..errors import CorruptionError, IntegrityError, UsageError
@@ -133,6 +133,9 @@ def _snapshot(heads: dict[str, tuple[int, Head, Any]]) -> dict[str, Any]:
 
 def anchor(store: Core) -> VerifyReport:
     """Verify the store, then keep its heads in its anchor (refused when anything failed)."""
+    if isinstance(store.storage, TenantBackend):
+        raise UsageError("this is a tenant handle; the anchor covers the whole store (every tenant's heads), "
+                         "so run it on the store itself: `statekeel verify URL --anchor`")  # fmt: skip
     chained = _chained(store)
     if chained.anchor is None:
         raise UsageError("no anchor is configured: Integrity(anchor='file:/path' | store URL | object) or "
@@ -143,7 +146,7 @@ def anchor(store: Core) -> VerifyReport:
                              f"{report.failures[0]}); it was not anchored")  # fmt: skip
     heads = _heads(store, chained, VerifyReport())
     body = {"at": time.time(), "root": report.root, "heads": _snapshot(heads)}
-    chained.anchor.save(encode_anchor(body, chained.key.root_tag(json.dumps(body, sort_keys=True).encode())))
+    chained.anchor.save(encode_anchor(body, chained.key))
     report.anchor = f"anchored now ({len(heads)} partitions)"
     return report
 
@@ -156,16 +159,12 @@ def _against_anchor(chained: ChainedBackend, heads: dict[str, tuple[int, Head, A
         report.anchor = "anchor configured but never written: run `statekeel verify --anchor`"
         return
     try:
-        doc = json.loads(data)
-        body, mac = doc["anchor"], bytes.fromhex(doc["mac"])
-        ok = mac == chained.key.root_tag(json.dumps(body, sort_keys=True).encode())
-    except (ValueError, KeyError, TypeError):
-        ok, body = False, {}
-    if not ok:
-        report.failures.append("the anchor does not verify: it was not written by this store's key, or was edited")
+        body = decode_anchor(data, chained.key)
+    except IntegrityError as exc:
+        report.failures.append(str(exc))
         return
     now = time.time()
-    for part, (version, expires) in body["heads"].items():
+    for part, (version, expires) in sorted(body["heads"].items()):
         current = heads.get(part)
         if current is None:
             if expires is None or expires > now:
@@ -174,4 +173,5 @@ def _against_anchor(chained: ChainedBackend, heads: dict[str, tuple[int, Head, A
         elif current[0] < version:
             report.failures.append(f"partition {part!r} has head version {current[0]}, older than the anchored "
                                    f"{version}: the store was rolled back")  # fmt: skip
-    report.anchor = f"compared with the anchor written at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(body['at']))} UTC"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(body["at"]))
+    report.anchor = f"compared with the anchor written at {when} UTC"
