@@ -230,8 +230,7 @@ class ChainedBackend(Backend):
                     self._heads.pop(part, None)
                 raise
             plan.remember(results[len(ops):])
-            return [replace(r, data=op.data, codec=op.codec) if isinstance(op, Put) and isinstance(r, Record)
-                    else op.record if isinstance(op, Load) else r for op, r in zip(ops, results)]  # fmt: skip
+            return [_as_given(op, r) for op, r in zip(ops, results)]
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the rest is the backend's ------------------------------------------------
@@ -259,6 +258,14 @@ def _consistent(read: Callable[[], T]) -> T:
                 raise
             time.sleep(0.002 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _as_given(op: Op, result: OpResult) -> OpResult:
+    """A result as the caller's own op would have produced it (its value, not the sealed one)."""
+    if isinstance(op, Put) and isinstance(result, Record):
+        r = result
+        return Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
+    return op.record if isinstance(op, Load) else result
 
 
 def _alive(expires: float | None, now: float) -> bool:
@@ -323,8 +330,8 @@ class _Plan:
         head.records[self._where(op.key)] = RecordHead(version, tag, created, expires)
         if op.expect is ANY:
             self.resolved.add(op.key)
-        return replace(op, data=op.data + trailer(self.clock, tag), codec=op.codec + STEP,
-                       expect=current if op.expect is ANY else op.expect)  # fmt: skip
+        expect = current if op.expect is ANY else op.expect
+        return Put(op.key, op.data + trailer(self.clock, tag), op.codec + STEP, expect, op.expires_at)
 
     def _append(self, op: Append) -> Append:
         head = self._head(op.log)
@@ -343,7 +350,7 @@ class _Plan:
                                         first + len(op.items) - 1, prev, expires)
         if op.at is None:
             self.resolved.add(op.log)
-        return replace(op, items=tuple(items), at=first if op.at is None else op.at)
+        return Append(op.log, tuple(items), op.expires_at, first if op.at is None else op.at)
 
     def _trim(self, op: Trim) -> None:
         known = self._head(op.log).logs.get(self._where(op.log))
