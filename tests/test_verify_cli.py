@@ -76,3 +76,19 @@ def test_chain_mode_refuses_a_store_that_already_holds_data(tmp_path: Path) -> N
         store.app.put("k", 1)
     with pytest.raises(statekeel.ConfigurationError, match="statekeel copy"):
         statekeel.open(url, integrity=Integrity(key=KEY))
+
+
+def test_a_plain_store_copied_into_a_chained_one_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dst = f"sqlite:///{tmp_path / 'plain.db'}", f"sqlite:///{tmp_path / 'chained.db'}"
+    with statekeel.open(src) as store:
+        s = store.session("old", user="ann")
+        s.append({"role": "user", "content": "hello"}, state={"step": 1})
+        store.events("audit").append("opened", {"by": "ann"})
+    monkeypatch.setenv("STATEKEEL_MASTER_KEY", KEY)
+    monkeypatch.setenv("STATEKEEL_INTEGRITY", "chain")
+    code, out = _run("copy", src, dst)
+    assert code == 0 and "verified" in out
+    code, out = _run("verify", dst)
+    assert code == 0 and "verified" in out
+    with statekeel.open(dst) as store:
+        assert store.session("old").history() == [{"role": "user", "content": "hello"}]

@@ -160,11 +160,11 @@ class ChainedBackend(Backend):
     def _scan(self, prefix: str, after: str | None, limit: int) -> list[Record]:
         page: list[Record] = []
         cursor, done = after, False
-        while len(page) < limit and not done:  # head records are not the caller's: skip them, fill the page
+        while len(page) < limit and not done:  # heads and the marker are the chain's: skip them, fill the page
             want = limit - len(page)
             raw = self._inner.scan(prefix, after=cursor, limit=want)
             done = len(raw) < want
-            page += [r for r in raw if not layout.is_chain_head(r.key)]
+            page += [r for r in raw if not (layout.is_chain_head(r.key) or r.key == layout.INTEGRITY_MARKER)]
             cursor = raw[-1].key if raw else cursor
         parts = sorted({keys.partition(r.key) for r in page if not self._plain(r.key)})
         heads = {p: self.head_of(r, p) for p, r in zip(parts, self._inner.get_many(

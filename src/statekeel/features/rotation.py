@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +39,14 @@ before the store was marked): each pass converts what the previous walk found.""
 
 
 def _sealed(store: Core) -> SealedBackend:
-    """The store's sealing layer (there is one whenever it was opened with its key)."""
+    """The store's encryption layer (there is one whenever it was opened with its key). Values are
+    read and written through ``store.backend`` — above it, a tamper-evident store's chain keeps its
+    MACs (they cover the plaintext) — and found stale by looking at ``store.storage``."""
     require_encryption(store.keyring)
-    if not isinstance(store.backend, SealedBackend) or store.backend.locked:
+    sealed = store.sealing
+    if sealed is None or sealed.locked:
         raise KeyUnavailableError("this needs the store opened with its key (encryption=statekeel.Encryption(...))")
-    return store.backend
+    return sealed
 
 
 def rotate_master(store: Core, progress: Callable[[str], None] | None = None) -> int:
@@ -96,9 +100,11 @@ def _records(store: Core, sealed: SealedBackend, prefix: str, target: int) -> in
         for rec in page:
             if not sealed.is_stale(rec.data, rec.codec, target):
                 continue
-            value = sealed.open_record(rec)
+            value = store.backend.get(rec.key)
+            if value is None or value.version != rec.version:
+                continue  # rewritten meanwhile, necessarily under the current key
             try:
-                sealed.apply([Put(rec.key, value.data, value.codec, rec.version, rec.expires_at)])
+                store.backend.apply([Put(rec.key, value.data, value.codec, rec.version, rec.expires_at)])
                 done += 1
             except ConflictError:
                 pass  # rewritten meanwhile, necessarily under the current key
@@ -112,18 +118,26 @@ def _entries(store: Core, sealed: SealedBackend, prefix: str, target: int) -> in
         for info in logs:
             start = info.first_seq
             while batch := store.storage.read(info.log, start=start, limit=500):
-                ops = [Rewrite(e.log, e.seq, *_opened(sealed.open_entry(e))) for e in batch
-                       if sealed.is_stale(e.data, e.codec, target)]
+                ops = _rewrites(store, info.log, [e for e in batch if sealed.is_stale(e.data, e.codec, target)])
                 if ops:
-                    sealed.apply(ops)
+                    store.backend.apply(ops)
                     done += len(ops)
                 start = batch[-1].seq + 1
         after = logs[-1].log
     return done
 
 
-def _opened(entry: Entry) -> tuple[bytes, str]:
-    return entry.data, entry.codec
+def _opened(store: Core, log: str, stored: list[Entry]) -> dict[int, Entry]:
+    """The values of ``stored`` entries as the store reads them (opened, and checked when chained)."""
+    if not stored:
+        return {}
+    return {e.seq: e for e in store.backend.read(log, start=stored[0].seq, stop=stored[-1].seq + 1)}
+
+
+def _rewrites(store: Core, log: str, stored: list[Entry]) -> list[Rewrite]:
+    """Rewrites of ``stored`` entries with their own values (sealed again on the way down)."""
+    opened = _opened(store, log, stored)
+    return [Rewrite(log, e.seq, opened[e.seq].data, opened[e.seq].codec) for e in stored if e.seq in opened]
 
 
 # -- converting a plaintext store --------------------------------------------------------
@@ -159,7 +173,7 @@ def encrypt_store(store: Core, progress: Callable[[str], None] | None = None) ->
         _convert_pass(store, sealed, result, progress)
         problems, result.verified = _verify(store, sealed)
         if not problems:
-            sealed.apply([Delete(layout.ENCRYPTION_CONVERSION)])
+            store.backend.apply([Delete(layout.ENCRYPTION_CONVERSION)])
             sealed.policy.converting = False
             return result
     raise IntegrityError(
@@ -173,7 +187,7 @@ def _begin_conversion(store: Core, sealed: SealedBackend) -> None:
     """Record, encrypted (unforgeable without the key), that plaintext is still being converted."""
     key = layout.ENCRYPTION_CONVERSION
     data, name = store.codec.encode({"started": time.time()}, "the encryption conversion record", key)
-    sealed.apply([Put(key, data, name, ANY)])
+    store.backend.apply([Put(key, data, name, ANY)])
     sealed.policy.converting = True
 
 
@@ -200,15 +214,18 @@ def _convert_pass(
 
 def _encrypt_record(store: Core, sealed: SealedBackend, rec: Record) -> bool:
     """Encrypt one record (same version check, same expiry) and check it reads back the same bytes."""
+    value = store.backend.get(rec.key)
     try:
-        sealed.apply([Put(rec.key, rec.data, rec.codec, rec.version, rec.expires_at)])
+        if value is None or value.version != rec.version:
+            raise ConflictError(rec.key, rec.version, None if value is None else value.version)
+        store.backend.apply([Put(rec.key, value.data, value.codec, rec.version, rec.expires_at)])
     except ConflictError:  # written meanwhile: encrypt what is there now, if it still needs it
         fresh = store.storage.get(rec.key)
         return fresh is not None and is_planted_plaintext(fresh.codec, fresh.key) and _encrypt_record(
             store, sealed, fresh)
-    stored, back = store.storage.get(rec.key), sealed.get(rec.key)
+    stored, back = store.storage.get(rec.key), store.backend.get(rec.key)
     if stored is None or back is None or is_planted_plaintext(stored.codec, rec.key) or (
-            back.data, back.codec) != (rec.data, rec.codec):
+            back.data, back.codec) != (value.data, value.codec):
         if stored is not None:
             store.storage.apply([Put(rec.key, rec.data, rec.codec, stored.version, rec.expires_at)])
         raise IntegrityError(f"the record {rec.key!r} did not read back as it was once encrypted; "
@@ -220,19 +237,21 @@ def _encrypt_log(store: Core, sealed: SealedBackend, log: str, start: int, resul
     while batch := store.storage.read(log, start=start, limit=500):
         todo = [e for e in batch if is_planted_plaintext(e.codec, e.log)]
         if todo:
-            sealed.apply([Rewrite(log, e.seq, e.data, e.codec) for e in todo])
-            _check_entries(store, sealed, log, todo)
+            rewrites = _rewrites(store, log, todo)
+            store.backend.apply(rewrites)
+            _check_entries(store, log, todo, rewrites)
             result.entries += len(todo)
             result.converted += [f"{log}#{e.seq}" for e in todo]
         start = batch[-1].seq + 1
 
 
-def _check_entries(store: Core, sealed: SealedBackend, log: str, old: list[Entry]) -> None:
+def _check_entries(store: Core, log: str, old: list[Entry], wanted: list[Rewrite]) -> None:
     stored = {e.seq: e for e in store.storage.read(log, start=old[0].seq, stop=old[-1].seq + 1)}
-    for entry in old:
-        got = stored.get(entry.seq)
-        back = sealed.open_entry(got) if got is not None and not is_planted_plaintext(got.codec, log) else None
-        if back is None or (back.data, back.codec) != (entry.data, entry.codec):
+    opened = _opened(store, log, old)
+    for entry, want in zip(old, wanted):
+        got, back = stored.get(entry.seq), opened.get(entry.seq)
+        if got is None or is_planted_plaintext(got.codec, log) or back is None or (
+                back.data, back.codec) != (want.data, want.codec):
             store.storage.apply([Rewrite(log, e.seq, e.data, e.codec) for e in old])
             raise IntegrityError(f"entry {entry.seq} of {log!r} did not read back as it was once encrypted; "
                                  "the entries of this batch were put back in plaintext")
@@ -244,28 +263,34 @@ def _verify(store: Core, sealed: SealedBackend) -> tuple[list[str], int]:
     after = None
     while page := store.storage.scan("", after=after, limit=500):
         for rec in page:
-            verified += _verified(store, sealed, rec, rec.key, problems)
+            verified += _verified(store, rec, rec.key, problems, functools.partial(store.backend.get, rec.key))
         after = page[-1].key
     after = None
     while logs := store.storage.scan_logs("", after=after, limit=100):
         for info in logs:
             start = info.first_seq
             while batch := store.storage.read(info.log, start=start, limit=500):
-                verified += sum(_verified(store, sealed, e, f"{e.log}#{e.seq}", problems) for e in batch)
+                opened = _opened(store, info.log, batch)
+                verified += sum(_verified(store, e, f"{e.log}#{e.seq}", problems, functools.partial(opened.get, e.seq))
+                                for e in batch)  # fmt: skip
                 start = batch[-1].seq + 1
         after = logs[-1].log
     return problems, verified
 
 
-def _verified(store: Core, sealed: SealedBackend, item: Record | Entry, where: str, problems: list[str]) -> bool:
+def _verified(
+    store: Core, item: Record | Entry, where: str, problems: list[str], read: Callable[[], Record | Entry | None]
+) -> bool:
     key = item.key if isinstance(item, Record) else item.log
-    if layout.stored_in_clear(key):
+    if layout.stored_in_clear(key) or layout.is_chain_head(key):
         return False
     if is_planted_plaintext(item.codec, key):
         problems.append(f"{where} (still plaintext)")
         return False
     try:
-        opened = sealed.open_record(item) if isinstance(item, Record) else sealed.open_entry(item)
+        opened = read()
+        if opened is None:
+            raise IntegrityError(f"{where} did not read back")
         store.codec.decode(opened.data, opened.codec, key)
     except StatekeelError as exc:
         problems.append(f"{where} ({type(exc).__name__})")

@@ -191,3 +191,16 @@ def test_a_rollback_of_the_whole_store_is_found_with_an_anchor(store_url: str, t
         assert any("rolled back" in f for f in store.verify().failures)
     with statekeel.open(store_url, integrity=Integrity(key=KEY)) as unanchored:
         assert unanchored.session("s").history()[-1]["content"] == "m3"  # consistent with itself: only the anchor knows
+
+
+def test_reencrypting_a_chained_store_keeps_its_chains(store_url: str) -> None:
+    from statekeel.features.rotation import reencrypt
+
+    with statekeel.open(store_url, integrity=Integrity(key=KEY), encryption=Encryption(master_key=KEY)) as store:
+        s = _chat(store)
+        store.events("audit").append("refund", {"amount": 10})
+        result = reencrypt(store)
+        assert result.entries >= 5 and result.records >= 2
+        assert [m["content"] for m in s.history()] == ["m0", "m1", "m2", "m3"]
+        report = store.verify()
+        assert report.ok and report.entries >= 5, report.failures
