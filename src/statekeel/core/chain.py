@@ -53,6 +53,8 @@ STEP: Final = "+chain"
 """The codec step of a chained value."""
 
 _CLOCK = struct.Struct(">d")
+_ENTRY = struct.Struct(">IQIId")
+"""An entry tag's fixed fields: the lengths of the log's key, codec and value, the seq and the clock."""
 
 
 def _field(b: bytes) -> bytes:
@@ -80,8 +82,9 @@ class ChainKey:
         return hmac.digest(self._key, b"".join(parts), "sha256")[:TAG]  # one-shot: no HMAC object
 
     def entry_tag(self, where: str, seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
-        return self._tag(b"e", _field(where.encode()), seq.to_bytes(8, "big"), _field(codec.encode()),
-                         _field(data), _CLOCK.pack(clock), prev)  # fmt: skip
+        head = _ENTRY.pack(len(where.encode()), seq, len(codec), len(data), clock)  # fixed fields, one pack
+        return hmac.digest(self._key, b"".join((b"e", head, where.encode(), codec.encode(), data, prev)),
+                           "sha256")[:TAG]  # fmt: skip
 
     def record_tag(
         self, where: str, version: int, codec: str, data: bytes, created: float, clock: float

@@ -130,7 +130,7 @@ def check_entries(
         if clock != e.created_at:
             raise IntegrityError(f"entry {e.seq} of log {where!r} has created_at {e.created_at!r}, but it was "
                                  f"written at {clock!r}: its timestamp was changed")  # fmt: skip
-        out.append(replace(e, data=value, codec=codec))
+        out.append(Entry(e.log, e.seq, value, codec, e.created_at))
         prev = tag
     if len(out) != hi - lo + 1:
         raise IntegrityError(f"entries {lo + len(out)}..{hi} of log {where!r} are missing: deleted beneath the "

@@ -115,11 +115,11 @@ class SealedBackend(Backend):
 
     def open_record(self, rec: Record) -> Record:
         data, codec = self.open_value(rec.data, rec.codec, rec.key, b"r", rec.version)
-        return replace(rec, data=data, codec=codec)
+        return Record(rec.key, data, codec, rec.version, rec.created_at, rec.updated_at, rec.expires_at)
 
     def open_entry(self, entry: Entry) -> Entry:
         data, codec = self.open_value(entry.data, entry.codec, entry.log, b"e", entry.seq)
-        return replace(entry, data=data, codec=codec)
+        return Entry(entry.log, entry.seq, data, codec, entry.created_at)
 
     # -- reads ---------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
