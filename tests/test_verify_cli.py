@@ -92,3 +92,14 @@ def test_a_plain_store_copied_into_a_chained_one_verifies(tmp_path: Path, monkey
     assert code == 0 and "verified" in out
     with statekeel.open(dst) as store:
         assert store.session("old").history() == [{"role": "user", "content": "hello"}]
+
+
+def test_an_anchor_kept_by_callables(tmp_path: Path) -> None:
+    kept: dict[str, bytes] = {}
+    anchor = (lambda data: kept.__setitem__("a", data), lambda: kept.get("a"))
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with statekeel.open(url, integrity=Integrity(key=KEY, anchor=anchor)) as store:
+        store.app.put("k", 1)
+        assert store.anchor().ok and "a" in kept
+        store.app.put("k", 2)
+        assert store.verify().ok and "compared with the anchor" in store.verify().anchor

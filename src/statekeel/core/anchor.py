@@ -12,8 +12,9 @@ Where it goes (``Integrity(anchor=...)``, CLI ``STATEKEEL_ANCHOR``):
 * ``"file:/path"`` — a file, replaced atomically (write, fsync, rename);
 * a store URL (``"sqlite:///keys.db"``, the keystore's URL) — a record
   ``statekeel/anchors/<store id>`` in that store;
-* an object with ``save(data: bytes)`` and ``load() -> bytes | None`` — anywhere
-  else (an object store with versioning, a transparency log, a KMS-signed blob).
+* an object with ``save(data: bytes)`` and ``load() -> bytes | None``, or a
+  ``(save, load)`` pair of callables — anywhere else (an object store with
+  versioning, a transparency log, a KMS-signed blob).
 
 What it guarantees is bounded by when it was written: writes after the last
 anchor can still be rolled back without notice, so anchor regularly (a cron
@@ -27,13 +28,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError, IntegrityError
 from ..protocol import ANY, Put, keys
 from .chain import ChainKey
 
-__all__ = ["Anchor", "FileAnchor", "StoreAnchor", "anchor_from", "decode_anchor", "encode_anchor", "read_anchor"]
+__all__ = ["Anchor", "CallableAnchor", "FileAnchor", "StoreAnchor", "anchor_from", "decode_anchor", "encode_anchor", "read_anchor"]
 
 
 @runtime_checkable
@@ -98,12 +100,27 @@ class StoreAnchor:
         return None if rec is None else rec.data
 
 
+class CallableAnchor:
+    """The anchor kept by two callables: ``save(data)`` and ``load() -> bytes | None``."""
+
+    def __init__(self, save: Callable[[bytes], object], load: Callable[[], bytes | None]) -> None:
+        self._save, self._load = save, load
+
+    def save(self, data: bytes) -> None:
+        self._save(data)
+
+    def load(self) -> bytes | None:
+        return self._load()
+
+
 def anchor_from(setting: Any, store_id: str) -> Anchor | None:
     """The anchor a setting names (None: no anchor)."""
     if setting is None or setting == "":
         return None
     if isinstance(setting, Anchor):
         return setting
+    if isinstance(setting, tuple) and len(setting) == 2 and all(callable(f) for f in setting):
+        return CallableAnchor(setting[0], setting[1])
     if isinstance(setting, (str, Path)):
         text = str(setting)
         if text.startswith("file:") and not text.startswith("file://"):
@@ -112,8 +129,8 @@ def anchor_from(setting: Any, store_id: str) -> Anchor | None:
             return StoreAnchor(text, store_id)
         return FileAnchor(text)
     raise ConfigurationError(
-        f"cannot anchor to a {type(setting).__name__}: give 'file:/path', a store URL, or an object with "
-        "save(data) and load()"
+        f"cannot anchor to a {type(setting).__name__}: give 'file:/path', a store URL, a (save, load) pair "
+        "of callables, or an object with save(data) and load()"
     )
 
 

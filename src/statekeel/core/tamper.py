@@ -41,8 +41,9 @@ class Integrity:
     (``"env:NAME"``, ``"file:/path"``, key text, raw bytes, a callable); None = the
     encryption master key when the store is encrypted, else ``env:STATEKEEL_MASTER_KEY``.
     ``anchor``: where the store's root is kept outside it (:mod:`statekeel.core.anchor`):
-    a path (``"file:/var/lib/agent/anchor"``), a store URL such as the keystore's, or
-    an object with ``save(data: bytes)`` and ``load() -> bytes | None``.
+    a path (``"file:/var/lib/agent/anchor"``), a store URL such as the keystore's, a
+    ``(save, load)`` pair of callables, or an object with ``save(data: bytes)`` and
+    ``load() -> bytes | None``.
     """
 
     key: Any = None
