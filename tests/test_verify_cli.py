@@ -103,3 +103,20 @@ def test_an_anchor_kept_by_callables(tmp_path: Path) -> None:
         assert store.anchor().ok and "a" in kept
         store.app.put("k", 2)
         assert store.verify().ok and "compared with the anchor" in store.verify().anchor
+
+
+def test_the_documented_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/security.md, "Tamper-evident mode": its Python block, run as written in an empty directory."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Tamper-evident mode\n"):]
+    section = section[: section.index("\n## ", 5)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STATEKEEL_MASTER_KEY", KEY)
+    scope: dict[str, object] = {"statekeel": statekeel}
+    exec(compile(block, "docs/security.md", "exec"), scope)  # noqa: S102 - the documented example itself
+    store = scope["store"]
+    assert isinstance(store, statekeel.Store) and store.verify().ok
+    store.close()
