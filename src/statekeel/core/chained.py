@@ -222,7 +222,7 @@ class ChainedBackend(Backend):
                 for part in plan.heads:
                     self._heads.pop(part, None)
                 if ours and time.monotonic() < deadline:
-                    time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
+                    time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
                     continue
                 raise
             except BaseException:
@@ -243,6 +243,9 @@ class ChainedBackend(Backend):
     def close(self) -> None:
         self._inner.close()
 
+
+_JITTER: Final = random.Random()
+"""Backoff jitter from a generator of its own (the global one may be seeded by the caller's tests)."""
 
 _READS: Final = 5
 """Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and

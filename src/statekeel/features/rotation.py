@@ -79,7 +79,11 @@ def reencrypt(store: Core, progress: Callable[[str], None] | None = None) -> Ree
     sealed = _sealed(store)
     result = ReencryptResult()
     converted = EncryptResult()
-    _convert_pass(store, sealed, converted)
+    was, sealed.policy.converting = sealed.policy.converting, True  # plaintext found is read to be encrypted
+    try:
+        _convert_pass(store, sealed, converted)
+    finally:
+        sealed.policy.converting = was
     result.plaintext = converted.converted
     for partition in keyring.partitions():
         target = keyring.begin_reencrypt(partition)
