@@ -20,3 +20,5 @@ from statekeel.testing.conformance.test_idempotency import *  # noqa: F403
 from statekeel.testing.conformance.test_leases import *  # noqa: F403
 from statekeel.testing.conformance.test_run_liveness import *  # noqa: F403
 from statekeel.testing.conformance.test_retention import *  # noqa: F403
+from statekeel.testing.conformance.test_positions import *  # noqa: F403
+from statekeel.testing.conformance.test_tamper import *  # noqa: F403

@@ -43,7 +43,7 @@ def _enc(url: str) -> statekeel.Store:
 
 
 def _snapshot(backend: statekeel.Store) -> list[Record]:
-    return list(backend.backend.scan("", limit=10_000))
+    return list(backend.storage.scan("", limit=10_000))
 
 
 @pytest.fixture
@@ -58,26 +58,26 @@ def encrypted(store_url: str) -> Iterator[statekeel.Store]:
 # -- planted plaintext ------------------------------------------------------------------
 def test_planted_plaintext_record_is_refused_on_every_backend(encrypted: statekeel.Store) -> None:
     key = encrypted.app._full_key("cfg")
-    encrypted.backend.apply([Put(key, PLANTED, "json")])
+    encrypted.storage.apply([Put(key, PLANTED, "json")])
     with pytest.raises(IntegrityError, match="stored without encryption") as info:
         encrypted.app.get("cfg")
     assert key in str(info.value)
     with pytest.raises(IntegrityError):
         list(encrypted.app.items())
     new_key = encrypted.app._full_key("planted-new")  # a record that never existed
-    encrypted.backend.apply([Put(new_key, PLANTED, "json")])
+    encrypted.storage.apply([Put(new_key, PLANTED, "json")])
     with pytest.raises(IntegrityError, match="planted"):
         encrypted.app.get("planted-new")
 
 
 def test_planted_plaintext_history_entry_and_session_state_are_refused(encrypted: statekeel.Store) -> None:
     s = encrypted.session("s1")
-    encrypted.backend.apply([Append(s._log, ((PLANTED, "json"),))])
+    encrypted.storage.apply([Append(s._log, ((PLANTED, "json"),))])
     with pytest.raises(IntegrityError, match="stored without encryption"):
         s.history()
     with pytest.raises(IntegrityError):
         s.history(last=1)
-    encrypted.backend.apply([Put(layout.state_key("session", "s1", "ticket"), b"2", "json")])
+    encrypted.storage.apply([Put(layout.state_key("session", "s1", "ticket"), b"2", "json")])
     with pytest.raises(IntegrityError):
         encrypted.session("s1").state.get("ticket")
 
@@ -85,14 +85,14 @@ def test_planted_plaintext_history_entry_and_session_state_are_refused(encrypted
 def test_planted_plaintext_in_a_tenant_is_refused(encrypted: statekeel.Store) -> None:
     acme = encrypted.tenant("acme")
     acme.app.put("k", "real")
-    acme.backend.apply([Put(acme.app._full_key("k"), b'"planted"', "json")])
+    acme.storage.apply([Put(acme.app._full_key("k"), b'"planted"', "json")])
     with pytest.raises(IntegrityError, match="stored without encryption"):
         acme.app.get("k")
 
 
 def test_doctor_lists_planted_plaintext_with_and_without_the_key(encrypted: statekeel.Store) -> None:
     key = encrypted.app._full_key("cfg")
-    encrypted.backend.apply([Put(key, PLANTED, "json")])
+    encrypted.storage.apply([Put(key, PLANTED, "json")])
     report = examine(encrypted)
     assert not report.ok
     assert any(key in p and "without encryption" in p for p in report.as_dict()["problems"])
@@ -106,7 +106,7 @@ def test_doctor_lists_planted_plaintext_with_and_without_the_key(encrypted: stat
 
 
 def test_records_plain_by_design_stay_readable(encrypted: statekeel.Store) -> None:
-    assert encrypted.backend.get(layout.ENCRYPTION_MARKER) is not None
+    assert encrypted.storage.get(layout.ENCRYPTION_MARKER) is not None
     assert examine(encrypted).ok  # keystore records and the marker are plain and not reported
     encrypted.erase("u1")  # writes a plain erasure record
     assert examine(encrypted).ok
@@ -131,11 +131,11 @@ def test_an_encrypted_store_is_refused_without_its_key(store_url: str, monkeypat
 def test_a_store_encrypted_before_markers_existed_is_refused_without_its_key(store_url: str) -> None:
     with _enc(store_url) as store:
         store.app.put("k", "v")
-        store.backend.apply([Delete(layout.ENCRYPTION_MARKER)])  # as written by an older statekeel
+        store.storage.apply([Delete(layout.ENCRYPTION_MARKER)])  # as written by an older statekeel
     with pytest.raises(KeyUnavailableError, match=KEY_ID):
         statekeel.open(store_url)
     with _enc(store_url) as store:  # opening with the key marks it
-        assert store.backend.get(layout.ENCRYPTION_MARKER) is not None and store.app.get("k") == "v"
+        assert store.storage.get(layout.ENCRYPTION_MARKER) is not None and store.app.get("k") == "v"
 
 
 @pytest.mark.multiprocess
@@ -160,7 +160,7 @@ def _plain_store(url: str) -> dict[str, float | None]:
         store.app.put("cfg", {"v": 1})
         store.tenant("acme").app.put("t", "tenant value")
         store.events("orders").append("created", {"id": 7})
-        return {r.key: r.expires_at for r in store.backend.scan("")}
+        return {r.key: r.expires_at for r in store.storage.scan("")}
 
 
 def _assert_readable(store: statekeel.Store) -> None:
@@ -177,21 +177,21 @@ def test_keys_encrypt_converts_a_plaintext_store_in_place(store_url: str) -> Non
     expiry = _plain_store(store_url)
     with statekeel.open(store_url) as plain:
         log = plain.session("s1")._log
-        entries_before = [(e.seq, e.created_at) for e in plain.backend.read(log)]
+        entries_before = [(e.seq, e.created_at) for e in plain.storage.read(log)]
     with open_for_maintenance(store_url, encryption=Encryption(master_key=KEY), migrate=True, mark=False) as store:
         result = encrypt_store(store)
         assert result.records >= 5 and result.entries >= 3
-        for rec in store.backend.scan(""):
+        for rec in store.storage.scan(""):
             assert rec.codec.endswith("+aesgcm") or layout.stored_in_clear(rec.key), rec.key
             if rec.key in expiry:
                 assert rec.expires_at == expiry[rec.key], rec.key
-        assert [(e.seq, e.created_at) for e in store.backend.read(log)] == entries_before
-        assert store.backend.get(layout.ENCRYPTION_CONVERSION) is None
+        assert [(e.seq, e.created_at) for e in store.storage.read(log)] == entries_before
+        assert store.storage.get(layout.ENCRYPTION_CONVERSION) is None
         again = encrypt_store(store)  # idempotent: nothing left to convert
         assert again.records == 0 and again.entries == 0
     with _enc(store_url) as store:
         _assert_readable(store)
-        store.backend.apply([Put(store.app._full_key("cfg"), b"{}", "json")])
+        store.storage.apply([Put(store.app._full_key("cfg"), b"{}", "json")])
         with pytest.raises(IntegrityError):  # finished: plaintext is refused from now on
             store.app.get("cfg")
     with pytest.raises(KeyUnavailableError, match=KEY_ID):
@@ -203,11 +203,11 @@ def test_keys_encrypt_resumes_and_a_half_converted_store_stays_readable(store_ur
     _plain_store(store_url)
     with open_for_maintenance(store_url, encryption=Encryption(master_key=KEY), migrate=True, mark=False) as store:
         # what a run interrupted after its first record leaves behind
-        _begin_conversion(store)
-        statekeel.core.encryption.write_marker(store.backend, store.keyring.master)  # type: ignore[union-attr]
-        first = store.backend.get(store.app._full_key("cfg"))
+        _begin_conversion(store, store.backend)  # type: ignore[arg-type]
+        statekeel.core.encryption.write_marker(store.storage, store.keyring.master)  # type: ignore[union-attr]
+        first = store.storage.get(store.app._full_key("cfg"))
         assert first is not None
-        _encrypt_record(store, store.codec.unchecked()._unguarded(), first)
+        _encrypt_record(store, store.backend, first)  # type: ignore[arg-type]
     with _enc(store_url) as half:
         _assert_readable(half)  # with the key: both the encrypted and the not yet converted values
     with pytest.raises(KeyUnavailableError):
@@ -222,8 +222,8 @@ def test_keys_encrypt_resumes_and_a_half_converted_store_stays_readable(store_ur
 
 
 def test_a_forged_conversion_record_does_not_reopen_the_downgrade(encrypted: statekeel.Store) -> None:
-    encrypted.backend.apply([Put(layout.ENCRYPTION_CONVERSION, b'{"started": 1}', "json")])
-    encrypted.backend.apply([Put(encrypted.app._full_key("cfg"), PLANTED, "json")])
+    encrypted.storage.apply([Put(layout.ENCRYPTION_CONVERSION, b'{"started": 1}', "json")])
+    encrypted.storage.apply([Put(encrypted.app._full_key("cfg"), PLANTED, "json")])
     if encrypted.url.startswith("memory"):
         return  # the policy is decided at open; a memory store cannot be opened again
     with _enc(encrypted.url) as again:
@@ -235,13 +235,13 @@ def test_a_forged_conversion_record_does_not_reopen_the_downgrade(encrypted: sta
 def test_reencrypt_leaves_no_plaintext_behind(encrypted: statekeel.Store) -> None:
     key = encrypted.app._full_key("legacy")
     log = encrypted.session("s1")._log
-    encrypted.backend.apply([Put(key, b'"from a process without the key"', "json"),
+    encrypted.storage.apply([Put(key, b'"from a process without the key"', "json"),
                              Append(log, ((b'"plain message"', "json"),))])
     result = reencrypt(encrypted)
     assert key in result.plaintext and f"{log}#2" in result.plaintext
     assert encrypted.app.get("legacy") == "from a process without the key"
     assert encrypted.session("s1").history() == [{"role": "user", "content": "hi"}, "plain message"]
-    for rec in encrypted.backend.scan(""):
+    for rec in encrypted.storage.scan(""):
         assert rec.codec.endswith("+aesgcm") or layout.stored_in_clear(rec.key), rec.key
 
 
@@ -275,7 +275,7 @@ def test_marker_names_the_key_after_rotation(store_url: str) -> None:
     both = f"{base64.b64encode(new).decode()},{KEY}"
     with statekeel.open(store_url, encryption=Encryption(master_key=both)) as store:
         rotate_master(store)
-        marker = store.backend.get(layout.ENCRYPTION_MARKER)
+        marker = store.storage.get(layout.ENCRYPTION_MARKER)
         assert marker is not None and json.loads(marker.data)["master_key_id"] == key_id(new)
     with pytest.raises(KeyUnavailableError, match=key_id(new)):
         statekeel.open(store_url)

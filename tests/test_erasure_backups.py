@@ -27,7 +27,7 @@ def test_a_backup_taken_before_erasure_cannot_be_read_after_it(tmp_path: Path) -
 
     with statekeel.open(data_url, encryption=enc) as store:
         store.erase("ann")
-        store.backend.checkpoint_wal()  # type: ignore[attr-defined]
+        store.storage.checkpoint_wal()  # type: ignore[attr-defined]
 
     # live data and its WAL: no plaintext ever, and nothing of ann's left to read
     for f in tmp_path.glob("data.db*"):

@@ -124,7 +124,7 @@ def test_doctor_exits_1_listing_planted_plaintext(tmp_path: Path) -> None:
     with statekeel.open(url, encryption=Encryption(master_key=KEY)) as store:
         store.app.put("k", "v")
         planted = store.app._full_key("k")
-        store.backend.apply([Put(planted, b'"planted"', "json")])
+        store.storage.apply([Put(planted, b'"planted"', "json")])
     for env in ({"STATEKEEL_MASTER_KEY": KEY}, {}):
         report = _cli("doctor", url, "--json", **env)
         assert report.returncode == 1
@@ -136,7 +136,7 @@ def test_reencrypt_lists_what_it_found_in_plaintext(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/a.db"
     with statekeel.open(url, encryption=Encryption(master_key=KEY)) as store:
         store.app.put("k", "v")
-        store.backend.apply([Put(store.app._full_key("old"), b'"plain"', "json")])
+        store.storage.apply([Put(store.app._full_key("old"), b'"plain"', "json")])
     done = _cli("--url", url, "keys", "reencrypt", "--json", STATEKEEL_MASTER_KEY=KEY)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["plaintext_encrypted"] == ["app/_/state/old"]
@@ -153,7 +153,7 @@ def test_docs_encryption_examples_run_as_written(tmp_path: Path) -> None:
     with statekeel.open(f"sqlite:///{tmp_path}/agent.db",
                         encryption=Encryption(master_key=KEY, keystore_url=f"sqlite:///{tmp_path}/keys.db")) as store:
         assert store.app.get("greeting") == "hello"
-        assert store.backend.get(layout.ENCRYPTION_MARKER) is not None
+        assert store.storage.get(layout.ENCRYPTION_MARKER) is not None
 
 
 def test_docs_encrypting_example_runs_as_written(tmp_path: Path) -> None:

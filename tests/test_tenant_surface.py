@@ -35,6 +35,7 @@ import statekeel
 from statekeel import Encryption, Store
 from statekeel.aio import AsyncStore
 from statekeel.backends.tenant import TenantBackend
+from statekeel.core.sealed import SealedBackend
 from statekeel.core.keyring import Keyring
 from statekeel.core.tenant_keyring import TenantKeyring
 from statekeel.errors import ConfigurationError, ExpiredError, UsageError
@@ -117,7 +118,9 @@ _CONSUMER: dict[str, Kind] = {"ack": TENANT, "poll": TENANT, "seek": TENANT, "la
 SURFACE: dict[str, dict[str, Kind]] = {
     "Store": {
         **_STORE_FEATURES,
-        "backend": OBJECT, "codec": OBJECT, "keyring": OBJECT, "close": NOTHING,
+        "backend": OBJECT, "codec": OBJECT, "keyring": OBJECT, "storage": OBJECT, "sealing": OBJECT,
+        "chain_locked": VALUE, "close": NOTHING, "verify": TENANT,
+        "anchor": Refuses(lambda t: t.anchor()),
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),
@@ -131,10 +134,17 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "close": NOTHING, "purge_expired": NOTHING,
         "migrate": NOTHING,  # reports; refuses to migrate (tests/test_architecture.py)
     },
+    "SealedBackend": {  # the sealing of an encrypted store, above the tenant's own view
+        **dict.fromkeys(("apply", "get", "get_many", "log_info", "read", "read_values", "scan", "scan_logs"), TENANT),
+        **dict.fromkeys(("open_entry", "open_record", "open_value"), TENANT),
+        **dict.fromkeys(("batch_scope", "url"), VALUE),
+        "storage": OBJECT, "policy": OBJECT, "locked": VALUE, "is_stale": TENANT, "over": NOTHING,  # over() seals under this tenant's prefix only
+        "close": NOTHING, "purge_expired": NOTHING, "migrate": NOTHING,
+    },
     "Codec": {
-        **dict.fromkeys(("compressing", "decode", "decode_many", "encode", "for_context", "unchecked"), TENANT),
+        **dict.fromkeys(("compressing", "decode", "decode_many", "encode", "for_context"), TENANT),
         **dict.fromkeys(("compress_min_bytes", "context_prefix", "max_record_bytes"), VALUE),
-        "guard": OBJECT, "policy": OBJECT,
+        "guard": OBJECT,
     },
     "EncryptedStorePolicy": {"check_decode": TENANT, "check_encode": TENANT, "converting": VALUE, "locked": VALUE},
     "SecretGuard": {"check": TENANT, "suspicious": TENANT, "mode": VALUE},
@@ -162,7 +172,8 @@ SURFACE: dict[str, dict[str, Kind]] = {
     # -- the asyncio twin -------------------------------------------------------------------
     "AsyncStore": {
         **_STORE_FEATURES,
-        "call": TENANT, "context": TENANT, "sync": OBJECT, "aclose": NOTHING,
+        "call": TENANT, "context": TENANT, "sync": OBJECT, "aclose": NOTHING, "storage": OBJECT, "sealing": OBJECT,
+        "verify": TENANT, "anchor": Refuses(lambda t: t.anchor()),
         "events": Opens(lambda t: t.events("e")),
         "find_session": Opens(lambda t: t.find_session("s")),
         "run": Opens(lambda t: t.run("r")),
@@ -231,7 +242,7 @@ class Walk:
         """True for a statekeel object to walk; a plain value passes; anything else is a leak."""
         if isinstance(obj, _LEAVES) or inspect.isroutine(obj):
             return False
-        if isinstance(obj, Backend) and not isinstance(obj, TenantBackend):
+        if isinstance(obj, Backend) and not isinstance(obj, (TenantBackend, SealedBackend)):
             self.problems.append(f"{path}: the tenant handle reaches the whole store's backend {type(obj).__name__}")
         elif isinstance(obj, Keyring) and not isinstance(obj, TenantKeyring):
             self.problems.append(f"{path}: the tenant handle reaches the whole store's keyring")
@@ -319,7 +330,7 @@ def test_every_public_attribute_of_a_tenant_handle_is_classified(store_url: str)
     assert set(SURFACE) == walk.classes, f"classified but not reached: {set(SURFACE) - walk.classes}"
     refused = {path.rsplit(".", 1)[-1] for path in walk.refused}
     assert refused == {
-        "tenant", "master", "keystore", "partitions", "rewrap", "new_version", "begin_reencrypt", "end_reencrypt"
+        "tenant", "anchor", "master", "keystore", "partitions", "rewrap", "new_version", "begin_reencrypt", "end_reencrypt"
     }
 
 

@@ -97,6 +97,41 @@ def sk_sqlite_encrypted(turns, ctx):
     return _sqlite(turns, ctx, encryption=_key())
 
 
+def _chain():
+    import statekeel
+
+    return statekeel.Integrity(key=b"c" * 32)
+
+
+def sk_sqlite_chain(turns, ctx):
+    return _sqlite(turns, ctx, integrity=_chain())
+
+
+def sk_sqlite_chain_encrypted(turns, ctx):
+    return _sqlite(turns, ctx, integrity=_chain(), encryption=_key())
+
+
+def _pg(turns, ctx, **options):
+    import statekeel
+    from benchmarks.systems.pg_peers import db_size
+
+    s0 = db_size(ctx["pg_dsn"])
+    store = statekeel.open(ctx["pg_dsn"], **options)
+    try:
+        lat, load = _turn_loop(store, turns)
+    finally:
+        store.close()
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": db_size(ctx["pg_dsn"]) - s0}
+
+
+def sk_pg_chain(turns, ctx):
+    return _pg(turns, ctx, integrity=_chain())
+
+
+def sk_pg_chain_encrypted(turns, ctx):
+    return _pg(turns, ctx, integrity=_chain(), encryption=_key())
+
+
 def sk_pg_encrypted(turns, ctx):
     import statekeel
     from benchmarks.systems.pg_peers import db_size

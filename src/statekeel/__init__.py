@@ -55,6 +55,7 @@ from .features.upcasting import SchemaVersionError, Versioned, register_upcaster
 from .models import Item, Message, Page, SessionInfo
 from .protocol import ANY
 from .core.encryption import Encryption
+from .core.tamper import Integrity
 from .features.erasure import Erasure
 from .security import SecretGuard
 from .store import DEFAULT_URL, Store, open
@@ -96,6 +97,7 @@ __all__ = [
     "EventStream",
     "ExpiredError",
     "GcReport",
+    "Integrity",
     "IntegrityError",
     "InvalidInputError",
     "Item",

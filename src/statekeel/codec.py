@@ -55,7 +55,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .security.guard import SecretGuard
 
-__all__ = ["Codec", "CodecPolicy", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
+__all__ = ["Codec", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 _TAG = "$sk"
@@ -82,16 +82,6 @@ class Transform(Protocol):
     def encode(self, data: bytes, context: str) -> bytes: ...
 
     def decode(self, data: bytes, context: str) -> bytes: ...
-
-
-class CodecPolicy(Protocol):
-    """What the store adds to the codec when it is encrypted (:mod:`statekeel.core.encryption`):
-    refuse to write without the key, and refuse stored values that skip the encryption step.
-    Both take the record's full key (tenant prefix included)."""
-
-    def check_encode(self, context: str) -> None: ...
-
-    def check_decode(self, codec: str, context: str) -> None: ...
 
 
 class _Zlib:
@@ -367,8 +357,6 @@ class Codec:
         self._compressor = self._builtin(compress) if compress else None
         self._transforms: list[Transform] = list(transforms or [])
         self._known: dict[str, Transform] = {t.name: t for t in self._transforms}
-        self.policy: CodecPolicy | None = None
-        """Set by ``statekeel.open`` on an encrypted store (kept by every derived codec)."""
 
     def for_context(self, prefix: str) -> Codec:
         """This codec with ``prefix`` in every transform context (tenants: their own AAD and keys)."""
@@ -381,11 +369,6 @@ class Codec:
     def _unguarded(self) -> Codec:
         """This codec without the secret guard (to encode an already redacted value)."""
         return self._with(guard=None)
-
-    def unchecked(self) -> Codec:
-        """This codec without its policy: reads what an encrypted store still holds in plaintext
-        (only for ``statekeel keys encrypt`` / ``reencrypt``, which encrypt it)."""
-        return self._with(policy=None)
 
     def _with(self, **changes: Any) -> Codec:
         clone = object.__new__(Codec)
@@ -400,8 +383,6 @@ class Codec:
 
     def encode(self, value: Any, path: str = "value", context: str = "") -> tuple[bytes, str]:
         """Bytes and codec name for ``value``; ``path`` names it in errors."""
-        if self.policy is not None:
-            self.policy.check_encode(self.context_prefix + context)
         walker = _Walker()
         try:
             tree = walker.walk(value, path)
@@ -449,8 +430,6 @@ class Codec:
             raise _corrupt(context, codec, exc) from exc
 
     def _decode(self, data: bytes, codec: str, context: str) -> Any:
-        if self.policy is not None:
-            self.policy.check_decode(codec, self.context_prefix + context)
         base, *steps = codec.split("+")
         for step in reversed(steps):
             data = self._transform(step).decode(data, self.context_prefix + context)
@@ -469,7 +448,7 @@ class Codec:
         If the joined parse fails or yields another count (a damaged item), each is
         decoded on its own, so the error is the one :meth:`decode` gives.
         """
-        if items and self.policy is None and all(codec == "json" for _, codec in items):
+        if items and all(codec == "json" for _, codec in items):
             try:
                 values = json.loads(b"[" + b",".join(data for data, _ in items) + b"]")
             except _JSON_ERRORS:

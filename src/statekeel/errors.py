@@ -123,6 +123,9 @@ class ConflictError(StatekeelError):
         self.expected = expected
         self.actual = actual
 
+    def __reduce__(self) -> tuple[type[ConflictError], tuple[str, int | None, int | None]]:
+        return ConflictError, (self.key, self.expected, self.actual)  # picklable: crosses process pools
+
 
 class LeaseLostError(StatekeelError):
     """This handle no longer holds the lease: it expired and another holder took it over

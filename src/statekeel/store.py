@@ -14,10 +14,17 @@ from .backends.memory import MemoryBackend
 from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
-from .core.encryption import AesGcmTransform, Encryption, conversion_in_progress, prepare
+from .core.encryption import Cipher, Encryption, conversion_in_progress, prepare
+from .core.chain import ChainKey
+from .core.chained import ChainedBackend
+from .core.sealed import SealedBackend
+from .core.anchor import anchor_from
+from .features import verify as _verify
+from .features.verify import VerifyReport
+from .core.tamper import Integrity, IntegritySetting, integrity_key_id, integrity_store_id, prepare_chain
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
-from .errors import ConfigurationError, InvalidInputError, UsageError
+from .errors import ConfigurationError, InvalidInputError, KeyUnavailableError, UsageError
 from .features import decisions as _decisions
 from .features import lifecycle as _lifecycle
 from .features import retention as _retention
@@ -203,18 +210,20 @@ class Store(Core):
         (docs/security.md, "What a tenant handle can do"); tenants do not nest.
         """
         check_name(name, "a tenant name")
-        if isinstance(self.backend, TenantBackend):
+        if isinstance(self.storage, TenantBackend):
             raise UsageError(
-                f"this is a tenant handle (tenant {self.backend.tenant!r}) and tenants do not nest; "
+                f"this is a tenant handle (tenant {self.storage.tenant!r}) and tenants do not nest; "
                 f"open tenant {name!r} on the store itself: store.tenant({name!r})"
             )
         backend: Backend
-        if native := isinstance(self.backend, SupportsTenants):
-            backend = self.backend.for_tenant(name)
+        if native := isinstance(self.storage, SupportsTenants):
+            backend = self.storage.for_tenant(name)
         else:
-            backend = TenantBackend(self.backend, name)
-        # a TenantBackend calls the parent's (already guarded) backend; a native one is new
-        allow = self._allow_in_event_loop or not native
+            backend = TenantBackend(self.storage, name)
+        if sealed := isinstance(self.backend, (SealedBackend, ChainedBackend)):  # above the tenant's view
+            backend = self.backend.over(backend, tenant_prefix(name))
+        # a bare TenantBackend calls the parent's (already guarded) backend; anything else is new
+        allow = self._allow_in_event_loop or not (native or sealed)
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
         child.keyring = None if self.keyring is None else TenantKeyring(self.keyring, tenant_prefix(name))
         return child
@@ -223,6 +232,17 @@ class Store(Core):
     def erase(self, subject: str) -> Erasure:
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return erase_subject(self, subject)
+
+    # -- tamper evidence ---------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check every chain, MAC and head of a tamper-evident store, and its anchor (see
+        :mod:`statekeel.features.verify`); failures are listed in the report, not raised."""
+        return _verify.verify(self)
+
+    def anchor(self) -> VerifyReport:
+        """Verify, then keep every head's version outside the store (``Integrity(anchor=...)``), so a
+        later rollback of the whole store is found; refused when verification fails."""
+        return _verify.anchor(self)
 
     # -- housekeeping (purge_expired: see Core) ----------------------------------
     def set_retention(self, retention: Retention | None) -> None:
@@ -261,6 +281,7 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     allow_in_event_loop: bool = False,
     encryption: Encryption | None = None,
     secret_guard: GuardMode = "refuse",
+    integrity: IntegritySetting = None,
     **backend_options: Any,
 ) -> Store:
     """Open a store. No URL: ``$STATEKEEL_URL``, else SQLite under ``./.statekeel/``.
@@ -289,7 +310,9 @@ def open(  # noqa: A001 - mirrors the builtin on purpose: statekeel.open(url)
     }
     Codec(transforms=transforms, **codec_options)  # codec options are checked before anything is opened or created
     backend = open_backend(url, migrate=migrate, **backend_options)
-    access = _Access(encryption, transforms, mark=migrate, locked_ok=False)
+    if integrity is None:  # the deployment may turn it on for every process: STATEKEEL_INTEGRITY=chain
+        integrity = os.environ.get("STATEKEEL_INTEGRITY") or None  # type: ignore[assignment]
+    access = _Access(encryption, transforms, mark=migrate, locked_ok=False, integrity=integrity)
     return _store_on(backend, access, codec_options, allow_in_event_loop)
 
 
@@ -301,22 +324,52 @@ class _Access:
     transforms: list[Transform] | None
     mark: bool
     locked_ok: bool
+    integrity: IntegritySetting = None
+    only_if_marked: bool = False
+    """A key given to a check (doctor, verify) of a store not marked encrypted is not used."""
 
 
 def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], allow_in_event_loop: bool) -> Store:
     try:
-        keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok)
-        steps = [*(access.transforms or []), *([AesGcmTransform(keyring)] if keyring else [])]
-        codec = Codec(transforms=steps, **codec_options)
-        codec.policy = policy
-        if policy is not None and keyring is not None:
-            policy.converting = conversion_in_progress(backend, codec)
+        keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok,
+                                  only_if_marked=access.only_if_marked)
+        codec = Codec(transforms=access.transforms, **codec_options)
+        raw = backend
+        if policy is not None:  # an encrypted store: values are sealed to their position below the features
+            cipher = Cipher(keyring) if keyring is not None else None
+            if cipher is not None:
+                policy.converting = conversion_in_progress(backend, cipher, codec)
+            backend = SealedBackend(backend, cipher, policy)
+        chain, chain_locked = _chain(raw, access)
+        if chain is not None:  # tamper-evident: above the encryption, so the chain covers the plaintext
+            backend = ChainedBackend(backend, chain)
+            backend.anchor = anchor_from(_anchor_setting(access), integrity_store_id(raw))
     except BaseException:
         backend.close()  # a bad key configuration must not leak the connection
         raise
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
     store.keyring = keyring
+    store.chain_locked = chain_locked
     return store
+
+
+def _chain(raw: Backend, access: _Access) -> tuple[ChainKey | None, str | None]:
+    """The MAC key of a tamper-evident store. Maintenance opens (doctor, verify) use the default key
+    source when the store is marked; without that key, the chain is reported locked, not refused."""
+    setting = access.integrity
+    default = access.encryption.master_key if access.encryption is not None else None
+    if setting is None and access.locked_ok and integrity_key_id(raw) is not None:
+        try:
+            return prepare_chain(raw, "chain", default, mark=False, locked_ok=True)
+        except KeyUnavailableError as exc:
+            return None, f"the store {raw.url} is tamper-evident (integrity='chain') and its chains need the key: {exc}"
+    return prepare_chain(raw, setting, default, mark=access.mark, locked_ok=access.locked_ok)
+
+
+def _anchor_setting(access: _Access) -> Any:
+    setting = access.integrity
+    chosen = setting.anchor if isinstance(setting, Integrity) else None
+    return chosen if chosen is not None else os.environ.get("STATEKEEL_ANCHOR")
 
 
 def open_for_maintenance(
@@ -330,12 +383,14 @@ def open_for_maintenance(
     (``keys encrypt`` marks it itself, after recording that a conversion is under way).
     """
     backend = open_backend(url, migrate=migrate)
-    access = _Access(encryption, None, mark=mark and migrate, locked_ok=True)
+    converting = migrate and not mark  # `statekeel keys encrypt`: seal with the key though nothing is marked yet
+    access = _Access(encryption, None, mark=mark and migrate, locked_ok=True, only_if_marked=not converting)
     return _store_on(backend, access, {"guard": SecretGuard()}, False)
 
 
 _OPEN_KEYWORDS = (
     "migrate", "max_record_bytes", "compress", "transforms", "allow_in_event_loop", "encryption", "secret_guard",
+    "integrity",
 )
 
 

@@ -270,11 +270,11 @@ class BatchWatch:
         """…and of those, how many were (fully)."""
         target.apply = self.apply
 
-    def apply(self, ops: Sequence[Op]) -> Any:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> Any:
         with self._fault.paused():
             before = self._read()
         try:
-            return self._real(ops)
+            return self._real(ops, now=now)
         except StatekeelError as exc:
             self.failed += 1
             try:

@@ -27,6 +27,7 @@ from ..features.run_records import RunInfo, RunStatus
 from ..features.runs import Run
 from ..features.sessions import Session
 from ..features.state import StateView
+from ..features.verify import VerifyReport
 from ..models import Item, Message, Page, SessionInfo, SessionStatus
 from ..protocol import ANY, Expect
 from ..store import Store
@@ -141,6 +142,18 @@ class _StoreForwards:
     async def erase(self, subject: str) -> Erasure:
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return await self._worker.run(lambda: self._store.erase(subject))
+
+    async def verify(self) -> VerifyReport:
+        """Check every chain, MAC and head of a tamper-evident store, and its anchor (see
+        :mod:`statekeel.features.verify`); failures are listed in the report, not raised.
+        """
+        return await self._worker.run(lambda: self._store.verify())
+
+    async def anchor(self) -> VerifyReport:
+        """Verify, then keep every head's version outside the store (``Integrity(anchor=...)``), so a
+        later rollback of the whole store is found; refused when verification fails.
+        """
+        return await self._worker.run(lambda: self._store.anchor())
 
     async def set_retention(self, retention: Retention | None) -> None:
         """The store's default caps for every session (None: none); ``gc`` applies them."""

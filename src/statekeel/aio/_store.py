@@ -14,7 +14,8 @@ from ..errors import UsageError
 from ..features.retention import Retention
 from ..features._duration import Duration
 from ..features.state import Scope, parse_scope
-from ..protocol import keys
+from ..core.sealed import SealedBackend
+from ..protocol import Backend, keys
 from ..store import Store
 from ..store import open as open_sync
 from ._events import AsyncEventStream
@@ -67,6 +68,16 @@ class AsyncStore(_StoreForwards):
     def url(self) -> str:
         """The backend URL, password removed."""
         return self._store.url
+
+    @property
+    def storage(self) -> Backend:
+        """The backend beneath encryption and the chain (see :attr:`Store.storage`); sync: use it off the loop."""
+        return self._store.storage
+
+    @property
+    def sealing(self) -> SealedBackend | None:
+        """The encryption layer of an encrypted store (see :attr:`Store.sealing`)."""
+        return self._store.sealing
 
     @property
     def stats(self) -> Counter[str]:

@@ -165,10 +165,10 @@ class MemoryBackend(Backend):
         return [i for i in found if i is not None][:limit]
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         steps = handlers(_APPLY, ops, "the memory:// backend")
         with self._lock:
-            now = time.time()
+            now = time.time() if now is None else now
             self._check(ops, now)
             return [step(self, op, now) for step, op in zip(steps, ops)]
 
@@ -177,7 +177,11 @@ class MemoryBackend(Backend):
             rec = self._records.get(key)
             return rec.version if rec is not None and _alive(rec.expires_at, now) else None
 
-        check_batch(ops, now, current, lambda prefix: [k for k in self._sorted if k.startswith(prefix)])
+        def next_seq(log: str) -> int:  # as _append numbers it
+            lg = self._logs.get(log)
+            return 1 if lg is None or not _alive(lg.expires_at, now) else lg.last_seq + 1
+
+        check_batch(ops, now, current, lambda prefix: [k for k in self._sorted if k.startswith(prefix)], next_seq)
 
     def _rewrite(self, op: Rewrite, now: float) -> bool:
         lg = self._live_log(op.log)

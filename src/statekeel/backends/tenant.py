@@ -119,10 +119,10 @@ class TenantBackend(Backend):
         found = self._inner.scan_logs(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
         return [i for i in (self._info(x) for x in found) if i is not None]
 
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         steps = handlers(_IN_TENANT, ops, f"the view of tenant {self.tenant!r}")
         inner_ops = [step(op, self.prefix) for step, op in zip(steps, ops)]
-        return [self._result(r) for r in self._inner.apply(inner_ops)]
+        return [self._result(r) for r in self._inner.apply(inner_ops, now=now)]
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Nothing: purging is store-wide housekeeping (see the module docstring); returns 0."""

@@ -14,7 +14,7 @@ import click
 import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
-from . import admin, checkpoints, decisions, demo, events, gc, keys, runs, sessions, state, ui
+from . import admin, checkpoints, decisions, demo, events, gc, keys, runs, sessions, state, ui, verify
 from ._output import CliState
 
 __all__ = ["main"]
@@ -53,6 +53,7 @@ main.add_command(sessions.group)
 main.add_command(state.group)
 main.add_command(admin.migrate)
 main.add_command(admin.doctor)
+main.add_command(verify.verify_command)
 main.add_command(demo.demo)
 main.add_command(decisions.group)
 main.add_command(runs.group)

@@ -52,7 +52,7 @@ def migrate(ctx: click.Context, url: str | None, check: bool, print_sql: bool, a
     # statements are those an empty in-memory database would need.
     store = open_for_maintenance("sqlite:///:memory:" if missing else url)  # needs no encryption key
     ctx.call_on_close(store.close)
-    status = store.backend.migrate(check=True)
+    status = store.storage.migrate(check=True)
     if not (check or print_sql or status.up_to_date):
         _run(store, url, status, as_json)
     elif print_sql and not as_json:
@@ -64,7 +64,7 @@ def migrate(ctx: click.Context, url: str | None, check: bool, print_sql: bool, a
 
 
 def _run(store: Store, url: str, status: MigrationStatus, as_json: bool) -> None:
-    done = store.backend.migrate()
+    done = store.storage.migrate()
     if as_json:
         emit_json(_status_dict(url, done, True))
     else:
@@ -94,12 +94,12 @@ def repair_store(url: str, healthy: bool) -> tuple[bool, str]:
     except StatekeelError as exc:
         return False, f"cannot open the store to repair it: {exc}"
     with store:
-        if isinstance(store.backend, SupportsRepair):
-            return True, store.backend.repair()
+        if isinstance(store.storage, SupportsRepair):
+            return True, store.storage.repair()
         if healthy:
             return False, "nothing to repair"
         return False, (
-            f"the {type(store.backend).__name__} cannot repair itself; restore from a backup, "
+            f"the {type(store.storage).__name__} cannot repair itself; restore from a backup, "
             "or copy what is readable to a new store"
         )
 

@@ -16,6 +16,9 @@ from typing import Any
 from statekeel import StatekeelError, Store
 from statekeel.core import layout
 from statekeel.core.encryption import EncryptedStorePolicy, is_planted_plaintext
+from statekeel.core.chain import STEP, split_trailer
+from statekeel.core.chained import ChainedBackend
+from statekeel.features.verify import verify
 from statekeel.errors import CorruptionError
 from statekeel.protocol import Entry, LogInfo, Record, keys
 from statekeel.protocol.capabilities import SupportsIntegrityCheck
@@ -86,7 +89,7 @@ class _Problems(list[str]):
 
 
 def _check_schema(store: Store) -> Check:
-    status = store.backend.migrate(check=True)
+    status = store.storage.migrate(check=True)
     if status.up_to_date:
         return Check("schema", f"version {status.current}, as this statekeel expects")
     return Check("schema", f"version {status.current}, expected {status.target}", [
@@ -95,39 +98,51 @@ def _check_schema(store: Store) -> Check:
 
 
 def _check_integrity(store: Store) -> Check:
-    if not isinstance(store.backend, SupportsIntegrityCheck):
-        return Check("integrity", f"the {type(store.backend).__name__} has no integrity check of its own")
-    found = [line.strip() for row in store.backend.integrity_check() for line in str(row).splitlines()]
+    if not isinstance(store.storage, SupportsIntegrityCheck):
+        return Check("integrity", f"the {type(store.storage).__name__} has no integrity check of its own")
+    found = [line.strip() for row in store.storage.integrity_check() for line in str(row).splitlines()]
     problems = [p for p in found if not p.startswith("***")]  # SQLite's "*** in database main ***" header
     return Check("integrity", "the backend's own integrity check", problems)
 
 
-def _decodes(store: Store, data: bytes, codec: str, context: str, where: str, problems: _Problems) -> bool:
-    """``context`` is the key the value was encoded under (encryption binds it); ``where`` names it.
+def _decodes(store: Store, item: Record | Entry, where: str, problems: _Problems) -> bool:
+    """Whether a stored record or entry opens (encryption binds its key and position) and decodes.
 
     An encrypted store opened without its key (locked) cannot decode its values: only what
     is stored in plaintext where it must not be is reported."""
-    if _locked(store):
-        if is_planted_plaintext(codec, context):
-            problems.add(f"{where}: stored without encryption in an encrypted store (codec {codec!r}): "
+    key, pos = (item.key, item.version) if isinstance(item, Record) else (item.log, item.seq)
+    sealed = store.sealing
+    if sealed is not None and sealed.locked:
+        if is_planted_plaintext(item.codec, key):
+            problems.add(f"{where}: stored without encryption in an encrypted store (codec {item.codec!r}): "
                          "planted or tampered with")
             return False
         return True
     try:
-        store.codec.decode(data, codec, context)
+        data, codec = item.data, item.codec
+        if sealed is not None:
+            data, codec = sealed.open_value(data, codec, key, b"r" if isinstance(item, Record) else b"e", pos)
+        if codec.endswith(STEP):  # its MAC and place in the chain are the chain check's
+            data, codec = split_trailer(data, key)[0], codec.removesuffix(STEP)
+        store.codec.decode(data, codec, key)
     except Exception as exc:  # any failure to read back is what doctor reports
         problems.add(f"{where}: cannot decode ({type(exc).__name__}: {exc})")
         return False
     return True
 
 
+def _policy(store: Store) -> EncryptedStorePolicy | None:
+    return store.sealing.policy if store.sealing is not None else None
+
+
 def _locked(store: Store) -> bool:
-    return isinstance(store.codec.policy, EncryptedStorePolicy) and store.codec.policy.locked is not None
+    policy = _policy(store)
+    return policy is not None and policy.locked is not None
 
 
 def _check_encryption(store: Store) -> Check:
-    policy = store.codec.policy
-    if not isinstance(policy, EncryptedStorePolicy):
+    policy = _policy(store)
+    if policy is None:
         return Check("encryption", "not encrypted")
     if policy.locked is not None:
         return Check("encryption", "encrypted, key not given: values not decoded (checksums and plaintext "
@@ -167,11 +182,11 @@ def _check_records(store: Store) -> Check:
         nonlocal damaged
         damaged, after[0] = damaged + 1, err.key
 
-    page_of = _walk(lambda n: store.backend.scan("", after=after[0], limit=n), skip, problems)
+    page_of = _walk(lambda n: store.storage.scan("", after=after[0], limit=n), skip, problems)
     while page := page_of():
         rec: Record
         for rec in page:
-            undecodable += not _decodes(store, rec.data, rec.codec, rec.key, rec.key, problems)
+            undecodable += not _decodes(store, rec, rec.key, problems)
         count, after[0] = count + len(page), page[-1].key
     counts = {"records": count + damaged, "verified": count, "damaged": damaged, "undecodable": undecodable}
     decoded = "values not decoded (no key)" if _locked(store) else f"{count - undecodable} decode"
@@ -186,14 +201,14 @@ def _check_log(store: Store, info: LogInfo, problems: _Problems, counts: dict[st
         counts["damaged"] += 1
         seq[0] = (err.seq if err.seq is not None else seq[0]) + 1
 
-    page_of = _walk(lambda n: store.backend.read(info.log, start=seq[0], limit=n), skip, problems)
+    page_of = _walk(lambda n: store.storage.read(info.log, start=seq[0], limit=n), skip, problems)
     while entries := page_of():
         entry: Entry
         for entry in entries:
             if entry.seq != seq[0]:
                 problems.add(f"{info.log}: entries {seq[0]}..{entry.seq - 1} are missing")
                 counts["missing"] += entry.seq - seq[0]
-            if not _decodes(store, entry.data, entry.codec, info.log, f"{info.log}#{entry.seq}", problems):
+            if not _decodes(store, entry, f"{info.log}#{entry.seq}", problems):
                 counts["undecodable"] += 1
             seq[0] = entry.seq + 1
         counts["verified"] += len(entries)
@@ -205,7 +220,7 @@ def _check_log(store: Store, info: LogInfo, problems: _Problems, counts: dict[st
 def _check_logs(store: Store) -> Check:
     problems, logs, after = _Problems(), 0, None
     counts = {"logs": 0, "verified": 0, "damaged": 0, "missing": 0, "undecodable": 0}
-    while page := store.backend.scan_logs("", after=after, limit=100):
+    while page := store.storage.scan_logs("", after=after, limit=100):
         for info in page:
             _check_log(store, info, problems, counts)
         logs, after = logs + len(page), page[-1].log
@@ -216,9 +231,9 @@ def _check_logs(store: Store) -> Check:
 
 def _listed_ids(store: Store, problems: _Problems) -> set[str]:
     ids, after = set(), None
-    while page := store.backend.scan(layout.SESSION_INDEX_PREFIX, after=after, limit=PAGE):
-        found = [keys.split(r.key)[-1] for r in page]
-        for sid, meta in zip(found, store.backend.get_many([layout.session_meta_key(i) for i in found])):
+    while page := store.storage.scan(layout.SESSION_INDEX_PREFIX, after=after, limit=PAGE):
+        found = [keys.split(r.key)[-1] for r in page if not layout.is_chain_head(r.key)]
+        for sid, meta in zip(found, store.storage.get_many([layout.session_meta_key(i) for i in found])):
             if meta is None:
                 problems.add(f"session {sid!r} is listed but its metadata record is missing")
         ids.update(found)
@@ -236,7 +251,7 @@ def _stored_ids(store: Store, problems: _Problems) -> set[str]:
         after[0] = err.key
         _note_meta(err.key, ids)
 
-    page_of = _walk(lambda n: store.backend.scan(prefix, after=after[0], limit=n), skip, _Problems())
+    page_of = _walk(lambda n: store.storage.scan(prefix, after=after[0], limit=n), skip, _Problems())
     while page := page_of():
         for rec in page:
             _note_meta(rec.key, ids)
@@ -260,10 +275,24 @@ def _check_sessions(store: Store) -> Check:
                  {"sessions": len(listed)})
 
 
+def _check_chain(store: Store) -> Check:
+    """Tamper evidence (``statekeel verify``): every chain, MAC, head and the anchor."""
+    if store.chain_locked:
+        return Check("chain", "tamper-evident, key not given: chains not checked (set STATEKEEL_MASTER_KEY)")
+    if not isinstance(store.backend, ChainedBackend):
+        return Check("chain", "not tamper-evident")
+    report = verify(store)
+    counts = {"records": report.records, "entries": report.entries, "failures": len(report.failures)}
+    return Check("chain", f"{report.records} records and {report.entries} entries verified against "
+                 f"{report.partitions} heads; {report.anchor}", report.failures[:MAX_LISTED], counts)
+
+
 def examine(store: Store) -> Report:
     """Run every check on an open store; data checks need a current schema."""
-    report = Report(store.url, [Check("open", f"opened with the {type(store.backend).__name__}")])
-    for check in (_check_schema, _check_encryption, _check_integrity, _check_records, _check_logs, _check_sessions):
+    report = Report(store.url, [Check("open", f"opened with the {type(store.storage).__name__}")])
+    checks = (_check_schema, _check_encryption, _check_integrity, _check_records, _check_logs, _check_sessions,
+              _check_chain)
+    for check in checks:
         name = check.__name__.removeprefix("_check_")
         try:
             report.checks.append(check(store))

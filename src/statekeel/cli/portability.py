@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -11,6 +12,7 @@ import click
 from rich.progress import Progress as Bar
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
+import statekeel
 from statekeel import portability as port
 from statekeel.portability.export import OnConflict
 
@@ -98,8 +100,14 @@ def copy_cmd(src_url: str, dst_url: str, no_verify: bool, as_json: bool) -> None
 
     Example: statekeel copy sqlite:///agent.db postgresql://user@localhost/agents
     """
-    with _progress_bar("copying", as_json) as progress:
-        r = port.copy_store(src_url, dst_url, progress, verify=not no_verify)
+    # STATEKEEL_INTEGRITY=chain: the target is written through its chain, so all it receives is MACed
+    target = statekeel.open(dst_url) if os.environ.get("STATEKEEL_INTEGRITY") else None
+    try:
+        with _progress_bar("copying", as_json) as progress:
+            r = port.copy_store(src_url, target or dst_url, progress, verify=not no_verify)
+    finally:
+        if target is not None:
+            target.close()
     checked = "verified" if r.verified else "not verified"
     _report(r, as_json, f"copied {r.records:,} records, {r.logs:,} logs, {r.entries:,} entries "
             f"to {r.target} in {r.seconds:.1f}s ({r.records_per_second:,.0f}/s); {checked}")

@@ -12,6 +12,8 @@ from ..codec import Codec
 from ..protocol import Backend, keys
 from ..security.guard import SecretGuard
 from .keyring import Keyring
+from .chained import ChainedBackend
+from .sealed import SealedBackend
 from .validate import check_int
 
 __all__ = ["Core"]
@@ -25,8 +27,27 @@ class Core:
         self.codec = codec or Codec(guard=SecretGuard())  # the same default as statekeel.open()
         self.keyring = keyring
         """Data keys when the store was opened with ``encryption=``."""
+        self.chain_locked: str | None = None
+        """Why a tamper-evident store's chain is not checked (opened for maintenance without its key)."""
         self.stats: Counter[str] = Counter()
         """Counters such as ``cas_retries`` (compare-and-set conflicts retried by update)."""
+
+    @property
+    def storage(self) -> Backend:
+        """The backend as stored: for an encrypted store, beneath the sealing (sealed values, no
+        position bookkeeping) — for maintenance, verification and tests that tamper with storage."""
+        below = self.backend
+        while isinstance(below, (SealedBackend, ChainedBackend)):
+            below = below.storage
+        return below
+
+    @property
+    def sealing(self) -> SealedBackend | None:
+        """The encryption layer of an encrypted store (None: not encrypted)."""
+        below = self.backend
+        while isinstance(below, ChainedBackend):
+            below = below.storage
+        return below if isinstance(below, SealedBackend) else None
 
     def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""

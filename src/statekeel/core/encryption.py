@@ -6,11 +6,15 @@ session metadata, notes, decisions, checkpoints, events — is encrypted with th
 data key of its partition (``session/<id>``, ``user/<id>``, ``app/_``, …) and
 stored with codec ``…+aesgcm``.
 
-Wire format: ``0x01 | key version (4 bytes) | nonce (12) | ciphertext+tag``.
+Values are sealed below the features, by :class:`~statekeel.core.sealed.SealedBackend`,
+when a batch is applied — that is where a value's position is known.
+Wire format: ``0x02 | key version (4 bytes) | nonce (12) | ciphertext+tag``.
 The associated data binds the ciphertext to the record's full key (which
-includes its scope, tenant and partition) and the data key version, so a
-ciphertext copied to another record fails to decrypt with
-:class:`~statekeel.errors.IntegrityError`.
+includes its scope, tenant and partition) and version, or to its log and seq,
+and to the data key version, so a ciphertext copied to another record, moved to
+another seq, swapped with another or restored over a newer version fails to
+decrypt with :class:`~statekeel.errors.IntegrityError`. (Format ``0x01``, from
+before positions were bound, is still read; ``statekeel keys reencrypt`` rewrites it.)
 
 What stays in clear, because indexes and ordering need it: record keys (scope
 kinds, session ids, user ids in ``user:<id>`` scopes, state key names), log
@@ -21,7 +25,7 @@ the store itself says it is encrypted: a marker record
 (:data:`~statekeel.core.layout.ENCRYPTION_MARKER`, plain JSON holding the master
 key id) written when a store is first opened with encryption. Opened without the
 key, such a store is refused (:class:`KeyUnavailableError` naming the key id); and
-opened with it, its codec refuses any value whose codec name lacks the
+opened with it, its sealed backend refuses any value whose codec name lacks the
 ``aesgcm`` step as planted (:class:`IntegrityError`) — except the records plain
 by design (:func:`~statekeel.core.layout.stored_in_clear`) and, while ``statekeel
 keys encrypt`` converts a plaintext store, the records it has not reached yet.
@@ -53,7 +57,7 @@ from . import layout
 from .keyring import HOW_TO_SUPPLY, Keyring, MasterKeys
 
 __all__ = [
-    "AesGcmTransform",
+    "Cipher",
     "Encryption",
     "EncryptedStorePolicy",
     "conversion_in_progress",
@@ -63,7 +67,8 @@ __all__ = [
     "write_marker",
 ]
 
-_FORMAT = 1
+_FORMAT = 2
+"""The sealed-value format written: 2 binds the position (1, unbound, is still read)."""
 
 
 @dataclass
@@ -87,8 +92,15 @@ class Encryption:
         return Keyring(MasterKeys.from_any(self.master_key), keystore)
 
 
-class AesGcmTransform:
-    """The ``aesgcm`` codec step."""
+class Cipher:
+    """AES-256-GCM sealing of one stored value, bound to where it is stored.
+
+    ``where`` is the record's or log's full key (tenant prefix included) and ``pos``
+    its version (``kind`` ``b"r"``) or seq (``kind`` ``b"e"``): format 2 authenticates
+    all of them, so a ciphertext swapped, moved or restored over a newer version
+    fails. Format 1 (before positions were bound) is still read; ``statekeel keys
+    reencrypt`` rewrites it as format 2.
+    """
 
     name = "aesgcm"
 
@@ -96,27 +108,44 @@ class AesGcmTransform:
         self.keyring = keyring
 
     @staticmethod
-    def _aad(context: str, version: int) -> bytes:
-        return b"statekeel\x00" + context.encode("utf-8") + b"\x00" + version.to_bytes(4, "big")
+    def key_version(data: bytes) -> int:
+        """The data key version a sealed value names."""
+        return int.from_bytes(data[1:5], "big")
 
-    def encode(self, data: bytes, context: str) -> bytes:
-        key = self.keyring.current(keys.partition(context))
+    @staticmethod
+    def current_format(data: bytes) -> bool:
+        """Whether a sealed value is in the format this code writes (position bound)."""
+        return data[:1] == bytes([_FORMAT])
+
+    def seal(self, data: bytes, where: str, kind: bytes, pos: int) -> bytes:
+        key = self.keyring.current(keys.partition(where))
         nonce = os.urandom(12)
-        sealed = key.aead.encrypt(nonce, data, self._aad(context, key.version))
+        sealed = key.aead.encrypt(nonce, data, _aad(where, key.version, kind, pos))
         return bytes([_FORMAT]) + key.version.to_bytes(4, "big") + nonce + sealed
 
-    def decode(self, data: bytes, context: str) -> bytes:
-        if len(data) < 33 or data[0] != _FORMAT:
-            raise IntegrityError(f"the encrypted record {context!r} is truncated or not in a known format")
-        version = int.from_bytes(data[1:5], "big")
-        key = self.keyring.get(keys.partition(context), version)
+    def open(self, data: bytes, where: str, kind: bytes, pos: int) -> bytes:
+        if len(data) < 33 or data[0] not in (1, _FORMAT):
+            raise IntegrityError(f"the encrypted {_what(where, kind, pos)} is truncated or not in a known format")
+        version = self.key_version(data)
+        key = self.keyring.get(keys.partition(where), version)
+        aad = _aad(where, version) if data[0] == 1 else _aad(where, version, kind, pos)
         try:
-            return key.aead.decrypt(data[5:17], data[17:], self._aad(context, version))
+            return key.aead.decrypt(data[5:17], data[17:], aad)
         except InvalidTag:
             raise IntegrityError(
-                f"the encrypted record {context!r} failed authentication: it was modified, or copied "
-                "from another record; it was not returned"
+                f"the encrypted {_what(where, kind, pos)} failed authentication: it was modified, moved, "
+                "copied from another record or position, or an older copy was restored; it was not returned"
             ) from None
+
+
+def _aad(where: str, version: int, kind: bytes = b"", pos: int = 0) -> bytes:
+    """Format 1: the key and data key version; format 2 adds the kind and position."""
+    aad = b"statekeel\x00" + where.encode("utf-8") + b"\x00" + version.to_bytes(4, "big")
+    return aad + kind + pos.to_bytes(8, "big") if kind else aad
+
+
+def _what(where: str, kind: bytes, pos: int) -> str:
+    return f"entry {pos} of log {where!r}" if kind == b"e" else f"record {where!r} (version {pos})"
 
 
 def require_encryption(keyring: Keyring | None) -> Keyring:
@@ -220,14 +249,17 @@ def _needs(url: str, ids: list[str]) -> str:
 
 
 def prepare(
-    backend: Backend, encryption: Encryption | None, *, mark: bool, locked_ok: bool
+    backend: Backend, encryption: Encryption | None, *, mark: bool, locked_ok: bool, only_if_marked: bool = False
 ) -> tuple[Keyring | None, EncryptedStorePolicy | None]:
     """The keyring and codec policy of ``backend`` as ``statekeel.open`` gets them.
 
     Without ``encryption``, an encrypted store is refused — or, with ``locked_ok``, opened
-    locked. With it, a store not yet marked is marked (when ``mark``).
+    locked. With it, a store not yet marked is marked (when ``mark``), or — ``only_if_marked``,
+    for checks that must see a plaintext store as it is — opened without encryption.
     """
     marked, ids = _probe(backend)
+    if encryption is not None and only_if_marked and ids is None:
+        return None, None
     if encryption is None:
         if ids is None:
             return None, None
@@ -243,13 +275,14 @@ def prepare(
     return keyring, EncryptedStorePolicy()
 
 
-def conversion_in_progress(backend: Backend, codec: Codec) -> bool:
+def conversion_in_progress(storage: Backend, cipher: Cipher, codec: Codec) -> bool:
     """Whether ``statekeel keys encrypt`` is converting the store: its record is there and
     authentic (encrypted under this store's key, so nobody without the key can forge it)."""
-    rec = backend.get(layout.ENCRYPTION_CONVERSION)
+    rec = storage.get(layout.ENCRYPTION_CONVERSION)
     if rec is None or not rec.codec.endswith("+aesgcm"):
         return False
     try:
-        return codec.decode(rec.data, rec.codec, rec.key) is not None
+        data = cipher.open(rec.data, rec.key, b"r", rec.version)
+        return codec.decode(data, rec.codec.removesuffix("+aesgcm"), rec.key) is not None
     except StatekeelError:
         return False

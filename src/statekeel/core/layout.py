@@ -48,9 +48,11 @@ from .validate import check_name
 
 __all__ = [
     "CHECKPOINTS_LOG",
+    "CHAIN_HEAD",
     "ENCRYPTION_CONVERSION",
     "ENCRYPTION_MARKER",
     "ERASURES_PREFIX",
+    "INTEGRITY_MARKER",
     "SUBJECT_SECRET_PARTITION",
     "DECISION_INDEX_PREFIX",
     "RETENTION_KEY",
@@ -58,6 +60,7 @@ __all__ = [
     "SESSION_INDEX_PREFIX",
     "SESSIONS_PREFIX",
     "session_id_of_meta",
+    "chain_head_key",
     "checkpoint_body_key",
     "checkpoint_header_key",
     "checkpoint_label_key",
@@ -77,6 +80,7 @@ __all__ = [
     "history_log",
     "lease_key",
     "idempotency_key",
+    "is_chain_head",
     "keystore_key",
     "langgraph_blob_key",
     "langgraph_blob_prefix",
@@ -379,12 +383,31 @@ ENCRYPTION_CONVERSION: Final = keys.join("statekeel", "encrypting")
 gone, records still in plaintext are read (they are being converted), not refused."""
 
 
+INTEGRITY_MARKER: Final = keys.join("statekeel", "integrity")
+"""Present in a store written with ``integrity="chain"``: opening it without the MAC key is refused."""
+
+CHAIN_HEAD: Final = "~head"
+"""The last component of a partition's chain head record (``~`` never ends an escaped id here: the
+head sits beside the partition's own keys, which features name with fixed words)."""
+
+
+def chain_head_key(partition_key: str) -> str:
+    """The chain head record of a partition (``session/s1`` → ``session/s1/~head``)."""
+    return partition_key + "/" + CHAIN_HEAD
+
+
+def is_chain_head(key: str) -> bool:
+    return key.endswith("/" + CHAIN_HEAD)
+
+
 def stored_in_clear(key: str) -> bool:
     """Whether ``key`` (a backend key, tenant prefix included) is plain by design in an
     encrypted store: the keystore (``keys/``, ``subjects/`` at the store's root), the
-    encryption marker, and erasure records (a tenant's too). Any other record stored
+    encryption and integrity markers, chain heads (key names, versions and MACs: nothing
+    the keys do not show; plain, so erasing a partition's key never blocks its head),
+    and erasure records (a tenant's too). Any other record stored
     without encryption in an encrypted store was planted or tampered with."""
-    if key == ENCRYPTION_MARKER or key.startswith(("keys/", "subjects/")):
+    if key in (ENCRYPTION_MARKER, INTEGRITY_MARKER) or key.startswith(("keys/", "subjects/")) or is_chain_head(key):
         return True
     first = key.partition("/")[0]
     local = key[first.rindex("~") + 1 :] if "~" in first else key

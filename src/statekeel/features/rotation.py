@@ -4,8 +4,9 @@
   master key wrapped it and wrapped again with the current (first) one. The
   data is not touched. Re-running skips what is already done.
 * :func:`reencrypt` — each partition gets a new data key version and every
-  record and log entry still under an older version is decrypted and encrypted
-  again (compare-and-set on records; entries rewritten in place, same seq).
+  record and log entry still under an older version, or in the format that did
+  not bind its position, is decrypted and encrypted again (compare-and-set on
+  records; entries rewritten in place, same seq).
   The target version is recorded first, so an interrupted run resumes. Any
   record or entry still in plaintext is encrypted too: none is left behind.
 * :func:`encrypt_store` — converts a plaintext store in place. It first records,
@@ -19,15 +20,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..codec import Codec
 from ..core import Core, layout
-from ..core.encryption import EncryptedStorePolicy, is_planted_plaintext, require_encryption, write_marker
-from ..errors import ConflictError, IntegrityError, StatekeelError
+from ..core.encryption import is_planted_plaintext, require_encryption, write_marker
+from ..core.sealed import SealedBackend
+from ..errors import ConflictError, IntegrityError, KeyUnavailableError, StatekeelError
 from ..protocol import ANY, Delete, Entry, Put, Record, Rewrite
 
 __all__ = ["EncryptResult", "ReencryptResult", "encrypt_store", "reencrypt", "rotate_master"]
@@ -36,12 +37,16 @@ _PASSES = 3
 """Conversion passes before giving up on writers that keep adding plaintext (opened without the key
 before the store was marked): each pass converts what the previous walk found."""
 
-_CANONICAL = Codec(max_record_bytes=2**62)
-"""Plain, unguarded: two values are the same when this encodes them to the same bytes."""
 
-
-def _key_version(data: bytes) -> int:
-    return int.from_bytes(data[1:5], "big")
+def _sealed(store: Core) -> SealedBackend:
+    """The store's encryption layer (there is one whenever it was opened with its key). Values are
+    read and written through ``store.backend`` — above it, a tamper-evident store's chain keeps its
+    MACs (they cover the plaintext) — and found stale by looking at ``store.storage``."""
+    require_encryption(store.keyring)
+    sealed = store.sealing
+    if sealed is None or sealed.locked:
+        raise KeyUnavailableError("this needs the store opened with its key (encryption=statekeel.Encryption(...))")
+    return sealed
 
 
 def rotate_master(store: Core, progress: Callable[[str], None] | None = None) -> int:
@@ -52,7 +57,7 @@ def rotate_master(store: Core, progress: Callable[[str], None] | None = None) ->
         changed += keyring.rewrap(partition)
         if progress:
             progress(partition)
-    write_marker(store.backend, keyring.master, replace=True)  # the id the store now expects
+    write_marker(store.storage, keyring.master, replace=True)  # the id the store now expects
     return changed
 
 
@@ -68,18 +73,24 @@ class ReencryptResult:
 
 
 def reencrypt(store: Core, progress: Callable[[str], None] | None = None) -> ReencryptResult:
-    """Move every encrypted record and entry to a fresh data key, and encrypt any left in plaintext; resumable."""
+    """Move every encrypted record and entry to a fresh data key (and to the format that binds its
+    position), and encrypt any left in plaintext; resumable."""
     keyring = require_encryption(store.keyring)
+    sealed = _sealed(store)
     result = ReencryptResult()
     converted = EncryptResult()
-    _convert_pass(store, converted)
+    was, sealed.policy.converting = sealed.policy.converting, True  # plaintext found is read to be encrypted
+    try:
+        _convert_pass(store, sealed, converted)
+    finally:
+        sealed.policy.converting = was
     result.plaintext = converted.converted
     for partition in keyring.partitions():
         target = keyring.begin_reencrypt(partition)
         if not target:
             continue
-        result.records += _records(store, partition + "/", target)
-        result.entries += _entries(store, partition + "/", target)
+        result.records += _records(store, sealed, partition + "/", target)
+        result.entries += _entries(store, sealed, partition + "/", target)
         keyring.end_reencrypt(partition)
         result.partitions += 1
         if progress:
@@ -87,19 +98,17 @@ def reencrypt(store: Core, progress: Callable[[str], None] | None = None) -> Ree
     return result
 
 
-def _stale(codec: str, data: bytes, target: int) -> bool:
-    return codec.endswith("+aesgcm") and _key_version(data) != target
-
-
-def _records(store: Core, prefix: str, target: int) -> int:
-    codec, done, after = store.codec._unguarded(), 0, None
-    while page := store.backend.scan(prefix, after=after, limit=200):
+def _records(store: Core, sealed: SealedBackend, prefix: str, target: int) -> int:
+    done, after = 0, None
+    while page := store.storage.scan(prefix, after=after, limit=200):
         for rec in page:
-            if not _stale(rec.codec, rec.data, target):
+            if not sealed.is_stale(rec.data, rec.codec, target):
                 continue
-            data, name = codec.encode(codec.decode(rec.data, rec.codec, rec.key), rec.key, rec.key)
+            value = store.backend.get(rec.key)
+            if value is None or value.version != rec.version:
+                continue  # rewritten meanwhile, necessarily under the current key
             try:
-                store.backend.apply([Put(rec.key, data, name, rec.version, rec.expires_at)])
+                store.backend.apply([Put(rec.key, value.data, value.codec, rec.version, rec.expires_at)])
                 done += 1
             except ConflictError:
                 pass  # rewritten meanwhile, necessarily under the current key
@@ -107,23 +116,32 @@ def _records(store: Core, prefix: str, target: int) -> int:
     return done
 
 
-def _entries(store: Core, prefix: str, target: int) -> int:
-    codec, done, after = store.codec._unguarded(), 0, None
-    while logs := store.backend.scan_logs(prefix, after=after, limit=100):
+def _entries(store: Core, sealed: SealedBackend, prefix: str, target: int) -> int:
+    done, after = 0, None
+    while logs := store.storage.scan_logs(prefix, after=after, limit=100):
         for info in logs:
             start = info.first_seq
-            while batch := store.backend.read(info.log, start=start, limit=500):
-                ops = [
-                    Rewrite(e.log, e.seq, *codec.encode(codec.decode(e.data, e.codec, e.log), e.log, e.log))
-                    for e in batch
-                    if _stale(e.codec, e.data, target)
-                ]
+            while batch := store.storage.read(info.log, start=start, limit=500):
+                ops = _rewrites(store, info.log, [e for e in batch if sealed.is_stale(e.data, e.codec, target)])
                 if ops:
                     store.backend.apply(ops)
                     done += len(ops)
                 start = batch[-1].seq + 1
         after = logs[-1].log
     return done
+
+
+def _opened(store: Core, log: str, stored: list[Entry]) -> dict[int, Entry]:
+    """The values of ``stored`` entries as the store reads them (opened, and checked when chained)."""
+    if not stored:
+        return {}
+    return {e.seq: e for e in store.backend.read(log, start=stored[0].seq, stop=stored[-1].seq + 1)}
+
+
+def _rewrites(store: Core, log: str, stored: list[Entry]) -> list[Rewrite]:
+    """Rewrites of ``stored`` entries with their own values (sealed again on the way down)."""
+    opened = _opened(store, log, stored)
+    return [Rewrite(log, e.seq, opened[e.seq].data, opened[e.seq].codec) for e in stored if e.seq in opened]
 
 
 # -- converting a plaintext store --------------------------------------------------------
@@ -149,17 +167,18 @@ def encrypt_store(store: Core, progress: Callable[[str], None] | None = None) ->
     """
     keyring = require_encryption(store.keyring)
     master = keyring.master  # a tenant handle refuses here, before anything is written
-    _begin_conversion(store)
-    write_marker(store.backend, master)
-    while store.backend.purge_expired(limit=1000):
+    sealed = _sealed(store)
+    _begin_conversion(store, sealed)
+    write_marker(store.storage, master)
+    while store.storage.purge_expired(limit=1000):
         pass  # expired records are invisible to the walk: they go now, not stay behind in plaintext
     result = EncryptResult()
     for _ in range(_PASSES):
-        _convert_pass(store, result, progress)
-        problems, result.verified = _verify(store)
+        _convert_pass(store, sealed, result, progress)
+        problems, result.verified = _verify(store, sealed)
         if not problems:
             store.backend.apply([Delete(layout.ENCRYPTION_CONVERSION)])
-            _set_converting(store, False)
+            sealed.policy.converting = False
             return result
     raise IntegrityError(
         f"{len(problems)} item(s) are still not encrypted or do not decode: {', '.join(problems[:10])}; "
@@ -168,110 +187,115 @@ def encrypt_store(store: Core, progress: Callable[[str], None] | None = None) ->
     )
 
 
-def _begin_conversion(store: Core) -> None:
+def _begin_conversion(store: Core, sealed: SealedBackend) -> None:
     """Record, encrypted (unforgeable without the key), that plaintext is still being converted."""
     key = layout.ENCRYPTION_CONVERSION
     data, name = store.codec.encode({"started": time.time()}, "the encryption conversion record", key)
     store.backend.apply([Put(key, data, name, ANY)])
-    _set_converting(store, True)
+    sealed.policy.converting = True
 
 
-def _set_converting(store: Core, on: bool) -> None:
-    if isinstance(store.codec.policy, EncryptedStorePolicy):
-        store.codec.policy.converting = on
-
-
-def _convert_pass(store: Core, result: EncryptResult, progress: Callable[[str], None] | None = None) -> None:
-    plain = store.codec.unchecked()._unguarded()
+def _convert_pass(
+    store: Core, sealed: SealedBackend, result: EncryptResult, progress: Callable[[str], None] | None = None
+) -> None:
     after = None
-    while page := store.backend.scan("", after=after, limit=200):
+    while page := store.storage.scan("", after=after, limit=200):
         for rec in page:
-            if is_planted_plaintext(rec.codec, rec.key) and _encrypt_record(store, plain, rec):
+            if is_planted_plaintext(rec.codec, rec.key) and _encrypt_record(store, sealed, rec):
                 result.records += 1
                 result.converted.append(rec.key)
         after = page[-1].key
         if progress:
             progress(after)
     after = None
-    while logs := store.backend.scan_logs("", after=after, limit=100):
+    while logs := store.storage.scan_logs("", after=after, limit=100):
         for info in logs:
-            _encrypt_log(store, plain, info.log, info.first_seq, result)
+            _encrypt_log(store, sealed, info.log, info.first_seq, result)
         after = logs[-1].log
         if progress:
             progress(after)
 
 
-def _encrypt_record(store: Core, plain: Codec, rec: Record) -> bool:
-    """Encrypt one record (same version check, same expiry) and check it reads back the same."""
-    value = plain.decode(rec.data, rec.codec, rec.key)
-    data, name = plain.encode(value, rec.key, rec.key)
+def _encrypt_record(store: Core, sealed: SealedBackend, rec: Record) -> bool:
+    """Encrypt one record (same version check, same expiry) and check it reads back the same bytes."""
+    value = store.backend.get(rec.key)
     try:
-        store.backend.apply([Put(rec.key, data, name, rec.version, rec.expires_at)])
+        if value is None or value.version != rec.version:
+            raise ConflictError(rec.key, rec.version, None if value is None else value.version)
+        store.backend.apply([Put(rec.key, value.data, value.codec, rec.version, rec.expires_at)])
     except ConflictError:  # written meanwhile: encrypt what is there now, if it still needs it
-        fresh = store.backend.get(rec.key)
-        return fresh is not None and is_planted_plaintext(fresh.codec, fresh.key) and _encrypt_record(store, plain, fresh)
-    back = store.backend.get(rec.key)
-    if back is None or back.codec != name or not _same(value, plain.decode(back.data, back.codec, back.key)):
-        if back is not None:
-            store.backend.apply([Put(rec.key, rec.data, rec.codec, back.version, rec.expires_at)])
+        fresh = store.storage.get(rec.key)
+        return fresh is not None and is_planted_plaintext(fresh.codec, fresh.key) and _encrypt_record(
+            store, sealed, fresh)
+    stored, back = store.storage.get(rec.key), store.backend.get(rec.key)
+    if stored is None or back is None or is_planted_plaintext(stored.codec, rec.key) or (
+            back.data, back.codec) != (value.data, value.codec):
+        if stored is not None:
+            store.storage.apply([Put(rec.key, rec.data, rec.codec, stored.version, rec.expires_at)])
         raise IntegrityError(f"the record {rec.key!r} did not read back as it was once encrypted; "
                              "it was put back in plaintext and nothing else changed")
     return True
 
 
-def _encrypt_log(store: Core, plain: Codec, log: str, start: int, result: EncryptResult) -> None:
-    while batch := store.backend.read(log, start=start, limit=500):
+def _encrypt_log(store: Core, sealed: SealedBackend, log: str, start: int, result: EncryptResult) -> None:
+    while batch := store.storage.read(log, start=start, limit=500):
         todo = [e for e in batch if is_planted_plaintext(e.codec, e.log)]
         if todo:
-            values = [plain.decode(e.data, e.codec, log) for e in todo]
-            store.backend.apply([Rewrite(log, e.seq, *plain.encode(v, log, log)) for e, v in zip(todo, values)])
-            _check_entries(store, plain, log, todo, values)
+            rewrites = _rewrites(store, log, todo)
+            store.backend.apply(rewrites)
+            _check_entries(store, log, todo, rewrites)
             result.entries += len(todo)
             result.converted += [f"{log}#{e.seq}" for e in todo]
         start = batch[-1].seq + 1
 
 
-def _check_entries(store: Core, plain: Codec, log: str, old: list[Entry], values: list[Any]) -> None:
-    back = {e.seq: e for e in store.backend.read(log, start=old[0].seq, stop=old[-1].seq + 1)}
-    for entry, value in zip(old, values):
-        got = back.get(entry.seq)
-        if got is None or is_planted_plaintext(got.codec, log) or not _same(value, plain.decode(got.data, got.codec, log)):
-            store.backend.apply([Rewrite(log, e.seq, e.data, e.codec) for e in old])
+def _check_entries(store: Core, log: str, old: list[Entry], wanted: list[Rewrite]) -> None:
+    stored = {e.seq: e for e in store.storage.read(log, start=old[0].seq, stop=old[-1].seq + 1)}
+    opened = _opened(store, log, old)
+    for entry, want in zip(old, wanted):
+        got, back = stored.get(entry.seq), opened.get(entry.seq)
+        if got is None or is_planted_plaintext(got.codec, log) or back is None or (
+                back.data, back.codec) != (want.data, want.codec):
+            store.storage.apply([Rewrite(log, e.seq, e.data, e.codec) for e in old])
             raise IntegrityError(f"entry {entry.seq} of {log!r} did not read back as it was once encrypted; "
                                  "the entries of this batch were put back in plaintext")
 
 
-def _same(a: Any, b: Any) -> bool:
-    return _CANONICAL.encode(a)[0] == _CANONICAL.encode(b)[0]
-
-
-def _verify(store: Core) -> tuple[list[str], int]:
+def _verify(store: Core, sealed: SealedBackend) -> tuple[list[str], int]:
     """Every record and entry is encrypted (or plain by design) and decodes: (problems, verified)."""
-    codec, problems, verified = store.codec.unchecked(), list[str](), 0
+    problems, verified = list[str](), 0
     after = None
-    while page := store.backend.scan("", after=after, limit=500):
+    while page := store.storage.scan("", after=after, limit=500):
         for rec in page:
-            verified += _verified(codec, rec.data, rec.codec, rec.key, rec.key, problems)
+            verified += _verified(store, rec, rec.key, problems, functools.partial(store.backend.get, rec.key))
         after = page[-1].key
     after = None
-    while logs := store.backend.scan_logs("", after=after, limit=100):
+    while logs := store.storage.scan_logs("", after=after, limit=100):
         for info in logs:
             start = info.first_seq
-            while batch := store.backend.read(info.log, start=start, limit=500):
-                verified += sum(_verified(codec, e.data, e.codec, e.log, f"{e.log}#{e.seq}", problems) for e in batch)
+            while batch := store.storage.read(info.log, start=start, limit=500):
+                opened = _opened(store, info.log, batch)
+                verified += sum(_verified(store, e, f"{e.log}#{e.seq}", problems, functools.partial(opened.get, e.seq))
+                                for e in batch)  # fmt: skip
                 start = batch[-1].seq + 1
         after = logs[-1].log
     return problems, verified
 
 
-def _verified(codec: Codec, data: bytes, name: str, key: str, where: str, problems: list[str]) -> bool:
-    if layout.stored_in_clear(key):
+def _verified(
+    store: Core, item: Record | Entry, where: str, problems: list[str], read: Callable[[], Record | Entry | None]
+) -> bool:
+    key = item.key if isinstance(item, Record) else item.log
+    if layout.stored_in_clear(key) or layout.is_chain_head(key):
         return False
-    if is_planted_plaintext(name, key):
+    if is_planted_plaintext(item.codec, key):
         problems.append(f"{where} (still plaintext)")
         return False
     try:
-        codec.decode(data, name, key)
+        opened = read()
+        if opened is None:
+            raise IntegrityError(f"{where} did not read back")
+        store.codec.decode(opened.data, opened.codec, key)
     except StatekeelError as exc:
         problems.append(f"{where} ({type(exc).__name__})")
         return False

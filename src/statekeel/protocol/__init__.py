@@ -157,11 +157,18 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append ``items`` (data, codec) to ``log``. Result: the first new seq."""
+    """Append ``items`` (data, codec) to ``log``. Result: the first new seq.
+
+    ``at``: a precondition — the seq the first item must get (the log's last seq
+    + 1, or 1 for a log that does not exist or has expired); another value raises
+    :class:`~statekeel.errors.ConflictError` and nothing is written. Writers that
+    bind a value to its position (encryption, hash chains) set it.
+    """
 
     log: str
     items: tuple[tuple[bytes, str], ...]
     expires_at: ExpiresAt = KEEP
+    at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +324,13 @@ class Backend(abc.ABC):
         """Live, non-empty logs whose key starts with ``prefix``, in key order, after ``after``."""
 
     @abc.abstractmethod
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        """Run ``ops`` as one atomic, durable batch; results align with ``ops``."""
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        """Run ``ops`` as one atomic, durable batch; results align with ``ops``.
+
+        ``now``: the batch's clock (seconds since the epoch) — every timestamp it
+        writes (``created_at``, ``updated_at``) and every liveness check uses it;
+        None = ``time.time()``. Writers that authenticate timestamps choose it.
+        """
 
     @abc.abstractmethod
     def purge_expired(self, *, limit: int = 1000) -> int:

@@ -61,8 +61,8 @@ class ExampleBackend(Backend):
         return self._data.scan_logs(prefix, after=after, limit=limit)
 
     # -- writes --------------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        return self._data.apply(ops)
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        return self._data.apply(ops, now=now)
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         return self._data.purge_expired(limit=limit)

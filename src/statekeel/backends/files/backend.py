@@ -317,6 +317,13 @@ class FilesBackend(Backend):
             return rec
         return None
 
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """One shared lock for all of them: a snapshot no batch commits into the middle of."""
+        with self._locked(False):
+            found = [self._read_record(self.tree.path(key)) for key in keys]
+        now = time.time()
+        return [rec if rec is not None and alive(rec.expires_at, now) else None for rec in found]
+
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         out: list[Record] = []
         if limit <= 0:
@@ -382,10 +389,10 @@ class FilesBackend(Backend):
         return out
 
     # -- the protocol: writes -----------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         with self._locked(True):
             assert self._journal is not None
-            txn = Txn(self._disk, time.time())
+            txn = Txn(self._disk, time.time() if now is None else now)
             try:
                 results = txn.run(list(ops))
                 actions = txn.actions()

@@ -150,7 +150,11 @@ class Txn:
                 raise
             return rec.version if rec is not None and alive(rec.expires_at, self.now) else None
 
-        check_batch(ops, self.now, current, lambda prefix: self._keys_under(prefix, RECORD, []))
+        def next_seq(key: str) -> int:  # as _append numbers it
+            lg = self.log(key)
+            return 1 if lg is None or not alive(lg.head.expires_at, self.now) else lg.head.last_seq + 1
+
+        check_batch(ops, self.now, current, lambda prefix: self._keys_under(prefix, RECORD, []), next_seq)
 
     def _put(self, op: Put) -> Record:
         old = self.record(op.key)

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-from ...errors import NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
+from ...errors import ConflictError, NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
 from ...protocol import Append, Backend, Entry, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.integrity import entry_sum
 from ...protocol.keys import prefix_end
@@ -205,17 +205,28 @@ class PostgresBackend(Backend):
         return [LogInfo(*r) for r in rows]
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         if not ops:
             return []
-        with self._guard():
-            return self._apply_retrying(ops)
+        try:
+            with self._guard():
+                return self._apply_retrying(ops, now)
+        except ConflictError as err:
+            raise self._with_last_seq(err, ops) from None
 
-    def _apply_retrying(self, ops: Sequence[Op]) -> list[OpResult]:
+    def _with_last_seq(self, err: ConflictError, ops: Sequence[Op]) -> ConflictError:
+        """An ``Append(at=...)`` conflict names the log's last seq (SQL's sk_conflict looks up records)."""
+        if err.actual is not None or not any(isinstance(op, Append) and op.log == err.key for op in ops):
+            return err
+        rows = self._rows(self._q.log_info, {"log": err.key})
+        live = rows and (rows[0][4] is None or rows[0][4] > time.time())
+        return ConflictError(err.key, err.expected, int(rows[0][1]) if live else 0)
+
+    def _apply_retrying(self, ops: Sequence[Op], now: float | None) -> list[OpResult]:
         raw = False
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._apply_once(ops, raw)
+                return self._apply_once(ops, raw, now)
             except psycopg.Error as exc:
                 if attempt == RETRIES:
                     raise
@@ -238,8 +249,8 @@ class PostgresBackend(Backend):
             return raw
         raise exc
 
-    def _apply_once(self, ops: Sequence[Op], raw: bool) -> list[OpResult]:
-        now = time.time()
+    def _apply_once(self, ops: Sequence[Op], raw: bool, clock: float | None) -> list[OpResult]:
+        now = time.time() if clock is None else clock
         steps = handlers(OPS, ops, "the postgresql:// backend")
         parts = [step.part(op, raw) for step, op in zip(steps, ops)]
         if not one_statement(ops, steps, parts):

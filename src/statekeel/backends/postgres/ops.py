@@ -148,7 +148,7 @@ def _delete(op: Delete, raw: bool) -> Part:
 def _append(op: Append, raw: bool) -> Part:
     keep, exp = _expiry(op.expires_at)
     n = len(op.items)
-    params: Params = {"log": op.log, "n": n, "keep": keep, "exp": exp}
+    params: Params = {"log": op.log, "n": n, "keep": keep, "exp": exp, "at": op.at}
     payloads = [(*payload(data, codec, raw), codec) for data, codec in op.items]
     crcs = [crc(op.log, codec, data) for data, codec in op.items]  # SQL adds each entry's seq
     if 1 <= n <= APPEND_VALUES_MAX:

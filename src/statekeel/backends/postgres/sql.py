@@ -118,7 +118,11 @@ _APPEND_ARRAYS = (
     "unnest(%(@datas)b::bytea[], %(@docs)b::json[], %(@codecs)b::text[], %(@crcs)b::bigint[])"
     " WITH ORDINALITY AS i(data, doc, codec, crc, n)"
 )
-_APPENDED = "(SELECT base + 1 FROM @head)"
+# ``at`` (Append's precondition): another first seq calls sk_conflict, which raises
+_APPENDED = (
+    "(SELECT CASE WHEN %(@at)s::bigint IS NULL OR base + 1 = %(@at)s::bigint THEN base + 1"
+    " ELSE {s}.sk_conflict(%(@log)s, %(@at)s::bigint - 1, %(now)s) END FROM @head)"
+)
 APPEND_VALUES_MAX = 4
 """Appends of up to this many items pass them as scalars (cheaper than arrays)."""
 

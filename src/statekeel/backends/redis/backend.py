@@ -297,10 +297,10 @@ class RedisBackend(Backend):
         return info
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         if not ops:
             return []
-        now = time.time()
+        now = time.time() if now is None else now
         batch = wire.encode(self._layout, ops, now, self._expand, self._next_seq)
         if not batch.owners:  # only Expires over prefixes that hold nothing
             return [0 for _ in ops]

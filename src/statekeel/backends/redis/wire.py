@@ -255,11 +255,13 @@ def _append(layout: Layout, op: Append, ctx: Context) -> list[list[Arg]]:
     the usual case) it stores the frames as they came, otherwise it shifts each
     checksum by the difference — so a wrong guess costs time, never correctness.
     """
-    log, stamp, seq = op.log, ctx.stamp, ctx.next_seq.get(op.log, 1)
+    log, stamp = op.log, ctx.stamp
+    seq = ctx.next_seq.get(log, 1) if op.at is None else int(_int(op.at, "Append.at"))
     frames: list[Arg] = []
     for data, codec in op.items:
         frames.append(frame(stamp, codec, _data(data, op), seal(base_sum(log, codec, data), seq + len(frames))))
-    return [["A", layout.base_of(log), log, _exp(op.expires_at), str(seq), str(len(frames)), *frames]]
+    guess = str(seq) if op.at is None else f"={seq}"  # '=': the precondition, not a guess
+    return [["A", layout.base_of(log), log, _exp(op.expires_at), guess, str(len(frames)), *frames]]
 
 
 def _touch(layout: Layout, op: Touch, ctx: Context) -> list[list[Arg]]:
@@ -401,6 +403,9 @@ def _raise_refusal(ops: Sequence[Op], batch: Batch, reply: bytes) -> None:
         actual = int(rest)
         assert isinstance(op, (Put, Delete)) and op.expect is not ANY
         raise ConflictError(op.key, op.expect, None if actual < 0 else actual)
+    if code == b"4":
+        assert isinstance(op, Append) and op.at is not None
+        raise ConflictError(op.log, op.at - 1, int(rest))
     if code == b"3":
         field, name = rest.decode().split(" ", 1)
         raise CorruptionError(

@@ -204,7 +204,7 @@ class SQLiteBackend(Backend):
         return out
 
     # -- writes --------------------------------------------------------------
-    def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         # The hot path: written out instead of `with self._write()` (saves two
         # generator-based context managers per chat turn).
         c = self._conn
@@ -213,8 +213,8 @@ class SQLiteBackend(Backend):
             try:
                 _begin(c)
                 try:
-                    now = time.time()
-                    results = [step(c, op, now) for step, op in zip(steps, ops)]
+                    clock = time.time() if now is None else now
+                    results = [step(c, op, clock) for step, op in zip(steps, ops)]
                     c.execute("COMMIT")
                 except BaseException:
                     _rollback(c)

@@ -128,6 +128,8 @@ def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
         log_id, first = row[0], max((row[2] or 0) & SEQ_MAX, row[3]) + 1
         if op.expires_at is not KEEP and op.expires_at != row[1]:
             c.execute("UPDATE sk_logs SET expires_at = ? WHERE id = ?", (op.expires_at, log_id))
+    if op.at is not None and op.at != first:
+        raise ConflictError(op.log, op.at - 1, first - 1)
     if first + len(op.items) > SEQ_MAX:
         raise StoreError(f"log {op.log!r} is full ({SEQ_MAX} entries); trim it or start a new one")
     base = rowid(log_id, first)

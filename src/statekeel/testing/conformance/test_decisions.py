@@ -281,9 +281,9 @@ def test_decision_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> No
         with s.decide("canary-decision", rationale="canary-why", action="canary-action") as d:
             d.outcome("canary-outcome")
         s.decide("canary-open").__enter__()
-        raw = [r.data for r in store.backend.scan("session/enc/")] + [
-            e.data for e in store.backend.read(keys.join("session", "enc", "decisions"))
-        ] + [r.data for r in store.backend.scan("idx/decisions/")]
+        raw = [r.data for r in store.storage.scan("session/enc/")] + [
+            e.data for e in store.storage.read(keys.join("session", "enc", "decisions"))
+        ] + [r.data for r in store.storage.scan("idx/decisions/")]
         assert raw and not any(b"canary" in data for data in raw)
     with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
         (pending,) = again.decisions(incomplete=True).items

@@ -104,7 +104,7 @@ def test_note_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> None:
     key = base64.b64encode(b"N" * 32).decode()
     with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as store:
         store.session("enc").notes.write("observer", {"issues": ["canary-issue"]})
-        (rec,) = store.backend.scan("session/enc/notes/")
+        (rec,) = store.storage.scan("session/enc/notes/")
         assert b"canary" not in rec.data
     with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
         assert again.session("enc").notes.read("observer").value == {"issues": ["canary-issue"]}

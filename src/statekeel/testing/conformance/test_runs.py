@@ -280,7 +280,7 @@ def test_run_on_an_encrypted_store_keeps_no_plaintext(store_url: str) -> None:
             run.step("a", lambda: "canary-result")
             run.wait_for("human", prompt="canary-prompt")
         store.resume_run("enc", "human", "canary-input")
-        raw = [r.data for r in store.backend.scan("run/enc/")] + [r.data for r in store.backend.scan("idx/runs/")]
+        raw = [r.data for r in store.storage.scan("run/enc/")] + [r.data for r in store.storage.scan("idx/runs/")]
         assert len(raw) >= 4 and not any(b"canary" in data for data in raw)
     with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=key)) as again:
         with again.run("enc") as run:

@@ -55,7 +55,7 @@ def _raw_bytes(backend_name: str, store: statekeel.Store, tmp_path: Path, server
             sock.sendall(b"*1\r\n$4\r\nSAVE\r\n")
             sock.recv(64)
         return b"".join(p.read_bytes() for p in _files_under(redis.dir))
-    return _protocol_bytes(store.backend)
+    return _protocol_bytes(store.storage)
 
 
 def _protocol_bytes(backend: Backend) -> bytes:
@@ -87,7 +87,7 @@ def test_encrypted_values_round_trip_and_leave_no_plaintext(
         assert s.history() == [{"role": "user", "content": CANARY + "-history"}]
         assert s.state.get("note") == CANARY + "-state"
         assert store.app.get("cfg") == {"v": CANARY + "-app"}
-        rec = store.backend.get(store.app._full_key("cfg"))
+        rec = store.storage.get(store.app._full_key("cfg"))
         assert rec is not None and rec.codec.endswith("+aesgcm")
         raw = _raw_bytes(backend_name, store, tmp_path, statekeel_servers)
     assert raw, "nothing was read from the backend"
@@ -99,15 +99,15 @@ def test_moved_or_tampered_ciphertext_is_rejected(store_url: str) -> None:
     with _encrypted(store_url) as store:
         store.app.put("a", "secret-a")
         store.app.put("b", "secret-b")
-        rec_a = store.backend.get(store.app._full_key("a"))
+        rec_a = store.storage.get(store.app._full_key("a"))
         assert rec_a is not None
         # copy a's ciphertext into b: the associated data binds it to "a"
-        store.backend.apply([Put(store.app._full_key("b"), rec_a.data, rec_a.codec)])
+        store.storage.apply([Put(store.app._full_key("b"), rec_a.data, rec_a.codec)])
         with pytest.raises(IntegrityError, match="copied"):
             store.app.get("b")
         flipped = bytearray(rec_a.data)
         flipped[-1] ^= 1
-        store.backend.apply([Put(rec_a.key, bytes(flipped), rec_a.codec)])
+        store.storage.apply([Put(rec_a.key, bytes(flipped), rec_a.codec)])
         with pytest.raises(IntegrityError):
             store.app.get("a")
 
@@ -134,13 +134,13 @@ def test_master_key_rotation_rewraps_without_reencrypting(store_url: str) -> Non
     with _encrypted(store_url) as store:
         store.app.put("k", "v")
         old_id = store.keyring.master.current  # type: ignore[union-attr]
-        before = store.backend.get(store.app._full_key("k"))
+        before = store.storage.get(store.app._full_key("k"))
     with _encrypted(store_url, key=f"new:{KEY_B},{old_id}:{KEY_A}") as store:
         keyring = store.keyring
         assert keyring is not None
         assert sum(keyring.rewrap(p) for p in keyring.partitions()) >= 1
         assert sum(keyring.rewrap(p) for p in keyring.partitions()) == 0  # resumable: nothing left
-        assert store.backend.get(store.app._full_key("k")) == before  # data untouched
+        assert store.storage.get(store.app._full_key("k")) == before  # data untouched
     with _encrypted(store_url, key=f"new:{KEY_B}") as store:  # the old master key is no longer needed
         assert store.app.get("k") == "v"
 
@@ -152,7 +152,7 @@ def test_erasure_crypto_shreds_one_subject(store_url: str, tmp_path: Path, backe
         store.user("ann").put("profile", "ann-profile")
         store.session("s-bob", user="bob").append("bob's message")
         store.user("bob").put("profile", "bob-profile")
-        ann_rec = store.backend.get(store.user("ann")._full_key("profile"))
+        ann_rec = store.storage.get(store.user("ann")._full_key("profile"))
         erasure = store.erase("ann")
         assert erasure.partitions == 2 and erasure.crypto_shredded
         assert store.user("ann").get("profile") is None
@@ -161,7 +161,7 @@ def test_erasure_crypto_shreds_one_subject(store_url: str, tmp_path: Path, backe
         assert store.user("bob").get("profile") == "bob-profile"
         # a copy of ann's ciphertext (as in an old backup) can no longer be decrypted
         assert ann_rec is not None
-        store.backend.apply([Put(ann_rec.key, ann_rec.data, ann_rec.codec)])
+        store.storage.apply([Put(ann_rec.key, ann_rec.data, ann_rec.codec)])
         with pytest.raises(ErasedError):
             store.user("ann").get("profile")
         assert issubclass(ErasedError, NotFoundError)
@@ -244,10 +244,10 @@ def test_reencrypt_moves_everything_to_new_data_keys(store_url: str) -> None:
         s = store.session("r", user="ro")
         s.append("m1", "m2", state={"k": "v"})
         store.app.put("a", 1)
-        old = store.backend.read(s._log)[0].data
+        old = store.storage.read(s._log)[0].data
         result = reencrypt(store)
         assert result.records >= 2 and result.entries == 2 and result.partitions >= 2
-        new = store.backend.read(s._log)[0].data
+        new = store.storage.read(s._log)[0].data
         assert new[1:5] != old[1:5]  # another data key version
         assert s.history() == ["m1", "m2"] and s.state.get("k") == "v" and store.app.get("a") == 1
         assert reencrypt(store).entries == 2  # a second run rotates again…

@@ -72,10 +72,10 @@ def test_encrypted_tenants_have_their_own_keys(store_url: str) -> None:
         a, b = store.tenant("a"), store.tenant("b")
         a.app.put("k", "secret of a")
         b.app.put("k", "secret of b")
-        rec_a = store.backend.get("a~" + a.app._full_key("k"))
+        rec_a = store.storage.get("a~" + a.app._full_key("k"))
         assert rec_a is not None
         # a's ciphertext copied into b's record does not decrypt: the tenant is bound in
-        store.backend.apply([Put("b~" + b.app._full_key("k"), rec_a.data, rec_a.codec)])
+        store.storage.apply([Put("b~" + b.app._full_key("k"), rec_a.data, rec_a.codec)])
         try:
             b.app.get("k")
         except IntegrityError:

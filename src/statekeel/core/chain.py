@@ -1,0 +1,165 @@
+"""Tamper evidence: MACs that chain every log and bind every record version, and the heads.
+
+Turned on with ``statekeel.open(url, integrity="chain")`` (or
+``integrity=statekeel.Integrity(...)``). The MAC key comes from the same
+sources as the master key (``STATEKEEL_MASTER_KEY`` by default), derived for
+this use only, so the encryption key and the MAC key are never the same bytes.
+
+* **Entries**: each stored value ends with a trailer — the writer's clock
+  (8 bytes) and a 16-byte tag, HMAC-SHA256 over the log's full key, the seq, the
+  codec, the value, that clock and the tag of the entry before it. An edited,
+  deleted, reordered or forged entry breaks the chain.
+* **Records**: the same trailer; the tag covers the key, the version, the
+  codec, the value, when the record was created and when this version was
+  written. A record copied from elsewhere, or an older version, does not verify.
+* **Heads**: each partition (a session, a user, an event stream, …) keeps one
+  head record — per log its first seq (and the tag before it) and last seq and
+  tag, per record its version, tag and expiry — written in the same atomic batch
+  as the data, compare-and-set. A deleted tail, a deleted record or a record
+  rolled back with its version disagrees with the head.
+* **Root and anchor**: the heads of the whole store fold into one root;
+  :mod:`statekeel.core.anchor` keeps the head versions outside the store, so a
+  rollback of the whole store (data and heads together) is detected too.
+
+Times are exact: the writer passes its clock to :meth:`Backend.apply` (``now=``),
+so a stored ``created_at`` that differs from the authenticated one was changed.
+``updated_at`` (moved by touches) and expiry times are not covered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..errors import IntegrityError
+from .keyring import MasterKeys
+
+__all__ = ["ChainKey", "Head", "LogHead", "RecordHead", "STEP", "TRAILER", "ZERO_TAG", "split_trailer", "trailer"]
+
+TAG: Final = 16
+"""Bytes of a tag (HMAC-SHA256, truncated)."""
+
+TRAILER: Final = 8 + TAG
+"""Bytes after each chained value: the writer's clock, then the tag."""
+
+ZERO_TAG: Final = bytes(TAG)
+"""The tag "before" the first entry of a log."""
+
+STEP: Final = "+chain"
+"""The codec step of a chained value."""
+
+_CLOCK = struct.Struct(">d")
+_ENTRY = struct.Struct(">IQIId")
+"""An entry tag's fixed fields: the lengths of the log's key, codec and value, the seq and the clock."""
+
+
+def _field(b: bytes) -> bytes:
+    return len(b).to_bytes(4, "big") + b
+
+
+class ChainKey:
+    """The MAC key, derived from a master key (by its id, so rotation of the master key is explicit)."""
+
+    def __init__(self, master: MasterKeys, key_id: str | None = None) -> None:
+        kid = key_id or master.current_id
+        raw = master.find(kid)
+        if raw is None:
+            from ..errors import KeyUnavailableError
+
+            raise KeyUnavailableError(
+                f"the store's tamper-evident chain is keyed by master key id {kid!r}, which is not configured "
+                f"(configured: {', '.join(master.ids())}); put that key in STATEKEEL_MASTER_KEY or "
+                "Integrity(key=...)"
+            )
+        self.id = kid
+        self._key = hmac.new(raw, b"statekeel chain mac v1", hashlib.sha256).digest()
+
+    def _tag(self, *parts: bytes) -> bytes:
+        return hmac.digest(self._key, b"".join(parts), "sha256")[:TAG]  # one-shot: no HMAC object
+
+    def entry_tag(self, where: str, seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
+        head = _ENTRY.pack(len(where.encode()), seq, len(codec), len(data), clock)  # fixed fields, one pack
+        return hmac.digest(self._key, b"".join((b"e", head, where.encode(), codec.encode(), data, prev)),
+                           "sha256")[:TAG]  # fmt: skip
+
+    def record_tag(
+        self, where: str, version: int, codec: str, data: bytes, created: float, clock: float
+    ) -> bytes:
+        return self._tag(b"r", _field(where.encode()), version.to_bytes(8, "big"), _field(codec.encode()),
+                         _field(data), _CLOCK.pack(created), _CLOCK.pack(clock))  # fmt: skip
+
+    def root_tag(self, body: bytes) -> bytes:
+        return self._tag(b"root", body)
+
+
+def trailer(clock: float, tag: bytes) -> bytes:
+    return _CLOCK.pack(clock) + tag
+
+
+def split_trailer(data: bytes, where: str) -> tuple[bytes, float, bytes]:
+    """``(value, clock, tag)`` of a chained value."""
+    if len(data) < TRAILER:
+        raise IntegrityError(f"the chained value at {where!r} is truncated: its MAC trailer is missing")
+    value, tail = data[:-TRAILER], data[-TRAILER:]
+    return value, _CLOCK.unpack(tail[:8])[0], tail[8:]
+
+
+@dataclass
+class LogHead:
+    """What the head knows about one log."""
+
+    first: int
+    """The lowest seq still stored (after trims)."""
+    before: bytes
+    """The tag of the entry before ``first`` (ZERO_TAG from the start)."""
+    last: int
+    tag: bytes
+    """The tag of entry ``last``."""
+    expires: float | None = None
+
+
+@dataclass
+class RecordHead:
+    """What the head knows about one record."""
+
+    version: int
+    tag: bytes
+    created: float
+    expires: float | None
+
+
+@dataclass
+class Head:
+    """One partition's head: every log and record written through the chain."""
+
+    logs: dict[str, LogHead] = field(default_factory=dict)
+    records: dict[str, RecordHead] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        body = {
+            "l": {k: [h.first, h.before.hex(), h.last, h.tag.hex(), h.expires] for k, h in sorted(self.logs.items())},
+            "r": {k: [h.version, h.tag.hex(), h.created, h.expires] for k, h in sorted(self.records.items())},
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, where: str) -> Head:
+        try:
+            body: Any = json.loads(data)
+            logs = {k: LogHead(int(f), bytes.fromhex(b), int(la), bytes.fromhex(t), None if e is None else float(e))
+                    for k, (f, b, la, t, e) in body["l"].items()}  # fmt: skip
+            records = {k: RecordHead(int(v), bytes.fromhex(t), float(c), None if e is None else float(e))
+                       for k, (v, t, c, e) in body["r"].items()}  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"the chain head {where!r} does not parse ({exc}); it was tampered with") from None
+        return cls(logs, records)
+
+    def copy(self) -> Head:
+        return Head(
+            {k: LogHead(h.first, h.before, h.last, h.tag, h.expires) for k, h in self.logs.items()},
+            {k: RecordHead(h.version, h.tag, h.created, h.expires) for k, h in self.records.items()},
+        )

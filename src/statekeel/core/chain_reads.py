@@ -1,0 +1,140 @@
+"""What a chained store checks on every read (see :mod:`statekeel.core.chained`).
+
+Each check raises :class:`~statekeel.errors.IntegrityError` naming the record or
+the log and seq, and saying what disagrees: a MAC (edited, forged, copied), the
+head (deleted, an older version restored, a tail cut), the seqs (a gap), the
+clock (a changed timestamp).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import replace
+
+from ..errors import IntegrityError
+from ..protocol import Backend, Entry, LogInfo, Record
+from .chain import STEP, ChainKey, Head, LogHead, split_trailer
+
+__all__ = ["check_entries", "check_log_info", "check_record", "open_value"]
+
+
+def _alive(expires: float | None) -> bool:
+    return expires is None or expires > time.time()
+
+
+def _unchained(codec: str, where: str) -> str:
+    if not codec.endswith(STEP):
+        raise IntegrityError(f"{where} is stored without its chain MAC (codec {codec!r}) in a tamper-evident "
+                             "store: planted or tampered with; it was not returned")  # fmt: skip
+    return codec[: -len(STEP)]
+
+
+def open_value(key: ChainKey, rec: Record, where: str) -> tuple[bytes, str]:
+    """A record's value and codec, its MAC verified (not yet compared with its head)."""
+    codec = _unchained(rec.codec, f"the record {where!r}")
+    value, clock, tag = split_trailer(rec.data, where)
+    want = key.record_tag(where, rec.version, codec, value, rec.created_at, clock)
+    if not hmac.compare_digest(tag, want):
+        raise IntegrityError(
+            f"the record {where!r} (version {rec.version}) fails its MAC: its value, version or creation time "
+            "was changed, or it was copied from another record; it was not returned"
+        )
+    return value, codec
+
+
+def check_record(
+    key: ChainKey, prefix: str, name: str, rec: Record | None, head: Head, include_expired: bool = False
+) -> Record | None:
+    """``rec`` opened, after checking it against ``head`` (None: checks that the head agrees it is gone)."""
+    where = prefix + name
+    known = head.records.get(where)
+    if rec is None:
+        if known is not None and _alive(known.expires):
+            raise IntegrityError(f"the record {where!r} is missing: its partition's chain head has version "
+                                 f"{known.version}, so it was deleted beneath the API")  # fmt: skip
+        return None
+    value, codec = open_value(key, rec, where)
+    if include_expired and not _alive(rec.expires_at):
+        return replace(rec, data=value, codec=codec)  # its head may have expired with it
+    if known is None:
+        raise IntegrityError(f"the record {where!r} is not in its partition's chain head: forged, or restored "
+                             "after it was deleted")  # fmt: skip
+    if known.version != rec.version or not hmac.compare_digest(known.tag, split_trailer(rec.data, where)[2]):
+        raise IntegrityError(f"the record {where!r} is version {rec.version} but its chain head has version "
+                             f"{known.version}: an older version was restored")  # fmt: skip
+    return replace(rec, data=value, codec=codec)
+
+
+def check_log_info(where: str, info: LogInfo | None, known: LogHead | None) -> LogInfo | None:
+    """``info``, after checking its last seq against the head's."""
+    live = known is not None and _alive(known.expires) and known.last >= known.first
+    if info is None and live:
+        assert known is not None
+        raise IntegrityError(f"the log {where!r} is missing: its chain head has entries "
+                             f"{known.first}..{known.last}, so they were deleted beneath the API")  # fmt: skip
+    if info is not None and (known is None or info.last_seq != known.last):
+        have = "no entries" if known is None else f"last seq {known.last}"
+        raise IntegrityError(f"the log {where!r} ends at seq {info.last_seq} but its chain head has {have}: "
+                             "entries were deleted at its tail, or appended beneath the API")  # fmt: skip
+    return info
+
+
+def _window(known: LogHead, start: int, stop: int | None, limit: int | None, reverse: bool) -> tuple[int, int]:
+    """The seqs ``read`` must return, as the head knows the log: ``lo..hi`` (empty when hi < lo)."""
+    lo, hi = max(start, known.first), known.last if stop is None else min(stop - 1, known.last)
+    if limit is not None:
+        lo, hi = (max(lo, hi - limit + 1), hi) if reverse else (lo, min(hi, lo + limit - 1))
+    return lo, hi
+
+
+def check_entries(
+    key: ChainKey, prefix: str, inner: Backend, log: str, known: LogHead | None, *,
+    start: int, stop: int | None, limit: int | None, reverse: bool,
+) -> list[Entry]:
+    """The entries ``read`` asked for, read so that each one's chain link is checked (one entry
+    before the window is read too, unless the head holds its tag)."""
+    where = prefix + log
+    if known is None or not _alive(known.expires):
+        found = inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
+        if found:
+            raise IntegrityError(f"entry {found[0].seq} of log {where!r} is not in its chain head: appended "
+                                 "beneath the API")  # fmt: skip
+        return []
+    lo, hi = _window(known, start, stop, limit, reverse)
+    if hi < lo:
+        return []
+    lead = lo > known.first
+    to_end = stop is None and hi == known.last  # then one entry past the head's last is looked for too
+    first = lo - 1 if lead else lo
+    found = inner.read(log, start=first, stop=None if to_end else hi + 1, limit=hi - first + 2 if to_end else None)
+    if to_end and found and found[-1].seq > hi:
+        raise IntegrityError(f"entry {found[-1].seq} of log {where!r} is past the last seq its chain head has "
+                             f"({known.last}): appended beneath the API")  # fmt: skip
+    prev = known.before
+    if lead:
+        if not found or found[0].seq != lo - 1:
+            raise IntegrityError(f"entry {lo - 1} of log {where!r} is missing: deleted beneath the API")
+        prev = split_trailer(found[0].data, where)[2]
+        found = found[1:]
+    out: list[Entry] = []
+    for expected, e in zip(range(lo, hi + 1), found):
+        if e.seq != expected:
+            raise IntegrityError(f"entries {expected}..{e.seq - 1} of log {where!r} are missing: deleted "
+                                 "beneath the API")  # fmt: skip
+        codec = _unchained(e.codec, f"entry {e.seq} of log {where!r}")
+        value, clock, tag = split_trailer(e.data, where)
+        if not hmac.compare_digest(tag, key.entry_tag(where, e.seq, codec, value, clock, prev)):
+            raise IntegrityError(f"entry {e.seq} of log {where!r} breaks the chain: it was edited, reordered, "
+                                 "forged, or the entry before it was changed or deleted")  # fmt: skip
+        if clock != e.created_at:
+            raise IntegrityError(f"entry {e.seq} of log {where!r} has created_at {e.created_at!r}, but it was "
+                                 f"written at {clock!r}: its timestamp was changed")  # fmt: skip
+        out.append(Entry(e.log, e.seq, value, codec, e.created_at))
+        prev = tag
+    if len(out) != hi - lo + 1:
+        raise IntegrityError(f"entries {lo + len(out)}..{hi} of log {where!r} are missing: deleted beneath the "
+                             "API (at its tail, when the head's last seq is among them)")  # fmt: skip
+    if hi == known.last and not hmac.compare_digest(prev, known.tag):
+        raise IntegrityError(f"the last entry of log {where!r} is not the one its chain head names")
+    return out

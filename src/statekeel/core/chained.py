@@ -1,0 +1,440 @@
+"""The chained backend: a tamper-evident store's ``Core.backend`` (see :mod:`statekeel.core.chain`).
+
+Writes: each batch is planned against the heads of the partitions it touches
+(cached; read once when unknown): every value gets its trailer, every append
+its ``at``, every unconditional put a compare-and-set, and each changed head is
+written in the same batch, compare-and-set on its own version. When another
+process moved a head meanwhile, the backend refuses the batch (nothing written);
+the heads are read again and the batch planned again.
+
+Reads verify against the partition's head, read with the data: a record's MAC,
+its version (an older one restored disagrees), its presence (a deleted one is
+still in the head); a log's chain, its seqs without gaps, its last seq and tag
+(a deleted tail); every ``created_at`` against the authenticated clock. Any
+disagreement raises :class:`~statekeel.errors.IntegrityError` naming where.
+
+Below it sits the encryption (:class:`~statekeel.core.sealed.SealedBackend`)
+when the store is encrypted too: the chain covers the plaintext, so
+re-encryption leaves it intact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Final, TypeVar
+
+from ..errors import ConflictError, IntegrityError
+from ..protocol import (
+    ANY,
+    KEEP,
+    Append,
+    Backend,
+    Delete,
+    Entry,
+    Expire,
+    Load,
+    LoadEntries,
+    LogInfo,
+    MigrationStatus,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Rewrite,
+    Touch,
+    Trim,
+    keys,
+)
+from . import layout
+from .anchor import Anchor, read_anchor
+from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, split_trailer, trailer
+from .sealed import SealedBackend
+from .chain_reads import check_entries, check_log_info, check_record, open_value
+
+__all__ = ["ChainedBackend"]
+
+T = TypeVar("T")
+
+_PATIENCE: Final = 60.0
+"""Seconds a batch keeps being planned again while other writers of its partition move the head
+(writers of one partition take turns on its head); then the conflict is raised."""
+
+
+class ChainedBackend(Backend):
+    """``inner`` with every log hash-chained and every record version MACed, checked on reads."""
+
+    def __init__(self, inner: Backend, key: ChainKey, *, context_prefix: str = "") -> None:
+        self._inner = inner
+        self.url = inner.url
+        self.batch_scope = inner.batch_scope
+        self._key = key
+        self._prefix = context_prefix
+        self._heads: dict[str, tuple[int | None, Head, float | None]] = {}
+        """partition -> (head record version, head, head created_at): hints for writers."""
+        self._floors: dict[str, tuple[int, float | None]] | None = None
+        self.anchor: Anchor | None = None
+        """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
+
+    @property
+    def storage(self) -> Backend:
+        """The backend underneath (the sealing of an encrypted store, or the store itself)."""
+        return self._inner
+
+    def over(self, inner: Backend, context_prefix: str) -> ChainedBackend:
+        """The same chain (and encryption beneath it) over another backend (a tenant's view, keys
+        under ``context_prefix``)."""
+        below = self._inner.over(inner, context_prefix) if isinstance(self._inner, SealedBackend) else inner
+        return ChainedBackend(below, self._key, context_prefix=self._prefix + context_prefix)
+
+    def _anchored(self) -> dict[str, tuple[int, float | None]]:
+        """Each partition's head version (and expiry) when the store was anchored, read once per handle;
+        {} without an anchor. An anchor that does not verify refuses every read."""
+        if self._floors is None:
+            self._floors = {} if self.anchor is None else read_anchor(self._key, self.anchor)
+        return self._floors
+
+    @property
+    def key(self) -> ChainKey:
+        """The MAC key (``statekeel verify`` checks heads and anchors with it)."""
+        return self._key
+
+    def _plain(self, key: str) -> bool:
+        return layout.stored_in_clear(self._prefix + key) or layout.is_chain_head(key)
+
+    # -- heads -----------------------------------------------------------------
+    def head_of(self, rec: Record | None, partition: str) -> Head:
+        """The head of ``partition`` from its stored record (verified), or an empty one."""
+        version, head, created = self._load_head(partition, rec)
+        self._heads[partition] = (version, head, created)
+        return head
+
+    def _load_head(self, partition: str, rec: Record | None) -> tuple[int | None, Head, float | None]:
+        floor = self._anchored().get(partition)
+        if floor is not None and (rec is None or rec.version < floor[0]) and (floor[1] is None or floor[1] > time.time()):
+            have = "gone" if rec is None else f"at version {rec.version}"
+            raise IntegrityError(f"the chain head of {self._prefix + partition!r} is {have}, older than the anchored "
+                                 f"version {floor[0]}: the store (or this partition) was rolled back")  # fmt: skip
+        if rec is None:
+            return None, Head(), None
+        where = self._prefix + rec.key
+        value, codec = open_value(self._key, rec, where)
+        return rec.version, Head.decode(value, where), rec.created_at
+
+    def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
+        if partition not in self._heads:
+            self.head_of(self._inner.get(layout.chain_head_key(partition)), partition)
+        version, head, created = self._heads[partition]
+        return version, head.copy(), created
+
+    # -- reads -----------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        return _consistent(lambda: self._get(key, include_expired))
+
+    def _get(self, key: str, include_expired: bool) -> Record | None:
+        if self._plain(key):
+            return self._inner.get(key, include_expired=include_expired)
+        part = keys.partition(key)
+        if include_expired:
+            rec, hrec = self._inner.get(key, include_expired=True), self._inner.get(layout.chain_head_key(part))
+        else:
+            rec, hrec = self._inner.get_many([key, layout.chain_head_key(part)])
+        return check_record(self._key, self._prefix, key, rec, self.head_of(hrec, part), include_expired)
+
+    def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        return _consistent(lambda: self._get_many(keys_))
+
+    def _get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        parts = sorted({keys.partition(k) for k in keys_ if not self._plain(k)})
+        found = self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
+        heads = {p: self.head_of(r, p) for p, r in zip(parts, found[len(keys_):])}
+        return [rec if self._plain(k) else check_record(self._key, self._prefix, k, rec, heads[keys.partition(k)])
+                for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        return _consistent(lambda: self._scan(prefix, after, limit))
+
+    def _scan(self, prefix: str, after: str | None, limit: int) -> list[Record]:
+        page: list[Record] = []
+        cursor, done = after, False
+        while len(page) < limit and not done:  # heads and the marker are the chain's: skip them, fill the page
+            want = limit - len(page)
+            raw = self._inner.scan(prefix, after=cursor, limit=want)
+            done = len(raw) < want
+            page += [r for r in raw if not (layout.is_chain_head(r.key) or r.key == layout.INTEGRITY_MARKER)]
+            cursor = raw[-1].key if raw else cursor
+        parts = sorted({keys.partition(r.key) for r in page if not self._plain(r.key)})
+        heads = {p: self.head_of(r, p) for p, r in zip(parts, self._inner.get_many(
+            [layout.chain_head_key(p) for p in parts]))}  # fmt: skip
+        out = [r if self._plain(r.key) else check_record(self._key, self._prefix, r.key, r, heads[keys.partition(r.key)])
+               for r in page]  # fmt: skip
+        end = page[-1].key if len(page) == limit else None
+        seen = {r.key for r in page}
+        for part, head in heads.items():  # a record the head lists in this window but the store lost
+            for full in head.records:
+                key = full[len(self._prefix):]
+                inside = key.startswith(prefix) and (after is None or key > after) and (end is None or key <= end)
+                if full.startswith(self._prefix) and inside and key not in seen:
+                    check_record(self._key, self._prefix, key, None, head)
+        return [r for r in out if r is not None]
+
+    def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        return _consistent(lambda: self._read(log, start, stop, limit, reverse))
+
+    def _read(self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool) -> list[Entry]:
+        part = keys.partition(log)
+        head = self.head_of(self._inner.get(layout.chain_head_key(part)), part)
+        return check_entries(self._key, self._prefix, self._inner, log, head.logs.get(self._prefix + log),
+                             start=start, stop=stop, limit=limit, reverse=reverse)  # fmt: skip
+
+    def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        return _consistent(lambda: self._log_info(log))
+
+    def _log_info(self, log: str) -> LogInfo | None:
+        part = keys.partition(log)
+        head = self.head_of(self._inner.get(layout.chain_head_key(part)), part)
+        info = self._inner.log_info(log)
+        return check_log_info(self._prefix + log, info, head.logs.get(self._prefix + log))
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        return self._inner.scan_logs(prefix, after=after, limit=limit)
+
+    # -- writes ----------------------------------------------------------------
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        deadline = time.monotonic() + _PATIENCE
+        for attempt in itertools.count():
+            clock = time.time() if now is None else now
+            plan = _Plan(self, clock)
+            sealed = [plan.seal(op) for op in ops]
+            head_ops = plan.head_puts()
+            try:
+                results = self._inner.apply([*sealed, *head_ops], now=clock)
+            except ConflictError as err:
+                ours = err.key in plan.resolved or layout.is_chain_head(err.key)
+                for part in plan.heads:
+                    self._heads.pop(part, None)
+                if ours and time.monotonic() < deadline:
+                    time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
+                    continue
+                raise
+            except BaseException:
+                for part in plan.heads:
+                    self._heads.pop(part, None)
+                raise
+            plan.remember(results[len(ops):])
+            return [_as_given(op, r) for op, r in zip(ops, results)]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the rest is the backend's ------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        return self._inner.purge_expired(limit=limit)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        return self._inner.migrate(check=check)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+_JITTER: Final = random.Random()
+"""Backoff jitter from a generator of its own (the global one may be seeded by the caller's tests)."""
+
+_READS: Final = 5
+"""Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
+a writer may commit between them on backends without snapshot reads (files)."""
+
+
+def _consistent(read: Callable[[], T]) -> T:
+    for attempt in range(_READS):
+        try:
+            return read()
+        except IntegrityError:
+            if attempt == _READS - 1:
+                raise
+            time.sleep(0.002 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _as_given(op: Op, result: OpResult) -> OpResult:
+    """A result as the caller's own op would have produced it (its value, not the sealed one)."""
+    if isinstance(op, Put) and isinstance(result, Record):
+        r = result
+        return Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
+    return op.record if isinstance(op, Load) else result
+
+
+def _alive(expires: float | None, now: float) -> bool:
+    return expires is None or expires > now
+
+
+class _Plan:
+    """One attempt at a batch: the sealed ops and the heads they leave."""
+
+    def __init__(self, backend: ChainedBackend, clock: float) -> None:
+        self.b = backend
+        self.clock = clock
+        self.heads: dict[str, tuple[int | None, Head, float | None]] = {}
+        self.dirty: set[str] = set()
+        self.resolved: set[str] = set()
+
+    def _head(self, target: str) -> Head:
+        part = keys.partition(target)
+        if part not in self.heads:
+            self.heads[part] = self.b._head_for_write(part)
+        self.dirty.add(part)
+        return self.heads[part][1]
+
+    def _where(self, key: str) -> str:
+        return self.b._prefix + key
+
+    def seal(self, op: Op) -> Op:
+        target = op.record.key if isinstance(op, Load) else getattr(op, "key", None) or getattr(op, "log", None)
+        if isinstance(op, Expire):
+            return self._expire(op)
+        assert isinstance(target, str)
+        if self.b._plain(target):
+            return op
+        if isinstance(op, Put):
+            return self._put(op)
+        if isinstance(op, Append):
+            return self._append(op)
+        if isinstance(op, Delete):
+            self._head(op.key).records.pop(self._where(op.key), None)
+        elif isinstance(op, Touch) and op.expires_at is not KEEP:
+            head = self._head(op.key)
+            for known in (head.records.get(self._where(op.key)), head.logs.get(self._where(op.key))):
+                if known is not None:
+                    known.expires = op.expires_at
+        elif isinstance(op, Trim):
+            self._trim(op)
+        elif isinstance(op, Rewrite):
+            return self._rewrite(op)
+        elif isinstance(op, Load):
+            return Load(self._load(op.record))
+        elif isinstance(op, LoadEntries):
+            return self._load_entries(op)
+        return op
+
+    def _put(self, op: Put) -> Put:
+        head = self._head(op.key)
+        known = head.records.get(self._where(op.key))
+        current = known.version if known is not None and _alive(known.expires, self.clock) else None
+        version, created = (current or 0) + 1, known.created if current is not None and known else self.clock
+        tag = self.b._key.record_tag(self._where(op.key), version, op.codec, op.data, created, self.clock)
+        expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
+        head.records[self._where(op.key)] = RecordHead(version, tag, created, expires)
+        if op.expect is ANY:
+            self.resolved.add(op.key)
+        expect = current if op.expect is ANY else op.expect
+        return Put(op.key, op.data + trailer(self.clock, tag), op.codec + STEP, expect, op.expires_at)
+
+    def _append(self, op: Append) -> Append:
+        head = self._head(op.log)
+        known = head.logs.get(self._where(op.log))
+        if known is not None and not _alive(known.expires, self.clock):
+            known = None  # an expired log starts again at 1
+        first = known.last + 1 if known else 1
+        prev = known.tag if known else ZERO_TAG
+        items = []
+        for i, (data, codec) in enumerate(op.items):
+            prev = self.b._key.entry_tag(self._where(op.log), first + i, codec, data, self.clock, prev)
+            items.append((data + trailer(self.clock, prev), codec + STEP))
+        expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
+        if op.items:
+            head.logs[self._where(op.log)] = LogHead(known.first if known else first, known.before if known else ZERO_TAG,
+                                        first + len(op.items) - 1, prev, expires)
+        if op.at is None:
+            self.resolved.add(op.log)
+        return Append(op.log, tuple(items), op.expires_at, first if op.at is None else op.at)
+
+    def _trim(self, op: Trim) -> None:
+        known = self._head(op.log).logs.get(self._where(op.log))
+        if known is None:
+            return
+        first = max(known.first, min(op.before, known.last + 1))
+        if first > known.first:
+            known.before = known.tag if first - 1 == known.last else self._tag_of(op.log, first - 1)
+            known.first = first
+
+    def _tag_of(self, log: str, seq: int) -> bytes:
+        found = self.b._inner.read(log, start=seq, stop=seq + 1)
+        if not found:
+            raise IntegrityError(f"entry {seq} of log {self._where(log)!r} is missing beneath the chain")
+        return split_trailer(found[0].data, self._where(log))[2]
+
+    def _rewrite(self, op: Rewrite) -> Rewrite:
+        """Re-encoding the same value keeps its place in the chain; anything else would change history."""
+        found = self.b._inner.read(op.log, start=op.seq, stop=op.seq + 1)
+        if not found:
+            return op  # nothing to rewrite: the backend reports False
+        value, clock, tag = split_trailer(found[0].data, self._where(op.log))
+        if value != op.data or found[0].codec != op.codec + STEP:
+            raise IntegrityError(f"entry {op.seq} of {self._where(op.log)!r} is chained: a rewrite may re-encode "
+                                 "it (key rotation) but not change its value")  # fmt: skip
+        return replace(op, data=op.data + trailer(clock, tag), codec=op.codec + STEP)
+
+    def _load(self, rec: Record) -> Record:
+        tag = self.b._key.record_tag(self._where(rec.key), rec.version, rec.codec, rec.data, rec.created_at,
+                                     rec.updated_at)  # fmt: skip
+        self._head(rec.key).records[self._where(rec.key)] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
+        return replace(rec, data=rec.data + trailer(rec.updated_at, tag), codec=rec.codec + STEP)
+
+    def _load_entries(self, op: LoadEntries) -> LoadEntries:
+        head = self._head(op.log)
+        known = head.logs.get(self._where(op.log))
+        out: list[Entry] = []
+        for e in op.entries:
+            if known is not None and e.seq <= known.last:
+                continue  # the backend skips it too (re-running a copy)
+            prev = known.tag if known else ZERO_TAG
+            tag = self.b._key.entry_tag(self._where(op.log), e.seq, e.codec, e.data, e.created_at, prev)
+            out.append(replace(e, data=e.data + trailer(e.created_at, tag), codec=e.codec + STEP))
+            if known is None:
+                known = head.logs[self._where(op.log)] = LogHead(e.seq, ZERO_TAG, e.seq, tag, op.expires_at)
+            else:
+                known.last, known.tag = e.seq, tag
+        return replace(op, entries=tuple(out))
+
+    def _expire(self, op: Expire) -> Expire:
+        """What the heads list expires with the data. A partition the prefix ends now is left
+        alone (its head goes with it); otherwise the head of the partition the prefix falls in
+        records the new expiry (a prefix spanning partitions reaches their heads too, unread)."""
+        part = keys.partition(op.prefix)
+        ending = op.expires_at is not None and op.expires_at <= self.clock
+        inside = op.prefix.startswith(part + "/") and all(part.split("/"))
+        if ending and layout.chain_head_key(part).startswith(op.prefix) or not inside or self.b._plain(op.prefix):
+            return op
+        head = self._head(op.prefix)
+        items: list[tuple[str, RecordHead | LogHead]] = [*head.records.items(), *head.logs.items()]
+        for name, known in items:
+            if name.startswith(self._where(op.prefix)):
+                known.expires = op.expires_at
+        return op
+
+    def head_puts(self) -> list[Op]:
+        out: list[Op] = []
+        for part in sorted(self.dirty):
+            version, head, created = self.heads[part]
+            key = layout.chain_head_key(part)
+            data = head.encode()
+            nxt, born = (version or 0) + 1, created if created is not None else self.clock
+            tag = self.b._key.record_tag(self._where(key), nxt, "json", data, born, self.clock)
+            listed: list[RecordHead | LogHead] = [*head.records.values(), *head.logs.values()]
+            expiries = [k.expires for k in listed]
+            expires = None if not expiries or None in expiries else max(e for e in expiries if e is not None)
+            out.append(Put(key, data + trailer(self.clock, tag), "json" + STEP, version, expires))
+        return out
+
+    def remember(self, results: Sequence[OpResult]) -> None:
+        for part, result in zip(sorted(self.dirty), results):
+            _, head, created = self.heads[part]
+            if isinstance(result, Record):
+                self.b._heads[part] = (result.version, head, result.created_at)

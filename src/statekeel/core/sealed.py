@@ -1,0 +1,324 @@
+"""The sealed backend: where an encrypted store's values are sealed to their position.
+
+Features encode values with the codec and write them through ``core.backend``;
+for an encrypted store that is a :class:`SealedBackend` around the real one. It
+seals each value when the batch is applied — the only place its position is
+known — and opens what it reads, so every feature (sessions, state, decisions,
+runs, checkpoints, notes, events, integrations) is covered without knowing.
+
+Position: a record's version, an entry's seq. A ``Put`` with ``expect=ANY`` is
+sent as compare-and-set on the version this handle last saw (read once when it
+has seen none), an ``Append`` with ``at=`` the seq it will get. When another
+writer moved the record or log meanwhile, the backend refuses the batch
+(nothing written), this handle learns the new position from the conflict and
+seals again — a single writer never pays a round trip for it. A conflict on a
+precondition the caller set itself is the caller's, and is raised.
+
+Reads: what the store holds without the encryption step is refused as planted
+(:class:`~statekeel.errors.IntegrityError`) unless it is plain by design
+(:func:`~statekeel.core.layout.stored_in_clear`) or ``statekeel keys encrypt``
+is still converting; a store opened without its key (``locked``) refuses reads
+and writes of values with :class:`~statekeel.errors.KeyUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Final
+
+from ..errors import ConflictError, KeyUnavailableError
+from ..protocol import (
+    ANY,
+    Append,
+    Backend,
+    Delete,
+    Entry,
+    Expire,
+    Load,
+    LoadEntries,
+    LogInfo,
+    MigrationStatus,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Rewrite,
+    Touch,
+    op_target,
+)
+from . import layout
+from .encryption import Cipher, EncryptedStorePolicy
+
+__all__ = ["SealedBackend"]
+
+
+def _ends(op: Touch | Expire) -> bool:
+    """Whether ``op`` expires what it names now (so its versions and seqs start again)."""
+    exp = op.expires_at
+    return isinstance(exp, (int, float)) and exp <= time.time()
+
+_ATTEMPTS: Final = 8
+"""Times a batch is sealed again after another writer moved a position it resolved."""
+
+_CACHE_MAX: Final = 100_000
+"""Positions remembered per handle (forgotten wholesale beyond; they are only hints)."""
+
+_STEP: Final = "+aesgcm"
+
+
+class SealedBackend(Backend):
+    """``inner`` with every value sealed to its position on the way in and opened on the way out."""
+
+    def __init__(
+        self, inner: Backend, cipher: Cipher | None, policy: EncryptedStorePolicy, *, context_prefix: str = ""
+    ) -> None:
+        self._inner = inner
+        self.url = inner.url
+        self.batch_scope = inner.batch_scope
+        self._cipher = cipher
+        self.policy = policy
+        self._prefix = context_prefix
+        self._versions: dict[str, int | None] = {}
+        self._next: dict[str, int] = {}
+
+    @property
+    def locked(self) -> bool:
+        """Opened without the key: values can be neither opened nor sealed (``policy.locked`` says why)."""
+        return self._cipher is None
+
+    @property
+    def storage(self) -> Backend:
+        """The backend underneath: values as stored (sealed), for maintenance and verification."""
+        return self._inner
+
+    def over(self, inner: Backend, context_prefix: str) -> SealedBackend:
+        """The same sealing over another backend (a tenant's native view, keys under ``context_prefix``)."""
+        return SealedBackend(inner, self._cipher, self.policy, context_prefix=self._prefix + context_prefix)
+
+    def is_stale(self, data: bytes, codec: str, target: int) -> bool:
+        """Whether a stored value is sealed under another data key version than ``target``, or in
+        the format that did not bind its position (``statekeel keys reencrypt`` rewrites it)."""
+        return codec.endswith(_STEP) and (Cipher.key_version(data) != target or not Cipher.current_format(data))
+
+    # -- opening -------------------------------------------------------------
+    def open_value(self, data: bytes, codec: str, key: str, kind: bytes, pos: int) -> tuple[bytes, str]:
+        """``(data, codec)`` as the codec wrote them, from what is stored at ``key`` and ``pos``."""
+        where = self._prefix + key
+        self.policy.check_decode(codec, where)
+        if not codec.endswith(_STEP):
+            return data, codec
+        if self._cipher is None:  # pragma: no cover - a locked policy raised above
+            raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
+        return self._cipher.open(data, where, kind, pos), codec[: -len(_STEP)]
+
+    def open_record(self, rec: Record) -> Record:
+        data, codec = self.open_value(rec.data, rec.codec, rec.key, b"r", rec.version)
+        return Record(rec.key, data, codec, rec.version, rec.created_at, rec.updated_at, rec.expires_at)
+
+    def open_entry(self, entry: Entry) -> Entry:
+        data, codec = self.open_value(entry.data, entry.codec, entry.log, b"e", entry.seq)
+        return Entry(entry.log, entry.seq, data, codec, entry.created_at)
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        rec = self._inner.get(key, include_expired=include_expired)
+        if rec is None:
+            return None
+        self._saw(rec)
+        return self.open_record(rec)
+
+    def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        out = self._inner.get_many(keys)
+        for rec in out:
+            if rec is not None:
+                self._saw(rec)
+        return [None if rec is None else self.open_record(rec) for rec in out]
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        page = self._inner.scan(prefix, after=after, limit=limit)
+        for rec in page:
+            self._saw(rec)
+        return [self.open_record(rec) for rec in page]
+
+    def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        entries = self._inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
+        return [self.open_entry(e) for e in entries]
+
+    def read_values(
+        self, log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> list[tuple[bytes, str]]:
+        return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
+
+    def log_info(self, log: str) -> LogInfo | None:
+        info = self._inner.log_info(log)
+        if info is not None:
+            self._remember(self._next, log, info.last_seq + 1)
+        return info
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        return self._inner.scan_logs(prefix, after=after, limit=limit)
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        for attempt in range(_ATTEMPTS):
+            sealed, resolved = self._seal_batch(ops)
+            try:
+                results = self._inner.apply(sealed, now=now)
+            except ConflictError as err:
+                if err.key not in resolved or attempt == _ATTEMPTS - 1:
+                    self._forget(err.key)
+                    raise
+                self._moved(err, resolved[err.key])
+                continue
+            except BaseException:
+                self._forget_batch(ops)  # it may or may not have been applied
+                raise
+            return self._learn(ops, results)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _seal_batch(self, ops: Sequence[Op]) -> tuple[list[Op], dict[str, type]]:
+        """The ops with their values sealed, and the positions this handle resolved (key -> op type)."""
+        versions: dict[str, int | None] = {}  # as the batch's earlier ops leave them
+        nexts: dict[str, int] = {}
+        resolved: dict[str, type] = {}
+        out: list[Op] = []
+        for op in ops:
+            if isinstance(op, Put):
+                op = self._seal_put(op, versions, resolved)
+            elif isinstance(op, Append):
+                op = self._seal_append(op, nexts, resolved)
+            elif isinstance(op, Rewrite):
+                op = self._seal_rewrite(op)
+            elif isinstance(op, Load):
+                op = Load(self._seal_record(op.record))
+                versions[op.record.key] = op.record.version
+            elif isinstance(op, LoadEntries):
+                op = replace(op, entries=tuple(self._seal_entry(e) for e in op.entries))
+                nexts.pop(op.log, None)
+            elif isinstance(op, Delete):
+                versions[op.key] = None
+            elif isinstance(op, (Touch, Expire)) and _ends(op):  # what it ends starts again from nothing
+                for known in (versions, nexts):
+                    for k in [k for k in known if k.startswith(op_target(op))]:
+                        del known[k]
+            out.append(op)
+        return out, resolved
+
+    def _seal_put(self, op: Put, versions: dict[str, int | None], resolved: dict[str, type]) -> Put:
+        if op.key in versions:
+            current = versions[op.key]
+        elif op.expect is ANY:
+            current = self._version_of(op.key)
+            resolved[op.key] = Put
+        else:
+            current = op.expect
+        versions[op.key] = (current or 0) + 1
+        data, codec = self._seal(op.data, op.codec, op.key, b"r", (current or 0) + 1)
+        expect = current if op.expect is ANY else op.expect
+        return replace(op, data=data, codec=codec, expect=expect)
+
+    def _seal_append(self, op: Append, nexts: dict[str, int], resolved: dict[str, type]) -> Append:
+        first = nexts.get(op.log) or op.at
+        if first is None:
+            first = self._next_of(op.log)
+            resolved[op.log] = Append
+        nexts[op.log] = first + len(op.items)
+        items = tuple(self._seal(data, codec, op.log, b"e", first + i) for i, (data, codec) in enumerate(op.items))
+        return replace(op, items=items, at=first)
+
+    def _seal_rewrite(self, op: Rewrite) -> Rewrite:
+        data, codec = self._seal(op.data, op.codec, op.log, b"e", op.seq)
+        return replace(op, data=data, codec=codec)
+
+    def _seal_record(self, rec: Record) -> Record:
+        data, codec = self._seal(rec.data, rec.codec, rec.key, b"r", rec.version)
+        return replace(rec, data=data, codec=codec)
+
+    def _seal_entry(self, entry: Entry) -> Entry:
+        data, codec = self._seal(entry.data, entry.codec, entry.log, b"e", entry.seq)
+        return replace(entry, data=data, codec=codec)
+
+    def _seal(self, data: bytes, codec: str, key: str, kind: bytes, pos: int) -> tuple[bytes, str]:
+        where = self._prefix + key
+        if layout.stored_in_clear(where):
+            return data, codec
+        self.policy.check_encode(where)
+        if self._cipher is None:  # pragma: no cover - a locked policy raised above
+            raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
+        return self._cipher.seal(data, where, kind, pos), codec + _STEP
+
+    # -- positions -----------------------------------------------------------
+    def _version_of(self, key: str) -> int | None:
+        if key in self._versions:
+            return self._versions[key]
+        rec = self._inner.get(key)
+        return None if rec is None else rec.version
+
+    def _next_of(self, log: str) -> int:
+        if log in self._next:
+            return self._next[log]
+        info = self._inner.log_info(log)
+        return 1 if info is None else info.last_seq + 1  # an emptied log's conflict corrects a wrong 1
+
+    def _moved(self, err: ConflictError, kind: type) -> None:
+        """Another writer moved a position this handle resolved: take the one the conflict names."""
+        if kind is Append:
+            if err.actual is None:
+                self._next.pop(err.key, None)
+            else:
+                self._remember(self._next, err.key, err.actual + 1)
+        else:
+            self._remember(self._versions, err.key, err.actual)
+
+    def _learn(self, ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
+        """Remember the positions the batch left, and give back the caller's own values."""
+        out: list[OpResult] = []
+        for op, result in zip(ops, results):
+            if isinstance(op, Put) and isinstance(result, Record):
+                self._remember(self._versions, op.key, result.version)
+                result = replace(result, data=op.data, codec=op.codec)
+            elif isinstance(op, Append) and isinstance(result, int):
+                self._remember(self._next, op.log, result + len(op.items))
+            elif isinstance(op, Delete):
+                self._remember(self._versions, op.key, None)
+            elif isinstance(op, Load):
+                result = op.record
+            elif isinstance(op, (Touch, Expire, LoadEntries)) and (isinstance(op, LoadEntries) or _ends(op)):
+                self._forget_batch([op])
+            out.append(result)
+        return out
+
+    def _saw(self, rec: Record) -> None:
+        self._remember(self._versions, rec.key, rec.version)
+
+    @staticmethod
+    def _remember(cache: dict[str, int | None] | dict[str, int], key: str, value: int | None) -> None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = value  # type: ignore[assignment]
+
+    def _forget(self, key: str) -> None:
+        self._versions.pop(key, None)
+        self._next.pop(key, None)
+
+    def _forget_batch(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            if isinstance(op, Expire):
+                self._versions.clear()
+                self._next.clear()
+                return
+            self._forget(op_target(op))
+
+    # -- the rest is the backend's ---------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        return self._inner.purge_expired(limit=limit)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        return self._inner.migrate(check=check)
+
+    def close(self) -> None:
+        self._inner.close()
