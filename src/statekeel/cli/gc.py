@@ -2,57 +2,31 @@
 
 Runs :func:`statekeel.features.retention.gc` (every session's caps, then every
 expired record — deleted sessions among them — is purged) with a progress bar,
-then, on SQLite, ``VACUUM`` gives the freed pages back to the file system and the
-write-ahead log is truncated; the bytes before and after are reported. Other
-backends reclaim space themselves (PostgreSQL autovacuum, Redis on delete, the
-files backend when a file is removed).
+then a backend that can give freed space back (the ``SupportsReclaim`` capability:
+SQLite, by an incremental vacuum) does, and the bytes before and after are reported.
+Other backends reclaim space themselves (PostgreSQL autovacuum, Redis on delete,
+the files backend when a file is removed).
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import sys
 from typing import Any
 
 import click
 
-from statekeel.backends._url import split_url
 from statekeel.features.retention import count_sessions, gc as run_gc
 
-from ._output import CliState, emit_json, json_option, store_from
+from statekeel.protocol.capabilities import SupportsReclaim
+
+from ._output import emit_json, json_option, store_from
 
 __all__ = ["gc"]
 
 
-def _sqlite_path(ctx: click.Context) -> str | None:
-    state = ctx.find_object(CliState)
-    if state is None:
-        return None
-    parsed = split_url(state.url)
-    if parsed.scheme != "sqlite" or parsed.sqlite_path() == ":memory:":
-        return None
-    return parsed.sqlite_path()
-
-
-def _bytes(path: str) -> int:
-    """The database file and its write-ahead log."""
-    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
-
-
-def _vacuum(path: str) -> None:
-    """Give SQLite's free pages back (the store's own connection is idle meanwhile)."""
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    try:
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-
-
 @click.command("gc")
 @click.option("--vacuum/--no-vacuum", default=True, show_default=True,
-              help="SQLite: VACUUM after purging, so the file shrinks (rewrites it; takes a lock briefly).")
+              help="Give freed space back to the file system after purging (SQLite: incremental vacuum).")
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
@@ -64,15 +38,13 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
     Example: statekeel --url sqlite:///agent.db gc
     """
     store = store_from(ctx)
-    path = _sqlite_path(ctx)
-    before = _bytes(path) if path else None
     total = count_sessions(store)
     bar: Any = click.progressbar(length=total, label="sessions", file=sys.stderr)
     with bar:
         report = run_gc(store, progress=lambda _sid: bar.update(1))
-    if path and vacuum:
-        _vacuum(path)
-    after = _bytes(path) if path else None
+    before = after = None
+    if vacuum and isinstance(store.storage, SupportsReclaim):
+        before, after = store.storage.reclaim()
     out: dict[str, Any] = {
         "sessions": report.sessions, "messages_dropped": report.messages_dropped,
         "checkpoints_dropped": report.checkpoints_dropped, "purged": report.purged,

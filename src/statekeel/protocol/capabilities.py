@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SupportsIntegrityCheck",
+    "SupportsReclaim",
     "SupportsRepair",
     "SupportsTenants",
     "SupportsWalCheckpoint",
@@ -62,7 +63,18 @@ class SupportsWalCheckpoint(Protocol):
         ...
 
 
-_ALL: tuple[type, ...] = (SupportsTenants, SupportsIntegrityCheck, SupportsRepair, SupportsWalCheckpoint)
+@runtime_checkable
+class SupportsReclaim(Protocol):
+    """The backend can give space freed by deletes back to the file system (SQLite: vacuum)."""
+
+    def reclaim(self) -> tuple[int, int]:
+        """Give freed space back; ``(bytes before, bytes after)`` on disk."""
+        ...
+
+
+_ALL: tuple[type, ...] = (
+    SupportsTenants, SupportsIntegrityCheck, SupportsRepair, SupportsWalCheckpoint, SupportsReclaim,
+)
 
 
 def capabilities_of(backend: object) -> list[str]:

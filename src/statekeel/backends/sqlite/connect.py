@@ -28,6 +28,8 @@ def connect(path: str, timeout: float, durability: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: pages freed by deletes
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")     # can be given back, bit by bit
             _wal_mode(conn, timeout)
             conn.execute(f"PRAGMA synchronous = {durability.upper()}")
             register_functions(conn)
