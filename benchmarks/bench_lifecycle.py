@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import statekeel  # noqa: E402
 from statekeel import Retention  # noqa: E402
+from statekeel.protocol.capabilities import SupportsReclaim  # noqa: E402
 
 USER = {"role": "user", "content": "u" * 200}
 ASSISTANT = {"role": "assistant", "content": "a" * 800}
@@ -104,24 +104,26 @@ def _sqlite_bytes(url: str) -> int | None:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
-def gc_cost(url: str, sessions: int, messages: int) -> dict[str, Any]:
+def gc_cost(url: str, sessions: int, messages: int, text_bytes: int = 400) -> dict[str, Any]:
     with statekeel.open(url) as store:
+        t0 = time.perf_counter()
         for n in range(sessions):
-            store.session(f"gc-{n}").append(*({"i": i, "text": "g" * 400} for i in range(messages)))
+            for start in range(0, messages, 500):
+                store.session(f"gc-{n}").append(
+                    *({"i": i, "text": "g" * text_bytes} for i in range(start, min(start + 500, messages))))
+        fill = time.perf_counter() - t0
         store.set_retention(Retention(messages=10))
         before = _sqlite_bytes(url)
         t0 = time.perf_counter()
         report = store.gc()
         took = time.perf_counter() - t0
-    vacuum = None
-    if before is not None:
-        t0 = time.perf_counter()
-        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
-        vacuum = time.perf_counter() - t0
+        vacuum = None
+        if isinstance(store.storage, SupportsReclaim):  # what `statekeel gc` runs next
+            t0 = time.perf_counter()
+            store.storage.reclaim()
+            vacuum = time.perf_counter() - t0
     return {
+        "fill_seconds": fill,
         "sessions": report.sessions, "messages_dropped": report.messages_dropped, "gc_seconds": took,
         "sessions_per_s": report.sessions / took, "messages_dropped_per_s": report.messages_dropped / took,
         "vacuum_seconds": vacuum, "bytes_before": before, "bytes_after": _sqlite_bytes(url),
@@ -144,11 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big", type=int, default=100_000, help="messages in the session delete_session removes")
     ap.add_argument("--gc-sessions", type=int, default=200)
     ap.add_argument("--gc-messages", type=int, default=200)
+    ap.add_argument("--gc-text", type=int, default=400, help="bytes of text per message in the gc store")
+    ap.add_argument("--gc-only", action="store_true", help="only the gc figures (SQLite): e.g. a 1 GB store")
     ap.add_argument("--out", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d, urls(args.backends.split(","), Path(d)) as found:
         for name, url in found.items():
+            if args.gc_only:
+                if name == "sqlite":
+                    results[name] = {"gc": gc_cost(_fresh(url, Path(d), "gc"), args.gc_sessions, args.gc_messages,
+                                                   args.gc_text)}  # fmt: skip
+                    print(json.dumps(results), flush=True)
+                continue
             turns = turn_costs(_fresh(url, Path(d), "turns"), args.turns, args.repeats)
             row: dict[str, Any] = {
                 "turn_ms": {k: round(v * 1000, 3) for k, v in turns.items()},
@@ -157,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "delete": delete_cost(_fresh(url, Path(d), "delete"), args.big),
             }
             if name == "sqlite":
-                row["gc"] = gc_cost(_fresh(url, Path(d), "gc"), args.gc_sessions, args.gc_messages)
+                row["gc"] = gc_cost(_fresh(url, Path(d), "gc"), args.gc_sessions, args.gc_messages, args.gc_text)
             results[name] = row
             print(json.dumps({name: row}), flush=True)
     if args.out:

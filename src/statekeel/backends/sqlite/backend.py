@@ -278,12 +278,15 @@ class SQLiteBackend(Backend):
 
     def reclaim(self) -> tuple[int, int]:
         """Give the pages deletes freed back to the file system: ``PRAGMA incremental_vacuum`` on a
-        store created with ``auto_vacuum = INCREMENTAL`` (every store since this statekeel), else one
-        full ``VACUUM`` that also converts the file, so later calls are incremental."""
+        store created with ``auto_vacuum = INCREMENTAL`` (every store since this statekeel); a full
+        ``VACUUM`` when most of the file is free (it rewrites only what is kept, which is then
+        cheaper) or the file predates incremental mode (it converts it)."""
         before = self._bytes_on_disk()
         with self._lock, translate(map_error):
             c = self._conn
-            if c.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            free, pages = c.execute("PRAGMA freelist_count").fetchone()[0], c.execute("PRAGMA page_count").fetchone()[0]
+            if c.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 or free * 2 > pages:
+                # mostly free: rewriting what is kept is cheaper than moving it page by page
                 c.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 c.execute("VACUUM")
             else:  # executescript steps it to the end (execute would free one page per step)
