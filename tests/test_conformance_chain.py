@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from statekeel.testing import BACKENDS, BackendContext, ServerPool
+from statekeel.testing.conformance.test_model import make_machine
 
 from statekeel.testing.conformance.test_async import *  # noqa: F403
-from statekeel.testing.conformance.test_model import *  # noqa: F403
 from statekeel.testing.conformance.test_processes import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403
@@ -33,6 +38,21 @@ from statekeel.testing.conformance.test_run_liveness import *  # noqa: F403
 from statekeel.testing.conformance.test_retention import *  # noqa: F403
 
 KEY = base64.b64encode(b"C" * 32).decode()
+
+
+def test_chained_store_matches_model(backend_name: str, tmp_path: Path, statekeel_servers: ServerPool) -> None:
+    """test_model's state machine, through the chain; a database of its own (no examples replayed from the
+    plain run, whose store behaves the same but is another test) and derandomized."""
+    counter = iter(range(10**6))
+
+    def fresh_url() -> str:
+        n = next(counter)
+        sub = tmp_path / f"run{n}"
+        sub.mkdir()
+        return BACKENDS[backend_name](BackendContext(sub, statekeel_servers, 20_000 + n))
+
+    run_state_machine_as_test(make_machine(fresh_url), settings=settings(
+        max_examples=15, stateful_step_count=25, deadline=None, database=None, derandomize=True))
 
 
 @pytest.fixture(autouse=True)

@@ -184,25 +184,33 @@ class ChainedBackend(Backend):
     def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
-        return _consistent(lambda: self._read(log, start, stop, limit, reverse))
-
-    def _read(self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool) -> list[Entry]:
-        part = keys.partition(log)
-        head = self.head_of(self._inner.get(layout.chain_head_key(part)), part)
-        return check_entries(self._key, self._prefix, self._inner, log, head.logs.get(self._prefix + log),
-                             start=start, stop=stop, limit=limit, reverse=reverse)  # fmt: skip
+        return self._against_head(log, lambda known: check_entries(
+            self._key, self._prefix, self._inner, log, known, start=start, stop=stop, limit=limit, reverse=reverse))
 
     def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
         return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
 
     def log_info(self, log: str) -> LogInfo | None:
-        return _consistent(lambda: self._log_info(log))
+        return self._against_head(log, lambda known: check_log_info(self._prefix + log, self._inner.log_info(log), known))
 
-    def _log_info(self, log: str) -> LogInfo | None:
+    def _against_head(self, log: str, check: Callable[[LogHead | None], T]) -> T:
+        """``check`` a read of ``log`` against its head, read just before. The two are separate reads:
+        when the check fails the head is read again, and if a batch moved it meanwhile (the log read may
+        be newer than the head) the whole read is done again — only a disagreement with a head that
+        nothing moved is believed (a seqlock: writers move the head and the log in one batch)."""
         part = keys.partition(log)
-        head = self.head_of(self._inner.get(layout.chain_head_key(part)), part)
-        info = self._inner.log_info(log)
-        return check_log_info(self._prefix + log, info, head.logs.get(self._prefix + log))
+        head_key = layout.chain_head_key(part)
+        for _ in range(_MOVES):
+            before = self._inner.get(head_key)
+            known = self.head_of(before, part).logs.get(self._prefix + log)
+            try:
+                return check(known)
+            except IntegrityError:
+                after = self._inner.get(head_key)
+                if (None if before is None else before.version) == (None if after is None else after.version):
+                    raise
+        raise IntegrityError(f"the chain head of {self._prefix + part!r} kept moving while the log was read "
+                             f"({_MOVES} times); the writers are too busy for a checked read — try again")
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
         return self._inner.scan_logs(prefix, after=after, limit=limit)
@@ -246,6 +254,9 @@ class ChainedBackend(Backend):
 
 _JITTER: Final = random.Random()
 """Backoff jitter from a generator of its own (the global one may be seeded by the caller's tests)."""
+
+_MOVES: Final = 1000
+"""Reads of a log redone because writers moved its head meanwhile, before giving up."""
 
 _READS: Final = 5
 """Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
