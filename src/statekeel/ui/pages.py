@@ -66,10 +66,11 @@ def _size(url: str) -> dict[str, int] | None:
 
 
 def _count(store: Store, prefix: str) -> tuple[int, bool]:
-    """Records under ``prefix``, up to COUNT_CAP (keys only matter; nothing is decoded)."""
+    """Records under ``prefix``, up to COUNT_CAP (keys only matter: read beneath encryption and the
+    chain, so a store opened without its key is counted too; chain heads are not records)."""
     n, after = 0, None
-    while n < COUNT_CAP and (recs := store.backend.scan(prefix, after=after, limit=5000)):
-        n += len(recs)
+    while n < COUNT_CAP and (recs := store.storage.scan(prefix, after=after, limit=5000)):
+        n += sum(not layout.is_chain_head(r.key) for r in recs)
         after = recs[-1].key
     return n, n >= COUNT_CAP
 
