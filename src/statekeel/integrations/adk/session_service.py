@@ -1,0 +1,314 @@
+"""``StatekeelSessionService``: Google ADK's ``BaseSessionService`` over any statekeel URL or store.
+
+    from statekeel.integrations.adk import StatekeelSessionService
+
+    service = StatekeelSessionService.from_url("sqlite:///agent.db")
+    runner = Runner(agent=agent, app_name="support", session_service=service)
+
+Storage layout: :mod:`._layout`. An event, its session-state delta and the session's new
+``last_update_time`` are one atomic session batch; the batch compares-and-sets the
+session's head, so a writer holding an outdated copy of the session gets ADK's
+:class:`StaleSessionError` instead of overwriting newer state. ``get_session`` reads only
+the events it returns (``num_recent_events=N``: the newest N), and ``list_sessions``
+walks only the app's (or user's) range of the session index, never every session.
+Every call runs the sync store code on the service's worker thread, never on the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
+
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors import StaleSessionError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.sessions import _session_util
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig, ListSessionsResponse
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+
+from ...aio import AsyncStore
+from ...aio._worker import Worker
+from ...errors import ConflictError, InvalidInputError
+from ...features.sessions import Session as SkSession
+from ...features.state import Scope, StateView
+from ...models import Item
+from ...store import Store
+from ...store import open as open_store
+from . import _layout as L
+
+__all__ = ["StatekeelSessionService"]
+
+_PAGE = 200
+
+
+class StatekeelSessionService(BaseSessionService):
+    """ADK sessions, events and app/user/session state in a statekeel store.
+
+    ``store`` is a :class:`statekeel.Store` or :class:`statekeel.aio.AsyncStore` the
+    caller owns (left open by :meth:`close`); :meth:`from_url` opens one the service
+    owns. A store opened with ``encryption=`` encrypts events and state; a tenant
+    handle (``store.tenant(t)``) keeps the service to tenant ``t``'s data.
+    """
+
+    def __init__(self, store: Store | AsyncStore, *, workers: int = 1) -> None:
+        if isinstance(store, AsyncStore):
+            self._store, self._worker, self._owns_worker = store.sync, store._worker, False
+        elif isinstance(store, Store):
+            self._store, self._worker, self._owns_worker = store, Worker(workers), True
+        else:
+            raise InvalidInputError(
+                f"store must be a statekeel.Store or AsyncStore, got {type(store).__name__}; "
+                "use StatekeelSessionService.from_url(url) to open one from a URL"
+            )
+        self._owned: Store | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **open_options: Any) -> StatekeelSessionService:
+        """A service on a store it opens (``statekeel.open(url, **open_options)``) and closes."""
+        store = open_store(url, **open_options)
+        service = cls(store)
+        service._owned = store
+        return service
+
+    async def close(self) -> None:
+        """Stop the worker; close the store only if :meth:`from_url` opened it."""
+        if self._owns_worker:
+            self._worker.shutdown()
+        if self._owned is not None:
+            self._owned.close()
+
+    # -- sessions ---------------------------------------------------------------------
+    async def create_session(
+        self, *, app_name: str, user_id: str, state: Optional[dict[str, Any]] = None,
+        session_id: Optional[str] = None,
+    ) -> Session:
+        """Create a session (ADK's ``AlreadyExistsError`` if the id is taken); ids are stripped."""
+        sid = (session_id.strip() if isinstance(session_id, str) else session_id) or str(uuid.uuid4())
+        deltas = _session_util.extract_json_safe_state_delta(state or {})
+        return await self._worker.run(lambda: self._create(app_name, user_id, sid, deltas))
+
+    def _create(self, app: str, user: str, sid: str, deltas: dict[str, dict[str, Any]]) -> Session:
+        s = self._store.session(L.session_key(app, user, sid), user=user)
+        now = time.time()
+        try:
+            with s.batch() as b:
+                b.put(L.HEAD, {"t": now}, expect=None)  # create-only: the id is ours or taken
+                for key, value in deltas["session"].items():
+                    b.put(key, value)
+        except ConflictError:
+            raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+        self._write_scoped(app, user, deltas)
+        session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
+        session.state.update(self._scoped_state(app, user))
+        session._storage_update_marker = "1"
+        return session
+
+    async def get_session(
+        self, *, app_name: str, user_id: str, session_id: str, config: Optional[GetSessionConfig] = None,
+    ) -> Optional[Session]:
+        """The session with its merged state and the events ``config`` selects (None if absent).
+
+        ``num_recent_events=N`` reads only the newest N events; ``after_timestamp=t``
+        keeps events with ``timestamp >= t``, read from the newest back to the first older one."""
+        sid = session_id.strip() if isinstance(session_id, str) else session_id
+        return await self._worker.run(lambda: self._get(app_name, user_id, sid, config))
+
+    def _get(self, app: str, user: str, sid: str, config: GetSessionConfig | None) -> Session | None:
+        key = L.session_key(app, user, sid)
+        head, state = _stored_state(self._store, key)
+        s = None if head is None else self._store.find_session(key)
+        if head is None or s is None:
+            return None
+        state.update(self._scoped_state(app, user))
+        last = None if config is None else config.num_recent_events
+        after = None if config is None else config.after_timestamp
+        events = [Event.model_validate(e) for e in _events(s, last, after)]
+        session = Session(id=sid, app_name=app, user_id=user, state=state, events=events,
+                          last_update_time=head.value["t"])
+        session._storage_update_marker = str(head.version)
+        return session
+
+    async def list_sessions(self, *, app_name: str, user_id: Optional[str] = None) -> ListSessionsResponse:
+        """The app's (or the user's) sessions without events, oldest update first (ADK's order).
+
+        Reads only that range of the session index, a page at a time, and one scan of each
+        listed session's state (ADK returns it); no events."""
+        return await self._worker.run(lambda: self._list(app_name, user_id))
+
+    def _list(self, app: str, user: str | None) -> ListSessionsResponse:
+        prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
+        scoped: dict[str, dict[str, Any]] = {}
+        out: list[Session] = []
+        for key in _ids_under(self._store, prefix):  # one state scan per session, nothing else
+            parts = L.split_session_key(key)
+            head, state = _stored_state(self._store, key)
+            if parts is None or head is None:
+                continue
+            _, owner, sid = parts
+            if owner not in scoped:
+                scoped[owner] = self._scoped_state(app, owner)
+            state.update(scoped[owner])
+            out.append(Session(id=sid, app_name=app, user_id=owner, state=state, last_update_time=head.value["t"]))
+        out.sort(key=lambda x: (x.last_update_time, x.user_id, x.id))
+        return ListSessionsResponse(sessions=out)
+
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        """Delete the session, its events and state in one batch (nothing if it does not exist)."""
+        sid = session_id.strip() if isinstance(session_id, str) else session_id
+        await self._worker.run(lambda: self._store.delete_session(L.session_key(app_name, user_id, sid)))
+
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        """The ``user:`` state of ``user_id`` in ``app_name``, keys without the prefix."""
+        return await self._worker.run(lambda: _prefixed(self._store.user(user_id), app_name))
+
+    # -- events -------------------------------------------------------------------------
+    async def append_event(self, session: Session, event: Event) -> Event:
+        """Store ``event`` with its state delta atomically; refuse a stale ``session`` copy.
+
+        ``temp:`` keys reach the in-memory session only. An equal re-delivery of an event
+        already stored is applied once (an idempotency key from its content)."""
+        if event.partial:
+            return event
+        self._apply_temp_state(session, event)
+        event = self._trim_temp_delta_state(event)
+        delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
+        deltas = _session_util.extract_json_safe_state_delta(delta)
+        version = await self._worker.run(lambda: self._append(session, event, deltas))
+        self._commit_event_to_session(session, event)
+        session.last_update_time = event.timestamp
+        session._storage_update_marker = str(version)
+        return event
+
+    def _append(self, session: Session, event: Event, deltas: dict[str, dict[str, Any]]) -> int:
+        app, user = session.app_name, session.user_id
+        s = self._store.find_session(L.session_key(app, user, session.id))
+        head = None if s is None else s.state.item(L.HEAD)
+        if s is None or head is None:
+            raise SessionNotFoundError(f"Session {session.id} not found.")
+        expect = _expected_version(session, head.version, head.value["t"], lambda: s.history(last=1))
+        data = event.model_dump(mode="json", exclude_none=True)
+        key = "adk-event:" + hashlib.sha256(event.model_dump_json(exclude_none=True).encode()).hexdigest()[:40]
+        try:
+            with s.batch(idempotency_key=key) as b:
+                b.append(data)
+                b.put(L.HEAD, {"t": event.timestamp}, expect=expect)
+                for k, v in deltas["session"].items():
+                    b.put(k, v)
+        except ConflictError:
+            raise StaleSessionError(_stale(session.id)) from None
+        self._write_scoped(app, user, deltas)
+        return expect + 1
+
+    # -- app: and user: state ---------------------------------------------------------
+    def _write_scoped(self, app: str, user: str, deltas: dict[str, dict[str, Any]]) -> None:
+        """Write ``app:``/``user:`` deltas (after the session batch: they live in other partitions)."""
+        for view, values in ((self._store.app, deltas["app"]), (self._store.user(user), deltas["user"])):
+            if values:  # one atomic batch per scope
+                self._store.backend.apply(
+                    [op for k, v in values.items() for op in view.put_op(L.scoped_key(app, k), v)]
+                )
+
+    def _scoped_state(self, app: str, user: str) -> dict[str, Any]:
+        """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them."""
+        merged = {State.APP_PREFIX + k: v for k, v in _prefixed(self._store.app, app).items()}
+        merged.update({State.USER_PREFIX + k: v for k, v in _prefixed(self._store.user(user), app).items()})
+        return merged
+
+
+def _stale(session_id: str) -> str:
+    """ADK's stale-writer message (callers match on it), naming the session and the fix."""
+    return (
+        f"The session has been modified in storage since it was loaded (session {session_id!r}, "
+        "written by another writer). Please reload the session with get_session() before "
+        "appending more events."
+    )
+
+
+def _expected_version(session: Session, stored: int, stored_time: float, newest: Callable[[], list[Any]]) -> int:
+    """The head version ``session`` was read at; :class:`StaleSessionError` if it is behind.
+
+    Sessions this service returned carry the exact version. A session without one (built
+    by hand, or copied) passes when its ``last_update_time`` is not older than the stored
+    one, or when its newest event is the stored newest event (a float round trip)."""
+    marker = session._storage_update_marker
+    if marker is not None and marker.isdigit():
+        return int(marker)
+    if stored_time > session.last_update_time:
+        last = newest()
+        mine = session.events[-1].id if session.events else None
+        if (last[0].get("id") if last else None) != mine:
+            raise StaleSessionError(_stale(session.id))
+    return stored
+
+
+def _events(s: SkSession, last: int | None, after: float | None) -> list[Any]:
+    """The stored events ``num_recent_events``/``after_timestamp`` select, oldest first."""
+    if last == 0:
+        return []
+    if after is None:
+        return s.history(last=last)
+    picked: list[Any] = []
+    stop: int | None = None
+    size = 4  # pages grow from small: the cost follows what is selected, not the history
+    while last is None or len(picked) < last:
+        want = size if last is None else min(size, last - len(picked))
+        page = s.messages(last=want, stop=stop)
+        for m in reversed(page):
+            if m.value.get("timestamp", 0.0) < after:
+                return picked[::-1]
+            picked.append(m.value)
+        if len(page) < want:
+            break
+        stop, size = page[0].seq, min(size * 2, _PAGE)
+    return picked[::-1]
+
+
+def _stored_state(store: Store, key: str) -> tuple[Item | None, dict[str, Any]]:
+    """The adapter's head item and the rest of the session's state, in one scan of its scope
+    (read-only: opening the session would create it)."""
+    view = StateView(store, Scope("session", key))
+    head: Item | None = None
+    state: dict[str, Any] = {}
+    after: str | None = None
+    while True:
+        page = view.items(after=after, limit=500)
+        for item in page:
+            if item.key == L.HEAD:
+                head = item
+            else:
+                state[item.key] = item.value
+        if page.next is None:
+            return head, state
+        after = page.next
+
+
+def _ids_under(store: Store, prefix: str) -> Iterator[str]:
+    """Session ids starting with ``prefix``, in id order: one contiguous range of the index."""
+    after = prefix
+    while True:
+        page = store.sessions(after=after, limit=_PAGE)
+        for info in page:
+            if not info.id.startswith(prefix):
+                return
+            yield info.id
+        if page.next is None:
+            return
+        after = page.next
+
+
+def _prefixed(view: StateView, app: str) -> dict[str, Any]:
+    """The values of ``view`` under ``adk/<app>/``, keys without that prefix."""
+    start = L.scoped_key(app, "")
+    out: dict[str, Any] = {}
+    after: str | None = None
+    while True:
+        page = view.items(start, after=after, limit=500)
+        out.update((item.key[len(start):], item.value) for item in page)
+        if page.next is None:
+            return out
+        after = page.next

@@ -1,0 +1,265 @@
+"""``StatekeelSession``: the OpenAI Agents SDK ``Session`` over any statekeel URL or store.
+
+    from statekeel.integrations.openai_agents import StatekeelSession
+
+    session = StatekeelSession.from_url("chat-42", "sqlite:///agent.db")
+    result = await Runner.run(agent, "Hello", session=session)
+
+One SDK session is one statekeel session; each item is one history message, stored
+as the JSON the SDK gave. History entries have a sequence number, so the order is the
+order of writes even when timestamps are equal, ``get_items(limit=N)`` reads only the
+newest N entries, ``add_items`` is one atomic append (retried batches that carry item
+ids are applied once: an idempotency key) and ``pop_item`` is one atomic pop. Every
+call runs the sync store code on this session's worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agents.memory.session_settings import SessionSettings, coerce_session_settings, resolve_session_limit
+
+from ...aio import AsyncStore
+from ...aio._worker import Worker
+from ...core import layout
+from ...core.validate import check_name, check_optional_name
+from ...errors import InvalidInputError
+from ...features._duration import Duration
+from ...features.sessions import Session as _Session
+from ...store import Store
+from ...store import open as open_store
+
+if TYPE_CHECKING:
+    from agents.items import TResponseInputItem
+    from agents.run_context import RunContextWrapper
+
+__all__ = ["StatekeelSession", "TenantOf"]
+
+TenantOf = Callable[["RunContextWrapper[Any]"], "str | None"]
+"""Maps a run's context wrapper to the tenant whose data the call may see (None: the store itself)."""
+
+_ID_FIELDS = ("id", "call_id")
+
+COMPACTED_THROUGH = "openai-agents:compacted-through"
+"""Session-state key: the newest history seq a compaction replaced (hidden, never deleted)."""
+
+
+class StatekeelSession:
+    """An SDK session whose items live in statekeel session ``session_id``.
+
+    ``store`` is a :class:`statekeel.Store` or :class:`statekeel.aio.AsyncStore` the
+    caller owns (left open by :meth:`close`); :meth:`from_url` opens one this session
+    owns. ``tenant_of(wrapper)`` routes each call of a run to ``store.tenant(name)``
+    (the SDK passes the run's context wrapper to every method). ``user`` and ``ttl``
+    are given to the statekeel session when a write creates it.
+    """
+
+    session_settings: SessionSettings | None
+
+    def __init__(
+        self,
+        session_id: str,
+        store: Store | AsyncStore,
+        *,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
+        user: str | None = None,
+        ttl: Duration | None = None,
+        tenant_of: TenantOf | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.session_id = check_name(session_id, "a session id")
+        self.session_settings = SessionSettings() if session_settings is None else coerce_session_settings(
+            session_settings
+        )
+        self._user = check_optional_name(user, "user")
+        self._ttl = ttl
+        self._tenant_of = tenant_of
+        if isinstance(store, AsyncStore):
+            self._store, self._worker, self._owns_worker = store.sync, store._worker, False
+        elif isinstance(store, Store):
+            self._store, self._worker, self._owns_worker = store, Worker(workers), True
+        else:
+            raise InvalidInputError(
+                f"store must be a statekeel.Store or AsyncStore, got {type(store).__name__}; "
+                "use StatekeelSession.from_url(session_id, url) to open one from a URL"
+            )
+        self._tenants: dict[str, Store] = {}
+        self._owned: Store | None = None
+
+    @classmethod
+    def from_url(cls, session_id: str, url: str, **options: Any) -> StatekeelSession:
+        """A session on a store it opens (``statekeel.open(url)``) and closes with :meth:`close`.
+
+        ``options`` go to :class:`StatekeelSession` (``user``, ``ttl``, ``session_settings``,
+        ``tenant_of``, ``workers``); open options such as ``encryption=`` go in ``open=``."""
+        store = open_store(url, **options.pop("open", {}))
+        try:
+            session = cls(session_id, store, **options)
+        except BaseException:
+            store.close()
+            raise
+        session._owned = store
+        return session
+
+    def close(self) -> None:
+        """Stop this session's worker; close the store only if :meth:`from_url` opened it.
+
+        Sync, like the SDK's ``SQLiteSession.close()``; it waits only for calls already made."""
+        if self._owns_worker:
+            self._worker.shutdown()
+        if self._owned is not None:
+            self._owned.close()
+
+    def __repr__(self) -> str:
+        return f"<StatekeelSession {self.session_id!r} on {self._store.url}>"
+
+    # -- routing ------------------------------------------------------------------------
+    def _target(self, wrapper: RunContextWrapper[Any] | None) -> Store:
+        """The store this call reads and writes: the tenant the wrapper names, or the store
+        (called on the worker: opening a tenant handle may reach the backend)."""
+        if wrapper is None or self._tenant_of is None:
+            return self._store
+        name = self._tenant_of(wrapper)
+        if name is None:
+            return self._store
+        if name not in self._tenants:
+            self._tenants[name] = self._store.tenant(name)
+        return self._tenants[name]
+
+    def _open(self, target: Store) -> _Session:
+        return target.session(self.session_id, user=self._user, ttl=self._ttl)
+
+    # -- the Session protocol -----------------------------------------------------------
+    async def get_items(
+        self, limit: int | None = None, *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> list[TResponseInputItem]:
+        """The latest ``limit`` items (default: ``session_settings.limit``, else all), oldest first.
+
+        Costs O(limit): only the newest entries are read. ``limit=0`` gives ``[]``; a
+        negative limit means all, as in the SDK's SQLiteSession."""
+        n = _check_limit(resolve_session_limit(limit, self.session_settings))
+        if n == 0:
+            return []
+        return await self._worker.run(lambda: _read_items(self._target(wrapper), self.session_id, n))
+
+    async def add_items(
+        self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> None:
+        """Append ``items`` in one atomic batch; a retried batch whose items carry ids is applied once."""
+        batch = _check_items(items)
+        if not batch:
+            return
+        key = _batch_key(batch)
+        await self._worker.run(lambda: self._open(self._target(wrapper)).append(*batch, idempotency_key=key))
+
+    async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
+        """Remove and return the newest item atomically (None when there is none)."""
+        def pop() -> Any:
+            s = self._target(wrapper).find_session(self.session_id)
+            if s is None or not _has_visible(s):
+                return None
+            message = s.pop()
+            return None if message is None else message.value
+
+        result: TResponseInputItem | None = await self._worker.run(pop)
+        return result
+
+    async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
+        """Drop every item (and the adapter's state) atomically; the session itself stays."""
+        def clear() -> None:
+            s = self._target(wrapper).find_session(self.session_id)
+            if s is not None:
+                s.clear()
+
+        await self._worker.run(clear)
+
+    # -- compaction (the SDK's OpenAIResponsesCompactionSession calls this hook) ----------
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        """Make ``items`` (a compacted summary) the whole visible history, keeping the old one.
+
+        One atomic batch appends the summary and records that the entries up to the newest
+        one present are compacted: ``get_items``/``pop_item`` no longer see them, but they
+        stay in the statekeel session (``store.session(id).history()`` reads everything)."""
+        batch = _check_items(items)
+
+        def replace() -> bool:
+            s = self._open(self._store)
+            newest = s.messages(last=1, include_hidden=True)
+            with s.batch() as b:
+                if batch:
+                    b.append(*batch)
+                b.put(COMPACTED_THROUGH, newest[0].seq if newest else 0)
+            return True
+
+        return await self._worker.run(replace)
+
+
+def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
+    """The newest ``n`` visible items (all: None), oldest first, in two round trips.
+
+    One ``get_many`` finds the session, its compaction mark and any restore view; then one
+    read takes the newest entries (the backend's fast path, no Entry objects, when nothing is
+    compacted). A session restored to a checkpoint reads through :meth:`Session.messages`,
+    which applies its hidden ranges."""
+    meta, mark, view = store.backend.get_many([
+        layout.session_meta_key(session_id),
+        layout.state_key("session", session_id, COMPACTED_THROUGH),
+        layout.session_view_key(session_id),
+    ])
+    if meta is None:
+        return []
+    through = 0 if mark is None else int(store.codec.decode(mark.data, mark.codec, mark.key))
+    if view is not None:
+        s = _Session(store, session_id, meta, None)
+        return [m.value for m in s.messages(last=n, start=through + 1)]
+    log = layout.history_log(session_id)
+    if mark is None:
+        values = store.backend.read_values(log, limit=n, reverse=n is not None)
+    else:
+        values = [(e.data, e.codec) for e in store.backend.read(log, start=through + 1, limit=n, reverse=n is not None)]
+    return store.codec.decode_many(values, log)
+
+
+def _has_visible(s: _Session) -> bool:
+    """Whether the newest entry is after the compaction mark (what pop_item may remove)."""
+    through = s.state.get(COMPACTED_THROUGH)
+    if through is None:
+        return True
+    newest = s.messages(last=1)
+    return bool(newest) and newest[0].seq > through
+
+
+def _check_limit(limit: Any) -> int | None:
+    """``None`` (all), 0, or N > 0; negatives mean all (SQLiteSession's LIMIT semantics)."""
+    if limit is None:
+        return None
+    if type(limit) is not int:
+        raise InvalidInputError(f"limit must be an int or None, got {type(limit).__name__} {limit!r}")
+    return None if limit < 0 else limit
+
+
+def _check_items(items: Any) -> list[Any]:
+    """The items as a list, or InvalidInputError before anything is written."""
+    if not isinstance(items, (list, tuple)):
+        raise InvalidInputError(f"add_items takes a list of items, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInputError(
+                f"item {i} is a {type(item).__name__}; the SDK's session items are dicts "
+                "(use item.to_input_item() for a RunItem)"
+            )
+    return list(items)
+
+
+def _batch_key(items: list[Any]) -> str | None:
+    """An idempotency key for a batch holding items with ids (their retry is the same batch).
+
+    Batches without any id (a user message alone) get none: the same text sent twice is
+    two turns, not a retry."""
+    if not any(isinstance(item.get(f), str) and item.get(f) for item in items for f in _ID_FIELDS):
+        return None
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+    return f"openai-agents:{digest[:40]}"
