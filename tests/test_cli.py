@@ -175,10 +175,10 @@ def test_sessions_list_filters_and_pages(sessions_url: str) -> None:
 def test_sessions_show_and_history(sessions_url: str) -> None:
     shown = cli_json(sessions_url, "sessions", "show", "s1")
     assert shown["messages"] == 2 and shown["user"] == "u-7" and shown["state"] == {"turn": 1}
-    history = cli_json(sessions_url, "sessions", "history", "s1")
+    history = cli_json(sessions_url, "sessions", "history", "s1")["items"]
     assert [m["seq"] for m in history] == [1, 2]
     assert history[0]["value"] == {"role": "user", "content": "hello 1"}
-    last = cli_json(sessions_url, "sessions", "history", "s1", "--last", "1")
+    last = cli_json(sessions_url, "sessions", "history", "s1", "--last", "1")["items"]
     assert [m["value"]["role"] for m in last] == ["assistant"]
     table = cli(sessions_url, "sessions", "history", "s1")
     assert table.exit_code == 0 and "hello 1" in table.output

@@ -14,8 +14,9 @@ import click
 import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
-from . import admin, checkpoints, decisions, demo, events, gc, keys, runs, sessions, state, ui, verify
-from ._output import CliState
+from . import admin, checkpoints, consumers, decisions, demo, events, gc, keys, notes, runs, sessions, state, ui, verify
+from ._errors import in_cli_terms
+from ._output import CliState, accept_url_everywhere
 
 __all__ = ["main"]
 
@@ -27,7 +28,7 @@ class _MainGroup(click.Group):
         try:
             return super().invoke(ctx)
         except StatekeelError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(in_cli_terms(str(exc))) from exc
 
 
 @click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,6 +62,9 @@ main.add_command(keys.group)
 main.add_command(keys.erase)
 main.add_command(checkpoints.group)
 main.add_command(events.group)
+main.add_command(consumers.group)
+main.add_command(notes.group)
 main.add_command(gc.gc)
 main.add_command(ui.ui)
 from .portability import register; register(main)  # noqa: E402,E702 - export, import, copy, backup, restore
+accept_url_everywhere(main)  # after every add_command: `statekeel sessions list --url X` works too

@@ -23,15 +23,20 @@ import statekeel
 from statekeel.backends import parse
 from statekeel.features._duration import seconds
 
+from ._values import Unimportable
+
 __all__ = [
     "CliState",
+    "accept_url_everywhere",
     "console",
+    "counted",
     "duration_option",
     "emit_json",
     "emit_table",
     "fmt_time",
     "json_option",
     "missing_sqlite_file",
+    "read_session",
     "short_json",
     "store_from",
     "to_jsonable",
@@ -47,6 +52,36 @@ class CliState:
     url: str
 
 
+def _url_after_subcommand(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(CliState).url = value
+
+
+def accept_url_everywhere(cmd: click.Command) -> None:
+    """Give every command under ``cmd`` a ``--url`` of its own, so ``statekeel sessions list
+    --url X`` works as ``statekeel --url X sessions list`` does (it wins over ``$STATEKEEL_URL``).
+
+    Commands with a ``--url`` of their own (``demo``) keep it.
+    """
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            accept_url_everywhere(sub)
+    if any("--url" in getattr(p, "opts", ()) for p in cmd.params):
+        return
+    cmd.params.append(click.Option(
+        ["--url", "_url_after"], metavar="URL", expose_value=False, callback=_url_after_subcommand,
+        help="Store to use (as `statekeel --url`; default $STATEKEEL_URL).",
+    ))
+
+
+def chosen_url(ctx: click.Context, url: str | None = None) -> str:
+    """``url`` when given, else ``--url`` (before or after the subcommand), else ``$STATEKEEL_URL``."""
+    if url:
+        return url
+    state = ctx.find_object(CliState)
+    return state.url if state else os.environ.get("STATEKEEL_URL") or statekeel.DEFAULT_URL
+
+
 def missing_sqlite_file(url: str) -> str | None:
     """The path of a SQLite store that does not exist yet (opening it would create it)."""
     parsed = parse(url)
@@ -56,14 +91,23 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if path == ":memory:" or os.path.exists(path) else path
 
 
+def read_session(store: statekeel.Store, session_id: str) -> statekeel.Session:
+    """A handle on an existing session that writes nothing; NotFoundError if missing."""
+    found = store.find_session(session_id)
+    if found is None:
+        raise statekeel.NotFoundError(
+            f"no session {session_id!r} in {store.url} (or it expired); see `statekeel sessions list`"
+        )
+    return found
+
+
 def store_from(ctx: click.Context, *, migrate: bool = True, must_exist: bool = False) -> statekeel.Store:
     """Open the store named by ``--url``; it closes when the command ends.
 
     ``must_exist``: a read-only command refuses a SQLite file that is not there
     (opening it would create an empty store and hide a wrong URL or directory).
     """
-    state = ctx.find_object(CliState)
-    url = state.url if state else os.environ.get("STATEKEEL_URL") or statekeel.DEFAULT_URL
+    url = chosen_url(ctx)
     missing = missing_sqlite_file(url) if must_exist else None
     if missing:
         raise click.ClickException(f"no store at {missing}; check --url (or $STATEKEEL_URL) and the directory")
@@ -102,9 +146,17 @@ def duration_option(*decls: str, help: str) -> Callable[[F], F]:  # noqa: A002 -
 
 
 # -- rendering --------------------------------------------------------------
+PIPED_WIDTH = 400
+"""Columns for output that is not a terminal (piped, redirected): wide enough that a row stays
+one line for ``grep`` and ``cut``, instead of rich's default of 80. ``$COLUMNS`` still wins."""
+
+
 def console() -> Console:
     """A rich console on the current stdout (so click's test runner captures it)."""
-    return Console(soft_wrap=False, highlight=False)
+    out = Console(soft_wrap=False, highlight=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out = Console(soft_wrap=False, highlight=False, width=PIPED_WIDTH)
+    return out
 
 
 def _default(value: Any) -> Any:
@@ -135,8 +187,15 @@ def emit_json(value: Any) -> None:
 
 def short_json(value: Any, width: int = 60) -> str:
     """Compact JSON of ``value``, cut to ``width`` characters."""
+    if isinstance(value, Unimportable):  # its class path, then its stored JSON
+        value = str(value)
     text = value if isinstance(value, str) else json.dumps(value, default=_default, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``1 entry``, ``3 entries``: a count with its noun, in English."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def fmt_time(when: dt.datetime | None, never: str = "never") -> str:
@@ -145,12 +204,19 @@ def fmt_time(when: dt.datetime | None, never: str = "never") -> str:
 
 
 def emit_table(
-    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, footer: str | None = None
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, footer: str | None = None,
+    whole: Sequence[str] = ("id",),
 ) -> None:
-    """Print a rich table; ``footer`` goes underneath (e.g. the next-page hint)."""
+    """Print a rich table; ``footer`` goes underneath (e.g. the next-page hint).
+
+    Columns named in ``whole`` (ids, which people copy) never wrap; the others fold.
+    """
     table = Table(title=title, title_justify="left", header_style="bold")
     for name in columns:
-        table.add_column(name, overflow="fold")
+        if name in whole:
+            table.add_column(name, no_wrap=True, overflow="ignore")
+        else:
+            table.add_column(name, overflow="fold")
     count = 0
     for row in rows:
         table.add_row(*row)

@@ -42,10 +42,11 @@ def list_cmd(
     """
     s = store_from(ctx).events(stream)
     found = s.read(start, type=types or None, limit=None if last else limit, last=last)
-    if as_json:
-        emit_json([event_dict(e) for e in found])
+    more = found and not last and len(found) == limit and found[-1].seq < s.last_seq
+    following = found[-1].seq + 1 if more else None
+    if as_json:  # `next` is the --from of the next page
+        emit_json({"items": [event_dict(e) for e in found], "next": following})
         return
     rows = ([str(e.seq), fmt_time(e.time), e.type, e.agent or "", short_json(e.data, 80)] for e in found)
-    more = found and not last and len(found) == limit and found[-1].seq < s.last_seq
-    footer = f"more: --from {found[-1].seq + 1}" if more else None
+    footer = f"more: --from {following}" if following else None
     emit_table(f"events of {stream}", ["seq", "time", "type", "agent", "data"], rows, footer=footer)

@@ -13,7 +13,7 @@ from statekeel.core.keyring import MasterKeys, key_id
 from statekeel.features.rotation import encrypt_store, reencrypt, rotate_master
 from statekeel.store import open_for_maintenance
 
-from ._output import CliState, console, emit_json, encryption_from_env, json_option, store_from
+from ._output import CliState, console, counted, emit_json, encryption_from_env, json_option, store_from
 
 
 @click.group("keys")
@@ -75,8 +75,8 @@ def encrypt_cmd(ctx: click.Context, url: str | None, as_json: bool) -> None:
         emit_json({"records": result.records, "entries": result.entries, "verified": result.verified})
     else:
         console().print(
-            f"encrypted {result.records} record(s) and {result.entries} entr(y/ies); verified "
-            f"{result.verified} encrypted item(s); the store is marked encrypted"
+            f"encrypted {counted(result.records, 'record')} and {counted(result.entries, 'entry', 'entries')}; "
+            f"verified {counted(result.verified, 'encrypted item')}; the store is marked encrypted"
         )
 
 
@@ -94,7 +94,7 @@ def rotate(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json({"rewrapped": changed})
     else:
-        console().print(f"re-wrapped {changed} data key(s) under the current master key")
+        console().print(f"re-wrapped {counted(changed, 'data key')} under the current master key")
 
 
 @group.command("reencrypt")
@@ -111,12 +111,12 @@ def reencrypt_cmd(ctx: click.Context, as_json: bool) -> None:
                    "plaintext_encrypted": result.plaintext})
         return
     console().print(
-        f"re-encrypted {result.records} record(s) and {result.entries} entr(y/ies) "
-        f"in {result.partitions} partition(s)"
+        f"re-encrypted {counted(result.records, 'record')} and {counted(result.entries, 'entry', 'entries')} "
+        f"in {counted(result.partitions, 'partition')}"
     )
     if result.plaintext:
         shown = ", ".join(result.plaintext[:10]) + (" …" if len(result.plaintext) > 10 else "")
-        console().print(f"encrypted {len(result.plaintext)} item(s) found in plaintext: {shown}")
+        console().print(f"encrypted {counted(len(result.plaintext), 'item')} found in plaintext: {shown}")
 
 
 @click.command("erase")
@@ -139,4 +139,4 @@ def erase(ctx: click.Context, subject: str, yes: bool, as_json: bool) -> None:
         emit_json({"erasure": done.id, "at": done.at, "partitions": done.partitions, "crypto_shredded": done.crypto_shredded})
     else:
         shred = "keys destroyed" if done.crypto_shredded else "deleted (no encryption: backups still hold it)"
-        console().print(f"erased {done.partitions} partition(s) of the subject: {shred}; record {done.id}")
+        console().print(f"erased {counted(done.partitions, 'partition')} of the subject: {shred}; record {done.id}")

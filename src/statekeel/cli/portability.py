@@ -16,7 +16,7 @@ import statekeel
 from statekeel import portability as port
 from statekeel.portability.export import OnConflict
 
-from ._output import console, emit_json, json_option
+from ._output import chosen_url, console, emit_json, json_option, missing_sqlite_file
 
 __all__ = ["COMMANDS", "register"]
 
@@ -26,6 +26,19 @@ def _report(report: Any, as_json: bool, text: str) -> None:
         emit_json(dataclasses.asdict(report))
     else:
         console().print(text)
+
+
+def _source_and_target(ctx: click.Context, first: str | None, second: str | None, name: str) -> tuple[str, str]:
+    """``[URL] THING``: with one argument it is THING and the store is ``--url`` / ``$STATEKEEL_URL``."""
+    if first is None:
+        raise click.UsageError(f"Missing argument '{name}'.", ctx)
+    if second is not None:
+        return first, second
+    url = chosen_url(ctx)
+    missing = missing_sqlite_file(url)
+    if missing:  # reading it would create an empty store and export/copy nothing
+        raise click.ClickException(f"no store at {missing}; give the URL, --url or $STATEKEEL_URL")
+    return url, first
 
 
 @contextmanager
@@ -48,18 +61,24 @@ def _progress_bar(label: str, quiet: bool) -> Iterator[port.ProgressFn | None]:
 
 
 @click.command("export")
-@click.argument("url")
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("url", metavar="[URL]", required=False)
+@click.argument("directory", metavar="DIRECTORY", required=False)
 @click.option("--session", "session", metavar="ID", help="Export only this session (history, state, notes, decisions).")
 @click.option("--scope", metavar="SCOPE", help="Export only this scope: app, user:<id> or session:<id>.")
 @json_option
-def export_cmd(url: str, directory: str, session: str | None, scope: str | None, as_json: bool) -> None:
+@click.pass_context
+def export_cmd(
+    ctx: click.Context, url: str | None, directory: str | None, session: str | None, scope: str | None,
+    as_json: bool,
+) -> None:
     """Write a store, or one session or scope, to a new folder of readable files.
 
     The folder is a file:// store plus manifest.json (counts and checksums).
+    URL defaults to --url / $STATEKEEL_URL.
 
     Example: statekeel export sqlite:///agent.db ./support-42 --session support-42
     """
+    url, directory = _source_and_target(ctx, url, directory, "DIRECTORY")
     with _progress_bar("exporting", as_json) as progress:
         r = port.export_store(url, directory, session=session, scope=scope, progress=progress)
     _report(r, as_json, f"exported {r.records} records, {r.logs} logs, {r.entries} entries to {r.path}")
@@ -67,7 +86,7 @@ def export_cmd(url: str, directory: str, session: str | None, scope: str | None,
 
 @click.command("import")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.argument("url")
+@click.argument("url", required=False)
 @click.option(
     "--on-conflict", type=click.Choice(["fail", "skip", "overwrite"]), default="fail", show_default=True,
     help="When the target holds other data under the same keys: stop before writing anything, "
@@ -75,14 +94,19 @@ def export_cmd(url: str, directory: str, session: str | None, scope: str | None,
 )
 @click.option("--no-verify", is_flag=True, help="Import even if the files no longer match the manifest (edited on purpose).")
 @json_option
-def import_cmd(directory: str, url: str, on_conflict: str, no_verify: bool, as_json: bool) -> None:
+@click.pass_context
+def import_cmd(
+    ctx: click.Context, directory: str, url: str | None, on_conflict: str, no_verify: bool, as_json: bool
+) -> None:
     """Load an export folder into a store; re-running it changes nothing.
+
+    URL defaults to --url / $STATEKEEL_URL.
 
     Example: statekeel import ./support-42 postgresql://localhost/agents --on-conflict skip
     """
     mode = cast(OnConflict, on_conflict)  # click.Choice has checked it
     with _progress_bar("importing", as_json) as progress:
-        r = port.import_store(directory, url, mode, verify=not no_verify, progress=progress)
+        r = port.import_store(directory, chosen_url(ctx, url), mode, verify=not no_verify, progress=progress)
     extra = f", {r.skipped} conflicts skipped" if r.skipped else (
         f", {r.overwritten} conflicts overwritten" if r.overwritten else "")
     _report(r, as_json, f"imported {r.records} records, {r.logs} logs, {r.entries} entries "
@@ -90,16 +114,19 @@ def import_cmd(directory: str, url: str, on_conflict: str, no_verify: bool, as_j
 
 
 @click.command("copy")
-@click.argument("src_url")
-@click.argument("dst_url")
+@click.argument("src_url", metavar="[SRC_URL]", required=False)
+@click.argument("dst_url", metavar="DST_URL", required=False)
 @click.option("--no-verify", is_flag=True, help="Skip the final comparison of source and target.")
 @json_option
-def copy_cmd(src_url: str, dst_url: str, no_verify: bool, as_json: bool) -> None:
+@click.pass_context
+def copy_cmd(ctx: click.Context, src_url: str | None, dst_url: str | None, no_verify: bool, as_json: bool) -> None:
     """Copy every record and log from one store to another, with versions,
     timestamps, TTLs and history order unchanged; run it again to resume.
+    SRC_URL defaults to --url / $STATEKEEL_URL.
 
     Example: statekeel copy sqlite:///agent.db postgresql://user@localhost/agents
     """
+    src_url, dst_url = _source_and_target(ctx, src_url, dst_url, "DST_URL")
     # STATEKEEL_INTEGRITY=chain: the target is written through its chain, so all it receives is MACed
     target = statekeel.open(dst_url) if os.environ.get("STATEKEEL_INTEGRITY") else None
     try:
@@ -114,30 +141,39 @@ def copy_cmd(src_url: str, dst_url: str, no_verify: bool, as_json: bool) -> None
 
 
 @click.command("backup")
-@click.argument("url")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("url", metavar="[URL]", required=False)
+@click.argument("file", metavar="FILE", required=False)
 @click.option("--overwrite", is_flag=True, help="Replace FILE if it exists.")
 @json_option
-def backup_cmd(url: str, file: str, overwrite: bool, as_json: bool) -> None:
+@click.pass_context
+def backup_cmd(ctx: click.Context, url: str | None, file: str | None, overwrite: bool, as_json: bool) -> None:
     """Write a consistent copy of a SQLite store while agents keep writing to it.
+
+    URL defaults to --url / $STATEKEEL_URL; missing folders of FILE are created.
 
     Example: statekeel backup sqlite:///agent.db backups/agent-2026-11-21.db
     """
+    url, file = _source_and_target(ctx, url, file, "FILE")
+    if os.path.isdir(file):
+        raise click.BadParameter(f"{file} is a folder; give the backup's file name, e.g. {file}/agent.db",
+                                 ctx, param_hint="FILE")
+    os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
     r = port.backup_sqlite(url, file, overwrite=overwrite)
     _report(r, as_json, f"backed up {r.records} records and {r.entries} entries to {r.target} ({r.bytes:,} bytes)")
 
 
 @click.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.argument("url")
+@click.argument("url", required=False)
 @click.option("--overwrite", is_flag=True, help="Replace a store that already holds data.")
 @json_option
-def restore_cmd(file: str, url: str, overwrite: bool, as_json: bool) -> None:
-    """Restore a SQLite store from a backup file.
+@click.pass_context
+def restore_cmd(ctx: click.Context, file: str, url: str | None, overwrite: bool, as_json: bool) -> None:
+    """Restore a SQLite store from a backup file (URL defaults to --url / $STATEKEEL_URL).
 
     Example: statekeel restore backups/agent-2026-11-21.db sqlite:///agent.db --overwrite
     """
-    r = port.restore_sqlite(file, url, overwrite=overwrite)
+    r = port.restore_sqlite(file, chosen_url(ctx, url), overwrite=overwrite)
     _report(r, as_json, f"restored {r.records} records and {r.entries} entries into {r.target}")
 
 

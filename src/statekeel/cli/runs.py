@@ -11,10 +11,13 @@ from typing import Any
 
 import click
 
-from statekeel import Page, RunInfo, StepInfo
+from statekeel import Page, RunInfo, StepInfo, Store
+from statekeel.core import layout
 from statekeel.features.run_records import RUN_STATUSES, run_info
+from statekeel.protocol import keys
 
 from ._output import duration_option, emit_json, emit_table, fmt_time, json_option, short_json, store_from
+from ._values import decode_lenient
 
 
 def step_dict(s: StepInfo) -> dict[str, Any]:
@@ -32,6 +35,20 @@ def run_dict(r: RunInfo, *, steps: bool = True) -> dict[str, Any]:
     }
     if steps:
         out["steps"] = [step_dict(s) for s in r.steps]
+    return out
+
+
+def step_values(store: Store, run_id: str, step: StepInfo) -> dict[str, Any]:
+    """A step's stored ``result`` and, for a ``wait_for`` step, the ``input`` a person supplied
+    (also while the run has not picked it up yet). Read from the run's records; writes nothing."""
+    out: dict[str, Any] = {"result": None}
+    rec = store.backend.get(layout.run_steps_prefix(run_id) + keys.escape(step.name))
+    if rec is not None:
+        out["result"] = decode_lenient(store, rec.data, rec.codec, rec.key).get("result")
+    if step.kind == "wait":
+        supplied = store.backend.get(layout.run_input_key(run_id, step.name))
+        out["input"] = (decode_lenient(store, supplied.data, supplied.codec, supplied.key)
+                        if supplied is not None else out["result"])
     return out
 
 
@@ -103,22 +120,31 @@ def _emit_page(page: Page[RunInfo], as_json: bool) -> None:
 @json_option
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Show a run's status and every step with its attempts and timings.
+    """Show a run's status and every step with its attempts, timings, result and input.
 
     Example: statekeel runs show report-2026-11-21
     """
-    info = run_info(store_from(ctx), run_id)  # reads only
+    store = store_from(ctx)
+    info = run_info(store, run_id)  # reads only
+    values = {s.name: step_values(store, run_id, s) for s in info.steps}
     if as_json:
-        emit_json(run_dict(info))
+        emit_json({**run_dict(info, steps=False), "steps": [{**step_dict(s), **values[s.name]} for s in info.steps]})
         return
     waiting = f" — waiting for {info.waiting_for!r}: {info.prompt or ''}" if info.waiting_for else ""
     click.echo(f"run {info.id}: {info.status}{waiting}" + (f" ({info.error})" if info.error else ""))
     rows = (
         [s.name, s.kind, s.status, str(s.attempts), fmt_time(s.started_at, ""), _secs(s.duration),
-         short_json(s.error or "", 50)]
+         short_json(s.error or "", 50), _shown_value(s, values[s.name])]
         for s in info.steps
     )
-    emit_table("steps", ["step", "kind", "status", "attempts", "started", "took", "last error"], rows)
+    emit_table("steps", ["step", "kind", "status", "attempts", "started", "took", "last error", "result / input"],
+               rows, whole=("step",))
+
+
+def _shown_value(step: StepInfo, values: dict[str, Any]) -> str:
+    if step.kind == "wait":
+        return "" if values["input"] is None else f"input: {short_json(values['input'], 80)}"
+    return "" if step.status != "completed" else short_json(values["result"], 80)
 
 
 @group.command("cancel")

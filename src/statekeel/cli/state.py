@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
-from statekeel import ANY, ConflictError, Item, StateView
+from statekeel import ANY, ConflictError, Item, StateView, Store
 from statekeel.features.state import parse_scope
 
 from ._output import duration_option, emit_json, emit_table, fmt_time, json_option, short_json, store_from
+from ._values import lenient_item, lenient_items
 
 
 def item_dict(scope: str, item: Item) -> dict[str, Any]:
@@ -35,10 +36,11 @@ def _checked_scope(scope: str) -> str:
     return scope
 
 
-def read_view(ctx: click.Context, scope: str) -> StateView:
+def read_view(ctx: click.Context, scope: str) -> tuple[Store, StateView]:
     """A read-only view of ``scope`` that never touches the session it may belong to."""
     parsed = parse_scope(_checked_scope(scope))
-    return StateView(store_from(ctx, must_exist=True), parsed)
+    store = store_from(ctx, must_exist=True)
+    return store, StateView(store, parsed)
 
 
 def parse_value(text: str) -> Any:
@@ -85,7 +87,7 @@ def get(ctx: click.Context, scope: str, key: str, as_json: bool) -> None:
 
     Example: statekeel state get session:support-42 ticket
     """
-    item = read_view(ctx, scope).require(key)
+    item = lenient_item(*read_view(ctx, scope), key)
     if as_json:
         emit_json(item_dict(scope, item))
         return
@@ -157,7 +159,7 @@ def list_cmd(
 
     Example: statekeel state list user:u-7 --prefix draft- --json
     """
-    page = read_view(ctx, scope).items(prefix, after=after, limit=limit)
+    page = lenient_items(*read_view(ctx, scope), prefix, after, limit)
     if as_json:
         emit_json({"items": [item_dict(scope, i) for i in page], "next": page.next})
         return

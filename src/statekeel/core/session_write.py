@@ -189,7 +189,7 @@ def _plan_puts(
     for key, value, expect, ttl in puts:
         full = sk.state(key)
         check_expect(expect)
-        data, name = codec.encode(value, f"session:{sk.id}[{key!r}]", full)
+        data, name = codec.encode(value, f"session[{sk.id!r}][{key!r}]", full)
         ops.append(Put(full, data, name, expect, now + ttl if ttl is not None else expires))
     return slice(start, len(ops))
 

@@ -66,7 +66,7 @@ class SessionNotes:
     def write(self, author: str, value: Any) -> dt.datetime:
         """Replace ``author``'s note with ``value``, stamped now; returns the stamp (UTC)."""
         key = self._key(author)
-        data, codec = self._store.codec.encode(value, f"note of {author!r}", key)
+        data, codec = self._store.codec.encode(value, f"session[{self._session.id!r}].notes[{author!r}]", key)
         rec = self._session.apply(lambda exp: [Put(key, data, codec, ANY, exp)])[0]
         assert isinstance(rec, Record)
         stamp = to_datetime(rec.updated_at)

@@ -68,6 +68,12 @@ def parse_scope(scope: str | Scope) -> Scope:
     raise InvalidInputError(f"{scope!r} is not a scope; use {SCOPE_FORMS}")
 
 
+def _path(scope: Scope) -> str:
+    """How error messages name a scope in a value's path: ``app``, ``session['s1']`` (as a
+    session's ``append`` path does: ``session['s1'].append messages[0]``), ``user['u-7']``."""
+    return scope.kind if scope.kind in ("app", "temp") else f"{scope.kind}[{scope.id!r}]"
+
+
 class StateView:
     """Versioned key-value state of one scope; the same API on every backend."""
 
@@ -159,7 +165,7 @@ class StateView:
         full = self._full_key(key)
         check_expect(expect)
         secs = maybe_seconds(ttl, "ttl")
-        data, codec = self._store.codec.encode(value, f"{self.scope}[{key!r}]", full)
+        data, codec = self._store.codec.encode(value, f"{_path(self.scope)}[{key!r}]", full)
         return [Put(full, data, codec, expect, None if secs is None else time.time() + secs)]
 
     def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
