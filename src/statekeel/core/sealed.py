@@ -219,7 +219,7 @@ class SealedBackend(Backend):
         versions[op.key] = (current or 0) + 1
         data, codec = self._seal(op.data, op.codec, op.key, b"r", (current or 0) + 1)
         expect = current if op.expect is ANY else op.expect
-        return replace(op, data=data, codec=codec, expect=expect)
+        return Put(op.key, data, codec, expect, op.expires_at)  # constructors: replace() costs µs
 
     def _seal_append(self, op: Append, nexts: dict[str, int], resolved: dict[str, type]) -> Append:
         first = nexts.get(op.log) or op.at
@@ -227,8 +227,13 @@ class SealedBackend(Backend):
             first = self._next_of(op.log)
             resolved[op.log] = Append
         nexts[op.log] = first + len(op.items)
-        items = tuple(self._seal(data, codec, op.log, b"e", first + i) for i, (data, codec) in enumerate(op.items))
-        return replace(op, items=items, at=first)
+        where = self._prefix + op.log
+        if layout.stored_in_clear(where):
+            return Append(op.log, op.items, op.expires_at, first)
+        cipher = self._cipher_for(where)  # checked once for all the items of the append
+        items = tuple((cipher.seal(data, where, b"e", first + i), codec + _STEP)
+                      for i, (data, codec) in enumerate(op.items))  # fmt: skip
+        return Append(op.log, items, op.expires_at, first)
 
     def _seal_rewrite(self, op: Rewrite) -> Rewrite:
         data, codec = self._seal(op.data, op.codec, op.log, b"e", op.seq)
@@ -246,10 +251,13 @@ class SealedBackend(Backend):
         where = self._prefix + key
         if layout.stored_in_clear(where):
             return data, codec
+        return self._cipher_for(where).seal(data, where, kind, pos), codec + _STEP
+
+    def _cipher_for(self, where: str) -> Cipher:
         self.policy.check_encode(where)
         if self._cipher is None:  # pragma: no cover - a locked policy raised above
             raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
-        return self._cipher.seal(data, where, kind, pos), codec + _STEP
+        return self._cipher
 
     # -- positions -----------------------------------------------------------
     def _version_of(self, key: str) -> int | None:
@@ -280,7 +288,8 @@ class SealedBackend(Backend):
         for op, result in zip(ops, results):
             if isinstance(op, Put) and isinstance(result, Record):
                 self._remember(self._versions, op.key, result.version)
-                result = replace(result, data=op.data, codec=op.codec)
+                r = result
+                result = Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
             elif isinstance(op, Append) and isinstance(result, int):
                 self._remember(self._next, op.log, result + len(op.items))
             elif isinstance(op, Delete):

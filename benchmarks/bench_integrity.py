@@ -1,0 +1,105 @@
+"""Per-turn cost of encryption and tamper-evident mode vs neither, measured turn by turn (issue 11).
+
+Four stores on the same backend — off, encrypted, chained, both — get the same
+reference turns (a user and an assistant message plus a state put, durable
+before the call returns) *interleaved*: turn i goes to each store in turn,
+in a rotating order, so disk and CPU noise fall on all four alike. Reported: each
+store's median turn and its ratio to "off" (the median of per-round ratios),
+and the whole-history reload (2 × turns messages) with decryption and chain
+checks, best of 5.
+
+    python benchmarks/bench_integrity.py --backends sqlite,postgres --turns 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import statekeel  # noqa: E402
+from statekeel.testing.servers import ServerPool  # noqa: E402
+
+MODES = ("off", "encrypted", "chain", "both")
+
+
+def _options(mode: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if mode in ("encrypted", "both"):
+        options["encryption"] = statekeel.Encryption(master_key=b"k" * 32)
+    if mode in ("chain", "both"):
+        options["integrity"] = statekeel.Integrity(key=b"c" * 32)
+    return options
+
+
+def _url(backend: str, tmp: Path, mode: str, servers: ServerPool) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp}/{mode}.db"
+    if backend == "postgres":
+        return f"{servers.postgres().url}?schema=bench_{mode}"
+    return f"{servers.redis().url}?prefix=bench_{mode}"
+
+
+def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        stores = {m: statekeel.open(_url(backend, Path(d), m, servers), **_options(m)) for m in MODES}
+        try:
+            sessions = {m: s.session("t1") for m, s in stores.items()}
+            lat: dict[str, list[float]] = {m: [] for m in MODES}
+            for i in range(turns):
+                user, assistant = f"question {i} " + "u" * 180, f"answer {i} " + "a" * 780
+                order = MODES[i % 4:] + MODES[: i % 4]
+                for m in order:
+                    t = time.perf_counter()
+                    sessions[m].append({"role": "user", "content": user},
+                                       {"role": "assistant", "content": assistant}, state={"turn": i})
+                    lat[m].append(time.perf_counter() - t)
+            reload = {}
+            for m in MODES:
+                best = min(_timed(sessions[m].history) for _ in range(5))
+                reload[m] = round(best * 1e3, 2)
+        finally:
+            for s in stores.values():
+                s.close()
+    out: dict[str, Any] = {"turns": turns, "median_ms": {m: round(statistics.median(v) * 1e3, 3) for m, v in lat.items()}}
+    out["vs_off"] = {m: round(statistics.median(a / b for a, b in zip(lat[m], lat["off"])), 3) for m in MODES[1:]}
+    out["reload_ms"] = reload
+    out["reload_vs_off"] = {m: round(reload[m] / reload["off"], 2) for m in MODES[1:]}
+    return out
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--turns", type=int, default=1000)
+    ap.add_argument("--out", help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+    results: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0]}
+    pool = ServerPool(required=False)
+    try:
+        for backend in args.backends.split(","):
+            results[backend] = run(backend, args.turns, pool)
+            print(json.dumps({backend: results[backend]}), flush=True)
+    finally:
+        pool.stop()
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
