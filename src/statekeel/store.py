@@ -15,13 +15,12 @@ from .backends.tenant import TenantBackend, tenant_prefix
 from .codec import DEFAULT_MAX_RECORD_BYTES, Codec, Transform
 from .core import Core
 from .core.encryption import Cipher, Encryption, conversion_in_progress, prepare
-from .core.chain import ChainKey
 from .core.chained import ChainedBackend
 from .core.sealed import SealedBackend
 from .core.anchor import anchor_from
 from .features import verify as _verify
 from .features.verify import VerifyReport
-from .core.tamper import Integrity, IntegritySetting, integrity_key_id, integrity_store_id, prepare_chain
+from .core.tamper import ChainSetup, Integrity, IntegritySetting, prepare_chain, read_marker
 from .core.tenant_keyring import TenantKeyring
 from .core.validate import check_name
 from .errors import ConfigurationError, InvalidInputError, KeyUnavailableError, UsageError
@@ -340,30 +339,33 @@ def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], 
             if cipher is not None:
                 policy.converting = conversion_in_progress(backend, cipher, codec)
             backend = SealedBackend(backend, cipher, policy)
-        chain, chain_locked = _chain(raw, access)
-        if chain is not None:  # tamper-evident: above the encryption, so the chain covers the plaintext
-            backend = ChainedBackend(backend, chain)
-            backend.anchor = anchor_from(_anchor_setting(access), integrity_store_id(raw))
+        chain = _chain(raw, access)
+        if chain.key is not None:  # tamper-evident: above the encryption, so the chain covers the plaintext
+            backend = ChainedBackend(backend, chain.key)
+            backend.anchor = anchor_from(_anchor_setting(access), chain.store_id)
     except BaseException:
         backend.close()  # a bad key configuration must not leak the connection
         raise
     store = Store(backend, codec, allow_in_event_loop=allow_in_event_loop)
     store.keyring = keyring
-    store.chain_locked = chain_locked
+    store.chain_locked = chain.locked
     return store
 
 
-def _chain(raw: Backend, access: _Access) -> tuple[ChainKey | None, str | None]:
-    """The MAC key of a tamper-evident store. Maintenance opens (doctor, verify) use the default key
-    source when the store is marked; without that key, the chain is reported locked, not refused."""
+def _chain(raw: Backend, access: _Access) -> ChainSetup:
+    """The MAC key of a tamper-evident store (its marker read once). Maintenance opens (doctor, verify)
+    use the default key source when the store is marked; without that key, the chain is reported
+    locked, not refused."""
     setting = access.integrity
     default = access.encryption.master_key if access.encryption is not None else None
-    if setting is None and access.locked_ok and integrity_key_id(raw) is not None:
+    marker = read_marker(raw)
+    if setting is None and access.locked_ok and marker is not None:
         try:
-            return prepare_chain(raw, "chain", default, mark=False, locked_ok=True)
+            return prepare_chain(raw, "chain", default, marker, mark=False, locked_ok=True)
         except KeyUnavailableError as exc:
-            return None, f"the store {raw.url} is tamper-evident (integrity='chain') and its chains need the key: {exc}"
-    return prepare_chain(raw, setting, default, mark=access.mark, locked_ok=access.locked_ok)
+            return ChainSetup(None, f"the store {raw.url} is tamper-evident (integrity='chain') and its chains "
+                                    f"need the key: {exc}")  # fmt: skip
+    return prepare_chain(raw, setting, default, marker, mark=access.mark, locked_ok=access.locked_ok)
 
 
 def _anchor_setting(access: _Access) -> Any:

@@ -38,7 +38,7 @@ from typing import Any, Final
 from ..errors import IntegrityError
 from .keyring import MasterKeys
 
-__all__ = ["ChainKey", "Head", "LogHead", "RecordHead", "STEP", "TRAILER", "ZERO_TAG", "split_trailer", "trailer"]
+__all__ = ["ChainKey", "Head", "LogHead", "RecordHead", "STEP", "TRAILER", "ZERO_TAG", "alive", "split_trailer", "trailer"]
 
 TAG: Final = 16
 """Bytes of a tag (HMAC-SHA256, truncated)."""
@@ -94,6 +94,11 @@ class ChainKey:
 
     def root_tag(self, body: bytes) -> bytes:
         return self._tag(b"root", body)
+
+
+def alive(expires: float | None, now: float) -> bool:
+    """Whether something that expires at ``expires`` (None: never) is still there at ``now``."""
+    return expires is None or expires > now
 
 
 def trailer(clock: float, tag: bytes) -> bytes:

@@ -14,13 +14,13 @@ from dataclasses import replace
 
 from ..errors import IntegrityError
 from ..protocol import Backend, Entry, LogInfo, Record
-from .chain import STEP, ChainKey, Head, LogHead, split_trailer
+from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
 
 __all__ = ["check_entries", "check_log_info", "check_record", "open_value"]
 
 
 def _alive(expires: float | None) -> bool:
-    return expires is None or expires > time.time()
+    return alive(expires, time.time())
 
 
 def _unchained(codec: str, where: str) -> str:

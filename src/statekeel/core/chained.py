@@ -48,10 +48,11 @@ from ..protocol import (
     Touch,
     Trim,
     keys,
+    op_target,
 )
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, split_trailer, trailer
+from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, alive, split_trailer, trailer
 from .sealed import SealedBackend
 from .chain_reads import check_entries, check_log_info, check_record, open_value
 
@@ -225,17 +226,13 @@ class ChainedBackend(Backend):
             head_ops = plan.head_puts()
             try:
                 results = self._inner.apply([*sealed, *head_ops], now=clock)
-            except ConflictError as err:
-                ours = err.key in plan.resolved or layout.is_chain_head(err.key)
-                for part in plan.heads:
+            except BaseException as exc:
+                for part in plan.heads:  # moved by another writer, or maybe applied: read them again
                     self._heads.pop(part, None)
+                ours = isinstance(exc, ConflictError) and (exc.key in plan.resolved or layout.is_chain_head(exc.key))
                 if ours and time.monotonic() < deadline:
                     time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
                     continue
-                raise
-            except BaseException:
-                for part in plan.heads:
-                    self._heads.pop(part, None)
                 raise
             plan.remember(results[len(ops):])
             return [_as_given(op, r) for op, r in zip(ops, results)]
@@ -282,10 +279,6 @@ def _as_given(op: Op, result: OpResult) -> OpResult:
     return op.record if isinstance(op, Load) else result
 
 
-def _alive(expires: float | None, now: float) -> bool:
-    return expires is None or expires > now
-
-
 class _Plan:
     """One attempt at a batch: the sealed ops and the heads they leave."""
 
@@ -307,11 +300,9 @@ class _Plan:
         return self.b._prefix + key
 
     def seal(self, op: Op) -> Op:
-        target = op.record.key if isinstance(op, Load) else getattr(op, "key", None) or getattr(op, "log", None)
         if isinstance(op, Expire):
             return self._expire(op)
-        assert isinstance(target, str)
-        if self.b._plain(target):
+        if self.b._plain(op_target(op)):
             return op
         if isinstance(op, Put):
             return self._put(op)
@@ -337,7 +328,7 @@ class _Plan:
     def _put(self, op: Put) -> Put:
         head = self._head(op.key)
         known = head.records.get(self._where(op.key))
-        current = known.version if known is not None and _alive(known.expires, self.clock) else None
+        current = known.version if known is not None and alive(known.expires, self.clock) else None
         version, created = (current or 0) + 1, known.created if current is not None and known else self.clock
         tag = self.b._key.record_tag(self._where(op.key), version, op.codec, op.data, created, self.clock)
         expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
@@ -350,7 +341,7 @@ class _Plan:
     def _append(self, op: Append) -> Append:
         head = self._head(op.log)
         known = head.logs.get(self._where(op.log))
-        if known is not None and not _alive(known.expires, self.clock):
+        if known is not None and not alive(known.expires, self.clock):
             known = None  # an expired log starts again at 1
         first = known.last + 1 if known else 1
         prev = known.tag if known else ZERO_TAG
@@ -375,19 +366,24 @@ class _Plan:
             known.before = known.tag if first - 1 == known.last else self._tag_of(op.log, first - 1)
             known.first = first
 
-    def _tag_of(self, log: str, seq: int) -> bytes:
+    def _stored(self, log: str, seq: int) -> tuple[Entry, bytes, float, bytes] | None:
+        """Entry ``seq`` of ``log`` as stored beneath the chain, with its value, clock and tag."""
         found = self.b._inner.read(log, start=seq, stop=seq + 1)
-        if not found:
+        return (found[0], *split_trailer(found[0].data, self._where(log))) if found else None
+
+    def _tag_of(self, log: str, seq: int) -> bytes:
+        stored = self._stored(log, seq)
+        if stored is None:
             raise IntegrityError(f"entry {seq} of log {self._where(log)!r} is missing beneath the chain")
-        return split_trailer(found[0].data, self._where(log))[2]
+        return stored[3]
 
     def _rewrite(self, op: Rewrite) -> Rewrite:
         """Re-encoding the same value keeps its place in the chain; anything else would change history."""
-        found = self.b._inner.read(op.log, start=op.seq, stop=op.seq + 1)
-        if not found:
+        stored = self._stored(op.log, op.seq)
+        if stored is None:
             return op  # nothing to rewrite: the backend reports False
-        value, clock, tag = split_trailer(found[0].data, self._where(op.log))
-        if value != op.data or found[0].codec != op.codec + STEP:
+        entry, value, clock, tag = stored
+        if value != op.data or entry.codec != op.codec + STEP:
             raise IntegrityError(f"entry {op.seq} of {self._where(op.log)!r} is chained: a rewrite may re-encode "
                                  "it (key rotation) but not change its value")  # fmt: skip
         return replace(op, data=op.data + trailer(clock, tag), codec=op.codec + STEP)

@@ -30,7 +30,7 @@ from . import layout
 from .chain import ChainKey
 from .keyring import HOW_TO_SUPPLY, MasterKeys
 
-__all__ = ["Integrity", "IntegritySetting", "integrity_key_id", "integrity_store_id", "prepare_chain"]
+__all__ = ["ChainSetup", "Integrity", "IntegritySetting", "prepare_chain", "read_marker"]
 
 
 @dataclass
@@ -61,28 +61,37 @@ def _setting(value: IntegritySetting) -> Integrity | None:
     raise ConfigurationError(f"integrity must be 'chain', statekeel.Integrity(...) or None; got {value!r}")
 
 
-def _marker(backend: Backend, field: str) -> str | None:
+@dataclass(frozen=True)
+class ChainSetup:
+    """How a store is opened with respect to its chain (see :func:`prepare_chain`)."""
+
+    key: ChainKey | None
+    """The MAC key; None when the store is not chained, or its key is not given (``locked``)."""
+    locked: str | None = None
+    """Why a chained store's chain cannot be checked (opened for maintenance without its key)."""
+    store_id: str = "unnamed"
+    """The id its anchor is filed under (the marker's ``store_id``)."""
+
+
+def read_marker(backend: Backend) -> dict[str, Any] | None:
+    """The integrity marker's fields: None when the store is not chained (or has no schema to read
+    yet: the chain starts with the data), {} when the marker does not parse."""
     try:
         rec = backend.get(layout.INTEGRITY_MARKER)
     except (MigrationRequiredError, SchemaTooNewError, NotAStoreError):
-        return None  # no schema to read yet: migrate first (the chain starts with the data)
+        return None
     if rec is None:
         return None
     try:
-        value = json.loads(rec.data).get(field)
-    except (ValueError, AttributeError):
-        return ""
+        body = json.loads(rec.data)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _field(marker: dict[str, Any], name: str) -> str:
+    value = marker.get(name)
     return value if isinstance(value, str) else ""
-
-
-def integrity_key_id(backend: Backend) -> str | None:
-    """The MAC key id a chained store expects (None: not chained; '' when unreadable)."""
-    return _marker(backend, "key_id")
-
-
-def integrity_store_id(backend: Backend) -> str:
-    """The id a chained store's anchor is filed under (its marker's ``store_id``)."""
-    return _marker(backend, "store_id") or "unnamed"
 
 
 def _has_data(backend: Backend) -> bool:
@@ -95,32 +104,39 @@ def _has_data(backend: Backend) -> bool:
 
 
 def prepare_chain(
-    backend: Backend, setting: IntegritySetting, default_key: Any, *, mark: bool, locked_ok: bool
-) -> tuple[ChainKey | None, str | None]:
-    """``(key, locked)``: the MAC key for a chained store (None when not chained), or — opened
-    without ``integrity=`` with ``locked_ok`` — why its chain cannot be checked."""
+    backend: Backend, setting: IntegritySetting, default_key: Any, marker: dict[str, Any] | None, *,
+    mark: bool, locked_ok: bool,
+) -> ChainSetup:
+    """The MAC key for a chained store (none when not chained), or — opened without ``integrity=``
+    with ``locked_ok`` — why its chain cannot be checked. ``marker``: :func:`read_marker` of it."""
     wanted = _setting(setting)
-    kid = integrity_key_id(backend)
     if wanted is None:
-        if kid is None:
-            return None, None
-        why = (f"the store {backend.url} is tamper-evident (integrity='chain', MAC key id {kid!r}): open it with "
-               "integrity='chain' and its key, or writes would break its chains; " + HOW_TO_SUPPLY)
+        if marker is None:
+            return ChainSetup(None)
+        why = (f"the store {backend.url} is tamper-evident (integrity='chain', MAC key id "
+               f"{_field(marker, 'key_id')!r}): open it with integrity='chain' and its key, or writes would "
+               "break its chains; " + HOW_TO_SUPPLY)  # fmt: skip
         if locked_ok:
-            return None, why
+            return ChainSetup(None, why)
         raise KeyUnavailableError(why)
     source = wanted.key if wanted.key is not None else (default_key or "env:STATEKEEL_MASTER_KEY")
-    key = ChainKey(MasterKeys.from_any(source), kid or None)
-    if kid is None and mark:
-        if _has_data(backend):
-            raise ConfigurationError(
-                f"the store {backend.url} already holds data written without integrity='chain'; the chain can "
-                "only start with a new store: copy this one into a new store opened with integrity='chain' "
-                "(`statekeel copy SRC DST` with STATEKEEL_INTEGRITY=chain), which MACs everything it copies"
-            )
-        body = {"mode": "chain", "key_id": key.id, "since": time.time(), "store_id": uuid.uuid4().hex}
-        try:
-            backend.apply([Put(layout.INTEGRITY_MARKER, json.dumps(body).encode(), "json", None)])
-        except ConflictError:
-            pass  # another process marked it first
-    return key, None
+    key = ChainKey(MasterKeys.from_any(source), (marker and _field(marker, "key_id")) or None)
+    if marker is None and mark:
+        marker = _mark(backend, key)
+    return ChainSetup(key, None, (marker and _field(marker, "store_id")) or "unnamed")
+
+
+def _mark(backend: Backend, key: ChainKey) -> dict[str, Any] | None:
+    """Mark a new store chained; the marker that is there afterwards (another process may have won)."""
+    if _has_data(backend):
+        raise ConfigurationError(
+            f"the store {backend.url} already holds data written without integrity='chain'; the chain can "
+            "only start with a new store: copy this one into a new store opened with integrity='chain' "
+            "(`statekeel copy SRC DST` with STATEKEEL_INTEGRITY=chain), which MACs everything it copies"
+        )
+    body = {"mode": "chain", "key_id": key.id, "since": time.time(), "store_id": uuid.uuid4().hex}
+    try:
+        backend.apply([Put(layout.INTEGRITY_MARKER, json.dumps(body).encode(), "json", None)])
+    except ConflictError:
+        return read_marker(backend)  # another process marked it first: its id is the store's
+    return body

@@ -61,9 +61,9 @@ def _heads(store: Core, chained: ChainedBackend, report: VerifyReport) -> dict[s
     while page := store.storage.scan("", after=after, limit=PAGE):
         for rec in page:
             if layout.is_chain_head(rec.key):
-                part = rec.key[: -len(layout.CHAIN_HEAD) - 1]
+                part = keys.partition(rec.key)  # a head sits right under its partition
                 try:
-                    found[part] = (rec.version, chained.head_of(rec, keys.partition(rec.key)), rec.expires_at)
+                    found[part] = (rec.version, chained.head_of(rec, part), rec.expires_at)
                 except IntegrityError as exc:
                     report.failures.append(str(exc))
         after = page[-1].key
