@@ -13,6 +13,8 @@ import pytest
 import statekeel
 from statekeel import InvalidInputError, LeaseLostError, Store
 
+from ._spawn import child_process
+
 
 def _take_when_free(store: Store, sid: str, lease: str) -> Any:
     """Open ``sid`` with a lease, retrying while another holder has it (up to a minute)."""
@@ -187,35 +189,19 @@ def _slow_decision(url: str, ready: Any, done: Any) -> None:
 
 @pytest.mark.multiprocess
 def test_a_sigkilled_holder_is_taken_over_after_expiry(store_url: str) -> None:
-    statekeel.open(store_url).close()
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    child = ctx.Process(target=_hold, args=(store_url, ready))
-    child.start()
-    try:
-        assert ready.wait(60), "the holder never started"
+    with child_process(_hold, store_url, what="the holder") as (child, _):
         with statekeel.open(store_url) as store:
             with pytest.raises(LeaseLostError):
                 store.session("held", lease="1s")
-            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            os.kill(child.pid, signal.SIGKILL)
             child.join()
             s = _take_when_free(store, "held", "30s")
             assert s.lease_token == 2 and s.append({"token": 2}) == 2
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join()
 
 
 @pytest.mark.multiprocess
 def test_a_live_decide_block_is_not_marked_crashed_from_another_process(store_url: str) -> None:
-    statekeel.open(store_url).close()
-    ctx = mp.get_context("spawn")
-    ready, done = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_slow_decision, args=(store_url, ready, done))
-    child.start()
-    try:
-        assert ready.wait(60), "the decision never started"
+    with child_process(_slow_decision, store_url, events=2, what="the decision") as (child, (_, done)):
         with statekeel.open(store_url) as store:
             time.sleep(1.5)  # silent for longer than the threshold below
             assert store.mark_stale_crashed("1s") == []
@@ -224,10 +210,6 @@ def test_a_live_decide_block_is_not_marked_crashed_from_another_process(store_ur
             child.join(60)
             assert done.is_set() and child.exitcode == 0
             assert [d.status for d in store.decisions(session="busy")] == ["done"]
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join()
 
 
 def test_async_leases_heartbeat_while_a_decide_block_awaits(store_url: str) -> None:

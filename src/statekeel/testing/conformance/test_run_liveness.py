@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -12,6 +11,8 @@ import pytest
 
 import statekeel
 from statekeel import InvalidInputError, LeaseLostError, Store
+
+from ._spawn import child_process
 
 
 def _double(x: int) -> int:
@@ -132,16 +133,10 @@ def _slow_step(url: str, ready: Any) -> None:
 
 @pytest.mark.multiprocess
 def test_a_killed_run_shows_its_step_in_flight_and_becomes_stale(store_url: str) -> None:
-    statekeel.open(store_url).close()
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    child = ctx.Process(target=_step_forever, args=(store_url, ready))
-    child.start()
-    try:
-        assert ready.wait(60), "the step never started"
+    with child_process(_step_forever, store_url, what="the step") as (child, _):
         with statekeel.open(store_url) as store:
             assert store.runs(stale_after="0.2s").items == []  # alive: its lease and step heartbeat
-            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            os.kill(child.pid, signal.SIGKILL)
             child.join()
             for _ in range(600):
                 if store.runs(stale_after="0.2s").items:
@@ -156,21 +151,11 @@ def test_a_killed_run_shows_its_step_in_flight_and_becomes_stale(store_url: str)
                 assert run.step("fetch", _double, 1) == 2 and run.step("slow", lambda: "done") == "done"
             steps = {s.name: s for s in store.run("job").info().steps}
             assert (steps["slow"].status, steps["slow"].attempts) == ("completed", 1)
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join()
 
 
 @pytest.mark.multiprocess
 def test_two_processes_never_execute_a_leased_step_concurrently(store_url: str) -> None:
-    statekeel.open(store_url).close()
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    child = ctx.Process(target=_slow_step, args=(store_url, ready))
-    child.start()
-    try:
-        assert ready.wait(60), "the step never started"
+    with child_process(_slow_step, store_url, what="the step") as (child, _):
         with statekeel.open(store_url) as store:
             time.sleep(1.5)  # past the lease: the heartbeat renewed it
             with pytest.raises(LeaseLostError):
@@ -181,7 +166,3 @@ def test_two_processes_never_execute_a_leased_step_concurrently(store_url: str) 
             with store.run("shared", lease="1s") as run:
                 theirs = run.stepfn(name="slow", version="other")(lambda: "theirs")
                 assert theirs() == "mine"  # never run twice: the stored result stands
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join()
