@@ -32,8 +32,9 @@ import hashlib
 import hmac
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ..errors import IntegrityError
 from .keyring import MasterKeys
@@ -55,10 +56,16 @@ STEP: Final = "+chain"
 _CLOCK = struct.Struct(">d")
 _ENTRY = struct.Struct(">IQIId")
 """An entry tag's fixed fields: the lengths of the log's key, codec and value, the seq and the clock."""
+_LEN = struct.Struct(">I")
+_VERSION_LEN = struct.Struct(">QI")
+_TIMES = struct.Struct(">dd")
 
 
-def _field(b: bytes) -> bytes:
-    return len(b).to_bytes(4, "big") + b
+_hmac_digest: Callable[[bytes, bytes, str], bytes] = hmac.digest
+try:  # hmac.digest's own fast path, without its Python wrapper (a reload computes one per entry)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - an interpreter without OpenSSL's hashlib
+    pass
 
 
 class ChainKey:
@@ -79,18 +86,30 @@ class ChainKey:
         self._key = hmac.new(raw, b"statekeel chain mac v1", hashlib.sha256).digest()
 
     def _tag(self, *parts: bytes) -> bytes:
-        return hmac.digest(self._key, b"".join(parts), "sha256")[:TAG]  # one-shot: no HMAC object
+        return _hmac_digest(self._key, b"".join(parts), "sha256")[:TAG]  # one-shot: no HMAC object
 
     def entry_tag(self, where: str, seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
-        head = _ENTRY.pack(len(where.encode()), seq, len(codec), len(data), clock)  # fixed fields, one pack
-        return hmac.digest(self._key, b"".join((b"e", head, where.encode(), codec.encode(), data, prev)),
-                           "sha256")[:TAG]  # fmt: skip
+        return self.entry_tagger(where)(seq, codec, data, clock, prev)
+
+    def entry_tagger(self, where: str) -> Callable[[int, str, bytes, float, bytes], bytes]:
+        """``entry_tag`` for the entries of one log: ``(seq, codec, data, clock, prev) -> tag``."""
+        w, key, pack = where.encode(), self._key, _ENTRY.pack
+        lw = len(w)
+
+        def tag(seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
+            head = pack(lw, seq, len(codec), len(data), clock)  # the fixed fields, one pack
+            return _hmac_digest(key, b"".join((b"e", head, w, codec.encode(), data, prev)), "sha256")[:TAG]
+
+        return tag
 
     def record_tag(
         self, where: str, version: int, codec: str, data: bytes, created: float, clock: float
     ) -> bytes:
-        return self._tag(b"r", _field(where.encode()), version.to_bytes(8, "big"), _field(codec.encode()),
-                         _field(data), _CLOCK.pack(created), _CLOCK.pack(clock))  # fmt: skip
+        # b"r", then the key, the version, the codec and the value (each length-prefixed), then both
+        # times — packed with as few calls as possible (a write computes one per record it puts)
+        w, c = where.encode(), codec.encode()
+        return self._tag(b"r", _LEN.pack(len(w)), w, _VERSION_LEN.pack(version, len(c)), c, _LEN.pack(len(data)),
+                         data, _TIMES.pack(created, clock))  # fmt: skip
 
     def root_tag(self, body: bytes) -> bytes:
         return self._tag(b"root", body)
@@ -113,9 +132,8 @@ def split_trailer(data: bytes, where: str) -> tuple[bytes, float, bytes]:
     return value, _CLOCK.unpack(tail[:8])[0], tail[8:]
 
 
-@dataclass
-class LogHead:
-    """What the head knows about one log."""
+class LogHead(NamedTuple):
+    """What the head knows about one log (immutable: heads are copied cheaply and share entries)."""
 
     first: int
     """The lowest seq still stored (after trims)."""
@@ -127,14 +145,25 @@ class LogHead:
     expires: float | None = None
 
 
-@dataclass
-class RecordHead:
-    """What the head knows about one record."""
+class RecordHead(NamedTuple):
+    """What the head knows about one record (immutable, like :class:`LogHead`)."""
 
     version: int
     tag: bytes
     created: float
     expires: float | None
+
+
+def _num(x: float | None) -> str:
+    return "null" if x is None else repr(x)
+
+
+def _log_json(name: str, h: LogHead) -> str:
+    return f'{json.dumps(name)}:[{h.first},"{h.before.hex()}",{h.last},"{h.tag.hex()}",{_num(h.expires)}]'
+
+
+def _record_json(name: str, h: RecordHead) -> str:
+    return f'{json.dumps(name)}:[{h.version},"{h.tag.hex()}",{_num(h.created)},{_num(h.expires)}]'
 
 
 @dataclass
@@ -143,13 +172,28 @@ class Head:
 
     logs: dict[str, LogHead] = field(default_factory=dict)
     records: dict[str, RecordHead] = field(default_factory=dict)
+    _parts: tuple[dict[str, tuple[Any, str]], ...] = field(default_factory=lambda: ({}, {}), repr=False, compare=False)
+    """Per kind (logs, records), name -> (entry, its JSON): entries are immutable, so one that is still the
+    same object encodes the same; shared by copies (every write re-encodes its head, mostly unchanged)."""
 
     def encode(self) -> bytes:
-        body = {
-            "l": {k: [h.first, h.before.hex(), h.last, h.tag.hex(), h.expires] for k, h in sorted(self.logs.items())},
-            "r": {k: [h.version, h.tag.hex(), h.created, h.expires] for k, h in sorted(self.records.items())},
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
+        """``{"l": {name: [first, before, last, tag, expires]}, "r": {name: [version, tag, created,
+        expires]}}`` in compact JSON with sorted names, as :func:`json.dumps` writes it."""
+        kinds: tuple[tuple[dict[str, Any], Callable[[str, Any], str]], ...] = (
+            (self.logs, _log_json), (self.records, _record_json))  # fmt: skip
+        out: list[str] = []
+        for parts, (entries, render) in zip(self._parts, kinds):
+            if len(parts) > 2 * len(entries) + 64:
+                parts.clear()  # names gone from the head
+            chunk = []
+            for name in sorted(entries):
+                h = entries[name]
+                known = parts.get(name)
+                if known is None or known[0] is not h:
+                    known = parts[name] = (h, render(name, h))
+                chunk.append(known[1])
+            out.append(",".join(chunk))
+        return f'{{"l":{{{out[0]}}},"r":{{{out[1]}}}}}'.encode()
 
     @classmethod
     def decode(cls, data: bytes, where: str) -> Head:
@@ -164,7 +208,5 @@ class Head:
         return cls(logs, records)
 
     def copy(self) -> Head:
-        return Head(
-            {k: LogHead(h.first, h.before, h.last, h.tag, h.expires) for k, h in self.logs.items()},
-            {k: RecordHead(h.version, h.tag, h.created, h.expires) for k, h in self.records.items()},
-        )
+        """A head to change without changing this one (entries are immutable: they are shared)."""
+        return Head(dict(self.logs), dict(self.records), self._parts)

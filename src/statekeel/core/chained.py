@@ -77,6 +77,7 @@ class ChainedBackend(Backend):
         self._heads: dict[str, tuple[int | None, Head, float | None]] = {}
         """partition -> (head record version, head, head created_at): hints for writers."""
         self._floors: dict[str, tuple[int, float | None]] | None = None
+        self._plains: dict[str, bool] = {}
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
 
@@ -104,7 +105,13 @@ class ChainedBackend(Backend):
         return self._key
 
     def _plain(self, key: str) -> bool:
-        return layout.stored_in_clear(self._prefix + key) or layout.is_chain_head(key)
+        """Whether ``key`` is outside the chain (memoised: every op of every batch asks)."""
+        plain = self._plains.get(key)
+        if plain is None:
+            if len(self._plains) >= 4096:
+                self._plains.clear()
+            plain = self._plains[key] = layout.stored_in_clear(self._prefix + key) or layout.is_chain_head(key)
+        return plain
 
     # -- heads -----------------------------------------------------------------
     def head_of(self, rec: Record | None, partition: str) -> Head:
@@ -311,10 +318,11 @@ class _Plan:
         if isinstance(op, Delete):
             self._head(op.key).records.pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
-            head = self._head(op.key)
-            for known in (head.records.get(self._where(op.key)), head.logs.get(self._where(op.key))):
-                if known is not None:
-                    known.expires = op.expires_at
+            head, name = self._head(op.key), self._where(op.key)
+            if (record := head.records.get(name)) is not None:
+                head.records[name] = record._replace(expires=op.expires_at)
+            if (log := head.logs.get(name)) is not None:
+                head.logs[name] = log._replace(expires=op.expires_at)
         elif isinstance(op, Trim):
             self._trim(op)
         elif isinstance(op, Rewrite):
@@ -346,9 +354,10 @@ class _Plan:
         first = known.last + 1 if known else 1
         prev = known.tag if known else ZERO_TAG
         items = []
+        tag_of, clock = self.b._key.entry_tagger(self._where(op.log)), self.clock
         for i, (data, codec) in enumerate(op.items):
-            prev = self.b._key.entry_tag(self._where(op.log), first + i, codec, data, self.clock, prev)
-            items.append((data + trailer(self.clock, prev), codec + STEP))
+            prev = tag_of(first + i, codec, data, clock, prev)
+            items.append((data + trailer(clock, prev), codec + STEP))
         expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
         if op.items:
             head.logs[self._where(op.log)] = LogHead(known.first if known else first, known.before if known else ZERO_TAG,
@@ -358,13 +367,14 @@ class _Plan:
         return Append(op.log, tuple(items), op.expires_at, first if op.at is None else op.at)
 
     def _trim(self, op: Trim) -> None:
-        known = self._head(op.log).logs.get(self._where(op.log))
+        logs = self._head(op.log).logs
+        known = logs.get(self._where(op.log))
         if known is None:
             return
         first = max(known.first, min(op.before, known.last + 1))
         if first > known.first:
-            known.before = known.tag if first - 1 == known.last else self._tag_of(op.log, first - 1)
-            known.first = first
+            before = known.tag if first - 1 == known.last else self._tag_of(op.log, first - 1)
+            logs[self._where(op.log)] = known._replace(first=first, before=before)
 
     def _stored(self, log: str, seq: int) -> tuple[Entry, bytes, float, bytes] | None:
         """Entry ``seq`` of ``log`` as stored beneath the chain, with its value, clock and tag."""
@@ -404,10 +414,9 @@ class _Plan:
             prev = known.tag if known else ZERO_TAG
             tag = self.b._key.entry_tag(self._where(op.log), e.seq, e.codec, e.data, e.created_at, prev)
             out.append(replace(e, data=e.data + trailer(e.created_at, tag), codec=e.codec + STEP))
-            if known is None:
-                known = head.logs[self._where(op.log)] = LogHead(e.seq, ZERO_TAG, e.seq, tag, op.expires_at)
-            else:
-                known.last, known.tag = e.seq, tag
+            known = (LogHead(e.seq, ZERO_TAG, e.seq, tag, op.expires_at) if known is None
+                     else known._replace(last=e.seq, tag=tag))  # fmt: skip
+            head.logs[self._where(op.log)] = known
         return replace(op, entries=tuple(out))
 
     def _expire(self, op: Expire) -> Expire:
@@ -419,11 +428,13 @@ class _Plan:
         inside = op.prefix.startswith(part + "/") and all(part.split("/"))
         if ending and layout.chain_head_key(part).startswith(op.prefix) or not inside or self.b._plain(op.prefix):
             return op
-        head = self._head(op.prefix)
-        items: list[tuple[str, RecordHead | LogHead]] = [*head.records.items(), *head.logs.items()]
-        for name, known in items:
-            if name.startswith(self._where(op.prefix)):
-                known.expires = op.expires_at
+        head, where = self._head(op.prefix), self._where(op.prefix)
+        for name, record in list(head.records.items()):
+            if name.startswith(where):
+                head.records[name] = record._replace(expires=op.expires_at)
+        for name, log in list(head.logs.items()):
+            if name.startswith(where):
+                head.logs[name] = log._replace(expires=op.expires_at)
         return op
 
     def head_puts(self) -> list[Op]:
