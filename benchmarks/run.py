@@ -5,6 +5,8 @@ run side by side against statekeel, the raw drivers and the peers in ONE run.
     python benchmarks/run.py --quick            # < 2 minutes
     python benchmarks/run.py                    # 1,000 turns (LangGraph: ~45 s and ~2 GB per backend)
     python benchmarks/run.py --backends sqlite,postgres,redis --out results.json
+    python benchmarks/run.py --growth           # history(last=20)/sessions()/session_info at 10^3..10^5
+    python benchmarks/run.py --scale            # async C=1..128 / sync N=1..8 processes vs raw (benchmarks/scale.py)
     python benchmarks/run.py --against HEAD~3   # each statekeel row also run on that commit's src/,
                                                 # interleaved: ``ratio_vs_against`` = this tree / that one
 
@@ -60,6 +62,13 @@ def parse_args(argv=None):
     ap.add_argument("--against", metavar="REV",
                     help="also run every statekeel row on git revision REV's src/ (interleaved, same run) "
                          "and report ratio_vs_against: the cost of a change, measured like for like")
+    ap.add_argument("--scale", action="store_true",  # benchmarks/scale.py (issue 15 item 2)
+                    help="concurrency scaling: async C=1,8,32,128 and sync N=1,2,4,8 processes vs the raw drivers")
+    ap.add_argument("--growth", action="store_true",
+                    help="instead of the turn rows: the growth table (benchmarks/growth.py) — history(last=20), "
+                         "sessions() and session_info at 10^3 .. --growth-max messages/sessions")
+    ap.add_argument("--growth-max", type=int, default=100_000,
+                    help="largest size for --growth (default 10^5; 10^6 by hand, with --backends)")
     return ap.parse_args(argv)
 
 
@@ -131,6 +140,8 @@ def finish_row(row: dict, baselines: dict) -> dict:
         row["storage_vs_payload"] = round(row["storage_bytes"] / row["payload_bytes"], 3)
     key = (row["backend"], row.get("durability", "full"))
     base = baselines.get(key)
+    if base and row.get("reload_best_ms") and base.get("reload_best_ms"):
+        row["reload_vs_raw"] = round(row["reload_best_ms"] / base["reload_best_ms"], 2)
     if "median_ms_per_turn" in row and base:
         row["ratio_vs_raw"] = round(row["median_ms_per_turn"] / base["median_ms_per_turn"], 2)
         row["baseline"] = base["system"]
@@ -191,7 +202,8 @@ def fmt_bytes(n) -> str:
 
 
 def human_table(rows: list[dict]) -> str:
-    head = ["system", "backend", "dur", "turns", "median ms", "p99 ms", "× raw", "storage", "× payload", "reload ms"]
+    head = ["system", "backend", "dur", "turns", "median ms", "p99 ms", "× raw", "storage", "× payload", "reload ms",
+            "reload best ms (× raw)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     extra = []
     for r in rows:
@@ -213,6 +225,8 @@ def human_table(rows: list[dict]) -> str:
             fmt_bytes(r.get("storage_bytes")),
             f"{r['storage_vs_payload']:.2f}" if "storage_vs_payload" in r else "-",
             f"{r['reload_ms']:.2f}",
+            (f"{r['reload_best_ms']:.2f}" if "reload_best_ms" in r else "-")
+            + (f" ({r['reload_vs_raw']:.2f})" if "reload_vs_raw" in r else ""),
         ]) + " |")
         if r.get("ratio_note"):
             extra.append(f"{r['system']}: {r['ratio_note']}")
@@ -226,6 +240,17 @@ def main(argv=None) -> int:
     if a.list:
         for s in SYSTEMS:
             print(f"{s.name:28} {s.backend:9} {s.durability:7} {s.note}")
+        return 0
+    if a.scale:
+        from benchmarks.scale import main as scale_main
+
+        return scale_main(["--backends", "postgres,redis" if a.backends == "auto" else a.backends]
+                          + (["--turns", str(a.turns)] if a.turns else []) + (["--out", a.out] if a.out else []))
+    if a.growth:
+        from benchmarks.growth import main as growth_main
+
+        growth_main(["--backends", ",".join(BACKENDS) if a.backends == "auto" else a.backends,
+                     "--max", str(a.growth_max)] + (["--out", a.out] if a.out else []))
         return 0
     turns = a.turns or (300 if a.quick else 1000)
     slow_turns = a.slow_turns or (100 if a.quick else turns)

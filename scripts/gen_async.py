@@ -78,6 +78,7 @@ TWINS = (
     Twin("statekeel:EventStream", "_events", "AsyncEventStream", "self._stream", "stream"),
     Twin("statekeel:Consumer", "_events", "AsyncConsumer", "self._consumer", "consumer"),
     Twin("statekeel:SessionNotes", "_notes", "AsyncSessionNotes", "self._notes", "session.notes"),
+    Twin("statekeel:Memory", "_memory", "AsyncMemory", None, "memory"),  # written by hand: _generated.py stays small
     Twin("statekeel:DecisionContext", "_decisions", "AsyncDecisionContext", "self._context", "d"),
 )
 

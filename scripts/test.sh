@@ -39,4 +39,13 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/python -m pip install -q -e examples/backend_plugin  # a third-party backend, proven by tests/test_backend_plugin.py
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+fi
+# Two workers (pytest-xdist): most tests wait on fsyncs and servers. Each worker starts its own servers.
+workers="${STATEKEEL_TEST_WORKERS:-2}"
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers"
+# The production topologies: the whole conformance suite again on DynamoDB (a local moto server the
+# tests start) and on the tiered Redis-hot/PostgreSQL-cold store in both modes.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" tests/test_conformance.py \
+    --statekeel-backends=dynamodb,tiered,tiered-wb

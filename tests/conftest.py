@@ -8,6 +8,10 @@ from statekeel.testing.servers import ServerUnavailable
 
 pytest_plugins = ["statekeel.testing.plugin"]
 
+# The CLI's tables fit the terminal; test processes (pytest-xdist workers in particular) have none,
+# and 80 columns would cut the values the CLI tests look for. tests/test_cli_display.py sets its own.
+os.environ.setdefault("COLUMNS", "200")
+
 
 def missing(reason: str) -> None:
     """A tool or server the test needs is absent: a failure in CI (which installs

@@ -459,11 +459,29 @@ def test_a_damaged_log_entry_raises_naming_log_and_seq(url: str, root: Path) -> 
         with pytest.raises(CorruptionError) as err:
             b.read("l/x/log", **kw)
         assert (err.value.key, err.value.seq) == ("l/x/log", 2)
+    with pytest.raises(CorruptionError) as err:
+        b.read_values("l/x/log")  # the history fast path checks in bulk, then names the entry
+    assert (err.value.key, err.value.seq) == ("l/x/log", 2)
     assert b.read("l/x/log", start=3) [0].data == b"30"
     assert any("entry 2" in p for p in b.integrity_check())
     b.close()
     done = _doctor(url)
     assert done.returncode == 1 and "l/x/log" in done.stdout + done.stderr
+
+
+def test_the_history_fast_path_checks_each_line_at_its_own_seq(url: str, root: Path) -> None:
+    """read_values checks all lines at once; two identical values swapped between seqs must still fail."""
+    b = FilesBackend(parse(url))
+    b.apply([Append("l/x/log", ((b'"same"', "json"), (b'"same"', "json"), (b'"x"', "json")))])
+    assert b.read_values("l/x/log") == [(b'"same"', "json"), (b'"same"', "json"), (b'"x"', "json")]
+    path = root / "data/l/x/log.jsonl"
+    first, second, rest = path.read_bytes().split(b"\n", 2)
+    path.write_bytes(second.replace(b'"seq":2', b'"seq":1') + b"\n" + first.replace(b'"seq":1', b'"seq":2')
+                     + b"\n" + rest)  # the lines keep their places and seqs, their checksums swap
+    with pytest.raises(CorruptionError) as err:
+        b.read_values("l/x/log")
+    assert (err.value.key, err.value.seq) == ("l/x/log", 1)
+    b.close()
 
 
 def test_files_written_before_checksums_read_unchecked(url: str, root: Path) -> None:
@@ -477,6 +495,7 @@ def test_files_written_before_checksums_read_unchecked(url: str, root: Path) -> 
     log.write_bytes(b'{"seq":1,"created_at":1.0,"codec":"json","value":2}\n')
     assert b.get("k/x/a").data == b"1"  # type: ignore[union-attr]
     assert [e.data for e in b.read("l/x/log")] == [b"2"]
+    assert b.read_values("l/x/log") == [(b"2", "json")]
     assert b.integrity_check() == []
     b.close()
 

@@ -273,6 +273,20 @@ def test_entry_checksums_cover_the_seq(store: statekeel.Store, raw: redis.Redis,
     assert (err.value.key, err.value.seq) == (LOG, 1)
 
 
+def test_the_history_fast_path_checks_each_entry_at_its_own_seq(store: statekeel.Store, raw: redis.Redis,
+                                                                 prefix: str) -> None:
+    """read_values checks a whole reply at once; two identical json entries swapped must still fail."""
+    store.backend.apply([Append(LOG, ((b'"same"', "json"), (b'"same"', "json"), (b'"x"', "json")))])
+    assert store.backend.read_values(LOG) == [(b'"same"', "json"), (b'"same"', "json"), (b'"x"', "json")]
+    history = _log(prefix, LOG)
+    first, second = raw.lrange(history, 0, 1)
+    raw.lset(history, 0, second)
+    raw.lset(history, 1, first)
+    with pytest.raises(CorruptionError, match="entry 1") as err:
+        store.backend.read_values(LOG)
+    assert (err.value.key, err.value.seq) == (LOG, 1)
+
+
 def test_ops_after_a_load_or_import_in_one_batch_see_it(store: statekeel.Store) -> None:
     """The script reuses a header it read for its checks only when one op names it."""
     b = store.backend

@@ -92,7 +92,8 @@ _SESSION: dict[str, Kind] = {
     **dict.fromkeys(
         ("append", "checkpoint", "checkpoints", "complete", "diff", "fork", "heartbeat", "hidden_ranges",
          "history", "info", "is_stale", "mark_crashed", "messages", "prune_checkpoints", "restore", "set_status",
-         "apply_retention", "clear", "delete", "pop", "release", "set_retention", "trim", "wait"),
+         "apply_retention", "clear", "delete", "pop", "release", "set_retention", "trim", "wait",
+         "context", "summarize"),  # issue 16: the working set reads and writes this session only
         TENANT,
     ),
     "id": VALUE, "resumed": OBJECT, "ttl": VALUE, "user": VALUE, "notes": OBJECT, "state": OBJECT,
@@ -127,6 +128,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "scope": Opens(lambda t: [t.scope("app"), t.scope("user:u"), t.scope("session:s"), t.scope("temp")]),
         "session": Opens(lambda t: t.session("s")),
         "user": Opens(lambda t: t.user("u")),
+        "memory": Opens(lambda t: t.memory(("walk",))), "memory_namespaces": TENANT,
     },
     "TenantBackend": {
         **dict.fromkeys(("apply", "get", "get_many", "log_info", "read", "read_values", "scan", "scan_logs"), TENANT),
@@ -169,6 +171,8 @@ SURFACE: dict[str, dict[str, Kind]] = {
     "EventStream": _STREAM,
     "Consumer": _CONSUMER,
     "Projection": dict.fromkeys(("replayed", "seq", "snapshot_seq", "state"), VALUE),
+    "Memory": {**dict.fromkeys(("delete", "forget", "get", "items", "put", "put_many", "reindex", "search"), TENANT),
+               "embedder": VALUE, "namespace": VALUE},  # fmt: skip
     # -- the asyncio twin -------------------------------------------------------------------
     "AsyncStore": {
         **_STORE_FEATURES,
@@ -180,7 +184,10 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "scope": Opens(lambda t: [t.scope("app"), t.scope("user:u"), t.scope("temp")]),
         "session": Opens(lambda t: t.session("s")),
         "user": Opens(lambda t: t.user("u")),
+        "memory": Opens(lambda t: t.memory(("walk",))), "memory_namespaces": TENANT,
     },
+    "AsyncMemory": {**dict.fromkeys(("delete", "forget", "get", "items", "put", "put_many", "reindex", "search"), TENANT),
+                    "embedder": VALUE, "namespace": VALUE, "sync": OBJECT},  # fmt: skip
     "AsyncSession": {**_SESSION, "count": TENANT, "sync": OBJECT},
     "AsyncStateView": {**_state_view(), "contains": TENANT},
     "AsyncSessionBatch": {"append": TENANT, "delete": TENANT, "put": TENANT, "first_seq": VALUE},
@@ -270,7 +277,7 @@ class Walk:
                 self.problems.append(f"{path} is classified as a method but is a {type(getattr(obj, name)).__name__}")
         else:
             value = getattr(obj, name)
-            if kind == VALUE and not isinstance(value, (*_LEAVES, list)):
+            if kind == VALUE and not isinstance(value, (*_LEAVES, list, tuple)):
                 self.problems.append(f"{path} is classified as a plain value but holds a {type(value).__name__}")
             await self.visit(value, path)
 

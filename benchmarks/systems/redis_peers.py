@@ -9,6 +9,8 @@ import asyncio
 import json
 import time
 
+from benchmarks.systems import best_ms
+
 
 def _used_memory(r) -> int:
     return r.info("memory")["used_memory"]
@@ -39,7 +41,9 @@ def raw_redis(turns, ctx):
     items = r.lrange("t1:m", 0, -1)
     load = time.perf_counter() - t
     assert len(items) == 2 * len(turns)
-    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "storage_bytes": _used_memory(r) - m0}
+    best = best_ms(lambda: r.lrange("t1:m", 0, -1))
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best,
+            "storage_bytes": _used_memory(r) - m0}
 
 
 def openai_redis(turns, ctx):

@@ -15,6 +15,7 @@ from .aio import (
     AsyncSession,
     AsyncSessionBatch,
     AsyncSessionNotes,
+    AsyncMemory,
     AsyncStateView,
     AsyncStore,
     open_async,
@@ -41,10 +42,15 @@ from .errors import (
     ErasedError,
     IntegrityError,
     CorruptionError,
+    EmbedderMismatchError,
+    MissingDependencyError,
 )
 from .features.checkpoints import Checkpoint, CheckpointDiff
+from .features.context_render import ContextItem, Dropped, WorkingSet
+from .features.summaries import Summary
 from .features.decisions import Decision, DecisionClosedError, DecisionContext
 from .features.events import Consumer, Event, EventStream, Projection
+from .features.memory import Memory, MemoryHit, MemoryItem
 from .features.notes import NoteRead, SessionNotes
 from .features.run_records import RunCancelledError, RunInfo, RunSuspended, StepFailedError, StepInfo
 from .features.retention import GcReport, Retention
@@ -59,6 +65,7 @@ from .core.tamper import Integrity
 from .features.erasure import Erasure
 from .security import SecretGuard
 from .store import DEFAULT_URL, Store, open
+from .shutdown import GracefulShutdown, ShutdownRequested
 
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
@@ -73,6 +80,7 @@ __all__ = [
     "AsyncConsumer",
     "AsyncDecisionContext",
     "AsyncEventStream",
+    "AsyncMemory",
     "AsyncRun",
     "AsyncSession",
     "AsyncSessionBatch",
@@ -85,11 +93,14 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "Consumer",
+    "ContextItem",
     "CorruptionError",
     "DEFAULT_URL",
     "Decision",
     "DecisionClosedError",
     "DecisionContext",
+    "Dropped",
+    "EmbedderMismatchError",
     "Encryption",
     "ErasedError",
     "Erasure",
@@ -97,14 +108,19 @@ __all__ = [
     "EventStream",
     "ExpiredError",
     "GcReport",
+    "GracefulShutdown",
     "Integrity",
     "IntegrityError",
     "InvalidInputError",
     "Item",
     "KeyUnavailableError",
     "LeaseLostError",
+    "Memory",
+    "MemoryHit",
+    "MemoryItem",
     "Message",
     "MigrationRequiredError",
+    "MissingDependencyError",
     "NotAStoreError",
     "NotFoundError",
     "NoteRead",
@@ -126,16 +142,19 @@ __all__ = [
     "SessionBatch",
     "SessionInfo",
     "SessionNotes",
+    "ShutdownRequested",
     "StateView",
     "StatekeelError",
     "StepFailedError",
     "StepInfo",
     "Store",
     "StoreError",
+    "Summary",
     "Transform",
     "UnavailableError",
     "UsageError",
     "Versioned",
+    "WorkingSet",
     "__version__",
     "open",
     "open_async",

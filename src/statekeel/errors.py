@@ -2,7 +2,8 @@
 
     StatekeelError
     ├── ConfigurationError          bad URL, unknown scheme, bad option
-    │   └── KeyUnavailableError     an encryption key is missing or wrong; names the key expected
+    │   ├── KeyUnavailableError     an encryption key is missing or wrong; names the key expected
+    │   └── MissingDependencyError  an optional feature's package is missing; names the extra
     ├── InvalidInputError           wrong key/scope types, bad durations (also a ValueError)
     │   ├── SerializationError      a value cannot be encoded; names the path inside it
     │   ├── RecordTooLargeError     an encoded value exceeds the configured maximum
@@ -18,6 +19,7 @@
     │   ├── MigrationRequiredError  the schema is older than the code; run `statekeel migrate`
     │   ├── IntegrityError          a ciphertext was tampered with or moved to another record
     │   └── CorruptionError         stored bytes fail their checksum; names the record; run doctor
+    ├── EmbedderMismatchError       stored vectors come from another embedder; run `memory reindex`
     ├── UnavailableError            the server is down or the connection broke; retry
     └── UsageError                  the API was used where it cannot work (sync call in a loop)
 
@@ -70,6 +72,8 @@ __all__ = [
     "ErasedError",
     "IntegrityError",
     "CorruptionError",
+    "MissingDependencyError",
+    "EmbedderMismatchError",
     "maybe_applied",
     "translate",
 ]
@@ -213,6 +217,15 @@ class UnavailableError(StatekeelError):
 
 class UsageError(StatekeelError):
     """The API was called in a way that cannot work; the message says what to use."""
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional feature needs a package that is not installed; the message names the extra."""
+
+
+class EmbedderMismatchError(StatekeelError):
+    """Stored memory vectors were made by another embedder (name or dimension): run
+    ``statekeel memory reindex`` (or ``memory.reindex()``) to re-embed them."""
 
 
 E = TypeVar("E", bound="StatekeelError")

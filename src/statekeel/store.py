@@ -33,6 +33,7 @@ from .features._duration import Duration, maybe_seconds, seconds
 from .features.decisions import Decision
 from .features.erasure import Erasure, erase_subject
 from .features.events import EventStream
+from .features.memory import Embedder, Memory, list_namespaces as _memory_namespaces
 from .features.run_records import RunInfo, RunStatus
 from .features.retention import GcReport, Retention
 from .features.runs import Run
@@ -198,6 +199,20 @@ class Store(Core):
     def events(self, stream: str) -> EventStream:
         """The append-only event stream ``stream`` (see :mod:`statekeel.features.events`)."""
         return EventStream(self, stream)
+
+    # -- long-term memory (statekeel.features.memory) ---------------------------
+    def memory(
+        self, namespace: tuple[str, ...], *, embedder: Embedder | None = "default", dedup: bool = True,
+        similarity: float | None = None,
+    ) -> Memory:
+        """Long-term memories of ``namespace`` (e.g. ``("user", "u-7")``) with hybrid search; ``embedder``:
+        a callable texts -> vectors ("default": WordLlama from ``statekeel[memory]``, None: text only);
+        ``similarity``: also dedup texts at least this similar (cosine). See docs/memory.md."""
+        return Memory(self, namespace, embedder=embedder, dedup=dedup, similarity=similarity)
+
+    def memory_namespaces(self, prefix: tuple[str, ...] = (), *, limit: int = 100) -> list[tuple[str, ...]]:
+        """The memory namespaces holding items, under ``prefix`` (``()``: all), sorted."""
+        return _memory_namespaces(self, prefix, limit=limit)
 
     # -- tenants ---------------------------------------------------------------
     def tenant(self, name: str) -> Store:

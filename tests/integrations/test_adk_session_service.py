@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from google.adk.errors import StaleSessionError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
@@ -124,6 +125,47 @@ def test_a_retried_append_of_the_same_event_is_stored_once(store: statekeel.Stor
     run(scenario)
 
 
+def _setting(value: str, ts: float) -> Event:
+    delta = {"app:mode": value, "user:tier": value, "step": value}
+    return Event(author="agent", invocation_id="i", timestamp=ts, actions=EventActions(state_delta=delta))
+
+
+def test_a_redelivered_event_does_not_rewind_app_and_user_state(store: statekeel.Store) -> None:
+    """app:/user: deltas are in the event's own batch: a retry that stores nothing writes none of them
+    (they were written after the batch, so a redelivered old event set them back)."""
+    service = StatekeelSessionService(store)
+
+    async def scenario() -> None:
+        s = await service.create_session(app_name="shop", user_id="ann", session_id="s1")
+        stale_copy = s.model_copy(deep=True)
+        first = _setting("one", 2000.0)
+        await service.append_event(s, first)
+        await service.append_event(s, _setting("two", 2001.0))
+        await service.append_event(stale_copy, first.model_copy(deep=True))  # the retry of a lost reply
+        got = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert got is not None and len(got.events) == 2
+        assert (got.state["app:mode"], got.state["user:tier"], got.state["step"]) == ("two", "two", "two")
+        await service.close()
+
+    run(scenario)
+
+
+def test_a_stale_writer_changes_no_app_or_user_state(store: statekeel.Store) -> None:
+    service = StatekeelSessionService(store)
+
+    async def scenario() -> None:
+        s = await service.create_session(app_name="shop", user_id="ann", session_id="s1")
+        stale_copy = s.model_copy(deep=True)
+        await service.append_event(s, _setting("one", 2000.0))
+        with pytest.raises(StaleSessionError):
+            await service.append_event(stale_copy, _setting("stale", 2001.0))
+        got = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert got is not None and (got.state["app:mode"], got.state["user:tier"]) == ("one", "one")
+        await service.close()
+
+    run(scenario)
+
+
 def test_events_and_state_are_encrypted_at_rest(store_url: str) -> None:
     key = base64.b64encode(b"A" * 32).decode()
     with statekeel.open(store_url, encryption=Encryption(master_key=key)) as store:
@@ -206,3 +248,30 @@ def test_ids_that_are_not_strings_are_refused_before_anything_is_written(store: 
 
     run(scenario)
     assert list(store.sessions()) == []
+
+
+def test_list_sessions_page_walks_the_range_in_pages_of_the_size_asked(store: statekeel.Store) -> None:
+    service = StatekeelSessionService(store)
+
+    async def scenario() -> None:
+        for i in range(7):
+            await service.create_session(app_name="shop", user_id=f"u{i % 2}", session_id=f"s{i}")
+        await service.create_session(app_name="shopping", user_id="u0", session_id="other-app")
+        seen, token, pages = [], None, 0
+        while True:
+            page = await service.list_sessions_page(app_name="shop", page_size=3, page_token=token)
+            assert len(page.sessions) <= 3 and all(s.events == [] for s in page.sessions)
+            seen += [(s.user_id, s.id) for s in page.sessions]
+            pages, token = pages + 1, page.next_page_token
+            if token is None:
+                break
+        assert seen == sorted((f"u{i % 2}", f"s{i}") for i in range(7)) and pages == 3
+        mine = await service.list_sessions_page(app_name="shop", user_id="u1", page_size=10)
+        assert [s.id for s in mine.sessions] == ["s1", "s3", "s5"] and mine.next_page_token is None
+        with pytest.raises(InvalidInputError):
+            await service.list_sessions_page(app_name="shop", page_token="adk/elsewhere/")
+        with pytest.raises(InvalidInputError):
+            await service.list_sessions_page(app_name="shop", page_size=0)
+        await service.close()
+
+    run(scenario)

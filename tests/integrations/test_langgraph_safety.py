@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any
@@ -13,6 +12,8 @@ from langgraph.graph import END, START, StateGraph
 
 import statekeel
 from statekeel.backends import open_backend
+from statekeel.codec import Codec
+from statekeel.errors import StatekeelError
 from statekeel.core import layout
 from statekeel.integrations.langgraph import CheckpointForkError, StatekeelSaver
 
@@ -105,14 +106,14 @@ def _write_everything(store: statekeel.Store) -> None:
 
 
 def _plaintext(url: str) -> list[str]:
-    """LangGraph records whose stored bytes still parse as the JSON documents the saver wrote."""
+    """LangGraph records whose stored bytes a codec without keys still decodes (JSON, compressed or not)."""
     found = []
     for rec in _raw_records(url):
         if rec.key.split("/", 1)[0] in ("langgraph", "idx"):
             try:
-                json.loads(rec.data)
+                Codec().decode(rec.data, rec.codec, rec.key)
                 found.append(rec.key)
-            except ValueError:
+            except StatekeelError:
                 pass
     return found
 

@@ -24,7 +24,7 @@ from agents.run_context import RunContextWrapper
 import statekeel
 from statekeel import Encryption
 from statekeel.errors import CorruptionError, InvalidInputError, SecretDetectedError, UsageError
-from statekeel.integrations.openai_agents import StatekeelSession
+from statekeel.integrations.openai_agents import StatekeelCompactionSession, StatekeelSession
 from statekeel.protocol import Rewrite
 
 T = TypeVar("T")
@@ -230,13 +230,49 @@ def test_the_run_wrapper_routes_each_call_to_its_tenant(store: statekeel.Store) 
         await s.add_items([user("globex note")], wrapper=globex)
         assert await s.get_items(wrapper=acme) == [user("acme secret plan")]
         assert await s.get_items(wrapper=globex) == [user("globex note")]
-        assert await s.get_items() == []  # the store itself holds neither
         assert await s.pop_item(wrapper=globex) == user("globex note")
         await s.clear_session(wrapper=acme)
         s.close()
 
     run(scenario)
     assert store.tenant("acme").session("chat").history() == []
+    assert store.find_session("chat") is None  # the store itself holds neither
+
+
+def test_a_call_without_a_wrapper_goes_where_the_tasks_last_routed_call_went(store: statekeel.Store) -> None:
+    s = StatekeelSession("chat", store, tenant_of=lambda w: w.context["tenant"])
+
+    async def routed() -> None:
+        await s.add_items([user("acme note")], wrapper=RunContextWrapper({"tenant": "acme"}))
+        assert await s.get_items() == [user("acme note")]
+
+    async def unrouted() -> None:  # another task that routed nothing: the store itself
+        assert await s.get_items() == []
+
+    run(routed)
+    run(unrouted)
+    s.close()
+
+
+def test_compaction_of_a_routed_run_stays_in_its_tenant(store: statekeel.Store) -> None:
+    """The SDK's compaction session gives the session beneath no wrapper; ours routes every call."""
+    inner = StatekeelSession("chat", store, tenant_of=lambda w: w.context["tenant"])
+    client = _Compactor()
+    session = StatekeelCompactionSession("chat", inner, client=client)  # type: ignore[arg-type]
+    assert _session_accepts_wrapper(session)  # so the Runner passes the run's wrapper
+    acme = RunContextWrapper({"tenant": "acme"})
+
+    async def scenario() -> None:
+        await session.add_items([user("where is A7?"), reply("ships tomorrow", "msg_1")], wrapper=acme)
+        await session.run_compaction({"force": True, "compaction_mode": "input"}, wrapper=acme)
+        assert len(client.inputs) == 1 and len(client.inputs[0]) == 2  # it compacted acme's history
+        visible = await inner.get_items(wrapper=acme)
+        assert len(visible) == 1 and visible[0]["content"][0]["text"] == "Summary: A7"
+        inner.close()
+
+    run(scenario)
+    assert store.find_session("chat") is None  # nothing reached the store itself
+    assert len(store.tenant("acme").session("chat").history()) == 3
 
 
 def test_items_are_encrypted_and_secrets_refused_through_the_adapter(store_url: str) -> None:
@@ -338,3 +374,10 @@ def test_first_writers_on_separate_store_handles_lose_nothing(open_store: Callab
         b.close()
 
     run(scenario)
+
+
+def test_the_routed_compaction_session_needs_a_statekeel_session() -> None:
+    from agents import SQLiteSession
+
+    with pytest.raises(InvalidInputError, match="StatekeelSession"):
+        StatekeelCompactionSession("chat", SQLiteSession("chat"), client=_Compactor())  # type: ignore[arg-type]

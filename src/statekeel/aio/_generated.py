@@ -13,11 +13,13 @@ iterators, callbacks).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..features import checkpoints as _checkpoints
+from ..features import checkpoints as _checkpoints, summaries as _summaries
 from ..features._duration import Duration
+from ..features.context import MemoryOption
+from ..features.context_render import Tokenizer, WorkingSet
 from ..features.decisions import Decision, DecisionContext
 from ..features.erasure import Erasure
 from ..features.events import Consumer, Event, EventStream
@@ -29,7 +31,6 @@ from ..features.sessions import Session
 from ..features.state import StateView
 from ..features.verify import VerifyReport
 from ..models import Item, Message, Page, SessionInfo, SessionStatus
-from ..protocol import ANY, Expect
 from ..store import Store
 from ._worker import Worker
 
@@ -139,6 +140,12 @@ class _StoreForwards:
         """Cancel a run: no process runs another step of it."""
         return await self._worker.run(lambda: self._store.cancel_run(run_id, reason=reason))
 
+    async def memory_namespaces(
+        self, prefix: tuple[str, ...] = (), *, limit: int = 100
+    ) -> list[tuple[str, ...]]:
+        """The memory namespaces holding items, under ``prefix`` (``()``: all), sorted."""
+        return await self._worker.run(lambda: self._store.memory_namespaces(prefix, limit=limit))
+
     async def erase(self, subject: str) -> Erasure:
         """Erase every record of data subject ``subject`` (see :mod:`statekeel.features.erasure`)."""
         return await self._worker.run(lambda: self._store.erase(subject))
@@ -180,24 +187,6 @@ class _SessionForwards:
         """Give up the lease (another process may take it at once); later writes are not fenced."""
         await self._worker.run(lambda: self._session.release())
 
-    async def append(
-        self, *messages: Any, state: Mapping[str, Any] | None = None, idempotency_key: str | None = None
-    ) -> int:
-        """Append ``messages`` (and write ``state``) in one atomic, durable batch.
-
-        Returns the sequence number of the first appended message. With
-        ``idempotency_key=k`` the write is applied at most once within 24 hours:
-        retrying it (after an :class:`UnavailableError`, say) returns the original
-        seq and writes nothing (:mod:`statekeel.features.idempotency`).
-        """
-        return await self._worker.run(
-            lambda: self._session.append(*messages, state=state, idempotency_key=idempotency_key)
-        )
-
-    async def heartbeat(self) -> None:
-        """Record that the agent is alive (what stale detection looks at)."""
-        await self._worker.run(lambda: self._session.heartbeat())
-
     async def messages(
         self,
         last: int | None = None,
@@ -215,14 +204,6 @@ class _SessionForwards:
         return await self._worker.run(
             lambda: self._session.messages(last, start=start, stop=stop, include_hidden=include_hidden)
         )
-
-    async def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
-        """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
-        return await self._worker.run(lambda: self._session.history(last, include_hidden=include_hidden))
-
-    async def info(self) -> SessionInfo:
-        """Status, timestamps and TTL as stored now."""
-        return await self._worker.run(lambda: self._session.info())
 
     async def is_stale(self, after: Duration) -> bool:
         """True when active but without a write or heartbeat for ``after``."""
@@ -277,6 +258,41 @@ class _SessionForwards:
         """Mark the session crashed (recovery will find it)."""
         return await self._worker.run(lambda: self._session.mark_crashed())
 
+    async def context(
+        self,
+        budget: int = 4000,
+        *,
+        tokenizer: Tokenizer | None = None,
+        memory: MemoryOption = None,
+        memories: int = 5,
+        query: str | None = None,
+        runs: Sequence[str] | None = None,
+        recent: int | None = None,
+    ) -> WorkingSet:
+        """What a new context window needs, within ``budget`` tokens: standing orders, the user's
+        profile, open decisions, waiting runs, relevant memories, summaries and recent messages,
+        with what was dropped and why (docs/working-set.md). Reads only what it keeps.
+        """
+        return await self._worker.run(
+            lambda: self._session.context(
+                budget,
+                tokenizer=tokenizer,
+                memory=memory,
+                memories=memories,
+                query=query,
+                runs=runs,
+                recent=recent,
+            )
+        )
+
+    async def summarize(
+        self, upto: int | None = None, *, fn: _summaries.Summarizer, start: int | None = None
+    ) -> _summaries.Summary:
+        """Store ``fn(messages)`` as the summary of history ``start..upto`` (default: the messages
+        not yet summarised, up to the newest); :meth:`context` shows it for messages that do not fit.
+        """
+        return await self._worker.run(lambda: self._session.summarize(upto, fn=fn, start=start))
+
     async def checkpoint(
         self,
         label: str | None = None,
@@ -328,18 +344,6 @@ class _StateViewForwards:
     _worker: Worker
     _resolve: Callable[[], StateView]
 
-    async def item(self, key: str) -> Item | None:
-        """The value with its version and timestamps, or None."""
-        return await self._worker.run(lambda: self._resolve().item(key))
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        """The value at ``key``, or ``default`` when missing or expired."""
-        return await self._worker.run(lambda: self._resolve().get(key, default))
-
-    async def require(self, key: str) -> Item:
-        """The item at ``key``; :class:`NotFoundError` or :class:`ExpiredError` if absent."""
-        return await self._worker.run(lambda: self._resolve().require(key))
-
     async def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
         """A page of items whose key starts with ``prefix``, in key order."""
         return await self._worker.run(lambda: self._resolve().items(prefix, after=after, limit=limit))
@@ -347,10 +351,6 @@ class _StateViewForwards:
     async def to_dict(self) -> dict[str, Any]:
         """All live values of this scope."""
         return await self._worker.run(lambda: self._resolve().to_dict())
-
-    async def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
-        """Store ``value``. ``expect=None``: only if absent; ``expect=N``: only if at version N."""
-        return await self._worker.run(lambda: self._resolve().put(key, value, expect=expect, ttl=ttl))
 
     async def setdefault(self, key: str, value: Any, *, ttl: Duration | None = None) -> Item:
         """Create ``key`` with ``value`` unless it exists; return what is stored either way.
@@ -360,10 +360,6 @@ class _StateViewForwards:
         validated even when the key exists, so bad input never passes silently.
         """
         return await self._worker.run(lambda: self._resolve().setdefault(key, value, ttl=ttl))
-
-    async def delete(self, key: str, *, expect: Expect = ANY) -> bool:
-        """Remove ``key``; True if it existed."""
-        return await self._worker.run(lambda: self._resolve().delete(key, expect=expect))
 
 
 class _RunForwards:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import UsageError
+from ..core.session_write import SessionWrites
+from ..core.validate import check_int
+from ..errors import ExpiredError, InvalidInputError, UsageError
 from ..features._duration import Duration
 from ..features.checkpoints import Checkpoint
 from ..features.sessions import Session, SessionBatch
 from ..models import SessionInfo
 from ..protocol import ANY, Expect
 from ._decisions import AsyncDecisionContext
+from . import _native
 from ._generated import _SessionForwards
 from ._notes import AsyncSessionNotes
 from ._state import AsyncStateView
@@ -27,10 +32,12 @@ class AsyncSession(_SessionForwards):
     into ``_SessionForwards``; what is written here wraps or manages something.
     """
 
-    def __init__(self, session: Session, worker: Worker) -> None:
+    def __init__(self, session: Session, worker: Worker, lane: _native.Lane | None = None) -> None:
         self._session = session
-        self._worker = worker
-        self.state = AsyncStateView(worker, session.state.scope, session.state)
+        lock = asyncio.Lock()  # this handle's calls, native or on the worker, run in call order
+        self._worker = worker.in_order(lock)
+        self._lane = None if lane is None else lane.of_session(lock)
+        self.state = AsyncStateView(self._worker, session.state.scope, session.state, self._lane)
         """Session-scoped state; writes renew the session's TTL and heartbeat."""
 
     def __repr__(self) -> str:
@@ -67,15 +74,82 @@ class AsyncSession(_SessionForwards):
         return self._session.resumed
 
     # -- writing -------------------------------------------------------------
+    async def append(
+        self, *messages: Any, state: Mapping[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> int:
+        """Append ``messages`` (and write ``state``) in one atomic, durable batch.
+
+        Returns the sequence number of the first appended message. With
+        ``idempotency_key=k`` the write is applied at most once within 24 hours:
+        retrying it (after an :class:`UnavailableError`, say) returns the original
+        seq and writes nothing (:mod:`statekeel.features.idempotency`).
+        """
+        lane = self._lane
+        if lane is None or idempotency_key is not None:
+            return await self._worker.run(
+                lambda: self._session.append(*messages, state=state, idempotency_key=idempotency_key)
+            )
+        if state is not None and type(state) is not dict and not isinstance(state, Mapping):
+            raise InvalidInputError(
+                f"state= must be a mapping of state keys to values, got {type(state).__name__}"
+            )
+        if not messages and not state:
+            raise InvalidInputError("append() needs at least one message (or state=)")
+        writes = SessionWrites(list(messages), [(k, v, ANY, None) for k, v in (state or {}).items()])
+        return (await self._commit(lane, writes, lambda: self._session.append(*messages, state=state))) or 0
+
+    async def heartbeat(self) -> None:
+        """Record that the agent is alive (what stale detection looks at)."""
+        if self._lane is None:
+            return await self._worker.run(self._session.heartbeat)
+        await self._commit(self._lane, SessionWrites(), self._session.heartbeat)
+
+    async def _commit(self, lane: _native.Lane, writes: SessionWrites, on_worker: Any) -> Any:
+        """Commit ``writes`` natively, or run ``on_worker`` (the sync call) when the handle
+        needs more than its plan (a lease's fence, a one-off reactivation)."""
+        async with lane.turn():
+            sc = self._session._sc
+            if not _native.plain(sc):
+                return await lane.worker.run(on_worker)
+            return (await _native.commit(lane.backend, sc, writes)).first_seq
+
     def batch(self, *, idempotency_key: str | None = None) -> AsyncSessionBatch:
         """Group appends and state writes into one atomic commit: ``async with s.batch() as b:``;
         ``idempotency_key=k`` applies it at most once (see :meth:`Session.append`)."""
-        return AsyncSessionBatch(self._session.batch(idempotency_key=idempotency_key), self._worker)
+        return AsyncSessionBatch(self._session.batch(idempotency_key=idempotency_key), self._worker, self)
 
     # -- reading -------------------------------------------------------------
+    async def history(self, last: int | None = None, *, include_hidden: bool = False) -> list[Any]:
+        """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
+        lane = None if self._lane is None else self._lane.reader
+        if lane is None or include_hidden:
+            return await self._worker.run(lambda: self._session.history(last, include_hidden=include_hidden))
+        if last is not None and check_int(last, "last") == 0:
+            return []
+        async with lane.turn():
+            found = await _native.history(lane.backend, self._session, last)
+            if found is None:  # a restore hid part of it: the sync code skips those ranges
+                return await lane.worker.run(lambda: self._session.history(last))
+            return found
+
     async def count(self) -> int:
         """How many messages the history holds (``len(session)`` in the sync API)."""
-        return await self._worker.run(self._session.__len__)
+        lane = None if self._lane is None else self._lane.reader
+        if lane is None:
+            return await self._worker.run(self._session.__len__)
+        async with lane.turn():
+            return await _native.count(lane.backend, self._session)
+
+    async def info(self) -> SessionInfo:
+        """Status, timestamps and TTL as stored now."""
+        lane = None if self._lane is None else self._lane.reader
+        if lane is None:
+            return await self._worker.run(self._session.info)
+        async with lane.turn():
+            rec = await lane.backend.get(self._session._sc.keys.meta)
+            if rec is None:
+                raise ExpiredError(f"session {self.id!r} no longer exists (expired or deleted)")
+            return await _native.info(lane.backend, self._session._core, self.id, rec)
 
     # -- decisions and notes ----------------------------------------------------
     def decide(self, decision: str, *, rationale: str | None = None, action: Any = None) -> AsyncDecisionContext:
@@ -93,7 +167,8 @@ class AsyncSession(_SessionForwards):
     # -- checkpoints -----------------------------------------------------------
     async def fork(self, cp: Checkpoint | int | str, *, into: str) -> AsyncSession:
         """A new session ``into`` holding ``cp``'s state and visible history up to it."""
-        return AsyncSession(await self._worker.run(lambda: self._session.fork(cp, into=into)), self._worker)
+        forked = await self._worker.run(lambda: self._session.fork(cp, into=into))
+        return AsyncSession(forked, self._worker, self._lane)
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)
     if not TYPE_CHECKING:
@@ -112,9 +187,10 @@ class AsyncSessionBatch:
     is awaited by ``async with``. An exception in the block writes nothing.
     """
 
-    def __init__(self, batch: SessionBatch, worker: Worker) -> None:
+    def __init__(self, batch: SessionBatch, worker: Worker, session: AsyncSession | None = None) -> None:
         self._batch = batch
         self._worker = worker
+        self._session = session
 
     @property
     def first_seq(self) -> int | None:
@@ -140,7 +216,15 @@ class AsyncSessionBatch:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._worker.run(lambda: self._batch.__exit__(exc_type, exc, tb))
+        session, batch = self._session, self._batch
+        if session is None or session._lane is None or batch._key is not None or exc_type is not None:
+            await self._worker.run(lambda: batch.__exit__(exc_type, exc, tb))
+            return
+        def on_worker() -> int | None:
+            batch.__exit__(None, None, None)
+            return batch.first_seq
+
+        batch.first_seq = await session._commit(session._lane, batch._writes, on_worker)
 
     if not TYPE_CHECKING:  # at runtime only, so that type checkers flag the misuse instead
 

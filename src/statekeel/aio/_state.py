@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import InvalidInputError, UsageError
-from ..features._duration import Duration
+from ..core.session_write import SessionWrites
+from ..core.validate import check_expect, check_int
+from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundError, UsageError
+from ..features._duration import Duration, maybe_seconds
+from ..features.sessions import SessionState
 from ..features.state import MISSING, Scope, StateView
-from ..models import Item
+from ..models import Item, to_datetime
+from ..protocol import ANY, Delete, Expect, Record
+from . import _native
 from ._generated import _StateViewForwards
 from ._worker import Worker
 
@@ -26,8 +34,13 @@ class AsyncStateView(_StateViewForwards):
     (``get``, ``put``, ``items``, ...) are generated into ``_StateViewForwards``.
     """
 
-    def __init__(self, worker: Worker, scope: Scope, view: StateView | Callable[[], StateView]) -> None:
+    def __init__(
+        self, worker: Worker, scope: Scope, view: StateView | Callable[[], StateView],
+        lane: _native.Lane | None = None,
+    ) -> None:  # fmt: skip
         self._worker = worker
+        self._lane = lane
+        """Set when the hot calls run natively: only for views whose resolving does no I/O."""
         self.scope = scope
         """The scope: ``app``, ``user:<id>``, ``session:<id>`` or ``temp``."""
         self._view = view if isinstance(view, StateView) else None
@@ -36,6 +49,11 @@ class AsyncStateView(_StateViewForwards):
     def __repr__(self) -> str:
         return f"<AsyncStateView {self.scope}>"
 
+    @property
+    def _reader(self) -> _native.Lane | None:
+        """The lane when reading calls run natively too (not on a group-commit lane)."""
+        return None if self._lane is None else self._lane.reader
+
     def _resolve(self) -> StateView:  # runs on the worker
         if self._view is None:
             assert self._make is not None
@@ -43,9 +61,90 @@ class AsyncStateView(_StateViewForwards):
         return self._view
 
     # -- reads ---------------------------------------------------------------
+    async def item(self, key: str) -> Item | None:
+        """The value with its version and timestamps, or None."""
+        lane = self._reader
+        if lane is None:
+            return await self._worker.run(lambda: self._resolve().item(key))
+        async with lane.turn():
+            return await self._item(lane, self._resolve(), key)
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key``, or ``default`` when missing or expired."""
+        lane = self._reader
+        if lane is None:
+            return await self._worker.run(lambda: self._resolve().get(key, default))
+        async with lane.turn():
+            found = await self._item(lane, self._resolve(), key)
+        return default if found is None else found.value
+
     async def contains(self, key: str) -> bool:
         """``key in state`` of the sync API: True if ``key`` holds a live value."""
-        return await self._worker.run(lambda: key in self._resolve())
+        if self._reader is None or not isinstance(key, str):
+            return await self._worker.run(lambda: key in self._resolve())
+        return await self.item(key) is not None
+
+    async def require(self, key: str) -> Item:
+        """The item at ``key``; :class:`NotFoundError` or :class:`ExpiredError` if absent."""
+        lane = self._reader
+        if lane is None:
+            return await self._worker.run(lambda: self._resolve().require(key))
+        view = self._resolve()
+        async with lane.turn():
+            rec = await lane.backend.get(view._full_key(key), include_expired=True)
+        if rec is None:
+            raise NotFoundError(f"no {key!r} in {self.scope}; write it first or use get(key, default)")
+        if rec.expires_at is not None and rec.expires_at <= time.time():
+            raise ExpiredError(
+                f"{key!r} in {self.scope} expired at {to_datetime(rec.expires_at)}; write it again "
+                "or give it a longer ttl"
+            )
+        return view._item(rec)
+
+    @staticmethod
+    async def _item(lane: _native.Lane, view: StateView, key: str) -> Item | None:
+        rec = await lane.backend.get(view._full_key(key))
+        return view._item(rec) if rec else None
+
+    # -- writes ----------------------------------------------------------------
+    async def put(self, key: str, value: Any, *, expect: Expect = ANY, ttl: Duration | None = None) -> Item:
+        """Store ``value``. ``expect=None``: only if absent; ``expect=N``: only if at version N."""
+        if self._lane is None:
+            return await self._worker.run(lambda: self._resolve().put(key, value, expect=expect, ttl=ttl))
+        async with self._lane.turn():
+            return await self._put(self._lane, self._resolve(), key, value, expect, ttl)
+
+    async def _put(
+        self, lane: _native.Lane, view: StateView, key: str, value: Any, expect: Expect, ttl: Duration | None
+    ) -> Item:
+        """:meth:`StateView.put` (or, in a session, :meth:`SessionState.put`), its apply awaited."""
+        if isinstance(view, SessionState):
+            sc = view._session
+            if not _native.plain(sc):
+                return await lane.worker.run(lambda: view.put(key, value, expect=expect, ttl=ttl))
+            writes = SessionWrites(puts=[(key, value, check_expect(expect), maybe_seconds(ttl, "ttl"))])
+            return view._item((await _native.commit(lane.backend, sc, writes)).records[0])
+        rec = (await lane.backend.apply(view.put_op(key, value, expect=expect, ttl=ttl)))[0]
+        assert isinstance(rec, Record)
+        return Item(
+            key, value, rec.version, to_datetime(rec.created_at),  # type: ignore[arg-type]
+            to_datetime(rec.updated_at), to_datetime(rec.expires_at),  # type: ignore[arg-type]
+        )
+
+    async def delete(self, key: str, *, expect: Expect = ANY) -> bool:
+        """Remove ``key``; True if it existed."""
+        lane = self._lane
+        if lane is None:
+            return await self._worker.run(lambda: self._resolve().delete(key, expect=expect))
+        view = self._resolve()
+        async with lane.turn():
+            if isinstance(view, SessionState):
+                sc = view._session
+                if not _native.plain(sc):
+                    return await lane.worker.run(lambda: view.delete(key, expect=expect))
+                writes = SessionWrites(deletes=[(key, check_expect(expect))])
+                return (await _native.commit(lane.backend, sc, writes)).deleted[0]
+            return bool((await lane.backend.apply([Delete(view._full_key(key), check_expect(expect))]))[0])
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key, following pages as needed: ``async for key in state.keys():``."""
@@ -71,9 +170,36 @@ class AsyncStateView(_StateViewForwards):
                 "update() takes a plain function (it may run several times on a worker thread); "
                 "await what you need first, then pass a function of the current value"
             )
-        return await self._worker.run(
-            lambda: self._resolve().update(key, fn, default=default, ttl=ttl, max_attempts=max_attempts)
-        )
+        lane = self._reader
+        if lane is None:
+            return await self._worker.run(
+                lambda: self._resolve().update(key, fn, default=default, ttl=ttl, max_attempts=max_attempts)
+            )
+        async with lane.turn():
+            return await self._update(lane, key, fn, default, ttl, max_attempts)
+
+    async def _update(
+        self, lane: _native.Lane, key: str, fn: Callable[[Any], Any], default: Any, ttl: Duration | None,
+        max_attempts: int,
+    ) -> Item:  # fmt: skip
+        """:meth:`StateView.update`, awaited: the same checks, compare-and-set and backoff."""
+        view = self._resolve()
+        if not callable(fn):
+            raise InvalidInputError(f"update() needs a function old value -> new value, got {type(fn).__name__}")
+        check_int(max_attempts, "max_attempts", minimum=1)
+        maybe_seconds(ttl, "ttl")
+        full = view._full_key(key)
+        for attempt in range(max_attempts):
+            cur = await self._item(lane, view, key)
+            if cur is None and default is MISSING:
+                raise NotFoundError(f"no {key!r} in {self.scope} to update; pass default=")
+            new = fn(default if cur is None else cur.value)
+            try:
+                return await self._put(lane, view, key, new, None if cur is None else cur.version, ttl)
+            except ConflictError:
+                view._store.stats["cas_retries"] += 1
+                await asyncio.sleep(random.uniform(0, min(0.02, 0.0005 * 2 ** min(attempt, 6))))
+        raise ConflictError(full, None, None)
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)
     if not TYPE_CHECKING:

@@ -18,7 +18,9 @@ from ..core.sealed import SealedBackend
 from ..protocol import Backend, keys
 from ..store import Store
 from ..store import open as open_sync
+from . import _native
 from ._events import AsyncEventStream
+from ._memory import AsyncMemory
 from ._generated import _StoreForwards
 from ._runs import AsyncRun
 from ._session import AsyncSession
@@ -37,8 +39,13 @@ class AsyncStore(_StoreForwards):
     statekeel.open_async(url) as store:``), or wrap a sync store opened earlier
     with ``AsyncStore(store)``. Calls run the sync code on the store's own
     worker thread; with ``workers=1`` (the default) they run one at a time in
-    the order they were made. ``workers=N`` lets N calls run at once (useful
-    with PostgreSQL or Redis under many concurrent sessions).
+    the order they were made. ``workers=N`` lets N calls run at once.
+
+    On PostgreSQL and Redis (unencrypted, not tamper-evident) the hot paths —
+    session open, append, heartbeat, batch, history, count, info and state
+    get/put/delete/update — run on the native asyncio driver instead, with no
+    thread hop (:mod:`statekeel.aio._native`): different sessions run
+    concurrently, and the calls through one session handle in call order.
 
     The plain methods (``sessions``, ``decisions``, ``erase``, ...) are generated
     into ``_StoreForwards``; what is written here wraps or manages something.
@@ -48,12 +55,13 @@ class AsyncStore(_StoreForwards):
         self._store = store
         self._worker = Worker(workers)
         self._owns_worker = True
+        self._lane = _native.lane_for(store, self._worker)
 
     @classmethod
     def _sharing(cls, store: Store, worker: Worker) -> AsyncStore:
         """A handle on ``store`` that uses another AsyncStore's worker (and does not own it)."""
         view = cls.__new__(cls)
-        view._store, view._worker, view._owns_worker = store, worker, False
+        view._store, view._worker, view._owns_worker, view._lane = store, worker, False, None
         return view
 
     def __repr__(self) -> str:
@@ -109,21 +117,32 @@ class AsyncStore(_StoreForwards):
     ) -> AsyncSession:
         """Get or create session ``session_id``; ``ttl`` makes it expire after inactivity;
         ``lease`` makes this handle its only writer (fenced); ``retention``: see :meth:`Store.session`."""
-        s = await self._worker.run(
-            lambda: self._store.session(session_id, user=user, ttl=ttl, lease=lease, retention=retention)
-        )
-        return AsyncSession(s, self._worker)
+        lane = None if self._lane is None else self._lane.reader
+        if lane is None or lease is not None or retention is not None:
+            s = await self._worker.run(
+                lambda: self._store.session(session_id, user=user, ttl=ttl, lease=lease, retention=retention)
+            )
+        else:
+            async with lane.turn():
+                s = await _native.open_session(lane.backend, self._store, session_id, user, ttl)
+        return AsyncSession(s, self._worker, self._lane)
 
     async def find_session(self, session_id: str) -> AsyncSession | None:
         """An existing session without creating it, reopening it or changing its status (None if absent)."""
-        s = await self._worker.run(lambda: self._store.find_session(session_id))
-        return None if s is None else AsyncSession(s, self._worker)
+        lane = None if self._lane is None else self._lane.reader
+        if lane is None:
+            s = await self._worker.run(lambda: self._store.find_session(session_id))
+        else:
+            async with lane.turn():
+                s = await _native.find(lane.backend, self._store, session_id)
+        return None if s is None else AsyncSession(s, self._worker, self._lane)
 
     # -- state ---------------------------------------------------------------
     def scope(self, scope: str | Scope) -> AsyncStateView:
         """State of ``'app'``, ``'user:<id>'``, ``'session:<id>'`` or ``'temp'`` (no await)."""
         parsed = parse_scope(scope)  # bad scopes fail here, not at the first await
-        return AsyncStateView(self._worker, parsed, lambda: self._store.scope(parsed))
+        native = self._lane if parsed.kind in ("app", "user") else None  # resolving those does no I/O
+        return AsyncStateView(self._worker, parsed, lambda: self._store.scope(parsed), native)
 
     @property
     def app(self) -> AsyncStateView:
@@ -153,6 +172,16 @@ class AsyncStore(_StoreForwards):
         """The append-only event stream ``stream`` (no await; its methods are awaited)."""
         return AsyncEventStream(self._store.events(stream), self._worker)
 
+    # -- long-term memory --------------------------------------------------------
+    def memory(
+        self, namespace: tuple[str, ...], *, embedder: Any = "default", dedup: bool = True,
+        similarity: float | None = None,
+    ) -> AsyncMemory:
+        """Long-term memories of ``namespace`` (no await; its methods are awaited). See ``Store.memory``."""
+        return AsyncMemory(
+            self._store.memory(namespace, embedder=embedder, dedup=dedup, similarity=similarity), self._worker
+        )
+
     # -- tenants ---------------------------------------------------------------
     def tenant(self, name: str) -> AsyncStore:
         """A handle that sees and writes only tenant ``name``'s data (same connection and worker)."""
@@ -167,6 +196,8 @@ class AsyncStore(_StoreForwards):
             await self._worker.run(self._store.close)
             return
         self._worker.closed = True
+        if self._lane is not None:
+            await self._lane.backend.aclose()
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:

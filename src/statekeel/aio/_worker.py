@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import copy
 import functools
 import inspect
 import itertools
@@ -42,21 +43,67 @@ def check_threads(threads: int) -> int:
     return threads
 
 
+class _Shared:
+    """What a worker and its ordered views share: the threads, the closed flag, the last call."""
+
+    def __init__(self, threads: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="statekeel-aio")
+        self.closed = False
+        self.last: asyncio.Future[Any] | None = None
+
+
 class Worker:
     """Runs sync store calls on its own threads; with one thread, in call order.
 
     Each call runs in a copy of the caller's ``contextvars`` context, like
     :func:`asyncio.to_thread`. Threads run no event loop, so the loop guard
-    lets the sync code through.
+    lets the sync code through. On a backend with a native asyncio driver the
+    hot paths skip the worker (:mod:`statekeel.aio._native`); :meth:`settled`
+    and :meth:`in_order` keep those calls in order with the worker's.
     """
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = check_threads(threads)
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="statekeel-aio")
-        self.closed = False
+        self._shared = _Shared(threads)
+        self._executor = self._shared.executor
+        self._lock: asyncio.Lock | None = None
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` on a worker thread and return (or raise) what it did."""
+    @property
+    def closed(self) -> bool:
+        """True once the store was closed: calls are refused."""
+        return self._shared.closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._shared.closed = value
+
+    def in_order(self, lock: asyncio.Lock) -> Worker:
+        """This worker, with every call also holding ``lock`` (one session handle's calls,
+        native or not, run in the order they were made)."""
+        view = copy.copy(self)
+        view._lock = lock
+        return view
+
+    async def settled(self) -> None:
+        """Refuse when closed; else wait (without raising their errors) for the worker calls
+        made before this one — a native call never overtakes an earlier worker call."""
+        if self._shared.closed:
+            raise UsageError(CLOSED)
+        last = self._shared.last
+        if last is not None and not last.done():
+            await asyncio.wait([last])
+
+    async def run(self, fn: Callable[[], T], *, tracked: bool = True) -> T:
+        """Run ``fn()`` on a worker thread and return (or raise) what it did.
+
+        ``tracked=False``: :meth:`settled` does not wait for it (the group commits of
+        :mod:`statekeel.aio._group`, which native calls queue into while one runs)."""
+        if self._lock is None:
+            return await self._submit(fn, tracked)
+        async with self._lock:
+            return await self._submit(fn, tracked)
+
+    async def _submit(self, fn: Callable[[], T], tracked: bool) -> T:
         loop = running_loop()
         call = functools.partial(contextvars.copy_context().run, fn)
         if self.closed:
@@ -65,6 +112,8 @@ class Worker:
             future = loop.run_in_executor(self._executor, call)
         except RuntimeError:  # the executor shut down between the check and the submit
             raise UsageError(CLOSED) from None
+        if tracked:
+            self._shared.last = future
         return await future
 
     async def iterate(self, make: Callable[[], Iterable[T]], chunk: int = 500) -> AsyncIterator[T]:

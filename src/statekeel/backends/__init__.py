@@ -75,6 +75,8 @@ _registry: dict[str, _Entry] = {
     "redis": _Lazy("statekeel.backends.redis:RedisBackend", _BUILTIN, "redis"),
     "rediss": _Lazy("statekeel.backends.redis:RedisBackend", _BUILTIN, "redis"),
     "valkey": _Lazy("statekeel.backends.redis:RedisBackend", _BUILTIN, "redis"),
+    "dynamodb": _Lazy("statekeel.backends.dynamodb:DynamoDBBackend", _BUILTIN, "dynamodb"),
+    "tiered": _Lazy("statekeel.backends.tiered:TieredBackend", _BUILTIN, "postgres,redis"),
 }
 _lock = threading.RLock()
 _plugins_loaded = False

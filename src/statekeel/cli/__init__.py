@@ -15,6 +15,8 @@ import statekeel
 from statekeel import DEFAULT_URL, StatekeelError
 
 from . import admin, checkpoints, consumers, decisions, demo, events, gc, keys, notes, runs, sessions, state, ui, verify
+from .context import context_command
+from .memory import group as memory_group
 from ._errors import in_cli_terms
 from ._output import CliState, accept_url_everywhere
 
@@ -64,6 +66,8 @@ main.add_command(checkpoints.group)
 main.add_command(events.group)
 main.add_command(consumers.group)
 main.add_command(notes.group)
+main.add_command(memory_group)
+main.add_command(context_command)
 main.add_command(gc.gc)
 main.add_command(ui.ui)
 from .portability import register; register(main)  # noqa: E402,E702 - export, import, copy, backup, restore

@@ -14,7 +14,7 @@ from statekeel.protocol.capabilities import SupportsRepair
 from statekeel.store import open_for_maintenance
 
 from ._output import CliState, console, emit_json, json_option, missing_sqlite_file
-from .health import Check, Report, diagnose, examine
+from .health import Check, Report, diagnose, examine, quick_diagnose
 
 __all__ = ["Check", "Report", "diagnose", "doctor", "examine", "migrate", "repair_store"]
 
@@ -120,17 +120,22 @@ def render(report: Report, out: Console) -> None:
 @click.command("doctor", short_help="Check the store's health; exit 1 on problems.")
 @click.argument("url", required=False)
 @click.option("--repair", is_flag=True, help="Let the backend repair what it can, then check again.")
+@click.option("--quick", is_flag=True,
+              help="Only open the store, check the schema and one read (for liveness/readiness probes).")
 @json_option
 @click.pass_context
-def doctor(ctx: click.Context, url: str | None, repair: bool, as_json: bool) -> None:
+def doctor(ctx: click.Context, url: str | None, repair: bool, quick: bool, as_json: bool) -> None:
     """Check the store: schema, backend integrity, and that every record decodes.
 
-    Exit code 1 when any problem is found. URL defaults to --url.
+    Exit code 1 when any problem is found. URL defaults to --url. --quick reads
+    no records: its cost does not grow with the store (Kubernetes probes, docs/deploy.md).
 
     Example: statekeel doctor sqlite:///agent.db
     """
     url = chosen_url(ctx, url)
-    report = diagnose(url)
+    if quick and repair:
+        raise click.UsageError("--quick and --repair do not go together: --repair needs the full check")
+    report = quick_diagnose(url) if quick else diagnose(url)
     if repair:
         ran, said = repair_store(url, report.ok)
         report = diagnose(url) if ran else report

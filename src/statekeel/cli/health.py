@@ -27,7 +27,7 @@ from statekeel.store import open_for_maintenance
 from ._output import encryption_from_env, missing_sqlite_file
 from ._values import decode_lenient
 
-__all__ = ["MAX_LISTED", "Check", "Report", "examine", "diagnose"]
+__all__ = ["MAX_LISTED", "PROBE_KEY", "Check", "Report", "examine", "diagnose", "quick_diagnose"]
 
 MAX_LISTED = 20
 """Problems listed per check; the rest are counted."""
@@ -314,16 +314,51 @@ def _once(report: Report) -> None:
             c.problems = [p for p in c.problems if not any(p in mine for mine in own)]
 
 
-def diagnose(url: str) -> Report:
-    """Open ``url`` (without migrating) and examine it; a store that cannot open is a report too."""
+def _open(url: str) -> Store | Report:
+    """The store at ``url`` opened without migrating, or the report saying why it cannot open."""
     missing = missing_sqlite_file(url)
     if missing:
         return Report(url, [Check("open", "no store", [
             f"no store at {missing}; check the URL, or create it with `statekeel migrate`"
         ])])
     try:
-        store = open_for_maintenance(url, encryption=encryption_from_env())
+        return open_for_maintenance(url, encryption=encryption_from_env())
     except StatekeelError as exc:
         return Report(url, [Check("open", "could not open the store", [str(exc)])])
+
+
+def diagnose(url: str) -> Report:
+    """Open ``url`` (without migrating) and examine it; a store that cannot open is a report too."""
+    store = _open(url)
+    if isinstance(store, Report):
+        return store
     with store:
         return examine(store)
+
+
+PROBE_KEY = keys.join("statekeel", "probe")
+"""The key ``doctor --quick`` reads: no feature writes it, so the read returns nothing, cheaply."""
+
+
+def _check_round_trip(store: Store) -> Check:
+    store.storage.get(PROBE_KEY)
+    return Check("round trip", "the backend answered a read")
+
+
+def quick_diagnose(url: str) -> Report:
+    """``doctor --quick``, for liveness and readiness probes: the store opens, its schema is the
+    one this statekeel expects, and the backend answers one read. Nothing is walked, so the cost
+    does not grow with the store (a damaged record is the full doctor's to find)."""
+    store = _open(url)
+    if isinstance(store, Report):
+        return store
+    with store:
+        report = Report(store.url, [Check("open", f"opened with the {type(store.storage).__name__}")])
+        for name, check in (("schema", _check_schema), ("round trip", _check_round_trip)):
+            try:
+                report.checks.append(check(store))
+            except StatekeelError as exc:
+                report.checks.append(Check(name, "could not run", [str(exc)]))
+            if not report.ok:
+                break
+        return report

@@ -17,6 +17,8 @@ live in index partitions (``idx/...``)::
     session/S/decision/<id>        a decision not yet closed
     session/S/notes/<author>       one stamped note per author
     session/S/idem/<key>           an idempotency key already applied (expires after its window)
+    session/S/summary/<~upto>      a summary of history seqs ``from..upto`` (statekeel.features.summaries);
+                                   ``~upto`` is mirrored so a forward scan walks summaries newest first
     session/S/lease, run/R/lease   {"h": holder, "n": token, "u": until}: the fenced single-writer lease
     session/S/busy/<id>            {"until"}: a decide block is running (renewed by its heartbeat)
     idx/sessions/S                 {}: what session listings scan
@@ -31,6 +33,8 @@ live in index partitions (``idx/...``)::
     langgraph/T/v/<ns>/<channel>/<version>     a LangGraph thread (statekeel.integrations.langgraph)
     idx/langgraph/T, idx/langgraph-runs/<run>/T   the LangGraph thread and run listings
     lgstore/<namespace path>/<key>               LangGraph BaseStore items
+    memory/n<label>/…/=<key>, memory/n<label>/…/#<digest>   long-term memory items and their
+                                   content-hash pointers (statekeel.features.memory)
     statekeel/retention            the store's default retention caps (statekeel gc applies them)
     statekeel/encryption           the marker of an encrypted store (plain JSON: key id, no secret)
     statekeel/encrypting           present (encrypted) while `statekeel keys encrypt` converts the store
@@ -94,6 +98,10 @@ __all__ = [
     "langgraph_thread_index_key",
     "langgraph_thread_prefix",
     "langgraph_writes_prefix",
+    "MEMORY_PREFIX",
+    "memory_hash_key",
+    "memory_item_key",
+    "memory_prefix",
     "LANGGRAPH_THREAD_INDEX_PREFIX",
     "note_prefix",
     "partition",
@@ -112,6 +120,8 @@ __all__ = [
     "state_key",
     "stored_in_clear",
     "subject_key",
+    "summaries_prefix",
+    "summary_key",
     "subject_prefix",
 ]
 
@@ -215,6 +225,21 @@ def decisions_prefix(session_id: str) -> str:
 
 def note_prefix(session_id: str) -> str:
     return keys.join("session", session_id, "notes") + "/"
+
+
+SUMMARY_SEQ_DIGITS: Final = 19
+"""Digits of a mirrored summary seq: ``10**19 - 1 - upto`` zero-padded, so keys sort newest first."""
+
+
+def summaries_prefix(session_id: str) -> str:
+    """Every summary of the session's history (a forward scan meets the newest first)."""
+    return keys.join("session", session_id, "summary") + "/"
+
+
+def summary_key(session_id: str, upto: int) -> str:
+    """The summary whose range ends at history seq ``upto`` (one per end seq)."""
+    mirrored = 10**SUMMARY_SEQ_DIGITS - 1 - int(upto)
+    return keys.join("session", session_id, "summary", f"{mirrored:0{SUMMARY_SEQ_DIGITS}d}")
 
 
 def lease_key(kind: str, ident: str) -> str:
@@ -347,6 +372,26 @@ def langgraph_store_prefix(namespace: tuple[str, ...]) -> str:
 
 def langgraph_store_key(namespace: tuple[str, ...], key: str) -> str:
     return langgraph_store_prefix(namespace) + "=" + keys.escape(key)
+
+
+# -- long-term memory (statekeel.features.memory) --------------------------------------------
+# A namespace component is ``n`` + its label; an item is ``=`` + its key, a content-hash pointer
+# ``#`` + the digest, so one prefix scan of a namespace reaches its items and those below it.
+MEMORY_PREFIX: Final = "memory/"
+
+
+def memory_prefix(namespace: tuple[str, ...]) -> str:
+    """Items of a memory namespace (and, as a prefix, of the namespaces below it)."""
+    return keys.join("memory", *("n" + label for label in namespace)) + "/"
+
+
+def memory_item_key(namespace: tuple[str, ...], key: str) -> str:
+    return memory_prefix(namespace) + "=" + keys.escape(key)
+
+
+def memory_hash_key(namespace: tuple[str, ...], digest: str) -> str:
+    """Which key of the namespace holds the text with content hash ``digest`` (dedup on write)."""
+    return memory_prefix(namespace) + "#" + digest
 
 
 # -- keystore and erasure ----------------------------------------------------------------

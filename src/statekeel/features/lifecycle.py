@@ -90,6 +90,7 @@ def clear(sc: SessionCore, *, state: bool = True) -> int:
     _commit(sc, lambda exp: [
         Trim(sc.keys.history, end + 1),
         Delete(layout.session_view_key(sc.id)),
+        Expire(layout.summaries_prefix(sc.id), gone),  # they summarise the history cleared
         *([Expire(sc.keys.state_prefix, gone)] if state else []),
     ])
     return count

@@ -8,7 +8,7 @@ path, :mod:`statekeel.core.session_write`, which also renews the TTL.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,9 @@ from . import checkpoints as _checkpoints
 from . import idempotency as _idempotency
 from . import lifecycle as _lifecycle
 from . import retention as _retention
+from . import summaries as _summaries
+from .context import MemoryOption, build_context
+from .context_render import Tokenizer, WorkingSet
 from .history_view import visible_entries
 from ._duration import Duration, maybe_seconds
 from .decisions import DecisionContext
@@ -268,6 +271,24 @@ class Session:
     def notes(self) -> SessionNotes:
         """Stamped notes left in this session by other processes, read with a staleness limit."""
         return SessionNotes(self._sc)
+
+    # -- the working set (statekeel.features.context / .summaries) --------------
+    def context(
+        self, budget: int = 4000, *, tokenizer: Tokenizer | None = None, memory: MemoryOption = None,
+        memories: int = 5, query: str | None = None, runs: Sequence[str] | None = None, recent: int | None = None,
+    ) -> WorkingSet:
+        """What a new context window needs, within ``budget`` tokens: standing orders, the user's
+        profile, open decisions, waiting runs, relevant memories, summaries and recent messages,
+        with what was dropped and why (docs/working-set.md). Reads only what it keeps."""
+        return build_context(self._core, self.id, self.user, budget=budget, tokenizer=tokenizer, memory=memory,
+                             memories=memories, query=query, runs=runs, recent=recent)
+
+    def summarize(
+        self, upto: int | None = None, *, fn: _summaries.Summarizer, start: int | None = None
+    ) -> _summaries.Summary:
+        """Store ``fn(messages)`` as the summary of history ``start..upto`` (default: the messages
+        not yet summarised, up to the newest); :meth:`context` shows it for messages that do not fit."""
+        return _summaries.summarize(self._sc, fn, upto, start)
 
     # -- checkpoints (statekeel.features.checkpoints) ---------------------------
     def checkpoint(

@@ -13,6 +13,7 @@ docs/writing-a-backend.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,31 @@ def _redis(ctx: BackendContext) -> str:
     return ctx.servers.redis().url
 
 
+def _dynamodb(ctx: BackendContext) -> str:
+    return ctx.servers.dynamodb().url(f"sk_test_{os.getpid()}_{ctx.n}")
+
+
+def _tiered(mode: str, **options: object) -> Callable[[BackendContext], str]:
+    """A tiered store over a flushed Redis and a fresh PostgreSQL schema (docs/tiered.md)."""
+
+    def factory(ctx: BackendContext) -> str:
+        from ..backends.tiered import tiered_url
+
+        schema = f"sk_{mode.replace('-', '_')}_{ctx.n}"  # not _postgres's: both may run in one session
+        return tiered_url(_redis(ctx), f"{ctx.servers.postgres().url}?schema={schema}", mode=mode, **options)
+
+    return factory
+
+
 BACKENDS: dict[str, Callable[[BackendContext], str]] = {
     "memory": lambda ctx: f"memory://test-{ctx.n}",
     "sqlite": lambda ctx: f"sqlite:///{ctx.tmp_path}/store.db",
     "files": lambda ctx: f"file://{ctx.tmp_path}/files-store",
     "postgres": _postgres,
     "redis": _redis,
+    "dynamodb": _dynamodb,
+    "tiered": _tiered("write-through"),
+    "tiered-wb": _tiered("write-behind", flush_every=3, flush_interval=0.05),  # flushes happen mid-test
 }
 
 

@@ -362,6 +362,17 @@ class FilesBackend(Backend):
                 lines = lg.lines.entries(lo, hi, from_end=tail)
         return [Entry(log, ln.seq, ln.data, ln.codec, ln.created_at) for ln in lines]
 
+    def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        values = None
+        if limit is None:  # a whole-history reload: one read, checked in bulk (LogLines.json_values)
+            with self._locked(False):
+                lg = self._live_log(self.tree.path(log), time.time())
+                if lg is None:
+                    return []
+                with lg.lines:
+                    values = lg.lines.json_values(lg.head.first_seq, lg.head.last_seq + 1)
+        return super().read_values(log, limit=limit, reverse=reverse) if values is None else values
+
     def log_info(self, log: str) -> LogInfo | None:
         with self._locked(False):
             return self._info(self.tree.path(log), time.time())

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ...errors import CorruptionError
-from .format import Line, LogHeader, line_seq, parse_line
+from .format import Line, LogHeader, json_run, line_seq, parse_line
 
 __all__ = ["LogLines", "Tail", "rebuilt_header"]
 
@@ -219,6 +219,15 @@ class LogLines:
                 break
             found.append(line.verify(self.log))
         return found
+
+    def json_values(self, lo_seq: int, hi_seq: int) -> list[tuple[bytes, str]] | None:
+        """``(data, codec)`` of the entries in ``[lo_seq, hi_seq)`` read in one piece and checked in
+        bulk (:func:`.format.json_run`); None when that fast path does not apply or finds damage."""
+        end = self.tail().end
+        if lo_seq >= hi_seq:
+            return []
+        start = self.offset_of(lo_seq, end)
+        return json_run(self.log, self._pread(end - start, start), lo_seq, hi_seq)
 
     def read_bytes(self, start: int, stop: int) -> bytes:
         return self._pread(stop - start, start)

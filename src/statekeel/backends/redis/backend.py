@@ -32,6 +32,7 @@ from ...protocol.integrity import verify_entry, verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
 from . import lua, lua_scan, wire
+from .values import json_values
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
@@ -284,6 +285,19 @@ class RedisBackend(Backend):
             return []
         first, frames = int(reply[0]), reply[1]
         return [_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
+
+    def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        """History reloads: the frames checked in bulk (:mod:`.values`), else entry by entry."""
+        wire.utf8(log, "the log")
+        args = [repr(time.time()), 1, "", "" if limit is None else int(limit), "1" if reverse else "0"]
+        reply = self._eval(_READ_LOG, [self._layout.log_head(log), self._layout.log_data(log)], args)
+        if not reply:
+            return []
+        first, frames = int(reply[0]), reply[1]
+        fast = json_values(log, first, frames)
+        if fast is not None:
+            return fast
+        return [(e.data, e.codec) for e in (_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw)]
 
     def log_info(self, log: str) -> LogInfo | None:
         wire.utf8(log, "the log")

@@ -10,6 +10,6 @@ See docs/adk.md.
 """
 
 from .memory_service import StatekeelMemoryService
-from .session_service import StatekeelSessionService
+from .session_service import SessionsPage, StatekeelSessionService
 
-__all__ = ["StatekeelMemoryService", "StatekeelSessionService"]
+__all__ = ["SessionsPage", "StatekeelMemoryService", "StatekeelSessionService"]

@@ -4,8 +4,8 @@ The memory of ``(app, user)`` is one statekeel session, ``adkmem/<app>/<user>``,
 the user (erasing the user erases it): each remembered event is one history message.
 A session added again adds only the events not remembered yet (their ids are kept in the
 memory session's state, written in the same batch). ``search_memory`` scores events by
-the query words they contain, as ADK's ``InMemoryMemoryService`` does; semantic search is
-the long-term-memory work (issue 16).
+the query words they contain, as ADK's ``InMemoryMemoryService`` does; with
+``semantic=True`` it ranks them by statekeel's hybrid memory search (:mod:`.memory_index`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ...aio import AsyncStore
 from ...aio._worker import Worker
 from ...errors import ConflictError, InvalidInputError
 from ...store import Store
+from .memory_index import recall, remember
 
 __all__ = ["StatekeelMemoryService"]
 
@@ -40,7 +41,8 @@ def memory_session_id(app_name: str, user_id: str) -> str:
 class StatekeelMemoryService(BaseMemoryService):
     """Remembered events of each user, searchable by keyword, in a statekeel store the caller owns."""
 
-    def __init__(self, store: Store | AsyncStore, *, workers: int = 1) -> None:
+    def __init__(self, store: Store | AsyncStore, *, workers: int = 1, semantic: bool = False) -> None:
+        self._semantic = semantic  # hybrid recall on statekeel memory: .memory_index (engineer D, issue 16)
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
         elif isinstance(store, Store):
@@ -63,6 +65,8 @@ class StatekeelMemoryService(BaseMemoryService):
         ]
         sid = memory_session_id(session.app_name, session.user_id)
         await self._worker.run(lambda: self._add(sid, session.user_id, session.id, events))
+        if self._semantic:
+            await self._worker.run(lambda: remember(self._store, session.app_name, session.user_id, events))
 
     def _add(self, sid: str, user: str, session_id: str, events: list[dict[str, Any]]) -> None:
         s = self._store.session(sid, user=user)
@@ -85,6 +89,9 @@ class StatekeelMemoryService(BaseMemoryService):
     async def search_memory(self, *, app_name: str, user_id: str, query: str) -> SearchMemoryResponse:
         """The remembered events sharing the most words with ``query`` (at most :data:`MAX_RESULTS`)."""
         sid = memory_session_id(app_name, user_id)
+        if self._semantic:
+            found = await self._worker.run(lambda: recall(self._store, app_name, user_id, query, MAX_RESULTS))
+            return SearchMemoryResponse(memories=[_entry(e) for e in found])
 
         def read() -> list[Any]:
             s = self._store.find_session(sid)
@@ -99,11 +106,12 @@ class StatekeelMemoryService(BaseMemoryService):
             if hits:
                 scored.append((hits, n, e))
         scored.sort(key=lambda x: (-x[0], -x[1]))  # most words first, then the newest
-        return SearchMemoryResponse(memories=[
-            MemoryEntry(id=e["id"], author=e.get("author"), content=types.Content.model_validate(e["content"]),
-                        timestamp=_utils.format_timestamp(e["timestamp"]))
-            for _, _, e in scored[:MAX_RESULTS]
-        ])
+        return SearchMemoryResponse(memories=[_entry(e) for _, _, e in scored[:MAX_RESULTS]])
+
+
+def _entry(e: dict[str, Any]) -> MemoryEntry:
+    return MemoryEntry(id=e["id"], author=e.get("author"), content=types.Content.model_validate(e["content"]),
+                       timestamp=_utils.format_timestamp(e["timestamp"]))
 
 
 def _words(text: str) -> set[str]:

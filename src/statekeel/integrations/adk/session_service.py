@@ -5,8 +5,8 @@
     service = StatekeelSessionService.from_url("sqlite:///agent.db")
     runner = Runner(agent=agent, app_name="support", session_service=service)
 
-Storage layout: :mod:`._layout`. An event, its session-state delta and the session's new
-``last_update_time`` are one atomic session batch; the batch compares-and-sets the
+Storage layout: :mod:`._layout`. An event, its state deltas (session, ``app:`` and ``user:``)
+and the session's new ``last_update_time`` are one atomic batch; the batch compares-and-sets the
 session's head, so a writer holding an outdated copy of the session gets ADK's
 :class:`StaleSessionError` instead of overwriting newer state. ``get_session`` reads only
 the events it returns (``num_recent_events=N``: the newest N), and ``list_sessions``
@@ -33,17 +33,26 @@ from google.adk.sessions.state import State
 
 from ...aio import AsyncStore
 from ...aio._worker import Worker
+from ...core.session_write import ExtraOps, SessionWrites, StatePut
+from ...core.validate import check_int
 from ...errors import ConflictError, InvalidInputError
 from ...features.sessions import Session as SkSession
 from ...features.state import Scope, StateView
 from ...models import Item
+from ...protocol import ANY
 from ...store import Store
 from ...store import open as open_store
 from . import _layout as L
 
-__all__ = ["StatekeelSessionService"]
+__all__ = ["SessionsPage", "StatekeelSessionService"]
 
 _PAGE = 200
+
+
+class SessionsPage(ListSessionsResponse):
+    """A page of :meth:`StatekeelSessionService.list_sessions_page`: ADK's response plus a cursor."""
+
+    next_page_token: Optional[str] = None
 
 
 class StatekeelSessionService(BaseSessionService):
@@ -95,14 +104,11 @@ class StatekeelSessionService(BaseSessionService):
     def _create(self, app: str, user: str, sid: str, deltas: dict[str, dict[str, Any]]) -> Session:
         s = self._store.session(L.session_key(app, user, sid), user=user)
         now = time.time()
+        puts = [(L.HEAD, {"t": now}, None, None), *self._session_puts(deltas)]  # HEAD create-only: the id is ours
         try:
-            with s.batch() as b:
-                b.put(L.HEAD, {"t": now}, expect=None)  # create-only: the id is ours or taken
-                for key, value in deltas["session"].items():
-                    b.put(key, value)
+            s._commit(SessionWrites([], puts, extra=self._scoped_ops(app, user, deltas)), None)
         except ConflictError:
             raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
-        self._write_scoped(app, user, deltas)
         session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
         session.state.update(self._scoped_state(app, user))
         session._storage_update_marker = "1"
@@ -142,20 +148,49 @@ class StatekeelSessionService(BaseSessionService):
 
     def _list(self, app: str, user: str | None) -> ListSessionsResponse:
         prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
-        scoped: dict[str, dict[str, Any]] = {}
-        out: list[Session] = []
-        for key in _ids_under(self._store, prefix):  # one state scan per session, nothing else
-            parts = L.split_session_key(key)
-            head, state = _stored_state(self._store, key)
-            if parts is None or head is None:
-                continue
-            _, owner, sid = parts
-            if owner not in scoped:
-                scoped[owner] = self._scoped_state(app, owner)
-            state.update(scoped[owner])
-            out.append(Session(id=sid, app_name=app, user_id=owner, state=state, last_update_time=head.value["t"]))
+        scoped: dict[str | None, dict[str, Any]] = {}
+        out = [x for key in _ids_under(self._store, prefix) if (x := self._listed(app, key, scoped)) is not None]
         out.sort(key=lambda x: (x.last_update_time, x.user_id, x.id))
         return ListSessionsResponse(sessions=out)
+
+    async def list_sessions_page(
+        self, *, app_name: str, user_id: Optional[str] = None, page_size: int = 100, page_token: Optional[str] = None,
+    ) -> SessionsPage:
+        """One page of the app's (or user's) sessions, in session-id order (user, then id), and
+        ``next_page_token`` for the next page (None: the last one). Costs O(page_size) whatever the
+        number of sessions; ADK's :meth:`list_sessions` returns them all, sorted by update time."""
+        size = check_int(page_size, "page_size")
+        if not 1 <= size <= 1000:
+            raise InvalidInputError(f"page_size must be between 1 and 1,000, got {size}")
+        return await self._worker.run(lambda: self._page(app_name, user_id, size, page_token))
+
+    def _page(self, app: str, user: str | None, size: int, token: str | None) -> SessionsPage:
+        prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
+        if token is not None and (type(token) is not str or not token.startswith(prefix)):
+            raise InvalidInputError(
+                f"page_token {token!r} is not one this listing returned; pass the next_page_token of "
+                "the previous page of the same app_name and user_id (or None for the first page)"
+            )
+        page = self._store.sessions(after=token or prefix, limit=size)
+        keys = [info.id for info in page if info.id.startswith(prefix)]
+        scoped: dict[str | None, dict[str, Any]] = {}
+        out = [x for key in keys if (x := self._listed(app, key, scoped)) is not None]
+        last = len(keys) < len(page) or page.next is None or not keys
+        return SessionsPage(sessions=out, next_page_token=None if last else keys[-1])
+
+    def _listed(self, app: str, key: str, scoped: dict[str | None, dict[str, Any]]) -> Session | None:
+        """A listed session with its state (one scan of it), no events; None if not an ADK one."""
+        parts = L.split_session_key(key)
+        head, state = _stored_state(self._store, key)
+        if parts is None or head is None:
+            return None
+        _, owner, sid = parts
+        if owner not in scoped:
+            if None not in scoped:  # the app: state, read once per listing
+                scoped[None] = self._app_state(app)
+            scoped[owner] = self._scoped_state(app, owner, scoped[None])
+        state.update(scoped[owner])
+        return Session(id=sid, app_name=app, user_id=owner, state=state, last_update_time=head.value["t"])
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session, its events and state in one batch (nothing if it does not exist)."""
@@ -193,31 +228,35 @@ class StatekeelSessionService(BaseSessionService):
         expect = _expected_version(session, head.version, head.value["t"], lambda: s.history(last=1))
         data = event.model_dump(mode="json", exclude_none=True)
         key = "adk-event:" + hashlib.sha256(event.model_dump_json(exclude_none=True).encode()).hexdigest()[:40]
-        try:
-            with s.batch(idempotency_key=key) as b:
-                b.append(data)
-                b.put(L.HEAD, {"t": event.timestamp}, expect=expect)
-                for k, v in deltas["session"].items():
-                    b.put(k, v)
+        puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *self._session_puts(deltas)]
+        try:  # the event, its session, app: and user: deltas and the new head: one atomic batch
+            s._commit(SessionWrites([data], puts, extra=self._scoped_ops(app, user, deltas)), key)
         except ConflictError:
             raise StaleSessionError(_stale(session.id)) from None
-        self._write_scoped(app, user, deltas)
         return expect + 1
 
     # -- app: and user: state ---------------------------------------------------------
-    def _write_scoped(self, app: str, user: str, deltas: dict[str, dict[str, Any]]) -> None:
-        """Write ``app:``/``user:`` deltas (after the session batch: they live in other partitions)."""
-        for view, values in ((self._store.app, deltas["app"]), (self._store.user(user), deltas["user"])):
-            if values:  # one atomic batch per scope
-                self._store.backend.apply(
-                    [op for k, v in values.items() for op in view.put_op(L.scoped_key(app, k), v)]
-                )
+    @staticmethod
+    def _session_puts(deltas: dict[str, dict[str, Any]]) -> list[StatePut]:
+        return [(k, v, ANY, None) for k, v in deltas["session"].items()]
 
-    def _scoped_state(self, app: str, user: str) -> dict[str, Any]:
-        """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them."""
-        merged = {State.APP_PREFIX + k: v for k, v in _prefixed(self._store.app, app).items()}
+    def _scoped_ops(self, app: str, user: str, deltas: dict[str, dict[str, Any]]) -> ExtraOps | None:
+        """The ``app:``/``user:`` delta writes, added to the session's own batch: they live in
+        other partitions, so one ``apply`` carries them with the event (atomically on every
+        backend whose batches span the store; first, on their own, on Redis Cluster)."""
+        ops = [op for view, values in ((self._store.app, deltas["app"]), (self._store.user(user), deltas["user"]))
+               for k, v in values.items() for op in view.put_op(L.scoped_key(app, k), v)]  # fmt: skip
+        return (lambda _expires: ops) if ops else None
+
+    def _scoped_state(self, app: str, user: str, app_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them
+        (``app_state``: the ``app:`` part already read, e.g. once per listing)."""
+        merged = dict(self._app_state(app) if app_state is None else app_state)
         merged.update({State.USER_PREFIX + k: v for k, v in _prefixed(self._store.user(user), app).items()})
         return merged
+
+    def _app_state(self, app: str) -> dict[str, Any]:
+        return {State.APP_PREFIX + k: v for k, v in _prefixed(self._store.app, app).items()}
 
 
 def _stale(session_id: str) -> str:

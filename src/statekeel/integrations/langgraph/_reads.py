@@ -19,6 +19,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from ...core import Core, layout
 from ...protocol import Record, keys
 from ._records import invert_id, parse_write_key, revert_id, unpack
+from ._memo import ValueMemo, shallow_copy
 from .deltas import MISSING, ValueReader
 
 __all__ = ["Stored", "TupleBuilder", "config_of", "decode_checkpoint"]
@@ -46,12 +47,20 @@ def decode_checkpoint(core: Core, thread: str, rec: Record) -> Stored:
     return Stored(thread, ns, revert_id(inverted), core.codec.decode(rec.data, rec.codec, rec.key))
 
 
+def _value(reader: ValueReader, known: dict[tuple[str, str], Any], channel: str, version: Any) -> Any:
+    """A remembered value (a copy of its container) or the stored one."""
+    pair = (channel, str(version))
+    return shallow_copy(known[pair]) if pair in known else reader.value(channel, version)
+
+
 class TupleBuilder:
     """Builds tuples for checkpoints of one thread with the saver's serializer."""
 
-    def __init__(self, core: Core, serde: SerializerProtocol) -> None:
+    def __init__(self, core: Core, serde: SerializerProtocol, memo: ValueMemo | None = None) -> None:
         self._core = core
         self._serde = serde
+        self._memo = memo
+        """Values of the thread's newest checkpoint this saver wrote or read: not read again."""
         self.readers: dict[str, ValueReader] = {}
         """The value reader used per namespace (the saver learns delta bases from it)."""
 
@@ -70,12 +79,14 @@ class TupleBuilder:
         thread = group[0].thread
         bodies = [self._serde.loads_typed(unpack(s.doc["c"])) for s in group]
         reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed)
-        reader.load((ch, v) for body in bodies for ch, v in body["channel_versions"].items())
+        pairs = [(ch, str(v)) for body in bodies for ch, v in body["channel_versions"].items()]
+        known = self._memo.recall(thread, ns, pairs) if self._memo is not None else {}
+        reader.load(pair for pair in pairs if pair not in known)
         writes = self._writes(thread, ns, [s.checkpoint_id for s in group])
         out = []
         for s, body in zip(group, bodies):
             values = {ch: val for ch, v in body["channel_versions"].items()
-                      if (val := reader.value(ch, v)) is not MISSING}  # fmt: skip
+                      if (val := _value(reader, known, ch, v)) is not MISSING}  # fmt: skip
             parent = s.doc.get("p")
             out.append(CheckpointTuple(
                 config=config_of(thread, ns, s.checkpoint_id),
@@ -95,7 +106,7 @@ class TupleBuilder:
             if inverted not in wanted:
                 continue
             doc = self._core.codec.decode(rec.data, rec.codec, rec.key)
-            write = (task_id, str(doc["c"]), self._serde.loads_typed(unpack(doc)))
+            write = (task_id, str(doc["c"]), self._serde.loads_typed(unpack(doc, rec.key)))
             found[revert_id(inverted)].append((writes_sort_key(str(doc.get("p", "")), task_id, idx), write))
         return {cid: [w for _, w in sorted(items, key=lambda x: x[0])] for cid, items in found.items()}
 

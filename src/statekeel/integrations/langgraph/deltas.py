@@ -160,7 +160,7 @@ class ValueReader:
         if doc is None or doc.get("e"):
             return MISSING
         if "base" not in doc:
-            return self._loads(unpack(doc))
+            return self._loads(unpack(doc, key))
         chunks: list[list[Any]] = []
         while "base" in doc:
             chunks.append(self._chunk(key, doc))
@@ -171,18 +171,22 @@ class ValueReader:
             out.extend(chunk)
         return out
 
+    def loaded(self, channel: str, version: Any) -> bool:
+        """Whether this reader fetched the record of ``channel`` at ``version``."""
+        return self.key(channel, version) in self.docs
+
     def state(self, channel: str, version: Any, value: Any) -> ChainState | None:
         """What to remember after reading ``value`` at ``version`` (so the next write can be a delta)."""
         doc = self.docs.get(self.key(channel, version))
         if doc is None or doc.get("e") or type(value) is not list:
             return None
         if "base" not in doc:
-            return ChainState(str(version), list(value), str(version), len(doc["b"]), 0, 0)
+            return ChainState(str(version), list(value), str(version), len(unpack(doc)[1]), 0, 0)
         return ChainState(str(version), list(value), str(doc["root"]), int(doc["rb"]), int(doc["cb"]), int(doc["k"]))
 
     def _chunk(self, key: str, doc: dict[str, Any]) -> list[Any]:
         if key not in self._items:
-            items = self._loads(unpack(doc))
+            items = self._loads(unpack(doc, key))
             if not isinstance(items, list):
                 raise CorruptionError(f"the LangGraph channel value at {key!r} is not a list", key, None)
             self._items[key] = items

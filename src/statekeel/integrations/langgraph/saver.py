@@ -35,6 +35,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ...aio._worker import Worker
+from ...codec import Codec
 from ...core import Core, layout
 from ...core.session_write import apply_across_partitions
 from ...core.validate import check_int
@@ -44,8 +45,9 @@ from ...store import Store
 from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
+from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
-from ._records import CheckpointForkError, check_thread_id, invert_id, pack, write_key
+from ._records import CheckpointForkError, check_thread_id, invert_id, pack, unpack, write_key
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
@@ -62,7 +64,10 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     and pending writes included; ``store.tenant(t)`` gives a saver that sees only
     tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
     growing list gets a new full snapshot (:mod:`.deltas`); ``workers`` is the number of
-    threads the async methods run on.
+    threads the async methods run on. ``reuse_values`` keeps the channel values of each
+    thread's newest checkpoint in memory, so the next turn does not decode the whole
+    state again (:mod:`._memo`; turn it off for graphs that mutate checkpointed
+    messages in place).
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         max_chain: int = 1_000,
         chain_share: float = 1.0,
         workers: int = 1,
+        reuse_values: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         self.core = core
@@ -83,6 +89,10 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             raise InvalidInputError(f"chain_share must be a number >= 0 (e.g. 0.5), got {chain_share!r}")
         self.chain_share = float(chain_share)
         self._cache = ValueCache()
+        self._zlib: tuple[Codec, Codec] | None = None
+        if not isinstance(reuse_values, bool):
+            raise InvalidInputError(f"reuse_values must be True or False, got {reuse_values!r}")
+        self._memo = ValueMemo() if reuse_values else None
         self._heads = HeadMarks()
         self._indexed_runs: set[tuple[str, str]] = set()
         self._known_heads: dict[tuple[str, str], tuple[str | None, int | None]] = {}
@@ -117,7 +127,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         stored = self._find(thread, ns, get_checkpoint_id(config))
         if stored is None:
             return None
-        builder = TupleBuilder(self.core, self.serde)
+        builder = TupleBuilder(self.core, self.serde, self._memo)
         tup = builder.build([stored])[0]
         self._remember_values(thread, ns, tup, builder)
         return tup
@@ -146,9 +156,12 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         """After reading a thread's checkpoint, its growing lists can be extended by deltas."""
         reader = builder.readers[ns]
         values = tup.checkpoint["channel_values"]
-        for ch, version in tup.checkpoint["channel_versions"].items():
-            if ch in values:
+        versions = tup.checkpoint["channel_versions"]
+        for ch, version in versions.items():
+            if ch in values and reader.loaded(ch, version):  # else remembered: its chain state is current
                 self._cache.set(thread, ns, ch, reader.state(ch, version, values[ch]))
+        if self._memo is not None:
+            self._memo.remember(thread, ns, versions, values)
 
     def list(
         self,
@@ -199,7 +212,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             return False
         if not filt:
             return True
-        metadata = self.serde.loads_typed((str(s.doc["m"]["t"]), bytes(s.doc["m"]["b"])))
+        metadata = self.serde.loads_typed(unpack(s.doc["m"]))
         return all(metadata.get(k) == v for k, v in filt.items())
 
     # -- writing ---------------------------------------------------------------------------
@@ -235,6 +248,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self._heads.saw_head(thread, ns, cp_id)
         for (ch, _), p in planned.items():
             self._cache.set(thread, ns, ch, p.state)
+        if self._memo is not None:
+            self._memo.remember(thread, ns, checkpoint["channel_versions"], checkpoint["channel_values"])
         return config_of(thread, ns, cp_id)
 
     def _plan_values(
@@ -321,8 +336,18 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
                 ops = [op for op in ops if op.key not in there]
 
     def _put_op(self, key: str, doc: dict[str, Any], what: str, expect: Any = ANY) -> Put:
-        data, codec = self.core.codec.encode(doc, what, key)
+        data, codec = self._codec().encode(doc, what, key)
         return Put(key, data, codec, expect)
+
+    def _codec(self) -> Codec:
+        """The store's codec, compressing from 200 bytes when the store does not compress already:
+        LangGraph's serializer hands over msgpack bytes, which the codec stores as base64 (+33%);
+        zlib takes that back and more (about half the bytes of a message list)."""
+        base = self.core.codec
+        if self._zlib is None or self._zlib[0] is not base:
+            own = base if base._compressor is not None else base.compressing("zlib", min_bytes=200)
+            self._zlib = (base, own)
+        return self._zlib[1]
 
     def _decode(self, rec: Any) -> dict[str, Any]:
         return cast(dict[str, Any], self.core.codec.decode(rec.data, rec.codec, rec.key))
@@ -354,6 +379,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
 
     def _forget(self, thread: str) -> None:
         self._cache.forget_thread(thread)
+        if self._memo is not None:
+            self._memo.forget_thread(thread)
         self._heads.forget_thread(thread)
         self._indexed_runs = {(r, t) for r, t in self._indexed_runs if t != thread}
         for key in [k for k in self._known_heads if k[0] == thread]:

@@ -10,8 +10,9 @@ statekeel's codec: datetimes, UUIDs, bytes round-trip), its TTL in minutes and w
 last written. A TTL becomes the record's expiry, so an expired item is never returned
 and :meth:`sweep_ttl` (statekeel's expiry purge) deletes it; reads refresh it unless
 ``refresh_ttl=False``. A batch's writes are applied together, in one atomic batch on
-backends whose batches span the store. Semantic search (``index=``) is not supported
-yet: ``query`` is ignored and results carry no score.
+backends whose batches span the store. Semantic search: pass ``index=`` (LangGraph's
+``IndexConfig``) and a search with a ``query`` is ranked by statekeel's hybrid memory
+search, with scores (:mod:`.memory_index`); without ``index=``, ``query`` is ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from langgraph.store.base import (
     BaseStore,
     GetOp,
+    IndexConfig,
     Item,
     ListNamespacesOp,
     MatchCondition,
@@ -43,6 +45,7 @@ from ...protocol import ANY, Delete, Put, Record, Touch, keys
 from ...store import Store
 from ...store import open as open_store
 from . import _filters
+from .memory_index import SemanticIndex
 
 __all__ = ["StatekeelStore"]
 
@@ -54,17 +57,23 @@ class StatekeelStore(BaseStore):
 
     supports_ttl: bool = True
 
-    def __init__(self, core: Core, *, ttl: TTLConfig | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, core: Core, *, ttl: TTLConfig | None = None, workers: int = 1, index: IndexConfig | None = None
+    ) -> None:
         self.core = core
         self.ttl_config = ttl
+        self.index_config = index  # semantic search: .memory_index (engineer D, issue 16)
+        self._semantic = None if index is None else SemanticIndex(core, index)
         self._worker = Worker(workers)
         self._owned: Store | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: TTLConfig | None = None, **open_options: Any) -> StatekeelStore:
+    def from_url(
+        cls, url: str, *, ttl: TTLConfig | None = None, index: IndexConfig | None = None, **open_options: Any
+    ) -> StatekeelStore:
         """A store on ``statekeel.open(url, **open_options)``, closed by :meth:`close`."""
         opened = open_store(url, **open_options)
-        store = cls(opened, ttl=ttl)
+        store = cls(opened, ttl=ttl, index=index)
         store._owned = opened
         return store
 
@@ -117,6 +126,8 @@ class StatekeelStore(BaseStore):
         return Item(value=doc["v"], key=str(op.key), namespace=op.namespace, **_stamps(rec, doc))
 
     def _search(self, op: SearchOp, touches: dict[str, float]) -> list[SearchItem]:
+        if op.query and self._semantic is not None:  # ranked by statekeel memory (see .memory_index)
+            return self._semantic.search(op)
         matched: list[tuple[Record, dict[str, Any]]] = []
         wanted = op.offset + op.limit
         for rec in self._scan(layout.langgraph_store_prefix(op.namespace_prefix)):
@@ -170,6 +181,8 @@ class StatekeelStore(BaseStore):
             ops.append(Put(key, data, codec, ANY, None if ttl is None else now + ttl * 60))
         if ops:
             self.core.backend.apply(ops)
+        if self._semantic is not None and writes:
+            self._semantic.update(writes)
 
 
 def _stamps(rec: Record, doc: dict[str, Any]) -> dict[str, datetime]:

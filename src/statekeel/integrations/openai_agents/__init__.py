@@ -9,6 +9,7 @@
 See docs/openai-agents.md.
 """
 
+from .compaction import StatekeelCompactionSession
 from .session import StatekeelSession, TenantOf
 
-__all__ = ["StatekeelSession", "TenantOf"]
+__all__ = ["StatekeelCompactionSession", "StatekeelSession", "TenantOf"]

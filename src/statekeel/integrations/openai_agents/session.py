@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from agents.memory.session_settings import SessionSettings, coerce_session_settings, resolve_session_limit
@@ -87,6 +88,7 @@ class StatekeelSession:
                 "use StatekeelSession.from_url(session_id, url) to open one from a URL"
             )
         self._tenants: dict[str, Store] = {}
+        self._routed: ContextVar[str | None] = ContextVar(f"statekeel-session-tenant-{id(self)}", default=None)
         self._owned: Store | None = None
 
     @classmethod
@@ -117,17 +119,29 @@ class StatekeelSession:
         return f"<StatekeelSession {self.session_id!r} on {self._store.url}>"
 
     # -- routing ------------------------------------------------------------------------
-    def _target(self, wrapper: RunContextWrapper[Any] | None) -> Store:
-        """The store this call reads and writes: the tenant the wrapper names, or the store
-        (called on the worker: opening a tenant handle may reach the backend)."""
-        if wrapper is None or self._tenant_of is None:
-            return self._store
+    def _route(self, wrapper: RunContextWrapper[Any] | None) -> str | None:
+        """The tenant this call reads and writes (None: the store itself); runs on the loop.
+
+        A call with a wrapper goes where ``tenant_of(wrapper)`` says, and is remembered for
+        the rest of the caller's task: the SDK's compaction session calls ``get_items`` and
+        the ``_atomic_replace_items`` hook without the wrapper, right after the run's
+        ``add_items`` in the same task, and must reach the same tenant's history."""
+        if self._tenant_of is None:
+            return None
+        if wrapper is None:
+            return self._routed.get()
         name = self._tenant_of(wrapper)
-        if name is None:
+        self._routed.set(name)
+        return name
+
+    def _target(self, tenant: str | None) -> Store:
+        """The store a call routed to ``tenant`` uses (on the worker: opening a tenant handle
+        may reach the backend)."""
+        if tenant is None:
             return self._store
-        if name not in self._tenants:
-            self._tenants[name] = self._store.tenant(name)
-        return self._tenants[name]
+        if tenant not in self._tenants:
+            self._tenants[tenant] = self._store.tenant(tenant)
+        return self._tenants[tenant]
 
     def _open(self, target: Store) -> _Session:
         return target.session(self.session_id, user=self._user, ttl=self._ttl)
@@ -143,7 +157,8 @@ class StatekeelSession:
         n = _check_limit(resolve_session_limit(limit, self.session_settings))
         if n == 0:
             return []
-        return await self._worker.run(lambda: _read_items(self._target(wrapper), self.session_id, n))
+        tenant = self._route(wrapper)
+        return await self._worker.run(lambda: _read_items(self._target(tenant), self.session_id, n))
 
     async def add_items(
         self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
@@ -152,13 +167,15 @@ class StatekeelSession:
         batch = _check_items(items)
         if not batch:
             return
-        key = _batch_key(batch)
-        await self._worker.run(lambda: self._open(self._target(wrapper)).append(*batch, idempotency_key=key))
+        key, tenant = _batch_key(batch), self._route(wrapper)
+        await self._worker.run(lambda: self._open(self._target(tenant)).append(*batch, idempotency_key=key))
 
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove and return the newest item atomically (None when there is none)."""
+        tenant = self._route(wrapper)
+
         def pop() -> Any:
-            s = self._target(wrapper).find_session(self.session_id)
+            s = self._target(tenant).find_session(self.session_id)
             if s is None or not _has_visible(s):
                 return None
             message = s.pop()
@@ -169,8 +186,10 @@ class StatekeelSession:
 
     async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         """Drop every item (and the adapter's state) atomically; the session itself stays."""
+        tenant = self._route(wrapper)
+
         def clear() -> None:
-            s = self._target(wrapper).find_session(self.session_id)
+            s = self._target(tenant).find_session(self.session_id)
             if s is not None:
                 s.clear()
 
@@ -182,11 +201,13 @@ class StatekeelSession:
 
         One atomic batch appends the summary and records that the entries up to the newest
         one present are compacted: ``get_items``/``pop_item`` no longer see them, but they
-        stay in the statekeel session (``store.session(id).history()`` reads everything)."""
-        batch = _check_items(items)
+        stay in the statekeel session (``store.session(id).history()`` reads everything).
+        The SDK gives this hook no wrapper: it goes to the tenant the run's calls in this task
+        were routed to (:meth:`_route`)."""
+        batch, tenant = _check_items(items), self._route(None)
 
         def replace() -> bool:
-            s = self._open(self._store)
+            s = self._open(self._target(tenant))
             newest = s.messages(last=1, include_hidden=True)
             with s.batch() as b:
                 if batch:

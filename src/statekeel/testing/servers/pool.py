@@ -1,4 +1,4 @@
-"""One PostgreSQL and one Redis per test session, started on first use."""
+"""One PostgreSQL, one Redis and one DynamoDB-API server per test session, started on first use."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import socket
 from typing import TypeVar
 
 from ._process import LOOPBACK, Server, ServerUnavailable
+from .dynamodb import DynamoDBServer
 from .postgres import PostgresServer
 from .redis import RedisServer
 
-_S = TypeVar("_S", PostgresServer, RedisServer)
+_S = TypeVar("_S", PostgresServer, RedisServer, DynamoDBServer)
 
 
 class ServerPool:
@@ -30,6 +31,10 @@ class ServerPool:
     def redis(self) -> RedisServer:
         """The running :class:`RedisServer`."""
         return self._get(RedisServer)
+
+    def dynamodb(self) -> DynamoDBServer:
+        """The running :class:`DynamoDBServer` (moto); each store uses its own table."""
+        return self._get(DynamoDBServer)
 
     def _get(self, cls: type[_S]) -> _S:
         server = self._servers.get(cls)

@@ -1,0 +1,204 @@
+"""The OpenAI Agents SDK and Google ADK adapters against the frameworks' own storage, one run.
+
+    .venv/bin/python benchmarks/frameworks_bench.py                      # 1,000 turns, 10,000 sessions
+    .venv/bin/python benchmarks/frameworks_bench.py --turns 200 --sessions 2000   # a quick look
+
+OpenAI Agents SDK, per turn = ``add_items([user, assistant])`` (the reference workload: a
+200-byte user message and an 800-byte reply), then ``get_items(limit=20)`` and
+``get_items()`` on the N-turn session: ``StatekeelSession`` on SQLite and Redis vs the
+SDK's ``SQLiteSession`` and ``RedisSession`` (same server, AOF fsync always).
+
+Google ADK, per turn = ``append_event`` of the user's event and of the model's event
+(with a ``state_delta``), then ``get_session(num_recent_events=20)``: our
+``StatekeelSessionService`` on SQLite vs ADK's ``DatabaseSessionService`` on SQLite
+(aiosqlite); then ``list_sessions`` of an app holding ``--sessions`` sessions: ADK's full
+listing on both, and our paged listing's first page (``page_size=100``).
+
+Each pair of systems runs interleaved, call by call, so a loaded machine slows both alike.
+Medians of per-call times; the ratio column is theirs / ours (> 1: statekeel faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from benchmarks.systems.redis_peers import prepare  # noqa: E402
+from benchmarks.workload import make_turns  # noqa: E402
+
+
+async def _median_ms(call: Callable[[], Awaitable[Any]], n: int = 30) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1e3, 3)
+
+
+async def _openai(sessions: dict[str, Any], turns: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """The systems take turns call by call (interleaved: a loaded machine slows both alike)."""
+    lat: dict[str, list[float]] = {name: [] for name in sessions}
+    for u, a in turns:
+        for name, session in sessions.items():
+            t = time.perf_counter()
+            await session.add_items([{"role": "user", "content": u}, {"role": "assistant", "content": a}])
+            lat[name].append(time.perf_counter() - t)
+    rows = {}
+    for name, session in sessions.items():
+        assert len(await session.get_items()) == 2 * len(turns)
+        rows[name] = {"turn_ms": round(statistics.median(lat[name]) * 1e3, 3),
+                      "get_items20_ms": await _median_ms(lambda: session.get_items(limit=20)),
+                      "get_items_all_ms": await _median_ms(session.get_items, 5)}  # fmt: skip
+    return rows
+
+
+def openai_rows(backends: list[str], turns: list[tuple[str, str]], redis_url: str | None) -> list[dict[str, Any]]:
+    from agents import SQLiteSession
+
+    from statekeel.integrations.openai_agents import StatekeelSession
+
+    rows = []
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory(prefix="fwb-") as d:
+            pair = {"StatekeelSession": StatekeelSession.from_url("t1", f"sqlite:///{d}/sk.db"),
+                    "SQLiteSession": SQLiteSession("t1", f"{d}/sdk.db")}  # fmt: skip
+            for name, row in asyncio.run(_openai(pair, turns)).items():
+                rows.append({"framework": "openai", "backend": "sqlite", "system": name, **row})
+            for session in pair.values():
+                session.close()
+    if "redis" in backends and redis_url:
+        from agents.extensions.memory import RedisSession
+
+        prepare(redis_url)
+        ours = StatekeelSession.from_url("t1", redis_url)
+
+        async def both() -> dict[str, dict[str, Any]]:
+            theirs = RedisSession.from_url("sdk-t1", url=redis_url)
+            return await _openai({"StatekeelSession": ours, "RedisSession": theirs}, turns)
+
+        for name, row in asyncio.run(both()).items():
+            rows.append({"framework": "openai", "backend": "redis", "system": name, **row})
+        ours.close()
+    return rows
+
+
+async def _adk(services: dict[str, Any], turns: list[tuple[str, str]], sessions: int) -> dict[str, dict[str, Any]]:
+    """The services take turns call by call (interleaved: a loaded machine slows both alike)."""
+    from google.adk.events.event import Event
+    from google.adk.events.event_actions import EventActions
+    from google.adk.sessions.base_session_service import GetSessionConfig
+    from google.genai import types
+
+    def event(author: str, role: str, text: str, delta: dict[str, Any] | None = None) -> Event:
+        return Event(author=author, invocation_id="inv", content=types.Content(role=role, parts=[types.Part(text=text)]),
+                     actions=EventActions(state_delta=delta or {}))  # fmt: skip
+
+    opened = {name: await svc.create_session(app_name="bench", user_id="u", session_id="t1")
+              for name, svc in services.items()}  # fmt: skip
+    lat: dict[str, list[float]] = {name: [] for name in services}
+    for i, (u, a) in enumerate(turns):
+        for name, svc in services.items():
+            t = time.perf_counter()
+            await svc.append_event(opened[name], event("user", "user", u))
+            await svc.append_event(opened[name], event("agent", "model", a, {"turn": i}))
+            lat[name].append(time.perf_counter() - t)
+    recent = GetSessionConfig(num_recent_events=20)
+    reads: dict[str, list[float]] = {name: [] for name in services}
+    for _ in range(30):
+        for name, svc in services.items():
+            t = time.perf_counter()
+            got = await svc.get_session(app_name="bench", user_id="u", session_id="t1", config=recent)
+            reads[name].append(time.perf_counter() - t)
+            assert got is not None and len(got.events) == 20
+    for i in range(sessions):
+        for svc in services.values():
+            await svc.create_session(app_name="many", user_id=f"user{i % 100}", session_id=f"s{i:06d}")
+    rows: dict[str, dict[str, Any]] = {}
+    for name, svc in services.items():
+        t = time.perf_counter()
+        listed = await svc.list_sessions(app_name="many")
+        rows[name] = {"turn_ms": round(statistics.median(lat[name]) * 1e3, 3),
+                      "get_session20_ms": round(statistics.median(reads[name]) * 1e3, 3),
+                      "list_all_ms": round((time.perf_counter() - t) * 1e3, 1)}  # fmt: skip
+        assert len(listed.sessions) == sessions
+        if hasattr(svc, "list_sessions_page"):
+            rows[name]["list_first_page_ms"] = await _median_ms(
+                lambda: svc.list_sessions_page(app_name="many", page_size=100), 10)
+    return rows
+
+
+def adk_rows(turns: list[tuple[str, str]], sessions: int) -> list[dict[str, Any]]:
+    from google.adk.sessions import DatabaseSessionService
+
+    from statekeel.integrations.adk import StatekeelSessionService
+
+    with tempfile.TemporaryDirectory(prefix="fwb-") as d:
+        ours = StatekeelSessionService.from_url(f"sqlite:///{d}/sk.db")  # opened off the loop
+
+        async def both() -> dict[str, dict[str, Any]]:
+            theirs = DatabaseSessionService(f"sqlite+aiosqlite:///{d}/adk.db")
+            try:
+                return await _adk({"StatekeelSessionService": ours, "DatabaseSessionService": theirs}, turns, sessions)
+            finally:
+                await theirs.close()
+                await ours.close()
+
+        return [{"framework": "adk", "backend": "sqlite", "system": name, **row} for name, row in asyncio.run(both()).items()]
+
+
+_PEER = {"StatekeelSession": {"sqlite": "SQLiteSession", "redis": "RedisSession"},
+         "StatekeelSessionService": {"sqlite": "DatabaseSessionService"}}  # fmt: skip
+_COLUMNS = ("turn_ms", "get_items20_ms", "get_items_all_ms", "get_session20_ms", "list_all_ms", "list_first_page_ms")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    by = {(r["backend"], r["system"]): r for r in rows}
+    lines = ["| framework | backend | system | " + " | ".join(_COLUMNS) + " | theirs / ours (same columns) |",
+             "|---" * (len(_COLUMNS) + 4) + "|"]  # fmt: skip
+    for r in rows:
+        peer = by.get((r["backend"], _PEER.get(r["system"], {}).get(r["backend"], "")))
+        ratios = "" if peer is None else ", ".join(
+            f"{c}: {peer[c] / r[c]:.1f}x" for c in _COLUMNS if c in r and c in peer and r[c])
+        cells = " | ".join(f"{r[c]}" if c in r else "" for c in _COLUMNS)
+        lines.append(f"| {r['framework']} | {r['backend']} | {r['system']} | {cells} | {ratios} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--backends", default="sqlite,redis")
+    parser.add_argument("--frameworks", default="openai,adk")
+    args = parser.parse_args()
+    turns = make_turns(args.turns)
+    backends, frameworks = args.backends.split(","), args.frameworks.split(",")
+    rows: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        from statekeel.testing.servers import RedisServer
+
+        redis_url = stack.enter_context(RedisServer()).url if "redis" in backends and "openai" in frameworks else None
+        if "openai" in frameworks:
+            rows += openai_rows(backends, turns, redis_url)
+        if "adk" in frameworks:
+            rows += adk_rows(turns, args.sessions)
+    for row in rows:
+        print(json.dumps({"turns": args.turns, "sessions": args.sessions, **row}))
+    print(table(rows), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

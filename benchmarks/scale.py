@@ -1,0 +1,344 @@
+"""Concurrency scaling: statekeel's asyncio API against the raw async drivers, and N sync processes.
+
+    python benchmarks/run.py --scale                       # PostgreSQL and Redis, C = 1, 8, 32, 128
+    python benchmarks/scale.py --backends postgres --turns 20 --repeat 3 --out scale.json
+
+What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
+message and a ~800-byte assistant message):
+
+* statekeel async: ``await s.append(user, assistant, state={"turn": i})`` — one
+  atomic, durable batch — on C sessions of one ``open_async`` store, C coroutines;
+* raw async: the same writes with the driver alone — psycopg ``AsyncConnectionPool``
+  (the same pool size as statekeel's default, 10), one transaction inserting both
+  messages and upserting the state row; ``redis.asyncio``, one MULTI/EXEC
+  (RPUSH both, HSET the state) — on C conversations, C coroutines;
+* sync processes: N processes, each one conversation through the sync API
+  (``s.append`` as above), against N processes doing the raw sync writes;
+* latency: one conversation, one call at a time: ``await s.append(...)`` against the
+  sync ``s.append(...)`` (blocks of calls alternated on one thread, event loop idle
+  between async blocks).
+
+Every (row, C) is run ``--repeat`` times, the statekeel and raw runs alternated, and
+the ratios are paired run by run (the machine is shared: interleaving keeps the
+two sides of a ratio under the same load). Throughput is turns per second of wall time.
+Servers are durable: PostgreSQL fsync=on, synchronous_commit=on; Redis appendfsync always.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from benchmarks.workload import make_turns  # noqa: E402
+
+CONCURRENCY = (1, 8, 32, 128)
+PROCESSES = (1, 2, 4, 8)
+POOL = 10  # statekeel's default ?pool_max: the raw pool gets the same
+_ids = itertools.count()
+
+PG_SETUP = (
+    "CREATE TABLE IF NOT EXISTS raw_m (sid text, seq int, role text, content text, PRIMARY KEY (sid, seq));"
+    "CREATE TABLE IF NOT EXISTS raw_s (sid text, k text, v jsonb, PRIMARY KEY (sid, k))"
+)
+PG_MSGS = "INSERT INTO raw_m VALUES (%s, %s, 'user', %s), (%s, %s, 'assistant', %s)"
+PG_STATE = ("INSERT INTO raw_s VALUES (%s, 'turn', %s) ON CONFLICT (sid, k) DO UPDATE SET v = excluded.v")
+
+
+def _msgs(u: str, a: str) -> tuple[dict[str, str], dict[str, str]]:
+    return {"role": "user", "content": u}, {"role": "assistant", "content": a}
+
+
+# -- async rows: one coroutine per conversation ------------------------------------------------
+async def _gather(c: int, turns: list[tuple[str, str]], one: Callable[[int, int, str, str], Awaitable[None]]) -> float:
+    async def conversation(n: int) -> None:
+        for i, (u, a) in enumerate(turns):
+            await one(n, i, u, a)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(conversation(n) for n in range(c)))
+    return c * len(turns) / (time.perf_counter() - t)
+
+
+async def statekeel_async(url: str, c: int, turns: list[tuple[str, str]], native: bool = True) -> float:
+    """``native=False``: every call on the store's worker thread (``STATEKEEL_ASYNC_NATIVE=0``),
+    as before issue 15 — the "before" rows."""
+    import statekeel
+
+    tag = next(_ids)
+    if not native:
+        os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
+    try:
+        store = await statekeel.open_async(url)
+    finally:
+        os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
+    async with store:
+        sessions = [await store.session(f"scale-{tag}-{n}") for n in range(c)]
+
+        async def one(n: int, i: int, u: str, a: str) -> None:
+            await sessions[n].append(*_msgs(u, a), state={"turn": i})
+
+        return await _gather(c, turns, one)
+
+
+async def raw_pg_async(dsn: str, c: int, turns: list[tuple[str, str]]) -> float:
+    from psycopg_pool import AsyncConnectionPool
+
+    tag = next(_ids)
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=POOL, kwargs={"autocommit": True}) as pool:
+        async with pool.connection() as conn:
+            await conn.execute(PG_SETUP)
+
+        async def one(n: int, i: int, u: str, a: str) -> None:
+            sid = f"raw-{tag}-{n}"
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(PG_MSGS, (sid, 2 * i, json.dumps(_msgs(u, a)[0]), sid, 2 * i + 1,
+                                             json.dumps(_msgs(u, a)[1])))
+                await conn.execute(PG_STATE, (sid, json.dumps(i)))
+
+        return await _gather(c, turns, one)
+
+
+async def raw_redis_async(url: str, c: int, turns: list[tuple[str, str]]) -> float:
+    import redis.asyncio as aredis
+
+    tag = next(_ids)
+    # a blocking pool of the size statekeel's client gets (redis-py's default, 100): C=128 waits, not fails
+    client = aredis.Redis(connection_pool=aredis.BlockingConnectionPool.from_url(url, max_connections=100))
+    try:
+        async def one(n: int, i: int, u: str, a: str) -> None:
+            user, assistant = _msgs(u, a)
+            pipe = client.pipeline(transaction=True)
+            pipe.rpush(f"raw{tag}:{n}:m", json.dumps(user), json.dumps(assistant))
+            pipe.hset(f"raw{tag}:{n}:s", "turn", i)
+            await pipe.execute()
+
+        return await _gather(c, turns, one)
+    finally:
+        await client.aclose()
+
+
+# -- sync rows: N processes, one conversation each ---------------------------------------------------
+def _proc(kind: str, url: str, n_turns: int, tag: str, start: Any, out: Any) -> None:
+    turns = make_turns(n_turns)
+    if kind == "statekeel":
+        import statekeel
+
+        with statekeel.open(url) as store:
+            s = store.session(tag)
+            start.wait()
+            t = time.perf_counter()
+            for i, (u, a) in enumerate(turns):
+                s.append(*_msgs(u, a), state={"turn": i})
+    elif url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(PG_SETUP)
+            start.wait()
+            t = time.perf_counter()
+            for i, (u, a) in enumerate(turns):
+                user, assistant = _msgs(u, a)
+                with conn.transaction():
+                    conn.execute(PG_MSGS, (tag, 2 * i, json.dumps(user), tag, 2 * i + 1, json.dumps(assistant)))
+                    conn.execute(PG_STATE, (tag, json.dumps(i)))
+    else:
+        import redis
+
+        r = redis.Redis.from_url(url)
+        start.wait()
+        t = time.perf_counter()
+        for i, (u, a) in enumerate(turns):
+            user, assistant = _msgs(u, a)
+            pipe = r.pipeline(transaction=True)
+            pipe.rpush(f"{tag}:m", json.dumps(user), json.dumps(assistant))
+            pipe.hset(f"{tag}:s", "turn", i)
+            pipe.execute()
+    out.put((t, time.perf_counter()))
+
+
+def processes(kind: str, url: str, n: int, n_turns: int) -> float:
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(n), ctx.Queue()
+    tag = f"p{os.getpid()}-{next(_ids)}"
+    procs = [ctx.Process(target=_proc, args=(kind, url, n_turns, f"{tag}-{k}", start, out)) for k in range(n)]
+    for p in procs:
+        p.start()
+    spans = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(60)
+    return n * n_turns / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+# -- latency: one call at a time ---------------------------------------------------------------------
+def latency(url: str, calls: int, blocks: int) -> dict[str, float]:
+    """Median ms of one append, async (native path) and sync, alternating blocks of calls."""
+    import statekeel
+
+    turns = make_turns(calls)
+    loop = asyncio.new_event_loop()
+    sync_ms: list[float] = []
+    async_ms: list[float] = []
+    tag = next(_ids)
+    try:
+        astore = loop.run_until_complete(statekeel.open_async(url))
+        with statekeel.open(url) as store:
+            s = store.session(f"lat-sync-{tag}")
+            a_s = loop.run_until_complete(astore.session(f"lat-async-{tag}"))
+
+            async def async_block() -> None:
+                for i, (u, a) in enumerate(turns):
+                    t = time.perf_counter()
+                    await a_s.append(*_msgs(u, a), state={"turn": i})
+                    async_ms.append((time.perf_counter() - t) * 1e3)
+
+            for _ in range(blocks):
+                for i, (u, a) in enumerate(turns):
+                    t = time.perf_counter()
+                    s.append(*_msgs(u, a), state={"turn": i})
+                    sync_ms.append((time.perf_counter() - t) * 1e3)
+                loop.run_until_complete(async_block())
+        loop.run_until_complete(astore.aclose())
+    finally:
+        loop.close()
+    sync_med, async_med = statistics.median(sync_ms), statistics.median(async_ms)
+    return {"sync_ms": round(sync_med, 3), "async_ms": round(async_med, 3), "ratio": round(async_med / sync_med, 3)}
+
+
+# -- the run -------------------------------------------------------------------------------------------
+def _paired(name: str, mine: Callable[[], float], raw: Callable[[], float], repeat: int) -> dict[str, Any]:
+    """Alternate the two sides ``repeat`` times; ratios paired run by run, and their median."""
+    pairs = []
+    for k in range(repeat):
+        first, second = (mine, raw) if k % 2 == 0 else (raw, mine)
+        a, b = first(), second()
+        pairs.append((a, b) if k % 2 == 0 else (b, a))
+    ratios = [m / r for m, r in pairs]
+    row = {"row": name, "statekeel_tps": [round(m) for m, _ in pairs], "raw_tps": [round(r) for _, r in pairs],
+           "ratios": [round(x, 3) for x in ratios], "median_ratio": round(statistics.median(ratios), 3)}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def run_sqlite(a: argparse.Namespace) -> list[dict[str, Any]]:
+    """SQLite (FULL): the async API's group commit against the same calls on the worker alone."""
+    import tempfile
+
+    turns = make_turns(a.turns)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sk-scale-") as tmp:
+        url = f"sqlite:///{tmp}/scale.db"
+        for c in a.concurrency:
+            rows.append(_paired(
+                f"sqlite async C={c}: group commit / worker only",
+                lambda c=c: asyncio.run(statekeel_async(url, c, turns)),
+                lambda c=c: asyncio.run(statekeel_async(url, c, turns, native=False)),
+                a.repeat,
+            ))
+    return rows
+
+
+def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[dict[str, Any]]:
+    turns = make_turns(a.turns)
+    if backend == "postgres":
+        sk_url, raw_async, raw_url = f"{server_url}?schema=sk_scale", raw_pg_async, server_url
+    else:
+        sk_url, raw_async, raw_url = f"{server_url}?prefix=skscale", raw_redis_async, server_url
+    rows: list[dict[str, Any]] = []
+    for c in a.concurrency:
+        rows.append(_paired(
+            f"{backend} async C={c}",
+            lambda c=c: asyncio.run(statekeel_async(sk_url, c, turns)),
+            lambda c=c: asyncio.run(raw_async(raw_url, c, turns)),
+            a.repeat,
+        ))
+        if a.before:
+            rows.append(_paired(
+                f"{backend} async C={c}, all on the worker (before)",
+                lambda c=c: asyncio.run(statekeel_async(sk_url, c, turns, native=False)),
+                lambda c=c: asyncio.run(raw_async(raw_url, c, turns)),
+                a.repeat,
+            ))
+    for n in a.processes:
+        rows.append(_paired(
+            f"{backend} sync N={n}",
+            lambda n=n: processes("statekeel", sk_url, n, a.turns),
+            lambda n=n: processes("raw", raw_url, n, a.turns),
+            a.repeat,
+        ))
+    lat = latency(sk_url, a.latency_calls, a.repeat)
+    lat["row"] = f"{backend} latency async/sync"
+    print(json.dumps(lat), file=sys.stderr, flush=True)
+    rows.append(lat)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = ["| row | statekeel turns/s | raw turns/s | ratio per run | median ratio |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "ratios" in r:
+            out.append(f"| {r['row']} | {', '.join(map(str, r['statekeel_tps']))} | "
+                       f"{', '.join(map(str, r['raw_tps']))} | {', '.join(map(str, r['ratios']))} | "
+                       f"**{r['median_ratio']}** |")
+        else:
+            out.append(f"| {r['row']} | async {r['async_ms']} ms | sync {r['sync_ms']} ms | | **{r['ratio']}** |")
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="postgres,redis")
+    ap.add_argument("--turns", type=int, default=40, help="turns per conversation (default 40)")
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=list(CONCURRENCY))
+    ap.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",") if x], default=list(PROCESSES))
+    ap.add_argument("--repeat", type=int, default=3, help="alternated runs per row (default 3)")
+    ap.add_argument("--latency-calls", type=int, default=200, help="calls per latency block (default 200)")
+    ap.add_argument("--pg-url", help="use this PostgreSQL server instead of starting one")
+    ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
+    ap.add_argument("--before", action="store_true",
+                    help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
+    ap.add_argument("--out", help="also write the rows as JSON here")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.servers import postgres_server, redis_server
+
+    a = parse_args(argv)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    head = (f"# statekeel --scale {started:%Y-%m-%d %H:%M UTC}; {platform.machine()} {os.cpu_count()} cores, "
+            f"load {os.getloadavg()[0]:.1f}; {a.turns} turns per conversation, repeat {a.repeat}")
+    print(head, file=sys.stderr, flush=True)
+    rows: list[dict[str, Any]] = []
+    for backend in [b.strip() for b in a.backends.split(",") if b.strip()]:
+        if backend == "sqlite":
+            rows += run_sqlite(a)
+            continue
+        given = a.pg_url if backend == "postgres" else a.redis_url
+        if given:
+            rows += run_backend(backend, given, a)
+            continue
+        server, _ = postgres_server() if backend == "postgres" else redis_server()
+        with server:
+            rows += run_backend(backend, server.url, a)
+    print(head + "\n\n" + table(rows))
+    if a.out:
+        Path(a.out).write_text(json.dumps({"started": started.isoformat(), "args": vars(a), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

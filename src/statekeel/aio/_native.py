@@ -1,0 +1,259 @@
+"""The hot paths of the asyncio API on a native asyncio backend: no thread hop.
+
+With a PostgreSQL or Redis store (unencrypted, not tamper-evident, not a tenant
+view), :class:`~statekeel.aio.AsyncStore` opens an
+:class:`~statekeel.protocol.aio.AsyncBackend` beside the sync backend, and
+session open, append, heartbeat, batch commits, ``history``/``count``/``info``
+and state get/put/delete/update run on it directly on the event loop. They run
+the same pure code as the sync API — :func:`plan_session_write` decides what
+to write, the codec encodes and decodes, the sync ``Session``/``StateView``
+objects hold the handle's state — and only the I/O is awaited here. Anything
+that needs more (a lease's fence, the one-off reactivation of a completed
+session, idempotency keys, restored histories, encryption, the chain) runs the
+sync code on the store's worker as before.
+
+Order: a native call first waits for the worker calls made before it
+(:meth:`Worker.settled`), and every call through one session handle — native or
+on the worker — holds that handle's lock, so a session's calls run in the order
+they were made while different sessions run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import Core, layout
+from ..core.session_write import RENEW_FACTOR, Committed, SessionCore, SessionWrites, plan_session_write
+from ..core.validate import check_name, check_optional_name, stored_seconds
+from ..errors import ConflictError, ExpiredError, InvalidInputError
+from ..features._duration import Duration, maybe_seconds
+from ..features.sessions import Session
+from ..models import SessionInfo, to_datetime
+from ..protocol import ANY, Expect, Op, OpResult, Put, Record, keys, op_target
+from ..protocol.aio import AsyncBackend
+from ._worker import Worker
+
+__all__ = ["ENV_NATIVE", "Lane", "apply_across", "commit", "find", "history", "info", "native_backend", "open_session"]
+
+ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
+"""Set to 0/false/no/off to keep every async call on the worker thread (for comparisons)."""
+
+
+def lane_for(store: Core, worker: Worker) -> Lane | None:
+    """The native lane of ``store``: its asyncio driver (PostgreSQL, Redis), or group commit
+    through the worker (SQLite, files); None when every call must stay on the worker."""
+    native = native_backend(store)
+    if native is not None:
+        return Lane(native, worker)
+    if not plain_store(store) or type(store.backend).__name__ not in GROUPED or store.backend.batch_scope != "store":
+        return None
+    from ._group import GroupBackend
+
+    return Lane(GroupBackend(store.backend, worker, store.stats), worker, reads=False)
+
+
+GROUPED = ("SQLiteBackend", "FilesBackend")
+"""Backends whose concurrent session writes the async API commits together (one fsync)."""
+
+
+def plain_store(store: Core) -> bool:
+    """No encryption, no chain, no tenant view beneath the store, and the switch not off."""
+    if os.environ.get(ENV_NATIVE, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return store.keyring is None and store.backend is store.storage
+
+
+def native_backend(store: Core) -> AsyncBackend | None:
+    """The native asyncio backend for ``store``, or None when its calls must stay on the worker.
+
+    Only a plain PostgreSQL or Redis store qualifies: the encryption and chain
+    wrappers (``core/sealed.py``, ``core/chained.py``) and the tenant view are
+    sync-only, so such stores keep the worker.
+    """
+    if not plain_store(store):
+        return None
+    backend = store.backend
+    from ..backends.postgres.backend import PostgresBackend  # imported only when the driver is there
+    from ..backends.redis.backend import RedisBackend
+
+    if type(backend) is PostgresBackend:
+        from ..backends.postgres.aio import AsyncPostgresBackend
+
+        return AsyncPostgresBackend(backend)
+    if type(backend) is RedisBackend:
+        from ..backends.redis.aio import AsyncRedisBackend
+
+        return AsyncRedisBackend(backend)
+    return None
+
+
+@dataclass(frozen=True)
+class Lane:
+    """What a native call needs: the async backend, the store's worker (for order and
+    fallbacks) and, for a session handle, the lock that keeps its calls in order."""
+
+    backend: AsyncBackend
+    worker: Worker
+    lock: asyncio.Lock | None = None
+    reads: bool = True
+    """False for a :class:`~statekeel.aio._group.GroupBackend` (SQLite, files): its reads are
+    worker hops anyway, so calls that read run the sync call on the worker — one hop, not several."""
+
+    def of_session(self, lock: asyncio.Lock) -> Lane:
+        return Lane(self.backend, self.worker, lock, self.reads)
+
+    @property
+    def reader(self) -> Lane | None:
+        """This lane if reading calls run natively on it, else None (they keep the worker)."""
+        return self if self.reads else None
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """This call's turn: after the worker calls made before it, holding the session's lock."""
+        await self.worker.settled()
+        if self.lock is None:
+            yield
+            return
+        async with self.lock:
+            yield
+
+
+# -- the write path ---------------------------------------------------------------------
+async def apply_across(backend: AsyncBackend, ops: Sequence[Op]) -> list[OpResult]:
+    """:func:`~statekeel.core.session_write.apply_across_partitions`, awaited: index ops first,
+    on their own, where a batch must stay inside one partition."""
+    if backend.batch_scope == "store":
+        return await backend.apply(ops)
+    home = keys.partition(op_target(ops[0])) if ops else ""
+    index = [op for op in ops if keys.partition(op_target(op)) != home]
+    if index:
+        await backend.apply(index)
+    results = iter(await backend.apply([op for op in ops if keys.partition(op_target(op)) == home]))
+    return [True if keys.partition(op_target(op)) != home else next(results) for op in ops]
+
+
+def plain(sc: SessionCore) -> bool:
+    """True when a write of ``sc`` is just its plan (no lease fence, no one-off reactivation)."""
+    return sc.fence is None and sc.once is None
+
+
+async def commit(backend: AsyncBackend, sc: SessionCore, writes: SessionWrites) -> Committed:
+    """:meth:`SessionCore.commit` for a :func:`plain` handle: the same plan, applied natively."""
+    now = time.time()
+    if sc.ttl is not None and sc.expires_at is not None and sc.expires_at <= now:
+        rec = await backend.get(sc.keys.meta)
+        if rec is None:
+            raise ExpiredError(f"session {sc.id!r} expired (ttl {sc.ttl}s); open it again with store.session()")
+        sc.expires_at = rec.expires_at
+    if not sc.activity:
+        writes = SessionWrites(writes.messages, writes.puts, writes.deletes, writes.extra, False)
+    plan = plan_session_write(sc.keys, sc.ttl, sc.expires_at, now, writes, sc.core.codec, renew=sc.activity)
+    results = await apply_across(backend, plan.ops)
+    if sc.ttl is not None:
+        sc.expires_at = plan.expires
+    first = results[plan.append_at] if plan.append_at is not None else None
+    return Committed(
+        first if isinstance(first, int) else None,
+        [r for r in results[plan.puts] if isinstance(r, Record)],
+        [bool(r) for r in results[plan.deletes]],
+        list(results[plan.extra]),
+    )
+
+
+# -- reads ---------------------------------------------------------------------------------
+async def history(backend: AsyncBackend, session: Session, last: int | None) -> list[Any] | None:
+    """``session.history(last)`` natively; None when a restore hid part of it (the worker reads it)."""
+    if await backend.get(layout.session_view_key(session.id)) is not None:
+        return None
+    log = session._log
+    items = await backend.read_values(log, limit=last, reverse=last is not None)
+    return session._core.codec.decode_many(items, log)
+
+
+async def count(backend: AsyncBackend, session: Session) -> int:
+    """``len(session)``: how many messages are stored."""
+    found = await backend.log_info(session._log)
+    return 0 if found is None else found.last_seq - found.first_seq + 1
+
+
+async def info(backend: AsyncBackend, store: Core, session_id: str, rec: Record) -> SessionInfo:
+    """:func:`~statekeel.features.session_index.session_info`, its log read awaited."""
+    body = store.codec.decode(rec.data, rec.codec, rec.key)
+    log = await backend.log_info(layout.history_log(session_id))
+    updated = max(rec.updated_at, log.updated_at) if log else rec.updated_at
+    return SessionInfo(
+        session_id, body.get("user"), body.get("status", "active"),
+        to_datetime(rec.created_at), to_datetime(updated),  # type: ignore[arg-type]
+        to_datetime(rec.expires_at), stored_seconds(body.get("ttl")),
+    )
+
+
+# -- opening ---------------------------------------------------------------------------------
+async def open_session(
+    backend: AsyncBackend, store: Core, session_id: str, user: str | None, ttl: Duration | None
+) -> Session:
+    """:func:`~statekeel.features.sessions.open_session` without a lease, its I/O awaited."""
+    check_name(session_id, "a session id")
+    check_optional_name(user, "user")
+    ttl_s = maybe_seconds(ttl, "ttl")
+    meta, index = layout.session_meta_key(session_id), layout.session_index_key(session_id)
+    for _ in range(100):
+        rec, listed = await backend.get_many([meta, index])
+        try:
+            if rec is None:
+                body = {"user": user, "status": "active", "ttl": ttl_s}
+                expires = None if ttl_s is None else time.time() + ttl_s * RENEW_FACTOR
+                return Session(store, session_id, await _put_meta(backend, store, session_id, body, None, expires), None)
+            return await _reopen(backend, store, session_id, rec, user, ttl_s, listed is not None)
+        except ConflictError:
+            continue
+    raise ConflictError(meta, None, None)
+
+
+async def _reopen(
+    backend: AsyncBackend, store: Core, session_id: str, rec: Record, user: str | None, ttl_s: float | None,
+    listed: bool,
+) -> Session:  # fmt: skip
+    found = await info(backend, store, session_id, rec)
+    if user is not None and found.user not in (None, user):
+        raise InvalidInputError(
+            f"session {session_id!r} belongs to user {found.user!r}, not {user!r}; use another session id"
+        )
+    owner = found.user or user
+    ttl = found.ttl if ttl_s is None else ttl_s
+    changed = owner != found.user or ttl != found.ttl or found.status == "crashed"
+    if changed or not listed:
+        old = store.codec.decode(rec.data, rec.codec, rec.key)  # keeps retention caps, reopen events
+        body = {**old, "user": owner, "status": "active" if changed else found.status, "ttl": ttl}
+        expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
+        rec = await _put_meta(backend, store, session_id, body, rec.version, expires)
+    s = Session(store, session_id, rec, found)
+    s._arm(found.status)
+    return s
+
+
+async def _put_meta(
+    backend: AsyncBackend, store: Core, session_id: str, body: dict[str, Any], expect: Expect,
+    expires: float | None,
+) -> Record:  # fmt: skip
+    """:func:`~statekeel.features.session_index.put_meta`: the session record and its index entry."""
+    mkey, ikey = layout.session_meta_key(session_id), layout.session_index_key(session_id)
+    data, codec = store.codec.encode(body, f"session {session_id!r} metadata", mkey)
+    idx_data, idx_codec = store.codec.encode({}, f"session {session_id!r} index", ikey)
+    ops = [Put(mkey, data, codec, expect, expires), Put(ikey, idx_data, idx_codec, ANY, expires)]
+    rec = (await apply_across(backend, ops))[0]
+    assert isinstance(rec, Record)
+    return rec
+
+
+async def find(backend: AsyncBackend, store: Core, session_id: str) -> Session | None:
+    """:func:`~statekeel.features.sessions.find_session`, awaited."""
+    check_name(session_id, "a session id")
+    rec = await backend.get(layout.session_meta_key(session_id))
+    return None if rec is None else Session(store, session_id, rec, await info(backend, store, session_id, rec))

@@ -1,0 +1,179 @@
+"""Reads: records, log headers and entries, by GetItem, BatchGetItem and Query over sort-key ranges.
+
+Every read is strongly consistent (``ConsistentRead``), filters expired items
+itself (DynamoDB's TTL deletes lazily, up to days late) and verifies checksums.
+A prefix that names a whole partition (``session/S/…``) is a Query inside one
+item collection; a shorter prefix (``session/``, ``""``) is a Scan of the table,
+sorted here — O(table), which only listings across sessions pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from ...errors import translate
+from ...protocol import Entry, LogInfo, Record
+from ...protocol.keys import partition, prefix_end
+from .errors import map_error
+from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
+from .items import entry_of, seq_of
+
+__all__ = ["Table"]
+
+_T = TypeVar("_T")
+_BATCH_GET = 100
+
+
+def _pk_of_prefix(prefix: str) -> str | None:
+    """The one partition every key starting with ``prefix`` lives in, if there is one."""
+    part = partition(prefix)
+    return "p" + part if prefix.startswith(part + "/") else None
+
+
+class Table:
+    """One DynamoDB table and the low-level client that talks to it."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def call(self, fn: Callable[[], _T]) -> _T:
+        """Run a client call with its errors translated."""
+        with translate(map_error):
+            return fn()
+
+    # -- item pages ---------------------------------------------------------------
+    def pages(self, op: str, **kwargs: Any) -> Iterator[Item]:
+        """Every item of a Query or Scan, page after page (LastEvaluatedKey)."""
+        fn = getattr(self.client, op)
+        while True:
+            page = self.call(lambda: fn(TableName=self.name, ConsistentRead=True, **kwargs))
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def between(self, pk: str, lo: str, hi: str, **kwargs: Any) -> Iterator[Item]:
+        """Items of partition ``pk`` with ``lo <= sk <= hi``, in sort-key order."""
+        return self.pages(
+            "query", KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":lo": {"S": lo}, ":hi": {"S": hi}}, **kwargs,
+        )  # fmt: skip
+
+    def prefixed(self, kind: str, prefix: str, after: str | None = None) -> list[Item]:
+        """Items of ``kind`` (``k`` or ``h``) whose name starts with ``prefix`` and sorts after ``after``."""
+        lo = kind + (max(prefix, after + "\0") if after is not None else prefix)
+        hi = kind + prefix_end(prefix)
+        pk = _pk_of_prefix(prefix)
+        if pk is not None:
+            return list(self.between(pk, lo, hi))
+        found = self.pages(
+            "scan", FilterExpression="sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":lo": {"S": lo}, ":hi": {"S": hi}},
+        )  # fmt: skip
+        return sorted(found, key=lambda item: item["sk"]["S"])
+
+    def get_item(self, key: Item) -> Item | None:
+        found: Item | None = self.call(
+            lambda: self.client.get_item(TableName=self.name, Key=key, ConsistentRead=True)
+        ).get("Item")
+        return found
+
+    def get_items(self, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+        """BatchGetItem, 100 keys a request; unprocessed keys are asked again."""
+        out: dict[tuple[str, str], Item] = {}
+        unique = list({(k["pk"]["S"], k["sk"]["S"]): k for k in keys}.values())
+        for i in range(0, len(unique), _BATCH_GET):
+            todo: dict[str, Any] = {self.name: {"Keys": unique[i : i + _BATCH_GET], "ConsistentRead": True}}
+            while todo:
+                page = self.call(lambda: self.client.batch_get_item(RequestItems=todo))
+                for item in page.get("Responses", {}).get(self.name, []):
+                    out[(item["pk"]["S"], item["sk"]["S"])] = item
+                todo = page.get("UnprocessedKeys") or {}
+        return out
+
+    # -- records ------------------------------------------------------------------
+    def stored(self, key: str) -> Stored | None:
+        item = self.get_item(record_key(key))
+        return None if item is None else record_of(key, item)
+
+    def get(self, key: str, now: float, include_expired: bool) -> Record | None:
+        found = self.stored(key)
+        if found is None or not (include_expired or alive(found.record.expires_at, now)):
+            return None
+        return verified(found)
+
+    def get_many(self, keys: Sequence[str], now: float) -> list[Record | None]:
+        items = self.get_items([record_key(k) for k in keys])
+        out: list[Record | None] = []
+        for key in keys:
+            k = record_key(key)
+            item = items.get((k["pk"]["S"], k["sk"]["S"]))
+            found = None if item is None else record_of(key, item)
+            out.append(verified(found) if found is not None and alive(found.record.expires_at, now) else None)
+        return out
+
+    def scan(self, prefix: str, after: str | None, limit: int, now: float) -> list[Record]:
+        out: list[Record] = []
+        for item in self.prefixed("k", prefix, after):
+            found = record_of(item["sk"]["S"][1:], item)
+            if alive(found.record.expires_at, now):
+                out.append(verified(found))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- logs ---------------------------------------------------------------------
+    def head(self, log: str) -> Head | None:
+        item = self.get_item(head_key(log))
+        return None if item is None else head_of(log, item)
+
+    def visible_head(self, log: str, now: float) -> Head | None:
+        head = self.head(log)
+        if head is None or not alive(head.expires_at, now) or head.last < head.first:
+            return None
+        return head
+
+    def entries(self, head: Head, lo: int, hi: int) -> list[Entry]:
+        """Visible entries with ``lo <= seq < hi``, ascending."""
+        if hi <= lo:
+            return []
+        pk = entry_key(head.log, lo)["pk"]["S"]
+        found = self.between(pk, entry_key(head.log, lo)["sk"]["S"], entry_key(head.log, hi - 1)["sk"]["S"])
+        out = []
+        for item in found:
+            entry, gen = entry_of(head.log, item)
+            if gen == head.gen_at(entry.seq):
+                out.append(entry)
+        return out
+
+    def seqs(self, head: Head, lo: int, hi: int) -> list[int]:
+        """Seqs of the visible entries with ``lo <= seq < hi`` (keys and generations only)."""
+        if hi <= lo:
+            return []
+        pk = entry_key(head.log, lo)["pk"]["S"]
+        found = self.between(pk, entry_key(head.log, lo)["sk"]["S"], entry_key(head.log, hi - 1)["sk"]["S"],
+                             ProjectionExpression="sk, g")  # fmt: skip
+        seqs = ((seq_of(item["sk"]["S"]), item["g"]["S"]) for item in found)
+        return [seq for seq, gen in seqs if gen == head.gen_at(seq)]
+
+    def read(self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool, now: float) -> list[Entry]:
+        head = self.visible_head(log, now)
+        if head is None:
+            return []
+        lo = max(start, head.first)
+        hi = head.last + 1 if stop is None else min(stop, head.last + 1)
+        if limit is not None:
+            lo, hi = (max(lo, hi - limit), hi) if reverse else (lo, min(hi, lo + limit))
+        return self.entries(head, lo, hi)
+
+    def scan_logs(self, prefix: str, after: str | None, limit: int, now: float) -> list[LogInfo]:
+        out: list[LogInfo] = []
+        for item in self.prefixed("h", prefix, after):
+            head = head_of(item["sk"]["S"][1:], item)
+            if alive(head.expires_at, now) and head.last >= head.first:
+                out.append(head.info())
+                if len(out) >= limit:
+                    break
+        return out

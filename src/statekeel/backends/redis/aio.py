@@ -1,0 +1,291 @@
+"""The Redis backend on ``redis.asyncio``: the asyncio API's hot paths, no thread hop.
+
+It sits beside a :class:`~.backend.RedisBackend` of the same store and shares
+everything but the I/O with it: the key layout and batch encoding
+(:mod:`.wire`), the Lua scripts (loaded by SHA, reloaded when the server lost
+them), record and entry decoding with their checksums, the error translation,
+and the handle's caches (partitions registered, each log's next seq), so a
+store's sync and async calls keep one view. The client is created with the
+sync client's own connection settings (no retries: a batch whose reply was
+lost is never re-sent); a call from another event loop than the client's (a
+store used in a second ``asyncio.run``) gets a new client on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aredis
+from redis import exceptions as rx
+from redis.asyncio import connection as aconnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ...errors import ConflictError, UsageError, translate
+from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
+from ...protocol.aio import AsyncBackend
+from ...protocol.keys import partition
+from . import backend as sync_backend
+from . import wire
+from .backend import RedisBackend
+from .values import json_values
+
+__all__ = ["AsyncRedisBackend"]
+
+_T = TypeVar("_T")
+_Script = sync_backend._Script
+_SCRIPTS = sync_backend._SCRIPTS
+_REGISTERED_CACHE = sync_backend._REGISTERED_CACHE
+_CONNECTIONS = {
+    "Connection": aconnection.Connection,
+    "SSLConnection": aconnection.SSLConnection,
+    "UnixDomainSocketConnection": aconnection.UnixDomainSocketConnection,
+}
+
+
+def _async_client(sync: RedisBackend) -> aredis.Redis:
+    """A ``redis.asyncio`` client with the sync client's connection settings.
+
+    A blocking pool: more coroutines than ``max_connections`` wait (up to ``?timeout=``)
+    for a free connection, where the plain pool raised "Too many connections" at once.
+    """
+    pool = sync._redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["retry"] = Retry(NoBackoff(), 0)  # never re-send a batch whose reply was lost
+    kind = _CONNECTIONS[pool.connection_class.__name__]
+    apool = aconnection.BlockingConnectionPool(
+        connection_class=kind, max_connections=pool.max_connections, timeout=kwargs.get("socket_timeout") or 10.0,
+        **kwargs,
+    )  # fmt: skip
+    return aredis.Redis(connection_pool=apool)
+
+
+class AsyncRedisBackend(AsyncBackend):
+    """The hot operations of the store's Redis backend, on one ``redis.asyncio`` client."""
+
+    def __init__(self, sync: RedisBackend) -> None:
+        self.url = sync.url
+        self.batch_scope = sync.batch_scope
+        self._sync = sync
+        self._layout = sync._layout
+        self._registered = sync._registered  # shared with the sync handle: one view of the store
+        self._next_seq = sync._next_seq
+        self._client = _async_client(sync)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------
+    @property
+    def _redis(self) -> aredis.Redis:
+        """The client of the running loop (a client's connections belong to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._closed:
+                raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open_async()")
+            if self._loop is not None:
+                self._client = _async_client(self._sync)
+            self._loop = loop
+        return self._client
+
+    async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        if self._closed:
+            raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open_async()")
+        with translate(sync_backend._map_error):
+            return await fn()
+
+    async def _with_scripts(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``fn``; if the server lost the scripts (restart, SCRIPT FLUSH), load them and run it again."""
+        try:
+            return await fn()
+        except rx.NoScriptError:
+            pipe = self._redis.pipeline(transaction=False)
+            for script in _SCRIPTS:
+                pipe.script_load(script.source)
+            await pipe.execute()
+            return await fn()
+
+    async def _eval(self, script: _Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return await self._call(lambda: self._with_scripts(
+            lambda: self._redis.evalsha(script.sha, len(keys), *keys, *args)))  # fmt: skip
+
+    # -- reads ---------------------------------------------------------------
+    async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        wire.utf8(key, "the key")
+        fields = sync_backend._RECORD_FIELDS
+        h = await self._call(lambda: self._redis.hmget(self._layout.kv(key), fields))
+        rec = sync_backend._record(key, h)
+        if rec is None or include_expired or sync_backend._alive(rec.expires_at, time.time()):
+            return rec
+        return None
+
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._layout.kv(key), sync_backend._RECORD_FIELDS)
+            return await pipe.execute()
+
+        if not keys:
+            return []
+        for key in keys:
+            wire.utf8(key, "the key")
+        now = time.time()
+        found = [sync_backend._record(k, h) for k, h in zip(keys, await self._call(run))]
+        return [r if r is not None and sync_backend._alive(r.expires_at, now) else None for r in found]
+
+    async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        out: list[Record] = []
+        now = time.time()
+        for part, lo, hi in await self._ranges(prefix, after):
+            if len(out) >= limit:
+                break
+            base = self._layout.base(part)
+            index = base + "keys"
+            rows, dead = await self._eval(sync_backend._SCAN_KEYS, [index], [base, lo, hi, limit - len(out), repr(now)])
+            if dead:  # members whose key Redis expired: drop them now rather than at the next purge
+                await self._eval(sync_backend._CLEAN, [index], [base, "k", *dead])
+            out += [rec for r in rows if (rec := sync_backend._record(sync_backend._text(r[0]), r[1:])) is not None]
+        return out
+
+    async def _ranges(self, prefix: str, after: str | None) -> list[wire.PartitionRange]:
+        """The partition intervals holding keys that start with ``prefix``, in key order."""
+        wire.utf8(prefix, "the prefix")
+        if after is not None:
+            wire.utf8(after, "after=")
+        if wire.in_one_partition(prefix):
+            return [(partition(prefix), *wire.prefix_range(prefix, after))]
+        lo, hi = wire.registry_start(prefix, after), wire.prefix_range(prefix, None)[1]
+        return [wire.member_range(m, after) for m in await self._registry_members(lo, hi)]
+
+    async def _registry_members(self, lo: bytes, hi: bytes) -> list[str]:
+        out: list[str] = []
+        page_size = sync_backend._REGISTRY_PAGE
+        while True:
+            page: list[Any] = await self._call(
+                lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, page_size)
+            )
+            out += [sync_backend._text(m) for m in page]
+            if len(page) < page_size:
+                return out
+            lo = b"(" + page[-1]
+
+    async def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        wire.utf8(log, "the log")
+        keys = [self._layout.log_head(log), self._layout.log_data(log)]
+        args = [repr(time.time()), int(start), "" if stop is None else int(stop),
+                "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
+        reply = await self._eval(sync_backend._READ_LOG, keys, args)
+        if not reply:
+            return []
+        first, frames = int(reply[0]), reply[1]
+        return [sync_backend._entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
+
+    async def read_values(
+        self, log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> list[tuple[bytes, str]]:
+        """The sync backend's fast path: frames checked in bulk (:mod:`.values`), else entry by entry."""
+        wire.utf8(log, "the log")
+        args = [repr(time.time()), 1, "", "" if limit is None else int(limit), "1" if reverse else "0"]
+        reply = await self._eval(sync_backend._READ_LOG, [self._layout.log_head(log), self._layout.log_data(log)], args)
+        if not reply:
+            return []
+        first, frames = int(reply[0]), reply[1]
+        fast = json_values(log, first, frames)
+        if fast is not None:
+            return fast
+        entries = (sync_backend._entry(log, first + i, raw) for i, raw in enumerate(frames) if raw)
+        return [(e.data, e.codec) for e in entries]
+
+    async def log_info(self, log: str) -> LogInfo | None:
+        wire.utf8(log, "the log")
+        head = self._layout.log_head(log)
+        h: list[Any] = await self._call(lambda: self._redis.hmget(head, ("f", "l", "ca", "ua", "ea")))
+        if h[0] is None:
+            return None
+        info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), sync_backend._opt_float(h[4]))
+        if not sync_backend._alive(info.expires_at, time.time()) or info.last_seq < info.first_seq:
+            return None
+        return info
+
+    # -- writes --------------------------------------------------------------
+    async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        if not ops:
+            return []
+        now = time.time() if now is None else now
+        expand = await self._expander(ops)
+        batch = wire.encode(self._layout, ops, now, expand, self._next_seq)
+        if not batch.owners:  # only Expires over prefixes that hold nothing
+            return [0 for _ in ops]
+        return await self._call(lambda: self._run_batch(ops, batch, now))
+
+    async def _expander(self, ops: Sequence[Op]) -> Callable[[str, Collection[str]], list[wire.PartitionRange]]:
+        """The sync backend's ``_expand`` with the registry read first (awaited): the encoder is pure."""
+        known: dict[str, list[str]] = {}
+        for op in ops:
+            if isinstance(op, Expire) and not wire.in_one_partition(op.prefix) and op.prefix not in known:
+                lo, hi = wire.registry_start(op.prefix, None), wire.prefix_range(op.prefix, None)[1]
+                known[op.prefix] = await self._registry_members(lo, hi)
+
+        def expand(prefix: str, created: Collection[str]) -> list[wire.PartitionRange]:
+            if wire.in_one_partition(prefix):
+                return [(partition(prefix), *wire.prefix_range(prefix, None))]
+            members = set(known[prefix])
+            members.update(m for part in created for m in wire.registry_members(part) if m.startswith(prefix))
+            return [wire.member_range(m, None) for m in sorted(members)]
+
+        return expand
+
+    async def _run_batch(self, ops: Sequence[Op], batch: wire.Batch, now: float) -> list[OpResult]:
+        """One EVALSHA, registering new partitions first in the same round trip (as the sync backend)."""
+        unknown = [p for p in batch.creates.values() if p not in self._registered]
+        args = [sync_backend._APPLY.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
+        try:
+            reply = await self._with_scripts(lambda: self._send_batch(args, unknown))
+            results, fresh = wire.decode(ops, batch, reply, now)
+            if fresh:
+                await self._register(fresh)
+        except ConflictError:
+            raise  # nothing written; any registration sent with it still stands
+        except BaseException:
+            self._registered.difference_update(batch.creates.values())
+            raise
+        if len(self._registered) > _REGISTERED_CACHE:
+            self._registered.clear()
+        self._registered.update(batch.creates.values())
+        self._remember_seqs(ops, results)
+        return results
+
+    def _remember_seqs(self, ops: Sequence[Op], results: list[OpResult]) -> None:
+        if len(self._next_seq) > _REGISTERED_CACHE:
+            self._next_seq.clear()
+        for op, first in zip(ops, results):
+            if isinstance(op, Append) and isinstance(first, int):
+                self._next_seq[op.log] = first + len(op.items)
+
+    async def _send_batch(self, args: list[Any], register: list[str]) -> Any:
+        if not register:
+            return await self._redis.evalsha(*args)
+        pipe = self._redis.pipeline(transaction=False)
+        members = {m: 0 for part in register for m in wire.registry_members(part)}
+        pipe.zadd(self._layout.registry, members, nx=True)
+        pipe.evalsha(*args)
+        return (await pipe.execute())[1]
+
+    async def _register(self, partitions: list[str]) -> None:
+        members = {m: 0 for part in partitions for m in wire.registry_members(part)}
+        await self._redis.zadd(self._layout.registry, members, nx=True)
+
+    # -- housekeeping --------------------------------------------------------
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._client.aclose()
+        except (rx.RedisError, RuntimeError, OSError):  # a loop or server already gone
+            pass

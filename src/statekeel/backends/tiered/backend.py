@@ -1,0 +1,272 @@
+"""The tiered backend: Redis in front of PostgreSQL, behind the ordinary protocol.
+
+Reads of one partition come from Redis (hydrating the partition from PostgreSQL
+first if Redis does not hold it); listings across partitions come from
+PostgreSQL (after a write-behind store replayed its queue, so they see every
+accepted write). Writes follow :mod:`.writes`; the flusher, eviction and cache
+resets are :mod:`.maintenance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ...errors import ConfigurationError, ConflictError, UnavailableError
+from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from .._url import ParsedURL
+from .config import Mode, OnHotFailure, Settings
+from .hydrate import Hydrator, hydrate
+from .maintenance import Maintenance
+from .names import DIRTY, is_reserved, marker, prefix_partition
+from .writes import Markers, behind_batch, behind_results, partitions, spans_partitions, through_hot
+
+log = logging.getLogger("statekeel.tiered")
+
+_T = TypeVar("_T")
+_HYDRATE_TRIES = 5
+
+
+def _open(url: str | Backend, migrate: bool) -> Backend:
+    if isinstance(url, Backend):
+        return url
+    from .. import open_backend  # the registry imports this package lazily
+
+    return open_backend(url, migrate=migrate)
+
+
+class TieredBackend(Backend):
+    """Redis (hot) over PostgreSQL (cold); see docs/tiered.md for where the authority lies.
+
+    Open it with ``statekeel.open("tiered://?hot=…&cold=…&mode=…")`` or build it:
+    ``TieredBackend(hot="redis://…", cold="postgresql://…", mode="write-behind")``
+    (``hot``/``cold`` may also be open backends), then ``statekeel.Store(backend)``.
+    """
+
+    def __init__(
+        self,
+        url: ParsedURL | None = None,
+        *,
+        hot: str | Backend | None = None,
+        cold: str | Backend | None = None,
+        mode: Mode | None = None,
+        flush_every: int | None = None,
+        flush_interval: float | None = None,
+        hot_ttl: float | None = None,
+        on_hot_failure: OnHotFailure | None = None,
+        lease: float | None = None,
+        migrate: bool = True,
+    ) -> None:
+        given = {k: v for k, v in dict(mode=mode, flush_every=flush_every, flush_interval=flush_interval,
+                 hot_ttl=hot_ttl, on_hot_failure=on_hot_failure, lease=lease).items() if v is not None}  # fmt: skip
+        if url is not None:
+            if hot is not None or cold is not None or given:
+                raise ConfigurationError(
+                    f"{url.redacted}: give the tiers and {', '.join(given) or 'options'} in the tiered:// URL "
+                    "or as keywords of TieredBackend(hot=, cold=, ...), not both"
+                )
+            settings = Settings.from_url(url)
+            hot, cold = settings.hot, settings.cold
+        else:
+            if hot is None or cold is None:
+                raise ConfigurationError("TieredBackend needs hot= (a redis:// URL) and cold= (a postgresql:// URL)")
+            names = [b.url if isinstance(b, Backend) else b for b in (hot, cold)]
+            settings = Settings(names[0], names[1], **given)  # type: ignore[arg-type]
+        self.settings = settings
+        self.cold = _open(cold, migrate)
+        try:
+            self.hot = _open(hot, migrate)
+        except UnavailableError:
+            self.cold.close()
+            raise
+        if self.hot.batch_scope != "store":
+            raise ConfigurationError("the hot tier must be a single Redis node (not a cluster): its queue spans partitions")
+        self.url = Settings(self.hot.url, self.cold.url, *_rest(settings)).url()
+        self.behind = settings.mode == "write-behind"
+        self.maintenance = Maintenance(self.hot, self.cold, settings)
+        self.hydrator = Hydrator(self.hot, self.cold)
+        self._closed = False
+        if migrate:  # migrate=False: a check or a read-only role, which can neither flush nor evict
+            self.maintenance.start()
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        found = self._read([keys.partition(key)], lambda b: b.get(key, include_expired=include_expired))
+        if found is None and include_expired:  # Redis deletes expired keys itself; PostgreSQL keeps them
+            return self._listing(lambda: self.cold.get(key, include_expired=True))
+        return found
+
+    def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        parts = sorted({keys.partition(k) for k in keys_})
+        return self._read(parts, lambda b: b.get_many(keys_)) if keys_ else []
+
+    def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        part = prefix_partition(prefix)
+        if part is not None:
+            return self._read([part], lambda b: b.scan(prefix, after=after, limit=limit))
+        return self._listing(lambda: _visible(self.cold.scan, prefix, after, limit, lambda r: r.key))
+
+    def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        part = prefix_partition(prefix)
+        if part is not None:
+            return self._read([part], lambda b: b.scan_logs(prefix, after=after, limit=limit))
+        return self._listing(lambda: _visible(self.cold.scan_logs, prefix, after, limit, lambda i: i.log))
+
+    def read(
+        self,
+        log: str,
+        *,
+        start: int = 1,
+        stop: int | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Entry]:
+        return self._read(
+            [keys.partition(log)], lambda b: b.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
+        )
+
+    def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        return self._read([keys.partition(log)], lambda b: b.read_values(log, limit=limit, reverse=reverse))
+
+    def log_info(self, log: str) -> LogInfo | None:
+        return self._read([keys.partition(log)], lambda b: b.log_info(log))
+
+    def _read(self, parts: list[str], fn: Callable[[Backend], _T]) -> _T:
+        """``fn`` on Redis if it caches ``parts``; else on PostgreSQL, while the partitions are
+        copied into Redis in the background (PostgreSQL is current for a partition Redis lacks:
+        write-behind never evicts one with queued batches). While Redis is down: PostgreSQL.
+
+        The markers are read before and after: if any changed (a write, or the partition dropped
+        and copied in again while ``fn`` read it), the read is done again. If writes keep changing
+        them, write-through reads PostgreSQL (the authority, current); write-behind returns the last
+        Redis read whose partitions were still cached (PostgreSQL lags there)."""
+        try:
+            for attempt in range(_HYDRATE_TRIES):
+                before = self._markers(parts)
+                if before is None:
+                    break
+                found = fn(self.hot)
+                after = self._markers(parts)
+                if after == before or (after is not None and self.behind and attempt == _HYDRATE_TRIES - 1):
+                    return found
+        except UnavailableError as exc:
+            log.warning("statekeel tiered: Redis unavailable, reading from PostgreSQL (%s)", exc)
+        return fn(self.cold)
+
+    def _markers(self, parts: list[str]) -> list[tuple[float, float]] | None:
+        """The markers' stamps if Redis caches every partition of ``parts``; else None, and the
+        missing ones start hydrating."""
+        found = self.hot.get_many([marker(p) for p in parts])
+        missing = [p for p, rec in zip(parts, found) if rec is None]
+        self.hydrator.start(missing)
+        return None if missing else [(r.created_at, r.updated_at) for r in found if r is not None]
+
+    def _listing(self, fn: Callable[[], _T]) -> _T:
+        """A listing across partitions, from PostgreSQL — after the queue reached it (write-behind)."""
+        if self.behind:
+            try:
+                self.maintenance.flush()
+            except UnavailableError as exc:
+                log.warning("statekeel tiered: listing from PostgreSQL without the queued writes (%s)", exc)
+        return fn()
+
+    # -- writes --------------------------------------------------------------
+    def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        if not ops:
+            return []
+        now = time.time() if now is None else now
+        if self.behind and not spans_partitions(ops):
+            return self._write_behind(ops, now)
+        if self.behind:
+            self.maintenance.flush()  # a cross-partition Expire lands after everything queued before it
+        return self._write_through(ops, now)
+
+    def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
+        try:
+            results = self.cold.apply(ops, now=now)
+        except ConflictError:
+            self._forget(partitions(ops), now)  # the caller may have read a stale copy from Redis
+            raise
+        try:
+            through_hot(self.hot, ops, results, now)
+        except UnavailableError as exc:
+            log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
+            self.cold.apply([Put(DIRTY, b"true", "json")])
+        return results
+
+    def _forget(self, parts: list[str], now: float) -> None:
+        from .hydrate import drop
+
+        try:
+            drop(self.hot, parts, now)
+        except UnavailableError:
+            pass
+
+    def _write_behind(self, ops: Sequence[Op], now: float) -> list[OpResult]:
+        for _ in range(_HYDRATE_TRIES):
+            try:
+                results = self.hot.apply(behind_batch(ops, now), now=now)
+            except ConflictError as exc:
+                hydrate(self.hot, self.cold, Markers.missing(exc))  # re-raises a conflict of the caller's ops
+                continue
+            except UnavailableError as exc:
+                if self.settings.on_hot_failure == "fail":
+                    raise
+                log.warning("statekeel tiered: Redis unavailable, writing through to PostgreSQL: %s", exc)
+                results = self.cold.apply(ops, now=now)
+                self.cold.apply([Put(DIRTY, b"true", "json")])
+                return results
+            self.maintenance.queued_one()
+            return behind_results(ops, results)
+        raise UnavailableError("statekeel tiered: a partition kept leaving Redis while being written; retry")
+
+    def flush(self) -> int:
+        """Write-behind: replay every queued batch into PostgreSQL now; how many this call replayed."""
+        return self.maintenance.flush() if self.behind else 0
+
+    # -- housekeeping --------------------------------------------------------
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        done = self.cold.purge_expired(limit=limit)
+        return done + (self.hot.purge_expired(limit=limit - done) if done < limit else 0)
+
+    def migrate(self, *, check: bool = False) -> MigrationStatus:
+        """Both tiers' migrations; the version is the sum of theirs."""
+        cold, hot = self.cold.migrate(check=check), self.hot.migrate(check=check)
+        return MigrationStatus(cold.current + hot.current, cold.target + hot.target, [*cold.pending, *hot.pending])
+
+    def close(self) -> None:
+        """Stop the maintenance thread, flush what is queued (best effort), close both tiers. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.maintenance.stop()
+        self.hydrator.stop()
+        try:
+            if self.behind:
+                self.maintenance.flush(wait=False)
+        except UnavailableError as exc:
+            log.warning("statekeel tiered: closing with batches still queued in Redis (%s)", exc)
+        finally:
+            self.hot.close()
+            self.cold.close()
+
+
+def _rest(s: Settings) -> tuple[Mode, int, float, float, OnHotFailure, float]:
+    return s.mode, s.flush_every, s.flush_interval, s.hot_ttl, s.on_hot_failure, s.lease
+
+
+def _visible(
+    fn: Callable[..., list[_T]], prefix: str, after: str | None, limit: int, key: Callable[[_T], str]
+) -> list[_T]:
+    """A page of ``fn`` without the tiered backend's own keys (fetching on past them)."""
+    out: list[_T] = []
+    while len(out) < limit:
+        want = limit - len(out)
+        page = fn(prefix, after=after, limit=want)
+        out += [x for x in page if not is_reserved(key(x))]
+        if len(page) < want:
+            break
+        after = key(page[-1])
+    return out

@@ -1,0 +1,139 @@
+"""Copying one partition from PostgreSQL into Redis (hydration), and dropping it from Redis.
+
+Hydration installs a whole partition in ONE Redis batch: the partition's old
+Redis keys expired, every live record and log of PostgreSQL loaded with its own
+version, seq and timestamps, and the partition's marker created (``expect=None``,
+so of two concurrent hydrations only one installs). The batch also checks the
+partition's write fence (:func:`.names.fence`) against the version read before
+PostgreSQL was read: a write-through write that committed in between bumped it,
+and the older copy is not installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ...errors import ConflictError, StatekeelError
+from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, Put, Record, Touch
+from .names import fence, marker, members
+
+log = logging.getLogger("statekeel.tiered")
+
+MARKER_CODEC = "tier-marker"
+PAGE = 1000
+
+
+def partition_copy(cold: Backend, part: str) -> list[Op]:
+    """Load ops recreating ``part`` exactly as ``cold`` holds it (live data only)."""
+    key, under = members(part)
+    ops: list[Op] = []
+    if key is not None:
+        rec = cold.get(key)
+        ops += [Load(rec)] if rec is not None else []
+        ops += _log_copy(cold, key)
+    if under is not None:
+        ops += [Load(r) for r in _records(cold, under)]
+        for log in _logs(cold, under):
+            ops += _log_copy(cold, log)
+    return ops
+
+
+def _records(cold: Backend, prefix: str) -> Iterator[Record]:
+    after: str | None = None
+    while page := cold.scan(prefix, after=after, limit=PAGE):
+        yield from page
+        after = page[-1].key
+
+
+def _logs(cold: Backend, prefix: str) -> Iterator[str]:
+    after: str | None = None
+    while page := cold.scan_logs(prefix, after=after, limit=PAGE):
+        yield from (i.log for i in page)
+        after = page[-1].log
+
+
+def _log_copy(cold: Backend, log: str) -> list[Op]:
+    info = cold.log_info(log)
+    entries = tuple(cold.read(log)) if info is not None else ()
+    return [LoadEntries(log, entries, info.expires_at)] if info is not None and entries else []
+
+
+def drop_ops(part: str, now: float) -> list[Op]:
+    """Ops that remove ``part``'s data from Redis (the marker is the caller's business)."""
+    key, under = members(part)
+    ops: list[Op] = [Delete(key), Touch(key, expires_at=now)] if key is not None else []
+    return ops + ([Expire(under, now)] if under is not None else [])
+
+
+def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
+    """Copy ``part`` from ``cold`` into ``hot``; False when a concurrent write or hydration won
+    (the caller reads again: the partition is then cached, or still not)."""
+    seen = hot.get(fence(part))
+    copy = partition_copy(cold, part)
+    now = time.time()
+    ops: list[Op] = [
+        Put(fence(part), b"", MARKER_CODEC, expect=seen.version if seen else None),
+        Put(marker(part), b"", MARKER_CODEC, expect=None),
+        *drop_ops(part, now),
+        *copy,
+    ]
+    try:
+        hot.apply(ops, now=now)
+    except ConflictError:
+        return False
+    return True
+
+
+def drop(hot: Backend, parts: list[str], now: float | None = None) -> None:
+    """Forget ``parts`` in Redis (marker and data) and bump their fences."""
+    now = time.time() if now is None else now
+    ops: list[Op] = []
+    for part in parts:
+        ops += [Delete(marker(part)), Put(fence(part), b"", MARKER_CODEC, expect=ANY), *drop_ops(part, now)]
+    if ops:
+        hot.apply(ops, now=now)
+
+
+class Hydrator:
+    """Copies partitions into Redis off the caller's path: a read that misses is served from
+    PostgreSQL at PostgreSQL's speed, and the partition is cached for the next one."""
+
+    def __init__(self, hot: Backend, cold: Backend) -> None:
+        self.hot, self.cold = hot, cold
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="statekeel-hydrate")
+        self._lock = threading.Lock()
+        self._running: dict[str, Future[bool]] = {}
+
+    def start(self, parts: list[str]) -> None:
+        """Start hydrating each partition of ``parts`` not already on its way."""
+        with self._lock:
+            for part in parts:
+                if part not in self._running:
+                    try:
+                        self._running[part] = self._pool.submit(self._one, part)
+                    except RuntimeError:  # closed: the caller reads PostgreSQL, nothing to cache for
+                        return
+
+    def wait(self) -> None:
+        """Until every hydration started so far has finished (tests, benchmarks)."""
+        with self._lock:
+            running = list(self._running.values())
+        for future in running:
+            future.exception()
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _one(self, part: str) -> bool:
+        try:
+            return hydrate(self.hot, self.cold, part)
+        except StatekeelError as exc:  # a tier is down: the next read starts it again
+            log.warning("statekeel tiered: could not copy %r into Redis (%s)", part, exc)
+            return False
+        finally:
+            with self._lock:
+                self._running.pop(part, None)

@@ -1,0 +1,133 @@
+"""How a batch is written in each mode (the tiers' order, the hot tier's preconditions).
+
+Write-through: PostgreSQL first (the authority: its compare-and-set, versions
+and seqs decide), then Redis gets the same ops made exact — each put expects
+the version before PostgreSQL's, each append is pinned with ``at=`` to the seq
+PostgreSQL gave — so a Redis copy that fell out of step refuses the update and
+is dropped instead of drifting. Partitions Redis does not cache get their fence
+bumped (see :mod:`.hydrate`).
+
+Write-behind: Redis only, in ONE batch: the ops, a check that each partition
+is cached (its marker exists), and the encoded batch appended to the queue — so
+the data and its queue entry are accepted together and in Redis' order.
+
+Each partition's marker is checked by ``Delete(expect=1)`` then ``Put(expect=None)``
+(:class:`Markers`): the batch fails unless the partition is cached, the marker stays
+at version 1 — so concurrent writers of one partition never conflict on it (a
+version that counted writes would make every pair of concurrent appends retry) —
+and its ``updated_at`` records the partition's last write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ...errors import ConflictError
+from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, op_target
+from ...protocol import keys
+from . import batches
+from .hydrate import MARKER_CODEC, drop
+from .names import MARKERS, QUEUE, fence, marker, partition_of_marker, prefix_partition
+
+
+def partitions(ops: Sequence[Op]) -> list[str]:
+    """The partitions ``ops`` write, each once, in first-seen order (cross-partition Expires excluded)."""
+    seen: dict[str, None] = {}
+    for op in ops:
+        part = prefix_partition(op.prefix) if isinstance(op, Expire) else keys.partition(op_target(op))
+        if part is not None:
+            seen.setdefault(part)
+    return list(seen)
+
+
+def spans_partitions(ops: Sequence[Op]) -> bool:
+    """True if an Expire covers a prefix shorter than one partition."""
+    return any(isinstance(op, Expire) and prefix_partition(op.prefix) is None for op in ops)
+
+
+class Markers:
+    """The ops that make a batch require its partitions to be cached in Redis."""
+
+    @staticmethod
+    def check(parts: Sequence[str]) -> list[Op]:
+        """Two ops per partition: fail unless its marker exists; leave it at version 1, stamped now."""
+        ops: list[Op] = []
+        for part in parts:
+            ops += [Delete(marker(part), expect=1), Put(marker(part), b"", MARKER_CODEC, expect=None)]
+        return ops
+
+    @staticmethod
+    def size(parts: Sequence[str]) -> int:
+        """How many ops :meth:`check` puts before the caller's."""
+        return 2 * len(parts)
+
+    @staticmethod
+    def missing(exc: ConflictError) -> str:
+        """The partition a conflict on a marker says is not cached; other conflicts are re-raised."""
+        if not exc.key.startswith(MARKERS):
+            raise exc
+        return partition_of_marker(exc.key)
+
+
+def bump_fences(parts: Sequence[str]) -> list[Op]:
+    return [Put(fence(part), b"", MARKER_CODEC, expect=ANY) for part in parts]
+
+
+def pinned(ops: Sequence[Op], results: Sequence[OpResult]) -> list[Op]:
+    """``ops`` with the preconditions PostgreSQL's results imply, for replaying them on Redis."""
+    out: list[Op] = []
+    for op, res in zip(ops, results):
+        if isinstance(op, Put) and isinstance(res, Record):
+            op = replace(op, expect=res.version - 1 if res.version > 1 else None)
+        elif isinstance(op, Append) and isinstance(res, int) and not isinstance(res, bool):
+            op = replace(op, at=res)
+        out.append(op)
+    return out
+
+
+def behind_batch(ops: Sequence[Op], now: float) -> list[Op]:
+    """The one Redis batch of a write-behind write: checks, ops, queue entry."""
+    entry = batches.encode(ops, now)
+    return [*Markers.check(partitions(ops)), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
+
+
+def behind_results(ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
+    """The caller's results out of :func:`behind_batch`'s."""
+    skip = Markers.size(partitions(ops))
+    return results[skip : skip + len(ops)]
+
+
+def through_hot(hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float) -> None:
+    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring)."""
+    parts = partitions(ops)
+    exact = pinned(ops, results)
+    try:
+        hot.apply([*Markers.check(parts), *exact], now=now)
+        return
+    except ConflictError as exc:
+        try:
+            Markers.missing(exc)
+            for _ in range(3):
+                if _partly(hot, parts, exact, now):
+                    return
+        except ConflictError:
+            pass  # Redis' copy was out of step
+    drop(hot, parts, now)  # read it again from PostgreSQL
+
+
+def _partly(hot: Backend, parts: list[str], exact: list[Op], now: float) -> bool:
+    """Some partitions are not cached: update the cached ones, fence the others — as long as they
+    are still not cached (``Delete(expect=None)``: a copy installed meanwhile fails this, and the
+    caller tries again, so that copy gets this write too). False if it has to try again."""
+    found = hot.get_many([marker(p) for p in parts])
+    cached = [p for p, rec in zip(parts, found) if rec is not None]
+    absent = [p for p in parts if p not in cached]
+    mine = [op for op in exact if not partitions([op]) or partitions([op])[0] in cached]
+    still_absent: list[Op] = [Delete(marker(p), expect=None) for p in absent]
+    try:
+        hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine], now=now)
+    except ConflictError as exc:
+        Markers.missing(exc)  # re-raises a conflict of the pinned ops: Redis is out of step
+        return False
+    return True

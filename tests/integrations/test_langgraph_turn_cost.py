@@ -1,0 +1,148 @@
+"""The saver's per-turn cost grows with the change, not the history (issue 13), on every backend.
+
+A turn starts with ``get_tuple`` of the thread's newest checkpoint: the values this saver
+just wrote are served from memory (no value record read, nothing decoded), while the
+checkpoint record and its pending writes are still read, so another writer's newer
+checkpoint is always seen. Large values are stored compressed and read back exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+
+import statekeel
+from statekeel.core import Core, layout
+from statekeel.errors import CorruptionError, InvalidInputError
+from statekeel.integrations.langgraph import StatekeelSaver
+from statekeel.protocol import ANY, Put
+
+from .graphs import chat_graph, user_turn
+
+CONFIG: dict[str, Any] = {"configurable": {"thread_id": "chat"}}
+
+
+class CountingBackend:
+    """The store's real backend, recording the keys read through it."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.read: list[str] = []
+
+    def get(self, key: str) -> Any:
+        self.read.append(key)
+        return self._backend.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> Any:
+        self.read.extend(keys)
+        return self._backend.get_many(keys)
+
+    def scan(self, prefix: str, **kw: Any) -> Any:
+        recs = self._backend.scan(prefix, **kw)
+        self.read.extend(r.key for r in recs)
+        return recs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+def _counting_saver(store: statekeel.Store) -> tuple[StatekeelSaver, CountingBackend]:
+    counting = CountingBackend(store.backend)
+    return StatekeelSaver(Core(counting, store.codec)), counting  # type: ignore[arg-type]
+
+
+def test_a_turn_reads_no_channel_value_it_wrote_itself(store: statekeel.Store) -> None:
+    saver, counting = _counting_saver(store)
+    graph = chat_graph(saver)
+    for i in range(30):
+        graph.invoke(user_turn(i), CONFIG)
+    counting.read.clear()
+    graph.invoke(user_turn(30), CONFIG)
+    assert not [k for k in counting.read if "/v/" in k]  # was: every version of every channel
+    assert len(graph.get_state(CONFIG).values["messages"]) == 62
+
+
+def test_values_served_from_memory_equal_a_fresh_savers_read(store: statekeel.Store) -> None:
+    warm = chat_graph(StatekeelSaver(store))
+    for i in range(12):
+        warm.invoke(user_turn(i), CONFIG)
+    cold = chat_graph(StatekeelSaver(store))
+    assert warm.get_state(CONFIG).values == cold.get_state(CONFIG).values
+    assert warm.get_state(CONFIG).values is not cold.get_state(CONFIG).values
+
+
+def test_another_writers_newer_checkpoint_is_seen_not_the_remembered_one(store: statekeel.Store) -> None:
+    first, second = chat_graph(StatekeelSaver(store)), chat_graph(StatekeelSaver(store))
+    first.invoke(user_turn(0), CONFIG)
+    second.invoke(user_turn(1), CONFIG)  # second reads first's checkpoint, then writes a newer one
+    values = first.get_state(CONFIG).values
+    assert [m.id for m in values["messages"]] == ["user-0", "ai-1", "user-1", "ai-3"]
+    first.invoke(user_turn(2), CONFIG)
+    assert len(chat_graph(StatekeelSaver(store)).get_state(CONFIG).values["messages"]) == 6
+
+
+def _in_place(left: list[int] | None, right: list[int]) -> list[int]:
+    """A reducer that extends the old list object instead of returning a new one."""
+    if left is None:
+        return list(right)
+    left.extend(right)
+    return left
+
+
+class Numbers(TypedDict, total=False):
+    items: Annotated[list[int], _in_place]
+
+
+def test_a_reducer_extending_lists_in_place_cannot_change_what_was_stored(store: statekeel.Store) -> None:
+    builder = StateGraph(Numbers)
+    builder.add_node("grow", lambda s: {"items": [len(s.get("items") or [])]})
+    builder.add_edge(START, "grow")
+    builder.add_edge("grow", END)
+    graph = builder.compile(checkpointer=StatekeelSaver(store))
+    for _ in range(4):
+        graph.invoke({"items": [-1]}, CONFIG)
+    history = [s.values.get("items") for s in graph.get_state_history(CONFIG)]
+    fresh = builder.compile(checkpointer=StatekeelSaver(store))
+    assert history == [s.values.get("items") for s in fresh.get_state_history(CONFIG)]
+    assert graph.get_state(CONFIG).values["items"] == [-1, 1, -1, 3, -1, 5, -1, 7]
+
+
+def test_reuse_values_off_reads_every_value_again(store: statekeel.Store) -> None:
+    counting = CountingBackend(store.backend)
+    graph = chat_graph(StatekeelSaver(Core(counting, store.codec), reuse_values=False))  # type: ignore[arg-type]
+    for i in range(3):
+        graph.invoke(user_turn(i), CONFIG)
+    counting.read.clear()
+    graph.invoke(user_turn(3), CONFIG)
+    assert [k for k in counting.read if "/v/" in k]
+
+
+def test_reuse_values_must_be_a_bool(store: statekeel.Store) -> None:
+    with pytest.raises(InvalidInputError, match="reuse_values"):
+        StatekeelSaver(store, reuse_values="no")  # type: ignore[arg-type]
+
+
+def test_large_values_are_stored_compressed_and_read_back_exactly(store: statekeel.Store) -> None:
+    graph = chat_graph(StatekeelSaver(store))
+    for i in range(5):
+        graph.invoke(user_turn(i), CONFIG)
+    prefix = layout.langgraph_blob_prefix("chat", "", "messages")
+    docs = [store.codec.decode(r.data, r.codec, r.key) for r in store.backend.scan(prefix, limit=100)]
+    assert docs and all(d.get("z") == 1 for d in docs)  # every version holds a ~1 KB message or more
+    assert len(chat_graph(StatekeelSaver(store)).get_state(CONFIG).values["messages"]) == 10
+
+
+def test_a_value_that_does_not_decompress_is_reported_as_corruption(store: statekeel.Store) -> None:
+    graph = chat_graph(StatekeelSaver(store))
+    graph.invoke(user_turn(0), CONFIG)
+    prefix = layout.langgraph_blob_prefix("chat", "", "messages")
+    rec = store.backend.scan(prefix, limit=1)[0]
+    doc = store.codec.decode(rec.data, rec.codec, rec.key)
+    data, codec = store.codec.encode({**doc, "b": b"not zlib at all"}, "damaged", rec.key)
+    store.backend.apply([Put(rec.key, data, codec, ANY)])
+    with pytest.raises(CorruptionError) as err:
+        chat_graph(StatekeelSaver(store)).get_state(CONFIG)
+    assert err.value.key == rec.key

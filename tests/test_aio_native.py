@@ -1,0 +1,325 @@
+"""The asyncio API on the native drivers (PostgreSQL, Redis): no thread hop on the hot paths.
+
+Run on every backend given to ``--statekeel-backends``: on ``postgres`` and
+``redis`` the hot calls must never start the store's worker thread; on the
+others they must keep using it. Concurrency and ordering are checked on all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import redis
+
+import statekeel
+from statekeel.backends import parse
+from statekeel.backends.postgres.config import dsn
+from statekeel.backends.redis.wire import Layout
+from statekeel.core import layout
+from statekeel import AsyncStore, CorruptionError, ConflictError, Encryption, ExpiredError, Integrity, NotFoundError
+from statekeel.aio._native import lane_for, native_backend
+from statekeel.aio._worker import Worker
+
+NATIVE = ("postgresql", "redis")
+GROUPED = ("sqlite", "file")
+
+
+def _run(url: str, main: Callable[[AsyncStore], Awaitable[None]], **options: Any) -> None:
+    async def go() -> None:
+        async with statekeel.open_async(url, **options) as store:
+            await main(store)
+
+    asyncio.run(go())
+
+
+def _worker_threads(store: AsyncStore) -> int:
+    """How many threads the store's worker pool has started (it starts them on first use)."""
+    return len(store._worker._executor._threads)
+
+
+def _is_native(url: str) -> bool:
+    return url.startswith(NATIVE)
+
+
+async def _hot_paths(store: AsyncStore) -> None:
+    s = await store.session("hot", user="u-1", ttl="1h")
+    assert await s.append({"role": "user", "content": "hi"}, state={"turn": 1}) == 1
+    async with s.batch() as b:
+        b.append({"role": "assistant", "content": "hello"})
+        b.put("turn", 2)
+    assert b.first_seq == 2
+    await s.heartbeat()
+    assert [m["content"] for m in await s.history()] == ["hi", "hello"]
+    assert await s.history(last=1) == [{"role": "assistant", "content": "hello"}]
+    assert await s.count() == 2 and (await s.info()).user == "u-1"
+    assert (await s.state.update("turn", lambda n: n + 1)).value == 3
+    assert await s.state.get("turn") == 3 and (await s.state.require("turn")).version == 3
+    assert await s.state.delete("turn") and await s.state.item("turn") is None
+    again = await store.session("hot")
+    assert again.resumed is not None and again.user == "u-1" and await again.history(last=5) != []
+    assert (await store.find_session("hot")) is not None and await store.find_session("nobody") is None
+    app = store.app
+    assert (await app.put("k", {"v": 1}, expect=None)).version == 1
+    assert (await app.update("k", lambda v: {"v": v["v"] + 1})).value == {"v": 2}
+    assert await app.contains("k") and await store.user("u-1").get("missing", 7) == 7
+
+
+def test_hot_paths_run_without_the_worker_thread_on_native_drivers(store_url: str) -> None:
+    """Session open/get, append, batch, heartbeat, history, count, info and state
+    get/put/update/delete: none of them starts a worker thread on PostgreSQL or Redis
+    (every other backend runs them on the worker, as before)."""
+
+    async def main(store: AsyncStore) -> None:
+        names_before = {t.name for t in threading.enumerate()}
+        await _hot_paths(store)
+        started = _worker_threads(store)
+        if _is_native(store_url):
+            assert store._lane is not None and started == 0
+            assert not any(n.startswith("statekeel-aio") for n in {t.name for t in threading.enumerate()} - names_before)
+            await store.sessions()  # a call without a native twin still reaches the worker
+            assert _worker_threads(store) == 1
+        elif store_url.startswith(GROUPED):  # writes planned on the loop, committed in groups on the worker
+            assert store._lane is not None and not store._lane.reads and started == 1
+        else:
+            assert store._lane is None and started == 1
+
+    _run(store_url, main)
+
+
+def test_native_results_match_the_sync_api(store_url: str) -> None:
+    """What the native path writes is what the sync API reads, and the other way round."""
+    _run(store_url, _hot_paths)
+    with statekeel.open(store_url) as sync:
+        s = sync.session("hot")
+        assert [m["content"] for m in s.history()] == ["hi", "hello"] and len(s) == 2
+        assert "turn" not in s.state and sync.app.get("k") == {"v": 2}
+        s.append("from sync", state={"turn": 9})
+
+    async def read(store: AsyncStore) -> None:
+        s = await store.session("hot")
+        assert (await s.history(last=1)) == ["from sync"] and await s.state.get("turn") == 9
+
+    _run(store_url, read)
+
+
+def test_concurrent_conversations_share_one_store(store_url: str) -> None:
+    """32 coroutines, each with its own session, plus one shared counter updated by all:
+    every history complete and in order, no counter increment lost."""
+
+    async def conversation(store: AsyncStore, n: int) -> None:
+        s = await store.session(f"c-{n}")
+        for turn in range(5):
+            await s.append({"n": n, "turn": turn}, state={"turn": turn})
+            await store.app.update("turns", lambda t: t + 1, default=0)
+
+    async def main(store: AsyncStore) -> None:
+        await asyncio.gather(*(conversation(store, n) for n in range(32)))
+        for n in range(32):
+            s = await store.session(f"c-{n}")
+            assert [m["turn"] for m in await s.history()] == list(range(5)) and await s.state.get("turn") == 4
+        assert await store.app.get("turns") == 32 * 5
+
+    _run(store_url, main)
+
+
+def test_calls_through_one_session_keep_call_order_across_native_and_worker(store_url: str) -> None:
+    """A session handle's calls run in the order they were made, whether they run natively
+    (append) or on the worker (messages, checkpoint)."""
+
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("ordered")
+        first = asyncio.ensure_future(s.append("a"))
+        seen = asyncio.ensure_future(s.messages())  # no native twin: on the worker
+        second = asyncio.ensure_future(s.append("b"))
+        cp = asyncio.ensure_future(s.checkpoint("after-b"))
+        third = asyncio.ensure_future(s.append("c"))
+        assert list(await asyncio.gather(first, second, third)) == [1, 2, 3]
+        assert [m.value for m in await seen] == ["a"]
+        await s.restore(await cp)
+        assert await s.history() == ["a", "b"]  # the restore hid "c": read through the worker
+        assert await s.history(include_hidden=True) == ["a", "b", "c"]
+
+    _run(store_url, main)
+
+
+def test_native_errors_are_the_sync_errors(store_url: str) -> None:
+    """Compare-and-set conflicts, missing keys and expired sessions raise what the sync API raises,
+    and a failed write leaves the stored data as it was."""
+
+    async def main(store: AsyncStore) -> None:
+        app = store.app
+        await app.put("k", 1, expect=None)
+        for bad in (None, 7):
+            try:
+                await app.put("k", 2, expect=bad)
+                raise AssertionError("a stale expect must conflict")
+            except ConflictError:
+                pass
+        assert (await app.item("k")) is not None and await app.get("k") == 1
+        try:
+            await app.require("absent")
+            raise AssertionError("require of a missing key must raise")
+        except NotFoundError:
+            pass
+        s = await store.session("brief", ttl=0.3)
+        await s.append("hi")
+        await asyncio.sleep(0.5)
+        try:
+            await s.append("too late")
+            raise AssertionError("an expired session must refuse writes")
+        except ExpiredError:
+            pass
+        assert await s.history() == []
+
+    _run(store_url, main)
+
+
+def test_tenant_views_keep_the_worker(store_url: str) -> None:
+    """The tenant view is a sync wrapper: a tenant handle is never given a native backend."""
+    with statekeel.open(store_url) as plain:
+        assert (native_backend(plain) is not None) == _is_native(store_url)
+        assert native_backend(plain.tenant("acme")) is None
+        assert lane_for(plain.tenant("acme"), Worker()) is None
+
+
+async def _on_the_worker(store: AsyncStore) -> None:
+    assert store._lane is None
+    s = await store.session("kept")
+    await s.append("secret", state={"k": 1})
+    assert await s.history() == ["secret"] and await s.state.get("k") == 1
+    assert _worker_threads(store) == 1
+
+
+def test_encrypted_stores_keep_the_worker(store_url: str) -> None:
+    """The sealing wrapper (core/sealed.py) is sync-only: encrypted stores run on the worker."""
+    key = base64.b64encode(b"A" * 32).decode()
+    _run(store_url, _on_the_worker, encryption=Encryption(master_key=key))
+
+
+def test_tamper_evident_stores_keep_the_worker(store_url: str) -> None:
+    """The chain wrapper (core/chained.py) is sync-only: ``integrity="chain"`` stores run on the worker."""
+    _run(store_url, _on_the_worker, integrity=Integrity(key=base64.b64encode(b"M" * 32).decode()))
+
+
+def test_a_store_serves_a_second_event_loop(store_url: str) -> None:
+    """The native pool/client belongs to the loop that opened it: a store used again in a
+    second ``asyncio.run`` opens another there (docs/async.md: nothing is bound to one loop)."""
+    store = asyncio.run(_opened(store_url))
+
+    async def first() -> None:
+        s = await store.session("two-loops")
+        await s.append("one")
+
+    async def second() -> None:
+        s = await store.session("two-loops")
+        await s.append("two")
+        assert await s.history() == ["one", "two"] and await store.app.get("x", 0) == 0
+        await store.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+async def _opened(url: str) -> AsyncStore:
+    return await statekeel.open_async(url)
+
+
+def test_more_concurrent_calls_than_connections_wait_for_one(store_url: str) -> None:
+    """150 coroutines writing at once on a store with ``max_connections``/``pool_max`` below that:
+    calls wait for a free connection instead of failing (Redis raised "Too many connections")."""
+    sep = "&" if "?" in store_url else "?"
+    option = {"redis": "max_connections=8", "postgresql": "pool_max=4"}.get(store_url.split(":")[0])
+    url = store_url + (sep + option if option else "")
+
+    async def main(store: AsyncStore) -> None:
+        sessions = [await store.session(f"many-{n}") for n in range(150)]
+        assert await asyncio.gather(*(s.append(n) for n, s in enumerate(sessions))) == [1] * 150
+        assert [await s.history() for s in sessions[:3]] == [[0], [1], [2]]
+
+    _run(url, main)
+
+
+def test_concurrent_writes_on_a_threaded_store_are_committed_together(store_url: str) -> None:
+    """SQLite and files: 32 coroutines appending at once share commits (one transaction and
+    fsync for many batches); a batch whose compare-and-set fails in a group fails alone —
+    the others of its group are written, and it writes nothing."""
+    if not store_url.startswith(GROUPED):
+        assert native_backend(statekeel.open(store_url)) is None or _is_native(store_url)
+        return
+
+    async def main(store: AsyncStore) -> None:
+        sessions = [await store.session(f"g-{n}") for n in range(32)]
+        before = store.stats["group_commits"]
+        assert await asyncio.gather(*(s.append(n, state={"n": n}) for n, s in enumerate(sessions))) == [1] * 32
+        assert store.stats["group_batches"] >= 32 and store.stats["group_commits"] - before < 32
+        assert [await s.history() for s in sessions[:2]] == [[0], [1]] and await sessions[5].state.get("n") == 5
+
+        outcomes = await asyncio.gather(
+            store.app.put("once", "first", expect=None), store.app.put("once", "second", expect=None),
+            sessions[0].append("kept"), return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes] == ["Item", "ConflictError", "int"]
+        assert await store.app.get("once") == "first" and await sessions[0].history() == [0, "kept"]
+
+    _run(store_url, main)
+
+
+def _damage(url: str, record: str, log: str) -> None:
+    """Change stored bytes beneath the API: the record's version, entry 2's codec (PostgreSQL) or
+    a character of its value (Redis)."""
+    parsed = parse(url)
+    if url.startswith("postgresql"):
+        schema = parsed.option("schema", "statekeel")
+        with psycopg.connect(dsn(parsed), autocommit=True) as sql:
+            assert sql.execute(f'UPDATE "{schema}".sk_kv SET version = version + 5 WHERE key = %s', [record]).rowcount
+            assert sql.execute(
+                f'UPDATE "{schema}".sk_entries SET codec = %s WHERE seq = 2 AND log_id = '
+                f'(SELECT id FROM "{schema}".sk_logs WHERE name = %s)', ["bin", log],
+            ).rowcount  # fmt: skip
+        return
+    client = redis.Redis.from_url(url.split("?")[0])
+    layout = Layout(parsed.option("prefix", "sk"))
+    client.hset(layout.kv(record), "v", 99)
+    frame = client.lindex(layout.log_data(log), 1)
+    assert isinstance(frame, bytes) and b"late" in frame
+    client.lset(layout.log_data(log), 1, frame.replace(b"late", b"lat3"))  # type: ignore[arg-type]  # bytes are fine
+    client.close()
+
+
+def test_native_reads_verify_checksums(store_url: str) -> None:
+    """Bytes changed beneath the API raise CorruptionError naming the record or entry on the native
+    paths too (get, require, update, history), and a refused update writes nothing."""
+    if not _is_native(store_url):
+        return
+
+    async def write(store: AsyncStore) -> None:
+        await store.app.put("ticket", {"id": 1})
+        s = await store.session("damaged")
+        await s.append("first", "order is late", "third")
+
+    async def read(store: AsyncStore) -> None:
+        key = layout.state_key("app", "_", "ticket")
+        for call in (lambda: store.app.get("ticket"), lambda: store.app.require("ticket"),
+                     lambda: store.app.update("ticket", lambda t: t)):  # fmt: skip
+            try:
+                await call()
+                raise AssertionError("a damaged record must not be returned")
+            except CorruptionError as err:
+                assert err.key == key
+        s = await store.session("damaged")
+        for last in (None, 2):
+            try:
+                await s.history(last=last)
+                raise AssertionError("a damaged entry must not be returned")
+            except CorruptionError as err:
+                assert (err.key, err.seq) == (layout.history_log("damaged"), 2)
+        assert await s.history(last=1) == ["third"]
+
+    _run(store_url, write)
+    _damage(store_url, layout.state_key("app", "_", "ticket"), layout.history_log("damaged"))
+    _run(store_url, read)

@@ -1,0 +1,289 @@
+"""The tiered backend (Redis hot, PostgreSQL cold) when things go wrong, on real servers.
+
+The conformance suite runs on it in both modes (``--statekeel-backends=tiered,tiered-wb``);
+these tests cover what only a tiered store has: Redis wiped or down, PostgreSQL
+restarted, a process killed with batches queued, idle partitions evicted, and the
+URL options. What a Redis wipe loses in write-behind mode is exactly the batches
+not yet replayed into PostgreSQL — tested below batch by batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_py
+
+import statekeel
+from conftest import running
+from statekeel import ConfigurationError, UnavailableError
+from statekeel.backends.tiered import TieredBackend, tiered_url
+from statekeel.backends.tiered.flusher import Lease
+from statekeel.backends.tiered.names import MARKERS, marker
+from statekeel.testing.servers import PostgresServer, RedisServer
+
+_n = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def rd() -> Iterator[RedisServer]:
+    yield from running(RedisServer())
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    yield from running(PostgresServer())
+
+
+@pytest.fixture
+def urls(rd: RedisServer, pg: PostgresServer) -> Iterator[tuple[str, str]]:
+    """A fresh Redis prefix and PostgreSQL schema; both servers running again after the test."""
+    n = next(_n)
+    yield f"{rd.url}?prefix=t{n}&timeout=2", f"{pg.url}?schema=tiered_{n}&timeout=3"
+    rd.start()
+    if not pg.is_running:
+        pg.restart()
+
+
+def _open(urls: tuple[str, str], mode: str, **options: Any) -> statekeel.Store:
+    options = {"flush_every": 10_000, "flush_interval": 3600, **options}  # flushes only when a test asks
+    return statekeel.open(tiered_url(*urls, mode=mode, **options))
+
+
+def _tiers(store: statekeel.Store) -> TieredBackend:
+    backend = store.storage
+    assert isinstance(backend, TieredBackend)
+    return backend
+
+
+def _say(store: statekeel.Store, *texts: str) -> None:
+    s = store.session("s")
+    for text in texts:
+        s.append({"role": "user", "content": text})
+
+
+def _history(store: statekeel.Store) -> list[str]:
+    return [m["content"] for m in store.session("s").history()]
+
+
+def _cold_history(urls: tuple[str, str]) -> list[str]:
+    """What PostgreSQL alone holds, read without writing (``session()`` would create the session)."""
+    with statekeel.open(urls[1]) as cold:
+        found = cold.find_session("s")
+        return [m["content"] for m in found.history()] if found is not None else []
+
+
+def _flushall(rd: RedisServer) -> None:
+    redis_py.Redis(port=rd.port).flushall()
+
+
+# -- Redis wiped -------------------------------------------------------------------
+def test_write_through_loses_nothing_when_redis_is_wiped(urls: tuple[str, str], rd: RedisServer) -> None:
+    with _open(urls, "write-through") as store:
+        _say(store, "a", "b")
+        store.session("s").state.put("k", 1)
+        _flushall(rd)
+        assert _history(store) == ["a", "b"]  # hydrated from PostgreSQL
+        assert store.session("s").state.get("k") == 1
+        _say(store, "c")
+        store.session("s").state.put("k", 2, expect=1)  # versions carried over by hydration
+        assert _history(store) == _cold_history(urls) == ["a", "b", "c"]
+
+
+def test_write_behind_wipe_loses_exactly_the_batches_not_yet_flushed(urls: tuple[str, str], rd: RedisServer) -> None:
+    with _open(urls, "write-behind") as store:
+        _say(store, "a", "b")
+        assert _tiers(store).flush() >= 2
+        _say(store, "c", "d")  # accepted by Redis, still queued
+        _flushall(rd)
+        assert _history(store) == ["a", "b"]  # the loss window: c and d
+        _say(store, "e")
+        _tiers(store).flush()
+        assert _history(store) == _cold_history(urls) == ["a", "b", "e"]
+
+
+def test_write_behind_loses_nothing_when_redis_crashes(urls: tuple[str, str], rd: RedisServer) -> None:
+    with _open(urls, "write-behind") as store:
+        _say(store, "a", "b")  # queued, not flushed
+        rd.kill()  # SIGKILL: the AOF (appendfsync always) has the data and the queue
+        rd.start()
+        assert _history(store) == ["a", "b"]
+        _tiers(store).flush()
+        assert _cold_history(urls) == ["a", "b"]
+
+
+# -- PostgreSQL down ---------------------------------------------------------------
+def test_write_behind_keeps_accepting_while_postgres_restarts(urls: tuple[str, str], pg: PostgresServer) -> None:
+    with _open(urls, "write-behind") as store:
+        _say(store, "a")
+        _tiers(store).flush()
+        pg.kill()
+        _say(store, "b", "c")  # Redis accepts them
+        assert _history(store) == ["a", "b", "c"]
+        with pytest.raises(UnavailableError):
+            _tiers(store).flush()
+        pg.restart()
+        for _ in range(3):  # the pool replaces the connections the restart broke
+            try:
+                _tiers(store).flush()
+                break
+            except UnavailableError:
+                continue
+        assert _cold_history(urls) == ["a", "b", "c"]
+
+
+# -- a process killed with batches queued -------------------------------------------
+def _queue_then_hang(url: str, started: Any) -> None:
+    store = statekeel.open(url)
+    s = store.session("s")
+    for i in range(5):
+        s.append({"role": "user", "content": f"m{i}"})
+    assert Lease(_tiers(store).hot, 1.0).acquire()  # and die holding the flusher lease
+    started.set()
+    time.sleep(600)
+
+
+def test_another_process_finishes_the_flush_of_a_killed_one(urls: tuple[str, str]) -> None:
+    url = tiered_url(*urls, mode="write-behind", flush_every=10_000, flush_interval=3600, lease=1.0)
+    statekeel.open(url).close()
+    ctx = mp.get_context("spawn")
+    started = ctx.Event()
+    child = ctx.Process(target=_queue_then_hang, args=(url, started))
+    child.start()
+    try:
+        assert started.wait(60)
+        child.kill()  # SIGKILL: no close(), no flush, the lease still held
+        child.join()
+    finally:
+        if child.is_alive():
+            child.kill()
+    assert _cold_history(urls) == []
+    with statekeel.open(url) as store:  # opening lists keys/, which waits the lease out and replays the queue
+        _tiers(store).flush()
+        assert _cold_history(urls) == [f"m{i}" for i in range(5)]
+        assert _tiers(store).flush() == 0  # exactly once
+    assert _cold_history(urls) == [f"m{i}" for i in range(5)]
+
+
+def test_a_replay_interrupted_after_postgres_committed_does_not_append_twice(urls: tuple[str, str]) -> None:
+    from statekeel.backends.tiered.flusher import _replay, _Watermark
+    from statekeel.backends.tiered.names import DEAD, QUEUE
+
+    with _open(urls, "write-behind") as store:
+        _say(store, "first")  # the session exists in PostgreSQL: what follows are plain appends
+        tiers = _tiers(store)
+        tiers.flush()
+        _say(store, "a", "b", "c")
+        info = tiers.hot.log_info(QUEUE)
+        assert info is not None
+        queued = tiers.hot.read(QUEUE)[-3:]
+        _replay(tiers.hot, tiers.cold, _Watermark(tiers.cold, info.created_at), queued[0])
+        assert _cold_history(urls) == ["first", "a"]  # committed in PostgreSQL, then "killed" before the trim
+        assert tiers.hot.read(QUEUE)[-3:] == queued
+        tiers.flush()
+        assert _cold_history(urls) == ["first", "a", "b", "c"]  # "a" replayed once, not twice
+        assert tiers.hot.log_info(DEAD) is None  # and nothing refused
+
+
+# -- idle partitions leave Redis ----------------------------------------------------
+def test_idle_partitions_are_evicted_and_read_back(urls: tuple[str, str]) -> None:
+    for mode in ("write-through", "write-behind"):
+        with _open(urls, mode, hot_ttl=0.2) as store:
+            store.session(mode).append({"role": "user", "content": "x"})
+            tiers = _tiers(store)
+            part = f"session/{mode}"
+            _read_until_cached(store, tiers, mode)
+            time.sleep(0.3)
+            tiers.maintenance._last_evict = 0  # the next pass evicts now
+            tiers.maintenance.tick()
+            assert tiers.hot.get(marker(part)) is None
+            assert tiers.hot.read(f"session/{mode}/history") == []  # gone from Redis ...
+            assert [m["content"] for m in store.session(mode).history()] == ["x"]  # ... read back from PostgreSQL
+            _read_until_cached(store, tiers, mode)  # and copied into Redis again beside that read
+            assert [e.seq for e in tiers.hot.read(f"session/{mode}/history")] == [1]
+
+
+def _read_until_cached(store: statekeel.Store, tiers: TieredBackend, sid: str) -> None:
+    """Read the session until its partition is in Redis: a read that misses copies it in the
+    background, and a write-through write racing that copy makes it give up (a fresh read retries)."""
+    for _ in range(20):
+        store.find_session(sid)
+        tiers.hydrator.wait()
+        if tiers.hot.get(marker(f"session/{sid}")) is not None:
+            return
+    raise AssertionError(f"session/{sid} never got cached in Redis")
+
+
+# -- Redis down ---------------------------------------------------------------------
+def test_write_through_works_with_redis_down_and_drops_its_stale_cache_after(
+    urls: tuple[str, str], rd: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _open(urls, "write-through") as store:
+        _say(store, "a")
+        store.session("s").state.put("k", 1)
+        rd.kill()
+        with caplog.at_level(logging.WARNING, logger="statekeel.tiered"):
+            _say(store, "b")  # degraded: PostgreSQL only
+            store.session("s").state.put("k", 2, expect=1)
+            assert _history(store) == ["a", "b"]
+        assert "Redis unavailable" in caplog.text
+        rd.start()  # Redis comes back with its AOF: its copy of "s" misses b and k=2
+        _tiers(store).maintenance.tick()  # the cache is dropped ...
+        assert _history(store) == ["a", "b"]  # ... so reads see PostgreSQL's
+        assert store.session("s").state.get("k") == 2
+
+
+def test_write_behind_with_redis_down_fails_or_writes_through_as_configured(
+    urls: tuple[str, str], rd: RedisServer
+) -> None:
+    with _open(urls, "write-behind") as failing, _open(urls, "write-behind", on_hot_failure="write-through") as falling:
+        _say(failing, "a")
+        _tiers(failing).flush()
+        rd.kill()
+        with pytest.raises(UnavailableError):
+            _say(failing, "b")
+        _say(falling, "c")
+        assert _cold_history(urls) == ["a", "c"]
+
+
+# -- configuration ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("mode=write-behind&flush_evry=5", "flush_every"),
+        ("mode=sideways", "mode"),
+        ("mode=write-behind&on_hot_failure=retry", "on_hot_failure"),
+        ("flush_every=0", "flush_every"),
+        ("hot_ttl=-1", "hot_ttl"),
+    ],
+)
+def test_bad_options_are_refused_by_name(urls: tuple[str, str], query: str, named: str) -> None:
+    url = tiered_url(*urls) + "&" + query  # a repeated option: the last one counts
+    with pytest.raises(ConfigurationError, match=named):
+        statekeel.open(url)
+
+
+def test_urls_and_constructor_say_the_same(urls: tuple[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="names no \\?cold="):
+        statekeel.open("tiered://?hot=redis%3A%2F%2Fh%3A1%2F0")
+    with pytest.raises(ConfigurationError, match="postgresql://"):
+        tiered_url(urls[0], "sqlite:///x.db")
+    with pytest.raises(ConfigurationError, match="takes no option"):
+        tiered_url(*urls, flush=3)
+    with pytest.raises(ConfigurationError, match="mode in the tiered:// URL"):
+        statekeel.open(tiered_url(*urls), mode="write-behind")  # never silently ignored
+    backend = TieredBackend(hot=urls[0], cold=urls[1], mode="write-behind", flush_every=5)
+    try:
+        assert backend.settings.mode == "write-behind" and backend.settings.flush_every == 5
+        assert "mode=write-behind" in backend.url and "flush_every=5" in backend.url
+        with statekeel.Store(backend) as store:
+            _say(store, "a")
+            assert _history(store) == ["a"]
+    finally:
+        backend.close()
+    assert MARKERS.startswith("_statekeel_tier/")
