@@ -29,7 +29,7 @@ from .config import Settings, connect_kwargs, dsn, tenant_options
 from .errors import RACES, RETRIES, map_error
 from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
 from .ops import OPS, OpSQL, Params, Part, Row, clamp, one_statement, payload
-from .search import PostgresMemoryIndex  # engineer D, issue 16: store.memory()'s native index
+from .search import PostgresMemoryIndex  # store.memory()'s native index (issue 16)
 
 __all__ = ["PostgresBackend", "tenant_setting"]
 
@@ -418,7 +418,7 @@ class PostgresBackend(Backend):
             child = self._tenants[name] = PostgresBackend(self._parsed, migrate=False, tenant=name)
         return TenantBackend(child, name)
 
-    # -- memory index (engineer D, issue 16: the derived index lives in backends/postgres/search.py) --
+    # -- memory index (issue 16: the derived index lives in backends/postgres/search.py) --
     def memory_index(self) -> PostgresMemoryIndex:
         """The native memory index (tsvector + GIN, pgvector if installed), created on first use."""
         index: PostgresMemoryIndex | None = self.__dict__.get("_memory_index")

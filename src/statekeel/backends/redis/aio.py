@@ -38,7 +38,6 @@ __all__ = ["AsyncRedisBackend"]
 _T = TypeVar("_T")
 _Script = sync_backend._Script
 _SCRIPTS = sync_backend._SCRIPTS
-_REGISTERED_CACHE = sync_backend._REGISTERED_CACHE
 _CONNECTIONS = {
     "Connection": aconnection.Connection,
     "SSLConnection": aconnection.SSLConnection,
@@ -254,18 +253,8 @@ class AsyncRedisBackend(AsyncBackend):
         except BaseException:
             self._registered.difference_update(batch.creates.values())
             raise
-        if len(self._registered) > _REGISTERED_CACHE:
-            self._registered.clear()
-        self._registered.update(batch.creates.values())
-        self._remember_seqs(ops, results)
+        self._sync._applied(batch.creates.values(), ops, results)
         return results
-
-    def _remember_seqs(self, ops: Sequence[Op], results: list[OpResult]) -> None:
-        if len(self._next_seq) > _REGISTERED_CACHE:
-            self._next_seq.clear()
-        for op, first in zip(ops, results):
-            if isinstance(op, Append) and isinstance(first, int):
-                self._next_seq[op.log] = first + len(op.items)
 
     async def _send_batch(self, args: list[Any], register: list[str]) -> Any:
         if not register:

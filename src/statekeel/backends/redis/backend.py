@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import struct
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlunsplit
 
@@ -341,13 +341,15 @@ class RedisBackend(Backend):
         except BaseException:
             self._registered.difference_update(batch.creates.values())
             raise
-        if len(self._registered) > _REGISTERED_CACHE:
-            self._registered.clear()
-        self._registered.update(batch.creates.values())
-        self._remember_seqs(ops, results)
+        self._applied(batch.creates.values(), ops, results)
         return results
 
-    def _remember_seqs(self, ops: Sequence[Op], results: list[OpResult]) -> None:
+    def _applied(self, created: Iterable[str], ops: Sequence[Op], results: list[OpResult]) -> None:
+        """Remember what an applied batch registered and where its logs go on (the async backend
+        shares these caches, and this bookkeeping)."""
+        if len(self._registered) > _REGISTERED_CACHE:
+            self._registered.clear()
+        self._registered.update(created)
         if len(self._next_seq) > _REGISTERED_CACHE:
             self._next_seq.clear()
         for op, first in zip(ops, results):

@@ -20,7 +20,7 @@ from .schema import LIVE, MIGRATIONS, SEQ_MAX, header, rowid
 from .verify import ENTRY_COLUMNS, VALUE_COLUMNS, entries_of, record_of, values_if_intact
 from .wal import wal_problems
 from .writes import APPLY, INT64_MAX, drop_log
-from .search import SQLiteMemoryIndex  # engineer D, issue 16: store.memory()'s native index
+from .search import SQLiteMemoryIndex  # store.memory()'s native index (issue 16)
 
 __all__ = ["SQLiteBackend"]
 
@@ -311,7 +311,7 @@ class SQLiteBackend(Backend):
             problems += [] if rows == ["ok"] else rows
         return problems
 
-    # -- memory index (engineer D, issue 16: the derived index lives in backends/sqlite/search.py) --
+    # -- memory index (issue 16: the derived index lives in backends/sqlite/search.py) --
     def memory_index(self) -> SQLiteMemoryIndex:
         """The native memory index (FTS5), created on first use (see :mod:`.search`)."""
         index: SQLiteMemoryIndex | None = self.__dict__.get("_memory_index")

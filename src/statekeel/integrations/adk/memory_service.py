@@ -42,7 +42,7 @@ class StatekeelMemoryService(BaseMemoryService):
     """Remembered events of each user, searchable by keyword, in a statekeel store the caller owns."""
 
     def __init__(self, store: Store | AsyncStore, *, workers: int = 1, semantic: bool = False) -> None:
-        self._semantic = semantic  # hybrid recall on statekeel memory: .memory_index (engineer D, issue 16)
+        self._semantic = semantic  # hybrid recall on statekeel memory: .memory_index
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
         elif isinstance(store, Store):

@@ -62,7 +62,7 @@ class StatekeelStore(BaseStore):
     ) -> None:
         self.core = core
         self.ttl_config = ttl
-        self.index_config = index  # semantic search: .memory_index (engineer D, issue 16)
+        self.index_config = index  # semantic search: .memory_index
         self._semantic = None if index is None else SemanticIndex(core, index)
         self._worker = Worker(workers)
         self._owned: Store | None = None
