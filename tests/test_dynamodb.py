@@ -10,10 +10,13 @@
 * Faults: a stopped server is UnavailableError; foreign tables are refused.
 * Checksums: bytes changed behind statekeel's back raise CorruptionError naming the
   record or entry, and ``statekeel doctor`` exits 1 listing it.
+* Store-level namespaces (``keys/``, ``subjects/``): opening a plain store sends no
+  table Scan, and scanning those namespaces is a Query on their fixed item collection.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import time
@@ -273,3 +276,70 @@ def test_doctor_passes_on_a_healthy_store(url: str, store: statekeel.Store) -> N
     store.app.put("ticket", {"id": 1})
     code, out = _doctor(url)
     assert code == 0, out
+
+
+# -- store-level namespaces are Queries, not table Scans (issue 17) -----------------------------
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every DynamoDB operation the backends opened from now on send, by name (a botocore
+    ``before-call`` hook on the real client: the requests still reach the real server)."""
+    import statekeel.backends.dynamodb.backend as dynamo_backend
+
+    sent: list[str] = []
+    real = dynamo_backend.client
+
+    def counted(config: Any) -> Any:
+        boto = real(config)
+        boto.meta.events.register("before-call.dynamodb", lambda model, **_: sent.append(model.name))
+        return boto
+
+    monkeypatch.setattr(dynamo_backend, "client", counted)
+    return sent
+
+
+def test_opening_a_plain_store_with_many_partitions_never_scans_the_table(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with statekeel.open(url) as st:
+        for i in range(40):
+            st.session(f"s{i}").append(f"m{i}")
+    sent = _counting(monkeypatch)
+    with statekeel.open(url) as st:
+        assert len(st.session("s7").history()) == 1
+    assert sent and "Scan" not in sent, sent
+
+
+def test_scans_of_the_keystore_and_subjects_namespaces_are_queries(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = open_backend(url, migrate=True)
+    setup.apply([Put(f"session/s{i}/meta", b"{}", "json") for i in range(30)])
+    setup.apply([Put(f"keys/session%2Fs{i:02}", b'{"n": %d}' % i, "json") for i in range(30)])
+    setup.apply([Put(f"subjects/d{i % 3}/session%2Fs{i:02}", b"{}", "json") for i in range(30)])
+    setup.close()
+    sent = _counting(monkeypatch)
+    backend = open_backend(url)
+    keys = backend.scan("keys/", limit=1000)
+    subjects = backend.scan("subjects/", limit=1000)
+    one = backend.scan("subjects/d1/", limit=1000)
+    first = backend.scan("keys/", limit=1)
+    after = backend.scan("keys/", after="keys/session%2Fs27", limit=10)
+    backend.close()
+    assert [r.key for r in keys] == [f"keys/session%2Fs{i:02}" for i in range(30)]
+    assert [r.data for r in first] == [b'{"n": 0}']
+    assert [r.key for r in after] == ["keys/session%2Fs28", "keys/session%2Fs29"]
+    assert len(subjects) == 30 and sorted(r.key for r in subjects) == [r.key for r in subjects]
+    assert [r.key for r in one] == [f"subjects/d1/session%2Fs{i:02}" for i in range(1, 30, 3)]
+    assert "Scan" not in sent and sent.count("Query") >= 5, sent
+
+
+def test_an_encrypted_store_keeps_its_keystore_in_one_item_collection_and_reopens(url: str, raw: Any) -> None:
+    key = base64.b64encode(b"K" * 32).decode()
+    with statekeel.open(url, encryption=statekeel.Encryption(master_key=key)) as st:
+        for i in range(5):
+            st.session(f"s{i}").append(f"secret {i}")
+    stored = raw.query(TableName=_table(url), KeyConditionExpression="pk = :pk",
+                       ExpressionAttributeValues={":pk": {"S": "nkeys"}})["Items"]  # fmt: skip
+    sks = [item["sk"]["S"] for item in stored]
+    assert all(sk.startswith("kkeys/") for sk in sks) and sum(sk.startswith("kkeys/session%2Fs") for sk in sks) == 5
+    with pytest.raises(statekeel.KeyUnavailableError):
+        statekeel.open(url)
+    with statekeel.open(url, encryption=statekeel.Encryption(master_key=key)) as st:
+        assert st.session("s3").history() == ["secret 3"]

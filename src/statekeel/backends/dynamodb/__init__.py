@@ -14,7 +14,13 @@ order and a history read is one Query over a ``BETWEEN`` range (paged by
 LastEvaluatedKey): O(N) in what it returns, whatever the log's length.
 Scans by a prefix that names a partition (``session/S/…``) are Queries inside it;
 shorter prefixes (listing sessions) Scan the table and sort — O(table); no GSI is kept,
-so single-session work pays nothing for listings.
+so single-session work pays nothing for listings. Exception: the store-level
+namespaces ``keys/`` (keystore) and ``subjects/`` (erasure subjects), which the core
+lists at every ``open`` and per call, each live in one fixed item collection
+(``pk = "nkeys"`` / ``"nsubjects"``), so scanning them is a Query, O(result).
+Tables written before this layout (none deployed) keep their keystore items under
+``"p" + partition`` where they are no longer found: no migration is provided —
+recreate such a table (or ``statekeel copy`` it from a backup of another backend).
 
 Writes (:mod:`.plan`): ``apply`` reads every item its ops depend on (strongly
 consistent BatchGetItem), replays the ops on that snapshot exactly as the memory

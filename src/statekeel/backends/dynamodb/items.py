@@ -4,6 +4,7 @@ Every item has the key ``(pk, sk)``; ``pk`` is ``"p" + partition(key)`` so all o
 session lives in one item collection, and ``sk`` starts with a letter naming the kind::
 
     record   pk=p<partition>  sk=k<key>                     d c v ca ua ea ttl s w
+    record   pk=nkeys         sk=kkeys/<partition>          (keystore; ``subjects/…`` → pk=nsubjects)
     header   pk=p<partition>  sk=h<log>                     f l ca ua ea g w
     entry    pk=p<partition>  sk=e<log>\\0<seq, 20 digits>   d c ca s g
     schema   pk=#statekeel    sk=#schema                    version
@@ -33,8 +34,8 @@ from ...protocol.keys import partition
 
 __all__ = [
     "Head", "Stored", "Item", "META_KEY", "TTL_ATTRIBUTE", "record_key", "head_key", "entry_key",
-    "entry_prefix", "pk_of", "token", "record_item", "record_of", "head_item", "head_of", "entry_item",
-    "entry_of", "alive", "seq_of", "verified",
+    "entry_prefix", "NAMESPACES", "namespace_pk", "pk_of", "token", "record_item", "record_of", "head_item",
+    "head_of", "entry_item", "entry_of", "alive", "seq_of", "verified",
 ]  # fmt: skip
 
 Item = dict[str, Any]
@@ -43,6 +44,8 @@ Item = dict[str, Any]
 TTL_ATTRIBUTE: Final = "ttl"
 META_KEY: Final[Item] = {"pk": {"S": "#statekeel"}, "sk": {"S": "#schema"}}
 _SEQ_DIGITS: Final = 20
+NAMESPACES: Final = ("keys/", "subjects/")
+"""Store-level namespaces the core lists at open or per call (keystore, erasure subjects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +95,20 @@ def token() -> str:
     return secrets.token_hex(8)
 
 
+def namespace_pk(name: str) -> str | None:
+    """The fixed ``pk`` of a store-level namespace ``name`` (a key or a prefix) lives in, if any.
+
+    Keys under :data:`NAMESPACES` are each their own partition, so with ``"p" + partition``
+    listing one of them (the keystore probe every ``open`` makes) would Scan the table;
+    one item collection per namespace makes that a Query, O(result)."""
+    for space in NAMESPACES:
+        if name.startswith(space):
+            return "n" + space[:-1]
+    return None
+
+
 def pk_of(key: str) -> str:
-    return "p" + partition(key)
+    return namespace_pk(key) or "p" + partition(key)
 
 
 def record_key(key: str) -> Item:

@@ -3,8 +3,11 @@
 Every read is strongly consistent (``ConsistentRead``), filters expired items
 itself (DynamoDB's TTL deletes lazily, up to days late) and verifies checksums.
 A prefix that names a whole partition (``session/S/…``) is a Query inside one
-item collection; a shorter prefix (``session/``, ``""``) is a Scan of the table,
-sorted here — O(table), which only listings across sessions pay.
+item collection, and so is any prefix inside the store-level namespaces ``keys/`` and
+``subjects/`` (one fixed item collection each, :func:`.items.namespace_pk`): the keystore
+probe every ``open`` makes is a Query, O(result). Any other shorter prefix (``session/``,
+``""``) is a Scan of the table, sorted here — O(table), which only listings across
+sessions and whole-store walks (copy, export, doctor) pay.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
 from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
-from .items import entry_of, seq_of
+from .items import entry_of, namespace_pk, seq_of
 
 __all__ = ["Table"]
 
@@ -27,6 +30,9 @@ _BATCH_GET = 100
 
 def _pk_of_prefix(prefix: str) -> str | None:
     """The one partition every key starting with ``prefix`` lives in, if there is one."""
+    fixed = namespace_pk(prefix)
+    if fixed is not None:
+        return fixed
     part = partition(prefix)
     return "p" + part if prefix.startswith(part + "/") else None
 
@@ -61,18 +67,20 @@ class Table:
             ExpressionAttributeValues={":pk": {"S": pk}, ":lo": {"S": lo}, ":hi": {"S": hi}}, **kwargs,
         )  # fmt: skip
 
-    def prefixed(self, kind: str, prefix: str, after: str | None = None) -> list[Item]:
-        """Items of ``kind`` (``k`` or ``h``) whose name starts with ``prefix`` and sorts after ``after``."""
+    def prefixed(self, kind: str, prefix: str, after: str | None = None) -> Iterator[Item]:
+        """Items of ``kind`` (``k`` or ``h``) whose name starts with ``prefix`` and sorts after ``after``.
+
+        A Query is paged lazily, so a caller that stops at its ``limit`` reads no further pages."""
         lo = kind + (max(prefix, after + "\0") if after is not None else prefix)
         hi = kind + prefix_end(prefix)
         pk = _pk_of_prefix(prefix)
         if pk is not None:
-            return list(self.between(pk, lo, hi))
+            return self.between(pk, lo, hi)
         found = self.pages(
             "scan", FilterExpression="sk BETWEEN :lo AND :hi",
             ExpressionAttributeValues={":lo": {"S": lo}, ":hi": {"S": hi}},
         )  # fmt: skip
-        return sorted(found, key=lambda item: item["sk"]["S"])
+        return iter(sorted(found, key=lambda item: item["sk"]["S"]))
 
     def get_item(self, key: Item) -> Item | None:
         found: Item | None = self.call(
