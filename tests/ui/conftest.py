@@ -36,8 +36,12 @@ def fresh_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the session: Playwright's sync API keeps an asyncio
+    loop running in the main thread while it is started, and statekeel.open() refuses to block
+    inside a running loop — tests after the browser tests (in any order, on any xdist worker)
+    must not inherit it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -13,13 +13,14 @@ from typing import Any
 
 import click
 
-from statekeel import NoteRead, SessionInfo
-from statekeel.models import SESSION_STATUSES
+from statekeel import NoteRead, Session, SessionInfo, Store, StoreError
+from statekeel.core import layout
+from statekeel.models import SESSION_STATUSES, Message, to_datetime
 
 from ._output import (
     duration_option, emit_json, emit_table, fmt_time, json_option, read_session, short_json, store_from,
 )
-from ._values import lenient_items
+from ._values import decode_lenient, is_unimportable_class, lenient_items
 from .checkpoints import checkpoint_dict
 from .decisions import decision_dict
 
@@ -195,13 +196,28 @@ def history(ctx: click.Context, session_id: str, last: int | None, as_json: bool
 
     Example: statekeel sessions history support-42 --last 20
     """
-    messages = read_session(store_from(ctx, must_exist=True), session_id).messages(last)
+    store = store_from(ctx, must_exist=True)
+    messages = _messages(store, read_session(store, session_id), last)
     if as_json:
         items = [{"seq": m.seq, "created_at": m.created_at, "value": m.value} for m in messages]
         emit_json({"items": items, "next": None})  # one page: the whole history, or --last N
         return
     rows = ([str(m.seq), fmt_time(m.created_at), *_role_and_text(m.value)] for m in messages)
     emit_table(f"history of {session_id}", ["seq", "time", "role", "content"], rows)
+
+
+def _messages(store: Store, s: Session, last: int | None) -> list[Message]:
+    """``s.messages(last)``; when a message holds an object whose class does not import here
+    (the agent's own dataclass), the same entries are read again and shown leniently."""
+    try:
+        return s.messages(last)
+    except StoreError as exc:
+        if not is_unimportable_class(exc):
+            raise
+    entries = s._entries(last, 1, None, s._view(False))  # the hidden ranges messages() honours
+    log = layout.history_log(s.id)
+    return sorted((Message(e.seq, decode_lenient(store, e.data, e.codec, log), to_datetime(e.created_at))  # type: ignore[arg-type]
+                   for e in entries), key=lambda m: m.seq)
 
 
 def _role_and_text(value: Any) -> list[str]:

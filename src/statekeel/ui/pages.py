@@ -1,4 +1,4 @@
-"""The inspector's store-wide pages: overview, runs, event streams, the erasure log, memories.
+"""The inspector's store-wide pages: overview, runs, event streams, the erasure log.
 
 Public API first (``store.runs``, ``run_info``, ``store.events(...)``, consumers); what
 the API has no listing for yet — a stream's consumer names, step results and supplied
@@ -26,7 +26,7 @@ from ._json import iso
 from .sessions import page_limit
 
 __all__ = [
-    "COUNT_CAP", "count_records", "decisions_page", "erasures", "memories", "overview", "run_detail", "runs_page",
+    "COUNT_CAP", "count_records", "decisions_page", "erasures", "overview", "run_detail", "runs_page",
     "stream_detail", "streams_page",
 ]
 
@@ -46,7 +46,7 @@ def overview(store: Store, *, locked: str | None, writes: bool, can_delete: bool
         "encryption": "locked" if locked else ("on" if store.keyring is not None else "off"),
         "locked": locked, "size": _size(store.url), "writes": writes, "can_delete": can_delete,
         "session_statuses": list(SESSION_STATUSES), "run_statuses": list(RUN_STATUSES),
-        "memories": False,
+        "memories": True,
     }
 
 
@@ -208,7 +208,7 @@ def _preview(stream: Any, last: int) -> dict[str, Any]:
     }
 
 
-# -- erasures and memories --------------------------------------------------------------------
+# -- erasures --------------------------------------------------------------------
 def erasures(store: Store, params: dict[str, str]) -> dict[str, Any]:
     """Erasure records: when, how many partitions, whether keys were destroyed (never who)."""
     limit = page_limit(params.get("limit"), 100)
@@ -222,12 +222,3 @@ def erasures(store: Store, params: dict[str, str]) -> dict[str, Any]:
     nxt = items[-1]["id"] if len(recs) == limit else None  # keyset cursor: the last id in key order
     items.sort(key=lambda i: i.get("at") or 0, reverse=True)  # newest first within the page
     return {"items": items, "next": nxt}
-
-
-def memories(store: Store, session_id: str | None) -> dict[str, Any]:
-    """Long-term memories and the working set are not part of this statekeel yet (issue 16)."""
-    return {
-        "available": False, "session": session_id,
-        "message": "Memories and the working set are not available in this store: this version of "
-                   "statekeel does not have them yet.",
-    }

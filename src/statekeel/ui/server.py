@@ -35,7 +35,7 @@ from ..errors import (
     ConflictError, InvalidInputError, KeyUnavailableError, NotFoundError, StatekeelError,
 )
 from ..store import Store
-from . import pages, sessions, timeline
+from . import live, memories, pages, sessions, timeline
 from ._json import dumps
 from .actions import WritesDisabledError, can_delete, perform
 
@@ -101,7 +101,7 @@ class Inspector:
             "streams": lambda p: self._unlocked(pages.streams_page, s, p),
             "stream": lambda p: self._unlocked(pages.stream_detail, s, _need(p, "name"), p),
             "erasures": lambda p: pages.erasures(s, p),
-            "memories": lambda p: pages.memories(s, p.get("id")),
+            "memories": lambda p: self._unlocked(memories.memories, s, p),
         }
 
     def _counts(self) -> dict[str, Any]:
@@ -200,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._static("index.html", self._token_cookie())
         if path.startswith("/static/"):
             return self._static(path[len("/static/"):])
+        if path == "/api/events":
+            return self._events()
         if path.startswith("/api/"):
             return self._api(path[len("/api/"):])
         self._error(HTTPStatus.NOT_FOUND, f"nothing at {path}; the inspector's page is at /")
@@ -249,6 +251,36 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(urlsplit(self.path).query))
         self._call(lambda: handler(params))
 
+    def _events(self) -> None:
+        """A server-sent event stream for one session (see ``live``): the store lock is held
+        only while its signature is read, never while the stream waits."""
+        app = self.server.inspector
+        session_id = dict(parse_qsl(urlsplit(self.path).query)).get("session")
+
+        def look() -> str:
+            with app.lock:
+                return live.session_signature(app.store, _need({"session": session_id or ""}, "session"))
+        try:
+            if app.locked:
+                raise KeyUnavailableError(app.locked)
+            look()  # a missing session or parameter is answered as JSON, before the stream starts
+        except StatekeelError as exc:
+            return self._error(_status_of(exc), str(exc))
+        self.close_connection = True
+        self.send_response(HTTPStatus.OK)
+        for k, v in (("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-store"),
+                     ("Connection", "close"), ("Content-Security-Policy", _CSP), ("X-Content-Type-Options", "nosniff")):
+            self.send_header(k, v)
+        self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+        try:
+            live.stream(look, write, self.server.stopping)
+        except (OSError, StatekeelError):  # the page went away, or the store did (server closing)
+            return None
+
     def _call(self, fn: Callable[[], Any]) -> None:
         app = self.server.inspector
         try:
@@ -265,6 +297,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     inspector: Inspector
     verbose: bool = False
+    stopping: threading.Event
+
+    def shutdown(self) -> None:
+        """Also ends the event streams, which otherwise outlive ``serve_forever``."""
+        self.stopping.set()
+        super().shutdown()
 
 
 class _Server6(_Server):
@@ -284,4 +322,5 @@ def make_server(inspector: Inspector, host: str = "127.0.0.1", port: int = 8765,
     server = cls((host.strip("[]"), port), _Handler)
     server.inspector = inspector
     server.verbose = verbose
+    server.stopping = threading.Event()
     return server

@@ -22,6 +22,10 @@ __all__ = ["info_dict", "checkpoint_dict", "read_session", "session_detail", "se
 
 MAX_LIMIT = 500
 """The largest page the API hands out (a browser shows a few dozen rows)."""
+SCAN_LIMIT = 2000
+"""Sessions one substring search reads at most: an id substring cannot use the index, so a
+search stops here and answers ``more`` (with a cursor) instead of reading 100,000 sessions
+on every keystroke."""
 
 
 def read_session(store: Store, session_id: str) -> Session:
@@ -71,18 +75,57 @@ def _stale(text: str | None) -> float | None:
 
 
 def sessions_page(store: Store, params: dict[str, str]) -> dict[str, Any]:
-    """One page of sessions: ``q`` (id prefix), ``status``, ``user``, ``stale``, ``after``, ``limit``."""
+    """One page of sessions: ``q`` (id prefix), ``has`` (id substring), ``status``, ``user``,
+    ``stale``, ``after``, ``limit``. ``more`` is true when a substring search stopped at
+    SCAN_LIMIT sessions read: ``next`` then continues the search where it stopped."""
     limit = page_limit(params.get("limit"))
     status, user = _status(params.get("status")), params.get("user") or None
     stale, after, prefix = _stale(params.get("stale")), params.get("after") or None, params.get("q") or ""
+    needle = params.get("has") or ""
     if stale is not None and status not in (None, "active"):
         raise InvalidInputError("the stale filter only applies to active sessions; clear the status filter")
-    if prefix:
+    more, scanned = False, None
+    if needle:
+        items, nxt, more, scanned = _substring_page(store, needle, prefix, (status, user, stale), after, limit)
+    elif prefix:
         items, nxt = _prefix_page(store, prefix, (status, user, stale), after, limit)
     else:
         page = store.sessions(status=status, user=user, stale_after=stale, after=after, limit=limit)
         items, nxt = list(page), page.next
-    return {"items": [info_dict(i) for i in items], "next": nxt}
+    return {"items": [info_dict(i) for i in items], "next": nxt, "more": more, "scanned": scanned}
+
+
+def _substring_page(
+    store: Store, needle: str, prefix: str, filters: tuple[str | None, str | None, float | None],
+    after: str | None, limit: int,
+) -> tuple[list[SessionInfo], str | None, bool, int]:
+    """Sessions whose id contains ``needle`` (and starts with ``prefix``), reading at most
+    SCAN_LIMIT index entries; status and user narrow the listing in the store itself.
+
+    Returns (matches, cursor to continue from, whether the scan bound stopped it, entries read)."""
+    status, user, stale = filters
+    out: list[SessionInfo] = []
+    scanned, cursor = 0, after
+    if prefix and (cursor is None or cursor < prefix):
+        exact = store.session_info(prefix)
+        if cursor is None and exact is not None and needle in exact.id and _matches(exact, *filters):
+            out.append(exact)
+        cursor = prefix
+    while scanned < SCAN_LIMIT:
+        page = store.sessions(status=status, user=user, stale_after=stale, after=cursor,  # type: ignore[arg-type]
+                              limit=min(MAX_LIMIT, SCAN_LIMIT - scanned))
+        for info in page:
+            scanned += 1
+            if prefix and not info.id.startswith(prefix):
+                return out, None, False, scanned
+            if needle in info.id:
+                out.append(info)
+                if len(out) == limit:
+                    return out, info.id, False, scanned
+        if page.next is None:
+            return out, None, False, scanned
+        cursor = page.next
+    return out, cursor, True, scanned
 
 
 def _matches(info: SessionInfo, status: str | None, user: str | None, stale: float | None) -> bool:

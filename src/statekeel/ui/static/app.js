@@ -2,7 +2,7 @@
 // No framework, no network beyond this server; every value is inserted as text, never as HTML.
 "use strict";
 
-const state = { overview: null, refresh: null, lastJson: "", cursors: {} };
+const state = { overview: null, refresh: null, lastJson: "", cursors: {}, events: null, eventsFor: null };
 const $ = (sel) => document.querySelector(sel);
 
 function h(tag, attrs, ...children) {
@@ -172,6 +172,12 @@ function pager(route, params, next) {
       onclick: () => { stack.push(params.get("after") || ""); go(next); } }, "Next →"));
 }
 
+function withAfter(params, after) {
+  const p = new URLSearchParams(params);
+  p.set("after", after);
+  return p.toString();
+}
+
 async function sessionsPage(params) {
   const o = state.overview || await api("overview");
   const data = await api("sessions", Object.fromEntries(params));
@@ -179,9 +185,13 @@ async function sessionsPage(params) {
     time(s.updated_at), time(s.expires_at)]);
   view("Sessions",
     filterForm([{ name: "q", label: "search id (prefix)", placeholder: "support-" },
+      { name: "has", label: "id contains", placeholder: "42" },
       { name: "status", label: "status", options: o.session_statuses }, { name: "user", label: "user" },
       { name: "stale", label: "silent for (e.g. 5m)" }], params, "#/sessions"),
     table(["id", "user", "status", "updated", { name: "expires", wide: true }], rows, "sessions"),
+    data.more ? h("p", { class: "muted", "data-testid": "more" }, `Searched ${data.scanned} sessions up to `,
+      h("code", {}, data.next), " without filling the page: ",
+      link(`#/sessions?${withAfter(params, data.next)}`, "more…")) : null,
     pager("#/sessions", params, data.next));
   return data;
 }
@@ -371,7 +381,18 @@ async function erasuresPage(params) {
 
 async function memoriesPage(params) {
   const m = await api("memories", Object.fromEntries(params));
-  view("Memories and working set", h("div", { class: "panel", "data-testid": "not-available" }, h("p", {}, m.message)));
+  const nsLink = (ns) => link(`#/memories?${new URLSearchParams({ ns: JSON.stringify(ns), ...(m.working_set ? { id: m.working_set.session } : {}) })}`, ns.join(" / "));
+  const search = m.ns ? filterForm([{ name: "q", label: "search (full text)" }, { name: "ns", label: "namespace (JSON)" }],
+    params, "#/memories") : null;
+  view("Memories and working set",
+    h("h2", {}, "Namespaces"),
+    m.namespaces.length ? h("ul", { "aria-label": "namespaces" }, m.namespaces.map((ns) => h("li", {}, nsLink(ns))))
+      : h("p", { class: "muted" }, "no memories in this store"),
+    m.ns ? [h("h2", {}, `Memories in ${m.ns.join(" / ")}`), search,
+      table(["key", "text", "value", m.q ? "score" : "updated"], m.items.map((i) => [i.key, i.text, json(i.value),
+        m.q ? String(i.score) : time(i.updated_at)]), "memories")] : null,
+    m.working_set ? [h("h2", {}, `Working set of ${m.working_set.session} (${m.working_set.budget} tokens)`),
+      h("pre", { "data-testid": "working-set" }, m.working_set.text)] : null);
   return m;
 }
 
@@ -405,14 +426,45 @@ async function rerender(focus) {
   } catch (err) { showError(err); }
   if (focus) $("#view").focus({ preventScroll: true });
   $("#view").dataset.ready = "1";
+  listen();
 }
 
 const FOCUSABLE = "a, button, input, select, textarea, summary";
 
-async function poll() {
-  if (!$("#live").checked || document.hidden || $("#confirm").open || !state.refresh) return;
+// A session page listens to /api/events (server-sent events) and re-renders when told; every other
+// page, and a session page whose stream failed, polls every 2 s instead.
+function sessionOfRoute() {
+  const parts = (location.hash.slice(1) || "/").split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
+  return parts[0] === "session" && parts.length === 2 ? parts[1] : null;
+}
+
+function listen() {
+  const id = sessionOfRoute();
+  if (state.eventsFor === id && (state.events || id === null)) return;
+  if (state.events) state.events.close();
+  state.events = null; state.eventsFor = id; document.body.dataset.live = "poll";
+  if (id === null || typeof EventSource !== "function") return;
+  const es = state.events = new EventSource(`/api/events?session=${enc(id)}`);
+  es.addEventListener("ready", () => { if (state.events === es) document.body.dataset.live = "sse"; });
+  es.addEventListener("change", () => poll("sse"));
+  es.addEventListener("gone", () => { es.close(); poll("sse"); });
+  es.onerror = () => {  // fall back to polling for this page; a new page tries SSE again
+    es.close();
+    if (state.events === es) { state.events = null; document.body.dataset.live = "poll"; }
+  };
+}
+
+const streaming = () => state.events !== null && state.events.readyState === EventSource.OPEN;
+
+async function poll(source) {
+  if (source !== "sse" && streaming() && !state.missed) return;
   const active = document.activeElement;
-  if (active && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName)) return;
+  if (!$("#live").checked || document.hidden || $("#confirm").open || !state.refresh ||
+      (active && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName))) {
+    state.missed = state.missed || source === "sse";  // a pushed change waits for the next tick
+    return;
+  }
+  state.missed = false;
   const render = state.refresh, view = $("#view"), y = window.scrollY;
   const focusAt = [...view.querySelectorAll(FOCUSABLE)].indexOf(active);
   // render into a hidden twin; only a change replaces what the reader sees
@@ -422,6 +474,7 @@ async function poll() {
   try { out = JSON.stringify(await render()); } catch (err) { out = null; }
   if (out !== null && render === state.refresh && out !== state.lastJson) {
     view.remove(); twin.hidden = false; twin.dataset.ready = "1"; state.lastJson = out;
+    document.body.dataset.updatedBy = source === "sse" ? "sse" : "poll";
     window.scrollTo(0, y);
     const again = twin.querySelectorAll(FOCUSABLE)[focusAt];
     if (focusAt >= 0 && again) again.focus({ preventScroll: true });
@@ -444,7 +497,7 @@ async function start() {
     }
   });
   await rerender(false);
-  setInterval(poll, 2000);
+  setInterval(() => poll("timer"), 2000);
 }
 
 start();
