@@ -31,9 +31,9 @@ from typing import Any
 from ..core import Core, layout
 from ..core.session_write import RENEW_FACTOR, Committed, SessionCore, SessionWrites, plan_session_write
 from ..core.validate import check_name, check_optional_name, stored_seconds
-from ..errors import ConflictError, ExpiredError, InvalidInputError
+from ..errors import ConflictError, ExpiredError
 from ..features._duration import Duration, maybe_seconds
-from ..features.sessions import Session
+from ..features.sessions import Session, reopened_meta
 from ..models import SessionInfo, to_datetime
 from ..protocol import ANY, Expect, Op, OpResult, Put, Record, keys, op_target
 from ..protocol.aio import AsyncBackend
@@ -221,18 +221,9 @@ async def _reopen(
     listed: bool,
 ) -> Session:  # fmt: skip
     found = await info(backend, store, session_id, rec)
-    if user is not None and found.user not in (None, user):
-        raise InvalidInputError(
-            f"session {session_id!r} belongs to user {found.user!r}, not {user!r}; use another session id"
-        )
-    owner = found.user or user
-    ttl = found.ttl if ttl_s is None else ttl_s
-    changed = owner != found.user or ttl != found.ttl or found.status == "crashed"
-    if changed or not listed:
-        old = store.codec.decode(rec.data, rec.codec, rec.key)  # keeps retention caps, reopen events
-        body = {**old, "user": owner, "status": "active" if changed else found.status, "ttl": ttl}
-        expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
-        rec = await _put_meta(backend, store, session_id, body, rec.version, expires)
+    meta = reopened_meta(store, session_id, rec, found, user, ttl_s, listed)
+    if meta is not None:
+        rec = await _put_meta(backend, store, session_id, meta[0], rec.version, meta[1])
     s = Session(store, session_id, rec, found)
     s._arm(found.status)
     return s

@@ -444,9 +444,12 @@ def _open(core: Core, session_id: str, user: str | None, ttl_s: float | None) ->
     raise ConflictError(layout.session_meta_key(session_id), None, None)
 
 
-def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: float | None,
-            listed: bool) -> Session:
-    found = session_info(core, session_id, rec)
+def reopened_meta(
+    core: Core, session_id: str, rec: Record, found: SessionInfo, user: str | None, ttl_s: float | None,
+    listed: bool,
+) -> tuple[dict[str, Any], float | None] | None:  # fmt: skip
+    """What reopening a stored session writes to its record — ``(body, expires_at)`` — or None when
+    nothing changes (pure: the sync and asyncio paths both execute it). Another user's session is refused."""
     if user is not None and found.user not in (None, user):
         raise InvalidInputError(
             f"session {session_id!r} belongs to user {found.user!r}, not {user!r}; use another session id"
@@ -454,11 +457,20 @@ def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: f
     owner = found.user or user
     ttl = found.ttl if ttl_s is None else ttl_s
     changed = owner != found.user or ttl != found.ttl or found.status == "crashed"
-    if changed or not listed:
-        old = core.codec.decode(rec.data, rec.codec, rec.key)  # keeps retention caps, reopen events
-        body = {**old, "user": owner, "status": "active" if changed else found.status, "ttl": ttl}
-        expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
-        rec = put_meta(core, session_id, body, rec.version, expires)
+    if not changed and listed:
+        return None
+    old = core.codec.decode(rec.data, rec.codec, rec.key)  # keeps retention caps, reopen events
+    body = {**old, "user": owner, "status": "active" if changed else found.status, "ttl": ttl}
+    expires = rec.expires_at if ttl == found.ttl or ttl is None else time.time() + ttl * RENEW_FACTOR
+    return body, expires
+
+
+def _reopen(core: Core, session_id: str, rec: Record, user: str | None, ttl_s: float | None,
+            listed: bool) -> Session:
+    found = session_info(core, session_id, rec)
+    meta = reopened_meta(core, session_id, rec, found, user, ttl_s, listed)
+    if meta is not None:
+        rec = put_meta(core, session_id, meta[0], rec.version, meta[1])
     s = Session(core, session_id, rec, found)
     s._arm(found.status)
     return s
