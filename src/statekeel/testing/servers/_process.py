@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 LOOPBACK = "127.0.0.1"
 """The only address the servers listen on."""
@@ -238,6 +238,19 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _wait_until(self, answers: Callable[[], bool], process: Callable[[], Any], timeout: float,
+                    interval: float = POLL_INTERVAL) -> None:  # fmt: skip
+        """Poll ``answers()`` until True; ServerUnavailable when the ``process()`` (a Popen, or None)
+        exits first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not answers():
+            proc = process()
+            if proc is None or proc.poll() is not None:
+                raise ServerUnavailable("server exited")
+            if time.monotonic() > deadline:
+                raise ServerUnavailable("timed out")
+            time.sleep(interval)
 
     def _start_on_free_port(self, requested: int | None, launch: Callable[[], None]) -> None:
         """Set ``self._port`` and ``launch()``, retrying on a new port if another process took it."""

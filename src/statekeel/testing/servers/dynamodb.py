@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -159,14 +158,7 @@ class DynamoDBServer(Server):
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self._timeout
-        while not _answers(self.endpoint):
-            process = self._process
-            if process is None or process.poll() is not None:
-                raise ServerUnavailable("server exited")
-            if time.monotonic() > deadline:
-                raise ServerUnavailable("timed out")
-            time.sleep(POLL_INTERVAL * 5)
+        self._wait_until(lambda: _answers(self.endpoint), lambda: self._process, self._timeout, POLL_INTERVAL * 5)
 
     def _remove_files(self) -> None:
         if self._dir is not None:

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
@@ -14,7 +13,6 @@ from typing import Self
 from ._process import (
     DEFAULT_STARTUP_TIMEOUT,
     LOOPBACK,
-    POLL_INTERVAL,
     STOP_TIMEOUT,
     Server,
     ServerUnavailable,
@@ -198,14 +196,7 @@ class RedisServer(Server):
 
     def _wait_ready(self) -> None:
         """Poll with PING until ``+PONG`` (not ``-LOADING``) comes back."""
-        deadline = time.monotonic() + self._timeout
-        while not _redis_ping(self.port):
-            process = self._process
-            if process is None or process.poll() is not None:
-                raise ServerUnavailable("server exited")
-            if time.monotonic() > deadline:
-                raise ServerUnavailable("timed out")
-            time.sleep(POLL_INTERVAL)
+        self._wait_until(lambda: _redis_ping(self.port), lambda: self._process, self._timeout)
 
     def _remove_files(self) -> None:
         """Delete the temporary directory and forget the port."""
