@@ -149,8 +149,7 @@ class SealedBackend(Backend):
         where = self._prefix + log
         if len(entries) < 2 or self._cipher is None or layout.stored_in_clear(where):
             return [self.open_entry(e) for e in entries]
-        sealed = [e for e in entries if e.codec.endswith(_STEP)]
-        if len(sealed) < len(entries):  # planted plaintext (refused), or a conversion under way
+        if not all(e.codec.endswith(_STEP) for e in entries):  # planted plaintext (refused), or a conversion
             return [self.open_entry(e) for e in entries]
         opened = self._cipher.open_entries(where, [(e.data, e.seq) for e in entries])
         return [Entry(log, e.seq, data, e.codec[: -len(_STEP)], e.created_at) for e, data in zip(entries, opened)]
