@@ -24,7 +24,7 @@ from conftest import running
 from statekeel import ConfigurationError, UnavailableError
 from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.flusher import Lease
-from statekeel.backends.tiered.names import MARKERS, marker
+from statekeel.backends.tiered.names import MARKERS, QUEUE, marker
 from statekeel.testing.servers import PostgresServer, RedisServer
 
 _n = itertools.count()
@@ -206,6 +206,20 @@ def test_idle_partitions_are_evicted_and_read_back(urls: tuple[str, str]) -> Non
             assert [m["content"] for m in store.session(mode).history()] == ["x"]  # ... read back from PostgreSQL
             _read_until_cached(store, tiers, mode)  # and copied into Redis again beside that read
             assert [e.seq for e in tiers.hot.read(f"session/{mode}/history")] == [1]
+
+
+def test_write_behind_writers_of_one_session_correct_each_others_marker_version(urls: tuple[str, str]) -> None:
+    """Each write-behind write checks its partition's marker at the version its handle last saw
+    and counts the write; another handle's writes move it on, which costs a retry, never a write."""
+    with _open(urls, "write-behind") as a, _open(urls, "write-behind") as b:
+        for i in range(6):
+            (a if i % 3 else b).session("s").append({"role": "user", "content": str(i)})
+        assert _history(a) == _history(b) == [str(i) for i in range(6)]
+        cached, queue = _tiers(a).hot.get(marker("session/s")), _tiers(a).hot.log_info(QUEUE)
+        assert queue is not None and queue.last_seq >= 6  # every write batch of either handle, in order
+        assert cached is not None and cached.version == 1 + queue.last_seq  # hydrated at 1, then one per batch
+        assert _tiers(a).flush() + _tiers(b).flush() >= 6
+        assert _cold_history(urls) == [str(i) for i in range(6)]
 
 
 def _read_until_cached(store: statekeel.Store, tiers: TieredBackend, sid: str) -> None:

@@ -21,12 +21,15 @@ from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, is_reserved, marker, prefix_partition
-from .writes import Markers, behind_batch, behind_results, partitions, spans_partitions, through_hot
+from .writes import MarkerVersions, behind_batch, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
 _T = TypeVar("_T")
 _HYDRATE_TRIES = 5
+_BEHIND_TRIES = 50
+"""Write-behind attempts: hydrations (at most ``_HYDRATE_TRIES``) and retries after another writer
+moved a partition's marker on."""
 
 
 def _open(url: str | Backend, migrate: bool) -> Backend:
@@ -87,6 +90,7 @@ class TieredBackend(Backend):
         self.behind = settings.mode == "write-behind"
         self.maintenance = Maintenance(self.hot, self.cold, settings)
         self.hydrator = Hydrator(self.hot, self.cold)
+        self._versions = MarkerVersions()
         self._closed = False
         if migrate:  # migrate=False: a check or a read-only role, which can neither flush nor evict
             self.maintenance.start()
@@ -205,11 +209,18 @@ class TieredBackend(Backend):
             pass
 
     def _write_behind(self, ops: Sequence[Op], now: float) -> list[OpResult]:
-        for _ in range(_HYDRATE_TRIES):
+        parts = partitions(ops)
+        hydrations = 0
+        for _ in range(_BEHIND_TRIES):
             try:
-                results = self.hot.apply(behind_batch(ops, now), now=now)
+                results = self.hot.apply(behind_batch(ops, parts, self._versions, now), now=now)
             except ConflictError as exc:
-                hydrate(self.hot, self.cold, Markers.missing(exc))  # re-raises a conflict of the caller's ops
+                missing = self._versions.refused(exc)  # re-raises a conflict of the caller's ops
+                if missing is not None:
+                    if hydrations == _HYDRATE_TRIES:
+                        break
+                    hydrations += 1
+                    hydrate(self.hot, self.cold, missing)
                 continue
             except UnavailableError as exc:
                 if self.settings.on_hot_failure == "fail":
@@ -218,9 +229,13 @@ class TieredBackend(Backend):
                 results = self.cold.apply(ops, now=now)
                 self.cold.apply([Put(DIRTY, b"true", "json")])
                 return results
+            self._versions.learn(parts, results)
             self.maintenance.queued_one()
-            return behind_results(ops, results)
-        raise UnavailableError("statekeel tiered: a partition kept leaving Redis while being written; retry")
+            return results[len(parts) : len(parts) + len(ops)]
+        raise UnavailableError(
+            "statekeel tiered: a partition kept leaving Redis, or other writers kept moving it on, while "
+            "being written; nothing was written — retry"
+        )
 
     def flush(self) -> int:
         """Write-behind: replay every queued batch into PostgreSQL now; how many this call replayed."""

@@ -126,7 +126,7 @@ class _Watermark:
 
 
 def _replay(hot: Backend, cold: Backend, mark: _Watermark, entry: Entry) -> None:
-    ops, now = batches.decode(entry.data, f"{QUEUE}#{entry.seq}")
+    ops, now = batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
     try:
         results = cold.apply([*ops, mark.op(entry.seq)], now=now)
     except ConflictError as exc:
@@ -143,7 +143,7 @@ def _dead_letter(hot: Backend, entry: Entry, exc: ConflictError) -> None:
         "statekeel tiered: PostgreSQL refused queued batch %s on replay (%s); it is kept in Redis under %r "
         "for inspection and the flusher goes on", entry.seq, exc, DEAD,
     )  # fmt: skip
-    hot.apply([Append(DEAD, ((entry.data, batches.CODEC),))])
+    hot.apply([Append(DEAD, ((entry.data, entry.codec),))])
 
 
 def noop_batch() -> bytes:

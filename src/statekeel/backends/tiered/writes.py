@@ -9,13 +9,19 @@ bumped (see :mod:`.hydrate`).
 
 Write-behind: Redis only, in ONE batch: the ops, a check that each partition
 is cached (its marker exists), and the encoded batch appended to the queue — so
-the data and its queue entry are accepted together and in Redis' order.
+the data and its queue entry are accepted together and in Redis' order. The check
+is one ``Put(marker, expect=V)`` per partition (:class:`MarkerVersions`): it fails
+unless the marker exists at the version this handle last saw, counts the
+partition's writes and stamps its ``updated_at`` (idle eviction reads it; eviction
+deletes the marker at the version it read, so a write that lands meanwhile stops
+it). A marker that moved (another writer of the partition) costs one retry with
+the version the conflict reports; a missing one means hydrate, then retry. On Redis
+this is two field writes, where a delete-and-recreate of the marker also rewrote
+its partition's indexes (a quarter of a turn).
 
-Each partition's marker is checked by ``Delete(expect=1)`` then ``Put(expect=None)``
-(:class:`Markers`): the batch fails unless the partition is cached, the marker stays
-at version 1 — so concurrent writers of one partition never conflict on it (a
-version that counted writes would make every pair of concurrent appends retry) —
-and its ``updated_at`` records the partition's last write.
+Write-through checks with :class:`Markers` — ``Delete(expect=1)`` then
+``Put(expect=None)``, leaving the marker at version 1, so concurrent writers
+never conflict on it.
 """
 
 from __future__ import annotations
@@ -58,11 +64,6 @@ class Markers:
         return ops
 
     @staticmethod
-    def size(parts: Sequence[str]) -> int:
-        """How many ops :meth:`check` puts before the caller's."""
-        return 2 * len(parts)
-
-    @staticmethod
     def missing(exc: ConflictError) -> str:
         """The partition a conflict on a marker says is not cached; other conflicts are re-raised."""
         if not exc.key.startswith(MARKERS):
@@ -86,16 +87,42 @@ def pinned(ops: Sequence[Op], results: Sequence[OpResult]) -> list[Op]:
     return out
 
 
-def behind_batch(ops: Sequence[Op], now: float) -> list[Op]:
-    """The one Redis batch of a write-behind write: checks, ops, queue entry."""
+class MarkerVersions:
+    """This handle's guess of each cached partition's marker version (write-behind checks)."""
+
+    LIMIT = 10_000
+    """Guesses kept; past it they are forgotten (a wrong guess costs one retry)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def check(self, parts: Sequence[str]) -> list[Op]:
+        """One op per partition: fail unless its marker is at the guessed version; count the write."""
+        return [Put(marker(p), b"", MARKER_CODEC, expect=self._seen.get(p, 1)) for p in parts]
+
+    def learn(self, parts: Sequence[str], results: Sequence[OpResult]) -> None:
+        """Remember the versions the batch's checks left (results of :meth:`check`'s ops, in order)."""
+        if len(self._seen) > self.LIMIT:
+            self._seen.clear()
+        for part, rec in zip(parts, results):
+            if isinstance(rec, Record):
+                self._seen[part] = rec.version
+
+    def refused(self, exc: ConflictError) -> str | None:
+        """After a batch failed on ``exc``: the partition to hydrate (its marker is missing), or
+        None when a marker only moved on (the guess is corrected: retry). Re-raises other conflicts."""
+        part = Markers.missing(exc)
+        if exc.actual is None:
+            self._seen.pop(part, None)  # hydration starts the marker again at version 1
+            return part
+        self._seen[part] = exc.actual
+        return None
+
+
+def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, now: float) -> list[Op]:
+    """The one Redis batch of a write-behind write: checks (one per partition), ops, queue entry."""
     entry = batches.encode(ops, now)
-    return [*Markers.check(partitions(ops)), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
-
-
-def behind_results(ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
-    """The caller's results out of :func:`behind_batch`'s."""
-    skip = Markers.size(partitions(ops))
-    return results[skip : skip + len(ops)]
+    return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
 
 
 def through_hot(hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float) -> None:
