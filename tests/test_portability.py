@@ -206,7 +206,8 @@ def test_export_session_is_a_readable_store(exported: tuple[str, Path]) -> None:
     ticket = json.loads((out / "data/session/support-42/state/ticket.json").read_text())
     assert ticket["value"] == 991 and ticket["version"] == 1
     line = json.loads((out / "data/session/support-42/history.jsonl").read_text().splitlines()[0])
-    assert line["value"]["content"] == "My order is late"
+    # a plain message from SQLite is in its short form (statekeel.codec_msg): readable as "text"
+    assert (line["codec"], line["text"]) == ("msg:user", "My order is late")
     with statekeel.open(f"file://{out}") as store:  # an export is a store
         assert [i.id for i in store.sessions().items] == ["support-42"]
         assert store.user("u-7").get("pref") is None  # not selected

@@ -131,21 +131,23 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "memory": Opens(lambda t: t.memory(("walk",))), "memory_namespaces": TENANT,
     },
     "TenantBackend": {
-        **dict.fromkeys(("apply", "get", "get_many", "log_info", "read", "read_values", "scan", "scan_logs"), TENANT),
-        **dict.fromkeys(("batch_scope", "prefix", "tenant", "url"), VALUE),
+        **dict.fromkeys(("apply", "get", "get_many", "log_info", "log_info_many", "read", "read_values", "scan",
+                         "scan_logs"), TENANT),
+        **dict.fromkeys(("batch_scope", "prefix", "short_messages", "tenant", "url"), VALUE),
         "close": NOTHING, "purge_expired": NOTHING,
         "migrate": NOTHING,  # reports; refuses to migrate (tests/test_architecture.py)
     },
     "SealedBackend": {  # the sealing of an encrypted store, above the tenant's own view
-        **dict.fromkeys(("apply", "get", "get_many", "log_info", "read", "read_values", "scan", "scan_logs"), TENANT),
+        **dict.fromkeys(("apply", "get", "get_many", "log_info", "log_info_many", "read", "read_values", "scan",
+                         "scan_logs"), TENANT),
         **dict.fromkeys(("open_entry", "open_record", "open_value"), TENANT),
-        **dict.fromkeys(("batch_scope", "url"), VALUE),
+        **dict.fromkeys(("batch_scope", "short_messages", "url"), VALUE),
         "storage": OBJECT, "policy": OBJECT, "locked": VALUE, "is_stale": TENANT, "over": NOTHING,  # over() seals under this tenant's prefix only
         "close": NOTHING, "purge_expired": NOTHING, "migrate": NOTHING,
     },
     "Codec": {
         **dict.fromkeys(("compressing", "decode", "decode_many", "encode", "for_context"), TENANT),
-        **dict.fromkeys(("compress_min_bytes", "context_prefix", "max_record_bytes"), VALUE),
+        **dict.fromkeys(("compress_min_bytes", "context_prefix", "max_record_bytes", "short_messages"), VALUE),
         "guard": OBJECT,
     },
     "EncryptedStorePolicy": {"check_decode": TENANT, "check_encode": TENANT, "converting": VALUE, "locked": VALUE},

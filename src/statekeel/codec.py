@@ -9,6 +9,9 @@ A stored record names the codec that wrote it, e.g. ``json``, ``tjson1`` or
   written as ``{"$sk": tag, ...}`` objects and read back as the same type:
   datetime, date, time, timedelta, UUID, Decimal, bytes, tuple, set, frozenset,
   non-finite floats, Enum members, dataclasses and pydantic models.
+* ``msg:<role>`` — a plain chat message ``{"role": …, "content": …}``, stored as
+  its content's UTF-8 bytes (see :mod:`statekeel.codec_msg`), where the backend
+  asks for it (:attr:`~statekeel.protocol.Backend.short_messages`).
 * ``+zlib`` / ``+zstd`` — compression, and later transforms such as
   encryption, are suffixes applied in order after the JSON step.
 
@@ -42,6 +45,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .codec_msg import decode_run, short_form, short_value
 from .errors import (
     ConfigurationError,
     CorruptionError,
@@ -59,6 +63,8 @@ __all__ = ["Codec", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 _TAG = "$sk"
+_PLAIN_INT = 10**18
+"""Ints below this size are their own JSON; the guard's detectors need 32+ characters for digits alone."""
 
 
 
@@ -315,10 +321,6 @@ def _require_class(tag: str, d: dict[str, Any]) -> None:
         )
 
 
-_JSON_ERRORS = (ValueError, RecursionError)
-"""What json.loads raises on bad bytes (JSONDecodeError and UnicodeDecodeError are ValueErrors)."""
-
-
 def _corrupt(context: str, codec: str, exc: BaseException) -> CorruptionError:
     where = context or "?"
     return CorruptionError(
@@ -348,9 +350,12 @@ class Codec:
         compress_min_bytes: int = 512,
         transforms: list[Transform] | None = None,
         guard: SecretGuard | None = None,
+        short_messages: bool = False,
     ) -> None:
         self.max_record_bytes = _positive_int(max_record_bytes, "max_record_bytes")
         self.guard = guard
+        self.short_messages = short_messages
+        """Store plain chat messages in the short ``msg:<role>`` form (the backend's choice)."""
         self.context_prefix = ""
         """Prepended to every context given to transforms (a tenant's key prefix)."""
         self.compress_min_bytes = _positive_int(compress_min_bytes, "compress_min_bytes", minimum=0)
@@ -383,6 +388,16 @@ class Codec:
 
     def encode(self, value: Any, path: str = "value", context: str = "") -> tuple[bytes, str]:
         """Bytes and codec name for ``value``; ``path`` names it in errors."""
+        if type(value) is int and -_PLAIN_INT < value < _PLAIN_INT:  # a counter: no tree, no JSON encoder,
+            return self._finish(str(value).encode(), "json", path, context)  # no secret in 18 digits
+        if self.short_messages and type(value) is dict:
+            short = short_form(value)  # a plain message: no tree walk, no JSON
+            if short is not None:
+                if self.guard is not None and self.guard.suspicious(short[0]):
+                    cleaned = self.guard.check(value, path)  # raises in refuse mode
+                    if cleaned is not value:
+                        return self._unguarded().encode(cleaned, path, context)
+                return self._finish(short[0], short[1], path, context)
         walker = _Walker()
         try:
             tree = walker.walk(value, path)
@@ -401,6 +416,10 @@ class Codec:
             cleaned = self.guard.check(value, path)  # raises in refuse mode
             if cleaned is not value:
                 return self._unguarded().encode(cleaned, path, context)
+        return self._finish(data, name, path, context)
+
+    def _finish(self, data: bytes, name: str, path: str, context: str) -> tuple[bytes, str]:
+        """Compression and the transforms after the first step, then the size limit."""
         if self._compressor is not None and len(data) >= self.compress_min_bytes:
             data = self._compressor.encode(data, context)
             name += "+" + self._compressor.name
@@ -437,24 +456,24 @@ class Codec:
             return json.loads(data)
         if base == "tjson1":
             return json.loads(data, object_hook=_object_hook)
+        message = short_value(base, data)
+        if message is not None:
+            return message
         raise StoreError(
             f"a record was written with codec {codec!r}, which this statekeel does not know; "
             "upgrade the statekeel package"
         )
 
     def decode_many(self, items: list[tuple[bytes, str]], context: str = "") -> list[Any]:
-        """Decode several records of one context; plain-JSON runs are parsed in one call.
+        """Decode several records of one context: a history of ``json`` and short-form messages
+        in bulk (:func:`statekeel.codec_msg.decode_run`: one JSON parse for all, no parse for messages).
 
-        If the joined parse fails or yields another count (a damaged item), each is
-        decoded on its own, so the error is the one :meth:`decode` gives.
+        If that fails (another codec, or a damaged item), each is decoded on its own,
+        so the error is the one :meth:`decode` gives.
         """
-        if items and all(codec == "json" for _, codec in items):
-            try:
-                values = json.loads(b"[" + b",".join(data for data, _ in items) + b"]")
-            except _JSON_ERRORS:
-                values = None
-            if type(values) is list and len(values) == len(items):
-                return values
+        values = decode_run(items) if items else []
+        if values is not None:
+            return values
         return [self.decode(data, codec, context) for data, codec in items]
 
     def _transform(self, name: str) -> Transform:

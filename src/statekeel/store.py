@@ -347,7 +347,9 @@ def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], 
     try:
         keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok,
                                   only_if_marked=access.only_if_marked)
-        codec = Codec(transforms=access.transforms, **codec_options)
+        # the short message form names the role in the codec, which stays in clear: not when encrypting
+        short = backend.short_messages and policy is None and not access.transforms
+        codec = Codec(transforms=access.transforms, short_messages=short, **codec_options)
         raw = backend
         if policy is not None:  # an encrypted store: values are sealed to their position below the features
             cipher = Cipher(keyring) if keyring is not None else None

@@ -15,7 +15,7 @@ from ..core.session_write import apply_across_partitions
 from ..core.validate import check_limit, check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from ..models import SESSION_STATUSES, SessionInfo, SessionStatus, to_datetime
-from ..protocol import ANY, Expect, Put, Record, keys
+from ..protocol import ANY, Expect, LogInfo, Put, Record, keys
 from .leases import session_alive
 
 __all__ = [
@@ -31,8 +31,12 @@ def check_status(status: Any) -> None:
 
 def session_info(core: Core, session_id: str, rec: Record) -> SessionInfo:
     """Info from the meta record; ``updated_at`` also counts the last append."""
+    return _info(core, session_id, rec, core.backend.log_info(layout.history_log(session_id)))
+
+
+def _info(core: Core, session_id: str, rec: Record, log: LogInfo | None) -> SessionInfo:
+    """:func:`session_info` from the meta record and the history's bounds, already read."""
     body = core.codec.decode(rec.data, rec.codec, rec.key)
-    log = core.backend.log_info(layout.history_log(session_id))
     updated = max(rec.updated_at, log.updated_at) if log else rec.updated_at
     return SessionInfo(
         session_id, body.get("user"), body.get("status", "active"),
@@ -101,12 +105,16 @@ def list_sessions(
             return out, None
         ids = [keys.split(r.key)[-1] for r in idx]
         metas = core.backend.get_many([layout.session_meta_key(i) for i in ids])
-        for sid, meta in zip(ids, metas):
-            info = session_info(core, sid, meta) if meta is not None else None
-            if info is not None and _matches(core, info, status, user, stale_after):
-                out.append(info)
-                if len(out) == limit:
-                    return out, sid
+        found = [(sid, meta) for sid, meta in zip(ids, metas) if meta is not None]
+        while found:  # the histories' bounds in batches of what the page still needs (one query on PostgreSQL)
+            batch, found = found[: limit - len(out)], found[limit - len(out) :]
+            logs = core.backend.log_info_many([layout.history_log(sid) for sid, _ in batch])
+            for (sid, meta), log in zip(batch, logs):
+                info = _info(core, sid, meta, log)
+                if _matches(core, info, status, user, stale_after):
+                    out.append(info)
+                    if len(out) == limit:
+                        return out, sid
         cursor = idx[-1].key
     return out, None
 

@@ -279,6 +279,12 @@ class Backend(abc.ABC):
     """``"store"``: one :meth:`apply` may span partitions atomically; ``"partition"``:
     a batch must stay inside one partition (Redis Cluster) — callers split theirs."""
 
+    short_messages: bool = False
+    """Whether the store's codec writes plain chat messages in the short ``msg:<role>`` form
+    (:mod:`statekeel.codec_msg`: the content's bytes, no JSON), which reloads without a JSON
+    parse. For backends that keep values as opaque bytes; ones that embed ``json`` values in
+    their own format (files, PostgreSQL's json column) keep the default. Every backend reads both."""
+
     @abc.abstractmethod
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
         """The record at ``key``, or None. Expired records only if asked for."""
@@ -318,6 +324,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def log_info(self, log: str) -> LogInfo | None:
         """Bounds of ``log``, or None if it has no entries or has expired."""
+
+    def log_info_many(self, logs: Sequence[str]) -> list[LogInfo | None]:
+        """:meth:`log_info` of each of ``logs``, aligned with them — a listing of sessions
+        reads a page of them. This default asks one at a time, and every backend inherits
+        it; a backend overrides it where one round trip can answer for all (PostgreSQL)."""
+        return [self.log_info(log) for log in logs]
 
     @abc.abstractmethod
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:

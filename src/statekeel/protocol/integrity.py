@@ -21,12 +21,32 @@ Encryption's authenticated tags are what detect deliberate changes.
 
 from __future__ import annotations
 
-from typing import Final
-from zlib import crc32
+from typing import Final, Protocol
 
 from ..errors import CorruptionError
 
-__all__ = ["MASK", "base_sum", "entry_sum", "head", "record_sum", "seal", "verify_entry", "verify_record"]
+__all__ = ["MASK", "base_sum", "crc32", "entry_sum", "head", "record_sum", "seal", "verify_entry", "verify_record"]
+
+
+class _Crc32(Protocol):
+    def __call__(self, data: bytes, value: int = 0, /) -> int: ...
+
+
+def _fastest_crc32() -> _Crc32:
+    """zlib's CRC-32, from ISA-L when installed (the ``isal`` dependency): the same function,
+    ~7× faster on long values (it uses the CPU's carry-less multiply), which is most of what
+    verifying a whole-history reload costs. Plain zlib where the wheel is missing."""
+    try:
+        from isal.isal_zlib import crc32 as isal_crc32
+    except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel
+        from zlib import crc32 as zlib_crc32
+
+        return zlib_crc32
+    return isal_crc32
+
+
+crc32: Final = _fastest_crc32()
+"""``crc32(data, start=0)``: zlib's CRC-32 (identical results, tested), as fast as this machine allows."""
 
 MASK: Final = 0xFFFFFFFF
 

@@ -2,7 +2,9 @@
 
 A stored value is embedded as readable JSON (``"value": …``) whenever its bytes
 are exactly the compact JSON of that value — true for the ``json`` and
-``tjson1`` codecs — so reading it back gives the very same bytes. Anything else
+``tjson1`` codecs — so reading it back gives the very same bytes. A chat message
+in the short ``msg:<role>`` form (copied or exported from a backend that writes it,
+see :mod:`statekeel.codec_msg`) is its content as ``"text"``. Anything else
 (compressed, encrypted, or JSON written differently) is kept as
 ``"data_base64"``. Either way the round trip is exact by construction.
 
@@ -65,8 +67,22 @@ def _json_exact(data: bytes) -> tuple[bool, Any]:
     return same, value
 
 
-def embed(data: bytes) -> dict[str, Any]:
-    """``{"value": …}`` when the bytes are exact compact JSON, else ``{"data_base64": …}``."""
+def _short_text(data: bytes, codec: str) -> str | None:
+    """The content of a short-form message (``msg:<role>``, no transform after it), else None."""
+    if not codec.startswith("msg:") or "+" in codec:
+        return None
+    try:
+        return data.decode("utf-8")  # strict: the text encodes back to the very same bytes
+    except UnicodeDecodeError:
+        return None
+
+
+def embed(data: bytes, codec: str = "") -> dict[str, Any]:
+    """``{"value": …}`` when the bytes are exact compact JSON, ``{"text": …}`` for a short-form
+    message, else ``{"data_base64": …}``."""
+    text = _short_text(data, codec)
+    if text is not None:
+        return {"text": text}
     exact, value = _json_exact(data)
     if exact:
         return {"value": value}
@@ -77,6 +93,10 @@ def extract(doc: dict[str, Any], where: str) -> bytes:
     """The stored bytes of a record or line document."""
     if "value" in doc:
         return _compact(doc["value"]).encode("utf-8")
+    if "text" in doc:
+        if type(doc["text"]) is not str:
+            raise StoreError(f"{where} has a 'text' that is not a string; restore it from a backup")
+        return doc["text"].encode("utf-8")
     if "data_base64" in doc:
         return base64.b64decode(doc["data_base64"], validate=True)
     raise StoreError(f"{where} has neither 'value' nor 'data_base64'; restore it from a backup")
@@ -93,7 +113,7 @@ def record_text(rec: Record) -> str:
         "expires_at": rec.expires_at,
         "crc": record_sum(rec.key, rec.codec, rec.data, rec.version),
     }
-    doc.update(embed(rec.data))
+    doc.update(embed(rec.data, rec.codec))
     return _pretty(doc)
 
 
@@ -210,6 +230,9 @@ def line_text(log: str, seq: int, created_at: float, codec: str, data: bytes, mo
     if more:
         head += f',"more":{more}'
     head += f',"crc":{entry_sum(log, codec, data, seq)}'
+    text = _short_text(data, codec)
+    if text is not None:
+        return f'{head},"text":{_compact(text)}}}\n'
     exact, _ = _json_exact(data)
     if exact:
         return f'{head},"value":{data.decode("utf-8")}}}\n'

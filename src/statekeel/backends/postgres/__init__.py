@@ -4,7 +4,7 @@ Tables, all in one schema (``?schema=``, default ``statekeel``)::
 
     statekeel_schema  version, applied_at             one row per applied migration
     sk_kv             key PK, data | doc, codec, version, created_at, updated_at, expires_at, checksum
-    sk_logs           id PK, name UNIQUE, first_seq, last_seq, created_at, updated_at, expires_at
+    sk_logs           id (identity), name UNIQUE, first_seq, last_seq, created_at, updated_at, expires_at
     sk_entries        (log_id, seq) PK, data | doc, codec, created_at, checksum
 
 (and ``tenant``, for row-level security). ``checksum`` is the record's or
@@ -24,7 +24,10 @@ column, which keeps the text verbatim — reads return the very bytes written
 ``jsonb`` was not chosen because it reorders keys and rejects ``\\u0000``. A
 ``json`` text that contains the escape ``\\u0000`` (PostgreSQL's JSON operators
 fail on the whole row for it), that is not UTF-8, or that PostgreSQL rejects as
-JSON is stored in ``data`` (``bytea``) instead, as is every other codec.
+JSON is stored in ``data`` (``bytea``) instead, as is every other codec —
+including ``msg:<role>``, the short form of a plain chat message in a history
+(the content's bytes; :mod:`statekeel.codec_msg`):
+``SELECT convert_from(data, 'UTF8') FROM statekeel.sk_entries WHERE codec = 'msg:user'``.
 
 Writes: :meth:`PostgresBackend.apply` turns each operation into data-modifying
 CTEs (see :mod:`.sql`) and, when no two operations write the same row,

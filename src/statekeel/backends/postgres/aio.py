@@ -30,7 +30,7 @@ from ...protocol.keys import prefix_end
 from .._dispatch import handlers
 from . import rows as checked
 from . import sql
-from .backend import PostgresBackend, _read_params, _values_if_intact
+from .backend import PostgresBackend, _live_log, _read_params
 from .config import Settings, connect_kwargs, dsn
 from .errors import RACES, RETRIES
 from .ops import OPS, OpSQL, Params, Part, Row, clamp, one_statement
@@ -48,6 +48,7 @@ class _AsyncConnection(psycopg.AsyncConnection[Row]):
     def sk_cursor(self) -> psycopg.AsyncCursor[Row]:
         if self._sk_cursor is None:
             self._sk_cursor = self.cursor()
+            checked.json_as_bytes(self._sk_cursor.adapters)
         return self._sk_cursor
 
 
@@ -178,7 +179,7 @@ class AsyncPostgresBackend(AsyncBackend):
         if limit is not None and limit <= 0:
             return []
         rows = await self._rows(self._q.read_values, _read_params(log, 1, None, limit, reverse))
-        values = _values_if_intact(log, rows)
+        values = checked.values_if_intact(log, rows)
         if values is None:
             return [(r[1], r[2]) for r in await self._read_rows(log, 1, None, limit, reverse)]
         return values
@@ -192,12 +193,7 @@ class AsyncPostgresBackend(AsyncBackend):
 
     async def log_info(self, log: str) -> LogInfo | None:
         rows = await self._rows(self._q.log_info, {"log": log})
-        if not rows:
-            return None
-        first, last, created, updated, expires = rows[0]
-        if last < first or (expires is not None and expires <= time.time()):
-            return None
-        return LogInfo(log, first, last, created, updated, expires)
+        return _live_log(log, rows[0], time.time()) if rows else None
 
     # -- writes --------------------------------------------------------------
     async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:

@@ -84,6 +84,16 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE {s}.sk_kv ADD COLUMN checksum integer",
         "ALTER TABLE {s}.sk_entries ADD COLUMN checksum integer",
     ],
+    # v4: storage (issue 15). Log headers are found by name (the UNIQUE index) and
+    # their entries by (log_id, seq): the primary-key index on sk_logs.id served no
+    # query, and cost a page and a write per new log. Entries' keys grow at the
+    # end of each log's range, where PostgreSQL's B-tree fills a splitting page to
+    # its fillfactor: 100 leaves no tenth of every leaf empty. Catalog-only: no
+    # table is rewritten (the index keeps its pages until it is rebuilt).
+    [
+        "ALTER TABLE {s}.sk_logs DROP CONSTRAINT sk_logs_pkey",
+        "ALTER INDEX {s}.sk_entries_pkey SET (fillfactor = 100)",
+    ],
 ]
 
 _RECORD_VERSION = "INSERT INTO {s}.statekeel_schema (version) VALUES ({version})"

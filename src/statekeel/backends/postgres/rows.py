@@ -8,15 +8,17 @@ The ``checksum`` column is an ``integer`` holding the unsigned 32-bit sum of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-from zlib import crc32
+from operator import itemgetter
+from typing import Any, cast
 
+from psycopg import adapt, adapters, pq
 from psycopg.types.numeric import Int4, Int8
+from psycopg.types.string import ByteaBinaryLoader
 
 from ...protocol import Record
-from ...protocol.integrity import MASK, base_sum, verify_entry, verify_record
+from ...protocol.integrity import MASK, base_sum, crc32, head, verify_entry, verify_record
 
-__all__ = ["crc", "entries", "record", "signed", "sum_param", "unsigned"]
+__all__ = ["crc", "entries", "json_as_bytes", "record", "signed", "sum_param", "unsigned", "values_if_intact"]
 
 _SIGN = 0x80000000
 
@@ -67,3 +69,50 @@ def entries(log: str, rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ..
         if (crc32(data, head) + seq) & MASK != stored & MASK:
             verify_entry(log, seq, codec, data, unsigned(stored))
     return rows
+
+
+def json_as_bytes(target: adapt.AdaptersMap) -> None:
+    """Load ``json`` columns as the bytes stored, with the C ``bytea`` loader.
+
+    A ``json`` value's binary form is its text, which is what a reload hands to
+    the codec: the server sends the column as it is stored (no ``convert_to``
+    copy) and the client neither parses it (psycopg's default) nor decodes it to
+    ``str``. Only the backend's own cursor gets this loader; its statements never
+    return ``json`` to anything but :func:`values_if_intact`.
+    """
+    target.register_loader("json", _BYTES)
+
+
+_BYTES = adapters.get_loader(adapters.types["bytea"].oid, pq.Format.BINARY) or ByteaBinaryLoader
+"""psycopg's ``bytea`` binary loader: the C one when psycopg's C extension is installed."""
+_DATA, _DOC, _CODEC, _CRC = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_JSON = "json"
+
+
+def values_if_intact(log: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[bytes, str]] | None:
+    """``(data, codec)`` of ``read_values`` rows (``data, doc, codec or NULL for json, crc``) if
+    every CRC matched, else None.
+
+    SQL already took the seq off each checksum, so the check is C loops over the
+    columns — one CRC per row, one list comparison — not a Python loop per row
+    (a reload verifies thousands). A history is all ``data`` (short messages) or
+    all ``doc`` (plain JSON) as a rule; only a mix costs a Python loop. A NULL
+    checksum (a row from before checksums) never compares equal: the caller's
+    slower path reads it unchecked.
+    """
+    if not rows:
+        return []
+    n = len(rows)
+    datas = list(map(_DATA, rows))
+    missing = datas.count(None)
+    if missing == n:
+        datas = list(map(_DOC, rows))
+    elif missing:
+        datas = [data if data is not None else doc for data, doc in zip(datas, map(_DOC, rows))]
+    stored: list[str | None] = list(map(_CODEC, rows))
+    missing = stored.count(None)
+    codecs = [_JSON] * n if missing == n else [c or _JSON for c in stored] if missing else cast(list[str], stored)
+    heads = {c: head(log, c) for c in set(codecs)}
+    if list(map(crc32, datas, map(heads.__getitem__, codecs))) != list(map(_CRC, rows)):
+        return None
+    return list(zip(datas, codecs))

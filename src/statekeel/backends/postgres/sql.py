@@ -252,11 +252,14 @@ _READ = (
     " WHERE l.name = %(log)s AND (l.expires_at IS NULL OR l.expires_at > %(now)s)"
     " ORDER BY e.seq"
 )
-# The history fast path: data, codec and the checksum with the seq already taken off
-# (its CRC part; NULL for rows from before checksums), for a bulk check in Python.
+# The history fast path (:func:`.rows.values_if_intact`): ``data``, ``doc`` as stored
+# (the client loads ``json`` as bytes, :func:`.rows.json_as_bytes`; no ``convert_to``
+# copy), the codec unless it is plain ``json`` (NULL costs no bytes on the wire) and
+# the checksum with the seq already taken off (its CRC part; NULL for
+# rows from before checksums), for a bulk check in Python.
 _READ_VALUES = _READ.replace(
     "SELECT e.seq, coalesce(e.data, convert_to(e.doc::text, 'UTF8')), e.codec, e.created_at, e.checksum",
-    "SELECT coalesce(e.data, convert_to(e.doc::text, 'UTF8')), e.codec, (e.checksum::bigint - e.seq) & 4294967295",
+    "SELECT e.data, e.doc, nullif(e.codec, 'json'), (e.checksum::bigint - e.seq) & 4294967295",
 )
 # LoadEntries (copy/import) keeps only entries above the log's last seq, in order.
 _LOAD_ENTRIES = (
@@ -283,6 +286,7 @@ _TEMPLATES: dict[str, str] = {
     "read": _READ,
     "read_values": _READ_VALUES,
     "log_info": f"SELECT {_LOG_COLUMNS} FROM {{s}}.sk_logs WHERE name = %(log)s",
+    "log_info_many": f"SELECT name, {_LOG_COLUMNS} FROM {{s}}.sk_logs WHERE name = ANY(%(logs)b::text[])",
     "scan_logs_from": _SCAN_LOGS.replace("{op}", ">="),
     "scan_logs_after": _SCAN_LOGS.replace("{op}", ">"),
     "drop_dead_log": "WITH gone AS (DELETE FROM {s}.sk_logs WHERE name = %(log)s"
@@ -296,7 +300,7 @@ _TEMPLATES: dict[str, str] = {
     f" WHERE name = %(log)s AND {_LIVE}) SELECT 0",
     "purge": "WITH r AS (DELETE FROM {s}.sk_kv WHERE key IN (SELECT key FROM {s}.sk_kv"
     " WHERE expires_at <= %(now)s LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING 1),"
-    " l AS (DELETE FROM {s}.sk_logs WHERE id IN (SELECT id FROM {s}.sk_logs WHERE expires_at <= %(now)s"
+    " l AS (DELETE FROM {s}.sk_logs WHERE name IN (SELECT name FROM {s}.sk_logs WHERE expires_at <= %(now)s"
     " LIMIT greatest(0, %(limit)s - (SELECT count(*) FROM r)) FOR UPDATE SKIP LOCKED) RETURNING id),"
     " e AS (DELETE FROM {s}.sk_entries WHERE log_id IN (SELECT id FROM l))"
     " SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM l)",
@@ -315,6 +319,7 @@ class Queries:
     read: str
     read_values: str
     log_info: str
+    log_info_many: str
     scan_logs_from: str
     scan_logs_after: str
     drop_dead_log: str

@@ -55,6 +55,9 @@ class SQLiteBackend(Backend):
     OPTIONS = ("durability", "timeout")
     """The URL options this backend reads; any other is refused (a misspelt one must not be ignored)."""
 
+    short_messages = True
+    """Values are opaque blobs here: plain chat messages are stored as their content's bytes."""
+
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
         self.url = url.redacted
         self.path = url.sqlite_path()

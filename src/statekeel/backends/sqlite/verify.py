@@ -6,14 +6,14 @@ checksum and are read unchecked (see :mod:`statekeel.protocol.integrity`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
-from zlib import crc32
 
 from ...errors import CorruptionError
 from ...protocol import Entry, Record
-from ...protocol.integrity import MASK, head, verify_entry, verify_record
+from ...protocol.integrity import MASK, crc32, head, verify_entry, verify_record
 from .schema import SEQ_MAX
 
 __all__ = ["ENTRY_COLUMNS", "VALUE_COLUMNS", "entries_of", "record_of", "values_if_intact"]
@@ -75,7 +75,10 @@ def _intact(log: str, rows: list[Any]) -> bool:
         return True
     codecs = list(map(_CODEC, rows))
     first = codecs[0]
-    heads = repeat(head(log, first)) if codecs.count(first) == len(codecs) else [head(log, c) for c in codecs]
+    if codecs.count(first) == len(codecs):
+        heads: Iterable[int] = repeat(head(log, first))
+    else:  # e.g. short-form messages, one codec name per role: a few distinct heads, mapped in C
+        heads = map({c: head(log, c) for c in set(codecs)}.__getitem__, codecs)
     try:
         return list(map(crc32, map(_DATA, rows), heads)) == list(map(_CRC, rows))
     except TypeError:  # a value whose stored type is no longer a blob
