@@ -115,6 +115,9 @@ class TenantBackend(Backend):
     def log_info(self, log: str) -> LogInfo | None:
         return self._info(self._inner.log_info(self._in(log)))
 
+    def log_info_many(self, logs: Sequence[str]) -> list[LogInfo | None]:
+        return [self._info(i) for i in self._inner.log_info_many([self._in(log) for log in logs])]
+
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
         found = self._inner.scan_logs(self._in(prefix), after=None if after is None else self._in(after), limit=limit)
         return [i for i in (self._info(x) for x in found) if i is not None]
