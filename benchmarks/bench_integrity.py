@@ -6,9 +6,10 @@ before the call returns) *interleaved*: turn i goes to each store in turn,
 in a rotating order, so disk and CPU noise fall on all four alike. Reported: each
 store's median turn and its ratio to "off" (the median of per-round ratios),
 and the whole-history reload (2 × turns messages) with decryption and chain
-checks, best of 5.
+checks, best of 5. ``--repeat N`` runs the whole comparison N times on fresh stores and
+reports each ratio's median over the runs (and every run), with the load average before each.
 
-    python benchmarks/bench_integrity.py --backends sqlite,postgres --turns 1000
+    python benchmarks/bench_integrity.py --backends sqlite,postgres,redis --turns 1000 --repeat 3
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
     return out
 
 
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median over runs of each ratio and time, with the runs themselves."""
+    out: dict[str, Any] = {"repeat": len(runs), "load_avg_1m": [r["load_avg_1m"] for r in runs]}
+    for field in ("median_ms", "vs_off", "reload_ms", "reload_vs_off"):
+        out[field] = {m: statistics.median(r[field][m] for r in runs) for m in runs[0][field]}
+    out["runs"] = runs
+    return out
+
+
 def _timed(fn: Any) -> float:
     t = time.perf_counter()
     fn()
@@ -86,14 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--turns", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per backend; ratios are the median over them")
     ap.add_argument("--out", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0]}
     pool = ServerPool(required=False)
     try:
         for backend in args.backends.split(","):
-            results[backend] = run(backend, args.turns, pool)
-            print(json.dumps({backend: results[backend]}), flush=True)
+            runs = []
+            for _ in range(args.repeat):
+                load = os.getloadavg()[0]
+                runs.append({"load_avg_1m": round(load, 2), **run(backend, args.turns, pool)})
+                print(json.dumps({backend: runs[-1]}), flush=True)
+            results[backend] = _summary(runs)
+            print(json.dumps({backend: {k: v for k, v in results[backend].items() if k != "runs"}}), flush=True)
     finally:
         pool.stop()
     if args.out:

@@ -78,6 +78,7 @@ class ChainedBackend(Backend):
         """partition -> (head record version, head, head created_at): hints for writers."""
         self._floors: dict[str, tuple[int, float | None]] | None = None
         self._plains: dict[str, bool] = {}
+        self._spots: dict[str, tuple[str, str] | None] = {}
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
 
@@ -112,6 +113,17 @@ class ChainedBackend(Backend):
                 self._plains.clear()
             plain = self._plains[key] = layout.stored_in_clear(self._prefix + key) or layout.is_chain_head(key)
         return plain
+
+    def _spot(self, key: str) -> tuple[str, str] | None:
+        """``(partition, full key)`` of a chained ``key``; None when it is outside the chain (memoised:
+        a writer names the same few keys batch after batch)."""
+        try:
+            return self._spots[key]
+        except KeyError:
+            if len(self._spots) >= 4096:
+                self._spots.clear()
+            spot = self._spots[key] = None if self._plain(key) else (keys.partition(key), self._prefix + key)
+            return spot
 
     # -- heads -----------------------------------------------------------------
     def head_of(self, rec: Record | None, partition: str) -> Head:
@@ -225,7 +237,7 @@ class ChainedBackend(Backend):
 
     # -- writes ----------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
-        deadline = time.monotonic() + _PATIENCE
+        deadline = None
         for attempt in itertools.count():
             clock = time.time() if now is None else now
             plan = _Plan(self, clock)
@@ -237,6 +249,7 @@ class ChainedBackend(Backend):
                 for part in plan.heads:  # moved by another writer, or maybe applied: read them again
                     self._heads.pop(part, None)
                 ours = isinstance(exc, ConflictError) and (exc.key in plan.resolved or layout.is_chain_head(exc.key))
+                deadline = time.monotonic() + _PATIENCE if deadline is None else deadline  # from the first refusal
                 if ours and time.monotonic() < deadline:
                     time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
                     continue
@@ -280,6 +293,8 @@ def _consistent(read: Callable[[], T]) -> T:
 
 def _as_given(op: Op, result: OpResult) -> OpResult:
     """A result as the caller's own op would have produced it (its value, not the sealed one)."""
+    if type(op) is Append:
+        return result  # its first seq, as given
     if isinstance(op, Put) and isinstance(result, Record):
         r = result
         return Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
@@ -292,29 +307,43 @@ class _Plan:
     def __init__(self, backend: ChainedBackend, clock: float) -> None:
         self.b = backend
         self.clock = clock
+        self.stamp = trailer(clock, b"")
+        """The trailer's first part (the clock, packed once: every value of the batch carries it)."""
         self.heads: dict[str, tuple[int | None, Head, float | None]] = {}
         self.dirty: set[str] = set()
+        self.order: list[str] = []
+        """The dirty partitions in the order their heads are put (sorted: writers lock them alike)."""
         self.resolved: set[str] = set()
 
-    def _head(self, target: str) -> Head:
-        part = keys.partition(target)
-        if part not in self.heads:
-            self.heads[part] = self.b._head_for_write(part)
+    def _head(self, target: str, part: str | None = None) -> Head:
+        part = keys.partition(target) if part is None else part
+        planned = self.heads.get(part)
+        if planned is None:
+            planned = self.heads[part] = self.b._head_for_write(part)
         self.dirty.add(part)
-        return self.heads[part][1]
+        return planned[1]
 
     def _where(self, key: str) -> str:
         return self.b._prefix + key
 
     def seal(self, op: Op) -> Op:
+        kind = type(op)  # the ops of a turn first, by exact type (an isinstance chain costs per op)
+        if kind is Append:
+            assert isinstance(op, Append)
+            spot = self.b._spot(op.log)
+            return op if spot is None else self._append(op, *spot)
+        if kind is Put:
+            assert isinstance(op, Put)
+            spot = self.b._spot(op.key)
+            return op if spot is None else self._put(op, *spot)
         if isinstance(op, Expire):
             return self._expire(op)
         if self.b._plain(op_target(op)):
             return op
         if isinstance(op, Put):
-            return self._put(op)
+            return self._put(op, keys.partition(op.key), self._where(op.key))
         if isinstance(op, Append):
-            return self._append(op)
+            return self._append(op, keys.partition(op.log), self._where(op.log))
         if isinstance(op, Delete):
             self._head(op.key).records.pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
@@ -333,35 +362,35 @@ class _Plan:
             return self._load_entries(op)
         return op
 
-    def _put(self, op: Put) -> Put:
-        head = self._head(op.key)
-        known = head.records.get(self._where(op.key))
+    def _put(self, op: Put, part: str, where: str) -> Put:
+        head = self._head(op.key, part)
+        known = head.records.get(where)
         current = known.version if known is not None and alive(known.expires, self.clock) else None
         version, created = (current or 0) + 1, known.created if current is not None and known else self.clock
-        tag = self.b._key.record_tag(self._where(op.key), version, op.codec, op.data, created, self.clock)
+        tag = self.b._key.record_tag(where, version, op.codec, op.data, created, self.clock)
         expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
-        head.records[self._where(op.key)] = RecordHead(version, tag, created, expires)
+        head.records[where] = RecordHead(version, tag, created, expires)
         if op.expect is ANY:
             self.resolved.add(op.key)
         expect = current if op.expect is ANY else op.expect
-        return Put(op.key, op.data + trailer(self.clock, tag), op.codec + STEP, expect, op.expires_at)
+        return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, op.expires_at)
 
-    def _append(self, op: Append) -> Append:
-        head = self._head(op.log)
-        known = head.logs.get(self._where(op.log))
+    def _append(self, op: Append, part: str, where: str) -> Append:
+        head = self._head(op.log, part)
+        known = head.logs.get(where)
         if known is not None and not alive(known.expires, self.clock):
             known = None  # an expired log starts again at 1
         first = known.last + 1 if known else 1
         prev = known.tag if known else ZERO_TAG
         items = []
-        tag_of, clock = self.b._key.entry_tagger(self._where(op.log)), self.clock
-        for i, (data, codec) in enumerate(op.items):
-            prev = tag_of(first + i, codec, data, clock, prev)
-            items.append((data + trailer(clock, prev), codec + STEP))
+        tag_of, clock, stamp = self.b._key.entry_tagger(where), self.clock, self.stamp
+        for seq, (data, codec) in enumerate(op.items, first):
+            prev = tag_of(seq, codec, data, clock, prev)
+            items.append((data + stamp + prev, codec + STEP))
         expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
         if op.items:
-            head.logs[self._where(op.log)] = LogHead(known.first if known else first, known.before if known else ZERO_TAG,
-                                        first + len(op.items) - 1, prev, expires)
+            head.logs[where] = LogHead(known.first if known else first, known.before if known else ZERO_TAG,
+                                       first + len(op.items) - 1, prev, expires)
         if op.at is None:
             self.resolved.add(op.log)
         return Append(op.log, tuple(items), op.expires_at, first if op.at is None else op.at)
@@ -439,20 +468,19 @@ class _Plan:
 
     def head_puts(self) -> list[Op]:
         out: list[Op] = []
-        for part in sorted(self.dirty):
+        self.order = sorted(self.dirty) if len(self.dirty) > 1 else list(self.dirty)
+        for part in self.order:
             version, head, created = self.heads[part]
             key = layout.chain_head_key(part)
             data = head.encode()
             nxt, born = (version or 0) + 1, created if created is not None else self.clock
             tag = self.b._key.record_tag(self._where(key), nxt, "json", data, born, self.clock)
-            listed: list[RecordHead | LogHead] = [*head.records.values(), *head.logs.values()]
-            expiries = [k.expires for k in listed]
-            expires = None if not expiries or None in expiries else max(e for e in expiries if e is not None)
-            out.append(Put(key, data + trailer(self.clock, tag), "json" + STEP, version, expires))
+            out.append(Put(key, data + self.stamp + tag, "json" + STEP, version, head.last_expiry()))
         return out
 
     def remember(self, results: Sequence[OpResult]) -> None:
-        for part, result in zip(sorted(self.dirty), results):
+        for part, result in zip(self.order, results):
             _, head, created = self.heads[part]
             if isinstance(result, Record):
                 self.b._heads[part] = (result.version, head, result.created_at)
+

@@ -50,6 +50,7 @@ from ..protocol import (
 )
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
+from .keyring import DataKey
 
 __all__ = ["SealedBackend"]
 
@@ -82,6 +83,7 @@ class SealedBackend(Backend):
         self._prefix = context_prefix
         self._versions: dict[str, int | None] = {}
         self._next: dict[str, int] = {}
+        self._clears: dict[str, bool] = {}
 
     @property
     def locked(self) -> bool:
@@ -191,12 +193,13 @@ class SealedBackend(Backend):
         versions: dict[str, int | None] = {}  # as the batch's earlier ops leave them
         nexts: dict[str, int] = {}
         resolved: dict[str, type] = {}
+        known: dict[str, DataKey] = {}  # the current data key per partition, looked up once per batch
         out: list[Op] = []
         for op in ops:
             if isinstance(op, Put):
-                op = self._seal_put(op, versions, resolved)
+                op = self._seal_put(op, versions, resolved, known)
             elif isinstance(op, Append):
-                op = self._seal_append(op, nexts, resolved)
+                op = self._seal_append(op, nexts, resolved, known)
             elif isinstance(op, Rewrite):
                 op = self._seal_rewrite(op)
             elif isinstance(op, Load):
@@ -208,13 +211,15 @@ class SealedBackend(Backend):
             elif isinstance(op, Delete):
                 versions[op.key] = None
             elif isinstance(op, (Touch, Expire)) and _ends(op):  # what it ends starts again from nothing
-                for known in (versions, nexts):
-                    for k in [k for k in known if k.startswith(op_target(op))]:
-                        del known[k]
+                for positions in (versions, nexts):
+                    for k in [k for k in positions if k.startswith(op_target(op))]:
+                        del positions[k]
             out.append(op)
         return out, resolved
 
-    def _seal_put(self, op: Put, versions: dict[str, int | None], resolved: dict[str, type]) -> Put:
+    def _seal_put(
+        self, op: Put, versions: dict[str, int | None], resolved: dict[str, type], known: dict[str, DataKey]
+    ) -> Put:
         if op.key in versions:
             current = versions[op.key]
         elif op.expect is ANY:
@@ -223,22 +228,23 @@ class SealedBackend(Backend):
         else:
             current = op.expect
         versions[op.key] = (current or 0) + 1
-        data, codec = self._seal(op.data, op.codec, op.key, b"r", (current or 0) + 1)
+        data, codec = self._seal(op.data, op.codec, op.key, b"r", (current or 0) + 1, known)
         expect = current if op.expect is ANY else op.expect
         return Put(op.key, data, codec, expect, op.expires_at)  # constructors: replace() costs µs
 
-    def _seal_append(self, op: Append, nexts: dict[str, int], resolved: dict[str, type]) -> Append:
+    def _seal_append(
+        self, op: Append, nexts: dict[str, int], resolved: dict[str, type], known: dict[str, DataKey]
+    ) -> Append:
         first = nexts.get(op.log) or op.at
         if first is None:
             first = self._next_of(op.log)
             resolved[op.log] = Append
         nexts[op.log] = first + len(op.items)
         where = self._prefix + op.log
-        if layout.stored_in_clear(where):
+        if self._clear(where):
             return Append(op.log, op.items, op.expires_at, first)
-        cipher = self._cipher_for(where)  # checked once for all the items of the append
-        items = tuple((cipher.seal(data, where, b"e", first + i), codec + _STEP)
-                      for i, (data, codec) in enumerate(op.items))  # fmt: skip
+        seal = self._cipher_for(where).sealer(where, known)  # the key looked up once for all the items
+        items = tuple([(seal(data, b"e", seq), codec + _STEP) for seq, (data, codec) in enumerate(op.items, first)])
         return Append(op.log, items, op.expires_at, first)
 
     def _seal_rewrite(self, op: Rewrite) -> Rewrite:
@@ -253,11 +259,22 @@ class SealedBackend(Backend):
         data, codec = self._seal(entry.data, entry.codec, entry.log, b"e", entry.seq)
         return replace(entry, data=data, codec=codec)
 
-    def _seal(self, data: bytes, codec: str, key: str, kind: bytes, pos: int) -> tuple[bytes, str]:
+    def _seal(
+        self, data: bytes, codec: str, key: str, kind: bytes, pos: int, known: dict[str, DataKey] | None = None
+    ) -> tuple[bytes, str]:
         where = self._prefix + key
-        if layout.stored_in_clear(where):
+        if self._clear(where):
             return data, codec
-        return self._cipher_for(where).seal(data, where, kind, pos), codec + _STEP
+        return self._cipher_for(where).sealer(where, known)(data, kind, pos), codec + _STEP
+
+    def _clear(self, where: str) -> bool:
+        """:func:`layout.stored_in_clear`, memoised (every value of every batch asks)."""
+        clear = self._clears.get(where)
+        if clear is None:
+            if len(self._clears) >= 4096:
+                self._clears.clear()
+            clear = self._clears[where] = layout.stored_in_clear(where)
+        return clear
 
     def _cipher_for(self, where: str) -> Cipher:
         self.policy.check_encode(where)
@@ -291,8 +308,21 @@ class SealedBackend(Backend):
     def _learn(self, ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
         """Remember the positions the batch left, and give back the caller's own values."""
         out: list[OpResult] = []
+        versions, nexts = self._versions, self._next
+        if len(versions) >= _CACHE_MAX or len(nexts) >= _CACHE_MAX:
+            versions.clear()
+            nexts.clear()
         for op, result in zip(ops, results):
-            if isinstance(op, Put) and isinstance(result, Record):
+            kind = type(op)  # a turn's ops by exact type first: this runs for every op of every batch
+            if kind is Put and type(result) is Record:
+                assert isinstance(op, Put) and isinstance(result, Record)
+                versions[op.key] = result.version
+                r = result
+                result = Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
+            elif kind is Append and type(result) is int:
+                assert isinstance(op, Append) and isinstance(result, int)
+                nexts[op.log] = result + len(op.items)
+            elif isinstance(op, Put) and isinstance(result, Record):
                 self._remember(self._versions, op.key, result.version)
                 r = result
                 result = Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
