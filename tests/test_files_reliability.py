@@ -31,6 +31,8 @@ from statekeel import ConfigurationError, StoreError
 from statekeel.backends import open_backend, parse
 from statekeel.backends.files import FilesBackend
 from statekeel.backends.files import io as files_io
+from statekeel.backends.files import journal as files_journal
+from statekeel.backends.files.journal import journal_batches
 from statekeel.backends.files.format import parse_header, parse_line, parse_record
 from statekeel.errors import CorruptionError
 from statekeel.protocol import Append, Delete, Put, Record
@@ -108,7 +110,7 @@ def test_a_batch_failing_at_any_syscall_changes_nothing(url: str, root: Path) ->
     assert [e.data for e in b.read("session/s1/history")][-2:] == [b'{"n":%d}' % n, b'"reply"']
     assert b.integrity_check() == []
     b.close()
-    assert n > 10 and stored < n  # the loop went through the batch's syscalls, and most failed
+    assert n > 5 and stored < n  # the loop went through the batch's syscalls (7 with the journal), and most failed
 
 
 def test_a_single_file_write_failing_leaves_no_temp_file(url: str, root: Path,
@@ -162,7 +164,7 @@ def test_a_full_disk_fails_cleanly_and_still_reads(tiny_disk: Path) -> None:
     os.truncate(filler, filler.stat().st_size - 4096)  # one page free: the journal fits, the batch does not
     before = snapshot(root)
     failed = 0
-    for i in range(1, 30):  # the last free bytes may take a few turns; then every turn fails
+    for i in range(1, 400):  # the last free bytes (and the journal's room ahead) take a few turns; then every turn fails
         try:
             turn(b, i)
         except StoreError as exc:
@@ -172,9 +174,10 @@ def test_a_full_disk_fails_cleanly_and_still_reads(tiny_disk: Path) -> None:
         else:
             before = snapshot(root)
     assert failed > 0
-    assert (root / ".journal").stat().st_size == 0 and not list(root.rglob("*.tmp"))
+    assert not list(root.rglob("*.tmp"))
     stored = len(b.read("session/s1/history"))
     b.close()
+    assert journal_batches(root) == 0  # close checkpointed, even on a full disk
     b = FilesBackend(parse(f"file://{root}"))  # open and read while the disk is still full
     assert len(b.read("session/s1/history")) == stored
     assert b.get("session/s1/state/ticket") is not None and b.integrity_check() == []
@@ -234,7 +237,7 @@ def test_a_batch_left_by_a_crash_reads_whole_while_the_disk_is_full(tiny_disk: P
         b = FilesBackend(parse(url))  # opens with no free byte …
         _fill(tiny_disk)  # (opening removed the dead writer's temp files: take that space too)
         _sees_the_whole_crashed_batch(b)  # … and reads
-        assert (root / ".journal").stat().st_size > 0  # it could not be finished: read through, not written
+        assert journal_batches(root) > 0  # it could not be finished: read through, not written
         with pytest.raises(StoreError, match="disk is full"):
             b.apply([Put("session/s1/state/ticket", b"9", "json")])
         _sees_the_whole_crashed_batch(b)
@@ -250,7 +253,7 @@ def test_a_batch_left_by_a_crash_reads_whole_while_the_disk_is_full(tiny_disk: P
         filler.unlink()
         b = FilesBackend(parse(url))
         _sees_the_whole_crashed_batch(b)  # now finished on disk
-        assert (root / ".journal").stat().st_size == 0 and not list(root.rglob("*.tmp"))
+        assert journal_batches(root) == 0 and not list(root.rglob("*.tmp"))
         assert b.integrity_check() == []
         b.close()
         shutil.rmtree(root)
@@ -412,7 +415,7 @@ def test_a_journal_cut_short_is_still_discarded(url: str, root: Path) -> None:
     raw = (root / ".journal").read_bytes()
     for path, data in before.items():  # the crash came before the commit point: nothing applied yet
         (root / path).write_bytes(data)
-    (root / ".journal").write_bytes(raw[: len(raw) // 2])  # and the journal cut short
+    (root / ".journal").write_bytes(raw[: len(raw.rstrip(b"\0")) // 2])  # and the journal cut short (its record)
     b = FilesBackend(parse(url))
     assert b.get("session/s1/state/ticket").data == b"0"  # type: ignore[union-attr]
     assert b.integrity_check() == []
@@ -549,10 +552,11 @@ def test_random_bytes_never_raise_untyped(raw: bytes) -> None:
             line.verify("l/x/log")
         except CorruptionError:
             pass
-    try:
-        files_io._journal_body(raw)
-    except _TYPED:
-        pass
+    for read in (files_journal.legacy_body, files_journal.parse):
+        try:
+            read(raw)
+        except _TYPED:
+            pass
 
 
 @FUZZ
@@ -591,17 +595,25 @@ def test_a_flipped_bit_in_a_log_line_is_detected_or_harmless(data: st.DataObject
 @FUZZ
 @given(st.data())
 def test_a_flipped_bit_in_a_journal_is_refused_or_torn_never_misapplied(data: st.DataObject) -> None:
-    actions = [files_io.Action("write", "data/k/x/a.json", '{"v": 1}\n'), files_io.Action("append", "data/l.jsonl", "x\n", 5)]
+    """Two records; a flip anywhere is refused (damage), drops only the last record (torn),
+    or leaves the actions exactly as written — never different actions."""
+    first = [files_io.Action("write", "data/k/x/a.json", '{"v": 1}\n'), files_io.Action("append", "data/l.jsonl", "x\n", 5)]
+    second = [files_io.Action("delete", "data/k/x/b.json"), files_io.Action("write", "data/k/x/a.json", "é\n")]
     with tempfile.TemporaryFile() as f:
-        journal = files_io.Journal("/nonexistent", f.fileno())
-        journal.write(actions)
+        f.write(b"x" * 300)  # what an earlier epoch left: the records overwrite it in place
+        f.flush()
+        journal = files_journal.Journal("/nonexistent", f.fileno())
+        journal.unfinished()
+        journal.append(first)
+        journal.mark_applied()
+        journal.append(second)
         good = os.pread(f.fileno(), 10_000, 0)
     bit = data.draw(st.integers(0, len(good) * 8 - 1))
     flipped = bytearray(good)
     flipped[bit // 8] ^= 1 << (bit % 8)
     try:
-        body = files_io._journal_body(bytes(flipped))
+        recs, _, _ = files_journal.parse(bytes(flipped))
+        got = [files_journal.decode_body(rec.body) for rec in recs]
     except StoreError:
         return
-    if body is not None:
-        assert [files_io.Action(**d) for d in json.loads(body)] == actions
+    assert got in ([first, second], [first])

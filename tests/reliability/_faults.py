@@ -37,6 +37,7 @@ import redis.connection
 from statekeel import ConflictError, StatekeelError
 from statekeel.backends.files import backend as files_backend
 from statekeel.backends.files import io as files_io
+from statekeel.backends.files import journal as files_journal
 from statekeel.backends.memory import MemoryBackend
 from statekeel.backends.sqlite import backend as sqlite_backend
 from statekeel.backends.sqlite import connect as sqlite_connect
@@ -200,7 +201,7 @@ def install(backend: str, monkeypatch: pytest.MonkeyPatch, fault: Fault, server_
         for module in (sqlite_backend, sqlite_connect):  # whichever calls sqlite3.connect()
             monkeypatch.setattr(module, "sqlite3", _SqliteModule(fault))
     elif backend == "files":
-        for module in (files_io, files_backend):
+        for module in (files_io, files_journal, files_backend):
             monkeypatch.setattr(module, "os", _FaultyOS(fault))
     elif backend == "redis":
         _install_redis(monkeypatch, fault)

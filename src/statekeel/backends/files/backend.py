@@ -24,7 +24,8 @@ from ...errors import (
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from .._url import ParsedURL
 from .format import LogHeader, parse_header, parse_record
-from .io import TMP_SUFFIX, Journal, commit, fsync_dir, make_dirs, sync_all, write_atomic
+from .io import TMP_SUFFIX, fsync_dir, make_dirs, sync_all, write_atomic
+from .journal import Journal, commit
 from .logs import LogLines, rebuilt_header
 from .pending import Pending, View
 from .tree import HEADER, LOG, RECORD, KeyPath, Tree
@@ -82,6 +83,8 @@ class FilesBackend(Backend):
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
         self._journal: Journal | None = None
+        self._synced = False
+        """This process has replayed the journal once (see :mod:`.journal`): the page cache is now trusted."""
         self._closed = False
         self.read_only = False
         """True when the folder could only be opened for reading."""
@@ -217,7 +220,7 @@ class FilesBackend(Backend):
                 raise ConfigurationError(f"{self.root} is read-only here; copy it somewhere writable to change it")
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
-                if journal.pending():
+                if journal.unfinished() or not self._synced:
                     self._view = self._finish(fd, journal, exclusive)
                 yield
             finally:
@@ -225,10 +228,14 @@ class FilesBackend(Backend):
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _finish(self, fd: int, journal: Journal, exclusive: bool) -> View:
-        """Finish a crashed writer's batch. A reader that cannot — the disk is full, the folder is
-        read-only — reads through it instead (:mod:`.pending`): the whole batch, without writing."""
+        """Replay the journal: all of it on this process's first lock, else a crashed writer's batch.
+        A reader that cannot — the disk is full, the folder is read-only — reads through the
+        journal instead (:mod:`.pending`): whole batches, without writing."""
         from .health import remove_temp_files
 
+        if journal.idle():
+            self._synced = True
+            return View(self.tree)
         if not self.read_only:
             if not exclusive:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -263,7 +270,8 @@ class FilesBackend(Backend):
         exclusive lock no other writer is running, so every temp file is stale."""
         from .health import remove_temp_files
 
-        journal.recover()
+        journal.recover(full=not self._synced)
+        self._synced = True
         remove_temp_files(self.tree)
 
     # -- reading files ------------------------------------------------------------
@@ -428,7 +436,7 @@ class FilesBackend(Backend):
             assert self._journal is not None
             txn = Txn(self._disk, time.time())
             try:
-                dead = self._expired(txn, limit)
+                dead = txn.purge(limit)
                 actions = txn.actions()
             finally:
                 txn.close()
@@ -436,35 +444,19 @@ class FilesBackend(Backend):
             self._prune({os.path.dirname(a.path) for a in actions if a.kind == "delete"})
         return dead
 
-    def _expired(self, txn: Txn, limit: int) -> int:
-        records: list[str] = []
-        for key, _, _ in self.tree.walk("", RECORD):
-            if len(records) >= limit:
-                break
-            rec = txn.record(key)
-            if rec is not None and not alive(rec.expires_at, txn.now):
-                records.append(key)
-        logs: list[str] = []
-        for key, _, _ in self.tree.walk("", HEADER):
-            if len(logs) >= limit - len(records):
-                break
-            lg = txn.log(key)
-            if lg is not None and not alive(lg.head.expires_at, txn.now):
-                logs.append(key)
-        for key in records:
-            txn.delete(key)
-        for key in logs:
-            txn.drop_log(key)
-        return len(records) + len(logs)
-
     # -- health -----------------------------------------------------------------
     def integrity_check(self) -> list[str]:
         """Problems found by reading every file (and the journal); an empty list means healthy.
-
-        Reads without finishing a pending batch, so a damaged journal is reported, not raised.
-        """
+        The journal is replayed first, as any access would (a power loss may have torn files it
+        holds); a damaged journal, or one that cannot be replayed, is reported instead of raised."""
         from .health import check
 
+        if not self._synced and not self.read_only:
+            try:
+                with self._locked(True):
+                    pass
+            except StatekeelError:
+                pass
         with self._mutex, translate(_map_error):
             fd, journal = self._ready()
             fcntl.flock(fd, fcntl.LOCK_SH)
@@ -482,16 +474,25 @@ class FilesBackend(Backend):
             fd, journal = self._ready()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                said = repair(self.tree, journal)
+                said = repair(self.tree, journal, full=not self._synced)
+                self._synced = True
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return "; ".join(said) if said else "nothing to repair"
 
     def close(self) -> None:
+        """Checkpoint and empty the journal (best effort: a journal left behind is replayed by the
+        next user), then close: a closed store is plain files, and the journal's space is given back."""
         with self._mutex:
+            if not self._closed and not self.read_only and self._journal is not None:
+                try:
+                    with self._locked(True):
+                        self._journal.checkpoint()
+                        self._journal.clear()
+                except (OSError, StatekeelError):
+                    pass
             self._closed = True
             for fd in (self._lock_fd, self._journal.fd if self._journal else None):
                 if fd is not None:
                     os.close(fd)
             self._lock_fd, self._journal = None, None
-

@@ -18,7 +18,8 @@ import time
 
 from ...errors import CorruptionError, StoreError
 from .format import header_text, parse_header, parse_line, parse_record
-from .io import TMP_SUFFIX, Journal, sync_all, write_atomic
+from .io import TMP_SUFFIX, sync_all, write_atomic
+from .journal import Journal
 from .logs import LogLines, rebuilt_header
 from .tree import HEADER, LOG, RECORD, Tree
 
@@ -43,7 +44,7 @@ def _journal_problems(tree: Tree, journal: Journal) -> list[str]:
         for name in sorted(os.listdir(tree.root)) if name.startswith(SET_ASIDE)
     ]
     try:
-        if journal.pending() and journal.load() is not None:
+        if journal.unapplied():
             found.append(".journal: an unfinished batch; the next write (or `doctor --repair`) finishes it")
     except StoreError as exc:  # a journal damaged after its commit point
         found.append(f".journal: {exc}")
@@ -114,9 +115,13 @@ def check(tree: Tree, journal: Journal) -> list[str]:
 
 
 # -- repair -------------------------------------------------------------------------
-def _recover(tree: Tree, journal: Journal) -> str:
+def _recover(tree: Tree, journal: Journal, full: bool) -> str:
+    """Replay the journal (all of it when ``full``) and checkpoint it: the fixes below write
+    outside the journal, so no record may be replayed over them later."""
     try:
-        return journal.recover()
+        said = journal.recover(full=full)
+        journal.checkpoint()
+        return said
     except StoreError:  # damaged after its commit point: keep it for a person, apply nothing
         raw = os.pread(journal.fd, os.fstat(journal.fd).st_size, 0)
         name = f"{SET_ASIDE}{time.strftime('%Y%m%dT%H%M%S')}"
@@ -189,9 +194,9 @@ def _write_synced(path: str, data: bytes) -> None:
     sync_all(dirty)
 
 
-def repair(tree: Tree, journal: Journal) -> list[str]:
+def repair(tree: Tree, journal: Journal, *, full: bool) -> list[str]:
     """Fix what a crash can leave; return what was done. Call under the exclusive lock."""
-    done = [_recover(tree, journal)]
+    done = [_recover(tree, journal, full)]
     temps = remove_temp_files(tree)
     if temps:
         done.append(f"removed {temps} temp file(s) of interrupted writes")

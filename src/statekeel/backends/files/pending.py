@@ -1,7 +1,7 @@
 """Reading the store while a committed batch cannot be finished yet.
 
 A writer that crashes after the journal's commit point leaves a batch that the
-next user finishes (:meth:`.io.Journal.recover`). Finishing it writes files, so
+next user finishes (:meth:`.journal.Journal.recover`). Finishing it writes files, so
 on a full disk (``ENOSPC``/``EDQUOT``) or in a read-only folder it cannot be
 done — yet reads must still work. :class:`View` then answers from the files on
 disk *plus* the journal's effect, computed in memory and never written: every

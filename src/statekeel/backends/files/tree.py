@@ -31,6 +31,8 @@ SIDECAR = ".name"
 RACY_NS = 2_000_000_000
 """A folder listing is cached only if the folder was last changed this long before."""
 CACHED_FOLDERS = 64
+_PATHS = 4096
+"""Key paths memoised per store handle (then the memo starts over)."""
 
 _SUFFIXES = {"json": RECORD, "jsonl": LOG, "log.json": HEADER, "name": SIDECAR}
 
@@ -72,8 +74,18 @@ class Tree:
     def __init__(self, root: str) -> None:
         self.root = root
         self._cache: dict[str, tuple[tuple[int, int, int], list[str], list[_Item]]] = {}
+        self._paths: dict[str, KeyPath] = {}
 
     def path(self, key: str) -> KeyPath:
+        """Where ``key`` lives (memoised: a chat turn maps the same few keys every time)."""
+        kp = self._paths.get(key)
+        if kp is None:
+            if len(self._paths) >= _PATHS:
+                self._paths.clear()
+            kp = self._paths[key] = self._path(key)
+        return kp
+
+    def _path(self, key: str) -> KeyPath:
         parts = key.split("/")
         folder, stem, hashed = "data", "", []
         for i, part in enumerate(parts):

@@ -4,7 +4,7 @@ The batch runs the reference semantics of :mod:`statekeel.backends.memory` on
 an overlay of the records and logs it touches (read from disk on first use);
 nothing is written until every op has run, and a conflict raises before that.
 :meth:`Txn.actions` then turns the overlay into the file changes that
-:func:`.io.commit` makes durable all at once.
+:func:`.journal.commit` makes durable all at once.
 """
 
 from __future__ import annotations
@@ -294,6 +294,28 @@ class Txn:
         if lg.keep_from is None:
             lg.keep_from = 0
         return True
+
+    def purge(self, limit: int) -> int:
+        """Delete up to ``limit`` expired records and logs (``purge_expired``); how many."""
+        records: list[str] = []
+        for key in self.disk.keys("", RECORD):
+            if len(records) >= limit:
+                break
+            rec = self.record(key)
+            if rec is not None and not alive(rec.expires_at, self.now):
+                records.append(key)
+        logs: list[str] = []
+        for key in self.disk.keys("", HEADER):
+            if len(logs) >= limit - len(records):
+                break
+            lg = self.log(key)
+            if lg is not None and not alive(lg.head.expires_at, self.now):
+                logs.append(key)
+        for key in records:
+            self.delete(key)
+        for key in logs:
+            self.drop_log(key)
+        return len(records) + len(logs)
 
     def drop_log(self, key: str) -> None:
         """Remove a log entirely (purge)."""
