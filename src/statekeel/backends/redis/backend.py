@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import struct
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -18,7 +17,6 @@ from redis.retry import Retry
 from ...errors import (
     ConfigurationError,
     ConflictError,
-    CorruptionError,
     NotAStoreError,
     SchemaTooNewError,
     StatekeelError,
@@ -28,11 +26,12 @@ from ...errors import (
     maybe_applied,
 )
 from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
-from ...protocol.integrity import verify_entry, verify_record
+from ...protocol.integrity import verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
 from . import lua, lua_scan, wire
-from .values import json_values
+from . import values
+from .values import damaged as _damaged, entry as _entry
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
@@ -148,29 +147,14 @@ def _record(key: str, h: Sequence[Any]) -> Record | None:
     return rec
 
 
-def _entry(log: str, seq: int, raw: bytes) -> Entry:
-    """Entry ``seq`` of ``log`` from its list element, its checksum verified."""
-    try:
-        created, codec, data, stored = wire.unframe(raw)
-    except (ValueError, struct.error) as exc:
-        raise _damaged(f"entry {seq} of log {log!r}", exc, log, seq) from None
-    verify_entry(log, seq, codec, data, stored)
-    return Entry(log, seq, data, codec, created)
-
-
-def _damaged(what: str, exc: Exception, key: str, seq: int | None = None) -> CorruptionError:
-    return CorruptionError(
-        f"{what} is damaged: its stored fields cannot be read ({exc}); run `statekeel doctor` to list "
-        "every damaged record, then restore it from a backup or delete it", key, seq,
-    )  # fmt: skip
-
-
 def _alive(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
 
 
 class RedisBackend(Backend):
     """Records, logs and atomic batches on one Redis/Valkey server."""
+
+    short_messages = True  # values are opaque bytes: plain chat messages take the short form
 
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
         self.url = url.redacted
@@ -287,17 +271,24 @@ class RedisBackend(Backend):
         return [_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
 
     def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
-        """History reloads: the frames checked in bulk (:mod:`.values`), else entry by entry."""
+        """History reloads: one MULTI/EXEC snapshot, the frames checked in bulk (:mod:`.values`)."""
         wire.utf8(log, "the log")
+        span = values.bounds(limit, reverse)
+        if span is not None:
+            head, length, frames = self._call(lambda: self._snapshot(log, span))
+            first = values.first_seq(head, length, len(frames), reverse, time.time())
+            if first is not None:
+                return values.from_frames(log, first, frames) if first else []
         args = [repr(time.time()), 1, "", "" if limit is None else int(limit), "1" if reverse else "0"]
         reply = self._eval(_READ_LOG, [self._layout.log_head(log), self._layout.log_data(log)], args)
-        if not reply:
-            return []
-        first, frames = int(reply[0]), reply[1]
-        fast = json_values(log, first, frames)
-        if fast is not None:
-            return fast
-        return [(e.data, e.codec) for e in (_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw)]
+        return values.from_frames(log, int(reply[0]), reply[1]) if reply else []
+
+    def _snapshot(self, log: str, span: tuple[int, int]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(self._layout.log_head(log), ("f", "l", "ea"))
+        pipe.llen(self._layout.log_data(log))
+        pipe.lrange(self._layout.log_data(log), *span)
+        return pipe.execute()
 
     def log_info(self, log: str) -> LogInfo | None:
         wire.utf8(log, "the log")
