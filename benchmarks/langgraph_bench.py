@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/langgraph_bench.py --turns 200            # a few minutes
     .venv/bin/python benchmarks/langgraph_bench.py --turns 1000           # the issue's run (LangGraph's
                                                                           # savers need ~2 GB of disk)
+    .venv/bin/python benchmarks/langgraph_bench.py --turns 1000 --backends sqlite --repeat 3
 
 A LangGraph graph with ``add_messages`` (START -> agent -> END, exactly the graph of
 /work/shared/bench/peers), N turns of the reference workload (a 200-byte user message,
@@ -11,12 +12,27 @@ an 800-byte assistant message and ``turn = i`` per turn), on:
 * ``statekeel-saver``: :class:`StatekeelSaver` on SQLite, PostgreSQL and Redis;
 * ``SqliteSaver`` and ``PostgresSaver``: LangGraph's own savers on the same backends;
 * ``statekeel-turn``: statekeel's own chat turn (``session.append``) on each backend —
-  how much the LangGraph layer adds.
+  how much the LangGraph layer adds;
+* ``langgraph-floor``: the same graph with a checkpointer that keeps the newest checkpoint's
+  objects in memory and stores nothing — LangGraph's own runtime per turn, the floor under
+  every saver.
+
+A turn is one ``graph.invoke`` with LangGraph's default durability (``"async"``: the
+checkpoint of a step is written while the next step runs; ``invoke`` returns once every
+``put``/``put_writes`` of the turn has returned): one ``get_tuple``, three ``put`` and two
+``put_writes``. ``--durability exit`` runs every graph (LangGraph's savers too) in LangGraph's
+``"exit"`` mode instead: one ``get_tuple`` and one ``put`` per turn, checkpoints only at the
+end of each invoke — a choice the user makes, reported separately. The systems of a backend run **interleaved, turn by turn** (each turn of
+each system in turn), so a change in the machine's load hits them alike.
 
 Per row: median and p99 ms per turn, storage (SQLite: files after a WAL checkpoint;
-PostgreSQL: growth of the database; Redis: growth of used_memory), ``get_state`` and
-``get_state_history(limit=20)`` (median of 20 calls). The table at the end gives the
-ratios. PostgreSQL and Redis are throw-away local servers (statekeel.testing.servers).
+PostgreSQL: growth of the database; Redis: used_memory of the system's own server),
+``get_state`` and ``get_state_history(limit=20)`` in the process that ran the graph (median
+of 20), and ``get_state`` **cold**: a new saver on a new connection (nothing in memory:
+statekeel opens the store again, SqliteSaver a new ``sqlite3`` connection, PostgresSaver a
+new connection), median of 7, interleaved. ``--repeat K`` runs everything K times and
+reports each run and the median of the ratios. PostgreSQL and Redis are throw-away local
+servers (statekeel.testing.servers).
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -40,10 +57,13 @@ from benchmarks.systems.pg_peers import db_size, fresh_database  # noqa: E402
 from benchmarks.systems.redis_peers import prepare  # noqa: E402
 from benchmarks.workload import latency_stats, make_turns, payload_bytes, sqlite_checkpointed_bytes  # noqa: E402
 
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.graph.message import add_messages  # noqa: E402
 
 CONFIG = {"configurable": {"thread_id": "t1"}}
+DURABILITY: list[str | None] = [None]
+"""``--durability``: LangGraph's mode for every graph of the run (None: its default, "async")."""
 
 
 class S(TypedDict):
@@ -63,160 +83,268 @@ def chat_graph(saver: Any, turns: list[tuple[str, str]]) -> Any:
     return g.compile(checkpointer=saver)
 
 
-def _median_ms(fn: Callable[[], Any], n: int = 20) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(statistics.median(times) * 1e3, 3)
+class FloorSaver(BaseCheckpointSaver[int]):
+    """Keeps the newest checkpoint's objects in memory, serializes and stores nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.newest: dict[str, CheckpointTuple] = {}
+
+    def get_tuple(self, config: Any) -> CheckpointTuple | None:
+        return self.newest.get(config["configurable"]["thread_id"])
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        conf = config["configurable"]
+        named = {"configurable": {"thread_id": conf["thread_id"], "checkpoint_ns": "", "checkpoint_id": checkpoint["id"]}}
+        self.newest[conf["thread_id"]] = CheckpointTuple(named, checkpoint, metadata, None, [])
+        return named
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        pass
+
+    def list(self, config: Any, **kw: Any) -> Any:
+        newest = self.get_tuple(config)
+        return iter([] if newest is None else [newest])
+
+    def get_next_version(self, current: Any, channel: Any) -> int:
+        return int(current or 0) + 1
 
 
-def run_graph(saver: Any, turns: list[tuple[str, str]]) -> dict[str, Any]:
-    """Per-turn latency, then ``get_state`` / history on the same saver and (statekeel's saver:
-    ``get_state_cold_ms``) on a new saver over the same store, which has nothing in memory."""
+@dataclass
+class System:
+    """One row: how to run a turn, read the state (warm, cold), and measure storage."""
+
+    name: str
+    backend: str
+    turn: Callable[[int, str], Any]
+    state: Callable[[], Any]
+    history20: Callable[[], Any]
+    storage: Callable[[], int]
+    cold: Callable[[], float] | None = None
+    close: Callable[[], None] = lambda: None
+    lat: list[float] = field(default_factory=list)
+
+
+def graph_system(name: str, backend: str, saver: Any, turns: list[tuple[str, str]], storage: Callable[[], int],
+                 cold: Callable[[], float] | None = None, close: Callable[[], None] = lambda: None) -> System:  # fmt: skip
     app = chat_graph(saver, turns)
-    lat = []
-    for i, (user, _) in enumerate(turns):
+    return System(
+        name, backend,
+        lambda i, user: app.invoke({"messages": [{"role": "user", "content": user}], "turn": i}, CONFIG,
+                                   durability=DURABILITY[0]),  # fmt: skip
+        lambda: app.get_state(CONFIG), lambda: list(app.get_state_history(CONFIG, limit=20)), storage, cold, close,
+    )  # fmt: skip
+
+
+def timed_state(make: Callable[[], Any], turns: list[tuple[str, str]], done: Callable[[Any], None]) -> float:
+    """get_state on a saver ``make`` opened just now (graph compiled outside the timing)."""
+    saver = make()
+    try:
+        app = chat_graph(saver, turns)
         t = time.perf_counter()
-        app.invoke({"messages": [{"role": "user", "content": user}], "turn": i}, CONFIG)
-        lat.append(time.perf_counter() - t)
-    assert len(app.get_state(CONFIG).values["messages"]) == 2 * len(turns)
-    row = {
-        **latency_stats(lat),
-        "get_state_ms": _median_ms(lambda: app.get_state(CONFIG)),
-        "history20_ms": _median_ms(lambda: list(app.get_state_history(CONFIG, limit=20))),
-    }
-    core = getattr(saver, "core", None)
-    if core is not None:
-        from statekeel.integrations.langgraph import StatekeelSaver
-
-        times = []
-        for _ in range(5):  # a new saver each time: nothing in memory (graph compiled outside the timing)
-            with StatekeelSaver(core) as fresh:
-                cold_app = chat_graph(fresh, turns)
-                t = time.perf_counter()
-                cold_app.get_state(CONFIG)
-                times.append(time.perf_counter() - t)
-        row["get_state_cold_ms"] = round(statistics.median(times) * 1e3, 3)
-    return row
+        app.get_state(CONFIG)
+        return time.perf_counter() - t
+    finally:
+        done(saver)
 
 
-def run_turns(url: str, turns: list[tuple[str, str]]) -> dict[str, Any]:
+def statekeel_saver(backend: str, url: str, turns: list[tuple[str, str]], storage: Callable[[], int]) -> System:
+    from statekeel.integrations.langgraph import StatekeelSaver
+
+    saver = StatekeelSaver.from_url(url)
+    cold = lambda: timed_state(lambda: StatekeelSaver.from_url(url), turns, lambda s: s.close())  # noqa: E731
+    return graph_system("statekeel-saver", backend, saver, turns, storage, cold, saver.close)
+
+
+def statekeel_turn(backend: str, url: str, turns: list[tuple[str, str]], storage: Callable[[], int]) -> System:
     import statekeel
 
-    with statekeel.open(url) as store:
-        s = store.session("t1")
-        lat = []
-        for i, (u, a) in enumerate(turns):
-            t = time.perf_counter()
-            s.append({"role": "user", "content": u}, {"role": "assistant", "content": a}, state={"turn": i})
-            lat.append(time.perf_counter() - t)
-        return {**latency_stats(lat), "get_state_ms": _median_ms(lambda: s.history()),
-                "history20_ms": _median_ms(lambda: s.history(last=20))}  # fmt: skip
+    store = statekeel.open(url)
+    s = store.session("t1")
+
+    def turn(i: int, user: str) -> None:
+        s.append({"role": "user", "content": user}, {"role": "assistant", "content": turns[i][1]}, state={"turn": i})
+
+    return System("statekeel-turn", backend, turn, lambda: s.history(), lambda: s.history(last=20), storage,
+                  close=store.close)  # fmt: skip
 
 
-def sqlite_rows(turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def floor_system(turns: list[tuple[str, str]]) -> System:
+    return graph_system("langgraph-floor", "-", FloorSaver(), turns, lambda: 0)
+
+
+def sqlite_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[System]:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from statekeel.integrations.langgraph import StatekeelSaver
+    d = stack.enter_context(tempfile.TemporaryDirectory(prefix="lgb-"))
+    names = ("statekeel-saver", "SqliteSaver", "statekeel-turn")
+    for name in names:
+        Path(d, name).mkdir()
+    paths = {name: f"{d}/{name}/state.db" for name in names}
+    size = lambda p: (lambda: sqlite_checkpointed_bytes(p, str(Path(p).parent)))  # noqa: E731
+    conn = sqlite3.connect(paths["SqliteSaver"], check_same_thread=False)
 
-    rows = []
-    for system in ("statekeel-saver", "SqliteSaver", "statekeel-turn"):
-        with tempfile.TemporaryDirectory(prefix="lgb-") as d:
-            db = f"{d}/state.db"
-            if system == "statekeel-saver":
-                with StatekeelSaver.from_url(f"sqlite:///{db}") as saver:
-                    row = run_graph(saver, turns)
-            elif system == "SqliteSaver":
-                conn = sqlite3.connect(db, check_same_thread=False)
-                row = run_graph(SqliteSaver(conn), turns)
-                conn.commit()
-                conn.close()
-            else:
-                row = run_turns(f"sqlite:///{db}", turns)
-            rows.append({"system": system, "backend": "sqlite", **row, "storage_bytes": sqlite_checkpointed_bytes(db, d)})
-    return rows
+    def lg_cold() -> float:
+        return timed_state(lambda: SqliteSaver(sqlite3.connect(paths["SqliteSaver"], check_same_thread=False)),
+                           turns, lambda s: s.conn.close())  # fmt: skip
+
+    return [
+        statekeel_saver("sqlite", f"sqlite:///{paths['statekeel-saver']}", turns, size(paths["statekeel-saver"])),
+        graph_system("SqliteSaver", "sqlite", SqliteSaver(conn), turns, size(paths["SqliteSaver"]), lg_cold,
+                     lambda: (conn.commit(), conn.close()) and None),  # fmt: skip
+        statekeel_turn("sqlite", f"sqlite:///{paths['statekeel-turn']}", turns, size(paths["statekeel-turn"])),
+    ]
 
 
-def postgres_rows(admin: str, turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def postgres_systems(stack: ExitStack, admin: str, turns: list[tuple[str, str]]) -> list[System]:
     from langgraph.checkpoint.postgres import PostgresSaver
 
-    from statekeel.integrations.langgraph import StatekeelSaver
+    dsns = {name: fresh_database(admin, f"lgbench{n}") for n, name in enumerate(("sk", "lg", "turn"))}
+    base = {name: db_size(dsn) for name, dsn in dsns.items()}
+    size = lambda name: (lambda: db_size(dsns[name]) - base[name])  # noqa: E731
+    lg = stack.enter_context(PostgresSaver.from_conn_string(dsns["lg"]))
+    lg.setup()
 
-    rows = []
-    for n, system in enumerate(("statekeel-saver", "PostgresSaver", "statekeel-turn")):
-        dsn = fresh_database(admin, f"lgbench{n}")
-        s0 = db_size(dsn)
-        if system == "statekeel-saver":
-            with StatekeelSaver.from_url(dsn) as saver:
-                row = run_graph(saver, turns)
-        elif system == "PostgresSaver":
-            with PostgresSaver.from_conn_string(dsn) as pg_saver:
-                pg_saver.setup()
-                row = run_graph(pg_saver, turns)
-        else:
-            row = run_turns(dsn, turns)
-        rows.append({"system": system, "backend": "postgres", **row, "storage_bytes": db_size(dsn) - s0})
-    return rows
+    def lg_cold() -> float:
+        with ExitStack() as own:
+            return timed_state(lambda: own.enter_context(PostgresSaver.from_conn_string(dsns["lg"])), turns,
+                               lambda s: None)  # fmt: skip
+
+    return [
+        statekeel_saver("postgres", dsns["sk"], turns, size("sk")),
+        graph_system("PostgresSaver", "postgres", lg, turns, size("lg"), lg_cold),
+        statekeel_turn("postgres", dsns["turn"], turns, size("turn")),
+    ]
 
 
-def redis_rows(url: str, turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    from statekeel.integrations.langgraph import StatekeelSaver
+def redis_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[System]:
+    from statekeel.testing.servers import RedisServer
 
-    rows = []
-    for system in ("statekeel-saver", "statekeel-turn"):
+    systems = []
+    for make in (statekeel_saver, statekeel_turn):
+        url = stack.enter_context(RedisServer()).url  # a server each: used_memory is per server
         r, m0 = prepare(url)
-        if system == "statekeel-saver":
-            with StatekeelSaver.from_url(url) as saver:
-                row = run_graph(saver, turns)
-        else:
-            row = run_turns(url, turns)
-        rows.append({"system": system, "backend": "redis", **row, "storage_bytes": r.info("memory")["used_memory"] - m0})
+        systems.append(make("redis", url, turns, lambda r=r, m0=m0: r.info("memory")["used_memory"] - m0))
+    return systems
+
+
+def measure(systems: list[System], turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Turns interleaved across systems; then warm reads (20 each) and cold reads (7 each), interleaved."""
+    for i, (user, _) in enumerate(turns):
+        for s in systems:
+            t = time.perf_counter()
+            s.turn(i, user)
+            s.lat.append(time.perf_counter() - t)
+    reads: dict[tuple[str, str], list[float]] = {}
+    for what, reps in (("get_state_ms", 20), ("history20_ms", 7), ("get_state_cold_ms", 7)):
+        for _ in range(reps):
+            for s in systems:
+                fn = {"get_state_ms": s.state, "history20_ms": s.history20, "get_state_cold_ms": s.cold}[what]
+                if fn is None:
+                    continue
+                if what == "get_state_cold_ms":
+                    dt = fn()
+                else:
+                    t = time.perf_counter()
+                    fn()
+                    dt = time.perf_counter() - t
+                reads.setdefault((s.name, what), []).append(dt)
+    rows = []
+    for s in systems:
+        s.close()
+        row = {"system": s.name, "backend": s.backend, **latency_stats(s.lat), "storage_bytes": s.storage()}
+        for (name, what), times in reads.items():
+            if name == s.name:
+                row[what] = round(statistics.median(times) * 1e3, 3)
+        rows.append(row)
     return rows
+
+
+PEER = {"sqlite": "SqliteSaver", "postgres": "PostgresSaver"}
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per backend: LangGraph's saver / ours (time, storage, saver-only time over the floor) and
+    ours / LangGraph's (get_state warm and cold, history)."""
+    by = {(r["backend"], r["system"]): r for r in rows}
+    floor = by.get(("-", "langgraph-floor"), {}).get("median_ms_per_turn", 0.0)
+    out = {}
+    for backend, peer in PEER.items():
+        ours, lg = by.get((backend, "statekeel-saver")), by.get((backend, peer))
+        if ours is None or lg is None:
+            continue
+        out[backend] = {
+            "faster": lg["median_ms_per_turn"] / ours["median_ms_per_turn"],
+            "saver_only_faster": (lg["median_ms_per_turn"] - floor) / max(ours["median_ms_per_turn"] - floor, 1e-6),
+            "smaller": lg["storage_bytes"] / max(ours["storage_bytes"], 1),
+            "get_state": ours["get_state_ms"] / lg["get_state_ms"],
+            "get_state_cold": ours["get_state_cold_ms"] / lg["get_state_cold_ms"],
+            "history20": ours["history20_ms"] / lg["history20_ms"],
+        }
+    return out
 
 
 def table(rows: list[dict[str, Any]], payload: int) -> str:
     by = {(r["backend"], r["system"]): r for r in rows}
-    peer = {"sqlite": "SqliteSaver", "postgres": "PostgresSaver"}
+    rat = ratios(rows)
     lines = ["| backend | system | ms/turn (median) | storage MB | storage / payload | get_state ms | get_state "
-             "cold ms | history(20) ms | vs LangGraph saver: time, storage, get_state, cold, history | vs statekeel turn |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "cold ms | history(20) ms | vs LangGraph saver: time, saver-only time, storage, get_state, cold, "
+             "history | vs statekeel turn |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lg = by.get((r["backend"], peer.get(r["backend"], "")))
         own = by.get((r["backend"], "statekeel-turn"))
-        vs_lg = "" if lg is None or r is lg or r["system"] != "statekeel-saver" else ", ".join([
-            f"{lg['median_ms_per_turn'] / r['median_ms_per_turn']:.1f}x faster",
-            f"{lg['storage_bytes'] / max(r['storage_bytes'], 1):.0f}x smaller",
-            f"{r['get_state_ms'] / lg['get_state_ms']:.2f}x", f"{r['get_state_cold_ms'] / lg['get_state_ms']:.2f}x",
-            f"{r['history20_ms'] / lg['history20_ms']:.2f}x"])  # fmt: skip
-        cold = f"{r['get_state_cold_ms']:.2f}" if "get_state_cold_ms" in r else ""
+        x = rat.get(r["backend"]) if r["system"] == "statekeel-saver" else None
+        vs_lg = "" if x is None else (f"{x['faster']:.1f}x faster, {x['saver_only_faster']:.1f}x, {x['smaller']:.0f}x "
+                                      f"smaller, {x['get_state']:.2f}x, {x['get_state_cold']:.2f}x, {x['history20']:.2f}x")  # fmt: skip
         vs_own = f"{r['median_ms_per_turn'] / own['median_ms_per_turn']:.1f}x" if own and r["system"] == "statekeel-saver" else ""
+        cold = f"{r['get_state_cold_ms']:.2f}" if "get_state_cold_ms" in r else ""
         lines.append(f"| {r['backend']} | {r['system']} | {r['median_ms_per_turn']:.3f} | {r['storage_bytes'] / 1e6:.2f} | "
-                     f"{r['storage_bytes'] / payload:.1f} | {r['get_state_ms']:.2f} | {cold} | {r['history20_ms']:.2f} | {vs_lg} | {vs_own} |")  # fmt: skip
+                     f"{r['storage_bytes'] / payload:.1f} | {r['get_state_ms']:.2f} | {cold} | {r['history20_ms']:.2f} | "
+                     f"{vs_lg} | {vs_own} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def one_run(backends: list[str], turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        from statekeel.testing.servers import PostgresServer
+
+        floor_done = False
+        for backend in backends:
+            if backend == "sqlite":
+                systems = sqlite_systems(stack, turns)
+            elif backend == "postgres":
+                systems = postgres_systems(stack, stack.enter_context(PostgresServer()).url, turns)
+            else:
+                systems = redis_systems(stack, turns)
+            if not floor_done:
+                systems.append(floor_system(turns))
+                floor_done = True
+            rows += measure(systems, turns)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--backends", default="sqlite,postgres,redis")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--durability", choices=["async", "sync", "exit"], default=None,
+                        help="LangGraph's durability mode for every graph (default: LangGraph's, async)")
     args = parser.parse_args()
+    DURABILITY[0] = args.durability
     turns = make_turns(args.turns)
-    backends = args.backends.split(",")
-    rows: list[dict[str, Any]] = []
-    with ExitStack() as stack:
-        from statekeel.testing.servers import PostgresServer, RedisServer
-
-        if "sqlite" in backends:
-            rows += sqlite_rows(turns)
-        if "postgres" in backends:
-            rows += postgres_rows(stack.enter_context(PostgresServer()).url, turns)
-        if "redis" in backends:
-            rows += redis_rows(stack.enter_context(RedisServer()).url, turns)
-    for row in rows:
-        print(json.dumps({"turns": args.turns, "payload_bytes": payload_bytes(turns), **row}))
-    print(table(rows, payload_bytes(turns)), file=sys.stderr)
+    runs = []
+    for run in range(args.repeat):
+        rows = one_run(args.backends.split(","), turns)
+        runs.append(ratios(rows))
+        for row in rows:
+            print(json.dumps({"run": run, "turns": args.turns, "payload_bytes": payload_bytes(turns),
+                              "durability": args.durability or "async", **row}))  # fmt: skip
+        print(table(rows, payload_bytes(turns)), file=sys.stderr)
+    if args.repeat > 1:
+        for backend in runs[0]:
+            med = {k: round(statistics.median(r[backend][k] for r in runs), 2) for k in runs[0][backend]}
+            print(f"median of {args.repeat} runs, {backend}: {json.dumps(med)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -168,7 +168,8 @@ def test_put_writes_keeps_the_first_write_of_a_task_and_overwrites_special_chann
     assert again is not None and again.pending_writes == [("task", "__interrupt__", "ask 2"), ("task", "messages", "first")]
 
 
-@pytest.mark.parametrize("option", [{"max_chain": -1}, {"delta_min_bytes": "16k"}, {"chain_share": float("nan")}])
+@pytest.mark.parametrize("option", [{"max_chain": -1}, {"delta_min_bytes": "16k"}, {"chain_share": float("nan")},
+                                    {"segment": -1}, {"segment": 2.5}])
 def test_bad_tuning_options_are_refused(store: statekeel.Store, option: dict[str, Any]) -> None:
     with pytest.raises(statekeel.InvalidInputError):
         StatekeelSaver(store, **option)

@@ -143,17 +143,54 @@ def delete_for_runs(core: Core, serde: SerializerProtocol, run_ids: list[str]) -
     return threads
 
 
-def prune(core: Core, serde: SerializerProtocol, thread: str, strategy: str) -> None:
-    """``keep_latest``: each namespace keeps its newest checkpoint; ``delete``: the thread goes."""
+def check_strategy(strategy: Any) -> None:
     if strategy not in STRATEGIES:
         raise InvalidInputError(f"unknown prune strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def prune(core: Core, serde: SerializerProtocol, thread: str, strategy: str, keep: int = 1) -> int:
+    """``keep_latest``: each namespace keeps its newest ``keep`` checkpoints (and the ancestors
+    LangGraph's ``DeltaChannel`` rebuilds them from); ``delete``: the thread goes. Returns how
+    many checkpoints were removed (``delete``: 0, it does not count them)."""
+    check_strategy(strategy)
     if strategy == "delete":
         delete_thread(core, thread)
-        return
+        return 0
     data = _load(core, thread)
-    doomed = {ns: {r.key for r in recs[1:]} for ns, recs in data.checkpoints.items() if len(recs) > 1}
+    doomed = {ns: {r.key for r in recs[keep:]} for ns, recs in data.checkpoints.items() if len(recs) > keep}
+    for ns, recs in data.checkpoints.items():
+        doomed.get(ns, set()).difference_update(_delta_ancestors(core, serde, thread, ns, recs[:keep], recs, data.values))
+    doomed = {ns: keys_ for ns, keys_ in doomed.items() if keys_}
     if doomed:
         _remove_checkpoints(core, serde, thread, data, doomed)
+    return sum(map(len, doomed.values()))
+
+
+def _delta_ancestors(core: Core, serde: SerializerProtocol, thread: str, ns: str, kept: list[Record],
+                     every: list[Record], values: list[Record]) -> set[str]:  # fmt: skip
+    """Checkpoint keys a kept checkpoint's ``DeltaChannel`` s are rebuilt from: its ancestors
+    (parent links), up to the nearest one holding a stored value of every such channel.
+
+    LangGraph rebuilds a ``DeltaChannel`` from the writes of the checkpoints since its last
+    snapshot (``get_delta_channel_history``); dropping them would make it restore as empty,
+    silently. The channels are those named in the metadata's ``counters_since_delta_snapshot``.
+    """
+    by_id = {revert_id(r.key.rsplit("/", 1)[1]): r for r in every}
+    stored = {r.key for r in values if "e" not in core.codec.decode(r.data, r.codec, r.key)}
+    rescued: set[str] = set()
+    for rec in kept:
+        doc = core.codec.decode(rec.data, rec.codec, rec.key)
+        channels = set(serde.loads_typed(unpack(doc["m"])).get("counters_since_delta_snapshot") or ())
+        parent = doc.get("p")
+        while channels and parent in by_id and by_id[parent].key not in rescued:
+            ancestor = by_id[parent]
+            rescued.add(ancestor.key)
+            adoc = core.codec.decode(ancestor.data, ancestor.codec, ancestor.key)
+            versions = serde.loads_typed(unpack(adoc["c"]))["channel_versions"]
+            channels = {ch for ch in channels
+                        if ch not in versions or layout.langgraph_blob_key(thread, ns, ch, str(versions[ch])) not in stored}  # fmt: skip
+            parent = adoc.get("p")
+    return rescued
 
 
 def copy_thread(core: Core, serde: SerializerProtocol, source: str, target: str) -> None:

@@ -43,6 +43,7 @@ class AsyncSaverMethods:
         def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
         def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
         def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None: ...
+        def apply_retention(self, thread_ids: Sequence[str] | None = None, *, checkpoints: int | None = None) -> int: ...
         def get_delta_channel_history(self, *, config: RunnableConfig,
                                       channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]: ...  # fmt: skip
 
@@ -89,6 +90,10 @@ class AsyncSaverMethods:
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Async :meth:`prune`."""
         await self._worker.run(lambda: self.prune(thread_ids, strategy=strategy))
+
+    async def aapply_retention(self, thread_ids: Sequence[str] | None = None, *, checkpoints: int | None = None) -> int:
+        """Async :meth:`apply_retention`."""
+        return await self._worker.run(lambda: self.apply_retention(thread_ids, checkpoints=checkpoints))
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

@@ -33,6 +33,7 @@ __all__ = [
     "write_key",
     "parse_write_key",
     "check_thread_id",
+    "ThreadKeys",
 ]
 
 Typed = tuple[str, bytes]
@@ -131,3 +132,36 @@ def parse_write_key(key: str) -> tuple[str, str, int]:
     """``(inverted checkpoint id, task_id, idx)`` of a pending write's key."""
     parts = keys.split(key)
     return parts[-3], parts[-2][1:], int(parts[-1])
+
+
+class ThreadKeys:
+    """The keys of one thread namespace, their escaped prefixes built once.
+
+    A turn builds about twenty keys (values, checkpoints, writes, the head); escaping
+    every component of each was a tenth of the saver's time. Same keys as
+    :mod:`statekeel.core.layout` builds (tests compare them).
+    """
+
+    __slots__ = ("thread", "ns", "head", "checkpoints", "_writes", "_blobs")
+
+    def __init__(self, thread: str, ns: str) -> None:
+        self.thread, self.ns = thread, ns
+        self.head = layout.langgraph_head_key(thread, ns)
+        self.checkpoints = layout.langgraph_checkpoints_prefix(thread, ns)
+        self._writes = layout.langgraph_writes_prefix(thread, ns)
+        self._blobs: dict[str, str] = {}
+
+    def checkpoint(self, inverted: str) -> str:
+        """``cp/<ns>/<~id>`` (an inverted id holds only letters: nothing to escape)."""
+        return self.checkpoints + inverted
+
+    def blob(self, channel: str, version: str) -> str:
+        """``v/<ns>/<channel>/<version>``."""
+        prefix = self._blobs.get(channel)
+        if prefix is None:
+            prefix = self._blobs[channel] = layout.langgraph_blob_prefix(self.thread, self.ns, channel)
+        return prefix + keys.escape(version)
+
+    def write(self, inverted: str, task_id: str, idx: int) -> str:
+        """``w/<ns>/<~id>/<task>/<idx>``, as :func:`write_key`."""
+        return self._writes + inverted + "/" + keys.escape("t" + task_id) + "/" + str(idx)

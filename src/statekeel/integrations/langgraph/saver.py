@@ -40,6 +40,7 @@ from ...core import Core, layout
 from ...core.session_write import apply_across_partitions
 from ...core.validate import check_int
 from ...errors import ConflictError, InvalidInputError
+from ...features.retention import store_retention
 from ...protocol import ANY, Op, Put, Record
 from ...store import Store
 from ...store import open as open_store
@@ -47,7 +48,7 @@ from . import _admin
 from ._async import AsyncSaverMethods
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
-from ._records import CheckpointForkError, check_thread_id, invert_id, pack, unpack, write_key
+from ._records import CheckpointForkError, ThreadKeys, check_thread_id, invert_id, pack, unpack
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
@@ -63,7 +64,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     a store opened with ``encryption=`` encrypts everything written here, metadata
     and pending writes included; ``store.tenant(t)`` gives a saver that sees only
     tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
-    growing list gets a new full snapshot (:mod:`.deltas`); ``workers`` is the number of
+    growing list gets a new full snapshot, ``segment`` how many links a cold read follows at most
+    between two segments (:mod:`.deltas`; 0: no segments); ``workers`` is the number of
     threads the async methods run on. ``reuse_values`` keeps the channel values of each
     thread's newest checkpoint in memory, so the next turn does not decode the whole
     state again (:mod:`._memo`; turn it off for graphs that mutate checkpointed
@@ -78,6 +80,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         delta_min_bytes: int = 16_384,
         max_chain: int = 1_000,
         chain_share: float = 1.0,
+        segment: int = 8,
         workers: int = 1,
         reuse_values: bool = True,
     ) -> None:
@@ -88,6 +91,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         if not isinstance(chain_share, (int, float)) or isinstance(chain_share, bool) or not 0 <= chain_share <= 1e6:
             raise InvalidInputError(f"chain_share must be a number >= 0 (e.g. 0.5), got {chain_share!r}")
         self.chain_share = float(chain_share)
+        self.segment = check_int(segment, "segment")
         self._cache = ValueCache()
         self._zlib: tuple[Codec, Codec] | None = None
         if not isinstance(reuse_values, bool):
@@ -96,6 +100,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self._heads = HeadMarks()
         self._indexed_runs: set[tuple[str, str]] = set()
         self._known_heads: dict[tuple[str, str], tuple[str | None, int | None]] = {}
+        self._thread_keys: dict[tuple[str, str], ThreadKeys] = {}
         self._worker = Worker(workers)
         self._owned: Store | None = None
 
@@ -231,11 +236,12 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)
         planned = self._plan_values(thread, ns, checkpoint, new_versions)
         body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-        cp_key = layout.langgraph_checkpoint_key(thread, ns, invert_id(cp_id))
+        tk = self._keys(thread, ns)
+        cp_key = tk.checkpoint(invert_id(cp_id))
         doc = {"c": pack(self.serde.dumps_typed(body)), "m": pack(self.serde.dumps_typed(full_metadata)),
                "p": parent}  # fmt: skip
         ops: builtins.list[Op] = [
-            self._put_op(layout.langgraph_blob_key(thread, ns, ch, str(v)), p.doc, f"channel {ch!r}")
+            self._put_op(tk.blob(ch, str(v)), p.doc, f"channel {ch!r}")
             for (ch, v), p in planned.items()
         ]
         ops.append(self._put_op(cp_key, doc, "a LangGraph checkpoint"))
@@ -259,7 +265,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         return {
             (ch, v): plan_value(str(v), values.get(ch, MISSING), self._cache.get(thread, ns, ch),
                                 self.serde.dumps_typed, min_bytes=self.delta_min_bytes, max_chain=self.max_chain,
-                                chain_share=self.chain_share)
+                                chain_share=self.chain_share, segment=self.segment)
             for ch, v in new_versions.items()
         }  # fmt: skip
 
@@ -268,7 +274,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     ) -> None:
         """Apply ``ops`` with the head moved by compare-and-set (from the head this saver last
         wrote, without a read; re-read when another writer moved it); retry only legal moves."""
-        head_key = layout.langgraph_head_key(thread, ns)
+        head_key = self._keys(thread, ns).head
         known = self._known_heads.get((thread, ns))
         for _ in range(50):
             fresh = known is None
@@ -315,10 +321,11 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         conf = config["configurable"]
         thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
         inverted = invert_id(str(conf["checkpoint_id"]))
+        tk = self._keys(thread, ns)
         ops: dict[str, Put] = {}
         for i, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
-            key = write_key(thread, ns, inverted, str(task_id), idx)
+            key = tk.write(inverted, str(task_id), idx)
             doc = {"c": channel, "p": task_path, **pack(self.serde.dumps_typed(value))}
             ops[key] = self._put_op(key, doc, f"write to {channel!r}", None if idx >= 0 else ANY)
         self._apply_writes(list(ops.values()))
@@ -339,14 +346,28 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         data, codec = self._codec().encode(doc, what, key)
         return Put(key, data, codec, expect)
 
+    def _keys(self, thread: str, ns: str) -> ThreadKeys:
+        """The thread namespace's keys (bounded: a saver serving many threads rebuilds them)."""
+        tk = self._thread_keys.get((thread, ns))
+        if tk is None:
+            if len(self._thread_keys) >= 4096:
+                self._thread_keys.clear()
+            tk = self._thread_keys[(thread, ns)] = ThreadKeys(thread, ns)
+        return tk
+
     def _codec(self) -> Codec:
         """The store's codec, compressing from 200 bytes when the store does not compress already:
         LangGraph's serializer hands over msgpack bytes, which the codec stores as base64 (+33%);
-        zlib takes that back and more (about half the bytes of a message list)."""
+        zlib takes that back and more (about half the bytes of a message list).
+
+        Without the secret guard: every LangGraph value reaches the codec as serialized bytes,
+        which the guard does not look into (a base64 blob is not a string of the user's), so
+        on these records it only ever scanned ``base64`` noise and channel names — a third
+        of a turn's encoding time. The guard does not cover LangGraph state (docs/langgraph.md)."""
         base = self.core.codec
         if self._zlib is None or self._zlib[0] is not base:
             own = base if base._compressor is not None else base.compressing("zlib", min_bytes=200)
-            self._zlib = (base, own)
+            self._zlib = (base, own._unguarded())
         return self._zlib[1]
 
     def _decode(self, rec: Any) -> dict[str, Any]:
@@ -372,10 +393,29 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``"keep_latest"``: keep each namespace's newest checkpoint (and the values it needs,
-        delta chains included); ``"delete"``: remove the threads."""
+        delta chains included, and the ancestors a ``DeltaChannel`` is rebuilt from);
+        ``"delete"``: remove the threads."""
+        _admin.check_strategy(strategy)
         for thread in map(check_thread_id, thread_ids):
             self._forget(thread)
             _admin.prune(self.core, self.serde, thread, strategy)
+
+    def apply_retention(self, thread_ids: Sequence[str] | None = None, *, checkpoints: int | None = None) -> int:
+        """Apply statekeel's retention cap to LangGraph threads (all of them by default): keep each
+        namespace's newest ``checkpoints`` checkpoints — by default the store's
+        ``Retention(checkpoints=K)`` (``store.set_retention``); no cap, nothing happens. What is
+        kept stays restorable (values, delta chains, pending writes and interrupts, ``DeltaChannel``
+        ancestors). Returns the number of checkpoints removed. Maintenance, like ``store.gc()``:
+        never on the write path."""
+        keep = store_retention(self.core).checkpoints if checkpoints is None else check_int(checkpoints, "checkpoints")
+        if keep is None:
+            return 0
+        threads = _admin.all_threads(self.core) if thread_ids is None else map(check_thread_id, thread_ids)
+        removed = 0
+        for thread in list(threads):
+            self._forget(thread)
+            removed += _admin.prune(self.core, self.serde, thread, "keep_latest", keep=max(keep, 1))
+        return removed
 
     def _forget(self, thread: str) -> None:
         self._cache.forget_thread(thread)
