@@ -173,7 +173,8 @@ SURFACE: dict[str, dict[str, Kind]] = {
     "EventStream": _STREAM,
     "Consumer": _CONSUMER,
     "Projection": dict.fromkeys(("replayed", "seq", "snapshot_seq", "state"), VALUE),
-    "Memory": {**dict.fromkeys(("delete", "forget", "get", "items", "put", "put_many", "reindex", "search"), TENANT),
+    "Memory": {**dict.fromkeys(("delete", "forget", "get", "items", "policy", "put", "put_many", "reindex", "search",
+                                "set_policy"), TENANT),
                "embedder": VALUE, "namespace": VALUE},  # fmt: skip
     # -- the asyncio twin -------------------------------------------------------------------
     "AsyncStore": {
@@ -188,7 +189,8 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "user": Opens(lambda t: t.user("u")),
         "memory": Opens(lambda t: t.memory(("walk",))), "memory_namespaces": TENANT,
     },
-    "AsyncMemory": {**dict.fromkeys(("delete", "forget", "get", "items", "put", "put_many", "reindex", "search"), TENANT),
+    "AsyncMemory": {**dict.fromkeys(("delete", "forget", "get", "items", "policy", "put", "put_many", "reindex",
+                                     "search", "set_policy"), TENANT),
                     "embedder": VALUE, "namespace": VALUE, "sync": OBJECT},  # fmt: skip
     "AsyncSession": {**_SESSION, "count": TENANT, "sync": OBJECT},
     "AsyncStateView": {**_state_view(), "contains": TENANT},

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..features._duration import Duration
 from ..features.memory import Memory, MemoryHit, MemoryItem, SearchMode
+from ..features.memory.policy import Policy
 from ._worker import Worker
 
 __all__ = ["AsyncMemory"]
@@ -83,3 +84,13 @@ class AsyncMemory:
     ) -> int:
         """Apply forgetting policies (see :meth:`Memory.forget`); how many items went."""
         return await self._worker.run(lambda: self._memory.forget(max_age=max_age, inactive=inactive, keep=keep))
+
+    async def set_policy(
+        self, *, max_age: Duration | None = None, inactive: Duration | None = None, keep: int | None = None,
+    ) -> None:
+        """Record the forgetting policy ``statekeel gc`` applies (see :meth:`Memory.set_policy`)."""
+        await self._worker.run(lambda: self._memory.set_policy(max_age=max_age, inactive=inactive, keep=keep))
+
+    async def policy(self) -> Policy | None:
+        """The forgetting policy recorded for this namespace, or None (see :meth:`Memory.policy`)."""
+        return await self._worker.run(self._memory.policy)

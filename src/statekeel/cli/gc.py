@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from statekeel.features.memory.memory import forget_by_policy
 from statekeel.features.retention import count_sessions, gc as run_gc
 
 from statekeel.protocol.capabilities import SupportsReclaim
@@ -30,10 +31,12 @@ __all__ = ["gc"]
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
-    """Apply retention caps to every session, purge expired and deleted data, reclaim space.
+    """Apply retention caps to every session, purge expired and deleted data, apply memory
+    forgetting policies, reclaim space.
 
     Caps: store.set_retention(statekeel.Retention(messages=..., bytes=..., checkpoints=...)) or
-    per session (store.session(id, retention=...)).
+    per session (store.session(id, retention=...)). Memory policies: statekeel memory policy NS
+    --inactive 90d --keep 1000 (or store.memory(ns).set_policy(...)).
 
     Example: statekeel --url sqlite:///agent.db gc
     """
@@ -42,6 +45,7 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
     bar: Any = click.progressbar(length=total, label="sessions", file=sys.stderr)
     with bar:
         report = run_gc(store, progress=lambda _sid: bar.update(1))
+    forgotten = forget_by_policy(store)  # memory forgetting policies (statekeel memory policy)
     before = after = None
     if vacuum and isinstance(store.storage, SupportsReclaim):
         before, after = store.storage.reclaim()
@@ -49,6 +53,7 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
         "sessions": report.sessions, "messages_dropped": report.messages_dropped,
         "checkpoints_dropped": report.checkpoints_dropped, "purged": report.purged,
         "seconds": round(report.seconds, 3), "bytes_before": before, "bytes_after": after,
+        "memories_forgotten": {"/".join(ns): n for ns, n in forgotten.items()},
     }
     if as_json:
         emit_json(out)
@@ -57,5 +62,7 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
         f"{report.sessions} sessions: {report.messages_dropped} messages and {report.checkpoints_dropped} "
         f"checkpoints dropped by retention caps; {report.purged} expired records/logs purged"
     )
+    for ns, n in forgotten.items():
+        click.echo(f"memory {'/'.join(ns)}: {n} forgotten by its policy")
     if before is not None and after is not None:
         click.echo(f"bytes: {before:,} before, {after:,} after ({before - after:,} reclaimed)")

@@ -209,6 +209,36 @@ def forget(ctx: click.Context, namespace: str, max_age: float | None, inactive: 
     click.echo(f"forgot {gone} memories under {namespace}")
 
 
+@group.command("policy")
+@click.argument("namespace")
+@duration_option("--max-age", help="gc deletes items created longer ago than this (e.g. 90d).")
+@duration_option("--inactive", help="gc deletes items not written for this long (e.g. 30d).")
+@click.option("--keep", type=int, default=None, help="gc keeps only the N most recently written per namespace.")
+@click.option("--clear", is_flag=True, help="Remove the policy of NAMESPACE.")
+@json_option
+@click.pass_context
+def policy(ctx: click.Context, namespace: str, max_age: float | None, inactive: float | None, keep: int | None,
+           clear: bool, as_json: bool) -> None:
+    """Show, set or clear the forgetting policy `statekeel gc` applies to NAMESPACE and below.
+
+    Example: statekeel memory policy user --inactive 90d --keep 1000
+    """
+    changing = clear or any(v is not None for v in (max_age, inactive, keep))
+    mem = _memory(ctx, namespace, "none", must_exist=not changing)
+    if clear and any(v is not None for v in (max_age, inactive, keep)):
+        raise click.UsageError("--clear removes the policy; give it alone")
+    if changing:
+        mem.set_policy(max_age=max_age, inactive=inactive, keep=keep)
+    found = mem.policy()
+    if as_json:
+        emit_json({"namespace": list(mem.namespace), "policy": None if found is None else found.as_dict()})
+    elif found is None:
+        click.echo(f"{namespace}: no forgetting policy")
+    else:
+        rules = ", ".join(f"{k}={v}" for k, v in found.as_dict().items() if v is not None)
+        click.echo(f"{namespace}: {rules} (applied by statekeel gc)")
+
+
 @group.command("reindex")
 @click.argument("url", required=False)
 @click.option("--namespace", default=None, help="Only this namespace (and below); default: every one.")

@@ -34,7 +34,7 @@ from typing import Any, Final
 from ..core import Core, layout
 from ..core.validate import check_int, check_name
 from ..errors import InvalidInputError
-from ..protocol import keys
+from ..protocol import Record, keys
 from .context_conversation import Budget, History, Summaries, fill_conversation, message_text, offer_latest
 from .context_render import TokenCounter, Tokenizer, WorkingSet, as_text, message_role
 from .decisions import list_decisions
@@ -80,8 +80,10 @@ def build_context(
     if plan.left < 0:
         raise InvalidInputError(f"budget={budget} is below the document's title alone ({count(title)} tokens); "
                                 "give a budget of a few hundred tokens at least")
-    history = History(core, session_id, first_page=budget // TOKENS_PER_MESSAGE)
-    _standing_orders(core, plan)
+    view, orders = core.backend.get_many([layout.session_view_key(session_id),
+                                          layout.state_key("app", "_", STANDING_ORDERS_KEY)])  # one round trip
+    history = History(core, session_id, first_page=budget // TOKENS_PER_MESSAGE, view=view)
+    _standing_orders(core, orders, plan)
     latest_kept = offer_latest(plan, history)
     _profile(core, user, plan)
     _decisions(core, session_id, plan)
@@ -105,15 +107,10 @@ def _run_ids(runs: Any) -> list[str]:
 
 
 # -- the fixed sections ------------------------------------------------------------------------
-def _get(core: Core, key: str) -> Any:
-    rec = core.backend.get(key)
-    return None if rec is None else core.codec.decode(rec.data, rec.codec, rec.key)
-
-
-def _standing_orders(core: Core, plan: Budget) -> None:
-    orders = _get(core, layout.state_key("app", "_", STANDING_ORDERS_KEY))
-    if orders is None:
+def _standing_orders(core: Core, rec: Record | None, plan: Budget) -> None:
+    if rec is None:
         return
+    orders = core.codec.decode(rec.data, rec.codec, rec.key)
     if isinstance(orders, Mapping):
         entries = [(str(k), f"**{k}**: {as_text(v)}") for k, v in orders.items()]
     elif isinstance(orders, (list, tuple)):

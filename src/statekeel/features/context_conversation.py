@@ -19,13 +19,14 @@ budget): a summary over-covering a little is preferred to older messages missing
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..core import Core, layout
 from ..models import Message, to_datetime
-from ..protocol import Entry
+from ..protocol import Entry, LogInfo, Record
 from .context_render import ContextItem, Dropped, TokenCounter, as_text, bullet, heading, message_role
 from .history_view import visible_entries
 from .summaries import Summary, iter_summaries
@@ -101,41 +102,65 @@ def summary_text(summary: Summary) -> str:
 class History:
     """The visible history, newest first, read a page at a time as iterated."""
 
-    def __init__(self, core: Core, session_id: str, first_page: int = _FIRST_PAGE) -> None:
+    def __init__(self, core: Core, session_id: str, first_page: int = _FIRST_PAGE, view: Record | None = None
+                 ) -> None:  # fmt: skip
         self._core = core
         self._log = layout.history_log(session_id)
-        view = core.backend.get(layout.session_view_key(session_id))
         self._view = view
+        """The session's view record (hidden ranges), read by the caller in its first batch of reads."""
         self.hidden: list[Sequence[int]] = [] if view is None else core.codec.decode(view.data, view.codec,
                                                                                          view.key)["hidden"]
-        info = core.backend.log_info(self._log)
-        self.first = 1 if info is None else info.first_seq
-        self.last = 0 if info is None else info.last_seq
-        self.oldest_read = self.last + 1
-        """The oldest seq read so far (everything from it to ``last`` has been read)."""
+        self._info: list[LogInfo | None] = []
+        self.oldest_read = sys.maxsize
+        """The oldest seq read so far (everything from it to the newest has been read)."""
+        self._exhausted = False
         self._read: list[Message] = []
         self._page = min(max(first_page, _FIRST_PAGE), _MAX_PAGE)
         """Entries the next read asks for: a guess of what the budget holds, doubling per read."""
+
+    @property
+    def first(self) -> int:
+        """The oldest stored seq (``log_info``, read only when a gap is reported)."""
+        info = self._log_info()
+        return 1 if info is None else info.first_seq
+
+    @property
+    def last(self) -> int:
+        """The newest seq: the newest message read, else from ``log_info``."""
+        if self._read:
+            return self._read[0].seq if self._view is None else max(self._read[0].seq, self._last_info())
+        return self._last_info()
+
+    def _last_info(self) -> int:
+        info = self._log_info()
+        return 0 if info is None else info.last_seq
+
+    def _log_info(self) -> LogInfo | None:
+        if not self._info:
+            self._info.append(self._core.backend.log_info(self._log))
+        return self._info[0]
 
     def __iter__(self) -> Iterator[Message]:
         """Messages newest first; pages are read only when iteration reaches them."""
         n = 0
         while True:
-            if n == len(self._read) and (self.oldest_read <= self.first or not self._more()):
+            if n == len(self._read) and (self._exhausted or not self._more()):
                 return
             yield self._read[n]
             n += 1
 
     def _more(self) -> bool:
-        stop, page = self.oldest_read, self._page
+        """Read the next page older than what was read; a short page is the oldest (no ``log_info``)."""
+        stop = None if self.oldest_read == sys.maxsize else self.oldest_read
+        page = self._page
         self._page = min(page * 2, _MAX_PAGE)
         entries: list[Entry]
         if self._view is None:
             entries = self._core.backend.read(self._log, stop=stop, limit=page, reverse=True)
         else:
             entries = visible_entries(self._core, self._view, self._log, 1, stop, page)
+        self._exhausted = len(entries) < page
         if not entries:
-            self.oldest_read = self.first
             return False
         values = self._core.codec.decode_many([(e.data, e.codec) for e in entries], self._log)
         stamps = [to_datetime(e.created_at) for e in entries]
@@ -146,7 +171,7 @@ class History:
 
     def read_between(self, lo: int, hi: int) -> list[Message] | None:
         """The messages read with ``lo <= seq <= hi``, or None if part of that range was not read."""
-        if lo < self.oldest_read:
+        if lo < self.oldest_read and not self._exhausted:
             return None
         return [m for m in self._read if lo <= m.seq <= hi]
 
@@ -208,7 +233,7 @@ def offer_latest(budget: Budget, history: History) -> bool:
 def fill_conversation(budget: Budget, history: History, summaries: Summaries, recent: int | None,
                       latest_kept: bool) -> None:  # fmt: skip
     """Keep messages newest first with the summary covering what precedes them (module doc)."""
-    oldest = history.last + 1
+    oldest: int | None = None
     shown: list[int] = []  # seqs kept, newest first
     for message in history:
         if not shown and not latest_kept:  # the newest did not fit: the run of messages is empty
@@ -219,7 +244,7 @@ def fill_conversation(budget: Budget, history: History, summaries: Summaries, re
             break
         oldest = message.seq
         shown.append(message.seq)
-    _older(budget, history, summaries, oldest, recent, shown)
+    _older(budget, history, summaries, history.last + 1 if oldest is None else oldest, recent, shown)
 
 
 def _keep(budget: Budget, history: History, summaries: Summaries, message: Message) -> bool:

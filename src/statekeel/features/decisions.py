@@ -319,6 +319,8 @@ def _open_decisions(store: Core, prefix: str, after: str | None) -> Iterator[Dec
                 yield _from_body(body)
             elif body is not None or time.time() - pointer.created_at > ORPHAN_AFTER:
                 _drop_pointer(store, pointer)  # closed (crash before (4)), or an old orphan
+        if len(pointers) < 200:  # a short page is the last: no empty scan to find that out
+            return
         after = pointers[-1].key
 
 

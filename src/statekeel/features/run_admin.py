@@ -58,6 +58,8 @@ def list_runs(
                 out.append(info)
                 if len(out) == limit:
                     return out, run_id
+        if len(idx) < max(limit, 100):  # a short page is the last: no empty scan to find that out
+            break
         cursor = idx[-1].key
     return out, None
 

@@ -15,6 +15,7 @@ vector is at least that similar to a stored one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
@@ -22,16 +23,17 @@ from typing import Any, Final, Literal
 from ...core import Core, layout
 from ...core.validate import check_int, check_name
 from ...errors import ConflictError, InvalidInputError, MissingDependencyError, StatekeelError, UsageError
-from ...protocol import KEEP, Delete, Op, Put
+from ...protocol import KEEP, Delete, Op, Put, Record
 from ...protocol.capabilities import IndexRow, MemoryIndex
 from .._duration import Duration, maybe_seconds
-from . import native, ranking, writes
+from . import cache, native, ranking, writes
 from .embedding import DEFAULT, INSTALL_HINT, Embedder, Embedding, Matrix, mismatch, numpy, resolve_embedder
+from .policy import Policy, check_policy, policies, store_policy
 from .items import (
     ROOT, MemoryHit, MemoryItem, Stored, check_filter, check_namespace, decode, decode_cached, matches, parse_key,
 )
 
-__all__ = ["Memory", "SearchMode", "list_namespaces"]
+__all__ = ["Memory", "SearchMode", "forget_by_policy", "list_namespaces"]
 
 SearchMode = Literal["hybrid", "text", "vector"]
 MAX_LIMIT: Final = 1000
@@ -136,7 +138,8 @@ class Memory:
 
     def _neighbours(self) -> tuple[Matrix, list[Stored]]:
         """Vectors of this namespace's own items (not those below), for ``similarity`` dedup."""
-        return vectors_of([d for d in self._scan() if d.namespace == self.namespace], self._embedding, strict=False)
+        docs = cache.snapshot(self._core, self._prefix, self._scan()).docs
+        return vectors_of([d for d in docs if d.namespace == self.namespace], self._embedding, strict=False)
 
     def _vector(self, vec: Any) -> dict[str, Any] | None:
         if vec is None or self._embedding is None:
@@ -161,7 +164,7 @@ class Memory:
         doc = None if rec is None else decode(self._core, rec)
         if doc is None:
             return False
-        existed = bool(self._core.backend.apply(self._deletes(doc))[0])
+        existed = bool(cache.commit(self._core, self._deletes(doc), [doc.namespace], removed=[item_key])[0])
         self._index_write(removed=[item_key])
         return existed
 
@@ -207,17 +210,19 @@ class Memory:
             raise InvalidInputError(f"limit is at most {MAX_LIMIT}, got {limit}; page with offset=")
         flt = dict(check_filter(filter))
         chosen = self._mode(mode)
-        index = self._index if native.pushable(flt) else None
+        index = self._index if native.pushable(flt) and native.worth_it(self._index, chosen) else None
         if index is not None:
             hits = native.native_search(self._core, index, self._prefix, query, chosen, self._embedding, flt,
                                         offset, limit)
             if hits is not None:
                 return hits
-        every = list(self._scan())
+        snap = cache.snapshot(self._core, self._prefix, self._scan())
         if index is not None:  # the index was stale: it is rebuilt from the records just read
-            self._rebuild(index, every)
-        docs = [d for d in every if matches(d.metadata, flt)]
-        return rank(docs, query, chosen, self._embedding, offset, limit)
+            self._rebuild(index, snap.docs)
+        if flt:
+            docs = [d for d in snap.docs if matches(d.metadata, flt)]
+            return rank(docs, query, chosen, self._embedding, offset, limit)
+        return rank(snap.docs, query, chosen, self._embedding, offset, limit, snap)
 
     def _mode(self, mode: SearchMode | None) -> SearchMode:
         if mode is None:
@@ -256,7 +261,8 @@ class Memory:
                 payload = {**doc.payload, "x": self._vector(vec)}
                 data, codec = self._core.codec.encode(payload, f"memory[{doc.key!r}]", doc.record.key)
                 try:
-                    self._core.backend.apply([Put(doc.record.key, data, codec, doc.record.version, KEEP)])
+                    cache.commit(self._core, [Put(doc.record.key, data, codec, doc.record.version, KEEP)],
+                                 [doc.namespace], written=functools.partial(_rewritten, doc, payload))
                     done += 1
                 except ConflictError:  # rewritten meanwhile, by a put that embedded it itself
                     continue
@@ -289,9 +295,33 @@ class Memory:
                 doomed += docs[keep:]
         for i in range(0, len(doomed), _BATCH):
             chunk = doomed[i : i + _BATCH]
-            self._core.backend.apply([op for d in chunk for op in self._deletes(d)])
+            cache.commit(self._core, [op for d in chunk for op in self._deletes(d)], [d.namespace for d in chunk],
+                         removed=[d.record.key for d in chunk])
             self._index_write(removed=[d.record.key for d in chunk])
         return len(doomed)
+
+    def set_policy(
+        self, *, max_age: Duration | None = None, inactive: Duration | None = None, keep: int | None = None,
+    ) -> None:
+        """Record the forgetting policy of this namespace (and below) that ``statekeel gc`` applies:
+        :meth:`forget` with these arguments. All None removes it. See :mod:`.policy`."""
+        store_policy(self._core, self.namespace, check_policy(max_age, inactive, keep))
+
+    def policy(self) -> Policy | None:
+        """The forgetting policy recorded for exactly this namespace, or None (one read)."""
+        return policies(self._core).get(self.namespace)
+
+
+def _rewritten(doc: Stored, payload: dict[str, Any], results: list[Any]) -> list[Stored]:
+    """The item ``doc`` as rewritten with ``payload`` (``results``: the put's)."""
+    rec = results[0]
+    return [Stored(rec, doc.namespace, doc.key, payload, doc.stats)] if isinstance(rec, Record) else []
+
+
+def forget_by_policy(core: Core) -> dict[tuple[str, ...], int]:
+    """Apply every recorded forgetting policy (what ``statekeel gc`` runs); items forgotten per namespace."""
+    return {ns: Memory(core, ns, embedder=None).forget(max_age=p.max_age, inactive=p.inactive, keep=p.keep)
+            for ns, p in policies(core).items()}
 
 
 def vectors_of(docs: list[Stored], embedding: Embedding | None, *, strict: bool) -> tuple[Matrix, list[Stored]]:
@@ -320,20 +350,31 @@ def vectors_of(docs: list[Stored], embedding: Embedding | None, *, strict: bool)
 
 
 def rank(
-    docs: list[Stored], query: str, mode: SearchMode, embedding: Embedding | None, offset: int, limit: int
+    docs: list[Stored], query: str, mode: SearchMode, embedding: Embedding | None, offset: int, limit: int,
+    snap: cache.Snapshot | None = None,
 ) -> list[MemoryHit]:
-    """Rank ``docs`` (in key order) for ``query`` in ``mode``, in process; the page of hits, best first."""
+    """Rank ``docs`` (in key order) for ``query`` in ``mode``, in process; the page of hits, best first.
+
+    ``snap``: the cached snapshot ``docs`` are (its postings and matrix stand in for a pass over them).
+    """
     want = offset + limit
-    text_hits = ranking.bm25(query, [d.stats or ranking.stats_of(d.text) for d in docs]) if mode != "vector" else []
+    text_hits: list[tuple[int, float, tuple[str, ...]]] = []
+    if mode != "vector":
+        text_hits = snap.bm25(query) if snap is not None else ranking.bm25(
+            query, [d.stats or ranking.stats_of(d.text) for d in docs])
     near: list[tuple[int, float]] = []
     if mode != "text":
         assert embedding is not None
         qvec = embedding([query])[0]  # first, so an embedder of unknown dimension has learnt it
-        matrix, usable = vectors_of(docs, embedding, strict=True)
-        depth = len(usable) if mode == "vector" else max(want * 4, 50)
-        index = {id(d): n for n, d in enumerate(docs)}
-        near = [(index[id(usable[i])], sim) for i, sim in ranking.cosine(qvec, matrix, depth)]
-    page = ranking.combine(mode, text_hits, near)[offset : offset + limit]
+        if snap is not None:
+            matrix, rows = snap.vectors(embedding)
+        else:
+            matrix, usable = vectors_of(docs, embedding, strict=True)
+            index = {id(d): n for n, d in enumerate(docs)}
+            rows = [index[id(d)] for d in usable]
+        depth = want if mode == "vector" else max(want * 4, 50)  # a stable sort's first ``want`` are the page
+        near = [(rows[i], sim) for i, sim in ranking.cosine(qvec, matrix, depth)]
+    page = ranking.combine(mode, text_hits, near, want)[offset:]
     return [docs[i].hit(score, why) for i, score, why in page]
 
 

@@ -30,7 +30,7 @@ from . import ranking
 from .embedding import Embedding, mismatch, numpy
 from .items import MemoryHit, Stored, decode, matches
 
-__all__ = ["TEXT_CANDIDATES", "index_of", "native_search", "planned_row", "pushable", "row_of"]
+__all__ = ["TEXT_CANDIDATES", "index_of", "native_search", "planned_row", "pushable", "row_of", "worth_it"]
 
 TEXT_CANDIDATES: Final = 200
 """Rows the database's own text ranking preselects for exact BM25 scoring (more when the page is deeper)."""
@@ -47,6 +47,17 @@ def index_of(core: Core) -> MemoryIndex | None:
         return backend.memory_index()
     except StatekeelError:  # a read-only store, a database without full-text search
         return None
+
+
+def worth_it(index: MemoryIndex | None, mode: str) -> bool:
+    """Whether searching in ``mode`` should go to the index rather than the in-process cache.
+
+    Full text always does (the database selects the candidates). Vectors only where the
+    database ranks them itself (pgvector): otherwise the index would hand over every vector
+    of the namespace per query, which the in-process cache (:mod:`.cache`) keeps instead — the
+    same ranking, read once per change instead of once per query.
+    """
+    return index is not None and (mode == "text" or bool(getattr(index, "pgvector", False)))
 
 
 def pushable(flt: dict[str, Any]) -> bool:
@@ -88,7 +99,7 @@ def native_search(
     if mode != "text":
         assert embedding is not None
         near = _nearest(index, prefix, flt, query, embedding, offset + limit, mode, now)
-    page = ranking.combine(mode, text_hits, near)[offset : offset + limit]
+    page = ranking.combine(mode, text_hits, near, offset + limit)[offset:]
     return _verified(core, page, flt)
 
 

@@ -9,6 +9,7 @@ cosine scores, which live on different scales.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
@@ -100,30 +101,56 @@ def by_similarity(rows: Sequence[tuple[Any, float]], top: int) -> list[tuple[Any
     return sorted(rows, key=lambda r: (-round(r[1], SIM_DIGITS), r[0]))[:top]
 
 
-def fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K) -> list[tuple[Any, float]]:
+def fuse(rankings: Sequence[Sequence[Any]], k: int = RRF_K, top: int | None = None) -> list[tuple[Any, float]]:
     """Reciprocal-rank fusion of several best-first rankings of ids; ``(id, score)`` best first.
 
     Ties keep the order of first appearance (the first ranking wins), so results are deterministic.
+    ``top``: only the first ``top`` (``heapq.nsmallest`` is ``sorted(...)[:top]``, ties included).
     """
     scores: dict[Any, float] = {}
     for ranking in rankings:
         for rank, ident in enumerate(ranking, start=1):
             scores[ident] = scores.get(ident, 0.0) + 1.0 / (k + rank)
+    if top is not None:
+        return heapq.nsmallest(top, scores.items(), key=lambda kv: -kv[1])
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
+def _fuse_two(text: list[Any], near: list[Any], top: int | None) -> list[tuple[Any, float]]:
+    """:func:`fuse` of a text and a vector ranking, cut to ``top``, without scoring every text hit.
+
+    A doc only the text ranking holds, at rank ``r > top``, has ``r - 1 >= top`` docs strictly
+    above it (each scores at least its own text rank's share, which is larger), so it cannot be
+    in the page: only the first ``top`` text hits and the text ranks of the vector hits count.
+    The scores are summed in fuse's order (text, then vector) and ties keep first appearance,
+    so the page is exactly ``fuse(...)[:top]``.
+    """
+    if top is None or len(text) <= top:
+        return fuse([text, near], top=top)
+    rank_of = {i: r for r, i in enumerate(text, start=1)}
+    kept = sorted({*text[:top], *(i for i in near if i in rank_of)}, key=rank_of.__getitem__)
+    scores: dict[Any, float] = {i: 0.0 + 1.0 / (RRF_K + rank_of[i]) for i in kept}
+    for rank, ident in enumerate(near, start=1):
+        scores[ident] = scores.get(ident, 0.0) + 1.0 / (RRF_K + rank)
+    return heapq.nsmallest(top, scores.items(), key=lambda kv: -kv[1])
+
+
 def combine(
-    mode: str, text_hits: Sequence[tuple[Any, float, tuple[str, ...]]], near: Sequence[tuple[Any, float]]
+    mode: str, text_hits: Sequence[tuple[Any, float, tuple[str, ...]]], near: Sequence[tuple[Any, float]],
+    top: int | None = None,
 ) -> list[tuple[Any, float, tuple[str, ...]]]:
-    """``(id, score, why)`` best first: BM25 alone, cosine alone, or both fused by reciprocal rank."""
+    """``(id, score, why)`` best first: BM25 alone, cosine alone, or both fused by reciprocal rank;
+    ``top``: only the first ``top`` of them (the same ones, cheaper when many match)."""
     if mode == "text":
-        return [(i, score, ("text",) + tuple(f"term:{t}" for t in hit)) for i, score, hit in text_hits]
+        return [(i, score, ("text",) + tuple(f"term:{t}" for t in hit)) for i, score, hit in text_hits[:top]]
     if mode == "vector":
-        return [(i, sim, ("vector",)) for i, sim in near]
-    terms_of = {i: hit for i, _, hit in text_hits}
+        return [(i, sim, ("vector",)) for i, sim in near[:top]]
+    terms_of = {i: hit for i, _, hit in text_hits[:top]}
     in_vec = {i for i, _ in near}
     out: list[tuple[Any, float, tuple[str, ...]]] = []
-    for i, score in fuse([[i for i, _, _ in text_hits], [i for i, _ in near]]):
+    for i, score in _fuse_two([i for i, _, _ in text_hits], [i for i, _ in near], top):
+        if i not in terms_of and len(terms_of) < len(text_hits):  # a vector hit ranked low by text
+            terms_of = {i: hit for i, _, hit in text_hits}
         why = (("text",) if i in terms_of else ()) + (("vector",) if i in in_vec else ())
         out.append((i, score, why + tuple(f"term:{t}" for t in terms_of.get(i, ()))))
     return out

@@ -17,8 +17,9 @@ from typing import Any
 from ...core import Core, layout
 from ...core.validate import check_name
 from ...errors import ConflictError, InvalidInputError
-from ...protocol import Delete, Op, Put, Record
+from ...protocol import Delete, Op, OpResult, Put, Record
 from ...protocol.capabilities import IndexRow
+from .cache import commit
 from .embedding import Matrix
 from .items import MemoryItem, Stored, check_metadata, content_hash, decode, text_of
 from .native import planned_row
@@ -97,12 +98,17 @@ def _attempt(target: Target, rows: Sequence[Row], vectors: Matrix | None, expire
         planned.append(planned_row(item_key, 1 if old is None else old.version + 1, expires, payloads[i]))
     if planned:
         target.before_write(planned)  # first: a crash after it leaves an index row no record backs, found out
-    results = core.backend.apply(ops) if ops else []
     stored: dict[int, Stored] = {}
-    for n, i in enumerate(writes):
-        rec = results[first_put + 2 * n]
-        assert isinstance(rec, Record)
-        stored[i] = Stored(rec, ns, rows[i][0], payloads[i])
+
+    def made(results: list[OpResult]) -> list[Stored]:
+        for n, i in enumerate(writes):
+            rec = results[first_put + 2 * n]
+            assert isinstance(rec, Record)
+            stored[i] = Stored(rec, ns, rows[i][0], payloads[i])
+        return list(stored.values())
+
+    if ops:  # with the namespace's generation bump, in the same batch (see .cache)
+        commit(core, ops, [ns], written=made)
     items = [e if e is not None else stored[alias.get(i, i)].item() for i, e in enumerate(existing)]
     return items, list(stored.values())
 
