@@ -6,13 +6,15 @@
 OpenAI Agents SDK, per turn = ``add_items([user, assistant])`` (the reference workload: a
 200-byte user message and an 800-byte reply), then ``get_items(limit=20)`` and
 ``get_items()`` on the N-turn session: ``StatekeelSession`` on SQLite and Redis vs the
-SDK's ``SQLiteSession`` and ``RedisSession`` (same server, AOF fsync always).
+SDK's ``SQLiteSession`` and ``RedisSession`` (same server, AOF fsync always), and the floor: the
+raw ``sqlite3`` driver behind the same thread hop (``--repeat`` runs; each figure their median).
 
 Google ADK, per turn = ``append_event`` of the user's event and of the model's event
 (with a ``state_delta``), then ``get_session(num_recent_events=20)``: our
 ``StatekeelSessionService`` on SQLite vs ADK's ``DatabaseSessionService`` on SQLite
 (aiosqlite); then ``list_sessions`` of an app holding ``--sessions`` sessions: ADK's full
-listing on both, and our paged listing's first page (``page_size=100``).
+listing on both, and our paged listing's first page (``page_size=100``). Last, our paged
+listing at ``--list-counts`` sessions (bulk-written) on ``--list-backends``: first and a middle page.
 
 Each pair of systems runs interleaved, call by call, so a loaded machine slows both alike.
 Medians of per-call times; the ratio column is theirs / ours (> 1: statekeel faster).
@@ -65,6 +67,39 @@ async def _openai(sessions: dict[str, Any], turns: list[tuple[str, str]]) -> dic
     return rows
 
 
+class _RawSqlite:
+    """The floor for an async SQLite session: the raw driver (WAL, synchronous=FULL, as both
+    sessions) inserting the turn's items in one transaction, through ``asyncio.to_thread`` like
+    the SDK's session (a durable commit must not block the event loop)."""
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, sid TEXT, data TEXT)")
+        self._db.execute("CREATE INDEX m_sid ON m (sid, id)")
+
+    def _add(self, items: list[Any]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT INTO m (sid, data) VALUES ('t1', ?)", [(json.dumps(i),) for i in items])
+        self._db.execute("COMMIT")
+
+    async def add_items(self, items: list[Any]) -> None:
+        await asyncio.to_thread(self._add, items)
+
+    def _get(self, limit: int | None) -> list[Any]:
+        rows = self._db.execute("SELECT data FROM m WHERE sid = 't1' ORDER BY id DESC LIMIT ?", (limit or -1,))
+        return [json.loads(r[0]) for r in rows][::-1]
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        return await asyncio.to_thread(self._get, limit)
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def openai_rows(backends: list[str], turns: list[tuple[str, str]], redis_url: str | None) -> list[dict[str, Any]]:
     from agents import SQLiteSession
 
@@ -74,7 +109,8 @@ def openai_rows(backends: list[str], turns: list[tuple[str, str]], redis_url: st
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory(prefix="fwb-") as d:
             pair = {"StatekeelSession": StatekeelSession.from_url("t1", f"sqlite:///{d}/sk.db"),
-                    "SQLiteSession": SQLiteSession("t1", f"{d}/sdk.db")}  # fmt: skip
+                    "SQLiteSession": SQLiteSession("t1", f"{d}/sdk.db"),
+                    "raw sqlite3 floor": _RawSqlite(f"{d}/raw.db")}  # fmt: skip
             for name, row in asyncio.run(_openai(pair, turns)).items():
                 rows.append({"framework": "openai", "backend": "sqlite", "system": name, **row})
             for session in pair.values():
@@ -140,6 +176,64 @@ async def _adk(services: dict[str, Any], turns: list[tuple[str, str]], sessions:
     return rows
 
 
+def bulk_adk_sessions(store: Any, app: str, start: int, stop: int, batch: int = 2000) -> None:
+    """Write ADK sessions ``start`` .. ``stop - 1`` of ``app`` (100 users) straight through the
+    protocol, ``batch`` per atomic batch: the records ``create_session`` writes (session record,
+    index entry, the adapter's head), so 100,000 sessions take seconds, not an fsync each."""
+    from statekeel.core import layout
+    from statekeel.integrations.adk import _layout as L
+    from statekeel.protocol import Put
+
+    codec, now, ops = store.codec, time.time(), []
+    for i in range(start, stop):
+        user = f"user{i % 100}"
+        sid = L.session_key(app, user, f"s{i:06d}")
+        for key, value in ((layout.session_meta_key(sid), {"user": user, "status": "active", "ttl": None}),
+                           (layout.session_index_key(sid), {}),
+                           (layout.state_key("session", sid, L.HEAD), {"t": now + i * 1e-3})):  # fmt: skip
+            data, name = codec.encode(value, "bulk", key)
+            ops.append(Put(key, data, name, None))
+        if len(ops) >= 3 * batch:
+            store.backend.apply(ops)
+            ops = []
+    if ops:
+        store.backend.apply(ops)
+
+
+def listing_rows(urls: dict[str, str], counts: list[int]) -> list[dict[str, Any]]:
+    """``list_sessions_page`` (100 a page): the first page and one from the middle, at each
+    session count in ``counts`` (grown in place), per backend."""
+    import statekeel
+    from statekeel.integrations.adk import StatekeelSessionService
+
+    rows = []
+    for backend, url in urls.items():
+        store = statekeel.open(url)
+        service = StatekeelSessionService(store)
+        built = 0
+        for count in counts:
+            t = time.perf_counter()
+            bulk_adk_sessions(store, "many", built, count)
+            build_s, built = time.perf_counter() - t, count
+            middle = f"adk/many/user50/s{count // 2:06d}"
+
+            async def pages() -> tuple[float, float]:
+                page = await service.list_sessions_page(app_name="many", page_size=100, page_token=middle)
+                assert len(page.sessions) == 100 and page.next_page_token is not None
+                first = await _median_ms(lambda: service.list_sessions_page(app_name="many", page_size=100), 10)
+                later = await _median_ms(
+                    lambda: service.list_sessions_page(app_name="many", page_size=100, page_token=middle), 10)
+                return first, later
+
+            first, later = asyncio.run(pages())
+            rows.append({"framework": "adk", "backend": backend, "system": "StatekeelSessionService",
+                         "sessions_listed": count, "list_first_page_ms": first, "list_middle_page_ms": later,
+                         "build_s": round(build_s, 1)})  # fmt: skip
+        asyncio.run(service.close())
+        store.close()
+    return rows
+
+
 def adk_rows(turns: list[tuple[str, str]], sessions: int) -> list[dict[str, Any]]:
     from google.adk.sessions import DatabaseSessionService
 
@@ -161,7 +255,8 @@ def adk_rows(turns: list[tuple[str, str]], sessions: int) -> list[dict[str, Any]
 
 _PEER = {"StatekeelSession": {"sqlite": "SQLiteSession", "redis": "RedisSession"},
          "StatekeelSessionService": {"sqlite": "DatabaseSessionService"}}  # fmt: skip
-_COLUMNS = ("turn_ms", "get_items20_ms", "get_items_all_ms", "get_session20_ms", "list_all_ms", "list_first_page_ms")
+_COLUMNS = ("turn_ms", "get_items20_ms", "get_items_all_ms", "get_session20_ms", "list_all_ms", "list_first_page_ms",
+            "sessions_listed", "list_middle_page_ms")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -177,12 +272,43 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (backend, system): the median of each figure over the runs (and the runs' count)."""
+    out = []
+    for rows in zip(*runs):
+        merged = dict(rows[0], runs=len(rows))
+        for c in _COLUMNS:
+            if c in rows[0]:
+                merged[c] = round(statistics.median(r[c] for r in rows), 3)
+        out.append(merged)
+    return out
+
+
+def _listing_urls(stack: ExitStack, backends: list[str]) -> dict[str, str]:
+    """A fresh store per backend for the listing rows (servers started here, stopped at exit)."""
+    from statekeel.testing.servers import PostgresServer, RedisServer
+
+    urls = {}
+    for backend in backends:
+        if backend == "sqlite":
+            urls[backend] = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory(prefix='fwb-'))}/list.db"
+        elif backend == "postgres":
+            urls[backend] = stack.enter_context(PostgresServer()).url + "?schema=fwb_list"
+        elif backend == "redis":
+            urls[backend] = stack.enter_context(RedisServer()).url
+    return urls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--backends", default="sqlite,redis")
     parser.add_argument("--frameworks", default="openai,adk")
+    parser.add_argument("--list-counts", default="10000,100000",
+                        help="ADK list_sessions_page at these session counts (bulk-built; '' to skip)")
+    parser.add_argument("--list-backends", default="sqlite,postgres")
+    parser.add_argument("--repeat", type=int, default=3, help="OpenAI runs; each figure is their median")
     args = parser.parse_args()
     turns = make_turns(args.turns)
     backends, frameworks = args.backends.split(","), args.frameworks.split(",")
@@ -192,9 +318,12 @@ def main() -> None:
 
         redis_url = stack.enter_context(RedisServer()).url if "redis" in backends and "openai" in frameworks else None
         if "openai" in frameworks:
-            rows += openai_rows(backends, turns, redis_url)
+            rows += _medians([openai_rows(backends, turns, redis_url) for _ in range(args.repeat)])
         if "adk" in frameworks:
             rows += adk_rows(turns, args.sessions)
+        counts = [int(c) for c in args.list_counts.split(",") if c]
+        if "adk" in frameworks and counts:
+            rows += listing_rows(_listing_urls(stack, args.list_backends.split(",")), counts)
     for row in rows:
         print(json.dumps({"turns": args.turns, "sessions": args.sessions, **row}))
     print(table(rows), file=sys.stderr)

@@ -4,6 +4,7 @@ their range, damaged events isolated, encryption, the secret guard, tenants and 
 from __future__ import annotations
 
 import asyncio
+import threading
 import base64
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from google.genai import types
 
 import statekeel
 from statekeel import Encryption
+from statekeel.core import layout
 from statekeel.errors import CorruptionError, InvalidInputError, SecretDetectedError
 from statekeel.integrations.adk import StatekeelSessionService
 from statekeel.protocol import Rewrite
@@ -40,11 +42,13 @@ def said(text: str, ts: float | None = None) -> Event:
 def test_list_sessions_reads_only_the_users_range_of_the_index(store: statekeel.Store) -> None:
     service = StatekeelSessionService(store)
     pages: list[Any] = []
-    listing = store.sessions
+    backend = store.backend
+    scan = backend.scan
 
-    def counted(**kw: Any) -> Any:
-        page = listing(**kw)
-        pages.append(page)
+    def counted(prefix: str, **kw: Any) -> Any:  # the real scan, counted when it reads the session index
+        page = scan(prefix, **kw)
+        if prefix == layout.SESSION_INDEX_PREFIX:
+            pages.append(page)
         return page
 
     async def fill() -> None:
@@ -56,7 +60,7 @@ def test_list_sessions_reads_only_the_users_range_of_the_index(store: statekeel.
 
     run(fill)
     store.session("not-adk")  # a plain statekeel session is not an ADK one
-    store.sessions = counted  # type: ignore[method-assign]
+    backend.scan = counted  # type: ignore[method-assign]
     found = run(lambda: service.list_sessions(app_name="shop", user_id="ann"))
     assert [s.id for s in found.sessions] == ["c", "a", "b"]  # ADK's order: oldest update first
     assert len(pages) == 1 and len(pages[0]) <= 200  # one page of the index, not all 503 sessions
@@ -275,3 +279,37 @@ def test_list_sessions_page_walks_the_range_in_pages_of_the_size_asked(store: st
         await service.close()
 
     run(scenario)
+
+
+def test_a_page_reads_the_index_and_states_only_at_once_on_servers(store: statekeel.Store, backend_name: str) -> None:
+    """list_sessions_page reads no session records or log bounds (ADK shows neither), and on
+    backends where every read is a round trip it reads the states on several threads."""
+    service = StatekeelSessionService(store)
+
+    async def fill() -> None:
+        for i in range(40):
+            await service.create_session(app_name="shop", user_id=f"u{i % 10}", session_id=f"s{i:02d}",
+                                         state={"n": i, "user:seen": True, "app:name": "shop"})
+
+    run(fill)
+    backend = store.backend
+    calls: list[tuple[str, str]] = []
+    real = {name: getattr(backend, name) for name in ("scan", "get_many", "log_info_many")}
+
+    def counted(name: str) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:  # the real method, noted with the thread it ran on
+            calls.append((name, threading.current_thread().name))
+            return real[name](*args, **kw)
+
+        return call
+
+    for name in real:
+        setattr(backend, name, counted(name))
+    page = run(lambda: service.list_sessions_page(app_name="shop", page_size=25))
+    assert [(s.user_id, s.id) for s in page.sessions] == sorted((f"u{i % 10}", f"s{i:02d}") for i in range(40))[:25]
+    assert all(s.state["n"] == int(s.id[1:]) and s.state["user:seen"] and s.state["app:name"] == "shop"
+               for s in page.sessions)
+    assert {name for name, _ in calls} == {"scan"}  # the index, then states: no get_many, no log bounds
+    threads = {thread for _, thread in calls}
+    assert (len(threads) > 1) == (backend_name in ("postgres", "redis"))
+    run(service.close)

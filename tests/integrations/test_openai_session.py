@@ -181,7 +181,7 @@ def test_a_damaged_item_is_reported_and_spoils_nothing_else(store: statekeel.Sto
     run(fill)
     log = store.session("a")._log
     first = store.storage.read(log, limit=1)[0]
-    store.storage.apply([Rewrite(log, first.seq, b"{garbled", first.codec)])  # beneath the API, as a disk would
+    store.storage.apply([Rewrite(log, first.seq, b"\xff{garbled", first.codec)])  # not JSON, not UTF-8: beneath the API, as a disk would
 
     async def check() -> None:
         with pytest.raises(CorruptionError) as err:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Optional
 
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -29,20 +29,19 @@ from google.adk.events.event import Event
 from google.adk.sessions import _session_util
 from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig, ListSessionsResponse
 from google.adk.sessions.session import Session
-from google.adk.sessions.state import State
 
 from ...aio import AsyncStore
 from ...aio._worker import Worker
+from ...core import layout
 from ...core.session_write import ExtraOps, SessionWrites, StatePut
 from ...core.validate import check_int
 from ...errors import ConflictError, InvalidInputError
 from ...features.sessions import Session as SkSession
-from ...features.state import Scope, StateView
-from ...models import Item
 from ...protocol import ANY
 from ...store import Store
 from ...store import open as open_store
 from . import _layout as L
+from ._listing import Fan, app_state, ids_after, ids_under, listed, prefixed, stored_state, user_state
 
 __all__ = ["SessionsPage", "StatekeelSessionService"]
 
@@ -75,6 +74,7 @@ class StatekeelSessionService(BaseSessionService):
                 "use StatekeelSessionService.from_url(url) to open one from a URL"
             )
         self._owned: Store | None = None
+        self._fan = Fan(self._store)
 
     @classmethod
     def from_url(cls, url: str, **open_options: Any) -> StatekeelSessionService:
@@ -86,6 +86,7 @@ class StatekeelSessionService(BaseSessionService):
 
     async def close(self) -> None:
         """Stop the worker; close the store only if :meth:`from_url` opened it."""
+        self._fan.close()
         if self._owns_worker:
             self._worker.shutdown()
         if self._owned is not None:
@@ -126,10 +127,11 @@ class StatekeelSessionService(BaseSessionService):
 
     def _get(self, app: str, user: str, sid: str, config: GetSessionConfig | None) -> Session | None:
         key = L.session_key(app, user, sid)
-        head, state = _stored_state(self._store, key)
-        s = None if head is None else self._store.find_session(key)
-        if head is None or s is None:
+        head, state = stored_state(self._store, key)
+        meta = None if head is None else self._store.backend.get(layout.session_meta_key(key))
+        if head is None or meta is None:
             return None
+        s = SkSession(self._store, key, meta, None)  # a read-only handle: find_session's status read is not needed
         state.update(self._scoped_state(app, user))
         last = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
@@ -149,7 +151,7 @@ class StatekeelSessionService(BaseSessionService):
     def _list(self, app: str, user: str | None) -> ListSessionsResponse:
         prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
         scoped: dict[str | None, dict[str, Any]] = {}
-        out = [x for key in _ids_under(self._store, prefix) if (x := self._listed(app, key, scoped)) is not None]
+        out = [x for ids in ids_under(self._store, prefix, _PAGE) for x in listed(self._store, self._fan, app, ids, scoped)]
         out.sort(key=lambda x: (x.last_update_time, x.user_id, x.id))
         return ListSessionsResponse(sessions=out)
 
@@ -171,26 +173,9 @@ class StatekeelSessionService(BaseSessionService):
                 f"page_token {token!r} is not one this listing returned; pass the next_page_token of "
                 "the previous page of the same app_name and user_id (or None for the first page)"
             )
-        page = self._store.sessions(after=token or prefix, limit=size)
-        keys = [info.id for info in page if info.id.startswith(prefix)]
-        scoped: dict[str | None, dict[str, Any]] = {}
-        out = [x for key in keys if (x := self._listed(app, key, scoped)) is not None]
-        last = len(keys) < len(page) or page.next is None or not keys
-        return SessionsPage(sessions=out, next_page_token=None if last else keys[-1])
-
-    def _listed(self, app: str, key: str, scoped: dict[str | None, dict[str, Any]]) -> Session | None:
-        """A listed session with its state (one scan of it), no events; None if not an ADK one."""
-        parts = L.split_session_key(key)
-        head, state = _stored_state(self._store, key)
-        if parts is None or head is None:
-            return None
-        _, owner, sid = parts
-        if owner not in scoped:
-            if None not in scoped:  # the app: state, read once per listing
-                scoped[None] = self._app_state(app)
-            scoped[owner] = self._scoped_state(app, owner, scoped[None])
-        state.update(scoped[owner])
-        return Session(id=sid, app_name=app, user_id=owner, state=state, last_update_time=head.value["t"])
+        ids, more = ids_after(self._store, prefix, token or prefix, size)
+        out = listed(self._store, self._fan, app, ids, {})
+        return SessionsPage(sessions=out, next_page_token=ids[-1] if more else None)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session, its events and state in one batch (nothing if it does not exist)."""
@@ -199,7 +184,7 @@ class StatekeelSessionService(BaseSessionService):
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The ``user:`` state of ``user_id`` in ``app_name``, keys without the prefix."""
-        return await self._worker.run(lambda: _prefixed(self._store.user(user_id), app_name))
+        return await self._worker.run(lambda: prefixed(self._store.user(user_id), app_name))
 
     # -- events -------------------------------------------------------------------------
     async def append_event(self, session: Session, event: Event) -> Event:
@@ -248,15 +233,9 @@ class StatekeelSessionService(BaseSessionService):
                for k, v in values.items() for op in view.put_op(L.scoped_key(app, k), v)]  # fmt: skip
         return (lambda _expires: ops) if ops else None
 
-    def _scoped_state(self, app: str, user: str, app_state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them
-        (``app_state``: the ``app:`` part already read, e.g. once per listing)."""
-        merged = dict(self._app_state(app) if app_state is None else app_state)
-        merged.update({State.USER_PREFIX + k: v for k, v in _prefixed(self._store.user(user), app).items()})
-        return merged
-
-    def _app_state(self, app: str) -> dict[str, Any]:
-        return {State.APP_PREFIX + k: v for k, v in _prefixed(self._store.app, app).items()}
+    def _scoped_state(self, app: str, user: str) -> dict[str, Any]:
+        """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them."""
+        return {**app_state(self._store, app), **user_state(self._store, app, user)}
 
 
 def _stale(session_id: str) -> str:
@@ -305,49 +284,3 @@ def _events(s: SkSession, last: int | None, after: float | None) -> list[Any]:
             break
         stop, size = page[0].seq, min(size * 2, _PAGE)
     return picked[::-1]
-
-
-def _stored_state(store: Store, key: str) -> tuple[Item | None, dict[str, Any]]:
-    """The adapter's head item and the rest of the session's state, in one scan of its scope
-    (read-only: opening the session would create it)."""
-    view = StateView(store, Scope("session", key))
-    head: Item | None = None
-    state: dict[str, Any] = {}
-    after: str | None = None
-    while True:
-        page = view.items(after=after, limit=500)
-        for item in page:
-            if item.key == L.HEAD:
-                head = item
-            else:
-                state[item.key] = item.value
-        if page.next is None:
-            return head, state
-        after = page.next
-
-
-def _ids_under(store: Store, prefix: str) -> Iterator[str]:
-    """Session ids starting with ``prefix``, in id order: one contiguous range of the index."""
-    after = prefix
-    while True:
-        page = store.sessions(after=after, limit=_PAGE)
-        for info in page:
-            if not info.id.startswith(prefix):
-                return
-            yield info.id
-        if page.next is None:
-            return
-        after = page.next
-
-
-def _prefixed(view: StateView, app: str) -> dict[str, Any]:
-    """The values of ``view`` under ``adk/<app>/``, keys without that prefix."""
-    start = L.scoped_key(app, "")
-    out: dict[str, Any] = {}
-    after: str | None = None
-    while True:
-        page = view.items(start, after=after, limit=500)
-        out.update((item.key[len(start):], item.value) for item in page)
-        if page.next is None:
-            return out
-        after = page.next

@@ -10,11 +10,15 @@ as the JSON the SDK gave. History entries have a sequence number, so the order i
 order of writes even when timestamps are equal, ``get_items(limit=N)`` reads only the
 newest N entries, ``add_items`` is one atomic append (retried batches that carry item
 ids are applied once: an idempotency key) and ``pop_item`` is one atomic pop. Every
-call runs the sync store code on this session's worker thread, never on the event loop.
+call runs the sync store code on this session's worker thread, never on the event loop,
+except ``add_items``/``get_items`` on Redis (and on PostgreSQL given an AsyncStore), which
+await the store's native asyncio driver on the loop (no thread hop). ``add_items`` keeps the session handle between
+calls and lets the append's own precondition revalidate it (:mod:`._writer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -23,15 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from agents.memory.session_settings import SessionSettings, coerce_session_settings, resolve_session_limit
 
-from ...aio import AsyncStore
+from ...aio import AsyncStore, _native
 from ...aio._worker import Worker
 from ...core import layout
 from ...core.validate import check_name, check_optional_name
 from ...errors import InvalidInputError
 from ...features._duration import Duration
 from ...features.sessions import Session as _Session
+from ...protocol import Record
+from ...protocol.aio import AsyncBackend
 from ...store import Store
 from ...store import open as open_store
+from ._writer import Writer, settled
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -78,10 +85,18 @@ class StatekeelSession:
         self._user = check_optional_name(user, "user")
         self._ttl = ttl
         self._tenant_of = tenant_of
+        self._native: AsyncBackend | None = None
+        """The store's native asyncio backend (Redis, or an AsyncStore's; None: every call on the worker)."""
+        self._owns_native = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The one event loop the native backend is used from (its connections belong to it)."""
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
+            lane = store._lane
+            self._native = lane.backend if lane is not None and lane.reads else None
         elif isinstance(store, Store):
             self._store, self._worker, self._owns_worker = store, Worker(workers), True
+            self._native, self._owns_native = _own_native(store), True
         else:
             raise InvalidInputError(
                 f"store must be a statekeel.Store or AsyncStore, got {type(store).__name__}; "
@@ -90,6 +105,7 @@ class StatekeelSession:
         self._tenants: dict[str, Store] = {}
         self._routed: ContextVar[str | None] = ContextVar(f"statekeel-session-tenant-{id(self)}", default=None)
         self._owned: Store | None = None
+        self._writer = Writer(self.session_id, self._open)
 
     @classmethod
     def from_url(cls, session_id: str, url: str, **options: Any) -> StatekeelSession:
@@ -110,6 +126,8 @@ class StatekeelSession:
         """Stop this session's worker; close the store only if :meth:`from_url` opened it.
 
         Sync, like the SDK's ``SQLiteSession.close()``; it waits only for calls already made."""
+        if self._owns_native and self._native is not None:
+            _close_native(self._native)
         if self._owns_worker:
             self._worker.shutdown()
         if self._owned is not None:
@@ -143,6 +161,21 @@ class StatekeelSession:
             self._tenants[tenant] = self._store.tenant(tenant)
         return self._tenants[tenant]
 
+    def _native_here(self, tenant: str | None) -> AsyncBackend | None:
+        """The native backend if this call may await it on its loop, else None (the worker).
+
+        Native calls stay on one event loop at a time — the first that made one, until it is
+        closed (a later ``asyncio.run``): the driver's connections belong to a loop, and calls
+        made from loops in other threads at once (the SDK's own concurrency test) take the worker."""
+        if tenant is not None or self._native is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and not self._loop.is_closed():
+                return None
+            self._loop = loop
+        return self._native
+
     def _open(self, target: Store) -> _Session:
         return target.session(self.session_id, user=self._user, ttl=self._ttl)
 
@@ -158,6 +191,12 @@ class StatekeelSession:
         if n == 0:
             return []
         tenant = self._route(wrapper)
+        native = self._native_here(tenant)
+        if native is not None:
+            await settled(self._worker)  # after the worker calls made before this one
+            found = await _read_native(native, self._store, self.session_id, n)
+            if found is not None:
+                return found
         return await self._worker.run(lambda: _read_items(self._target(tenant), self.session_id, n))
 
     async def add_items(
@@ -168,7 +207,11 @@ class StatekeelSession:
         if not batch:
             return
         key, tenant = _batch_key(batch), self._route(wrapper)
-        await self._worker.run(lambda: self._open(self._target(tenant)).append(*batch, idempotency_key=key))
+        native = self._native_here(tenant)
+        if native is not None:
+            await self._writer.append_native(native, self._worker, self._store, batch, key)
+            return
+        await self._worker.run(lambda: self._writer.append(tenant, self._target(tenant), batch, key))
 
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove and return the newest item atomically (None when there is none)."""
@@ -192,6 +235,7 @@ class StatekeelSession:
             s = self._target(tenant).find_session(self.session_id)
             if s is not None:
                 s.clear()
+            self._writer.forget(tenant)
 
         await self._worker.run(clear)
 
@@ -213,9 +257,24 @@ class StatekeelSession:
                 if batch:
                     b.append(*batch)
                 b.put(COMPACTED_THROUGH, newest[0].seq if newest else 0)
+            self._writer.forget(tenant)  # the cached handle's next seq is behind the summary
             return True
 
         return await self._worker.run(replace)
+
+
+def _read_keys(session_id: str) -> list[str]:
+    """What ``get_items`` reads first: the session, its compaction mark, any restore view."""
+    return [
+        layout.session_meta_key(session_id),
+        layout.state_key("session", session_id, COMPACTED_THROUGH),
+        layout.session_view_key(session_id),
+    ]
+
+
+def _through(store: Store, mark: Record | None) -> int:
+    """The newest seq a compaction replaced (0: none)."""
+    return 0 if mark is None else int(store.codec.decode(mark.data, mark.codec, mark.key))
 
 
 def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
@@ -225,14 +284,10 @@ def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
     read takes the newest entries (the backend's fast path, no Entry objects, when nothing is
     compacted). A session restored to a checkpoint reads through :meth:`Session.messages`,
     which applies its hidden ranges."""
-    meta, mark, view = store.backend.get_many([
-        layout.session_meta_key(session_id),
-        layout.state_key("session", session_id, COMPACTED_THROUGH),
-        layout.session_view_key(session_id),
-    ])
+    meta, mark, view = store.backend.get_many(_read_keys(session_id))
     if meta is None:
         return []
-    through = 0 if mark is None else int(store.codec.decode(mark.data, mark.codec, mark.key))
+    through = _through(store, mark)
     if view is not None:
         s = _Session(store, session_id, meta, None)
         return [m.value for m in s.messages(last=n, start=through + 1)]
@@ -242,6 +297,51 @@ def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
     else:
         values = [(e.data, e.codec) for e in store.backend.read(log, start=through + 1, limit=n, reverse=n is not None)]
     return store.codec.decode_many(values, log)
+
+
+async def _read_native(backend: AsyncBackend, store: Store, session_id: str, n: int | None) -> list[Any] | None:
+    """:func:`_read_items` on the native asyncio backend, its two reads sent at once (the log's
+    tail is read while the session's records are: they are only needed when a compaction mark
+    or a restore view exists, rare, and then the tail is read again). None for a restored
+    session (its hidden ranges are applied by the sync code, on the worker)."""
+    log = layout.history_log(session_id)
+    (meta, mark, view), values = await asyncio.gather(
+        backend.get_many(_read_keys(session_id)), backend.read_values(log, limit=n, reverse=n is not None)
+    )
+    if view is not None:
+        return None
+    if meta is None:
+        return []
+    if mark is not None:
+        entries = await backend.read(log, start=_through(store, mark) + 1, limit=n, reverse=n is not None)
+        values = [(e.data, e.codec) for e in entries]
+    return store.codec.decode_many(values, log)
+
+
+def _own_native(store: Store) -> AsyncBackend | None:
+    """A native asyncio backend for a sync store given to (or opened by) this session: Redis
+    only. PostgreSQL's async pool runs tasks on its event loop that only an ``await`` on that
+    loop can end, which the SDK's sync ``close()`` cannot do; pass an AsyncStore (whose
+    ``aclose()`` ends them) to run PostgreSQL calls natively."""
+    from ...backends.redis.backend import RedisBackend
+
+    return _native.native_backend(store) if type(store.backend) is RedisBackend else None
+
+
+def _close_native(backend: AsyncBackend) -> None:
+    """Close the native backend this session opened: on the running loop if there is one
+    (a task), else on a loop of its own (a client of a finished loop is dropped quietly)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(backend.aclose())
+        return
+    _CLOSING.add(task := loop.create_task(backend.aclose()))
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Close tasks still running (held so that they are not collected before they finish)."""
 
 
 def _has_visible(s: _Session) -> bool:
