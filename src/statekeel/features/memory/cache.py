@@ -146,24 +146,30 @@ class Snapshot:
         """
         tag = (embedding.name, embedding.dim)
         if tag not in self._vectors:
-            np = numpy()
-            rows: list[bytes] = []
-            usable: list[int] = []
-            stale: list[str] = []
-            for i, doc in enumerate(self.docs):
-                vec = doc.vector
-                if vec is not None and vec.get("n") == embedding.name and vec.get("d") == embedding.dim:
-                    usable.append(i)
-                    rows.append(vec["b"])
-                else:
-                    stale.append("no vector" if vec is None else f"{vec.get('n')} ({vec.get('d')} dimensions)")
-            dim = embedding.dim or 0
-            matrix = np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), dim) if rows else np.zeros((0, dim))
-            self._vectors[tag] = (matrix, usable, stale)
+            self._vectors[tag] = stack_vectors(self.docs, embedding)
         matrix, usable, stale = self._vectors[tag]
         if stale:
             raise mismatch(stale, embedding)
         return matrix, usable
+
+
+def stack_vectors(docs: Sequence[Stored], embedding: Embedding) -> tuple[Any, list[int], list[str]]:
+    """The vectors ``embedding`` made among ``docs`` as one float32 matrix, the index in ``docs`` of
+    each row, and a description of each doc whose vector is missing or another embedder's."""
+    np = numpy()
+    rows: list[bytes] = []
+    usable: list[int] = []
+    stale: list[str] = []
+    for i, doc in enumerate(docs):
+        vec = doc.vector
+        if vec is not None and vec.get("n") == embedding.name and vec.get("d") == embedding.dim:
+            usable.append(i)
+            rows.append(vec["b"])
+        else:
+            stale.append("no vector" if vec is None else f"{vec.get('n')} ({vec.get('d')} dimensions)")
+    dim = embedding.dim or 0
+    matrix = np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), dim) if rows else np.zeros((0, dim))
+    return matrix, usable, stale
 
 
 _snapshots: weakref.WeakKeyDictionary[Core, dict[str, Snapshot]] = weakref.WeakKeyDictionary()

@@ -27,7 +27,7 @@ from ...protocol import KEEP, Delete, Op, Put, Record
 from ...protocol.capabilities import IndexRow, MemoryIndex
 from .._duration import Duration, maybe_seconds
 from . import cache, native, ranking, writes
-from .embedding import DEFAULT, INSTALL_HINT, Embedder, Embedding, Matrix, mismatch, numpy, resolve_embedder
+from .embedding import DEFAULT, INSTALL_HINT, Embedder, Embedding, Matrix, mismatch, resolve_embedder
 from .policy import Policy, check_policy, policies, store_policy
 from .items import (
     ROOT, MemoryHit, MemoryItem, Stored, check_filter, check_namespace, decode, decode_cached, matches, parse_key,
@@ -330,23 +330,11 @@ def vectors_of(docs: list[Stored], embedding: Embedding | None, *, strict: bool)
     ``strict``: a doc whose vector another embedder made (or that has none) raises
     :class:`EmbedderMismatchError` — comparing vectors of two models is meaningless.
     """
-    np = numpy()
     assert embedding is not None
-    usable: list[Stored] = []
-    rows: list[bytes] = []
-    stale: list[str] = []
-    for doc in docs:
-        vec = doc.vector
-        if vec is not None and vec.get("n") == embedding.name and vec.get("d") == embedding.dim:
-            usable.append(doc)
-            rows.append(vec["b"])
-        else:
-            stale.append("no vector" if vec is None else f"{vec.get('n')} ({vec.get('d')} dimensions)")
+    matrix, rows, stale = cache.stack_vectors(docs, embedding)
     if strict and stale:
         raise mismatch(stale, embedding)
-    dim = embedding.dim or 0
-    matrix = np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), dim) if rows else np.zeros((0, dim))
-    return matrix, usable
+    return matrix, [docs[i] for i in rows]
 
 
 def rank(
