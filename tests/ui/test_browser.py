@@ -80,6 +80,39 @@ def test_search_and_keyset_pages(page: Any, filled_url: str) -> None:
         page.wait_for_selector("table[aria-label=sessions] tbody tr >> text=support-00")
 
 
+def test_a_poll_overlapping_a_rerender_does_not_leave_the_old_page_showing(page: Any, fresh_url: str) -> None:
+    """A re-render (after an action) and a pushed update overlapping: the re-render's answer came
+    first, the poll's second. The poll rendered into a hidden twin, the re-render wrote its fresh
+    page into that twin too, and the poll — finding nothing new — discarded it: the page went on
+    showing the decision as incomplete for good (a CI run caught it). Renders now run one at a time."""
+    import threading
+    import time
+
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def slow_second(route: Any) -> None:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == 2:
+            time.sleep(0.5)  # the poll's request answers after the re-render's
+        route.continue_()
+
+    with serving(fresh_url, allow_writes=True) as base:
+        show(page, base, f"#/session/{scripted_agent.SESSION}")
+        assert page.locator("ol.timeline li.incomplete").count() == 1
+        page.evaluate("() => { document.querySelector('#live').checked = false; }")  # no update on its own
+        decision = with_store(fresh_url, lambda st: st.decisions(incomplete=True).items[0].id)
+        with_store(fresh_url, lambda st: st.resolve_decision(decision, {"refunded": True}, by="test"))
+        page.wait_for_timeout(700)  # the pushed change arrives and waits (live updates are off)
+        assert page.locator("ol.timeline li.incomplete").count() == 1
+        page.route("**/api/session?*", slow_second)
+        page.evaluate("() => { document.querySelector('#live').checked = true; rerender(); poll('sse'); }")
+        page.wait_for_function("!document.querySelector('ol.timeline li.incomplete')", timeout=5000)
+        assert calls["n"] >= 2
+
+
 def test_incomplete_decisions_across_the_store(page: Any, fresh_url: str) -> None:
     with serving(fresh_url, allow_writes=True) as base:
         show(page, base, "#/decisions")

@@ -419,7 +419,19 @@ function route() {
   return async () => view("Not found", h("p", {}, "No such page. ", link("#/", "Go to the overview")));
 }
 
-async function rerender(focus) {
+// Renders never overlap: a poll renders into a hidden twin of #view and swaps it in, so a
+// re-render running meanwhile would write into the twin, which the poll then discards (the page
+// kept showing what it showed before a write). One chain runs them one after another.
+let renders = Promise.resolve();
+function exclusive(fn) {
+  const run = renders.then(fn, fn);
+  renders = run.catch(() => {});
+  return run;
+}
+
+const rerender = (focus) => exclusive(() => rerenderNow(focus));
+
+async function rerenderNow(focus) {
   const render = state.refresh = route();
   try {
     state.lastJson = JSON.stringify(await render());
@@ -456,7 +468,9 @@ function listen() {
 
 const streaming = () => state.events !== null && state.events.readyState === EventSource.OPEN;
 
-async function poll(source) {
+const poll = (source) => exclusive(() => pollNow(source));
+
+async function pollNow(source) {
   if (source !== "sse" && streaming() && !state.missed) return;
   const active = document.activeElement;
   if (!$("#live").checked || document.hidden || $("#confirm").open || !state.refresh ||
