@@ -157,13 +157,7 @@ async def commit(backend: AsyncBackend, sc: SessionCore, writes: SessionWrites) 
     results = await apply_across(backend, plan.ops)
     if sc.ttl is not None:
         sc.expires_at = plan.expires
-    first = results[plan.append_at] if plan.append_at is not None else None
-    return Committed(
-        first if isinstance(first, int) else None,
-        [r for r in results[plan.puts] if isinstance(r, Record)],
-        [bool(r) for r in results[plan.deletes]],
-        list(results[plan.extra]),
-    )
+    return plan.committed(results)
 
 
 # -- reads ---------------------------------------------------------------------------------

@@ -116,6 +116,16 @@ class SessionPlan:
     deletes: slice
     extra: slice
 
+    def committed(self, results: Sequence[OpResult]) -> Committed:
+        """What the write produced, out of the results of applying :attr:`ops`."""
+        first = results[self.append_at] if self.append_at is not None else None
+        return Committed(
+            first if isinstance(first, int) else None,
+            [r for r in results[self.puts] if isinstance(r, Record)],
+            [bool(r) for r in results[self.deletes]],
+            list(results[self.extra]),
+        )
+
 
 @dataclass
 class Committed:
@@ -286,13 +296,7 @@ class SessionCore:
             self.once = None
         if self.ttl is not None:
             self.expires_at = plan.expires
-        first = results[plan.append_at] if plan.append_at is not None else None
-        return Committed(
-            first if isinstance(first, int) else None,
-            [r for r in results[plan.puts] if isinstance(r, Record)],
-            [bool(r) for r in results[plan.deletes]],
-            list(results[plan.extra]),
-        )
+        return plan.committed(results)
 
     def _apply(self, plan: SessionPlan, once: list[Op], fence: Fence | None, now: float) -> list[OpResult]:
         """The plan's ops, then the one-off ops, then the fencing op — one atomic batch."""
