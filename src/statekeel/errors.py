@@ -22,6 +22,7 @@
     ├── EmbedderMismatchError       stored vectors come from another embedder; run `memory reindex`
     ├── UnavailableError            the server is down or the connection broke; retry
     └── UsageError                  the API was used where it cannot work (sync call in a loop)
+        └── StoreClosedError        the store was closed; open it again
 
 Raised by feature modules, each a subclass of a class above:
 
@@ -67,6 +68,7 @@ __all__ = [
     "MigrationRequiredError",
     "UnavailableError",
     "UsageError",
+    "StoreClosedError",
     "KeyUnavailableError",
     "SecretDetectedError",
     "ErasedError",
@@ -217,6 +219,15 @@ class UnavailableError(StatekeelError):
 
 class UsageError(StatekeelError):
     """The API was called in a way that cannot work; the message says what to use."""
+
+
+class StoreClosedError(UsageError):
+    """The store was closed: nothing is read or written through it any more (a heartbeat left
+    running under a forgotten block stops here). Open the store again."""
+
+    @classmethod
+    def of(cls, where: str, opener: str = "statekeel.open()") -> StoreClosedError:
+        return cls(f"the store {where} was closed; open it again with {opener}")
 
 
 class MissingDependencyError(ConfigurationError):

@@ -40,6 +40,7 @@ from ..protocol.batch import check_batch
 from ..protocol.integrity import entry_sum, record_sum, verify_entry, verify_record
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
+from ._closed import closed
 from ._dispatch import handlers
 from ._url import ParsedURL
 
@@ -320,6 +321,11 @@ class MemoryBackend(Backend):
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         return MigrationStatus(current=1, target=1)
+
+    def close(self) -> None:
+        """The data stays (other handles of the same name still see it); this handle refuses
+        every later call with StoreClosedError. Idempotent."""
+        self._lock = closed(self.url)
 
 
 _APPLY: dict[type[Op], Callable[[MemoryBackend, Any, float], OpResult]] = {

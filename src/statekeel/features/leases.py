@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ..core import Core, layout
-from ..errors import ConflictError, LeaseLostError, StatekeelError
+from ..errors import ConflictError, LeaseLostError, StatekeelError, StoreClosedError
 from ..protocol import Op, OpResult, Put, Record
 
 __all__ = ["BUSY_SECONDS", "Heartbeat", "Lease", "lease_live", "session_alive"]
@@ -158,9 +158,11 @@ class Heartbeat:
             except LeaseLostError as exc:
                 self.lost = exc
                 return
+            except StoreClosedError:  # the store was closed under a forgotten block: nothing to keep alive
+                return
             except StatekeelError:
                 continue
-            except Exception:  # noqa: BLE001 - e.g. the store was closed under a forgotten block
+            except Exception:  # noqa: BLE001 - a failure that retrying cannot mend
                 return
 
     def __exit__(

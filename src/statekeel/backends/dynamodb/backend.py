@@ -14,6 +14,7 @@ from ...protocol import (
     Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Put,
     Record, Rewrite, Touch, Trim,
 )  # fmt: skip
+from .._closed import closed
 from .._url import ParsedURL
 from . import schema
 from .config import client, parse_config
@@ -307,4 +308,8 @@ class DynamoDBBackend(Backend):
         return schema.migrate(self._table, self.url, check=check)
 
     def close(self) -> None:
-        """boto3 clients hold pooled HTTP connections only; they are dropped with the client."""
+        """Drop the client (boto3 holds pooled HTTP connections only); later calls raise
+        StoreClosedError instead of quietly reconnecting. Idempotent."""
+        table, self._table = self._table, closed(self.url)
+        if isinstance(table, Table):
+            table.client.close()

@@ -18,7 +18,7 @@ from ...errors import (
     SchemaTooNewError,
     StatekeelError,
     StoreError,
-    UsageError,
+    StoreClosedError,
     translate,
 )
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
@@ -201,7 +201,7 @@ class FilesBackend(Backend):
 
     def _ready(self) -> tuple[int, Journal]:
         if self._closed:
-            raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open()")
+            raise StoreClosedError.of(self.url)
         if self._lock_fd is None and self._layout() == LAYOUT:
             self._open_files()
         if self._lock_fd is None or self._journal is None:

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from ...errors import ConflictError, UnavailableError, UsageError, translate
+from ...errors import ConflictError, UnavailableError, StoreClosedError, translate
 from ...protocol import Append, Entry, LoadEntries, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.keys import prefix_end
@@ -91,7 +91,7 @@ class AsyncPostgresBackend(AsyncBackend):
     # -- plumbing ------------------------------------------------------------
     async def _open_pool(self) -> AsyncConnectionPool[_AsyncConnection]:
         if self._closed:
-            raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open_async()")
+            raise StoreClosedError.of(self.url, "statekeel.open_async()")
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a pool (and its lock) serve the loop that opened them
             self._loop, self._pool, self._opening = loop, None, asyncio.Lock()

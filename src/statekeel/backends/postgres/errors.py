@@ -16,7 +16,7 @@ from ...errors import (
     StatekeelError,
     StoreError,
     UnavailableError,
-    UsageError,
+    StoreClosedError,
     maybe_applied,
 )
 from .sql import CONFLICT_SQLSTATE
@@ -46,7 +46,7 @@ def map_error(exc: BaseException, where: str) -> StatekeelError | None:
     if isinstance(exc, (PoolTimeout, TooManyRequests)):
         return _unavailable(exc, where)
     if isinstance(exc, PoolClosed):
-        return UsageError(f"the store {where} was closed; open it again with statekeel.open()")
+        return StoreClosedError.of(where)
     if isinstance(exc, UnicodeEncodeError):
         return InvalidInputError(f"cannot send {exc.object[exc.start:exc.end]!r} to PostgreSQL: keys, "
                                  "names and codecs must be valid Unicode text (no lone surrogates)")

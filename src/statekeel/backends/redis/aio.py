@@ -24,7 +24,7 @@ from redis.asyncio import connection as aconnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ...errors import ConflictError, UsageError, translate
+from ...errors import ConflictError, StoreClosedError, translate
 from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.keys import partition
@@ -127,7 +127,7 @@ class AsyncRedisBackend(AsyncBackend):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
-                raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open_async()")
+                raise StoreClosedError.of(self.url, "statekeel.open_async()")
             if self._loop is not None:
                 self._client = _async_client(self._sync)
             self._loop = loop
@@ -135,7 +135,7 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
-            raise UsageError(f"the store {self.url} was closed; open it again with statekeel.open_async()")
+            raise StoreClosedError.of(self.url, "statekeel.open_async()")
         with translate(sync_backend._map_error):
             return await fn()
 

@@ -14,6 +14,7 @@ from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .._closed import closed
 from ...errors import (
     ConfigurationError,
     ConflictError,
@@ -484,8 +485,11 @@ class RedisBackend(Backend):
         return next(iter(self._redis.scan_iter(match=pattern, count=1000)), None) is not None
 
     def close(self) -> None:
-        try:
-            self._redis.close()
-        except rx.RedisError:
-            pass
+        """Drop the connections; later calls raise StoreClosedError (redis-py would reconnect). Idempotent."""
+        client, self._redis = self._redis, closed(self.url)
+        if isinstance(client, redis.Redis):
+            try:
+                client.close()
+            except rx.RedisError:
+                pass
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from ...errors import ConfigurationError, CorruptionError, NotAStoreError, SchemaTooNewError, translate
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.keys import prefix_end
+from .._closed import closed
 from .._dispatch import handlers
 from .._url import ParsedURL
 from .connect import connect
@@ -323,8 +324,11 @@ class SQLiteBackend(Backend):
         return index
 
     def close(self) -> None:
+        """Close the connection; later calls raise StoreClosedError. Idempotent."""
         with self._lock:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
+            conn, self._conn = self._conn, closed(self.url)
+            if isinstance(conn, sqlite3.Connection):
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from ...errors import ConfigurationError, ConflictError, UnavailableError
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, hydrate
@@ -266,6 +267,7 @@ class TieredBackend(Backend):
         finally:
             self.hot.close()
             self.cold.close()
+            self.hot = self.cold = closed(self.url)  # every later call: StoreClosedError naming this store
 
 
 def _rest(s: Settings) -> tuple[Mode, int, float, float, OnHotFailure, float]:
