@@ -14,7 +14,7 @@ from ...protocol import (
     Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Put,
     Record, Rewrite, Touch, Trim,
 )  # fmt: skip
-from .._closed import closed
+from .._closed import Closed, closed
 from .._url import ParsedURL
 from . import schema
 from .config import client, parse_config
@@ -311,5 +311,5 @@ class DynamoDBBackend(Backend):
         """Drop the client (boto3 holds pooled HTTP connections only); later calls raise
         StoreClosedError instead of quietly reconnecting. Idempotent."""
         table, self._table = self._table, closed(self.url)
-        if isinstance(table, Table):
+        if not isinstance(table, Closed):
             table.client.close()
