@@ -36,6 +36,17 @@ class Closed:
         return None
 
 
+def release(handle: Any, *ignore: type[BaseException]) -> None:
+    """Close a handle a backend just swapped for :func:`closed`, unless it already was the sentinel
+    (a second ``close()``); the ``ignore``d errors of a connection already broken are swallowed."""
+    if isinstance(handle, Closed):
+        return
+    try:
+        handle.close()
+    except ignore:
+        pass
+
+
 def closed(where: str, opener: str = "statekeel.open()") -> Any:
     """A :class:`Closed` typed as whatever handle it replaces (assign it to ``self._client``)."""
     return cast(Any, Closed(where, opener))

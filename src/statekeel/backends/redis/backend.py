@@ -14,7 +14,7 @@ from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .._closed import Closed, closed
+from .._closed import closed, release
 from ...errors import (
     ConfigurationError,
     ConflictError,
@@ -487,9 +487,5 @@ class RedisBackend(Backend):
     def close(self) -> None:
         """Drop the connections; later calls raise StoreClosedError (redis-py would reconnect). Idempotent."""
         client, self._redis = self._redis, closed(self.url)
-        if not isinstance(client, Closed):
-            try:
-                client.close()
-            except rx.RedisError:
-                pass
+        release(client, rx.RedisError)
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ...errors import ConfigurationError, CorruptionError, NotAStoreError, SchemaTooNewError, translate
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.keys import prefix_end
-from .._closed import Closed, closed
+from .._closed import closed, release
 from .._dispatch import handlers
 from .._url import ParsedURL
 from .connect import connect
@@ -327,8 +327,4 @@ class SQLiteBackend(Backend):
         """Close the connection; later calls raise StoreClosedError. Idempotent."""
         with self._lock:
             conn, self._conn = self._conn, closed(self.url)
-            if not isinstance(conn, Closed):
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
+            release(conn, sqlite3.Error)
