@@ -39,6 +39,7 @@ import importlib
 import json
 import math
 import sys
+import threading
 import uuid
 import zlib
 from collections.abc import Callable
@@ -100,7 +101,11 @@ class _Zlib:
         return zlib.decompress(data)
 
 
-class _Zstd:
+class _Zstd(threading.local):
+    """zstandard's (de)compressor objects are not thread-safe (concurrent use
+    corrupts frames), and one codec serves every thread of a store: each
+    thread gets its own pair, made on first use in that thread."""
+
     name = "zstd"
 
     def __init__(self) -> None:
