@@ -6,7 +6,10 @@ before the call returns) *interleaved*: turn i goes to each store in turn,
 in a rotating order, so disk and CPU noise fall on all four alike. Reported: each
 store's median turn and its ratio to "off" (the median of per-round ratios),
 and the whole-history reload (2 × turns messages) with decryption and chain
-checks, best of 5. ``--repeat N`` runs the whole comparison N times on fresh stores and
+checks, best of 5. Each turn's CPU time in this process (``time.thread_time``) is
+reported beside the wall clock (``cpu_vs_off``): on a shared machine it moves far less
+with the load, and it is where encryption and the chain cost (for PostgreSQL and Redis
+it leaves out the server's work). ``--repeat N`` runs the whole comparison N times on fresh stores and
 reports each ratio's median over the runs (and every run), with the load average before each.
 
     python benchmarks/bench_integrity.py --backends sqlite,postgres,redis --turns 1000 --repeat 3
@@ -55,14 +58,16 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
         try:
             sessions = {m: s.session("t1") for m, s in stores.items()}
             lat: dict[str, list[float]] = {m: [] for m in MODES}
+            cpu: dict[str, list[float]] = {m: [] for m in MODES}
             for i in range(turns):
                 user, assistant = f"question {i} " + "u" * 180, f"answer {i} " + "a" * 780
                 order = MODES[i % 4:] + MODES[: i % 4]
                 for m in order:
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.thread_time()
                     sessions[m].append({"role": "user", "content": user},
                                        {"role": "assistant", "content": assistant}, state={"turn": i})
                     lat[m].append(time.perf_counter() - t)
+                    cpu[m].append(time.thread_time() - c)
             reload = {}
             for m in MODES:
                 best = min(_timed(sessions[m].history) for _ in range(5))
@@ -72,6 +77,8 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
                 s.close()
     out: dict[str, Any] = {"turns": turns, "median_ms": {m: round(statistics.median(v) * 1e3, 3) for m, v in lat.items()}}
     out["vs_off"] = {m: round(statistics.median(a / b for a, b in zip(lat[m], lat["off"])), 3) for m in MODES[1:]}
+    out["cpu_us"] = {m: round(statistics.median(v) * 1e6, 1) for m, v in cpu.items()}
+    out["cpu_vs_off"] = {m: round(sum(cpu[m]) / sum(cpu["off"]), 3) for m in MODES[1:]}
     out["reload_ms"] = reload
     out["reload_vs_off"] = {m: round(reload[m] / reload["off"], 2) for m in MODES[1:]}
     return out
@@ -80,7 +87,7 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median over runs of each ratio and time, with the runs themselves."""
     out: dict[str, Any] = {"repeat": len(runs), "load_avg_1m": [r["load_avg_1m"] for r in runs]}
-    for field in ("median_ms", "vs_off", "reload_ms", "reload_vs_off"):
+    for field in ("median_ms", "vs_off", "cpu_us", "cpu_vs_off", "reload_ms", "reload_vs_off"):
         out[field] = {m: statistics.median(r[field][m] for r in runs) for m in runs[0][field]}
     out["runs"] = runs
     return out

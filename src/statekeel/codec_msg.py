@@ -16,7 +16,15 @@ is the scan of the whole value.
 
 Which backends get the short form is theirs to say
 (:attr:`statekeel.protocol.Backend.short_messages`): those that keep values as
-opaque bytes. Every backend *reads* it, so records copied anywhere stay readable.
+opaque bytes — and every encrypted store, whose values are ciphertext anyway.
+Every backend *reads* it, so records copied anywhere stay readable.
+
+**Sealed**: a codec name is stored in clear, so an encrypted store must not name
+the role there. The sealing (:mod:`statekeel.core.sealed`) moves it inside the
+ciphertext — :func:`seal_form` stores ``NUL role NUL content`` under codec
+``msg+…+aesgcm``, and :func:`open_form` gives ``msg:<role>`` back after
+decryption. The leading NUL, which JSON never starts with, keeps a codec name
+changed between ``json`` and ``msg`` from reading back as anything.
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ import re
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["PREFIX", "decode_run", "short_form", "short_role", "short_value"]
+__all__ = ["PREFIX", "SEALED", "decode_run", "open_form", "seal_form", "short_form", "short_role", "short_value"]
 
 PREFIX = "msg:"
 _ROLE = re.compile(r"[a-z_]{1,16}")
 _ROLES: dict[str, str | None] = {"json": None}
 """codec name → role (None: not a short form); a few entries, filled as names are met."""
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
+SEALED = "msg"
+"""The codec base of a short-form message whose role is inside the sealed bytes."""
+_NUL = b"\x00"
 
 
 def short_role(codec: str) -> str | None:
@@ -69,6 +80,29 @@ def short_value(codec: str, data: bytes) -> dict[str, str] | None:
     if role is None:
         return None
     return {"role": role, "content": data.decode("utf-8")}
+
+
+def seal_form(data: bytes, codec: str) -> tuple[bytes, str]:
+    """``(NUL role NUL data, "msg+<steps>")`` for a ``msg:<role>[+<steps>]`` value about to be
+    encrypted (the role moves inside the plaintext); anything else as it is."""
+    base, plus, steps = codec.partition("+")
+    role = short_role(base)
+    if role is None:
+        return data, codec
+    return b"".join((_NUL, role.encode(), _NUL, data)), SEALED + plus + steps
+
+
+def open_form(data: bytes, codec: str) -> tuple[bytes, str] | None:
+    """The inverse of :func:`seal_form` on decrypted ``data`` stored under ``msg[+<steps>]``;
+    None when either is not in that form (the codec name was changed: ``msg:<role>`` is never
+    sealed as it is, so a stored role cannot be swapped for the sealed one)."""
+    end = data.find(_NUL, 1, 18) if data[:1] == _NUL and codec.partition("+")[0] == SEALED else -1
+    if end < 2:
+        return None
+    name = PREFIX + data[1:end].decode("latin-1")
+    if short_role(name) is None:
+        return None
+    return data[end + 1 :], name + codec[len(SEALED) :]
 
 
 def decode_run(items: list[tuple[bytes, str]]) -> list[Any] | None:

@@ -347,8 +347,9 @@ def _store_on(backend: Backend, access: _Access, codec_options: dict[str, Any], 
     try:
         keyring, policy = prepare(backend, access.encryption, mark=access.mark, locked_ok=access.locked_ok,
                                   only_if_marked=access.only_if_marked)
-        # the short message form names the role in the codec, which stays in clear: not when encrypting
-        short = backend.short_messages and policy is None and not access.transforms
+        # the short message form names the role in the codec name, stored in clear: an encrypted store
+        # seals the role inside the ciphertext instead (core/sealed.py), on any backend (values are bytes)
+        short = (backend.short_messages or policy is not None) and not access.transforms
         codec = Codec(transforms=access.transforms, short_messages=short, **codec_options)
         raw = backend
         if policy is not None:  # an encrypted store: values are sealed to their position below the features

@@ -14,6 +14,10 @@ writer moved the record or log meanwhile, the backend refuses the batch
 seals again — a single writer never pays a round trip for it. A conflict on a
 precondition the caller set itself is the caller's, and is raised.
 
+Plain chat messages (codec ``msg:<role>``, :mod:`statekeel.codec_msg`) are sealed with
+their role inside the ciphertext and stored as ``msg+aesgcm``: nothing about them is in
+clear beyond that they are messages, and they skip the JSON encoder both ways.
+
 Reads: what the store holds without the encryption step is refused as planted
 (:class:`~statekeel.errors.IntegrityError`) unless it is plain by design
 (:func:`~statekeel.core.layout.stored_in_clear`) or ``statekeel keys encrypt``
@@ -24,11 +28,12 @@ and writes of values with :class:`~statekeel.errors.KeyUnavailableError`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final
 
-from ..errors import ConflictError, KeyUnavailableError
+from ..codec_msg import SEALED, open_form, seal_form
+from ..errors import ConflictError, IntegrityError, KeyUnavailableError
 from ..protocol import (
     ANY,
     Append,
@@ -67,6 +72,22 @@ _CACHE_MAX: Final = 100_000
 """Positions remembered per handle (forgotten wholesale beyond; they are only hints)."""
 
 _STEP: Final = "+aesgcm"
+
+
+def _sealed_msg(seal: Callable[[bytes, bytes, int], bytes], data: bytes, codec: str, seq: int) -> tuple[bytes, str]:
+    """A ``msg:<role>`` entry sealed with its role inside (:func:`~statekeel.codec_msg.seal_form`)."""
+    data, codec = seal_form(data, codec)
+    return seal(data, b"e", seq), codec + _STEP
+
+
+def _unpacked(data: bytes, codec: str, where: str, kind: bytes, pos: int) -> tuple[bytes, str]:
+    """A decrypted ``msg+…`` value as ``msg:<role>+…`` (its role was sealed inside)."""
+    opened = open_form(data, codec)
+    if opened is None:
+        what = f"entry {pos} of log {where!r}" if kind == b"e" else f"record {where!r} (version {pos})"
+        raise IntegrityError(f"the encrypted {what} is stored under codec {codec + _STEP!r} but does not hold a "
+                             "sealed message: its codec name was changed; it was not returned")  # fmt: skip
+    return opened
 
 
 class SealedBackend(Backend):
@@ -113,7 +134,8 @@ class SealedBackend(Backend):
             return data, codec
         if self._cipher is None:  # pragma: no cover - a locked policy raised above
             raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
-        return self._cipher.open(data, where, kind, pos), codec[: -len(_STEP)]
+        data, codec = self._cipher.open(data, where, kind, pos), codec[: -len(_STEP)]
+        return _unpacked(data, codec, where, kind, pos) if codec[:3] == SEALED else (data, codec)
 
     def open_record(self, rec: Record) -> Record:
         data, codec = self.open_value(rec.data, rec.codec, rec.key, b"r", rec.version)
@@ -154,7 +176,13 @@ class SealedBackend(Backend):
         if not all(e.codec.endswith(_STEP) for e in entries):  # planted plaintext (refused), or a conversion
             return [self.open_entry(e) for e in entries]
         opened = self._cipher.open_entries(where, [(e.data, e.seq) for e in entries])
-        return [Entry(log, e.seq, data, e.codec[: -len(_STEP)], e.created_at) for e, data in zip(entries, opened)]
+        out = []
+        for e, data in zip(entries, opened):
+            codec = e.codec[: -len(_STEP)]
+            if codec[:3] == SEALED:
+                data, codec = _unpacked(data, codec, where, b"e", e.seq)
+            out.append(Entry(log, e.seq, data, codec, e.created_at))
+        return out
 
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
@@ -244,7 +272,9 @@ class SealedBackend(Backend):
         if self._clear(where):
             return Append(op.log, op.items, op.expires_at, first)
         seal = self._cipher_for(where).sealer(where, known)  # the key looked up once for all the items
-        items = tuple([(seal(data, b"e", seq), codec + _STEP) for seq, (data, codec) in enumerate(op.items, first)])
+        items = tuple([_sealed_msg(seal, data, codec, seq) if codec[:4] == "msg:"  # the role sealed inside
+                       else (seal(data, b"e", seq), codec + _STEP)
+                       for seq, (data, codec) in enumerate(op.items, first)])  # fmt: skip
         return Append(op.log, items, op.expires_at, first)
 
     def _seal_rewrite(self, op: Rewrite) -> Rewrite:
@@ -265,6 +295,8 @@ class SealedBackend(Backend):
         where = self._prefix + key
         if self._clear(where):
             return data, codec
+        if codec[:4] == "msg:":
+            data, codec = seal_form(data, codec)
         return self._cipher_for(where).sealer(where, known)(data, kind, pos), codec + _STEP
 
     def _clear(self, where: str) -> bool:

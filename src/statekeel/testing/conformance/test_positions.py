@@ -116,9 +116,12 @@ def _format1(keyring: Any, where: str, sealed: bytes, store: statekeel.Store) ->
 
 
 def _plaintext(store: statekeel.Store, where: str, sealed: bytes) -> bytes:
+    """The plaintext exactly as sealed (the sealed backend's reads unpack a message's sealed role)."""
+    sealing = store.sealing
+    assert sealing is not None and sealing._cipher is not None
     for e in store.storage.read(where) if store.storage.log_info(where) else []:
         if e.data == sealed:
-            return bytes(store.backend.open_entry(e).data)  # type: ignore[attr-defined]
+            return sealing._cipher.open(e.data, where, b"e", e.seq)
     rec = store.storage.get(where)
     assert rec is not None and rec.data == sealed
-    return bytes(store.backend.open_record(rec).data)  # type: ignore[attr-defined]
+    return sealing._cipher.open(rec.data, where, b"r", rec.version)
