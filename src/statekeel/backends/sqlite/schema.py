@@ -17,7 +17,7 @@ from typing import Any
 
 from ...protocol.integrity import entry_sum, record_sum
 
-__all__ = ["LIVE", "MIGRATIONS", "SEQ_BITS", "SEQ_MAX", "header", "register_functions", "rowid"]
+__all__ = ["LIVE", "MIGRATIONS", "SEQ_BITS", "SEQ_MAX", "SQL", "header", "register_functions", "rowid"]
 
 # An entry's rowid packs its log and position: a log holds up to 2**32 - 1
 # entries and a store up to 2**31 logs; range scans on the rowid are O(N).
@@ -58,6 +58,9 @@ MIGRATIONS: list[list[str]] = [
 
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
+SQL = sqlite3.Connection | sqlite3.Cursor
+"""What runs a statement: reads use the connection, a batch one cursor for all its statements."""
+
 
 def _record_sum_or_null(key: str, codec: str, data: object, version: int) -> int | None:
     """``sk_record_sum()``: NULL when ``data`` is not a blob (damage that no checksum can describe)."""
@@ -79,7 +82,7 @@ def rowid(log_id: int, seq: int) -> int:
     return (log_id << SEQ_BITS) + seq  # + not |: seq = SEQ_MAX + 1 is the next log's start (an exclusive bound)
 
 
-def header(c: sqlite3.Connection, log: str) -> tuple[Any, ...] | None:
+def header(c: SQL, log: str) -> tuple[Any, ...] | None:
     """(id, first_seq, last_seq, created_at, updated_at, expires_at) of a live log.
 
     ``sk_logs.last_seq`` only records trims of the whole log; the newest

@@ -35,7 +35,7 @@ from ...protocol import (
 )
 from ...protocol.integrity import MASK, base_sum, crc32, entry_sum, head, record_sum
 from ...protocol.keys import prefix_end
-from .schema import LIVE, SEQ_BITS, SEQ_MAX, header, rowid
+from .schema import LIVE, SEQ_BITS, SEQ_MAX, SQL, header, rowid
 
 __all__ = ["APPLY", "drop_log"]
 
@@ -44,7 +44,7 @@ INT64_MAX = (1 << 63) - 1
 """SQLite's largest integer: no stored version can be above it."""
 
 
-def _put(c: sqlite3.Connection, op: Put, now: float) -> Record:
+def _put(c: SQL, op: Put, now: float) -> Record:
     expect = op.expect
     if isinstance(expect, int) and not 0 <= expect <= INT64_MAX:
         cur = _current(c, op.key, now)  # no record can be at that version: as memory://, a conflict
@@ -96,7 +96,7 @@ _PUT_SQL = {(keep, kind): _put_sql(keep, kind) for keep in (False, True) for kin
 """Every put statement, built once (by whether the expiry is kept, and the kind of expect)."""
 
 
-def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, float, Any] | None:
+def _current(c: SQL, key: str, now: float) -> tuple[int, float, Any] | None:
     row = c.execute(
         "SELECT version, created_at, expires_at FROM sk_kv WHERE key = ?", (key,)
     ).fetchone()
@@ -105,7 +105,7 @@ def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, float, A
     return row  # type: ignore[no-any-return]
 
 
-def _delete(c: sqlite3.Connection, op: Delete, now: float) -> bool:
+def _delete(c: SQL, op: Delete, now: float) -> bool:
     cur = _current(c, op.key, now)
     if op.expect is not ANY and op.expect != (cur[0] if cur else None):
         raise ConflictError(op.key, op.expect, cur[0] if cur else None)
@@ -113,7 +113,7 @@ def _delete(c: sqlite3.Connection, op: Delete, now: float) -> bool:
     return cur is not None
 
 
-def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
+def _append(c: SQL, op: Append, now: float) -> int:
     # The header is only read here: last_seq comes from the entries' primary
     # key, so an append dirties no page but the entries' own.
     row = c.execute(
@@ -143,7 +143,7 @@ def _append(c: sqlite3.Connection, op: Append, now: float) -> int:
     return first
 
 
-def _new_log(c: sqlite3.Connection, op: Append, now: float) -> int:
+def _new_log(c: SQL, op: Append, now: float) -> int:
     """Create ``op.log`` (replacing an expired log of that name)."""
     dead = c.execute("SELECT id FROM sk_logs WHERE name = ?", (op.log,)).fetchone()
     if dead is not None:
@@ -158,13 +158,13 @@ def _new_log(c: sqlite3.Connection, op: Append, now: float) -> int:
     return log_id
 
 
-def drop_log(c: sqlite3.Connection, log_id: int) -> None:
+def drop_log(c: SQL, log_id: int) -> None:
     """Delete a log's entries and its header row."""
     c.execute("DELETE FROM sk_entries WHERE id BETWEEN ? AND ?", (rowid(log_id, 0), rowid(log_id, SEQ_MAX)))
     c.execute("DELETE FROM sk_logs WHERE id = ?", (log_id,))
 
 
-def _touch(c: sqlite3.Connection, op: Touch, now: float) -> bool:
+def _touch(c: SQL, op: Touch, now: float) -> bool:
     sets, args = ("updated_at = ?", [now]) if op.expires_at is KEEP else (
         "updated_at = ?, expires_at = ?",
         [now, op.expires_at],
@@ -177,7 +177,7 @@ def _touch(c: sqlite3.Connection, op: Touch, now: float) -> bool:
     return n > 0
 
 
-def _expire(c: sqlite3.Connection, op: Expire, now: float) -> int:
+def _expire(c: SQL, op: Expire, now: float) -> int:
     bounds = (op.expires_at, op.prefix, prefix_end(op.prefix), now)
     n = c.execute(f"UPDATE sk_kv SET expires_at = ? WHERE key >= ? AND key < ? AND {LIVE}", bounds).rowcount
     n += c.execute(
@@ -186,7 +186,7 @@ def _expire(c: sqlite3.Connection, op: Expire, now: float) -> int:
     return n
 
 
-def _trim(c: sqlite3.Connection, op: Trim, now: float) -> int:
+def _trim(c: SQL, op: Trim, now: float) -> int:
     head = header(c, op.log)
     if head is None:
         return 0
@@ -201,7 +201,7 @@ def _trim(c: sqlite3.Connection, op: Trim, now: float) -> int:
     return n
 
 
-def _rewrite(c: sqlite3.Connection, op: Rewrite, now: float) -> bool:
+def _rewrite(c: SQL, op: Rewrite, now: float) -> bool:
     head = header(c, op.log)
     if head is None or not 0 < op.seq <= SEQ_MAX:
         return False
@@ -211,7 +211,7 @@ def _rewrite(c: sqlite3.Connection, op: Rewrite, now: float) -> bool:
     ).rowcount > 0
 
 
-def _load(c: sqlite3.Connection, op: Load, now: float) -> Record:
+def _load(c: SQL, op: Load, now: float) -> Record:
     r = op.record
     if not 0 < r.version <= INT64_MAX:
         raise InvalidInputError(f"record {r.key!r} has version {r.version}; versions run from 1 to 2**63 - 1")
@@ -223,7 +223,7 @@ def _load(c: sqlite3.Connection, op: Load, now: float) -> Record:
     return r
 
 
-def _load_entries(c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
+def _load_entries(c: SQL, op: LoadEntries, now: float) -> int:
     for e in op.entries:
         if not 0 < e.seq <= SEQ_MAX:
             raise InvalidInputError(f"entry {e.seq} of log {op.log!r}: entry seqs run from 1 to {SEQ_MAX}")
@@ -257,7 +257,7 @@ def _load_entries(c: sqlite3.Connection, op: LoadEntries, now: float) -> int:
     return len(fresh)
 
 
-APPLY: dict[type[Op], Callable[[sqlite3.Connection, Any, float], OpResult]] = {
+APPLY: dict[type[Op], Callable[[sqlite3.Cursor, Any, float], OpResult]] = {
     Put: _put,
     Delete: _delete,
     Append: _append,
