@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,23 +30,19 @@ def _values(seed: int) -> list[dict[str, object]]:
     ]
 
 
-@pytest.mark.parametrize("compress", ["zstd", "zlib"])
-def test_one_codec_used_by_several_threads_round_trips_every_value(compress: str) -> None:
-    codec = Codec().compressing(compress, min_bytes=64)
+def _in_threads(work: Callable[[int], None]) -> None:
+    """``work(seed)`` in THREADS threads started together; any failure is raised here."""
     failures: list[BaseException] = []
     start = threading.Barrier(THREADS)
 
-    def work(seed: int) -> None:
+    def run(seed: int) -> None:
         try:
             start.wait()
-            for value in _values(seed):
-                data, name = codec.encode(value, "v", "ctx")
-                assert name.endswith("+" + compress)
-                assert codec.decode(data, name, "ctx") == value
+            work(seed)
         except BaseException as exc:  # collected and re-raised in the main thread
             failures.append(exc)
 
-    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(THREADS)]
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -53,28 +50,30 @@ def test_one_codec_used_by_several_threads_round_trips_every_value(compress: str
     assert failures == []
 
 
+@pytest.mark.parametrize("compress", ["zstd", "zlib"])
+def test_one_codec_used_by_several_threads_round_trips_every_value(compress: str) -> None:
+    codec = Codec().compressing(compress, min_bytes=64)
+
+    def work(seed: int) -> None:
+        for value in _values(seed):
+            data, name = codec.encode(value, "v", "ctx")
+            assert name.endswith("+" + compress)
+            assert codec.decode(data, name, "ctx") == value
+
+    _in_threads(work)
+
+
 def test_a_zstd_store_written_and_read_from_several_threads(tmp_path: Path) -> None:
     store = statekeel.open(f"sqlite:///{tmp_path / 'z.db'}", compress="zstd")
     try:
-        failures: list[BaseException] = []
-        start = threading.Barrier(THREADS)
 
         def work(seed: int) -> None:
-            try:
-                start.wait()
-                state = store.session(f"s{seed}").state
-                for value in _values(seed)[:60]:
-                    state["doc"] = value
-                    assert state["doc"] == value
-            except BaseException as exc:
-                failures.append(exc)
+            state = store.session(f"s{seed}").state
+            for value in _values(seed)[:60]:
+                state["doc"] = value
+                assert state["doc"] == value
 
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert failures == []
+        _in_threads(work)
         for seed in range(THREADS):
             assert store.session(f"s{seed}").state["doc"] == _values(seed)[59]
     finally:
