@@ -33,6 +33,10 @@ statekeel opens the store again, SqliteSaver a new ``sqlite3`` connection, Postg
 new connection), median of 7, interleaved. ``--repeat K`` runs everything K times and
 reports each run and the median of the ratios. PostgreSQL and Redis are throw-away local
 servers (statekeel.testing.servers).
+
+Then ``store.search`` (:func:`store_search`): ``StatekeelStore`` vs LangGraph's ``SqliteStore``
+on ``--store-items`` items (10,000; 0 skips it) of one namespace, both on SQLite files, interleaved:
+a string filter matching a tenth, a ``$gte`` filter, and no filter, each a page of 10.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from benchmarks.workload import latency_stats, make_turns, payload_bytes, sqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.graph.message import add_messages  # noqa: E402
+from langgraph.store.base import PutOp  # noqa: E402
 
 CONFIG = {"configurable": {"thread_id": "t1"}}
 DURABILITY: list[str | None] = [None]
@@ -265,7 +270,7 @@ PEER = {"sqlite": "SqliteSaver", "postgres": "PostgresSaver"}
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per backend: LangGraph's saver / ours (time, storage, saver-only time over the floor) and
-    ours / LangGraph's (get_state warm and cold, history)."""
+    ours / LangGraph's (get_state warm and cold, history); ``store_search``: ours / SqliteStore."""
     by = {(r["backend"], r["system"]): r for r in rows}
     floor = by.get(("-", "langgraph-floor"), {}).get("median_ms_per_turn", 0.0)
     out = {}
@@ -323,6 +328,42 @@ def one_run(backends: list[str], turns: list[tuple[str, str]]) -> list[dict[str,
     return rows
 
 
+def store_search(items: int, reps: int = 7) -> list[dict[str, Any]]:
+    """``store.search`` on ``items`` items of one namespace, statekeel's store vs LangGraph's
+    ``SqliteStore`` (both on SQLite files), interleaved, median of ``reps``: a filter that
+    matches a tenth of them and a page of 10, and a page of 10 without a filter."""
+    from langgraph.store.sqlite import SqliteStore
+
+    from statekeel.integrations.langgraph import StatekeelStore
+
+    ns = ("users", "u1", "memories")
+    with tempfile.TemporaryDirectory(prefix="lgs-") as d:
+        ours = StatekeelStore.from_url(f"sqlite:///{d}/sk.db")
+        conn = sqlite3.connect(f"{d}/lg.db", check_same_thread=False, isolation_level=None)
+        theirs = SqliteStore(conn)
+        theirs.setup()
+        for store in (ours, theirs):
+            for start in range(0, items, 500):
+                store.batch([PutOp(ns, f"k{i:06d}", {"text": f"memory {i} " + "x" * 200, "kind": f"k{i % 10}",
+                                                     "score": i % 100}) for i in range(start, min(items, start + 500))])  # fmt: skip
+        cases = {"search_filter_ms": {"filter": {"kind": "k3"}, "limit": 10},
+                 "search_filter_op_ms": {"filter": {"score": {"$gte": 95}}, "limit": 10},
+                 "search_page_ms": {"limit": 10}}  # fmt: skip
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(reps):
+            for name, store in (("statekeel-store", ours), ("SqliteStore", theirs)):
+                for case, kw in cases.items():
+                    t = time.perf_counter()
+                    found = store.search(ns, **kw)
+                    times.setdefault((name, case), []).append(time.perf_counter() - t)
+                    assert len(found) == 10
+        ours.close()
+        conn.close()
+    return [{"system": name, "backend": "sqlite", "items": items,
+             **{case: round(statistics.median(times[(name, case)]) * 1e3, 3) for case in cases}}
+            for name in ("statekeel-store", "SqliteStore")]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
@@ -330,6 +371,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--durability", choices=["async", "sync", "exit"], default=None,
                         help="LangGraph's durability mode for every graph (default: LangGraph's, async)")
+    parser.add_argument("--store-items", type=int, default=10_000,
+                        help="store.search: items in the namespace (0: skip the store rows)")
     args = parser.parse_args()
     DURABILITY[0] = args.durability
     turns = make_turns(args.turns)
@@ -341,6 +384,14 @@ def main() -> None:
             print(json.dumps({"run": run, "turns": args.turns, "payload_bytes": payload_bytes(turns),
                               "durability": args.durability or "async", **row}))  # fmt: skip
         print(table(rows, payload_bytes(turns)), file=sys.stderr)
+        if args.store_items:
+            searched = store_search(args.store_items)
+            for row in searched:
+                print(json.dumps({"run": run, **row}))
+            ratio = {k: round(searched[0][k] / searched[1][k], 2) for k in searched[0] if k.endswith("_ms")}
+            runs[-1]["store_search"] = ratio
+            print(f"store.search, {args.store_items} items, statekeel / SqliteStore: {json.dumps(ratio)}",
+                  file=sys.stderr)  # fmt: skip
     if args.repeat > 1:
         for backend in runs[0]:
             med = {k: round(statistics.median(r[backend][k] for r in runs), 2) for k in runs[0][backend]}

@@ -100,6 +100,9 @@ def _write_everything(store: statekeel.Store) -> None:
     saver = StatekeelSaver(store)
     config = {"configurable": {"thread_id": "secret-thread", "tag": "metadata-in-clear"}}
     chat_graph(saver).invoke({"messages": [HumanMessage("a private question", id="m1")]}, config)
+    big = os.urandom(90_000).hex()  # a full value that stays over 64 KB once compressed (stored apart)
+    chat_graph(saver).invoke({"messages": [HumanMessage(big, id="m2")]}, config)
+    assert chat_graph(StatekeelSaver(store)).get_state(config).values["messages"][2].content == big
     head = saver.get_tuple(config)
     assert head is not None
     saver.put_writes(head.config, [("messages", "a pending write")], "task-1")
@@ -121,9 +124,11 @@ def _plaintext(url: str) -> list[str]:
 def test_with_encryption_checkpoints_metadata_and_writes_are_encrypted(store_url: str) -> None:
     with statekeel.open(store_url, encryption=statekeel.Encryption(master_key=os.urandom(32))) as store:
         _write_everything(store)
-    keys = [r.key for r in _raw_records(store_url) if r.key.startswith("langgraph/")]
+    recs = [r for r in _raw_records(store_url) if r.key.startswith("langgraph/")]
+    keys = [r.key for r in recs]
     assert any("/cp/" in k for k in keys) and any("/w/" in k for k in keys) and any("/v/" in k for k in keys)
     assert _plaintext(store_url) == []
+    assert any(len(r.data) > 100_000 for r in recs)  # the big full value is among the encrypted ones
 
 
 def test_the_plaintext_check_finds_an_unencrypted_store(store_url: str) -> None:
@@ -132,6 +137,8 @@ def test_the_plaintext_check_finds_an_unencrypted_store(store_url: str) -> None:
         _write_everything(store)
     found = _plaintext(store_url)
     assert any("/cp/" in k for k in found) and any("/w/" in k for k in found)
+    codecs = {r.codec for r in _raw_records(store_url) if "/v/" in r.key and len(r.data) > 100_000}
+    assert codecs == {"json"}  # the big full value: not compressed again around its zstd bytes
 
 
 def test_a_tenant_saver_sees_only_its_tenants_threads(store: statekeel.Store) -> None:

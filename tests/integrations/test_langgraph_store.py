@@ -22,7 +22,8 @@ import statekeel
 from statekeel.core import layout
 from statekeel.errors import InvalidInputError
 from statekeel.integrations.langgraph import StatekeelStore
-from statekeel.protocol import Touch
+from statekeel.integrations.langgraph import _filters
+from statekeel.protocol import Touch, keys
 
 
 @pytest.fixture
@@ -174,3 +175,52 @@ def test_tenants_do_not_share_items(store: statekeel.Store) -> None:
     acme.put(("users",), "u1", {"name": "Ann"})
     assert globex.get(("users",), "u1") is None and globex.list_namespaces() == []
     assert acme.list_namespaces() == [("users",)]
+
+
+def _reference_search(store: statekeel.Store, prefix: tuple[str, ...], filt: dict[str, Any] | None,
+                      offset: int, limit: int) -> list[tuple[tuple[str, ...], str]]:  # fmt: skip
+    """Every item decoded, filtered and sorted newest write first: what search must return."""
+    recs = store.backend.scan(layout.langgraph_store_prefix(prefix), limit=10_000)
+    docs = [(r, store.codec.decode(r.data, r.codec, r.key)) for r in recs]
+    kept = [(r, d) for r, d in docs if not filt or _filters.matches(d["v"], filt)]
+    kept.sort(key=lambda pair: -float(pair[1]["u"]))
+    return [(tuple(p[1:] for p in keys.split(r.key)[1:-1]), keys.split(r.key)[-1][1:]) for r, _ in kept[offset : offset + limit]]
+
+
+def test_search_decoding_only_what_it_must_returns_what_decoding_everything_does(memory: StatekeelStore,
+                                                                                 store: statekeel.Store) -> None:  # fmt: skip
+    ns = ("docs", "a")
+    for i in range(40):
+        value: dict[str, Any] = {"kind": f"k{i % 3}", "n": i, "text": 'quote " and é ' * (i % 2),
+                                 "inner": {"kind": "k1"}}  # fmt: skip
+        if i % 5 == 0:
+            value["when"] = datetime(2026, 1, 1 + i % 28, tzinfo=timezone.utc)  # a tagged (tjson1) record
+        if i % 7 == 0:
+            value["kind"] = 'k"1é'  # escaped in JSON
+        memory.put(ns if i % 4 else ("docs", "b"), f"i{i:03d}", value)
+    memory.put(ns, "i005", {"kind": "k1", "n": 5})  # rewritten: newest
+    filters: list[dict[str, Any] | None] = [
+        None, {"kind": "k1"}, {"kind": {"$eq": "k2"}}, {"kind": 'k"1é'}, {"inner": {"kind": "k1"}, "kind": "k0"},
+        {"kind": "k1", "n": {"$gte": 10}}, {"kind": {"$ne": "k1"}}, {"text": 'quote " and é '}, {"kind": "nope"},
+    ]  # fmt: skip
+    for filt in filters:
+        for prefix, offset, limit in ((("docs",), 0, 100), (ns, 2, 5), (("docs",), 7, 3)):
+            got = [(item.namespace, item.key) for item in memory.search(prefix, filter=filt, offset=offset, limit=limit)]
+            assert got == _reference_search(store, prefix, filt, offset, limit), (filt, prefix, offset)
+
+
+def test_items_written_together_are_listed_in_key_order_whatever_their_codec(memory: StatekeelStore,
+                                                                            store: statekeel.Store) -> None:  # fmt: skip
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)  # a tagged (tjson1) value: decoded, not read from its bytes
+    memory.batch([PutOp(("docs",), k, {"n": i, **({"when": when} if i % 2 == 0 else {})})
+                  for i, k in enumerate(["a", "b", "c", "d", "e"])])  # fmt: skip  # one batch: one write time
+    for offset, limit in ((0, 10), (1, 2), (3, 10)):
+        got = [(item.namespace, item.key) for item in memory.search(("docs",), offset=offset, limit=limit)]
+        assert got == _reference_search(store, ("docs",), None, offset, limit)  # was b, d, a, c, e
+        assert [k for _, k in got] == ["a", "b", "c", "d", "e"][offset : offset + limit]
+
+
+def test_a_filter_no_stored_value_can_match_finds_nothing(memory: StatekeelStore) -> None:
+    memory.put(("docs",), "a", {"kind": "k1"})
+    assert memory.search(("docs",), filter={"kind": "\ud800"}) == []  # was UnicodeEncodeError: a lone surrogate
+    assert memory.search(("docs",), filter={"\ud800": "k1"}) == []

@@ -8,21 +8,28 @@ checkpoint is always seen. Large values are stored compressed and read back exac
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zlib
 from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
 
 import statekeel
 from statekeel.core import Core, layout
-from statekeel.errors import CorruptionError, InvalidInputError
+from statekeel.errors import CorruptionError, InvalidInputError, StoreError
 from statekeel.integrations.langgraph import StatekeelSaver
-from statekeel.protocol import ANY, Put
+from statekeel.integrations.langgraph._records import pack, unpack
+from statekeel.protocol import ANY, Put, keys
 
-from .graphs import chat_graph, user_turn
+from .graphs import approval_graph, chat_graph, history, user_turn
 
 CONFIG: dict[str, Any] = {"configurable": {"thread_id": "chat"}}
+APPROVAL: dict[str, Any] = {"configurable": {"thread_id": "approval"}}
 
 
 class CountingBackend:
@@ -131,8 +138,55 @@ def test_large_values_are_stored_compressed_and_read_back_exactly(store: stateke
         graph.invoke(user_turn(i), CONFIG)
     prefix = layout.langgraph_blob_prefix("chat", "", "messages")
     docs = [store.codec.decode(r.data, r.codec, r.key) for r in store.backend.scan(prefix, limit=100)]
-    assert docs and all(d.get("z") == 1 for d in docs)  # every version holds a ~1 KB message or more
+    assert docs and all(d.get("z") == 2 for d in docs)  # zstd: every version holds a ~1 KB message or more
     assert len(chat_graph(StatekeelSaver(store)).get_state(CONFIG).values["messages"]) == 10
+
+
+def _as_session_23_stored(doc: Any) -> Any:
+    """``doc`` as the saver stored it before session 24: the serialized bytes as ``bytes`` (the
+    codec's tagged base64), zlib-compressed (``"z": 1``) from 256 bytes."""
+    if type(doc) is not dict:
+        return doc
+    doc = {k: _as_session_23_stored(v) for k, v in doc.items()}
+    if "t" in doc and type(doc.get("b")) is str:
+        raw = unpack(doc)[1]
+        doc.pop("z", None)
+        doc.update({"b": zlib.compress(raw, 6), "z": 1} if len(raw) >= 256 else {"b": raw})
+    return doc
+
+
+def test_threads_stored_by_earlier_versions_still_read_and_continue(store: statekeel.Store) -> None:
+    reference = InMemorySaver()
+    ours = StatekeelSaver(store, delta_min_bytes=64, segment=4)  # delta chains too
+    for saver in (ours, reference):
+        for i in range(12):
+            chat_graph(saver).invoke(user_turn(i), CONFIG)
+        approval_graph(saver).invoke(user_turn(0), APPROVAL)  # waits at interrupt(): a pending write
+    old_codec = store.codec.compressing("zlib", min_bytes=200)._unguarded()  # as the saver's records were
+    rewritten = []
+    for rec in store.backend.scan(keys.join("langgraph") + "/", limit=10_000):  # both threads, every record
+        doc = _as_session_23_stored(store.codec.decode(rec.data, rec.codec, rec.key))
+        rewritten.append(Put(rec.key, *old_codec.encode(doc, "a record of session 23", rec.key), ANY))
+    assert any(type(d) is dict and d.get("z") == 1 and type(d["b"]) is bytes
+               for d in (old_codec.decode(p.data, p.codec) for p in rewritten))  # fmt: skip
+    store.backend.apply(rewritten)
+    for saver in (StatekeelSaver(store, delta_min_bytes=64, segment=4), reference):
+        assert history(chat_graph(saver), CONFIG) == history(chat_graph(reference), CONFIG)
+        assert history(approval_graph(saver), APPROVAL) == history(approval_graph(reference), APPROVAL)
+        approval_graph(saver).invoke(Command(resume="yes"), APPROVAL)
+        for i in range(12, 16):
+            chat_graph(saver).invoke(user_turn(i), CONFIG)
+    fresh = StatekeelSaver(store)
+    assert history(chat_graph(fresh), CONFIG) == history(chat_graph(reference), CONFIG)
+    assert history(approval_graph(fresh), APPROVAL) == history(approval_graph(reference), APPROVAL)
+
+
+def test_a_stored_value_of_a_newer_format_or_the_wrong_type_is_refused() -> None:
+    with pytest.raises(StoreError, match="upgrade"):  # was CorruptionError: "restore it from a backup"
+        unpack({"t": "msgpack", "b": "AAAA", "z": 9}, "k")
+    for doc in ({"t": "msgpack", "b": 3}, {"t": "msgpack", "b": None}, {"t": "msgpack"}):
+        with pytest.raises(CorruptionError):  # was three zero bytes, TypeError, KeyError
+            unpack(doc, "k")
 
 
 def test_a_value_that_does_not_decompress_is_reported_as_corruption(store: statekeel.Store) -> None:
@@ -141,8 +195,29 @@ def test_a_value_that_does_not_decompress_is_reported_as_corruption(store: state
     prefix = layout.langgraph_blob_prefix("chat", "", "messages")
     rec = store.backend.scan(prefix, limit=1)[0]
     doc = store.codec.decode(rec.data, rec.codec, rec.key)
-    data, codec = store.codec.encode({**doc, "b": b"not zlib at all"}, "damaged", rec.key)
+    data, codec = store.codec.encode({**doc, "b": b"not zstd at all"}, "damaged", rec.key)
     store.backend.apply([Put(rec.key, data, codec, ANY)])
     with pytest.raises(CorruptionError) as err:
         chat_graph(StatekeelSaver(store)).get_state(CONFIG)
     assert err.value.key == rec.key
+
+
+_WITHOUT_ZSTANDARD = """
+import sys
+sys.modules["zstandard"] = None  # not installed
+from statekeel.errors import ConfigurationError
+from statekeel.integrations.langgraph._records import pack, unpack
+doc = pack(("msgpack", b"x" * 300))
+assert doc["z"] == 1 and unpack(doc) == ("msgpack", b"x" * 300), doc
+try:
+    unpack({"t": "msgpack", "b": sys.argv[1], "z": 2})
+except ConfigurationError as exc:
+    print("refused:", "pip install" in str(exc))
+"""
+
+
+def test_without_zstandard_values_are_zlib_compressed_and_zstd_ones_refused_with_the_fix() -> None:
+    zstd_doc = pack(("msgpack", b"y" * 300))
+    assert zstd_doc["z"] == 2
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_ZSTANDARD, zstd_doc["b"]], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "refused: True\n", done.stderr

@@ -1,7 +1,8 @@
 """``statekeel gc``: apply retention caps store-wide and reclaim the space.
 
-Runs :func:`statekeel.features.retention.gc` (every session's caps, then every
-expired record — deleted sessions among them — is purged) with a progress bar,
+Runs :func:`statekeel.features.retention.gc` (every session's caps, the maintenance
+participants' — LangGraph threads —, then every expired record — deleted sessions among
+them — is purged) with a progress bar,
 then a backend that can give freed space back (the ``SupportsReclaim`` capability:
 SQLite, by an incremental vacuum) does, and the bytes before and after are reported.
 Other backends reclaim space themselves (PostgreSQL autovacuum, Redis on delete,
@@ -31,8 +32,8 @@ __all__ = ["gc"]
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
-    """Apply retention caps to every session, purge expired and deleted data, apply memory
-    forgetting policies, reclaim space.
+    """Apply retention caps to every session (and the checkpoint cap to LangGraph threads), purge
+    expired and deleted data, apply memory forgetting policies, reclaim space.
 
     Caps: store.set_retention(statekeel.Retention(messages=..., bytes=..., checkpoints=...)) or
     per session (store.session(id, retention=...)). Memory policies: statekeel memory policy NS
@@ -54,6 +55,7 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
         "checkpoints_dropped": report.checkpoints_dropped, "purged": report.purged,
         "seconds": round(report.seconds, 3), "bytes_before": before, "bytes_after": after,
         "memories_forgotten": {"/".join(ns): n for ns, n in forgotten.items()},
+        "participants": report.participants,
     }
     if as_json:
         emit_json(out)
@@ -62,6 +64,8 @@ def gc(ctx: click.Context, vacuum: bool, as_json: bool) -> None:
         f"{report.sessions} sessions: {report.messages_dropped} messages and {report.checkpoints_dropped} "
         f"checkpoints dropped by retention caps; {report.purged} expired records/logs purged"
     )
+    for name, n in report.participants.items():
+        click.echo(f"{name}: {n} dropped by retention caps")
     for ns, n in forgotten.items():
         click.echo(f"memory {'/'.join(ns)}: {n} forgotten by its policy")
     if before is not None and after is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core import Core, SessionCore, layout
@@ -32,6 +32,7 @@ from ..protocol import Delete, Put, keys
 from ..protocol.capabilities import SupportsWalCheckpoint
 from . import checkpoint_prune
 from .lifecycle import keep_last_cut, trim_before
+from .maintenance import run_participants
 from .session_index import put_meta
 
 __all__ = [
@@ -167,6 +168,9 @@ class GcReport:
     purged: int = 0
     """Expired records and logs deleted (deleted and expired sessions among them)."""
     seconds: float = 0.0
+    participants: dict[str, int] = field(default_factory=dict)
+    """What each maintenance participant removed (:mod:`.maintenance`), e.g. ``{"langgraph": 12}``:
+    checkpoints of LangGraph threads beyond ``Retention(checkpoints=K)``."""
 
 
 def _session_ids(core: Core) -> Iterator[str]:
@@ -182,7 +186,8 @@ def count_sessions(core: Core) -> int:
 
 
 def gc(core: Core, progress: Callable[[str], None] | None = None) -> GcReport:
-    """Apply every session's caps, delete expired data, fold the SQLite WAL into the file."""
+    """Apply every session's caps and the maintenance participants' (LangGraph threads), delete
+    expired data, fold the SQLite WAL into the file."""
     t0 = time.perf_counter()
     report = GcReport()
     defaults = store_retention(core)
@@ -193,6 +198,7 @@ def gc(core: Core, progress: Callable[[str], None] | None = None) -> GcReport:
         report.checkpoints_dropped += checkpoints
         if progress is not None:
             progress(sid)
+    report.participants = run_participants(core)
     report.purged = core.purge_expired()
     if isinstance(core.backend, SupportsWalCheckpoint):
         core.backend.checkpoint_wal()

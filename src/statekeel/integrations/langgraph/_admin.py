@@ -198,6 +198,7 @@ def copy_thread(core: Core, serde: SerializerProtocol, source: str, target: str)
     listing the target thread and its runs first."""
     src, dst = layout.langgraph_thread_prefix(source), layout.langgraph_thread_prefix(target)
     ops: list[Op] = []
+    unguarded = core.codec._unguarded()  # LangGraph's serialized bytes, as the saver writes them
     listings = [layout.langgraph_thread_index_key(target)]
     for rec in _scan_all(core, src):
         key = dst + rec.key[len(src) :]
@@ -206,7 +207,7 @@ def copy_thread(core: Core, serde: SerializerProtocol, source: str, target: str)
             run_id = serde.loads_typed(unpack(value["m"])).get("run_id")
             if isinstance(run_id, str) and run_id:
                 listings.append(layout.langgraph_run_index_key(run_id, target))
-        data, codec = core.codec.encode(value, "a copied LangGraph record", key)
+        data, codec = unguarded.encode(value, "a copied LangGraph record", key)
         ops.append(Put(key, data, codec, ANY))
     if not ops:
         return

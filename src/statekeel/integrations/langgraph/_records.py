@@ -2,7 +2,7 @@
 
 Every value LangGraph hands over goes through the saver's own serializer
 (``serde.dumps_typed``), so custom types round-trip exactly as with LangGraph's
-savers; the resulting ``(type, bytes)`` pair is stored as ``{"t": type, "b": bytes}``
+savers; the resulting ``(type, bytes)`` pair is stored as ``{"t": type, "b": base64}``
 through statekeel's codec and backend, so compression, encryption, checksums and
 tenants apply to all of it — metadata and pending writes included.
 
@@ -11,17 +11,25 @@ Records of one thread (keys in :mod:`statekeel.core.layout`)::
     head/<ns>                    {"id": newest checkpoint id}      compare-and-set: fencing
     cp/<ns>/<~id>                {"c": checkpoint without values, "m": metadata, "p": parent id}
     w/<ns>/<~id>/<task>/<idx>    {"c": channel, "p": task_path, "t", "b" (, "z")}
-    v/<ns>/<channel>/<version>   a full value {"t", "b" (, "z": b is zlib)}, an empty marker {"e": 1}, or a delta
+    v/<ns>/<channel>/<version>   a full value {"t", "b" (, "z": b is compressed)}, an empty marker {"e": 1}, or a delta
                                  {"t", "b": the appended items, "base", "root", "n", "k", "cb", "rb"}
 """
 
 from __future__ import annotations
 
+import binascii
 import zlib
 from typing import Any
 
 from ...core import layout
-from ...errors import ConflictError, CorruptionError, InvalidInputError, StatekeelError
+from ...errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptionError,
+    InvalidInputError,
+    StatekeelError,
+    StoreError,
+)
 from ...protocol import keys
 
 __all__ = [
@@ -95,32 +103,127 @@ def check_thread_id(value: Any) -> str:
     return str(value)
 
 
-_ZLIB_FROM = 256
-"""Serialized values from this size up are stored zlib-compressed (``"z": 1``): the codec
-stores bytes as base64, which its own compression cannot shrink as well as the raw bytes
-(a 1,000-byte message: 777 bytes instead of ~1,000, under SQLite's overflow threshold)."""
+_COMPRESS_FROM = 256
+"""Serialized values from this size up are stored compressed (``"z"``): the codec stores bytes
+as base64, which its own compression cannot shrink as well as the raw bytes (a 1,000-byte
+message: 777 bytes instead of ~1,000, under SQLite's overflow threshold)."""
+
+_ZLIB, _ZSTD = 1, 2
+"""``"z"`` values: zlib (written before session 24, and where zstandard is not installed), zstd."""
+
+
+try:
+    import zstandard
+except ModuleNotFoundError:  # pragma: no cover - a dependency of statekeel[langgraph]
+    zstandard = None  # type: ignore[assignment]
+try:
+    from isal.isal_zlib import compress as _isal_compress
+except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel
+    _isal_compress = None  # type: ignore[assignment]
+_DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (
+    zlib.error, binascii.Error, *((zstandard.ZstdError,) if zstandard is not None else ())
+)  # fmt: skip
+
+# zstandard's (de)compressors must not be used by two threads at once, and LangGraph writes from
+# short-lived threads: a pool (list.pop/append are atomic) lends each object to one thread at a
+# time and reuses it across threads (tests/integrations/test_langgraph_threads.py).
+_compressors: list[Any] = []
+_decompressors: list[Any] = []
+
+
+def _zstd_compress(data: bytes) -> bytes:
+    """zstd at level 1 (as small as level 3 on these values, up to twice as fast): a cold
+    ``get_state`` of a 1,000-turn thread decompresses ~1.4 MB of LangGraph's msgpack — zlib
+    took 7.7 ms of it, zstd 0.7 ms, at the same size."""
+    try:
+        c = _compressors.pop()
+    except IndexError:
+        c = zstandard.ZstdCompressor(level=1)
+    try:
+        return bytes(c.compress(data))
+    finally:
+        _compressors.append(c)
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    try:
+        d = _decompressors.pop()
+    except IndexError:
+        d = zstandard.ZstdDecompressor()
+    try:
+        return bytes(d.decompress(data))
+    finally:
+        _decompressors.append(d)
+
+
+class FastZlib:
+    """The codec's ``zlib`` step, written by ISA-L (level 2: ~5x faster than zlib's level 6 at the
+    same size; stateless, so thread-safe); read back by the codec's own ``zlib``."""
+
+    name = "zlib"
+
+    def encode(self, data: bytes, context: str) -> bytes:
+        if _isal_compress is None:  # pragma: no cover - see the import
+            return zlib.compress(data, 6)
+        return bytes(_isal_compress(data, 2))
+
+    def decode(self, data: bytes, context: str) -> bytes:
+        return zlib.decompress(data)
 
 
 def pack(typed: Typed) -> dict[str, Any]:
-    """``{"t": type, "b": bytes}`` for the codec (``"z": 1`` when ``b`` is compressed)."""
+    """``{"t": type, "b": base64 of the bytes}`` for the codec (``"z"`` when compressed: zstd, else zlib).
+
+    The bytes go in as base64 text, not as ``bytes``: the codec stores ``bytes`` as the same base64
+    in a tagged object, and reading a tagged record runs a Python hook and a validating regex over
+    the whole value (~10 ms for the ~850 KB of a 1,000-turn snapshot); text makes the saver's
+    records plain ``json`` and is decoded by ``binascii`` in C (~1 ms)."""
     data = bytes(typed[1])
-    if len(data) >= _ZLIB_FROM:
-        return {"t": typed[0], "b": zlib.compress(data, 6), "z": 1}
-    return {"t": typed[0], "b": data}
+    if len(data) >= _COMPRESS_FROM:
+        if zstandard is not None:
+            return {"t": typed[0], "b": _b64(_zstd_compress(data)), "z": _ZSTD}
+        return {"t": typed[0], "b": _b64(zlib.compress(data, 6)), "z": _ZLIB}
+    return {"t": typed[0], "b": _b64(data)}
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def unpack(doc: dict[str, Any], key: str = "") -> Typed:
-    """The ``(type, bytes)`` pair :func:`pack` stored (``key`` names the record in errors)."""
-    if not doc.get("z"):
-        return str(doc["t"]), bytes(doc["b"])
+    """The ``(type, bytes)`` pair :func:`pack` stored (``key`` names the record in errors); records
+    of earlier versions hold ``bytes`` (the codec's own base64)."""
+    how, raw = doc.get("z"), doc.get("b")
+    if how not in (None, 0, _ZLIB, _ZSTD):
+        raise StoreError(
+            f"the LangGraph value in {key or 'a record'!r} was compressed by a newer statekeel "
+            f"(\"z\": {how!r}); upgrade the statekeel package"
+        )
+    typ = doc.get("t")
+    if type(typ) is not str or (type(raw) is not str and type(raw) is not bytes):
+        raise _damaged(key, f"its type is a {type(typ).__name__} and its bytes a {type(raw).__name__}")
     try:
-        return str(doc["t"]), zlib.decompress(bytes(doc["b"]))
-    except zlib.error as exc:
-        raise CorruptionError(
-            f"the LangGraph value in {key or 'a record'!r} does not decompress ({exc}); run "
-            "`statekeel doctor` and restore it from a backup",
-            key,
-        ) from None
+        data = binascii.a2b_base64(raw, strict_mode=True) if isinstance(raw, str) else raw
+        if not how:
+            return typ, data
+        if how == _ZSTD:
+            if zstandard is None:
+                raise ConfigurationError(
+                    f"the LangGraph value in {key or 'a record'!r} is zstd-compressed and the zstandard "
+                    "package is not installed: pip install 'statekeel[langgraph]'"
+                )
+            return typ, _zstd_decompress(data)
+        return typ, zlib.decompress(data)
+    except _DECOMPRESS_ERRORS as exc:
+        raise _damaged(key, f"it does not decompress: {exc}") from None
+
+
+def _damaged(key: str, why: str) -> CorruptionError:
+    return CorruptionError(
+        f"the LangGraph value in {key or 'a record'!r} is damaged ({why}); run "
+        "`statekeel doctor` and restore it from a backup",
+        key,
+    )
 
 
 def write_key(thread_id: str, ns: str, inverted: str, task_id: str, idx: int) -> str:

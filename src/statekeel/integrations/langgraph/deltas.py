@@ -171,6 +171,7 @@ class ValueReader:
         self.docs: dict[str, dict[str, Any]] = {}
         self._items: dict[str, list[Any]] = {}
         self._scanned: set[str] = set()
+        self._sizes: dict[str, int] = {}
 
     def key(self, channel: str, version: Any) -> str:
         return layout.langgraph_blob_key(self._thread, self._ns, channel, str(version))
@@ -194,7 +195,9 @@ class ValueReader:
         if doc is None or doc.get("e"):
             return MISSING
         if "base" not in doc:
-            return self._loads(unpack(doc, key))
+            typed = unpack(doc, key)
+            self._sizes[key] = len(typed[1])  # for state(): a full value is not decompressed twice
+            return self._loads(typed)
         chunks: list[list[Any]] = []
         while "base" in doc:
             chunks.append(self._chunk(key, doc))
@@ -215,7 +218,9 @@ class ValueReader:
         if doc is None or doc.get("e") or type(value) is not list:
             return None
         if "base" not in doc:
-            return ChainState(str(version), list(value), str(version), len(unpack(doc)[1]), 0, 0,
+            size = self._sizes.get(self.key(channel, version))
+            size = len(unpack(doc)[1]) if size is None else size
+            return ChainState(str(version), list(value), str(version), size, 0, 0,
                               Marks.start(str(version), len(value), 0))  # fmt: skip
         head = (str(doc["root"]), int(doc["rb"]), int(doc["cb"]), int(doc["k"]))
         if "sv" in doc:  # a single link: the marks are its segment's

@@ -44,7 +44,7 @@ from ...errors import InvalidInputError
 from ...protocol import ANY, Delete, Put, Record, Touch, keys
 from ...store import Store
 from ...store import open as open_store
-from . import _filters
+from . import _filters, _search
 from .memory_index import SemanticIndex
 
 __all__ = ["StatekeelStore"]
@@ -128,15 +128,9 @@ class StatekeelStore(BaseStore):
     def _search(self, op: SearchOp, touches: dict[str, float]) -> list[SearchItem]:
         if op.query and self._semantic is not None:  # ranked by statekeel memory (see .memory_index)
             return self._semantic.search(op)
-        matched: list[tuple[Record, dict[str, Any]]] = []
-        wanted = op.offset + op.limit
-        for rec in self._scan(layout.langgraph_store_prefix(op.namespace_prefix)):
-            doc = self._doc(rec)
-            if not op.filter or _filters.matches(doc["v"], op.filter):
-                matched.append((rec, doc))
-        matched.sort(key=lambda pair: -float(pair[1]["u"]))  # newest first, like LangGraph's SQL stores
-        out = []
-        for rec, doc in matched[op.offset : wanted]:
+        pages = self._pages(layout.langgraph_store_prefix(op.namespace_prefix))
+        out = []  # newest first, like LangGraph's SQL stores; decoding only what it must (._search)
+        for rec, doc in _search.search(self.core, pages, op.filter, op.offset, op.limit):
             self._refresh(rec, doc, op.refresh_ttl, touches)
             namespace, key = _parse(rec.key)
             stamps = _stamps(rec, doc)
@@ -153,9 +147,13 @@ class StatekeelStore(BaseStore):
         return sorted(found)[op.offset : op.offset + op.limit]
 
     def _scan(self, prefix: str) -> Iterator[Record]:
+        for page in self._pages(prefix):
+            yield from page
+
+    def _pages(self, prefix: str) -> Iterator[list[Record]]:
         after: str | None = None
         while recs := self.core.backend.scan(prefix, after=after, limit=_PAGE):
-            yield from recs
+            yield recs
             if len(recs) < _PAGE:
                 return
             after = recs[-1].key
