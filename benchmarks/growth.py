@@ -3,6 +3,7 @@
 
     python benchmarks/run.py --growth                          # 10^3..10^5, every backend it can start
     python benchmarks/growth.py --backends sqlite --max 1000000 # by hand: 10^6 messages, 10^5 sessions
+    python benchmarks/growth.py --backends dynamodb --max 10000 --dynamodb-bulk --calls 20  # moto, started here
 
 For each backend one store per size N = 10^3, 10^4, ... ``--max`` is built: one
 session ("big") holds N messages and the store holds min(N, ``--max-sessions``)
@@ -20,6 +21,15 @@ under new ids with ``Load``/``LoadEntries`` batches through ``store.backend.appl
 (the same path ``statekeel copy`` uses), so every stored byte is what the API writes.
 Flat means the 10^6 (or largest) figure is within noise of the 10^3 one
 (``*_vs_first`` in the output). CI runs none of the benchmarks.
+
+DynamoDB runs against moto's local server (started here; not in the default list). moto
+deep-copies the whole table on every TransactWriteItems (its rollback) and answers every
+Query by walking the whole table in Python, so building through ``apply`` is quadratic — at
+10^4 sessions the server grew past 19 GB — and its milliseconds grow with the table whatever
+statekeel asks. So the DynamoDB rows are built with ``--dynamodb-bulk`` (the same items,
+written by BatchWriteItem) or at 10^2..10^3 through ``apply``, and also report what DynamoDB
+bills — requests per call and items read (the ``Count`` of each reply) — which is what
+stays flat when a call costs O(page).
 """
 from __future__ import annotations
 
@@ -37,24 +47,28 @@ for p in (os.path.join(REPO, "src"), REPO):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-BACKENDS = ("sqlite", "files", "postgres", "redis")
+BACKENDS = ("sqlite", "files", "postgres", "redis", "dynamodb")
 TEMPLATE = "tpl"
 MESSAGE_CHUNK = 5_000   # entries per LoadEntries batch
 SESSION_CHUNK = 250     # cloned sessions per batch
+DYNAMODB_SESSION_CHUNK = 15  # DynamoDB commits at most 100 records and headers per transaction
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="sqlite,files,postgres,redis", help="comma list (default: all four)")
     ap.add_argument("--max", type=int, default=100_000, help="largest message count (default 10^5; 10^6 by hand)")
+    ap.add_argument("--min", type=int, default=1_000, help="smallest size (default 10^3; dynamodb on moto: 100)")
     ap.add_argument("--max-sessions", type=int, default=100_000, help="cap on the session count (default 10^5)")
     ap.add_argument("--calls", type=int, default=200, help="timed calls per figure (median; default 200)")
+    ap.add_argument("--dynamodb-bulk", action="store_true",
+                    help="build DynamoDB's sessions with BatchWriteItem of the planned items (see dynamodb_bulk_load)")
     ap.add_argument("--out", help="also write the rows as JSON to this file")
     return ap.parse_args(argv)
 
 
-def sizes(largest: int) -> list[int]:
-    out, n = [], 1_000
+def sizes(largest: int, smallest: int = 1_000) -> list[int]:
+    out, n = [], smallest
     while n <= largest:
         out.append(n)
         n *= 10
@@ -98,7 +112,8 @@ def session_id(i: int) -> str:
     return f"s{i:07d}"
 
 
-def grow_sessions(store, records: list, entries: list, have: int, want: int) -> None:
+def grow_sessions(store, records: list, entries: list, have: int, want: int, chunk: int = SESSION_CHUNK,
+                  bulk: bool = False) -> None:
     """Clone the template session (its records and two messages) as sessions ``have..want-1``."""
     from dataclasses import replace
 
@@ -106,9 +121,9 @@ def grow_sessions(store, records: list, entries: list, have: int, want: int) -> 
     from statekeel.protocol import Entry, Load, LoadEntries
 
     src_prefix, src_index = layout.session_prefix(TEMPLATE), layout.session_index_key(TEMPLATE)
-    for lo in range(have, want, SESSION_CHUNK):
+    for lo in range(have, want, chunk):
         ops: list = []
-        for i in range(lo, min(lo + SESSION_CHUNK, want)):
+        for i in range(lo, min(lo + chunk, want)):
             sid = session_id(i)
             for r in records:
                 key = layout.session_index_key(sid) if r.key == src_index else \
@@ -116,7 +131,26 @@ def grow_sessions(store, records: list, entries: list, have: int, want: int) -> 
                 ops.append(Load(replace(r, key=key)))
             log = layout.history_log(sid)
             ops.append(LoadEntries(log, tuple(Entry(log, e.seq, e.data, e.codec, e.created_at) for e in entries[:2])))
-        store.backend.apply(ops)
+        if bulk:
+            dynamodb_bulk_load(store, ops)
+        else:
+            store.backend.apply(ops)
+
+
+def dynamodb_bulk_load(store, ops: list) -> None:
+    """``--dynamodb-bulk``: the items ``store.backend.apply(ops)`` would write to an empty
+    table — planned by the backend's own planner, so the stored bytes are identical — written
+    with BatchWriteItem instead of one TransactWriteItems (moto deep-copies the whole table for
+    every item of a transaction, so building 10^4 sessions through ``apply`` is quadratic)."""
+    from statekeel.backends.dynamodb.plan import Snapshot, plan
+
+    table = store.storage._table
+    planned = plan(ops, Snapshot(), time.time(), table.name, split=False)
+    items = [w["Put"]["Item"] for w in planned.core if "Put" in w] + planned.entries
+    for i in range(0, len(items), 25):
+        todo = {table.name: [{"PutRequest": {"Item": item}} for item in items[i : i + 25]]}
+        while todo:
+            todo = table.client.batch_write_item(RequestItems=todo).get("UnprocessedItems") or {}
 
 
 # -- timing -------------------------------------------------------------------
@@ -148,6 +182,28 @@ def measure(stores: dict, calls: int) -> dict:
     return {key: (statistics.median(v), first[key]) for key, v in lat.items()}
 
 
+def wire_counts(store, fns: dict) -> dict:
+    """DynamoDB: the requests each call sends and the items their replies carry (``Count``;
+    BatchGetItem: the items returned) — what DynamoDB bills, counted on the real client."""
+    seen: list = []
+    events = store.storage._table.client.meta.events
+
+    def reply(model, parsed, **_):
+        count = parsed.get("Count")
+        if count is None:
+            count = sum(len(v) for v in parsed.get("Responses", {}).values()) + (1 if parsed.get("Item") else 0)
+        seen.append(int(count))
+
+    events.register("after-call.dynamodb", reply)
+    out = {}
+    for name, fn in fns.items():
+        seen.clear()
+        fn()
+        out[name] = (len(seen), sum(seen))
+    events.unregister("after-call.dynamodb", reply)
+    return out
+
+
 def _ms(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -155,7 +211,7 @@ def _ms(fn) -> float:
 
 
 # -- one backend --------------------------------------------------------------
-def build(url: str, n: int, n_sessions: int) -> float:
+def build(url: str, n: int, n_sessions: int, bulk: bool = False) -> float:
     """A store at ``url`` with a template, a ``big`` session of ``n`` messages and ``n_sessions``
     sessions; returns the seconds it took."""
     import statekeel
@@ -166,20 +222,23 @@ def build(url: str, n: int, n_sessions: int) -> float:
         records, entries = template(store)
         store.session("big")
         grow_messages(store, entries, 0, n)
-        grow_sessions(store, records, entries, 0, n_sessions)
+        chunk = DYNAMODB_SESSION_CHUNK if url.startswith("dynamodb:") else SESSION_CHUNK
+        grow_sessions(store, records, entries, 0, n_sessions, chunk, bulk)
     finally:
         store.close()
     return time.perf_counter() - t
 
 
-def run_backend(urls: dict, max_sessions: int, calls: int, backend: str) -> list[dict]:
+def run_backend(urls: dict, max_sessions: int, calls: int, backend: str, bulk: bool = False) -> list[dict]:
     """Build one store per size (``urls``: size -> URL), then time them side by side."""
     import statekeel
 
-    built = {n: build(url, n, min(n, max_sessions)) for n, url in urls.items()}
+    built = {n: build(url, n, min(n, max_sessions), bulk and backend == "dynamodb") for n, url in urls.items()}
     opened = {n: statekeel.open(url) for n, url in urls.items()}  # reopened: nothing cached from the build
     try:
-        found = measure({n: calls_of(st, min(n, max_sessions)) for n, st in opened.items()}, calls)
+        fns = {n: calls_of(st, min(n, max_sessions)) for n, st in opened.items()}
+        found = measure(fns, calls)
+        billed = {n: wire_counts(opened[n], fns[n]) for n in urls} if backend == "dynamodb" else {}
     finally:
         for st in opened.values():
             st.close()
@@ -189,6 +248,8 @@ def run_backend(urls: dict, max_sessions: int, calls: int, backend: str) -> list
         for name in CALLS:
             median, first = found[(n, name)]
             row[f"{name}_ms"], row[f"{name}_first_ms"] = round(median, 4), round(first, 3)
+            if n in billed:
+                row[f"{name}_requests"], row[f"{name}_items_read"] = billed[n][name]
         rows.append(row)
         print(json.dumps(row), flush=True)
     smallest = rows[0]
@@ -211,6 +272,8 @@ def store_urls(backend: str, steps: list[int], servers: dict, stack) -> dict:
                 c.execute(f"DROP SCHEMA IF EXISTS skg_{n} CASCADE")
         sep = "&" if "?" in servers["postgres"] else "?"
         return {n: f"{servers['postgres']}{sep}schema=skg_{n}" for n in steps}
+    if backend == "dynamodb":
+        return {n: servers["dynamodb"].url(f"skg{n}") + "&timeout=120" for n in steps}  # moto copies the table per transaction
     from benchmarks.systems.redis_peers import prepare
 
     prepare(servers["redis"])
@@ -229,6 +292,9 @@ def table(rows: list[dict]) -> str:
             f" ({r['sessions_first_page_vs_first']:.2f}×) | {r['session_info_ms']:.3f}"
             f" ({r['session_info_vs_first']:.2f}×) | {r['build_s']} |"
         )
+        if "history_last20_requests" in r:
+            lines.append("| ↳ requests / items read | | | " + " | ".join(
+                f"{r[f'{name}_requests']} / {r[f'{name}_items_read']}" for name in CALLS) + " | |")
     return "\n".join(lines)
 
 
@@ -238,7 +304,7 @@ def main(argv=None, servers: dict | None = None) -> list[dict]:
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         raise SystemExit(f"unknown backend(s) {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
-    steps = sizes(args.max)
+    steps = sizes(args.max, args.min)
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
         if servers is None:
@@ -247,11 +313,15 @@ def main(argv=None, servers: dict | None = None) -> list[dict]:
             servers, errors = start_servers(backends, stack)
             for b, err in errors.items():
                 print(f"# skipped {b}: {err}", file=sys.stderr)
+        if "dynamodb" in backends and "dynamodb" not in servers:
+            from statekeel.testing.servers.dynamodb import DynamoDBServer
+
+            servers = {**servers, "dynamodb": stack.enter_context(DynamoDBServer())}
         for backend in backends:
             if backend in ("postgres", "redis") and backend not in servers:
                 continue
             urls = store_urls(backend, steps, servers, stack)
-            rows += run_backend(urls, args.max_sessions, args.calls, backend)
+            rows += run_backend(urls, args.max_sessions, args.calls, backend, args.dynamodb_bulk)
     print(table(rows), file=sys.stderr)
     if args.out:
         with open(args.out, "w") as fh:

@@ -12,15 +12,23 @@ one item collection; ``sk`` is ``k<key>`` for a record, ``h<log>`` for a log's h
 and ``e<log>\\0<seq zero-padded to 20 digits>`` for an entry, so sort-key order is seq
 order and a history read is one Query over a ``BETWEEN`` range (paged by
 LastEvaluatedKey): O(N) in what it returns, whatever the log's length.
-Scans by a prefix that names a partition (``session/S/…``) are Queries inside it;
-shorter prefixes (listing sessions) Scan the table and sort — O(table); no GSI is kept,
-so single-session work pays nothing for listings. Exception: the store-level
-namespaces ``keys/`` (keystore) and ``subjects/`` (erasure subjects), which the core
-lists at every ``open`` and per call, each live in one fixed item collection
-(``pk = "nkeys"`` / ``"nsubjects"``), so scanning them is a Query, O(result).
-Tables written before this layout (none deployed) keep their keystore items under
-``"p" + partition`` where they are no longer found: no migration is provided —
-recreate such a table (or ``statekeel copy`` it from a backup of another backend).
+Listings are Queries asking for one page (``Limit``), so a page costs O(page) whatever the
+table holds. Scans by a prefix that names a partition (``session/S/…``, and the indexes
+``idx/sessions/``, ``idx/runs/``, ``idx/decisions/`` — each one partition) are Queries inside
+it; ``sessions()``' page is that Query plus two BatchGetItems (records, history headers). The
+store-level namespaces ``keys/`` (keystore) and ``subjects/`` (erasure subjects), which the
+core lists at every ``open`` and per call, each live in one fixed item collection
+(``pk = "nkeys"`` / ``"nsubjects"``). The namespaces the core lists across their partitions
+— ``events/`` (streams), ``memory/`` (memory namespaces), ``lgstore/`` (LangGraph store), a
+tenant's too — keep each partition in one of 4 fixed collections ``pk = "n<namespace>#<shard>"``
+(shard = crc32(partition) mod 4), so such a listing merges 4 Queries. Only whole-store walks
+(prefix ``""``: copy, export, doctor, rotation; ``purge_expired``) and prefixes naming no
+partition (``session/``) Scan the table — O(table). No GSI is kept (eventually consistent:
+a write must be listed as soon as it returns). Schema version 2 moved the listed namespaces
+into their shards (:mod:`.schema`; opening migrates a version-1 table, ``migrate=False``
+refuses to touch them with MigrationRequiredError). Tables written before the keystore
+layout (none deployed) keep their keystore items under ``"p" + partition`` where they are no
+longer found: recreate such a table (or ``statekeel copy`` it from a backup of another backend).
 
 Writes (:mod:`.plan`): ``apply`` reads every item its ops depend on (strongly
 consistent BatchGetItem), replays the ops on that snapshot exactly as the memory

@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from ...errors import ConflictError, InvalidInputError, UnavailableError
+from ...errors import ConflictError, InvalidInputError, MigrationRequiredError, UnavailableError
 from ...protocol import (
     Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Put,
-    Record, Rewrite, Touch, Trim,
+    Record, Rewrite, Touch, Trim, op_target,
 )  # fmt: skip
 from .._closed import Closed, closed
 from .._url import ParsedURL
@@ -20,7 +20,7 @@ from . import schema
 from .config import client, parse_config
 from .errors import error_code
 from .fastpath import fast_put, put_request
-from .items import Head, Item, entry_key, entry_of, entry_prefix, head_key, head_of, record_key, record_of
+from .items import Head, Item, entry_key, entry_of, entry_prefix, head_key, head_of, listed_space, record_key, record_of
 from .plan import Plan, Snapshot, plan, steps
 from .reads import Table
 
@@ -80,35 +80,65 @@ class DynamoDBBackend(Backend):
         self._heads: dict[str, Head | None] = {}
         """Log headers as this handle last wrote them: an append-only batch uses them instead of
         reading (its write is conditioned on their token, so a stale one costs a retry, never data)."""
+        self._layout_ok = False
+        """Whether the table's layout is known current (set by migrating, or by the first check)."""
         if migrate:  # else a missing table is MigrationRequiredError at the first call (see .errors)
             self.migrate()
 
     # -- reads ---------------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        self._check_layout((key,))
         return self._table.get(key, time.time(), include_expired)
 
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        self._check_layout(keys)
         return self._table.get_many(keys, time.time())
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        self._check_layout((prefix,))
         return self._table.scan(prefix, after, limit, time.time())
 
     def read(self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None,
              reverse: bool = False) -> list[Entry]:  # fmt: skip
+        self._check_layout((log,))
         return self._table.read(log, start, stop, limit, reverse, time.time())
 
     def log_info(self, log: str) -> LogInfo | None:
+        self._check_layout((log,))
         head = self._table.visible_head(log, time.time())
         return None if head is None else head.info()
 
+    def log_info_many(self, logs: Sequence[str]) -> list[LogInfo | None]:
+        self._check_layout(logs)
+        return self._table.visible_heads(logs, time.time())
+
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
+        self._check_layout((prefix,))
         return self._table.scan_logs(prefix, after, limit, time.time())
+
+    def _check_layout(self, names: Sequence[str]) -> None:
+        """Refuse to touch a listed namespace (:data:`.items.LISTED`) of a table still at schema
+        version 1 — a handle opened with ``migrate=False`` would not find its items, which version 2
+        moved — with the command that fixes it. One GetItem per handle, only if such a name comes."""
+        if self._layout_ok or not any(listed_space(name) is not None for name in names):
+            return
+        version = schema.recorded(self._table)
+        if version is not None and version < schema.SCHEMA_VERSION:
+            raise MigrationRequiredError(
+                f"{self.url} is at schema version {version}; this statekeel keeps the events/, memory/ and "
+                f"lgstore/ namespaces in sharded item collections (version {schema.SCHEMA_VERSION}) and would "
+                "not find them. Nothing was read or written: run `statekeel migrate URL` (or open with "
+                "migrate=True) once, with no older statekeel writing"
+            )
+        self._layout_ok = True
 
     # -- writes --------------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         """Read what the batch depends on, plan it, commit it conditioned on what was read;
         when another writer changed an item in between, read again and re-plan."""
         steps(ops)
+        if not self._layout_ok:
+            self._check_layout([op_target(op) for op in ops])
         now = time.time() if now is None else now
         if len(ops) == 1 and isinstance(ops[0], Put):
             put = ops[0]
@@ -305,7 +335,9 @@ class DynamoDBBackend(Backend):
         return True
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
-        return schema.migrate(self._table, self.url, check=check)
+        status = schema.migrate(self._table, self.url, check=check)
+        self._layout_ok = status.up_to_date
+        return status
 
     def close(self) -> None:
         """Drop the client (boto3 holds pooled HTTP connections only); later calls raise

@@ -5,6 +5,8 @@ session lives in one item collection, and ``sk`` starts with a letter naming the
 
     record   pk=p<partition>  sk=k<key>                     d c v ca ua ea ttl s w
     record   pk=nkeys         sk=kkeys/<partition>          (keystore; ``subjects/…`` → pk=nsubjects)
+    record   pk=nevents#<0-3> sk=k<key>                     (``events/``, ``memory/``, ``lgstore/``:
+                                                             one of 4 collections by crc32(partition))
     header   pk=p<partition>  sk=h<log>                     f l ca ua ea g w
     entry    pk=p<partition>  sk=e<log>\\0<seq, 20 digits>   d c ca s g
     schema   pk=#statekeel    sk=#schema                    version
@@ -23,7 +25,9 @@ epoch second DynamoDB's TTL deletes a record after.
 from __future__ import annotations
 
 import math
+import re
 import secrets
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,7 +38,8 @@ from ...protocol.keys import partition
 
 __all__ = [
     "Head", "Stored", "Item", "META_KEY", "TTL_ATTRIBUTE", "record_key", "head_key", "entry_key",
-    "entry_prefix", "NAMESPACES", "namespace_pk", "pk_of", "token", "record_item", "record_of", "head_item",
+    "entry_prefix", "NAMESPACES", "LISTED", "SHARDS", "namespace_pk", "listed_space", "shard_pk", "shard_pks",
+    "pk_of", "token", "record_item", "record_of", "head_item",
     "head_of", "entry_item", "entry_of", "alive", "seq_of", "verified",
 ]  # fmt: skip
 
@@ -45,8 +50,17 @@ TTL_ATTRIBUTE: Final = "ttl"
 META_KEY: Final[Item] = {"pk": {"S": "#statekeel"}, "sk": {"S": "#schema"}}
 _SEQ_DIGITS: Final = 20
 NAMESPACES: Final = ("keys/", "subjects/")
-"""Store-level namespaces the core lists at open or per call (keystore, erasure subjects)."""
-
+"""Store-level namespaces the core lists at open or per call (keystore, erasure subjects):
+one fixed item collection each, ``pk = "nkeys"`` / ``"nsubjects"``."""
+LISTED: Final = ("events/", "memory/", "lgstore/")
+"""Namespaces the core lists across their partitions (event streams, memory namespaces,
+LangGraph store namespaces): each partition's items live in one of :data:`SHARDS` fixed item
+collections ``pk = "n<namespace>#<shard>"``, so a listing merges that many Queries instead of
+Scanning the table. (Session, run and decision listings read the index partitions ``idx/…``,
+already one item collection each.)"""
+SHARDS: Final = 4
+"""Item collections per listed namespace: a listing page costs this many Queries; writes to the
+namespace spread over this many partition keys."""
 
 @dataclass(frozen=True, slots=True)
 class Stored:
@@ -107,8 +121,34 @@ def namespace_pk(name: str) -> str | None:
     return None
 
 
+_LISTED_RE: Final = re.compile(r"(?:[^/~]*~)?(?:%s)/" % "|".join(space[:-1] for space in LISTED))
+"""A listed namespace, inside a tenant's key space (``acme~memory/``) too."""
+
+
+def listed_space(name: str) -> str | None:
+    """The listed namespace (:data:`LISTED`, tenant prefix included) ``name`` — a key, log or
+    prefix — falls in, if any."""
+    found = _LISTED_RE.match(name)
+    return None if found is None else found.group(0)
+
+
+def shard_pk(space: str, part: str) -> str:
+    """The item collection of partition ``part`` of listed namespace ``space`` (stable: crc32)."""
+    return f"n{space[:-1]}#{zlib.crc32(part.encode('utf-8')) % SHARDS}"
+
+
+def shard_pks(space: str) -> list[str]:
+    """Every item collection of listed namespace ``space``: what a listing across it merges."""
+    return [f"n{space[:-1]}#{i}" for i in range(SHARDS)]
+
+
 def pk_of(key: str) -> str:
-    return namespace_pk(key) or "p" + partition(key)
+    fixed = namespace_pk(key)
+    if fixed is not None:
+        return fixed
+    part = partition(key)
+    space = listed_space(key)
+    return "p" + part if space is None else shard_pk(space, part)
 
 
 def record_key(key: str) -> Item:

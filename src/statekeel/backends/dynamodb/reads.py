@@ -2,16 +2,20 @@
 
 Every read is strongly consistent (``ConsistentRead``), filters expired items
 itself (DynamoDB's TTL deletes lazily, up to days late) and verifies checksums.
-A prefix that names a whole partition (``session/S/…``) is a Query inside one
-item collection, and so is any prefix inside the store-level namespaces ``keys/`` and
-``subjects/`` (one fixed item collection each, :func:`.items.namespace_pk`): the keystore
-probe every ``open`` makes is a Query, O(result). Any other shorter prefix (``session/``,
-``""``) is a Scan of the table, sorted here — O(table), which only listings across
-sessions and whole-store walks (copy, export, doctor) pay.
+A prefix that names a whole partition (``session/S/…``, ``idx/sessions/`` — the session,
+run and decision indexes are partitions of their own) is a Query inside one item collection,
+and so is any prefix inside the store-level namespaces ``keys/`` and ``subjects/`` (one fixed
+item collection each, :func:`.items.namespace_pk`): the keystore probe every ``open`` makes
+is a Query, O(result). A prefix spanning the partitions of a listed namespace (``events/``,
+``memory/``, ``lgstore/``) merges the Queries of its :data:`.items.SHARDS` collections. A
+listing asks each Query page for its limit, so a page costs O(page) read capacity. Any other
+shorter prefix (``session/``, ``""``) is a Scan of the table, sorted here — O(table), which
+only whole-store walks (copy, export, doctor, ``session/`` by hand) pay.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -20,21 +24,32 @@ from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
 from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
-from .items import entry_of, namespace_pk, seq_of
+from .items import entry_of, listed_space, namespace_pk, seq_of, shard_pk, shard_pks
 
 __all__ = ["Table"]
 
 _T = TypeVar("_T")
 _BATCH_GET = 100
+_MAX_PAGE = 1000
 
 
-def _pk_of_prefix(prefix: str) -> str | None:
-    """The one partition every key starting with ``prefix`` lives in, if there is one."""
+def _page(limit: int) -> int:
+    """Items a listing asks each Query page for: its limit (the caller stops there, so no second
+    request unless expired items were skipped), at most 1,000 so one page stays one request."""
+    return max(1, min(limit, _MAX_PAGE))
+
+
+def _pks_of_prefix(prefix: str) -> list[str] | None:
+    """The item collections holding every key that starts with ``prefix``: one when it names a
+    partition (or a store-level namespace), every shard of a listed namespace when it spans its
+    partitions (:data:`.items.LISTED`), None when nothing bounds it (a Scan of the table)."""
     fixed = namespace_pk(prefix)
     if fixed is not None:
-        return fixed
-    part = partition(prefix)
-    return "p" + part if prefix.startswith(part + "/") else None
+        return [fixed]
+    part, space = partition(prefix), listed_space(prefix)
+    if prefix.startswith(part + "/"):
+        return ["p" + part] if space is None else [shard_pk(space, part)]
+    return None if space is None else shard_pks(space)
 
 
 class Table:
@@ -51,7 +66,10 @@ class Table:
 
     # -- item pages ---------------------------------------------------------------
     def pages(self, op: str, **kwargs: Any) -> Iterator[Item]:
-        """Every item of a Query or Scan, page after page (LastEvaluatedKey)."""
+        """Every item of a Query or Scan, page after page (LastEvaluatedKey).
+
+        A ``Limit`` in ``kwargs`` bounds each page: without one DynamoDB returns up to 1 MB
+        a page, so a caller that wants 50 items would pay to read thousands."""
         fn = getattr(self.client, op)
         while True:
             page = self.call(lambda: fn(TableName=self.name, ConsistentRead=True, **kwargs))
@@ -67,15 +85,18 @@ class Table:
             ExpressionAttributeValues={":pk": {"S": pk}, ":lo": {"S": lo}, ":hi": {"S": hi}}, **kwargs,
         )  # fmt: skip
 
-    def prefixed(self, kind: str, prefix: str, after: str | None = None) -> Iterator[Item]:
+    def prefixed(self, kind: str, prefix: str, after: str | None = None, page: int | None = None) -> Iterator[Item]:
         """Items of ``kind`` (``k`` or ``h``) whose name starts with ``prefix`` and sorts after ``after``.
 
-        A Query is paged lazily, so a caller that stops at its ``limit`` reads no further pages."""
+        A Query is paged lazily, ``page`` items a request (DynamoDB's 1 MB when None), so a
+        caller that stops at its ``limit`` reads — and pays for — about that many items."""
         lo = kind + (max(prefix, after + "\0") if after is not None else prefix)
         hi = kind + prefix_end(prefix)
-        pk = _pk_of_prefix(prefix)
-        if pk is not None:
-            return self.between(pk, lo, hi)
+        pks = _pks_of_prefix(prefix)
+        if pks is not None:  # the collections' Queries merged in key order, each paged lazily
+            limit = {} if page is None else {"Limit": page}
+            streams = [self.between(pk, lo, hi, **limit) for pk in pks]
+            return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: str(item["sk"]["S"]))
         found = self.pages(
             "scan", FilterExpression="sk BETWEEN :lo AND :hi",
             ExpressionAttributeValues={":lo": {"S": lo}, ":hi": {"S": hi}},
@@ -124,7 +145,7 @@ class Table:
 
     def scan(self, prefix: str, after: str | None, limit: int, now: float) -> list[Record]:
         out: list[Record] = []
-        for item in self.prefixed("k", prefix, after):
+        for item in self.prefixed("k", prefix, after, _page(limit)):
             found = record_of(item["sk"]["S"][1:], item)
             if alive(found.record.expires_at, now):
                 out.append(verified(found))
@@ -136,6 +157,19 @@ class Table:
     def head(self, log: str) -> Head | None:
         item = self.get_item(head_key(log))
         return None if item is None else head_of(log, item)
+
+    def visible_heads(self, logs: Sequence[str], now: float) -> list[LogInfo | None]:
+        """:meth:`visible_head` of each of ``logs`` (as LogInfo), by BatchGetItem: one request
+        per 100 logs instead of one each — what a page of a session listing reads."""
+        found = self.get_items([head_key(log) for log in logs])
+        out: list[LogInfo | None] = []
+        for log in logs:
+            key = head_key(log)
+            item = found.get((key["pk"]["S"], key["sk"]["S"]))
+            head = None if item is None else head_of(log, item)
+            visible = head is not None and alive(head.expires_at, now) and head.last >= head.first
+            out.append(head.info() if visible and head is not None else None)
+        return out
 
     def visible_head(self, log: str, now: float) -> Head | None:
         head = self.head(log)
@@ -178,7 +212,7 @@ class Table:
 
     def scan_logs(self, prefix: str, after: str | None, limit: int, now: float) -> list[LogInfo]:
         out: list[LogInfo] = []
-        for item in self.prefixed("h", prefix, after):
+        for item in self.prefixed("h", prefix, after, _page(limit)):
             head = head_of(item["sk"]["S"][1:], item)
             if alive(head.expires_at, now) and head.last >= head.first:
                 out.append(head.info())

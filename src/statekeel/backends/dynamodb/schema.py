@@ -1,31 +1,47 @@
 """The table: created by :func:`migrate` with its TTL attribute enabled, and its schema version recorded.
 
-Migrations are an ordered list whose index is the version (here one step:
-create the table, enable TTL on ``ttl``, record version 1 in the schema item).
-A table that exists with another key schema, or holds items but no schema
-item, is not a statekeel store and is refused.
+Migrations are an ordered list whose index is the version: 1 creates the table and
+enables TTL on ``ttl``; 2 moves the items of the listed namespaces (``events/``,
+``memory/``, ``lgstore/``) from their per-partition collections ``p<partition>`` into
+their sharded ones ``n<namespace>#<shard>`` (:data:`.items.LISTED`), so listing them is
+a Query, not a table Scan. Step 2 Scans the table once; each item moves in a transaction
+with its deletion, conditioned on the old item still existing and the new one not yet, so an
+interrupted migration resumes where it stopped, two migrators at once never undo each other's
+moves nor later writes, and the version is recorded only when every item has moved. Run it
+with no older statekeel writing.
+A table that exists with another key schema, or holds items but no schema item, is not a
+statekeel store and is refused.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
-from ...errors import NotAStoreError, SchemaTooNewError
+from ...errors import NotAStoreError, SchemaTooNewError, UnavailableError
 from ...protocol import MigrationStatus
 from .errors import error_code
-from .items import META_KEY, TTL_ATTRIBUTE
+from .items import LISTED, META_KEY, SHARDS, TTL_ATTRIBUTE, Item, listed_space, shard_pk
 from .reads import Table
 
-__all__ = ["SCHEMA_VERSION", "migrate"]
+__all__ = ["SCHEMA_VERSION", "migrate", "recorded"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _KEYS: Final = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
 _ATTRS: Final = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
 _STEPS: Final = [
     "CreateTable {table} (pk S HASH, sk S RANGE, PAY_PER_REQUEST) if missing; "
     f"UpdateTimeToLive {{table}} AttributeName={TTL_ATTRIBUTE}; PutItem schema version 1",
+    "Scan {table} for items with pk " + ", ".join(f"p[<tenant>~]{space}*" for space in LISTED)
+    + f"; move each to pk n<namespace>#<crc32(partition) % {SHARDS}> (TransactWriteItems Put + Delete); "
+    "PutItem schema version 2",
 ]
+_MOVE_BATCH: Final = 25
+"""Items moved per transaction (a Put and a Delete each: 50 of DynamoDB's 100)."""
+_MOVE_BYTES: Final = 3_000_000
+_MOVE_ATTEMPTS: Final = 20
+_CANCELLED: Final = frozenset({"TransactionCanceledException", "TransactionConflictException"})
 
 
 def _describe(table: Table) -> dict[str, Any] | None:
@@ -36,6 +52,11 @@ def _describe(table: Table) -> dict[str, Any] | None:
         if error_code(exc) == "ResourceNotFoundException":
             return None
         raise
+
+
+def recorded(table: Table) -> int | None:
+    """The version in the schema item, errors translated (None: no table, or no schema item)."""
+    return table.call(lambda: _recorded(table))
 
 
 def _recorded(table: Table) -> int | None:
@@ -52,9 +73,9 @@ def _recorded(table: Table) -> int | None:
 
 def _current(table: Table, url: str) -> int:
     """The recorded schema version (0: no table, or an empty one)."""
-    recorded = table.call(lambda: _recorded(table))
-    if recorded is not None:
-        return recorded
+    found = recorded(table)
+    if found is not None:
+        return found
     desc = table.call(lambda: _describe(table))
     if desc is None:
         return 0
@@ -85,7 +106,11 @@ def migrate(table: Table, url: str, *, check: bool) -> MigrationStatus:
     pending = [step.format(table=table.name) for step in _STEPS[current:]]
     if check or not pending:
         return MigrationStatus(current, SCHEMA_VERSION, pending)
-    table.call(lambda: _create(table))
+    if current < 1:
+        table.call(lambda: _create(table))
+    table.call(lambda: _move_listed(table))
+    table.call(lambda: table.client.put_item(TableName=table.name, Item={
+        **META_KEY, "version": {"N": str(SCHEMA_VERSION)}, "migrated_at": {"N": repr(time.time())}}))  # fmt: skip
     return MigrationStatus(SCHEMA_VERSION, SCHEMA_VERSION, [])
 
 
@@ -104,5 +129,72 @@ def _create(table: Table) -> None:
         client.update_time_to_live(
             TableName=table.name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
         )
-    client.put_item(TableName=table.name, Item={**META_KEY, "version": {"N": str(SCHEMA_VERSION)},
-                                                "migrated_at": {"N": repr(time.time())}})  # fmt: skip
+
+
+def _move_listed(table: Table) -> None:
+    """Version 2: every item of a listed namespace still under ``p<partition>`` moves to its shard."""
+    olds = {f":p{i}": {"S": space} for i, space in enumerate(LISTED)}  # tenants' too: acme~memory/…
+    _move(table, table.pages("scan", FilterExpression=" OR ".join(f"contains(pk, {name})" for name in olds),
+                             ExpressionAttributeValues=olds))  # fmt: skip
+
+
+def _move(table: Table, items: Iterable[Item]) -> None:
+    """Move ``items`` (those of a listed namespace under ``p<partition>``) to their shards, 25 a
+    transaction. Each move is conditioned: the old item still exists and the new one does not yet.
+    So a migrator whose Scan page went stale while another process moved those items, recorded
+    version 2 and wrote or deleted them anew, skips them instead of putting an old copy back."""
+    batch: list[Item] = []
+    for item in items:
+        batch += _move_of(table.name, item)
+        if len(batch) >= 2 * _MOVE_BATCH or sum(len(repr(i)) for i in batch) > _MOVE_BYTES:
+            _commit_moves(table, batch)
+            batch = []
+    if batch:
+        _commit_moves(table, batch)
+
+
+def _move_of(name: str, item: Item) -> list[Item]:
+    """The Put and the Delete moving ``item`` to its shard (none if it is not to move)."""
+    old_pk = item["pk"]["S"]
+    space = listed_space(old_pk[1:])
+    if not old_pk.startswith("p") or space is None:
+        return []
+    moved = {**item, "pk": {"S": shard_pk(space, old_pk[1:])}}
+    return [{"Put": {"TableName": name, "Item": moved, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Delete": {"TableName": name, "Key": {"pk": item["pk"], "sk": item["sk"]},
+                        "ConditionExpression": "attribute_exists(pk)"}}]  # fmt: skip
+
+
+def _commit_moves(table: Table, batch: list[Item]) -> None:
+    """One transaction; if it is cancelled (another migrator moved some of its items, or raced it),
+    each move again on its own, skipping those already moved."""
+    try:
+        table.client.transact_write_items(TransactItems=batch)
+    except Exception as exc:
+        if error_code(exc) not in _CANCELLED:
+            raise
+        for i in range(0, len(batch), 2):
+            _commit_move(table, batch[i : i + 2])
+
+
+def _commit_move(table: Table, pair: list[Item]) -> None:
+    for attempt in range(_MOVE_ATTEMPTS):
+        try:
+            table.client.transact_write_items(TransactItems=pair)
+            return
+        except Exception as exc:
+            if error_code(exc) not in _CANCELLED:
+                raise
+            reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:  # moved already (its old item gone, or its new one there)
+                if reasons[:1] == ["ConditionalCheckFailed"] and reasons[1:2] != ["ConditionalCheckFailed"]:
+                    # the new item is there (written since) and the old copy too: drop the copy, so that
+                    # nothing stale stays behind (an erasure reads only the new collections)
+                    old = pair[1]["Delete"]
+                    table.client.delete_item(TableName=old["TableName"], Key=old["Key"])
+                return
+            time.sleep(min(0.5, 0.01 * 2**attempt))  # a TransactionConflict with another migrator: again
+    raise UnavailableError(
+        f"moving {pair[1]['Delete']['Key']} to its version-2 item collection lost {_MOVE_ATTEMPTS} races in a "
+        "row; nothing of it was lost (the migration resumes where it stopped): run `statekeel migrate URL` again"
+    )
