@@ -16,8 +16,16 @@ Google ADK, per turn = ``append_event`` of the user's event and of the model's e
 listing on both, and our paged listing's first page (``page_size=100``). Last, our paged
 listing at ``--list-counts`` sessions (bulk-written) on ``--list-backends``: first and a middle page.
 
-Each pair of systems runs interleaved, call by call, so a loaded machine slows both alike.
-Medians of per-call times; the ratio column is theirs / ours (> 1: statekeel faster).
+    .venv/bin/python benchmarks/frameworks_bench.py --frameworks openai --durability full,normal --list-counts ""
+
+``--durability normal``: OpenAI on SQLite with both sessions and the floor at ``synchronous=NORMAL``
+(ours ``?durability=normal``; the SDK's SQLiteSession, which leaves the library default — FULL in
+this build — through a subclass), so the per-turn figure is the adapters' own cost, not an fsync.
+
+Each pair of systems runs interleaved, call by call (writes, then reads), so a loaded machine
+slows both alike. Medians of per-call times; the ratio column is theirs / ours (> 1: statekeel
+faster): the median over ``--repeat`` runs of each run's own ratio (listings: one run). The load
+average at the start and the end is printed with the table.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,33 +60,44 @@ async def _median_ms(call: Callable[[], Awaitable[Any]], n: int = 30) -> float:
 
 
 async def _openai(sessions: dict[str, Any], turns: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
-    """The systems take turns call by call (interleaved: a loaded machine slows both alike)."""
+    """The systems take turns call by call — writes, then reads (interleaved: a loaded machine
+    slows both alike)."""
     lat: dict[str, list[float]] = {name: [] for name in sessions}
     for u, a in turns:
         for name, session in sessions.items():
             t = time.perf_counter()
             await session.add_items([{"role": "user", "content": u}, {"role": "assistant", "content": a}])
             lat[name].append(time.perf_counter() - t)
-    rows = {}
-    for name, session in sessions.items():
+    for session in sessions.values():
         assert len(await session.get_items()) == 2 * len(turns)
-        rows[name] = {"turn_ms": round(statistics.median(lat[name]) * 1e3, 3),
-                      "get_items20_ms": await _median_ms(lambda: session.get_items(limit=20)),
-                      "get_items_all_ms": await _median_ms(session.get_items, 5)}  # fmt: skip
-    return rows
+    tail = await _interleaved(sessions, lambda s: s.get_items(limit=20), 30)
+    whole = await _interleaved(sessions, lambda s: s.get_items(), 5)
+    return {name: {"turn_ms": round(statistics.median(lat[name]) * 1e3, 3), "get_items20_ms": tail[name],
+                   "get_items_all_ms": whole[name]} for name in sessions}  # fmt: skip
+
+
+async def _interleaved(systems: dict[str, Any], call: Callable[[Any], Awaitable[Any]], n: int) -> dict[str, float]:
+    """Median ms of ``call(system)``, the systems alternating call by call."""
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(n):
+        for name, system in systems.items():
+            t = time.perf_counter()
+            await call(system)
+            times[name].append(time.perf_counter() - t)
+    return {name: round(statistics.median(ts) * 1e3, 3) for name, ts in times.items()}
 
 
 class _RawSqlite:
-    """The floor for an async SQLite session: the raw driver (WAL, synchronous=FULL, as both
+    """The floor for an async SQLite session: the raw driver (WAL, ``synchronous`` as both
     sessions) inserting the turn's items in one transaction, through ``asyncio.to_thread`` like
     the SDK's session (a durable commit must not block the event loop)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "FULL") -> None:
         import sqlite3
 
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, sid TEXT, data TEXT)")
         self._db.execute("CREATE INDEX m_sid ON m (sid, id)")
 
@@ -100,22 +120,38 @@ class _RawSqlite:
         self._db.close()
 
 
-def openai_rows(backends: list[str], turns: list[tuple[str, str]], redis_url: str | None) -> list[dict[str, Any]]:
+def _sdk_sqlite_session(session_id: str, path: str, synchronous: str) -> Any:
+    """The SDK's ``SQLiteSession``. It sets WAL and leaves ``synchronous`` at the library's
+    default — FULL in this build (``DEFAULT_WAL_SYNCHRONOUS=2``), so every ``add_items``
+    commit is one fdatasync, as ours (checked with strace) — or, for ``normal``, NORMAL."""
     from agents import SQLiteSession
 
+    class _Normal(SQLiteSession):  # type: ignore[misc]
+        @staticmethod
+        def _configure_connection(conn: Any) -> None:
+            SQLiteSession._configure_connection(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    return (SQLiteSession if synchronous == "full" else _Normal)(session_id, path)
+
+
+def openai_rows(
+    backends: list[str], turns: list[tuple[str, str]], redis_url: str | None, durability: str = "full"
+) -> list[dict[str, Any]]:
     from statekeel.integrations.openai_agents import StatekeelSession
 
     rows = []
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory(prefix="fwb-") as d:
-            pair = {"StatekeelSession": StatekeelSession.from_url("t1", f"sqlite:///{d}/sk.db"),
-                    "SQLiteSession": SQLiteSession("t1", f"{d}/sdk.db"),
-                    "raw sqlite3 floor": _RawSqlite(f"{d}/raw.db")}  # fmt: skip
+            pair = {"StatekeelSession": StatekeelSession.from_url("t1", f"sqlite:///{d}/sk.db?durability={durability}"),
+                    "SQLiteSession": _sdk_sqlite_session("t1", f"{d}/sdk.db", durability),
+                    "raw sqlite3 floor": _RawSqlite(f"{d}/raw.db", durability.upper())}  # fmt: skip
+            backend = "sqlite" if durability == "full" else f"sqlite-{durability}"
             for name, row in asyncio.run(_openai(pair, turns)).items():
-                rows.append({"framework": "openai", "backend": "sqlite", "system": name, **row})
+                rows.append({"framework": "openai", "backend": backend, "system": name, **row})
             for session in pair.values():
                 session.close()
-    if "redis" in backends and redis_url:
+    if "redis" in backends and redis_url and durability == "full":
         from agents.extensions.memory import RedisSession
 
         prepare(redis_url)
@@ -259,29 +295,50 @@ _COLUMNS = ("turn_ms", "get_items20_ms", "get_items_all_ms", "get_session20_ms",
             "sessions_listed", "list_middle_page_ms")
 
 
+def _peer(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The framework's own implementation measured beside ``row`` (same backend, same run)."""
+    name = _PEER.get(row["system"], {}).get(row["backend"].split("-")[0])
+    return next((r for r in rows if r["backend"] == row["backend"] and r["system"] == name), None)
+
+
+def _ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, float]:
+    """theirs / ours for each column both have (> 1: statekeel faster), within one run."""
+    peer = _peer(row, rows)
+    if peer is None:
+        return {}
+    return {c: peer[c] / row[c] for c in _COLUMNS if c in row and c in peer and row[c] and c != "sessions_listed"}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    by = {(r["backend"], r["system"]): r for r in rows}
     lines = ["| framework | backend | system | " + " | ".join(_COLUMNS) + " | theirs / ours (same columns) |",
              "|---" * (len(_COLUMNS) + 4) + "|"]  # fmt: skip
     for r in rows:
-        peer = by.get((r["backend"], _PEER.get(r["system"], {}).get(r["backend"], "")))
-        ratios = "" if peer is None else ", ".join(
-            f"{c}: {peer[c] / r[c]:.1f}x" for c in _COLUMNS if c in r and c in peer and r[c])
+        ratios = ", ".join(f"{c}: {v:.2f}x" for c, v in r.get("ratios", _ratios(r, rows)).items())
         cells = " | ".join(f"{r[c]}" if c in r else "" for c in _COLUMNS)
         lines.append(f"| {r['framework']} | {r['backend']} | {r['system']} | {cells} | {ratios} |")
     return "\n".join(lines)
 
 
 def _medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per (backend, system): the median of each figure over the runs (and the runs' count)."""
+    """One row per (backend, system): the median of each figure over the runs (and the runs' count),
+    and ``ratios``: the median over the runs of each run's own theirs / ours — each ratio is taken
+    from one interleaved run, never from figures of different runs."""
     out = []
     for rows in zip(*runs):
         merged = dict(rows[0], runs=len(rows))
         for c in _COLUMNS:
             if c in rows[0]:
                 merged[c] = round(statistics.median(r[c] for r in rows), 3)
+        per_run = [_ratios(row, run) for row, run in zip(rows, runs)]
+        merged["ratios"] = {c: round(statistics.median(r[c] for r in per_run), 2) for c in per_run[0]}
+        merged["runs_figures"] = [{c: r[c] for c in _COLUMNS if c in r} for r in rows]  # each run's own
         out.append(merged)
     return out
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages, reported with the figures (2 cores shared: noisy)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _listing_urls(stack: ExitStack, backends: list[str]) -> dict[str, str]:
@@ -308,25 +365,31 @@ def main() -> None:
     parser.add_argument("--list-counts", default="10000,100000",
                         help="ADK list_sessions_page at these session counts (bulk-built; '' to skip)")
     parser.add_argument("--list-backends", default="sqlite,postgres")
-    parser.add_argument("--repeat", type=int, default=3, help="OpenAI runs; each figure is their median")
+    parser.add_argument("--repeat", type=int, default=3, help="OpenAI and ADK runs; figures and ratios: their median")
+    parser.add_argument("--durability", default="full",
+                        help="OpenAI on SQLite at these settings: full (both sessions' default here), normal")
     args = parser.parse_args()
     turns = make_turns(args.turns)
     backends, frameworks = args.backends.split(","), args.frameworks.split(",")
     rows: list[dict[str, Any]] = []
+    started = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, load {_load()}"
     with ExitStack() as stack:
         from statekeel.testing.servers import RedisServer
 
         redis_url = stack.enter_context(RedisServer()).url if "redis" in backends and "openai" in frameworks else None
         if "openai" in frameworks:
-            rows += _medians([openai_rows(backends, turns, redis_url) for _ in range(args.repeat)])
+            for durability in args.durability.split(","):
+                runs = [openai_rows(backends, turns, redis_url, durability) for _ in range(args.repeat)]
+                rows += _medians(runs)
         if "adk" in frameworks:
-            rows += adk_rows(turns, args.sessions)
+            rows += _medians([adk_rows(turns, args.sessions) for _ in range(args.repeat)])
         counts = [int(c) for c in args.list_counts.split(",") if c]
         if "adk" in frameworks and counts:
             rows += listing_rows(_listing_urls(stack, args.list_backends.split(",")), counts)
     for row in rows:
         print(json.dumps({"turns": args.turns, "sessions": args.sessions, **row}))
     print(table(rows), file=sys.stderr)
+    print(f"started {started}; ended {time.strftime('%H:%M:%S', time.gmtime())} UTC, load {_load()}", file=sys.stderr)
 
 
 if __name__ == "__main__":

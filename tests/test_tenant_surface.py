@@ -131,15 +131,15 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "memory": Opens(lambda t: t.memory(("walk",))), "memory_namespaces": TENANT,
     },
     "TenantBackend": {
-        **dict.fromkeys(("apply", "get", "get_many", "log_info", "log_info_many", "read", "read_values", "scan",
-                         "scan_logs"), TENANT),
+        **dict.fromkeys(("apply", "get", "get_many", "get_many_and_values", "log_info", "log_info_many", "read",
+                         "read_values", "scan", "scan_logs"), TENANT),
         **dict.fromkeys(("batch_scope", "prefix", "short_messages", "tenant", "url"), VALUE),
         "close": NOTHING, "purge_expired": NOTHING,
         "migrate": NOTHING,  # reports; refuses to migrate (tests/test_architecture.py)
     },
     "SealedBackend": {  # the sealing of an encrypted store, above the tenant's own view
-        **dict.fromkeys(("apply", "get", "get_many", "log_info", "log_info_many", "read", "read_values", "scan",
-                         "scan_logs"), TENANT),
+        **dict.fromkeys(("apply", "get", "get_many", "get_many_and_values", "log_info", "log_info_many", "read",
+                         "read_values", "scan", "scan_logs"), TENANT),
         **dict.fromkeys(("open_entry", "open_record", "open_value"), TENANT),
         **dict.fromkeys(("batch_scope", "short_messages", "url"), VALUE),
         "storage": OBJECT, "policy": OBJECT, "locked": VALUE, "is_stale": TENANT, "over": NOTHING,  # over() seals under this tenant's prefix only
@@ -365,6 +365,9 @@ def test_a_tenant_reads_and_lists_nothing_of_another(store_url: str) -> None:
         assert a.backend.scan("", limit=1000) == [] and a.backend.scan_logs("", limit=1000) == []
         assert a.backend.read("victim~session/s/history") == []
         assert a.backend.read_values("victim~session/s/history") == []
+        for log in ("victim~session/s/history", "../victim~session/s/history", "session/s/history"):
+            assert a.backend.get_many_and_values(["victim~app/_/state/k", "app/_/state/k"], log, limit=5,
+                                                 reverse=True) == ([None, None], [])  # fmt: skip
         assert a.backend.log_info("victim~session/s/history") is None
         assert a.app.to_dict() == {} and a.user("u").to_dict() == {}
         assert list(a.sessions()) == [] and a.session_info("s") is None and a.find_session("s") is None

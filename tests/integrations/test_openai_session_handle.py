@@ -175,3 +175,25 @@ def test_a_turn_on_redis_is_one_round_trip(redis_url: str) -> None:
     assert sent.count("EVALSHA") == 10 and [c for c in sent if c not in ("EVALSHA", "HELLO", "CLIENT")] == []
     assert len(run(s.get_items)) == 21
     s.close()
+
+
+def test_get_items_on_redis_is_one_round_trip(redis_url: str) -> None:
+    """The session's records and the history's tail in one script call (it was a pipeline of
+    record reads and a MULTI/EXEC of the log, sent at once), also after the server lost its scripts."""
+    s = StatekeelSession.from_url("reads", redis_url)
+    run(lambda: s.add_items([user(f"u{i}") for i in range(30)]))
+    run(lambda: s.get_items(limit=1))  # the first read on a server loads the script
+
+    async def reads() -> None:
+        for _ in range(5):
+            assert await s.get_items(limit=20) == [user(f"u{i}") for i in range(10, 30)]
+
+    sent = _monitored(redis_url, lambda: run(reads))
+    assert sent.count("EVALSHA") == 5 and [c for c in sent if c not in ("EVALSHA", "HELLO", "CLIENT")] == [], sent
+    redis.Redis.from_url(redis_url).script_flush()
+    assert run(lambda: s.get_items(limit=2)) == [user("u28"), user("u29")]  # the script is loaded again
+    assert run(lambda: s.get_items(limit=2)) == [user("u28"), user("u29")]
+    none = StatekeelSession.from_url("none", redis_url)
+    assert run(lambda: none.get_items(limit=5)) == []
+    none.close()
+    s.close()

@@ -321,6 +321,17 @@ class Backend(abc.ABC):
         the last ``limit`` with ``reverse``) — a fast path that builds no Entry objects."""
         return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
 
+    def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """:meth:`get_many` of ``keys`` and :meth:`read_values` of ``log`` together — a
+        session's records and its history's tail, what a chat turn reloads. This default
+        makes the two calls (not one snapshot) through ``self``, so the encryption, chain and
+        tenant wrappers inherit it reading through themselves; a backend may override it where one
+        round trip can answer both (Redis' asyncio backend does). A wrapper must never forward it
+        to the backend it wraps: that would skip its own reads' opening, checks or scoping."""
+        return self.get_many(keys), self.read_values(log, limit=limit, reverse=reverse)
+
     @abc.abstractmethod
     def log_info(self, log: str) -> LogInfo | None:
         """Bounds of ``log``, or None if it has no entries or has expired."""

@@ -16,6 +16,7 @@ instance is bound to the event loop that first used it.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 
 from . import BatchScope, Entry, LogInfo, Op, OpResult, Record
@@ -61,6 +62,14 @@ class AsyncBackend(abc.ABC):
     ) -> list[tuple[bytes, str]]:
         """As :meth:`Backend.read_values`; backends may override it to build no Entry objects."""
         return [(e.data, e.codec) for e in await self.read(log, limit=limit, reverse=reverse)]
+
+    async def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """As :meth:`Backend.get_many_and_values`; this default sends the two reads at once
+        (two connections); backends may override it to answer both in one round trip."""
+        records, found = await asyncio.gather(self.get_many(keys), self.read_values(log, limit=limit, reverse=reverse))
+        return records, found
 
     @abc.abstractmethod
     async def log_info(self, log: str) -> LogInfo | None:

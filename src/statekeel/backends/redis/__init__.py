@@ -66,7 +66,9 @@ Design (details in :mod:`.wire` and :mod:`.lua`):
 
 Modules: :mod:`.backend` (the class: client, reads, batches, purge, migrations),
 :mod:`.wire` (key layout; a batch as script arguments and back), :mod:`.lua`
-(the APPLY script), :mod:`.lua_scan` (the scripts that scan, read logs and purge),
+(the APPLY script), :mod:`.lua_light` (LIGHT: APPLY for the everyday batch — Puts, Deletes
+and Appends naming each key and log once — with fewer checks and no per-partition TYPE
+calls; same arguments, replies and writes), :mod:`.lua_scan` (the scripts that scan, read logs and purge),
 :mod:`.values` (whole-history reads: one MULTI/EXEC snapshot, frames checked in bulk),
 :mod:`.aio` (the same on ``redis.asyncio`` for the asyncio API). Plain chat messages are
 stored in the codec's short ``msg:<role>`` form (:mod:`statekeel.codec_msg`).

@@ -29,7 +29,7 @@ from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.keys import partition
 from . import backend as sync_backend
-from . import values, wire
+from . import tail, values, wire
 from .backend import RedisBackend
 
 __all__ = ["AsyncRedisBackend"]
@@ -243,6 +243,8 @@ class AsyncRedisBackend(AsyncBackend):
         reply = await self._eval(sync_backend._READ_LOG, [self._layout.log_head(log), self._layout.log_data(log)], args)
         return values.from_frames(log, int(reply[0]), reply[1]) if reply else []
 
+    get_many_and_values = tail.aget_many_and_values  # records and a log's tail in one round trip
+
     async def _snapshot(self, log: str, span: tuple[int, int]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hmget(self._layout.log_head(log), ("f", "l", "ea"))
@@ -292,7 +294,8 @@ class AsyncRedisBackend(AsyncBackend):
     async def _run_batch(self, ops: Sequence[Op], batch: wire.Batch, now: float) -> list[OpResult]:
         """One EVALSHA, registering new partitions first in the same round trip (as the sync backend)."""
         unknown = [p for p in batch.creates.values() if p not in self._registered]
-        args = [sync_backend._APPLY.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
+        script = sync_backend._LIGHT if batch.light else sync_backend._APPLY
+        args = [script.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
         try:
             reply = await self._with_scripts(lambda: self._send_batch(args, unknown))
             results, fresh = wire.decode(ops, batch, reply, now)

@@ -30,7 +30,7 @@ from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, Op
 from ...protocol.integrity import verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
-from . import lua, lua_scan, wire
+from . import lua, lua_light, lua_scan, wire
 from . import values
 from .values import damaged as _damaged, entry as _entry
 
@@ -68,7 +68,8 @@ _SCAN_LOGS = _Script(lua_scan.SCAN_LOGS)
 _READ_LOG = _Script(lua_scan.READ_LOG)
 _PURGE = _Script(lua_scan.PURGE)
 _CLEAN = _Script(lua_scan.CLEAN)
-_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN)
+_LIGHT = _Script(lua_light.LIGHT)  # APPLY for the everyday batch (wire.Batch.light)
+_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN, _LIGHT)
 
 
 def _map_error(exc: BaseException) -> StatekeelError | None:
@@ -322,7 +323,7 @@ class RedisBackend(Backend):
         dropped them from the registry meanwhile (see :meth:`_unregister`).
         """
         unknown = [p for p in batch.creates.values() if p not in self._registered]
-        args = [_APPLY.sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
+        args = [(_LIGHT if batch.light else _APPLY).sha, len(batch.keys), *batch.keys, repr(now), batch.blob]
         try:
             reply = self._with_scripts(lambda: self._send_batch(args, unknown))
             results, fresh = wire.decode(ops, batch, reply, now)

@@ -32,7 +32,7 @@ APPLY is all or nothing: Redis keeps the writes of a script that fails midway,
 so the PREFLIGHT part checks, before the first write, everything that could
 make a write fail — each argument (the client checked them too), the type of
 every Redis key the batch touches, and the numeric header fields it will
-compute with.
+compute with. The everyday batch runs a lighter twin of this script (:mod:`.lua_light`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,19 @@ a damaged header field.
 
 from __future__ import annotations
 
-PREFLIGHT = r"""
+NUMBERS = r"""local BIG = 9007199254740991  -- 2^53 - 1: Lua numbers hold integers exactly up to here
+local function num(v, top)  -- v as a number in [-top, top], else nil (tonumber takes 'nan', 'inf')
+  local n = tonumber(v)
+  if n and n == n and n >= -top and n <= top then return n end
+end
+local function whole(v) local n = num(v, BIG); return n ~= nil and n % 1 == 0 end
+local function expiry(v) return (not v) or v == 'K' or v == '-' or num(v, BIG / 1000) ~= nil end
+local function framed(f) return #f >= 5 and string.byte(f, 1) == 35 end  -- '#'
+"""
+"""Argument checks shared with the light script (:mod:`.lua_light`): numbers Lua holds exactly."""
+
+PREFLIGHT = (
+    r"""
 -- parse --------------------------------------------------------------------
 local ops, blob, at, positional = {}, ARGV[2], 1, false
 local function nxt() local v; v, at = struct.unpack('>I4c0', blob, at); return v end
@@ -28,15 +40,9 @@ while at <= #blob do
 end
 -- preflight: Redis keeps the writes of a script that fails midway, so whatever -----
 -- could make a write fail is checked here, before the first one (see the docstring) --
-local BIG = 9007199254740991  -- 2^53 - 1: Lua numbers hold integers exactly up to here
-local function num(v, top)  -- v as a number in [-top, top], else nil (tonumber takes 'nan', 'inf')
-  local n = tonumber(v)
-  if n and n == n and n >= -top and n <= top then return n end
-end
-local function whole(v) local n = num(v, BIG); return n ~= nil and n % 1 == 0 end
-local function expiry(v) return (not v) or v == 'K' or v == '-' or num(v, BIG / 1000) ~= nil end
-local function framed(f) return #f >= 5 and string.byte(f, 1) == 35 end  -- '#'
-local function valid(op)
+"""
+    + NUMBERS
+    + r"""local function valid(op)
   local c, a = op.code, op.args
   if c == 'P' or c == 'D' then
     local e = c == 'P' and a[3] or a[1]
@@ -185,3 +191,4 @@ for i, op in ipairs(ops) do
 end
 
 """
+)

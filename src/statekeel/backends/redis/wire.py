@@ -151,6 +151,8 @@ class Batch:
     """For each op, the slice of script results that make up its result."""
     creates: dict[str, str] = field(default_factory=dict)
     """Base -> partition, for each partition the batch may create records or logs in."""
+    light: bool = False
+    """True when the LIGHT script can run it (:func:`light`): the everyday batch, checked more cheaply."""
 
 
 Expander = Callable[[str, Collection[str]], list[PartitionRange]]
@@ -206,7 +208,29 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander, next
             part = keys.partition(step.creates(op))
             batch.creates[layout.base(part)] = part
     batch.blob = b"".join([_LENGTH(len(f)) + f for f in fields])
+    batch.light = light(ops)
     return batch
+
+
+def light(ops: Sequence[Op]) -> bool:
+    """True if ``ops`` are Puts, Deletes and Appends naming each key and each log once.
+
+    Such ops do not depend on each other (no op sees another's write), which is what
+    lets the LIGHT script (:mod:`.lua_light`) judge each against its stored header alone.
+    """
+    records: set[str] = set()
+    logs: set[str] = set()
+    for op in ops:
+        if type(op) is Append:
+            name, seen = op.log, logs
+        elif type(op) is Put or type(op) is Delete:
+            name, seen = op.key, records
+        else:
+            return False
+        if name in seen:
+            return False
+        seen.add(name)
+    return True
 
 
 def utf8(text: str, what: str) -> bytes:

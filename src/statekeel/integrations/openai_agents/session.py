@@ -19,6 +19,7 @@ calls and lets the append's own precondition revalidate it (:mod:`._writer`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -263,13 +264,15 @@ class StatekeelSession:
         return await self._worker.run(replace)
 
 
-def _read_keys(session_id: str) -> list[str]:
-    """What ``get_items`` reads first: the session, its compaction mark, any restore view."""
-    return [
+@functools.lru_cache(maxsize=256)
+def _read_keys(session_id: str) -> tuple[str, str, str]:
+    """What ``get_items`` reads with the tail: the session, its compaction mark, any restore
+    view (cached: escaping the keys on every call was a tenth of a Redis read's Python)."""
+    return (
         layout.session_meta_key(session_id),
         layout.state_key("session", session_id, COMPACTED_THROUGH),
         layout.session_view_key(session_id),
-    ]
+    )
 
 
 def _through(store: Store, mark: Record | None) -> int:
@@ -278,35 +281,34 @@ def _through(store: Store, mark: Record | None) -> int:
 
 
 def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
-    """The newest ``n`` visible items (all: None), oldest first, in two round trips.
+    """The newest ``n`` visible items (all: None), oldest first.
 
-    One ``get_many`` finds the session, its compaction mark and any restore view; then one
-    read takes the newest entries (the backend's fast path, no Entry objects, when nothing is
-    compacted). A session restored to a checkpoint reads through :meth:`Session.messages`,
-    which applies its hidden ranges."""
-    meta, mark, view = store.backend.get_many(_read_keys(session_id))
+    One :meth:`~statekeel.protocol.Backend.get_many_and_values` reads the session, its
+    compaction mark, any restore view and the log's newest entries (two reads here, through the
+    store's encryption, chain or tenant view; one round trip in :func:`_read_native`). The tail is only wrong when a compaction mark or a restore
+    view exists (rare): then it is read again from after the mark, or — for a session restored
+    to a checkpoint — through :meth:`Session.messages`, which applies its hidden ranges."""
+    log = layout.history_log(session_id)
+    (meta, mark, view), values = store.backend.get_many_and_values(
+        _read_keys(session_id), log, limit=n, reverse=n is not None
+    )
     if meta is None:
         return []
     through = _through(store, mark)
     if view is not None:
         s = _Session(store, session_id, meta, None)
         return [m.value for m in s.messages(last=n, start=through + 1)]
-    log = layout.history_log(session_id)
-    if mark is None:
-        values = store.backend.read_values(log, limit=n, reverse=n is not None)
-    else:
+    if mark is not None:
         values = [(e.data, e.codec) for e in store.backend.read(log, start=through + 1, limit=n, reverse=n is not None)]
     return store.codec.decode_many(values, log)
 
 
 async def _read_native(backend: AsyncBackend, store: Store, session_id: str, n: int | None) -> list[Any] | None:
-    """:func:`_read_items` on the native asyncio backend, its two reads sent at once (the log's
-    tail is read while the session's records are: they are only needed when a compaction mark
-    or a restore view exists, rare, and then the tail is read again). None for a restored
-    session (its hidden ranges are applied by the sync code, on the worker)."""
+    """:func:`_read_items` on the native asyncio backend (one round trip on Redis). None for a
+    restored session (its hidden ranges are applied by the sync code, on the worker)."""
     log = layout.history_log(session_id)
-    (meta, mark, view), values = await asyncio.gather(
-        backend.get_many(_read_keys(session_id)), backend.read_values(log, limit=n, reverse=n is not None)
+    (meta, mark, view), values = await backend.get_many_and_values(
+        _read_keys(session_id), log, limit=n, reverse=n is not None
     )
     if view is not None:
         return None

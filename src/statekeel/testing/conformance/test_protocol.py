@@ -294,3 +294,37 @@ def test_apply_takes_the_batch_clock(store: Store) -> None:
     b.apply([Put("c/x/k", b"2", "json")], now=later)
     stored = b.get("c/x/k")
     assert stored is not None and (stored.created_at, stored.updated_at) == (t, later)
+
+
+def test_get_many_and_values_matches_get_many_and_read_values(store: Store) -> None:
+    """The records and a log's tail read together answer as the two reads do, keys in the log's
+    partition or not — the protocol's default, and a native asyncio backend's own (Redis': one
+    round trip)."""
+    import asyncio
+
+    from statekeel.aio import _native
+
+    b = store.storage
+    b.apply([Append("g/x/log", tuple((str(i).encode(), "json") for i in range(1, 8))), Trim("g/x/log", 3)])
+    put(store, "g/x/a", b"10")
+    put(store, "g/x/gone", b"11", expires_at=time.time() + 0.2)
+    put(store, "h/y/other", b"12")
+    time.sleep(0.3)
+    keys_ = ["g/x/a", "g/x/missing", "g/x/gone", "h/y/other"]
+    cases = [("g/x/log", 2, True), ("g/x/log", None, False), ("g/x/log", 0, True), ("g/x/none", 3, True)]
+    expected = [(b.get_many(keys_), b.read_values(log, limit=n, reverse=r)) for log, n, r in cases]
+    assert expected[0][1] == [(b"6", "json"), (b"7", "json")] and [r is None for r in expected[0][0]] == [
+        False, True, True, False]  # fmt: skip
+    for ks in (keys_, keys_[:3], []):
+        assert [b.get_many_and_values(ks, log, limit=n, reverse=r) for log, n, r in cases] == [
+            (b.get_many(ks), v) for _, v in expected]  # fmt: skip
+    native = _native.native_backend(store)
+    if native is not None:
+
+        async def both() -> list[object]:
+            try:
+                return [await native.get_many_and_values(keys_, log, limit=n, reverse=r) for log, n, r in cases]
+            finally:
+                await native.aclose()
+
+        assert asyncio.run(both()) == expected
