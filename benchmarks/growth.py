@@ -273,7 +273,7 @@ def store_urls(backend: str, steps: list[int], servers: dict, stack) -> dict:
         sep = "&" if "?" in servers["postgres"] else "?"
         return {n: f"{servers['postgres']}{sep}schema=skg_{n}" for n in steps}
     if backend == "dynamodb":
-        return {n: servers["dynamodb"].url(f"skg{n}") + "&timeout=120" for n in steps}  # moto copies the table per transaction
+        return {n: servers["dynamodb"].url(f"skg{n}") for n in steps}  # moto copies the table per transaction
     from benchmarks.systems.redis_peers import prepare
 
     prepare(servers["redis"])

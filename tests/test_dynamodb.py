@@ -176,7 +176,7 @@ def test_an_expired_record_still_stored_is_never_returned_and_purge_deletes_it(
 # -- faults --------------------------------------------------------------------------------
 def test_a_stopped_server_is_unavailable_with_retry_advice() -> None:
     srv = DynamoDBServer().start()
-    url = srv.url("sk_down") + "&timeout=2"
+    url = srv.url("sk_down", timeout=2)
     backend = open_backend(url)
     srv.stop()
     with pytest.raises(UnavailableError, match="unreachable") as err:

@@ -79,9 +79,14 @@ class DynamoDBServer(Server):
         """``http://127.0.0.1:PORT``."""
         return f"http://{LOOPBACK}:{self.port}"
 
-    def url(self, table: str) -> str:
-        """The store URL of ``table`` on this server."""
-        return f"dynamodb://{table}?region=us-east-1&endpoint={self.endpoint}"
+    def url(self, table: str, *, timeout: float = 120.0) -> str:
+        """The store URL of ``table`` on this server.
+
+        With a long ``?timeout=`` by default: botocore sends a request again when the reply is
+        late, and moto — unlike DynamoDB — ignores a transaction's ``ClientRequestToken``, so a
+        TransactWriteItems that moto answered slowly on a loaded machine would be applied twice.
+        """
+        return f"dynamodb://{table}?region=us-east-1&endpoint={self.endpoint}&timeout={timeout:g}"
 
     @property
     def logfile(self) -> Path:
