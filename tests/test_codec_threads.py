@@ -8,14 +8,14 @@ read, or wrong bytes). The codec gives each thread its own pair.
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import statekeel
 from statekeel.codec import Codec
+
+from concurrency import in_threads
 
 THREADS = 4
 ROUNDS = 300
@@ -30,26 +30,6 @@ def _values(seed: int) -> list[dict[str, object]]:
     ]
 
 
-def _in_threads(work: Callable[[int], None]) -> None:
-    """``work(seed)`` in THREADS threads started together; any failure is raised here."""
-    failures: list[BaseException] = []
-    start = threading.Barrier(THREADS)
-
-    def run(seed: int) -> None:
-        try:
-            start.wait()
-            work(seed)
-        except BaseException as exc:  # collected and re-raised in the main thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
-
-
 @pytest.mark.parametrize("compress", ["zstd", "zlib"])
 def test_one_codec_used_by_several_threads_round_trips_every_value(compress: str) -> None:
     codec = Codec().compressing(compress, min_bytes=64)
@@ -60,7 +40,7 @@ def test_one_codec_used_by_several_threads_round_trips_every_value(compress: str
             assert name.endswith("+" + compress)
             assert codec.decode(data, name, "ctx") == value
 
-    _in_threads(work)
+    in_threads(work, THREADS)
 
 
 def test_a_zstd_store_written_and_read_from_several_threads(tmp_path: Path) -> None:
@@ -73,7 +53,7 @@ def test_a_zstd_store_written_and_read_from_several_threads(tmp_path: Path) -> N
                 state["doc"] = value
                 assert state["doc"] == value
 
-        _in_threads(work)
+        in_threads(work, THREADS)
         for seed in range(THREADS):
             assert store.session(f"s{seed}").state["doc"] == _values(seed)[59]
     finally:

@@ -9,8 +9,6 @@ objects that no two threads use at once.
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +16,11 @@ import statekeel
 from statekeel.integrations.langgraph import StatekeelSaver
 from statekeel.integrations.langgraph._records import pack, unpack
 
+from concurrency import in_threads
+
 from .graphs import chat_graph, user_turn
 
 THREADS = 4
-
-
-def _in_threads(work: Callable[[int], None]) -> None:
-    """``work(n)`` in THREADS threads started together; their failures raised here."""
-    failures: list[BaseException] = []
-    start = threading.Barrier(THREADS)
-
-    def run(n: int) -> None:
-        try:
-            start.wait()
-            work(n)
-        except BaseException as exc:  # collected and re-raised in the main thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
 
 
 def _payload(rng: random.Random) -> bytes:
@@ -56,7 +36,7 @@ def test_values_packed_and_unpacked_by_several_threads_at_once_round_trip() -> N
             doc = pack(("msgpack", data))
             assert doc["z"] == 2 and unpack(doc) == ("msgpack", data)
 
-    _in_threads(work)
+    in_threads(work, THREADS)
 
 
 def test_one_saver_used_by_several_threads_keeps_every_thread_exact(tmp_path: Path) -> None:
@@ -72,7 +52,7 @@ def test_one_saver_used_by_several_threads_keeps_every_thread_exact(tmp_path: Pa
                 graph.invoke(user_turn(100 * n + i), config)
             seen[n] = graph.get_state(config).values
 
-        _in_threads(work)
+        in_threads(work, THREADS)
         for n in range(THREADS):
             values = chat_graph(StatekeelSaver(store)).get_state({"configurable": {"thread_id": f"t{n}"}}).values
             assert values == seen[n] and len(values["messages"]) == 30 and values["turns"] == 15

@@ -75,16 +75,7 @@ end
 WRITES = "#!lua\n"
 READS = "#!lua flags=no-writes\n"
 
-APPLY = (
-    WRITES
-    + r"""
--- ARGV[1] = now; ARGV[2] = the ops, each field prefixed by its length (>I4):
--- code, base, key, operands (see wire.py). Replies with one string.
-local NOW_S = ARGV[1]
-local NOW = tonumber(NOW_S)
-"""
-    + COMMON
-    + r"""
+INDEXING = r"""
 -- touched: partitions whose expiry index changed; fresh: partitions that were
 -- empty before this batch (the client registers them, see wire.py).
 local touched, fresh, seen, current = {}, {}, {}, 0
@@ -104,6 +95,21 @@ local function unindex(base, set, kind, name)
   local n = redis.call('ZREM', base .. set, name) + redis.call('ZREM', base .. 'exp', kind .. name)
   if n > 0 then touched[base] = true end
 end
+"""
+"""The partition index writes APPLY and LIGHT share (after COMMON, which defines ``score``;
+the script sets ``current`` to the op being written)."""
+
+APPLY = (
+    WRITES
+    + r"""
+-- ARGV[1] = now; ARGV[2] = the ops, each field prefixed by its length (>I4):
+-- code, base, key, operands (see wire.py). Replies with one string.
+local NOW_S = ARGV[1]
+local NOW = tonumber(NOW_S)
+"""
+    + COMMON
+    + INDEXING
+    + r"""
 local function opt(v) if v == '-' then return false end return v end
 
 """

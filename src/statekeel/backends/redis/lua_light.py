@@ -28,7 +28,7 @@ stores through both scripts and compares replies and stored bytes.
 
 from __future__ import annotations
 
-from .lua import COMMON, WRITES
+from .lua import COMMON, INDEXING, WRITES
 from .lua_preflight import NUMBERS
 
 LIGHT = (
@@ -136,18 +136,9 @@ for i, op in ipairs(ops) do
 end
 
 -- write: what APPLY's put, delete and append write ------------------------------
-local touched, fresh, seen, current = {}, {}, {}, 0
-local function notice(base)
-  if seen[base] then return end
-  seen[base] = true
-  if redis.call('EXISTS', base .. 'exp') == 0 then fresh[#fresh + 1] = current end
-end
-local function index(base, set, kind, name, ea)
-  notice(base)
-  redis.call('ZADD', base .. set, 0, name)
-  redis.call('ZADD', base .. 'exp', score(ea), kind .. name)
-  touched[base] = true
-end
+"""
+    + INDEXING
+    + r"""
 
 local function put(op)
   local h, rk, ea, old, live = op.h, op.rk, op.ea, op.old, op.live
@@ -170,9 +161,7 @@ end
 
 local function delete(op)
   redis.call('DEL', op.rk)
-  notice(op.base)
-  local n = redis.call('ZREM', op.base .. 'keys', op.key) + redis.call('ZREM', op.base .. 'exp', 'k:' .. op.key)
-  if n > 0 then touched[op.base] = true end
+  unindex(op.base, 'keys', 'k:', op.key)
   if op.live then return 1 end
   return 0
 end
