@@ -95,9 +95,58 @@ local function unindex(base, set, kind, name)
   local n = redis.call('ZREM', base .. set, name) + redis.call('ZREM', base .. 'exp', kind .. name)
   if n > 0 then touched[base] = true end
 end
+-- A Put once its checks passed: the record's next version written into its hash (a dead one
+-- replaced; h = its v, ca, ea; old = the live record's expiry), indexed when new or when its expiry
+-- moved. Returns the reply's "version,created_at,expires_at".
+local function put_record(base, key, rk, h, live, old, ea, data, codec, sum_base)
+  if h[1] and not live then redis.call('DEL', rk) end
+  local version = live and tonumber(h[1]) + 1 or 1
+  local ca = live and h[2] or NOW_S
+  local sum = int(sealed(tonumber(sum_base), version))
+  if ea then
+    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S, 'ea', ea)
+  else
+    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S)
+    if old then redis.call('HDEL', rk, 'ea') end
+  end
+  if not live or ea ~= old then
+    set_expiry(rk, ea)
+    index(base, 'keys', 'k:', key, ea)
+  end
+  return int(version) .. ',' .. ca .. ',' .. (ea or '')
+end
+-- Frames sealed for seqs the client guessed wrong: each checksum moved on by shift.
+local function reseal(items, shift)
+  for j = 1, #items do
+    local f = items[j]
+    items[j] = '#' .. struct.pack('>I4', sealed(struct.unpack('>I4', f, 2), shift)) .. string.sub(f, 6)
+  end
+end
+-- frames pushed onto a log's list (in runs of 1000: Lua's unpack has a limit); the list's new length.
+local function push(lk, frames)
+  local len = 0
+  for j = 1, #frames, 1000 do
+    len = redis.call('RPUSH', lk, unpack(frames, j, math.min(j + 999, #frames)))
+  end
+  return len
+end
+-- A log's header after n entries were appended to it (live: it held entries up to last).
+local function write_log_head(hk, live, last, n, ea, old)
+  if live then
+    redis.call('HSET', hk, 'l', int(last + n), 'ua', NOW_S)
+  else
+    redis.call('HSET', hk, 'f', '1', 'l', int(n), 'ca', NOW_S, 'ua', NOW_S)
+  end
+  if ea then
+    if ea ~= old then redis.call('HSET', hk, 'ea', ea) end
+  elseif old then
+    redis.call('HDEL', hk, 'ea')
+  end
+end
 """
-"""The partition index writes APPLY and LIGHT share (after COMMON, which defines ``score``;
-the script sets ``current`` to the op being written)."""
+"""The writes APPLY and LIGHT share: the partition indexes, a record's hash, a log's header
+(after COMMON, which defines ``score``, ``int`` and ``sealed``; the script defines ``NOW_S`` and sets
+``current`` to the op being written)."""
 
 APPLY = (
     WRITES
@@ -121,24 +170,10 @@ local function put(op)
   local rk = op.base .. 'kv:' .. op.key
   local h = unread[rk] or redis.call('HMGET', rk, 'v', 'ca', 'ea')
   local live = h[1] and alive(h[3])
-  if h[1] and not live then redis.call('DEL', rk) end
   local old = live and h[3]
   local ea = old
   if exp ~= 'K' then ea = opt(exp) end
-  local version = live and tonumber(h[1]) + 1 or 1
-  local ca = live and h[2] or NOW_S
-  local sum = int(sealed(tonumber(base), version))
-  if ea then
-    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S, 'ea', ea)
-  else
-    redis.call('HSET', rk, 'd', data, 'c', codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S)
-    if old then redis.call('HDEL', rk, 'ea') end
-  end
-  if not live or ea ~= old then
-    set_expiry(rk, ea)
-    index(op.base, 'keys', 'k:', op.key, ea)
-  end
-  return int(version) .. ',' .. ca .. ',' .. (ea or '')
+  return put_record(op.base, op.key, rk, h, live, old, ea, data, codec, base)
 end
 
 local function delete(op)
@@ -164,13 +199,6 @@ end
 
 -- logs ---------------------------------------------------------------------
 -- Element i of BASE log:LOG is seq f + i; '' stands for a seq an import skipped.
-local function push(lk, frames)
-  local len = 0
-  for j = 1, #frames, 1000 do
-    len = redis.call('RPUSH', lk, unpack(frames, j, math.min(j + 999, #frames)))
-  end
-  return len
-end
 
 local function log_expiry(op, ea)
   set_expiry(op.base .. 'logh:' .. op.key, ea)
@@ -188,23 +216,9 @@ local function append(op)
   if op.exp ~= 'K' then ea = opt(op.exp) end
   local n = #op.items
   local shift = (last + 1 - tonumber(op.guess)) % 4294967296  -- 0: the client guessed the seqs right
-  if shift ~= 0 then
-    for j = 1, n do
-      local f = op.items[j]
-      op.items[j] = '#' .. struct.pack('>I4', sealed(struct.unpack('>I4', f, 2), shift)) .. string.sub(f, 6)
-    end
-  end
+  if shift ~= 0 then reseal(op.items, shift) end
   local created = n > 0 and push(lk, op.items) == n
-  if live then
-    redis.call('HSET', hk, 'l', int(last + n), 'ua', NOW_S)
-  else
-    redis.call('HSET', hk, 'f', '1', 'l', int(n), 'ca', NOW_S, 'ua', NOW_S)
-  end
-  if ea then
-    if ea ~= old then redis.call('HSET', hk, 'ea', ea) end
-  elseif old then
-    redis.call('HDEL', hk, 'ea')
-  end
+  write_log_head(hk, live, last, n, ea, old)
   if not live or ea ~= old then
     log_expiry(op, ea)
   elseif created and ea then  -- the list was trimmed away and comes back: give it the log's expiry

@@ -141,22 +141,7 @@ end
     + r"""
 
 local function put(op)
-  local h, rk, ea, old, live = op.h, op.rk, op.ea, op.old, op.live
-  if h[1] and not live then redis.call('DEL', rk) end
-  local version = live and tonumber(h[1]) + 1 or 1
-  local ca = live and h[2] or NOW_S
-  local sum = int(sealed(tonumber(op.sum), version))
-  if ea then
-    redis.call('HSET', rk, 'd', op.data, 'c', op.codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S, 'ea', ea)
-  else
-    redis.call('HSET', rk, 'd', op.data, 'c', op.codec, 'v', int(version), 's', sum, 'ca', ca, 'ua', NOW_S)
-    if old then redis.call('HDEL', rk, 'ea') end
-  end
-  if not live or ea ~= old then
-    set_expiry(rk, ea)
-    index(op.base, 'keys', 'k:', op.key, ea)
-  end
-  return int(version) .. ',' .. ca .. ',' .. (ea or '')
+  return put_record(op.base, op.key, op.rk, op.h, op.live, op.old, op.ea, op.data, op.codec, op.sum)
 end
 
 local function delete(op)
@@ -172,28 +157,9 @@ local function append(op)
   if live then last = tonumber(op.h[1]) else redis.call('DEL', hk, lk) end
   local items, n = op.items, #op.items
   local shift = (last + 1 - tonumber(op.guess)) % 4294967296  -- 0: the client guessed the seqs right
-  if shift ~= 0 then
-    for j = 1, n do
-      local f = items[j]
-      items[j] = '#' .. struct.pack('>I4', sealed(struct.unpack('>I4', f, 2), shift)) .. string.sub(f, 6)
-    end
-  end
-  local created = false
-  if n > 0 then
-    local len = 0
-    for j = 1, n, 1000 do len = redis.call('RPUSH', lk, unpack(items, j, math.min(j + 999, n))) end
-    created = len == n
-  end
-  if live then
-    redis.call('HSET', hk, 'l', int(last + n), 'ua', NOW_S)
-  else
-    redis.call('HSET', hk, 'f', '1', 'l', int(n), 'ca', NOW_S, 'ua', NOW_S)
-  end
-  if ea then
-    if ea ~= old then redis.call('HSET', hk, 'ea', ea) end
-  elseif old then
-    redis.call('HDEL', hk, 'ea')
-  end
+  if shift ~= 0 then reseal(items, shift) end
+  local created = n > 0 and push(lk, items) == n
+  write_log_head(hk, live, last, n, ea, old)
   if not live or ea ~= old then
     set_expiry(hk, ea)
     set_expiry(lk, ea)
