@@ -39,14 +39,14 @@ import importlib
 import json
 import math
 import sys
-import threading
 import uuid
-import zlib
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .codec_msg import decode_run, short_form, short_value
+from .codec_transforms import BUILTIN_TRANSFORMS as _BUILTIN_TRANSFORMS
+from .codec_transforms import Transform
 from .errors import (
     ConfigurationError,
     CorruptionError,
@@ -81,51 +81,6 @@ def _make_dumps() -> Callable[[Any], str]:
 _dumps = _make_dumps()
 
 
-class Transform(Protocol):
-    """A byte-level step after JSON: compression, encryption."""
-
-    name: str
-
-    def encode(self, data: bytes, context: str) -> bytes: ...
-
-    def decode(self, data: bytes, context: str) -> bytes: ...
-
-
-class _Zlib:
-    name = "zlib"
-
-    def encode(self, data: bytes, context: str) -> bytes:
-        return zlib.compress(data, 6)
-
-    def decode(self, data: bytes, context: str) -> bytes:
-        return zlib.decompress(data)
-
-
-class _Zstd(threading.local):
-    """zstandard's (de)compressor objects are not thread-safe (concurrent use
-    corrupts frames), and one codec serves every thread of a store: each
-    thread gets its own pair, made on first use in that thread."""
-
-    name = "zstd"
-
-    def __init__(self) -> None:
-        try:
-            import zstandard
-        except ModuleNotFoundError:
-            raise ConfigurationError(
-                "zstd compression needs the zstandard package: pip install 'statekeel[zstd]'"
-            ) from None
-        self._c = zstandard.ZstdCompressor(level=3)
-        self._d = zstandard.ZstdDecompressor()
-
-    def encode(self, data: bytes, context: str) -> bytes:
-        return self._c.compress(data)
-
-    def decode(self, data: bytes, context: str) -> bytes:
-        return self._d.decompress(data)
-
-
-_BUILTIN_TRANSFORMS: dict[str, Callable[[], Transform]] = {"zlib": _Zlib, "zstd": _Zstd}
 
 
 # -- encoding ---------------------------------------------------------------

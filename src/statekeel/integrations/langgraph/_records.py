@@ -21,6 +21,7 @@ import binascii
 import zlib
 from typing import Any
 
+from ...codec_transforms import inflate
 from ...core import layout
 from ...errors import (
     ConfigurationError,
@@ -158,7 +159,7 @@ def _zstd_decompress(data: bytes) -> bytes:
 
 class FastZlib:
     """The codec's ``zlib`` step, written by ISA-L (level 2: ~5x faster than zlib's level 6 at the
-    same size; stateless, so thread-safe); read back by the codec's own ``zlib``."""
+    same size; stateless, so thread-safe); read back by ISA-L too (about twice zlib's speed)."""
 
     name = "zlib"
 
@@ -168,7 +169,7 @@ class FastZlib:
         return bytes(_isal_compress(data, 2))
 
     def decode(self, data: bytes, context: str) -> bytes:
-        return zlib.decompress(data)
+        return inflate(data)
 
 
 def pack(typed: Typed) -> dict[str, Any]:
