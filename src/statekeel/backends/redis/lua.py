@@ -75,7 +75,7 @@ end
 WRITES = "#!lua\n"
 READS = "#!lua flags=no-writes\n"
 
-INDEXING = r"""
+SHARED_WRITES = r"""
 -- touched: partitions whose expiry index changed; fresh: partitions that were
 -- empty before this batch (the client registers them, see wire.py).
 local touched, fresh, seen, current = {}, {}, {}, 0
@@ -157,7 +157,7 @@ local NOW_S = ARGV[1]
 local NOW = tonumber(NOW_S)
 """
     + COMMON
-    + INDEXING
+    + SHARED_WRITES
     + r"""
 local function opt(v) if v == '-' then return false end return v end
 

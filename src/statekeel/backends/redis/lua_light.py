@@ -28,7 +28,7 @@ stores through both scripts and compares replies and stored bytes.
 
 from __future__ import annotations
 
-from .lua import COMMON, INDEXING, WRITES
+from .lua import COMMON, SHARED_WRITES, WRITES
 from .lua_preflight import NUMBERS
 
 LIGHT = (
@@ -137,7 +137,7 @@ end
 
 -- write: what APPLY's put, delete and append write ------------------------------
 """
-    + INDEXING
+    + SHARED_WRITES
     + r"""
 
 local function put(op)
