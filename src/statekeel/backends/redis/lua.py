@@ -130,6 +130,12 @@ local function push(lk, frames)
   end
   return len
 end
+-- A log's expiry on its header and list, and in the partition's index.
+local function log_expiry(op, ea)
+  set_expiry(op.base .. 'logh:' .. op.key, ea)
+  set_expiry(op.base .. 'log:' .. op.key, ea)
+  index(op.base, 'logs', 'l:', op.key, ea)
+end
 -- A log's header after n entries were appended to it (live: it held entries up to last).
 local function write_log_head(hk, live, last, n, ea, old)
   if live then
@@ -147,6 +153,19 @@ end
 """The writes APPLY and LIGHT share: the partition indexes, a record's hash, a log's header
 (after COMMON, which defines ``score``, ``int`` and ``sealed``; the script defines ``NOW_S`` and sets
 ``current`` to the op being written)."""
+
+RUN = r"""
+local results = {'1', '-'}
+for i, op in ipairs(ops) do
+  current = i
+  results[#results + 1] = HANDLERS[op.code](op)
+end
+if #fresh > 0 then results[2] = table.concat(fresh, ',') end
+for base in pairs(touched) do refresh(base) end
+return table.concat(results, ' ')
+"""
+"""The end of APPLY and LIGHT: each parsed op (``ops``) written by its ``HANDLERS`` entry, in order;
+the reply: '1', the partitions written from empty, each op's result."""
 
 APPLY = (
     WRITES
@@ -200,11 +219,6 @@ end
 -- logs ---------------------------------------------------------------------
 -- Element i of BASE log:LOG is seq f + i; '' stands for a seq an import skipped.
 
-local function log_expiry(op, ea)
-  set_expiry(op.base .. 'logh:' .. op.key, ea)
-  set_expiry(op.base .. 'log:' .. op.key, ea)
-  index(op.base, 'logs', 'l:', op.key, ea)
-end
 
 local function append(op)
   local hk, lk = op.base .. 'logh:' .. op.key, op.base .. 'log:' .. op.key
@@ -354,13 +368,6 @@ end
 
 local HANDLERS = {P = put, D = delete, L = load, A = append, M = load_entries,
                   R = trim, W = rewrite, T = touch, E = expire}
-local results = {'1', '-'}
-for i, op in ipairs(ops) do
-  current = i
-  results[#results + 1] = HANDLERS[op.code](op)
-end
-if #fresh > 0 then results[2] = table.concat(fresh, ',') end
-for base in pairs(touched) do refresh(base) end
-return table.concat(results, ' ')
 """
+    + RUN
 )

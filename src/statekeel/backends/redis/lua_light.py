@@ -28,7 +28,7 @@ stores through both scripts and compares replies and stored bytes.
 
 from __future__ import annotations
 
-from .lua import COMMON, SHARED_WRITES, WRITES
+from .lua import COMMON, RUN, SHARED_WRITES, WRITES
 from .lua_preflight import NUMBERS
 
 LIGHT = (
@@ -161,23 +161,14 @@ local function append(op)
   local created = n > 0 and push(lk, items) == n
   write_log_head(hk, live, last, n, ea, old)
   if not live or ea ~= old then
-    set_expiry(hk, ea)
-    set_expiry(lk, ea)
-    index(op.base, 'logs', 'l:', op.key, ea)
+    log_expiry(op, ea)
   elseif created and ea then  -- the list was trimmed away and comes back: give it the log's expiry
     set_expiry(lk, ea)
   end
   return last + 1
 end
 
-local WRITE = {P = put, D = delete, A = append}
-local results = {'1', '-'}
-for i, op in ipairs(ops) do
-  current = i
-  results[#results + 1] = WRITE[op.code](op)
-end
-if #fresh > 0 then results[2] = table.concat(fresh, ',') end
-for base in pairs(touched) do refresh(base) end
-return table.concat(results, ' ')
+local HANDLERS = {P = put, D = delete, A = append}
 """
+    + RUN
 )
