@@ -122,6 +122,11 @@ class Table:
                 todo = page.get("UnprocessedKeys") or {}
         return out
 
+    def get_each(self, keys: Sequence[Item]) -> list[Item | None]:
+        """:meth:`get_items`, the items in the order of ``keys`` (None for one not stored)."""
+        found = self.get_items(keys)
+        return [found.get((k["pk"]["S"], k["sk"]["S"])) for k in keys]
+
     # -- records ------------------------------------------------------------------
     def stored(self, key: str) -> Stored | None:
         item = self.get_item(record_key(key))
@@ -134,11 +139,8 @@ class Table:
         return verified(found)
 
     def get_many(self, keys: Sequence[str], now: float) -> list[Record | None]:
-        items = self.get_items([record_key(k) for k in keys])
         out: list[Record | None] = []
-        for key in keys:
-            k = record_key(key)
-            item = items.get((k["pk"]["S"], k["sk"]["S"]))
+        for key, item in zip(keys, self.get_each([record_key(k) for k in keys])):
             found = None if item is None else record_of(key, item)
             out.append(verified(found) if found is not None and alive(found.record.expires_at, now) else None)
         return out
@@ -161,11 +163,8 @@ class Table:
     def visible_heads(self, logs: Sequence[str], now: float) -> list[LogInfo | None]:
         """:meth:`visible_head` of each of ``logs`` (as LogInfo), by BatchGetItem: one request
         per 100 logs instead of one each — what a page of a session listing reads."""
-        found = self.get_items([head_key(log) for log in logs])
         out: list[LogInfo | None] = []
-        for log in logs:
-            key = head_key(log)
-            item = found.get((key["pk"]["S"], key["sk"]["S"]))
+        for log, item in zip(logs, self.get_each([head_key(log) for log in logs])):
             head = None if item is None else head_of(log, item)
             visible = head is not None and alive(head.expires_at, now) and head.last >= head.first
             out.append(head.info() if visible and head is not None else None)
