@@ -144,11 +144,14 @@ def _move(table: Table, items: Iterable[Item]) -> None:
     So a migrator whose Scan page went stale while another process moved those items, recorded
     version 2 and wrote or deleted them anew, skips them instead of putting an old copy back."""
     batch: list[Item] = []
+    size = 0  # of the batch's requests (as repr), kept as items are added
     for item in items:
-        batch += _move_of(table.name, item)
-        if len(batch) >= 2 * _MOVE_BATCH or sum(len(repr(i)) for i in batch) > _MOVE_BYTES:
+        moves = _move_of(table.name, item)
+        batch += moves
+        size += sum(len(repr(m)) for m in moves)
+        if len(batch) >= 2 * _MOVE_BATCH or size > _MOVE_BYTES:
             _commit_moves(table, batch)
-            batch = []
+            batch, size = [], 0
     if batch:
         _commit_moves(table, batch)
 
