@@ -110,8 +110,8 @@ class Cipher:
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
-        self._sealers: dict[str, tuple[Any, int, Callable[[bytes, bytes, int], bytes]]] = {}
-        """where -> (the data key's AEAD, its version, the sealer made for them)."""
+        self._sealers: dict[str, tuple[Any, int, Callable[[bytes, bytes, int], bytes], str]] = {}
+        """where -> (the data key's AEAD, its version, the sealer made for them, where's partition)."""
 
     @staticmethod
     def key_version(data: bytes) -> int:
@@ -130,13 +130,13 @@ class Cipher:
         """:meth:`seal` for values stored at ``where``: ``(data, kind, pos) -> sealed``, with the data key
         looked up and the associated data's fixed part built once (a batch seals several values;
         ``known`` holds the batch's current data key per partition, so it looks each up once)."""
-        partition = keys.partition(where)
+        made = self._sealers.get(where)
+        partition = keys.partition(where) if made is None else made[3]
         key = None if known is None else known.get(partition)
         if key is None:
             key = self.keyring.current(partition)
             if known is not None:
                 known[partition] = key
-        made = self._sealers.get(where)
         if made is not None and made[0] is key.aead and made[1] == key.version:
             return made[2]  # the same data key as last time: the same sealer
         head, aad, encrypt, nonce = bytes([_FORMAT]) + key.version.to_bytes(4, "big"), _aad(where, key.version), \
@@ -148,7 +148,7 @@ class Cipher:
 
         if len(self._sealers) >= 4096:
             self._sealers.clear()
-        self._sealers[where] = (key.aead, key.version, seal)
+        self._sealers[where] = (key.aead, key.version, seal, partition)
         return seal
 
     def open(self, data: bytes, where: str, kind: bytes, pos: int) -> bytes:

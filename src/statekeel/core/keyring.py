@@ -198,6 +198,8 @@ class Keyring:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._aeads: dict[tuple[str, int], AESGCM] = {}
+        self._currents: dict[str, tuple[dict[str, Any], DataKey]] = {}
+        """partition -> (the keystore body it was read from, its current key): every batch asks."""
         self._subject_secret: bytes | None = None
 
     # -- records ---------------------------------------------------------------
@@ -242,6 +244,9 @@ class Keyring:
     def current(self, partition: str) -> DataKey:
         """The key new data of ``partition`` is encrypted with (created on first use)."""
         body = self._load(partition)
+        known = self._currents.get(partition)
+        if known is not None and known[0] is body:
+            return known[1]  # the body is cached and unchanged: so is its current key
         if body is None or body.get("erased"):
             body = self._create(partition, subject=None) if body is None else body
         if body.get("erased"):
@@ -249,7 +254,11 @@ class Keyring:
                 f"{partition!r} belonged to an erased data subject; its key is destroyed and it takes no new data"
             )
         version = int(body["current"])
-        return DataKey(partition, version, self._aead(partition, body, version))
+        key = DataKey(partition, version, self._aead(partition, body, version))
+        if len(self._currents) >= 4096:
+            self._currents.clear()
+        self._currents[partition] = (body, key)
+        return key
 
     def get(self, partition: str, version: int) -> DataKey:
         """The key that encrypted data of ``partition`` at ``version``."""

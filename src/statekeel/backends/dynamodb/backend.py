@@ -73,6 +73,8 @@ def _fill(op: Op, snap: Snapshot, found: dict[tuple[str, str], Item]) -> None:
 class DynamoDBBackend(Backend):
     """Records, logs and atomic batches in one DynamoDB table (see the package docstring)."""
 
+    short_messages = True  # values are opaque binary attributes: plain chat messages take the short form
+
     def __init__(self, url: ParsedURL, *, migrate: bool = True) -> None:
         self.url = url.redacted
         config = parse_config(url)

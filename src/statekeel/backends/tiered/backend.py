@@ -88,6 +88,7 @@ class TieredBackend(Backend):
         if self.hot.batch_scope != "store":
             raise ConfigurationError("the hot tier must be a single Redis node (not a cluster): its queue spans partitions")
         self.url = Settings(self.hot.url, self.cold.url, *_rest(settings)).url()
+        self.short_messages = self.hot.short_messages and self.cold.short_messages  # both keep values as bytes
         self.behind = settings.mode == "write-behind"
         self.maintenance = Maintenance(self.hot, self.cold, settings)
         self.hydrator = Hydrator(self.hot, self.cold)

@@ -148,3 +148,18 @@ extended = json_values | st.datetimes() | st.uuids() | st.binary(max_size=32) | 
 def test_hypothesis_round_trip(store: Store, value: Any) -> None:
     store.app.put("v", value)
     assert store.app.get("v") == value
+
+
+
+def test_plain_messages_take_the_short_form_where_the_backend_keeps_bytes(store: Store, backend_name: str) -> None:
+    """Backends that keep values as opaque bytes store a plain chat message as ``msg:<role>`` (files
+    and memory keep JSON) — a tiered store and DynamoDB too, whose messages used to stay JSON and so
+    paid a JSON encode per message — and every backend reads both forms back equal."""
+    short = backend_name not in ("memory", "files")
+    assert store.storage.short_messages is short
+    want = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi", "n": 1}]
+    session = store.session("short")
+    session.append(*want)
+    log = store.storage.scan_logs("session/short/")[0].log
+    assert [e.codec for e in store.storage.read(log)] == ["msg:user" if short else "json", "json"]
+    assert session.history() == want
