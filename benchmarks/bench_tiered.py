@@ -14,7 +14,9 @@ Then, one store at a time, the round trips and bytes per turn each tier sees
 ``pg_stat_database``: committed transactions, i.e. statements in autocommit), and
 the hydration of a cold 10,000-message session (Redis holds none of it; the
 first read copies the partition into Redis) against the same read on plain
-PostgreSQL (target <= 1.5x), median of interleaved rounds.
+PostgreSQL (target <= 1.5x), median of interleaved rounds, and the cost of one
+flush of ``--turns`` queued write-behind turns (wall and CPU time of the
+flushing thread, PostgreSQL round trips and transactions).
 
     python benchmarks/bench_tiered.py --turns 1000
 """
@@ -150,6 +152,35 @@ def _pending(backend: TieredBackend) -> list[Any]:
     return backend.hot.read(QUEUE, start=done + 1) if info is not None else []
 
 
+def flush_cost(servers: ServerPool, turns: int) -> dict[str, Any]:
+    """One flush of ``turns`` queued write-behind turns: the replay into PostgreSQL (grouped: a page
+    of the queue per transaction). Transactions are the ids PostgreSQL assigned meanwhile."""
+    rd, pg = servers.redis().url, servers.postgres().url
+    url = tiered_url(f"{rd}?prefix=b_fl", f"{pg}?schema=b_fl", mode="write-behind", flush_every=10**6,
+                     flush_interval=3600)  # fmt: skip
+    with statekeel.open(url) as store, _counting() as count, _xids(pg) as xid:
+        backend = store.storage
+        assert isinstance(backend, TieredBackend)
+        session = store.session("flush")
+        for i in range(turns):
+            _turn(session, i)
+        trips, first = count["pg_round_trips"], xid()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        batches = backend.flush()
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        return {"batches": batches, "flush_ms": round(wall * 1e3, 1), "flush_cpu_ms": round(cpu * 1e3, 1),
+                "pg_round_trips": count["pg_round_trips"] - trips, "pg_transactions": xid() - first - 1}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _xids(url: str) -> Iterator[Callable[[], int]]:
+    """A function returning a new PostgreSQL transaction id each call (they count write transactions)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield lambda: int(conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchall()[0][0])
+
+
 def hydration(servers: ServerPool, messages: int, rounds: int) -> dict[str, Any]:
     """A cold ``messages``-message session read through the tiered store (Redis empty) vs plain PostgreSQL."""
     rd, pg = servers.redis().url, servers.postgres().url
@@ -213,6 +244,7 @@ def main() -> None:
         finally:
             for store in stores.values():
                 store.close()
+        result["flush"] = flush_cost(servers, args.turns)
         result["loss_window"] = loss_window(servers, args.loss_turns)
         result["hydration"] = hydration(servers, args.messages, args.rounds)
         print(json.dumps(result, indent=2))

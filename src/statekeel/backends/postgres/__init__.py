@@ -48,6 +48,10 @@ insert the entries in the same statement. Appending to an expired log raises
 ``SK410``; the backend drops that log and runs the batch again, which starts a
 new log numbered from 1. A batch that loses a deadlock or serialization race
 is rolled back by PostgreSQL and run again (up to 5 times).
+:meth:`~PostgresBackend.apply_batches` runs several batches, each with its own
+clock, back to back in one pipeline — one transaction, one round trip — as
+applying them one at a time would (the write-behind flusher of a tiered store
+replays its queue with it).
 
 Expiry: reads filter ``expires_at > now``; :meth:`~PostgresBackend.purge_expired`
 deletes up to ``limit`` records and logs per call (``FOR UPDATE SKIP LOCKED``,
@@ -70,7 +74,8 @@ Faults: a call whose connection breaks (server restart, reset) raises
 tested and replaced, so the next call reconnects by itself.
 
 Modules: :mod:`.backend` (the class: pool, reads, batches, migrations),
-:mod:`.ops` (each op as a fragment, its rows and its result), :mod:`.sql` (the
+:mod:`.ops` (each op as a fragment, its rows and its result), :mod:`.plan` (a
+batch as the statements that run it, no I/O), :mod:`.sql` (the
 fragments and whole statements), :mod:`.migrations` (the schema, version by
 version), :mod:`.rows` (rows read back, checked), :mod:`.config` (URL options),
 :mod:`.errors` (driver errors translated).

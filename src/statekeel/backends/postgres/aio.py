@@ -2,9 +2,9 @@
 
 It sits beside a :class:`~.backend.PostgresBackend` of the same store and
 shares everything but the I/O with it: the SQL text (:mod:`.sql`), how each op
-becomes a fragment and its result (:mod:`.ops`), the row checks and checksums
-(:mod:`.rows`), the error translation (:mod:`.errors`), and the statements a
-``LoadEntries`` runs (built by the sync backend, which does no I/O for them).
+becomes a fragment and its result (:mod:`.ops`), the statements a batch runs and
+how its results are read (:mod:`.plan`, the sync backend's planner), the row
+checks and checksums (:mod:`.rows`) and the error translation (:mod:`.errors`).
 The schema was migrated when the sync backend opened. The pool is opened on
 the running loop at the first call; a call from another loop (a store used in a
 second ``asyncio.run``) opens a new pool there and leaves the old one to its loop.
@@ -13,31 +13,27 @@ second ``asyncio.run``) opens a new pool there and leaves the old one to its loo
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeAlias
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from ...errors import ConflictError, UnavailableError, StoreClosedError, translate
-from ...protocol import Append, Entry, LoadEntries, LogInfo, Op, OpResult, Record
+from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.keys import prefix_end
-from .._dispatch import handlers
 from . import rows as checked
 from . import sql
 from .backend import PostgresBackend, _live_log, _read_params
 from .config import Settings, connect_kwargs, dsn
 from .errors import RACES, RETRIES
-from .ops import OPS, OpSQL, Params, Part, Row, clamp, one_statement
+from .ops import Params, Row, clamp
+from .plan import Stmt
 
 __all__ = ["AsyncPostgresBackend"]
-
-Stmt: TypeAlias = tuple[str, Params]
 
 
 class _AsyncConnection(psycopg.AsyncConnection[Row]):
@@ -230,9 +226,7 @@ class AsyncPostgresBackend(AsyncBackend):
         if isinstance(exc, pg_errors.InvalidTextRepresentation) and not raw:
             return True  # a "json" payload PostgreSQL's json type rejects: keep its bytes
         if exc.sqlstate == sql.DEAD_LOG_SQLSTATE:
-            now = time.time()
-            logs = {op.log for op in ops if isinstance(op, Append)}
-            await self._execute(conn, [(self._q.drop_dead_log, {"log": log, "now": now}) for log in logs], [])
+            await self._execute(conn, self._sync._plan.dead_logs(ops, time.time()), [])
             return raw
         if isinstance(exc, RACES):
             return raw
@@ -241,38 +235,8 @@ class AsyncPostgresBackend(AsyncBackend):
     async def _apply_once(
         self, conn: _AsyncConnection, ops: Sequence[Op], raw: bool, clock: float | None
     ) -> list[OpResult]:
-        now = time.time() if clock is None else clock
-        steps = handlers(OPS, ops, "the postgresql:// backend")
-        parts = [step.part(op, raw) for step, op in zip(steps, ops)]
-        if not one_statement(ops, steps, parts):
-            return await self._apply_pipelined(conn, ops, steps, parts, now, raw)
-        kinds = tuple(p[0] for p in parts if p is not None)
-        params: Params = {"now": now}
-        for i, part in enumerate(parts):
-            assert part is not None
-            params.update({f"o{i}_{k}": v for k, v in part[1].items()})
-        row = (await self._execute(conn, [(sql.batch_sql(kinds, self._sync.schema), params)], [0]))[0]
-        return PostgresBackend._results(ops, steps, kinds, [row] * len(ops), shared=True, now=now)
-
-    async def _apply_pipelined(
-        self, conn: _AsyncConnection, ops: Sequence[Op], steps: Sequence[OpSQL], parts: Sequence[Part | None],
-        now: float, raw: bool,
-    ) -> list[OpResult]:  # fmt: skip
-        """One statement per operation, in order, in one pipeline (as the sync backend does)."""
-        plans: list[list[Stmt]] = []
-        for op, part in zip(ops, parts):
-            if part is None:
-                assert isinstance(op, LoadEntries)
-                plans.append(self._sync._load_entries(op, now, raw))  # builds statements, no I/O
-                continue
-            params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
-            stmt = (sql.batch_sql((part[0],), self._sync.schema), params)
-            dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
-            plans.append([*dead, stmt])
-        ends = list(itertools.accumulate(len(p) for p in plans))
-        rows = await self._execute(conn, [s for p in plans for s in p], [e - 1 for e in ends])
-        kinds = tuple(p[0] if p else "load_entries" for p in parts)
-        return PostgresBackend._results(ops, steps, kinds, rows, shared=False, now=now)
+        plan = self._sync._plan.batch(ops, raw, time.time() if clock is None else clock)  # no I/O
+        return plan.finish(await self._execute(conn, plan.stmts, plan.wanted))
 
     # -- housekeeping --------------------------------------------------------
     async def aclose(self) -> None:

@@ -14,10 +14,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
 from ...errors import ConflictError, NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
-from ...protocol import Append, Backend, Entry, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Record
-from ...protocol.integrity import entry_sum
+from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.keys import prefix_end
-from .._dispatch import handlers
 from .._url import ParsedURL
 from ..tenant import TenantBackend
 from . import rows as checked
@@ -25,12 +23,11 @@ from . import sql
 from .config import Settings, connect_kwargs, dsn, tenant_options
 from .errors import RACES, RETRIES, map_error
 from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
-from .ops import OPS, OpSQL, Params, Part, Row, clamp, one_statement, payload
+from .ops import Params, Row, clamp
+from .plan import Planner, Stmt, run_together
 from .search import PostgresMemoryIndex  # store.memory()'s native index (issue 16)
 
 __all__ = ["PostgresBackend", "tenant_setting"]
-
-Stmt: TypeAlias = tuple[str, Params]
 
 
 class _Connection(psycopg.Connection[Row]):
@@ -104,6 +101,7 @@ class PostgresBackend(Backend):
         cfg = Settings.from_url(url)
         self.schema = cfg.schema
         self._q = sql.build(cfg.schema)
+        self._plan = Planner(cfg.schema, self._q)
         self._closed = False
         self._parsed = url
         self._tenants: dict[str, PostgresBackend] = {}
@@ -273,82 +271,50 @@ class PostgresBackend(Backend):
         if isinstance(exc, pg_errors.InvalidTextRepresentation) and not raw:
             return True  # a "json" payload PostgreSQL's json type rejects: keep its bytes
         if exc.sqlstate == sql.DEAD_LOG_SQLSTATE:
-            now = time.time()
-            logs = {op.log for op in ops if isinstance(op, Append)}
-            self._execute([(self._q.drop_dead_log, {"log": log, "now": now}) for log in logs], [])
+            self._execute(self._plan.dead_logs(ops, time.time()), [])
             return raw
         if isinstance(exc, RACES):
             return raw
         raise exc
 
     def _apply_once(self, ops: Sequence[Op], raw: bool, clock: float | None) -> list[OpResult]:
-        now = time.time() if clock is None else clock
-        steps = handlers(OPS, ops, "the postgresql:// backend")
-        parts = [step.part(op, raw) for step, op in zip(steps, ops)]
-        if not one_statement(ops, steps, parts):
-            return self._apply_pipelined(ops, steps, parts, now, raw)
-        kinds = tuple(p[0] for p in parts if p is not None)
-        params: Params = {"now": now}
-        for i, part in enumerate(parts):
-            assert part is not None
-            params.update({f"o{i}_{k}": v for k, v in part[1].items()})
-        row = self._execute([(sql.batch_sql(kinds, self.schema), params)], [0])[0]
-        return self._results(ops, steps, kinds, [row] * len(ops), shared=True, now=now)
+        plan = self._plan.batch(ops, raw, time.time() if clock is None else clock)
+        return plan.finish(self._execute(plan.stmts, plan.wanted))
 
-    def _apply_pipelined(
-        self, ops: Sequence[Op], steps: Sequence[OpSQL], parts: Sequence[Part | None], now: float, raw: bool
-    ) -> list[OpResult]:
-        """One statement per operation, in order, in one pipeline: for batches whose
-        operations touch the same rows (each must see the previous ones' writes)."""
-        plans: list[list[Stmt]] = []
-        for op, part in zip(ops, parts):
-            if part is None:
-                assert isinstance(op, LoadEntries)
-                plans.append(self._load_entries(op, now, raw))
-                continue
-            params = {"now": now, **{f"o0_{k}": v for k, v in part[1].items()}}
-            stmt = (sql.batch_sql((part[0],), self.schema), params)
-            # an earlier op of this batch may have expired the log: replace it first
-            dead = [(self._q.drop_dead_log, {"log": op.log, "now": now})] if isinstance(op, Append) else []
-            plans.append([*dead, stmt])
-        ends = list(itertools.accumulate(len(p) for p in plans))
-        rows = self._execute([s for p in plans for s in p], [e - 1 for e in ends])
-        kinds = tuple(p[0] if p else "load_entries" for p in parts)
-        return self._results(ops, steps, kinds, rows, shared=False, now=now)
+    def apply_batches(self, batches: Sequence[tuple[Sequence[Op], float]]) -> list[list[OpResult]]:
+        """Apply several ``(ops, now)`` batches in order in ONE transaction (one pipeline, one
+        round trip); each batch's results.
 
-    @staticmethod
-    def _results(
-        ops: Sequence[Op], steps: Sequence[OpSQL], kinds: Sequence[str], rows: Sequence[Row | None], *,
-        shared: bool, now: float,
-    ) -> list[OpResult]:
-        """Each op's result from its columns: consecutive in one ``shared`` row, or its own row."""
-        out: list[OpResult] = []
-        col = 0
-        for op, step, kind, row in zip(ops, steps, kinds, rows):
-            assert row is not None
-            width = sql.FRAGMENTS[kind].width if kind in sql.FRAGMENTS else 1
-            cols = row[col : col + width] if shared else row
-            col += width
-            out.append(step.result(op, cols, now))
-        return out
+        Each batch runs with its own clock and sees the writes of those before it, as
+        :meth:`apply` one batch at a time would; they commit together or not at all (the
+        first refused compare-and-set raises :class:`ConflictError` and nothing is written).
+        The write-behind flusher of a tiered store replays a page of its queue with it.
+        """
+        every = [op for ops, _ in batches for op in ops]
+        try:
+            with self._guard():
+                return self._batches_retrying(batches)
+        except ConflictError as err:
+            raise self._with_last_seq(err, every) from None
 
-    def _load_entries(self, op: LoadEntries, now: float, raw: bool) -> list[Stmt]:
-        if not op.entries:
-            return [(self._q.set_log_expiry, {"log": op.log, "exp": op.expires_at, "now": now})]
-        first = op.entries[0]
-        payloads = [payload(e.data, e.codec, raw) for e in op.entries]
-        head = {"log": op.log, "first": first.seq, "created": first.created_at, "exp": op.expires_at}
-        body = {
-            "log": op.log, "seqs": [e.seq for e in op.entries], "createds": [e.created_at for e in op.entries],
-            "datas": [p[0] for p in payloads], "docs": [p[1] for p in payloads],
-            "codecs": [e.codec for e in op.entries],
-            "sums": [checked.sum_param(entry_sum(op.log, e.codec, e.data, e.seq)) for e in op.entries],
-        }  # fmt: skip
-        return [
-            (self._q.drop_dead_log, {"log": op.log, "now": now}),
-            (self._q.load_log_head, head),
-            (self._q.load_entries, body),
-        ]
+    def _batches_retrying(self, batches: Sequence[tuple[Sequence[Op], float]]) -> list[list[OpResult]]:
+        """:meth:`apply_batches` with :meth:`_prepare_retry`'s retries, except that a dead log is
+        dropped just before each batch, at that batch's clock (``careful``): an earlier batch of
+        the group may renew a log that is expired by now, as it would have one batch at a time."""
+        raw = careful = False
+        for attempt in range(1, RETRIES + 1):
+            plans = [self._plan.batch(ops, raw, now) for ops, now in batches]
+            if careful:
+                plans = [p.after(self._plan.dead_logs(ops, now)) for p, (ops, now) in zip(plans, batches)]
+            try:
+                return run_together(plans, self._execute)
+            except psycopg.Error as exc:
+                dead = exc.sqlstate == sql.DEAD_LOG_SQLSTATE
+                bad_json = isinstance(exc, pg_errors.InvalidTextRepresentation) and not raw
+                if attempt == RETRIES or not (dead or bad_json or isinstance(exc, RACES)):
+                    raise
+                careful, raw = careful or dead, raw or bad_json
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- housekeeping --------------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:

@@ -1,21 +1,7 @@
-"""Key layout of the Redis backend, and how a batch becomes script arguments.
+"""How a batch becomes the script's arguments, and its reply the ops' results.
 
-Redis keys of a store with prefix ``sk``::
-
-    sk:statekeel                 hash: ``layout`` version (what migrate() records)
-    sk:partitions                zset (score 0) of registry members, see below
-    sk:{PARTITION}:...           everything a partition owns (see lua.py)
-
-A key's partition is its first two components (:func:`statekeel.protocol.keys.partition`);
-components never contain ``{`` or ``}``, so ``{PARTITION}`` is the Redis Cluster
-hash tag and all of a partition's Redis keys live in one slot.
-
-The registry lets a scan whose prefix is shorter than a partition (``session/``,
-``""``) find the partitions it covers, in key order. Its members are ``T/`` for
-partition ``T`` when the key has three or more components, and the key itself
-when it has one or two. Every member stands for a contiguous, disjoint interval
-of keys (all keys starting with ``T/``, or one key), so walking the members in
-order walks the keys in order.
+The names of a store's Redis keys and the registry's ranges are in :mod:`.keyspace`
+(re-exported here, where the backends have always found them).
 """
 
 from __future__ import annotations
@@ -26,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ...errors import ConfigurationError, ConflictError, CorruptionError, InvalidInputError
+from ...errors import ConflictError, CorruptionError, InvalidInputError
 from ...protocol import (
     ANY,
     KEEP,
@@ -47,91 +33,22 @@ from ...protocol import (
 )
 from ...protocol.integrity import base_sum, entry_sum, record_sum, seal
 from .._dispatch import handlers
+from .keyspace import Layout as Layout
+from .keyspace import LexRange as LexRange
+from .keyspace import PartitionRange as PartitionRange
+from .keyspace import in_one_partition as in_one_partition
+from .keyspace import member_range as member_range
+from .keyspace import prefix_range as prefix_range
+from .keyspace import registry_member as registry_member
+from .keyspace import registry_members as registry_members
+from .keyspace import registry_start as registry_start
 
 Arg = str | bytes
-LexRange = tuple[bytes, bytes]
-"""ZRANGEBYLEX ``min`` and ``max`` bounds."""
-PartitionRange = tuple[str, bytes, bytes]
-"""(partition, min, max): one interval of keys inside one partition."""
 
 EXACT = 2**53 - 1
 """Lua numbers are doubles: the largest integer (version, seq) they hold exactly."""
 LATEST = EXACT / 1000
 """The largest expiry, in seconds, whose milliseconds Lua and PEXPIREAT still hold exactly."""
-
-_TOP = b"\xff"  # above every byte of UTF-8, so prefix + _TOP bounds every key with that prefix
-
-
-class Layout:
-    """Names of the Redis keys of one store (one ``?prefix=``)."""
-
-    def __init__(self, prefix: str) -> None:
-        if not prefix or any(ch in prefix for ch in "{} \r\n"):
-            raise ConfigurationError(
-                f"?prefix={prefix!r} is not valid: use a non-empty name without braces or spaces, "
-                "e.g. ?prefix=sk"
-            )
-        self.prefix = prefix
-        self.registry = f"{prefix}:partitions"
-        self.marker = f"{prefix}:statekeel"
-
-    def base(self, partition: str) -> str:
-        """``PREFIX:{PARTITION}:``: the start of every Redis key of the partition."""
-        return f"{self.prefix}:{{{partition}}}:"
-
-    def base_of(self, key: str) -> str:
-        return self.base(keys.partition(key))
-
-    def kv(self, key: str) -> str:
-        return self.base_of(key) + "kv:" + key
-
-    def log_head(self, log: str) -> str:
-        return self.base_of(log) + "logh:" + log
-
-    def log_data(self, log: str) -> str:
-        return self.base_of(log) + "log:" + log
-
-
-# -- ranges -----------------------------------------------------------------------
-def registry_member(key: str) -> str:
-    """The registry member whose interval holds ``key``."""
-    return key if key.count("/") < 2 else keys.partition(key) + "/"
-
-
-def registry_members(partition: str) -> list[str]:
-    """The members a partition registers: its own key and, with two components, ``T/``."""
-    return [partition] if "/" not in partition else [partition, partition + "/"]
-
-
-def in_one_partition(prefix: str) -> bool:
-    """True when every key starting with ``prefix`` has the same partition."""
-    return prefix.count("/") >= 2
-
-
-def prefix_range(prefix: str, after: str | None) -> LexRange:
-    """Bounds of the keys starting with ``prefix`` and greater than ``after``."""
-    raw = prefix.encode()
-    return _narrow(b"[" + raw if raw else b"-", raw, after), b"[" + raw + _TOP
-
-
-def member_range(member: str, after: str | None) -> PartitionRange:
-    """The partition and bounds of a registry member's interval, above ``after``."""
-    raw = member.encode()
-    if member.count("/") == 2:  # ``T/``; a one- or two-component key has fewer slashes
-        return member[:-1], _narrow(b"[" + raw, raw, after), b"[" + raw + _TOP
-    return member, _narrow(b"[" + raw, raw, after), b"[" + raw
-
-
-def registry_start(prefix: str, after: str | None) -> bytes:
-    """Where a walk of the registry for ``prefix`` (after ``after``) begins."""
-    start = prefix if after is None else max(prefix, registry_member(after))
-    return b"[" + start.encode() if start else b"-"
-
-
-def _narrow(lower: bytes, lower_raw: bytes, after: str | None) -> bytes:
-    if after is None or after.encode() < lower_raw:
-        return lower
-    return b"(" + after.encode()
 
 
 # -- batches ----------------------------------------------------------------------
@@ -162,6 +79,9 @@ Expand = Callable[[str], list[PartitionRange]]
 """An :data:`Expander` bound to the partitions the batch creates so far."""
 
 _LENGTH = struct.Struct(">I").pack
+_SHORT = 1024
+_LENGTHS = tuple(_LENGTH(n) for n in range(_SHORT))
+"""The length prefixes of fields shorter than ``_SHORT`` (most are: names, codecs, numbers), made once."""
 
 
 class Context(NamedTuple):
@@ -184,7 +104,8 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander, next
     :class:`InvalidInputError` and the batch writes nothing.
     """
     batch = Batch()
-    fields: list[bytes] = []
+    blob: list[bytes] = []  # each field's length (4 bytes), then the field: joined once at the end
+    add = blob.append
 
     def expand_here(prefix: str) -> list[PartitionRange]:
         return expand(prefix, batch.creates.values())
@@ -194,10 +115,15 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander, next
     for index, (op, step) in enumerate(zip(ops, handlers(OPS, ops, "the redis:// backend"))):
         start = len(batch.owners)
         for wire in step.encode(layout, op, ctx):
-            try:
-                fields += [x if isinstance(x, bytes) else x.encode() for x in wire]
-            except (UnicodeEncodeError, AttributeError):
-                fields += [_field(x, op) for x in wire]  # raises, naming what is wrong
+            for x in wire:
+                if not isinstance(x, bytes):
+                    try:
+                        x = x.encode()
+                    except (UnicodeEncodeError, AttributeError):
+                        x = _field(x, op)  # raises, naming what is wrong
+                n = len(x)
+                add(_LENGTHS[n] if n < _SHORT else _LENGTH(n))
+                add(x)
             base = str(wire[1])
             batch.bases.append(base)
             batch.owners.append(index)
@@ -207,7 +133,7 @@ def encode(layout: Layout, ops: Sequence[Op], now: float, expand: Expander, next
         if step.creates is not None:
             part = keys.partition(step.creates(op))
             batch.creates[layout.base(part)] = part
-    batch.blob = b"".join([_LENGTH(len(f)) + f for f in fields])
+    batch.blob = b"".join(blob)
     batch.light = light(ops)
     return batch
 

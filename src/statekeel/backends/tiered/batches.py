@@ -41,6 +41,9 @@ CODEC: Final = "tier-batch-2"
 JSON_CODEC: Final = "tier-batch-1"
 """The previous format, still read: the whole batch as JSON, payloads in base64."""
 _LEN: Final = struct.Struct(">I")
+_compact: Final = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` with its encoder made once (json.dumps makes one per
+call when given separators: a write-behind write pays it every batch)."""
 
 Blob = Callable[[bytes], Any]
 """How a payload is written into the document (an index into the payload table, or base64)."""
@@ -105,7 +108,7 @@ def encode(ops: Sequence[Op], now: float) -> bytes:
         return len(payloads) - 1
 
     listed = [_ENCODE[type(op)](op, blob) for op in ops]
-    doc = json.dumps({"now": now, "ops": listed, "sizes": [len(p) for p in payloads]}, separators=(",", ":"))
+    doc = _compact({"now": now, "ops": listed, "sizes": [len(p) for p in payloads]})
     head = doc.encode()
     return b"".join([_LEN.pack(len(head)), head, *payloads])
 

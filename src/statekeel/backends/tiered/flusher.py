@@ -5,7 +5,10 @@ watermark record (:data:`.names.WATERMARK`: the queue's epoch and the batch's
 queue seq), written with compare-and-set on the watermark's version. A batch
 replayed after a crash finds the watermark already past it and is skipped; two
 flushers racing (a paused one whose lease ran out) cannot both commit the same
-batch — the loser's watermark write conflicts and it stops.
+batch — the loser's watermark write conflicts and it stops. The watermark is
+written FIRST in the transaction: the loser's conflict is then on the watermark,
+not on one of the batch's own compare-and-sets (which the winner's replay also
+moved on), so it stops instead of taking the batch for a refused one.
 
 One flusher at a time: a lease record in Redis (:data:`.names.LEASE`, a put
 with ``expect=None`` and an expiry), renewed while flushing. A process that
@@ -15,6 +18,14 @@ process takes over where the watermark says.
 The queue's epoch is its log's ``created_at``: if Redis lost everything (a
 restart without its AOF, FLUSHALL), the queue starts again with a new epoch and
 is replayed from its start, not skipped.
+
+Grouped: a cold tier with :class:`AppliesBatches` (PostgreSQL) gets a group of
+queued batches — at most a page, :data:`GROUP_BYTES` of entries and
+:data:`GROUP_OPS` ops — in ONE transaction, each batch with its own clock, the
+watermark put first: one commit and one round trip for the group instead of one
+per batch. If PostgreSQL refuses a batch of the group (the tiers diverged), the
+whole group rolled back and is replayed again one batch per transaction, so only
+the refused batch goes to the dead letters.
 """
 
 from __future__ import annotations
@@ -23,15 +34,32 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from ...errors import ConflictError
-from ...protocol import Append, Backend, Delete, Entry, Op, Put, Record, Trim
+from ...errors import ConflictError, CorruptionError
+from ...protocol import Append, Backend, Delete, Entry, Op, OpResult, Put, Record, Trim
 from . import batches
 from .names import DEAD, LEASE, QUEUE, WATERMARK
 
 log = logging.getLogger("statekeel.tiered")
 
 READ_PAGE = 200
+"""Queue entries read at a time (the queue is trimmed after each page)."""
+GROUP_BYTES = 1 << 20
+"""A group of batches replayed in one transaction stops growing past this many bytes of queue entries ..."""
+GROUP_OPS = 2_000
+"""... or this many ops (a batch larger than either is a group of its own): a transaction that stays
+short — its locks, the pipeline's memory on both sides, and the work redone if a batch is refused."""
+
+
+@runtime_checkable
+class AppliesBatches(Protocol):
+    """A cold tier that applies several batches, each with its own clock, in one transaction."""
+
+    def apply_batches(self, batches: Sequence[tuple[Sequence[Op], float]]) -> list[list[OpResult]]:
+        """See :meth:`statekeel.backends.postgres.PostgresBackend.apply_batches`."""
 
 
 class LeaseHeld(Exception):
@@ -95,14 +123,51 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease) -> tuple[int, int]:
     start = max(mark.seq + 1, info.first_seq)
     if start - 1 > info.first_seq:  # replayed before a crash, not trimmed yet
         hot.apply([Trim(QUEUE, before=start - 1)])
+    grouped = isinstance(cold, AppliesBatches)
     while entries := hot.read(QUEUE, start=start, limit=READ_PAGE):
-        for entry in entries:
-            _replay(hot, cold, mark, entry)
-            done += 1
+        for group in _groups(entries, grouped):
+            _replay_group(hot, cold, mark, group)
+            done += len(group)
+            lease.renew()
         start = entries[-1].seq + 1
-        lease.renew()
         hot.apply([Trim(QUEUE, before=start - 1)])
     return done, mark.seq
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A queue entry and the batch it holds."""
+
+    entry: Entry
+    """The entry in the Redis queue (its seq is what the watermark counts)."""
+    ops: list[Op]
+    """The batch's ops."""
+    now: float
+    """The batch's clock: the time Redis wrote it, which PostgreSQL stores too."""
+
+
+def _groups(entries: Sequence[Entry], grouped: bool) -> Iterator[list[_Queued]]:
+    """``entries`` decoded, in groups replayed one transaction each (one batch each unless ``grouped``).
+
+    An entry that cannot be decoded ends the replay there (as it did one batch at a time): the
+    group before it is still replayed, then its :class:`CorruptionError` is raised.
+    """
+    group: list[_Queued] = []
+    size = count = 0
+    for entry in entries:
+        try:
+            ops, now = batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
+        except CorruptionError:
+            if group:
+                yield group
+            raise
+        if group and (not grouped or size + len(entry.data) > GROUP_BYTES or count + len(ops) > GROUP_OPS):
+            yield group
+            group, size, count = [], 0, 0
+        group.append(_Queued(entry, ops, now))
+        size, count = size + len(entry.data), count + len(ops)
+    if group:
+        yield group
 
 
 class _Watermark:
@@ -125,16 +190,38 @@ class _Watermark:
         self.seq, self.version = seq, rec.version
 
 
-def _replay(hot: Backend, cold: Backend, mark: _Watermark, entry: Entry) -> None:
-    ops, now = batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
+def _replay_group(hot: Backend, cold: Backend, mark: _Watermark, group: list[_Queued]) -> None:
+    """Replay ``group`` in one transaction, the watermark moved to its last entry in it;
+    one batch per transaction if PostgreSQL refuses one of them."""
+    if len(group) == 1 or not isinstance(cold, AppliesBatches):
+        for queued in group:
+            _replay(hot, cold, mark, queued.entry, (queued.ops, queued.now))
+        return
+    last = group[-1]
     try:
-        results = cold.apply([*ops, mark.op(entry.seq)], now=now)
+        results = cold.apply_batches([([mark.op(last.entry.seq)], last.now), *((q.ops, q.now) for q in group)])
+    except ConflictError as exc:
+        if exc.key == WATERMARK:
+            raise LeaseHeld() from None  # another flusher committed it: it owns the queue now
+        for queued in group:  # nothing of the group was written: find the refused batch alone
+            _replay(hot, cold, mark, queued.entry, (queued.ops, queued.now))
+        return
+    mark.advanced(last.entry.seq, results[0][0])
+
+
+def _replay(
+    hot: Backend, cold: Backend, mark: _Watermark, entry: Entry, decoded: tuple[list[Op], float] | None = None
+) -> None:
+    """Replay one queued batch in its own transaction; a batch PostgreSQL refuses goes to the dead letters."""
+    ops, now = decoded or batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
+    try:
+        results = cold.apply([mark.op(entry.seq), *ops], now=now)
     except ConflictError as exc:
         if exc.key == WATERMARK:
             raise LeaseHeld() from None  # another flusher committed it: it owns the queue now
         _dead_letter(hot, entry, exc)
         results = cold.apply([mark.op(entry.seq)], now=now)
-    mark.advanced(entry.seq, results[-1])
+    mark.advanced(entry.seq, results[0])
 
 
 def _dead_letter(hot: Backend, entry: Entry, exc: ConflictError) -> None:
