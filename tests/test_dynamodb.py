@@ -17,18 +17,16 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import pytest
 from click.testing import CliRunner
 
 import statekeel
-from conftest import running
+from dynamodb_server import raw, server, table_name, url  # noqa: F401 - fixtures
 from statekeel import ConfigurationError, ConflictError, CorruptionError, InvalidInputError, UnavailableError
 from statekeel.backends import open_backend
 from statekeel.backends.dynamodb import TRANSACTION_LIMIT, DynamoDBBackend
@@ -40,32 +38,10 @@ from statekeel.protocol import Append, Entry, LoadEntries, Put
 from statekeel.testing.servers.dynamodb import DynamoDBServer
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[DynamoDBServer]:
-    yield from running(DynamoDBServer())
-
-
-_tables = itertools.count()
-
-
-@pytest.fixture
-def url(server: DynamoDBServer) -> str:
-    return server.url(f"sk_dyn_{time.time_ns()}_{next(_tables)}")
-
-
-@pytest.fixture
-def raw(server: DynamoDBServer) -> Any:
-    return boto3.client("dynamodb", region_name="us-east-1", endpoint_url=server.endpoint)
-
-
 @pytest.fixture
 def store(url: str) -> Iterator[statekeel.Store]:
     with statekeel.open(url) as st:
         yield st
-
-
-def _table(url: str) -> str:
-    return url.split("://", 1)[1].split("?", 1)[0]
 
 
 # -- URL options ---------------------------------------------------------------------------
@@ -111,7 +87,7 @@ def test_entries_written_ahead_of_a_commit_that_never_happened_stay_invisible(st
     assert isinstance(b, DynamoDBBackend)
     b.apply([Append("s/a/log", ((b"0", "json"),))])
     big = [Append("s/a/log", tuple((b"9", "json") for _ in range(150))), Append("s/new/log", ((b"9", "json"),))]
-    planned = plan(big, b._snapshot(big, time.time()), time.time(), _table(b.url), split=True)
+    planned = plan(big, b._snapshot(big, time.time()), time.time(), table_name(b.url), split=True)
     b._write_ahead(planned.entries)  # ...and the process dies before the commit
     assert [e.data for e in b.read("s/a/log", stop=200)] == [b"0"]
     assert b.log_info("s/new/log") is None and b.read("s/new/log") == []
@@ -162,14 +138,14 @@ def test_an_expired_record_still_stored_is_never_returned_and_purge_deletes_it(
     expires = now - 5.5
     b.apply([Put("s/a/gone", b"1", "json", expires_at=expires), Put("s/a/kept", b"2", "json"),
              Append("s/a/old", ((b"x", "json"),), expires_at=expires)], now=now - 10)  # fmt: skip
-    item = raw.get_item(TableName=_table(url), Key=record_key("s/a/gone"))["Item"]
+    item = raw.get_item(TableName=table_name(url), Key=record_key("s/a/gone"))["Item"]
     assert item["ttl"] == {"N": str(math.ceil(expires))}  # what DynamoDB's TTL deletes by — some day
     assert b.get("s/a/gone") is None and b.get_many(["s/a/gone"]) == [None]
     assert [r.key for r in b.scan("s/a/")] == [r.key for r in b.scan("")] == ["s/a/kept"]
     assert b.read("s/a/old") == [] and b.scan_logs("") == []
     assert b.purge_expired() == 2
-    assert "Item" not in raw.get_item(TableName=_table(url), Key=record_key("s/a/gone"))
-    assert "Item" not in raw.get_item(TableName=_table(url), Key=entry_key("s/a/old", 1))
+    assert "Item" not in raw.get_item(TableName=table_name(url), Key=record_key("s/a/gone"))
+    assert "Item" not in raw.get_item(TableName=table_name(url), Key=entry_key("s/a/old", 1))
     assert b.get("s/a/kept") is not None
 
 
@@ -190,7 +166,7 @@ def test_a_missing_table_without_migrate_and_a_foreign_table_are_refused(url: st
     with pytest.raises(MigrationRequiredError, match="statekeel migrate"):
         open_backend(url, migrate=False).get("k/x/a")
     assert open_backend(url, migrate=False).migrate(check=True).current == 0
-    name = _table(url)
+    name = table_name(url)
     raw.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
                      AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
@@ -217,12 +193,12 @@ def _one_digit_changed(data: bytes) -> bytes:
 
 
 def _set(raw: Any, url: str, key: dict[str, Any], name: str, value: dict[str, Any]) -> None:
-    raw.update_item(TableName=_table(url), Key=key, UpdateExpression="SET #a = :v",
+    raw.update_item(TableName=table_name(url), Key=key, UpdateExpression="SET #a = :v",
                     ExpressionAttributeNames={"#a": name}, ExpressionAttributeValues={":v": value})  # fmt: skip
 
 
 def _get(raw: Any, url: str, key: dict[str, Any]) -> dict[str, Any]:
-    item: dict[str, Any] = raw.get_item(TableName=_table(url), Key=key)["Item"]
+    item: dict[str, Any] = raw.get_item(TableName=table_name(url), Key=key)["Item"]
     return item
 
 
@@ -335,7 +311,7 @@ def test_an_encrypted_store_keeps_its_keystore_in_one_item_collection_and_reopen
     with statekeel.open(url, encryption=statekeel.Encryption(master_key=key)) as st:
         for i in range(5):
             st.session(f"s{i}").append(f"secret {i}")
-    stored = raw.query(TableName=_table(url), KeyConditionExpression="pk = :pk",
+    stored = raw.query(TableName=table_name(url), KeyConditionExpression="pk = :pk",
                        ExpressionAttributeValues={":pk": {"S": "nkeys"}})["Items"]  # fmt: skip
     sks = [item["sk"]["S"] for item in stored]
     assert all(sk.startswith("kkeys/") for sk in sks) and sum(sk.startswith("kkeys/session%2Fs") for sk in sks) == 5

@@ -20,48 +20,22 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 import statekeel
-from conftest import running
+from dynamodb_server import raw, server, table_name, url  # noqa: F401 - fixtures
 from statekeel.backends import open_backend
 from statekeel.backends.dynamodb import SCHEMA_VERSION, DynamoDBBackend, schema
 from statekeel.backends.dynamodb.items import META_KEY
-from statekeel.errors import MigrationRequiredError
+from statekeel.errors import MigrationRequiredError, SchemaTooNewError
 from statekeel.features.events import list_streams
 from statekeel.core import layout
 from statekeel.backends.dynamodb.items import record_key
 from statekeel.protocol import Append, Delete, Expire, Load, LoadEntries, Put
-from statekeel.testing.servers.dynamodb import DynamoDBServer
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DynamoDBServer]:
-    yield from running(DynamoDBServer())
-
-
-_tables = itertools.count()
-
-
-@pytest.fixture
-def url(server: DynamoDBServer) -> str:
-    return server.url(f"sk_list_{time.time_ns()}_{next(_tables)}")
-
-
-@pytest.fixture
-def raw(server: DynamoDBServer) -> Any:
-    return boto3.client("dynamodb", region_name="us-east-1", endpoint_url=server.endpoint)
-
-
-def _table(url: str) -> str:
-    return url.split("://", 1)[1].split("?", 1)[0]
 
 
 class _Sent:
@@ -185,7 +159,7 @@ def _write_everything(store: statekeel.Store) -> None:
 def test_a_version_1_table_is_migrated_on_open_and_everything_reads_back(url: str, raw: Any) -> None:
     with statekeel.open(url) as store:
         _write_everything(store)
-    assert _to_version_1(raw, _table(url)) >= 8
+    assert _to_version_1(raw, table_name(url)) >= 8
     check = open_backend(url, migrate=False)
     status = check.migrate(check=True)
     check.close()
@@ -199,14 +173,14 @@ def test_a_version_1_table_is_migrated_on_open_and_everything_reads_back(url: st
         assert store.tenant("acme").memory_namespaces() == [("team", "t")]
         store.events("orders").append("paid", {"id": 7})
         assert [e.type for e in store.events("orders").read()] == ["created", "paid"]
-    left = [i["pk"]["S"] for p in raw.get_paginator("scan").paginate(TableName=_table(url)) for i in p["Items"]]
+    left = [i["pk"]["S"] for p in raw.get_paginator("scan").paginate(TableName=table_name(url)) for i in p["Items"]]
     assert not [pk for pk in left if pk.startswith(("pmemory/", "pevents/", "pacme~memory/"))], left
 
 
 def test_a_handle_opened_without_migrating_refuses_a_version_1_table_naming_the_command(url: str, raw: Any) -> None:
     with statekeel.open(url) as store:
         _write_everything(store)
-    _to_version_1(raw, _table(url))
+    _to_version_1(raw, table_name(url))
     backend = open_backend(url, migrate=False)
     with pytest.raises(MigrationRequiredError, match="statekeel migrate"):
         backend.scan("memory/")
@@ -214,7 +188,7 @@ def test_a_handle_opened_without_migrating_refuses_a_version_1_table_naming_the_
         backend.apply([Put("events/x/meta", b"{}", "json")])
     assert backend.get("session/s1/meta") is not None  # sessions did not move: still readable
     backend.close()
-    assert raw.get_item(TableName=_table(url), Key={"pk": {"S": "pevents/x"}, "sk": {"S": "kevents/x/meta"}}).get(
+    assert raw.get_item(TableName=table_name(url), Key={"pk": {"S": "pevents/x"}, "sk": {"S": "kevents/x/meta"}}).get(
         "Item") is None  # fmt: skip
 
 
@@ -237,8 +211,8 @@ def test_a_migrator_whose_scan_is_stale_neither_overwrites_nor_resurrects_what_w
     put the version-1 copy over the newer value, nor bring back what was deleted since."""
     with statekeel.open(url) as store:
         _write_everything(store)
-    _to_version_1(raw, _table(url))
-    stale = _old_items(raw, _table(url))
+    _to_version_1(raw, table_name(url))
+    stale = _old_items(raw, table_name(url))
     assert stale
     with statekeel.open(url) as store:  # the first migrator, then its writes
         store.memory(("user", "u1"), embedder=None).put("k", "now likes coffee")
@@ -247,13 +221,13 @@ def test_a_migrator_whose_scan_is_stale_neither_overwrites_nor_resurrects_what_w
         backend = store.storage
         assert isinstance(backend, DynamoDBBackend)
         schema._move(backend._table, stale)  # the second migrator's moves, from its stale page
-        assert _old_items(raw, _table(url)) == []
+        assert _old_items(raw, table_name(url)) == []
         copies = [i for i in stale if "u1" in i["pk"]["S"] + i["sk"]["S"] and "u2" not in i["pk"]["S"] + i["sk"]["S"]]
         assert copies
         for item in copies:  # a version-1 copy beside its moved item (an older process wrote it meanwhile)
-            raw.put_item(TableName=_table(url), Item=item)
+            raw.put_item(TableName=table_name(url), Item=item)
         schema._move(backend._table, copies)  # moved again: the newer item is kept, the stale copy dropped
-        assert _old_items(raw, _table(url)) == []
+        assert _old_items(raw, table_name(url)) == []
     with statekeel.open(url) as store:
         assert [m.value for m in store.memory(("user", "u1"), embedder=None).items()] == ["now likes coffee"]
         assert [m.value for m in store.memory(("user", "u2"), embedder=None).items()] == []
@@ -265,8 +239,8 @@ def test_a_migration_killed_halfway_is_finished_by_the_next_open_and_nothing_is_
         _write_everything(store)
         for i in range(30):  # more than one move transaction
             store.memory(("user", f"v{i:02d}"), embedder=None).put("k", f"note {i}")
-    _to_version_1(raw, _table(url))
-    before = len(_old_items(raw, _table(url)))
+    _to_version_1(raw, table_name(url))
+    before = len(_old_items(raw, table_name(url)))
     backend = open_backend(url, migrate=False)
     assert isinstance(backend, DynamoDBBackend)
     commits = itertools.count()
@@ -279,7 +253,7 @@ def test_a_migration_killed_halfway_is_finished_by_the_next_open_and_nothing_is_
     with pytest.raises(_Killed):
         backend.migrate()
     backend.close()
-    assert 0 < len(_old_items(raw, _table(url))) < before  # half moved: version 1 still recorded
+    assert 0 < len(_old_items(raw, table_name(url))) < before  # half moved: version 1 still recorded
     with statekeel.open(url, migrate=False) as store, pytest.raises(MigrationRequiredError):
         store.memory_namespaces()  # version 1 is still recorded: a handle that does not migrate refuses
     with statekeel.open(url) as store:
@@ -288,7 +262,7 @@ def test_a_migration_killed_halfway_is_finished_by_the_next_open_and_nothing_is_
         assert [m.value for m in store.memory(("user", "v29"), embedder=None).items()] == ["note 29"]
         assert [e.data for e in store.events("orders").read()] == [{"id": 7}]
         assert store.tenant("acme").memory_namespaces() == [("team", "t")]
-    assert _old_items(raw, _table(url)) == []
+    assert _old_items(raw, table_name(url)) == []
 
 
 def test_two_handles_opening_a_version_1_table_at_once_both_migrate_it_and_list_everything(url: str, raw: Any) -> None:
@@ -296,7 +270,7 @@ def test_two_handles_opening_a_version_1_table_at_once_both_migrate_it_and_list_
         _write_everything(store)
         for i in range(30):
             store.memory(("user", f"v{i:02d}"), embedder=None).put("k", f"note {i}")
-    _to_version_1(raw, _table(url))
+    _to_version_1(raw, table_name(url))
     barrier = threading.Barrier(2)
 
     def open_and_list() -> list[tuple[str, ...]]:
@@ -308,7 +282,60 @@ def test_two_handles_opening_a_version_1_table_at_once_both_migrate_it_and_list_
         listed = [f.result() for f in [pool.submit(open_and_list) for _ in range(2)]]
     expected = [("user", "u1"), ("user", "u2")] + [("user", f"v{i:02d}") for i in range(30)]
     assert listed == [expected, expected]
-    assert _old_items(raw, _table(url)) == []
+    assert _old_items(raw, table_name(url)) == []
+
+
+# -- a newer schema is refused and never set back ---------------------------------------------
+def _recorded_version(raw: Any, table: str) -> int:
+    return int(raw.get_item(TableName=table, Key=META_KEY, ConsistentRead=True)["Item"]["version"]["N"])
+
+
+def test_a_table_at_a_newer_schema_version_is_refused_naming_the_upgrade_and_left_as_it_is(
+    url: str, raw: Any
+) -> None:
+    with statekeel.open(url) as store:
+        _write_everything(store)
+    newer = {**META_KEY, "version": {"N": str(SCHEMA_VERSION + 1)}}
+    raw.put_item(TableName=table_name(url), Item=newer)
+    for attempt in (lambda: statekeel.open(url), lambda: open_backend(url, migrate=False).migrate(check=True)):
+        with pytest.raises(SchemaTooNewError, match="upgrade the statekeel package"):
+            attempt()
+    assert raw.get_item(TableName=table_name(url), Key=META_KEY)["Item"] == newer
+
+
+def _migrate_while_another_records(url: str, raw: Any, version: int) -> Any:
+    """Migrate a version-1 table with a handle opened without migrating, while another migrator
+    records ``version`` between this one's moves and its own record of the version."""
+    with statekeel.open(url) as store:
+        _write_everything(store)
+    _to_version_1(raw, table_name(url))
+    backend = open_backend(url, migrate=False)
+    assert isinstance(backend, DynamoDBBackend)
+
+    def the_other_records_first(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Item", {}).get("sk") == META_KEY["sk"]:
+            raw.put_item(TableName=table_name(url), Item={**META_KEY, "version": {"N": str(version)}})
+
+    backend._table.client.meta.events.register("before-parameter-build.dynamodb.PutItem", the_other_records_first)
+    try:
+        return backend.migrate()
+    finally:
+        backend.close()
+
+
+def test_a_newer_migrator_racing_this_one_is_never_set_back(url: str, raw: Any) -> None:
+    """A newer statekeel (version 3) records its version while this one moves items: this one's
+    record of version 2 must not overwrite it, and it refuses the table."""
+    with pytest.raises(SchemaTooNewError, match="upgrade the statekeel package"):
+        _migrate_while_another_records(url, raw, SCHEMA_VERSION + 1)
+    assert _recorded_version(raw, table_name(url)) == SCHEMA_VERSION + 1
+
+
+def test_a_migrator_of_the_same_version_racing_this_one_leaves_both_succeeding(url: str, raw: Any) -> None:
+    assert _migrate_while_another_records(url, raw, SCHEMA_VERSION).up_to_date
+    assert _recorded_version(raw, table_name(url)) == SCHEMA_VERSION
+    with statekeel.open(url) as store:
+        assert store.memory_namespaces() == [("user", "u1"), ("user", "u2")]
 
 
 # -- pages across the shards ----------------------------------------------------------------

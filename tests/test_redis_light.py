@@ -110,14 +110,17 @@ def test_an_everyday_turn_checks_one_key_type_not_four(server: RedisServer, raw:
         assert s.history() == ["hello", "again"] and s.state.get("turn") == 1
 
 
+def _foreign(r: redis.Redis, key: str) -> None:
+    """Replace ``key`` with a string someone else wrote (SET drops the old value whatever its type)."""
+    r.set(key, "someone else's")
+
+
 def test_a_foreign_list_refuses_the_light_batch_before_its_first_write(server: RedisServer,
                                                                        raw: redis.Redis) -> None:  # fmt: skip
     prefix = _prefix()
     with statekeel.open(f"{server.url}?prefix={prefix}") as store:
         store.backend.apply([Append(LOG, ((b'"m0"', "json"),)), Put(KEY, b"0", "json")])
-        lk = f"{prefix}:{{session/l1}}:log:{LOG}"
-        raw.delete(lk)
-        raw.set(lk, "someone else's")
+        _foreign(raw, f"{prefix}:{{session/l1}}:log:{LOG}")
         before = _stored(raw, prefix)
         with pytest.raises(NotAStoreError):
             store.backend.apply([Put(KEY, b"1", "json"), Append(LOG, ((b'"m1"', "json"),))])
@@ -128,9 +131,7 @@ def test_a_foreign_index_refuses_a_light_batch_that_writes_it(server: RedisServe
     prefix = _prefix()
     with statekeel.open(f"{server.url}?prefix={prefix}") as store:
         store.backend.apply([Append(LOG, ((b'"m0"', "json"),)), Put(KEY, b"0", "json")])
-        index = f"{prefix}:{{session/l1}}:logs"
-        raw.delete(index)
-        raw.set(index, "someone else's")
+        _foreign(raw, f"{prefix}:{{session/l1}}:logs")
         before = _stored(raw, prefix)
         with pytest.raises(NotAStoreError):  # a new record: its key goes into the index
             store.backend.apply([Put(KEY, b"1", "json"), Put(OTHER, b"1", "json")])

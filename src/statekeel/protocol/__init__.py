@@ -209,8 +209,9 @@ class LoadEntries:
 
     Creates the log if needed (numbering starts at ``entries[0].seq``); an
     entry whose seq is not above the log's last seq is skipped, so re-running
-    a copy is idempotent. ``expires_at`` is the log's expiry. Result: how many
-    entries were written.
+    a copy is idempotent. An entry numbered below 1 is refused with
+    InvalidInputError and the batch writes nothing (:func:`.batch.check_entry_seqs`).
+    ``expires_at`` is the log's expiry. Result: how many entries were written.
     """
 
     log: str

@@ -1,15 +1,16 @@
 """The compare-and-set rule of :meth:`Backend.apply`, for backends that check in Python.
 
 Each precondition is judged as if the ops before it in the batch had been
-applied; nothing is written unless every one holds.
+applied; nothing is written unless every one holds. :func:`check_entry_seqs` is
+the one rule on imported entries every backend applies before writing anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import ConflictError
-from . import ANY, Append, Delete, Expire, Load, Op, Put, Touch
+from ..errors import ConflictError, InvalidInputError
+from . import ANY, Append, Delete, Expire, Load, LoadEntries, Op, Put, Touch
 
 
 def check_batch(
@@ -51,6 +52,8 @@ def check_batch(
             pending[op.key] = None if gone else (cur or 0) + 1
         elif isinstance(op, Load):
             pending[op.record.key] = None if dies(op.record.expires_at) else op.record.version
+        elif isinstance(op, LoadEntries):
+            check_entry_seqs(op)
         elif isinstance(op, Touch) and dies(op.expires_at):
             pending[op.key] = None
             seqs[op.key] = 1  # a log it names starts again at 1
@@ -75,3 +78,14 @@ def _check_append(
     if op.at is not None and op.at != nxt:
         raise ConflictError(op.log, op.at - 1, nxt - 1)
     seqs[op.log] = nxt + len(op.items)
+
+
+def check_entry_seqs(op: LoadEntries) -> None:
+    """Refuse an imported entry numbered below 1 — logs number from 1, and a log starting at 0 or
+    below reads differently on each backend — with InvalidInputError, so the batch writes nothing."""
+    for e in op.entries:
+        if not isinstance(e.seq, int) or e.seq < 1:
+            raise InvalidInputError(
+                f"entry {e.seq!r} of log {op.log!r}: entry seqs run from 1; renumber the entries "
+                "(a log's first entry is 1, or the first seq kept after a trim); nothing was written"
+            )

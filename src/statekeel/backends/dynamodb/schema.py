@@ -7,8 +7,9 @@ their sharded ones ``n<namespace>#<shard>`` (:data:`.items.LISTED`), so listing 
 a Query, not a table Scan. Step 2 Scans the table once; each item moves in a transaction
 with its deletion, conditioned on the old item still existing and the new one not yet, so an
 interrupted migration resumes where it stopped, two migrators at once never undo each other's
-moves nor later writes, and the version is recorded only when every item has moved. Run it
-with no older statekeel writing.
+moves nor later writes, and the version is recorded only when every item has moved — and only
+over an older one: a newer statekeel that migrated the table meanwhile is never set back (this
+one then refuses the table with SchemaTooNewError). Run it with no older statekeel writing.
 A table that exists with another key schema, or holds items but no schema item, is not a
 statekeel store and is refused.
 """
@@ -109,9 +110,31 @@ def migrate(table: Table, url: str, *, check: bool) -> MigrationStatus:
     if current < 1:
         table.call(lambda: _create(table))
     table.call(lambda: _move_listed(table))
-    table.call(lambda: table.client.put_item(TableName=table.name, Item={
-        **META_KEY, "version": {"N": str(SCHEMA_VERSION)}, "migrated_at": {"N": repr(time.time())}}))  # fmt: skip
+    if not table.call(lambda: _record(table)) and (found := recorded(table) or 0) > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"the DynamoDB table {table.name!r} ({url}) was migrated to schema version {found} by a newer "
+            f"statekeel while this one ({SCHEMA_VERSION}) was migrating it; it was left at {found}: "
+            "upgrade the statekeel package"
+        )
     return MigrationStatus(SCHEMA_VERSION, SCHEMA_VERSION, [])
+
+
+def _record(table: Table) -> bool:
+    """Record :data:`SCHEMA_VERSION` over an older version only (False: the table holds it or a newer
+    one already). Conditional, so a newer migrator that raced this one is never set back."""
+    try:
+        table.client.put_item(
+            TableName=table.name,
+            Item={**META_KEY, "version": {"N": str(SCHEMA_VERSION)}, "migrated_at": {"N": repr(time.time())}},
+            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
+            ExpressionAttributeNames={"#v": "version"},  # a name, not a reserved word, whatever DynamoDB adds
+            ExpressionAttributeValues={":v": {"N": str(SCHEMA_VERSION)}},
+        )
+    except Exception as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
 
 
 def _create(table: Table) -> None:

@@ -29,6 +29,7 @@ from ...protocol import (
     Touch,
     Trim,
 )
+from ...protocol.batch import check_entry_seqs
 from ...protocol.integrity import entry_sum, record_sum
 from ...protocol.keys import prefix_end
 from .rows import crc, sum_param
@@ -192,6 +193,7 @@ def _load(op: Load, raw: bool) -> Part:
 
 
 def _whole_statements(op: LoadEntries, raw: bool) -> None:
+    check_entry_seqs(op)  # before any statement runs: a refused batch writes nothing
     return None
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from .lua import COMMON, READS, WRITES
 
-SCAN_KEYS = READS + r"""
+COUNT = r"""
+-- count(arg): a limit as a number Redis takes back. Lua numbers are doubles, and a large one
+-- (2**63 - 1, the API's largest) comes back to Redis as '9.2233720368547758e+18', which LIMIT
+-- refuses; no index holds more than 2**32 - 1 members, so a larger limit is no limit.
+local function count(arg) return math.min(tonumber(arg), 4294967295) end
+"""
+
+SCAN_KEYS = READS + COUNT + r"""
 -- KEYS[1] = BASE keys; ARGV = base, min, max, limit, now. Returns {records, dead members}:
 -- a record is {key, d, c, v, ca, ua, ea, s}, a missing field false (nil would end the array).
-local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], count(ARGV[4]), tonumber(ARGV[5])
 local out, dead = {}, {}
 while #out < limit do
   local want = limit - #out
@@ -32,9 +39,9 @@ end
 return {out, dead}
 """
 
-SCAN_LOGS = READS + r"""
+SCAN_LOGS = READS + COUNT + r"""
 -- KEYS[1] = BASE logs; ARGV = base, min, max, limit, now. Returns {headers, dead members}.
-local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local base, lo, hi, limit, NOW = ARGV[1], ARGV[2], ARGV[3], count(ARGV[4]), tonumber(ARGV[5])
 local out, dead = {}, {}
 while #out < limit do
   local want = limit - #out
@@ -75,9 +82,10 @@ return {lo, redis.call('LRANGE', KEYS[2], a, b)}
 
 PURGE = (
     WRITES
+    + COUNT
     + r"""
 -- KEYS[1] = BASE exp; ARGV = base, now, limit. Returns {cleaned, partition is empty}.
-local base, NOW_S, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local base, NOW_S, limit = ARGV[1], ARGV[2], count(ARGV[3])
 local NOW = tonumber(NOW_S)
 """
     + COMMON

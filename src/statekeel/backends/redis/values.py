@@ -35,6 +35,7 @@ __all__ = ["bounds", "damaged", "entry", "first_seq", "from_frames", "values"]
 
 _GET = bytes.__getitem__
 _CHECKSUM = slice(1, 5)
+_LIST_MAX = 2**32 - 1
 
 
 def values(log: str, first: int, frames: Sequence[bytes]) -> list[tuple[bytes, str]] | None:
@@ -70,11 +71,13 @@ def from_frames(log: str, first: int, frames: Sequence[bytes]) -> list[tuple[byt
 
 
 def bounds(limit: int | None, reverse: bool) -> tuple[int, int] | None:
-    """The LRANGE of ``read_values(limit, reverse)``; None when READ_LOG must do it (limit < 1)."""
+    """The LRANGE of ``read_values(limit, reverse)``; None when READ_LOG must do it (limit < 1).
+    A limit past what a list holds (2**32 - 1) is none: LRANGE takes no index beyond 64 bits."""
     if limit is None:
         return 0, -1
     if limit < 1:
         return None
+    limit = min(limit, _LIST_MAX)
     return (-limit, -1) if reverse else (0, limit - 1)
 
 

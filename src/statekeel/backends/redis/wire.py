@@ -31,6 +31,7 @@ from ...protocol import (
     keys,
     op_target,
 )
+from ...protocol.batch import check_entry_seqs
 from ...protocol.integrity import base_sum, entry_sum, record_sum, seal
 from .._dispatch import handlers
 from .keyspace import Layout as Layout
@@ -244,6 +245,7 @@ def _load(layout: Layout, op: Load, ctx: Context) -> list[list[Arg]]:
 
 def _load_entries(layout: Layout, op: LoadEntries, ctx: Context) -> list[list[Arg]]:
     """Imported entries know their seq: their checksums are whole."""
+    check_entry_seqs(op)
     flat: list[Arg] = []
     for e in op.entries:
         created, data = _time(e.created_at, "Entry.created_at"), _data(e.data, op)

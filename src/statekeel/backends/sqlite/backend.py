@@ -51,6 +51,29 @@ def _rollback(c: sqlite3.Connection) -> None:
         pass
 
 
+def _get_many(c: sqlite3.Connection, keys: Sequence[str]) -> list[Record | None]:
+    """The live records at ``keys`` (None where there is none), aligned with them."""
+    sql = f"SELECT {_RECORD} FROM sk_kv WHERE key IN ({','.join('?' * len(keys))}) AND {LIVE}"
+    found = {r[0]: record_of(r) for r in c.execute(sql, (*keys, time.time()))}
+    return [found.get(k) for k in keys]
+
+
+def _values(c: sqlite3.Connection, log: str, limit: int | None, reverse: bool) -> list[tuple[bytes, str]] | None:
+    """``(data, codec)`` of the entries ``read_values`` returns, or None if a row's checksum
+    does not match or it has none (the caller reads entry by entry, naming the damaged one)."""
+    head = header(c, log)
+    if head is None:
+        return []
+    rows = c.execute(
+        f"SELECT {VALUE_COLUMNS} FROM sk_entries WHERE id >= ? AND id < ?"
+        f" ORDER BY id {'DESC' if reverse else 'ASC'} LIMIT ?",
+        (rowid(head[0], head[1]), rowid(head[0], head[2] + 1), -1 if limit is None else _limit(limit)),
+    ).fetchall()
+    if reverse:
+        rows.reverse()
+    return values_if_intact(log, rows)
+
+
 class SQLiteBackend(Backend):
     """One connection per backend, serialised by a lock; one file shared by processes."""
 
@@ -127,11 +150,8 @@ class SQLiteBackend(Backend):
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
-        marks = ",".join("?" * len(keys))
-        sql = f"SELECT {_RECORD} FROM sk_kv WHERE key IN ({marks}) AND {LIVE}"
         with self._read() as c:
-            found = {r[0]: record_of(r) for r in c.execute(sql, (*keys, time.time()))}
-        return [found.get(k) for k in keys]
+            return _get_many(c, keys)
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         lo = prefix if after is None or after < prefix else after
@@ -170,20 +190,32 @@ class SQLiteBackend(Backend):
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]:
         with self._read() as c:
-            head = header(c, log)
-            if head is None:
-                return []
-            rows = c.execute(
-                f"SELECT {VALUE_COLUMNS} FROM sk_entries WHERE id >= ? AND id < ?"
-                f" ORDER BY id {'DESC' if reverse else 'ASC'} LIMIT ?",
-                (rowid(head[0], head[1]), rowid(head[0], head[2] + 1), -1 if limit is None else _limit(limit)),
-            ).fetchall()
-        if reverse:
-            rows.reverse()
-        values = values_if_intact(log, rows)
+            values = _values(c, log, limit, reverse)
         if values is None:  # damaged, or rows from before checksums: read() checks row by row
             return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
         return values
+
+    def get_many_and_values_nowait(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]] | None:
+        """:meth:`get_many_and_values` now if this handle's connection is free, else None.
+
+        For callers on an event loop (the OpenAI Agents session's ``get_items``), where a thread
+        hop costs more than reading a few rows: never behind a write another thread is making
+        on this connection (its fsync), and a read in WAL mode takes no lock that a writer of
+        another process holds (only a WAL recovery after a crash elsewhere makes readers wait).
+        None also for rows a checksum refuses or from before checksums: the caller's worker
+        makes the normal call, which raises naming the damaged row. Not in the backend protocol,
+        so the event-loop guard (:mod:`statekeel._loopguard`) does not stop it."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            with translate(map_error):
+                records = _get_many(self._conn, keys) if keys else []
+                values = _values(self._conn, log, limit, reverse)
+        finally:
+            self._lock.release()
+        return None if values is None else (records, values)
 
     def log_info(self, log: str) -> LogInfo | None:
         with self._read() as c:
@@ -198,7 +230,7 @@ class SQLiteBackend(Backend):
             while len(out) < limit:
                 names = [r[0] for r in c.execute(
                     f"SELECT name FROM sk_logs WHERE name {op} ? AND name < ? ORDER BY name LIMIT ?",
-                    (lo, prefix_end(prefix), limit),
+                    (lo, prefix_end(prefix), _limit(limit)),
                 )]
                 for name in names:
                     head = header(c, name)
@@ -241,10 +273,10 @@ class SQLiteBackend(Backend):
             now = time.time()
             n = c.execute(
                 "DELETE FROM sk_kv WHERE key IN (SELECT key FROM sk_kv WHERE expires_at <= ? LIMIT ?)",
-                (now, limit),
+                (now, _limit(limit)),
             ).rowcount
             ids = c.execute(
-                "SELECT id FROM sk_logs WHERE expires_at <= ? LIMIT ?", (now, max(0, limit - n))
+                "SELECT id FROM sk_logs WHERE expires_at <= ? LIMIT ?", (now, _limit(limit - n))
             ).fetchall()
             for (log_id,) in ids:
                 drop_log(c, log_id)

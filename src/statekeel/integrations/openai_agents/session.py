@@ -12,8 +12,10 @@ newest N entries, ``add_items`` is one atomic append (retried batches that carry
 ids are applied once: an idempotency key) and ``pop_item`` is one atomic pop. Every
 call runs the sync store code on this session's worker thread, never on the event loop,
 except ``add_items``/``get_items`` on Redis (and on PostgreSQL given an AsyncStore), which
-await the store's native asyncio driver on the loop (no thread hop). ``add_items`` keeps the session handle between
-calls and lets the append's own precondition revalidate it (:mod:`._writer`).
+await the store's native asyncio driver on the loop (no thread hop), and ``get_items`` on a
+plain SQLite store, which reads up to 100 items on the loop when the store's connection is
+free (a thread hop cost more than the read; a busy connection sends it to the worker). ``add_items`` keeps the
+session handle between calls and lets the append's own precondition revalidate it (:mod:`._writer`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agents.memory.session_settings import SessionSettings, coerce_session_setti
 
 from ...aio import AsyncStore, _native
 from ...aio._worker import Worker
+from ...backends.sqlite import SQLiteBackend
 from ...core import layout
 from ...core.validate import check_name, check_optional_name
 from ...errors import InvalidInputError
@@ -51,6 +54,10 @@ TenantOf = Callable[["RunContextWrapper[Any]"], "str | None"]
 """Maps a run's context wrapper to the tenant whose data the call may see (None: the store itself)."""
 
 _ID_FIELDS = ("id", "call_id")
+
+_NOWAIT_MAX = 100
+"""The largest ``get_items`` limit read on the event loop on SQLite (a fraction of a millisecond);
+a longer read — the whole history — is worth the thread hop: the loop must not stall on it."""
 
 COMPACTED_THROUGH = "openai-agents:compacted-through"
 """Session-state key: the newest history seq a compaction replaced (hidden, never deleted)."""
@@ -103,6 +110,9 @@ class StatekeelSession:
                 f"store must be a statekeel.Store or AsyncStore, got {type(store).__name__}; "
                 "use StatekeelSession.from_url(session_id, url) to open one from a URL"
             )
+        self._nowait = type(self._store.backend) is SQLiteBackend
+        """Whether ``get_items`` may read on the loop when that waits for nothing (plain SQLite:
+        no encryption or chain wrapper, whose reads open and check what the backend returns)."""
         self._tenants: dict[str, Store] = {}
         self._routed: ContextVar[str | None] = ContextVar(f"statekeel-session-tenant-{id(self)}", default=None)
         self._owned: Store | None = None
@@ -198,6 +208,11 @@ class StatekeelSession:
             found = await _read_native(native, self._store, self.session_id, n)
             if found is not None:
                 return found
+        elif tenant is None and self._nowait and n is not None and n <= _NOWAIT_MAX:
+            await settled(self._worker)
+            found = _read_nowait(self._store, self.session_id, n)
+            if found is not None:
+                return found
         return await self._worker.run(lambda: _read_items(self._target(tenant), self.session_id, n))
 
     async def add_items(
@@ -285,9 +300,10 @@ def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
 
     One :meth:`~statekeel.protocol.Backend.get_many_and_values` reads the session, its
     compaction mark, any restore view and the log's newest entries (two reads here, through the
-    store's encryption, chain or tenant view; one round trip in :func:`_read_native`). The tail is only wrong when a compaction mark or a restore
-    view exists (rare): then it is read again from after the mark, or — for a session restored
-    to a checkpoint — through :meth:`Session.messages`, which applies its hidden ranges."""
+    store's encryption, chain or tenant view; one round trip in :func:`_read_native`). The tail
+    is only wrong when a compaction mark or a restore view exists (rare): then it is read again
+    from after the mark, or — for a session restored to a checkpoint — through
+    :meth:`Session.messages`, which applies its hidden ranges."""
     log = layout.history_log(session_id)
     (meta, mark, view), values = store.backend.get_many_and_values(
         _read_keys(session_id), log, limit=n, reverse=n is not None
@@ -303,10 +319,30 @@ def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
     return store.codec.decode_many(values, log)
 
 
+def _read_nowait(store: Store, session_id: str, n: int | None) -> list[Any] | None:
+    """:func:`_read_items` on the event loop, for a plain SQLite store, when it waits for nothing
+    (:meth:`~statekeel.backends.sqlite.SQLiteBackend.get_many_and_values_nowait`): a thread hop
+    costs more than reading 20 rows. None — the worker reads it — when the connection is busy,
+    a row needs a closer look, or a compaction mark or restore view applies (rare)."""
+    backend = store.backend
+    assert isinstance(backend, SQLiteBackend)
+    found = backend.get_many_and_values_nowait(
+        _read_keys(session_id), _history(session_id), limit=n, reverse=n is not None
+    )
+    if found is None:
+        return None
+    (meta, mark, view), values = found
+    if meta is None:
+        return []
+    if mark is not None or view is not None:
+        return None
+    return store.codec.decode_many(values, _history(session_id))
+
+
 async def _read_native(backend: AsyncBackend, store: Store, session_id: str, n: int | None) -> list[Any] | None:
     """:func:`_read_items` on the native asyncio backend (one round trip on Redis). None for a
     restored session (its hidden ranges are applied by the sync code, on the worker)."""
-    log = layout.history_log(session_id)
+    log = _history(session_id)
     (meta, mark, view), values = await backend.get_many_and_values(
         _read_keys(session_id), log, limit=n, reverse=n is not None
     )
@@ -318,6 +354,10 @@ async def _read_native(backend: AsyncBackend, store: Store, session_id: str, n: 
         entries = await backend.read(log, start=_through(store, mark) + 1, limit=n, reverse=n is not None)
         values = [(e.data, e.codec) for e in entries]
     return store.codec.decode_many(values, log)
+
+
+_history = functools.lru_cache(maxsize=256)(layout.history_log)
+"""The history log's name (cached, as :func:`_read_keys`)."""
 
 
 def _own_native(store: Store) -> AsyncBackend | None:
