@@ -146,7 +146,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
         "close": NOTHING, "purge_expired": NOTHING, "migrate": NOTHING,
     },
     "Codec": {
-        **dict.fromkeys(("compressing", "decode", "decode_many", "encode", "for_context"), TENANT),
+        **dict.fromkeys(("compressing", "decode", "decode_many", "encode", "encode_bytes", "for_context"), TENANT),
         **dict.fromkeys(("compress_min_bytes", "context_prefix", "max_record_bytes", "short_messages"), VALUE),
         "guard": OBJECT,
     },

@@ -12,6 +12,9 @@ A stored record names the codec that wrote it, e.g. ``json``, ``tjson1`` or
 * ``msg:<role>`` — a plain chat message ``{"role": …, "content": …}``, stored as
   its content's UTF-8 bytes (see :mod:`statekeel.codec_msg`), where the backend
   asks for it (:attr:`~statekeel.protocol.Backend.short_messages`).
+* ``raw`` — bytes stored as they are (:meth:`Codec.encode_bytes`), read back as ``bytes``: a
+  caller's own binary format, which JSON could only carry as base64 (the LangGraph saver's
+  value records).
 * ``+zlib`` / ``+zstd`` — compression, and later transforms such as
   encryption, are suffixes applied in order after the JSON step.
 
@@ -64,6 +67,7 @@ __all__ = ["Codec", "Transform", "DEFAULT_MAX_RECORD_BYTES"]
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 _TAG = "$sk"
+_RAW = "raw"
 _PLAIN_INT = 10**18
 """Ints below this size are their own JSON; the guard's detectors need 32+ characters for digits alone."""
 
@@ -378,6 +382,12 @@ class Codec:
                 return self._unguarded().encode(cleaned, path, context)
         return self._finish(data, name, path, context)
 
+    def encode_bytes(self, data: bytes, path: str = "value", context: str = "") -> tuple[bytes, str]:
+        """``data`` as it is, under codec ``raw`` (compression, transforms and the size limit as for
+        any value); :meth:`decode` gives the same ``bytes`` back. For a caller's own binary format:
+        the secret guard does not look into opaque bytes."""
+        return self._finish(bytes(data), _RAW, path, context)
+
     def _finish(self, data: bytes, name: str, path: str, context: str) -> tuple[bytes, str]:
         """Compression and the transforms after the first step, then the size limit."""
         if self._compressor is not None and len(data) >= self.compress_min_bytes:
@@ -416,6 +426,8 @@ class Codec:
             return json.loads(data)
         if base == "tjson1":
             return json.loads(data, object_hook=_object_hook)
+        if base == _RAW:
+            return bytes(data)
         message = short_value(base, data)
         if message is not None:
             return message

@@ -16,7 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 import statekeel
 from statekeel.core import Core, layout
 from statekeel.integrations.langgraph import StatekeelSaver
-from statekeel.integrations.langgraph._records import ThreadKeys, write_key
+from statekeel.integrations.langgraph._records import ThreadKeys, read_doc, write_key
 from statekeel.protocol import ANY, Put
 
 from .graphs import chat_graph, history, user_turn
@@ -70,7 +70,7 @@ def test_every_checkpoint_restores_exactly_with_short_segments(store: statekeel.
     for i in range(15):
         ours.invoke(user_turn(i), CONFIG)
         reference.invoke(user_turn(i), CONFIG)
-    docs = [store.codec.decode(r.data, r.codec, r.key)
+    docs = [read_doc(store.codec, r.data, r.codec, r.key)
             for r in store.backend.scan(layout.langgraph_blob_prefix("chat", "", "messages"), limit=1000)]  # fmt: skip
     assert sum("segs" in d for d in docs) >= 8
     assert history(chat_graph(StatekeelSaver(store)), CONFIG) == history(reference, CONFIG)
@@ -97,7 +97,7 @@ def test_records_written_before_segments_are_read_and_extended(store: statekeel.
         reference.invoke(user_turn(i), CONFIG)
     old = []  # as an earlier statekeel wrote them: deltas without the segment hints
     for rec in store.backend.scan(layout.langgraph_blob_prefix("chat", "", "messages"), limit=1000):
-        doc = {k: v for k, v in store.codec.decode(rec.data, rec.codec, rec.key).items() if k not in ("sv", "sn", "sk", "sb")}
+        doc = {k: v for k, v in read_doc(store.codec, rec.data, rec.codec, rec.key).items() if k not in ("sv", "sn", "sk", "sb")}
         old.append(Put(rec.key, *store.codec._unguarded().encode(doc, "an old record", rec.key), ANY))
     store.backend.apply(old)
     graph = chat_graph(StatekeelSaver(store, delta_min_bytes=10**9, segment=4))

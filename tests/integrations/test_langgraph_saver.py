@@ -11,6 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 import statekeel
 from statekeel.core import layout
 from statekeel.integrations.langgraph import StatekeelSaver
+from statekeel.integrations.langgraph._records import read_doc
 
 from .graphs import chat_graph, delta_graph, history, user_turn
 
@@ -19,7 +20,7 @@ CONFIG: dict[str, Any] = {"configurable": {"thread_id": "chat"}}
 
 def _value_docs(store: statekeel.Store, thread: str, channel: str) -> list[dict[str, Any]]:
     prefix = layout.langgraph_blob_prefix(thread, "", channel)
-    return [store.codec.decode(r.data, r.codec, r.key) for r in store.backend.scan(prefix, limit=10_000)]
+    return [read_doc(store.codec, r.data, r.codec, r.key) for r in store.backend.scan(prefix, limit=10_000)]
 
 
 def test_history_is_exactly_what_langgraphs_own_saver_gives(store: statekeel.Store) -> None:

@@ -23,7 +23,7 @@ import statekeel
 from statekeel.core import Core, layout
 from statekeel.errors import CorruptionError, InvalidInputError, StoreError
 from statekeel.integrations.langgraph import StatekeelSaver
-from statekeel.integrations.langgraph._records import pack, unpack
+from statekeel.integrations.langgraph._records import frame, pack, read_doc, unpack
 from statekeel.protocol import ANY, Put, keys
 
 from .graphs import approval_graph, chat_graph, history, user_turn
@@ -137,8 +137,10 @@ def test_large_values_are_stored_compressed_and_read_back_exactly(store: stateke
     for i in range(5):
         graph.invoke(user_turn(i), CONFIG)
     prefix = layout.langgraph_blob_prefix("chat", "", "messages")
-    docs = [store.codec.decode(r.data, r.codec, r.key) for r in store.backend.scan(prefix, limit=100)]
+    recs = store.backend.scan(prefix, limit=100)
+    docs = [read_doc(store.codec, r.data, r.codec, r.key) for r in recs]
     assert docs and all(d.get("z") == 2 for d in docs)  # zstd: every version holds a ~1 KB message or more
+    assert {r.codec for r in recs} == {"raw"}  # binary records: the zstd bytes as they are, no base64
     assert len(chat_graph(StatekeelSaver(store)).get_state(CONFIG).values["messages"]) == 10
 
 
@@ -148,14 +150,26 @@ def _as_session_23_stored(doc: Any) -> Any:
     if type(doc) is not dict:
         return doc
     doc = {k: _as_session_23_stored(v) for k, v in doc.items()}
-    if "t" in doc and type(doc.get("b")) is str:
+    if "t" in doc and "b" in doc:
         raw = unpack(doc)[1]
         doc.pop("z", None)
         doc.update({"b": zlib.compress(raw, 6), "z": 1} if len(raw) >= 256 else {"b": raw})
     return doc
 
 
-def test_threads_stored_by_earlier_versions_still_read_and_continue(store: statekeel.Store) -> None:
+def _as_session_25_stored(doc: Any) -> Any:
+    """``doc`` as the saver stored it in sessions 24–25, before binary records: a JSON document
+    with the serialized bytes as base64 text, zstd-compressed (``"z": 2``) from 256 bytes."""
+    if type(doc) is not dict:
+        return doc
+    doc = {k: _as_session_25_stored(v) for k, v in doc.items()}
+    if "t" in doc and type(doc.get("b")) is bytes:
+        doc = {**doc, **pack(unpack(doc))}
+    return doc
+
+
+@pytest.mark.parametrize("as_stored", [_as_session_23_stored, _as_session_25_stored])
+def test_threads_stored_by_earlier_versions_still_read_and_continue(store: statekeel.Store, as_stored: Any) -> None:
     reference = InMemorySaver()
     ours = StatekeelSaver(store, delta_min_bytes=64, segment=4)  # delta chains too
     for saver in (ours, reference):
@@ -165,11 +179,14 @@ def test_threads_stored_by_earlier_versions_still_read_and_continue(store: state
     old_codec = store.codec.compressing("zlib", min_bytes=200)._unguarded()  # as the saver's records were
     rewritten = []
     for rec in store.backend.scan(keys.join("langgraph") + "/", limit=10_000):  # both threads, every record
-        doc = _as_session_23_stored(store.codec.decode(rec.data, rec.codec, rec.key))
-        rewritten.append(Put(rec.key, *old_codec.encode(doc, "a record of session 23", rec.key), ANY))
-    assert any(type(d) is dict and d.get("z") == 1 and type(d["b"]) is bytes
-               for d in (old_codec.decode(p.data, p.codec) for p in rewritten))  # fmt: skip
-    store.backend.apply(rewritten)
+        doc = as_stored(read_doc(store.codec, rec.data, rec.codec, rec.key))
+        rewritten.append(Put(rec.key, *old_codec.encode(doc, "an earlier record", rec.key), ANY))
+    stored = [old_codec.decode(p.data, p.codec) for p in rewritten]
+    assert all(type(d) is dict for d in stored)  # JSON documents only: no binary record left
+    assert any(d.get("z") == 1 and type(d["b"]) is bytes if as_stored is _as_session_23_stored
+               else d.get("z") == 2 and type(d["b"]) is str for d in stored)  # fmt: skip
+    for i in range(0, len(rewritten), 50):  # DynamoDB commits at most 100 items at once
+        store.backend.apply(rewritten[i : i + 50])
     for saver in (StatekeelSaver(store, delta_min_bytes=64, segment=4), reference):
         assert history(chat_graph(saver), CONFIG) == history(chat_graph(reference), CONFIG)
         assert history(approval_graph(saver), APPROVAL) == history(approval_graph(reference), APPROVAL)
@@ -194,8 +211,8 @@ def test_a_value_that_does_not_decompress_is_reported_as_corruption(store: state
     graph.invoke(user_turn(0), CONFIG)
     prefix = layout.langgraph_blob_prefix("chat", "", "messages")
     rec = store.backend.scan(prefix, limit=1)[0]
-    doc = store.codec.decode(rec.data, rec.codec, rec.key)
-    data, codec = store.codec.encode({**doc, "b": b"not zstd at all"}, "damaged", rec.key)
+    doc = read_doc(store.codec, rec.data, rec.codec, rec.key)
+    data, codec = store.codec.encode_bytes(frame({**doc, "b": b"not zstd at all"}), "damaged", rec.key)
     store.backend.apply([Put(rec.key, data, codec, ANY)])
     with pytest.raises(CorruptionError) as err:
         chat_graph(StatekeelSaver(store)).get_state(CONFIG)

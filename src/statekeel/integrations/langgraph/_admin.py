@@ -17,11 +17,15 @@ from ...core import Core, layout
 from ...core.session_write import apply_across_partitions
 from ...errors import InvalidInputError
 from ...protocol import ANY, Delete, Op, Put, Record, keys
-from ._records import revert_id, unpack
+from ._records import read_doc, revert_id, unpack
 
 __all__ = ["all_threads", "delete_thread", "delete_for_runs", "copy_thread", "prune"]
 
 _BATCH = 500
+_APPLY_BATCH = 100
+"""Ops per batch when deleting or copying a thread's records: DynamoDB commits at most 100 items
+in one transaction (a prune of a long thread refused there with 500); these are maintenance
+batches, never one atomic change, so smaller ones lose nothing elsewhere."""
 STRATEGIES = ("keep_latest", "delete")
 
 
@@ -32,6 +36,10 @@ def _scan_all(core: Core, prefix: str) -> Iterator[Record]:
         if len(recs) < _BATCH:
             return
         after = recs[-1].key
+
+
+def _doc(core: Core, rec: Record) -> dict[str, Any]:
+    return read_doc(core.codec, rec.data, rec.codec, rec.key)
 
 
 def all_threads(core: Core) -> Iterator[str]:
@@ -73,8 +81,8 @@ def _kind_and_ns(key: str) -> tuple[str, str]:
 
 
 def _apply_in_batches(core: Core, ops: Sequence[Op]) -> None:
-    for i in range(0, len(ops), _BATCH):
-        apply_across_partitions(core.backend, ops[i : i + _BATCH])
+    for i in range(0, len(ops), _APPLY_BATCH):
+        apply_across_partitions(core.backend, ops[i : i + _APPLY_BATCH])
 
 
 def delete_thread(core: Core, thread: str) -> None:
@@ -86,11 +94,11 @@ def delete_thread(core: Core, thread: str) -> None:
 
 def _needed(core: Core, serde: SerializerProtocol, thread: str, kept: dict[str, list[Record]], values: list[Record]) -> set[str]:
     """Value keys the kept checkpoints name, with every base their delta chains build on."""
-    docs = {r.key: core.codec.decode(r.data, r.codec, r.key) for r in values}
+    docs = {r.key: _doc(core, r) for r in values}
     needed: set[str] = set()
     for ns, recs in kept.items():
         for rec in recs:
-            body = serde.loads_typed(unpack(core.codec.decode(rec.data, rec.codec, rec.key)["c"]))
+            body = serde.loads_typed(unpack(_doc(core, rec)["c"]))
             for ch, version in body["channel_versions"].items():
                 key = layout.langgraph_blob_key(thread, ns, ch, str(version))
                 while key in docs and key not in needed:
@@ -134,7 +142,7 @@ def delete_for_runs(core: Core, serde: SerializerProtocol, run_ids: list[str]) -
         doomed: dict[str, set[str]] = {}
         for ns, recs in data.checkpoints.items():
             for rec in recs:
-                doc = core.codec.decode(rec.data, rec.codec, rec.key)
+                doc = _doc(core, rec)
                 if serde.loads_typed(unpack(doc["m"])).get("run_id") in runs:
                     doomed.setdefault(ns, set()).add(rec.key)
         if doomed:
@@ -176,16 +184,16 @@ def _delta_ancestors(core: Core, serde: SerializerProtocol, thread: str, ns: str
     silently. The channels are those named in the metadata's ``counters_since_delta_snapshot``.
     """
     by_id = {revert_id(r.key.rsplit("/", 1)[1]): r for r in every}
-    stored = {r.key for r in values if "e" not in core.codec.decode(r.data, r.codec, r.key)}
+    stored = {r.key for r in values if "e" not in _doc(core, r)}
     rescued: set[str] = set()
     for rec in kept:
-        doc = core.codec.decode(rec.data, rec.codec, rec.key)
+        doc = _doc(core, rec)
         channels = set(serde.loads_typed(unpack(doc["m"])).get("counters_since_delta_snapshot") or ())
         parent = doc.get("p")
         while channels and parent in by_id and by_id[parent].key not in rescued:
             ancestor = by_id[parent]
             rescued.add(ancestor.key)
-            adoc = core.codec.decode(ancestor.data, ancestor.codec, ancestor.key)
+            adoc = _doc(core, ancestor)
             versions = serde.loads_typed(unpack(adoc["c"]))["channel_versions"]
             channels = {ch for ch in channels
                         if ch not in versions or layout.langgraph_blob_key(thread, ns, ch, str(versions[ch])) not in stored}  # fmt: skip
@@ -207,7 +215,10 @@ def copy_thread(core: Core, serde: SerializerProtocol, source: str, target: str)
             run_id = serde.loads_typed(unpack(value["m"])).get("run_id")
             if isinstance(run_id, str) and run_id:
                 listings.append(layout.langgraph_run_index_key(run_id, target))
-        data, codec = unguarded.encode(value, "a copied LangGraph record", key)
+        if type(value) is bytes:  # a binary record (values, pending writes): as it is
+            data, codec = unguarded.encode_bytes(value, "a copied LangGraph record", key)
+        else:
+            data, codec = unguarded.encode(value, "a copied LangGraph record", key)
         ops.append(Put(key, data, codec, ANY))
     if not ops:
         return

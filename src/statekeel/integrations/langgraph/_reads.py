@@ -18,7 +18,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ...core import Core, layout
 from ...protocol import Record, keys
-from ._records import invert_id, parse_write_key, revert_id, unpack
+from ._records import invert_id, parse_write_key, read_doc, revert_id, unpack
 from ._memo import ValueMemo, shallow_copy
 from .deltas import MISSING, ValueReader
 
@@ -44,7 +44,7 @@ def decode_checkpoint(core: Core, thread: str, rec: Record) -> Stored:
     """A checkpoint record's thread, namespace and id (from its key) and its stored document."""
     ns_part, inverted = rec.key.rsplit("/", 2)[-2:]
     ns = keys.unescape(ns_part)[1:]
-    return Stored(thread, ns, revert_id(inverted), core.codec.decode(rec.data, rec.codec, rec.key))
+    return Stored(thread, ns, revert_id(inverted), read_doc(core.codec, rec.data, rec.codec, rec.key))
 
 
 def _value(reader: ValueReader, known: dict[tuple[str, str], Any], channel: str, version: Any) -> Any:
@@ -105,7 +105,7 @@ class TupleBuilder:
             inverted, task_id, idx = parse_write_key(rec.key)
             if inverted not in wanted:
                 continue
-            doc = self._core.codec.decode(rec.data, rec.codec, rec.key)
+            doc = read_doc(self._core.codec, rec.data, rec.codec, rec.key)
             write = (task_id, str(doc["c"]), self._serde.loads_typed(unpack(doc, rec.key)))
             found[revert_id(inverted)].append((writes_sort_key(str(doc.get("p", "")), task_id, idx), write))
         return {cid: [w for _, w in sorted(items, key=lambda x: x[0])] for cid, items in found.items()}

@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core import Core, layout
+from ...core import Core
 from ...errors import CorruptionError
 from ...protocol import Record, keys
-from ._records import Typed, pack, unpack
+from ._records import ThreadKeys, Typed, pack_raw, read_doc, unpack
 from ._segments import Marks
 
 __all__ = ["ChainState", "ValueCache", "Planned", "plan_value", "ValueReader", "MISSING"]
@@ -143,7 +143,7 @@ def plan_value(
         typed = dumps(value[marks.at(level).length :] if level else new_items)
         chain_bytes = previous.chain_bytes + len((dumps(new_items) if level else typed)[1])
         if chain_bytes <= max(previous.root_bytes * chain_share, min_bytes) and previous.links < max_chain:
-            doc = {**pack(typed), "root": previous.root, "n": len(value), "k": links, "cb": chain_bytes,
+            doc = {**pack_raw(typed), "root": previous.root, "n": len(value), "k": links, "cb": chain_bytes,
                    "rb": previous.root_bytes}  # fmt: skip
             if level:
                 grown = marks.after(level, version, len(value), links)
@@ -155,7 +155,7 @@ def plan_value(
             return Planned(doc, state)
     typed = dumps(value)
     root = ChainState(version, list(value), version, len(typed[1]), 0, 0, Marks.start(version, len(value), 0)) if type(value) is list else None
-    return Planned(pack(typed), root)
+    return Planned(pack_raw(typed), root)
 
 
 class ValueReader:
@@ -167,14 +167,21 @@ class ValueReader:
     """
 
     def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any]) -> None:
-        self._core, self._thread, self._ns, self._loads = core, thread, ns, loads
+        self._core, self._loads = core, loads
+        self._keys = ThreadKeys(thread, ns)
+        self._key_of: dict[tuple[str, str], str] = {}
         self.docs: dict[str, dict[str, Any]] = {}
         self._items: dict[str, list[Any]] = {}
         self._scanned: set[str] = set()
         self._sizes: dict[str, int] = {}
 
     def key(self, channel: str, version: Any) -> str:
-        return layout.langgraph_blob_key(self._thread, self._ns, channel, str(version))
+        """The record key of ``channel`` at ``version`` (built once: a read asks several times)."""
+        pair = (channel, str(version))
+        key = self._key_of.get(pair)
+        if key is None:
+            key = self._key_of[pair] = self._keys.blob(*pair)
+        return key
 
     def load(self, wanted: Iterable[tuple[str, Any]]) -> None:
         """Fetch the records of ``(channel, version)`` pairs and every record their chains need."""
@@ -309,4 +316,4 @@ class ValueReader:
     def _take(self, recs: Iterable[Record]) -> None:
         for rec in recs:
             if rec.key not in self.docs:
-                self.docs[rec.key] = self._core.codec.decode(rec.data, rec.codec, rec.key)
+                self.docs[rec.key] = read_doc(self._core.codec, rec.data, rec.codec, rec.key)

@@ -48,18 +48,14 @@ from . import _admin
 from ._async import AsyncSaverMethods
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
-from ._records import CheckpointForkError, FastZlib, ThreadKeys, check_thread_id, invert_id, pack, unpack
+from ._records import (CheckpointForkError, FastZlib, ThreadKeys, check_thread_id, frame, invert_id, pack, pack_raw,
+                       unpack)
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
 __all__ = ["StatekeelSaver"]
 
 _PAGE = 100
-_BIG_FULL_VALUE = 87_382
-"""A full value this large once compressed (64 KiB, in base64) is stored without the codec's
-compression on top: a cold ``get_state`` reads the newest full value in whole, and decompressing
-it twice (the record, then the value) was a fifth of the read; the base64 it leaves costs about
-a third more bytes on these few records (full snapshots are rare: :mod:`.deltas`)."""
 
 
 class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
@@ -99,7 +95,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self.segment = check_int(segment, "segment")
         self._cache = ValueCache()
         self._zlib: tuple[Codec, Codec, Codec] | None = None
-        """(the store's codec, it compressing, it as is): see :meth:`_codec`."""
+        """(the store's codec, it compressing, it as is): see :meth:`_codecs`."""
         if not isinstance(reuse_values, bool):
             raise InvalidInputError(f"reuse_values must be True or False, got {reuse_values!r}")
         self._memo = ValueMemo() if reuse_values else None
@@ -332,7 +328,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         for i, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
             key = tk.write(inverted, str(task_id), idx)
-            doc = {"c": channel, "p": task_path, **pack(self.serde.dumps_typed(value))}
+            doc = {"c": channel, "p": task_path, **pack_raw(self.serde.dumps_typed(value))}
             ops[key] = self._put_op(key, doc, f"write to {channel!r}", None if idx >= 0 else ANY)
         self._apply_writes(list(ops.values()))
 
@@ -349,10 +345,13 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
                 ops = [op for op in ops if op.key not in there]
 
     def _put_op(self, key: str, doc: dict[str, Any], what: str, expect: Any = ANY) -> Put:
-        codec = self._codec()
-        if "z" in doc and "base" not in doc and len(doc["b"]) >= _BIG_FULL_VALUE:  # base64: 4/3 of the bytes
-            codec = self._zlib[2] if self._zlib is not None else codec
-        data, name = codec.encode(doc, what, key)
+        """A value or a pending write (``"b"`` holds bytes) as a binary record (:func:`._records.frame`),
+        its bytes already compressed, through the store's own codec; anything else as JSON."""
+        as_json, as_is = self._codecs()
+        if type(doc.get("b")) is bytes:
+            data, name = as_is.encode_bytes(frame(doc), what, key)
+        else:
+            data, name = as_json.encode(doc, what, key)
         return Put(key, data, name, expect)
 
     def _keys(self, thread: str, ns: str) -> ThreadKeys:
@@ -364,13 +363,12 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             tk = self._thread_keys[(thread, ns)] = ThreadKeys(thread, ns)
         return tk
 
-    def _codec(self) -> Codec:
-        """The store's codec, compressing from 200 bytes when the store does not compress already:
-        LangGraph's serializer hands over msgpack bytes, which the codec stores as base64 (+33%);
-        zlib takes that back and more (about half the bytes of a message list), written by
-        ISA-L (:class:`._records.FastZlib`, ~5x faster than zlib's level 6, read by the codec's
-        zlib, so the records stay ``json+zlib`` as before). The bytes inside are
-        zstd-compressed by :func:`._records.pack`.
+    def _codecs(self) -> tuple[Codec, Codec]:
+        """The codecs of the saver's records: JSON ones (checkpoints, heads, listings) compressed
+        from 200 bytes when the store does not compress already, written by ISA-L
+        (:class:`._records.FastZlib`, ~5x faster than zlib's level 6, read by the codec's zlib, so
+        the records stay ``json+zlib`` as before); binary ones (values, pending writes, whose bytes
+        :func:`._records.pack_raw` compressed with zstd) with the store's own settings.
 
         Without the secret guard: every LangGraph value reaches the codec as serialized bytes,
         which the guard does not look into (a base64 blob is not a string of the user's), so
@@ -380,7 +378,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         if self._zlib is None or self._zlib[0] is not base:
             own = base if base._compressor is not None else base._with(_compressor=FastZlib(), compress_min_bytes=200)
             self._zlib = (base, own._unguarded(), base._unguarded())
-        return self._zlib[1]
+        return self._zlib[1], self._zlib[2]
 
     def _decode(self, rec: Any) -> dict[str, Any]:
         return cast(dict[str, Any], self.core.codec.decode(rec.data, rec.codec, rec.key))
