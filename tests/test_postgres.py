@@ -447,6 +447,9 @@ def test_a_batch_chosen_as_deadlock_victim_is_retried(url: str, schema: str, ser
         b = store.backend
         b.apply([Put("k/x/a", b"1", "json"), Put("k/x/b", b"1", "json")])
         lock = f'UPDATE "{schema}".sk_kv SET codec = codec WHERE key = %s'
+        # only the batch's session looks for deadlocks (after 1 s): under load this one's check
+        # could otherwise run first and make it the victim, which is not what is tested here
+        other.execute("SET deadlock_timeout = '60s'")
         other.execute(lock, ["k/x/b"])  # holds b
         errors: list[BaseException] = []
         batch = threading.Thread(target=_apply_catching, args=(b, errors))
