@@ -1,4 +1,5 @@
-"""Fixtures for the LangGraph integration tests: a saver on every selected backend."""
+"""Fixtures of the integration tests: a LangGraph saver on every selected backend; a Redis of a
+module's own for the OpenAI session tests that watch its traffic."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 import statekeel
 from statekeel.integrations.langgraph import StatekeelSaver
+from statekeel.testing.servers import ServerPool
 
 
 @pytest.fixture
@@ -18,3 +20,14 @@ def saver(store: statekeel.Store) -> Iterator[StatekeelSaver]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A flushed Redis server of the module's own (stopped after it)."""
+    pool = ServerPool(required=True)
+    try:
+        pool.flush_redis()
+        yield pool.redis().url
+    finally:
+        pool.stop()

@@ -21,7 +21,6 @@ import statekeel
 from statekeel.errors import ConflictError
 from statekeel.integrations.openai_agents import StatekeelSession
 from statekeel.integrations.openai_agents._writer import _writes
-from statekeel.testing.servers import ServerPool
 
 T = TypeVar("T")
 
@@ -124,16 +123,6 @@ def test_adding_after_compaction_clear_and_pop_keeps_one_history(store: statekee
         s.close()
 
     run(scenario)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Any:
-    pool = ServerPool(required=True)
-    try:
-        pool.flush_redis()
-        yield pool.redis().url
-    finally:
-        pool.stop()
 
 
 def _monitored(url: str, work: Callable[[], None]) -> list[str]:

@@ -25,7 +25,6 @@ import pytest
 import redis
 
 from statekeel.errors import CorruptionError, NotAStoreError
-from statekeel.testing.servers import ServerPool
 from statekeel.integrations.openai_agents import StatekeelSession
 
 
@@ -137,16 +136,6 @@ def test_restored_and_compacted_sessions_are_read_by_the_worker(tmp_path: Path) 
     assert compacted == [1]
     other.close()
     s.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Any:
-    pool = ServerPool(required=True)
-    try:
-        pool.flush_redis()
-        yield pool.redis().url
-    finally:
-        pool.stop()
 
 
 def test_a_whole_history_arriving_in_pieces_on_redis(redis_url: str) -> None:
