@@ -123,8 +123,9 @@ def test_incomplete_decisions_across_the_store(page: Any, fresh_url: str) -> Non
         page.select_option("select[name=incomplete]", "1")
         page.click("form.filters button[type=submit]")
         page.wait_for_function("location.hash.includes('incomplete=1')")
+        # the hash moves before the filtered table replaces the unfiltered one: wait for the new table
+        page.wait_for_function("document.querySelectorAll('table[aria-label=decisions] tbody tr').length === 1")
         rows = page.locator("table[aria-label=decisions] tbody tr")
-        rows.first.wait_for()
         assert rows.count() == 1 and "refund order 991" in rows.first.inner_text()
         rows.first.locator("button", has_text="Resolve").click()
         page.fill("dialog input[name=outcome]", "checked by hand")

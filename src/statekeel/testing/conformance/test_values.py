@@ -151,15 +151,18 @@ def test_hypothesis_round_trip(store: Store, value: Any) -> None:
 
 
 
-def test_plain_messages_take_the_short_form_where_the_backend_keeps_bytes(store: Store, backend_name: str) -> None:
-    """Backends that keep values as opaque bytes store a plain chat message as ``msg:<role>`` (files
-    and memory keep JSON) — a tiered store and DynamoDB too, whose messages used to stay JSON and so
-    paid a JSON encode per message — and every backend reads both forms back equal."""
-    short = backend_name not in ("memory", "files")
-    assert store.storage.short_messages is short
+def test_plain_messages_take_the_form_the_backend_asks_for(store: Store, backend_name: str) -> None:
+    """A backend that asks for the short form (:attr:`~statekeel.protocol.Backend.short_messages`)
+    gets plain chat messages as ``msg:<role>``, any other as JSON, and both read back equal. The
+    built-in backends that keep values as bytes all ask for it — a tiered store and DynamoDB too,
+    whose messages used to stay JSON and so paid a JSON encode per message."""
+    short = store.storage.short_messages
+    if backend_name in ("memory", "files", "sqlite", "postgres", "redis", "dynamodb", "tiered", "tiered-wb"):
+        assert short is (backend_name not in ("memory", "files"))
     want = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi", "n": 1}]
     session = store.session("short")
     session.append(*want)
-    log = store.storage.scan_logs("session/short/")[0].log
-    assert [e.codec for e in store.storage.read(log)] == ["msg:user" if short else "json", "json"]
     assert session.history() == want
+    if store.backend is store.storage:  # plain (encryption and the chain name their own steps)
+        log = store.storage.scan_logs("session/short/")[0].log
+        assert [e.codec for e in store.storage.read(log)] == ["msg:user" if short else "json", "json"]
