@@ -379,6 +379,20 @@ def test_prefixes_isolate_stores_on_one_server(server: RedisServer, raw: redis.R
         statekeel.open(f"{server.url}?prefix=bad{{tag}}")
 
 
+def test_a_newer_layout_recorded_while_this_one_migrated_is_never_set_back(
+    server: RedisServer, raw: redis.Redis, prefix: str
+) -> None:
+    """migrate() read layout 0 (an empty store); before it recorded its own, a newer statekeel
+    recorded 99. The marker keeps 99 and this one refuses the store, naming the upgrade."""
+    with statekeel.open(f"{server.url}?prefix={prefix}", migrate=False) as store:
+        backend = store.backend
+        raw.hset(f"{prefix}:statekeel", "layout", 99)
+        backend._layout_version = lambda: 0  # type: ignore[method-assign]  # what it read before the race
+        with pytest.raises(SchemaTooNewError, match="upgrade"):
+            backend.migrate()
+    assert raw.hget(f"{prefix}:statekeel", "layout") == b"99"
+
+
 def test_layout_marker_and_foreign_data(server: RedisServer, raw: redis.Redis, prefix: str) -> None:
     url = f"{server.url}?prefix={prefix}"
     with statekeel.open(url, migrate=False) as store:

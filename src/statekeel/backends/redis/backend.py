@@ -450,17 +450,17 @@ class RedisBackend(Backend):
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         current = self._call(self._layout_version)
+        pending = [f"HSET {self._layout.marker} layout {v}" for v in range(current + 1, LAYOUT_VERSION + 1)]
+        if pending and not check:  # over an older layout only: a newer statekeel that raced us is not set back
+            current = int(self._call(lambda: self._redis.eval(
+                lua_scan.RECORD_LAYOUT, 1, self._layout.marker, LAYOUT_VERSION, repr(time.time()))))  # fmt: skip
+            pending = []
         if current > LAYOUT_VERSION:
             raise SchemaTooNewError(
                 f"the store at {self.url} (prefix {self._layout.prefix!r}) has layout version {current}, "
                 f"newer than this statekeel understands ({LAYOUT_VERSION}); upgrade the statekeel package"
             )
-        pending = [f"HSET {self._layout.marker} layout {v}" for v in range(current + 1, LAYOUT_VERSION + 1)]
-        if check or not pending:
-            return MigrationStatus(current, LAYOUT_VERSION, pending)
-        self._call(lambda: self._redis.hset(self._layout.marker, mapping={
-            "layout": LAYOUT_VERSION, "migrated_at": repr(time.time())}))  # fmt: skip
-        return MigrationStatus(LAYOUT_VERSION, LAYOUT_VERSION, [])
+        return MigrationStatus(current, LAYOUT_VERSION, pending)
 
     def _layout_version(self) -> int:
         marker = self._layout.marker

@@ -138,3 +138,15 @@ if n > 0 then refresh(base) end
 return n
 """
 )
+
+RECORD_LAYOUT = r"""
+-- KEYS[1] = the store's marker (a hash: migrate() checked); ARGV = layout, now. Records the layout
+-- only over an older one, so a newer statekeel's that raced this migrate() is never set back;
+-- returns the layout the marker holds after.
+local held = tonumber(redis.call('HGET', KEYS[1], 'layout') or '0')
+if held < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'layout', ARGV[1], 'migrated_at', ARGV[2])
+  return tonumber(ARGV[1])
+end
+return held
+"""
