@@ -304,7 +304,7 @@ def _read_items(store: Store, session_id: str, n: int | None) -> list[Any]:
     is only wrong when a compaction mark or a restore view exists (rare): then it is read again
     from after the mark, or — for a session restored to a checkpoint — through
     :meth:`Session.messages`, which applies its hidden ranges."""
-    log = layout.history_log(session_id)
+    log = _history(session_id)
     (meta, mark, view), values = store.backend.get_many_and_values(
         _read_keys(session_id), log, limit=n, reverse=n is not None
     )
@@ -324,11 +324,9 @@ def _read_nowait(store: Store, session_id: str, n: int | None) -> list[Any] | No
     (:meth:`~statekeel.backends.sqlite.SQLiteBackend.get_many_and_values_nowait`): a thread hop
     costs more than reading 20 rows. None — the worker reads it — when the connection is busy,
     a row needs a closer look, or a compaction mark or restore view applies (rare)."""
-    backend = store.backend
+    backend, log = store.backend, _history(session_id)
     assert isinstance(backend, SQLiteBackend)
-    found = backend.get_many_and_values_nowait(
-        _read_keys(session_id), _history(session_id), limit=n, reverse=n is not None
-    )
+    found = backend.get_many_and_values_nowait(_read_keys(session_id), log, limit=n, reverse=n is not None)
     if found is None:
         return None
     (meta, mark, view), values = found
@@ -336,7 +334,7 @@ def _read_nowait(store: Store, session_id: str, n: int | None) -> list[Any] | No
         return []
     if mark is not None or view is not None:
         return None
-    return store.codec.decode_many(values, _history(session_id))
+    return store.codec.decode_many(values, log)
 
 
 async def _read_native(backend: AsyncBackend, store: Store, session_id: str, n: int | None) -> list[Any] | None:
