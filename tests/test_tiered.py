@@ -24,7 +24,12 @@ from conftest import running
 from statekeel import ConfigurationError, UnavailableError
 from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.flusher import Lease
-from statekeel.backends.tiered.names import MARKERS, QUEUE, marker
+from statekeel.backends.tiered import backend as tiered_backend
+from statekeel.backends.tiered import hydrate as tiered_hydrate
+from statekeel.backends.tiered.hydrate import drop, hydrate
+from statekeel.backends.tiered.names import IN_FLIGHT, IN_FLIGHT_TTL, MARKERS, QUEUE, marker
+from statekeel.backends.tiered.writes import announce, through_hot
+from statekeel.protocol import Backend, Op, Put
 from statekeel.testing.servers import PostgresServer, RedisServer
 
 _n = itertools.count()
@@ -220,6 +225,53 @@ def test_write_behind_writers_of_one_session_correct_each_others_marker_version(
         assert cached is not None and cached.version == 1 + queue.last_seq  # hydrated at 1, then one per batch
         assert _tiers(a).flush() + _tiers(b).flush() >= 6
         assert _cold_history(urls) == [str(i) for i in range(6)]
+
+
+# -- a copy into Redis racing a write-through write -----------------------------------
+def test_no_copy_into_redis_while_a_write_through_write_is_in_flight(urls: tuple[str, str]) -> None:
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        drop(tiers.hot, ["session/s"])
+        done = announce(tiers.hot, ["session/s"], "w1", time.time())  # a writer between announcing and updating
+        assert not hydrate(tiers.hot, tiers.cold, "session/s")
+        assert tiers.hot.get(marker("session/s")) is None
+        tiers.hot.apply(done)  # its Redis update ends the announcement
+        assert hydrate(tiers.hot, tiers.cold, "session/s")
+        drop(tiers.hot, ["session/s"])
+        announce(tiers.hot, ["session/s"], "dead", time.time() - 2 * IN_FLIGHT_TTL)  # a writer that died
+        assert hydrate(tiers.hot, tiers.cold, "session/s")  # its announcement expired
+
+
+def test_a_copy_older_than_a_committed_write_is_not_installed_before_the_writers_update(
+    urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a copy reads PostgreSQL; a write-through write commits; a reader misses Redis
+    and reads that write from PostgreSQL; the copy is installed before the writer updates Redis —
+    and the reader's next read, from Redis, would go back in time. The announcement stops it."""
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        drop(tiers.hot, ["session/s"])
+        real_copy, stalled = tiered_hydrate.partition_copy, []
+
+        def copy_then_commit(cold: Backend, part: str) -> list[Op]:
+            copy = real_copy(cold, part)
+            with monkeypatch.context() as m:
+                m.setattr(tiered_backend, "through_hot", lambda *args: stalled.append(args))
+                tiers.apply([Put("session/s/k", b"2", "json")])  # committed; its Redis update comes late
+            return copy
+
+        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_commit)
+        assert not hydrate(tiers.hot, tiers.cold, "session/s")  # the older copy is not installed
+        assert tiers.hot.get(marker("session/s")) is None
+        assert [r.data for r in tiers.cold.get_many(["session/s/k"]) if r] == [b"2"]  # what a reader sees
+        monkeypatch.setattr(tiered_hydrate, "partition_copy", real_copy)
+        through_hot(*stalled[0])  # the writer's update, at last
+        assert hydrate(tiers.hot, tiers.cold, "session/s")
+        found = tiers.get("session/s/k")
+        assert found is not None and found.data == b"2"
+        assert tiers.hot.scan(IN_FLIGHT, limit=10) == []  # nothing announced is left behind
 
 
 def _read_until_cached(store: statekeel.Store, tiers: TieredBackend, sid: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -19,10 +20,10 @@ from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, 
 from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
-from .hydrate import Hydrator, hydrate
+from .hydrate import Hydrator, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, is_reserved, marker, prefix_partition
-from .writes import MarkerVersions, behind_batch, partitions, spans_partitions, through_hot
+from .writes import MarkerVersions, announce, behind_batch, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -190,23 +191,32 @@ class TieredBackend(Backend):
         return self._write_through(ops, now)
 
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
+        parts = partitions(ops)
+        try:
+            done = announce(self.hot, parts, uuid.uuid4().hex, now)
+        except UnavailableError:
+            done = []  # Redis is down: nothing can be copied into it either
         try:
             results = self.cold.apply(ops, now=now)
         except ConflictError:
-            self._forget(partitions(ops), now)  # the caller may have read a stale copy from Redis
+            self._forget(parts, now, done)  # the caller may have read a stale copy from Redis
+            raise
+        except BaseException:
+            self._forget([], now, done)
             raise
         try:
-            through_hot(self.hot, ops, results, now)
+            through_hot(self.hot, ops, results, now, done)
         except UnavailableError as exc:
             log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
             self.cold.apply([Put(DIRTY, b"true", "json")])
         return results
 
-    def _forget(self, parts: list[str], now: float) -> None:
-        from .hydrate import drop
-
+    def _forget(self, parts: list[str], now: float, done: Sequence[Op] = ()) -> None:
+        """Drop ``parts`` from Redis and end a write's announcement ``done`` (best effort: Redis
+        may be down, and an announcement expires by itself)."""
         try:
-            drop(self.hot, parts, now)
+            if parts or done:
+                drop(self.hot, parts, now, done)
         except UnavailableError:
             pass
 

@@ -5,8 +5,10 @@ Redis keys expired, every live record and log of PostgreSQL loaded with its own
 version, seq and timestamps, and the partition's marker created (``expect=None``,
 so of two concurrent hydrations only one installs). The batch also checks the
 partition's write fence (:func:`.names.fence`) against the version read before
-PostgreSQL was read: a write-through write that committed in between bumped it,
-and the older copy is not installed.
+PostgreSQL was read: a write-through write announced in between bumped it, and
+the copy — maybe older than that write — is not installed. No copy starts while
+a write-through write is in flight (announced, its Redis update not done yet;
+see :mod:`.writes`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ...errors import ConflictError, StatekeelError
 from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, Put, Record, Touch
-from .names import fence, marker, members
+from .names import fence, in_flight, marker, members
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -73,6 +75,8 @@ def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
     """Copy ``part`` from ``cold`` into ``hot``; False when a concurrent write or hydration won
     (the caller reads again: the partition is then cached, or still not)."""
     seen = hot.get(fence(part))
+    if hot.scan(in_flight(part), limit=1):
+        return False  # a write-through write may be committing: PostgreSQL is about to change
     copy = partition_copy(cold, part)
     now = time.time()
     ops: list[Op] = [
@@ -88,10 +92,10 @@ def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
     return True
 
 
-def drop(hot: Backend, parts: list[str], now: float | None = None) -> None:
-    """Forget ``parts`` in Redis (marker and data) and bump their fences."""
+def drop(hot: Backend, parts: list[str], now: float | None = None, extra: Sequence[Op] = ()) -> None:
+    """Forget ``parts`` in Redis (marker and data) and bump their fences; ``extra`` goes in the batch."""
     now = time.time() if now is None else now
-    ops: list[Op] = []
+    ops: list[Op] = [*extra]
     for part in parts:
         ops += [Delete(marker(part)), Put(fence(part), b"", MARKER_CODEC, expect=ANY), *drop_ops(part, now)]
     if ops:

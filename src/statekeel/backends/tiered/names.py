@@ -47,6 +47,19 @@ def fence(part: str) -> str:
     return RESERVED + "/w/" + keys.escape(part)
 
 
+IN_FLIGHT: Final = RESERVED + "/i/"
+"""Hot: one record per write-through write between its announcement and its Redis update
+(expiring after :data:`IN_FLIGHT_TTL`, so a writer that died leaves none for long)."""
+
+IN_FLIGHT_TTL: Final = 120.0
+"""Seconds an announced write-through write blocks copies of its partitions into Redis, at most."""
+
+
+def in_flight(part: str, token: str = "") -> str:
+    """The hot record announcing write ``token`` to ``part`` (``token=""``: the prefix of them all)."""
+    return IN_FLIGHT + keys.escape(part) + "/" + token
+
+
 def partition_of_marker(key: str) -> str:
     """The partition a marker key names."""
     return keys.unescape(key[len(MARKERS) :])

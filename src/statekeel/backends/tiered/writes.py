@@ -22,6 +22,14 @@ its partition's indexes (a quarter of a turn).
 Write-through checks with :class:`Markers` — ``Delete(expect=1)`` then
 ``Put(expect=None)``, leaving the marker at version 1, so concurrent writers
 never conflict on it.
+
+Write-through also *announces* each write in Redis before PostgreSQL commits it
+(:func:`announce`: the partitions' fences bumped and an expiring in-flight record
+per partition, removed with the Redis update). A copy into Redis neither starts
+while a write is announced nor installs if one was announced meanwhile — else a
+copy that read PostgreSQL just before a commit could be installed just after it,
+before the writer's Redis update, and a reader that had seen the write in
+PostgreSQL (its partition not cached yet) would then read the older copy.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put,
 from ...protocol import keys
 from . import batches
 from .hydrate import MARKER_CODEC, drop
-from .names import MARKERS, QUEUE, fence, marker, partition_of_marker, prefix_partition
+from .names import IN_FLIGHT_TTL, MARKERS, QUEUE, fence, in_flight, marker, partition_of_marker, prefix_partition
 
 
 def partitions(ops: Sequence[Op]) -> list[str]:
@@ -125,25 +133,40 @@ def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, 
     return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
 
 
-def through_hot(hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float) -> None:
-    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring)."""
+def announce(hot: Backend, parts: Sequence[str], token: str, now: float) -> list[Op]:
+    """Before PostgreSQL commits a write-through write to ``parts``: fence them and record the
+    write as in flight; the ops that end the announcement (part of the Redis update after it)."""
+    ops: list[Op] = []
+    for part in parts:
+        ops += [Put(fence(part), b"", MARKER_CODEC), Put(in_flight(part, token), b"", MARKER_CODEC,
+                                                          expires_at=now + IN_FLIGHT_TTL)]  # fmt: skip
+    if ops:
+        hot.apply(ops, now=now)
+    return [Delete(in_flight(part, token)) for part in parts]
+
+
+def through_hot(
+    hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float, done: Sequence[Op] = ()
+) -> None:
+    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring); ``done``
+    (the end of the write's announcement) goes in whichever batch does it."""
     parts = partitions(ops)
     exact = pinned(ops, results)
     try:
-        hot.apply([*Markers.check(parts), *exact], now=now)
+        hot.apply([*Markers.check(parts), *exact, *done], now=now)
         return
     except ConflictError as exc:
         try:
             Markers.missing(exc)
             for _ in range(3):
-                if _partly(hot, parts, exact, now):
+                if _partly(hot, parts, exact, now, done):
                     return
         except ConflictError:
             pass  # Redis' copy was out of step
-    drop(hot, parts, now)  # read it again from PostgreSQL
+    drop(hot, parts, now, done)  # read it again from PostgreSQL
 
 
-def _partly(hot: Backend, parts: list[str], exact: list[Op], now: float) -> bool:
+def _partly(hot: Backend, parts: list[str], exact: list[Op], now: float, done: Sequence[Op]) -> bool:
     """Some partitions are not cached: update the cached ones, fence the others — as long as they
     are still not cached (``Delete(expect=None)``: a copy installed meanwhile fails this, and the
     caller tries again, so that copy gets this write too). False if it has to try again."""
@@ -153,7 +176,7 @@ def _partly(hot: Backend, parts: list[str], exact: list[Op], now: float) -> bool
     mine = [op for op in exact if not partitions([op]) or partitions([op])[0] in cached]
     still_absent: list[Op] = [Delete(marker(p), expect=None) for p in absent]
     try:
-        hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine], now=now)
+        hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine, *done], now=now)
     except ConflictError as exc:
         Markers.missing(exc)  # re-raises a conflict of the pinned ops: Redis is out of step
         return False
