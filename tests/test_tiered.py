@@ -233,10 +233,11 @@ def test_no_copy_into_redis_while_a_write_through_write_is_in_flight(urls: tuple
         tiers = _tiers(store)
         tiers.apply([Put("session/s/k", b"1", "json")])
         drop(tiers.hot, ["session/s"])
-        done = announce(tiers.hot, ["session/s"], "w1", time.time())  # a writer between announcing and updating
+        announced = announce(tiers.hot, ["session/s"], "w1", time.time())  # a writer between announcing and updating
+        assert announced.cached == ()
         assert not hydrate(tiers.hot, tiers.cold, "session/s")
         assert tiers.hot.get(marker("session/s")) is None
-        tiers.hot.apply(done)  # its Redis update ends the announcement
+        tiers.hot.apply(announced.done)  # its Redis update ends the announcement
         assert hydrate(tiers.hot, tiers.cold, "session/s")
         drop(tiers.hot, ["session/s"])
         announce(tiers.hot, ["session/s"], "dead", time.time() - 2 * IN_FLIGHT_TTL)  # a writer that died

@@ -23,7 +23,7 @@ from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, is_reserved, marker, prefix_partition
-from .writes import MarkerVersions, announce, behind_batch, partitions, spans_partitions, through_hot
+from .writes import Announcement, MarkerVersions, announce, behind_batch, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -193,9 +193,10 @@ class TieredBackend(Backend):
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
         parts = partitions(ops)
         try:
-            done = announce(self.hot, parts, uuid.uuid4().hex, now)
+            announced: Announcement | None = announce(self.hot, parts, uuid.uuid4().hex, now)
         except UnavailableError:
-            done = []  # Redis is down: nothing can be copied into it either
+            announced = None  # Redis is down: nothing can be copied into it either
+        done = announced.done if announced is not None else ()
         try:
             results = self.cold.apply(ops, now=now)
         except ConflictError:
@@ -205,7 +206,7 @@ class TieredBackend(Backend):
             self._forget([], now, done)
             raise
         try:
-            through_hot(self.hot, ops, results, now, done)
+            through_hot(self.hot, ops, results, now, announced)
         except UnavailableError as exc:
             log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
             self.cold.apply([Put(DIRTY, b"true", "json")])

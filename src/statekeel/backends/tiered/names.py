@@ -51,6 +51,10 @@ IN_FLIGHT: Final = RESERVED + "/i/"
 """Hot: one record per write-through write between its announcement and its Redis update
 (expiring after :data:`IN_FLIGHT_TTL`, so a writer that died leaves none for long)."""
 
+IN_FLIGHT_ANCHOR: Final = IN_FLIGHT[:-1]
+"""Hot: a record every announcement writes, in the in-flight records' partition, which is
+therefore never empty (Redis registers a partition again each time it stops being empty)."""
+
 IN_FLIGHT_TTL: Final = 120.0
 """Seconds an announced write-through write blocks copies of its partitions into Redis, at most."""
 

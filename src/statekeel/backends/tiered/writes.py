@@ -35,14 +35,14 @@ PostgreSQL (its partition not cached yet) would then read the older copy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ...errors import ConflictError
-from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, op_target
+from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, Touch, op_target
 from ...protocol import keys
 from . import batches
 from .hydrate import MARKER_CODEC, drop
-from .names import IN_FLIGHT_TTL, MARKERS, QUEUE, fence, in_flight, marker, partition_of_marker, prefix_partition
+from .names import IN_FLIGHT_ANCHOR, IN_FLIGHT_TTL, MARKERS, QUEUE, fence, in_flight, marker, partition_of_marker, prefix_partition
 
 
 def partitions(ops: Sequence[Op]) -> list[str]:
@@ -133,51 +133,64 @@ def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, 
     return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
 
 
-def announce(hot: Backend, parts: Sequence[str], token: str, now: float) -> list[Op]:
-    """Before PostgreSQL commits a write-through write to ``parts``: fence them and record the
-    write as in flight; the ops that end the announcement (part of the Redis update after it)."""
-    ops: list[Op] = []
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A write-through write announced in Redis (:func:`announce`)."""
+
+    cached: tuple[str, ...]
+    """The write's partitions Redis cached when the write was announced."""
+    done: tuple[Op, ...]
+    """The ops that end the announcement (they go in the Redis update after the commit)."""
+
+
+def announce(hot: Backend, parts: Sequence[str], token: str, now: float) -> Announcement:
+    """Before PostgreSQL commits a write-through write to ``parts``: fence them, record the write
+    as in flight, and learn which of them Redis caches (``Touch`` of a marker: existed)."""
+    if not parts:
+        return Announcement((), ())
+    ops: list[Op] = [Put(IN_FLIGHT_ANCHOR, b"", MARKER_CODEC)]  # the records' partition is never empty
     for part in parts:
-        ops += [Put(fence(part), b"", MARKER_CODEC), Put(in_flight(part, token), b"", MARKER_CODEC,
-                                                          expires_at=now + IN_FLIGHT_TTL)]  # fmt: skip
-    if ops:
-        hot.apply(ops, now=now)
-    return [Delete(in_flight(part, token)) for part in parts]
+        ops += [Touch(marker(part)), Put(fence(part), b"", MARKER_CODEC),
+                Put(in_flight(part, token), b"", MARKER_CODEC, expires_at=now + IN_FLIGHT_TTL)]  # fmt: skip
+    found = hot.apply(ops, now=now)
+    cached = tuple(p for p, hit in zip(parts, found[1::3]) if hit is True)
+    return Announcement(cached, tuple(Delete(in_flight(part, token)) for part in parts))
 
 
 def through_hot(
-    hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float, done: Sequence[Op] = ()
+    hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float, announced: Announcement | None = None
 ) -> None:
-    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring); ``done``
-    (the end of the write's announcement) goes in whichever batch does it."""
+    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring): one
+    batch when the partitions are still cached as ``announced`` (all of them, unannounced) —
+    the announcement's end goes in whichever batch does it."""
     parts = partitions(ops)
     exact = pinned(ops, results)
+    cached = list(announced.cached) if announced is not None else parts
+    done = announced.done if announced is not None else ()
     try:
-        hot.apply([*Markers.check(parts), *exact, *done], now=now)
-        return
-    except ConflictError as exc:
-        try:
-            Markers.missing(exc)
-            for _ in range(3):
-                if _partly(hot, parts, exact, now, done):
-                    return
-        except ConflictError:
-            pass  # Redis' copy was out of step
+        for _ in range(4):
+            if _update(hot, parts, cached, exact, now, done):
+                return
+            found = hot.get_many([marker(p) for p in parts])
+            cached = [p for p, rec in zip(parts, found) if rec is not None]
+    except ConflictError:
+        pass  # Redis' copy was out of step
     drop(hot, parts, now, done)  # read it again from PostgreSQL
 
 
-def _partly(hot: Backend, parts: list[str], exact: list[Op], now: float, done: Sequence[Op]) -> bool:
-    """Some partitions are not cached: update the cached ones, fence the others — as long as they
-    are still not cached (``Delete(expect=None)``: a copy installed meanwhile fails this, and the
-    caller tries again, so that copy gets this write too). False if it has to try again."""
-    found = hot.get_many([marker(p) for p in parts])
-    cached = [p for p, rec in zip(parts, found) if rec is not None]
+def _update(
+    hot: Backend, parts: list[str], cached: list[str], exact: list[Op], now: float, done: Sequence[Op]
+) -> bool:
+    """Update the partitions ``cached`` in Redis; fence the others as long as they are still not
+    cached (``Delete(expect=None)``: a copy installed meanwhile fails this, and the caller tries
+    again, so that copy gets this write too). False if a marker was not as ``cached`` says;
+    raises ConflictError if a pinned op was refused (Redis is out of step)."""
     absent = [p for p in parts if p not in cached]
-    mine = [op for op in exact if not partitions([op]) or partitions([op])[0] in cached]
+    mine = [op for op in exact if not partitions([op]) or partitions([op])[0] in cached] if absent else exact
     still_absent: list[Op] = [Delete(marker(p), expect=None) for p in absent]
     try:
         hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine, *done], now=now)
     except ConflictError as exc:
-        Markers.missing(exc)  # re-raises a conflict of the pinned ops: Redis is out of step
+        Markers.missing(exc)  # re-raises a conflict of the pinned ops
         return False
     return True
