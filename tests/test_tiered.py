@@ -12,10 +12,12 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import redis as redis_py
 
@@ -24,11 +26,9 @@ from conftest import running
 from statekeel import ConfigurationError, UnavailableError
 from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.flusher import Lease
-from statekeel.backends.tiered import backend as tiered_backend
 from statekeel.backends.tiered import hydrate as tiered_hydrate
 from statekeel.backends.tiered.hydrate import drop, hydrate
-from statekeel.backends.tiered.names import IN_FLIGHT, IN_FLIGHT_TTL, MARKERS, QUEUE, marker
-from statekeel.backends.tiered.writes import announce, through_hot
+from statekeel.backends.tiered.names import MARKERS, QUEUE, lock, marker
 from statekeel.protocol import Backend, Op, Put
 from statekeel.testing.servers import PostgresServer, RedisServer
 
@@ -228,51 +228,77 @@ def test_write_behind_writers_of_one_session_correct_each_others_marker_version(
 
 
 # -- a copy into Redis racing a write-through write -----------------------------------
-def test_no_copy_into_redis_while_a_write_through_write_is_in_flight(urls: tuple[str, str]) -> None:
-    with _open(urls, "write-through") as store:
-        tiers = _tiers(store)
-        tiers.apply([Put("session/s/k", b"1", "json")])
-        drop(tiers.hot, ["session/s"])
-        announced = announce(tiers.hot, ["session/s"], "w1", time.time())  # a writer between announcing and updating
-        assert announced.cached == ()
-        assert not hydrate(tiers.hot, tiers.cold, "session/s")
-        assert tiers.hot.get(marker("session/s")) is None
-        tiers.hot.apply(announced.done)  # its Redis update ends the announcement
-        assert hydrate(tiers.hot, tiers.cold, "session/s")
-        drop(tiers.hot, ["session/s"])
-        announce(tiers.hot, ["session/s"], "dead", time.time() - 2 * IN_FLIGHT_TTL)  # a writer that died
-        assert hydrate(tiers.hot, tiers.cold, "session/s")  # its announcement expired
+def _waiting_on_a_lock(pg: PostgresServer) -> bool:
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+        return row is not None and row[0] > 0
 
 
-def test_a_copy_older_than_a_committed_write_is_not_installed_before_the_writers_update(
-    urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+def test_a_write_through_write_waits_for_a_copy_into_redis_to_be_installed(
+    urls: tuple[str, str], pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The race: a copy reads PostgreSQL; a write-through write commits; a reader misses Redis
-    and reads that write from PostgreSQL; the copy is installed before the writer updates Redis —
-    and the reader's next read, from Redis, would go back in time. The announcement stops it."""
+    """The race this prevents: a copy reads PostgreSQL; a write commits; a reader misses Redis and
+    reads that write from PostgreSQL; the copy is installed before the writer updates Redis — and
+    the reader's next read, from Redis, would go back in time. The write waits for the copy instead."""
     with _open(urls, "write-through") as store:
         tiers = _tiers(store)
         tiers.apply([Put("session/s/k", b"1", "json")])
         drop(tiers.hot, ["session/s"])
-        real_copy, stalled = tiered_hydrate.partition_copy, []
+        real_copy = tiered_hydrate.partition_copy
+        writer = threading.Thread(target=lambda: tiers.apply([Put("session/s/k", b"2", "json")]))
 
-        def copy_then_commit(cold: Backend, part: str) -> list[Op]:
+        def copy_then_write(cold: Backend, part: str) -> list[Op]:
             copy = real_copy(cold, part)
-            with monkeypatch.context() as m:
-                m.setattr(tiered_backend, "through_hot", lambda *args: stalled.append(args))
-                tiers.apply([Put("session/s/k", b"2", "json")])  # committed; its Redis update comes late
+            writer.start()
+            deadline = time.monotonic() + 30
+            while not _waiting_on_a_lock(pg):  # the writer waits for the copy's lock ...
+                assert time.monotonic() < deadline, "the write did not wait for the copy"
+                time.sleep(0.01)
+            rec = tiers.cold.get("session/s/k")
+            assert rec is not None and rec.data == b"1"  # ... so no reader can see it in PostgreSQL yet
             return copy
 
-        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_commit)
-        assert not hydrate(tiers.hot, tiers.cold, "session/s")  # the older copy is not installed
-        assert tiers.hot.get(marker("session/s")) is None
-        assert [r.data for r in tiers.cold.get_many(["session/s/k"]) if r] == [b"2"]  # what a reader sees
-        monkeypatch.setattr(tiered_hydrate, "partition_copy", real_copy)
-        through_hot(*stalled[0])  # the writer's update, at last
-        assert hydrate(tiers.hot, tiers.cold, "session/s")
+        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_write)
+        assert hydrate(tiers.hot, tiers.cold, "session/s")  # the copy is installed, without the write
+        writer.join(30)
+        assert not writer.is_alive()
+        assert tiers.hot.get(marker("session/s")) is not None  # still cached: the writer updated it
         found = tiers.get("session/s/k")
         assert found is not None and found.data == b"2"
-        assert tiers.hot.scan(IN_FLIGHT, limit=10) == []  # nothing announced is left behind
+
+
+def test_a_write_to_a_partition_redis_does_not_hold_is_in_its_next_copy(urls: tuple[str, str]) -> None:
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        drop(tiers.hot, ["session/s"])
+        tiers.apply([Put("session/s/k", b"2", "json", expect=1)])  # nothing to update in Redis
+        assert tiers.hot.get("session/s/k") is None
+        assert hydrate(tiers.hot, tiers.cold, "session/s")
+        tiers.apply([Put("session/s/k", b"3", "json", expect=2)])  # cached again: Redis is updated too
+        found = tiers.hot.get("session/s/k")
+        assert found is not None and (found.data, found.version) == (b"3", 3)
+
+
+def test_a_copy_gives_up_while_a_write_holds_its_partition(
+    urls: tuple[str, str], pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        drop(tiers.hot, ["session/s"])
+        monkeypatch.setattr(tiered_hydrate, "LOCK_WAIT", 0.2)
+        name = f"{urls[1].split('schema=')[1].split('&')[0]}/{lock('session/s')}"
+        with psycopg.connect(pg.url, autocommit=True) as conn, conn.transaction():  # a writer, stuck
+            conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", [name])
+            with pytest.raises(statekeel.StatekeelError):
+                hydrate(tiers.hot, tiers.cold, "session/s")
+            assert tiers.hot.get(marker("session/s")) is None
+            found = tiers.get("session/s/k")  # served from PostgreSQL meanwhile (its copy gives up too)
+            assert found is not None and found.data == b"1"
+            tiers.hydrator.wait()
+            assert tiers.hot.get(marker("session/s")) is None
+        assert hydrate(tiers.hot, tiers.cold, "session/s")
 
 
 def _read_until_cached(store: statekeel.Store, tiers: TieredBackend, sid: str) -> None:

@@ -252,11 +252,11 @@ class PostgresBackend(Backend):
         live = rows and (rows[0][4] is None or rows[0][4] > time.time())
         return ConflictError(err.key, err.expected, int(rows[0][1]) if live else 0)
 
-    def _apply_retrying(self, ops: Sequence[Op], now: float | None) -> list[OpResult]:
+    def _apply_retrying(self, ops: Sequence[Op], now: float | None, locks: Sequence[Stmt] = ()) -> list[OpResult]:
         raw = False
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._apply_once(ops, raw, now)
+                return self._apply_once(ops, raw, now, locks)
             except psycopg.Error as exc:
                 if attempt == RETRIES:
                     raise
@@ -277,9 +277,42 @@ class PostgresBackend(Backend):
             return raw
         raise exc
 
-    def _apply_once(self, ops: Sequence[Op], raw: bool, clock: float | None) -> list[OpResult]:
-        plan = self._plan.batch(ops, raw, time.time() if clock is None else clock)
+    def _apply_once(self, ops: Sequence[Op], raw: bool, clock: float | None, locks: Sequence[Stmt]) -> list[OpResult]:
+        plan = self._plan.batch(ops, raw, time.time() if clock is None else clock).after(locks)
         return plan.finish(self._execute(plan.stmts, plan.wanted))
+
+    # -- partition locks: a tiered store's copies into Redis and its write-through writes ---------
+    def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
+        """:meth:`apply`, holding advisory locks ``locks`` in shared mode until it commits (in the
+        same transaction and round trip): it waits while :meth:`exclusively` holds one of them."""
+        if not ops:
+            return []
+        held = [(sql.LOCK_SHARED, {"lock": self._lock_name(name)}) for name in sorted(set(locks))]
+        try:
+            with self._guard():
+                return self._apply_retrying(ops, now, held)
+        except ConflictError as err:
+            raise self._with_last_seq(err, ops) from None
+
+    @contextmanager
+    def exclusively(self, lock: str, *, wait: float) -> Iterator[None]:
+        """Hold advisory lock ``lock`` exclusively (waiting at most ``wait`` seconds for it) for
+        the ``with`` body: no :meth:`apply_sharing` naming it commits meanwhile. It is held by a
+        transaction of one pooled connection; the body must not need every other one."""
+        with self._guard(), self._pool.connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                conn.execute(sql.LOCK_WAIT, {"wait": f"{max(1, round(wait * 1000))}ms"})
+                conn.execute(sql.LOCK_EXCLUSIVE, {"lock": self._lock_name(lock)})
+                with translate(lambda exc: None):  # the body's errors are its own, not PostgreSQL's
+                    yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _lock_name(self, lock: str) -> str:
+        return f"{self.schema}/{lock}"
 
     def apply_batches(self, batches: Sequence[tuple[Sequence[Op], float]]) -> list[list[OpResult]]:
         """Apply several ``(ops, now)`` batches in order in ONE transaction (one pipeline, one

@@ -63,6 +63,12 @@ TENANT_EXPR = "coalesce(current_setting('statekeel.tenant', true), '')"
 CONFLICT_SQLSTATE = "SK409"
 DEAD_LOG_SQLSTATE = "SK410"
 
+# Advisory locks named by text (the schema comes first in the name, so stores do not share them);
+# transaction-scoped: released by the COMMIT or ROLLBACK that ends their transaction.
+LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%(lock)s, 0))"
+LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))"
+LOCK_WAIT = "SELECT set_config('lock_timeout', %(wait)s, true)"
+
 
 def sealed(crc: str, n: str) -> str:
     """SQL for the stored checksum: ``(crc + n) mod 2**32`` as a signed ``integer``.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -20,10 +19,10 @@ from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, 
 from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
-from .hydrate import Hydrator, drop, hydrate
+from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
-from .names import DIRTY, is_reserved, marker, prefix_partition
-from .writes import Announcement, MarkerVersions, announce, behind_batch, partitions, spans_partitions, through_hot
+from .names import DIRTY, is_reserved, lock, marker, prefix_partition
+from .writes import MarkerVersions, behind_batch, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -88,6 +87,11 @@ class TieredBackend(Backend):
             raise
         if self.hot.batch_scope != "store":
             raise ConfigurationError("the hot tier must be a single Redis node (not a cluster): its queue spans partitions")
+        if not isinstance(self.cold, LocksPartitions):
+            self.hot.close()
+            self.cold.close()
+            raise ConfigurationError("the cold tier must be a PostgreSQL backend (postgresql://…)")
+        self.locks: LocksPartitions = self.cold
         self.url = Settings(self.hot.url, self.cold.url, *_rest(settings)).url()
         self.short_messages = self.hot.short_messages and self.cold.short_messages  # both keep values as bytes
         self.behind = settings.mode == "write-behind"
@@ -193,31 +197,20 @@ class TieredBackend(Backend):
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
         parts = partitions(ops)
         try:
-            announced: Announcement | None = announce(self.hot, parts, uuid.uuid4().hex, now)
-        except UnavailableError:
-            announced = None  # Redis is down: nothing can be copied into it either
-        done = announced.done if announced is not None else ()
-        try:
-            results = self.cold.apply(ops, now=now)
+            results = self.locks.apply_sharing(ops, [lock(p) for p in parts], now=now)
         except ConflictError:
-            self._forget(parts, now, done)  # the caller may have read a stale copy from Redis
-            raise
-        except BaseException:
-            self._forget([], now, done)
+            self._forget(parts, now)  # the caller may have read a stale copy from Redis
             raise
         try:
-            through_hot(self.hot, ops, results, now, announced)
+            through_hot(self.hot, ops, results, now)
         except UnavailableError as exc:
             log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
             self.cold.apply([Put(DIRTY, b"true", "json")])
         return results
 
-    def _forget(self, parts: list[str], now: float, done: Sequence[Op] = ()) -> None:
-        """Drop ``parts`` from Redis and end a write's announcement ``done`` (best effort: Redis
-        may be down, and an announcement expires by itself)."""
+    def _forget(self, parts: list[str], now: float) -> None:
         try:
-            if parts or done:
-                drop(self.hot, parts, now, done)
+            drop(self.hot, parts, now)
         except UnavailableError:
             pass
 

@@ -3,12 +3,13 @@
 Hydration installs a whole partition in ONE Redis batch: the partition's old
 Redis keys expired, every live record and log of PostgreSQL loaded with its own
 version, seq and timestamps, and the partition's marker created (``expect=None``,
-so of two concurrent hydrations only one installs). The batch also checks the
-partition's write fence (:func:`.names.fence`) against the version read before
-PostgreSQL was read: a write-through write announced in between bumped it, and
-the copy — maybe older than that write — is not installed. No copy starts while
-a write-through write is in flight (announced, its Redis update not done yet;
-see :mod:`.writes`).
+so of two concurrent hydrations only one installs). It holds the partition's
+PostgreSQL lock (:func:`.names.lock`) exclusively from reading PostgreSQL to
+installing, so no write-through write of the partition commits in between (they
+wait; see :mod:`.writes`). The batch also checks the partition's fence
+(:func:`.names.fence`) against the version read before PostgreSQL was read: a
+drop in between (Redis' copy found out of step) bumped it, and the copy is not
+installed.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol, runtime_checkable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ...errors import ConflictError, StatekeelError
-from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, Put, Record, Touch
-from .names import fence, in_flight, marker, members
+from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, OpResult, Put, Record, Touch
+from .names import fence, lock, marker, members
 
 log = logging.getLogger("statekeel.tiered")
 
 MARKER_CODEC = "tier-marker"
 PAGE = 1000
+LOCK_WAIT = 5.0
+"""Seconds a copy waits for the partition's write-through writes to commit before giving up
+(the read that started it is served from PostgreSQL either way)."""
 
 
 def partition_copy(cold: Backend, part: str) -> list[Op]:
@@ -71,12 +77,27 @@ def drop_ops(part: str, now: float) -> list[Op]:
     return ops + ([Expire(under, now)] if under is not None else [])
 
 
+@runtime_checkable
+class LocksPartitions(Protocol):
+    """A cold tier with named locks: :class:`statekeel.backends.postgres.PostgresBackend`."""
+
+    def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
+        """See :meth:`statekeel.backends.postgres.PostgresBackend.apply_sharing`."""
+
+    def exclusively(self, lock: str, *, wait: float) -> AbstractContextManager[None]:
+        """See :meth:`statekeel.backends.postgres.PostgresBackend.exclusively`."""
+
+
 def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
     """Copy ``part`` from ``cold`` into ``hot``; False when a concurrent write or hydration won
     (the caller reads again: the partition is then cached, or still not)."""
+    held = cold.exclusively(lock(part), wait=LOCK_WAIT) if isinstance(cold, LocksPartitions) else nullcontext()
+    with held:
+        return _install(hot, cold, part)
+
+
+def _install(hot: Backend, cold: Backend, part: str) -> bool:
     seen = hot.get(fence(part))
-    if hot.scan(in_flight(part), limit=1):
-        return False  # a write-through write may be committing: PostgreSQL is about to change
     copy = partition_copy(cold, part)
     now = time.time()
     ops: list[Op] = [
@@ -92,10 +113,10 @@ def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
     return True
 
 
-def drop(hot: Backend, parts: list[str], now: float | None = None, extra: Sequence[Op] = ()) -> None:
-    """Forget ``parts`` in Redis (marker and data) and bump their fences; ``extra`` goes in the batch."""
+def drop(hot: Backend, parts: list[str], now: float | None = None) -> None:
+    """Forget ``parts`` in Redis (marker and data) and bump their fences."""
     now = time.time() if now is None else now
-    ops: list[Op] = [*extra]
+    ops: list[Op] = []
     for part in parts:
         ops += [Delete(marker(part)), Put(fence(part), b"", MARKER_CODEC, expect=ANY), *drop_ops(part, now)]
     if ops:

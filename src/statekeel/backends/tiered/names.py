@@ -47,21 +47,10 @@ def fence(part: str) -> str:
     return RESERVED + "/w/" + keys.escape(part)
 
 
-IN_FLIGHT: Final = RESERVED + "/i/"
-"""Hot: one record per write-through write between its announcement and its Redis update
-(expiring after :data:`IN_FLIGHT_TTL`, so a writer that died leaves none for long)."""
-
-IN_FLIGHT_ANCHOR: Final = IN_FLIGHT[:-1]
-"""Hot: a record every announcement writes, in the in-flight records' partition, which is
-therefore never empty (Redis registers a partition again each time it stops being empty)."""
-
-IN_FLIGHT_TTL: Final = 120.0
-"""Seconds an announced write-through write blocks copies of its partitions into Redis, at most."""
-
-
-def in_flight(part: str, token: str = "") -> str:
-    """The hot record announcing write ``token`` to ``part`` (``token=""``: the prefix of them all)."""
-    return IN_FLIGHT + keys.escape(part) + "/" + token
+def lock(part: str) -> str:
+    """The name of ``part``'s PostgreSQL advisory lock: write-through writes hold it shared until
+    they commit, a copy into Redis holds it exclusively while it reads PostgreSQL and installs."""
+    return RESERVED + "/lock/" + keys.escape(part)
 
 
 def partition_of_marker(key: str) -> str:

@@ -23,26 +23,28 @@ Write-through checks with :class:`Markers` — ``Delete(expect=1)`` then
 ``Put(expect=None)``, leaving the marker at version 1, so concurrent writers
 never conflict on it.
 
-Write-through also *announces* each write in Redis before PostgreSQL commits it
-(:func:`announce`: the partitions' fences bumped and an expiring in-flight record
-per partition, removed with the Redis update). A copy into Redis neither starts
-while a write is announced nor installs if one was announced meanwhile — else a
-copy that read PostgreSQL just before a commit could be installed just after it,
-before the writer's Redis update, and a reader that had seen the write in
-PostgreSQL (its partition not cached yet) would then read the older copy.
+Write-through writes hold their partitions' PostgreSQL advisory locks (shared) until they
+commit, and a copy into Redis holds its partition's lock exclusively from reading PostgreSQL
+to installing the copy (:mod:`.hydrate`). So a copy never misses a write that committed before
+it was installed: such a write either committed before the copy read PostgreSQL, or waited
+for the copy to be installed and then finds the partition cached. (Without the lock a copy
+that read PostgreSQL just before a commit could be installed just after it, before the
+writer's Redis update — and a reader that had seen the write in PostgreSQL would read the
+older copy next.) A write that finds its only partition not cached therefore has nothing to
+do in Redis: whenever it is copied in, the copy holds the write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ...errors import ConflictError
-from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, Touch, op_target
+from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, op_target
 from ...protocol import keys
 from . import batches
 from .hydrate import MARKER_CODEC, drop
-from .names import IN_FLIGHT_ANCHOR, IN_FLIGHT_TTL, MARKERS, QUEUE, fence, in_flight, marker, partition_of_marker, prefix_partition
+from .names import MARKERS, QUEUE, fence, marker, partition_of_marker, prefix_partition
 
 
 def partitions(ops: Sequence[Op]) -> list[str]:
@@ -133,54 +135,26 @@ def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, 
     return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
 
 
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """A write-through write announced in Redis (:func:`announce`)."""
-
-    cached: tuple[str, ...]
-    """The write's partitions Redis cached when the write was announced."""
-    done: tuple[Op, ...]
-    """The ops that end the announcement (they go in the Redis update after the commit)."""
-
-
-def announce(hot: Backend, parts: Sequence[str], token: str, now: float) -> Announcement:
-    """Before PostgreSQL commits a write-through write to ``parts``: fence them, record the write
-    as in flight, and learn which of them Redis caches (``Touch`` of a marker: existed)."""
-    if not parts:
-        return Announcement((), ())
-    ops: list[Op] = [Put(IN_FLIGHT_ANCHOR, b"", MARKER_CODEC)]  # the records' partition is never empty
-    for part in parts:
-        ops += [Touch(marker(part)), Put(fence(part), b"", MARKER_CODEC),
-                Put(in_flight(part, token), b"", MARKER_CODEC, expires_at=now + IN_FLIGHT_TTL)]  # fmt: skip
-    found = hot.apply(ops, now=now)
-    cached = tuple(p for p, hit in zip(parts, found[1::3]) if hit is True)
-    return Announcement(cached, tuple(Delete(in_flight(part, token)) for part in parts))
-
-
-def through_hot(
-    hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float, announced: Announcement | None = None
-) -> None:
-    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring): one
-    batch when the partitions are still cached as ``announced`` (all of them, unannounced) —
-    the announcement's end goes in whichever batch does it."""
+def through_hot(hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float) -> None:
+    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring): one batch
+    when the partitions are cached, or when the only one is not."""
     parts = partitions(ops)
     exact = pinned(ops, results)
-    cached = list(announced.cached) if announced is not None else parts
-    done = announced.done if announced is not None else ()
+    cached = parts
     try:
         for _ in range(4):
-            if _update(hot, parts, cached, exact, now, done):
+            if _update(hot, parts, cached, exact, now):
                 return
+            if len(parts) == 1:
+                return  # not cached: a copy made from now on holds this write
             found = hot.get_many([marker(p) for p in parts])
             cached = [p for p, rec in zip(parts, found) if rec is not None]
     except ConflictError:
-        pass  # Redis' copy was out of step
-    drop(hot, parts, now, done)  # read it again from PostgreSQL
+        pass  # Redis' copy was out of step (or already held this write: copied in after the commit)
+    drop(hot, parts, now)  # read it again from PostgreSQL
 
 
-def _update(
-    hot: Backend, parts: list[str], cached: list[str], exact: list[Op], now: float, done: Sequence[Op]
-) -> bool:
+def _update(hot: Backend, parts: list[str], cached: list[str], exact: list[Op], now: float) -> bool:
     """Update the partitions ``cached`` in Redis; fence the others as long as they are still not
     cached (``Delete(expect=None)``: a copy installed meanwhile fails this, and the caller tries
     again, so that copy gets this write too). False if a marker was not as ``cached`` says;
@@ -189,7 +163,7 @@ def _update(
     mine = [op for op in exact if not partitions([op]) or partitions([op])[0] in cached] if absent else exact
     still_absent: list[Op] = [Delete(marker(p), expect=None) for p in absent]
     try:
-        hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine, *done], now=now)
+        hot.apply([*Markers.check(cached), *still_absent, *bump_fences(absent), *mine], now=now)
     except ConflictError as exc:
         Markers.missing(exc)  # re-raises a conflict of the pinned ops
         return False
