@@ -361,6 +361,11 @@ def test_bad_options_are_refused_by_name(urls: tuple[str, str], query: str, name
         statekeel.open(url)
 
 
+def test_a_cold_tier_with_one_pooled_connection_is_refused(urls: tuple[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="pool_max of at least 2"):
+        statekeel.open(tiered_url(urls[0], urls[1] + "&pool_max=1"))
+
+
 def test_urls_and_constructor_say_the_same(urls: tuple[str, str]) -> None:
     with pytest.raises(ConfigurationError, match="names no \\?cold="):
         statekeel.open("tiered://?hot=redis%3A%2F%2Fh%3A1%2F0")

@@ -100,6 +100,7 @@ class PostgresBackend(Backend):
         self.url = url.redacted
         cfg = Settings.from_url(url)
         self.schema = cfg.schema
+        self.pool_max = cfg.pool_max
         self._q = sql.build(cfg.schema)
         self._plan = Planner(cfg.schema, self._q)
         self._closed = False

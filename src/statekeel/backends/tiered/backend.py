@@ -87,10 +87,13 @@ class TieredBackend(Backend):
             raise
         if self.hot.batch_scope != "store":
             raise ConfigurationError("the hot tier must be a single Redis node (not a cluster): its queue spans partitions")
-        if not isinstance(self.cold, LocksPartitions):
+        if not isinstance(self.cold, LocksPartitions) or self.cold.pool_max < 2:
             self.hot.close()
             self.cold.close()
-            raise ConfigurationError("the cold tier must be a PostgreSQL backend (postgresql://…)")
+            raise ConfigurationError(
+                f"{self.cold.url}: the cold tier must be PostgreSQL with pool_max of at least 2 (a copy into "
+                "Redis holds one connection while it reads through another); drop ?pool_max= or raise it"
+            )
         self.locks: LocksPartitions = self.cold
         self.url = Settings(self.hot.url, self.cold.url, *_rest(settings)).url()
         self.short_messages = self.hot.short_messages and self.cold.short_messages  # both keep values as bytes

@@ -81,6 +81,8 @@ def drop_ops(part: str, now: float) -> list[Op]:
 class LocksPartitions(Protocol):
     """A cold tier with named locks: :class:`statekeel.backends.postgres.PostgresBackend`."""
 
+    pool_max: int
+
     def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
         """See :meth:`statekeel.backends.postgres.PostgresBackend.apply_sharing`."""
 
