@@ -163,7 +163,7 @@ class MemoryBackend(Backend):
         with self._lock:
             names = sorted(n for n in self._logs if n.startswith(prefix) and (after is None or n > after))
             found = [self.log_info(n) for n in names]
-        return [i for i in found if i is not None][:limit]
+        return [i for i in found if i is not None][: max(limit, 0)]
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:

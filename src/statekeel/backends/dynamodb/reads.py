@@ -147,6 +147,8 @@ class Table:
 
     def scan(self, prefix: str, after: str | None, limit: int, now: float) -> list[Record]:
         out: list[Record] = []
+        if limit <= 0:
+            return out
         for item in self.prefixed("k", prefix, after, _page(limit)):
             found = record_of(item["sk"]["S"][1:], item)
             if alive(found.record.expires_at, now):
@@ -211,6 +213,8 @@ class Table:
 
     def scan_logs(self, prefix: str, after: str | None, limit: int, now: float) -> list[LogInfo]:
         out: list[LogInfo] = []
+        if limit <= 0:
+            return out
         for item in self.prefixed("h", prefix, after, _page(limit)):
             head = head_of(item["sk"]["S"][1:], item)
             if alive(head.expires_at, now) and head.last >= head.first:

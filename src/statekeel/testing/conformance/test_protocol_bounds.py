@@ -7,6 +7,8 @@
 * ``read``'s ``start`` and ``stop`` far outside a log's range select what lies inside it.
 * The API's own limits go up to ``MAX_INT`` (2**63 - 1), sync and async: listing sessions
   with that limit lists them all (Redis refused it in a Lua script).
+* A ``limit`` of zero or below returns nothing from every read that takes one (never everything,
+  as SQLite's ``LIMIT -1`` would, nor all but the last, as a slice ``[:-1]`` would).
 * ``LoadEntries`` takes entries numbered from 1: one at seq 0 or below is refused with
   :class:`~statekeel.errors.InvalidInputError` and the whole batch writes nothing.
 """
@@ -106,3 +108,18 @@ def test_load_entries_refuses_a_seq_below_1_and_writes_nothing(store: Store, seq
     assert b.read("b/x/new") == [] and b.log_info("b/x/new") is None and b.get("b/x/k") is None
     assert [(e.seq, e.data) for e in b.read("b/x/old")] == [(1, b"1")]
     assert [i.log for i in b.scan_logs("b/x/")] == ["b/x/old"]
+
+
+@pytest.mark.parametrize("limit", (0, -1, -(10**30)))
+def test_a_limit_of_zero_or_below_returns_nothing(store: Store, limit: int) -> None:
+    """As on memory: nothing, never everything (SQLite's ``LIMIT -1``) or the tail sliced off."""
+    _fill(store)
+    b = store.storage
+    assert b.scan("b/x/", limit=limit) == []
+    assert b.scan_logs("b/x/", limit=limit) == []
+    for reverse in (False, True):
+        assert b.read("b/x/log0", limit=limit, reverse=reverse) == []
+        assert b.read_values("b/x/log0", limit=limit, reverse=reverse) == []
+        records, values = b.get_many_and_values(["b/x/k0"], "b/x/log0", limit=limit, reverse=reverse)
+        assert [r.key for r in records if r is not None] == ["b/x/k0"] and values == []
+    assert b.purge_expired(limit=limit) == 0
