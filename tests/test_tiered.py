@@ -29,7 +29,7 @@ from statekeel.backends.tiered.flusher import Lease
 from statekeel.backends.tiered import hydrate as tiered_hydrate
 from statekeel.backends.tiered.hydrate import drop, hydrate
 from statekeel.backends.tiered.names import MARKERS, QUEUE, lock, marker
-from statekeel.protocol import Backend, Op, Put
+from statekeel.protocol import Backend, Op, Put, Touch
 from statekeel.testing.servers import PostgresServer, RedisServer
 
 _n = itertools.count()
@@ -193,6 +193,16 @@ def test_a_replay_interrupted_after_postgres_committed_does_not_append_twice(url
         tiers.flush()
         assert _cold_history(urls) == ["first", "a", "b", "c"]  # "a" replayed once, not twice
         assert tiers.hot.log_info(DEAD) is None  # and nothing refused
+
+
+def test_write_behind_purge_sees_the_expiries_still_queued(urls: tuple[str, str]) -> None:
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        tiers.flush()
+        tiers.apply([Touch("session/s/k", expires_at=time.time() - 1)])  # queued, not in PostgreSQL yet
+        assert tiers.purge_expired() >= 1
+        assert tiers.cold.get("session/s/k", include_expired=True) is None
 
 
 # -- idle partitions leave Redis ----------------------------------------------------

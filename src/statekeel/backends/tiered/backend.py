@@ -252,7 +252,9 @@ class TieredBackend(Backend):
 
     # -- housekeeping --------------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:
-        done = self.cold.purge_expired(limit=limit)
+        """PostgreSQL's expired rows (after the queue reached it: a queued write may expire or renew
+        one), then Redis' (Redis drops expired keys itself; this clears what it has not yet)."""
+        done = self._listing(lambda: self.cold.purge_expired(limit=limit))
         return done + (self.hot.purge_expired(limit=limit - done) if done < limit else 0)
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
