@@ -28,8 +28,9 @@ from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.flusher import Lease
 from statekeel.backends.tiered import hydrate as tiered_hydrate
 from statekeel.backends.tiered.hydrate import drop, hydrate
-from statekeel.backends.tiered.names import MARKERS, QUEUE, lock, marker
-from statekeel.protocol import Backend, Op, Put, Touch
+from statekeel.backends.tiered.names import MARKERS, QUEUE, lock, marker, prefix_partition
+from statekeel.backends.tiered.writes import behind_partitions, partitions
+from statekeel.protocol import Append, Backend, Delete, Expire, Op, Put, Touch, Trim
 from statekeel.testing.servers import PostgresServer, RedisServer
 
 _n = itertools.count()
@@ -235,6 +236,22 @@ def test_write_behind_writers_of_one_session_correct_each_others_marker_version(
         assert cached is not None and cached.version == 1 + queue.last_seq  # hydrated at 1, then one per batch
         assert _tiers(a).flush() + _tiers(b).flush() >= 6
         assert _cold_history(urls) == [str(i) for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [Append("session/a/log", ((b"1", "json"),)), Put("session/a/x", b"1", "json"), Put("idx/s/a", b"", "json")],
+        [Delete("k"), Expire("session/a/state/", 1.0), Touch("session/b/meta"), Trim("session/a/history", 2)],
+        [Put("session/a/x", b"1", "json"), Expire("session/", 1.0)],  # spans partitions: written through
+        [Expire("", 1.0)],
+    ],
+)
+def test_a_write_behind_batch_finds_its_partitions_in_one_pass(ops: list[Op]) -> None:
+    memo: dict[str, str] = {}
+    for _ in range(2):  # the second time from the memo
+        spans = any(isinstance(op, Expire) and prefix_partition(op.prefix) is None for op in ops)
+        assert behind_partitions(ops, memo) == (None if spans else partitions(ops))
 
 
 # -- a copy into Redis racing a write-through write -----------------------------------

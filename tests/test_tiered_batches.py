@@ -7,6 +7,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from statekeel import CorruptionError
 from statekeel.backends.tiered import batches
@@ -71,3 +73,53 @@ def test_a_damaged_entry_is_refused_naming_it(damage: object) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(CorruptionError, match="unknown queue entry format"):
         batches.decode(batches.encode([], 1.0), "q#4", "tier-batch-9")
+
+
+_names = st.text(min_size=1, max_size=12)  # any str: quotes, control characters, non-ASCII, surrogates
+_versions = st.one_of(st.none(), st.just(ANY), st.integers(-(2**70), 2**70))
+_expiries = st.one_of(st.none(), st.just(KEEP), st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2**40))
+_plain_ops = st.one_of(
+    st.builds(Put, _names, st.binary(max_size=20), _names, _versions, _expiries),
+    st.builds(Delete, _names, _versions),
+    st.builds(
+        Append, _names, st.lists(st.tuples(st.binary(max_size=20), _names), max_size=3).map(tuple),
+        _expiries, st.one_of(st.none(), st.integers(1, 2**53)),
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.lists(_plain_ops, max_size=5), st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers()))
+def test_a_turn_is_encoded_as_the_json_encoder_would(ops: list[Op], now: float) -> None:
+    """The direct encoding of Puts, Appends and Deletes (every write-behind turn) is byte for byte
+    the reference one, so every reader of ``tier-batch-2`` reads it."""
+    assert batches.encode(ops, now) == batches._encode_any(ops, now)
+    assert batches.decode(batches.encode(ops, now), "q#5") == (ops, float(now))
+
+
+@pytest.mark.parametrize(
+    ("ops", "now"),
+    [
+        ([Put("k", b"1", "json", expect=True)], 1.0),  # a bool is not a version: left to the JSON encoder
+        ([Put("k", b"1", "json", expires_at=float("inf"))], 1.0),
+        ([Append("l", ((b"1", "json"),))], float("nan")),
+        ([Put("k", b"1", "json"), Touch("k")], 1.0),  # not a turn's op
+    ],
+)
+def test_unusual_values_take_the_reference_encoding(ops: list[Op], now: float) -> None:
+    assert batches.encode(ops, now) == batches._encode_any(ops, now)
+
+
+@pytest.mark.parametrize(
+    ("ops", "now"),
+    [
+        ([Put("k", "text", "json")], 1.0),  # a value not encoded to bytes
+        ([Append("l", ((b"1", "json"),), at=ANY)], 1.0),  # type: ignore[arg-type]
+        ([], ANY),
+    ],
+)
+def test_what_the_json_encoder_refuses_is_still_refused(ops: list[Op], now: float) -> None:
+    with pytest.raises(TypeError):
+        batches._encode_any(ops, now)
+    with pytest.raises(TypeError):
+        batches.encode(ops, now)

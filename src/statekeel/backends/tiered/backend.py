@@ -22,7 +22,7 @@ from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, is_reserved, lock, marker, prefix_partition
-from .writes import MarkerVersions, behind_batch, partitions, spans_partitions, through_hot
+from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -101,6 +101,7 @@ class TieredBackend(Backend):
         self.maintenance = Maintenance(self.hot, self.cold, settings)
         self.hydrator = Hydrator(self.hot, self.cold)
         self._versions = MarkerVersions()
+        self._partition_of: dict[str, str] = {}
         self._closed = False
         if migrate:  # migrate=False: a check or a read-only role, which can neither flush nor evict
             self.maintenance.start()
@@ -191,9 +192,10 @@ class TieredBackend(Backend):
         if not ops:
             return []
         now = time.time() if now is None else now
-        if self.behind and not spans_partitions(ops):
-            return self._write_behind(ops, now)
         if self.behind:
+            parts = behind_partitions(ops, self._partition_of)
+            if parts is not None:
+                return self._write_behind(ops, parts, now)
             self.maintenance.flush()  # a cross-partition Expire lands after everything queued before it
         return self._write_through(ops, now)
 
@@ -217,8 +219,7 @@ class TieredBackend(Backend):
         except UnavailableError:
             pass
 
-    def _write_behind(self, ops: Sequence[Op], now: float) -> list[OpResult]:
-        parts = partitions(ops)
+    def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
         hydrations = 0
         for _ in range(_BEHIND_TRIES):
             try:

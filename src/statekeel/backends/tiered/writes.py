@@ -57,9 +57,26 @@ def partitions(ops: Sequence[Op]) -> list[str]:
     return list(seen)
 
 
-def spans_partitions(ops: Sequence[Op]) -> bool:
-    """True if an Expire covers a prefix shorter than one partition."""
-    return any(isinstance(op, Expire) and prefix_partition(op.prefix) is None for op in ops)
+def behind_partitions(ops: Sequence[Op], memo: dict[str, str]) -> list[str] | None:
+    """:func:`partitions` of a write-behind batch, or None if an Expire covers a prefix shorter
+    than one partition (the batch is then written through) — in one pass, ``memo`` keeping
+    key -> partition across batches (a writer names the same few keys batch after batch; it is
+    emptied past :data:`MarkerVersions.LIMIT` entries)."""
+    seen: dict[str, None] = {}
+    for op in ops:
+        if isinstance(op, Expire):
+            part = prefix_partition(op.prefix)
+            if part is None:
+                return None
+        else:
+            target = op_target(op)
+            part = memo.get(target)
+            if part is None:
+                if len(memo) > MarkerVersions.LIMIT:
+                    memo.clear()
+                part = memo[target] = keys.partition(target)
+        seen[part] = None
+    return list(seen)
 
 
 class Markers:
@@ -105,10 +122,20 @@ class MarkerVersions:
 
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
+        self._names: dict[str, str] = {}
+        """Partition -> its marker's key (escaping the partition again costs more than the rest of a check)."""
 
     def check(self, parts: Sequence[str]) -> list[Op]:
         """One op per partition: fail unless its marker is at the guessed version; count the write."""
-        return [Put(marker(p), b"", MARKER_CODEC, expect=self._seen.get(p, 1)) for p in parts]
+        return [Put(self._marker(p), b"", MARKER_CODEC, expect=self._seen.get(p, 1)) for p in parts]
+
+    def _marker(self, part: str) -> str:
+        name = self._names.get(part)
+        if name is None:
+            if len(self._names) > self.LIMIT:
+                self._names.clear()
+            name = self._names[part] = marker(part)
+        return name
 
     def learn(self, parts: Sequence[str], results: Sequence[OpResult]) -> None:
         """Remember the versions the batch's checks left (results of :meth:`check`'s ops, in order)."""
