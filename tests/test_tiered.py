@@ -28,7 +28,7 @@ from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.flusher import Lease
 from statekeel.backends.tiered import hydrate as tiered_hydrate
 from statekeel.backends.tiered.hydrate import drop, hydrate
-from statekeel.backends.tiered.names import MARKERS, QUEUE, lock, marker, prefix_partition
+from statekeel.backends.tiered.names import DIRTY, MARKERS, QUEUE, lock, marker, prefix_partition
 from statekeel.backends.tiered.writes import behind_partitions, partitions
 from statekeel.protocol import Append, Backend, Delete, Expire, Op, Put, Touch, Trim
 from statekeel.testing.servers import PostgresServer, RedisServer
@@ -204,6 +204,22 @@ def test_write_behind_purge_sees_the_expiries_still_queued(urls: tuple[str, str]
         tiers.apply([Touch("session/s/k", expires_at=time.time() - 1)])  # queued, not in PostgreSQL yet
         assert tiers.purge_expired() >= 1
         assert tiers.cold.get("session/s/k", include_expired=True) is None
+
+
+def test_a_dirty_cache_is_not_dropped_over_batches_queued_since_the_flush(urls: tuple[str, str]) -> None:
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a")
+        tiers.flush()
+        tiers.cold.apply([Put(DIRTY, b"true", "json")])  # PostgreSQL took a write Redis missed
+        _say(store, "b")  # queued after the flush: only Redis has it
+        tiers.maintenance._reset_if_dirty()
+        assert tiers.hot.get(marker("session/s")) is not None  # not dropped over "b"
+        tiers.flush()
+        tiers.maintenance._reset_if_dirty()
+        assert tiers.hot.get(marker("session/s")) is None  # dropped once "b" reached PostgreSQL
+        assert tiers.cold.get(DIRTY) is None
+        assert _history(store) == ["a", "b"]
 
 
 # -- idle partitions leave Redis ----------------------------------------------------

@@ -119,7 +119,11 @@ class Maintenance:
         if flag is None:
             return
         now = time.time()
-        self.hot.apply([Expire(MARKERS, now)], now=now)
+        try:  # write-behind: not over batches queued since the flush (their partitions would be read back without them)
+            self.hot.apply([*self._queue_fence(), Expire(MARKERS, now)], now=now)
+        except ConflictError:
+            return  # the next pass flushes them first
+        self._flushed += self.behind  # the fence's no-op entry needs no flushing
         log.warning("statekeel tiered: Redis missed writes while it was down; its cache was dropped")
         try:
             self.cold.apply([Delete(DIRTY, expect=flag.version)])
