@@ -237,11 +237,15 @@ class PostgresBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        return self._apply_holding(ops, now, ())
+
+    def _apply_holding(self, ops: Sequence[Op], now: float | None, locks: Sequence[Stmt]) -> list[OpResult]:
+        """:meth:`apply`, with ``locks`` (statements taking advisory locks) run first in its transaction."""
         if not ops:
             return []
         try:
             with self._guard():
-                return self._apply_retrying(ops, now)
+                return self._apply_retrying(ops, now, locks)
         except ConflictError as err:
             raise self._with_last_seq(err, ops) from None
 
@@ -253,7 +257,7 @@ class PostgresBackend(Backend):
         live = rows and (rows[0][4] is None or rows[0][4] > time.time())
         return ConflictError(err.key, err.expected, int(rows[0][1]) if live else 0)
 
-    def _apply_retrying(self, ops: Sequence[Op], now: float | None, locks: Sequence[Stmt] = ()) -> list[OpResult]:
+    def _apply_retrying(self, ops: Sequence[Op], now: float | None, locks: Sequence[Stmt]) -> list[OpResult]:
         raw = False
         for attempt in range(1, RETRIES + 1):
             try:
@@ -286,14 +290,8 @@ class PostgresBackend(Backend):
     def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
         """:meth:`apply`, holding advisory locks ``locks`` in shared mode until it commits (in the
         same transaction and round trip): it waits while :meth:`exclusively` holds one of them."""
-        if not ops:
-            return []
         held = [(sql.LOCK_SHARED, {"lock": self._lock_name(name)}) for name in sorted(set(locks))]
-        try:
-            with self._guard():
-                return self._apply_retrying(ops, now, held)
-        except ConflictError as err:
-            raise self._with_last_seq(err, ops) from None
+        return self._apply_holding(ops, now, held)
 
     @contextmanager
     def exclusively(self, lock: str, *, wait: float) -> Iterator[None]:

@@ -207,7 +207,7 @@ class TieredBackend(Backend):
             self._forget(parts, now)  # the caller may have read a stale copy from Redis
             raise
         try:
-            through_hot(self.hot, ops, results, now)
+            through_hot(self.hot, ops, parts, results, now)
         except UnavailableError as exc:
             log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
             self.cold.apply([Put(DIRTY, b"true", "json")])

@@ -18,9 +18,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol, runtime_checkable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from ...errors import ConflictError, StatekeelError
 from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, OpResult, Put, Record, Touch

@@ -162,10 +162,9 @@ def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, 
     return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
 
 
-def through_hot(hot: Backend, ops: Sequence[Op], results: Sequence[OpResult], now: float) -> None:
-    """Bring Redis in step after PostgreSQL committed ``ops`` (see the module docstring): one batch
-    when the partitions are cached, or when the only one is not."""
-    parts = partitions(ops)
+def through_hot(hot: Backend, ops: Sequence[Op], parts: list[str], results: Sequence[OpResult], now: float) -> None:
+    """Bring Redis in step after PostgreSQL committed ``ops`` (their :func:`partitions`: ``parts``; see
+    the module docstring): one batch when the partitions are cached, or when the only one is not."""
     exact = pinned(ops, results)
     cached = parts
     try:
