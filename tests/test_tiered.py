@@ -310,6 +310,39 @@ def test_a_write_through_write_waits_for_a_copy_into_redis_to_be_installed(
         assert found is not None and found.data == b"2"
 
 
+def test_a_write_spanning_partitions_waits_for_a_copy_into_redis_to_be_installed(
+    urls: tuple[str, str], pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``Expire`` of a prefix shorter than a partition names no partition lock; it holds the
+    spanning lock exclusively, which every copy holds shared — so the copy cannot be installed
+    without it (Redis would keep the old expiry for as long as the partition stays cached)."""
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        drop(tiers.hot, ["session/s"])
+        until = time.time() + 3600
+        real_copy = tiered_hydrate.partition_copy
+        writer = threading.Thread(target=lambda: tiers.apply([Expire("session/", until)]))
+
+        def copy_then_write(cold: Backend, part: str) -> list[Op]:
+            copy = real_copy(cold, part)
+            writer.start()
+            deadline = time.monotonic() + 30
+            while not _waiting_on_a_lock(pg):
+                assert time.monotonic() < deadline, "the write did not wait for the copy"
+                time.sleep(0.01)
+            rec = tiers.cold.get("session/s/k")
+            assert rec is not None and rec.expires_at is None  # not committed yet
+            return copy
+
+        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_write)
+        assert hydrate(tiers.hot, tiers.cold, "session/s")
+        writer.join(30)
+        assert not writer.is_alive()
+        for rec in (tiers.hot.get("session/s/k"), tiers.cold.get("session/s/k")):
+            assert rec is not None and rec.expires_at == pytest.approx(until)
+
+
 def test_a_write_to_a_partition_redis_does_not_hold_is_in_its_next_copy(urls: tuple[str, str]) -> None:
     with _open(urls, "write-through") as store:
         tiers = _tiers(store)

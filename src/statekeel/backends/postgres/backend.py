@@ -287,21 +287,28 @@ class PostgresBackend(Backend):
         return plan.finish(self._execute(plan.stmts, plan.wanted))
 
     # -- partition locks: a tiered store's copies into Redis and its write-through writes ---------
-    def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
-        """:meth:`apply`, holding advisory locks ``locks`` in shared mode until it commits (in the
-        same transaction and round trip): it waits while :meth:`exclusively` holds one of them."""
-        held = [(sql.LOCK_SHARED, {"lock": self._lock_name(name)}) for name in sorted(set(locks))]
+    def apply_sharing(
+        self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None, exclusive: Sequence[str] = ()
+    ) -> list[OpResult]:
+        """:meth:`apply`, holding advisory locks ``locks`` in shared mode (and ``exclusive`` in
+        exclusive mode, taken first) until it commits, in the same transaction and round trip: it
+        waits while :meth:`exclusively` holds one of ``locks``, or anything holds one of ``exclusive``."""
+        held = [(sql.LOCK_EXCLUSIVE, {"lock": self._lock_name(name)}) for name in sorted(set(exclusive))]
+        held += [(sql.LOCK_SHARED, {"lock": self._lock_name(name)}) for name in sorted(set(locks) - set(exclusive))]
         return self._apply_holding(ops, now, held)
 
     @contextmanager
-    def exclusively(self, lock: str, *, wait: float) -> Iterator[None]:
-        """Hold advisory lock ``lock`` exclusively (waiting at most ``wait`` seconds for it) for
-        the ``with`` body: no :meth:`apply_sharing` naming it commits meanwhile. It is held by a
-        transaction of one pooled connection; the body must not need every other one."""
+    def exclusively(self, lock: str, *, wait: float, sharing: Sequence[str] = ()) -> Iterator[None]:
+        """Hold advisory lock ``lock`` exclusively (and ``sharing`` in shared mode, taken first;
+        waiting at most ``wait`` seconds for each) for the ``with`` body: no :meth:`apply_sharing`
+        naming ``lock``, or naming one of ``sharing`` as exclusive, commits meanwhile. They are held
+        by a transaction of one pooled connection; the body must not need every other one."""
         with self._guard(), self._pool.connection() as conn:
             conn.execute("BEGIN")
             try:
                 conn.execute(sql.LOCK_WAIT, {"wait": f"{max(1, round(wait * 1000))}ms"})
+                for name in sorted(set(sharing)):
+                    conn.execute(sql.LOCK_SHARED, {"lock": self._lock_name(name)})
                 conn.execute(sql.LOCK_EXCLUSIVE, {"lock": self._lock_name(lock)})
                 with translate(lambda exc: None):  # the body's errors are its own, not PostgreSQL's
                     yield

@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ...errors import ConfigurationError, ConflictError, UnavailableError
-from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from ...protocol import Backend, Entry, Expire, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
 from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
-from .names import DIRTY, is_reserved, lock, marker, prefix_partition
+from .names import DIRTY, SPANNING, is_reserved, lock, marker, prefix_partition
 from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
@@ -202,7 +202,8 @@ class TieredBackend(Backend):
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
         parts = partitions(ops)
         try:
-            results = self.locks.apply_sharing(ops, [lock(p) for p in parts], now=now)
+            spanning = [SPANNING] if any(isinstance(op, Expire) and prefix_partition(op.prefix) is None for op in ops) else []
+            results = self.locks.apply_sharing(ops, [lock(p) for p in parts], now=now, exclusive=spanning)
         except ConflictError:
             self._forget(parts, now)  # the caller may have read a stale copy from Redis
             raise

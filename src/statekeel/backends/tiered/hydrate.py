@@ -6,7 +6,9 @@ version, seq and timestamps, and the partition's marker created (``expect=None``
 so of two concurrent hydrations only one installs). It holds the partition's
 PostgreSQL lock (:func:`.names.lock`) exclusively from reading PostgreSQL to
 installing, so no write-through write of the partition commits in between (they
-wait; see :mod:`.writes`). The batch also checks the partition's fence
+wait; see :mod:`.writes`) — and :data:`.names.SPANNING` in shared mode, which a write
+spanning partitions (an ``Expire`` of a prefix shorter than a partition) holds
+exclusively. The batch also checks the partition's fence
 (:func:`.names.fence`) against the version read before PostgreSQL was read: a
 drop in between (Redis' copy found out of step) bumped it, and the copy is not
 installed.
@@ -24,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 from ...errors import ConflictError, StatekeelError
 from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, OpResult, Put, Record, Touch
-from .names import fence, lock, marker, members
+from .names import SPANNING, fence, lock, marker, members
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -83,17 +85,23 @@ class LocksPartitions(Protocol):
 
     pool_max: int
 
-    def apply_sharing(self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None) -> list[OpResult]:
+    def apply_sharing(
+        self, ops: Sequence[Op], locks: Sequence[str], *, now: float | None = None, exclusive: Sequence[str] = ()
+    ) -> list[OpResult]:
         """See :meth:`statekeel.backends.postgres.PostgresBackend.apply_sharing`."""
 
-    def exclusively(self, lock: str, *, wait: float) -> AbstractContextManager[None]:
+    def exclusively(self, lock: str, *, wait: float, sharing: Sequence[str] = ()) -> AbstractContextManager[None]:
         """See :meth:`statekeel.backends.postgres.PostgresBackend.exclusively`."""
 
 
 def hydrate(hot: Backend, cold: Backend, part: str) -> bool:
     """Copy ``part`` from ``cold`` into ``hot``; False when a concurrent write or hydration won
     (the caller reads again: the partition is then cached, or still not)."""
-    held = cold.exclusively(lock(part), wait=LOCK_WAIT) if isinstance(cold, LocksPartitions) else nullcontext()
+    held = (
+        cold.exclusively(lock(part), wait=LOCK_WAIT, sharing=(SPANNING,))
+        if isinstance(cold, LocksPartitions)
+        else nullcontext()
+    )
     with held:
         return _install(hot, cold, part)
 

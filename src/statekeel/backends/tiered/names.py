@@ -53,6 +53,12 @@ def lock(part: str) -> str:
     return RESERVED + "/lock/" + keys.escape(part)
 
 
+SPANNING: Final = RESERVED + "/lock-spanning"
+"""The PostgreSQL advisory lock of writes whose partitions are not known in advance (an ``Expire``
+of a prefix shorter than one partition): such a write holds it exclusively until it commits,
+every copy into Redis holds it shared (it is no :func:`lock` name)."""
+
+
 def partition_of_marker(key: str) -> str:
     """The partition a marker key names."""
     return keys.unescape(key[len(MARKERS) :])
