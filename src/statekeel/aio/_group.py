@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from ..errors import StatekeelError
 from ..protocol import Backend, Entry, LogInfo, Op, OpResult, Record
 from ..protocol.aio import AsyncBackend
+from ..protocol.checks import check_ops
 from ._worker import Worker
 
 __all__ = ["GroupBackend", "commit_together"]
@@ -101,6 +102,7 @@ class GroupBackend(AsyncBackend):
         return await self._worker.run(lambda: self._backend.log_info(log))
 
     async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)  # here, not in the merged batch: a bad op must not fail its neighbours
         if now is not None or not ops:  # a batch with its own clock is not merged with others
             return await self._worker.run(lambda: self._backend.apply(ops, now=now))
         await self._worker.settled()  # refuse when closed

@@ -37,6 +37,7 @@ from ..protocol import (
     Rewrite,
 )
 from ..protocol.batch import check_batch
+from ..protocol.checks import check_ops
 from ..protocol.integrity import entry_sum, record_sum, verify_entry, verify_record
 from ..protocol.keys import prefix_end
 from ..protocol import OpResult
@@ -167,6 +168,7 @@ class MemoryBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         steps = handlers(_APPLY, ops, "the memory:// backend")
         with self._lock:
             now = time.time() if now is None else now

@@ -49,6 +49,7 @@ from ..protocol import (
     Trim,
     keys,
 )
+from ..protocol.checks import check_ops
 from ._dispatch import handlers
 
 __all__ = ["TenantBackend", "tenant_prefix"]
@@ -123,6 +124,7 @@ class TenantBackend(Backend):
         return [i for i in (self._info(x) for x in found) if i is not None]
 
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         steps = handlers(_IN_TENANT, ops, f"the view of tenant {self.tenant!r}")
         inner_ops = [step(op, self.prefix) for step, op in zip(steps, ops)]
         return [self._result(r) for r in self._inner.apply(inner_ops, now=now)]

@@ -50,6 +50,7 @@ from ..protocol import (
     keys,
     op_target,
 )
+from ..protocol.checks import check_ops
 from . import layout
 from .anchor import Anchor, read_anchor
 from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, alive, split_trailer, trailer
@@ -237,6 +238,7 @@ class ChainedBackend(Backend):
 
     # -- writes ----------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         deadline = None
         for attempt in itertools.count():
             clock = time.time() if now is None else now

@@ -53,6 +53,7 @@ from ..protocol import (
     Touch,
     op_target,
 )
+from ..protocol.checks import check_ops
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
 from .keyring import DataKey
@@ -200,6 +201,7 @@ class SealedBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         for attempt in range(_ATTEMPTS):
             sealed, resolved = self._seal_batch(ops)
             try:

@@ -14,6 +14,7 @@ from ...protocol import (
     Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Put,
     Record, Rewrite, Touch, Trim, op_target,
 )  # fmt: skip
+from ...protocol.checks import check_ops
 from .._closed import Closed, closed
 from .._url import ParsedURL
 from . import schema
@@ -138,6 +139,7 @@ class DynamoDBBackend(Backend):
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         """Read what the batch depends on, plan it, commit it conditioned on what was read;
         when another writer changed an item in between, read again and re-plan."""
+        check_ops(ops, now)
         steps(ops)
         if not self._layout_ok:
             self._check_layout([op_target(op) for op in ops])

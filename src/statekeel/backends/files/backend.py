@@ -22,6 +22,7 @@ from ...errors import (
     translate,
 )
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.checks import check_ops
 from .._url import ParsedURL
 from .format import LogHeader, parse_header, parse_record
 from .io import TMP_SUFFIX, fsync_dir, make_dirs, sync_all, write_atomic
@@ -409,6 +410,7 @@ class FilesBackend(Backend):
 
     # -- the protocol: writes -----------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         with self._locked(True):
             assert self._journal is not None
             txn = Txn(self._disk, time.time() if now is None else now)

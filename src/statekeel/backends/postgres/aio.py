@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from ...errors import ConflictError, UnavailableError, StoreClosedError, translate
 from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
+from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
 from . import rows as checked
 from . import sql
@@ -193,6 +194,7 @@ class AsyncPostgresBackend(AsyncBackend):
 
     # -- writes --------------------------------------------------------------
     async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         if not ops:
             return []
         try:

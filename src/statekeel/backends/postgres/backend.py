@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from ...errors import ConflictError, NotAStoreError, SchemaTooNewError, StatekeelError, UnavailableError, translate
 from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
 from .._url import ParsedURL
 from ..tenant import TenantBackend
@@ -241,6 +242,7 @@ class PostgresBackend(Backend):
 
     def _apply_holding(self, ops: Sequence[Op], now: float | None, locks: Sequence[Stmt]) -> list[OpResult]:
         """:meth:`apply`, with ``locks`` (statements taking advisory locks) run first in its transaction."""
+        check_ops(ops, now)
         if not ops:
             return []
         try:

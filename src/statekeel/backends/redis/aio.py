@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from ...errors import ConflictError, StoreClosedError, translate
 from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
+from ...protocol.checks import check_ops
 from ...protocol.keys import partition
 from . import backend as sync_backend
 from . import tail, values, wire
@@ -265,6 +266,7 @@ class AsyncRedisBackend(AsyncBackend):
 
     # -- writes --------------------------------------------------------------
     async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         if not ops:
             return []
         now = time.time() if now is None else now

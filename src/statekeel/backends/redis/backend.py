@@ -27,6 +27,7 @@ from ...errors import (
     maybe_applied,
 )
 from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.checks import check_ops
 from ...protocol.integrity import verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
@@ -305,6 +306,7 @@ class RedisBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         if not ops:
             return []
         now = time.time() if now is None else now

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from ...errors import ConfigurationError, CorruptionError, NotAStoreError, SchemaTooNewError, translate
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
+from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
 from .._closed import closed, release
 from .._dispatch import handlers
@@ -247,6 +248,7 @@ class SQLiteBackend(Backend):
         # generator-based context managers per chat turn), and every statement of
         # the batch runs on one cursor: `Connection.execute` makes (and frees) a
         # new cursor per statement, about 1 µs each, five per chat turn.
+        check_ops(ops, now)
         steps = handlers(APPLY, ops, "the sqlite:// backend")
         with self._lock:
             c = self._conn

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from ...errors import ConfigurationError, ConflictError, UnavailableError
 from ...protocol import Backend, Entry, Expire, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from ...protocol.checks import check_ops
 from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
@@ -189,6 +190,7 @@ class TieredBackend(Backend):
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
         if not ops:
             return []
         now = time.time() if now is None else now
