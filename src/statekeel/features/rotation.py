@@ -33,6 +33,10 @@ from ..protocol import ANY, Delete, Entry, Put, Record, Rewrite
 
 __all__ = ["EncryptResult", "ReencryptResult", "encrypt_store", "reencrypt", "rotate_master"]
 
+_REWRITES = 50
+"""Entries rewritten per batch: DynamoDB commits at most 100 items in one transaction (each
+rewritten entry is one), and a layer may add its own (a chain head)."""
+
 _PASSES = 3
 """Conversion passes before giving up on writers that keep adding plaintext (opened without the key
 before the store was marked): each pass converts what the previous walk found."""
@@ -121,7 +125,7 @@ def _entries(store: Core, sealed: SealedBackend, prefix: str, target: int) -> in
     while logs := store.storage.scan_logs(prefix, after=after, limit=100):
         for info in logs:
             start = info.first_seq
-            while batch := store.storage.read(info.log, start=start, limit=500):
+            while batch := store.storage.read(info.log, start=start, limit=_REWRITES):
                 ops = _rewrites(store, info.log, [e for e in batch if sealed.is_stale(e.data, e.codec, target)])
                 if ops:
                     store.backend.apply(ops)
@@ -238,7 +242,7 @@ def _encrypt_record(store: Core, sealed: SealedBackend, rec: Record) -> bool:
 
 
 def _encrypt_log(store: Core, sealed: SealedBackend, log: str, start: int, result: EncryptResult) -> None:
-    while batch := store.storage.read(log, start=start, limit=500):
+    while batch := store.storage.read(log, start=start, limit=_REWRITES):
         todo = [e for e in batch if is_planted_plaintext(e.codec, e.log)]
         if todo:
             rewrites = _rewrites(store, log, todo)

@@ -22,9 +22,10 @@ from ._records import read_doc, revert_id, unpack
 __all__ = ["all_threads", "delete_thread", "delete_for_runs", "copy_thread", "prune"]
 
 _BATCH = 500
-_APPLY_BATCH = 100
+_APPLY_BATCH = 50
 """Ops per batch when deleting or copying a thread's records: DynamoDB commits at most 100 items
-in one transaction (a prune of a long thread refused there with 500); these are maintenance
+in one transaction (a prune of a long thread refused there with 500, and a tamper-evident store's
+chain head made a batch of 100 into 101); these are maintenance
 batches, never one atomic change, so smaller ones lose nothing elsewhere."""
 STRATEGIES = ("keep_latest", "delete")
 
