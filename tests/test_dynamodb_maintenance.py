@@ -66,3 +66,24 @@ def test_a_long_langgraph_thread_is_copied_and_deleted_in_a_chained_store(url: s
         assert saver.get_tuple(a) is None
         assert len(app.get_state(b).values["messages"]) == 24
         assert store.verify().ok
+
+
+def test_many_checkpoints_are_pruned_and_a_large_state_forked(url: str) -> None:  # noqa: F811
+    """A prune deletes its checkpoints a batch at a time (newest first, each batch a
+    compare-and-set on the checkpoint index); a fork writes the state 50 keys at a time."""
+    with statekeel.open(url) as store:
+        s = store.session("a")
+        for i in range(60):
+            s.state.put("k", i)
+            s.checkpoint(label="first" if i == 0 else None)
+        assert s.prune_checkpoints(keep_last=3) == 57
+        kept = s.checkpoints()
+        assert [c.id for c in kept] == [58, 59, 60]
+        s.restore(kept[0])
+        assert s.state.get("k") == 57
+        s.checkpoint(label="first")  # the pruned checkpoint's label was released
+        b = store.session("b")
+        for i in range(120):
+            b.state.put(f"k{i}", i)
+        b.fork(b.checkpoint(), into="c")
+        assert store.session("c").state.to_dict() == {f"k{i}": i for i in range(120)}

@@ -67,6 +67,8 @@ DEFAULT_FULL_EVERY = 20
 """A full snapshot every 20 checkpoints along a lineage: a restore reads at most 20 bodies."""
 
 _PAGE = 500
+_STATE_PAGE = 50
+"""State keys a fork writes per batch: DynamoDB commits at most 100 items in one transaction."""
 _RETRIES = 100
 
 @dataclass(frozen=True, slots=True)
@@ -437,8 +439,8 @@ def fork(session: SessionCore, cp: Any, into: str, open_new: Callable[[], Sessio
         raise InvalidInputError(f"session {into!r} already exists; fork into a new session id")
     new = open_new()
     items = list(state.items())
-    for i in range(0, len(items), _PAGE):
-        _fork_state(new, items[i : i + _PAGE])
+    for i in range(0, len(items), _STATE_PAGE):
+        _fork_state(new, items[i : i + _STATE_PAGE])
     src_log, dst_log = layout.history_log(r.sid), layout.history_log(into)
     copied = 0
     for lo, hi in segments(header["hidden"], 1, header["seq"] + 1):
