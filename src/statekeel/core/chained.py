@@ -82,6 +82,8 @@ class ChainedBackend(Backend):
         self._spots: dict[str, tuple[str, str] | None] = {}
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
+        self._store_floors: Callable[[], dict[str, tuple[int, float | None]]] | None = None
+        """A tenant's view: the store's anchored versions, which its reads check too."""
 
     @property
     def storage(self) -> Backend:
@@ -92,11 +94,15 @@ class ChainedBackend(Backend):
         """The same chain (and encryption beneath it) over another backend (a tenant's view, keys
         under ``context_prefix``)."""
         below = self._inner.over(inner, context_prefix) if isinstance(self._inner, SealedBackend) else inner
-        return ChainedBackend(below, self._key, context_prefix=self._prefix + context_prefix)
+        view = ChainedBackend(below, self._key, context_prefix=self._prefix + context_prefix)
+        view._store_floors = self._anchored  # its partitions are anchored with the store's (full names)
+        return view
 
     def _anchored(self) -> dict[str, tuple[int, float | None]]:
         """Each partition's head version (and expiry) when the store was anchored, read once per handle;
         {} without an anchor. An anchor that does not verify refuses every read."""
+        if self._store_floors is not None:
+            return self._store_floors()
         if self._floors is None:
             self._floors = {} if self.anchor is None else read_anchor(self._key, self.anchor)
         return self._floors
@@ -134,7 +140,7 @@ class ChainedBackend(Backend):
         return head
 
     def _load_head(self, partition: str, rec: Record | None) -> tuple[int | None, Head, float | None]:
-        floor = self._anchored().get(partition)
+        floor = self._anchored().get(self._prefix + partition)
         if floor is not None and (rec is None or rec.version < floor[0]) and (floor[1] is None or floor[1] > time.time()):
             have = "gone" if rec is None else f"at version {rec.version}"
             raise IntegrityError(f"the chain head of {self._prefix + partition!r} is {have}, older than the anchored "

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections import Counter
 
 from ..codec import Codec
-from ..protocol import Backend, keys
+from ..errors import InvalidInputError
+from ..protocol import ANY, Backend, Put, keys
 from ..security.guard import SecretGuard
-from .keyring import Keyring
+from . import layout
+from .keyring import Keyring, plain_subject_digest
 from .chained import ChainedBackend
 from .sealed import SealedBackend
-from .validate import check_int
+from .validate import check_int, check_name
 
 __all__ = ["Core"]
 
@@ -51,8 +53,12 @@ class Core:
 
     def bind_subject(self, partition_of: str, subject: str) -> None:
         """Tag a scope (``'user:u'``, ``'session:s'``) or partition with a data subject for erasure."""
+        name = _partition_of(partition_of)
+        check_name(subject, "a data subject")
         if self.keyring is not None:  # the keyring names partitions with this store's tenant prefix
-            self.keyring.bind(self.codec.context_prefix + _partition_of(partition_of), subject)
+            self.keyring.bind(self.codec.context_prefix + name, subject)
+        else:  # no keystore: the tag is a record of the store's own (a tenant's in its key space)
+            self.backend.apply([Put(layout.subject_key(plain_subject_digest(subject), name), b"{}", "json", ANY)])
 
     def purge_expired(self, *, batch: int = 1000) -> int:
         """Delete expired data in batches of ``batch`` (an int >= 1); return how much went."""
@@ -64,7 +70,15 @@ class Core:
 
 
 def _partition_of(scope_or_partition: str) -> str:
+    """``'user:u'`` -> ``user/u`` (``session:``, ``run:`` alike); a partition (or a key prefix
+    inside one, such as a memory namespace) as it is. Anything else would tag nothing erasure finds."""
+    check_name(scope_or_partition, "a scope or partition")
     kind, sep, ident = scope_or_partition.partition(":")
-    if sep and kind in ("user", "session"):
-        return keys.join(kind, ident)
+    if sep and kind in ("user", "session", "run"):
+        return keys.join(kind, check_name(ident, f"a {kind} id"))
+    if not all(scope_or_partition.split("/")) or "/" not in scope_or_partition:
+        raise InvalidInputError(
+            f"bind_subject takes 'user:<id>', 'session:<id>', 'run:<id>' or a partition such as "
+            f"'events/<stream>', got {scope_or_partition!r}"
+        )
     return scope_or_partition

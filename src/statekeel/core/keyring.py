@@ -35,7 +35,7 @@ from ..errors import ConflictError, ErasedError, KeyUnavailableError
 from ..protocol import ANY, Backend, Put, keys
 from . import layout
 
-__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id"]
+__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id", "plain_subject_digest"]
 
 _CACHE_SECONDS = 30.0
 
@@ -189,6 +189,12 @@ _record_key = layout.keystore_key
 _subject_key = layout.subject_key
 
 
+def plain_subject_digest(subject: str) -> str:
+    """The digest naming a data subject in a store without encryption (no keystore to key it with;
+    its user ids are stored in clear anyway): erasure records and ``bind_subject`` tags."""
+    return hashlib.sha256(b"statekeel-subject\x00" + subject.encode()).hexdigest()[:32]
+
+
 class Keyring:
     """Finds, creates, rotates and destroys data keys in the keystore."""
 
@@ -309,12 +315,14 @@ class Keyring:
         return self._subject_secret
 
     def bind(self, partition: str, subject: str) -> None:
-        """Tag ``partition``'s data key with a data subject (before its first write)."""
-        body = self._load(partition) or self._create(partition, subject)
+        """Tag ``partition``'s data key with a data subject (before its first write). A key prefix
+        inside a partition (a memory namespace: its partition's key is shared) is tagged alone."""
         digest = self.subject_digest(subject)
-        if body.get("subject") != digest and not body.get("erased"):
-            body = dict(body, subject=digest)
-            self._save(partition, body, expect=body["_version"])
+        if keys.partition(partition) == partition:
+            body = self._load(partition) or self._create(partition, digest)  # the digest, never the id
+            if body.get("subject") != digest and not body.get("erased"):
+                body = dict(body, subject=digest)
+                self._save(partition, body, expect=body["_version"])
         self.keystore.apply([Put(_subject_key(digest, partition), b"{}", "json", ANY)])
 
     def subject_partitions(self, subject: str) -> list[str]:

@@ -433,7 +433,7 @@ def _open(core: Core, session_id: str, user: str | None, ttl_s: float | None) ->
         )
         try:
             if rec is None:
-                if user is not None:  # tag the session's data with its subject before any is written
+                if user is not None and core.keyring is not None:  # tag its data key before any write;
                     core.bind_subject(layout.partition("session", session_id), user)
                 body = {"user": user, "status": "active", "ttl": ttl_s}
                 expires = None if ttl_s is None else time.time() + ttl_s * RENEW_FACTOR

@@ -23,6 +23,7 @@ __all__ = [
     "IndexRow",
     "MemoryIndex",
     "SupportsIntegrityCheck",
+    "SupportsLogRewrite",
     "SupportsMemoryIndex",
     "SupportsReclaim",
     "SupportsRepair",
@@ -65,6 +66,15 @@ class SupportsWalCheckpoint(Protocol):
 
     def checkpoint_wal(self) -> None:
         """Move everything in the write-ahead log into the database file."""
+        ...
+
+
+@runtime_checkable
+class SupportsLogRewrite(Protocol):
+    """The server keeps an append-only log of every write it can rewrite from its current data (Redis: the AOF)."""
+
+    def rewrite_log(self) -> None:
+        """Rewrite the log, and wait until it is done, so values deleted before no longer appear in it."""
         ...
 
 
@@ -151,7 +161,7 @@ class SupportsMemoryIndex(Protocol):
 
 _ALL: tuple[type, ...] = (
     SupportsTenants, SupportsIntegrityCheck, SupportsRepair, SupportsWalCheckpoint, SupportsReclaim,
-    SupportsMemoryIndex,
+    SupportsMemoryIndex, SupportsLogRewrite,
 )
 
 

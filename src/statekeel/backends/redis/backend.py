@@ -33,6 +33,7 @@ from ...protocol.keys import partition
 from .._url import ParsedURL
 from . import lua, lua_light, lua_scan, wire
 from . import values
+from .aof import rewrite_aof
 from .values import damaged as _damaged, entry as _entry
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
@@ -486,6 +487,11 @@ class RedisBackend(Backend):
     def _foreign_keys(self) -> bool:
         pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self._layout.prefix) + ":*"
         return next(iter(self._redis.scan_iter(match=pattern, count=1000)), None) is not None
+
+    def rewrite_log(self) -> None:
+        """Rewrite the AOF from the current data (:mod:`.aof`): erasure leaves nothing of the erased in it."""
+        if self.batch_scope == "store":  # not on a cluster, whose nodes each keep their own AOF
+            self._call(lambda: rewrite_aof(self._redis))
 
     def close(self) -> None:
         """Drop the connections; later calls raise StoreClosedError (redis-py would reconnect). Idempotent."""

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from ...errors import ConfigurationError, ConflictError, UnavailableError
 from ...protocol import Backend, Entry, Expire, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from ...protocol.capabilities import SupportsLogRewrite
 from ...protocol.checks import check_ops
 from .._closed import closed
 from .._url import ParsedURL
@@ -260,6 +261,11 @@ class TieredBackend(Backend):
         one), then Redis' (Redis drops expired keys itself; this clears what it has not yet)."""
         done = self._listing(lambda: self.cold.purge_expired(limit=limit))
         return done + (self.hot.purge_expired(limit=limit - done) if done < limit else 0)
+
+    def rewrite_log(self) -> None:
+        """Redis's AOF rewritten from its current data (erasure: the destroyed keys were cached there)."""
+        if isinstance(self.hot, SupportsLogRewrite):
+            self.hot.rewrite_log()
 
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         """Both tiers' migrations; the version is the sum of theirs."""
