@@ -236,6 +236,13 @@ class PostgresBackend(Backend):
         rows = self._rows(query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": clamp(limit)})
         return [LogInfo(*r) for r in rows]
 
+    def emptied_logs(self, name: str, prefix: str | None) -> list[LogInfo]:
+        """The live logs named ``name`` or under ``prefix`` whose entries were all trimmed: :meth:`scan_logs`
+        hides them, yet their next append goes on from ``last_seq + 1`` (the tiered backend copies that)."""
+        lo, hi = (prefix, prefix_end(prefix)) if prefix is not None else ("", "")
+        rows = self._rows(self._q.scan_emptied_logs, {"name": name, "lo": lo, "hi": hi, "now": time.time()})
+        return [LogInfo(*r) for r in rows]
+
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         return self._apply_holding(ops, now, ())

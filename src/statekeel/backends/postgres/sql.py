@@ -295,6 +295,9 @@ _TEMPLATES: dict[str, str] = {
     "log_info_many": f"SELECT name, {_LOG_COLUMNS} FROM {{s}}.sk_logs WHERE name = ANY(%(logs)b::text[])",
     "scan_logs_from": _SCAN_LOGS.replace("{op}", ">="),
     "scan_logs_after": _SCAN_LOGS.replace("{op}", ">"),
+    "scan_emptied_logs": f"SELECT name, {_LOG_COLUMNS} FROM {{s}}.sk_logs"
+    " WHERE (name = %(name)s OR (name >= %(lo)s AND name < %(hi)s))"
+    f" AND {_LIVE} AND last_seq < first_seq ORDER BY name",
     "drop_dead_log": "WITH gone AS (DELETE FROM {s}.sk_logs WHERE name = %(log)s"
     " AND expires_at <= %(now)s RETURNING id)"
     " DELETE FROM {s}.sk_entries WHERE log_id IN (SELECT id FROM gone)",
@@ -328,6 +331,7 @@ class Queries:
     log_info_many: str
     scan_logs_from: str
     scan_logs_after: str
+    scan_emptied_logs: str
     drop_dead_log: str
     load_log_head: str
     load_entries: str

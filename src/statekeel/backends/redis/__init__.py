@@ -57,7 +57,7 @@ Design (details in :mod:`.wire` and :mod:`.lua`):
   ``expires_at`` with the client clock, so keep clocks in sync (NTP). Index
   members of keys Redis expired are skipped by reads and cleaned by
   ``purge_expired`` (and by a scan that meets them).
-* Faults: every redis-py error is translated in one place (:func:`.backend._map_error`);
+* Faults: every redis-py error is translated in one place (:func:`.faults.map_error`);
   text with a lone surrogate (not UTF-8) is :class:`~statekeel.errors.InvalidInputError`
   before it reaches redis-py.
   redis-py's automatic retry is off, because re-sending a batch after a lost

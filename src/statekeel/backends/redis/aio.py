@@ -32,6 +32,7 @@ from ...protocol.keys import partition
 from . import backend as sync_backend
 from . import tail, values, wire
 from .backend import RedisBackend
+from .faults import map_error
 
 __all__ = ["AsyncRedisBackend"]
 
@@ -137,7 +138,7 @@ class AsyncRedisBackend(AsyncBackend):
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
             raise StoreClosedError.of(self.url, "statekeel.open_async()")
-        with translate(sync_backend._map_error):
+        with translate(map_error):
             return await fn()
 
     async def _with_scripts(self, fn: Callable[[], Awaitable[_T]]) -> _T:

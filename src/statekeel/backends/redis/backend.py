@@ -20,11 +20,7 @@ from ...errors import (
     ConflictError,
     NotAStoreError,
     SchemaTooNewError,
-    StatekeelError,
-    StoreError,
-    UnavailableError,
     translate,
-    maybe_applied,
 )
 from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.checks import check_ops
@@ -34,6 +30,7 @@ from .._url import ParsedURL
 from . import lua, lua_light, lua_scan, wire
 from . import values
 from .aof import rewrite_aof
+from .faults import map_error as _map_error
 from .values import damaged as _damaged, entry as _entry
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
@@ -72,39 +69,6 @@ _PURGE = _Script(lua_scan.PURGE)
 _CLEAN = _Script(lua_scan.CLEAN)
 _LIGHT = _Script(lua_light.LIGHT)  # APPLY for the everyday batch (wire.Batch.light)
 _SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN, _LIGHT)
-
-
-def _map_error(exc: BaseException) -> StatekeelError | None:
-    """The one place where redis-py errors become statekeel errors."""
-    if not isinstance(exc, rx.RedisError):
-        return None
-    text = str(exc)
-    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)):
-        return ConfigurationError(
-            f"Redis refused the credentials or the command ({text}); check the user and password in the URL"
-        )
-    if isinstance(exc, rx.BusyLoadingError):
-        return UnavailableError(f"Redis is still loading its data ({text}); retry in a moment")
-    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
-        return maybe_applied(UnavailableError(
-            f"Redis is unreachable or did not answer ({text}); a write in flight may or may not "
-            "have been applied — read back before retrying a write; the next call reconnects by itself"
-        ))
-    if isinstance(exc, rx.ReadOnlyError):
-        return UnavailableError(f"Redis is a read-only replica right now ({text}); retry after the failover")
-    if isinstance(exc, (rx.AskError, rx.ClusterError, rx.ClusterCrossSlotError)) or "CROSSSLOT" in text:
-        return ConfigurationError(
-            f"the URL points at a Redis Cluster ({text}); this backend talks to one node — "
-            "use a standalone Redis/Valkey (with a replica for failover)"
-        )
-    if isinstance(exc, rx.OutOfMemoryError):
-        return StoreError(f"Redis is out of memory ({text}); raise maxmemory or purge expired data")
-    if "WRONGTYPE" in text:
-        return NotAStoreError(
-            f"a Redis key under this store's prefix holds data statekeel did not write ({text}); "
-            "use another ?prefix= or database"
-        )
-    return StoreError(f"Redis error: {text}")
 
 
 def _client(url: ParsedURL) -> redis.Redis:

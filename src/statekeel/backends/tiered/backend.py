@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ...errors import ConfigurationError, ConflictError, UnavailableError
+from ...errors import ConfigurationError, ConflictError, StatekeelError, UnavailableError
 from ...protocol import Backend, Entry, Expire, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
 from ...protocol.capabilities import SupportsLogRewrite
 from ...protocol.checks import check_ops
@@ -158,7 +158,11 @@ class TieredBackend(Backend):
         The markers are read before and after: if any changed (a write, or the partition dropped
         and copied in again while ``fn`` read it), the read is done again. If writes keep changing
         them, write-through reads PostgreSQL (the authority, current); write-behind returns the last
-        Redis read whose partitions were still cached (PostgreSQL lags there)."""
+        Redis read whose partitions were still cached (PostgreSQL lags there).
+
+        Redis down: write-behind with ``on_hot_failure=fail`` raises UnavailableError — PostgreSQL
+        may lack batches Redis acknowledged, and a reader must not see an older value than one it
+        read before (``write-through`` falls back to PostgreSQL, as its writes do)."""
         try:
             for attempt in range(_HYDRATE_TRIES):
                 before = self._markers(parts)
@@ -169,8 +173,19 @@ class TieredBackend(Backend):
                 if after == before or (after is not None and self.behind and attempt == _HYDRATE_TRIES - 1):
                     return found
         except UnavailableError as exc:
-            log.warning("statekeel tiered: Redis unavailable, reading from PostgreSQL (%s)", exc)
+            self._degrade("reading from PostgreSQL", exc)
         return fn(self.cold)
+
+    def _degrade(self, doing: str, exc: UnavailableError) -> None:
+        """Redis (or the flush) failed under a read: go on from PostgreSQL, logged — unless write-behind
+        fails fast (PostgreSQL may lack acknowledged writes still queued in Redis)."""
+        if self.behind and self.settings.on_hot_failure == "fail":
+            cause = exc.args[0] if exc.args else exc
+            raise UnavailableError(
+                f"statekeel tiered (write-behind): {cause} — Redis holds acknowledged writes PostgreSQL may "
+                "not have yet, so reads wait for it (on_hot_failure=fail); retry once it answers"
+            ) from exc
+        log.warning("statekeel tiered: Redis unavailable, %s (%s)", doing, exc)
 
     def _markers(self, parts: list[str]) -> list[tuple[float, float]] | None:
         """The markers' stamps if Redis caches every partition of ``parts``; else None, and the
@@ -186,7 +201,7 @@ class TieredBackend(Backend):
             try:
                 self.maintenance.flush()
             except UnavailableError as exc:
-                log.warning("statekeel tiered: listing from PostgreSQL without the queued writes (%s)", exc)
+                self._degrade("listing from PostgreSQL without the queued writes", exc)
         return fn()
 
     # -- writes --------------------------------------------------------------
@@ -212,16 +227,16 @@ class TieredBackend(Backend):
             raise
         try:
             through_hot(self.hot, ops, parts, results, now)
-        except UnavailableError as exc:
-            log.warning("statekeel tiered: Redis unavailable, wrote PostgreSQL only (degraded): %s", exc)
+        except StatekeelError as exc:  # down, out of memory, ...: the write is committed all the same
+            log.warning("statekeel tiered: Redis not updated, wrote PostgreSQL only (degraded): %s", exc)
             self.cold.apply([Put(DIRTY, b"true", "json")])
         return results
 
     def _forget(self, parts: list[str], now: float) -> None:
         try:
             drop(self.hot, parts, now)
-        except UnavailableError:
-            pass
+        except StatekeelError:  # Redis down or full: its copy may be stale, so its whole cache goes later
+            self.cold.apply([Put(DIRTY, b"true", "json")])
 
     def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
         hydrations = 0
@@ -237,8 +252,8 @@ class TieredBackend(Backend):
                     hydrate(self.hot, self.cold, missing)
                 continue
             except UnavailableError as exc:
-                if self.settings.on_hot_failure == "fail":
-                    raise
+                if self.settings.on_hot_failure == "fail" or exc.maybe_applied:
+                    raise  # maybe applied: the batch may be in Redis and its queue — PostgreSQL would get it twice
                 log.warning("statekeel tiered: Redis unavailable, writing through to PostgreSQL: %s", exc)
                 results = self.cold.apply(ops, now=now)
                 self.cold.apply([Put(DIRTY, b"true", "json")])

@@ -25,7 +25,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol, runtime_checkable
 
 from ...errors import ConflictError, StatekeelError
-from ...protocol import ANY, Backend, Delete, Expire, Load, LoadEntries, Op, OpResult, Put, Record, Touch
+from ...protocol import (
+    ANY, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, Op, OpResult, Put, Record, Touch, Trim,
+)  # fmt: skip
 from .names import SPANNING, fence, lock, marker, members
 
 log = logging.getLogger("statekeel.tiered")
@@ -49,7 +51,27 @@ def partition_copy(cold: Backend, part: str) -> list[Op]:
         ops += [Load(r) for r in _records(cold, under)]
         for log in _logs(cold, under):
             ops += _log_copy(cold, log)
+    if isinstance(cold, KeepsEmptiedLogs):
+        ops += [op for info in cold.emptied_logs(part, under) for op in _emptied_copy(info)]
     return ops
+
+
+@runtime_checkable
+class KeepsEmptiedLogs(Protocol):
+    """A cold tier that lists the logs whose entries were all trimmed (PostgreSQL)."""
+
+    def emptied_logs(self, name: str, prefix: str | None) -> list[LogInfo]:
+        """See :meth:`statekeel.backends.postgres.PostgresBackend.emptied_logs`."""
+
+
+def _emptied_copy(info: LogInfo) -> list[Op]:
+    """A log whose entries were all trimmed (``session.clear()``): listings hide it, but its next
+    append is ``last_seq + 1``. Its last entry loaded and trimmed again leaves Redis the same
+    numbering — without it a write-behind append would start the log again at seq 1."""
+    if info.last_seq < 1:
+        return []  # nothing was ever numbered: both tiers start at 1
+    last = Entry(info.log, info.last_seq, b"", "raw", info.created_at)
+    return [LoadEntries(info.log, (last,), info.expires_at), Trim(info.log, info.last_seq + 1)]
 
 
 def _records(cold: Backend, prefix: str) -> Iterator[Record]:
