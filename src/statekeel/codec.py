@@ -117,7 +117,7 @@ class _Walker:
         for k, x in v.items():
             if type(k) is not str:
                 raise SerializationError(
-                    f"cannot store {path}: dict key {k!r} is a {type(k).__name__}, "
+                    f"cannot store {path}: dict key {_short(k)} is a {type(k).__name__}, "
                     "but keys must be str; convert the keys with str()",
                     path,
                 )
@@ -147,7 +147,7 @@ class _Walker:
             kind = "bytes" if isinstance(v, bytes) else "bytearray"
             return self.tag(kind, v=base64.b64encode(v).decode("ascii"))
         if isinstance(v, (tuple, set, frozenset)):
-            items = sorted(v, key=repr) if isinstance(v, (set, frozenset)) else v
+            items = sorted(v, key=_short) if isinstance(v, (set, frozenset)) else v
             kind = "set" if isinstance(v, set) else "frozenset" if isinstance(v, frozenset) else "tuple"
             return self.tag(kind, v=[self.walk(x, f"{path}[{i}]") for i, x in enumerate(items)])
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
@@ -161,6 +161,15 @@ class _Walker:
             "store JSON types, datetime/date/UUID/Decimal/bytes, a dataclass or a pydantic model",
             path,
         )
+
+
+def _short(v: Any) -> str:
+    """``repr(v)`` (what sets are ordered by), or a stand-in when it has none (an int over 4,300
+    digits: the walk then refuses it with the path)."""
+    try:
+        return repr(v)
+    except ValueError:
+        return f"<{type(v).__name__}>"
 
 
 _IMPORTABLE: dict[type, str] = {}

@@ -52,8 +52,8 @@ class AsyncMemory:
 
     async def put_many(self, items: Iterable[Mapping[str, Any]], *, ttl: Duration | None = None) -> list[MemoryItem]:
         """Store several ``{"key", "value", "text"?, "metadata"?}`` items, embedding them in batches."""
-        rows = list(items)
-        return await self._worker.run(lambda: self._memory.put_many(rows, ttl=ttl))
+        rows = list(items) if isinstance(items, Iterable) and not isinstance(items, (Mapping, str, bytes)) else items
+        return await self._worker.run(lambda: self._memory.put_many(rows, ttl=ttl))  # put_many refuses the rest
 
     async def get(self, key: str) -> MemoryItem | None:
         """The item at ``key`` in this namespace, or None."""

@@ -81,7 +81,7 @@ class ParsedURL:
         path = unquote(self.path)[1:] if self.path.startswith("/") else unquote(self.path)
         if not path:
             raise ConfigurationError(f"{self.redacted}: the SQLite URL names no file; e.g. sqlite:///agent.db")
-        return path
+        return self._usable_path(path)
 
     def dir_path(self) -> str:
         """``file:///abs/dir`` -> ``/abs/dir``; ``file://./rel`` -> ``./rel``; ``file://localhost/abs`` -> ``/abs``.
@@ -97,6 +97,19 @@ class ParsedURL:
             raise self._file_host_error()
         if not path:
             raise ConfigurationError(f"{self.redacted}: the file URL names no folder; e.g. file:///srv/agent-state")
+        return self._usable_path(path)
+
+    def _usable_path(self, path: str) -> str:
+        """``path`` unless no file system could name it: a NUL, or a lone surrogate (no UTF-8)."""
+        if "\x00" in path:
+            raise ConfigurationError(f"{self.redacted}: the path holds a NUL character (%00), which no file name can")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"{self.redacted!a}: the path holds a lone surrogate, which is not valid UTF-8; "
+                "percent-encode the file name's UTF-8 bytes instead"
+            ) from None
         return path
 
     def _file_host_error(self) -> ConfigurationError:

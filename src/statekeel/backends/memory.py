@@ -82,6 +82,8 @@ class MemoryBackend(Backend):
 
     def __init__(self, url: ParsedURL | None = None, *, migrate: bool = True) -> None:
         self.url = url.redacted if url else "memory://"
+        if url is not None:
+            url.refuse_unknown(())  # memory:// takes no option: a misspelt one must not be ignored
         name = url.netloc + url.path if url else ""
         if name:
             with _NAMED_LOCK:

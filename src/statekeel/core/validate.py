@@ -39,6 +39,7 @@ __all__ = [
     "check_optional_name",
     "maybe_seconds",
     "seconds",
+    "short_repr",
     "stored_seconds",
 ]
 
@@ -82,13 +83,16 @@ def check_optional_name(value: Any, what: str) -> str | None:
     return None if value is None else check_name(value, what)
 
 
-def _short(value: Any) -> str:
-    """``repr(value)``, shortened; never raises (an int of 5,000 digits has no repr)."""
+def short_repr(value: Any) -> str:
+    """``repr(value)``, shortened, for error messages; never raises (an int of 5,000 digits has no repr)."""
     try:
         text = repr(value)
     except Exception:  # ValueError: over the int/str conversion limit
         return f"<{type(value).__name__}>"
     return text if len(text) <= 60 else f"{text[:40]}…({len(text):,} chars)"
+
+
+_short = short_repr
 
 
 # -- integers ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..core import Core, layout
-from ..core.validate import check_int, check_limit, check_name, check_optional_name
+from ..core.validate import check_int, check_limit, check_name, check_optional_name, short_repr
 from ..errors import ConflictError, InvalidInputError
 from ..protocol import ANY, Append, Delete, Entry, Op, Put, keys
 from ..models import to_datetime
@@ -89,8 +89,13 @@ def _when(when: dt.datetime | float | int, what: str) -> int:
             raise InvalidInputError(f"{what} must be timezone-aware, e.g. datetime.now(timezone.utc)")
         return (when - _EPOCH) // _MICROSECOND
     if isinstance(when, (int, float)) and not isinstance(when, bool):
-        return _micros(float(when))
-    raise InvalidInputError(f"{what} must be a datetime or epoch seconds, got {when!r}")
+        try:
+            return _micros(float(when))
+        except (OverflowError, ValueError, OSError):  # NaN, infinities, beyond the years 1-9999
+            raise InvalidInputError(
+                f"{what} must be finite epoch seconds a datetime can hold, got {short_repr(when)}"
+            ) from None
+    raise InvalidInputError(f"{what} must be a datetime or epoch seconds, got {short_repr(when)}")
 
 
 _check_name = check_name  # event types, consumer and projection names: names like any other

@@ -203,9 +203,11 @@ class Run:
 
         if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
             raise InvalidInputError(f"stepfn(version=) is a str or an int, got {version!r}")
+        if name is not None:
+            _check_name(name)  # '' is refused as run.step('') is, not replaced by the function's name
 
         def wrap(f: Callable[P, T]) -> Callable[P, T]:
-            step_name = _check_name(name or f.__name__)
+            step_name = _check_name(f.__name__ if name is None else name)
 
             @functools.wraps(f)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -278,6 +280,8 @@ class Run:
 
     def fail(self, error: str) -> None:
         """Mark the run failed with ``error`` (``with`` does this when the block raises)."""
+        if type(error) is not str:
+            raise InvalidInputError(f"error must be a str saying what failed, got {type(error).__name__}")
         self._update_meta({"status": "failed", "error": error, "waiting_for": None, "prompt": None})
 
     def __enter__(self) -> Run:
@@ -395,8 +399,8 @@ class Run:
         key = self._prefix + keys.escape(name)
         data, codec = self._store.codec.encode(body, f"run {self.id!r} step {name!r}", key)
         expect = self._steps[name].version if name in self._steps else None
-        self._ensure_listed()
         meta_put, meta_body = self._meta_put(meta_update)
+        self._ensure_listed()  # after encoding: a value the codec refuses lists no run
         step_rec, meta_rec = self._apply([Put(key, data, codec, expect), meta_put, *also])[:2]
         assert isinstance(step_rec, Record) and isinstance(meta_rec, Record)
         self._steps[name], self._meta, self._meta_decoded = step_rec, meta_rec, (meta_rec, meta_body)
@@ -417,9 +421,9 @@ class Run:
     def _update_meta(self, update: dict[str, Any]) -> None:
         for _ in range(_RETRIES):
             self._check_active()
+            put, body = self._meta_put(update)  # encoded first: a refused value writes nothing
             self._ensure_listed()
             try:
-                put, body = self._meta_put(update)
                 rec = self._apply([put])[0]
                 assert isinstance(rec, Record)
                 self._meta, self._meta_decoded = rec, (rec, body)

@@ -146,7 +146,9 @@ def restore_sqlite(file: str | os.PathLike[str], url: str, *, overwrite: bool = 
     source = os.path.abspath(os.fspath(file))
     target = _sqlite_path(url, "restore")
     if not os.path.isfile(source):
-        raise InvalidInputError(f"there is no backup file at {source}")
+        raise InvalidInputError(f"there is no backup file at {source!a}")
+    if not _utf8(source):
+        raise InvalidInputError(f"the backup file name {source!a} is not valid UTF-8; rename the file first")
     with translate(_map):
         src = sqlite3.connect(f"file:{quote(source)}?mode=ro", uri=True)
         try:
@@ -180,3 +182,12 @@ def _refuse_to_clobber(target: str, overwrite: bool) -> None:
             f"{target} already holds a store with {records} records and {entries} log entries; "
             "pass overwrite=True (--overwrite) to replace it with the backup"
         )
+
+
+def _utf8(path: str) -> bool:
+    """Whether ``path`` is text SQLite's URI can carry (a name from non-UTF-8 bytes is not)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -75,7 +75,10 @@ class ImportReport:
 
 
 def _files_url(root: str) -> str:
-    return "file://" + quote(root)
+    try:
+        return "file://" + quote(root)
+    except UnicodeEncodeError:  # a name from bytes that are not UTF-8 (surrogate-escaped by Python)
+        raise InvalidInputError(f"the folder name {root!a} is not valid UTF-8; choose another folder") from None
 
 
 # -- export -----------------------------------------------------------------------

@@ -125,7 +125,7 @@ class Memory:
     def put_many(self, items: Iterable[Mapping[str, Any]], *, ttl: Duration | None = None) -> list[MemoryItem]:
         """Store several ``{"key", "value", "text"?, "metadata"?}`` items: embedded in batches, written
         100 to an atomic batch (see :mod:`.writes`); returns their items (existing ones for duplicates)."""
-        rows = [writes.check_item(i) for i in items]
+        rows = writes.check_items(items)
         seconds = maybe_seconds(ttl, "ttl")
         vectors = self._embed([r[2] for r in rows]) if rows and self._embedding is not None else None
         target = writes.Target(self._core, self.namespace, self._dedup, self._similarity, self.embedder,
@@ -181,6 +181,8 @@ class Memory:
     def items(self, *, after: str | None = None, limit: int = 100) -> list[MemoryItem]:
         """Items of this namespace and those below it, in key order (``after``: a record key to page)."""
         check_int(limit, "limit", minimum=1)
+        if after is not None and type(after) is not str:
+            raise InvalidInputError(f"after= is the key of the last item of a page (a str), got {type(after).__name__}")
         out: list[MemoryItem] = []
         for doc in self._scan(after=after):
             out.append(doc.item())

@@ -10,7 +10,7 @@ has (or, with ``similarity``, nearly has) returns that item.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,15 @@ class Target:
     """The namespace's stored unit vectors and their items (read once per chunk, for ``similarity``)."""
     before_write: Callable[[list[IndexRow]], None]
     """Updates the native index with the rows of the records about to be written (see :mod:`.native`)."""
+
+
+def check_items(items: Any) -> list[Row]:
+    """``put_many``'s items, each checked: an iterable of item dicts (one dict alone is refused)."""
+    if isinstance(items, (Mapping, str, bytes)) or not isinstance(items, Iterable):
+        raise InvalidInputError(
+            f"put_many takes a list of {{'key', 'value', 'text'?, 'metadata'?}} dicts, got {type(items).__name__}"
+        )
+    return [check_item(i) for i in items]
 
 
 def check_item(item: Mapping[str, Any]) -> Row:

@@ -28,8 +28,8 @@ HEAD = "statekeel:adk-head"
 
 def _q(part: str, what: str = "an app_name or user_id") -> str:
     if type(part) is not str:
-        raise InvalidInputError(f"{what} must be a str, got {type(part).__name__} {part!r}")
-    return quote(part, safe="")
+        raise InvalidInputError(f"{what} must be a str, got {type(part).__name__}")
+    return quote(check_name(part, what) if part else part, safe="")  # a lone surrogate has no UTF-8
 
 
 def app_prefix(app_name: str) -> str:

@@ -16,7 +16,6 @@ Every call runs the sync store code on the service's worker thread, never on the
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors import StaleSessionError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
-from google.adk.sessions import _session_util
 from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig, ListSessionsResponse
 from google.adk.sessions.session import Session
 
@@ -34,13 +32,14 @@ from ...aio import AsyncStore
 from ...aio._worker import Worker
 from ...core import layout
 from ...core.session_write import ExtraOps, SessionWrites, StatePut
-from ...core.validate import check_int
+from ...core.validate import check_int, short_repr
 from ...errors import ConflictError, InvalidInputError
 from ...features.sessions import Session as SkSession
 from ...protocol import ANY
 from ...store import Store
 from ...store import open as open_store
 from . import _layout as L
+from ._checks import check_timestamp, event_record, state_deltas, storable
 from ._listing import Fan, app_state, ids_after, ids_under, listed, prefixed, stored_state, user_state
 
 __all__ = ["SessionsPage", "StatekeelSessionService"]
@@ -99,11 +98,13 @@ class StatekeelSessionService(BaseSessionService):
     ) -> Session:
         """Create a session (ADK's ``AlreadyExistsError`` if the id is taken); ids are stripped."""
         sid = (session_id.strip() if isinstance(session_id, str) else session_id) or str(uuid.uuid4())
-        deltas = _session_util.extract_json_safe_state_delta(state or {})
+        deltas = state_deltas(state)
         return await self._worker.run(lambda: self._create(app_name, user_id, sid, deltas))
 
     def _create(self, app: str, user: str, sid: str, deltas: dict[str, dict[str, Any]]) -> Session:
-        s = self._store.session(L.session_key(app, user, sid), user=user)
+        key = L.session_key(app, user, sid)
+        storable(self._store, deltas)  # opening the session writes it: a refused value must fail first
+        s = self._store.session(key, user=user)
         now = time.time()
         puts = [(L.HEAD, {"t": now}, None, None), *self._session_puts(deltas)]  # HEAD create-only: the id is ours
         try:
@@ -170,7 +171,7 @@ class StatekeelSessionService(BaseSessionService):
         prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
         if token is not None and (type(token) is not str or not token.startswith(prefix)):
             raise InvalidInputError(
-                f"page_token {token!r} is not one this listing returned; pass the next_page_token of "
+                f"page_token {short_repr(token)} is not one this listing returned; pass the next_page_token of "
                 "the previous page of the same app_name and user_id (or None for the first page)"
             )
         ids, more = ids_after(self._store, prefix, token or prefix, size)
@@ -194,10 +195,11 @@ class StatekeelSessionService(BaseSessionService):
         already stored is applied once (an idempotency key from its content)."""
         if event.partial:
             return event
+        check_timestamp(event.timestamp)
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
-        deltas = _session_util.extract_json_safe_state_delta(delta)
+        deltas = state_deltas(delta)
         version = await self._worker.run(lambda: self._append(session, event, deltas))
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
@@ -211,8 +213,7 @@ class StatekeelSessionService(BaseSessionService):
         if s is None or head is None:
             raise SessionNotFoundError(f"Session {session.id} not found.")
         expect = _expected_version(session, head.version, head.value["t"], lambda: s.history(last=1))
-        data = event.model_dump(mode="json", exclude_none=True)
-        key = "adk-event:" + hashlib.sha256(event.model_dump_json(exclude_none=True).encode()).hexdigest()[:40]
+        data, key = event_record(event)
         puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *self._session_puts(deltas)]
         try:  # the event, its session, app: and user: deltas and the new head: one atomic batch
             s._commit(SessionWrites([data], puts, extra=self._scoped_ops(app, user, deltas)), key)

@@ -30,7 +30,7 @@ def matches(value: dict[str, Any], filt: dict[str, Any]) -> bool:
 
 def _compare(actual: Any, expected: Any) -> bool:
     if isinstance(expected, dict):
-        if any(str(k).startswith("$") for k in expected):
+        if any(isinstance(k, str) and k.startswith("$") for k in expected):
             return all(_operator(actual, op, operand) for op, operand in expected.items())
         return isinstance(actual, dict) and all(_compare(actual.get(k), v) for k, v in expected.items())
     if isinstance(expected, (list, tuple)):
@@ -51,7 +51,7 @@ def _operator(actual: Any, op: str, operand: Any) -> bool:
         raise InvalidInputError(f"unsupported filter operator {op!r}; use $eq, $ne, $gt, $gte, $lt or $lte")
     try:
         return bool(_ORDER[op](float(actual), float(operand)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a number, or an int no float holds
         return False
 
 

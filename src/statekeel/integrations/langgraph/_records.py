@@ -31,6 +31,7 @@ from typing import Any
 from ...codec import Codec
 from ...codec_transforms import inflate
 from ...core import layout
+from ...core.validate import short_repr
 from ...errors import (
     ConfigurationError,
     ConflictError,
@@ -53,6 +54,9 @@ __all__ = [
     "write_key",
     "parse_write_key",
     "check_thread_id",
+    "config_text",
+    "configurable",
+    "thread_and_ns",
     "ThreadKeys",
 ]
 
@@ -96,7 +100,7 @@ def invert_id(checkpoint_id: str) -> str:
     if not isinstance(checkpoint_id, str) or not checkpoint_id or checkpoint_id.strip(_ID_CHARS):
         raise InvalidInputError(
             f"checkpoint ids must be LangGraph's uuid6 strings (lower-case hex and '-'), got "
-            f"{checkpoint_id!r}; let LangGraph create the checkpoint ids"
+            f"{short_repr(checkpoint_id)}; let LangGraph create the checkpoint ids"
         )
     return checkpoint_id.translate(_TO_INVERTED)
 
@@ -112,7 +116,31 @@ def check_thread_id(value: Any) -> str:
         raise InvalidInputError(
             'a LangGraph config needs a thread_id: {"configurable": {"thread_id": "..."}}'
         )
-    return str(value)
+    return config_text(value, "thread_id")
+
+
+def config_text(value: Any, what: str) -> str:
+    """``str(value)`` of a config entry LangGraph prints (a thread id, a namespace)."""
+    try:
+        return str(value)
+    except ValueError:  # an int of over 4,300 digits has no str
+        raise InvalidInputError(f"{what} {short_repr(value)} cannot be printed; use a str") from None
+
+
+def thread_and_ns(conf: dict[str, Any]) -> tuple[str, str]:
+    """The thread id and checkpoint namespace a config's ``configurable`` names."""
+    return check_thread_id(conf.get("thread_id")), config_text(conf.get("checkpoint_ns") or "", "checkpoint_ns")
+
+
+def configurable(config: Any, what: str = "config") -> dict[str, Any]:
+    """``config["configurable"]`` of a LangGraph ``RunnableConfig``, InvalidInputError if it has none."""
+    conf = config.get("configurable") if isinstance(config, dict) else None
+    if not isinstance(conf, dict):
+        raise InvalidInputError(
+            f'{what} must be a LangGraph config like {{"configurable": {{"thread_id": "..."}}}}, '
+            f"got {short_repr(config)}"
+        )
+    return conf
 
 
 _COMPRESS_FROM = 256

@@ -48,8 +48,8 @@ from . import _admin
 from ._async import AsyncSaverMethods
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
-from ._records import (CheckpointForkError, FastZlib, ThreadKeys, check_thread_id, frame, invert_id, pack, pack_raw,
-                       unpack)
+from ._records import (CheckpointForkError, FastZlib, ThreadKeys, check_thread_id, config_text, configurable, frame,
+                       invert_id, pack, pack_raw, thread_and_ns, unpack)
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
@@ -129,8 +129,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     # -- reading ---------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The named checkpoint, or the newest of the thread namespace, with its pending writes."""
-        conf = config["configurable"]
-        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        conf = configurable(config)
+        thread, ns = thread_and_ns(conf)
         stored = self._find(thread, ns, get_checkpoint_id(config))
         if stored is None:
             return None
@@ -179,11 +179,13 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first per namespace; ``before``/``limit`` cost O(returned)."""
-        conf = config["configurable"] if config else {}
+        conf = configurable(config) if config else {}
         threads = [check_thread_id(conf.get("thread_id"))] if config else _admin.all_threads(self.core)
-        ns = conf.get("checkpoint_ns")
+        ns = None if conf.get("checkpoint_ns") is None else config_text(conf["checkpoint_ns"], "checkpoint_ns")
         wanted_id = get_checkpoint_id(config) if config else None
-        before_id = get_checkpoint_id(before) if before else None
+        before_id = get_checkpoint_id(before) if before and configurable(before, "before") else None
+        if limit is not None and type(limit) is not int:
+            raise InvalidInputError(f"limit must be an int or None, got {type(limit).__name__}")
         left = limit
         for thread in threads:
             for page in self._pages(thread, ns, before_id, left, wanted_id):
@@ -231,8 +233,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store ``checkpoint`` and its new channel values, and move the head — one atomic batch."""
-        conf = config["configurable"]
-        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        conf = configurable(config)
+        thread, ns = thread_and_ns(conf)
         parent: str | None = conf.get("checkpoint_id") or None
         cp_id = str(checkpoint["id"])
         full_metadata = get_checkpoint_metadata(config, metadata)
@@ -320,8 +322,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     ) -> None:
         """Store a task's writes; a write already stored under (task_id, idx) is kept (idempotent),
         the special channels (error, interrupt, ...) are overwritten."""
-        conf = config["configurable"]
-        thread, ns = check_thread_id(conf.get("thread_id")), str(conf.get("checkpoint_ns") or "")
+        conf = configurable(config)
+        thread, ns = thread_and_ns(conf)
         inverted = invert_id(str(conf["checkpoint_id"]))
         tk = self._keys(thread, ns)
         ops: dict[str, Put] = {}

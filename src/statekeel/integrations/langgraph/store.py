@@ -45,6 +45,7 @@ from ...protocol import ANY, Delete, Put, Record, Touch, keys
 from ...store import Store
 from ...store import open as open_store
 from . import _filters, _search
+from ._checks import check_op
 from .memory_index import SemanticIndex
 
 __all__ = ["StatekeelStore"]
@@ -93,6 +94,7 @@ class StatekeelStore(BaseStore):
         ops = list(ops)
         for op in ops:
             validate_op_namespace(op)
+            check_op(op)
         writes: dict[str, PutOp] = {}
         touches: dict[str, float] = {}
         results: list[Result] = []

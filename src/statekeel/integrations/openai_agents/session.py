@@ -34,7 +34,7 @@ from ...aio import AsyncStore, _native
 from ...aio._worker import Worker
 from ...backends.sqlite import SQLiteBackend
 from ...core import layout
-from ...core.validate import check_name, check_optional_name
+from ...core.validate import check_name, check_optional_name, maybe_seconds
 from ...errors import InvalidInputError
 from ...features._duration import Duration
 from ...features.sessions import Session as _Session
@@ -89,8 +89,9 @@ class StatekeelSession:
         self.session_id = check_name(session_id, "a session id")
         self.session_settings = SessionSettings() if session_settings is None else coerce_session_settings(
             session_settings
-        )
+        )  # the SDK's TypeError for bad settings, as its own sessions raise (its tests check it)
         self._user = check_optional_name(user, "user")
+        maybe_seconds(ttl, "ttl")  # refused here, not at the first write
         self._ttl = ttl
         self._tenant_of = tenant_of
         self._native: AsyncBackend | None = None
@@ -422,5 +423,9 @@ def _batch_key(items: list[Any]) -> str | None:
     two turns, not a retry."""
     if not any(isinstance(item.get(f), str) and item.get(f) for item in items for f in _ID_FIELDS):
         return None
-    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        text = json.dumps(items, sort_keys=True, default=str)
+    except (TypeError, ValueError):  # keys that are not str, an int of over 4,300 digits: the codec
+        return None  # refuses them, with their path
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"openai-agents:{digest[:40]}"
