@@ -35,7 +35,7 @@ from ..errors import ConflictError, ErasedError, KeyUnavailableError
 from ..protocol import ANY, Backend, Put, keys
 from . import layout
 
-__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id", "plain_subject_digest"]
+__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id", "names_under", "plain_subject_digest"]
 
 _CACHE_SECONDS = 30.0
 
@@ -189,6 +189,16 @@ _record_key = layout.keystore_key
 _subject_key = layout.subject_key
 
 
+def names_under(backend: Backend, prefix: str) -> list[str]:
+    """The last key component of every record under ``prefix`` (the keystore names partitions so)."""
+    out: list[str] = []
+    after = None
+    while page := backend.scan(prefix, after=after, limit=500):
+        out += [keys.split(r.key)[-1] for r in page]
+        after = page[-1].key
+    return out
+
+
 def plain_subject_digest(subject: str) -> str:
     """The digest naming a data subject in a store without encryption (no keystore to key it with;
     its user ids are stored in clear anyway): erasure records and ``bind_subject`` tags."""
@@ -326,13 +336,7 @@ class Keyring:
         self.keystore.apply([Put(_subject_key(digest, partition), b"{}", "json", ANY)])
 
     def subject_partitions(self, subject: str) -> list[str]:
-        prefix = layout.subject_prefix(self.subject_digest(subject))
-        out: list[str] = []
-        after = None
-        while page := self.keystore.scan(prefix, after=after, limit=500):
-            out += [keys.split(r.key)[-1] for r in page]
-            after = page[-1].key
-        return out
+        return names_under(self.keystore, layout.subject_prefix(self.subject_digest(subject)))
 
     def destroy(self, partition: str, erasure_id: str) -> None:
         """Crypto-shred: replace the wrapped keys with a tombstone."""
@@ -343,12 +347,7 @@ class Keyring:
 
     # -- rotation ----------------------------------------------------------------
     def partitions(self) -> Sequence[str]:
-        out: list[str] = []
-        after = None
-        while page := self.keystore.scan("keys/", after=after, limit=500):
-            out += [keys.split(r.key)[-1] for r in page]
-            after = page[-1].key
-        return out
+        return names_under(self.keystore, "keys/")
 
     def rewrap(self, partition: str) -> bool:
         """Re-wrap every version of ``partition``'s key under the current master key."""

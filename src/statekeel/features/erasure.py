@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..core import Core, layout
-from ..core.keyring import plain_subject_digest
+from ..core.keyring import names_under, plain_subject_digest
 from ..core.tenant_keyring import TenantKeyring
 from ..core.validate import check_name
 from ..protocol import Delete, Expire, Put, keys
@@ -82,13 +82,7 @@ def _listed(store: Core, subject: str) -> set[str]:
 def _tagged_in_store(store: Core, subject: str) -> list[str]:
     """What ``bind_subject`` tagged in a store without encryption (kept in the store itself; also
     found after ``statekeel keys encrypt``, whose keyring keys its digests differently)."""
-    prefix = layout.subject_prefix(plain_subject_digest(subject))
-    out: list[str] = []
-    after = None
-    while page := store.backend.scan(prefix, after=after, limit=500):
-        out += [keys.split(r.key)[-1] for r in page]
-        after = page[-1].key
-    return out
+    return names_under(store.backend, layout.subject_prefix(plain_subject_digest(subject)))
 
 
 def _clear_memory_index(store: Core, prefix: str) -> None:
