@@ -1,7 +1,7 @@
 """Redis rows: raw redis-py (AOF always) and OpenAI Agents SDK RedisSession (as peer_redis.py).
 
 The runner flushes the server before each system and configures
-appendonly yes / appendfsync always; storage is the growth of used_memory.
+appendonly yes / appendfsync always; storage is what the keys take (MEMORY USAGE, summed).
 """
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from benchmarks.systems import best_ms
 
 
 def _used_memory(r) -> int:
-    return r.info("memory")["used_memory"]
+    """What the keys take: ``MEMORY USAGE`` of every key, summed (all of each value, SAMPLES 0).
+
+    Not ``INFO memory``'s ``used_memory``: FLUSHALL between rows keeps what the first row of a
+    run grew (the Lua script cache and VM, allocator arenas, the AOF buffers of turning AOF on), so
+    the first Redis row of a run was charged ~0.4 MB the later ones were not."""
+    return sum(r.memory_usage(key, samples=0) or 0 for key in r.scan_iter(count=1000))
 
 
 def prepare(url: str):

@@ -76,7 +76,7 @@ def sk_pg(turns, ctx):
 
 def sk_redis(turns, ctx):
     import statekeel
-    from benchmarks.systems.redis_peers import prepare
+    from benchmarks.systems.redis_peers import _used_memory, prepare
 
     r, m0 = prepare(ctx["redis_url"])
     store = statekeel.open(ctx["redis_url"])
@@ -84,7 +84,7 @@ def sk_redis(turns, ctx):
         lat, load, best = _turn_loop(store, turns)
     finally:
         store.close()
-    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best, "storage_bytes": r.info("memory")["used_memory"] - m0}
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best, "storage_bytes": _used_memory(r) - m0}
 
 
 # -- encryption on (issue: per-turn cost encrypted vs plain) ------------------
