@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,44 +25,11 @@ import redis as redis_py
 import redis.connection
 
 import statekeel
-from conftest import running
 from statekeel import UnavailableError
 from statekeel.backends.postgres import PostgresBackend
-from statekeel.backends.tiered import TieredBackend, tiered_url
 from statekeel.backends.tiered.hydrate import drop
 from statekeel.testing.servers import PostgresServer, RedisServer
-
-_n = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def rd() -> Iterator[RedisServer]:
-    yield from running(RedisServer())
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    yield from running(PostgresServer())
-
-
-@pytest.fixture
-def urls(rd: RedisServer, pg: PostgresServer) -> Iterator[tuple[str, str]]:
-    """A fresh Redis prefix and PostgreSQL schema; Redis running again after the test."""
-    n = next(_n)
-    yield f"{rd.url}?prefix=audit{n}&timeout=2", f"{pg.url}?schema=tiered_audit_{n}&timeout=3"
-    rd.start()
-
-
-def _open(urls: tuple[str, str], mode: str, **options: Any) -> statekeel.Store:
-    options = {"flush_every": 10_000, "flush_interval": 3600, **options}  # flushes only when a test asks
-    return statekeel.open(tiered_url(*urls, mode=mode, **options))
-
-
-def _tiers(store: statekeel.Store) -> TieredBackend:
-    backend = store.storage
-    assert isinstance(backend, TieredBackend)
-    return backend
-
+from test_tiered import _open, _tiers, pg, rd, urls  # noqa: F401 - the servers and store helpers it uses
 
 def _seqs(store: statekeel.Store) -> list[tuple[int, str]]:
     found = store.find_session("s")
