@@ -1,7 +1,8 @@
 """The DynamoDB backend on a real DynamoDB-API server (moto's, started here), beyond the conformance suite.
 
 * ``dynamodb://`` options: unknown or malformed ones are refused, naming the option.
-* The 100-item limit of TransactWriteItems: a batch of more than 100 records is
+* The 100-item limit of TransactWriteItems: a batch of more than 100 records commits
+  through an intent (test_dynamodb_intents.py), one that also rewrites entries is
   refused whole; any number of log entries commits atomically through the
   write-ahead + header-commit protocol, and entries written ahead of a commit that
   never happened stay invisible.
@@ -29,12 +30,12 @@ import statekeel
 from dynamodb_server import raw, server, table_name, url  # noqa: F401 - fixtures
 from statekeel import ConfigurationError, ConflictError, CorruptionError, InvalidInputError, UnavailableError
 from statekeel.backends import open_backend
-from statekeel.backends.dynamodb import TRANSACTION_LIMIT, DynamoDBBackend
+from statekeel.backends.dynamodb import DynamoDBBackend
 from statekeel.backends.dynamodb.items import entry_key, record_key
 from statekeel.backends.dynamodb.plan import plan
 from statekeel.cli import main
 from statekeel.errors import MigrationRequiredError, NotAStoreError
-from statekeel.protocol import Append, Entry, LoadEntries, Put
+from statekeel.protocol import Append, Entry, LoadEntries, Put, Rewrite
 from statekeel.testing.servers.dynamodb import DynamoDBServer
 
 
@@ -60,13 +61,19 @@ def test_a_bad_table_name_is_refused() -> None:
 
 
 # -- the 100-item limit --------------------------------------------------------------------
-def test_more_than_100_records_in_one_batch_is_refused_whole(store: statekeel.Store) -> None:
-    ops = [Put(f"k/x/{i:03d}", b"1", "json") for i in range(TRANSACTION_LIMIT + 1)]
-    with pytest.raises(InvalidInputError, match="at most 100 items") as err:
-        store.storage.apply(ops)
+def test_a_batch_past_the_limit_that_rewrites_entries_is_refused_whole(store: statekeel.Store) -> None:
+    """Larger batches commit through an intent (tests/test_dynamodb_intents.py) — except one that
+    rewrites log entries, which must fit in one transaction (entries are never tagged)."""
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    b.limit = 10  # moto copies the table once per transaction item: the same refusal, quicker
+    b.apply([Append("k/x/log", ((b"1", "json"),))])
+    ops = [Put(f"k/x/{i:03d}", b"1", "json") for i in range(b.limit)] + [Rewrite("k/x/log", 1, b"2", "json")]
+    with pytest.raises(InvalidInputError, match="at most 10 items") as err:
+        b.apply(ops)
     assert "split it into several apply() calls" in str(err.value)
-    assert store.storage.scan("k/") == []
-    assert len(store.storage.apply(ops[:TRANSACTION_LIMIT])) == TRANSACTION_LIMIT
+    assert b.scan("k/") == [] and [e.data for e in b.read("k/x/log")] == [b"1"]
+    assert len(b.apply(ops[: b.limit])) == b.limit
 
 
 def test_hundreds_of_entries_and_a_record_commit_as_one_batch(store: statekeel.Store) -> None:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from ...errors import ConflictError, InvalidInputError, MigrationRequiredError, UnavailableError
+from ...errors import ConflictError, InvalidInputError, MigrationRequiredError, StatekeelError, UnavailableError
 from ...protocol import (
     Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo, MigrationStatus, Op, OpResult, Put,
     Record, Rewrite, Touch, Trim, op_target,
@@ -21,7 +21,9 @@ from . import schema
 from .config import client, parse_config
 from .errors import error_code
 from .fastpath import fast_put, put_request
-from .items import Head, Item, entry_key, entry_of, entry_prefix, head_key, head_of, listed_space, record_key, record_of
+from .intents import Intents, tag_write, tagged, write_key
+from .items import Head, Item, entry_key, entry_of, entry_prefix, head_item, head_key, head_of, listed_space, record_item
+from .items import record_key, record_of
 from .plan import Plan, Snapshot, plan, steps
 from .reads import Table
 
@@ -58,6 +60,24 @@ def _keys_of(op: Op) -> list[Item]:
     return []
 
 
+def _current(write: Item, snap: Snapshot) -> Item | None:
+    """The item a planned write replaces, as stored (None: absent) — as read, or else (a header this
+    handle remembers writing) as written."""
+    (body,) = write.values()
+    if body["ConditionExpression"] == "attribute_not_exists(pk)":
+        return None
+    key = write_key(write)
+    found = snap.raw.get((key["pk"]["S"], key["sk"]["S"]))
+    if found is not None:
+        return found
+    kind, name = key["sk"]["S"][0], key["sk"]["S"][1:]
+    if kind == "h" and snap.heads.get(name) is not None:
+        return head_item(snap.heads[name])  # type: ignore[arg-type]
+    stored = snap.records.get(name)
+    assert kind == "k" and stored is not None, "a conditioned write names an item the batch read"
+    return record_item(stored.record, stored.checksum or 0, stored.token)
+
+
 def _fill(op: Op, snap: Snapshot, found: dict[tuple[str, str], Item]) -> None:
     """Put what was read for ``op`` into ``snap`` (None where nothing is stored)."""
     for key in _keys_of(op):
@@ -80,6 +100,10 @@ class DynamoDBBackend(Backend):
         self.url = url.redacted
         config = parse_config(url)
         self._table = Table(client(config), config.table)
+        self.limit = TRANSACTION_LIMIT
+        """Items one transaction holds; a larger batch commits through an intent (:mod:`.intents`).
+        Only tests lower it (moto copies the whole table once per item of a transaction)."""
+        self._intents = Intents(self._table, lambda: self.limit)
         self._heads: dict[str, Head | None] = {}
         """Log headers as this handle last wrote them: an append-only batch uses them instead of
         reading (its write is conditioned on their token, so a stale one costs a retry, never data)."""
@@ -148,7 +172,9 @@ class DynamoDBBackend(Backend):
             put = ops[0]
             request = put_request(self._table.name, put, now)
             if request is not None:
-                return [self._table.call(lambda: fast_put(self._table.client, request, put, now))]
+                done = self._table.call(lambda: fast_put(self._table.client, request, put, now))
+                if done is not None:
+                    return [done]
         return self._apply_planned(ops, now)
 
     def _apply_planned(self, ops: Sequence[Op], now: float) -> list[OpResult]:
@@ -198,7 +224,8 @@ class DynamoDBBackend(Backend):
                 return snap
             for op in ops:
                 self._heads.pop(op.log, None)  # type: ignore[union-attr]
-        found = self._table.get_items([key for op in ops for key in _keys_of(op)])
+        found = self._settled([key for op in ops for key in _keys_of(op)])
+        snap.raw.update(found)
         for op in ops:
             if isinstance(op, Expire):
                 self._list_under(op.prefix, snap)
@@ -211,10 +238,23 @@ class DynamoDBBackend(Backend):
                 snap.seqs[op.log] = self._table.seqs(head, head.first, min(op.before, head.last + 1))
         return snap
 
+    def _settled(self, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+        """The items of ``keys``, none of them tagged by a larger batch (:mod:`.intents`): a tagged
+        one is settled first — finished, or waited for while its writer is at work — and read again."""
+        while True:
+            found = self._table.get_items(keys)
+            if not self._intents.settle(found.values()):
+                return found
+
     def _list_under(self, prefix: str, snap: Snapshot) -> None:
-        """Every record and log header under ``prefix`` (an Expire needs them all)."""
-        records = [record_of(i["sk"]["S"][1:], i) for i in self._table.prefixed("k", prefix)]
-        heads = [head_of(i["sk"]["S"][1:], i) for i in self._table.prefixed("h", prefix)]
+        """Every record and log header under ``prefix`` (an Expire needs them all), none tagged."""
+        while True:
+            raw = [*self._table.prefixed("k", prefix), *self._table.prefixed("h", prefix)]
+            if not self._intents.settle(raw):
+                break
+        snap.raw.update(((i["pk"]["S"], i["sk"]["S"]), i) for i in raw)
+        records = [record_of(i["sk"]["S"][1:], i) for i in raw if i["sk"]["S"].startswith("k")]
+        heads = [head_of(i["sk"]["S"][1:], i) for i in raw if i["sk"]["S"].startswith("h")]
         snap.records.update((r.record.key, r) for r in records)
         snap.heads.update((h.log, h) for h in heads)
         snap.under[prefix] = ([r.record.key for r in records], [h.log for h in heads])
@@ -222,27 +262,62 @@ class DynamoDBBackend(Backend):
     def _plan(self, ops: Sequence[Op], snap: Snapshot, now: float) -> Plan:
         planned = plan(ops, snap, now, self._table.name, split=False)
         everything = [*planned.core, *planned.entries]
-        if len(everything) <= TRANSACTION_LIMIT and _size(everything) <= _TRANSACTION_BYTES:
+        if len(everything) <= self.limit and _size(everything) <= _TRANSACTION_BYTES:
             return planned
         planned = plan(ops, snap, now, self._table.name, split=True)
-        if len(planned.core) > TRANSACTION_LIMIT or _size(planned.core) > _TRANSACTION_BYTES:
+        if (len(planned.core) > self.limit or _size(planned.core) > _TRANSACTION_BYTES) and any(
+            isinstance(op, Rewrite) for op in ops
+        ):
             raise InvalidInputError(
-                f"this batch writes {len(planned.core)} records and log headers; DynamoDB commits at most "
-                f"{TRANSACTION_LIMIT} items (and 4 MB) in one transaction, so statekeel cannot make it atomic. "
-                "Nothing was written: split it into several apply() calls (log entries do not count — any "
-                "number of them is written ahead and committed by the log's header)"
+                f"this batch rewrites log entries and writes {len(planned.core)} items in all; DynamoDB commits at "
+                f"most {self.limit} items (and 4 MB) in one transaction, and a batch that rewrites entries "
+                "must fit in one. Nothing was written: split it into several apply() calls"
             )
         return planned
 
     def _commit(self, planned: Plan, snap: Snapshot) -> bool:
         """Write the plan; False when a condition failed (another writer got there first)."""
-        if planned.entries and len(planned.core) + len(planned.entries) > TRANSACTION_LIMIT or (
+        if len(planned.core) > self.limit or _size(planned.core) > _TRANSACTION_BYTES:
+            return self._commit_large(planned, snap)
+        if planned.entries and len(planned.core) + len(planned.entries) > self.limit or (
             planned.entries and _size([*planned.core, *planned.entries]) > _TRANSACTION_BYTES
         ):
             self._write_ahead(planned.entries)  # invisible: a new generation the header does not list yet
             return self._transact(planned.core, snap)
         return self._transact([*planned.core, *({"Put": {"TableName": self._table.name, "Item": e}}
                                                  for e in planned.entries)], snap)  # fmt: skip
+
+    def _commit_large(self, planned: Plan, snap: Snapshot) -> bool:
+        """Commit a batch too large for one transaction through an intent (:mod:`.intents`): tag
+        every item it writes, then commit the intent — the one write that makes the batch visible."""
+        snap.refreshed = False  # a lost race reads everything again
+        if planned.entries:
+            self._write_ahead(planned.entries)  # invisible: a new generation the header does not list yet
+        intent = self._intents.begin([write_key(w) for w in planned.core])
+        try:
+            committed = self._intents.tag([tag_write(w, intent, _current(w, snap)) for w in planned.core])
+            committed = committed and self._intents.commit(intent)
+        except Exception:
+            if self._intents.committed(intent):  # the commit went through before the error
+                self._finish(intent)
+                return True
+            self._intents.abort(intent, own=True)
+            self._intents.finish(intent)  # take the tags back, then report
+            raise
+        if not committed:
+            self._intents.abort(intent, own=True)
+            self._intents.finish(intent)
+            return False
+        self._finish(intent)
+        return True
+
+    def _finish(self, intent: str) -> None:
+        """Untag a committed batch's items. A failure here is no failure of the batch: readers resolve
+        the tags left, and the next writer of an item or ``purge_expired`` finishes them."""
+        try:
+            self._intents.finish(intent)
+        except StatekeelError:
+            pass
 
     def _transact(self, items: Sequence[Item], snap: Snapshot | None = None) -> bool:
         if not items:
@@ -275,6 +350,14 @@ class DynamoDBBackend(Backend):
             if reason.get("Code") != "ConditionalCheckFailed":
                 continue
             found, name = reason.get("Item"), sk[1:]
+            if tagged(found) is not None:  # locked by a larger batch: read (and settle) everything again
+                self._heads.pop(name, None)
+                snap.refreshed = False
+                continue
+            if found:
+                snap.raw[(found["pk"]["S"], found["sk"]["S"])] = found
+            else:
+                snap.raw.pop(((body.get("Key") or body.get("Item") or {}).get("pk", {}).get("S", ""), sk), None)
             if sk.startswith("h"):
                 self._heads[name] = snap.heads[name] = None if not found else head_of(name, found)
             elif sk.startswith("k"):
@@ -304,10 +387,13 @@ class DynamoDBBackend(Backend):
 
     # -- housekeeping --------------------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:
+        self._intents.sweep()  # a batch larger than one transaction whose writer died: finished first
         now, count = time.time(), 0
         for item in self._expired(now):
             if count >= limit:
                 break
+            if tagged(item) is not None:
+                continue
             kind, key = item["sk"]["S"][0], {"pk": item["pk"], "sk": item["sk"]}
             if kind == "k":
                 count += self._transact([self._delete_token(key, item["w"]["S"])])
@@ -322,7 +408,8 @@ class DynamoDBBackend(Backend):
         )  # fmt: skip
 
     def _delete_token(self, key: Item, write_token: str) -> Item:
-        return {"Delete": {"TableName": self._table.name, "Key": key, "ConditionExpression": "w = :w",
+        return {"Delete": {"TableName": self._table.name, "Key": key,
+                           "ConditionExpression": "w = :w AND attribute_not_exists(xt)",
                            "ExpressionAttributeValues": {":w": {"S": write_token}}}}  # fmt: skip
 
     def _purge_log(self, item: Item) -> bool:

@@ -42,20 +42,23 @@ def put_request(table: str, op: Put, now: float) -> dict[str, Any] | None:
             values[":ea"], values[":ttl"] = {"N": repr(op.expires_at)}, {"N": str(math.ceil(op.expires_at))}
     return {
         "TableName": table, "Key": record_key(op.key), "UpdateExpression": update,
-        "ConditionExpression": "v = :e AND (attribute_not_exists(ea) OR ea > :now)",
+        "ConditionExpression": "v = :e AND (attribute_not_exists(ea) OR ea > :now) AND attribute_not_exists(xt)",
         "ExpressionAttributeValues": values, "ExpressionAttributeNames": {"#ttl": "ttl"},
         "ReturnValues": "ALL_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }  # fmt: skip
 
 
-def fast_put(client: Any, request: dict[str, Any], op: Put, now: float) -> Record:
-    """Run ``request``: the new record, or ConflictError naming the live version stored."""
+def fast_put(client: Any, request: dict[str, Any], op: Put, now: float) -> Record | None:
+    """Run ``request``: the new record, ConflictError naming the live version stored, or None
+    when the record is tagged by a batch larger than one transaction (the general path settles it)."""
     try:
         reply = client.update_item(**request)
     except Exception as exc:
         if error_code(exc) != "ConditionalCheckFailedException":
             raise
         old = getattr(exc, "response", {}).get("Item")
+        if old is not None and "xt" in old:
+            return None
         stored = None if old is None else record_of(op.key, old).record
         live = stored is not None and (stored.expires_at is None or stored.expires_at > now)
         raise ConflictError(op.key, op.expect if isinstance(op.expect, int) else None,

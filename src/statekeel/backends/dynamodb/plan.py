@@ -39,6 +39,8 @@ class Snapshot:
     """For each Trimmed log: the seqs of its visible entries below the Trim's bound."""
     refreshed: bool = False
     """Updated from a cancelled transaction's returned items: current enough to plan again on."""
+    raw: dict[tuple[str, str], Item] = field(default_factory=dict)
+    """The items as read (``(pk, sk)``): what a batch too large for one transaction tags."""
     cached: bool = False
     """The headers are what this handle last wrote, not read now: a failed precondition
     must be judged again on a fresh read before it is reported."""
@@ -293,10 +295,11 @@ def _guarded(ops: Sequence[Op]) -> set[str]:
 
 
 def _condition(token_read: str | None) -> dict[str, Any]:
-    """Written only if unchanged since read; if not, the cancellation carries what is stored now."""
+    """Written only if unchanged since read and not locked by a larger batch (:mod:`.intents`);
+    if not, the cancellation carries what is stored now."""
     if token_read is None:
         return {"ConditionExpression": "attribute_not_exists(pk)", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-    return {"ConditionExpression": "w = :w", "ExpressionAttributeValues": {":w": {"S": token_read}},
+    return {"ConditionExpression": "w = :w AND attribute_not_exists(xt)", "ExpressionAttributeValues": {":w": {"S": token_read}},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
 from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
+from .intents import intent_key, tagged, view
 from .items import entry_of, listed_space, namespace_pk, seq_of, shard_pk, shard_pks
 
 __all__ = ["Table"]
@@ -127,9 +128,27 @@ class Table:
         found = self.get_items(keys)
         return [found.get((k["pk"]["S"], k["sk"]["S"])) for k in keys]
 
+    def seen(self, item: Item | None, states: dict[str, bool | None]) -> Item | None:
+        """What a reader sees of a stored item: itself or — tagged by a batch larger than one
+        transaction (:mod:`.intents`) — its attributes before or after that batch, as the batch's
+        intent says (``states``: the intents this read looked up, committed or not)."""
+        for _ in range(3):
+            intent = tagged(item)
+            if intent is None or item is None:
+                return item
+            if intent not in states:
+                found = self.get_item(intent_key(intent))
+                states[intent] = None if found is None else found["xs"]["S"] == "committed"
+            committed = states[intent]
+            if committed is not None:
+                return view(item, committed)
+            del states[intent]  # finished since the item was read: it is untagged now, read it again
+            item = self.get_item({"pk": item["pk"], "sk": item["sk"]})
+        return None if item is None else view(item, False)
+
     # -- records ------------------------------------------------------------------
     def stored(self, key: str) -> Stored | None:
-        item = self.get_item(record_key(key))
+        item = self.seen(self.get_item(record_key(key)), {})
         return None if item is None else record_of(key, item)
 
     def get(self, key: str, now: float, include_expired: bool) -> Record | None:
@@ -140,7 +159,9 @@ class Table:
 
     def get_many(self, keys: Sequence[str], now: float) -> list[Record | None]:
         out: list[Record | None] = []
-        for key, item in zip(keys, self.get_each([record_key(k) for k in keys])):
+        states: dict[str, bool | None] = {}
+        for key, raw in zip(keys, self.get_each([record_key(k) for k in keys])):
+            item = self.seen(raw, states)
             found = None if item is None else record_of(key, item)
             out.append(verified(found) if found is not None and alive(found.record.expires_at, now) else None)
         return out
@@ -149,7 +170,11 @@ class Table:
         out: list[Record] = []
         if limit <= 0:
             return out
-        for item in self.prefixed("k", prefix, after, _page(limit)):
+        states: dict[str, bool | None] = {}
+        for raw in self.prefixed("k", prefix, after, _page(limit)):
+            item = self.seen(raw, states)
+            if item is None:
+                continue
             found = record_of(item["sk"]["S"][1:], item)
             if alive(found.record.expires_at, now):
                 out.append(verified(found))
@@ -159,14 +184,16 @@ class Table:
 
     # -- logs ---------------------------------------------------------------------
     def head(self, log: str) -> Head | None:
-        item = self.get_item(head_key(log))
+        item = self.seen(self.get_item(head_key(log)), {})
         return None if item is None else head_of(log, item)
 
     def visible_heads(self, logs: Sequence[str], now: float) -> list[LogInfo | None]:
         """:meth:`visible_head` of each of ``logs`` (as LogInfo), by BatchGetItem: one request
         per 100 logs instead of one each — what a page of a session listing reads."""
         out: list[LogInfo | None] = []
-        for log, item in zip(logs, self.get_each([head_key(log) for log in logs])):
+        states: dict[str, bool | None] = {}
+        for log, raw in zip(logs, self.get_each([head_key(log) for log in logs])):
+            item = self.seen(raw, states)
             head = None if item is None else head_of(log, item)
             visible = head is not None and alive(head.expires_at, now) and head.last >= head.first
             out.append(head.info() if visible and head is not None else None)
@@ -215,7 +242,11 @@ class Table:
         out: list[LogInfo] = []
         if limit <= 0:
             return out
-        for item in self.prefixed("h", prefix, after, _page(limit)):
+        states: dict[str, bool | None] = {}
+        for raw in self.prefixed("h", prefix, after, _page(limit)):
+            item = self.seen(raw, states)
+            if item is None:
+                continue
             head = head_of(item["sk"]["S"][1:], item)
             if alive(head.expires_at, now) and head.last >= head.first:
                 out.append(head.info())

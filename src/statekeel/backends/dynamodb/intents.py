@@ -1,0 +1,303 @@
+"""Batches larger than one transaction: a commit marker (the *intent*) and tagged items.
+
+TransactWriteItems holds at most 100 items. A batch that writes more records and log
+headers than that — an ``Expire`` over a long session (``delete()``, ``clear()``, the
+renewal of a session opened with ``ttl=``), a ``restore()`` that changes hundreds of
+keys — commits through an intent, atomically:
+
+1. **begin** — the intent item ``pk="#tx", sk="#<id>"`` is written *pending*, with a
+   deadline, and the keys it will tag (pages ``sk="#<id>/<n>"``).
+2. **tag** — every item the batch writes is tagged, in transactions of at most 100, on
+   the condition the one-transaction commit would have used (the write token it was read
+   with, or not existing) and on carrying no other tag: ``xt`` names the intent, ``xk``
+   what becomes of the item (``put``, ``del``, ``keep``), ``xn`` its new attributes (its
+   data left out when unchanged), ``x0`` marks an item that did not exist (a lock only).
+   The item keeps its current attributes, which every reader sees until the commit; and
+   it is locked — any other writer's condition fails on a tag.
+3. **commit** — one conditional UpdateItem turns the intent *committed*: the commit
+   point. From then on a reader that meets a tag reads the intent and sees ``xn``.
+4. **finish** — each tagged item is rewritten to its new attributes and untagged
+   (conditioned on its tag), then the intent and its key pages are deleted.
+
+A crash before the commit leaves a pending intent: readers ignore its tags; a writer that
+meets one waits until its deadline, then *aborts* it (conditioned on it still being
+pending, so a late commit fails and its batch is planned again) and untags what it needs.
+A crash after the commit leaves tags that readers resolve by reading the intent; writers
+finish the items they meet, and ``purge_expired`` finishes whole intents. A tag also
+removes the item's ``ttl`` attribute, so DynamoDB's TTL never deletes an item whose fate
+an intent decides; untagging without the new attributes puts it back.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ...errors import InvalidInputError
+from .errors import error_code
+from .items import Item
+
+if TYPE_CHECKING:
+    from .reads import Table
+
+__all__ = ["Intents", "tag_write", "tagged", "view", "intent_key", "write_key"]
+
+INTENT_PK: Final = "#tx"
+_TAGS: Final = ("xt", "xk", "xn", "x0")
+_OPTIONAL: Final = ("ea", "ttl")
+"""Attributes an item may lack: a committed ``put`` removes the ones its new attributes lack."""
+_BYTES: Final = 3_500_000
+_PAGE_KEYS: Final = 2_000
+"""Keys per key page (about 100 bytes each: well under DynamoDB's 400 KB an item)."""
+_BATCH_WRITE: Final = 25
+_WAIT: Final = 0.02
+_RETRYABLE: Final = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+
+
+def intent_key(intent: str, page: int | None = None) -> Item:
+    return {"pk": {"S": INTENT_PK}, "sk": {"S": f"#{intent}" + ("" if page is None else f"/{page}")}}
+
+
+def tagged(item: Item | None) -> str | None:
+    """The intent ``item`` is tagged by, if any."""
+    if item is None or "xt" not in item:
+        return None
+    found: str = item["xt"]["S"]
+    return found
+
+
+def _key(item: Item) -> Item:
+    return {"pk": item["pk"], "sk": item["sk"]}
+
+
+def _strip(item: Item) -> Item:
+    return {k: v for k, v in item.items() if k not in _TAGS}
+
+
+def view(item: Item, committed: bool) -> Item | None:
+    """What a reader sees of a tagged item: its current attributes until its intent commits,
+    its new ones after (None: the item does not exist)."""
+    kind, created = item["xk"]["S"], "x0" in item
+    if not committed:
+        return None if created else _strip(item)
+    if kind == "del" or (kind == "keep" and created):
+        return None
+    if kind == "keep":
+        return _strip(item)
+    return {**{k: v for k, v in item.items() if k not in _TAGS and k not in _OPTIONAL}, **item["xn"]["M"]}
+
+
+def write_key(write: Item) -> Item:
+    """The key of the item one write of a planned batch (Put, Delete or ConditionCheck) writes."""
+    (body,) = write.values()
+    return dict(body["Key"]) if "Key" in body else _key(body["Item"])
+
+
+def tag_write(write: Item, intent: str, current: Item | None) -> Item:
+    """The tagging Put of one write of a planned batch (Put, Delete or ConditionCheck): the item as
+    stored now (``current``, None if absent) with the tag added and its ``ttl`` taken off, on the
+    write's own condition — which names the write token ``current`` carries, so it is exactly what
+    is stored — and on the item carrying no other tag."""
+    ((kind, body),) = write.items()
+    key = write_key(write)
+    item: Item = {**key, "xt": {"S": intent}, "xk": {"S": {"Put": "put", "Delete": "del"}.get(kind, "keep")}}
+    if current is None:
+        item["x0"] = {"BOOL": True}
+    else:
+        item.update((k, v) for k, v in current.items() if k not in ("ttl", *_TAGS))
+    if kind == "Put":
+        same = current is not None and current.get("d") == body["Item"].get("d")
+        item["xn"] = {"M": {k: v for k, v in body["Item"].items() if k not in ("pk", "sk") and not (same and k == "d")}}
+    condition = {k: body[k] for k in ("ConditionExpression", "ExpressionAttributeValues") if k in body}
+    return {"Put": {"TableName": body["TableName"], "Item": item, **condition}}
+
+
+def _settle_write(table: str, item: Item, committed: bool) -> Item:
+    """The write that gives a tagged item its fate — its new attributes (committed) or its old ones
+    (aborted), untagged — conditioned on still carrying the tag."""
+    cond: Item = {"TableName": table, "ConditionExpression": "xt = :xt", "ExpressionAttributeValues": {":xt": item["xt"]}}
+    final = view(item, committed)
+    if final is None:
+        return {"Delete": {**cond, "Key": _key(item)}}
+    if "ttl" not in final and "ea" in final and final["sk"]["S"].startswith("k"):
+        final["ttl"] = {"N": str(math.ceil(float(final["ea"]["N"])))}  # the tag took it off
+    return {"Put": {**cond, "Item": final}}
+
+
+def _chunks(items: Sequence[Item], limit: int) -> Iterable[list[Item]]:
+    chunk: list[Item] = []
+    size = 0
+    for item in items:
+        weight = len(repr(item))
+        if chunk and (len(chunk) >= limit or size + weight > _BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+class Intents:
+    """Begin, tag, commit, abort and finish intents on one table (see the module docstring)."""
+
+    def __init__(self, table: Table, limit: Callable[[], int]) -> None:
+        self._table = table
+        self._limit = limit
+
+    # -- the intent item -----------------------------------------------------------
+    def state(self, intent: str) -> tuple[str, float] | None:
+        """``(state, deadline)`` of an intent; None once finished (deleted)."""
+        item = self._table.get_item(intent_key(intent))
+        return None if item is None else (item["xs"]["S"], float(item["xd"]["N"]))
+
+    def committed(self, intent: str) -> bool:
+        found = self.state(intent)
+        return found is not None and found[0] == "committed"
+
+    def begin(self, keys: Sequence[Item]) -> str:
+        """Write a pending intent listing ``keys``; its id."""
+        intent = secrets.token_hex(8)
+        pages = [keys[i : i + _PAGE_KEYS] for i in range(0, len(keys), _PAGE_KEYS)]
+        deadline = time.time() + 30 + 0.01 * len(keys)
+        self._table.call(lambda: self._table.client.put_item(
+            TableName=self._table.name, ConditionExpression="attribute_not_exists(pk)",
+            Item={**intent_key(intent), "xs": {"S": "pending"}, "xd": {"N": repr(deadline)}, "xp": {"N": str(len(pages))}},
+        ))  # fmt: skip
+        self._batch_write([{"PutRequest": {"Item": {**intent_key(intent, n), "ks": {"L": [{"M": k} for k in page]}}}}
+                           for n, page in enumerate(pages)])  # fmt: skip
+        return intent
+
+    def _move(self, intent: str, to: str, *, stale_only: bool) -> bool:
+        """pending → ``to``, only if still pending (and, for another writer's intent, past its deadline)."""
+        cond = "xs = :p" + (" AND xd < :now" if stale_only else "")
+        values = {":p": {"S": "pending"}, ":to": {"S": to}, **({":now": {"N": repr(time.time())}} if stale_only else {})}
+        return self._try(lambda: self._table.client.update_item(
+            TableName=self._table.name, Key=intent_key(intent), UpdateExpression="SET xs = :to",
+            ConditionExpression=cond, ExpressionAttributeValues=values,
+        ), "ConditionalCheckFailedException")  # fmt: skip
+
+    def commit(self, intent: str) -> bool:
+        """The commit point: False when another writer aborted the intent (its deadline passed)."""
+        return self._move(intent, "committed", stale_only=False)
+
+    def abort(self, intent: str, *, own: bool) -> bool:
+        return self._move(intent, "aborted", stale_only=not own)
+
+    # -- tagging -------------------------------------------------------------------
+    def tag(self, writes: Sequence[Item]) -> bool:
+        """Tag every item, a transaction at a time; False when a condition failed (an item changed
+        since it was read, or another intent holds it) — the caller aborts and plans again."""
+        return all(self._transact(chunk) for chunk in _chunks(writes, self._limit()))
+
+    # -- finishing -----------------------------------------------------------------
+    def finish(self, intent: str) -> None:
+        """Give every item the intent tagged its fate, then delete the intent (committed or aborted)."""
+        found = self.state(intent)
+        if found is None or found[0] == "pending":
+            return
+        pages = self._table.pages("query", KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+                                  ExpressionAttributeValues={":pk": {"S": INTENT_PK}, ":sk": {"S": f"#{intent}/"}})  # fmt: skip
+        done: list[Item] = []
+        for page in pages:
+            keys = [k["M"] for k in page["ks"]["L"]]
+            for i in range(0, len(keys), 100):  # BatchGetItem's limit
+                raw = self._table.get_items(keys[i : i + 100]).values()
+                self.resolve([item for item in raw if tagged(item) == intent], found[0] == "committed")
+            done.append(_key(page))
+        self._batch_write([{"DeleteRequest": {"Key": k}} for k in done])
+        self._table.call(lambda: self._table.client.delete_item(TableName=self._table.name, Key=intent_key(intent)))
+
+    def resolve(self, items: Sequence[Item], committed: bool) -> None:
+        """Rewrite tagged ``items`` (all of one intent) to their fate; one a tag already left is skipped."""
+        writes = [_settle_write(self._table.name, item, committed) for item in items]
+        for chunk in _chunks(writes, self._limit()):
+            if not self._transact(chunk):  # an item was settled by someone else meanwhile: the others one by one
+                for one in chunk:
+                    self._transact([one])
+
+    def settle(self, items: Iterable[Item | None]) -> bool:
+        """What a writer does with the tagged items it read before planning: finish those of a
+        committed or aborted intent, abort a pending one past its deadline, wait a little for one
+        still in time. True when any item was tagged (the caller reads them again)."""
+        groups: dict[str, list[Item]] = {}
+        for item in items:
+            intent = tagged(item)
+            if intent is not None and item is not None:
+                groups.setdefault(intent, []).append(item)
+        for intent, group in groups.items():
+            found = self.state(intent)
+            if found is None:
+                continue  # finished meanwhile: the items are untagged now
+            state, deadline = found
+            if state == "pending" and (deadline > time.time() or not self.abort(intent, own=False)):
+                time.sleep(_WAIT)  # its writer is still at work (or just finished): read again
+                continue
+            self.resolve(group, committed=(state if state != "pending" else "aborted") == "committed")
+        return bool(groups)
+
+    def sweep(self) -> int:
+        """Finish every committed or aborted intent and abort those pending past their deadline
+        (a writer that crashed): what ``purge_expired`` does first. Returns how many were finished."""
+        heads = self._table.pages("query", KeyConditionExpression="pk = :pk",
+                                  ExpressionAttributeValues={":pk": {"S": INTENT_PK}}, ProjectionExpression="sk")  # fmt: skip
+        count = 0
+        for item in list(heads):
+            name = item["sk"]["S"][1:]
+            if "/" in name:
+                continue
+            found = self.state(name)
+            if found is not None and found[0] == "pending" and not self.abort(name, own=False):
+                continue
+            self.finish(name)
+            count += 1
+        return count
+
+    def _transact(self, items: list[Item]) -> bool:
+        """One TransactWriteItems; False when a condition failed or another transaction was in the
+        way (any other cancellation reason — an item too large — is raised)."""
+
+        def run() -> bool:
+            try:
+                self._table.client.transact_write_items(TransactItems=items)
+            except Exception as exc:
+                code = error_code(exc)
+                reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+                codes = {r.get("Code", "None") for r in reasons}
+                if code == "TransactionConflictException" or (code == "TransactionCanceledException" and codes <= _RETRYABLE):
+                    return False
+                if "ValidationError" in codes:
+                    raise InvalidInputError(
+                        "DynamoDB refused an item of a batch too large for one transaction: while such a batch "
+                        "commits, an item holds its old and new attributes together, and a record whose old and "
+                        "new data exceed 400 KB cannot (nothing was written). Change that record on its own: "
+                        f"split the batch ({exc})"
+                    ) from None
+                raise
+            return True
+
+        return self._table.call(run)
+
+    def _try(self, fn: Callable[[], object], *codes: str) -> bool:
+        """Run a client call; False when it failed with one of ``codes`` (other errors translated)."""
+
+        def run() -> bool:
+            try:
+                fn()
+            except Exception as exc:
+                if error_code(exc) in codes:
+                    return False
+                raise
+            return True
+
+        return self._table.call(run)
+
+    def _batch_write(self, requests: Sequence[Item]) -> None:
+        for i in range(0, len(requests), _BATCH_WRITE):
+            todo: dict[str, Any] = {self._table.name: list(requests[i : i + _BATCH_WRITE])}
+            while todo:
+                page = self._table.call(lambda: self._table.client.batch_write_item(RequestItems=todo))
+                todo = page.get("UnprocessedItems") or {}

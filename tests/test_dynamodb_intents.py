@@ -1,0 +1,215 @@
+"""Batches larger than one DynamoDB transaction commit atomically through an intent (a commit marker).
+
+TransactWriteItems holds at most 100 items; ``backends/dynamodb/intents.py`` tags every item of a
+larger batch, then commits one intent item. These tests, on moto's server:
+
+* the features that write one item per record of a session — ``delete()``, ``clear()``, the
+  renewal of a session opened with ``ttl=``, ``restore()`` of a checkpoint that changes hundreds of
+  keys, a batch of hundreds of state keys — work on sessions past the limit (they were refused);
+* a writer that dies after tagging but before the commit leaves nothing visible: readers see the
+  old values, a writer that meets a tag waits for the intent's deadline, then aborts it, and
+  ``purge_expired`` untags the rest and gives DynamoDB back each record's ``ttl``;
+* a writer that dies after the commit leaves the batch whole: every read path (get, get_many,
+  scan, log_info, scan_logs) returns the new values, a later writer finishes the items it meets
+  and ``purge_expired`` the rest, leaving no tag and no intent behind;
+* a writer that meets an intent still in progress waits for it, then writes on its result (both
+  the planned path and the one-request compare-and-set path).
+
+moto copies the whole table once per item of a transaction (a transaction of 100 items on a table
+of a few hundred costs seconds), so most tests lower the backend's transaction limit to 10 and use
+sessions of a dozen records: the same protocol, the same code paths. One test runs past the real
+limit of 100.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import statekeel
+from dynamodb_server import raw, server, table_name, url  # noqa: F401 - fixtures
+from statekeel.backends.dynamodb import DynamoDBBackend
+from statekeel.backends.dynamodb.backend import _current
+from statekeel.backends.dynamodb.intents import intent_key, tag_write, write_key
+from statekeel.protocol import Append, Expire, Op, Put
+
+_N = 12
+_LIMIT = 10
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[statekeel.Store]:  # noqa: F811
+    """A store whose DynamoDB transactions hold at most 10 items (see the module docstring)."""
+    with statekeel.open(url) as st:
+        assert isinstance(st.storage, DynamoDBBackend)
+        st.storage.limit = _LIMIT
+        yield st
+
+
+def _items(raw: Any, url: str) -> list[dict[str, Any]]:  # noqa: F811
+    return list(raw.scan(TableName=table_name(url), ConsistentRead=True)["Items"])
+
+
+def _leftovers(raw: Any, url: str) -> tuple[int, int]:  # noqa: F811
+    """(tagged items, intent items) in the table."""
+    items = _items(raw, url)
+    return sum("xt" in i for i in items), sum(i["pk"]["S"] == "#tx" for i in items)
+
+
+def _stage(b: DynamoDBBackend, ops: list[Op], *, commit: bool) -> str:
+    """What a writer that dies does: plan a large batch, begin its intent, tag every item, and
+    (``commit``) commit it — and stop there."""
+    now = time.time()
+    snap = b._snapshot(ops, now)
+    planned = b._plan(ops, snap, now)
+    assert len(planned.core) > b.limit
+    intent = b._intents.begin([write_key(w) for w in planned.core])
+    assert b._intents.tag([tag_write(w, intent, _current(w, snap)) for w in planned.core])
+    if commit:
+        assert b._intents.commit(intent)
+    return intent
+
+
+def _seed(b: DynamoDBBackend) -> None:
+    b.apply([Put(f"s/x/{i:03d}", b"1", "json") for i in range(_N)] + [Append("s/x/log", ((b"1", "json"),))])
+
+
+# -- what was refused now works ----------------------------------------------------------------
+def test_a_session_past_the_limit_is_written_cleared_restored_and_deleted(store: statekeel.Store, raw: Any,
+                                                                          url: str) -> None:  # noqa: F811
+    s = store.session("big")
+    s.append({"role": "user", "content": "hi"}, state={f"k{i}": i for i in range(_N)})  # one batch, 14 items
+    assert s.state.to_dict() == {f"k{i}": i for i in range(_N)}
+    cp = s.checkpoint("before")
+    s.append({"role": "user", "content": "again"}, state={f"k{i}": -i for i in range(_N)})
+    s.restore(cp)  # changes every key at once
+    assert s.state.to_dict() == {f"k{i}": i for i in range(_N)}
+    s.clear()
+    assert s.messages() == [] and s.state.to_dict() == {}
+    s.append({"role": "user", "content": "after"}, state={f"j{i}": i for i in range(_N)})
+    s.delete()
+    assert "big" not in [info.id for info in store.sessions()]
+    assert store.storage.scan("session/big/", limit=1000) == [] and store.storage.scan_logs("session/big/") == []
+    assert _leftovers(raw, url) == (0, 0)
+
+
+def test_a_session_with_a_ttl_renews_every_record_past_the_limit(store: statekeel.Store) -> None:
+    s = store.session("short", ttl=20)
+    s.append({"role": "user", "content": "hi"}, state={f"k{i}": i for i in range(_N)})
+    (before,) = [r for r in store.storage.scan("session/short/", limit=1000) if r.key.endswith("/k7")]
+    assert before.expires_at is not None
+    time.sleep(2.1)  # a tenth of the TTL: the next write renews the whole session
+    s.append({"role": "user", "content": "later"})
+    after = store.storage.get(before.key)
+    assert after is not None and after.expires_at is not None and after.expires_at > before.expires_at + 2
+    assert after.data == before.data and after.version == before.version
+    assert s.state.get(f"k{_N - 1}") == _N - 1 and len(s.messages()) == 2
+
+
+def test_an_expire_past_the_real_limit_sets_every_expiry_in_one_step(url: str) -> None:  # noqa: F811
+    with statekeel.open(url) as st:
+        _expire_past_the_limit(st.storage)
+
+
+def _expire_past_the_limit(b: Any) -> None:
+    assert isinstance(b, DynamoDBBackend) and b.limit == 100
+    n = 110
+    b.apply([Put(f"s/x/{i:03d}", b"1", "json") for i in range(n)] + [Append("s/x/log", ((b"1", "json"),))])
+    at = time.time() + 1000
+    assert b.apply([Expire("s/x/", at), Put("s/x/new", b"2", "json")]) == [n + 1, b.get("s/x/new")]
+    assert {r.expires_at for r in b.scan("s/x/", limit=1000) if r.key != "s/x/new"} == {at}
+    assert b.log_info("s/x/log").expires_at == at  # type: ignore[union-attr]
+    b.apply([Expire("s/x/", time.time() - 1)])
+    assert b.scan("s/x/", limit=1000) == [] and b.log_info("s/x/log") is None
+
+
+# -- a writer that dies ------------------------------------------------------------------------
+def test_a_batch_whose_writer_died_before_the_commit_never_shows(store: statekeel.Store, raw: Any,
+                                                                  url: str) -> None:  # noqa: F811
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    _seed(b)
+    intent = _stage(b, [Expire("s/x/", time.time() - 1)], commit=False)
+    assert len(b.scan("s/x/", limit=1000)) == _N and b.get("s/x/005") is not None
+    assert b.log_info("s/x/log") is not None and len(b.get_many(["s/x/001", "s/x/002"])) == 2
+    raw.update_item(TableName=table_name(url), Key=intent_key(intent), UpdateExpression="SET xd = :d",
+                    ExpressionAttributeValues={":d": {"N": "1"}})  # its deadline passes  # fmt: skip
+    assert b.apply([Put("s/x/005", b"5", "json")])[0].version == 2  # aborts the intent, then writes
+    b.purge_expired()  # untags the rest
+    assert _leftovers(raw, url) == (0, 0)
+    assert len(b.scan("s/x/", limit=1000)) == _N and b.get("s/x/005").data == b"5"  # type: ignore[union-attr]
+    ttl = [i for i in _items(raw, url) if i["sk"]["S"] == "ks/x/007"]
+    assert ttl and "ttl" not in ttl[0]  # never had one: none given back
+    b.apply([Expire("s/x/", time.time() + 500)])
+    exp = b._table.get_item({"pk": {"S": "ps/x"}, "sk": {"S": "ks/x/009"}})
+    assert exp is not None and "ttl" in exp and "xt" not in exp
+
+
+def test_a_batch_whose_writer_died_after_the_commit_is_whole(store: statekeel.Store, raw: Any,
+                                                              url: str) -> None:  # noqa: F811
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    _seed(b)
+    at = time.time() + 900
+    _stage(b, [Expire("s/x/", at), Put("s/x/000", b"0", "json")], commit=True)
+    assert _leftovers(raw, url)[0] > _N  # tags left behind
+    assert b.get("s/x/000").data == b"0" and b.get("s/x/000").version == 2  # type: ignore[union-attr]
+    assert {r.expires_at for r in b.get_many(["s/x/003", "s/x/004"])} == {at}  # type: ignore[union-attr]
+    found = b.scan("s/x/", limit=1000)
+    assert {r.expires_at for r in found if r.key != "s/x/000"} == {at} and len(found) == _N
+    assert b.log_info("s/x/log").expires_at == at and b.scan_logs("s/x/")[0].expires_at == at  # type: ignore[union-attr]
+    assert b.apply([Put("s/x/003", b"3", "json", expect=1)])[0].version == 2  # finishes the item it meets
+    assert b.apply([Append("s/x/log", ((b"2", "json"),))]) == [2]
+    b.purge_expired()
+    assert _leftovers(raw, url) == (0, 0)
+    assert {r.expires_at for r in b.scan("s/x/", limit=1000) if r.key not in ("s/x/000", "s/x/003")} == {at}
+    assert [e.data for e in b.read("s/x/log")] == [b"1", b"2"]
+
+
+def test_a_writer_waits_for_a_batch_in_progress_then_writes_on_its_result(url: str) -> None:  # noqa: F811
+    with statekeel.open(url) as st:
+        b = st.storage
+        assert isinstance(b, DynamoDBBackend)
+        b.limit = _LIMIT
+        _seed(b)
+        ops: list[Op] = [Put(f"s/x/{i:03d}", b"9", "json") for i in range(_N)]
+        now = time.time()
+        snap = b._snapshot(ops, now)
+        planned = b._plan(ops, snap, now)
+        intent = b._intents.begin([write_key(w) for w in planned.core])
+        assert b._intents.tag([tag_write(w, intent, _current(w, snap)) for w in planned.core])
+        results: list[Any] = []
+
+        def writer() -> None:
+            with statekeel.open(url) as other:
+                results.append(other.storage.apply([Put("s/x/001", b"7", "json", expect=2)]))  # one-request path
+                results.append(other.storage.apply([Put("s/x/002", b"8", "json"), Put("s/y/1", b"1", "json")]))
+
+        t = threading.Thread(target=writer)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # waiting on the tag (its expect=2 only holds after the commit)
+        assert b._intents.commit(intent)
+        b._intents.finish(intent)
+        t.join(30)
+        assert not t.is_alive()
+        assert results[0][0].version == 3 and b.get("s/x/001").data == b"7"  # type: ignore[union-attr]
+        assert b.get("s/x/002").version == 3 and b.get("s/x/010").data == b"9"  # type: ignore[union-attr]
+
+
+def test_a_record_too_large_to_hold_old_and_new_data_is_refused_with_nothing_written(
+    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+) -> None:
+    b = store.storage
+    _seed(b)  # type: ignore[arg-type]
+    b.apply([Put("s/x/big", b"a" * 250_000, "json")])
+    ops: list[Op] = [Put(f"s/x/{i:03d}", b"2", "json") for i in range(_N)] + [Put("s/x/big", b"b" * 250_000, "json")]
+    with pytest.raises(statekeel.InvalidInputError, match="400 KB"):
+        b.apply(ops)
+    assert {r.data for r in b.scan("s/x/", limit=1000) if r.key != "s/x/big"} == {b"1"}
+    assert b.get("s/x/big").data == b"a" * 250_000  # type: ignore[union-attr]
+    assert _leftovers(raw, url) == (0, 0)
