@@ -34,7 +34,7 @@ import statekeel
 from dynamodb_server import raw, server, table_name, url  # noqa: F401 - fixtures
 from statekeel.backends.dynamodb import DynamoDBBackend
 from statekeel.backends.dynamodb.backend import _current
-from statekeel.backends.dynamodb.intents import intent_key, tag_write, write_key
+from statekeel.backends.dynamodb.tags import intent_key, tag_write, write_key
 from statekeel.protocol import Append, Expire, Op, Put
 
 _N = 12

@@ -21,7 +21,8 @@ from . import schema
 from .config import client, parse_config
 from .errors import error_code
 from .fastpath import fast_put, put_request
-from .intents import Intents, tag_write, tagged, write_key
+from .intents import Intents
+from .tags import tag_write, tagged, write_key
 from .items import Head, Item, entry_key, entry_of, entry_prefix, head_item, head_key, head_of, listed_space, record_item
 from .items import record_key, record_of
 from .plan import Plan, Snapshot, plan, steps

@@ -30,101 +30,25 @@ an intent decides; untagging without the new attributes puts it back.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ...errors import InvalidInputError
 from .errors import error_code
 from .items import Item
+from .reads import Table
+from .tags import INTENT_PK, intent_key, settle_write, tagged
 
-if TYPE_CHECKING:
-    from .reads import Table
+__all__ = ["Intents"]
 
-__all__ = ["Intents", "tag_write", "tagged", "view", "intent_key", "write_key"]
-
-INTENT_PK: Final = "#tx"
-_TAGS: Final = ("xt", "xk", "xn", "x0")
-_OPTIONAL: Final = ("ea", "ttl")
-"""Attributes an item may lack: a committed ``put`` removes the ones its new attributes lack."""
 _BYTES: Final = 3_500_000
 _PAGE_KEYS: Final = 2_000
 """Keys per key page (about 100 bytes each: well under DynamoDB's 400 KB an item)."""
 _BATCH_WRITE: Final = 25
 _WAIT: Final = 0.02
 _RETRYABLE: Final = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
-
-
-def intent_key(intent: str, page: int | None = None) -> Item:
-    return {"pk": {"S": INTENT_PK}, "sk": {"S": f"#{intent}" + ("" if page is None else f"/{page}")}}
-
-
-def tagged(item: Item | None) -> str | None:
-    """The intent ``item`` is tagged by, if any."""
-    if item is None or "xt" not in item:
-        return None
-    found: str = item["xt"]["S"]
-    return found
-
-
-def _key(item: Item) -> Item:
-    return {"pk": item["pk"], "sk": item["sk"]}
-
-
-def _strip(item: Item) -> Item:
-    return {k: v for k, v in item.items() if k not in _TAGS}
-
-
-def view(item: Item, committed: bool) -> Item | None:
-    """What a reader sees of a tagged item: its current attributes until its intent commits,
-    its new ones after (None: the item does not exist)."""
-    kind, created = item["xk"]["S"], "x0" in item
-    if not committed:
-        return None if created else _strip(item)
-    if kind == "del" or (kind == "keep" and created):
-        return None
-    if kind == "keep":
-        return _strip(item)
-    return {**{k: v for k, v in item.items() if k not in _TAGS and k not in _OPTIONAL}, **item["xn"]["M"]}
-
-
-def write_key(write: Item) -> Item:
-    """The key of the item one write of a planned batch (Put, Delete or ConditionCheck) writes."""
-    (body,) = write.values()
-    return dict(body["Key"]) if "Key" in body else _key(body["Item"])
-
-
-def tag_write(write: Item, intent: str, current: Item | None) -> Item:
-    """The tagging Put of one write of a planned batch (Put, Delete or ConditionCheck): the item as
-    stored now (``current``, None if absent) with the tag added and its ``ttl`` taken off, on the
-    write's own condition — which names the write token ``current`` carries, so it is exactly what
-    is stored — and on the item carrying no other tag."""
-    ((kind, body),) = write.items()
-    key = write_key(write)
-    item: Item = {**key, "xt": {"S": intent}, "xk": {"S": {"Put": "put", "Delete": "del"}.get(kind, "keep")}}
-    if current is None:
-        item["x0"] = {"BOOL": True}
-    else:
-        item.update((k, v) for k, v in current.items() if k not in ("ttl", *_TAGS))
-    if kind == "Put":
-        same = current is not None and current.get("d") == body["Item"].get("d")
-        item["xn"] = {"M": {k: v for k, v in body["Item"].items() if k not in ("pk", "sk") and not (same and k == "d")}}
-    condition = {k: body[k] for k in ("ConditionExpression", "ExpressionAttributeValues") if k in body}
-    return {"Put": {"TableName": body["TableName"], "Item": item, **condition}}
-
-
-def _settle_write(table: str, item: Item, committed: bool) -> Item:
-    """The write that gives a tagged item its fate — its new attributes (committed) or its old ones
-    (aborted), untagged — conditioned on still carrying the tag."""
-    cond: Item = {"TableName": table, "ConditionExpression": "xt = :xt", "ExpressionAttributeValues": {":xt": item["xt"]}}
-    final = view(item, committed)
-    if final is None:
-        return {"Delete": {**cond, "Key": _key(item)}}
-    if "ttl" not in final and "ea" in final and final["sk"]["S"].startswith("k"):
-        final["ttl"] = {"N": str(math.ceil(float(final["ea"]["N"])))}  # the tag took it off
-    return {"Put": {**cond, "Item": final}}
 
 
 def _chunks(items: Sequence[Item], limit: int) -> Iterable[list[Item]]:
@@ -207,13 +131,13 @@ class Intents:
             for i in range(0, len(keys), 100):  # BatchGetItem's limit
                 raw = self._table.get_items(keys[i : i + 100]).values()
                 self.resolve([item for item in raw if tagged(item) == intent], found[0] == "committed")
-            done.append(_key(page))
+            done.append({"pk": page["pk"], "sk": page["sk"]})
         self._batch_write([{"DeleteRequest": {"Key": k}} for k in done])
         self._table.call(lambda: self._table.client.delete_item(TableName=self._table.name, Key=intent_key(intent)))
 
     def resolve(self, items: Sequence[Item], committed: bool) -> None:
         """Rewrite tagged ``items`` (all of one intent) to their fate; one a tag already left is skipped."""
-        writes = [_settle_write(self._table.name, item, committed) for item in items]
+        writes = [settle_write(self._table.name, item, committed) for item in items]
         for chunk in _chunks(writes, self._limit()):
             if not self._transact(chunk):  # an item was settled by someone else meanwhile: the others one by one
                 for one in chunk:

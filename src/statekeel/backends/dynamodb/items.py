@@ -10,6 +10,9 @@ session lives in one item collection, and ``sk`` starts with a letter naming the
     header   pk=p<partition>  sk=h<log>                     f l ca ua ea g w
     entry    pk=p<partition>  sk=e<log>\\0<seq, 20 digits>   d c ca s g
     schema   pk=#statekeel    sk=#schema                    version
+    intent   pk=#tx           sk=#<id>, #<id>/<page>        xs xd xp / ks   (a batch past 100 items:
+                                                             :mod:`.intents`; its records and headers
+                                                             carry xt xk xn x0 until it finishes)
 
 Zero-padded seqs make sort-key order seq order, so a history read is one Query
 over a ``BETWEEN`` range. ``w`` is a random token replaced on every write: a

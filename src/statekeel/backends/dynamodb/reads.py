@@ -24,7 +24,7 @@ from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
 from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
-from .intents import intent_key, tagged, view
+from .tags import intent_key, tagged, view
 from .items import entry_of, listed_space, namespace_pk, seq_of, shard_pk, shard_pks
 
 __all__ = ["Table"]
