@@ -213,3 +213,58 @@ def test_a_record_too_large_to_hold_old_and_new_data_is_refused_with_nothing_wri
     assert {r.data for r in b.scan("s/x/", limit=1000) if r.key != "s/x/big"} == {b"1"}
     assert b.get("s/x/big").data == b"a" * 250_000  # type: ignore[union-attr]
     assert _leftovers(raw, url) == (0, 0)
+
+
+def test_large_batches_and_small_writers_racing_lose_no_update(url: str, raw: Any) -> None:  # noqa: F811
+    """Two writers increment counters (compare-and-set, both write paths) while a third renews the
+    expiry of the whole prefix again and again through intents: every increment survives and no tag
+    is left."""
+    with statekeel.open(url) as st:
+        b = st.storage
+        assert isinstance(b, DynamoDBBackend)
+        b.limit = _LIMIT
+        _seed(b)
+        done: list[int] = []
+        errors: list[BaseException] = []
+
+        def renew() -> None:
+            with statekeel.open(url) as other:
+                ob = other.storage
+                assert isinstance(ob, DynamoDBBackend)
+                ob.limit = _LIMIT
+                for _ in range(6):
+                    ob.apply([Expire("s/x/", time.time() + 600)])
+
+        def bump(name: str, path: str) -> None:
+            with statekeel.open(url) as other:
+                for i in range(8):
+                    key = f"s/x/{(i * 5) % _N:03d}"
+                    while True:
+                        cur = other.storage.get(key)
+                        assert cur is not None
+                        op = Put(key, str(int(cur.data) + 1).encode(), "json", expect=cur.version,
+                                 expires_at=cur.expires_at)  # fmt: skip
+                        batch: list[Op] = [op] if path == "fast" else [op, Put(f"s/y/{name}", b"1", "json")]
+                        try:
+                            other.storage.apply(batch)
+                            break
+                        except statekeel.ConflictError:
+                            continue
+                    done.append(1)
+
+        def run(fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=a) for a in ((renew,), (bump, "a", "fast"), (bump, "b", "plan"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors and not any(t.is_alive() for t in threads)
+        total = sum(int(r.data) for r in b.scan("s/x/", limit=1000))
+        assert total == _N + len(done) == _N + 16
+        b.purge_expired()
+        assert _leftovers(raw, url) == (0, 0)
