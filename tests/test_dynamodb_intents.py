@@ -268,3 +268,17 @@ def test_large_batches_and_small_writers_racing_lose_no_update(url: str, raw: An
         assert total == _N + len(done) == _N + 16
         b.purge_expired()
         assert _leftovers(raw, url) == (0, 0)
+
+
+def test_a_tag_whose_intent_was_deleted_behind_statekeels_back_is_reported_not_guessed(
+    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+) -> None:
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    _seed(b)
+    intent = _stage(b, [Expire("s/x/", time.time() - 1)], commit=True)
+    raw.delete_item(TableName=table_name(url), Key=intent_key(intent))  # damage: the commit marker is gone
+    with pytest.raises(statekeel.CorruptionError, match="whether that batch committed is unknown"):
+        b.get("s/x/004")
+    with pytest.raises(statekeel.CorruptionError, match="whether that batch committed is unknown"):
+        b.apply([Put("s/x/004", b"4", "json")])

@@ -30,12 +30,13 @@ an intent decides; untagging without the new attributes puts it back.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from ...errors import InvalidInputError
+from ...errors import CorruptionError, InvalidInputError, UnavailableError
 from .errors import error_code
 from .items import Item
 from .reads import Table
@@ -48,6 +49,7 @@ _PAGE_KEYS: Final = 2_000
 """Keys per key page (about 100 bytes each: well under DynamoDB's 400 KB an item)."""
 _BATCH_WRITE: Final = 25
 _WAIT: Final = 0.02
+_SETTLE_ATTEMPTS: Final = 200
 _RETRYABLE: Final = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
 
 
@@ -115,7 +117,7 @@ class Intents:
     def tag(self, writes: Sequence[Item]) -> bool:
         """Tag every item, a transaction at a time; False when a condition failed (an item changed
         since it was read, or another intent holds it) — the caller aborts and plans again."""
-        return all(self._transact(chunk) for chunk in _chunks(writes, self._limit()))
+        return all(self._transact(chunk) == "ok" for chunk in _chunks(writes, self._limit()))
 
     # -- finishing -----------------------------------------------------------------
     def finish(self, intent: str) -> None:
@@ -139,9 +141,19 @@ class Intents:
         """Rewrite tagged ``items`` (all of one intent) to their fate; one a tag already left is skipped."""
         writes = [settle_write(self._table.name, item, committed) for item in items]
         for chunk in _chunks(writes, self._limit()):
-            if not self._transact(chunk):  # an item was settled by someone else meanwhile: the others one by one
-                for one in chunk:
-                    self._transact([one])
+            if self._transact(chunk) == "ok":
+                continue
+            for one in chunk:  # an item was settled by someone else meanwhile, or was busy: one by one
+                for _ in range(_SETTLE_ATTEMPTS):  # never leave a tag behind while the intent is deleted
+                    if self._transact([one]) != "conflict":
+                        break
+                    time.sleep(_WAIT * random.random())
+                else:
+                    raise UnavailableError(
+                        "an item stayed busy with other transactions while statekeel finished a large batch on it; "
+                        "nothing is lost (the batch's intent stays and readers resolve it) — retry, or run "
+                        "`statekeel purge` later to finish it"
+                    )
 
     def settle(self, items: Iterable[Item | None]) -> bool:
         """What a writer does with the tagged items it read before planning: finish those of a
@@ -154,8 +166,16 @@ class Intents:
                 groups.setdefault(intent, []).append(item)
         for intent, group in groups.items():
             found = self.state(intent)
-            if found is None:
-                continue  # finished meanwhile: the items are untagged now
+            if found is None:  # finished meanwhile: the items are untagged now — unless the intent was lost
+                again = self._table.get_items([{"pk": i["pk"], "sk": i["sk"]} for i in group]).values()
+                lost = [i["sk"]["S"][1:] for i in again if tagged(i) == intent]
+                if lost:
+                    raise CorruptionError(
+                        f"{lost[0]!r} is tagged by a large batch whose intent item ({INTENT_PK}/{intent}) is gone "
+                        "from the table, so whether that batch committed is unknown; restore the item from a "
+                        "backup (or delete it) — `statekeel doctor` lists what else it touched", lost[0],
+                    )  # fmt: skip
+                continue
             state, deadline = found
             if state == "pending" and (deadline > time.time() or not self.abort(intent, own=False)):
                 time.sleep(_WAIT)  # its writer is still at work (or just finished): read again
@@ -180,19 +200,21 @@ class Intents:
             count += 1
         return count
 
-    def _transact(self, items: list[Item]) -> bool:
-        """One TransactWriteItems; False when a condition failed or another transaction was in the
-        way (any other cancellation reason — an item too large — is raised)."""
+    def _transact(self, items: list[Item]) -> str:
+        """One TransactWriteItems: ``"ok"``, ``"failed"`` (a condition failed) or ``"conflict"``
+        (another transaction was in the way); any other cancellation reason — an item too large — raises."""
 
-        def run() -> bool:
+        def run() -> str:
             try:
                 self._table.client.transact_write_items(TransactItems=items)
             except Exception as exc:
                 code = error_code(exc)
                 reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
                 codes = {r.get("Code", "None") for r in reasons}
-                if code == "TransactionConflictException" or (code == "TransactionCanceledException" and codes <= _RETRYABLE):
-                    return False
+                if code == "TransactionConflictException":
+                    return "conflict"
+                if code == "TransactionCanceledException" and codes <= _RETRYABLE:
+                    return "failed" if "ConditionalCheckFailed" in codes else "conflict"
                 if "ValidationError" in codes:
                     raise InvalidInputError(
                         "DynamoDB refused an item of a batch too large for one transaction: while such a batch "
@@ -201,7 +223,7 @@ class Intents:
                         f"split the batch ({exc})"
                     ) from None
                 raise
-            return True
+            return "ok"
 
         return self._table.call(run)
 

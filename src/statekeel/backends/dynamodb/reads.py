@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from ...errors import translate
+from ...errors import CorruptionError, translate
 from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
@@ -132,7 +132,7 @@ class Table:
         """What a reader sees of a stored item: itself or — tagged by a batch larger than one
         transaction (:mod:`.intents`) — its attributes before or after that batch, as the batch's
         intent says (``states``: the intents this read looked up, committed or not)."""
-        for _ in range(3):
+        while True:
             intent = tagged(item)
             if intent is None or item is None:
                 return item
@@ -143,8 +143,15 @@ class Table:
             if committed is not None:
                 return view(item, committed)
             del states[intent]  # finished since the item was read: it is untagged now, read it again
-            item = self.get_item({"pk": item["pk"], "sk": item["sk"]})
-        return None if item is None else view(item, False)
+            again = self.get_item({"pk": item["pk"], "sk": item["sk"]})
+            if again is not None and tagged(again) == intent:
+                name = item["sk"]["S"][1:]
+                raise CorruptionError(
+                    f"{name!r} is tagged by a large batch whose intent item ({intent}) is gone from the table, "
+                    "so whether that batch committed is unknown; restore the item from a backup (or delete it)",
+                    name,
+                )
+            item = again
 
     # -- records ------------------------------------------------------------------
     def stored(self, key: str) -> Stored | None:
