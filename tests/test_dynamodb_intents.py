@@ -282,3 +282,24 @@ def test_a_tag_whose_intent_was_deleted_behind_statekeels_back_is_reported_not_g
         b.get("s/x/004")
     with pytest.raises(statekeel.CorruptionError, match="whether that batch committed is unknown"):
         b.apply([Put("s/x/004", b"4", "json")])
+
+
+def test_doctor_reports_a_batch_a_stopped_writer_left_and_repair_finishes_it(
+    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+) -> None:
+    from click.testing import CliRunner
+
+    from statekeel.cli import main
+
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    _seed(b)
+    intent = _stage(b, [Expire("s/x/", time.time() + 100)], commit=True)
+    doctor = CliRunner().invoke(main, ["doctor", url])
+    assert doctor.exit_code == 1, doctor.output
+    assert f"a batch of {_N + 1} items was left committed by a writer that stopped (intent {intent})" in doctor.output
+    repaired = CliRunner().invoke(main, ["doctor", "--repair", url])
+    assert "finished 1 large batch(es) left by stopped writers" in repaired.output, repaired.output
+    assert repaired.exit_code == 0, repaired.output
+    assert _leftovers(raw, url) == (0, 0)
+    assert CliRunner().invoke(main, ["doctor", url]).exit_code == 0

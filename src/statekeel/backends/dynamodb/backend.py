@@ -426,6 +426,15 @@ class DynamoDBBackend(Backend):
         self._collect(doomed)
         return True
 
+    def integrity_check(self) -> list[str]:
+        """Large batches (:mod:`.intents`) a stopped writer left unfinished; empty when there are none."""
+        return self._intents.unfinished()
+
+    def repair(self) -> str:
+        """Finish the large batches stopped writers left (what ``purge_expired`` also does first)."""
+        done = self._intents.sweep()
+        return f"finished {done} large batch(es) left by stopped writers" if done else "nothing to repair"
+
     def migrate(self, *, check: bool = False) -> MigrationStatus:
         status = schema.migrate(self._table, self.url, check=check)
         self._layout_ok = status.up_to_date

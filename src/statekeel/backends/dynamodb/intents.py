@@ -91,7 +91,7 @@ class Intents:
         deadline = time.time() + 30 + 0.01 * len(keys)
         self._table.call(lambda: self._table.client.put_item(
             TableName=self._table.name, ConditionExpression="attribute_not_exists(pk)",
-            Item={**intent_key(intent), "xs": {"S": "pending"}, "xd": {"N": repr(deadline)}, "xp": {"N": str(len(pages))}},
+            Item={**intent_key(intent), "xs": {"S": "pending"}, "xd": {"N": repr(deadline)}, "xc": {"N": str(len(keys))}},
         ))  # fmt: skip
         self._batch_write([{"PutRequest": {"Item": {**intent_key(intent, n), "ks": {"L": [{"M": k} for k in page]}}}}
                            for n, page in enumerate(pages)])  # fmt: skip
@@ -183,16 +183,34 @@ class Intents:
             self.resolve(group, committed=(state if state != "pending" else "aborted") == "committed")
         return bool(groups)
 
+    def unfinished(self) -> list[str]:
+        """The intents a stopped writer left (committed or aborted and not finished, or pending past
+        their deadline), one line each — what ``statekeel doctor`` reports."""
+        out = []
+        for name, item in self._headers():
+            state, deadline = item["xs"]["S"], float(item["xd"]["N"])
+            if state == "pending" and deadline > time.time():
+                continue  # its writer is at work
+            seen = {"committed": "whole", "aborted": "not at all", "pending": "not at all (it never committed)"}[state]
+            out.append(
+                f"a batch of {item.get('xc', {}).get('N', '?')} items was left {state} by a writer that stopped "
+                f"(intent {name}); readers see it {seen} — `statekeel doctor --repair` or `statekeel purge` "
+                "finishes it"
+            )
+        return out
+
+    def _headers(self) -> Iterable[tuple[str, Item]]:
+        for item in self._table.pages("query", KeyConditionExpression="pk = :pk",
+                                      ExpressionAttributeValues={":pk": {"S": INTENT_PK}}):  # fmt: skip
+            name = item["sk"]["S"][1:]
+            if "/" not in name:
+                yield name, item
+
     def sweep(self) -> int:
         """Finish every committed or aborted intent and abort those pending past their deadline
         (a writer that crashed): what ``purge_expired`` does first. Returns how many were finished."""
-        heads = self._table.pages("query", KeyConditionExpression="pk = :pk",
-                                  ExpressionAttributeValues={":pk": {"S": INTENT_PK}}, ProjectionExpression="sk")  # fmt: skip
         count = 0
-        for item in list(heads):
-            name = item["sk"]["S"][1:]
-            if "/" in name:
-                continue
+        for name, _ in list(self._headers()):
             found = self.state(name)
             if found is not None and found[0] == "pending" and not self.abort(name, own=False):
                 continue
