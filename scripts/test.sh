@@ -44,8 +44,9 @@ if [ $# -gt 0 ]; then
 fi
 # Two workers (pytest-xdist): most tests wait on fsyncs and servers. Each worker starts its own servers.
 workers="${STATEKEEL_TEST_WORKERS:-2}"
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers"
+# --durations: the slowest tests, named in the CI log (what to look at when CI grows past 20 minutes)
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --durations=15
 # The production topologies: the whole conformance suite again on DynamoDB (a local moto server the
 # tests start) and on the tiered Redis-hot/PostgreSQL-cold store in both modes.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" tests/test_conformance.py \
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --durations=15 tests/test_conformance.py \
     --statekeel-backends=dynamodb,tiered,tiered-wb
