@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Final
 
 from ...errors import ConflictError, InvalidInputError, MigrationRequiredError, StatekeelError, UnavailableError
 from ...protocol import (
@@ -19,12 +19,12 @@ from .._closed import Closed, closed
 from .._url import ParsedURL
 from . import schema
 from .config import client, parse_config
-from .errors import error_code
+from .errors import RETRYABLE, error_code
 from .fastpath import fast_put, put_request
 from .intents import Intents
 from .tags import tag_write, tagged, write_key
-from .items import Head, Item, entry_key, entry_of, entry_prefix, head_item, head_key, head_of, listed_space, record_item
-from .items import record_key, record_of
+from .items import TRANSACTION_BYTES, Head, Item, entry_key, entry_of, entry_prefix, head_item, head_key, head_of
+from .items import listed_space, record_item, record_key, record_of
 from .plan import Plan, Snapshot, plan, steps
 from .reads import Table
 
@@ -32,13 +32,9 @@ __all__ = ["DynamoDBBackend", "TRANSACTION_LIMIT"]
 
 TRANSACTION_LIMIT: Final = 100
 """Items one TransactWriteItems may hold (a DynamoDB limit)."""
-_TRANSACTION_BYTES: Final = 3_500_000
-"""Stay under DynamoDB's 4 MB per transaction."""
-_BATCH_WRITE: Final = 25
 _MAX_ATTEMPTS: Final = 1000
 _CACHED_HEADS: Final = 10_000
 _EAGER_RETRIES: Final = 3
-_RETRYABLE: Final = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
 
 
 def _size(items: Sequence[Item]) -> int:
@@ -263,10 +259,10 @@ class DynamoDBBackend(Backend):
     def _plan(self, ops: Sequence[Op], snap: Snapshot, now: float) -> Plan:
         planned = plan(ops, snap, now, self._table.name, split=False)
         everything = [*planned.core, *planned.entries]
-        if len(everything) <= self.limit and _size(everything) <= _TRANSACTION_BYTES:
+        if len(everything) <= self.limit and _size(everything) <= TRANSACTION_BYTES:
             return planned
         planned = plan(ops, snap, now, self._table.name, split=True)
-        if (len(planned.core) > self.limit or _size(planned.core) > _TRANSACTION_BYTES) and any(
+        if (len(planned.core) > self.limit or _size(planned.core) > TRANSACTION_BYTES) and any(
             isinstance(op, Rewrite) for op in ops
         ):
             raise InvalidInputError(
@@ -278,10 +274,10 @@ class DynamoDBBackend(Backend):
 
     def _commit(self, planned: Plan, snap: Snapshot) -> bool:
         """Write the plan; False when a condition failed (another writer got there first)."""
-        if len(planned.core) > self.limit or _size(planned.core) > _TRANSACTION_BYTES:
+        if len(planned.core) > self.limit or _size(planned.core) > TRANSACTION_BYTES:
             return self._commit_large(planned, snap)
         if planned.entries and len(planned.core) + len(planned.entries) > self.limit or (
-            planned.entries and _size([*planned.core, *planned.entries]) > _TRANSACTION_BYTES
+            planned.entries and _size([*planned.core, *planned.entries]) > TRANSACTION_BYTES
         ):
             self._write_ahead(planned.entries)  # invisible: a new generation the header does not list yet
             return self._transact(planned.core, snap)
@@ -334,7 +330,7 @@ class DynamoDBBackend(Backend):
                 return False
             if code == "TransactionCanceledException":
                 reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
-                if {r.get("Code", "None") for r in reasons} <= _RETRYABLE:
+                if {r.get("Code", "None") for r in reasons} <= RETRYABLE:
                     self._refresh(items, reasons, snap or Snapshot())
                     return False
             raise
@@ -368,11 +364,7 @@ class DynamoDBBackend(Backend):
 
     def _write_ahead(self, entries: Sequence[Item]) -> None:
         """BatchWriteItem in pages of 25; unprocessed items are sent again."""
-        for i in range(0, len(entries), _BATCH_WRITE):
-            todo: dict[str, Any] = {self._table.name: [{"PutRequest": {"Item": e}} for e in entries[i : i + _BATCH_WRITE]]}
-            while todo:
-                page = self._table.call(lambda: self._table.client.batch_write_item(RequestItems=todo))
-                todo = page.get("UnprocessedItems") or {}
+        self._table.batch_write([{"PutRequest": {"Item": e}} for e in entries])
 
     def _collect(self, garbage: Sequence[tuple[Item, str]]) -> None:
         """Delete trimmed entries, each only if it still carries the generation it was trimmed in."""

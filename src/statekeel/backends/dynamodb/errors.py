@@ -14,8 +14,10 @@ from ...errors import (
     maybe_applied,
 )
 
-__all__ = ["map_error", "error_code"]
+__all__ = ["map_error", "error_code", "RETRYABLE"]
 
+RETRYABLE = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+"""Cancellation reasons of a TransactWriteItems that a fresh plan can retry (another writer got there first)."""
 _TRANSIENT = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
     "InternalServerError", "ServiceUnavailable", "TransactionInProgressException",

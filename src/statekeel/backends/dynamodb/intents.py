@@ -34,23 +34,20 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from ...errors import CorruptionError, InvalidInputError, UnavailableError
-from .errors import error_code
-from .items import Item
+from .errors import RETRYABLE, error_code
+from .items import TRANSACTION_BYTES, Item
 from .reads import Table
 from .tags import INTENT_PK, intent_key, settle_write, tagged
 
 __all__ = ["Intents"]
 
-_BYTES: Final = 3_500_000
 _PAGE_KEYS: Final = 2_000
 """Keys per key page (about 100 bytes each: well under DynamoDB's 400 KB an item)."""
-_BATCH_WRITE: Final = 25
 _WAIT: Final = 0.02
 _SETTLE_ATTEMPTS: Final = 200
-_RETRYABLE: Final = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
 
 
 def _chunks(items: Sequence[Item], limit: int) -> Iterable[list[Item]]:
@@ -58,7 +55,7 @@ def _chunks(items: Sequence[Item], limit: int) -> Iterable[list[Item]]:
     size = 0
     for item in items:
         weight = len(repr(item))
-        if chunk and (len(chunk) >= limit or size + weight > _BYTES):
+        if chunk and (len(chunk) >= limit or size + weight > TRANSACTION_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(item)
@@ -93,7 +90,7 @@ class Intents:
             TableName=self._table.name, ConditionExpression="attribute_not_exists(pk)",
             Item={**intent_key(intent), "xs": {"S": "pending"}, "xd": {"N": repr(deadline)}, "xc": {"N": str(len(keys))}},
         ))  # fmt: skip
-        self._batch_write([{"PutRequest": {"Item": {**intent_key(intent, n), "ks": {"L": [{"M": k} for k in page]}}}}
+        self._table.batch_write([{"PutRequest": {"Item": {**intent_key(intent, n), "ks": {"L": [{"M": k} for k in page]}}}}
                            for n, page in enumerate(pages)])  # fmt: skip
         return intent
 
@@ -134,7 +131,7 @@ class Intents:
                 raw = self._table.get_items(keys[i : i + 100]).values()
                 self.resolve([item for item in raw if tagged(item) == intent], found[0] == "committed")
             done.append({"pk": page["pk"], "sk": page["sk"]})
-        self._batch_write([{"DeleteRequest": {"Key": k}} for k in done])
+        self._table.batch_write([{"DeleteRequest": {"Key": k}} for k in done])
         self._table.call(lambda: self._table.client.delete_item(TableName=self._table.name, Key=intent_key(intent)))
 
     def resolve(self, items: Sequence[Item], committed: bool) -> None:
@@ -231,7 +228,7 @@ class Intents:
                 codes = {r.get("Code", "None") for r in reasons}
                 if code == "TransactionConflictException":
                     return "conflict"
-                if code == "TransactionCanceledException" and codes <= _RETRYABLE:
+                if code == "TransactionCanceledException" and codes <= RETRYABLE:
                     return "failed" if "ConditionalCheckFailed" in codes else "conflict"
                 if "ValidationError" in codes:
                     raise InvalidInputError(
@@ -258,10 +255,3 @@ class Intents:
             return True
 
         return self._table.call(run)
-
-    def _batch_write(self, requests: Sequence[Item]) -> None:
-        for i in range(0, len(requests), _BATCH_WRITE):
-            todo: dict[str, Any] = {self._table.name: list(requests[i : i + _BATCH_WRITE])}
-            while todo:
-                page = self._table.call(lambda: self._table.client.batch_write_item(RequestItems=todo))
-                todo = page.get("UnprocessedItems") or {}

@@ -40,7 +40,7 @@ from ...protocol.integrity import verify_entry, verify_record
 from ...protocol.keys import partition
 
 __all__ = [
-    "Head", "Stored", "Item", "META_KEY", "TTL_ATTRIBUTE", "record_key", "head_key", "entry_key",
+    "Head", "Stored", "Item", "META_KEY", "TRANSACTION_BYTES", "TTL_ATTRIBUTE", "record_key", "head_key", "entry_key",
     "entry_prefix", "NAMESPACES", "LISTED", "SHARDS", "namespace_pk", "listed_space", "shard_pk", "shard_pks",
     "pk_of", "token", "record_item", "record_of", "head_item",
     "head_of", "entry_item", "entry_of", "alive", "seq_of", "verified",
@@ -52,6 +52,8 @@ Item = dict[str, Any]
 TTL_ATTRIBUTE: Final = "ttl"
 META_KEY: Final[Item] = {"pk": {"S": "#statekeel"}, "sk": {"S": "#schema"}}
 _SEQ_DIGITS: Final = 20
+TRANSACTION_BYTES: Final = 3_500_000
+"""What statekeel puts in one TransactWriteItems at most (by a rough measure): under DynamoDB's 4 MB."""
 NAMESPACES: Final = ("keys/", "subjects/")
 """Store-level namespaces the core lists at open or per call (keystore, erasure subjects):
 one fixed item collection each, ``pk = "nkeys"`` / ``"nsubjects"``."""

@@ -31,6 +31,7 @@ __all__ = ["Table"]
 
 _T = TypeVar("_T")
 _BATCH_GET = 100
+_BATCH_WRITE = 25
 _MAX_PAGE = 1000
 
 
@@ -103,6 +104,14 @@ class Table:
             ExpressionAttributeValues={":lo": {"S": lo}, ":hi": {"S": hi}},
         )  # fmt: skip
         return iter(sorted(found, key=lambda item: item["sk"]["S"]))
+
+    def batch_write(self, requests: Sequence[Item]) -> None:
+        """BatchWriteItem (``PutRequest``/``DeleteRequest`` elements) in pages of 25; unprocessed ones are sent again."""
+        for i in range(0, len(requests), _BATCH_WRITE):
+            todo: dict[str, Any] = {self.name: list(requests[i : i + _BATCH_WRITE])}
+            while todo:
+                page = self.call(lambda: self.client.batch_write_item(RequestItems=todo))
+                todo = page.get("UnprocessedItems") or {}
 
     def get_item(self, key: Item) -> Item | None:
         found: Item | None = self.call(
