@@ -303,3 +303,51 @@ def test_doctor_reports_a_batch_a_stopped_writer_left_and_repair_finishes_it(
     assert repaired.exit_code == 0, repaired.output
     assert _leftovers(raw, url) == (0, 0)
     assert CliRunner().invoke(main, ["doctor", url]).exit_code == 0
+
+
+_CHILD = """
+import sys, statekeel
+from statekeel.protocol import Put
+url, start = sys.argv[1], int(sys.argv[2])
+with statekeel.open(url) as st:
+    st.storage.limit = 10
+    for i in range(start, start + 1000):
+        st.storage.apply([Put(f"s/k/{j:02d}", str(i).encode(), "json") for j in range(15)])
+        print(i, flush=True)
+"""
+
+
+def test_a_writer_killed_anywhere_in_large_batches_leaves_each_whole_or_absent(url: str, raw: Any) -> None:  # noqa: F811
+    """SIGKILL a process writing batches of 15 records (past its limit of 10: every batch goes
+    through an intent) at random moments: after each kill every record holds the same batch's
+    value, never older than the last one acknowledged; another writer carries on (once the dead
+    writer's pending intent is past its deadline, which the test moves instead of waiting 30 s)."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(29)
+    with statekeel.open(url) as st:
+        b = st.storage
+        assert isinstance(b, DynamoDBBackend)
+        start, acked, left = 1, 0, []
+        for _ in range(6):
+            child = subprocess.Popen([sys.executable, "-c", _CHILD, url, str(start)], stdout=subprocess.PIPE, text=True)
+            time.sleep(rng.uniform(2.0, 4.0))  # opening takes ~1.5 s; then a batch every ~0.3 s
+            child.kill()
+            out, _ = child.communicate()
+            acked = max([acked, *(int(line) for line in out.split())])
+            left.append(sum(i["pk"]["S"] == "#tx" and "xs" in i for i in _items(raw, url)))  # intents unfinished
+            for item in _items(raw, url):  # time passes: a dead writer's pending intent is past its deadline
+                if item["pk"]["S"] == "#tx" and "xd" in item:
+                    raw.update_item(TableName=table_name(url), Key={"pk": item["pk"], "sk": item["sk"]},
+                                    UpdateExpression="SET xd = :d", ExpressionAttributeValues={":d": {"N": "1"}})  # fmt: skip
+            values = {r.data for r in b.scan("s/k/", limit=100)}
+            assert len(values) <= 1, f"a batch shows half-written: {values}"
+            seen = int(values.pop()) if values else 0
+            assert seen >= acked and seen <= acked + 1, (seen, acked)
+            start = seen + 1
+        b.repair()
+        assert _leftovers(raw, url) == (0, 0)
+        assert len({r.data for r in b.scan("s/k/", limit=100)}) == 1
+        assert left[-1] >= 1 and acked >= 6  # kills landed inside batches (their intents stayed), work went on
