@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ...errors import ConfigurationError, ConflictError, StatekeelError, UnavailableError
-from ...protocol import Backend, Entry, Expire, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
+from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
 from ...protocol.capabilities import SupportsLogRewrite
 from ...protocol.checks import check_ops
 from .._closed import closed
@@ -23,8 +23,8 @@ from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
-from .names import DIRTY, SPANNING, is_reserved, lock, marker, prefix_partition
-from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, through_hot
+from .names import DIRTY, LEASE, SPANNING, is_reserved, lock, marker, prefix_partition
+from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -199,10 +199,22 @@ class TieredBackend(Backend):
         """A listing across partitions, from PostgreSQL — after the queue reached it (write-behind)."""
         if self.behind:
             try:
-                self.maintenance.flush()
+                done = self.maintenance.catch_up()
             except UnavailableError as exc:
                 self._degrade("listing from PostgreSQL without the queued writes", exc)
+            else:
+                if done is None:
+                    raise self._stalled("a listing across partitions (read from PostgreSQL)")
         return fn()
+
+    def _stalled(self, what: str) -> UnavailableError:
+        wait = 2 * self.settings.lease
+        return UnavailableError(
+            f"statekeel tiered (write-behind): another process holds the flusher lease and replayed nothing "
+            f"for {wait:g} s, so PostgreSQL lacks writes Redis acknowledged; {what} would miss them and was "
+            f"not done — retry; if it lasts, the process holding {LEASE!r} in Redis is stuck: stop it "
+            "(its lease then runs out)"
+        )
 
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
@@ -214,13 +226,13 @@ class TieredBackend(Backend):
             parts = behind_partitions(ops, self._partition_of)
             if parts is not None:
                 return self._write_behind(ops, parts, now)
-            self.maintenance.flush()  # a cross-partition Expire lands after everything queued before it
+            self.flush()  # a cross-partition Expire lands after everything queued before it
         return self._write_through(ops, now)
 
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
         parts = partitions(ops)
         try:
-            spanning = [SPANNING] if any(isinstance(op, Expire) and prefix_partition(op.prefix) is None for op in ops) else []
+            spanning = [SPANNING] if any(spans_partitions(op) for op in ops) else []
             results = self.locks.apply_sharing(ops, [lock(p) for p in parts], now=now, exclusive=spanning)
         except ConflictError:
             self._forget(parts, now)  # the caller may have read a stale copy from Redis
@@ -229,14 +241,14 @@ class TieredBackend(Backend):
             through_hot(self.hot, ops, parts, results, now)
         except StatekeelError as exc:  # down, out of memory, ...: the write is committed all the same
             log.warning("statekeel tiered: Redis not updated, wrote PostgreSQL only (degraded): %s", exc)
-            self.cold.apply([Put(DIRTY, b"true", "json")])
+            self.maintenance.flag_dirty()  # committed: never raises (PostgreSQL down: flagged later)
         return results
 
     def _forget(self, parts: list[str], now: float) -> None:
         try:
             drop(self.hot, parts, now)
         except StatekeelError:  # Redis down or full: its copy may be stale, so its whole cache goes later
-            self.cold.apply([Put(DIRTY, b"true", "json")])
+            self.maintenance.flag_dirty()
 
     def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
         hydrations = 0
@@ -255,9 +267,8 @@ class TieredBackend(Backend):
                 if self.settings.on_hot_failure == "fail" or exc.maybe_applied:
                     raise  # maybe applied: the batch may be in Redis and its queue — PostgreSQL would get it twice
                 log.warning("statekeel tiered: Redis unavailable, writing through to PostgreSQL: %s", exc)
-                results = self.cold.apply(ops, now=now)
-                self.cold.apply([Put(DIRTY, b"true", "json")])
-                return results
+                flagged = self.cold.apply([*ops, Put(DIRTY, b"true", "json")], now=now)  # one transaction
+                return flagged[: len(ops)]
             self._versions.learn(parts, results)
             self.maintenance.queued_one()
             return results[len(parts) : len(parts) + len(ops)]
@@ -267,8 +278,15 @@ class TieredBackend(Backend):
         )
 
     def flush(self) -> int:
-        """Write-behind: replay every queued batch into PostgreSQL now; how many this call replayed."""
-        return self.maintenance.flush() if self.behind else 0
+        """Write-behind: replay every queued batch into PostgreSQL now; how many this call replayed
+        (0 if the process holding the flusher lease replayed them). UnavailableError if that process
+        replayed nothing for twice the lease (it may be stuck)."""
+        if not self.behind:
+            return 0
+        done = self.maintenance.catch_up()
+        if done is None:
+            raise self._stalled("flushing the queue")
+        return done
 
     # -- housekeeping --------------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:
@@ -295,8 +313,12 @@ class TieredBackend(Backend):
         self.maintenance.stop()
         self.hydrator.stop()
         try:
+            self.maintenance.flag_missed()
+        except StatekeelError as exc:  # as a process killed before updating Redis: stale until the next write or eviction
+            log.warning("statekeel tiered: closing without flagging Redis' cache stale (%s)", exc)
+        try:
             if self.behind:
-                self.maintenance.flush(wait=False)
+                self.maintenance.flush()
         except UnavailableError as exc:
             log.warning("statekeel tiered: closing with batches still queued in Redis (%s)", exc)
         finally:

@@ -17,7 +17,15 @@ process takes over where the watermark says.
 
 The queue's epoch is its log's ``created_at``: if Redis lost everything (a
 restart without its AOF, FLUSHALL), the queue starts again with a new epoch and
-is replayed from its start, not skipped.
+is replayed from its start, not skipped. The flusher reads the epoch once, so it
+must know that every page it reads and every trim it makes is of that queue: the
+lease is created at a random version, and a wipe takes it with the queue. Each page
+read is followed by a renewal (compare-and-set on that version), and each trim is
+in the same Redis batch as one: after a wipe either fails, and the flusher stops
+(:class:`LeaseHeld`) before replaying a batch of the new queue under the old
+epoch's watermark or trimming the new queue's unreplayed batches. What it
+committed before is of the old queue, and the watermark's own compare-and-set in
+PostgreSQL stops it committing over a flusher of the new one.
 
 Grouped: a cold tier with :class:`AppliesBatches` (PostgreSQL) gets a group of
 queued batches — at most a page, :data:`GROUP_BYTES` of entries and
@@ -39,7 +47,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ...errors import ConflictError, CorruptionError
-from ...protocol import Append, Backend, Delete, Entry, Op, OpResult, Put, Record, Trim
+from ...protocol import Append, Backend, Delete, Entry, Load, Op, OpResult, Put, Record, Trim
 from . import batches
 from .names import DEAD, LEASE, QUEUE, WATERMARK
 
@@ -67,7 +75,10 @@ class LeaseHeld(Exception):
 
 
 class Lease:
-    """The flusher lease in Redis, held by this object while ``version`` is set."""
+    """The flusher lease in Redis, held by this object while ``version`` is set.
+
+    Taken at a random version (not 1), so a lease this object did not take — another
+    process's, after a Redis wipe took this one — never matches its compare-and-set."""
 
     def __init__(self, hot: Backend, seconds: float) -> None:
         self.hot = hot
@@ -77,21 +88,41 @@ class Lease:
         self.until = 0.0
 
     def acquire(self) -> bool:
-        try:
-            self._put(expect=None)
+        now = time.time()
+        version = secrets.randbelow(1 << 46) + 2  # under 10**14: Lua writes larger numbers in e-notation
+        taken = Record(LEASE, self.token, "raw", version, now, now, now + self.seconds)
+        try:  # only if nobody holds it; then at the random version
+            self.hot.apply([Put(LEASE, self.token, "raw", expect=None), Load(taken)], now=now)
         except ConflictError:
             return False
+        self.version, self.until = version, now + self.seconds
         return True
 
     def renew(self) -> None:
         """Extend the lease if half of it has passed; :class:`LeaseHeld` if it was lost."""
-        if time.time() < self.until - self.seconds / 2:
-            return
+        if time.time() >= self.until - self.seconds / 2:
+            self.hold()
+
+    def hold(self) -> None:
+        """Extend the lease now; :class:`LeaseHeld` if it was lost (taken over, or wiped with the queue)."""
+        self.guarded([])
+
+    def guarded(self, ops: Sequence[Op], now: float | None = None) -> list[OpResult]:
+        """``ops`` in one Redis batch with a renewal of the lease; :class:`LeaseHeld` (nothing
+        written) if this object does not hold it any more."""
+        now = time.time() if now is None else now
         try:
-            self._put(expect=self.version)
-        except ConflictError:
+            results = self.hot.apply(
+                [Put(LEASE, self.token, "raw", expect=self.version, expires_at=now + self.seconds), *ops], now=now
+            )
+        except ConflictError as exc:
+            if exc.key != LEASE:
+                raise
             self.version = None
             raise LeaseHeld() from None
+        assert isinstance(results[0], Record)
+        self.version, self.until = results[0].version, now + self.seconds
+        return results[1:]
 
     def release(self) -> None:
         if self.version is not None:
@@ -100,12 +131,6 @@ class Lease:
             except ConflictError:
                 pass  # it expired and someone else holds it: nothing of ours to release
             self.version = None
-
-    def _put(self, expect: int | None) -> None:
-        now = time.time()
-        (rec,) = self.hot.apply([Put(LEASE, self.token, "raw", expect=expect, expires_at=now + self.seconds)], now=now)
-        assert isinstance(rec, Record)
-        self.version, self.until = rec.version, now + self.seconds
 
 
 def flush_queue(hot: Backend, cold: Backend, lease: Lease) -> tuple[int, int]:
@@ -122,15 +147,16 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease) -> tuple[int, int]:
     done = 0
     start = max(mark.seq + 1, info.first_seq)
     if start - 1 > info.first_seq:  # replayed before a crash, not trimmed yet
-        hot.apply([Trim(QUEUE, before=start - 1)])
+        lease.guarded([Trim(QUEUE, before=start - 1)])
     grouped = isinstance(cold, AppliesBatches)
     while entries := hot.read(QUEUE, start=start, limit=READ_PAGE):
+        lease.hold()  # the lease survived the read, so Redis was not wiped: these are the epoch's entries
         for group in _groups(entries, grouped):
             _replay_group(hot, cold, mark, group)
             done += len(group)
             lease.renew()
         start = entries[-1].seq + 1
-        hot.apply([Trim(QUEUE, before=start - 1)])
+        lease.guarded([Trim(QUEUE, before=start - 1)])
     return done, mark.seq
 
 
@@ -178,8 +204,8 @@ class _Watermark:
         self.epoch = epoch
         rec = cold.get(WATERMARK)
         self.version = rec.version if rec is not None else None
-        doc = json.loads(rec.data) if rec is not None else {}
-        self.seq = int(doc.get("seq", 0)) if doc.get("epoch") == repr(epoch) else 0
+        marked, seq = _parsed(rec)
+        self.seq = seq if marked == repr(epoch) else 0
 
     def op(self, seq: int) -> Put:
         data = json.dumps({"epoch": repr(self.epoch), "seq": seq}).encode()
@@ -188,6 +214,16 @@ class _Watermark:
     def advanced(self, seq: int, rec: object) -> None:
         assert isinstance(rec, Record)
         self.seq, self.version = seq, rec.version
+
+
+def watermark(cold: Backend) -> tuple[str, int]:
+    """The queue epoch (``repr`` of its ``created_at``) and seq PostgreSQL committed everything up to."""
+    return _parsed(cold.get(WATERMARK))
+
+
+def _parsed(rec: Record | None) -> tuple[str, int]:
+    doc = json.loads(rec.data) if rec is not None else {}
+    return str(doc.get("epoch", "")), int(doc.get("seq", 0))
 
 
 def _replay_group(hot: Backend, cold: Backend, mark: _Watermark, group: list[_Queued]) -> None:

@@ -17,7 +17,7 @@ from ...errors import ConflictError, StatekeelError
 from ...protocol import ANY, Append, Backend, Delete, Expire, Op, Put
 from . import batches
 from .config import Settings
-from .flusher import Lease, LeaseHeld, flush_queue, noop_batch
+from .flusher import Lease, LeaseHeld, flush_queue, noop_batch, watermark
 from .hydrate import MARKER_CODEC, drop_ops
 from .names import DIRTY, MARKERS, QUEUE, fence, partition_of_marker
 
@@ -41,6 +41,8 @@ class Maintenance:
         """The queue seq PostgreSQL held everything up to after this process's last flush."""
         self.queued = 0
         """Batches this process queued since its last flush."""
+        self._dirty = False
+        """A write could not flag the cache dirty in PostgreSQL: the next pass does."""
 
     # -- the thread ------------------------------------------------------------
     def start(self) -> None:
@@ -59,6 +61,15 @@ class Maintenance:
         if self.queued >= self.settings.flush_every:
             self._wake.set()
 
+    def flag_dirty(self) -> None:
+        """PostgreSQL took a write Redis missed: flag the cache in PostgreSQL to be dropped. If
+        PostgreSQL fails now, the write is committed all the same: the next pass writes the flag."""
+        try:
+            self.cold.apply([Put(DIRTY, b"true", "json")])
+        except StatekeelError as exc:
+            log.warning("statekeel tiered: could not flag Redis' cache as stale yet, will retry (%s)", exc)
+            self._dirty = True
+
     def _run(self) -> None:
         while not self._closed.is_set():
             self._wake.wait(self.settings.flush_interval)
@@ -74,53 +85,91 @@ class Maintenance:
 
     # -- the work --------------------------------------------------------------
     def tick(self) -> None:
-        """One pass: flush (write-behind), drop a dirty cache, evict idle partitions."""
-        self._locked(self._pass, wait=False)
+        """One pass: the dirty flag a write could not write, then under the lease: flush
+        (write-behind), drop a dirty cache, evict idle partitions."""
+        self.flag_missed()
+        self._locked(self._pass)
 
-    def flush(self, *, wait: bool = True) -> int:
-        """Replay every queued batch into PostgreSQL now; how many this call replayed.
+    def flag_missed(self) -> None:
+        """Write the dirty flag a write could not write (:meth:`flag_dirty`); raises if PostgreSQL fails again."""
+        if self._dirty:
+            self._dirty = False
+            try:
+                self.cold.apply([Put(DIRTY, b"true", "json")])
+            except StatekeelError:
+                self._dirty = True
+                raise
 
-        ``wait``: if another process holds the lease, wait (up to twice the lease)
-        for it, so that everything queued before this call is in PostgreSQL on return.
-        """
-        return self._locked(lambda lease: self._flush(lease), wait=wait)
+    def flush(self) -> int:
+        """Replay what is queued into PostgreSQL now, unless another process holds the flusher
+        lease; how many batches this call replayed (closing: best effort)."""
+        return self._locked(self._flush) or 0
+
+    def catch_up(self) -> int | None:
+        """Until everything queued before this call is in PostgreSQL: replayed by this call (how
+        many batches it replayed), or by the process holding the flusher lease (0). None if that
+        process made no progress for twice the lease (it may be stuck): the caller must not go on."""
+        target, progress, deadline = self._queue_end(), ("", -1), 0.0
+        while (done := self._locked(self._flush)) is None:
+            if target is None:
+                return 0
+            seen = watermark(self.cold)
+            if seen[0] == target[0] and seen[1] >= target[1]:
+                return 0
+            if seen != progress:  # the holder is replaying: give it another two lease lengths
+                progress, deadline = seen, time.monotonic() + 2 * self.settings.lease
+            elif time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+            now = self._queue_end()
+            if now is None or now[0] != target[0]:
+                target = now  # Redis lost the queue (and its batches): what counts is the new one's
+        return done
+
+    def _queue_end(self) -> tuple[str, int] | None:
+        """The queue's epoch and last seq (None: no queue)."""
+        info = self.hot.log_info(QUEUE)
+        return (repr(info.created_at), info.last_seq) if info is not None else None
 
     def _flush(self, lease: Lease) -> int:
         done, self._flushed = flush_queue(self.hot, self.cold, lease)
         return done
 
-    def _locked(self, work: Callable[[Lease], int], *, wait: bool) -> int:
-        deadline = time.monotonic() + 2 * self.settings.lease
+    def _locked(self, work: Callable[[Lease], int]) -> int | None:
+        """``work`` under the flusher lease; None if another process holds it (or took it over)."""
         with self._lock:
             lease = Lease(self.hot, self.settings.lease)
-            while not lease.acquire():
-                if not wait or time.monotonic() > deadline:
-                    return 0
-                time.sleep(0.01)
+            if not lease.acquire():
+                return None
             try:
                 self.queued = 0
                 return work(lease)
             except LeaseHeld:
-                return 0
+                return None
             finally:
                 lease.release()
 
     def _pass(self, lease: Lease) -> int:
         done = self._flush(lease) if self.behind else 0
-        self._reset_if_dirty()
+        self._reset_if_dirty(lease)
         if time.time() - self._last_evict >= min(self.settings.hot_ttl, 60.0):
             self._last_evict = time.time()
             self.evict(lease)
         return done
 
-    def _reset_if_dirty(self) -> None:
-        """PostgreSQL took writes while Redis was down: every cached partition may be stale."""
+    def _reset_if_dirty(self, lease: Lease | None = None) -> None:
+        """PostgreSQL took writes while Redis was down: every cached partition may be stale.
+        ``lease``: the batch renews it too (see :meth:`_queue_fence`)."""
         flag = self.cold.get(DIRTY)
         if flag is None:
             return
         now = time.time()
+        ops = [*self._queue_fence(), Expire(MARKERS, now)]
         try:  # write-behind: not over batches queued since the flush (their partitions would be read back without them)
-            self.hot.apply([*self._queue_fence(), Expire(MARKERS, now)], now=now)
+            if lease is None:
+                self.hot.apply(ops, now=now)
+            else:
+                lease.guarded(ops, now)
         except ConflictError:
             return  # the next pass flushes them first
         self._flushed += self.behind  # the fence's no-op entry needs no flushing
@@ -141,7 +190,7 @@ class Maintenance:
             now = time.time()
             ops: list[Op] = [*self._queue_fence(), *(o for r in chunk for o in _evict_ops(r.key, r.version, now))]
             try:
-                self.hot.apply(ops, now=now)
+                lease.guarded(ops, now)
                 gone += len(chunk)
                 self._flushed += self.behind  # the fence's no-op entry needs no flushing
             except ConflictError:
@@ -150,7 +199,8 @@ class Maintenance:
 
     def _queue_fence(self) -> list[Op]:
         """Write-behind: fail the eviction if anything was queued since the flush (its partition
-        would otherwise be read back from PostgreSQL before the queued batch reached it)."""
+        would otherwise be read back from PostgreSQL before the queued batch reached it). The batch
+        also renews the lease (:meth:`.Lease.guarded`): a Redis wipe since the flush fails it too."""
         if not self.behind:
             return []
         return [Append(QUEUE, ((noop_batch(), batches.CODEC),), at=self._flushed + 1)]

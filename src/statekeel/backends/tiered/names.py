@@ -26,7 +26,8 @@ DEAD: Final = RESERVED + "/dead"
 """Hot: batches PostgreSQL refused on replay, kept (never dropped) for an operator to inspect."""
 
 LEASE: Final = RESERVED + "/lease"
-"""Hot: the flusher lease, a record with an expiry (one flusher at a time across processes)."""
+"""Hot: the flusher lease, a record with an expiry (one flusher at a time across processes), taken at
+a random version so that a flusher notices a Redis wipe (:class:`.flusher.Lease`)."""
 
 WATERMARK: Final = RESERVED + "/flushed"
 """Cold: the queue epoch and the last queue seq PostgreSQL committed (exactly-once replay)."""

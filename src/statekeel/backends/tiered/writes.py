@@ -57,6 +57,13 @@ def partitions(ops: Sequence[Op]) -> list[str]:
     return list(seen)
 
 
+def spans_partitions(op: Op) -> bool:
+    """An ``Expire`` of a prefix shorter than one partition (no feature writes one): it names no
+    partition, so write-behind writes its batch through, and write-through holds
+    :data:`.names.SPANNING` exclusively for it instead of partition locks."""
+    return isinstance(op, Expire) and prefix_partition(op.prefix) is None
+
+
 def behind_partitions(ops: Sequence[Op], memo: dict[str, str]) -> list[str] | None:
     """:func:`partitions` of a write-behind batch, or None if an Expire covers a prefix shorter
     than one partition (the batch is then written through) — in one pass, ``memo`` keeping
@@ -64,10 +71,11 @@ def behind_partitions(ops: Sequence[Op], memo: dict[str, str]) -> list[str] | No
     emptied past :data:`MarkerVersions.LIMIT` entries)."""
     seen: dict[str, None] = {}
     for op in ops:
+        part: str | None
         if isinstance(op, Expire):
-            part = prefix_partition(op.prefix)
-            if part is None:
+            if spans_partitions(op):
                 return None
+            part = keys.partition(op.prefix)
         else:
             target = op_target(op)
             part = memo.get(target)

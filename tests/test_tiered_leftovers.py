@@ -1,0 +1,198 @@
+"""Tiered store gaps left by the session-28 audit, each on real Redis and PostgreSQL servers.
+
+* A Redis wipe (FLUSHALL, a restart without its data) in the middle of a flush: the flusher read
+  the queue's epoch once, then read a page of the NEW queue as if it were the old one (its batches
+  replayed under the old epoch's watermark, so replayed again in the new epoch: doubled appends), or
+  trimmed the new queue up to where the old one was replayed (new batches dropped unreplayed).
+* A write-behind listing while another process holds the flusher lease past twice its length
+  went on without the queued writes (reads went back in time); a cross-partition ``Expire`` was
+  written before batches queued ahead of it.
+* PostgreSQL dropping right after it committed a write Redis could not take: flagging Redis'
+  cache dirty raised, and the committed write was reported as a plain failure — a caller's retry
+  appended it twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+import statekeel
+from statekeel import UnavailableError
+from statekeel.backends.postgres import PostgresBackend
+from statekeel.backends.tiered.flusher import Lease, LeaseHeld, flush_queue
+from statekeel.backends.tiered.names import DIRTY, QUEUE, WATERMARK, marker
+from statekeel.protocol import Append, Expire, Trim
+from statekeel.testing.servers import PostgresServer, RedisServer
+from test_tiered import _cold_history, _flushall, _history, _open, _say, _tiers, pg, rd, urls  # noqa: F401
+
+_T = TypeVar("_T")
+
+
+# -- 1. a Redis wipe in the middle of a flush ------------------------------------------
+def _wipe_at(point: str, tiers: Any, rd: RedisServer, store: statekeel.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wipe Redis and write eight new turns at ``point`` of the next flush: before it reads the
+    queue's page (``read``) or before it trims what it replayed (``trim``)."""
+    hot, armed = tiers.hot, [True]
+    real_read, real_apply = hot.read, hot.apply
+
+    def wipe() -> None:
+        armed.clear()
+        _flushall(rd)
+        _say(store, *(f"x{i}" for i in range(8)))  # the new queue: seqs 1..8, over the old ones' numbers
+
+    def read(log: str, **kw: Any) -> Any:
+        if armed and point == "read" and log == QUEUE:
+            wipe()
+        return real_read(log, **kw)
+
+    def apply(ops: Any, **kw: Any) -> Any:
+        if armed and point == "trim" and any(isinstance(op, Trim) and op.log == QUEUE for op in ops):
+            wipe()
+        return real_apply(ops, **kw)
+
+    monkeypatch.setattr(hot, "read", read)
+    monkeypatch.setattr(hot, "apply", apply)
+
+
+@pytest.mark.parametrize("point", ["read", "trim"])
+def test_a_redis_wipe_during_a_flush_moves_no_watermark_for_the_wrong_queue(
+    urls: tuple[str, str], rd: RedisServer, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a", "b")
+        tiers.flush()
+        _say(store, "c", "d")  # queued: the wipe loses them unless they were replayed before it
+        lease = Lease(tiers.hot, 60.0)
+        assert lease.acquire()
+        _wipe_at(point, tiers, rd, store, monkeypatch)
+        try:
+            flush_queue(tiers.hot, tiers.cold, lease)
+        except LeaseHeld:
+            pass  # the wipe took the lease with the queue: this flusher stops
+        monkeypatch.undo()
+        tiers.flush()  # the new queue, from its start
+        before = ["a", "b", "c", "d"] if point == "trim" else ["a", "b"]  # c, d replayed before the wipe or not
+        assert _cold_history(urls) == _history(store) == [*before, *(f"x{i}" for i in range(8))]
+        mark, queue = tiers.cold.get(WATERMARK), tiers.hot.log_info(QUEUE)
+        assert mark is not None and queue is not None
+        assert json.loads(mark.data) == {"epoch": repr(queue.created_at), "seq": queue.last_seq}
+        assert tiers.flush() == 0  # exactly once
+
+
+# -- 2. a listing while another process holds the flusher lease -------------------------
+def test_a_write_behind_listing_never_goes_without_acknowledged_writes(urls: tuple[str, str]) -> None:
+    with _open(urls, "write-behind", lease=0.2) as store:  # a reader gives up after 2 x 0.2 s without progress
+        tiers = _tiers(store)
+        other = Lease(tiers.hot, 3600.0)  # another process, with a longer lease (this test's flushes are its)
+        assert other.acquire()
+        store.session("s1").append({"role": "user", "content": "a"})
+        flush_queue(tiers.hot, tiers.cold, other)
+        store.session("s2").append({"role": "user", "content": "b"})  # acknowledged, still queued: the holder is stuck
+        with pytest.raises(UnavailableError, match="flusher lease"):
+            _listed(tiers)  # PostgreSQL alone would list s1 only
+        with pytest.raises(UnavailableError, match="flusher lease"):
+            tiers.apply([Expire("session/", 1e12)])  # must land after the queued batches, not before
+        with pytest.raises(UnavailableError, match="flusher lease"):
+            tiers.flush()
+        assert flush_queue(tiers.hot, tiers.cold, other)[0] >= 1  # the holder replays the queue ...
+        assert _listed(tiers) == ["session/s1/history", "session/s2/history"]  # ... all a reader waits for
+        tiers.apply([Expire("session/", 1e12)])
+        other.release()
+        assert {r.expires_at for r in tiers.cold.scan("session/s2/")} == {1e12}
+
+
+def test_a_reader_waits_for_the_holders_flush_to_pass_what_it_saw_queued(
+    urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader waits on the watermark, not the lease: the holder's progress is what it needs."""
+    with _open(urls, "write-behind", lease=0.2) as store:
+        tiers = _tiers(store)
+        store.session("s1").append({"role": "user", "content": "a"})
+        other = Lease(tiers.hot, 3600.0)
+        assert other.acquire()
+        real_get = tiers.cold.get
+        armed = [True]
+
+        def get(key: str, **kw: Any) -> Any:  # the holder replays the queue while the reader waits
+            if key == WATERMARK and armed:
+                armed.clear()
+                flush_queue(tiers.hot, tiers.cold, other)
+            return real_get(key, **kw)
+
+        monkeypatch.setattr(tiers.cold, "get", get)
+        assert _listed(tiers) == ["session/s1/history"]  # PostgreSQL alone had none
+        other.release()
+
+
+def _listed(tiers: Any) -> list[str]:
+    """A listing across partitions (from PostgreSQL, once the queue reached it)."""
+    return [i.log for i in tiers.scan_logs("session/")]
+
+
+# -- 3. PostgreSQL dropping right after it committed a write Redis missed ----------------
+def _append_retrying(store: statekeel.Store, text: str, pg: PostgresServer) -> list[UnavailableError]:
+    """A caller's retry logic: retry an UnavailableError unless it says the write may have been applied."""
+    errors: list[UnavailableError] = []
+    for _ in range(5):
+        try:
+            store.session("s").append({"role": "user", "content": text})
+            return errors
+        except UnavailableError as exc:
+            errors.append(exc)
+            if exc.maybe_applied:
+                return errors
+            if not pg.is_running:
+                pg.restart()
+    return errors
+
+
+@pytest.mark.parametrize("mode, options", [("write-through", {}), ("write-behind", {"on_hot_failure": "write-through"})])
+def test_a_write_postgres_committed_is_committed_even_if_postgres_drops_right_after(
+    urls: tuple[str, str], rd: RedisServer, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+    mode: str, options: dict[str, Any],
+) -> None:  # fmt: skip
+    with _open(urls, mode, **options) as store:
+        tiers = _tiers(store)
+        _say(store, "a")
+        tiers.flush()
+        armed = [True]
+
+        def committed_then_down(real: Callable[..., Any]) -> Callable[..., Any]:
+            def run(self: Any, ops: Any, *args: Any, **kw: Any) -> Any:
+                results = real(self, ops, *args, **kw)
+                if armed and any(isinstance(op, Append) for op in ops):
+                    armed.clear()
+                    pg.kill()  # PostgreSQL committed the turn, then went away
+                return results
+
+            return run
+
+        monkeypatch.setattr(PostgresBackend, "apply", committed_then_down(PostgresBackend.apply))
+        monkeypatch.setattr(PostgresBackend, "apply_sharing", committed_then_down(PostgresBackend.apply_sharing))
+        rd.kill()  # Redis cannot take the write: the cache must be flagged dirty in PostgreSQL
+        errors = _append_retrying(store, "b", pg)
+        monkeypatch.undo()
+        assert errors == []  # committed: reported so, not as a failure that invites a retry
+        if not pg.is_running:
+            pg.restart()
+        assert _cold_history(urls) == ["a", "b"]  # once
+        rd.start()  # with its AOF: its copy of "s" lacks "b"
+        _until_available(tiers.maintenance.tick)  # writes the flag the write missed, then drops the stale cache
+        assert _until_available(lambda: tiers.cold.get(DIRTY)) is None
+        assert tiers.hot.get(marker("session/s")) is None
+        assert _until_available(lambda: _history(store)) == ["a", "b"]
+
+
+def _until_available(fn: Callable[[], _T]) -> _T:
+    """``fn``, retried while the store's pool reconnects after PostgreSQL's restart (at most ten tries)."""
+    for _ in range(9):
+        try:
+            return fn()
+        except UnavailableError:
+            continue
+    return fn()
