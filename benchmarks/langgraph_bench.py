@@ -23,7 +23,9 @@ checkpoint of a step is written while the next step runs; ``invoke`` returns onc
 ``put_writes``. ``--durability exit`` runs every graph (LangGraph's savers too) in LangGraph's
 ``"exit"`` mode instead: one ``get_tuple`` and one ``put`` per turn, checkpoints only at the
 end of each invoke — a choice the user makes, reported separately. The systems of a backend run **interleaved, turn by turn** (each turn of
-each system in turn), so a change in the machine's load hits them alike.
+each system in turn, starting each turn one system further on), so a change in the machine's load hits
+them alike and no system always runs right after the same one. ``--guard-pair`` adds the saver on a store
+opened with ``secret_guard="off"``: the guard's per-turn cost, paired.
 
 Per row: median and p99 ms per turn, storage (SQLite: files after a WAL checkpoint;
 PostgreSQL: growth of the database; Redis: used_memory of the system's own server),
@@ -162,12 +164,23 @@ def timed_state(make: Callable[[], Any], turns: list[tuple[str, str]],
         done(saver)
 
 
-def statekeel_saver(backend: str, url: str, turns: list[tuple[str, str]], storage: Callable[[], int]) -> System:
+GUARD_OFF = "statekeel-saver-guard-off"
+"""``--guard-pair``: the same saver on a store opened with ``secret_guard="off"``, interleaved with the
+default (``"refuse"``) one: the per-turn cost of screening what each turn persists."""
+
+
+def statekeel_saver(
+    backend: str, url: str, turns: list[tuple[str, str]], storage: Callable[[], int], guard: str = "refuse"
+) -> System:
     from statekeel.integrations.langgraph import StatekeelSaver
 
-    saver = StatekeelSaver.from_url(url)
-    cold = lambda: timed_state(lambda: StatekeelSaver.from_url(url), turns, lambda s: s.close())  # noqa: E731
-    return graph_system("statekeel-saver", backend, saver, turns, storage, cold, saver.close)
+    saver = StatekeelSaver.from_url(url, secret_guard=guard)
+
+    def cold() -> tuple[float, float]:
+        return timed_state(lambda: StatekeelSaver.from_url(url, secret_guard=guard), turns, lambda s: s.close())
+
+    name = "statekeel-saver" if guard == "refuse" else GUARD_OFF
+    return graph_system(name, backend, saver, turns, storage, cold, saver.close)
 
 
 def statekeel_turn(backend: str, url: str, turns: list[tuple[str, str]], storage: Callable[[], int]) -> System:
@@ -191,7 +204,7 @@ def sqlite_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[Syste
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     d = stack.enter_context(tempfile.TemporaryDirectory(prefix="lgb-"))
-    names = ("statekeel-saver", "SqliteSaver", "statekeel-turn")
+    names = ("statekeel-saver", "SqliteSaver", "statekeel-turn", GUARD_OFF)
     for name in names:
         Path(d, name).mkdir()
     paths = {name: f"{d}/{name}/state.db" for name in names}
@@ -207,13 +220,14 @@ def sqlite_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[Syste
         graph_system("SqliteSaver", "sqlite", SqliteSaver(conn), turns, size(paths["SqliteSaver"]), lg_cold,
                      lambda: (conn.commit(), conn.close()) and None),  # fmt: skip
         statekeel_turn("sqlite", f"sqlite:///{paths['statekeel-turn']}", turns, size(paths["statekeel-turn"])),
-    ]
+    ] + ([statekeel_saver("sqlite", f"sqlite:///{paths[GUARD_OFF]}", turns, size(paths[GUARD_OFF]), "off")]
+         if GUARD_PAIR[0] else [])
 
 
 def postgres_systems(stack: ExitStack, admin: str, turns: list[tuple[str, str]]) -> list[System]:
     from langgraph.checkpoint.postgres import PostgresSaver
 
-    dsns = {name: fresh_database(admin, f"lgbench{n}") for n, name in enumerate(("sk", "lg", "turn"))}
+    dsns = {name: fresh_database(admin, f"lgbench{n}") for n, name in enumerate(("sk", "lg", "turn", "off"))}
     base = {name: db_size(dsn) for name, dsn in dsns.items()}
     size = lambda name: (lambda: db_size(dsns[name]) - base[name])  # noqa: E731
     lg = stack.enter_context(PostgresSaver.from_conn_string(dsns["lg"]))
@@ -228,14 +242,15 @@ def postgres_systems(stack: ExitStack, admin: str, turns: list[tuple[str, str]])
         statekeel_saver("postgres", dsns["sk"], turns, size("sk")),
         graph_system("PostgresSaver", "postgres", lg, turns, size("lg"), lg_cold),
         statekeel_turn("postgres", dsns["turn"], turns, size("turn")),
-    ]
+    ] + ([statekeel_saver("postgres", dsns["off"], turns, size("off"), "off")] if GUARD_PAIR[0] else [])
 
 
 def redis_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[System]:
     from statekeel.testing.servers import RedisServer
 
     systems = []
-    for make in (statekeel_saver, statekeel_turn):
+    makers: list[Callable[..., System]] = [statekeel_saver, statekeel_turn]
+    for make in makers + ([lambda *a: statekeel_saver(*a, guard="off")] if GUARD_PAIR[0] else []):
         url = stack.enter_context(RedisServer()).url  # a server each: used_memory is per server
         r, m0 = prepare(url)
         systems.append(make("redis", url, turns, lambda r=r, m0=m0: r.info("memory")["used_memory"] - m0))
@@ -244,12 +259,23 @@ def redis_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[System
 
 COLD_READS = [15]
 """``--cold-reads``: cold get_state reads per system."""
+GUARD_PAIR = [False]
+"""``--guard-pair``: add the guard-off saver on each backend (see :data:`GUARD_OFF`)."""
+
+
+def guard_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per backend: the saver's median ms per turn with the secret guard on / off (same run, interleaved)."""
+    by = {(r["backend"], r["system"]): r for r in rows}
+    return {backend: round(on["median_ms_per_turn"] / off["median_ms_per_turn"], 3)
+            for (backend, name), on in by.items() if name == "statekeel-saver"
+            and (off := by.get((backend, GUARD_OFF))) is not None}  # fmt: skip
 
 
 def measure(systems: list[System], turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Turns interleaved across systems; then warm reads (20 each) and cold reads (``--cold-reads``), interleaved."""
+    """Turns interleaved across systems in a rotating order; then warm reads (20 each) and cold reads
+    (``--cold-reads``), interleaved."""
     for i, (user, _) in enumerate(turns):
-        for s in systems:
+        for s in systems[i % len(systems):] + systems[: i % len(systems)]:  # a rotating order: no system always follows the same one
             t = time.perf_counter()
             s.turn(i, user)
             s.lat.append(time.perf_counter() - t)
@@ -391,9 +417,12 @@ def main() -> None:
     parser.add_argument("--cold-reads", type=int, default=15, help="cold get_state reads per system (median)")
     parser.add_argument("--store-items", type=int, default=10_000,
                         help="store.search: items in the namespace (0: skip the store rows)")
+    parser.add_argument("--guard-pair", action="store_true",
+                        help="also run the saver with secret_guard='off', interleaved: the guard's per-turn cost")
     args = parser.parse_args()
     DURABILITY[0] = args.durability
     COLD_READS[0] = args.cold_reads
+    GUARD_PAIR[0] = args.guard_pair
     turns = make_turns(args.turns)
     runs = []
     for run in range(args.repeat):
@@ -403,6 +432,9 @@ def main() -> None:
             print(json.dumps({"run": run, "turns": args.turns, "payload_bytes": payload_bytes(turns),
                               "durability": args.durability or "async", **row}))  # fmt: skip
         print(table(rows, payload_bytes(turns)), file=sys.stderr)
+        if args.guard_pair:
+            runs[-1]["guard_on_over_off"] = guard_ratios(rows)
+            print(f"secret guard on / off, ms per turn: {json.dumps(runs[-1]['guard_on_over_off'])}", file=sys.stderr)
         if args.store_items:
             searched = store_search(args.store_items)
             for row in searched:

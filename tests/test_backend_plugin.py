@@ -14,7 +14,6 @@ import shlex
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,11 @@ def documented_conformance_command() -> list[str]:
     return shlex.split(matching[0])
 
 
+MULTIPROCESS_ONLY = "got empty parameter set for (backend_name)"
+"""pytest's reason for a test no selected backend runs: the multi-process tests, for a backend
+whose stores live in one process (the example's) — the only skips the guide announces."""
+
+
 def summary_counts(output: str) -> dict[str, int]:
     """``{"passed": 185, "skipped": 10}`` from pytest's last line."""
     last = output.strip().splitlines()[-1]
@@ -96,17 +100,16 @@ def summary_counts(output: str) -> dict[str, int]:
 def test_the_example_backend_passes_the_documented_conformance_command(tmp_path: Path) -> None:
     command = documented_conformance_command()
     assert command[:3] == ["pytest", "-p", "statekeel.testing.plugin"]
-    env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider"}
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", *command], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider -rs"}
+    result = subprocess.run(  # the timeout only stops a run that hangs; how long it takes is benchmarks' business
+        [sys.executable, "-m", *command], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
     )
-    elapsed = time.monotonic() - started
     counts = summary_counts(result.stdout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert counts.get("failed", 0) == 0 and counts.get("error", 0) + counts.get("errors", 0) == 0, counts
-    assert counts.get("passed", 0) >= 150, counts
-    assert elapsed < 120, f"the conformance run took {elapsed:.0f} s"
+    assert counts.get("passed", 0) >= 300, counts
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert bool(skips) == bool(counts.get("skipped")) and all(MULTIPROCESS_ONLY in line for line in skips), skips
 
 
 def test_an_unregistered_conformance_backend_stops_the_run(tmp_path: Path) -> None:

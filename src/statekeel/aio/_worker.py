@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..core.validate import short_repr
 from ..errors import InvalidInputError, UsageError
 
 __all__ = ["Worker", "LoopBridge", "running_loop", "check_threads", "NO_LOOP", "CLOSED"]
@@ -36,10 +37,15 @@ def running_loop() -> asyncio.AbstractEventLoop:
         raise UsageError(NO_LOOP) from None
 
 
+MAX_THREADS = 1024
+"""Most worker threads: each blocks on one database connection (PostgreSQL's pool holds at most
+10,000, and a few dozen already saturate a server); ``workers=2**64`` is a typo, not a plan."""
+
+
 def check_threads(threads: int) -> int:
-    """``threads`` if it is a valid worker count, else :class:`InvalidInputError`."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise InvalidInputError(f"workers must be an int >= 1, got {threads!r}")
+    """``threads`` if it is a valid worker count (1 to :data:`MAX_THREADS`), else :class:`InvalidInputError`."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise InvalidInputError(f"workers must be an int from 1 to {MAX_THREADS}, got {short_repr(threads)}")
     return threads
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -15,6 +17,9 @@ _LOCAL_HOSTS = ("", "localhost")
 
 _RELATIVE_HOSTS = (".", "..")
 """``file://./dir`` and ``file://../dir``: the documented spelling of a relative folder."""
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+"""What an integer option may be spelt as: ASCII digits, an optional sign (``1e3`` and ``2.0`` are refused)."""
 
 EXAMPLES = (
     "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, file:///abs/dir, file://./rel/dir, "
@@ -57,8 +62,25 @@ class ParsedURL:
             raise ConfigurationError(f"?{name}={raw!r} in {self.redacted} must be a finite number, e.g. ?{name}=10")
         return value
 
-    def int_option(self, name: str, default: int) -> int:
-        return int(self.float_option(name, default))
+    def int_option(self, name: str, default: int, *, low: int, high: int) -> int:
+        """``?name=`` as a whole number from ``low`` to ``high``, else ``default``; anything else
+        (``1.5``, ``1e3``, a 30-digit number) is a :class:`ConfigurationError` naming the range."""
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        text = raw.strip()
+        value = int(text) if _WHOLE_NUMBER.fullmatch(text) and len(text.lstrip("+-0")) <= len(str(high)) else None
+        if value is None or not low <= value <= high:
+            shown = raw if len(raw) <= 40 else raw[:20] + f"…({len(raw):,} chars)"
+            raise ConfigurationError(
+                f"{self._without_query()}: ?{name}={shown!r} is not a finite whole number from {low:,} to {high:,}; "
+                f"fix it, e.g. ?{name}={default}"
+            )
+        return value
+
+    def _without_query(self) -> str:
+        """The redacted URL without its options (they may hold a password, ``?password=``)."""
+        return self.redacted.split("?", 1)[0]
 
     def refuse_unknown(self, valid: Collection[str]) -> None:
         """Raise :class:`ConfigurationError` for any option not in ``valid``, naming the
@@ -131,5 +153,12 @@ def split_url(url: str) -> ParsedURL:
         parts.port  # noqa: B018 - validates the port
     except ValueError as exc:
         raise ConfigurationError(f"{url!r} is malformed ({exc}); use one of: {EXAMPLES}") from None
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return ParsedURL(url, parts.scheme.lower(), parts.netloc, parts.path, options)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    options = dict(pairs)
+    parsed = ParsedURL(url, parts.scheme.lower(), parts.netloc, parts.path, options)
+    if len(options) < len(pairs):  # a repeated option: which one was meant cannot be guessed
+        name, times = Counter(name for name, _ in pairs).most_common(1)[0]
+        raise ConfigurationError(
+            f"{parsed._without_query()}: the option ?{name}= is given {times} times; give each option once"
+        )
+    return parsed

@@ -53,5 +53,5 @@ def _render(report: VerifyReport) -> None:
               f"{report.partitions} partition heads; root {report.root[:16]}…")  # fmt: skip
     out.print(f"anchor: {escape(report.anchor)}")
     for failure in report.failures:
-        out.print(f"  [red]{escape(failure)}[/red]")
+        out.print(f"  [red]{escape(failure)}[/red]", soft_wrap=True)  # one line each, whatever the width
     out.print("[green]verified[/green]" if report.ok else f"[red]{len(report.failures)} failure(s)[/red]")

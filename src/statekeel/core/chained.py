@@ -28,28 +28,8 @@ from dataclasses import replace
 from typing import Final, TypeVar
 
 from ..errors import ConflictError, IntegrityError
-from ..protocol import (
-    ANY,
-    KEEP,
-    Append,
-    Backend,
-    Delete,
-    Entry,
-    Expire,
-    Load,
-    LoadEntries,
-    LogInfo,
-    MigrationStatus,
-    Op,
-    OpResult,
-    Put,
-    Record,
-    Rewrite,
-    Touch,
-    Trim,
-    keys,
-    op_target,
-)
+from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo,
+                        MigrationStatus, Op, OpResult, Put, Record, Rewrite, Touch, Trim, keys, op_target)
 from ..protocol.checks import check_ops
 from . import layout
 from .anchor import Anchor, read_anchor
@@ -97,6 +77,20 @@ class ChainedBackend(Backend):
         view = ChainedBackend(below, self._key, context_prefix=self._prefix + context_prefix)
         view._store_floors = self._anchored  # its partitions are anchored with the store's (full names)
         return view
+
+    def unanchored(self) -> ChainedBackend:
+        """This chain without the anchor check on each head it reads: ``statekeel verify`` walks the
+        store with it and compares the heads with the anchor once (a rolled-back store is then
+        reported once, not once per record of every partition behind)."""
+        view = ChainedBackend(self._inner, self._key, context_prefix=self._prefix)
+        view._store_floors = dict
+        return view
+
+    def anchored_heads(self) -> dict[str, tuple[int, float | None]]:
+        """The anchored (version, expiry) of each partition this handle sees, named as it names them
+        ({} without an anchor); IntegrityError when the anchor does not verify."""
+        n = len(self._prefix)
+        return {p[n:]: v for p, v in self._anchored().items() if p.startswith(self._prefix)}
 
     def _anchored(self) -> dict[str, tuple[int, float | None]]:
         """Each partition's head version (and expiry) when the store was anchored, read once per handle;

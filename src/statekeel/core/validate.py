@@ -37,6 +37,7 @@ __all__ = [
     "check_limit",
     "check_name",
     "check_optional_name",
+    "check_text",
     "maybe_seconds",
     "seconds",
     "short_repr",
@@ -70,12 +71,25 @@ def check_name(value: Any, what: str) -> str:
             f"{what} is {len(value):,} characters long; the limit is {MAX_NAME_CHARS:,}: "
             "use a shorter id (e.g. a hash of the long one)"
         )
+    _refuse_surrogates(value, what)
+    return value
+
+
+def check_text(value: Any, what: str) -> str:
+    """``value`` if it is a str (of any length) with no lone surrogate, else InvalidInputError: a search
+    query, say, which no backend stores but which must not silently match nothing."""
+    if type(value) is not str:
+        raise InvalidInputError(f"{what} must be a str, got {type(value).__name__} {_short(value)}")
+    _refuse_surrogates(value, what)
+    return value
+
+
+def _refuse_surrogates(value: str, what: str) -> None:
     if not value.isascii() and (bad := _SURROGATE.search(value)):
         raise InvalidInputError(
             f"{what} {_short(value)} holds a lone surrogate {bad.group()!r} at index {bad.start()}, "
             "which cannot be stored as UTF-8; decode the text properly (errors='replace')"
         )
-    return value
 
 
 def check_optional_name(value: Any, what: str) -> str | None:

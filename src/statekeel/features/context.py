@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ..core import Core, layout
-from ..core.validate import check_int, check_name
+from ..core.validate import check_int, check_name, check_text
 from ..errors import InvalidInputError
 from ..protocol import Record, keys
 from .context_conversation import Budget, History, Summaries, fill_conversation, message_text, offer_latest
@@ -70,8 +70,8 @@ def build_context(
     check_int(memories, "memories (how many memories to include)")
     if recent is not None:
         check_int(recent, "recent (the most messages to include)", minimum=1)
-    if query is not None and not isinstance(query, str):
-        raise InvalidInputError(f"query= must be a str (what memories are searched for), got {type(query).__name__}")
+    if query is not None:
+        check_text(query, "query= (what memories are searched for)")
     run_ids = None if runs is None else _run_ids(runs)
     searches = _searches(core, user, memory)
     count = TokenCounter(tokenizer)

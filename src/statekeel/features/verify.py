@@ -72,7 +72,8 @@ def _heads(store: Core, chained: ChainedBackend, report: VerifyReport) -> dict[s
 
 def verify(store: Core) -> VerifyReport:
     """Check the whole store; anchors are compared when the store was opened with one."""
-    chained = _chained(store)
+    anchored = _chained(store)
+    chained = anchored.unanchored()  # the anchor is compared once, below: not at each read of a head
     report = VerifyReport()
     heads = _heads(store, chained, report)
     report.partitions = len(heads)
@@ -99,7 +100,7 @@ def verify(store: Core) -> VerifyReport:
             if name not in logs and lh.last >= lh.first and (lh.expires is None or lh.expires > now):
                 report.failures.append(f"the log {name!r} is missing: its chain head has entries {lh.first}..{lh.last}")
     report.root = _root(chained, heads).hex()
-    _against_anchor(chained, heads, report)
+    _against_anchor(anchored, heads, report)
     return report
 
 
@@ -144,7 +145,7 @@ def anchor(store: Core) -> VerifyReport:
     if not report.ok:
         raise IntegrityError(f"the store fails verification ({len(report.failures)} problem(s), first: "
                              f"{report.failures[0]}); it was not anchored")  # fmt: skip
-    heads = _heads(store, chained, VerifyReport())
+    heads = _heads(store, chained.unanchored(), VerifyReport())
     body = {"at": time.time(), "root": report.root, "heads": _snapshot(heads)}
     chained.anchor.save(encode_anchor(body, chained.key))
     report.anchor = f"anchored now ({len(heads)} partitions)"
@@ -152,26 +153,51 @@ def anchor(store: Core) -> VerifyReport:
 
 
 def _against_anchor(chained: ChainedBackend, heads: dict[str, tuple[int, Head, Any]], report: VerifyReport) -> None:
-    if chained.anchor is None:
+    """Every head against its anchored version: a store older than its anchor is said once, first,
+    then each partition behind or gone, its stored vs anchored version."""
+    found = _anchored(chained, report)
+    if found is None:
         return
-    data = chained.anchor.load()
-    if data is None:
-        report.anchor = "anchor configured but never written: run `statekeel verify --anchor`"
+    anchored, when = found
+    report.anchor = f"compared with the anchor written at {when}" if when else "compared with the store's anchor"
+    now = time.time()
+    behind, gone = [], []
+    for part, (version, expires) in sorted(anchored.items()):
+        current = heads.get(part)
+        if current is None and (expires is None or expires > now):
+            gone.append(f"partition {part!r}: gone from the store, anchored at version {version}")
+        elif current is not None and current[0] < version:
+            behind.append(f"partition {part!r}: head at version {current[0]} in the store, anchored at version {version}")
+    if not behind and not gone:
         return
+    counts = " and ".join(text for n, text in (
+        (len(behind), _plural(len(behind), "partition head is behind its anchored version",
+                              "partition heads are behind their anchored versions")),
+        (len(gone), _plural(len(gone), "anchored partition is", "anchored partitions are") + " gone")) if n)  # fmt: skip
+    headline = (f"the store is older than its anchor{f' (written at {when})' if when else ''}: {counts} — it was "
+                "rolled back (an older copy restored, data and heads together) or changed beneath the API; what was "
+                "written since is missing")  # fmt: skip
+    report.failures[:0] = [headline, *behind, *gone]
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _anchored(chained: ChainedBackend, report: VerifyReport) -> tuple[dict[str, tuple[int, Any]], str] | None:
+    """The anchored heads and when they were written ("" when unknown); None when there are none
+    (the report says why)."""
     try:
+        if chained.anchor is None:  # a tenant's handle: the store's anchor, for its own partitions
+            floors = chained.anchored_heads()
+            return (floors, "") if floors else None
+        data = chained.anchor.load()
+        if data is None:
+            report.anchor = "anchor configured but never written: run `statekeel verify --anchor`"
+            return None
         body = decode_anchor(data, chained.key)
     except IntegrityError as exc:
         report.failures.append(str(exc))
-        return
-    now = time.time()
-    for part, (version, expires) in sorted(body["heads"].items()):
-        current = heads.get(part)
-        if current is None:
-            if expires is None or expires > now:
-                report.failures.append(f"partition {part!r} is gone, but the anchor has its head at version {version}: "
-                                       "the store was rolled back or the partition deleted beneath the API")
-        elif current[0] < version:
-            report.failures.append(f"partition {part!r} has head version {current[0]}, older than the anchored "
-                                   f"{version}: the store was rolled back")  # fmt: skip
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(body["at"]))
-    report.anchor = f"compared with the anchor written at {when} UTC"
+        return None
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(body["at"]))
+    return {str(p): (int(v), e) for p, (v, e) in body["heads"].items()}, f"{at} UTC"

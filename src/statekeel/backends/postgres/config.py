@@ -63,13 +63,14 @@ class Settings:
                 f"?schema={schema!r} in {url.redacted} is not a usable schema name; use 1 to 63 "
                 "bytes without NUL and not starting with pg_ (reserved), e.g. ?schema=statekeel"
             )
-        pool_min = url.int_option("pool_min", 1)
-        pool_max = url.int_option("pool_max", max(10, pool_min))
+        pool_min = url.int_option("pool_min", 1, low=0, high=POOL_MAX)
+        pool_max = url.int_option("pool_max", max(10, pool_min), low=1, high=POOL_MAX)
         if not 0 <= pool_min <= pool_max <= POOL_MAX or pool_max < 1:
             raise ConfigurationError(
                 f"{url.redacted}: need 0 <= pool_min <= pool_max <= {POOL_MAX} and pool_max >= 1, "
                 f"got pool_min={pool_min} pool_max={pool_max}"
             )
+        url.int_option("connect_timeout", 10, low=0, high=int(TIMEOUT_MAX))  # libpq's; psycopg would take 1e30
         timeout = url.float_option("timeout", 10.0)
         if not 0 < timeout <= TIMEOUT_MAX:
             raise ConfigurationError(

@@ -7,7 +7,7 @@ import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlunsplit
+from urllib.parse import unquote, urlencode, urlunsplit
 
 import redis
 from redis import exceptions as rx
@@ -75,8 +75,11 @@ def _client(url: ParsedURL) -> redis.Redis:
     scheme = "rediss" if url.scheme == "rediss" else "redis"
     url.refuse_unknown(_OWN_OPTIONS + _REDIS_OPTIONS + (_TLS_OPTIONS if scheme == "rediss" else ()))
     timeout = url.float_option("timeout", 10.0)
-    if timeout <= 0:
-        raise ConfigurationError(f"?timeout= in {url.redacted} must be a positive number of seconds, e.g. ?timeout=10")
+    if not 0 < timeout <= 86_400:  # far longer is a mistake, and 1e300 overflows the socket's clock
+        raise ConfigurationError(
+            f"?timeout= in {url.redacted} must be a positive number of seconds up to 86,400 (a day), e.g. ?timeout=10"
+        )
+    _check_ints(url)
     query = urlencode({k: v for k, v in url.options.items() if k not in _OWN_OPTIONS})
     clean = urlunsplit((scheme, url.netloc, url.path, query, ""))
     try:
@@ -89,6 +92,26 @@ def _client(url: ParsedURL) -> redis.Redis:
         )
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{url.redacted} is not a valid Redis URL ({exc})") from exc
+
+
+_INT_OPTIONS = {"db": (0, 2**31 - 1, 0), "max_connections": (1, 1_000_000, 50), "health_check_interval": (0, 86_400, 30)}
+"""redis-py's integer URL options: (lowest, highest, an example) — a database index (Redis's
+``databases`` is an int), a pool size (a server takes 10,000 clients by default), seconds."""
+
+
+def _check_ints(url: ParsedURL) -> None:
+    """The integer options redis-py reads, in range: it would take ``?db=10**30`` or ``?max_connections=0``
+    and fail at the first command, or never. The database in the path (``/0``) is checked the same way."""
+    for name, (low, high, example) in _INT_OPTIONS.items():
+        url.int_option(name, example, low=low, high=high)
+    db = unquote(url.path).replace("/", "")  # as redis-py reads it
+    digits = db.lstrip("0") or "0"
+    if db and not (db.isascii() and db.isdigit() and len(digits) <= 10 and int(digits) <= 2**31 - 1):
+        shown = db if len(db) <= 40 else db[:20] + "…"
+        raise ConfigurationError(
+            f"{url.redacted.split('?', 1)[0]}: the database in the path, {shown!r}, must be a whole number from 0 "
+            f"to {2**31 - 1:,}, e.g. redis://host:6379/0"
+        )
 
 
 def _text(value: Any) -> str:

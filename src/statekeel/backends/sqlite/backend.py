@@ -94,8 +94,8 @@ class SQLiteBackend(Backend):
                 f"?durability={durability!r} is not valid; use 'full' (default) or 'normal'"
             )
         self._timeout = url.float_option("timeout", 30.0)
-        if self._timeout < 0:
-            raise ConfigurationError(f"?timeout= in {self.url} must be 0 or more seconds, e.g. ?timeout=10")
+        if not 0 <= self._timeout <= 86_400:  # far longer is a mistake (1e300 wraps SQLite's busy timeout)
+            raise ConfigurationError(f"?timeout= in {self.url} must be 0 to 86,400 seconds (a day), e.g. ?timeout=10")
         if self.path != ":memory:":
             self._refuse_damaged_wal()
         self._lock = threading.RLock()

@@ -7,7 +7,7 @@ from typing import Final, Literal
 from urllib.parse import quote, urlencode
 
 from ...errors import ConfigurationError
-from .._url import ParsedURL
+from .._url import ParsedURL, split_url
 
 Mode = Literal["write-through", "write-behind"]
 OnHotFailure = Literal["fail", "write-through"]
@@ -16,6 +16,9 @@ OPTIONS: Final = ("hot", "cold", "mode", "flush_every", "flush_interval", "hot_t
 _EXAMPLE: Final = (
     "tiered://?hot=redis%3A%2F%2Fhost%3A6379%2F0&cold=postgresql%3A%2F%2Fuser%40host%2Fdb&mode=write-behind"
 )
+FLUSH_EVERY_MAX: Final = 10_000_000
+"""Most queued batches before a flush: each waits in Redis until it is replayed into PostgreSQL (the loss
+window if Redis loses its data), so far more is a mistake; ``flush_interval`` flushes anyway."""
 _HOT_SCHEMES: Final = ("redis", "rediss", "valkey")
 _COLD_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -46,12 +49,15 @@ class Settings:
         _check_url(self.cold, "cold", _COLD_SCHEMES, "postgresql://user@host/db")
         _one_of("mode", self.mode, ("write-through", "write-behind"))
         _one_of("on_hot_failure", self.on_hot_failure, ("fail", "write-through"))
-        if not isinstance(self.flush_every, int) or isinstance(self.flush_every, bool) or self.flush_every < 1:
-            raise ConfigurationError(f"flush_every={self.flush_every!r} must be a whole number >= 1, e.g. 100")
+        every = self.flush_every
+        if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= FLUSH_EVERY_MAX:
+            raise ConfigurationError(
+                f"flush_every={_shown(every)} must be a whole number from 1 to {FLUSH_EVERY_MAX:,}, e.g. 100"
+            )
         for name in ("flush_interval", "hot_ttl", "lease"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86_400 * 365:
-                raise ConfigurationError(f"{name}={value!r} must be a positive number of seconds, e.g. {name}=1")
+                raise ConfigurationError(f"{name}={_shown(value)} must be a positive number of seconds, e.g. {name}=1")
 
     @classmethod
     def from_url(cls, url: ParsedURL) -> Settings:
@@ -68,7 +74,7 @@ class Settings:
                 )
         return cls(
             url.options["hot"], url.options["cold"], url.option("mode", "write-through"),  # type: ignore[arg-type]
-            url.int_option("flush_every", 100), url.float_option("flush_interval", 1.0),
+            url.int_option("flush_every", 100, low=1, high=FLUSH_EVERY_MAX), url.float_option("flush_interval", 1.0),
             url.float_option("hot_ttl", 3600.0), url.option("on_hot_failure", "fail"),  # type: ignore[arg-type]
             url.float_option("lease", 10.0),
         )  # fmt: skip
@@ -97,11 +103,21 @@ def _check_url(value: object, name: str, schemes: tuple[str, ...], example: str)
             f"the {name} tier must be a {' or '.join(s + '://' for s in schemes)} URL (e.g. {example}), "
             f"got {_scheme_of(value)}; percent-encode it inside a tiered:// URL"
         )
+    split_url(value)  # a malformed tier URL is refused before either tier is opened
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigurationError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened; never raises (an int of 5,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text):,} chars)"
 
 
 def _scheme_of(value: object) -> str:

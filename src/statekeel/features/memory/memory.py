@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
 from ...core import Core, layout
-from ...core.validate import check_int, check_name
+from ...core.validate import check_int, check_name, check_text
 from ...errors import ConflictError, InvalidInputError, MissingDependencyError, StatekeelError, UsageError
 from ...protocol import KEEP, Delete, Op, Put, Record
 from ...protocol.capabilities import IndexRow, MemoryIndex
@@ -204,8 +204,7 @@ class Memory:
     ) -> list[MemoryHit]:
         """Items matching ``query``, best first: hybrid (full text + vectors, fused by reciprocal
         rank) when an embedder is set, else full text; ``filter``: exact metadata values."""
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        check_text(query, "query")
         check_int(limit, "limit", minimum=1)
         check_int(offset, "offset")
         if limit > MAX_LIMIT:

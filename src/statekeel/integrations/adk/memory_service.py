@@ -23,6 +23,7 @@ from google.genai import types
 
 from ...aio import AsyncStore
 from ...aio._worker import Worker
+from ...core.validate import check_text
 from ...errors import ConflictError, InvalidInputError
 from ...store import Store
 from .memory_index import recall, remember
@@ -88,6 +89,7 @@ class StatekeelMemoryService(BaseMemoryService):
 
     async def search_memory(self, *, app_name: str, user_id: str, query: str) -> SearchMemoryResponse:
         """The remembered events sharing the most words with ``query`` (at most :data:`MAX_RESULTS`)."""
+        check_text(query, "query")  # a lone surrogate would match nothing, silently
         sid = memory_session_id(app_name, user_id)
         if self._semantic:
             found = await self._worker.run(lambda: recall(self._store, app_name, user_id, query, MAX_RESULTS))

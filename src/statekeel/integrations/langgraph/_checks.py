@@ -21,7 +21,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from ...core.validate import MAX_DURATION, MAX_INT, short_repr
+from ...core.validate import MAX_DURATION, MAX_INT, check_text, short_repr
 from ...errors import InvalidInputError
 
 __all__ = ["check_op"]
@@ -40,6 +40,8 @@ def check_op(op: Op) -> None:
         _ttl(op.ttl)
     elif isinstance(op, SearchOp):
         _namespace(op.namespace_prefix, prefix=True)
+        if op.query is not None:
+            check_text(op.query, "query")
         if op.filter is not None and not isinstance(op.filter, Mapping):
             raise InvalidInputError(f"filter is a dict of value keys to conditions, got {type(op.filter).__name__}")
         _count(op.limit, "limit")

@@ -105,6 +105,13 @@ class Planned:
 
     doc: dict[str, Any]
     state: ChainState | None
+    fresh: Any = MISSING
+    """What this record newly stores: the value, or for a delta the items it appends (the secret
+    guard screens these, not the history again)."""
+    fresh_typed: Typed = ("null", b"")
+    """``fresh`` as the serializer wrote it (the guard's fast scan reads these bytes)."""
+    offset: int | None = None
+    """For a delta, the index of the first appended item in the whole list; None for a full value."""
 
 
 def _grew_from(old: list[Any], new: list[Any]) -> bool:
@@ -135,13 +142,16 @@ def plan_value(
     (every ``segment`` links a delta on the previous segment; 0: never)."""
     if value is MISSING:
         return Planned({"e": 1}, None)
+    grown_by: tuple[list[Any], Typed, int] | None = None  # a list that only grew: its new items, serialized, where
     if type(value) is list and previous is not None and _grew_from(previous.items, value):
         links = previous.links + 1
         marks = previous.marks or Marks.start(previous.version, len(previous.items), previous.links)
         level = marks.level(links, segment)
         new_items = value[len(previous.items) :]
-        typed = dumps(value[marks.at(level).length :] if level else new_items)
-        chain_bytes = previous.chain_bytes + len((dumps(new_items) if level else typed)[1])
+        fresh = dumps(new_items)
+        typed = dumps(value[marks.at(level).length :]) if level else fresh
+        chain_bytes = previous.chain_bytes + len(fresh[1])
+        grown_by = (new_items, fresh, len(previous.items))
         if chain_bytes <= max(previous.root_bytes * chain_share, min_bytes) and previous.links < max_chain:
             doc = {**pack_raw(typed), "root": previous.root, "n": len(value), "k": links, "cb": chain_bytes,
                    "rb": previous.root_bytes}  # fmt: skip
@@ -152,10 +162,12 @@ def plan_value(
                 grown = marks
                 doc.update(base=previous.version, **marks.small_hints())
             state = ChainState(version, list(value), previous.root, previous.root_bytes, chain_bytes, links, grown)
-            return Planned(doc, state)
+            return Planned(doc, state, new_items, fresh, len(previous.items))
     typed = dumps(value)
     root = ChainState(version, list(value), version, len(typed[1]), 0, 0, Marks.start(version, len(value), 0)) if type(value) is list else None
-    return Planned(pack_raw(typed), root)
+    if grown_by is not None:  # a new root of a grown list newly stores only the appended items' content
+        return Planned(pack_raw(typed), root, *grown_by)
+    return Planned(pack_raw(typed), root, value, typed)
 
 
 class ValueReader:

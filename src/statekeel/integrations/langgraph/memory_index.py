@@ -23,6 +23,8 @@ from langgraph.store.base import IndexConfig, PutOp, SearchItem, SearchOp
 from langgraph.store.base.embed import ensure_embeddings, get_text_at_path
 
 from ...core import Core, layout
+from ...core.validate import short_repr
+from ...errors import InvalidInputError
 from ...features.memory import Memory
 from . import _filters
 
@@ -31,13 +33,22 @@ __all__ = ["SemanticIndex"]
 ROOT = "langgraph"
 """The first label of the memory namespaces that index LangGraph items."""
 
+MAX_DIMS = 65_536
+"""Largest ``dims`` accepted: embedding models have hundreds to a few thousand dimensions."""
+
 
 class _Embedder:
     """LangGraph's ``Embeddings`` as a statekeel embedder (name and dimension are stored with vectors)."""
 
     def __init__(self, config: IndexConfig) -> None:
+        dims = config.get("dims") if isinstance(config, Mapping) else None
+        if type(dims) is not int or not 1 <= dims <= MAX_DIMS:
+            raise InvalidInputError(
+                f"index={{'dims': ...}} is the embedding's dimension, an int from 1 to {MAX_DIMS:,} "
+                f"(e.g. 1536), got {type(dims).__name__} {short_repr(dims)}"
+            )
         self._embeddings = ensure_embeddings(config["embed"])
-        self.dim = int(config["dims"])
+        self.dim = dims
         self.name = f"langgraph:{getattr(self._embeddings, 'model', None) or type(self._embeddings).__name__}"
 
     def embed(self, texts: list[str]) -> list[list[float]]:

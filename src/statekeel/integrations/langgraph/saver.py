@@ -38,24 +38,37 @@ from ...aio._worker import Worker
 from ...codec import Codec
 from ...core import Core, layout
 from ...core.session_write import apply_across_partitions
-from ...core.validate import check_int
+from ...core.validate import MAX_INT, check_int, short_repr
 from ...errors import ConflictError, InvalidInputError
 from ...features.retention import store_retention
 from ...protocol import ANY, Op, Put, Record
+from ...security.guard import SecretGuard
 from ...store import Store
 from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
-from ._records import (CheckpointForkError, FastZlib, ThreadKeys, check_thread_id, config_text, configurable, frame,
-                       invert_id, pack, pack_raw, thread_and_ns, unpack)
+from ._guard import active, clean, screen, screen_values
+from ._records import (CheckpointForkError, FastZlib, ThreadKeys, Typed, check_thread_id, config_text, configurable,
+                       frame, invert_id, pack, pack_raw, thread_and_ns, unpack)
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
 __all__ = ["StatekeelSaver"]
 
 _PAGE = 100
+
+
+def _list_limit(limit: Any) -> int:
+    """``list(limit=)``: an int >= 0 (0: nothing). A negative one is refused: LangGraph's own savers
+    disagree on it (InMemorySaver returns nothing, SqliteSaver everything, PostgresSaver fails)."""
+    if type(limit) is not int or not 0 <= limit <= MAX_INT:
+        raise InvalidInputError(
+            f"limit must be None (every checkpoint) or an int from 0 to 2**63 - 1, got {type(limit).__name__} "
+            f"{short_repr(limit)}"
+        )
+    return limit
 
 
 class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
@@ -184,9 +197,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         ns = None if conf.get("checkpoint_ns") is None else config_text(conf["checkpoint_ns"], "checkpoint_ns")
         wanted_id = get_checkpoint_id(config) if config else None
         before_id = get_checkpoint_id(before) if before and configurable(before, "before") else None
-        if limit is not None and type(limit) is not int:
-            raise InvalidInputError(f"limit must be an int or None, got {type(limit).__name__}")
-        left = limit
+        left = None if limit is None else _list_limit(limit)
         for thread in threads:
             for page in self._pages(thread, ns, before_id, left, wanted_id):
                 chosen = [s for s in page if self._matches(s, wanted_id, before_id, filter)]
@@ -239,11 +250,14 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         cp_id = str(checkpoint["id"])
         full_metadata = get_checkpoint_metadata(config, metadata)
         planned = self._plan_values(thread, ns, checkpoint, new_versions)
+        meta = self.serde.dumps_typed(full_metadata)
+        guard = active(self.core.codec.guard)  # before anything is written: docs/langgraph.md, "Secrets"
+        if guard is not None and not clean(guard, [meta, *(p.fresh_typed for p in planned.values())]):
+            checkpoint, full_metadata, meta = self._screened(guard, thread, ns, checkpoint, planned, full_metadata, meta)
         body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         tk = self._keys(thread, ns)
         cp_key = tk.checkpoint(invert_id(cp_id))
-        doc = {"c": pack(self.serde.dumps_typed(body)), "m": pack(self.serde.dumps_typed(full_metadata)),
-               "p": parent}  # fmt: skip
+        doc = {"c": pack(self.serde.dumps_typed(body)), "m": pack(meta), "p": parent}
         ops: builtins.list[Op] = [
             self._put_op(tk.blob(ch, str(v)), p.doc, f"channel {ch!r}")
             for (ch, v), p in planned.items()
@@ -266,12 +280,24 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self, thread: str, ns: str, checkpoint: Checkpoint, new_versions: ChannelVersions
     ) -> dict[tuple[str, Any], Planned]:
         values = checkpoint["channel_values"]
-        return {
-            (ch, v): plan_value(str(v), values.get(ch, MISSING), self._cache.get(thread, ns, ch),
-                                self.serde.dumps_typed, min_bytes=self.delta_min_bytes, max_chain=self.max_chain,
-                                chain_share=self.chain_share, segment=self.segment)
-            for ch, v in new_versions.items()
-        }  # fmt: skip
+        return {(ch, v): self._plan(thread, ns, ch, v, values.get(ch, MISSING)) for ch, v in new_versions.items()}
+
+    def _plan(self, thread: str, ns: str, channel: str, version: Any, value: Any) -> Planned:
+        return plan_value(str(version), value, self._cache.get(thread, ns, channel), self.serde.dumps_typed,
+                          min_bytes=self.delta_min_bytes, max_chain=self.max_chain, chain_share=self.chain_share,
+                          segment=self.segment)  # fmt: skip
+
+    def _screened(self, guard: SecretGuard, thread: str, ns: str, checkpoint: Checkpoint,
+                  planned: dict[tuple[str, Any], Planned], metadata: CheckpointMetadata,
+                  meta: Typed) -> tuple[Checkpoint, CheckpointMetadata, Typed]:  # fmt: skip
+        """The checkpoint and metadata with what the secret guard redacted (:mod:`._guard`); raises in refuse mode."""
+        where = f"LangGraph thread {thread!r}{f' namespace {ns!r}' if ns else ''}"
+        changed = screen_values(guard, planned, checkpoint["channel_values"], where,
+                                lambda ch, v, value: self._plan(thread, ns, ch, v, value))  # fmt: skip
+        if changed:  # the saver remembers the redacted values: a later read restores what was stored
+            checkpoint = {**checkpoint, "channel_values": {**checkpoint["channel_values"], **changed}}
+        cleaned = screen(guard, metadata, meta, f"{where} checkpoint metadata")
+        return checkpoint, cleaned, meta if cleaned is metadata else self.serde.dumps_typed(cleaned)
 
     def _commit_with_head(
         self, thread: str, ns: str, cp_id: str, must_extend: str | None, ops: builtins.list[Op], run_id: Any
@@ -327,10 +353,15 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         inverted = invert_id(str(conf["checkpoint_id"]))
         tk = self._keys(thread, ns)
         ops: dict[str, Put] = {}
-        for i, (channel, value) in enumerate(writes):
+        typed = [self.serde.dumps_typed(value) for _, value in writes]
+        if (guard := active(self.core.codec.guard)) is not None and not clean(guard, typed):
+            where = f"LangGraph thread {thread!r} task {task_id!r} write to"
+            typed = [t if (c := screen(guard, v, t, f"{where} {ch!r}")) is v else self.serde.dumps_typed(c)
+                     for (ch, v), t in zip(writes, typed)]  # fmt: skip
+        for i, (channel, _value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
             key = tk.write(inverted, str(task_id), idx)
-            doc = {"c": channel, "p": task_path, **pack_raw(self.serde.dumps_typed(value))}
+            doc = {"c": channel, "p": task_path, **pack_raw(typed[i])}
             ops[key] = self._put_op(key, doc, f"write to {channel!r}", None if idx >= 0 else ANY)
         self._apply_writes(list(ops.values()))
 
@@ -372,10 +403,9 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         the records stay ``json+zlib`` as before); binary ones (values, pending writes, whose bytes
         :func:`._records.pack_raw` compressed with zstd) with the store's own settings.
 
-        Without the secret guard: every LangGraph value reaches the codec as serialized bytes,
-        which the guard does not look into (a base64 blob is not a string of the user's), so
-        on these records it only ever scanned ``base64`` noise and channel names — a third
-        of a turn's encoding time. The guard does not cover LangGraph state (docs/langgraph.md)."""
+        Without the codec's secret guard: every LangGraph value reaches the codec as serialized
+        bytes, which the guard does not look into (it would scan compressed noise); the saver
+        screens the objects themselves before serializing them (:mod:`._guard`)."""
         base = self.core.codec
         if self._zlib is None or self._zlib[0] is not base:
             own = base if base._compressor is not None else base._with(_compressor=FastZlib(), compress_min_bytes=200)
