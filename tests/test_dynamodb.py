@@ -48,6 +48,7 @@ def store(url: str) -> Iterator[statekeel.Store]:
 # -- URL options ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("query", "named"), [
     ("regon=us-east-1", "?region="), ("timeout=nan", "?timeout="), ("timeout=0", "?timeout="),
+    ("timeout=1e300", "?timeout="),
     ("endpoint=localhost:8000", "?endpoint="), ("endpoint=ftp://h:1", "?endpoint="),
 ])  # fmt: skip
 def test_bad_url_options_are_refused_naming_the_option(query: str, named: str) -> None:

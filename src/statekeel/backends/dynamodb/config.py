@@ -21,6 +21,7 @@ from .._url import ParsedURL
 __all__ = ["OPTIONS", "DynamoConfig", "client", "parse_config"]
 
 OPTIONS = ("region", "endpoint", "timeout")
+_MAX_TIMEOUT = 86_400
 """The URL options a ``dynamodb://`` URL takes."""
 
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
@@ -53,8 +54,11 @@ def parse_config(url: ParsedURL) -> DynamoConfig:
             "write dynamodb://TABLE?region=eu-west-1"
         )
     timeout = url.float_option("timeout", 10.0)
-    if timeout <= 0:
-        raise ConfigurationError(f"?timeout= in {url.redacted} must be a positive number of seconds, e.g. ?timeout=10")
+    if not 0 < timeout <= _MAX_TIMEOUT:  # botocore fails a huge one at the first call, as if DynamoDB were down
+        raise ConfigurationError(
+            f"?timeout= in {url.redacted.split('?', 1)[0]} must be a positive number of seconds up to "
+            f"{_MAX_TIMEOUT:,}, e.g. ?timeout=10"
+        )
     return DynamoConfig(table, url.options.get("region") or None, _endpoint(url), timeout)
 
 
