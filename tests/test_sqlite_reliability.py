@@ -325,7 +325,7 @@ def test_eight_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) 
     ("?durabilty=full", "did you mean ?durability="),
     ("?timeout=nan", "finite"),
     ("?timeout=inf", "finite"),
-    ("?timeout=-1", "0 or more"),
+    ("?timeout=-1", "0 to 86,400 seconds"),
     ("?durability=fast", "'full'"),
 ])
 def test_unknown_or_bad_url_options_are_refused_before_anything_is_written(
