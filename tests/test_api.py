@@ -53,7 +53,21 @@ def test_bad_urls_list_the_supported_schemes(url: str) -> None:
 def test_url_errors_never_leak_passwords() -> None:
     with pytest.raises(ConfigurationError) as info:
         statekeel.open("sqlite:///x.db?durability=sometimes&password=hunter2")
-    assert "durability" in str(info.value)
+    assert "durability" in str(info.value) and "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("query", ["password=hunter2", "sslpassword=hunter2&connect_timeout=1", "PASSWORD=hunter2"])
+def test_a_password_in_the_query_is_masked_like_the_one_in_the_address(query: str) -> None:
+    """libpq takes ``?password=`` (and ``?sslpassword=``) in the query: an error naming the URL, and the
+    store's ``url``, mask it as they mask ``user:password@``."""
+    from statekeel.backends._url import split_url
+
+    url = f"postgresql://app:s3cret@127.0.0.1:1/db?{query}"
+    assert "hunter2" not in split_url(url).redacted and "s3cret" not in split_url(url).redacted
+    assert split_url("sqlite:///x.db?durability=full").redacted == "sqlite:///x.db?durability=full"
+    with pytest.raises(statekeel.StatekeelError) as info:  # nothing listens on port 1
+        statekeel.open(url)
+    assert "hunter2" not in str(info.value) and "s3cret" not in str(info.value)
 
 
 def test_default_store_is_sqlite_under_dot_statekeel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,8 @@ _LOCAL_HOSTS = ("", "localhost")
 _RELATIVE_HOSTS = (".", "..")
 """``file://./dir`` and ``file://../dir``: the documented spelling of a relative folder."""
 
+_SECRET_OPTION = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+"""A query option holding a password (``?password=``, ``?sslpassword=``): masked in :attr:`ParsedURL.redacted`."""
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 """What an integer option may be spelt as: ASCII digits, an optional sign (``1e3`` and ``2.0`` are refused)."""
 
@@ -39,12 +41,15 @@ class ParsedURL:
 
     @property
     def redacted(self) -> str:
-        """The URL with any password replaced by ``***`` (safe to log)."""
-        parts = urlsplit(self.raw)
-        if parts.password is None:
-            return self.raw
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        """The URL with any password replaced by ``***`` (safe to log): the one in the address and
+        the query's ``?password=`` / ``?sslpassword=`` (libpq takes both there)."""
+        out, parts = self.raw, urlsplit(self.raw)
+        if parts.password is not None:
+            out = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+        head, mark, query = out.partition("?")
+        if _SECRET_OPTION.search(query):
+            out = head + mark + _SECRET_OPTION.sub(r"\1\2=***", query)
+        return out
 
     def option(self, name: str, default: str) -> str:
         return self.options.get(name, default)
