@@ -40,7 +40,7 @@ from ...errors import CorruptionError, InvalidInputError, UnavailableError
 from .errors import RETRYABLE, error_code
 from .items import TRANSACTION_BYTES, Item
 from .reads import Table
-from .tags import INTENT_PK, intent_key, settle_write, tagged
+from .tags import INTENT_PK, intent_key, settle_write, state_of, tagged
 
 __all__ = ["Intents"]
 
@@ -75,7 +75,7 @@ class Intents:
     def state(self, intent: str) -> tuple[str, float] | None:
         """``(state, deadline)`` of an intent; None once finished (deleted)."""
         item = self._table.get_item(intent_key(intent))
-        return None if item is None else (item["xs"]["S"], float(item["xd"]["N"]))
+        return None if item is None else state_of(item)
 
     def committed(self, intent: str) -> bool:
         found = self.state(intent)
@@ -177,7 +177,7 @@ class Intents:
             if state == "pending" and (deadline > time.time() or not self.abort(intent, own=False)):
                 time.sleep(_WAIT)  # its writer is still at work (or just finished): read again
                 continue
-            self.resolve(group, committed=(state if state != "pending" else "aborted") == "committed")
+            self.resolve(group, committed=state == "committed")  # a pending one was just aborted
         return bool(groups)
 
     def unfinished(self) -> list[str]:
@@ -185,7 +185,7 @@ class Intents:
         their deadline), one line each — what ``statekeel doctor`` reports."""
         out = []
         for name, item in self._headers():
-            state, deadline = item["xs"]["S"], float(item["xd"]["N"])
+            state, deadline = state_of(item)
             if state == "pending" and deadline > time.time():
                 continue  # its writer is at work
             seen = {"committed": "whole", "aborted": "not at all", "pending": "not at all (it never committed)"}[state]
@@ -207,10 +207,9 @@ class Intents:
         """Finish every committed or aborted intent and abort those pending past their deadline
         (a writer that crashed): what ``purge_expired`` does first. Returns how many were finished."""
         count = 0
-        for name, _ in list(self._headers()):
-            found = self.state(name)
-            if found is not None and found[0] == "pending" and not self.abort(name, own=False):
-                continue
+        for name, item in list(self._headers()):
+            if state_of(item)[0] == "pending" and not self.abort(name, own=False):
+                continue  # its writer is at work (abort holds off until the deadline)
             self.finish(name)
             count += 1
         return count

@@ -24,7 +24,7 @@ from ...protocol import Entry, LogInfo, Record
 from ...protocol.keys import partition, prefix_end
 from .errors import map_error
 from .items import Head, Item, Stored, alive, entry_key, head_key, head_of, record_key, record_of, verified
-from .tags import intent_key, tagged, view
+from .tags import intent_key, state_of, tagged, view
 from .items import entry_of, listed_space, namespace_pk, seq_of, shard_pk, shard_pks
 
 __all__ = ["Table"]
@@ -147,7 +147,7 @@ class Table:
                 return item
             if intent not in states:
                 found = self.get_item(intent_key(intent))
-                states[intent] = None if found is None else found["xs"]["S"] == "committed"
+                states[intent] = None if found is None else state_of(found)[0] == "committed"
             committed = states[intent]
             if committed is not None:
                 return view(item, committed)

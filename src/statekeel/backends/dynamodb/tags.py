@@ -13,7 +13,7 @@ from typing import Final
 
 from .items import Item
 
-__all__ = ["INTENT_PK", "intent_key", "tagged", "view", "write_key", "tag_write", "settle_write"]
+__all__ = ["INTENT_PK", "intent_key", "state_of", "tagged", "view", "write_key", "tag_write", "settle_write"]
 
 INTENT_PK: Final = "#tx"
 _TAGS: Final = ("xt", "xk", "xn", "x0")
@@ -23,6 +23,12 @@ _OPTIONAL: Final = ("ea", "ttl")
 
 def intent_key(intent: str, page: int | None = None) -> Item:
     return {"pk": {"S": INTENT_PK}, "sk": {"S": f"#{intent}" + ("" if page is None else f"/{page}")}}
+
+
+def state_of(intent: Item) -> tuple[str, float]:
+    """``(state, deadline)`` of an intent item: ``pending``, ``committed`` or ``aborted``, and the time
+    after which another writer may abort it while pending."""
+    return intent["xs"]["S"], float(intent["xd"]["N"])
 
 
 def tagged(item: Item | None) -> str | None:
