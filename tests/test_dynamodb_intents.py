@@ -50,6 +50,15 @@ def store(url: str) -> Iterator[statekeel.Store]:  # noqa: F811
         yield st
 
 
+@pytest.fixture
+def seeded(store: statekeel.Store) -> DynamoDBBackend:
+    """The store's backend (limit 10), holding :func:`_seed`'s records and log."""
+    b = store.storage
+    assert isinstance(b, DynamoDBBackend)
+    _seed(b)
+    return b
+
+
 def _items(raw: Any, url: str) -> list[dict[str, Any]]:  # noqa: F811
     return list(raw.scan(TableName=table_name(url), ConsistentRead=True)["Items"])
 
@@ -128,11 +137,9 @@ def _expire_past_the_limit(b: Any) -> None:
 
 
 # -- a writer that dies ------------------------------------------------------------------------
-def test_a_batch_whose_writer_died_before_the_commit_never_shows(store: statekeel.Store, raw: Any,
+def test_a_batch_whose_writer_died_before_the_commit_never_shows(seeded: DynamoDBBackend, raw: Any,
                                                                   url: str) -> None:  # noqa: F811
-    b = store.storage
-    assert isinstance(b, DynamoDBBackend)
-    _seed(b)
+    b = seeded
     intent = _stage(b, [Expire("s/x/", time.time() - 1)], commit=False)
     assert len(b.scan("s/x/", limit=1000)) == _N and b.get("s/x/005") is not None
     assert b.log_info("s/x/log") is not None and len(b.get_many(["s/x/001", "s/x/002"])) == 2
@@ -149,11 +156,9 @@ def test_a_batch_whose_writer_died_before_the_commit_never_shows(store: statekee
     assert exp is not None and "ttl" in exp and "xt" not in exp
 
 
-def test_a_batch_whose_writer_died_after_the_commit_is_whole(store: statekeel.Store, raw: Any,
+def test_a_batch_whose_writer_died_after_the_commit_is_whole(seeded: DynamoDBBackend, raw: Any,
                                                               url: str) -> None:  # noqa: F811
-    b = store.storage
-    assert isinstance(b, DynamoDBBackend)
-    _seed(b)
+    b = seeded
     at = time.time() + 900
     _stage(b, [Expire("s/x/", at), Put("s/x/000", b"0", "json")], commit=True)
     assert _leftovers(raw, url)[0] > _N  # tags left behind
@@ -202,10 +207,9 @@ def test_a_writer_waits_for_a_batch_in_progress_then_writes_on_its_result(url: s
 
 
 def test_a_record_too_large_to_hold_old_and_new_data_is_refused_with_nothing_written(
-    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+    seeded: DynamoDBBackend, raw: Any, url: str  # noqa: F811
 ) -> None:
-    b = store.storage
-    _seed(b)  # type: ignore[arg-type]
+    b = seeded
     b.apply([Put("s/x/big", b"a" * 250_000, "json")])
     ops: list[Op] = [Put(f"s/x/{i:03d}", b"2", "json") for i in range(_N)] + [Put("s/x/big", b"b" * 250_000, "json")]
     with pytest.raises(statekeel.InvalidInputError, match="400 KB"):
@@ -271,11 +275,9 @@ def test_large_batches_and_small_writers_racing_lose_no_update(url: str, raw: An
 
 
 def test_a_tag_whose_intent_was_deleted_behind_statekeels_back_is_reported_not_guessed(
-    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+    seeded: DynamoDBBackend, raw: Any, url: str  # noqa: F811
 ) -> None:
-    b = store.storage
-    assert isinstance(b, DynamoDBBackend)
-    _seed(b)
+    b = seeded
     intent = _stage(b, [Expire("s/x/", time.time() - 1)], commit=True)
     raw.delete_item(TableName=table_name(url), Key=intent_key(intent))  # damage: the commit marker is gone
     with pytest.raises(statekeel.CorruptionError, match="whether that batch committed is unknown"):
@@ -285,15 +287,13 @@ def test_a_tag_whose_intent_was_deleted_behind_statekeels_back_is_reported_not_g
 
 
 def test_doctor_reports_a_batch_a_stopped_writer_left_and_repair_finishes_it(
-    store: statekeel.Store, raw: Any, url: str  # noqa: F811
+    seeded: DynamoDBBackend, raw: Any, url: str  # noqa: F811
 ) -> None:
     from click.testing import CliRunner
 
     from statekeel.cli import main
 
-    b = store.storage
-    assert isinstance(b, DynamoDBBackend)
-    _seed(b)
+    b = seeded
     intent = _stage(b, [Expire("s/x/", time.time() + 100)], commit=True)
     doctor = CliRunner().invoke(main, ["doctor", url])
     assert doctor.exit_code == 1, doctor.output

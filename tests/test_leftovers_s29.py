@@ -29,6 +29,7 @@ from statekeel.backends.tiered.config import tiered_url
 from statekeel.cli import main
 from statekeel.errors import ConfigurationError, InvalidInputError
 from statekeel.protocol import ANY, Put
+from test_security_audit import rolled_back_tenant
 
 KEY = base64.b64encode(b"L" * 32).decode()
 PG = "postgresql://app:secret@127.0.0.1:1/agents"
@@ -204,17 +205,8 @@ def test_a_tampered_record_in_a_rolled_back_store_is_still_named(rolled_back: st
 
 
 def test_a_tenant_handle_reports_its_own_partitions_behind_the_store_anchor(tmp_path: Path) -> None:
-    url, db = f"sqlite:///{tmp_path}/s.db", tmp_path / "s.db"
     integrity = Integrity(key=KEY, anchor=f"file:{tmp_path}/anchor")
-    with statekeel.open(url, integrity=integrity) as store:
-        store.tenant("acme").session("s").append("refund requested")
-        store.storage.checkpoint_wal()  # type: ignore[attr-defined]
-        copy = db.read_bytes()
-        store.tenant("acme").session("s").append("refund approved")
-        assert store.anchor().ok
-    for f in tmp_path.glob("s.db*"):
-        f.unlink()
-    db.write_bytes(copy)
+    url = rolled_back_tenant(tmp_path, integrity)
     with statekeel.open(url, integrity=integrity) as store:
         failures = store.tenant("acme").verify().failures
     assert failures[0].startswith("the store is older than its anchor: 1 partition head is behind its anchored version")

@@ -259,12 +259,11 @@ def _cached(store: statekeel.Store, tiers: TieredBackend) -> None:
     raise AssertionError("session/s never got cached in Redis")
 
 
-def test_a_rollback_of_the_whole_store_is_found_through_a_tenant_handle(tmp_path: Path) -> None:
-    """The anchor was checked by the store's own reads only: a tenant handle served the rolled-back
-    history (the refund approved after the snapshot gone) without a word."""
-    key = base64.b64encode(KEY).decode()
+def rolled_back_tenant(tmp_path: Path, integrity: Integrity) -> str:
+    """A SQLite store (its URL) whose tenant ``acme``'s session ``s`` took "refund requested", then
+    "refund approved" (anchored after it), then was restored — data and heads together — from a copy
+    taken between the two."""
     url, db = f"sqlite:///{tmp_path}/s.db", tmp_path / "s.db"
-    integrity = Integrity(key=key, anchor=f"file:{tmp_path}/anchor")
     with statekeel.open(url, integrity=integrity) as store:
         store.tenant("acme").session("s").append("refund requested")
         store.storage.checkpoint_wal()  # type: ignore[attr-defined]
@@ -273,7 +272,15 @@ def test_a_rollback_of_the_whole_store_is_found_through_a_tenant_handle(tmp_path
         assert store.anchor().ok
     for wal in tmp_path.glob("s.db-*"):
         wal.unlink()
-    db.write_bytes(snapshot)  # the whole store rolled back, data and heads together
+    db.write_bytes(snapshot)
+    return url
+
+
+def test_a_rollback_of_the_whole_store_is_found_through_a_tenant_handle(tmp_path: Path) -> None:
+    """The anchor was checked by the store's own reads only: a tenant handle served the rolled-back
+    history (the refund approved after the snapshot gone) without a word."""
+    integrity = Integrity(key=base64.b64encode(KEY).decode(), anchor=f"file:{tmp_path}/anchor")
+    url = rolled_back_tenant(tmp_path, integrity)
     with statekeel.open(url, integrity=integrity) as store:
         with pytest.raises(IntegrityError, match="rolled back"):
             store.tenant("acme").session("s").history()
