@@ -14,7 +14,7 @@ import logging
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -277,6 +277,37 @@ def _waiting_on_a_lock(pg: PostgresServer) -> bool:
         return row is not None and row[0] > 0
 
 
+def _race_a_copy(
+    tiers: TieredBackend, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch, ops: list[Op], check: Callable[[], None]
+) -> None:
+    """Copy ``session/s`` into Redis; between reading PostgreSQL and installing the copy, start a
+    write of ``ops`` and wait until it waits on a lock; ``check`` then sees PostgreSQL without it.
+
+    Only this copy is intercepted: copies started in the background (the store's own reads when it
+    opened) are waited for first and, should another start, go through untouched."""
+    tiers.hydrator.wait()
+    real_copy = tiered_hydrate.partition_copy
+    writer = threading.Thread(target=lambda: tiers.apply(ops))
+    ours = threading.get_ident()
+
+    def copy_then_write(cold: Backend, part: str) -> list[Op]:
+        copy = real_copy(cold, part)
+        if part != "session/s" or threading.get_ident() != ours:
+            return copy
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_a_lock(pg):  # the writer waits for the copy's lock ...
+            assert time.monotonic() < deadline, "the write did not wait for the copy"
+            time.sleep(0.01)
+        check()  # ... so no reader can see it in PostgreSQL yet
+        return copy
+
+    monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_write)
+    assert hydrate(tiers.hot, tiers.cold, "session/s")  # the copy is installed, without the write
+    writer.join(30)
+    assert not writer.is_alive()
+
+
 def test_a_write_through_write_waits_for_a_copy_into_redis_to_be_installed(
     urls: tuple[str, str], pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -287,24 +318,12 @@ def test_a_write_through_write_waits_for_a_copy_into_redis_to_be_installed(
         tiers = _tiers(store)
         tiers.apply([Put("session/s/k", b"1", "json")])
         drop(tiers.hot, ["session/s"])
-        real_copy = tiered_hydrate.partition_copy
-        writer = threading.Thread(target=lambda: tiers.apply([Put("session/s/k", b"2", "json")]))
 
-        def copy_then_write(cold: Backend, part: str) -> list[Op]:
-            copy = real_copy(cold, part)
-            writer.start()
-            deadline = time.monotonic() + 30
-            while not _waiting_on_a_lock(pg):  # the writer waits for the copy's lock ...
-                assert time.monotonic() < deadline, "the write did not wait for the copy"
-                time.sleep(0.01)
+        def unchanged() -> None:
             rec = tiers.cold.get("session/s/k")
-            assert rec is not None and rec.data == b"1"  # ... so no reader can see it in PostgreSQL yet
-            return copy
+            assert rec is not None and rec.data == b"1"
 
-        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_write)
-        assert hydrate(tiers.hot, tiers.cold, "session/s")  # the copy is installed, without the write
-        writer.join(30)
-        assert not writer.is_alive()
+        _race_a_copy(tiers, pg, monkeypatch, [Put("session/s/k", b"2", "json")], unchanged)
         assert tiers.hot.get(marker("session/s")) is not None  # still cached: the writer updated it
         found = tiers.get("session/s/k")
         assert found is not None and found.data == b"2"
@@ -321,24 +340,12 @@ def test_a_write_spanning_partitions_waits_for_a_copy_into_redis_to_be_installed
         tiers.apply([Put("session/s/k", b"1", "json")])
         drop(tiers.hot, ["session/s"])
         until = time.time() + 3600
-        real_copy = tiered_hydrate.partition_copy
-        writer = threading.Thread(target=lambda: tiers.apply([Expire("session/", until)]))
 
-        def copy_then_write(cold: Backend, part: str) -> list[Op]:
-            copy = real_copy(cold, part)
-            writer.start()
-            deadline = time.monotonic() + 30
-            while not _waiting_on_a_lock(pg):
-                assert time.monotonic() < deadline, "the write did not wait for the copy"
-                time.sleep(0.01)
+        def not_committed() -> None:
             rec = tiers.cold.get("session/s/k")
-            assert rec is not None and rec.expires_at is None  # not committed yet
-            return copy
+            assert rec is not None and rec.expires_at is None
 
-        monkeypatch.setattr(tiered_hydrate, "partition_copy", copy_then_write)
-        assert hydrate(tiers.hot, tiers.cold, "session/s")
-        writer.join(30)
-        assert not writer.is_alive()
+        _race_a_copy(tiers, pg, monkeypatch, [Expire("session/", until)], not_committed)
         for rec in (tiers.hot.get("session/s/k"), tiers.cold.get("session/s/k")):
             assert rec is not None and rec.expires_at == pytest.approx(until)
 
