@@ -23,7 +23,7 @@ import pytest
 import statekeel
 from statekeel import UnavailableError
 from statekeel.backends.postgres import PostgresBackend
-from statekeel.backends.tiered.flusher import Lease, LeaseHeld, flush_queue
+from statekeel.backends.tiered.flusher import Lease, LeaseHeld, flush_queue, watermark
 from statekeel.backends.tiered.names import DIRTY, QUEUE, WATERMARK, marker
 from statekeel.protocol import Append, Expire, Trim
 from statekeel.testing.servers import PostgresServer, RedisServer
@@ -196,3 +196,46 @@ def _until_available(fn: Callable[[], _T]) -> _T:
         except UnavailableError:
             continue
     return fn()
+
+
+# -- 4. a flush replays what was queued when it began ----------------------------------
+def _queue_during_the_replay(tiers: Any, store: statekeel.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the next flush has read its page of the queue, one more turn is queued (a writer during the flush)."""
+    hot, armed = tiers.hot, [True]
+    real = hot.read
+
+    def read(log: str, **kw: Any) -> Any:
+        found = real(log, **kw)
+        if armed and log == QUEUE:
+            armed.clear()
+            _say(store, "during")
+        return found
+
+    monkeypatch.setattr(hot, "read", read)
+
+
+def test_a_flush_stops_at_the_queue_end_it_found_and_a_pass_due_to_evict_follows_it(
+    urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that chased the writers replayed, trimmed and committed a few batches at a time
+    (a Redis fsync and a PostgreSQL commit every few turns). It replays what it found; the next
+    flush takes the rest — except when the pass drops or evicts, which need the queue empty."""
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a", "b")
+        _queue_during_the_replay(tiers, store, monkeypatch)
+        queued = tiers.hot.log_info(QUEUE)
+        assert queued is not None and tiers.flush() == queued.last_seq  # "a" and "b"; "during" came in meanwhile and waits
+        assert _cold_history(urls) == ["a", "b"]
+        info = tiers.hot.log_info(QUEUE)
+        assert info is not None and info.last_seq == watermark(tiers.cold)[1] + 1
+        assert tiers.flush() == 1
+        assert _cold_history(urls) == ["a", "b", "during"]
+
+        _say(store, "c")
+        _queue_during_the_replay(tiers, store, monkeypatch)
+        tiers.maintenance._last_evict = 0  # this pass evicts: it follows the queue to its end
+        tiers.maintenance.tick()
+        assert _cold_history(urls) == ["a", "b", "during", "c", "during"]
+        info = tiers.hot.log_info(QUEUE)
+        assert info is not None and info.last_seq == watermark(tiers.cold)[1]

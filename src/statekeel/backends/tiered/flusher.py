@@ -133,12 +133,17 @@ class Lease:
             self.version = None
 
 
-def flush_queue(hot: Backend, cold: Backend, lease: Lease) -> tuple[int, int]:
-    """Replay every queued batch into ``cold`` (the caller holds ``lease``).
+def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = False) -> tuple[int, int]:
+    """Replay the batches queued when it starts into ``cold`` (the caller holds ``lease``);
+    ``follow``: also those queued meanwhile, until the queue is empty.
 
     Returns (batches replayed, the queue seq PostgreSQL now holds everything up to).
     The last replayed entry stays in the queue, so the queue keeps its epoch and its
     numbering (an empty log reports no bounds); the watermark skips it next time.
+
+    Not following is what keeps a busy queue's flushes in pages: a flusher that chased the
+    writers read, replayed and trimmed a few batches at a time — a Redis write (an fsync under
+    ``appendfsync always``) and a PostgreSQL commit every few turns, competing with the turns.
     """
     info = hot.log_info(QUEUE)
     if info is None:
@@ -149,7 +154,10 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease) -> tuple[int, int]:
     if start - 1 > info.first_seq:  # replayed before a crash, not trimmed yet
         lease.guarded([Trim(QUEUE, before=start - 1)])
     grouped = isinstance(cold, AppliesBatches)
-    while entries := hot.read(QUEUE, start=start, limit=READ_PAGE):
+    end = None if follow else info.last_seq
+    while (end is None or start <= end) and (
+        entries := hot.read(QUEUE, start=start, limit=READ_PAGE if end is None else min(READ_PAGE, end - start + 1))
+    ):
         lease.hold()  # the lease survived the read, so Redis was not wiped: these are the epoch's entries
         for group in _groups(entries, grouped):
             _replay_group(hot, cold, mark, group)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from ...errors import ConflictError, StatekeelError
-from ...protocol import ANY, Append, Backend, Delete, Expire, Op, Put
+from ...protocol import ANY, Append, Backend, Delete, Expire, Op, Put, Record
 from . import batches
 from .config import Settings
 from .flusher import Lease, LeaseHeld, flush_queue, noop_batch, watermark
@@ -131,8 +131,8 @@ class Maintenance:
         info = self.hot.log_info(QUEUE)
         return (repr(info.created_at), info.last_seq) if info is not None else None
 
-    def _flush(self, lease: Lease) -> int:
-        done, self._flushed = flush_queue(self.hot, self.cold, lease)
+    def _flush(self, lease: Lease, *, follow: bool = False) -> int:
+        done, self._flushed = flush_queue(self.hot, self.cold, lease, follow=follow)
         return done
 
     def _locked(self, work: Callable[[Lease], int]) -> int | None:
@@ -150,17 +150,24 @@ class Maintenance:
                 lease.release()
 
     def _pass(self, lease: Lease) -> int:
-        done = self._flush(lease) if self.behind else 0
-        self._reset_if_dirty(lease)
-        if time.time() - self._last_evict >= min(self.settings.hot_ttl, 60.0):
+        """Flush, drop a dirty cache, evict. Both of the last need the queue empty (their batch
+        fails if anything was queued since the flush), so when either is due the flush follows
+        the queue to its end instead of stopping where it stood when the flush began."""
+        flag = self.cold.get(DIRTY)
+        evicting = time.time() - self._last_evict >= min(self.settings.hot_ttl, 60.0)
+        done = self._flush(lease, follow=flag is not None or evicting) if self.behind else 0
+        if flag is not None:
+            self._reset_if_dirty(lease, flag)
+        if evicting:
             self._last_evict = time.time()
             self.evict(lease)
         return done
 
-    def _reset_if_dirty(self, lease: Lease | None = None) -> None:
+    def _reset_if_dirty(self, lease: Lease | None = None, flag: Record | None = None) -> None:
         """PostgreSQL took writes while Redis was down: every cached partition may be stale.
-        ``lease``: the batch renews it too (see :meth:`_queue_fence`)."""
-        flag = self.cold.get(DIRTY)
+        ``lease``: the batch renews it too (see :meth:`_queue_fence`); ``flag``: the dirty
+        flag as the caller read it."""
+        flag = self.cold.get(DIRTY) if flag is None else flag
         if flag is None:
             return
         now = time.time()
