@@ -404,3 +404,13 @@ def test_checksum_slot_is_four_bytes_after_a_marker(store: statekeel.Store, raw:
     sums = [struct.unpack(">I", f[1:5])[0] for f in frames]
     assert sums == [entry_sum(LOG, "json", b'"a"', 1), entry_sum(LOG, "json", b'"b"', 2)]
     assert not math.isnan(float(frames[0][5:].split(b"|")[0]))
+
+
+def test_a_database_the_server_does_not_have_is_a_configuration_error(server: RedisServer) -> None:
+    """The server has 16 databases: /99 is in the range a URL may say, but not on this server. It
+    was a plain StoreError ("DB index is out of range") that said nothing of the setting."""
+    for url in (server.url.rsplit("/", 1)[0] + "/99", server.url.rsplit("/", 1)[0] + "/0?db=99"):
+        with pytest.raises(ConfigurationError, match="below the server's `databases` setting"):
+            statekeel.open(url)
+    with statekeel.open(server.url.rsplit("/", 1)[0] + "/15") as store:  # the highest there is
+        store.session("s").append({"role": "user", "content": "hi"})

@@ -45,6 +45,12 @@ def map_error(exc: BaseException) -> StatekeelError | None:
         )
     if isinstance(exc, rx.OutOfMemoryError):
         return StoreError(f"Redis is out of memory ({text}); raise maxmemory or purge expired data")
+    if "DB index is out of range" in text:  # SELECT of a database the server does not have (``databases``)
+        return ConfigurationError(
+            f"Redis has no such database ({text}): the database in the URL (redis://host:6379/N or ?db=N) "
+            "must be below the server's `databases` setting (16 by default; CONFIG GET databases) — "
+            "use a lower number, or raise `databases` in redis.conf"
+        )
     if "WRONGTYPE" in text:
         return NotAStoreError(
             f"a Redis key under this store's prefix holds data statekeel did not write ({text}); "
