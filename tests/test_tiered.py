@@ -470,3 +470,28 @@ def test_urls_and_constructor_say_the_same(urls: tuple[str, str]) -> None:
     finally:
         backend.close()
     assert MARKERS.startswith("_statekeel_tier/")
+
+
+def test_a_copy_into_redis_waits_for_a_pause_in_the_callers_reads(
+    urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy started by a read that missed waits until callers stop reading PostgreSQL (it used
+    to compete with the rest of their burst of reads); closing the store drops a waiting copy."""
+    monkeypatch.setattr(tiered_hydrate, "QUIET_MOST", 60.0)  # only a pause starts it here
+    with _open(urls, "write-through") as store:
+        tiers = _tiers(store)
+        tiers.apply([Put("session/s/k", b"1", "json")])
+        tiers.hydrator.wait()
+        drop(tiers.hot, ["session/s"])
+        with tiers.hydrator.pauses.reading():  # a caller reads PostgreSQL ...
+            assert tiers.get("session/s/k") is not None  # ... and another read misses Redis: a copy is asked for
+            time.sleep(0.3)
+            assert tiers.hot.get(marker("session/s")) is None  # not copied while the caller reads
+        tiers.hydrator.wait()
+        assert tiers.hot.get(marker("session/s")) is not None  # copied in the pause after it
+        drop(tiers.hot, ["session/s"])
+        reading = tiers.hydrator.pauses.reading()
+        reading.__enter__()
+        assert tiers.get("session/s/k") is not None
+    assert tiers.hydrator.pauses.wait() is False  # closed: the copy that waited was not made
+    reading.__exit__(None, None, None)

@@ -174,7 +174,8 @@ class TieredBackend(Backend):
                     return found
         except UnavailableError as exc:
             self._degrade("reading from PostgreSQL", exc)
-        return fn(self.cold)
+        with self.hydrator.pauses.reading():  # the copies it started wait for a pause
+            return fn(self.cold)
 
     def _degrade(self, doing: str, exc: UnavailableError) -> None:
         """Redis (or the flush) failed under a read: go on from PostgreSQL, logged — unless write-behind

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Protocol, runtime_checkable
 
 from ...errors import ConflictError, StatekeelError
@@ -155,12 +155,69 @@ def drop(hot: Backend, parts: list[str], now: float | None = None) -> None:
         hot.apply(ops, now=now)
 
 
+QUIET = 0.02
+"""Seconds without a caller reading PostgreSQL before a copy starts ..."""
+QUIET_MOST = 1.0
+"""... or this long after it was asked for, whichever comes first."""
+
+
+class Pauses:
+    """When callers read PostgreSQL in this process, so that copies start in the pauses.
+
+    A copy costs several times the read that started it (reading the partition, then encoding
+    every record and entry for Redis, which executes it on the other core). Started at once, it
+    competed with the caller's next reads — an agent reads a session in a burst (the session, its
+    history, its state) — for the interpreter and the cores: a cold read took up to 1.6× a plain
+    PostgreSQL read. Waiting for a pause of :data:`QUIET` keeps it off the burst."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._last = 0.0
+        self._closed = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a caller's read of PostgreSQL."""
+        with self._cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._last = time.monotonic()
+                self._cond.notify_all()
+
+    def wait(self) -> bool:
+        """Until no caller has read PostgreSQL for :data:`QUIET` s since this call (the read
+        that asked for the copy starts just after asking), at most :data:`QUIET_MOST` s; False
+        if the store closed meanwhile (the copy is not made)."""
+        asked = time.monotonic()
+        deadline = asked + QUIET_MOST
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                quiet_at = max(self._last, asked) + QUIET if self._busy == 0 else deadline
+                if now >= min(quiet_at, deadline):
+                    return True
+                self._cond.wait(min(quiet_at, deadline) - now)
+            return False
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Hydrator:
     """Copies partitions into Redis off the caller's path: a read that misses is served from
-    PostgreSQL at PostgreSQL's speed, and the partition is cached for the next one."""
+    PostgreSQL at PostgreSQL's speed, and the partition is copied in the next pause of the
+    process's reads (:class:`Pauses`), cached for the reads after it."""
 
     def __init__(self, hot: Backend, cold: Backend) -> None:
         self.hot, self.cold = hot, cold
+        self.pauses = Pauses()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="statekeel-hydrate")
         self._lock = threading.Lock()
         self._running: dict[str, Future[bool]] = {}
@@ -183,11 +240,12 @@ class Hydrator:
             future.exception()
 
     def stop(self) -> None:
+        self.pauses.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _one(self, part: str) -> bool:
         try:
-            return hydrate(self.hot, self.cold, part)
+            return self.pauses.wait() and hydrate(self.hot, self.cold, part)
         except StatekeelError as exc:  # a tier is down: the next read starts it again
             log.warning("statekeel tiered: could not copy %r into Redis (%s)", part, exc)
             return False
