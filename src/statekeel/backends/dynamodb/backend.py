@@ -292,7 +292,7 @@ class DynamoDBBackend(Backend):
             self._write_ahead(planned.entries)  # invisible: a new generation the header does not list yet
         intent = self._intents.begin([write_key(w) for w in planned.core])
         try:
-            committed = self._intents.tag([tag_write(w, intent, _current(w, snap)) for w in planned.core])
+            committed = self._intents.tag(intent, [tag_write(w, intent, _current(w, snap)) for w in planned.core])
             committed = committed and self._intents.commit(intent)
         except Exception:
             if self._intents.committed(intent):  # the commit went through before the error

@@ -20,7 +20,9 @@ keys — commits through an intent, atomically:
    (conditioned on its tag), then the intent and its key pages are deleted.
 
 A crash before the commit leaves a pending intent: readers ignore its tags; a writer that
-meets one waits until its deadline, then *aborts* it (conditioned on it still being
+meets one waits until its deadline — :data:`_GRACE` seconds after its writer's last sign of
+life: begin sets it, and every transaction of tags moves it on (the intent item is one of the
+transaction's items, on the condition it is still pending) — then *aborts* it (conditioned on it still being
 pending, so a late commit fails and its batch is planned again) and untags what it needs.
 A crash after the commit leaves tags that readers resolve by reading the intent; writers
 finish the items they meet, and ``purge_expired`` finishes whole intents. A tag also
@@ -47,6 +49,10 @@ __all__ = ["Intents"]
 _PAGE_KEYS: Final = 2_000
 """Keys per key page (about 100 bytes each: well under DynamoDB's 400 KB an item)."""
 _WAIT: Final = 0.02
+_GRACE: Final = 10.0
+"""Seconds a pending intent stays out of other writers' reach after its writer last moved it on
+(it was 30 s + 10 ms an item from begin: a crashed writer of a 10,000-item batch held its items
+for two minutes). A live writer slower than this loses its intent and plans its batch again."""
 _SETTLE_ATTEMPTS: Final = 200
 
 
@@ -85,7 +91,7 @@ class Intents:
         """Write a pending intent listing ``keys``; its id."""
         intent = secrets.token_hex(8)
         pages = [keys[i : i + _PAGE_KEYS] for i in range(0, len(keys), _PAGE_KEYS)]
-        deadline = time.time() + 30 + 0.01 * len(keys)
+        deadline = time.time() + _GRACE
         self._table.call(lambda: self._table.client.put_item(
             TableName=self._table.name, ConditionExpression="attribute_not_exists(pk)",
             Item={**intent_key(intent), "xs": {"S": "pending"}, "xd": {"N": repr(deadline)}, "xc": {"N": str(len(keys))}},
@@ -111,10 +117,19 @@ class Intents:
         return self._move(intent, "aborted", stale_only=not own)
 
     # -- tagging -------------------------------------------------------------------
-    def tag(self, writes: Sequence[Item]) -> bool:
-        """Tag every item, a transaction at a time; False when a condition failed (an item changed
-        since it was read, or another intent holds it) — the caller aborts and plans again."""
-        return all(self._transact(chunk) == "ok" for chunk in _chunks(writes, self._limit()))
+    def tag(self, intent: str, writes: Sequence[Item]) -> bool:
+        """Tag every item, a transaction at a time, each moving the intent's deadline on; False when
+        a condition failed (an item changed since it was read, another intent holds it, or a writer
+        aborted this intent past its deadline) — the caller aborts and plans again."""
+        return all(self._transact([*chunk, self._alive(intent)]) == "ok" for chunk in _chunks(writes, self._limit() - 1))
+
+    def _alive(self, intent: str) -> Item:
+        """The transaction item that moves a pending intent's deadline :data:`_GRACE` s ahead."""
+        return {"Update": {
+            "TableName": self._table.name, "Key": intent_key(intent), "UpdateExpression": "SET xd = :d",
+            "ConditionExpression": "xs = :p",
+            "ExpressionAttributeValues": {":d": {"N": repr(time.time() + _GRACE)}, ":p": {"S": "pending"}},
+        }}  # fmt: skip
 
     # -- finishing -----------------------------------------------------------------
     def finish(self, intent: str) -> None:
