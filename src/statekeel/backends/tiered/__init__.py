@@ -21,8 +21,10 @@ The design, the loss window and the authority in each mode: docs/tiered.md.
 
 Modules: :mod:`.backend` (the class, reads), :mod:`.writes` (each mode's write),
 :mod:`.hydrate` (a partition copied into Redis), :mod:`.maintenance` (the thread:
-flush, eviction, cache reset), :mod:`.flusher` (replay and lease), :mod:`.batches`
-(queue entries), :mod:`.names` (reserved keys), :mod:`.config` (options).
+flush, eviction, cache reset), :mod:`.flusher` (replay and lease), :mod:`.watermark`
+(how far the replay went, and which batches), :mod:`.divergence` (a queue that went
+back: a failover to a replica behind it), :mod:`.batches` (queue entries),
+:mod:`.names` (reserved keys), :mod:`.config` (options).
 """
 
 from __future__ import annotations

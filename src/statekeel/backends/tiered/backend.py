@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ...errors import ConfigurationError, ConflictError, StatekeelError, UnavailableError
+from ...errors import ConfigurationError, ConflictError, CorruptionError, StatekeelError, UnavailableError
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Put, Record, keys
 from ...protocol.capabilities import SupportsLogRewrite
 from ...protocol.checks import check_ops
 from .._closed import closed
 from .._url import ParsedURL
 from .config import Mode, OnHotFailure, Settings
+from .divergence import problems
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, LEASE, SPANNING, is_reserved, lock, marker, prefix_partition
@@ -203,6 +204,11 @@ class TieredBackend(Backend):
                 done = self.maintenance.catch_up()
             except UnavailableError as exc:
                 self._degrade("listing from PostgreSQL without the queued writes", exc)
+            except CorruptionError as exc:  # flushing stopped (a diverged queue): not damage a walk could skip
+                raise UnavailableError(
+                    f"statekeel tiered (write-behind): a listing across partitions was not done, as PostgreSQL "
+                    f"lacks writes Redis acknowledged and flushing has stopped: {exc}"
+                ) from exc
             else:
                 if done is None:
                     raise self._stalled("a listing across partitions (read from PostgreSQL)")
@@ -296,6 +302,11 @@ class TieredBackend(Backend):
         done = self._listing(lambda: self.cold.purge_expired(limit=limit))
         return done + (self.hot.purge_expired(limit=limit - done) if done < limit else 0)
 
+    def integrity_check(self) -> list[str]:
+        """Write-behind: Redis' queue diverged from what PostgreSQL replayed (a failover to a replica
+        behind it) — whether the next flush reconciles it, or flushing stopped (``statekeel doctor``)."""
+        return problems(self.hot, self.cold)
+
     def rewrite_log(self) -> None:
         """Redis's AOF rewritten from its current data (erasure: the destroyed keys were cached there)."""
         if isinstance(self.hot, SupportsLogRewrite):
@@ -320,7 +331,7 @@ class TieredBackend(Backend):
         try:
             if self.behind:
                 self.maintenance.flush()
-        except UnavailableError as exc:
+        except (UnavailableError, CorruptionError) as exc:  # a CorruptionError was logged as an error already
             log.warning("statekeel tiered: closing with batches still queued in Redis (%s)", exc)
         finally:
             self.hot.close()

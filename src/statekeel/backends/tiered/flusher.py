@@ -1,8 +1,9 @@
 """The write-behind flusher: replays the Redis queue into PostgreSQL, once, in order.
 
 Exactly once: each replayed batch commits in PostgreSQL together with the
-watermark record (:data:`.names.WATERMARK`: the queue's epoch and the batch's
-queue seq), written with compare-and-set on the watermark's version. A batch
+watermark record (:data:`.names.WATERMARK`: the queue's epoch, the batch's
+queue seq and its identity — :mod:`.watermark`), written with compare-and-set on
+the watermark's version. A batch
 replayed after a crash finds the watermark already past it and is skipped; two
 flushers racing (a paused one whose lease ran out) cannot both commit the same
 batch — the loser's watermark write conflicts and it stops. The watermark is
@@ -38,18 +39,21 @@ the refused batch goes to the dead letters.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ...errors import ConflictError, CorruptionError
-from ...protocol import Append, Backend, Delete, Entry, Load, Op, OpResult, Put, Record, Trim
-from . import batches
+from ...protocol import Append, Backend, Delete, Entry, Load, LogInfo, Op, OpResult, Put, Record, Trim
+from . import batches, divergence
 from .names import DEAD, LEASE, QUEUE, WATERMARK
+from .watermark import Watermark as _Watermark
+from .watermark import watermark
+
+__all__ = ["AppliesBatches", "Flushed", "Lease", "LeaseHeld", "flush_queue", "noop_batch", "watermark"]
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -133,13 +137,26 @@ class Lease:
             self.version = None
 
 
-def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = False) -> tuple[int, int]:
+class Flushed(NamedTuple):
+    """What :func:`flush_queue` did."""
+
+    replayed: int
+    """Batches replayed."""
+    seq: int
+    """The queue seq PostgreSQL now holds everything up to."""
+    reconciled: bool
+    """The queue had diverged from what PostgreSQL replayed (:mod:`.divergence`): Redis' cache is
+    flagged dirty and must be dropped once the queue is replayed."""
+
+
+def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = False) -> Flushed:
     """Replay the batches queued when it starts into ``cold`` (the caller holds ``lease``);
     ``follow``: also those queued meanwhile, until the queue is empty.
 
-    Returns (batches replayed, the queue seq PostgreSQL now holds everything up to).
     The last replayed entry stays in the queue, so the queue keeps its epoch and its
-    numbering (an empty log reports no bounds); the watermark skips it next time.
+    numbering (an empty log reports no bounds); the watermark skips it next time, and names it:
+    the first page is read from it, and a different entry there (or the queue ending below it)
+    means Redis' queue diverged — reconciled first (:mod:`.divergence`), never skipped.
 
     Not following is what keeps a busy queue's flushes in pages: a flusher that chased the
     writers read, replayed and trimmed a few batches at a time — a Redis write (an fsync under
@@ -147,17 +164,29 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = Fal
     """
     info = hot.log_info(QUEUE)
     if info is None:
-        return 0, 0
+        return Flushed(0, 0, False)
     mark = _Watermark(cold, info.created_at)
+    reconciled = divergence.diverged(hot, mark, info) and _reconcile(hot, cold, mark, info, lease)
     done = 0
     start = max(mark.seq + 1, info.first_seq)
-    if start - 1 > info.first_seq:  # replayed before a crash, not trimmed yet
+    check = mark.id is not None and info.first_seq <= mark.seq < info.last_seq  # read with the first page
+    if start - 1 > info.first_seq and not check:  # replayed before a crash, not trimmed yet
         lease.guarded([Trim(QUEUE, before=start - 1)])
     grouped = isinstance(cold, AppliesBatches)
     end = None if follow else info.last_seq
-    while (end is None or start <= end) and (
-        entries := hot.read(QUEUE, start=start, limit=READ_PAGE if end is None else min(READ_PAGE, end - start + 1))
-    ):
+    while end is None or start <= end:
+        limit = READ_PAGE if end is None else min(READ_PAGE, end - start + 1)
+        entries = hot.read(QUEUE, start=start - check, limit=limit + check)
+        if check:
+            check = False
+            lease.hold()  # as below: a wipe since the queue was read would look like a diverged queue
+            if not entries or not mark.matches(entries[0]):
+                reconciled = _reconcile(hot, cold, mark, info, lease)
+                start = mark.seq + 1
+                continue
+            entries = entries[1:]
+        if not entries:
+            break
         lease.hold()  # the lease survived the read, so Redis was not wiped: these are the epoch's entries
         for group in _groups(entries, grouped):
             _replay_group(hot, cold, mark, group)
@@ -165,7 +194,18 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = Fal
             lease.renew()
         start = entries[-1].seq + 1
         lease.guarded([Trim(QUEUE, before=start - 1)])
-    return done, mark.seq
+    return Flushed(done, mark.seq, reconciled)
+
+
+def _reconcile(hot: Backend, cold: Backend, mark: _Watermark, info: LogInfo, lease: Lease) -> bool:
+    """Redis' queue diverged: the watermark back to where it agrees with PostgreSQL (under the lease)."""
+    try:
+        divergence.reconcile(hot, cold, mark, info, lease.hold)
+    except ConflictError as exc:
+        if exc.key == WATERMARK:
+            raise LeaseHeld() from None  # another flusher moved it: it owns the queue now
+        raise
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,36 +244,6 @@ def _groups(entries: Sequence[Entry], grouped: bool) -> Iterator[list[_Queued]]:
         yield group
 
 
-class _Watermark:
-    """The last queue seq PostgreSQL committed, for the queue of one epoch."""
-
-    def __init__(self, cold: Backend, epoch: float) -> None:
-        self.cold = cold
-        self.epoch = epoch
-        rec = cold.get(WATERMARK)
-        self.version = rec.version if rec is not None else None
-        marked, seq = _parsed(rec)
-        self.seq = seq if marked == repr(epoch) else 0
-
-    def op(self, seq: int) -> Put:
-        data = json.dumps({"epoch": repr(self.epoch), "seq": seq}).encode()
-        return Put(WATERMARK, data, "json", expect=self.version)
-
-    def advanced(self, seq: int, rec: object) -> None:
-        assert isinstance(rec, Record)
-        self.seq, self.version = seq, rec.version
-
-
-def watermark(cold: Backend) -> tuple[str, int]:
-    """The queue epoch (``repr`` of its ``created_at``) and seq PostgreSQL committed everything up to."""
-    return _parsed(cold.get(WATERMARK))
-
-
-def _parsed(rec: Record | None) -> tuple[str, int]:
-    doc = json.loads(rec.data) if rec is not None else {}
-    return str(doc.get("epoch", "")), int(doc.get("seq", 0))
-
-
 def _replay_group(hot: Backend, cold: Backend, mark: _Watermark, group: list[_Queued]) -> None:
     """Replay ``group`` in one transaction, the watermark moved to its last entry in it;
     one batch per transaction if PostgreSQL refuses one of them."""
@@ -243,14 +253,14 @@ def _replay_group(hot: Backend, cold: Backend, mark: _Watermark, group: list[_Qu
         return
     last = group[-1]
     try:
-        results = cold.apply_batches([([mark.op(last.entry.seq)], last.now), *((q.ops, q.now) for q in group)])
+        results = cold.apply_batches([(mark.ops([q.entry for q in group]), last.now), *((q.ops, q.now) for q in group)])
     except ConflictError as exc:
         if exc.key == WATERMARK:
             raise LeaseHeld() from None  # another flusher committed it: it owns the queue now
         for queued in group:  # nothing of the group was written: find the refused batch alone
             _replay(hot, cold, mark, queued.entry, (queued.ops, queued.now))
         return
-    mark.advanced(last.entry.seq, results[0][0])
+    mark.advanced(last.entry, results[0][0])
 
 
 def _replay(
@@ -259,13 +269,13 @@ def _replay(
     """Replay one queued batch in its own transaction; a batch PostgreSQL refuses goes to the dead letters."""
     ops, now = decoded or batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
     try:
-        results = cold.apply([mark.op(entry.seq), *ops], now=now)
+        results = cold.apply([*mark.ops([entry]), *ops], now=now)
     except ConflictError as exc:
         if exc.key == WATERMARK:
             raise LeaseHeld() from None  # another flusher committed it: it owns the queue now
         _dead_letter(hot, entry, exc)
-        results = cold.apply([mark.op(entry.seq)], now=now)
-    mark.advanced(entry.seq, results[0])
+        results = cold.apply(mark.ops([entry]), now=now)
+    mark.advanced(entry, results[0])
 
 
 def _dead_letter(hot: Backend, entry: Entry, exc: ConflictError) -> None:

@@ -17,7 +17,8 @@ from ...errors import ConflictError, StatekeelError
 from ...protocol import ANY, Append, Backend, Delete, Expire, Op, Put, Record
 from . import batches
 from .config import Settings
-from .flusher import Lease, LeaseHeld, flush_queue, noop_batch, watermark
+from .divergence import reached
+from .flusher import Lease, LeaseHeld, flush_queue, noop_batch
 from .hydrate import MARKER_CODEC, drop_ops
 from .names import DIRTY, MARKERS, QUEUE, fence, partition_of_marker
 
@@ -113,8 +114,8 @@ class Maintenance:
         while (done := self._locked(self._flush)) is None:
             if target is None:
                 return 0
-            seen = watermark(self.cold)
-            if seen[0] == target[0] and seen[1] >= target[1]:
+            seen, there = reached(self.hot, self.cold, target)
+            if there:
                 return 0
             if seen != progress:  # the holder is replaying: give it another two lease lengths
                 progress, deadline = seen, time.monotonic() + 2 * self.settings.lease
@@ -132,7 +133,11 @@ class Maintenance:
         return (repr(info.created_at), info.last_seq) if info is not None else None
 
     def _flush(self, lease: Lease, *, follow: bool = False) -> int:
-        done, self._flushed = flush_queue(self.hot, self.cold, lease, follow=follow)
+        done, self._flushed, reconciled = flush_queue(self.hot, self.cold, lease, follow=follow)
+        if reconciled:  # Redis' queue had diverged: its cache lacks batches PostgreSQL has, drop it now
+            more, self._flushed, _ = flush_queue(self.hot, self.cold, lease, follow=True)
+            done += more
+            self._reset_if_dirty(lease)
         return done
 
     def _locked(self, work: Callable[[Lease], int]) -> int | None:

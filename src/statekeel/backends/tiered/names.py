@@ -32,6 +32,10 @@ a random version so that a flusher notices a Redis wipe (:class:`.flusher.Lease`
 WATERMARK: Final = RESERVED + "/flushed"
 """Cold: the queue epoch and the last queue seq PostgreSQL committed (exactly-once replay)."""
 
+REPLAYED: Final = RESERVED + "/replayed/"
+"""Cold: a ring of records naming the queue batches PostgreSQL replayed, by seq (:mod:`.watermark`):
+where a diverged queue (Redis failed over to a replica behind it) still agrees with PostgreSQL."""
+
 DIRTY: Final = RESERVED + "/dirty"
 """Cold: set when a write reached PostgreSQL while Redis could not be updated; the next
 maintenance pass that reaches Redis drops every cached partition."""
