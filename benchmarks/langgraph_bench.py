@@ -39,8 +39,10 @@ reports each run and the median of the ratios. PostgreSQL and Redis are throw-aw
 servers (statekeel.testing.servers).
 
 Then ``store.search`` (:func:`store_search`): ``StatekeelStore`` vs LangGraph's ``SqliteStore``
-on ``--store-items`` items (10,000; 0 skips it) of one namespace, both on SQLite files, interleaved:
-a string filter matching a tenth, a ``$gte`` filter, and no filter, each a page of 10.
+on ``--store-items`` items (10,000; a comma-separated list runs each size; 0 skips it) of one
+namespace, both on SQLite files, interleaved: a string filter matching a tenth, a ``$gte`` filter,
+and no filter, each a page of 10, and a ``put`` (a new item, then one written over).
+``--store-only`` runs just these rows.
 """
 
 from __future__ import annotations
@@ -392,18 +394,24 @@ def store_search(items: int, reps: int = 7) -> list[dict[str, Any]]:
         cases = {"search_filter_ms": {"filter": {"kind": "k3"}, "limit": 10},
                  "search_filter_op_ms": {"filter": {"score": {"$gte": 95}}, "limit": 10},
                  "search_page_ms": {"limit": 10}}  # fmt: skip
+        ours.search(ns, limit=1)  # a store written before the index builds it on its first search
         times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(reps):
+        for rep in range(reps):
             for name, store in (("statekeel-store", ours), ("SqliteStore", theirs)):
                 for case, kw in cases.items():
                     t = time.perf_counter()
                     found = store.search(ns, **kw)
                     times.setdefault((name, case), []).append(time.perf_counter() - t)
-                    assert len(found) == 10
+                    assert len(found) == min(10, items // 20 if "op" in case else items // 10)
+                j = items - 1 - rep  # a new item (in a namespace of its own), then one written over (same fields)
+                for where, key, i in ((ns[:2] + ("new",), f"n{rep}", rep), (ns, f"k{j:06d}", j)):
+                    t = time.perf_counter()
+                    store.put(where, key, {"text": f"memory {i} " + "y" * 200, "kind": f"k{i % 10}", "score": i % 100})
+                    times.setdefault((name, "put_ms"), []).append(time.perf_counter() - t)
         ours.close()
         conn.close()
     return [{"system": name, "backend": "sqlite", "items": items,
-             **{case: round(statistics.median(times[(name, case)]) * 1e3, 3) for case in cases}}
+             **{case: round(statistics.median(times[(name, case)]) * 1e3, 3) for case in [*cases, "put_ms"]}}
             for name in ("statekeel-store", "SqliteStore")]  # fmt: skip
 
 
@@ -415,8 +423,9 @@ def main() -> None:
     parser.add_argument("--durability", choices=["async", "sync", "exit"], default=None,
                         help="LangGraph's durability mode for every graph (default: LangGraph's, async)")
     parser.add_argument("--cold-reads", type=int, default=15, help="cold get_state reads per system (median)")
-    parser.add_argument("--store-items", type=int, default=10_000,
-                        help="store.search: items in the namespace (0: skip the store rows)")
+    parser.add_argument("--store-items", default="10000",
+                        help="store.search: items in the namespace, comma-separated sizes (0: skip the store rows)")
+    parser.add_argument("--store-only", action="store_true", help="only the store.search rows (no saver runs)")
     parser.add_argument("--guard-pair", action="store_true",
                         help="also run the saver with secret_guard='off', interleaved: the guard's per-turn cost")
     args = parser.parse_args()
@@ -426,23 +435,23 @@ def main() -> None:
     turns = make_turns(args.turns)
     runs = []
     for run in range(args.repeat):
-        rows = one_run(args.backends.split(","), turns)
+        rows = [] if args.store_only else one_run(args.backends.split(","), turns)
         runs.append(ratios(rows))
         for row in rows:
             print(json.dumps({"run": run, "turns": args.turns, "payload_bytes": payload_bytes(turns),
                               "durability": args.durability or "async", **row}))  # fmt: skip
-        print(table(rows, payload_bytes(turns)), file=sys.stderr)
+        if rows:
+            print(table(rows, payload_bytes(turns)), file=sys.stderr)
         if args.guard_pair:
             runs[-1]["guard_on_over_off"] = guard_ratios(rows)
             print(f"secret guard on / off, ms per turn: {json.dumps(runs[-1]['guard_on_over_off'])}", file=sys.stderr)
-        if args.store_items:
-            searched = store_search(args.store_items)
+        for items in [int(n) for n in args.store_items.split(",") if int(n)]:
+            searched = store_search(items)
             for row in searched:
                 print(json.dumps({"run": run, **row}))
             ratio = {k: round(searched[0][k] / searched[1][k], 2) for k in searched[0] if k.endswith("_ms")}
-            runs[-1]["store_search"] = ratio
-            print(f"store.search, {args.store_items} items, statekeel / SqliteStore: {json.dumps(ratio)}",
-                  file=sys.stderr)  # fmt: skip
+            runs[-1][f"store_search_{items}"] = ratio
+            print(f"store.search, {items} items, statekeel / SqliteStore: {json.dumps(ratio)}", file=sys.stderr)
     if args.repeat > 1:
         for backend in runs[0]:
             med = {k: round(statistics.median(r[backend][k] for r in runs), 2) for k in runs[0][backend]}

@@ -33,6 +33,10 @@ live in index partitions (``idx/...``)::
     langgraph/T/v/<ns>/<channel>/<version>     a LangGraph thread (statekeel.integrations.langgraph)
     idx/langgraph/T, idx/langgraph-runs/<run>/T   the LangGraph thread and run listings
     lgstore/<namespace path>/<key>               LangGraph BaseStore items
+    lgsindex/n<label>/l<item prefix>/<~time>/<rest of key>, lgsindex/r/<~time>/<key>   their index
+                                   by write time, one entry per enclosing namespace
+                                   (statekeel.integrations.langgraph._index)
+    statekeel/lgstore              the LangGraph store's format (index version, build progress)
     memory/n<label>/…/=<key>, memory/n<label>/…/#<digest>   long-term memory items and their
                                    content-hash pointers (statekeel.features.memory)
     statekeel/retention            the store's default retention caps (statekeel gc applies them)
@@ -94,6 +98,8 @@ __all__ = [
     "langgraph_run_index_key",
     "langgraph_run_index_prefix",
     "langgraph_store_key",
+    "langgraph_store_index_prefix",
+    "LANGGRAPH_STORE_FORMAT",
     "langgraph_store_prefix",
     "langgraph_thread_index_key",
     "langgraph_thread_prefix",
@@ -372,6 +378,21 @@ def langgraph_store_prefix(namespace: tuple[str, ...]) -> str:
 
 def langgraph_store_key(namespace: tuple[str, ...], key: str) -> str:
     return langgraph_store_prefix(namespace) + "=" + keys.escape(key)
+
+
+def langgraph_store_index_prefix(namespace: tuple[str, ...]) -> str:
+    """The write-time index of the items under ``namespace`` (and below), its entries
+    ``<~time>/<rest of the item key>`` in newest-first key order. The namespaces under one first
+    label share a partition (``lgsindex/n<label>``), the root has its own (``lgsindex/r``): a put
+    writes three partitions, whatever the namespace's depth."""
+    if not namespace:
+        return keys.join("lgsindex", "r") + "/"
+    return keys.join("lgsindex", "n" + namespace[0], "l" + langgraph_store_prefix(namespace)) + "/"
+
+
+LANGGRAPH_STORE_FORMAT: Final = keys.join("statekeel", "lgstore")
+"""The LangGraph store's format record: which index version its items carry (and, while it is being
+built, how far the build got)."""
 
 
 # -- long-term memory (statekeel.features.memory) --------------------------------------------

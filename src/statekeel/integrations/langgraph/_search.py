@@ -26,12 +26,12 @@ from ...core import Core
 from ...protocol import Record
 from . import _filters
 
-__all__ = ["Found", "search"]
+__all__ = ["Found", "PLAIN", "decoder", "probes", "search", "written_at"]
 
 Found = tuple[Record, dict[str, Any]]
 """A matching item's record and its decoded document ``{"v": value, "u": written, "ttl": ...}``."""
 
-_PLAIN = "json"
+PLAIN = "json"
 
 
 def probes(filt: dict[str, Any] | None) -> list[bytes]:
@@ -55,7 +55,7 @@ def written_at(rec: Record) -> float | None:
     data = rec.data
     start = data.rfind(b',"u":')
     end = data.find(b',"ttl":', start)
-    if rec.codec != _PLAIN or start < 0 or end < 0 or data.find(b"}", end) != len(data) - 1:
+    if rec.codec != PLAIN or start < 0 or end < 0 or data.find(b"}", end) != len(data) - 1:
         return None
     try:
         return float(data[start + 5 : end])
@@ -66,12 +66,12 @@ def written_at(rec: Record) -> float | None:
 def search(core: Core, pages: Iterable[list[Record]], filt: dict[str, Any] | None, offset: int,
            limit: int) -> list[Found]:  # fmt: skip
     """The items of ``pages`` matching ``filt``, newest write first, ``offset``/``limit`` applied."""
-    decode = _decoder(core)
+    decode = decoder(core)
     needles = probes(filt)
     found: list[tuple[float, Record, dict[str, Any] | None]] = []
     for page in pages:
         if filt:
-            cands = [r for r in page if r.codec != _PLAIN or all(n in r.data for n in needles)]
+            cands = [r for r in page if r.codec != PLAIN or all(n in r.data for n in needles)]
             for rec, doc in zip(cands, decode(cands)):
                 if _filters.matches(doc["v"], filt):
                     found.append((float(doc["u"]), rec, doc))
@@ -91,16 +91,16 @@ def search(core: Core, pages: Iterable[list[Record]], filt: dict[str, Any] | Non
     return [(rec, doc if doc is not None else docs[rec.key]) for _, rec, doc in chosen]
 
 
-def _decoder(core: Core) -> Callable[[list[Record]], list[dict[str, Any]]]:
+def decoder(core: Core) -> Callable[[list[Record]], list[dict[str, Any]]]:
     """Decode records: plain ``json`` ones in one parse, others (and damaged ones) one by one by key."""
     codec = core.codec
 
     def decode(recs: list[Record]) -> list[dict[str, Any]]:
-        plain = [r for r in recs if r.codec == _PLAIN]
-        bulk = decode_run([(r.data, _PLAIN) for r in plain]) if plain else []
+        plain = [r for r in recs if r.codec == PLAIN]
+        bulk = decode_run([(r.data, PLAIN) for r in plain]) if plain else []
         if bulk is None or not all(type(d) is dict for d in bulk):
             bulk = [codec.decode(r.data, r.codec, r.key) for r in plain]
         done = iter(bulk)
-        return [next(done) if r.codec == _PLAIN else codec.decode(r.data, r.codec, r.key) for r in recs]
+        return [next(done) if r.codec == PLAIN else codec.decode(r.data, r.codec, r.key) for r in recs]
 
     return decode

@@ -10,7 +10,9 @@ statekeel's codec: datetimes, UUIDs, bytes round-trip), its TTL in minutes and w
 last written. A TTL becomes the record's expiry, so an expired item is never returned
 and :meth:`sweep_ttl` (statekeel's expiry purge) deletes it; reads refresh it unless
 ``refresh_ttl=False``. A batch's writes are applied together, in one atomic batch on
-backends whose batches span the store. Semantic search: pass ``index=`` (LangGraph's
+backends whose batches span the store. ``search`` without a query walks the items' index by write
+time (:mod:`._index`, built on the first search of a store written before it): newest first in
+O(page), filters applied on the way. Semantic search: pass ``index=`` (LangGraph's
 ``IndexConfig``) and a search with a ``query`` is ranked by statekeel's hybrid memory
 search, with scores (:mod:`.memory_index`); without ``index=``, ``query`` is ignored.
 """
@@ -41,10 +43,10 @@ from langgraph.store.base import (
 from ...aio._worker import Worker
 from ...core import Core, layout
 from ...errors import InvalidInputError
-from ...protocol import ANY, Delete, Put, Record, Touch, keys
+from ...protocol import ANY, Delete, Put, Record, Touch
 from ...store import Store
 from ...store import open as open_store
-from . import _filters, _search
+from . import _filters, _index, _search
 from ._checks import check_op
 from .memory_index import SemanticIndex
 
@@ -67,6 +69,7 @@ class StatekeelStore(BaseStore):
         self._semantic = None if index is None else SemanticIndex(core, index)
         self._worker = Worker(workers)
         self._owned: Store | None = None
+        self._indexed = False  # the index is known built (cached: it stays built)
 
     @classmethod
     def from_url(
@@ -85,8 +88,23 @@ class StatekeelStore(BaseStore):
             self._owned.close()
 
     def sweep_ttl(self) -> int:
-        """Delete expired items now (statekeel's expiry purge); returns how many records went."""
-        return self.core.purge_expired()
+        """Delete expired items now (statekeel's expiry purge), then the index entries left pointing
+        at nothing (a pass over the index: O(entries)); returns how many records went."""
+        return self.core.purge_expired() + _index.prune(self.core)
+
+    def build_index(self, *, again: bool = False) -> None:
+        """Index the items by write time now, not on the first search (a store written before the
+        index; resumable). ``again``: index every item anew, e.g. after an older statekeel, which
+        does not keep the index, wrote to the store."""
+        if again:
+            self.core.backend.apply([Delete(_index.FORMAT)])
+        self._indexed = False
+        self._ready()
+
+    def _ready(self) -> bool:
+        if not self._indexed:
+            self._indexed = _index.ready(self.core)
+        return self._indexed
 
     # -- the one entry point LangGraph calls -------------------------------------------------
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -97,6 +115,7 @@ class StatekeelStore(BaseStore):
             check_op(op)
         writes: dict[str, PutOp] = {}
         touches: dict[str, float] = {}
+        dangling: list[str] = []  # index entries pointing at nothing, met by searches
         results: list[Result] = []
         for op in ops:
             if isinstance(op, PutOp):
@@ -105,12 +124,12 @@ class StatekeelStore(BaseStore):
             elif isinstance(op, GetOp):
                 results.append(self._get(op, touches))
             elif isinstance(op, SearchOp):
-                results.append(self._search(op, touches))
+                results.append(self._search(op, touches, dangling))
             elif isinstance(op, ListNamespacesOp):
                 results.append(self._list_namespaces(op))
             else:
                 raise InvalidInputError(f"unknown LangGraph store operation {type(op).__name__}")
-        self._write(writes, touches)
+        self._write(writes, touches, dangling)
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -127,14 +146,19 @@ class StatekeelStore(BaseStore):
         self._refresh(rec, doc, op.refresh_ttl, touches)
         return Item(value=doc["v"], key=str(op.key), namespace=op.namespace, **_stamps(rec, doc))
 
-    def _search(self, op: SearchOp, touches: dict[str, float]) -> list[SearchItem]:
+    def _search(self, op: SearchOp, touches: dict[str, float], dangling: list[str]) -> list[SearchItem]:
         if op.query and self._semantic is not None:  # ranked by statekeel memory (see .memory_index)
             return self._semantic.search(op)
-        pages = self._pages(layout.langgraph_store_prefix(op.namespace_prefix))
-        out = []  # newest first, like LangGraph's SQL stores; decoding only what it must (._search)
-        for rec, doc in _search.search(self.core, pages, op.filter, op.offset, op.limit):
+        if self._ready():  # newest first, like LangGraph's SQL stores: the index by write time
+            found, stale = _index.walk(self.core, op.namespace_prefix, op.filter, op.offset, op.limit)
+            dangling += stale
+        else:  # an index newer than this code: every item scanned, decoding only what it must
+            pages = self._pages(layout.langgraph_store_prefix(op.namespace_prefix))
+            found = _search.search(self.core, pages, op.filter, op.offset, op.limit)
+        out = []
+        for rec, doc in found:
             self._refresh(rec, doc, op.refresh_ttl, touches)
-            namespace, key = _parse(rec.key)
+            namespace, key = _index.parse(rec.key)
             stamps = _stamps(rec, doc)
             out.append(SearchItem(namespace, key, doc["v"], stamps["created_at"], stamps["updated_at"]))
         return out
@@ -143,7 +167,7 @@ class StatekeelStore(BaseStore):
         prefix = _literal_prefix(op.match_conditions)
         found: set[tuple[str, ...]] = set()
         for rec in self._scan(layout.langgraph_store_prefix(prefix)):
-            namespace = _parse(rec.key)[0]
+            namespace = _index.parse(rec.key)[0]
             if all(_filters.namespace_matches(c, namespace) for c in op.match_conditions or ()):
                 found.add(namespace if op.max_depth is None else namespace[: op.max_depth])
         return sorted(found)[op.offset : op.offset + op.limit]
@@ -169,16 +193,23 @@ class StatekeelStore(BaseStore):
             touches[rec.key] = time.time() + float(doc["ttl"]) * 60
 
     # -- writes --------------------------------------------------------------------------------
-    def _write(self, writes: dict[str, PutOp], touches: dict[str, float]) -> None:
+    def _write(self, writes: dict[str, PutOp], touches: dict[str, float], dangling: list[str]) -> None:
         now = time.time()
-        ops: list[Any] = [Touch(k, exp) for k, exp in touches.items() if k not in writes]
-        for key, op in writes.items():
+        ops: list[Any] = [Delete(k) for k in dict.fromkeys(dangling)]  # two searches may meet one
+        ops += [Touch(k, exp) for k, exp in touches.items() if k not in writes]
+        olds: list[Record | None] = []
+        if writes:  # the items replaced, to drop their index entries; the format, to refuse a newer one
+            fmt, *olds = self.core.backend.get_many([_index.FORMAT, *writes])
+            _index.writable(self.core, fmt)
+        for (key, op), old in zip(writes.items(), olds):
+            ops += [] if old is None else _index.forget_ops(self.core, old)
             if op.value is None:
                 ops.append(Delete(key))
                 continue
             ttl = None if op.ttl is None else float(op.ttl)
             data, codec = self.core.codec.encode({"v": dict(op.value), "u": now, "ttl": ttl}, f"item {op.key!r}", key)
             ops.append(Put(key, data, codec, ANY, None if ttl is None else now + ttl * 60))
+            ops += _index.entry_ops(self.core, op.namespace, key, now)
         if ops:
             self.core.backend.apply(ops)
         if self._semantic is not None and writes:
@@ -190,12 +221,6 @@ def _stamps(rec: Record, doc: dict[str, Any]) -> dict[str, datetime]:
         "created_at": datetime.fromtimestamp(rec.created_at, timezone.utc),
         "updated_at": datetime.fromtimestamp(float(doc["u"]), timezone.utc),
     }
-
-
-def _parse(key: str) -> tuple[tuple[str, ...], str]:
-    """``(namespace, key)`` of an item's record key."""
-    parts = keys.split(key)
-    return tuple(label[1:] for label in parts[1:-1]), parts[-1][1:]
 
 
 def _literal_prefix(conditions: tuple[MatchCondition, ...] | None) -> tuple[str, ...]:
