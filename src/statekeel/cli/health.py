@@ -155,8 +155,11 @@ def _check_encryption(store: Store) -> Check:
 def _walk(fetch: Callable[[int], list[Any]], skip: Callable[[CorruptionError], None],
           problems: _Problems) -> Callable[[], list[Any]]:
     """Pages from ``fetch(limit)``; when a page holds a damaged item, narrow to one item
-    per call to find it, report it, ``skip`` past it and widen again."""
+    per call to find it, report it, ``skip`` past it and widen again. An error that comes back
+    after it was skipped (it names no item, or one ``skip`` cannot step over — a listing refused
+    as a whole) ends the walk, reported, instead of looping on it."""
     limit = [PAGE]
+    skipped: list[tuple[str, int | None]] = []
 
     def next_page() -> list[Any]:
         while True:
@@ -166,10 +169,15 @@ def _walk(fetch: Callable[[int], list[Any]], skip: Callable[[CorruptionError], N
                 if limit[0] > 1:
                     limit[0] = 1  # the items before the damaged one are read one by one
                     continue
+                if skipped and skipped[-1] == (err.key, err.seq):
+                    problems.add(f"the walk stopped there: the listing fails at the same place after skipping {err.key!r}")
+                    return []
                 problems.add(str(err).split(";")[0])
+                skipped.append((err.key, err.seq))
                 skip(err)
                 limit[0] = PAGE
                 continue
+            skipped.clear()
             return page
 
     return next_page
