@@ -240,3 +240,20 @@ def test_a_flush_stops_at_the_queue_end_it_found_and_a_pass_due_to_evict_follows
         assert _cold_history(urls) == ["a", "b", "during", "c", "during"]
         info = tiers.hot.log_info(QUEUE)
         assert info is not None and info.last_seq == watermark(tiers.cold)[1]
+
+
+# -- 5. PostgreSQL down under a write-behind listing ---------------------------------------
+def test_a_write_behind_listing_with_postgres_down_says_postgres_not_redis(
+    urls: tuple[str, str], pg: PostgresServer
+) -> None:
+    """With ``on_hot_failure=fail`` the listing's failure was worded as Redis' ("Redis holds
+    acknowledged writes … retry once it answers") when PostgreSQL was the tier that was down."""
+    with _open(urls, "write-behind", on_hot_failure="fail") as store:
+        _say(store, "a")
+        pg.kill()
+        try:
+            with pytest.raises(UnavailableError) as raised:
+                store.storage.scan("session/", limit=10)  # across partitions: read from PostgreSQL
+            assert "PostgreSQL" in str(raised.value) and "on_hot_failure" not in str(raised.value)
+        finally:
+            pg.restart()

@@ -24,7 +24,7 @@ from .config import Mode, OnHotFailure, Settings
 from .divergence import problems
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
-from .names import DIRTY, LEASE, SPANNING, is_reserved, lock, marker, prefix_partition
+from .names import DIRTY, LEASE, QUEUE, SPANNING, is_reserved, lock, marker, prefix_partition
 from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
@@ -203,6 +203,8 @@ class TieredBackend(Backend):
             try:
                 done = self.maintenance.catch_up()
             except UnavailableError as exc:
+                if self._answers():
+                    raise  # PostgreSQL failed, which the listing reads: not Redis' (or the fallback's) business
                 self._degrade("listing from PostgreSQL without the queued writes", exc)
             except CorruptionError as exc:  # flushing stopped (a diverged queue): not damage a walk could skip
                 raise UnavailableError(
@@ -213,6 +215,14 @@ class TieredBackend(Backend):
                 if done is None:
                     raise self._stalled("a listing across partitions (read from PostgreSQL)")
         return fn()
+
+    def _answers(self) -> bool:
+        """Whether Redis answers (after a failure that may have been either tier's)."""
+        try:
+            self.hot.log_info(QUEUE)
+        except UnavailableError:
+            return False
+        return True
 
     def _stalled(self, what: str) -> UnavailableError:
         wait = 2 * self.settings.lease
