@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 
+import statekeel
 from statekeel import CorruptionError, UnavailableError
 from statekeel.backends.tiered import tiered_url
 from statekeel.backends.tiered import watermark as tiered_watermark
@@ -45,6 +46,17 @@ def _fail_over(rd: RedisServer, copy: _Copy) -> None:
         r.restore(key, max(ttl, 0), data, replace=True)
 
 
+def _fail_over_behind(store: statekeel.Store, rd: RedisServer) -> None:
+    """"a" replayed; Redis copied; "b", "c" replayed too; then Redis fails over to the copy."""
+    tiers = _tiers(store)
+    _say(store, "a")
+    tiers.flush()
+    replica = _copy(rd)
+    _say(store, "b", "c")
+    tiers.flush()
+    _fail_over(rd, replica)
+
+
 # -- reconciled -------------------------------------------------------------------------
 @pytest.mark.parametrize("after", [["d"], ["d", "e"], ["d", "e", "f"]], ids=["below", "at", "past"])
 def test_a_failover_to_a_replica_behind_replays_what_it_acknowledged(
@@ -55,12 +67,7 @@ def test_a_failover_to_a_replica_behind_replays_what_it_acknowledged(
     only "a" — are appended after them (PostgreSQL numbers the appends it replays), nothing twice."""
     with _open(urls, "write-behind") as store:
         tiers = _tiers(store)
-        _say(store, "a")
-        tiers.flush()
-        replica = _copy(rd)
-        _say(store, "b", "c")
-        tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over_behind(store, rd)
         assert _history(store) == ["a"]
         _say(store, *after)
         assert tiers.integrity_check() != []  # statekeel doctor sees it before the flush
@@ -115,12 +122,7 @@ def test_a_flusher_killed_after_reconciling_leaves_the_next_one_to_replay_exactl
 ) -> None:
     with _open(urls, "write-behind") as store:
         tiers = _tiers(store)
-        _say(store, "a")
-        tiers.flush()
-        replica = _copy(rd)
-        _say(store, "b", "c")
-        tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over_behind(store, rd)
         _say(store, "d", "e")
         info = tiers.hot.log_info(QUEUE)
         assert info is not None
@@ -189,12 +191,7 @@ def test_a_listing_waits_while_the_queue_diverged(urls: tuple[str, str], rd: Red
     holder of the flusher lease to reconcile (or gives up), never lists without the replica's batches."""
     with _open(urls, "write-behind", lease=0.2) as store:
         tiers = _tiers(store)
-        _say(store, "a")
-        tiers.flush()
-        replica = _copy(rd)
-        _say(store, "b", "c")
-        tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over_behind(store, rd)
         _say(store, "d", "e")  # the queue ends at the watermark's seq, with other batches
         other = Lease(tiers.hot, 3600.0)  # another process holds the lease and does not flush
         assert other.acquire()
