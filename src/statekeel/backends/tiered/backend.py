@@ -278,7 +278,8 @@ class TieredBackend(Backend):
                     if hydrations == _HYDRATE_TRIES:
                         break
                     hydrations += 1
-                    hydrate(self.hot, self.cold, missing)
+                    for part in self._uncached(parts, missing):  # all at once: one refused attempt, not one each
+                        hydrate(self.hot, self.cold, part)
                 continue
             except UnavailableError as exc:
                 if self.settings.on_hot_failure == "fail" or exc.maybe_applied:
@@ -293,6 +294,15 @@ class TieredBackend(Backend):
             "statekeel tiered: a partition kept leaving Redis, or other writers kept moving it on, while "
             "being written; nothing was written — retry"
         )
+
+    def _uncached(self, parts: list[str], refused: str) -> list[str]:
+        """``refused`` (a batch found it not cached) and the other partitions of ``parts`` Redis lacks."""
+        others = [p for p in parts if p != refused]
+        found = self.hot.get_many([marker(p) for p in others]) if others else []
+        for part, rec in zip(others, found):
+            if rec is None:
+                self._versions.refused_missing(part)
+        return [refused, *(p for p, rec in zip(others, found) if rec is None)]
 
     def flush(self) -> int:
         """Write-behind: replay every queued batch into PostgreSQL now; how many this call replayed

@@ -153,12 +153,16 @@ class MarkerVersions:
             if isinstance(rec, Record):
                 self._seen[part] = rec.version
 
+    def refused_missing(self, part: str) -> None:
+        """``part`` is not cached: hydration starts its marker again at version 1."""
+        self._seen.pop(part, None)
+
     def refused(self, exc: ConflictError) -> str | None:
         """After a batch failed on ``exc``: the partition to hydrate (its marker is missing), or
         None when a marker only moved on (the guess is corrected: retry). Re-raises other conflicts."""
         part = Markers.missing(exc)
         if exc.actual is None:
-            self._seen.pop(part, None)  # hydration starts the marker again at version 1
+            self.refused_missing(part)
             return part
         self._seen[part] = exc.actual
         return None
