@@ -19,6 +19,7 @@ search, with scores (:mod:`.memory_index`); without ``index=``, ``query`` is ign
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -42,13 +43,15 @@ from langgraph.store.base import (
 
 from ...aio._worker import Worker
 from ...core import Core, layout
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, StatekeelError
 from ...protocol import ANY, Delete, Put, Record, Touch
 from ...store import Store
 from ...store import open as open_store
 from . import _filters, _index, _search
 from ._checks import check_op
 from .memory_index import SemanticIndex
+
+log = logging.getLogger("statekeel.langgraph")
 
 __all__ = ["StatekeelStore"]
 
@@ -102,8 +105,14 @@ class StatekeelStore(BaseStore):
         self._ready()
 
     def _ready(self) -> bool:
+        """Whether searches walk the index. Building it may fail (a read-only role, the database
+        going away mid-build): the search then scans, as before the index, and the next one resumes
+        the build where it stopped."""
         if not self._indexed:
-            self._indexed = _index.ready(self.core)
+            try:
+                self._indexed = _index.ready(self.core)
+            except StatekeelError as exc:
+                log.warning("statekeel: the LangGraph store's search index could not be built yet (%s); searching by scan", exc)
         return self._indexed
 
     # -- the one entry point LangGraph calls -------------------------------------------------
