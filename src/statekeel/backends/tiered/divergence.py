@@ -63,8 +63,7 @@ def diverged(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
         return True
     if mark.id is None or info.last_seq != mark.seq or info.updated_at == mark.at:
         return False
-    found = hot.read(QUEUE, start=mark.seq, limit=1)
-    return not found or not mark.matches(found[0])
+    return _other_entry(hot, mark)
 
 
 def plan(hot: Backend, cold: Backend, mark: Watermark, info: LogInfo) -> Plan:
@@ -155,6 +154,11 @@ def _diverged_now(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
         return True
     if mark.id is None or mark.seq < info.first_seq:
         return False
+    return _other_entry(hot, mark)
+
+
+def _other_entry(hot: Backend, mark: Watermark) -> bool:
+    """Whether Redis' queue lacks the entry the watermark names at its seq, or holds another there."""
     found = hot.read(QUEUE, start=mark.seq, limit=1)
     return not found or not mark.matches(found[0])
 
