@@ -142,6 +142,8 @@ def finish_row(row: dict, baselines: dict) -> dict:
     base = baselines.get(key)
     if base and row.get("reload_best_ms") and base.get("reload_best_ms"):
         row["reload_vs_raw"] = round(row["reload_best_ms"] / base["reload_best_ms"], 2)
+    if base and base is not row and row.get("reload_best_ms") and base.get("reload_messages_best_ms"):
+        row["reload_vs_raw_messages"] = round(row["reload_best_ms"] / base["reload_messages_best_ms"], 2)
     if "median_ms_per_turn" in row and base:
         row["ratio_vs_raw"] = round(row["median_ms_per_turn"] / base["median_ms_per_turn"], 2)
         row["baseline"] = base["system"]
@@ -203,7 +205,7 @@ def fmt_bytes(n) -> str:
 
 def human_table(rows: list[dict]) -> str:
     head = ["system", "backend", "dur", "turns", "median ms", "p99 ms", "× raw", "storage", "× payload", "reload ms",
-            "reload best ms (× raw)"]
+            "reload best ms (× raw)", "× raw → messages"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     extra = []
     for r in rows:
@@ -227,6 +229,7 @@ def human_table(rows: list[dict]) -> str:
             f"{r['reload_ms']:.2f}",
             (f"{r['reload_best_ms']:.2f}" if "reload_best_ms" in r else "-")
             + (f" ({r['reload_vs_raw']:.2f})" if "reload_vs_raw" in r else ""),
+            f"{r['reload_vs_raw_messages']:.2f}" if "reload_vs_raw_messages" in r else "-",
         ]) + " |")
         if r.get("ratio_note"):
             extra.append(f"{r['system']}: {r['ratio_note']}")

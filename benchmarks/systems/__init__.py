@@ -74,7 +74,9 @@ RELOAD_TRIES = 5
 
 def best_ms(fn, tries: int = RELOAD_TRIES) -> float:
     """The fastest of ``tries`` calls of ``fn`` in ms: the steady reload cost, compared across rows as
-    ``reload_vs_raw`` (the first call, with its cold caches, stays in ``reload_ms``)."""
+    ``reload_vs_raw`` (the first call, with its cold caches, stays in ``reload_ms``). A raw row also reports
+    ``reload_messages_best_ms``: the fetch turned into message dicts (tuples → dicts; Redis: JSON parsed), what
+    ``history()`` returns — ``reload_vs_raw_messages`` compares with that."""
     import time
 
     best = float("inf")
@@ -83,3 +85,9 @@ def best_ms(fn, tries: int = RELOAD_TRIES) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return round(best * 1e3, 3)
+
+
+def to_messages(rows) -> list[dict]:
+    """``(role, content)`` rows as the message dicts an agent uses: the raw rows' ``reload_messages_best_ms``
+    (``reload_vs_raw_messages``: statekeel's ``history()`` returns dicts, a raw fetch returns tuples)."""
+    return [{"role": role, "content": content} for role, content in rows]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.systems import best_ms
+from benchmarks.systems import best_ms, to_messages
 
 
 def db_size(dsn: str) -> int:
@@ -38,7 +38,9 @@ def raw_pg(turns, ctx):
         load = time.perf_counter() - t
         assert len(rows) == 2 * len(turns)
         best = best_ms(lambda: c.execute("select role, content from m where sid='t1' order by seq").fetchall())
-    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best, "storage_bytes": db_size(dsn) - s0}
+        as_messages = best_ms(lambda: to_messages(c.execute("select role, content from m where sid='t1' order by seq").fetchall()))
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best,
+            "reload_messages_best_ms": as_messages, "storage_bytes": db_size(dsn) - s0}
 
 
 def langgraph_pg(turns, ctx):

@@ -47,7 +47,8 @@ def raw_redis(turns, ctx):
     load = time.perf_counter() - t
     assert len(items) == 2 * len(turns)
     best = best_ms(lambda: r.lrange("t1:m", 0, -1))
-    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best,
+    as_messages = best_ms(lambda: list(map(json.loads, r.lrange("t1:m", 0, -1))))
+    return {"lat": lat, "reload_ms": round(load * 1e3, 2), "reload_best_ms": best, "reload_messages_best_ms": as_messages,
             "storage_bytes": _used_memory(r) - m0}
 
 

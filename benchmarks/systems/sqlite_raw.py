@@ -5,7 +5,7 @@ import os
 import sqlite3
 import time
 
-from benchmarks.systems import best_ms
+from benchmarks.systems import best_ms, to_messages
 from benchmarks.workload import dir_bytes, sqlite_checkpointed_bytes
 
 
@@ -33,12 +33,14 @@ def _run(turns, ctx, synchronous: str, with_state: bool) -> dict:
     load = time.perf_counter() - t
     assert len(rows) == 2 * len(turns)
     best = best_ms(lambda: c.execute("select role, content from m where sid='t1' order by seq").fetchall())
+    as_messages = best_ms(lambda: to_messages(c.execute("select role, content from m where sid='t1' order by seq").fetchall()))
     uncheckpointed = dir_bytes(d)
     c.close()
     return {
         "lat": lat,
         "reload_ms": round(load * 1e3, 2),
         "reload_best_ms": best,
+        "reload_messages_best_ms": as_messages,
         "storage_bytes": sqlite_checkpointed_bytes(db, d),
         "storage_bytes_uncheckpointed": uncheckpointed,
     }
