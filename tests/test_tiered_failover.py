@@ -99,6 +99,23 @@ def test_batches_the_replica_had_received_are_not_replayed_twice(urls: tuple[str
         assert _cold_history(urls) == _history(store) == ["a", "b", "c", "d"]
 
 
+def test_a_replica_behind_with_nothing_written_since_replays_nothing(urls: tuple[str, str], rd: RedisServer) -> None:
+    """The replica's queue ends below the watermark on a batch PostgreSQL replayed ("b", queued when
+    it parted): they agree up to that last entry, so nothing is replayed (it was: ``a, b, c, b``)."""
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a")
+        tiers.flush()
+        _say(store, "b")
+        replica = _copy(rd)
+        _say(store, "c")
+        tiers.flush()
+        _fail_over(rd, replica)
+        assert tiers.flush() == 0
+        tiers.maintenance.tick()  # the replica's cache, which lacks "c", is dropped
+        assert _cold_history(urls) == _history(store) == ["a", "b", "c"]
+
+
 def test_a_conflicting_batch_from_the_replica_goes_to_the_dead_letters(urls: tuple[str, str], rd: RedisServer) -> None:
     """A compare-and-set the replica accepted against its older state is refused by PostgreSQL: kept, logged."""
     with _open(urls, "write-behind") as store:
@@ -177,7 +194,7 @@ def test_an_old_watermark_is_read_and_a_queue_gone_back_below_it_stops_the_flush
         _old_format(tiers)
         _say(store, "c")
         assert tiers.flush() == 1
-        assert set(_mark(tiers)) == {"epoch", "seq", "id", "at", "turn"}
+        assert set(_mark(tiers)) == {"epoch", "seq", "id", "at", "turn", "past"}
         _old_format(tiers)
         tiers.cold.apply([Put(k.key, b"{}", "json") for k in tiers.cold.scan("_statekeel_tier/replayed/")])
         _fail_over(rd, replica)

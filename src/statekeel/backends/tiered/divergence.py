@@ -12,6 +12,11 @@ different entry at its seq, is a divergence. An idle queue (nothing after the wa
 checked by its ``updated_at`` — the ``created_at`` of its last entry, which the watermark
 records — and read only if that differs.
 
+A copy taken before Redis lost its data brings back a queue of an epoch the watermark had left
+(:attr:`.watermark.Watermark.returned`): it is reconciled the same way — resumed after what
+PostgreSQL replayed of it, its cache (older than PostgreSQL's data) dropped — instead of being
+replayed from its start a second time.
+
 Reconciliation: PostgreSQL's ring of replayed identities (:data:`.watermark.SLOTS` replay
 transactions) is compared with Redis' queue, entry by entry; the last seq where both name the
 same batch is where they agree (every batch before it is then the same too: a replica or an
@@ -56,10 +61,11 @@ class Plan:
 
 
 def diverged(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
-    """Before a flush reads anything: the queue ends below the watermark, or ends at it with
+    """Before a flush reads anything: the queue is of an epoch the watermark had left (a copy from
+    before a wipe, :attr:`Watermark.returned`), ends below the watermark, or ends at it with
     another entry there (read only if the queue's ``updated_at`` is not the watermark's entry's).
     A queue going on after the watermark is checked by the flush's first page (:meth:`Watermark.matches`)."""
-    if info.last_seq < mark.seq:
+    if mark.returned or info.last_seq < mark.seq:
         return True
     if mark.id is None or info.last_seq != mark.seq or info.updated_at == mark.at:
         return False
@@ -150,7 +156,7 @@ def reached(hot: Backend, cold: Backend, target: tuple[str, int]) -> tuple[tuple
 
 def _diverged_now(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
     """:func:`diverged`, reading the watermark's entry whenever the queue still holds it."""
-    if info.last_seq < mark.seq:
+    if mark.returned or info.last_seq < mark.seq:
         return True
     if mark.id is None or mark.seq < info.first_seq:
         return False
@@ -164,8 +170,8 @@ def _other_entry(hot: Backend, mark: Watermark) -> bool:
 
 
 def _entries(hot: Backend, start: int, stop: int) -> Iterator[Entry]:
-    """Redis' queue entries ``start`` to ``stop``, a page at a time."""
-    while start <= stop and (page := hot.read(QUEUE, start=start, stop=stop, limit=_PAGE)):
+    """Redis' queue entries ``start`` to ``stop`` (both included), a page at a time."""
+    while start <= stop and (page := hot.read(QUEUE, start=start, stop=stop + 1, limit=_PAGE)):
         yield from page
         start = page[-1].seq + 1
 

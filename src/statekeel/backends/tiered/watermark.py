@@ -11,6 +11,12 @@ different batches at the same seqs — and find where the two still agree (:mod:
 
 A watermark written before (epoch and seq only) is still read: its entry is not checked until
 the next replay writes one with an identity.
+
+Earlier epochs: when the watermark moves on to a new queue (Redis lost its data, a new queue was
+started), it keeps where it had replayed the old one to (``past``: the last :data:`PAST` epochs,
+newest first). A queue of one of those epochs coming back — Redis restored from a copy taken before
+the wipe — is resumed after what was replayed of it (:attr:`Watermark.returned`; the flush
+reconciles it as a diverged queue: :mod:`.divergence`), not replayed from its start a second time.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ ID_LEN = 16
 SLOTS = 2048
 """Slots of the ring of replayed identities: one per replay transaction, so the ring holds the
 identities of at least the last :data:`SLOTS` replayed batches (more when groups hold several)."""
+PAST = 16
+"""Earlier queue epochs the watermark remembers (where each was replayed to)."""
 
 
 def identity(entry: Entry) -> str:
@@ -53,11 +61,21 @@ class Watermark:
         rec = cold.get(WATERMARK) if isinstance(rec, EllipsisType) else rec
         self.version = rec.version if rec is not None else None
         doc = _doc(rec)
-        same = doc.get("epoch") == repr(epoch)
-        self.seq = int(doc.get("seq", 0)) if same else 0
-        self.id: str | None = doc.get("id") if same else None
+        current = _place(doc)
+        self.past = [p for p in _past(doc) if p[0] != repr(epoch)]
+        """Earlier epochs and where they were replayed to (epoch, seq, id, at), newest first — written
+        back with every move of the watermark; the one it leaves is added when it moves to another."""
+        if current is not None and current[0] != repr(epoch):
+            self.past = [current, *self.past][:PAST]
+        place = current if current is not None and current[0] == repr(epoch) else _find(_past(doc), repr(epoch))
+        self.returned = place is not None and place is not current
+        """The queue is of an epoch the watermark had left (Redis restored from a copy taken before it
+        lost its data): its cache is older than what PostgreSQL holds, and what of it was replayed is
+        known only from ``seq`` and the ring — the flush reconciles it (:mod:`.divergence`)."""
+        self.seq = place[1] if place is not None else 0
+        self.id: str | None = place[2] if place is not None else None
         """The identity of the entry replayed at ``seq`` (None: a watermark of the earlier format)."""
-        self.at: float | None = doc.get("at") if same else None
+        self.at: float | None = place[3] if place is not None else None
         """That entry's ``created_at`` in Redis (the queue's ``updated_at`` while it is the last one)."""
         self.turn = int(doc.get("turn", 0))
         """How many replay transactions wrote a ring slot (any epoch): the next one writes slot ``turn + 1``."""
@@ -67,7 +85,8 @@ class Watermark:
         written first in the transaction that replays them."""
         ids = [identity(e) for e in replayed]
         last, turn = replayed[-1], self.turn + 1
-        mark = {"epoch": repr(self.epoch), "seq": last.seq, "id": ids[-1], "at": last.created_at, "turn": turn}
+        mark = {"epoch": repr(self.epoch), "seq": last.seq, "id": ids[-1], "at": last.created_at, "turn": turn,
+                "past": self.past}  # fmt: skip
         slot = {"epoch": repr(self.epoch), "first": replayed[0].seq, "ids": "".join(ids)}  # replayed: consecutive seqs
         return [
             Put(WATERMARK, json.dumps(mark).encode(), "json", expect=self.version),
@@ -77,13 +96,14 @@ class Watermark:
     def moved_back(self, entry: Entry) -> Put:
         """The watermark put back to ``entry`` (where Redis' diverged queue still agrees with PostgreSQL)."""
         mark = {"epoch": repr(self.epoch), "seq": entry.seq, "id": identity(entry), "at": entry.created_at,
-                "turn": self.turn}  # fmt: skip
+                "turn": self.turn, "past": self.past}  # fmt: skip
         return Put(WATERMARK, json.dumps(mark).encode(), "json", expect=self.version)
 
     def advanced(self, last: Entry, rec: object, turn: int | None = None) -> None:
         """``last`` committed with the watermark record ``rec`` (and ring slot ``turn``, if one was written)."""
         assert isinstance(rec, Record)
         self.seq, self.id, self.at, self.version = last.seq, identity(last), last.created_at, rec.version
+        self.returned = False
         self.turn = self.turn + 1 if turn is None else turn
 
     def matches(self, entry: Entry) -> bool:
@@ -117,6 +137,35 @@ def marked(cold: Backend) -> tuple[str, int, str | None]:
     doc = _doc(cold.get(WATERMARK))
     named = doc.get("id")
     return str(doc.get("epoch", "")), int(doc.get("seq", 0)), named if isinstance(named, str) else None
+
+
+_Place = tuple[str, int, "str | None", "float | None"]
+"""An epoch and where it was replayed to: (epoch, seq, identity of the entry there, its created_at)."""
+
+
+def _place(doc: dict[str, Any]) -> _Place | None:
+    """The watermark's own epoch and place (None: nothing replayed yet)."""
+    epoch = doc.get("epoch")
+    if not isinstance(epoch, str):
+        return None
+    named, at = doc.get("id"), doc.get("at")
+    return (epoch, int(doc.get("seq", 0)), named if isinstance(named, str) else None,
+            float(at) if isinstance(at, (int, float)) else None)  # fmt: skip
+
+
+def _past(doc: dict[str, Any]) -> list[_Place]:
+    """The earlier epochs a watermark records (entries it cannot read are left out)."""
+    out: list[_Place] = []
+    for item in doc.get("past") or ():
+        if isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], int):
+            named, at = item[2], item[3]
+            out.append((item[0], item[1], named if isinstance(named, str) else None,
+                        float(at) if isinstance(at, (int, float)) else None))  # fmt: skip
+    return out
+
+
+def _find(places: list[_Place], epoch: str) -> _Place | None:
+    return next((p for p in places if p[0] == epoch), None)
 
 
 def _doc(rec: Record | None) -> dict[str, Any]:
