@@ -40,3 +40,12 @@ def test_encoding_is_json_dumps_before_and_after_changes(
     assert changed.encode() == reference(changed)  # the cache shared with ``head`` is not stale
     assert head.encode() == reference(head)  # and the copy's changes did not reach the original
     assert head.records == record_heads and head.logs == log_heads
+
+
+def test_remembered_times_keep_equal_numbers_of_other_spellings_apart() -> None:
+    """Times are rendered through a memo (a record's creation time repeats in every version): numbers that
+    compare equal but print differently (1 and 1.0, 0.0 and -0.0) must still encode as json.dumps does."""
+    tag = bytes(16)
+    for created, expires in [(1.0, 1), (1, 1.0), (0.0, -0.0), (-0.0, 0.0), (1.5, 1.5)]:
+        head = Head({}, {"a": RecordHead(1, tag, created, expires), "b": RecordHead(2, tag, expires, created)})
+        assert head.encode() == reference(head)

@@ -54,4 +54,5 @@ def test_record_tags_are_the_documented_hmac(
     message = (b"r" + struct.pack(">I", len(w)) + w + struct.pack(">QI", version, len(c)) + c
                + struct.pack(">I", len(data)) + data + struct.pack(">dd", created, clock))  # fmt: skip
     assert KEY.record_tag(where, version, codec, data, created, clock) == reference(message)
+    assert KEY.record_tagger(where)(version, codec, data, created, clock) == reference(message)  # kept per key
     assert KEY.root_tag(data) == reference(b"root" + data)

@@ -40,7 +40,7 @@ from typing import Any, Final, NamedTuple
 from ..errors import IntegrityError
 from .keyring import MasterKeys
 
-__all__ = ["ChainKey", "Head", "LogHead", "RecordHead", "STEP", "TRAILER", "ZERO_TAG", "alive", "split_trailer", "trailer"]
+__all__ = ["ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "split_trailer", "trailer"]
 
 TAG: Final = 16
 """Bytes of a tag (HMAC-SHA256, truncated)."""
@@ -58,9 +58,16 @@ _CLOCK = struct.Struct(">d")
 _ENTRY = struct.Struct(">IQIId")
 """An entry tag's fixed fields: the lengths of the log's key, codec and value, the seq and the clock."""
 _LEN = struct.Struct(">I")
-_VERSION_LEN = struct.Struct(">QI")
+_RECORD = struct.Struct(">QI")
+"""A record tag's version and the length of its codec name."""
 _TIMES = struct.Struct(">dd")
 
+
+EntryTagger = Callable[[int, str, bytes, float, bytes], bytes]
+"""``(seq, codec, data, clock, prev) -> tag`` for the entries of one log."""
+
+RecordTagger = Callable[[int, str, bytes, float, float], bytes]
+"""``(version, codec, data, created, clock) -> tag`` for one record."""
 
 _BLOCK: Final = 64
 """SHA-256's block: an HMAC key is padded to it (RFC 2104)."""
@@ -89,8 +96,8 @@ class ChainKey:
         key = hmac.new(raw, b"statekeel chain mac v1", hashlib.sha256).digest().ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-        self._taggers: dict[str, Callable[[int, str, bytes, float, bytes], bytes]] = {}
-        self._leads: dict[str, bytes] = {}
+        self._taggers: dict[str, EntryTagger] = {}
+        self._records: dict[str, RecordTagger] = {}
 
     def mac(self, message: bytes) -> bytes:
         """HMAC-SHA256 of ``message`` under this key, truncated to :data:`TAG` bytes."""
@@ -106,7 +113,7 @@ class ChainKey:
     def entry_tag(self, where: str, seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
         return self.entry_tagger(where)(seq, codec, data, clock, prev)
 
-    def entry_tagger(self, where: str) -> Callable[[int, str, bytes, float, bytes], bytes]:
+    def entry_tagger(self, where: str) -> EntryTagger:
         """``entry_tag`` for the entries of one log: ``(seq, codec, data, clock, prev) -> tag`` (kept per
         log: a writer tags the same logs batch after batch)."""
         tagger = self._taggers.get(where)
@@ -116,31 +123,49 @@ class ChainKey:
             tagger = self._taggers[where] = self._new_tagger(where)
         return tagger
 
-    def _new_tagger(self, where: str) -> Callable[[int, str, bytes, float, bytes], bytes]:
-        w, pack, mac = where.encode(), _ENTRY.pack, self.mac
+    def _new_tagger(self, where: str) -> EntryTagger:
+        w, pack, inner, outer = where.encode(), _ENTRY.pack, self._inner, self._outer
         lw = len(w)
 
         def tag(seq: int, codec: str, data: bytes, clock: float, prev: bytes) -> bytes:
-            head = pack(lw, seq, len(codec), len(data), clock)  # the fixed fields, one pack
-            return mac(b"".join((b"e", head, w, codec.encode(), data, prev)))
+            h = inner.copy()  # :meth:`mac`, inline: a turn tags two entries or more
+            h.update(b"".join((b"e", pack(lw, seq, len(codec), len(data), clock), w, codec.encode(), data, prev)))
+            o = outer.copy()
+            o.update(h.digest())
+            return o.digest()[:TAG]
 
         return tag
 
     def record_tag(
         self, where: str, version: int, codec: str, data: bytes, created: float, clock: float
     ) -> bytes:
+        return self.record_tagger(where)(version, codec, data, created, clock)
+
+    def record_tagger(self, where: str) -> RecordTagger:
+        """``record_tag`` for one record: ``(version, codec, data, created, clock) -> tag`` (kept per key: a
+        writer puts the same few records, and its heads, batch after batch)."""
+        tagger = self._records.get(where)
+        if tagger is None:
+            if len(self._records) >= 4096:
+                self._records.clear()
+            tagger = self._records[where] = self._new_record_tagger(where)
+        return tagger
+
+    def _new_record_tagger(self, where: str) -> RecordTagger:
         # b"r", then the key, the version, the codec and the value (each length-prefixed), then both
-        # times — packed with as few calls as possible (a write computes one per record it puts; the
-        # key's part is kept per key: a writer puts the same few records, and its head, batch after batch)
-        lead = self._leads.get(where)
-        if lead is None:
-            if len(self._leads) >= 4096:
-                self._leads.clear()
-            w = where.encode()
-            lead = self._leads[where] = b"r" + _LEN.pack(len(w)) + w
-        c = codec.encode()
-        return self.mac(b"".join((lead, _VERSION_LEN.pack(version, len(c)), c, _LEN.pack(len(data)), data,
-                                  _TIMES.pack(created, clock))))  # fmt: skip
+        # times — packed with as few calls as possible
+        w = where.encode()
+        lead, fixed, times, inner, outer = b"r" + _LEN.pack(len(w)) + w, _RECORD.pack, _TIMES.pack, self._inner, self._outer
+
+        def tag(version: int, codec: str, data: bytes, created: float, clock: float) -> bytes:
+            c = codec.encode()
+            h = inner.copy()
+            h.update(b"".join((lead, fixed(version, len(c)), c, _LEN.pack(len(data)), data, times(created, clock))))
+            o = outer.copy()
+            o.update(h.digest())
+            return o.digest()[:TAG]
+
+        return tag
 
     def root_tag(self, body: bytes) -> bytes:
         return self._tag(b"root", body)
@@ -185,20 +210,42 @@ class RecordHead(NamedTuple):
     expires: float | None
 
 
-def _num(x: float | None) -> str:
-    return "null" if x is None else repr(x)
-
-
 _quoted: Callable[[str], str] = functools.lru_cache(maxsize=8192)(json.dumps)
 """A name as a JSON string (the same few names are rendered batch after batch)."""
 
 
+_positive_time: Callable[[float], str] = functools.lru_cache(maxsize=8192, typed=True)(repr)
+
+
+def _time(x: float) -> str:
+    """A time as JSON writes it, remembered: a record's creation time and expiry stay the same across its
+    versions, and a float's shortest repr costs more than a look-up (not for 0.0, equal to -0.0)."""
+    return _positive_time(x) if x > 0 else repr(x)
+
+
 def _log_json(name: str, h: LogHead) -> str:
-    return f'{_quoted(name)}:[{h.first},"{h.before.hex()}",{h.last},"{h.tag.hex()}",{_num(h.expires)}]'
+    e = h.expires
+    return f'{_quoted(name)}:[{h.first},"{h.before.hex()}",{h.last},"{h.tag.hex()}",{"null" if e is None else _time(e)}]'
 
 
 def _record_json(name: str, h: RecordHead) -> str:
-    return f'{_quoted(name)}:[{h.version},"{h.tag.hex()}",{_num(h.created)},{_num(h.expires)}]'
+    e = h.expires
+    return f'{_quoted(name)}:[{h.version},"{h.tag.hex()}",{_time(h.created)},{"null" if e is None else _time(e)}]'
+
+
+def _rendered(entries: dict[str, Any], parts: dict[str, tuple[Any, str]], render: Callable[[str, Any], str]) -> str:
+    """``entries`` as the members of a JSON object, sorted by name; an entry that is still the object
+    ``parts`` rendered last time is not rendered again."""
+    if len(parts) > 2 * len(entries) + 64:
+        parts.clear()  # names gone from the head
+    out = []
+    for name in sorted(entries):
+        h = entries[name]
+        known = parts.get(name)
+        if known is None or known[0] is not h:
+            known = parts[name] = (h, render(name, h))
+        out.append(known[1])
+    return ",".join(out)
 
 
 @dataclass
@@ -207,28 +254,17 @@ class Head:
 
     logs: dict[str, LogHead] = field(default_factory=dict)
     records: dict[str, RecordHead] = field(default_factory=dict)
-    _parts: tuple[dict[str, tuple[Any, str]], ...] = field(default_factory=lambda: ({}, {}), repr=False, compare=False)
+    _parts: tuple[dict[str, tuple[Any, str]], dict[str, tuple[Any, str]]] = field(
+        default_factory=lambda: ({}, {}), repr=False, compare=False)  # fmt: skip
     """Per kind (logs, records), name -> (entry, its JSON): entries are immutable, so one that is still the
     same object encodes the same; shared by copies (every write re-encodes its head, mostly unchanged)."""
 
     def encode(self) -> bytes:
         """``{"l": {name: [first, before, last, tag, expires]}, "r": {name: [version, tag, created,
         expires]}}`` in compact JSON with sorted names, as :func:`json.dumps` writes it."""
-        kinds: tuple[tuple[dict[str, Any], Callable[[str, Any], str]], ...] = (
-            (self.logs, _log_json), (self.records, _record_json))  # fmt: skip
-        out: list[str] = []
-        for parts, (entries, render) in zip(self._parts, kinds):
-            if len(parts) > 2 * len(entries) + 64:
-                parts.clear()  # names gone from the head
-            chunk = []
-            for name in sorted(entries):
-                h = entries[name]
-                known = parts.get(name)
-                if known is None or known[0] is not h:
-                    known = parts[name] = (h, render(name, h))
-                chunk.append(known[1])
-            out.append(",".join(chunk))
-        return f'{{"l":{{{out[0]}}},"r":{{{out[1]}}}}}'.encode()
+        logs, records = self._parts
+        return ('{"l":{' + _rendered(self.logs, logs, _log_json) + '},"r":{'
+                + _rendered(self.records, records, _record_json) + "}}").encode()  # fmt: skip
 
     @classmethod
     def decode(cls, data: bytes, where: str) -> Head:

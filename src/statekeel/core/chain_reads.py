@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Final, TypeVar
 
 from ..errors import IntegrityError
-from ..protocol import Backend, Entry, LogInfo, Record
+from ..protocol import Backend, Entry, LogInfo, Record, keys
+from . import layout
 from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
 
-__all__ = ["check_entries", "check_log_info", "check_record", "open_value"]
+__all__ = ["against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
+
+T = TypeVar("T")
 
 
 def _alive(expires: float | None) -> bool:
@@ -139,3 +144,47 @@ def check_entries(
     if hi == known.last and not hmac.compare_digest(prev, known.tag):
         raise IntegrityError(f"the last entry of log {where!r} is not the one its chain head names")
     return out
+
+
+_READS: Final = 5
+"""Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
+a writer may commit between them on backends without snapshot reads (files)."""
+
+
+def consistent(read: Callable[[], T]) -> T:
+    """``read()``, done again (after a short pause) while it raises IntegrityError, up to :data:`_READS` times."""
+    for attempt in range(_READS):
+        try:
+            return read()
+        except IntegrityError:
+            if attempt == _READS - 1:
+                raise
+            time.sleep(0.002 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_MOVES: Final = 1000
+"""Reads of a log redone because writers moved its head meanwhile, before giving up."""
+
+
+def against_head(
+    inner: Backend, known_in: Callable[[Record | None, str], LogHead | None], prefix: str, log: str,
+    check: Callable[[LogHead | None], T],
+) -> T:
+    """``check`` a read of ``log`` against its head (``known_in(head record, partition)`` is the log's entry
+    in it), read just before. The two are separate reads: when the check fails the head is read again, and if a batch moved it meanwhile (the log read may
+    be newer than the head) the whole read is done again — only a disagreement with a head that
+    nothing moved is believed (a seqlock: writers move the head and the log in one batch)."""
+    part = keys.partition(log)
+    head_key = layout.chain_head_key(part)
+    for _ in range(_MOVES):
+        before = inner.get(head_key)
+        known = known_in(before, part)
+        try:
+            return check(known)
+        except IntegrityError:
+            after = inner.get(head_key)
+            if (None if before is None else before.version) == (None if after is None else after.version):
+                raise
+    raise IntegrityError(f"the chain head of {prefix + part!r} kept moving while the log was read "
+                         f"({_MOVES} times); the writers are too busy for a checked read — try again")

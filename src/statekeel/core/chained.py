@@ -33,13 +33,15 @@ from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load,
 from ..protocol.checks import check_ops
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain import STEP, ZERO_TAG, ChainKey, Head, LogHead, RecordHead, alive, split_trailer, trailer
+from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger,
+                    split_trailer, trailer)
 from .sealed import SealedBackend
-from .chain_reads import check_entries, check_log_info, check_record, open_value
+from .chain_reads import against_head, check_entries, check_log_info, check_record, consistent, open_value
 
 __all__ = ["ChainedBackend"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 _PATIENCE: Final = 60.0
 """Seconds a batch keeps being planned again while other writers of its partition move the head
@@ -59,7 +61,9 @@ class ChainedBackend(Backend):
         """partition -> (head record version, head, head created_at): hints for writers."""
         self._floors: dict[str, tuple[int, float | None]] | None = None
         self._plains: dict[str, bool] = {}
-        self._spots: dict[str, tuple[str, str] | None] = {}
+        self._log_spots: dict[str, tuple[str, str, EntryTagger] | None] = {}
+        self._record_spots: dict[str, tuple[str, str, RecordTagger] | None] = {}
+        self._head_records: dict[str, tuple[str, RecordTagger]] = {}
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
         self._store_floors: Callable[[], dict[str, tuple[int, float | None]]] | None = None
@@ -115,16 +119,32 @@ class ChainedBackend(Backend):
             plain = self._plains[key] = layout.stored_in_clear(self._prefix + key) or layout.is_chain_head(key)
         return plain
 
-    def _spot(self, key: str) -> tuple[str, str] | None:
-        """``(partition, full key)`` of a chained ``key``; None when it is outside the chain (memoised:
-        a writer names the same few keys batch after batch)."""
+    def _log_spot(self, log: str) -> tuple[str, str, EntryTagger] | None:
+        """``(partition, full name, tagger)`` of a chained log; None when it is outside the chain
+        (memoised: a writer names the same few logs batch after batch)."""
+        return self._spot(self._log_spots, log, self._key.entry_tagger)
+
+    def _record_spot(self, key: str) -> tuple[str, str, RecordTagger] | None:
+        """``(partition, full key, tagger)`` of a chained record; None when it is outside the chain (memoised)."""
+        return self._spot(self._record_spots, key, self._key.record_tagger)
+
+    def _spot(self, spots: dict[str, tuple[str, str, U] | None], key: str, tagger: Callable[[str], U]
+              ) -> tuple[str, str, U] | None:  # fmt: skip
         try:
-            return self._spots[key]
+            return spots[key]
         except KeyError:
-            if len(self._spots) >= 4096:
-                self._spots.clear()
-            spot = self._spots[key] = None if self._plain(key) else (keys.partition(key), self._prefix + key)
+            if len(spots) >= 4096:
+                spots.clear()
+            where = self._prefix + key
+            spot = spots[key] = None if self._plain(key) else (keys.partition(key), where, tagger(where))
             return spot
+
+    def _resolved(self, ops: Sequence[Op]) -> set[str]:
+        """The keys whose compare-and-set the chain chose (the caller's op asked for none): a conflict on
+        one of them means another writer moved it, and the batch is planned again."""
+        chosen = [op.key if isinstance(op, Put) else op.log for op in ops
+                  if (isinstance(op, Put) and op.expect is ANY) or (isinstance(op, Append) and op.at is None)]
+        return {key for key in chosen if not self._plain(key)}
 
     # -- heads -----------------------------------------------------------------
     def head_of(self, rec: Record | None, partition: str) -> Head:
@@ -145,6 +165,18 @@ class ChainedBackend(Backend):
         value, codec = open_value(self._key, rec, where)
         return rec.version, Head.decode(value, where), rec.created_at
 
+    def _head_record(self, partition: str) -> tuple[str, RecordTagger]:
+        """The key of ``partition``'s head record and its tagger (memoised: a writer puts the same
+        few heads batch after batch)."""
+        try:
+            return self._head_records[partition]
+        except KeyError:
+            if len(self._head_records) >= 4096:
+                self._head_records.clear()
+            key = layout.chain_head_key(partition)
+            found = self._head_records[partition] = (key, self._key.record_tagger(self._prefix + key))
+            return found
+
     def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
         if partition not in self._heads:
             self.head_of(self._inner.get(layout.chain_head_key(partition)), partition)
@@ -153,7 +185,7 @@ class ChainedBackend(Backend):
 
     # -- reads -----------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
-        return _consistent(lambda: self._get(key, include_expired))
+        return consistent(lambda: self._get(key, include_expired))
 
     def _get(self, key: str, include_expired: bool) -> Record | None:
         if self._plain(key):
@@ -166,7 +198,7 @@ class ChainedBackend(Backend):
         return check_record(self._key, self._prefix, key, rec, self.head_of(hrec, part), include_expired)
 
     def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
-        return _consistent(lambda: self._get_many(keys_))
+        return consistent(lambda: self._get_many(keys_))
 
     def _get_many(self, keys_: Sequence[str]) -> list[Record | None]:
         parts = sorted({keys.partition(k) for k in keys_ if not self._plain(k)})
@@ -176,7 +208,7 @@ class ChainedBackend(Backend):
                 for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
-        return _consistent(lambda: self._scan(prefix, after, limit))
+        return consistent(lambda: self._scan(prefix, after, limit))
 
     def _scan(self, prefix: str, after: str | None, limit: int) -> list[Record]:
         page: list[Record] = []
@@ -215,23 +247,8 @@ class ChainedBackend(Backend):
         return self._against_head(log, lambda known: check_log_info(self._prefix + log, self._inner.log_info(log), known))
 
     def _against_head(self, log: str, check: Callable[[LogHead | None], T]) -> T:
-        """``check`` a read of ``log`` against its head, read just before. The two are separate reads:
-        when the check fails the head is read again, and if a batch moved it meanwhile (the log read may
-        be newer than the head) the whole read is done again — only a disagreement with a head that
-        nothing moved is believed (a seqlock: writers move the head and the log in one batch)."""
-        part = keys.partition(log)
-        head_key = layout.chain_head_key(part)
-        for _ in range(_MOVES):
-            before = self._inner.get(head_key)
-            known = self.head_of(before, part).logs.get(self._prefix + log)
-            try:
-                return check(known)
-            except IntegrityError:
-                after = self._inner.get(head_key)
-                if (None if before is None else before.version) == (None if after is None else after.version):
-                    raise
-        raise IntegrityError(f"the chain head of {self._prefix + part!r} kept moving while the log was read "
-                             f"({_MOVES} times); the writers are too busy for a checked read — try again")
+        return against_head(self._inner, lambda rec, part: self.head_of(rec, part).logs.get(self._prefix + log),
+                            self._prefix, log, check)  # fmt: skip
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
         return self._inner.scan_logs(prefix, after=after, limit=limit)
@@ -250,7 +267,7 @@ class ChainedBackend(Backend):
             except BaseException as exc:
                 for part in plan.heads:  # moved by another writer, or maybe applied: read them again
                     self._heads.pop(part, None)
-                ours = isinstance(exc, ConflictError) and (exc.key in plan.resolved or layout.is_chain_head(exc.key))
+                ours = isinstance(exc, ConflictError) and (layout.is_chain_head(exc.key) or exc.key in self._resolved(ops))
                 deadline = time.monotonic() + _PATIENCE if deadline is None else deadline  # from the first refusal
                 if ours and time.monotonic() < deadline:
                     time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
@@ -271,27 +288,11 @@ class ChainedBackend(Backend):
         self._inner.close()
 
 
+_HEAD_CODEC: Final = "json" + STEP
+"""The stored codec of a head record."""
+
 _JITTER: Final = random.Random()
 """Backoff jitter from a generator of its own (the global one may be seeded by the caller's tests)."""
-
-_MOVES: Final = 1000
-"""Reads of a log redone because writers moved its head meanwhile, before giving up."""
-
-_READS: Final = 5
-"""Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
-a writer may commit between them on backends without snapshot reads (files)."""
-
-
-def _consistent(read: Callable[[], T]) -> T:
-    for attempt in range(_READS):
-        try:
-            return read()
-        except IntegrityError:
-            if attempt == _READS - 1:
-                raise
-            time.sleep(0.002 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
-
 
 def _as_given(op: Op, result: OpResult) -> OpResult:
     """A result as the caller's own op would have produced it (its value, not the sealed one)."""
@@ -312,17 +313,15 @@ class _Plan:
         self.stamp = trailer(clock, b"")
         """The trailer's first part (the clock, packed once: every value of the batch carries it)."""
         self.heads: dict[str, tuple[int | None, Head, float | None]] = {}
-        self.dirty: set[str] = set()
+        """The heads this batch changes (every head it looks at, it changes), by partition."""
         self.order: list[str] = []
-        """The dirty partitions in the order their heads are put (sorted: writers lock them alike)."""
-        self.resolved: set[str] = set()
+        """The partitions in the order their heads are put (sorted: writers lock them alike)."""
 
     def _head(self, target: str, part: str | None = None) -> Head:
         part = keys.partition(target) if part is None else part
         planned = self.heads.get(part)
         if planned is None:
             planned = self.heads[part] = self.b._head_for_write(part)
-        self.dirty.add(part)
         return planned[1]
 
     def _where(self, key: str) -> str:
@@ -332,20 +331,22 @@ class _Plan:
         kind = type(op)  # the ops of a turn first, by exact type (an isinstance chain costs per op)
         if kind is Append:
             assert isinstance(op, Append)
-            spot = self.b._spot(op.log)
+            spot = self.b._log_spot(op.log)
             return op if spot is None else self._append(op, *spot)
         if kind is Put:
             assert isinstance(op, Put)
-            spot = self.b._spot(op.key)
-            return op if spot is None else self._put(op, *spot)
+            rspot = self.b._record_spot(op.key)
+            return op if rspot is None else self._put(op, *rspot)
         if isinstance(op, Expire):
             return self._expire(op)
         if self.b._plain(op_target(op)):
             return op
         if isinstance(op, Put):
-            return self._put(op, keys.partition(op.key), self._where(op.key))
+            where = self._where(op.key)
+            return self._put(op, keys.partition(op.key), where, self.b._key.record_tagger(where))
         if isinstance(op, Append):
-            return self._append(op, keys.partition(op.log), self._where(op.log))
+            where = self._where(op.log)
+            return self._append(op, keys.partition(op.log), where, self.b._key.entry_tagger(where))
         if isinstance(op, Delete):
             self._head(op.key).records.pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
@@ -364,38 +365,45 @@ class _Plan:
             return self._load_entries(op)
         return op
 
-    def _put(self, op: Put, part: str, where: str) -> Put:
-        head = self._head(op.key, part)
-        known = head.records.get(where)
-        current = known.version if known is not None and alive(known.expires, self.clock) else None
-        version, created = (current or 0) + 1, known.created if current is not None and known else self.clock
-        tag = self.b._key.record_tag(where, version, op.codec, op.data, created, self.clock)
-        expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
-        head.records[where] = RecordHead(version, tag, created, expires)
-        if op.expect is ANY:
-            self.resolved.add(op.key)
+    def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
+        planned = self.heads.get(part)
+        if planned is None:
+            planned = self.heads[part] = self.b._head_for_write(part)
+        records, clock = planned[1].records, self.clock
+        known = records.get(where)
+        if known is not None and (known.expires is None or known.expires > clock):
+            current: int | None = known.version
+            version, created = known.version + 1, known.created
+        else:
+            current, version, created = None, 1, clock
+        tag = tag_of(version, op.codec, op.data, created, clock)
+        expires = op.expires_at
+        kept = expires if expires is not KEEP else None if known is None else known.expires
+        records[where] = RecordHead(version, tag, created, kept)
         expect = current if op.expect is ANY else op.expect
-        return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, op.expires_at)
+        return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, expires)
 
-    def _append(self, op: Append, part: str, where: str) -> Append:
-        head = self._head(op.log, part)
-        known = head.logs.get(where)
-        if known is not None and not alive(known.expires, self.clock):
+    def _append(self, op: Append, part: str, where: str, tag_of: EntryTagger) -> Append:
+        planned = self.heads.get(part)
+        if planned is None:
+            planned = self.heads[part] = self.b._head_for_write(part)
+        logs, clock, stamp = planned[1].logs, self.clock, self.stamp
+        known = logs.get(where)
+        if known is not None and not (known.expires is None or known.expires > clock):
             known = None  # an expired log starts again at 1
-        first = known.last + 1 if known else 1
-        prev = known.tag if known else ZERO_TAG
+        first = seq = 1 if known is None else known.last + 1
+        prev = ZERO_TAG if known is None else known.tag
         items = []
-        tag_of, clock, stamp = self.b._key.entry_tagger(where), self.clock, self.stamp
-        for seq, (data, codec) in enumerate(op.items, first):
+        for data, codec in op.items:
             prev = tag_of(seq, codec, data, clock, prev)
             items.append((data + stamp + prev, codec + STEP))
-        expires = (known.expires if known else None) if op.expires_at is KEEP else op.expires_at
-        if op.items:
-            head.logs[where] = LogHead(known.first if known else first, known.before if known else ZERO_TAG,
-                                       first + len(op.items) - 1, prev, expires)
-        if op.at is None:
-            self.resolved.add(op.log)
-        return Append(op.log, tuple(items), op.expires_at, first if op.at is None else op.at)
+            seq += 1
+        expires = op.expires_at
+        if items:
+            kept = expires if expires is not KEEP else None if known is None else known.expires
+            logs[where] = (LogHead(first, ZERO_TAG, seq - 1, prev, kept) if known is None
+                           else LogHead(known.first, known.before, seq - 1, prev, kept))  # fmt: skip
+        return Append(op.log, tuple(items), expires, first if op.at is None else op.at)
 
     def _trim(self, op: Trim) -> None:
         logs = self._head(op.log).logs
@@ -470,14 +478,14 @@ class _Plan:
 
     def head_puts(self) -> list[Op]:
         out: list[Op] = []
-        self.order = sorted(self.dirty) if len(self.dirty) > 1 else list(self.dirty)
+        heads, clock = self.heads, self.clock
+        self.order = sorted(heads) if len(heads) > 1 else list(heads)
         for part in self.order:
-            version, head, created = self.heads[part]
-            key = layout.chain_head_key(part)
+            version, head, created = heads[part]
+            key, tag_of = self.b._head_record(part)
             data = head.encode()
-            nxt, born = (version or 0) + 1, created if created is not None else self.clock
-            tag = self.b._key.record_tag(self._where(key), nxt, "json", data, born, self.clock)
-            out.append(Put(key, data + self.stamp + tag, "json" + STEP, version, head.last_expiry()))
+            tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)
+            out.append(Put(key, data + self.stamp + tag, _HEAD_CODEC, version, head.last_expiry()))
         return out
 
     def remember(self, results: Sequence[OpResult]) -> None:
