@@ -15,9 +15,8 @@ larger batch, then commits one intent item. These tests, on moto's server:
 * a writer that meets an intent still in progress waits for it, then writes on its result (both
   the planned path and the one-request compare-and-set path).
 
-moto copies the whole table once per item of a transaction (a transaction of 100 items on a table
-of a few hundred costs seconds), so most tests lower the backend's transaction limit to 10 and use
-sessions of a dozen records: the same protocol, the same code paths. One test runs past the real
+Most tests lower the backend's transaction limit to 10 and use sessions of a dozen records (moto
+answers each item of a transaction in Python): the same protocol, the same code paths. One test runs past the real
 limit of 100.
 """
 
