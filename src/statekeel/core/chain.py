@@ -35,7 +35,7 @@ import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from ..errors import IntegrityError
 from .keyring import MasterKeys
@@ -68,6 +68,8 @@ EntryTagger = Callable[[int, str, bytes, float, bytes], bytes]
 
 RecordTagger = Callable[[int, str, bytes, float, float], bytes]
 """``(version, codec, data, created, clock) -> tag`` for one record."""
+
+T = TypeVar("T")
 
 _BLOCK: Final = 64
 """SHA-256's block: an HMAC key is padded to it (RFC 2104)."""
@@ -116,12 +118,7 @@ class ChainKey:
     def entry_tagger(self, where: str) -> EntryTagger:
         """``entry_tag`` for the entries of one log: ``(seq, codec, data, clock, prev) -> tag`` (kept per
         log: a writer tags the same logs batch after batch)."""
-        tagger = self._taggers.get(where)
-        if tagger is None:
-            if len(self._taggers) >= 4096:
-                self._taggers.clear()
-            tagger = self._taggers[where] = self._new_tagger(where)
-        return tagger
+        return _kept(self._taggers, where, self._new_tagger)
 
     def _new_tagger(self, where: str) -> EntryTagger:
         w, pack, inner, outer = where.encode(), _ENTRY.pack, self._inner, self._outer
@@ -144,12 +141,7 @@ class ChainKey:
     def record_tagger(self, where: str) -> RecordTagger:
         """``record_tag`` for one record: ``(version, codec, data, created, clock) -> tag`` (kept per key: a
         writer puts the same few records, and its heads, batch after batch)."""
-        tagger = self._records.get(where)
-        if tagger is None:
-            if len(self._records) >= 4096:
-                self._records.clear()
-            tagger = self._records[where] = self._new_record_tagger(where)
-        return tagger
+        return _kept(self._records, where, self._new_record_tagger)
 
     def _new_record_tagger(self, where: str) -> RecordTagger:
         # b"r", then the key, the version, the codec and the value (each length-prefixed), then both
@@ -169,6 +161,16 @@ class ChainKey:
 
     def root_tag(self, body: bytes) -> bytes:
         return self._tag(b"root", body)
+
+
+def _kept(taggers: dict[str, T], where: str, make: Callable[[str], T]) -> T:
+    """``taggers[where]``, made on first use (at most 4,096 kept: a writer names the same few keys)."""
+    tagger = taggers.get(where)
+    if tagger is None:
+        if len(taggers) >= 4096:
+            taggers.clear()
+        tagger = taggers[where] = make(where)
+    return tagger
 
 
 def alive(expires: float | None, now: float) -> bool:
