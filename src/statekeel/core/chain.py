@@ -40,7 +40,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from ..errors import IntegrityError
 from .keyring import MasterKeys
 
-__all__ = ["ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "split_trailer", "trailer"]
+__all__ = ["ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "kept", "split_trailer", "trailer"]
 
 TAG: Final = 16
 """Bytes of a tag (HMAC-SHA256, truncated)."""
@@ -118,7 +118,7 @@ class ChainKey:
     def entry_tagger(self, where: str) -> EntryTagger:
         """``entry_tag`` for the entries of one log: ``(seq, codec, data, clock, prev) -> tag`` (kept per
         log: a writer tags the same logs batch after batch)."""
-        return _kept(self._taggers, where, self._new_tagger)
+        return kept(self._taggers, where, self._new_tagger)
 
     def _new_tagger(self, where: str) -> EntryTagger:
         w, pack, inner, outer = where.encode(), _ENTRY.pack, self._inner, self._outer
@@ -141,7 +141,7 @@ class ChainKey:
     def record_tagger(self, where: str) -> RecordTagger:
         """``record_tag`` for one record: ``(version, codec, data, created, clock) -> tag`` (kept per key: a
         writer puts the same few records, and its heads, batch after batch)."""
-        return _kept(self._records, where, self._new_record_tagger)
+        return kept(self._records, where, self._new_record_tagger)
 
     def _new_record_tagger(self, where: str) -> RecordTagger:
         # b"r", then the key, the version, the codec and the value (each length-prefixed), then both
@@ -163,7 +163,7 @@ class ChainKey:
         return self._tag(b"root", body)
 
 
-def _kept(taggers: dict[str, T], where: str, make: Callable[[str], T]) -> T:
+def kept(taggers: dict[str, T], where: str, make: Callable[[str], T]) -> T:
     """``taggers[where]``, made on first use (at most 4,096 kept: a writer names the same few keys)."""
     tagger = taggers.get(where)
     if tagger is None:

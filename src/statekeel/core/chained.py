@@ -33,7 +33,7 @@ from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load,
 from ..protocol.checks import check_ops
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger,
+from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, kept,
                     split_trailer, trailer)
 from .sealed import SealedBackend
 from .chain_reads import against_head, check_entries, check_log_info, check_record, consistent, open_value
@@ -168,14 +168,11 @@ class ChainedBackend(Backend):
     def _head_record(self, partition: str) -> tuple[str, RecordTagger]:
         """The key of ``partition``'s head record and its tagger (memoised: a writer puts the same
         few heads batch after batch)."""
-        try:
-            return self._head_records[partition]
-        except KeyError:
-            if len(self._head_records) >= 4096:
-                self._head_records.clear()
-            key = layout.chain_head_key(partition)
-            found = self._head_records[partition] = (key, self._key.record_tagger(self._prefix + key))
-            return found
+        return kept(self._head_records, partition, self._new_head_record)
+
+    def _new_head_record(self, partition: str) -> tuple[str, RecordTagger]:
+        key = layout.chain_head_key(partition)
+        return key, self._key.record_tagger(self._prefix + key)
 
     def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
         if partition not in self._heads:
@@ -366,10 +363,7 @@ class _Plan:
         return op
 
     def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
-        planned = self.heads.get(part)
-        if planned is None:
-            planned = self.heads[part] = self.b._head_for_write(part)
-        records, clock = planned[1].records, self.clock
+        records, clock = self._head(op.key, part).records, self.clock
         known = records.get(where)
         if known is not None and (known.expires is None or known.expires > clock):
             current: int | None = known.version
@@ -384,10 +378,7 @@ class _Plan:
         return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, expires)
 
     def _append(self, op: Append, part: str, where: str, tag_of: EntryTagger) -> Append:
-        planned = self.heads.get(part)
-        if planned is None:
-            planned = self.heads[part] = self.b._head_for_write(part)
-        logs, clock, stamp = planned[1].logs, self.clock, self.stamp
+        logs, clock, stamp = self._head(op.log, part).logs, self.clock, self.stamp
         known = logs.get(where)
         if known is not None and not (known.expires is None or known.expires > clock):
             known = None  # an expired log starts again at 1

@@ -148,20 +148,18 @@ def _place(doc: dict[str, Any]) -> _Place | None:
     epoch = doc.get("epoch")
     if not isinstance(epoch, str):
         return None
-    named, at = doc.get("id"), doc.get("at")
-    return (epoch, int(doc.get("seq", 0)), named if isinstance(named, str) else None,
-            float(at) if isinstance(at, (int, float)) else None)  # fmt: skip
+    return _placed(epoch, int(doc.get("seq", 0)), doc.get("id"), doc.get("at"))
 
 
 def _past(doc: dict[str, Any]) -> list[_Place]:
     """The earlier epochs a watermark records (entries it cannot read are left out)."""
-    out: list[_Place] = []
-    for item in doc.get("past") or ():
-        if isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], int):
-            named, at = item[2], item[3]
-            out.append((item[0], item[1], named if isinstance(named, str) else None,
-                        float(at) if isinstance(at, (int, float)) else None))  # fmt: skip
-    return out
+    return [_placed(*item) for item in doc.get("past") or ()
+            if isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], int)]
+
+
+def _placed(epoch: str, seq: int, named: object, at: object) -> _Place:
+    """A place as read from JSON: an identity that is not a string, or a time that is not a number, is unknown."""
+    return epoch, seq, named if isinstance(named, str) else None, float(at) if isinstance(at, (int, float)) else None
 
 
 def _find(places: list[_Place], epoch: str) -> _Place | None:
