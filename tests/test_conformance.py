@@ -7,6 +7,7 @@ from statekeel.testing.conformance.test_processes import *  # noqa: F403
 from statekeel.testing.conformance.test_protocol import *  # noqa: F403
 from statekeel.testing.conformance.test_protocol_bounds import *  # noqa: F403
 from statekeel.testing.conformance.test_protocol_types import *  # noqa: F403
+from statekeel.testing.conformance.test_protocol_refresh import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403
 from statekeel.testing.conformance.test_values import *  # noqa: F403

@@ -23,7 +23,7 @@ from statekeel.core import layout
 from statekeel.errors import InvalidInputError
 from statekeel.integrations.langgraph import StatekeelStore
 from statekeel.integrations.langgraph import _filters
-from statekeel.protocol import Touch, keys
+from statekeel.protocol import Delete, Touch, keys
 
 
 @pytest.fixture
@@ -224,3 +224,60 @@ def test_a_filter_no_stored_value_can_match_finds_nothing(memory: StatekeelStore
     memory.put(("docs",), "a", {"kind": "k1"})
     assert memory.search(("docs",), filter={"kind": "\ud800"}) == []  # was UnicodeEncodeError: a lone surrogate
     assert memory.search(("docs",), filter={"\ud800": "k1"}) == []
+
+
+@pytest.mark.parametrize("meanwhile", ["rewritten", "deleted and put again"])
+def test_a_read_renewing_a_ttl_leaves_an_item_put_meanwhile_as_it_was_put(store: statekeel.Store,
+                                                                          meanwhile: str) -> None:
+    """A read's TTL refresh is written after its reads; an item another writer put in between
+    (here without a TTL) keeps what that put gave it — never the reader's expiry."""
+    reader = StatekeelStore(store, ttl={"refresh_on_read": True})
+    writer = StatekeelStore(store)
+    reader.put(("r",), "item", {"v": 1}, ttl=5.0)
+    before = _expires_at(store, ("r",), "item")
+    write = reader._write
+
+    def racing_write(*args: Any) -> None:  # the other writer's put lands between the read and the refresh
+        if meanwhile != "rewritten":
+            writer.delete(("r",), "item")
+        writer.put(("r",), "item", {"v": 2}, ttl=None)
+        write(*args)
+
+    reader._write = racing_write  # type: ignore[method-assign]
+    got = reader.get(("r",), "item")
+    assert got is not None and got.value == {"v": 1}  # what the read saw
+    assert before is not None and _expires_at(store, ("r",), "item") is None
+    reader._write = write  # type: ignore[method-assign]
+    item = reader.get(("r",), "item")
+    assert item is not None and item.value == {"v": 2}
+    assert _expires_at(store, ("r",), "item") is None
+
+
+def test_ttl_refreshes_on_a_tamper_evident_store_verify(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain head follows a refresh exactly when the record does: a refresh that lost the race
+    leaves the head's expiry as the winner's put set it, so deleting that record beneath the API
+    later is still found (a head expecting it gone would not look for it)."""
+    monkeypatch.setenv("STATEKEEL_MASTER_KEY", "TExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTEw=")
+    with statekeel.open(f"sqlite:///{tmp_path / 'chain.db'}", integrity="chain") as chained:
+        memory = StatekeelStore(chained, ttl={"default_ttl": 60.0, "refresh_on_read": True})
+        memory.put(("c",), "kept", {"v": 1})
+        memory.put(("c",), "raced", {"v": 1}, ttl=0.001)  # 60 ms
+        first = _expires_at(chained, ("c",), "kept")
+        time.sleep(0.01)
+        assert memory.get(("c",), "kept") is not None
+        assert _expires_at(chained, ("c",), "kept") > first  # type: ignore[operator]
+        write = memory._write
+
+        def racing_write(*args: Any) -> None:
+            StatekeelStore(chained).put(("c",), "raced", {"v": 2}, ttl=None)
+            write(*args)
+
+        memory._write = racing_write  # type: ignore[method-assign]
+        memory.get(("c",), "raced")  # its refresh (60 ms again) loses to the put without a TTL
+        memory._write = write  # type: ignore[method-assign]
+        assert _expires_at(chained, ("c",), "raced") is None
+        report = chained.verify()
+        assert report.failures == [] and report.records > 0
+        time.sleep(0.1)  # past the refresh's expiry: the head must still expect the record
+        chained.storage.apply([Delete(layout.langgraph_store_key(("c",), "raced"))])  # beneath the API
+        assert [f for f in chained.verify().failures if "is missing" in f]

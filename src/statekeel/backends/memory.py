@@ -35,6 +35,7 @@ from ..protocol import (
     Load,
     LoadEntries,
     Rewrite,
+    refreshable,
 )
 from ..protocol.batch import check_batch
 from ..protocol.checks import check_ops
@@ -273,6 +274,9 @@ class MemoryBackend(Backend):
 
     def _touch(self, op: Touch, now: float) -> bool:
         rec = self._records.get(op.key)
+        if op.refresh is not None:  # a TTL refresh: only the version read, still expiring
+            if rec is None or not _alive(rec.expires_at, now) or not refreshable(rec, op.refresh):
+                return False
         if rec is not None and _alive(rec.expires_at, now):
             exp = rec.expires_at if op.expires_at is KEEP else op.expires_at
             assert not isinstance(exp, type(KEEP))

@@ -301,6 +301,14 @@ def _as_given(op: Op, result: OpResult) -> OpResult:
     return op.record if isinstance(op, Load) else result
 
 
+def _touches(op: Touch, record: RecordHead, clock: float) -> bool:
+    """Whether ``op`` moves the record's expiry — a refresh only at the version read, still expiring
+    (as the backend judges it: the head is compare-and-set, so it saw the same record)."""
+    return op.refresh is None or (
+        record.version == op.refresh and record.expires is not None and record.expires > clock
+    )
+
+
 class _Plan:
     """One attempt at a batch: the sealed ops and the heads they leave."""
 
@@ -348,9 +356,9 @@ class _Plan:
             self._head(op.key).records.pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
             head, name = self._head(op.key), self._where(op.key)
-            if (record := head.records.get(name)) is not None:
+            if (record := head.records.get(name)) is not None and _touches(op, record, self.clock):
                 head.records[name] = record._replace(expires=op.expires_at)
-            if (log := head.logs.get(name)) is not None:
+            if op.refresh is None and (log := head.logs.get(name)) is not None:
                 head.logs[name] = log._replace(expires=op.expires_at)
         elif isinstance(op, Trim):
             self._trim(op)

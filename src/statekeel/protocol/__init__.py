@@ -51,6 +51,7 @@ __all__ = [
     "MigrationStatus",
     "keys",
     "op_target",
+    "refreshable",
 ]
 
 
@@ -173,10 +174,18 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class Touch:
-    """Bump ``updated_at`` of a record or log (and its expiry). Result: existed."""
+    """Bump ``updated_at`` of a record or log (and its expiry). Result: existed.
+
+    ``refresh``: a TTL refresh after a read — the version the reader saw. Only a live
+    record still at that version and still expiring is touched; otherwise nothing
+    changes and the result is False (never a conflict: a refresh that lost a race
+    has nothing to do). A record rewritten since (a new version), deleted and put
+    again without an expiry, or a log, is left as it is.
+    """
 
     key: str
     expires_at: ExpiresAt = KEEP
+    refresh: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +261,12 @@ _TARGET: Final[dict[type, Callable[[Any], str]]] = {
 def op_target(op: Op) -> str:
     """The key, log or prefix ``op`` writes (its partition is :func:`keys.partition` of it)."""
     return _TARGET[type(op)](op)
+
+
+def refreshable(record: Record, refresh: int) -> bool:
+    """Whether a :class:`Touch` with ``refresh`` applies to the live ``record``: the version
+    read, and an expiry to move (a record without one was rewritten without a TTL)."""
+    return record.version == refresh and record.expires_at is not None
 
 
 @dataclass(frozen=True, slots=True)

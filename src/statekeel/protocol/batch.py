@@ -54,7 +54,7 @@ def check_batch(
             pending[op.record.key] = None if dies(op.record.expires_at) else op.record.version
         elif isinstance(op, LoadEntries):
             check_entry_seqs(op)
-        elif isinstance(op, Touch) and dies(op.expires_at):
+        elif isinstance(op, Touch) and op.refresh is None and dies(op.expires_at):  # a refresh: its key alone
             pending[op.key] = None
             seqs[op.key] = 1  # a log it names starts again at 1
         elif isinstance(op, Expire) and dies(op.expires_at):

@@ -45,6 +45,7 @@ def check_ops(ops: Sequence[Op], now: float | None = None) -> None:
     """Raise :class:`InvalidInputError` for the first op (or ``now``) that breaks the protocol's types."""
     if now is not None and not _finite(now):
         raise InvalidInputError(f"now= must be seconds since the epoch (a finite float) or None, got {now!r}")
+    refreshes = False
     for op in ops:
         if not _plainly_fine(op):
             fault = _fault(op)
@@ -52,6 +53,27 @@ def check_ops(ops: Sequence[Op], now: float | None = None) -> None:
                 raise InvalidInputError(f"{_name(op)}: {fault}; nothing was written. Build ops from "
                                         "statekeel.protocol with the types its fields declare (values are bytes "
                                         "encoded by a codec, keys and codec names valid Unicode text)")  # fmt: skip
+            refreshes = refreshes or (type(op) is Touch and op.refresh is not None)
+    if refreshes:
+        _refreshed_alone(ops)
+
+
+def _refreshed_alone(ops: Sequence[Op]) -> None:
+    """A TTL refresh (``Touch(refresh=)``) is judged against the record as stored before the batch:
+    no other op of the batch may write that record (each backend would order them differently)."""
+    for op in ops:
+        if type(op) is Touch and op.refresh is not None:
+            for other in ops:
+                if other is not op and (
+                    (isinstance(other, (Put, Delete, Touch)) and other.key == op.key)
+                    or (isinstance(other, Load) and other.record.key == op.key)
+                    or (isinstance(other, Expire) and op.key.startswith(other.prefix))
+                ):
+                    raise InvalidInputError(
+                        f"Touch(refresh=) of {op.key!r}: another op of the batch ({_name(other)}) writes the same "
+                        "record; send the refresh in a batch of its own or drop it (the write sets the expiry)"
+                        "; nothing was written"
+                    )
 
 
 def _plainly_fine(op: Op) -> bool:
@@ -90,7 +112,7 @@ def _fault(op: Op) -> str | None:
     if isinstance(op, Delete):
         return _key(op.key, "key") or _expect(op.expect)
     if isinstance(op, Touch):
-        return _key(op.key, "key") or _expiry(op.expires_at, keep=True)
+        return _key(op.key, "key") or _expiry(op.expires_at, keep=True) or _refresh(op.refresh)
     if isinstance(op, Expire):
         return _key(op.prefix, "prefix") or _expiry(op.expires_at, keep=False)
     if isinstance(op, Trim):
@@ -157,6 +179,12 @@ def _expect(value: object) -> str | None:
     if value is ANY or value is None or type(value) is int:  # an int no version has is a conflict
         return None
     return _bad("expect=", value, "ANY, None or an int (the version the record must have)")
+
+
+def _refresh(value: object) -> str | None:
+    if value is None or _count(value, 1):
+        return None
+    return _bad("refresh=", value, f"None or the version the record was read at (1 to {_MAX})")
 
 
 def _seq(value: object, field: str, *, none: bool = False) -> str | None:

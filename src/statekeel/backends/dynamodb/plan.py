@@ -15,7 +15,7 @@ from typing import Any
 
 from ...protocol import ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Op, OpResult, Put, Record
 from ...errors import InvalidInputError
-from ...protocol import Rewrite, Touch, Trim, op_target
+from ...protocol import Rewrite, Touch, Trim, op_target, refreshable
 from ...protocol.batch import check_batch
 from ...protocol.integrity import entry_sum, record_sum
 from .._dispatch import handlers
@@ -159,6 +159,8 @@ def _load_entries(ov: _Overlay, op: LoadEntries) -> int:
 
 def _touch(ov: _Overlay, op: Touch) -> bool:
     found = ov.live_record(op.key)
+    if op.refresh is not None and (found is None or not refreshable(found.record, op.refresh)):
+        return False  # a TTL refresh: only the version read, still expiring
     if found is not None:
         exp = found.record.expires_at if op.expires_at is KEEP else op.expires_at
         assert not isinstance(exp, type(KEEP))

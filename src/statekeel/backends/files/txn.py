@@ -30,6 +30,7 @@ from ...protocol import (
     Rewrite,
     Touch,
     Trim,
+    refreshable,
 )
 from .._dispatch import handlers
 from .format import Line, LogHeader, header_text, line_text, record_text
@@ -203,6 +204,9 @@ class Txn:
 
     def _touch(self, op: Touch) -> bool:
         rec = self.record(op.key)
+        if op.refresh is not None:  # a TTL refresh: only the version read, still expiring
+            if rec is None or not alive(rec.expires_at, self.now) or not refreshable(rec, op.refresh):
+                return False
         if rec is not None and alive(rec.expires_at, self.now):
             exp = rec.expires_at if op.expires_at is KEEP else op.expires_at
             assert not isinstance(exp, type(KEEP))

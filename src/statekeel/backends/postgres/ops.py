@@ -166,6 +166,8 @@ def _append(op: Append, raw: bool) -> Part:
 
 def _touch(op: Touch, raw: bool) -> Part:
     keep, exp = _expiry(op.expires_at)
+    if op.refresh is not None:
+        return "refresh", {"key": op.key, "keep": keep, "exp": exp, "version": op.refresh}
     return "touch", {"key": op.key, "keep": keep, "exp": exp}
 
 

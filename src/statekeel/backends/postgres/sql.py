@@ -189,6 +189,13 @@ FRAGMENTS: dict[str, Fragment] = {
         " AND NOT EXISTS (SELECT FROM @r) RETURNING 1)",
         "EXISTS (SELECT FROM @r) OR EXISTS (SELECT FROM @g)",
     ),
+    # a TTL refresh (Touch.refresh): the record only, at the version read, still expiring
+    "refresh": Fragment(
+        f"@r AS (UPDATE {{s}}.sk_kv SET updated_at = %(now)s, expires_at = {_KEEP_OR_NEW}"
+        f" WHERE key = %(@key)s AND {_LIVE} AND version = %(@version)s::bigint"
+        " AND expires_at IS NOT NULL RETURNING 1)",
+        "EXISTS (SELECT FROM @r)",
+    ),
     "expire": Fragment(
         "@r AS (UPDATE {s}.sk_kv SET expires_at = %(@exp)s::float8"
         f" WHERE key >= %(@lo)s AND key < %(@hi)s AND {_LIVE} RETURNING 1),"

@@ -329,9 +329,12 @@ local function set_log_expiry(base, name, ea, old)
 end
 
 local function touch(op)
-  local exp = op.args[1]
+  local exp, refresh = op.args[1], op.args[2]
   local rk = op.base .. 'kv:' .. op.key
   local h = redis.call('HMGET', rk, 'v', 'ea')
+  if refresh ~= '' and not (h[1] and h[2] and alive(h[2]) and tonumber(h[1]) == tonumber(refresh)) then
+    return 0  -- a TTL refresh: only the version read, still expiring
+  end
   if h[1] and alive(h[2]) then
     redis.call('HSET', rk, 'ua', NOW_S)
     if exp ~= 'K' then set_record_expiry(op.base, op.key, opt(exp), h[2]) end

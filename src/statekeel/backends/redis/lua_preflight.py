@@ -27,7 +27,7 @@ PREFLIGHT = (
 local ops, blob, at, positional = {}, ARGV[2], 1, false
 local function nxt() local v; v, at = struct.unpack('>I4c0', blob, at); return v end
 local function items(n) local t = {}; for j = 1, n do t[j] = nxt() end; return t end
-local ARITY = {P = 5, D = 1, T = 1, E = 2, R = 1, L = 7, W = 4}
+local ARITY = {P = 5, D = 1, T = 2, E = 2, R = 1, L = 7, W = 4}
 while at <= #blob do
   local op = {code = nxt(), base = nxt(), key = nxt()}
   if op.code == 'A' then
@@ -49,7 +49,7 @@ end
     if not (e == '*' or e == '-' or e == 'x' or whole(e)) then return false end
     return c == 'D' or (expiry(a[4]) and whole(a[5]) and (num(a[5], 4294967295) or -1) >= 0)
   end
-  if c == 'T' then return expiry(a[1]) end
+  if c == 'T' then return expiry(a[1]) and (a[2] == '' or whole(a[2])) end
   if c == 'E' then return expiry(a[2]) end
   if c == 'R' then return whole(a[1]) end
   if c == 'W' then return whole(a[1]) and #a[4] == 4 end
@@ -174,7 +174,7 @@ for i, op in ipairs(ops) do
     nexts[op.key] = nx + #op.items
   elseif op.code == 'L' then
     pending[op.key] = alive(opt(op.args[6])) and tonumber(op.args[3]) or -1
-  elseif op.code == 'T' and dies(op.args[1]) then
+  elseif op.code == 'T' and op.args[2] == '' and dies(op.args[1]) then  -- a refresh: its key alone
     pending[op.key] = -1
     nexts[op.key] = 1
   elseif op.code == 'E' and dies(op.args[2]) then

@@ -216,7 +216,8 @@ def _append(layout: Layout, op: Append, ctx: Context) -> list[list[Arg]]:
 
 
 def _touch(layout: Layout, op: Touch, ctx: Context) -> list[list[Arg]]:
-    return [["T", layout.base_of(op.key), op.key, _exp(op.expires_at)]]
+    refresh = "" if op.refresh is None else str(op.refresh)  # a TTL refresh: the version read
+    return [["T", layout.base_of(op.key), op.key, _exp(op.expires_at), refresh]]
 
 
 def _expire(layout: Layout, op: Expire, ctx: Context) -> list[list[Arg]]:

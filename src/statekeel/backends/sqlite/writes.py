@@ -170,6 +170,9 @@ def _touch(c: SQL, op: Touch, now: float) -> bool:
         [now, op.expires_at],
     )
     live = (now,)
+    if op.refresh is not None:  # a TTL refresh: only the version read, still expiring
+        sql = f"UPDATE sk_kv SET {sets} WHERE key = ? AND {LIVE} AND version = ? AND expires_at IS NOT NULL"
+        return c.execute(sql, (*args, op.key, *live, op.refresh)).rowcount > 0
     n = c.execute(f"UPDATE sk_kv SET {sets} WHERE key = ? AND {LIVE}", (*args, op.key, *live)).rowcount
     if n:
         return True

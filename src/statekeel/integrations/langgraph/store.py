@@ -123,7 +123,7 @@ class StatekeelStore(BaseStore):
             validate_op_namespace(op)
             check_op(op)
         writes: dict[str, PutOp] = {}
-        touches: dict[str, float] = {}
+        touches: dict[str, tuple[float, int]] = {}
         dangling: list[str] = []  # index entries pointing at nothing, met by searches
         results: list[Result] = []
         for op in ops:
@@ -147,7 +147,7 @@ class StatekeelStore(BaseStore):
         return await self._worker.run(lambda: self.batch(listed))
 
     # -- reads ---------------------------------------------------------------------------------
-    def _get(self, op: GetOp, touches: dict[str, float]) -> Item | None:
+    def _get(self, op: GetOp, touches: dict[str, tuple[float, int]]) -> Item | None:
         rec = self.core.backend.get(layout.langgraph_store_key(op.namespace, str(op.key)))
         if rec is None:
             return None
@@ -155,7 +155,7 @@ class StatekeelStore(BaseStore):
         self._refresh(rec, doc, op.refresh_ttl, touches)
         return Item(value=doc["v"], key=str(op.key), namespace=op.namespace, **_stamps(rec, doc))
 
-    def _search(self, op: SearchOp, touches: dict[str, float], dangling: list[str]) -> list[SearchItem]:
+    def _search(self, op: SearchOp, touches: dict[str, tuple[float, int]], dangling: list[str]) -> list[SearchItem]:
         if op.query and self._semantic is not None:  # ranked by statekeel memory (see .memory_index)
             return self._semantic.search(op)
         if self._ready():  # newest first, like LangGraph's SQL stores: the index by write time
@@ -197,15 +197,17 @@ class StatekeelStore(BaseStore):
         doc: dict[str, Any] = self.core.codec.decode(rec.data, rec.codec, rec.key)
         return doc
 
-    def _refresh(self, rec: Record, doc: dict[str, Any], refresh: bool, touches: dict[str, float]) -> None:
+    def _refresh(self, rec: Record, doc: dict[str, Any], refresh: bool, touches: dict[str, tuple[float, int]]) -> None:
         if refresh and doc.get("ttl") is not None:
-            touches[rec.key] = time.time() + float(doc["ttl"]) * 60
+            # refreshed only if still the version read, still expiring: an item put again meanwhile
+            # (maybe without a TTL) keeps the expiry its put gave it
+            touches[rec.key] = (time.time() + float(doc["ttl"]) * 60, rec.version)
 
     # -- writes --------------------------------------------------------------------------------
-    def _write(self, writes: dict[str, PutOp], touches: dict[str, float], dangling: list[str]) -> None:
+    def _write(self, writes: dict[str, PutOp], touches: dict[str, tuple[float, int]], dangling: list[str]) -> None:
         now = time.time()
         ops: list[Any] = [Delete(k) for k in dict.fromkeys(dangling)]  # two searches may meet one
-        ops += [Touch(k, exp) for k, exp in touches.items() if k not in writes]
+        ops += [Touch(k, exp, refresh=version) for k, (exp, version) in touches.items() if k not in writes]
         olds: list[Record | None] = []
         if writes:  # the items replaced, to drop their index entries; the format, to refuse a newer one
             fmt, *olds = self.core.backend.get_many([_index.FORMAT, *writes])

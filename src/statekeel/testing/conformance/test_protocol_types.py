@@ -47,6 +47,10 @@ BAD: dict[str, tuple[Op, str]] = {
     "infinite expiry": (Put(K, b"1", "json", expires_at=math.inf), "expires_at"),
     "huge int expiry": (Put(K, b"1", "json", expires_at=10**400), "expires_at"),
     "str expiry": (Touch(K, expires_at="soon"), "expires_at"),  # type: ignore[arg-type]
+    "str refresh": (Touch(K, 1.0, refresh="1"), "refresh="),  # type: ignore[arg-type]
+    "refresh 0": (Touch(K, 1.0, refresh=0), "refresh="),
+    "bool refresh": (Touch(K, 1.0, refresh=True), "refresh="),
+    "refresh past 64 bits": (Touch(K, 1.0, refresh=BIG), "refresh="),
     "bool expect": (Put(K, b"1", "json", expect=True), "expect"),
     "float expect": (Delete(K, expect=1.0), "expect="),  # type: ignore[arg-type]
     "append at 0": (Append(LOG, ((b"1", "json"),), at=0), "at= must be"),
