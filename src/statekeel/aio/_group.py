@@ -26,41 +26,15 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 
-from ..errors import StatekeelError
 from ..protocol import Backend, Entry, LogInfo, Op, OpResult, Record
 from ..protocol.aio import AsyncBackend
 from ..protocol.checks import check_ops
+from ..protocol.group import commit_together
 from ._worker import Worker
 
-__all__ = ["GroupBackend", "commit_together"]
+__all__ = ["GroupBackend"]
 
-Outcome = list[OpResult] | BaseException
 _Queued = tuple[list[Op], "asyncio.Future[list[OpResult]]"]
-
-
-def commit_together(backend: Backend, batches: Sequence[Sequence[Op]]) -> list[Outcome]:
-    """Apply ``batches`` as one atomic batch; if it is refused, each on its own (on the worker)."""
-    if len(batches) == 1:
-        return [_alone(backend, batches[0])]
-    try:
-        results = backend.apply([op for ops in batches for op in ops])
-    except StatekeelError as exc:
-        if exc.maybe_applied:
-            return [exc for _ in batches]
-        return [_alone(backend, ops) for ops in batches]  # nothing was written: find whose it was
-    out: list[Outcome] = []
-    start = 0
-    for ops in batches:
-        out.append(results[start : start + len(ops)])
-        start += len(ops)
-    return out
-
-
-def _alone(backend: Backend, ops: Sequence[Op]) -> Outcome:
-    try:
-        return backend.apply(ops)
-    except Exception as exc:  # noqa: BLE001 - handed to the caller whose batch it was
-        return exc
 
 
 class GroupBackend(AsyncBackend):
@@ -125,7 +99,7 @@ class GroupBackend(AsyncBackend):
             self._stats["group_batches"] += len(group)
             try:
                 outcomes = await self._worker.run(
-                    lambda: commit_together(self._backend, [ops for ops, _ in group]), tracked=False
+                    lambda: commit_together(self._backend.apply, [ops for ops, _ in group]), tracked=False
                 )
             except BaseException as exc:  # the worker refused (closed) or this task was cancelled
                 outcomes = [exc for _ in group]

@@ -8,8 +8,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from ...errors import (
     ConfigurationError,
@@ -17,13 +18,14 @@ from ...errors import (
     NotAStoreError,
     SchemaTooNewError,
     StatekeelError,
-    StoreError,
     StoreClosedError,
     translate,
 )
 from ...protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.checks import check_ops
+from ...protocol.group import ThreadGroup
 from .._url import ParsedURL
+from .errors import map_error as _map_error
 from .format import LogHeader, parse_header, parse_record
 from .io import TMP_SUFFIX, fsync_dir, make_dirs, sync_all, write_atomic
 from .journal import Journal, commit
@@ -53,24 +55,12 @@ _LOG_FILES = (HEADER, LOG)
 _GITIGNORE = "# statekeel: the lock and the batch journal are not data\n.lock\n.journal\n.*.tmp\n"
 
 
+_T = TypeVar("_T")
+
+
 def _creator_temp(name: str) -> bool:
     """A temp file of :meth:`FilesBackend._create_layout_1` (``.statekeel.json.<hex>.tmp`` …)."""
     return name.endswith(TMP_SUFFIX) and any(name.startswith(f".{own}.") for own in (MARKER, ".gitignore"))
-
-
-def _map_error(exc: BaseException) -> StatekeelError | None:
-    if not isinstance(exc, OSError):
-        return None
-    where = f" ({exc.filename})" if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(f"the disk is full{where}; free space, then retry (nothing was half-written)")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ConfigurationError(f"cannot write the store folder{where}: {exc.strerror}; check its permissions")
-    if exc.errno == errno.ENOLCK:
-        return ConfigurationError(
-            f"the file system refuses flock(){where}; keep file:// stores on a local disk, not NFS"
-        )
-    return StoreError(f"file system error{where}: {exc.strerror or exc}; run `statekeel doctor` on the store")
 
 
 class FilesBackend(Backend):
@@ -84,6 +74,7 @@ class FilesBackend(Backend):
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
         self._journal: Journal | None = None
+        self._group = ThreadGroup(lambda: self._locked(True), self._commit)
         self._synced = False
         """This process has replayed the journal once (see :mod:`.journal`): the page cache is now trusted."""
         self._closed = False
@@ -410,41 +401,42 @@ class FilesBackend(Backend):
 
     # -- the protocol: writes -----------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        """One journal commit, with the batches other threads write meanwhile (group commit:
+        :class:`~statekeel.protocol.group.ThreadGroup`); a batch with its own clock alone."""
         check_ops(ops, now)
+        if now is not None:
+            with self._locked(True):
+                return self._commit(ops, now)
+        return self._group.apply(ops)
+
+    def _commit(self, ops: Sequence[Op], now: float | None = None) -> list[OpResult]:
+        return self._transact(time.time() if now is None else now, lambda txn: txn.run(list(ops)))
+
+    def purge_expired(self, *, limit: int = 1000) -> int:
         with self._locked(True):
-            assert self._journal is not None
-            txn = Txn(self._disk, time.time() if now is None else now)
+            return self._transact(time.time(), lambda txn: txn.purge(limit))
+
+    def _transact(self, now: float, work: Callable[[Txn], _T]) -> _T:
+        """``work`` as one journal commit (the write lock is held; errors are mapped here, since a
+        group's leader commits for its callers), then the folders its deletes emptied removed
+        (best effort: empty folders are harmless)."""
+        assert self._journal is not None
+        with translate(_map_error):
+            txn = Txn(self._disk, now)
             try:
-                results = txn.run(list(ops))
+                out = work(txn)
                 actions = txn.actions()
             finally:
                 txn.close()
             commit(self.root, self._journal, actions)
-            self._prune({os.path.dirname(a.path) for a in actions if a.kind == "delete"})
-        return results
-
-    def _prune(self, folders: set[str]) -> None:
-        """Remove folders that deletes left empty (best effort; empty folders are harmless)."""
-        for folder in sorted(folders, key=len, reverse=True):
+        for folder in sorted({os.path.dirname(a.path) for a in actions if a.kind == "delete"}, key=len, reverse=True):
             while folder.startswith("data/"):
                 try:
                     os.rmdir(self.tree.abs(folder))
                 except OSError:
                     break
                 folder = os.path.dirname(folder)
-
-    def purge_expired(self, *, limit: int = 1000) -> int:
-        with self._locked(True):
-            assert self._journal is not None
-            txn = Txn(self._disk, time.time())
-            try:
-                dead = txn.purge(limit)
-                actions = txn.actions()
-            finally:
-                txn.close()
-            commit(self.root, self._journal, actions)
-            self._prune({os.path.dirname(a.path) for a in actions if a.kind == "delete"})
-        return dead
+        return out
 
     # -- health -----------------------------------------------------------------
     def integrity_check(self) -> list[str]:
