@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ...errors import ConflictError, CorruptionError
+from ...errors import CorruptionError
 from ...protocol.batch import check_batch
 from ...protocol import (
     ANY,
