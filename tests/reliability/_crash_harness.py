@@ -21,7 +21,9 @@ from pathlib import Path
 CHILD = Path(__file__).with_name("_child.py")
 READY_TIMEOUT = 60.0
 """Seconds a child may take to start, or to write its first line (a liveness bound)."""
-MID_STREAM_SHARE = 0.75
+MID_STREAM_EVERY = (True, False, True, True)
+"""Which kills wait for the child's first line (mid-stream), in turn: 3 of every 4, and the first
+two are one of each kind, so even a short run of two kills has both (a random draw could miss one)."""
 
 
 def child_tag(k: int) -> str:
@@ -107,7 +109,7 @@ class Killer:
     url: str
     max_delay: float
     """Kills land uniformly in [0, max_delay] seconds after the child is released or, for
-    ``MID_STREAM_SHARE`` of them, after its first line — so a slow start (a loaded machine, a
+    the kills ``MID_STREAM_EVERY`` marks, after its first line — so a slow start (a loaded machine, a
     server connection) does not make every kill land before the first write."""
     seed: int = field(default_factory=lambda: random.randrange(2**32))
     kills: int = 0
@@ -128,7 +130,8 @@ class Killer:
         child = self._child()
         try:
             child.go()
-            if self._rng.random() < MID_STREAM_SHARE and not child.started_writing.wait(READY_TIMEOUT):
+            mid_stream = MID_STREAM_EVERY[self.kills % len(MID_STREAM_EVERY)]
+            if mid_stream and not child.started_writing.wait(READY_TIMEOUT):
                 raise RuntimeError(f"the child {child.tag} wrote nothing within {READY_TIMEOUT:g} s")
             time.sleep(self._rng.uniform(0, self.max_delay))
             if child.proc.poll() is not None:  # it must be killed, never end by itself
