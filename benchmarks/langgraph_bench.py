@@ -25,7 +25,8 @@ checkpoint of a step is written while the next step runs; ``invoke`` returns onc
 end of each invoke — a choice the user makes, reported separately. The systems of a backend run **interleaved, turn by turn** (each turn of
 each system in turn, starting each turn one system further on), so a change in the machine's load hits
 them alike and no system always runs right after the same one. ``--guard-pair`` adds the saver on a store
-opened with ``secret_guard="off"``: the guard's per-turn cost, paired.
+opened with ``secret_guard="off"``: the guard's per-turn cost, paired; ``--group-pair`` the SQLite saver
+with group commit bypassed (each batch committed alone): what grouping saves, paired.
 
 Per row: median and p99 ms per turn, storage (SQLite: files after a WAL checkpoint;
 PostgreSQL: growth of the database; Redis: used_memory of the system's own server),
@@ -64,13 +65,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from benchmarks.systems.pg_peers import db_size, fresh_database  # noqa: E402
+from benchmarks.systems.lg_store import store_search  # noqa: E402
 from benchmarks.systems.redis_peers import prepare  # noqa: E402
 from benchmarks.workload import latency_stats, make_turns, payload_bytes, sqlite_checkpointed_bytes  # noqa: E402
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.graph.message import add_messages  # noqa: E402
-from langgraph.store.base import PutOp  # noqa: E402
 
 CONFIG = {"configurable": {"thread_id": "t1"}}
 DURABILITY: list[str | None] = [None]
@@ -166,6 +167,27 @@ def timed_state(make: Callable[[], Any], turns: list[tuple[str, str]],
         done(saver)
 
 
+UNGROUPED = "statekeel-saver-ungrouped"
+"""``--group-pair`` (SQLite): the same saver with each batch committed alone — the backend's group commit
+(:class:`statekeel.protocol.group.ThreadGroup`) bypassed — interleaved with the default one: what
+committing the batches LangGraph's threads write at the same time together saves per turn."""
+
+
+def _ungrouped(saver: Any) -> Any:
+    """``saver`` with its SQLite backend committing every batch on its own, as before group commit."""
+    from statekeel.protocol.checks import check_ops
+
+    backend = saver.core.backend
+
+    def apply(ops: Any, *, now: float | None = None) -> Any:
+        check_ops(ops, now)
+        with backend._lock:
+            return backend._commit(ops, now)
+
+    backend.apply = apply
+    return saver
+
+
 GUARD_OFF = "statekeel-saver-guard-off"
 """``--guard-pair``: the same saver on a store opened with ``secret_guard="off"``, interleaved with the
 default (``"refuse"``) one: the per-turn cost of screening what each turn persists."""
@@ -176,12 +198,15 @@ def statekeel_saver(
 ) -> System:
     from statekeel.integrations.langgraph import StatekeelSaver
 
-    saver = StatekeelSaver.from_url(url, secret_guard=guard)
+    guarded = "refuse" if guard == UNGROUPED else guard
+    saver = StatekeelSaver.from_url(url, secret_guard=guarded)
 
     def cold() -> tuple[float, float]:
-        return timed_state(lambda: StatekeelSaver.from_url(url, secret_guard=guard), turns, lambda s: s.close())
+        return timed_state(lambda: StatekeelSaver.from_url(url, secret_guard=guarded), turns, lambda s: s.close())
 
     name = "statekeel-saver" if guard == "refuse" else GUARD_OFF
+    if guard == UNGROUPED:
+        saver, name = _ungrouped(StatekeelSaver.from_url(url)), UNGROUPED
     return graph_system(name, backend, saver, turns, storage, cold, saver.close)
 
 
@@ -206,7 +231,7 @@ def sqlite_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[Syste
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     d = stack.enter_context(tempfile.TemporaryDirectory(prefix="lgb-"))
-    names = ("statekeel-saver", "SqliteSaver", "statekeel-turn", GUARD_OFF)
+    names = ("statekeel-saver", "SqliteSaver", "statekeel-turn", GUARD_OFF, UNGROUPED)
     for name in names:
         Path(d, name).mkdir()
     paths = {name: f"{d}/{name}/state.db" for name in names}
@@ -223,7 +248,9 @@ def sqlite_systems(stack: ExitStack, turns: list[tuple[str, str]]) -> list[Syste
                      lambda: (conn.commit(), conn.close()) and None),  # fmt: skip
         statekeel_turn("sqlite", f"sqlite:///{paths['statekeel-turn']}", turns, size(paths["statekeel-turn"])),
     ] + ([statekeel_saver("sqlite", f"sqlite:///{paths[GUARD_OFF]}", turns, size(paths[GUARD_OFF]), "off")]
-         if GUARD_PAIR[0] else [])
+         if GUARD_PAIR[0] else []) + (
+        [statekeel_saver("sqlite", f"sqlite:///{paths[UNGROUPED]}", turns, size(paths[UNGROUPED]), UNGROUPED)]
+        if GROUP_PAIR[0] else [])
 
 
 def postgres_systems(stack: ExitStack, admin: str, turns: list[tuple[str, str]]) -> list[System]:
@@ -263,6 +290,20 @@ COLD_READS = [15]
 """``--cold-reads``: cold get_state reads per system."""
 GUARD_PAIR = [False]
 """``--guard-pair``: add the guard-off saver on each backend (see :data:`GUARD_OFF`)."""
+GROUP_PAIR = [False]
+"""``--group-pair``: add the saver without group commit on SQLite (see :data:`UNGROUPED`)."""
+
+
+def group_ratio(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """SQLite: the saver's median ms per turn with group commit / without it, and the same over
+    LangGraph's floor (the saver's own share), from one interleaved run."""
+    by = {(r["backend"], r["system"]): r for r in rows}
+    on, off = by.get(("sqlite", "statekeel-saver")), by.get(("sqlite", UNGROUPED))
+    if on is None or off is None:
+        return {}
+    floor = by.get(("-", "langgraph-floor"), {}).get("median_ms_per_turn", 0.0)
+    return {"turn": round(on["median_ms_per_turn"] / off["median_ms_per_turn"], 3),
+            "saver_only": round((on["median_ms_per_turn"] - floor) / max(off["median_ms_per_turn"] - floor, 1e-6), 3)}
 
 
 def guard_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -373,48 +414,6 @@ def one_run(backends: list[str], turns: list[tuple[str, str]]) -> list[dict[str,
     return rows
 
 
-def store_search(items: int, reps: int = 7) -> list[dict[str, Any]]:
-    """``store.search`` on ``items`` items of one namespace, statekeel's store vs LangGraph's
-    ``SqliteStore`` (both on SQLite files), interleaved, median of ``reps``: a filter that
-    matches a tenth of them and a page of 10, and a page of 10 without a filter."""
-    from langgraph.store.sqlite import SqliteStore
-
-    from statekeel.integrations.langgraph import StatekeelStore
-
-    ns = ("users", "u1", "memories")
-    with tempfile.TemporaryDirectory(prefix="lgs-") as d:
-        ours = StatekeelStore.from_url(f"sqlite:///{d}/sk.db")
-        conn = sqlite3.connect(f"{d}/lg.db", check_same_thread=False, isolation_level=None)
-        theirs = SqliteStore(conn)
-        theirs.setup()
-        for store in (ours, theirs):
-            for start in range(0, items, 500):
-                store.batch([PutOp(ns, f"k{i:06d}", {"text": f"memory {i} " + "x" * 200, "kind": f"k{i % 10}",
-                                                     "score": i % 100}) for i in range(start, min(items, start + 500))])  # fmt: skip
-        cases = {"search_filter_ms": {"filter": {"kind": "k3"}, "limit": 10},
-                 "search_filter_op_ms": {"filter": {"score": {"$gte": 95}}, "limit": 10},
-                 "search_page_ms": {"limit": 10}}  # fmt: skip
-        ours.search(ns, limit=1)  # a store written before the index builds it on its first search
-        times: dict[tuple[str, str], list[float]] = {}
-        for rep in range(reps):
-            for name, store in (("statekeel-store", ours), ("SqliteStore", theirs)):
-                for case, kw in cases.items():
-                    t = time.perf_counter()
-                    found = store.search(ns, **kw)
-                    times.setdefault((name, case), []).append(time.perf_counter() - t)
-                    assert len(found) == min(10, items // 20 if "op" in case else items // 10)
-                j = items - 1 - rep  # a new item (in a namespace of its own), then one written over (same fields)
-                for where, key, i in ((ns[:2] + ("new",), f"n{rep}", rep), (ns, f"k{j:06d}", j)):
-                    t = time.perf_counter()
-                    store.put(where, key, {"text": f"memory {i} " + "y" * 200, "kind": f"k{i % 10}", "score": i % 100})
-                    times.setdefault((name, "put_ms"), []).append(time.perf_counter() - t)
-        ours.close()
-        conn.close()
-    return [{"system": name, "backend": "sqlite", "items": items,
-             **{case: round(statistics.median(times[(name, case)]) * 1e3, 3) for case in [*cases, "put_ms"]}}
-            for name in ("statekeel-store", "SqliteStore")]  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
@@ -428,7 +427,10 @@ def main() -> None:
     parser.add_argument("--store-only", action="store_true", help="only the store.search rows (no saver runs)")
     parser.add_argument("--guard-pair", action="store_true",
                         help="also run the saver with secret_guard='off', interleaved: the guard's per-turn cost")
+    parser.add_argument("--group-pair", action="store_true",
+                        help="also run the SQLite saver with group commit bypassed, interleaved: what it saves")
     args = parser.parse_args()
+    GROUP_PAIR[0] = args.group_pair
     DURABILITY[0] = args.durability
     COLD_READS[0] = args.cold_reads
     GUARD_PAIR[0] = args.guard_pair
@@ -445,6 +447,9 @@ def main() -> None:
         if args.guard_pair:
             runs[-1]["guard_on_over_off"] = guard_ratios(rows)
             print(f"secret guard on / off, ms per turn: {json.dumps(runs[-1]['guard_on_over_off'])}", file=sys.stderr)
+        if args.group_pair:
+            runs[-1]["group_over_ungrouped"] = group_ratio(rows)
+            print(f"group commit on / off (SQLite): {json.dumps(runs[-1]['group_over_ungrouped'])}", file=sys.stderr)
         for items in [int(n) for n in args.store_items.split(",") if int(n)]:
             searched = store_search(items)
             for row in searched:
