@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import ContextManager, Final, Protocol
+from typing import ContextManager, Final
 
 from ..errors import StatekeelError
 from . import Op, OpResult
@@ -59,11 +59,6 @@ _AGAIN: Final = object()
 """The outcome of a batch whose leader was interrupted (KeyboardInterrupt, ...) before committing it."""
 
 
-class _Mutex(Protocol):
-    def acquire(self, blocking: bool = ...) -> bool: ...
-    def release(self) -> None: ...
-
-
 class _Queued:
     __slots__ = ("ops", "outcome")
 
@@ -78,43 +73,33 @@ class ThreadGroup:
     committed it meanwhile — commits everything queued with ``apply`` (called with the lock
     held, the ops already checked by their callers)."""
 
-    def __init__(
-        self, locked: Callable[[], ContextManager[object]], apply: Apply, *, mutex: _Mutex | None = None
-    ) -> None:
+    def __init__(self, locked: Callable[[], ContextManager[object]], apply: Apply) -> None:
         self._locked = locked
         self._apply = apply
-        self._mutex = mutex
-        """The lock ``locked()`` takes, when it is only that: an uncontended batch then commits
-        without queueing (a thread alone pays nothing for the grouping)."""
-        self._queue: list[_Queued] = []
+        self.queue: list[_Queued] = []
+        """The batches waiting for a leader. A backend whose lock is a plain mutex may commit a batch
+        directly, without :meth:`apply`, when it takes the lock without waiting and this is empty
+        (a thread alone then pays nothing for the grouping)."""
         self._guard = threading.Lock()
         self.commits = 0
-        """Commits made (a group of any size counts once); with ``batches``, how much was grouped."""
+        """Commits made by leaders (a group of any size counts once); with ``batches``, how much
+        was grouped."""
         self.batches = 0
 
     def apply(self, ops: Sequence[Op]) -> list[OpResult]:
-        mutex = self._mutex
-        if mutex is not None and not self._queue and mutex.acquire(blocking=False):
-            try:
-                if not self._queue:  # nobody waits: commit it as the plain apply would
-                    self.commits += 1
-                    self.batches += 1
-                    return self._apply(ops)
-            finally:
-                mutex.release()
         entry = _Queued(ops)
         while True:
             with self._guard:
-                self._queue.append(entry)
+                self.queue.append(entry)
             try:
                 with self._locked():
                     if entry.outcome is None:  # no leader took it: lead
                         with self._guard:
-                            group, self._queue = self._queue, []
+                            group, self.queue = self.queue, []
                         self._lead(group)
             except BaseException:
                 with self._guard:  # not taken (the lock refused): no later leader may commit it
-                    self._queue = [q for q in self._queue if q is not entry]
+                    self.queue = [q for q in self.queue if q is not entry]
                 raise
             outcome = entry.outcome
             if outcome is _AGAIN:  # its leader was interrupted before committing it

@@ -100,7 +100,7 @@ class SQLiteBackend(Backend):
         if self.path != ":memory:":
             self._refuse_damaged_wal()
         self._lock = threading.RLock()
-        self._group = ThreadGroup(lambda: self._lock, self._commit, mutex=self._lock)
+        self._group = ThreadGroup(lambda: self._lock, self._commit)
         self._conn = connect(self.path, self._timeout, durability)
         if migrate:
             try:
@@ -250,10 +250,17 @@ class SQLiteBackend(Backend):
         with it (group commit, :class:`~statekeel.protocol.group.ThreadGroup`: one fsync for
         all). A batch with its own clock (``now``) is committed alone."""
         check_ops(ops, now)
+        lock, group = self._lock, self._group
         if now is not None:
-            with self._lock:
+            with lock:
                 return self._commit(ops, now)
-        return self._group.apply(ops)
+        if not group.queue and lock.acquire(blocking=False):  # nobody waits: no queue (a thread alone)
+            try:
+                if not group.queue:
+                    return self._commit(ops)
+            finally:
+                lock.release()
+        return group.apply(ops)
 
     def _commit(self, ops: Sequence[Op], now: float | None = None) -> list[OpResult]:
         # The hot path: written out instead of `with self._write()` (saves two
