@@ -274,9 +274,8 @@ class MemoryBackend(Backend):
 
     def _touch(self, op: Touch, now: float) -> bool:
         rec = self._records.get(op.key)
-        if op.refresh is not None:  # a TTL refresh: only the version read, still expiring
-            if rec is None or not _alive(rec.expires_at, now) or not refreshable(rec, op.refresh):
-                return False
+        if op.refresh is not None and not refreshable(rec, op.refresh, now):
+            return False  # a TTL refresh: only the version read, still expiring
         if rec is not None and _alive(rec.expires_at, now):
             exp = rec.expires_at if op.expires_at is KEEP else op.expires_at
             assert not isinstance(exp, type(KEEP))

@@ -263,10 +263,11 @@ def op_target(op: Op) -> str:
     return _TARGET[type(op)](op)
 
 
-def refreshable(record: Record, refresh: int) -> bool:
-    """Whether a :class:`Touch` with ``refresh`` applies to the live ``record``: the version
-    read, and an expiry to move (a record without one was rewritten without a TTL)."""
-    return record.version == refresh and record.expires_at is not None
+def refreshable(record: Record | None, refresh: int, now: float) -> bool:
+    """Whether a :class:`Touch` with ``refresh`` applies to ``record`` at ``now``: there, at the
+    version read, and still expiring (a record without an expiry was rewritten without a TTL)."""
+    return (record is not None and record.version == refresh
+            and record.expires_at is not None and record.expires_at > now)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

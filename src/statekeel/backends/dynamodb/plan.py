@@ -159,7 +159,7 @@ def _load_entries(ov: _Overlay, op: LoadEntries) -> int:
 
 def _touch(ov: _Overlay, op: Touch) -> bool:
     found = ov.live_record(op.key)
-    if op.refresh is not None and (found is None or not refreshable(found.record, op.refresh)):
+    if op.refresh is not None and not refreshable(None if found is None else found.record, op.refresh, ov.now):
         return False  # a TTL refresh: only the version read, still expiring
     if found is not None:
         exp = found.record.expires_at if op.expires_at is KEEP else op.expires_at

@@ -204,9 +204,8 @@ class Txn:
 
     def _touch(self, op: Touch) -> bool:
         rec = self.record(op.key)
-        if op.refresh is not None:  # a TTL refresh: only the version read, still expiring
-            if rec is None or not alive(rec.expires_at, self.now) or not refreshable(rec, op.refresh):
-                return False
+        if op.refresh is not None and not refreshable(rec, op.refresh, self.now):
+            return False  # a TTL refresh: only the version read, still expiring
         if rec is not None and alive(rec.expires_at, self.now):
             exp = rec.expires_at if op.expires_at is KEEP else op.expires_at
             assert not isinstance(exp, type(KEEP))
