@@ -206,7 +206,7 @@ def statekeel_saver(
 
     name = "statekeel-saver" if guard == "refuse" else GUARD_OFF
     if guard == UNGROUPED:
-        saver, name = _ungrouped(StatekeelSaver.from_url(url)), UNGROUPED
+        saver, name = _ungrouped(saver), UNGROUPED
     return graph_system(name, backend, saver, turns, storage, cold, saver.close)
 
 
