@@ -483,6 +483,34 @@ def test_a_conflict_names_the_first_failing_operation_and_writes_nothing(url: st
         assert b.get("k/x/c") is None and b.get("k/x/a").data == b"1"  # type: ignore[union-attr]
 
 
+def test_a_large_batch_runs_as_statements_psycopg_caches_and_stays_one_transaction(url: str) -> None:
+    from psycopg import _queries
+
+    from statekeel.backends.postgres import sql as pg_sql
+    from statekeel.backends.postgres.plan import Planner
+
+    # psycopg re-converts every execute of a longer statement (~0.3 ms for six puts): if it
+    # changes its limits, ours must follow
+    assert (pg_sql.CACHED_BYTES, pg_sql.CACHED_PARAMS) == (
+        _queries.MAX_CACHED_STATEMENT_LENGTH, _queries.MAX_CACHED_STATEMENT_PARAMS)  # fmt: skip
+    ops: list[Any] = [Put(f"k/x/{i}", b'{"v": %d}' % i, "json") for i in range(9)]
+    ops += [Append("k/l/a", ((b"1", "json"), (b"2", "json"))), Delete("k/x/gone"), Touch("k/x/0", None)]
+    plan = Planner("a_schema", pg_sql.build("a_schema")).batch(ops, False, time.time())
+    assert len(plan.stmts) > 1
+    for query, params in plan.stmts:
+        assert len(query.encode()) <= pg_sql.CACHED_BYTES and len(params) <= pg_sql.CACHED_PARAMS
+    with statekeel.open(url) as pg, statekeel.open("memory://pg-large-batch") as mem:
+        assert _normal(pg.backend.apply(ops)) == _normal(mem.backend.apply(ops))
+        assert _everything(pg.backend) == _everything(mem.backend)
+        # a conflict in the last statement: nothing of the first ones is written either
+        again = [Put(f"k/x/{i}", b"0", "json", expect=ANY) for i in range(9)] + [Put("k/x/8", b"0", "json", expect=7)]
+        with pytest.raises(ConflictError) as info:
+            pg.backend.apply(again[:8] + again[9:])
+        assert (info.value.key, info.value.expected, info.value.actual) == ("k/x/8", 7, 1)
+        assert [r.data if r else None for r in pg.backend.get_many([f"k/x/{i}" for i in range(9)])] == [
+            b'{"v": %d}' % i for i in range(9)]  # fmt: skip
+
+
 # -- faults -----------------------------------------------------------------------------
 def test_a_conflict_in_a_pipelined_batch_logs_nothing(url: str, caplog: pytest.LogCaptureFixture) -> None:
     with statekeel.open(url) as store:

@@ -53,6 +53,8 @@ class Planner:
     def batch(self, ops: Sequence[Op], raw: bool, now: float) -> Plan:
         """``ops`` as ONE statement when no two of them write the same row, else one per op.
 
+        A statement psycopg would not cache (:func:`.sql.split`) is cut into several, run in one
+        pipeline — one transaction, one round trip, as before.
         ``raw``: "json" payloads go to ``data`` as bytes (PostgreSQL rejected one as JSON).
         """
         if not ops:
@@ -62,15 +64,24 @@ class Planner:
         if not one_statement(ops, steps, parts):
             return self._pipelined(ops, steps, parts, now, raw)
         kinds = tuple(p[0] for p in parts if p is not None)
-        params: Params = {"now": now}
-        for i, part in enumerate(parts):
-            assert part is not None
-            params.update({f"o{i}_{k}": v for k, v in part[1].items()})
+        sizes = tuple(len(p[1]) for p in parts if p is not None)
+        cuts = sql.split(kinds, sizes, self.schema)
+        stmts: list[Stmt] = []
+        for start, stop in zip(cuts, cuts[1:]):
+            params: Params = {"now": now}
+            for i, part in enumerate(parts[start:stop]):
+                assert part is not None
+                params.update({f"o{i}_{k}": v for k, v in part[1].items()})
+            stmts.append((sql.batch_sql(kinds[start:stop], self.schema), params))
 
         def finish(rows: Sequence[Row | None]) -> list[OpResult]:
-            return results(ops, steps, kinds, [rows[0]] * len(ops), shared=True, now=now)
+            out: list[OpResult] = []
+            for row, start, stop in zip(rows, cuts, cuts[1:]):
+                out += results(ops[start:stop], steps[start:stop], kinds[start:stop], [row] * (stop - start),
+                               shared=True, now=now)  # fmt: skip
+            return out
 
-        return Plan([(sql.batch_sql(kinds, self.schema), params)], [0], finish)
+        return Plan(stmts, list(range(len(stmts))), finish)
 
     def _pipelined(
         self, ops: Sequence[Op], steps: Sequence[OpSQL], parts: Sequence[Part | None], now: float, raw: bool
