@@ -28,7 +28,7 @@ from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
 from . import rows as checked
 from . import sql
-from .backend import PostgresBackend, _live_log, _read_params
+from .backend import WARM_CURSORS, PostgresBackend, _live_log, _read_params
 from .config import Settings, connect_kwargs, dsn
 from .errors import RACES, RETRIES
 from .ops import Params, Row, clamp
@@ -38,15 +38,22 @@ __all__ = ["AsyncPostgresBackend"]
 
 
 class _AsyncConnection(psycopg.AsyncConnection[Row]):
-    """A connection that keeps one cursor: its adapter caches stay warm between calls."""
+    """A connection that keeps its cursors (the sync backend's ``_Connection``, for asyncio)."""
 
-    _sk_cursor: psycopg.AsyncCursor[Row] | None = None
+    _sk_cursors: list[psycopg.AsyncCursor[Row]] | None = None
 
-    def sk_cursor(self) -> psycopg.AsyncCursor[Row]:
-        if self._sk_cursor is None:
-            self._sk_cursor = self.cursor()
-            checked.json_as_bytes(self._sk_cursor.adapters)
-        return self._sk_cursor
+    def sk_cursor(self, i: int = 0) -> psycopg.AsyncCursor[Row]:
+        """Cursor ``i`` of a pipeline; the first :data:`.backend.WARM_CURSORS` are kept."""
+        kept = self._sk_cursors
+        if kept is None:
+            kept = self._sk_cursors = []
+        if i < len(kept):
+            return kept[i]
+        cursor = self.cursor()
+        checked.json_as_bytes(cursor.adapters)
+        if i == len(kept) and i < WARM_CURSORS:
+            kept.append(cursor)
+        return cursor
 
 
 async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psycopg.AsyncCursor[Row]]:
@@ -55,9 +62,9 @@ async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psyc
     failed: psycopg.Error | None = None
     try:
         async with conn.pipeline():
-            for query, params in stmts:
+            for i, (query, params) in enumerate(stmts):
                 try:
-                    cursors.append(await conn.execute(query, params, binary=True, prepare=True))
+                    cursors.append(await conn.sk_cursor(i).execute(query, params, binary=True, prepare=True))
                 except psycopg.Error as exc:
                     failed = exc
                     break
