@@ -108,14 +108,11 @@ def clamp(n: int) -> int:
 
 
 # -- operations as fragments ---------------------------------------------------
-_MAX_ONE_STATEMENT = 16
-"""Larger batches go through the pipeline: one statement per operation."""
-
-
 def one_statement(ops: Sequence[Op], steps: Sequence[OpSQL], parts: Sequence[Part | None]) -> bool:
-    """Whether ``ops`` can run as one statement: CTEs of one statement do not see
-    each other's writes, so no two operations may write the same row."""
-    if any(p is None for p in parts) or len(ops) > _MAX_ONE_STATEMENT:
+    """Whether ``ops`` can run as joined fragments (one statement, or several of a few operations
+    each: :func:`.sql.split`): CTEs of one statement do not see each other's writes, so no two
+    operations may write the same row."""
+    if any(p is None for p in parts):
         return False
     if len(ops) == 1:
         return True
