@@ -4,11 +4,13 @@ psycopg converts a statement's ``%(name)s`` placeholders once and caches the res
 statements of at most 4,096 bytes and 50 parameters; a longer one is converted again on every
 execute. A batch of six or more puts (a LangGraph checkpoint's records) is such a statement,
 so the backend cuts it into several (:func:`statekeel.backends.postgres.sql.split`), run in
-one pipeline: one transaction, one round trip. This script times both ways on one store,
+one pipeline: one transaction, one round trip. This script times the ways on one store,
 alternating batch by batch: ``one`` lifts the limits (one statement, as before), ``split``
-keeps them. Client CPU (``time.thread_time``) is the figure; wall time is printed beside it.
+keeps them, ``per-op`` runs one statement per operation (how a batch writing one row twice
+runs, and how batches of more than 16 operations ran before). Client CPU
+(``time.thread_time``) is the figure; wall time is printed beside it.
 
-    python benchmarks/bench_pg_batches.py --sizes 3,6,12 --batches 400
+    python benchmarks/bench_pg_batches.py --sizes 3,6,12,24,64 --batches 400
 """
 
 from __future__ import annotations
@@ -24,25 +26,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import statekeel  # noqa: E402
-from statekeel.backends.postgres import sql  # noqa: E402
+from statekeel.backends.postgres import plan, sql  # noqa: E402
 from statekeel.protocol import ANY, Put  # noqa: E402
 from statekeel.testing.servers import ServerPool  # noqa: E402
 
 _LIMITS = (sql.CACHED_BYTES, sql.CACHED_PARAMS)
+_JOINED = plan.one_statement
+MODES = ("one", "split", "per-op")
 
 
 def _mode(name: str) -> None:
-    """Benchmark instrumentation: ``one`` lifts the limits, so every batch is one statement."""
-    sql.CACHED_BYTES, sql.CACHED_PARAMS = _LIMITS if name == "split" else (1 << 40, 1 << 40)
+    """Benchmark instrumentation (the tests never patch these): ``one`` lifts the limits, so every
+    batch is one statement; ``per-op`` plans every batch as if two of its ops wrote one row."""
+    sql.CACHED_BYTES, sql.CACHED_PARAMS = _LIMITS if name != "one" else (1 << 40, 1 << 40)
     sql.split.cache_clear()
+    plan.one_statement = _JOINED if name != "per-op" else (lambda ops, steps, parts: False)  # type: ignore[assignment]
 
 
 def measure(backend: Any, size: int, batches: int) -> dict[str, Any]:
-    cpu: dict[str, list[float]] = {"one": [], "split": []}
-    wall: dict[str, list[float]] = {"one": [], "split": []}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
+    wall: dict[str, list[float]] = {m: [] for m in MODES}
     value = b'{"v": "' + b"x" * 800 + b'"}'
     for i in range(batches):
-        for mode in ("one", "split") if i % 2 else ("split", "one"):
+        for mode in MODES[i % 3 :] + MODES[: i % 3]:
             _mode(mode)
             ops = [Put(f"b/{mode}/{size}/{k}", value, "json", expect=ANY) for k in range(size)]
             backend.apply(ops)  # the cut computed, the statements prepared: what a steady writer sees
@@ -60,12 +66,13 @@ def measure(backend: Any, size: int, batches: int) -> dict[str, Any]:
         "cpu_ms": {m: round(v, 3) for m, v in med.items()},
         "wall_ms": {m: round(v, 3) for m, v in wmed.items()},
         "cpu_split_vs_one": round(med["split"] / med["one"], 3),
+        "cpu_split_vs_per_op": round(med["split"] / med["per-op"], 3),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="3,6,12", help="puts per batch, comma-separated")
+    ap.add_argument("--sizes", default="3,6,12,24,64", help="puts per batch, comma-separated")
     ap.add_argument("--batches", type=int, default=400, help="batches per size and mode")
     args = ap.parse_args()
     pool = ServerPool(required=True)
