@@ -28,7 +28,7 @@ from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
 from . import rows as checked
 from . import sql
-from .backend import WARM_CURSORS, PostgresBackend, _live_log, _read_params
+from .backend import PostgresBackend, _live_log, _read_params, kept_cursor
 from .config import Settings, connect_kwargs, dsn
 from .errors import RACES, RETRIES
 from .ops import Params, Row, clamp
@@ -43,17 +43,10 @@ class _AsyncConnection(psycopg.AsyncConnection[Row]):
     _sk_cursors: list[psycopg.AsyncCursor[Row]] | None = None
 
     def sk_cursor(self, i: int = 0) -> psycopg.AsyncCursor[Row]:
-        """Cursor ``i`` of a pipeline; the first :data:`.backend.WARM_CURSORS` are kept."""
-        kept = self._sk_cursors
-        if kept is None:
-            kept = self._sk_cursors = []
-        if i < len(kept):
-            return kept[i]
-        cursor = self.cursor()
-        checked.json_as_bytes(cursor.adapters)
-        if i == len(kept) and i < WARM_CURSORS:
-            kept.append(cursor)
-        return cursor
+        """Cursor ``i`` of a pipeline (:func:`.backend.kept_cursor`)."""
+        if self._sk_cursors is None:
+            self._sk_cursors = []
+        return kept_cursor(self._sk_cursors, i, self.cursor)
 
 
 async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psycopg.AsyncCursor[Row]]:

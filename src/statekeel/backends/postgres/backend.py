@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -38,23 +38,28 @@ class _Connection(psycopg.Connection[Row]):
     _sk_cursors: list[psycopg.Cursor[Row]] | None = None
 
     def sk_cursor(self, i: int = 0) -> psycopg.Cursor[Row]:
-        """Cursor ``i``: a pipeline's statements each need their own (each keeps its result); the
-        first :data:`WARM_CURSORS` are kept, the statements of a longer pipeline get new ones."""
-        kept = self._sk_cursors
-        if kept is None:
-            kept = self._sk_cursors = []
-        if i < len(kept):
-            return kept[i]
-        cursor = self.cursor()
-        checked.json_as_bytes(cursor.adapters)
-        if i == len(kept) and i < WARM_CURSORS:
-            kept.append(cursor)
-        return cursor
+        """Cursor ``i``: a pipeline's statements each need their own (each keeps its result)."""
+        if self._sk_cursors is None:
+            self._sk_cursors = []
+        return kept_cursor(self._sk_cursors, i, self.cursor)
 
 
 Conn: TypeAlias = _Connection
 WARM_CURSORS = 16
 """Cursors a connection keeps for pipelines (a fresh cursor's dumper lookups cost ~0.1 ms a statement)."""
+_C = TypeVar("_C", psycopg.Cursor[Row], psycopg.AsyncCursor[Row])
+
+
+def kept_cursor(kept: list[_C], i: int, new: Callable[[], _C]) -> _C:
+    """Cursor ``i`` of a connection's ``kept`` ones; the first :data:`WARM_CURSORS` are kept, the
+    statements of a longer pipeline get new ones."""
+    if i < len(kept):
+        return kept[i]
+    cursor = new()
+    checked.json_as_bytes(cursor.adapters)
+    if i == len(kept) and i < WARM_CURSORS:
+        kept.append(cursor)
+    return cursor
 
 
 def _pipelined(conn: Conn, stmts: Sequence[Stmt]) -> list[psycopg.Cursor[Row]]:

@@ -260,7 +260,7 @@ def split(kinds: tuple[str, ...], sizes: tuple[int, ...], schema: str) -> tuple[
     for i, size in enumerate(sizes):
         start = cuts[-1]
         if i > start and (
-            params + size > CACHED_PARAMS or len(batch_sql(kinds[start : i + 1], schema)) > CACHED_BYTES
+            params + size > CACHED_PARAMS or len(batch_sql(kinds[start : i + 1], schema).encode()) > CACHED_BYTES
         ):
             cuts.append(i)
             params = 1
