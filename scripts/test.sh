@@ -44,11 +44,12 @@ if [ $# -gt 0 ]; then
 fi
 # Three workers (pytest-xdist) on two cores: most tests wait on fsyncs, servers and lease timers, so
 # a third worker fills the idle time (the conformance suite on postgres+sqlite: 141 s with 2, 98 s
-# with 3, 104 s with 4). Each worker starts its own servers.
+# with 3, 104 s with 4). Each worker starts its own servers; an idle worker takes tests queued for
+# another (--dist worksteal), so a few long tests scheduled late do not leave the others idle.
 workers="${STATEKEEL_TEST_WORKERS:-3}"
 # --durations: the slowest tests, named in the CI log (what to look at when CI grows past 20 minutes)
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --durations=15
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal --durations=15
 # The production topologies: the whole conformance suite again on DynamoDB (a local moto server the
 # tests start) and on the tiered Redis-hot/PostgreSQL-cold store in both modes.
-exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --durations=15 tests/test_conformance.py \
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal --durations=15 tests/test_conformance.py \
     --statekeel-backends=dynamodb,tiered,tiered-wb
