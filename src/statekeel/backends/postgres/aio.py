@@ -99,7 +99,13 @@ class AsyncPostgresBackend(AsyncBackend):
                     self._conninfo, connection_class=_AsyncConnection, kwargs=self._kwargs, min_size=low,
                     max_size=high, timeout=timeout, open=False, name="statekeel-aio",
                 )  # fmt: skip
-                await pool.open(wait=False)
+                try:  # its first connection made before any call asks for one: a call finding none
+                    # would start a second one too, and one still connecting when the loop ends
+                    # (asyncio.run cancelling it) could leave the loop's shutdown waiting forever
+                    await pool.open(wait=True, timeout=timeout)
+                except BaseException:
+                    await pool.close()
+                    raise
                 self._pool = pool
             return self._pool
 
