@@ -324,3 +324,34 @@ def test_native_reads_verify_checksums(store_url: str) -> None:
     _run(store_url, write)
     _damage(store_url, layout.state_key("app", "_", "ticket"), layout.history_log("damaged"))
     _run(store_url, read)
+
+
+def test_calls_waiting_for_a_pool_that_cannot_connect_fail_together(store_url: str) -> None:
+    """PostgreSQL down when a loop's pool is opened: the calls that waited for that attempt fail
+    with it (UnavailableError) instead of each trying again for the whole timeout in turn."""
+    if not store_url.startswith("postgresql"):
+        return  # the pool of native asyncio PostgreSQL is what is tested
+    from statekeel import UnavailableError
+    from statekeel.backends.postgres import PostgresBackend
+    from statekeel.backends.postgres.aio import AsyncPostgresBackend
+    from statekeel.testing.servers import free_port
+
+    sep = "&" if "?" in store_url else "?"
+    sync = PostgresBackend(parse(f"{store_url}{sep}timeout=1"))
+    try:
+        native = AsyncPostgresBackend(sync)
+        port = native._conninfo.rsplit(":", 1)[1].split("/")[0]
+        native._conninfo = native._conninfo.replace(f":{port}/", f":{free_port()}/")  # nothing listens there
+        assert f":{port}/" not in native._conninfo
+
+        async def main() -> tuple[list[BaseException | Any], float]:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            got = await asyncio.gather(*(native.get(f"k/{i}") for i in range(6)), return_exceptions=True)
+            return got, loop.time() - start
+
+        got, took = asyncio.run(main())
+        assert all(isinstance(e, UnavailableError) for e in got), got
+        assert took < 4.5, f"6 calls took {took:.1f} s at timeout=1: they waited one after another"
+    finally:
+        sync.close()

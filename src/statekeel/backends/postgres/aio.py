@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...errors import ConflictError, UnavailableError, StoreClosedError, translate
 from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
@@ -82,6 +82,9 @@ class AsyncPostgresBackend(AsyncBackend):
         self._sizes = (cfg.pool_min, cfg.pool_max, cfg.timeout)
         self._pool: AsyncConnectionPool[_AsyncConnection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._open_failed: tuple[float, str] | None = None
+        """When opening this loop's pool last failed, and why: the calls that waited for that
+        attempt fail with it instead of each waiting the whole timeout again in turn."""
         self._opening = asyncio.Lock()
         self._closed = False
 
@@ -91,9 +94,13 @@ class AsyncPostgresBackend(AsyncBackend):
             raise StoreClosedError.of(self.url, "statekeel.open_async()")
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a pool (and its lock) serve the loop that opened them
-            self._loop, self._pool, self._opening = loop, None, asyncio.Lock()
+            self._loop, self._pool, self._opening, self._open_failed = loop, None, asyncio.Lock(), None
+        asked = time.monotonic()
         async with self._opening:
             if self._pool is None:
+                failed = self._open_failed
+                if failed is not None and failed[0] >= asked:  # it failed while this call waited for it
+                    raise PoolTimeout(failed[1])
                 low, high, timeout = self._sizes
                 pool = AsyncConnectionPool(
                     self._conninfo, connection_class=_AsyncConnection, kwargs=self._kwargs, min_size=low,
@@ -103,8 +110,10 @@ class AsyncPostgresBackend(AsyncBackend):
                     # would start a second one too, and one still connecting when the loop ends
                     # (asyncio.run cancelling it) could leave the loop's shutdown waiting forever
                     await pool.open(wait=True, timeout=timeout)
-                except BaseException:
+                except BaseException as exc:
                     await pool.close()
+                    if isinstance(exc, Exception):  # not this caller's cancellation
+                        self._open_failed = (time.monotonic(), str(exc))
                     raise
                 self._pool = pool
             return self._pool
