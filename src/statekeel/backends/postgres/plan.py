@@ -51,10 +51,10 @@ class Planner:
         self.q = queries
 
     def batch(self, ops: Sequence[Op], raw: bool, now: float) -> Plan:
-        """``ops`` as ONE statement when no two of them write the same row, else one per op.
+        """``ops`` as joined fragments when no two of them write the same row, else one statement per op.
 
-        A statement psycopg would not cache (:func:`.sql.split`) is cut into several, run in one
-        pipeline — one transaction, one round trip, as before.
+        Joined fragments are one statement, or — where psycopg would not cache that one
+        (:func:`.sql.split`) — several, run in one pipeline: one transaction, one round trip.
         ``raw``: "json" payloads go to ``data`` as bytes (PostgreSQL rejected one as JSON).
         """
         if not ops:
