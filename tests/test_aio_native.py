@@ -355,3 +355,52 @@ def test_calls_waiting_for_a_pool_that_cannot_connect_fail_together(store_url: s
         assert took < 4.5, f"6 calls took {took:.1f} s at timeout=1: they waited one after another"
     finally:
         sync.close()
+
+
+_GROWING_AT_THE_END = '''
+import asyncio, logging, sys
+import statekeel
+
+logging.basicConfig(format="%(name)s %(message)s")
+logging.getLogger("psycopg.pool").setLevel(logging.INFO)  # psycopg sets its loggers to WARNING
+url, gather = sys.argv[1], sys.argv[2] == "gather"
+
+async def main() -> None:
+    store = await statekeel.open_async(url)
+    sessions = [await store.session(f"grow-{i}") for i in range(8)]
+    await sessions[0].append({"role": "user", "content": "hi"})
+    calls = [asyncio.create_task(s.history()) for s in sessions]  # 8 at once: the pool grows
+    if gather:
+        await asyncio.gather(*calls)
+    else:
+        await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)  # the rest left running
+
+for run in range(5):
+    asyncio.run(main())  # the store is not closed: asyncio.run ending must end the pool
+    print("run", run, "ended", flush=True)
+'''
+
+
+def test_asyncio_run_ends_while_the_pool_is_growing(store_url: str, tmp_path: Any) -> None:
+    """Calls at once make the pool grow; ``asyncio.run`` ending (its tasks cancelled) while a
+    connection is being added must not hang: psycopg_pool swallows that cancellation, and its
+    worker would wait forever but for the guard task that closes the pool (postgres/aio.py)."""
+    if not store_url.startswith("postgresql"):
+        return  # the pool of native asyncio PostgreSQL is what is tested
+    import subprocess
+    import sys
+
+    sep = "&" if "?" in store_url else "?"
+    script = tmp_path / "grow.py"
+    script.write_text(_GROWING_AT_THE_END)
+    for how in ("gather", "first"):
+        try:
+            done = subprocess.run(
+                [sys.executable, str(script), f"{store_url}{sep}pool_min=1&pool_max=8", how],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"asyncio.run did not end ({how}): {exc.stdout!r} {exc.stderr!r}") from None
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("ended") == 5, done.stdout
+        assert "growing pool 'statekeel-aio'" in done.stderr, done.stderr  # what is tested happened
