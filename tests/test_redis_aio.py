@@ -4,6 +4,7 @@ what it costs per command, beyond what the shared asyncio tests check."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,3 +47,45 @@ def test_native_writes_start_no_task_per_command(url: str) -> None:
 
     asyncio.run(main())
     assert [name for name in started if "send_packed_command" in name] == [], started
+
+
+def test_connections_are_closed_by_aclose_and_by_the_end_of_asyncio_run(url: str) -> None:
+    """``aclose()`` closes the asyncio client's connections (redis-py leaves a pool it was given
+    open), and a store never closed has them closed when its loop's ``asyncio.run`` ends (its sync
+    client, not bound to a loop, stays open until the store is closed)."""
+    import redis
+
+    raw = redis.Redis.from_url(url.split("?")[0])
+
+    def clients() -> int:
+        return len(raw.client_list())
+
+    async def calls(store: Any) -> int:
+        sessions = [await store.session(f"conn-{i}") for i in range(6)]
+        await asyncio.gather(*(s.append("x") for s in sessions))  # several asyncio connections at once
+        return clients()
+
+    async def closed() -> tuple[int, int]:
+        async with statekeel.open_async(url) as store:
+            during = await calls(store)
+        return baseline, during  # everything closed
+
+    async def left_open() -> tuple[int, int]:
+        store = await statekeel.open_async(url)
+        sync = clients()  # the sync client's connection (opening the store): it stays
+        return sync, await calls(store)
+
+    def settled(want: int) -> int:
+        deadline = time.monotonic() + 10
+        while clients() != want and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server sees a closed socket soon after
+        return clients()
+
+    try:
+        baseline = clients()
+        for main in (closed, left_open):
+            expected, during = asyncio.run(main())
+            assert during > expected, main.__name__  # what is tested happened: connections were opened
+            assert settled(expected) == expected, (main.__name__, expected, during, [(c["id"], c["cmd"], c["age"]) for c in raw.client_list()])
+    finally:
+        raw.close()

@@ -8,7 +8,7 @@ checks and checksums (:mod:`.rows`) and the error translation (:mod:`.errors`).
 The schema was migrated when the sync backend opened. The pool is opened on
 the running loop at the first call; a call from another loop (a store used in a
 second ``asyncio.run``) opens a new pool there and leaves the old one to its loop,
-whose end closes it (:func:`_close_when_loop_ends`).
+whose end closes it (:mod:`.._loop_end`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
+from .._loop_end import close_at_loop_end, stop_guard
 from . import rows as checked
 from . import sql
 from .backend import PostgresBackend, _live_log, _read_params, kept_cursor
@@ -69,24 +70,6 @@ async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psyc
     return cursors
 
 
-async def _close_when_loop_ends(pool: AsyncConnectionPool[_AsyncConnection]) -> None:
-    """Wait until cancelled — by ``asyncio.run`` ending, which cancels every task of its loop —
-    then close ``pool``.
-
-    psycopg_pool catches ``CancelledError`` around a connection attempt (to keep its books right):
-    a pool growing when the loop's run ends has its worker swallow that cancellation and wait on
-    its queue again, and ``asyncio.run`` then waits for that worker forever. Closing the pool
-    sends every worker its stop message, so the run ends (tests/test_aio_native.py reproduces it).
-    """
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        try:
-            await pool.close()
-        except Exception:  # noqa: BLE001 - the loop's run is ending: nothing is left to tell
-            pass
-
-
 class AsyncPostgresBackend(AsyncBackend):
     """The hot operations of the store's PostgreSQL backend, on an asyncio connection pool."""
 
@@ -106,7 +89,7 @@ class AsyncPostgresBackend(AsyncBackend):
         attempt fail with it instead of each waiting the whole timeout again in turn."""
         self._opening = asyncio.Lock()
         self._guard: asyncio.Task[None] | None = None
-        """The task that closes this loop's pool when the loop's run ends (:func:`_close_when_loop_ends`)."""
+        """The task that closes this loop's pool when the loop's run ends (:mod:`.._loop_end`)."""
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------
@@ -137,7 +120,7 @@ class AsyncPostgresBackend(AsyncBackend):
                         self._open_failed = (time.monotonic(), str(exc))
                     raise
                 self._pool = pool
-                self._guard = loop.create_task(_close_when_loop_ends(pool), name="statekeel-aio-pool-guard")
+                self._guard = close_at_loop_end(pool.close, "statekeel-aio-pool-guard")
             return self._pool
 
     @asynccontextmanager
@@ -284,8 +267,7 @@ class AsyncPostgresBackend(AsyncBackend):
         self._closed = True
         pool, self._pool = self._pool, None
         guard, self._guard = self._guard, None
-        if guard is not None and guard.get_loop() is asyncio.get_running_loop():
-            guard.cancel()  # it closes the pool too: whichever comes first closes it, the other finds it closed
+        stop_guard(guard)  # it closes the pool too: whichever comes first closes it, the other finds it closed
         if pool is not None:
             try:
                 await pool.close()

@@ -29,6 +29,7 @@ from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
 from ...protocol.keys import partition
+from .._loop_end import close_at_loop_end, stop_guard
 from . import backend as sync_backend
 from . import tail, values, wire
 from .backend import RedisBackend
@@ -120,6 +121,8 @@ class AsyncRedisBackend(AsyncBackend):
         self._next_seq = sync._next_seq
         self._client = _async_client(sync)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: asyncio.Task[None] | None = None
+        """The task that closes this loop's client when the loop's run ends (:mod:`.._loop_end`)."""
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------
@@ -133,6 +136,7 @@ class AsyncRedisBackend(AsyncBackend):
             if self._loop is not None:
                 self._client = _async_client(self._sync)
             self._loop = loop
+            self._guard = close_at_loop_end(self._client.connection_pool.aclose, "statekeel-aio-redis-guard")
         return self._client
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
@@ -330,7 +334,9 @@ class AsyncRedisBackend(AsyncBackend):
         if self._closed:
             return
         self._closed = True
+        guard, self._guard = self._guard, None
+        stop_guard(guard)  # it closes the pool too; closing twice is harmless
         try:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)  # the pool is ours: the client leaves it open
         except (rx.RedisError, RuntimeError, OSError):  # a loop or server already gone
             pass
