@@ -358,15 +358,25 @@ def test_calls_waiting_for_a_pool_that_cannot_connect_fail_together(store_url: s
 
 
 _GROWING_AT_THE_END = '''
-import asyncio, logging, sys
+import asyncio, logging, sys, time
+import psycopg
 import statekeel
 
 logging.basicConfig(format="%(name)s %(message)s")
 logging.getLogger("psycopg.pool").setLevel(logging.INFO)  # psycopg sets its loggers to WARNING
 url, gather = sys.argv[1], sys.argv[2] == "gather"
+server = psycopg.connect(url.split("?")[0], autocommit=True)
+
+def connections() -> int:
+    return server.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()[0]
+
+async def open_store() -> statekeel.AsyncStore:
+    return await statekeel.open_async(url)
+
+store = asyncio.run(open_store())  # used in every run below (a store is not bound to a loop)
+sync = connections()  # the store's sync pool: it stays open (the store is never closed)
 
 async def main() -> None:
-    store = await statekeel.open_async(url)
     sessions = [await store.session(f"grow-{i}") for i in range(8)]
     await sessions[0].append({"role": "user", "content": "hi"})
     calls = [asyncio.create_task(s.history()) for s in sessions]  # 8 at once: the pool grows
@@ -376,15 +386,19 @@ async def main() -> None:
         await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)  # the rest left running
 
 for run in range(5):
-    asyncio.run(main())  # the store is not closed: asyncio.run ending must end the pool
-    print("run", run, "ended", flush=True)
+    asyncio.run(main())  # the store is not closed: asyncio.run ending must end the loop's pool
+    deadline = time.monotonic() + 10
+    while connections() > sync and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server notices a closed connection soon after
+    print("run", run, "ended; connections left", connections() - sync, flush=True)
 '''
 
 
 def test_asyncio_run_ends_while_the_pool_is_growing(store_url: str, tmp_path: Any) -> None:
     """Calls at once make the pool grow; ``asyncio.run`` ending (its tasks cancelled) while a
-    connection is being added must not hang: psycopg_pool swallows that cancellation, and its
-    worker would wait forever but for the guard task that closes the pool (postgres/aio.py)."""
+    connection is being added must not hang — psycopg_pool swallows that cancellation, and its
+    worker would wait forever but for the task that closes the loop's pool (backends/_loop_end.py)
+    — and must close the loop's connections, though the store was never closed."""
     if not store_url.startswith("postgresql"):
         return  # the pool of native asyncio PostgreSQL is what is tested
     import subprocess
@@ -402,5 +416,69 @@ def test_asyncio_run_ends_while_the_pool_is_growing(store_url: str, tmp_path: An
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"asyncio.run did not end ({how}): {exc.stdout!r} {exc.stderr!r}") from None
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("ended") == 5, done.stdout
+        assert done.stdout.count("ended; connections left 0") == 5, done.stdout  # each run's pool closed
         assert "growing pool 'statekeel-aio'" in done.stderr, done.stderr  # what is tested happened
+
+
+def _connections_made(store_url: str) -> Callable[[], int]:
+    """How many connections the store's server has accepted so far (a counter, not those open now)."""
+    if store_url.startswith("postgresql"):
+        server = psycopg.connect(dsn(parse(store_url)), autocommit=True)
+
+        def made() -> int:
+            server.execute("SELECT pg_stat_clear_snapshot()")
+            row = server.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return made
+    raw = redis.Redis.from_url(store_url.split("?")[0])
+    return lambda: int(raw.info("stats")["total_connections_received"])
+
+
+def test_threads_each_running_a_loop_share_a_store_with_a_pool_each(store_url: str) -> None:
+    """One AsyncStore used at once from two threads, each running its own event loop: each loop
+    keeps its own pool (or client) instead of the loops replacing each other's at every turn —
+    which opened a pool per switch (tens of connections, seconds of connecting) and left the
+    replaced ones open."""
+    if not _is_native(store_url):
+        return  # the native drivers' pools are what is tested
+    made = _connections_made(store_url)
+
+    async def open_store() -> AsyncStore:
+        return await statekeel.open_async(store_url)
+
+    store = asyncio.run(open_store())
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        async def main() -> None:
+            s = await store.session(name)
+            await s.append("first")  # this loop's pool (or client) opened
+            start.wait()  # then the two loops take turns
+            for i in range(40):
+                await s.append({"role": "user", "content": f"{name} {i}"})
+                await asyncio.sleep(0.002)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    before = made()
+    threads = [threading.Thread(target=writer, args=(f"loop-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and not any(t.is_alive() for t in threads), errors
+    assert made() - before <= 6, f"{made() - before} connections for two loops: the loops replaced each other's pools"
+
+    async def check() -> None:
+        for i in range(2):
+            s = await store.session(f"loop-{i}")
+            assert await s.count() == 41
+        await store.aclose()
+
+    asyncio.run(check())

@@ -5,16 +5,17 @@ shares everything but the I/O with it: the SQL text (:mod:`.sql`), how each op
 becomes a fragment and its result (:mod:`.ops`), the statements a batch runs and
 how its results are read (:mod:`.plan`, the sync backend's planner), the row
 checks and checksums (:mod:`.rows`) and the error translation (:mod:`.errors`).
-The schema was migrated when the sync backend opened. The pool is opened on
-the running loop at the first call; a call from another loop (a store used in a
-second ``asyncio.run``) opens a new pool there and leaves the old one to its loop,
-whose end closes it (:mod:`.._loop_end`).
+The schema was migrated when the sync backend opened. Each event loop gets its
+own pool, opened at its first call there (a store used in a second ``asyncio.run``,
+or from threads each running a loop), closed when that loop's run ends or by
+:meth:`aclose` (:mod:`.._loop_end`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -27,7 +28,7 @@ from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
 from ...protocol.keys import prefix_end
-from .._loop_end import close_at_loop_end, stop_guard
+from .._loop_end import PerLoop
 from . import rows as checked
 from . import sql
 from .backend import PostgresBackend, _live_log, _read_params, kept_cursor
@@ -70,6 +71,36 @@ async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psyc
     return cursors
 
 
+class _LoopPool:
+    """One loop's pool, opened on the loop's first call, and how opening it last failed."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[_AsyncConnection] | None = None
+        self.opening = asyncio.Lock()
+        self.failed: tuple[float, str] | None = None
+        """When opening the pool last failed, and why: the calls that waited for that attempt
+        fail with it instead of each waiting the whole timeout again in turn."""
+        self.made: weakref.WeakSet[_AsyncConnection] = weakref.WeakSet()
+        """Every connection the pool made (its ``configure`` hook adds them)."""
+
+    async def configure(self, conn: _AsyncConnection) -> None:
+        self.made.add(conn)
+
+    async def close(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            await self.pool.close()
+        except asyncio.CancelledError:
+            # The loop's run is ending: asyncio.run cancelled the pool's workers with every other
+            # task, and the pool's close stops at the first cancelled worker, before closing its
+            # connections. Close the idle ones here; one still running a query (a call being
+            # cancelled with the loop's tasks) goes back to the pool, which closes it (it is closed).
+            for conn in list(self.made):
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    await conn.close()
+
+
 class AsyncPostgresBackend(AsyncBackend):
     """The hot operations of the store's PostgreSQL backend, on an asyncio connection pool."""
 
@@ -82,60 +113,51 @@ class AsyncPostgresBackend(AsyncBackend):
         cfg = Settings.from_url(url)
         self._conninfo, self._kwargs = dsn(url), connect_kwargs(url, cfg)
         self._sizes = (cfg.pool_min, cfg.pool_max, cfg.timeout)
-        self._pool: AsyncConnectionPool[_AsyncConnection] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._open_failed: tuple[float, str] | None = None
-        """When opening this loop's pool last failed, and why: the calls that waited for that
-        attempt fail with it instead of each waiting the whole timeout again in turn."""
-        self._opening = asyncio.Lock()
-        self._guard: asyncio.Task[None] | None = None
-        """The task that closes this loop's pool when the loop's run ends (:mod:`.._loop_end`)."""
+        self._loops: PerLoop[_LoopPool] = PerLoop(_LoopPool, _LoopPool.close, "statekeel-aio-pool-guard")
+        """Each loop's pool (:mod:`.._loop_end`): a pool serves the loop that opened it."""
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------
     async def _open_pool(self) -> AsyncConnectionPool[_AsyncConnection]:
         if self._closed:
             raise StoreClosedError.of(self.url, "statekeel.open_async()")
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a pool (and its lock) serve the loop that opened them
-            self._loop, self._pool, self._opening, self._open_failed = loop, None, asyncio.Lock(), None
+        lp = self._loops.get()
         asked = time.monotonic()
-        async with self._opening:
-            if self._pool is None:
-                failed = self._open_failed
+        async with lp.opening:
+            if lp.pool is None:
+                failed = lp.failed
                 if failed is not None and failed[0] >= asked:  # it failed while this call waited for it
                     raise PoolTimeout(failed[1])
                 low, high, timeout = self._sizes
                 pool = AsyncConnectionPool(
                     self._conninfo, connection_class=_AsyncConnection, kwargs=self._kwargs, min_size=low,
-                    max_size=high, timeout=timeout, open=False, name="statekeel-aio",
+                    max_size=high, timeout=timeout, open=False, name="statekeel-aio", configure=lp.configure,
                 )  # fmt: skip
                 try:  # its first connection made before any call asks for one: a call finding none
-                    # would start a second one too, and one still connecting when the loop ends
-                    # (asyncio.run cancelling it) could leave the loop's shutdown waiting forever
+                    # would start a second one too, which the loop's end would find still connecting
                     await pool.open(wait=True, timeout=timeout)
                 except BaseException as exc:
                     await pool.close()
                     if isinstance(exc, Exception):  # not this caller's cancellation
-                        self._open_failed = (time.monotonic(), str(exc))
+                        lp.failed = (time.monotonic(), str(exc))
                     raise
-                self._pool = pool
-                self._guard = close_at_loop_end(pool.close, "statekeel-aio-pool-guard")
-            return self._pool
+                lp.pool = pool
+            return lp.pool
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[_AsyncConnection]:
         """A pooled connection; driver errors translated as the sync backend translates them."""
         try:
             with translate(self._sync._map_error):
-                pool = self._pool
-                if pool is None or self._loop is not asyncio.get_running_loop():
+                lp = self._loops.current()
+                pool = None if lp is None else lp.pool
+                if pool is None:
                     pool = await self._open_pool()
                 async with pool.connection() as conn:
                     yield conn
         except UnavailableError as exc:
-            if not isinstance(exc.__cause__, RACES) and self._pool is not None:
-                await self._drop_broken(self._pool)
+            if not isinstance(exc.__cause__, RACES) and (lp := self._loops.current()) is not None and lp.pool:
+                await self._drop_broken(lp.pool)
             raise
 
     @staticmethod
@@ -265,11 +287,4 @@ class AsyncPostgresBackend(AsyncBackend):
         if self._closed:
             return
         self._closed = True
-        pool, self._pool = self._pool, None
-        guard, self._guard = self._guard, None
-        stop_guard(guard)  # it closes the pool too: whichever comes first closes it, the other finds it closed
-        if pool is not None:
-            try:
-                await pool.close()
-            except Exception:  # noqa: BLE001 - closing a pool whose loop or server is gone
-                pass
+        await self._loops.aclose()

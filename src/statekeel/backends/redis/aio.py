@@ -7,8 +7,9 @@ them), record and entry decoding with their checksums, the error translation,
 and the handle's caches (partitions registered, each log's next seq), so a
 store's sync and async calls keep one view. The client is created with the
 sync client's own connection settings (no retries: a batch whose reply was
-lost is never re-sent); a call from another event loop than the client's (a
-store used in a second ``asyncio.run``) gets a new client on that loop.
+lost is never re-sent). Each event loop gets its own client (a store used in a
+second ``asyncio.run``, or from threads each running a loop), closed when that
+loop's run ends or by :meth:`aclose` (:mod:`.._loop_end`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
 from ...protocol.keys import partition
-from .._loop_end import close_at_loop_end, stop_guard
+from .._loop_end import PerLoop
 from . import backend as sync_backend
 from . import tail, values, wire
 from .backend import RedisBackend
@@ -104,6 +105,10 @@ def _async_client(sync: RedisBackend) -> aredis.Redis:
     return aredis.Redis(connection_pool=apool)
 
 
+async def _close_client(client: aredis.Redis) -> None:
+    await client.aclose(close_connection_pool=True)  # the pool is ours: the client leaves a pool it was given open
+
+
 def _no_expire(prefix: str, created: Collection[str]) -> list[wire.PartitionRange]:
     """The expander of a batch without an Expire (a chat turn): never called, no registry read awaited."""
     raise AssertionError("a batch without Expire ops expanded a prefix")
@@ -119,25 +124,17 @@ class AsyncRedisBackend(AsyncBackend):
         self._layout = sync._layout
         self._registered = sync._registered  # shared with the sync handle: one view of the store
         self._next_seq = sync._next_seq
-        self._client = _async_client(sync)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard: asyncio.Task[None] | None = None
-        """The task that closes this loop's client when the loop's run ends (:mod:`.._loop_end`)."""
+        self._clients: PerLoop[aredis.Redis] = PerLoop(lambda: _async_client(sync), _close_client, "statekeel-aio-redis-guard")
+        """Each loop's client (:mod:`.._loop_end`): a client's connections belong to one loop."""
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------
     @property
     def _redis(self) -> aredis.Redis:
-        """The client of the running loop (a client's connections belong to one loop)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._closed:
-                raise StoreClosedError.of(self.url, "statekeel.open_async()")
-            if self._loop is not None:
-                self._client = _async_client(self._sync)
-            self._loop = loop
-            self._guard = close_at_loop_end(self._client.connection_pool.aclose, "statekeel-aio-redis-guard")
-        return self._client
+        """The client of the running loop."""
+        if self._closed:
+            raise StoreClosedError.of(self.url, "statekeel.open_async()")
+        return self._clients.get()
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
@@ -334,9 +331,4 @@ class AsyncRedisBackend(AsyncBackend):
         if self._closed:
             return
         self._closed = True
-        guard, self._guard = self._guard, None
-        stop_guard(guard)  # it closes the pool too; closing twice is harmless
-        try:
-            await self._client.aclose(close_connection_pool=True)  # the pool is ours: the client leaves it open
-        except (rx.RedisError, RuntimeError, OSError):  # a loop or server already gone
-            pass
+        await self._clients.aclose()
