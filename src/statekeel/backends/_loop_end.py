@@ -40,8 +40,9 @@ class PerLoop(Generic[T]):
         loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is None:
-            for other in [lp for lp in self._entries if lp.is_closed()]:
-                del self._entries[other]  # a loop closed without asyncio.run's cancellation: its clients are dead
+            for other in list(self._entries):  # a copy: threads running other loops add theirs meanwhile
+                if other.is_closed():  # closed without asyncio.run's cancellation: its clients are dead
+                    self._entries.pop(other, None)
             item = self._make()
             entry = self._entries[loop] = (item, loop.create_task(self._guard(loop, item), name=self._name))
         return entry[0]
@@ -56,7 +57,7 @@ class PerLoop(Generic[T]):
             await loop.create_future()  # until cancelled: the loop's run is ending, or aclose()
         except asyncio.CancelledError:
             if (found := self._entries.get(loop)) is not None and found[0] is item:
-                del self._entries[loop]
+                self._entries.pop(loop, None)
             try:
                 await self._close(item)
             except Exception:  # noqa: BLE001 - the loop's run is ending: nothing is left to tell
