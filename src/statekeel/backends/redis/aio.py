@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...errors import ConflictError, StoreClosedError, translate
-from ...protocol import Append, Entry, Expire, LogInfo, Op, OpResult, Record
+from ...protocol import Entry, Expire, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
 from ...protocol.keys import partition
