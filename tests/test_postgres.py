@@ -443,12 +443,14 @@ def test_batches_locking_rows_in_opposite_orders_never_fail(url: str, sql: Any) 
 
 
 def test_a_batch_chosen_as_deadlock_victim_is_retried(url: str, schema: str, server: PostgresServer) -> None:
-    with statekeel.open(url) as store, psycopg.connect(server.url) as other:
+    # A waiting session looks for a deadlock once, deadlock_timeout after it began to wait. Only the
+    # batch's session may find this one (the other waits 60 s): 5 s after it began to wait — at the
+    # default 1 s, a loaded machine once closed the cycle only after the batch's one look, and the
+    # other session found it 60 s later and was the victim.
+    with statekeel.open(f"{url}&options=-c%20deadlock_timeout%3D5s") as store, psycopg.connect(server.url) as other:
         b = store.backend
         b.apply([Put("k/x/a", b"1", "json"), Put("k/x/b", b"1", "json")])
         lock = f'UPDATE "{schema}".sk_kv SET codec = codec WHERE key = %s'
-        # only the batch's session looks for deadlocks (after 1 s): under load this one's check
-        # could otherwise run first and make it the victim, which is not what is tested here
         other.execute("SET deadlock_timeout = '60s'")
         other.execute(lock, ["k/x/b"])  # holds b
         errors: list[BaseException] = []
