@@ -23,7 +23,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ...errors import ConflictError, UnavailableError, StoreClosedError, translate
+from ...errors import ConflictError, StoreClosedError, UnavailableError, translate
 from ...protocol import Append, Entry, LogInfo, Op, OpResult, Record
 from ...protocol.aio import AsyncBackend
 from ...protocol.checks import check_ops
