@@ -364,11 +364,12 @@ import statekeel
 
 logging.basicConfig(format="%(name)s %(message)s")
 logging.getLogger("psycopg.pool").setLevel(logging.INFO)  # psycopg sets its loggers to WARNING
-url, gather = sys.argv[1], sys.argv[2] == "gather"
+url, gather = sys.argv[1] + "&application_name=statekeel-grow-test", sys.argv[2] == "gather"
 server = psycopg.connect(url.split("?")[0], autocommit=True)
 
-def connections() -> int:
-    return server.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()[0]
+def connections() -> int:  # this store's, whatever other tests left open on the server
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'statekeel-grow-test'"
+    return server.execute(query).fetchone()[0]
 
 async def open_store() -> statekeel.AsyncStore:
     return await statekeel.open_async(url)
