@@ -123,3 +123,37 @@ def test_what_the_json_encoder_refuses_is_still_refused(ops: list[Op], now: floa
         batches._encode_any(ops, now)
     with pytest.raises(TypeError):
         batches.encode(ops, now)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(_plain_ops, st.one_of(st.none(), st.integers(1, 2**53))), max_size=5),
+       st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers()))  # fmt: skip
+def test_appends_by_reference_are_encoded_as_the_json_encoder_would_and_decode_to_refs(
+    pairs: list[tuple[Op, int | None]], now: float
+) -> None:
+    """``tier-batch-3`` (write-behind): an Append with items and a seq in Redis is written as a
+    reference — its log, that seq, its codecs, its expiry and its own ``at`` — and nothing else changes."""
+    ops, seqs = [op for op, _ in pairs], [seq for _, seq in pairs]
+    entry = batches.encode(ops, now, seqs=seqs)
+    assert entry == batches._encode_any(ops, now, seqs)
+    want = [batches.AppendRef(op.log, seq, tuple(c for _, c in op.items), op.expires_at, op.at)
+            if type(op) is Append and op.items and seq is not None else op for op, seq in pairs]  # fmt: skip
+    assert batches.decode(entry, "q#6", batches.REF_CODEC) == (want, float(now))
+    inline: list[bytes] = []  # the payloads still carried: Puts' values, items of Appends not referred to
+    for op, seq in pairs:
+        if type(op) is Put:
+            inline.append(op.data)
+        elif type(op) is Append and not (op.items and seq is not None):
+            inline += [data for data, _ in op.items]
+    head = int.from_bytes(entry[:4], "big")
+    assert entry[4 + head :] == b"".join(inline)
+
+
+@pytest.mark.parametrize("ref", [
+    '["aref","l",0,["json"],null,null]', '["aref","l",1,[],null,null]', '["aref","l",1,["json"],null,"1"]',
+    '["aref","l",1.5,["json"],null,null]', '["aref",7,1,["json"],null,null]', '["aref","l",1,[3],null,null]',
+])  # fmt: skip
+def test_a_damaged_reference_is_a_corruption_error(ref: str) -> None:
+    doc = f'{{"now":1.0,"ops":[{ref}],"sizes":[]}}'.encode()
+    with pytest.raises(CorruptionError, match="q#7"):
+        batches.decode(len(doc).to_bytes(4, "big") + doc, "q#7", batches.REF_CODEC)

@@ -38,6 +38,7 @@ from statekeel.backends.tiered.flusher import (
     _Watermark,
 )
 from statekeel.backends.tiered.names import DEAD, QUEUE, WATERMARK
+from statekeel.backends.tiered.refs import resolve
 from statekeel.protocol import Append, Backend, Delete, Entry, Op, Put
 from statekeel.testing.servers import PostgresServer, RedisServer
 
@@ -152,9 +153,11 @@ def test_a_grouped_flush_gives_postgres_what_one_transaction_per_batch_gave(
         assert len(queued) >= 25
         reference = open_backend(f"{pg.url}?schema=groups_ref_{next(_n)}")
         try:  # today's replay: each batch alone, with its own clock
-            for entry in queued:
+            for entry in queued:  # Appends by reference read back from Redis (tiered/refs.py)
                 ops, now = batches.decode(entry.data, "test", entry.codec)
-                reference.apply(ops, now=now)
+                (resolved,), error = resolve(tiers.hot, [(ops, now, "test")])
+                assert error is None and not any(isinstance(op, batches.AppendRef) for op in resolved)
+                reference.apply(resolved, now=now)
             xids = _Xids(pg)
             assert tiers.flush() == len(queued)
             assert xids.since() == 1  # one transaction, not len(queued)
@@ -197,16 +200,17 @@ def test_groups_stay_within_their_byte_and_op_bounds() -> None:
     def entry(seq: int, ops: list[Op]) -> Entry:
         return Entry(QUEUE, seq, batches.encode(ops, 1.0), batches.CODEC, 1.0)
 
+    hot = open_backend("memory://")  # no Append by reference: nothing is read from it
     small = [entry(i, [Append("session/s/history", ((b"x" * 100, "raw"),))]) for i in range(1, 11)]
-    assert [len(g) for g in _groups(small, True)] == [10]
-    assert [len(g) for g in _groups(small, False)] == [1] * 10  # a cold tier without apply_batches
+    assert [len(g) for g in _groups(hot, small, True)] == [10]
+    assert [len(g) for g in _groups(hot, small, False)] == [1] * 10  # a cold tier without apply_batches
     big = [entry(i, [Put(f"k/{i}", b"x" * (GROUP_BYTES // 3), "raw")]) for i in range(1, 5)]
-    assert [len(g) for g in _groups(big, True)] == [2, 2]
+    assert [len(g) for g in _groups(hot, big, True)] == [2, 2]
     huge = entry(1, [Put("k/huge", b"x" * (GROUP_BYTES + 1), "raw")])
-    assert [[q.entry.seq for q in g] for g in _groups([huge, *small[1:3]], True)] == [[1], [2, 3]]
+    assert [[q.entry.seq for q in g] for g in _groups(hot, [huge, *small[1:3]], True)] == [[1], [2, 3]]
     many = [entry(i, [Delete(f"k/{i}/{j}") for j in range(GROUP_OPS // 4)]) for i in range(1, 10)]
-    assert [len(g) for g in _groups(many, True)] == [4, 4, 1]
-    for group in _groups(many, True):
+    assert [len(g) for g in _groups(hot, many, True)] == [4, 4, 1]
+    for group in _groups(hot, many, True):
         assert sum(len(q.ops) for q in group) <= GROUP_OPS
 
 
@@ -215,7 +219,7 @@ def test_an_undecodable_entry_stops_the_replay_after_the_group_before_it() -> No
     bad = Entry(QUEUE, 3, b"\x00\x00", batches.CODEC, 1.0)
     got = []
     with pytest.raises(statekeel.CorruptionError, match="#3"):
-        for group in _groups([*good, bad, *good], True):
+        for group in _groups(open_backend("memory://"), [*good, bad, *good], True):
             got.append([q.entry.seq for q in group])
     assert got == [[1, 2]]
 
@@ -237,7 +241,9 @@ def test_a_refused_batch_of_a_group_goes_to_the_dead_letters_alone(
         with caplog.at_level(logging.ERROR, logger="statekeel.tiered"):
             assert tiers.flush() == len(queued)
         assert caplog.text.count("refused queued batch") == 1
-        assert [(e.data, e.codec) for e in tiers.hot.read(DEAD)] == [(refused.data, refused.codec)]
+        (dead,) = tiers.hot.read(DEAD)  # the batch whole, its messages read back from Redis' log
+        ops, now = batches.decode(refused.data, "q", refused.codec)
+        assert (dead.codec, batches.decode(dead.data, "d", dead.codec)) == (batches.CODEC, (resolve(tiers.hot, [(ops, now, "q")])[0][0], now))
         cold_x = tiers.cold.get("app/x")
         assert cold_x is not None and cold_x.data == b"2"
         assert _mark(tiers).seq == queued[-1].seq
@@ -255,7 +261,7 @@ def test_a_group_committed_before_the_queue_was_trimmed_is_not_replayed(urls: tu
         for text in ("a", "b", "c"):
             s.append({"role": "user", "content": text})
         queued = _pending(tiers)
-        (group,) = _groups(queued, True)
+        (group,) = _groups(tiers.hot, queued, True)
         _replay_group(tiers.hot, tiers.cold, _mark(tiers), group)  # committed, then "killed" before the trim
         assert tiers.hot.read(QUEUE)[-len(queued) :] == queued
         s.append({"role": "user", "content": "d"})
@@ -284,7 +290,7 @@ def test_a_flusher_that_lost_the_race_stops_without_writing_or_dead_lettering(
             _replay(tiers.hot, tiers.cold, winner, queued_one)
         with pytest.raises(LeaseHeld):
             if grouped:
-                (group,) = _groups(queued, True)
+                (group,) = _groups(tiers.hot, queued, True)
                 _replay_group(tiers.hot, tiers.cold, paused, group)
             else:
                 _replay(tiers.hot, tiers.cold, paused, queued[0])

@@ -25,7 +25,7 @@ from .divergence import problems
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, LEASE, QUEUE, SPANNING, is_reserved, lock, marker, prefix_partition
-from .writes import MarkerVersions, behind_batch, behind_partitions, partitions, spans_partitions, through_hot
+from .writes import MarkerVersions, NextSeqs, behind_batch, behind_partitions, partitions, spans_partitions, through_hot
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -104,6 +104,7 @@ class TieredBackend(Backend):
         self.maintenance = Maintenance(self.hot, self.cold, settings)
         self.hydrator = Hydrator(self.hot, self.cold)
         self._versions = MarkerVersions()
+        self._seqs = NextSeqs(self.hot)
         self._partition_of: dict[str, str] = {}
         self._closed = False
         if migrate:  # migrate=False: a check or a read-only role, which can neither flush nor evict
@@ -271,8 +272,11 @@ class TieredBackend(Backend):
         hydrations = 0
         for _ in range(_BEHIND_TRIES):
             try:
-                results = self.hot.apply(behind_batch(ops, parts, self._versions, now), now=now)
+                pinned, mine = self._seqs.pin(ops)
+                results = self.hot.apply(behind_batch(ops, pinned, parts, self._versions, now), now=now)
             except ConflictError as exc:
+                if self._seqs.refused(exc, mine):
+                    continue  # another writer appended to the log (or it expired): look it up again
                 missing = self._versions.refused(exc)  # re-raises a conflict of the caller's ops
                 if missing is not None:
                     if hydrations == _HYDRATE_TRIES:
@@ -288,8 +292,10 @@ class TieredBackend(Backend):
                 flagged = self.cold.apply([*ops, Put(DIRTY, b"true", "json")], now=now)  # one transaction
                 return flagged[: len(ops)]
             self._versions.learn(parts, results)
+            mine_results = results[len(parts) : len(parts) + len(ops)]
+            self._seqs.learn(pinned, mine_results)
             self.maintenance.queued_one()
-            return results[len(parts) : len(parts) + len(ops)]
+            return mine_results
         raise UnavailableError(
             "statekeel tiered: a partition kept leaving Redis, or other writers kept moving it on, while "
             "being written; nothing was written — retry"

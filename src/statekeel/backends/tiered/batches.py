@@ -8,6 +8,15 @@ payloads (most of a batch's bytes) are neither base64-inflated nor escaped, so a
 turn's queue entry is about the size of its data. Decoding it — unlike pickle —
 cannot run code planted in Redis. Entries queued in the older ``tier-batch-1``
 (the whole batch as JSON, payloads in base64) are still read.
+
+Format ``tier-batch-3`` (what write-behind queues) is ``tier-batch-2`` where an Append
+whose seqs in Redis are known is written as a reference, ``["aref", log, seq, [codecs],
+expires, at]``, without its items: they are in Redis' copy of the log already, written by
+the same atomic batch from ``seq`` on, and the flusher reads them back from there
+(:class:`AppendRef`). ``at`` is the Append's own precondition (usually none: PostgreSQL
+numbers a replayed append itself, as it did before). A
+turn's queue entry is then a hundred-odd bytes instead of a second copy of its messages,
+which Redis would otherwise write (and fsync) twice.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from ...errors import CorruptionError
 from ...protocol import (
@@ -27,6 +36,7 @@ from ...protocol import (
     Delete,
     Entry,
     Expire,
+    Keep,
     Load,
     LoadEntries,
     Op,
@@ -38,7 +48,9 @@ from ...protocol import (
 )
 
 CODEC: Final = "tier-batch-2"
-"""The codec name queue entries are written with (its version is in the name)."""
+"""The codec name of queue entries holding every payload (the flusher's dead letters, no-op batches)."""
+REF_CODEC: Final = "tier-batch-3"
+"""The codec name of write-behind queue entries: pinned Appends by reference (:class:`AppendRef`)."""
 JSON_CODEC: Final = "tier-batch-1"
 """The previous format, still read: the whole batch as JSON, payloads in base64."""
 _LEN: Final = struct.Struct(">I")
@@ -50,6 +62,37 @@ Blob = Callable[[bytes], Any]
 """How a payload is written into the document (an index into the payload table, or base64)."""
 Unblob = Callable[[Any], bytes]
 """How a payload is read back out of it."""
+
+
+class AppendRef(NamedTuple):
+    """A queued Append whose items are read back from Redis' copy of ``log`` (seqs ``seq`` onwards,
+    one per codec) when the batch is replayed — see :mod:`statekeel.backends.tiered.refs`."""
+
+    log: str
+    seq: int
+    """Where Redis put the first item."""
+    codecs: tuple[str, ...]
+    expires_at: float | None | Keep
+    at: int | None
+    """The Append's own ``at`` (replayed as given)."""
+
+
+Queued: TypeAlias = "Op | AppendRef"
+"""An op of a decoded queue entry: an Append by reference until the flusher resolves it."""
+
+
+def _aref(log: Any, seq: Any, codecs: Any, expires: Any, at: Any) -> AppendRef:
+    if not (type(log) is str and type(seq) is int and seq >= 1 and type(codecs) is list and codecs
+            and all(type(c) is str for c in codecs) and (at is None or type(at) is int)):  # fmt: skip
+        raise ValueError("an Append by reference names no log, seq or codecs")
+    return AppendRef(log, seq, tuple(codecs), _back(expires), at)
+
+
+def _ref_of(op: Op, seq: int | None) -> AppendRef | None:
+    """``op`` as a reference to its items in Redis from ``seq`` on (an Append with items only)."""
+    if seq is not None and type(op) is Append and op.items:
+        return AppendRef(op.log, seq, tuple(c for _, c in op.items), op.expires_at, op.at)
+    return None
 
 
 def _special(value: object) -> object:
@@ -85,7 +128,7 @@ _ENCODE: Final[dict[type, Callable[[Any, Blob], list[Any]]]] = {
     Rewrite: lambda o, b: ["rewrite", o.log, o.seq, b(o.data), o.codec],
 }
 
-_DECODE: Final[dict[str, Callable[..., Op]]] = {
+_DECODE: Final[dict[str, Callable[..., Queued]]] = {
     "put": lambda u, k, d, c, e, x: Put(k, u(d), c, _back(e), _back(x)),
     "del": lambda u, k, e: Delete(k, _back(e)),
     "app": lambda u, log, items, x, at: Append(log, tuple((u(d), c) for d, c in items), _back(x), at),
@@ -97,31 +140,39 @@ _DECODE: Final[dict[str, Callable[..., Op]]] = {
         log, tuple(Entry(log, s, u(d), c, t) for s, d, c, t in es), x
     ),
     "rewrite": lambda u, log, seq, d, c: Rewrite(log, seq, u(d), c),
+    "aref": lambda u, log, seq, codecs, x, at: _aref(log, seq, codecs, x, at),
 }
 
 
-def encode(ops: Sequence[Op], now: float) -> bytes:
-    """``ops`` and the batch clock as one ``tier-batch-2`` queue entry.
+def encode(ops: Sequence[Op], now: float, *, seqs: Sequence[int | None] | None = None) -> bytes:
+    """``ops`` and the batch clock as one ``tier-batch-2`` queue entry (``seqs``: ``tier-batch-3``, each
+    Append with items and a seq there — where Redis put its first item — as an :class:`AppendRef`).
 
     A write-behind write pays this on every batch: a batch of Puts, Appends and
     Deletes with plain values (a turn) is written by :func:`_encode_plain`, the same
     bytes with a fraction of the work; anything else by :func:`_encode_any`.
     """
     try:
-        return _encode_plain(ops, now)
+        return _encode_plain(ops, now, seqs)
     except _Unusual:
-        return _encode_any(ops, now)
+        return _encode_any(ops, now, seqs)
 
 
-def _encode_any(ops: Sequence[Op], now: float) -> bytes:
-    """Any batch as a ``tier-batch-2`` entry, through the JSON encoder (the reference encoding)."""
+def _encode_any(ops: Sequence[Op], now: float, seqs: Sequence[int | None] | None = None) -> bytes:
+    """Any batch as a ``tier-batch-2`` (``-3``) entry, through the JSON encoder (the reference encoding)."""
     payloads: list[bytes] = []
 
     def blob(data: bytes) -> int:
         payloads.append(data)
         return len(payloads) - 1
 
-    listed = [_ENCODE[type(op)](op, blob) for op in ops]
+    def listed_op(op: Op, seq: int | None) -> list[Any]:
+        ref = _ref_of(op, seq)
+        if ref is not None:
+            return ["aref", ref.log, ref.seq, list(ref.codecs), _special(ref.expires_at), ref.at]
+        return _ENCODE[type(op)](op, blob)
+
+    listed = [listed_op(op, None if seqs is None else seqs[i]) for i, op in enumerate(ops)]
     doc = _compact({"now": now, "ops": listed, "sizes": [len(p) for p in payloads]})
     head = doc.encode()
     return b"".join([_LEN.pack(len(head)), head, *payloads])
@@ -169,13 +220,17 @@ def _blob(data: object, payloads: list[bytes]) -> int:
     return len(payloads) - 1
 
 
-def _encode_plain(ops: Sequence[Op], now: float) -> bytes:
+def _encode_plain(ops: Sequence[Op], now: float, seqs: Sequence[int | None] | None = None) -> bytes:
     """:func:`_encode_any`'s bytes for Puts, Appends and Deletes, the JSON written directly;
     :class:`_Unusual` for any other op or value (tests/test_tiered_batches.py compares the two)."""
     payloads: list[bytes] = []
     listed: list[str] = []
-    for op in ops:
-        if type(op) is Append:
+    for i, op in enumerate(ops):
+        if type(op) is Append and seqs is not None and seqs[i] is not None and op.items:
+            codecs = ",".join([_name(c) for _, c in op.items])
+            ref = f'["aref",{_name(op.log)},{_number(seqs[i])},[{codecs}],{_scalar(op.expires_at)},{_number(op.at)}]'
+            listed.append(ref)
+        elif type(op) is Append:
             items = ",".join([f"[{_blob(d, payloads)},{_name(c)}]" for d, c in op.items])
             listed.append(f'["app",{_name(op.log)},[{items}],{_scalar(op.expires_at)},{_number(op.at)}]')
         elif type(op) is Put:
@@ -203,13 +258,14 @@ def _binary(data: bytes) -> tuple[dict[str, Any], Unblob]:
     return doc, lambda i: data[spans[i][0] : spans[i][1]]
 
 
-def decode(data: bytes, where: str, codec: str = CODEC) -> tuple[list[Op], float]:
-    """The ops and clock of a queue entry; a :class:`CorruptionError` naming ``where`` if unreadable."""
+def decode(data: bytes, where: str, codec: str = CODEC) -> tuple[list[Queued], float]:
+    """The ops and clock of a queue entry; a :class:`CorruptionError` naming ``where`` if unreadable.
+    Appends by reference (``tier-batch-3``) come back as :class:`AppendRef`."""
     unblob: Unblob
     try:
         if codec == JSON_CODEC:
             doc, unblob = json.loads(data), base64.b64decode
-        elif codec == CODEC:
+        elif codec == CODEC or codec == REF_CODEC:
             doc, unblob = _binary(data)
         else:
             raise ValueError(f"unknown queue entry format {codec!r}")

@@ -50,6 +50,7 @@ from ...errors import ConflictError, CorruptionError
 from ...protocol import Append, Backend, Delete, Entry, Load, LogInfo, Op, OpResult, Put, Record, Trim
 from . import batches, divergence
 from .names import DEAD, LEASE, QUEUE, WATERMARK
+from .refs import resolve
 from .watermark import Watermark as _Watermark
 from .watermark import watermark
 
@@ -188,7 +189,7 @@ def flush_queue(hot: Backend, cold: Backend, lease: Lease, *, follow: bool = Fal
         if not entries:
             break
         lease.hold()  # the lease survived the read, so Redis was not wiped: these are the epoch's entries
-        for group in _groups(entries, grouped):
+        for group in _groups(hot, entries, grouped):
             _replay_group(hot, cold, mark, group)
             done += len(group)
             lease.renew()
@@ -220,21 +221,28 @@ class _Queued:
     """The batch's clock: the time Redis wrote it, which PostgreSQL stores too."""
 
 
-def _groups(entries: Sequence[Entry], grouped: bool) -> Iterator[list[_Queued]]:
-    """``entries`` decoded, in groups replayed one transaction each (one batch each unless ``grouped``).
+def _groups(hot: Backend, entries: Sequence[Entry], grouped: bool) -> Iterator[list[_Queued]]:
+    """``entries`` decoded (Appends by reference read back from ``hot``: :mod:`.refs`), in groups
+    replayed one transaction each (one batch each unless ``grouped``).
 
-    An entry that cannot be decoded ends the replay there (as it did one batch at a time): the
-    group before it is still replayed, then its :class:`CorruptionError` is raised.
+    An entry that cannot be decoded or resolved ends the replay there (as it did one batch at a
+    time): the groups before it are still replayed, then its :class:`CorruptionError` is raised.
     """
+    decoded: list[tuple[Sequence[batches.Queued], float, str]] = []
+    error: CorruptionError | None = None
+    for entry in entries:
+        where = f"{QUEUE}#{entry.seq}"
+        try:
+            queued, now = batches.decode(entry.data, where, entry.codec)
+        except CorruptionError as exc:
+            error = exc
+            break
+        decoded.append((queued, now, where))
+    resolved, unresolved = resolve(hot, decoded)
+    error = unresolved or error
     group: list[_Queued] = []
     size = count = 0
-    for entry in entries:
-        try:
-            ops, now = batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
-        except CorruptionError:
-            if group:
-                yield group
-            raise
+    for entry, ops, (_, now, _) in zip(entries, resolved, decoded):
         if group and (not grouped or size + len(entry.data) > GROUP_BYTES or count + len(ops) > GROUP_OPS):
             yield group
             group, size, count = [], 0, 0
@@ -242,6 +250,8 @@ def _groups(entries: Sequence[Entry], grouped: bool) -> Iterator[list[_Queued]]:
         size, count = size + len(entry.data), count + len(ops)
     if group:
         yield group
+    if error is not None:
+        raise error
 
 
 def _replay_group(hot: Backend, cold: Backend, mark: _Watermark, group: list[_Queued]) -> None:
@@ -267,24 +277,28 @@ def _replay(
     hot: Backend, cold: Backend, mark: _Watermark, entry: Entry, decoded: tuple[list[Op], float] | None = None
 ) -> None:
     """Replay one queued batch in its own transaction; a batch PostgreSQL refuses goes to the dead letters."""
-    ops, now = decoded or batches.decode(entry.data, f"{QUEUE}#{entry.seq}", entry.codec)
+    if decoded is None:
+        queued = next(_groups(hot, [entry], False))[0]
+        decoded = queued.ops, queued.now
+    ops, now = decoded
     try:
         results = cold.apply([*mark.ops([entry]), *ops], now=now)
     except ConflictError as exc:
         if exc.key == WATERMARK:
             raise LeaseHeld() from None  # another flusher committed it: it owns the queue now
-        _dead_letter(hot, entry, exc)
+        _dead_letter(hot, entry, ops, now, exc)
         results = cold.apply(mark.ops([entry]), now=now)
     mark.advanced(entry, results[0])
 
 
-def _dead_letter(hot: Backend, entry: Entry, exc: ConflictError) -> None:
-    """Keep a batch PostgreSQL refused (the tiers diverged) in Redis, logged, instead of dropping it."""
+def _dead_letter(hot: Backend, entry: Entry, ops: list[Op], now: float, exc: ConflictError) -> None:
+    """Keep a batch PostgreSQL refused (the tiers diverged) in Redis, logged, instead of dropping it —
+    whole (its Appends by reference read back), as the entries it named may be trimmed later."""
     log.error(
         "statekeel tiered: PostgreSQL refused queued batch %s on replay (%s); it is kept in Redis under %r "
         "for inspection and the flusher goes on", entry.seq, exc, DEAD,
     )  # fmt: skip
-    hot.apply([Append(DEAD, ((entry.data, entry.codec),))])
+    hot.apply([Append(DEAD, ((batches.encode(ops, now), batches.CODEC),))])
 
 
 def noop_batch() -> bytes:

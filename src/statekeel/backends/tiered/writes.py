@@ -168,10 +168,58 @@ class MarkerVersions:
         return None
 
 
-def behind_batch(ops: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, now: float) -> list[Op]:
-    """The one Redis batch of a write-behind write: checks (one per partition), ops, queue entry."""
-    entry = batches.encode(ops, now)
-    return [*seen.check(parts), *ops, Append(QUEUE, ((entry, batches.CODEC),))]
+class NextSeqs:
+    """This handle's guess of the seq each log it appends to gives next: write-behind pins every
+    Append in Redis (``at=``), so its queue entry can name the entries instead of holding a second
+    copy (:class:`.batches.AppendRef`; the queued Append keeps the caller's ``at``). A wrong guess
+    (another writer appended, the log expired) is refused by Redis like a moved marker: the batch is
+    retried at the seq Redis reported."""
+
+    def __init__(self, hot: Backend) -> None:
+        self._hot = hot
+        self._next: dict[str, int] = {}
+
+    def pin(self, ops: Sequence[Op]) -> tuple[list[Op], set[str]]:
+        """``ops`` with each Append that has items and no ``at`` pinned; and the logs so pinned."""
+        out, mine = list(ops), set()
+        for i, op in enumerate(ops):
+            if type(op) is Append and op.at is None and op.items:
+                at = self._next.get(op.log)
+                if at is None:
+                    if len(self._next) > MarkerVersions.LIMIT:
+                        self._next.clear()
+                    info = self._hot.log_info(op.log)
+                    at = 1 if info is None else info.last_seq + 1
+                out[i] = Append(op.log, op.items, op.expires_at, at)
+                self._next[op.log] = at + len(op.items)  # a second Append of the log in the batch follows it
+                mine.add(op.log)
+        return out, mine
+
+    def learn(self, ops: Sequence[Op], results: Sequence[OpResult]) -> None:
+        """After the batch was accepted: where each log it appended to goes on."""
+        for op, first in zip(ops, results):
+            if type(op) is Append and op.items and type(first) is int:
+                self._next[op.log] = first + len(op.items)
+
+    def refused(self, exc: ConflictError, mine: set[str]) -> bool:
+        """Whether ``exc`` refused one of the Appends this handle pinned (forgotten: retry)."""
+        for log in mine:
+            self._next.pop(log, None)  # every guess of the refused batch is in doubt
+        if exc.key not in mine:
+            return False
+        if isinstance(exc.actual, int):  # the log's last seq, as Redis numbers it (an emptied log may look absent)
+            self._next[exc.key] = exc.actual + 1
+        return True
+
+
+def behind_batch(
+    ops: Sequence[Op], pinned: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, now: float
+) -> list[Op]:
+    """The one Redis batch of a write-behind write: checks (one per partition), the ops as ``pinned``,
+    and the queue entry of ``ops`` (Appends by reference to their items in this very batch)."""
+    seqs = [p.at if type(p) is Append else None for p in pinned]
+    entry = batches.encode(ops, now, seqs=seqs)
+    return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),))]
 
 
 def through_hot(hot: Backend, ops: Sequence[Op], parts: list[str], results: Sequence[OpResult], now: float) -> None:
