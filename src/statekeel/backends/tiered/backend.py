@@ -269,14 +269,15 @@ class TieredBackend(Backend):
             self.maintenance.flag_dirty()
 
     def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
-        hydrations = 0
+        hydrations, guess = 0, True
         for _ in range(_BEHIND_TRIES):
             try:
-                pinned, mine = self._seqs.pin(ops)
-                results = self.hot.apply(behind_batch(ops, pinned, parts, self._versions, now), now=now)
+                pinned, mine, seqs = self._seqs.pin(ops, guess)
+                results = self.hot.apply(behind_batch(ops, pinned, seqs, parts, self._versions, now), now=now)
             except ConflictError as exc:
+                guess = False  # contended: from now on this write queues its items inline, as it retries
                 if self._seqs.refused(exc, mine):
-                    continue  # another writer appended to the log (or it expired): look it up again
+                    continue  # another writer appended to the log (or it expired)
                 missing = self._versions.refused(exc)  # re-raises a conflict of the caller's ops
                 if missing is not None:
                     if hydrations == _HYDRATE_TRIES:

@@ -179,21 +179,28 @@ class NextSeqs:
         self._hot = hot
         self._next: dict[str, int] = {}
 
-    def pin(self, ops: Sequence[Op]) -> tuple[list[Op], set[str]]:
-        """``ops`` with each Append that has items and no ``at`` pinned; and the logs so pinned."""
-        out, mine = list(ops), set()
+    def pin(self, ops: Sequence[Op], guess: bool = True) -> tuple[list[Op], set[str], list[int | None]]:
+        """``ops`` with each Append that has items and no ``at`` pinned at the guessed seq (``guess``;
+        not for a log the caller pins itself in this batch: a conflict on it is then the caller's);
+        the logs so pinned; and where each op's items go in Redis, where known (None: queued inline)."""
+        out, mine, seqs = list(ops), set(), [None if type(op) is not Append else op.at for op in ops]
+        given = {op.log for op in ops if type(op) is Append and op.at is not None}
         for i, op in enumerate(ops):
-            if type(op) is Append and op.at is None and op.items:
-                at = self._next.get(op.log)
-                if at is None:
-                    if len(self._next) > MarkerVersions.LIMIT:
-                        self._next.clear()
-                    info = self._hot.log_info(op.log)
-                    at = 1 if info is None else info.last_seq + 1
-                out[i] = Append(op.log, op.items, op.expires_at, at)
-                self._next[op.log] = at + len(op.items)  # a second Append of the log in the batch follows it
-                mine.add(op.log)
-        return out, mine
+            if type(op) is not Append or op.at is not None or not op.items:
+                continue
+            if not guess or op.log in given:
+                seqs = [None if type(o) is Append and o.log == op.log else q for o, q in zip(ops, seqs)]
+                continue
+            at = self._next.get(op.log)
+            if at is None:
+                if len(self._next) > MarkerVersions.LIMIT:
+                    self._next.clear()
+                info = self._hot.log_info(op.log)
+                at = 1 if info is None else info.last_seq + 1
+            out[i], seqs[i] = Append(op.log, op.items, op.expires_at, at), at
+            self._next[op.log] = at + len(op.items)  # a second Append of the log in the batch follows it
+            mine.add(op.log)
+        return out, mine, seqs
 
     def learn(self, ops: Sequence[Op], results: Sequence[OpResult]) -> None:
         """After the batch was accepted: where each log it appended to goes on."""
@@ -212,12 +219,10 @@ class NextSeqs:
         return True
 
 
-def behind_batch(
-    ops: Sequence[Op], pinned: Sequence[Op], parts: Sequence[str], seen: MarkerVersions, now: float
-) -> list[Op]:
+def behind_batch(ops: Sequence[Op], pinned: Sequence[Op], seqs: Sequence[int | None], parts: Sequence[str],
+                 seen: MarkerVersions, now: float) -> list[Op]:  # fmt: skip
     """The one Redis batch of a write-behind write: checks (one per partition), the ops as ``pinned``,
-    and the queue entry of ``ops`` (Appends by reference to their items in this very batch)."""
-    seqs = [p.at if type(p) is Append else None for p in pinned]
+    and the queue entry of ``ops`` (Appends by reference to their items in this very batch, from ``seqs``)."""
     entry = batches.encode(ops, now, seqs=seqs)
     return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),))]
 
