@@ -13,7 +13,7 @@ import statekeel
 from statekeel import CorruptionError
 from statekeel.backends.tiered import batches
 from statekeel.backends.tiered.names import DEAD, QUEUE
-from statekeel.protocol import Append, Rewrite
+from statekeel.protocol import Append, Rewrite, Trim
 from test_tiered import _cold_history, _history, _open, _say, _tiers, pg, rd, urls  # noqa: F401
 
 
@@ -35,17 +35,21 @@ def test_a_turns_queue_entry_names_its_messages_instead_of_copying_them(urls: tu
         assert tiers.hot.log_info(DEAD) is None
 
 
-def test_entries_trimmed_before_the_flush_replay_as_placeholders_the_trim_removes(urls: tuple[str, str]) -> None:
+def test_entries_a_batch_trims_itself_replay_as_placeholders_the_same_batch_removes(urls: tuple[str, str]) -> None:
+    """A batch appending three entries and trimming the first two: when it is replayed Redis holds only
+    the third, so the first two go to PostgreSQL empty — and the batch's own trim, in the same
+    transaction, removes them. PostgreSQL ends as Redis, numbering included."""
     with _open(urls, "write-behind") as store:
         tiers = _tiers(store)
-        _say(store, "a", "b", "c")
-        store.session("s").clear()
-        _say(store, "d")
+        log = "session/p/log"
+        items = ((b"1", "raw"), (b"2", "raw"), (b"3", "raw"))
+        assert tiers.apply([Append(log, items), Trim(log, 3)]) == [1, 2]
+        assert tiers.flush() >= 1
+        assert [(e.seq, e.data) for e in tiers.cold.read(log)] == [(3, b"3")] == [(e.seq, e.data) for e in tiers.hot.read(log)]
+        assert tiers.apply([Append(log, ((b"4", "raw"),))]) == [4]
         tiers.flush()
-        assert _cold_history(urls) == _history(store) == ["d"]
-        with statekeel.open(urls[1]) as cold:
-            found = cold.find_session("s")
-            assert found is not None and len(found) == 1
+        assert [(e.seq, e.data) for e in tiers.cold.read(log)] == [(3, b"3"), (4, b"4")]
+        assert tiers.hot.log_info(DEAD) is None
 
 
 def test_a_log_that_expired_before_the_flush_is_replayed_expired_and_started_again(urls: tuple[str, str]) -> None:
@@ -121,3 +125,23 @@ def test_an_entry_redis_lost_stops_the_flush_with_the_queue_kept(urls: tuple[str
             tiers.flush()
         assert tiers.hot.read(QUEUE)[-1].seq == seq  # kept
         assert _cold_history(urls) == ["a"]
+
+
+def test_a_trim_waits_until_what_was_queued_before_it_is_in_postgres_with_its_messages(urls: tuple[str, str]) -> None:
+    """clear() after queued turns: the queue is replayed first, while Redis still holds the messages its
+    entries name — PostgreSQL never commits a placeholder that only the (still queued) trim would remove,
+    so losing Redis before the next flush leaves the messages as they were, not emptied."""
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a", "b")
+        log = "session/s/history"
+        assert tiers.cold.read(log) == []  # queued only
+        store.session("s").clear()
+        stored = tiers.cold.read(log)
+        assert [e.seq for e in stored] == [1, 2] and all(e.data for e in stored)  # replayed before the trim
+        assert _history(store) == []
+        tiers.flush()
+        assert _cold_history(urls) == []
+        _say(store, "c")
+        tiers.flush()
+        assert _cold_history(urls) == _history(store) == ["c"]

@@ -25,7 +25,8 @@ from .divergence import problems
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
 from .names import DIRTY, LEASE, QUEUE, SPANNING, is_reserved, lock, marker, prefix_partition
-from .writes import MarkerVersions, NextSeqs, behind_batch, behind_partitions, partitions, spans_partitions, through_hot
+from .writes import (MarkerVersions, NextSeqs, behind_batch, behind_partitions, partitions, removes_entries,
+                     spans_partitions, through_hot)
 
 log = logging.getLogger("statekeel.tiered")
 
@@ -242,9 +243,13 @@ class TieredBackend(Backend):
         now = time.time() if now is None else now
         if self.behind:
             parts = behind_partitions(ops, self._partition_of)
+            if parts is not None and not removes_entries(ops, now):
+                return self._write_behind(ops, parts, now)
+            # a cross-partition Expire lands after everything queued before it; a batch that removes log
+            # entries (a trim, an expiry now) after what names them was replayed with them (refs.py)
+            self.flush()
             if parts is not None:
                 return self._write_behind(ops, parts, now)
-            self.flush()  # a cross-partition Expire lands after everything queued before it
         return self._write_through(ops, now)
 
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:

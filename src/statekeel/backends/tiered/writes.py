@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ...errors import ConflictError
-from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, op_target
+from ...protocol import ANY, Append, Backend, Delete, Expire, Op, OpResult, Put, Record, Touch, Trim, op_target
 from ...protocol import keys
 from . import batches
 from .hydrate import MARKER_CODEC, drop
@@ -55,6 +55,21 @@ def partitions(ops: Sequence[Op]) -> list[str]:
         if part is not None:
             seen.setdefault(part)
     return list(seen)
+
+
+def removes_entries(ops: Sequence[Op], now: float) -> bool:
+    """Whether ``ops`` remove log entries now: a Trim, or an Expire or Touch ending what it reaches.
+    Write-behind replays what was queued before such a batch first, while Redis still holds the
+    entries its queue entries name (:mod:`.refs`); an expiry in the future (a TTL renewed) does not."""
+    for op in ops:
+        if type(op) is Trim:
+            return True
+        if type(op) is Expire or type(op) is Touch:
+            when = op.expires_at
+            if type(when) is float or type(when) is int:
+                if when <= now:
+                    return True
+    return False
 
 
 def spans_partitions(op: Op) -> bool:
