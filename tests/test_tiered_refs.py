@@ -145,3 +145,30 @@ def test_a_trim_waits_until_what_was_queued_before_it_is_in_postgres_with_its_me
         _say(store, "c")
         tiers.flush()
         assert _cold_history(urls) == _history(store) == ["c"]
+
+
+def test_a_turn_queued_between_a_trims_flush_and_the_trim_is_replayed_before_it_too(urls: tuple[str, str]) -> None:
+    """Another writer queues a turn after the trimming handle replayed the queue and before its trim
+    is accepted: the trim's queue entry was pinned right after what the replay covered, so it is
+    refused, the queue replayed again (that turn with its message), and the trim accepted after it."""
+    with _open(urls, "write-behind") as trimming, _open(urls, "write-behind") as other:
+        _say(other, "a", "b")
+        tiers = _tiers(trimming)
+        catch_up, calls = tiers.maintenance.catch_up, []
+
+        def catch_up_then_another_turn() -> int | None:
+            done = catch_up()
+            calls.append(done)
+            if len(calls) == 1:
+                _say(other, "c")  # queued after this replay, before the trim
+            return done
+
+        tiers.maintenance.catch_up = catch_up_then_another_turn  # type: ignore[method-assign]
+        trimming.session("s").clear()
+        assert len(calls) == 2  # the first attempt was refused: the queue had moved on
+        stored = tiers.cold.read("session/s/history")
+        assert [e.seq for e in stored] == [1, 2, 3] and all(e.data for e in stored)
+        tiers.flush()
+        # clear() trims what it saw (up to seq 2): the turn written meanwhile stays, in both tiers
+        assert _cold_history(urls) == _history(trimming) == _history(other) == ["c"]
+        assert tiers.hot.log_info(DEAD) is None

@@ -243,14 +243,32 @@ class TieredBackend(Backend):
         now = time.time() if now is None else now
         if self.behind:
             parts = behind_partitions(ops, self._partition_of)
-            if parts is not None and not removes_entries(ops, now):
-                return self._write_behind(ops, parts, now)
-            # a cross-partition Expire lands after everything queued before it; a batch that removes log
-            # entries (a trim, an expiry now) after what names them was replayed with them (refs.py)
-            self.flush()
             if parts is not None:
+                if removes_entries(ops, now):
+                    return self._behind_after_flush(ops, parts, now)
                 return self._write_behind(ops, parts, now)
+            self.flush()  # a cross-partition Expire lands after everything queued before it
         return self._write_through(ops, now)
+
+    def _behind_after_flush(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
+        """A write-behind batch that trims or expires log entries now: queued only once everything
+        queued before it is in PostgreSQL — the queue is replayed first, and the batch's queue entry is
+        pinned right after what that replay covered, so a batch another writer queued meanwhile
+        (whose entries this one may remove) is replayed first too. Otherwise the flusher would
+        replay such Appends by reference after their entries went, as placeholders only this
+        batch removes in PostgreSQL (:mod:`.refs`)."""
+        for _ in range(_BEHIND_TRIES):
+            end = self.maintenance.queue_end()
+            self.flush()
+            try:
+                return self._write_behind(ops, parts, now, queue_at=1 if end is None else end[1] + 1)
+            except ConflictError as exc:
+                if exc.key != QUEUE:
+                    raise
+        raise UnavailableError(
+            "statekeel tiered: other writers kept queueing batches while a trim waited for the queue to be "
+            "replayed; nothing was written — retry"
+        )
 
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
         parts = partitions(ops)
@@ -273,12 +291,13 @@ class TieredBackend(Backend):
         except StatekeelError:  # Redis down or full: its copy may be stale, so its whole cache goes later
             self.maintenance.flag_dirty()
 
-    def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
+    def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float, queue_at: int | None = None
+                      ) -> list[OpResult]:  # fmt: skip
         hydrations, guess = 0, True
         for _ in range(_BEHIND_TRIES):
             try:
                 pinned, mine, seqs = self._seqs.pin(ops, guess)
-                results = self.hot.apply(behind_batch(ops, pinned, seqs, parts, self._versions, now), now=now)
+                results = self.hot.apply(behind_batch(ops, pinned, seqs, parts, self._versions, now, queue_at), now=now)
             except ConflictError as exc:
                 guess = False  # contended: from now on this write queues its items inline, as it retries
                 if self._seqs.refused(exc, mine):

@@ -11,10 +11,9 @@ re-encoded it since; the rewrite is queued after the batch, so PostgreSQL ends t
 An entry that is not there any more is accounted for only if Redis' log no longer holds
 that seq as written: trimmed (its first seq is past it), expired (the log is gone), or
 expired and started again (created after the batch). The batch itself did that (it trims
-what it appends), or its own expiry did — or, rarely, a later batch: a batch that trims or
-expires now is written only after the queue before it was replayed (:func:`.writes.removes_entries`),
-so only a writer that appended in between leaves such entries for the next flush. The item is
-replayed as an empty placeholder, which that trim or expiry then removes in PostgreSQL too. Anything else — the log still claims the seq but the
+what it appends) or its own expiry did: a batch that trims or expires now is queued only once
+everything queued before it is in PostgreSQL (:meth:`.backend.TieredBackend._behind_after_flush`).
+The item is replayed as an empty placeholder, which that trim or expiry removes in PostgreSQL too. Anything else — the log still claims the seq but the
 entry is missing or another one — means Redis lost data it acknowledged (an eviction
 policy other than ``noeviction``): the flush stops with a :class:`CorruptionError`
 naming the batch, the queue kept, rather than replay a batch it cannot reconstruct.

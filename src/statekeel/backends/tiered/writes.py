@@ -235,11 +235,12 @@ class NextSeqs:
 
 
 def behind_batch(ops: Sequence[Op], pinned: Sequence[Op], seqs: Sequence[int | None], parts: Sequence[str],
-                 seen: MarkerVersions, now: float) -> list[Op]:  # fmt: skip
+                 seen: MarkerVersions, now: float, queue_at: int | None = None) -> list[Op]:  # fmt: skip
     """The one Redis batch of a write-behind write: checks (one per partition), the ops as ``pinned``,
-    and the queue entry of ``ops`` (Appends by reference to their items in this very batch, from ``seqs``)."""
+    and the queue entry of ``ops`` (Appends by reference to their items in this very batch, from ``seqs``;
+    at ``queue_at`` in the queue if given)."""
     entry = batches.encode(ops, now, seqs=seqs)
-    return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),))]
+    return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),), at=queue_at)]
 
 
 def through_hot(hot: Backend, ops: Sequence[Op], parts: list[str], results: Sequence[OpResult], now: float) -> None:
