@@ -4,16 +4,18 @@ batch trimmed or expired, and stops — the queue kept — when Redis lost entri
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
 import statekeel
-from statekeel import CorruptionError
+from statekeel import CorruptionError, UnavailableError
 from statekeel.backends.tiered import batches
 from statekeel.backends.tiered.names import DEAD, QUEUE
 from statekeel.protocol import Append, Rewrite, Trim
+from statekeel.testing.servers import PostgresServer
 from test_tiered import _cold_history, _history, _open, _say, _tiers, pg, rd, urls  # noqa: F401
 
 
@@ -171,4 +173,32 @@ def test_a_turn_queued_between_a_trims_flush_and_the_trim_is_replayed_before_it_
         tiers.flush()
         # clear() trims what it saw (up to seq 2): the turn written meanwhile stays, in both tiers
         assert _cold_history(urls) == _history(trimming) == _history(other) == ["c"]
+        assert tiers.hot.log_info(DEAD) is None
+
+
+def test_a_trim_is_accepted_while_postgres_is_down_and_replayed_after_what_it_trims(
+    urls: tuple[str, str], pg: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Write-behind keeps accepting writes while PostgreSQL is down — a clear() too: it cannot wait for
+    the queue, so it is queued behind it, and the replay gives PostgreSQL the same end state."""
+    with _open(urls, "write-behind") as store:
+        tiers = _tiers(store)
+        _say(store, "a")
+        tiers.flush()
+        pg.kill()
+        _say(store, "b", "c")
+        with caplog.at_level(logging.WARNING, "statekeel.tiered"):
+            store.session("s").clear()
+        assert "could not be replayed before a trim" in caplog.text
+        _say(store, "d")
+        assert _history(store) == ["d"]
+        pg.restart()
+        for _ in range(3):  # the pool replaces the connections the restart broke
+            try:
+                tiers.flush()
+                break
+            except UnavailableError:
+                continue
+        assert _cold_history(urls) == ["d"]
+        assert [e.seq for e in tiers.cold.read("session/s/history")] == [4]
         assert tiers.hot.log_info(DEAD) is None

@@ -256,10 +256,17 @@ class TieredBackend(Backend):
         pinned right after what that replay covered, so a batch another writer queued meanwhile
         (whose entries this one may remove) is replayed first too. Otherwise the flusher would
         replay such Appends by reference after their entries went, as placeholders only this
-        batch removes in PostgreSQL (:mod:`.refs`)."""
+        batch removes in PostgreSQL (:mod:`.refs`). With PostgreSQL (or the flusher) unavailable it is
+        queued behind the rest like any write (write-behind keeps accepting): the earlier Appends are
+        then replayed as placeholders that this batch, replayed with them, removes."""
         for _ in range(_BEHIND_TRIES):
-            end = self.maintenance.queue_end()
-            self.flush()
+            try:
+                end = self.maintenance.queue_end()
+                self.flush()
+            except UnavailableError as exc:
+                log.warning("statekeel tiered: the queue could not be replayed before a trim (%s); the trim is "
+                            "queued behind it", exc)  # fmt: skip
+                return self._write_behind(ops, parts, now)
             try:
                 return self._write_behind(ops, parts, now, queue_at=1 if end is None else end[1] + 1)
             except ConflictError as exc:
