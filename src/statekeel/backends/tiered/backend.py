@@ -24,7 +24,7 @@ from .config import Mode, OnHotFailure, Settings
 from .divergence import problems
 from .hydrate import Hydrator, LocksPartitions, drop, hydrate
 from .maintenance import Maintenance
-from .names import DIRTY, LEASE, QUEUE, SPANNING, is_reserved, lock, marker, prefix_partition
+from .names import DIRTY, LEASE, MARKERS, QUEUE, SPANNING, is_reserved, lock, marker, prefix_partition
 from .writes import (MarkerVersions, NextSeqs, behind_batch, behind_partitions, partitions, removes_entries,
                      spans_partitions, through_hot)
 
@@ -252,29 +252,30 @@ class TieredBackend(Backend):
 
     def _behind_after_flush(self, ops: Sequence[Op], parts: list[str], now: float) -> list[OpResult]:
         """A write-behind batch that trims or expires log entries now: queued only once everything
-        queued before it is in PostgreSQL — the queue is replayed first, and the batch's queue entry is
-        pinned right after what that replay covered, so a batch another writer queued meanwhile
-        (whose entries this one may remove) is replayed first too. Otherwise the flusher would
-        replay such Appends by reference after their entries went, as placeholders only this
-        batch removes in PostgreSQL (:mod:`.refs`). With PostgreSQL (or the flusher) unavailable it is
-        queued behind the rest like any write (write-behind keeps accepting): the earlier Appends are
-        then replayed as placeholders that this batch, replayed with them, removes."""
+        queued for its partitions before it is in PostgreSQL. Their markers are read, the queue is
+        replayed, and the batch checks the markers at exactly what was read — a write to one of the
+        partitions meanwhile (whose entries this batch may remove) moves it: the batch is refused,
+        and the queue replayed again. Otherwise the flusher would replay such Appends by reference
+        after their entries went, as placeholders only this batch removes in PostgreSQL (:mod:`.refs`).
+        With PostgreSQL (or the flusher) unavailable it is queued behind the rest like any write
+        (write-behind keeps accepting): the earlier Appends are then replayed as placeholders that this
+        batch, replayed with them, removes. A partition Redis does not cache has nothing queued."""
         for _ in range(_BEHIND_TRIES):
             try:
-                end = self.maintenance.queue_end()
+                fenced = self._versions.fence(self.hot, parts)
                 self.flush()
             except UnavailableError as exc:
                 log.warning("statekeel tiered: the queue could not be replayed before a trim (%s); the trim is "
                             "queued behind it", exc)  # fmt: skip
                 return self._write_behind(ops, parts, now)
             try:
-                return self._write_behind(ops, parts, now, queue_at=1 if end is None else end[1] + 1)
+                return self._write_behind(ops, parts, now, fenced=fenced)
             except ConflictError as exc:
-                if exc.key != QUEUE:
-                    raise
+                if not exc.key.startswith(MARKERS):
+                    raise  # the caller's
         raise UnavailableError(
-            "statekeel tiered: other writers kept queueing batches while a trim waited for the queue to be "
-            "replayed; nothing was written — retry"
+            "statekeel tiered: other writers kept writing to the partition while a trim waited for the queue "
+            "to be replayed; nothing was written — retry"
         )
 
     def _write_through(self, ops: Sequence[Op], now: float) -> list[OpResult]:
@@ -298,15 +299,18 @@ class TieredBackend(Backend):
         except StatekeelError:  # Redis down or full: its copy may be stale, so its whole cache goes later
             self.maintenance.flag_dirty()
 
-    def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float, queue_at: int | None = None
+    def _write_behind(self, ops: Sequence[Op], parts: list[str], now: float, fenced: bool = False
                       ) -> list[OpResult]:  # fmt: skip
+        """``fenced``: the markers were read just now (:meth:`_behind_after_flush`): a moved one is raised."""
         hydrations, guess = 0, True
         for _ in range(_BEHIND_TRIES):
             try:
                 pinned, mine, seqs = self._seqs.pin(ops, guess)
-                results = self.hot.apply(behind_batch(ops, pinned, seqs, parts, self._versions, now, queue_at), now=now)
+                results = self.hot.apply(behind_batch(ops, pinned, seqs, parts, self._versions, now), now=now)
             except ConflictError as exc:
                 guess = False  # contended: from now on this write queues its items inline, as it retries
+                if fenced and exc.key.startswith(MARKERS):
+                    raise  # another write reached the partition since the markers were read
                 if self._seqs.refused(exc, mine):
                     continue  # another writer appended to the log (or it expired)
                 missing = self._versions.refused(exc)  # re-raises a conflict of the caller's ops

@@ -168,6 +168,17 @@ class MarkerVersions:
             if isinstance(rec, Record):
                 self._seen[part] = rec.version
 
+    def fence(self, hot: Backend, parts: Sequence[str]) -> bool:
+        """Read the markers of ``parts`` now and check against exactly those versions from now on (a
+        write to one of them since moves its marker: the check refuses). False if one is not cached."""
+        found = hot.get_many([self._marker(p) for p in parts])
+        if any(rec is None for rec in found):
+            return False
+        for part, rec in zip(parts, found):
+            assert rec is not None
+            self._seen[part] = rec.version
+        return True
+
     def refused_missing(self, part: str) -> None:
         """``part`` is not cached: hydration starts its marker again at version 1."""
         self._seen.pop(part, None)
@@ -235,12 +246,11 @@ class NextSeqs:
 
 
 def behind_batch(ops: Sequence[Op], pinned: Sequence[Op], seqs: Sequence[int | None], parts: Sequence[str],
-                 seen: MarkerVersions, now: float, queue_at: int | None = None) -> list[Op]:  # fmt: skip
+                 seen: MarkerVersions, now: float) -> list[Op]:  # fmt: skip
     """The one Redis batch of a write-behind write: checks (one per partition), the ops as ``pinned``,
-    and the queue entry of ``ops`` (Appends by reference to their items in this very batch, from ``seqs``;
-    at ``queue_at`` in the queue if given)."""
+    and the queue entry of ``ops`` (Appends by reference to their items in this very batch, from ``seqs``)."""
     entry = batches.encode(ops, now, seqs=seqs)
-    return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),), at=queue_at)]
+    return [*seen.check(parts), *pinned, Append(QUEUE, ((entry, batches.REF_CODEC),))]
 
 
 def through_hot(hot: Backend, ops: Sequence[Op], parts: list[str], results: Sequence[OpResult], now: float) -> None:
