@@ -3,20 +3,23 @@
 A write-behind batch writes its Appends into Redis' copy of each log and, in the same
 atomic batch, a queue entry that names them (:class:`.batches.AppendRef`: the log, the
 seq of the first item, the codecs) instead of holding their bytes again. Replaying it,
-the flusher reads those entries from Redis (and replays the Append with its own ``at``,
-usually none: PostgreSQL numbers it, which after a failover may differ from Redis): an entry at that seq with the batch's clock
-as its ``created_at`` is the one the batch wrote (a rewrite — key rotation — may have
-re-encoded it since; the rewrite is queued after the batch, so PostgreSQL ends the same).
+the flusher reads those entries from Redis and replays the Append with its own ``at``
+(usually none: PostgreSQL numbers it, which after a failover may differ from Redis). An
+entry at that seq with the batch's clock as its ``created_at`` is the one the batch wrote
+(a rewrite — key rotation — may have re-encoded it since; the rewrite is queued after the
+batch, so PostgreSQL ends the same).
 
 An entry that is not there any more is accounted for only if Redis' log no longer holds
 that seq as written: trimmed (its first seq is past it), expired (the log is gone), or
 expired and started again (created after the batch). The batch itself did that (it trims
-what it appends) or its own expiry did: a batch that trims or expires now is queued only once
-everything queued before it is in PostgreSQL (:meth:`.backend.TieredBackend._behind_after_flush`).
-The item is replayed as an empty placeholder, which that trim or expiry removes in PostgreSQL too. Anything else — the log still claims the seq but the
-entry is missing or another one — means Redis lost data it acknowledged (an eviction
-policy other than ``noeviction``): the flush stops with a :class:`CorruptionError`
-naming the batch, the queue kept, rather than replay a batch it cannot reconstruct.
+what it appends) or the log's expiry did: a batch that trims or expires now is queued only
+once everything queued for its partitions is in PostgreSQL
+(:meth:`.backend.TieredBackend._behind_after_flush`). The item is replayed as an empty
+placeholder, which that trim or expiry removes in PostgreSQL too. Anything else — the log
+still claims the seq but the entry is missing or another one — means Redis lost data it
+acknowledged (an eviction policy other than ``noeviction``): the flush stops with a
+:class:`CorruptionError` naming the batch, the queue kept, rather than replay a batch it
+cannot reconstruct.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ _SPAN = 4
 what they name (plus 64 seqs): a page's Appends to one log are usually back to back."""
 
 
-def resolve(hot: Backend, batches: Sequence[tuple[Sequence[Queued], float, str]]) -> tuple[list[list[Op]], CorruptionError | None]:
+def resolve(
+    hot: Backend, batches: Sequence[tuple[Sequence[Queued], float, str]]
+) -> tuple[list[list[Op]], CorruptionError | None]:
     """Each batch's ops with its Appends by reference read back from ``hot``, in order, as far as the
     first batch that cannot be (then its error; the batches before it are returned)."""
     entries = _read(hot, [(ref, now) for ops, now, _ in batches for ref in ops if isinstance(ref, AppendRef)])
@@ -83,5 +88,5 @@ def _append(hot: Backend, ref: AppendRef, now: float, entries: dict[tuple[str, i
                 "maxmemory-policy noeviction?). The entry stays in the queue; see docs/tiered.md",
                 where,
             )
-        items.append((b"", codec))  # trimmed or expired by a later batch, which PostgreSQL replays too
+        items.append((b"", codec))  # trimmed by this batch or expired: removed in PostgreSQL too
     return Append(ref.log, tuple(items), ref.expires_at, ref.at)
