@@ -1,6 +1,7 @@
 """Write-behind queue entries name their Appends' items instead of copying them (tiered/refs.py), on
-real Redis and PostgreSQL: the flusher reads them back from Redis' log, accounts for entries a later
-batch trimmed or expired, and stops — the queue kept — when Redis lost entries it acknowledged."""
+real Redis and PostgreSQL: the flusher reads them back from Redis' log, accounts for entries the batch
+itself trimmed or their expiry removed, a trim waits for what was queued before it, and the flush stops —
+the queue kept — when Redis lost entries it acknowledged."""
 
 from __future__ import annotations
 
