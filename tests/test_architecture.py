@@ -127,3 +127,14 @@ def test_a_tenant_handle_does_not_migrate_the_store(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="migrate the store itself"):
             view.migrate()
         assert store.backend.migrate(check=True).current == 0  # the refusal changed nothing
+
+
+def test_no_module_draws_from_the_global_random_generator() -> None:
+    """Backoff jitter comes from generators of statekeel's own: a caller that seeds ``random`` for a
+    reproducible run must not have its sequence consumed (or its contenders back off in step)."""
+    import re
+
+    drawn = re.compile(r"(?<![\w.])random\.(random|uniform|choice|choices|randint|randrange|shuffle|sample|gauss)\(")
+    found = [f"{p.relative_to(PACKAGE)}:{n}" for p in PACKAGE.rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if drawn.search(line)]  # fmt: skip
+    assert found == []

@@ -21,6 +21,10 @@ from . import _native
 from ._generated import _StateViewForwards
 from ._worker import Worker
 
+_JITTER = random.Random()
+"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
+sequence a retry must not consume), and contenders seeded alike would back off in step."""
+
 __all__ = ["AsyncStateView"]
 
 
@@ -198,7 +202,7 @@ class AsyncStateView(_StateViewForwards):
                 return await self._put(lane, view, key, new, None if cur is None else cur.version, ttl)
             except ConflictError:
                 view._store.stats["cas_retries"] += 1
-                await asyncio.sleep(random.uniform(0, min(0.02, 0.0005 * 2 ** min(attempt, 6))))
+                await asyncio.sleep(_JITTER.uniform(0, min(0.02, 0.0005 * 2 ** min(attempt, 6))))
         raise ConflictError(full, None, None)
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)

@@ -44,6 +44,10 @@ from .items import TRANSACTION_BYTES, Item
 from .reads import Table
 from .tags import INTENT_PK, intent_key, settle_write, state_of, tagged
 
+_JITTER = random.Random()
+"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
+sequence a retry must not consume), and contenders seeded alike would back off in step."""
+
 __all__ = ["Intents"]
 
 _PAGE_KEYS: Final = 2_000
@@ -159,7 +163,7 @@ class Intents:
                 for _ in range(_SETTLE_ATTEMPTS):  # never leave a tag behind while the intent is deleted
                     if self._transact([one]) != "conflict":
                         break
-                    time.sleep(_WAIT * random.random())
+                    time.sleep(_WAIT * _JITTER.random())
                 else:
                     raise UnavailableError(
                         "an item stayed busy with other transactions while statekeel finished a large batch on it; "

@@ -17,6 +17,10 @@ from ...errors import ConfigurationError, translate
 from .errors import map_error
 from .schema import register_functions
 
+_JITTER = random.Random()
+"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
+sequence a retry must not consume), and contenders seeded alike would back off in step."""
+
 __all__ = ["connect"]
 
 
@@ -69,5 +73,5 @@ def _wal_mode(conn: sqlite3.Connection, timeout: float) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(min(pause * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause * _JITTER.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
         pause = min(pause * 2, 0.2)
