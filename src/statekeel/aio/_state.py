@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,10 +19,7 @@ from ..protocol import ANY, Delete, Expect, Record
 from . import _native
 from ._generated import _StateViewForwards
 from ._worker import Worker
-
-_JITTER = random.Random()
-"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
-sequence a retry must not consume), and contenders seeded alike would back off in step."""
+from ..protocol.jitter import backoff
 
 __all__ = ["AsyncStateView"]
 
@@ -202,7 +198,7 @@ class AsyncStateView(_StateViewForwards):
                 return await self._put(lane, view, key, new, None if cur is None else cur.version, ttl)
             except ConflictError:
                 view._store.stats["cas_retries"] += 1
-                await asyncio.sleep(_JITTER.uniform(0, min(0.02, 0.0005 * 2 ** min(attempt, 6))))
+                await asyncio.sleep(backoff(attempt))
         raise ConflictError(full, None, None)
 
     # -- sync spellings that cannot be awaited (runtime only: type checkers flag them)

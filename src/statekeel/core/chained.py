@@ -21,7 +21,6 @@ re-encryption leaves it intact.
 from __future__ import annotations
 
 import itertools
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,6 +30,7 @@ from ..errors import ConflictError, IntegrityError
 from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo,
                         MigrationStatus, Op, OpResult, Put, Record, Rewrite, Touch, Trim, keys, op_target)
 from ..protocol.checks import check_ops
+from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
 from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, kept,
@@ -267,7 +267,7 @@ class ChainedBackend(Backend):
                 ours = isinstance(exc, ConflictError) and (layout.is_chain_head(exc.key) or exc.key in self._resolved(ops))
                 deadline = time.monotonic() + _PATIENCE if deadline is None else deadline  # from the first refusal
                 if ours and time.monotonic() < deadline:
-                    time.sleep(_JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
+                    time.sleep(JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
                     continue
                 raise
             plan.remember(results[len(ops):])
@@ -288,8 +288,6 @@ class ChainedBackend(Backend):
 _HEAD_CODEC: Final = "json" + STEP
 """The stored codec of a head record."""
 
-_JITTER: Final = random.Random()
-"""Backoff jitter from a generator of its own (the global one may be seeded by the caller's tests)."""
 
 def _as_given(op: Op, result: OpResult) -> OpResult:
     """A result as the caller's own op would have produced it (its value, not the sealed one)."""

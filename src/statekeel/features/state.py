@@ -8,7 +8,6 @@ without lone surrogates (:mod:`statekeel.core.validate`).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,10 +19,7 @@ from ..models import Item, Page, to_datetime
 from ..protocol import ANY, Backend, Delete, Expect, Op, Put, Record, keys
 from ..core.validate import check_expect, check_int, check_limit, check_name, check_optional_name
 from ._duration import Duration, maybe_seconds
-
-_JITTER = random.Random()
-"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
-sequence a retry must not consume), and contenders seeded alike would back off in step."""
+from ..protocol.jitter import backoff
 
 __all__ = ["Scope", "StateView", "parse_scope", "MISSING"]
 
@@ -243,5 +239,5 @@ class StateView:
                 )
             except ConflictError:
                 self._store.stats["cas_retries"] += 1
-                time.sleep(_JITTER.uniform(0, min(0.02, 0.0005 * 2 ** min(attempt, 6))))
+                time.sleep(backoff(attempt))
         raise ConflictError(self._full_key(key), None, None)

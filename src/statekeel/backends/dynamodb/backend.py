@@ -3,7 +3,6 @@ committed with TransactWriteItems, housekeeping and migrations (:mod:`.schema`).
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,10 +26,7 @@ from .items import TRANSACTION_BYTES, Head, Item, entry_key, entry_of, entry_pre
 from .items import listed_space, record_item, record_key, record_of
 from .plan import Plan, Snapshot, plan, steps
 from .reads import Table
-
-_JITTER = random.Random()
-"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
-sequence a retry must not consume), and contenders seeded alike would back off in step."""
+from ...protocol.jitter import backoff
 
 __all__ = ["DynamoDBBackend", "TRANSACTION_LIMIT"]
 
@@ -209,7 +205,7 @@ class DynamoDBBackend(Backend):
         as the winner's: retry at once (a loser that sleeps while the winner writes again at once
         loses every time — starvation), and only after repeated losses wait a little, with jitter."""
         if attempt >= _EAGER_RETRIES:
-            time.sleep(_JITTER.uniform(0, min(0.02, 0.0005 * 2**attempt)))
+            time.sleep(backoff(attempt))
 
     def _remember(self, planned: Plan) -> None:
         if len(self._heads) > _CACHED_HEADS:

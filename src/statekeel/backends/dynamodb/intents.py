@@ -32,7 +32,6 @@ an intent decides; untagging without the new attributes puts it back.
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,10 +42,7 @@ from .errors import RETRYABLE, error_code
 from .items import TRANSACTION_BYTES, Item
 from .reads import Table
 from .tags import INTENT_PK, intent_key, settle_write, state_of, tagged
-
-_JITTER = random.Random()
-"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
-sequence a retry must not consume), and contenders seeded alike would back off in step."""
+from ...protocol.jitter import JITTER
 
 __all__ = ["Intents"]
 
@@ -163,7 +159,7 @@ class Intents:
                 for _ in range(_SETTLE_ATTEMPTS):  # never leave a tag behind while the intent is deleted
                     if self._transact([one]) != "conflict":
                         break
-                    time.sleep(_WAIT * _JITTER.random())
+                    time.sleep(_WAIT * JITTER.random())
                 else:
                     raise UnavailableError(
                         "an item stayed busy with other transactions while statekeel finished a large batch on it; "

@@ -9,17 +9,13 @@ one of them can get "database is locked" at once instead of after ``timeout``:
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import time
 
 from ...errors import ConfigurationError, translate
 from .errors import map_error
 from .schema import register_functions
-
-_JITTER = random.Random()
-"""Backoff jitter from a generator of its own: the global one may be seeded by the caller (whose
-sequence a retry must not consume), and contenders seeded alike would back off in step."""
+from ...protocol.jitter import JITTER
 
 __all__ = ["connect"]
 
@@ -73,5 +69,5 @@ def _wal_mode(conn: sqlite3.Connection, timeout: float) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(min(pause * _JITTER.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause * JITTER.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
         pause = min(pause * 2, 0.2)

@@ -110,7 +110,7 @@ class Maintenance:
         """Until everything queued before this call is in PostgreSQL: replayed by this call (how
         many batches it replayed), or by the process holding the flusher lease (0). None if that
         process made no progress for twice the lease (it may be stuck): the caller must not go on."""
-        target, progress, deadline = self.queue_end(), ("", -1), 0.0
+        target, progress, deadline = self._queue_end(), ("", -1), 0.0
         while (done := self._locked(self._flush)) is None:
             if target is None:
                 return 0
@@ -122,12 +122,12 @@ class Maintenance:
             elif time.monotonic() > deadline:
                 return None
             time.sleep(0.02)
-            now = self.queue_end()
+            now = self._queue_end()
             if now is None or now[0] != target[0]:
                 target = now  # Redis lost the queue (and its batches): what counts is the new one's
         return done
 
-    def queue_end(self) -> tuple[str, int] | None:
+    def _queue_end(self) -> tuple[str, int] | None:
         """The queue's epoch and last seq (None: no queue)."""
         info = self.hot.log_info(QUEUE)
         return (repr(info.created_at), info.last_seq) if info is not None else None

@@ -42,7 +42,7 @@ def resolve(
 ) -> tuple[list[list[Op]], CorruptionError | None]:
     """Each batch's ops with its Appends by reference read back from ``hot``, in order, as far as the
     first batch that cannot be (then its error; the batches before it are returned)."""
-    entries = _read(hot, [(ref, now) for ops, now, _ in batches for ref in ops if isinstance(ref, AppendRef)])
+    entries = _read(hot, [ref for ops, _, _ in batches for ref in ops if isinstance(ref, AppendRef)])
     infos: dict[str, LogInfo | None] = {}
     out: list[list[Op]] = []
     for ops, now, where in batches:
@@ -54,10 +54,10 @@ def resolve(
     return out, None
 
 
-def _read(hot: Backend, refs: list[tuple[AppendRef, float]]) -> dict[tuple[str, int], Entry]:
+def _read(hot: Backend, refs: list[AppendRef]) -> dict[tuple[str, int], Entry]:
     """The entries ``refs`` name that Redis holds, by (log, seq): one read per log where they are close."""
     spans: dict[str, list[tuple[int, int]]] = {}
-    for ref, _ in refs:
+    for ref in refs:
         spans.setdefault(ref.log, []).append((ref.seq, ref.seq + len(ref.codecs)))
     found: dict[tuple[str, int], Entry] = {}
     for log, ranges in spans.items():

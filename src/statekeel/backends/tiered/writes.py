@@ -209,13 +209,14 @@ class NextSeqs:
         """``ops`` with each Append that has items and no ``at`` pinned at the guessed seq (``guess``;
         not for a log the caller pins itself in this batch: a conflict on it is then the caller's);
         the logs so pinned; and where each op's items go in Redis, where known (None: queued inline)."""
-        out, mine, seqs = list(ops), set(), [None if type(op) is not Append else op.at for op in ops]
         given = {op.log for op in ops if type(op) is Append and op.at is not None}
+        # logs with an Append left unpinned: all of their Appends are queued inline
+        unknown = {op.log for op in ops if type(op) is Append and op.at is None and op.items
+                   and (not guess or op.log in given)}  # fmt: skip
+        out, mine = list(ops), set()
+        seqs = [op.at if type(op) is Append and op.log not in unknown else None for op in ops]
         for i, op in enumerate(ops):
-            if type(op) is not Append or op.at is not None or not op.items:
-                continue
-            if not guess or op.log in given:
-                seqs = [None if type(o) is Append and o.log == op.log else q for o, q in zip(ops, seqs)]
+            if type(op) is not Append or op.at is not None or not op.items or op.log in unknown:
                 continue
             at = self._next.get(op.log)
             if at is None:
