@@ -23,9 +23,9 @@ import pytest
 import statekeel
 from statekeel import UnavailableError
 from statekeel.backends.postgres import PostgresBackend
-from statekeel.core.layout import history_log
 from statekeel.backends.tiered.flusher import Lease, LeaseHeld, flush_queue, watermark
 from statekeel.backends.tiered.names import DIRTY, QUEUE, WATERMARK, marker
+from statekeel.core.layout import history_log
 from statekeel.protocol import Append, Expire, Put, Trim
 from statekeel.testing.servers import PostgresServer, RedisServer
 from test_tiered import _cold_history, _flushall, _history, _open, _say, _tiers, pg, rd, urls  # noqa: F401
