@@ -12,7 +12,8 @@ raw ``sqlite3`` driver behind the same thread hop (``--repeat`` runs; each figur
 Google ADK, per turn = ``append_event`` of the user's event and of the model's event
 (with a ``state_delta``), then ``get_session(num_recent_events=20)``: our
 ``StatekeelSessionService`` on SQLite vs ADK's ``DatabaseSessionService`` on SQLite
-(aiosqlite); then ``list_sessions`` of an app holding ``--sessions`` sessions: ADK's full
+(aiosqlite; needs ``pip install "google-adk[db]"`` for SQLAlchemy, see
+``benchmarks/requirements.txt``); then ``list_sessions`` of an app holding ``--sessions`` sessions: ADK's full
 listing on both, and our paged listing's first page (``page_size=100``). Last, our paged
 listing at ``--list-counts`` sessions (bulk-written) on ``--list-backends``: first and a middle page.
 
