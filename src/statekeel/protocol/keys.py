@@ -32,13 +32,23 @@ def escape(component: str) -> str:
         raise InvalidInputError("ids and keys must not be empty strings")
     if _NEEDS_ESCAPING(component) is None:
         return component
-    return "".join(_ESCAPED.get(ch, ch) for ch in component)
+    # "%" first (the others add one); five C-level passes instead of one Python step per character
+    return (component.replace("%", "%25").replace("/", "%2F").replace("{", "%7B").replace("}", "%7D")
+            .replace("\x00", "%00"))  # fmt: skip
+
+
+_OTHER_THAN_ESCAPE = re.compile("%(?!25|2F|7B|7D|00)").search
+"""A ``%`` that does not start one of the sequences :func:`escape` writes."""
 
 
 def unescape(component: str) -> str:
-    """Reverse :func:`escape`."""
+    """Reverse :func:`escape` (any other ``%XX`` is decoded too, the slower way)."""
     if "%" not in component:
         return component
+    if _OTHER_THAN_ESCAPE(component) is None:
+        # every "%" starts one of escape's sequences, so these passes cannot meet a "%" another made
+        return (component.replace("%2F", "/").replace("%7B", "{").replace("%7D", "}").replace("%00", "\x00")
+                .replace("%25", "%"))  # fmt: skip
     out: list[str] = []
     i = 0
     while i < len(component):
