@@ -4,6 +4,8 @@ NUL (every ADK session id holds ``/``) and components that are not ``escape``'s 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,15 +20,8 @@ def _escape_by_char(component: str) -> str:
 
 
 def _unescape_by_char(component: str) -> str:
-    out, i = [], 0
-    while i < len(component):
-        if component[i] == "%":
-            out.append(chr(int(component[i + 1 : i + 3], 16)))
-            i += 3
-        else:
-            out.append(component[i])
-            i += 1
-    return "".join(out)
+    """Each "%" and the (at most two) characters after it read as a hex code, left to right."""
+    return re.sub("%(.{0,2})", lambda m: chr(int(m.group(1), 16)), component, flags=re.DOTALL)
 
 
 _text = st.text(st.sampled_from(["%", "/", "{", "}", "\x00", "2", "5", "F", "f", "7", "B", "D", "0", "a", "é"]), min_size=1)
