@@ -32,13 +32,15 @@ def escape(component: str) -> str:
         raise InvalidInputError("ids and keys must not be empty strings")
     if _NEEDS_ESCAPING(component) is None:
         return component
-    # "%" first (the others add one); five C-level passes instead of one Python step per character
-    return (component.replace("%", "%25").replace("/", "%2F").replace("{", "%7B").replace("}", "%7D")
-            .replace("\x00", "%00"))  # fmt: skip
+    for char, sequence in _ESCAPED.items():  # "%" first (the others add one): C-level passes, not a step per character
+        component = component.replace(char, sequence)
+    return component
 
 
-_OTHER_THAN_ESCAPE = re.compile("%(?!25|2F|7B|7D|00)").search
+_OTHER_THAN_ESCAPE = re.compile("%(?!" + "|".join(seq[1:] for seq in _ESCAPED.values()) + ")").search
 """A ``%`` that does not start one of the sequences :func:`escape` writes."""
+_UNESCAPED = tuple((seq, char) for char, seq in reversed(_ESCAPED.items()))
+""":data:`_ESCAPED` backwards, ``"%25"`` last."""
 
 
 def unescape(component: str) -> str:
@@ -46,9 +48,9 @@ def unescape(component: str) -> str:
     if "%" not in component:
         return component
     if _OTHER_THAN_ESCAPE(component) is None:
-        # every "%" starts one of escape's sequences, so these passes cannot meet a "%" another made
-        return (component.replace("%2F", "/").replace("%7B", "{").replace("%7D", "}").replace("%00", "\x00")
-                .replace("%25", "%"))  # fmt: skip
+        for sequence, char in _UNESCAPED:  # every "%" starts one of them: no pass meets a "%" another made
+            component = component.replace(sequence, char)
+        return component
     out: list[str] = []
     i = 0
     while i < len(component):

@@ -14,9 +14,9 @@ not match the header) sends the caller back to READ_LOG, which handles them.
 loop (two ``index`` calls, slices, ``int``, CRC-32 from ISA-L; each codec's name
 decoded and its checksum prefix found once per reply) for any codec — ``json``
 and the short ``msg:<role>`` form of chat messages alike. (It replaced ``map``
-pipelines over the whole reply: 13 % faster for 2,000 frames, 29 % for 20.) Frames from before checksums, gaps and damage make it return
-None and the caller decodes entry by entry (:func:`entry`), which names the
-damaged entry.
+pipelines over the whole reply: 13 % faster for 2,000 frames, 29 % for 20.)
+Frames from before checksums, gaps and damage make it return None and the
+caller decodes entry by entry (:func:`entry`), which names the damaged entry.
 """
 
 from __future__ import annotations
