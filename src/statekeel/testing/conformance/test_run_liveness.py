@@ -67,11 +67,11 @@ def test_the_step_in_flight_is_recorded_with_its_attempt(store: Store, open_stor
 
 
 def test_a_held_run_lease_is_refused_and_fences_a_superseded_holder(store: Store, open_store: Any) -> None:
-    a = store.run("r", lease="1s")  # long enough that a slow backend (moto, a loaded machine) keeps it held
+    a = store.run("r", lease="2s")  # long enough that a slow backend (moto, a loaded machine) keeps it held
     assert a.lease_token == 1 and a.step("one", _double, 1) == 2
     with pytest.raises(LeaseLostError):
         open_store().run("r", lease="30s")
-    time.sleep(1.2)  # a goes silent past its lease
+    time.sleep(2.2)  # a goes silent past its lease
     b = open_store().run("r", lease="30s")
     assert b.lease_token == 2
     calls: list[int] = []
