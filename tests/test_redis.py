@@ -144,6 +144,25 @@ def test_every_feature_stays_in_one_slot_per_batch(cluster_node: RedisServer) ->
         store.purge_expired()
 
 
+def test_the_asyncio_api_stays_in_one_slot_per_batch(cluster_node: RedisServer) -> None:
+    """The native asyncio path splits a session's batch the way the sync one does: index ops first,
+    each batch in one slot (a cluster node refuses anything else)."""
+    import asyncio
+
+    async def main() -> tuple[list[Any], Any, set[str]]:
+        async with statekeel.open_async(f"{cluster_node.url}?prefix=a") as store:
+            s = await store.session("s1", ttl="1h", user="u-1")
+            for i in range(3):
+                await s.append({"role": "user", "content": f"q{i}"}, state={"turn": i})
+            other = await store.session("s2")
+            await other.append("hello")
+            return await s.history(last=2), await s.state.get("turn"), {i.id for i in await store.sessions()}
+
+    history, turn, ids = asyncio.run(main())
+    assert history == [{"role": "user", "content": "q1"}, {"role": "user", "content": "q2"}]
+    assert turn == 2 and ids == {"s1", "s2"}
+
+
 def test_batches_spanning_partitions_work_on_one_node(url: str) -> None:
     with statekeel.open(url) as store:
         b = store.backend

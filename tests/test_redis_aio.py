@@ -89,3 +89,35 @@ def test_connections_are_closed_by_aclose_and_by_the_end_of_asyncio_run(url: str
             assert settled(expected) == expected, (main.__name__, expected, during, [(c["id"], c["cmd"], c["age"]) for c in raw.client_list()])
     finally:
         raw.close()
+
+
+def test_a_cancelled_call_leaves_no_reply_behind_for_the_next(url: str) -> None:
+    """Writes go out on a pooled connection without redis-py's command wrapper: a call cancelled
+    after its command was sent must not hand the connection back with the reply unread (the next
+    call would read it as its own). Each acknowledged append's seq is checked against where it
+    ended up; cancelled ones may or may not have been applied, never twice, never out of order."""
+    import random
+
+    rng = random.Random(5)
+
+    async def main() -> tuple[list[tuple[int, str]], list[str], int]:
+        acked: list[tuple[int, str]] = []
+        cancelled = 0
+        async with statekeel.open_async(url) as store:
+            s = await store.session("cancelled-calls")
+            await s.append("first")
+            for i in range(300):
+                try:
+                    seq = await asyncio.wait_for(s.append(f"m{i}"), timeout=rng.choice([0.0, 1e-4, 3e-4, 6e-4, 5.0]))
+                    acked.append((seq, f"m{i}"))
+                except TimeoutError:
+                    cancelled += 1
+            history = await s.history()
+        return acked, history, cancelled
+
+    acked, history, cancelled = asyncio.run(main())
+    assert cancelled > 20 and len(acked) > 20, (cancelled, len(acked))  # both kinds happened
+    for seq, message in acked:
+        assert history[seq - 1] == message, (seq, message, history[max(0, seq - 3): seq + 2])
+    numbers = [int(m[1:]) for m in history[1:]]
+    assert numbers == sorted(set(numbers))  # none twice, none out of order

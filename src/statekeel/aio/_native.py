@@ -22,20 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core import Core, layout
-from ..core.session_write import RENEW_FACTOR, Committed, SessionCore, SessionWrites, plan_session_write
+from ..core.session_write import (RENEW_FACTOR, Committed, SessionCore, SessionWrites, merge_index, plan_session_write,
+                                  split_index)
 from ..core.validate import check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, ExpiredError
 from ..features._duration import Duration, maybe_seconds
 from ..features.sessions import Session, reopened_meta
 from ..models import SessionInfo, to_datetime
-from ..protocol import ANY, Expect, Op, OpResult, Put, Record, keys, op_target
+from ..protocol import ANY, Expect, Op, OpResult, Put, Record
 from ..protocol.aio import AsyncBackend
 from ._worker import Worker
 
@@ -79,17 +80,22 @@ def native_backend(store: Core) -> AsyncBackend | None:
     if not plain_store(store):
         return None
     backend = store.backend
-    from ..backends.postgres.backend import PostgresBackend  # imported only when the driver is there
-    from ..backends.redis.backend import RedisBackend
+    # a backend's module is imported when one of its stores is open: look there, so a Redis store
+    # does not import psycopg (nor a PostgreSQL store redis-py) just to be told apart
+    if "statekeel.backends.postgres.backend" in sys.modules:
+        from ..backends.postgres.backend import PostgresBackend
 
-    if type(backend) is PostgresBackend:
-        from ..backends.postgres.aio import AsyncPostgresBackend
+        if type(backend) is PostgresBackend:
+            from ..backends.postgres.aio import AsyncPostgresBackend
 
-        return AsyncPostgresBackend(backend)
-    if type(backend) is RedisBackend:
-        from ..backends.redis.aio import AsyncRedisBackend
+            return AsyncPostgresBackend(backend)
+    if "statekeel.backends.redis.backend" in sys.modules:
+        from ..backends.redis.backend import RedisBackend
 
-        return AsyncRedisBackend(backend)
+        if type(backend) is RedisBackend:
+            from ..backends.redis.aio import AsyncRedisBackend
+
+            return AsyncRedisBackend(backend)
     return None
 
 
@@ -113,15 +119,30 @@ class Lane:
         """This lane if reading calls run natively on it, else None (they keep the worker)."""
         return self if self.reads else None
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """This call's turn: after the worker calls made before it, holding the session's lock."""
-        await self.worker.settled()
-        if self.lock is None:
-            yield
-            return
-        async with self.lock:
-            yield
+    def turn(self) -> _Turn:
+        """This call's turn (``async with lane.turn():``): after the worker calls made before it,
+        holding the session's lock."""
+        return _Turn(self.worker, self.lock)
+
+
+class _Turn:
+    """:meth:`Lane.turn` as a plain async context manager (a generator-based one costs a few µs
+    a call, and every native call takes a turn)."""
+
+    __slots__ = ("_lock", "_worker")
+
+    def __init__(self, worker: Worker, lock: asyncio.Lock | None) -> None:
+        self._worker = worker
+        self._lock = lock
+
+    async def __aenter__(self) -> None:
+        await self._worker.settled()
+        if self._lock is not None:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 # -- the write path ---------------------------------------------------------------------
@@ -130,12 +151,12 @@ async def apply_across(backend: AsyncBackend, ops: Sequence[Op]) -> list[OpResul
     on their own, where a batch must stay inside one partition."""
     if backend.batch_scope == "store":
         return await backend.apply(ops)
-    home = keys.partition(op_target(ops[0])) if ops else ""
-    index = [op for op in ops if keys.partition(op_target(op)) != home]
-    if index:
-        await backend.apply(index)
-    results = iter(await backend.apply([op for op in ops if keys.partition(op_target(op)) == home]))
-    return [True if keys.partition(op_target(op)) != home else next(results) for op in ops]
+    split = split_index(ops)
+    if split is None:
+        return await backend.apply(ops)
+    index, rest, outside = split
+    await backend.apply(index)
+    return merge_index(outside, await backend.apply(rest))
 
 
 def plain(sc: SessionCore) -> bool:

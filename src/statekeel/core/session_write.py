@@ -55,8 +55,10 @@ __all__ = [
     "SessionWrites",
     "StatePut",
     "apply_across_partitions",
+    "merge_index",
     "plan_session_write",
     "renewal",
+    "split_index",
 ]
 
 RENEW_FACTOR = 1.1
@@ -214,13 +216,31 @@ def apply_across_partitions(backend: Backend, ops: Sequence[Op]) -> list[OpResul
     """
     if backend.batch_scope == "store":
         return backend.apply(ops)
-    home = keys.partition(op_target(ops[0])) if ops else ""
-    index = [op for op in ops if keys.partition(op_target(op)) != home]
-    if index:
-        backend.apply(index)
-    rest = [op for op in ops if keys.partition(op_target(op)) == home]
-    results = iter(backend.apply(rest))
-    return [True if keys.partition(op_target(op)) != home else next(results) for op in ops]
+    split = split_index(ops)
+    if split is None:
+        return backend.apply(ops)
+    index, rest, outside = split
+    backend.apply(index)
+    return merge_index(outside, backend.apply(rest))
+
+
+def split_index(ops: Sequence[Op]) -> tuple[list[Op], list[Op], list[bool]] | None:
+    """``(index ops, the others, which ops are index ops)`` of a batch reaching outside the partition
+    of its first op; None for a batch inside one partition (an everyday turn: one look per op)."""
+    if not ops:
+        return None
+    parts = [keys.partition(op_target(op)) for op in ops]
+    home = parts[0]
+    outside = [p != home for p in parts]
+    if not any(outside):
+        return None
+    return [op for op, o in zip(ops, outside) if o], [op for op, o in zip(ops, outside) if not o], outside
+
+
+def merge_index(outside: Sequence[bool], results: Sequence[OpResult]) -> list[OpResult]:
+    """The results of a split batch in its ops' order (an index op's result: True)."""
+    rest = iter(results)
+    return [True if o else next(rest) for o in outside]
 
 
 class Fence(Protocol):
