@@ -121,3 +121,48 @@ def test_a_cancelled_call_leaves_no_reply_behind_for_the_next(url: str) -> None:
         assert history[seq - 1] == message, (seq, message, history[max(0, seq - 3): seq + 2])
     numbers = [int(m[1:]) for m in history[1:]]
     assert numbers == sorted(set(numbers))  # none twice, none out of order
+
+
+def test_a_server_that_stops_answering_times_out_small_and_large_writes() -> None:
+    """``?timeout=`` bounds every asyncio call when Redis hangs (SIGSTOP): a small command is sent
+    without a timer (it cannot wait on the socket) and the read after it times out; a command larger
+    than the socket buffers take (~64 MB of incompressible text; Linux buffers up to ~36 MB on
+    loopback) times out in its write. Each store has its connection up before the server stops."""
+    import base64
+    import os
+    import random
+    import signal
+
+    srv = start_server(RedisServer())
+    pid = srv.pid
+    assert pid is not None
+    rng = random.Random(3)  # one append, one command; each message under max_record_bytes, none compressible
+    big = [base64.b64encode(rng.randbytes(8_000_000)).decode() for _ in range(6)]
+
+    async def main() -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        url = f"{srv.url}?prefix=hang&timeout=1"
+        async with statekeel.open_async(url) as small_store, \
+                statekeel.open_async(url, secret_guard="off") as big_store:  # fmt: skip
+            calls = [(await small_store.session("small"), ["small"]), (await big_store.session("big"), big)]
+            for s, _ in calls:
+                await s.append("before")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for s, messages in calls:
+                    started = time.monotonic()
+                    with pytest.raises(statekeel.UnavailableError, match="did not answer") as caught:
+                        await s.append(*messages)
+                    out.append((str(caught.value), time.monotonic() - started))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            for (s, messages), n in zip(calls, (1, 6)):
+                assert await s.count() in (1, 1 + n)  # maybe applied (the server woke up): whole or not at all
+        return out
+
+    try:
+        (small, small_s), (large, large_s) = asyncio.run(main())
+    finally:
+        srv.stop()
+    assert "Timeout reading" in small and small_s < 30, (small, small_s)  # bounded, not timed
+    assert "Timeout writing" in large and large_s < 30, (large, large_s)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as aredis
 from redis import exceptions as rx
@@ -56,14 +56,36 @@ async def _send_in_time(
     timeout = conn.socket_timeout
     if not timeout:
         return await send(command, check)
+    # no timer at all for a small command on a connection already up (no handshake to read) and
+    # without health checks (no PING to read): such a write cannot wait, see _AT_ONCE
+    at_once = conn.is_connected and not conn.health_check_interval and _drains_at_once(command)
     conn.socket_timeout = None  # this write only: the read after it keeps the timeout
     try:
-        async with asyncio.timeout(timeout):
+        if at_once:
             await send(command, check)
+        else:
+            async with asyncio.timeout(timeout):
+                await send(command, check)
     except TimeoutError:
         raise rx.TimeoutError("Timeout writing to socket") from None
     finally:
         conn.socket_timeout = timeout
+
+
+_AT_ONCE: Final = 16 * 1024
+"""Bytes a write may hold and never wait: asyncio pauses a transport's writer (``drain()`` waits)
+only past 64 KiB buffered, and a connection's buffer is empty when a command is sent (the reply to
+the one before it was read). A command this small is bounded by the read's timeout after it."""
+
+
+def _drains_at_once(command: Any) -> bool:
+    """Whether writing ``command`` (redis-py's packed chunks) cannot wait on ``drain()``."""
+    if isinstance(command, (bytes, str)):
+        return len(command) <= _AT_ONCE
+    size = 0
+    for chunk in command:
+        size += len(chunk)
+    return size <= _AT_ONCE
 
 
 class _Connection(aconnection.Connection):
