@@ -18,6 +18,10 @@ message and a ~800-byte assistant message):
   sync ``s.append(...)`` (blocks of calls alternated on one thread, event loop idle
   between async blocks).
 
+An async run times at least ``--min-turns`` turns in all (C=1: 2,000 turns of one
+conversation; C=128: 40 each), after one untimed turn per conversation that opens the
+connections and writes each session once, on both sides.
+
 Every (row, C) is run ``--repeat`` times, the statekeel and raw runs alternated, and
 the ratios are paired run by run (the machine is shared: interleaving keeps the
 two sides of a ratio under the same load). Throughput is turns per second of wall time.
@@ -64,13 +68,25 @@ def _msgs(u: str, a: str) -> tuple[dict[str, str], dict[str, str]]:
 
 # -- async rows: one coroutine per conversation ------------------------------------------------
 async def _gather(c: int, turns: list[tuple[str, str]], one: Callable[[int, int, str, str], Awaitable[None]]) -> float:
-    async def conversation(n: int) -> None:
-        for i, (u, a) in enumerate(turns):
+    """Turns per second of C conversations at once; each conversation's first turn is not timed (it
+    opens the connections both sides need and writes each session once)."""
+    numbered = list(enumerate(turns))
+
+    async def conversation(n: int, todo: list[tuple[int, tuple[str, str]]]) -> None:
+        for i, (u, a) in todo:
             await one(n, i, u, a)
 
+    await asyncio.gather(*(conversation(n, numbered[:1]) for n in range(c)))
     t = time.perf_counter()
-    await asyncio.gather(*(conversation(n) for n in range(c)))
-    return c * len(turns) / (time.perf_counter() - t)
+    await asyncio.gather(*(conversation(n, numbered[1:]) for n in range(c)))
+    return c * (len(numbered) - 1) / (time.perf_counter() - t)
+
+
+def _turns_for(c: int, a: argparse.Namespace) -> list[tuple[str, str]]:
+    """Each of C conversations' turns: ``--turns``, or more so that a run times ``--min-turns`` in all
+    (40 turns of one conversation last ~25 ms: a run that short measures the machine's hiccups),
+    plus the untimed first."""
+    return make_turns(max(a.turns, -(-a.min_turns // c)) + 1)
 
 
 async def statekeel_async(url: str, c: int, turns: list[tuple[str, str]], native: bool = True) -> float:
@@ -237,39 +253,39 @@ def run_sqlite(a: argparse.Namespace) -> list[dict[str, Any]]:
     """SQLite (FULL): the async API's group commit against the same calls on the worker alone."""
     import tempfile
 
-    turns = make_turns(a.turns)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sk-scale-") as tmp:
         url = f"sqlite:///{tmp}/scale.db"
         for c in a.concurrency:
+            turns = _turns_for(c, a)
             rows.append(_paired(
                 f"sqlite async C={c}: group commit / worker only",
-                lambda c=c: asyncio.run(statekeel_async(url, c, turns)),
-                lambda c=c: asyncio.run(statekeel_async(url, c, turns, native=False)),
+                lambda c=c, turns=turns: asyncio.run(statekeel_async(url, c, turns)),
+                lambda c=c, turns=turns: asyncio.run(statekeel_async(url, c, turns, native=False)),
                 a.repeat,
             ))
     return rows
 
 
 def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[dict[str, Any]]:
-    turns = make_turns(a.turns)
     if backend == "postgres":
         sk_url, raw_async, raw_url = f"{server_url}?schema=sk_scale", raw_pg_async, server_url
     else:
         sk_url, raw_async, raw_url = f"{server_url}?prefix=skscale", raw_redis_async, server_url
     rows: list[dict[str, Any]] = []
     for c in a.concurrency:
+        turns = _turns_for(c, a)
         rows.append(_paired(
             f"{backend} async C={c}",
-            lambda c=c: asyncio.run(statekeel_async(sk_url, c, turns)),
-            lambda c=c: asyncio.run(raw_async(raw_url, c, turns)),
+            lambda c=c, turns=turns: asyncio.run(statekeel_async(sk_url, c, turns)),
+            lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
             a.repeat,
         ))
         if a.before:
             rows.append(_paired(
                 f"{backend} async C={c}, all on the worker (before)",
-                lambda c=c: asyncio.run(statekeel_async(sk_url, c, turns, native=False)),
-                lambda c=c: asyncio.run(raw_async(raw_url, c, turns)),
+                lambda c=c, turns=turns: asyncio.run(statekeel_async(sk_url, c, turns, native=False)),
+                lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
                 a.repeat,
             ))
     for n in a.processes:
@@ -301,7 +317,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="postgres,redis")
-    ap.add_argument("--turns", type=int, default=40, help="turns per conversation (default 40)")
+    ap.add_argument("--turns", type=int, default=40, help="turns per conversation, at least (default 40)")
+    ap.add_argument("--min-turns", type=int, default=2000,
+                    help="turns an async run times in all, at least: C=1 runs 2,000 turns, C=128 40 each (default 2000)")
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=list(CONCURRENCY))
     ap.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",") if x], default=list(PROCESSES))
     ap.add_argument("--repeat", type=int, default=3, help="alternated runs per row (default 3)")
