@@ -166,3 +166,82 @@ def test_a_server_that_stops_answering_times_out_small_and_large_writes() -> Non
         srv.stop()
     assert "Timeout reading" in small and small_s < 30, (small, small_s)  # bounded, not timed
     assert "Timeout writing" in large and large_s < 30, (large, large_s)
+
+
+def test_parked_connections_leave_room_and_survive_being_killed(url: str) -> None:
+    """EVALSHAs keep connections between calls (backends/redis/aio_client.py): with a pool of 4,
+    16 conversations writing and reading at once all finish (the reads, which use the pool, always
+    find room; an EVALSHA waiting in the pool gets a connection handed back); no more than 4 are
+    ever open; and parked connections the server killed meanwhile are connected afresh."""
+    import redis
+
+    raw = redis.Redis.from_url(url.split("?")[0])
+
+    def ours() -> int:
+        return sum(1 for c in raw.client_list() if c.get("name") == "sk-parked")
+
+    async def main() -> tuple[int, int, list[int]]:
+        async with statekeel.open_async(f"{url}&max_connections=4&client_name=sk-parked&timeout=5") as store:
+            sessions = [await store.session(f"parked-{i}") for i in range(16)]
+            most = 0
+
+            async def conversation(s: Any, n: int) -> None:
+                nonlocal most
+                for i in range(n):
+                    await s.append({"role": "user", "content": f"q{i}"}, state={"turn": i})
+                    assert (await s.history(last=1)) == [{"role": "user", "content": f"q{i}"}]
+                    most = max(most, ours())
+
+            await asyncio.gather(*(conversation(s, 15) for s in sessions))
+            killed = 0
+            for c in raw.client_list():  # as a server's idle timeout does
+                if c.get("name") == "sk-parked":
+                    raw.client_kill_filter(_id=c["id"])
+                    killed += 1
+            await asyncio.sleep(0.3)  # the loop sees the connections closed (as it would while idle)
+            await asyncio.gather(*(conversation(s, 3) for s in sessions))  # the parked ones were killed
+            counts = [await s.count() for s in sessions]
+        return most, killed, counts
+
+    try:
+        most, killed, counts = asyncio.run(main())
+    finally:
+        raw.close()
+    assert killed >= 2  # what is tested happened: connections were parked, then killed
+    assert most <= 4 + 1, most  # the pool's 4 (+ the sync client opening the store)
+    assert counts == [18] * 16
+
+
+def test_connections_the_server_closed_while_idle_are_not_used_again(url: str) -> None:
+    """Redis' ``timeout`` setting (or a proxy) closes idle connections; the next call, a read or a
+    write, must not fail on one as "may or may not have been applied" (redis-py 8's pool skips its
+    check for a closed connection with its default settings; statekeel's pool and the connections
+    its EVALSHAs keep are checked either way)."""
+    import redis
+
+    raw = redis.Redis.from_url(url.split("?")[0])
+
+    def kill_ours() -> int:
+        killed = 0
+        for c in raw.client_list():
+            if c.get("name") == "sk-idle":
+                raw.client_kill_filter(_id=c["id"])
+                killed += 1
+        return killed
+
+    async def main() -> list[Any]:
+        out: list[Any] = []
+        async with statekeel.open_async(f"{url}&client_name=sk-idle") as store:
+            s = await store.session("idle")
+            await asyncio.gather(*(s.append(f"m{i}") for i in range(4)), s.count(), s.history())
+            for call in (s.count, lambda: s.append("after"), s.history):  # a read by redis-py, a write, a script read
+                out.append(kill_ours() > 0)
+                await asyncio.sleep(0.3)  # the loop sees the close, as it would while idle
+                out.append(await call())
+        return out
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        raw.close()
+    assert out == [True, 4, True, 5, True, ["m0", "m1", "m2", "m3", "after"]], out

@@ -14,16 +14,12 @@ loop's run ends or by :meth:`aclose` (:mod:`.._loop_end`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 from redis import exceptions as rx
-from redis.asyncio import connection as aconnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ...errors import ConflictError, StoreClosedError, translate
 from ...protocol import Entry, Expire, LogInfo, Op, OpResult, Record
@@ -33,6 +29,7 @@ from ...protocol.keys import partition
 from .._loop_end import PerLoop
 from . import backend as sync_backend
 from . import tail, values, wire
+from .aio_client import LoopClient
 from .backend import RedisBackend
 from .faults import map_error
 
@@ -41,94 +38,6 @@ __all__ = ["AsyncRedisBackend"]
 _T = TypeVar("_T")
 _Script = sync_backend._Script
 _SCRIPTS = sync_backend._SCRIPTS
-
-
-async def _send_in_time(
-    conn: aconnection.AbstractConnection, send: Callable[[Any, bool], Awaitable[None]], command: Any, check: bool
-) -> None:
-    """redis-py's write of one command under ``?timeout=``, without its ``asyncio.wait_for``.
-
-    ``wait_for`` wraps every write in a new Task, scheduled a loop turn later: ~30 µs of
-    CPU per command (most of the gap to a client without a timeout). ``asyncio.timeout``
-    bounds the same write with a timer only; a write that does not finish in time still
-    drops the connection (redis-py's own handler) and raises redis-py's TimeoutError.
-    """
-    timeout = conn.socket_timeout
-    if not timeout:
-        return await send(command, check)
-    # no timer at all for a small command on a connection already up (no handshake to read) and
-    # without health checks (no PING to read): such a write cannot wait, see _AT_ONCE
-    at_once = conn.is_connected and not conn.health_check_interval and _drains_at_once(command)
-    conn.socket_timeout = None  # this write only: the read after it keeps the timeout
-    try:
-        if at_once:
-            await send(command, check)
-        else:
-            async with asyncio.timeout(timeout):
-                await send(command, check)
-    except TimeoutError:
-        raise rx.TimeoutError("Timeout writing to socket") from None
-    finally:
-        conn.socket_timeout = timeout
-
-
-_AT_ONCE: Final = 16 * 1024
-"""Bytes a write may hold and never wait: asyncio pauses a transport's writer (``drain()`` waits)
-only past 64 KiB buffered, and a connection's buffer is empty when a command is sent (the reply to
-the one before it was read). A command this small is bounded by the read's timeout after it."""
-
-
-def _drains_at_once(command: Any) -> bool:
-    """Whether writing ``command`` (redis-py's packed chunks) cannot wait on ``drain()``."""
-    if isinstance(command, (bytes, str)):
-        return len(command) <= _AT_ONCE
-    size = 0
-    for chunk in command:
-        size += len(chunk)
-    return size <= _AT_ONCE
-
-
-class _Connection(aconnection.Connection):
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await _send_in_time(self, super().send_packed_command, command, check_health)
-
-
-class _SSLConnection(aconnection.SSLConnection):
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await _send_in_time(self, super().send_packed_command, command, check_health)
-
-
-class _UnixConnection(aconnection.UnixDomainSocketConnection):
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await _send_in_time(self, super().send_packed_command, command, check_health)
-
-
-_CONNECTIONS: dict[str, type[aconnection.AbstractConnection]] = {
-    "Connection": _Connection,
-    "SSLConnection": _SSLConnection,
-    "UnixDomainSocketConnection": _UnixConnection,
-}
-
-
-def _async_client(sync: RedisBackend) -> aredis.Redis:
-    """A ``redis.asyncio`` client with the sync client's connection settings.
-
-    A blocking pool: more coroutines than ``max_connections`` wait (up to ``?timeout=``)
-    for a free connection, where the plain pool raised "Too many connections" at once.
-    """
-    pool = sync._redis.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["retry"] = Retry(NoBackoff(), 0)  # never re-send a batch whose reply was lost
-    kind = _CONNECTIONS[pool.connection_class.__name__]
-    apool = aconnection.BlockingConnectionPool(
-        connection_class=kind, max_connections=pool.max_connections, timeout=kwargs.get("socket_timeout") or 10.0,
-        **kwargs,
-    )  # fmt: skip
-    return aredis.Redis(connection_pool=apool)
-
-
-async def _close_client(client: aredis.Redis) -> None:
-    await client.aclose(close_connection_pool=True)  # the pool is ours: the client leaves a pool it was given open
 
 
 def _no_expire(prefix: str, created: Collection[str]) -> list[wire.PartitionRange]:
@@ -146,7 +55,7 @@ class AsyncRedisBackend(AsyncBackend):
         self._layout = sync._layout
         self._registered = sync._registered  # shared with the sync handle: one view of the store
         self._next_seq = sync._next_seq
-        self._clients: PerLoop[aredis.Redis] = PerLoop(lambda: _async_client(sync), _close_client, "statekeel-aio-redis-guard")
+        self._clients: PerLoop[LoopClient] = PerLoop(lambda: LoopClient(sync), LoopClient.aclose, "statekeel-aio-redis-guard")
         """Each loop's client (:mod:`.._loop_end`): a client's connections belong to one loop."""
         self._closed = False
 
@@ -156,7 +65,7 @@ class AsyncRedisBackend(AsyncBackend):
         """The client of the running loop."""
         if self._closed:
             raise StoreClosedError.of(self.url, "statekeel.open_async()")
-        return self._clients.get()
+        return self._clients.get().redis
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
@@ -180,21 +89,10 @@ class AsyncRedisBackend(AsyncBackend):
             lambda: self._evalsha(script.sha, len(keys), *keys, *args)))  # fmt: skip
 
     async def _evalsha(self, *args: Any) -> Any:
-        """``EVALSHA args…`` on a connection of the loop's pool, without redis-py's command wrapper.
-
-        ``Redis.execute_command`` wraps each call in its retry loop (retries are off here: a batch
-        whose reply was lost is never re-sent), observability hooks and response-callback look-ups:
-        ~10–15 µs of CPU per call, a twentieth of a turn. The connection does the rest as it does for
-        redis-py: a write or read that fails or is cancelled drops the connection (its reply would be
-        left unread), an error reply is raised as redis-py's exception (``NoScriptError`` included).
-        """
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-        try:
-            await conn.send_packed_command(conn.pack_command("EVALSHA", *args))
-            return await conn.read_response()
-        finally:
-            await pool.release(conn)
+        """``EVALSHA args…`` on the loop's client (:meth:`.aio_client.LoopClient.evalsha`)."""
+        if self._closed:
+            raise StoreClosedError.of(self.url, "statekeel.open_async()")
+        return await self._clients.get().evalsha(*args)
 
     # -- reads ---------------------------------------------------------------
     async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
