@@ -97,8 +97,9 @@ class _Pool(aconnection.BlockingConnectionPool):
     The pool checks an idle connection before handing it out (EOF seen, or bytes nobody asked for:
     reconnect) — except, in redis-py 8, when "maintenance notifications" are on, and their default
     ``"auto"`` counts as on: a connection closed by Redis' ``timeout`` setting, a proxy or a load
-    balancer was handed out, and its next command failed as "may or may not have been applied"
-    (retries are off). The check is made here whatever that setting says.
+    balancer is handed out, and a plain redis-py client's next command on it fails (retries are
+    off here: it would be "may or may not have been applied"). The check is made here whatever
+    that setting says.
     """
 
     async def ensure_connection(self, connection: aconnection.AbstractConnection) -> None:
