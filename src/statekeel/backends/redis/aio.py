@@ -62,10 +62,15 @@ class AsyncRedisBackend(AsyncBackend):
     # -- plumbing ------------------------------------------------------------
     @property
     def _redis(self) -> aredis.Redis:
-        """The client of the running loop."""
+        """The redis-py client of the running loop."""
+        return self._client.redis
+
+    @property
+    def _client(self) -> LoopClient:
+        """The running loop's client (:class:`.aio_client.LoopClient`)."""
         if self._closed:
             raise StoreClosedError.of(self.url, "statekeel.open_async()")
-        return self._clients.get().redis
+        return self._clients.get()
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
@@ -90,9 +95,7 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def _evalsha(self, *args: Any) -> Any:
         """``EVALSHA args…`` on the loop's client (:meth:`.aio_client.LoopClient.evalsha`)."""
-        if self._closed:
-            raise StoreClosedError.of(self.url, "statekeel.open_async()")
-        return await self._clients.get().evalsha(*args)
+        return await self._client.evalsha(*args)
 
     # -- reads ---------------------------------------------------------------
     async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
