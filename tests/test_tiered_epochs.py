@@ -46,14 +46,14 @@ def test_a_copy_from_before_a_wipe_is_not_replayed_a_second_time(
         tiers = _tiers(store)
         _say(store, "a")
         tiers.flush()
-        backup = _copy(rd)  # its queue holds "a" (replayed: the last replayed entry stays queued)
+        backup = _copy(rd, store)  # its queue holds "a" (replayed: the last replayed entry stays queued)
         _say(store, "b")
         tiers.flush()
         first, _ = _epochs(tiers)
         _wipe_and_go_on(store, rd, "c")
         second, past = _epochs(tiers)
         assert second != first and past == [first]
-        _fail_over(rd, backup)  # Redis restored from the backup: the first epoch's queue, and its cache
+        _fail_over(rd, backup, store)  # Redis restored from the backup: the first epoch's queue, and its cache
         with caplog.at_level(logging.ERROR, "statekeel.tiered"):
             assert tiers.flush() == 0  # "a" was replayed: not again
         assert "diverged" in caplog.text
@@ -74,10 +74,10 @@ def test_batches_lost_in_the_wipe_come_back_with_the_copy_once(urls: tuple[str, 
         _say(store, "a")
         tiers.flush()
         _say(store, "b")
-        backup = _copy(rd)
+        backup = _copy(rd, store)
         _wipe_and_go_on(store, rd, "c")
         assert _cold_history(urls) == ["a", "c"]  # "b" went with Redis' data (the loss window)
-        _fail_over(rd, backup)
+        _fail_over(rd, backup, store)
         assert tiers.flush() == 1
         tiers.maintenance.tick()
         assert _cold_history(urls) == _history(store) == ["a", "c", "b"]
@@ -95,11 +95,11 @@ def test_a_copy_the_record_of_replayed_batches_no_longer_reaches_stops_the_flush
         tiers = _tiers(store)
         _say(store, "a")
         tiers.flush()
-        backup = _copy(rd)  # the first epoch's queue ends on "a"
+        backup = _copy(rd, store)  # the first epoch's queue ends on "a"
         _say(store, "b")
         tiers.flush()
         _wipe_and_go_on(store, rd, "c")  # the ring's one slot now names the second epoch's "c"
-        _fail_over(rd, backup)
+        _fail_over(rd, backup, store)
         for _ in range(2):  # every flush stops there: nothing replayed twice, nothing skipped
             with pytest.raises(CorruptionError, match="cannot be told") as caught:
                 tiers.flush()

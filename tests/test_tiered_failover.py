@@ -32,18 +32,28 @@ from test_tiered import _cold_history, _history, _open, _say, _tiers, pg, rd, ur
 _Copy = list[tuple[bytes, int, bytes]]
 
 
-def _copy(rd: RedisServer) -> _Copy:
-    """Every key of Redis, as a replica (or a backup) holds it at this moment."""
+def _copy(rd: RedisServer, store: statekeel.Store) -> _Copy:
+    """Every key of Redis, as a replica (or a backup) holds it at this moment. A partition copied
+    into Redis in the background (a read that missed starts one, 20 ms after the reads pause) is
+    waited for first: landing between the DUMPs, it would make a copy no replica ever held."""
+    _tiers(store).hydrator.wait()
     r = redis_py.Redis(port=rd.port)
     return [(k, r.pttl(k), r.dump(k)) for k in r.scan_iter(count=1000)]  # type: ignore[misc]
 
 
-def _fail_over(rd: RedisServer, copy: _Copy) -> None:
-    """Redis now holds ``copy`` and nothing written since (the replica that took over)."""
-    r = redis_py.Redis(port=rd.port)
-    r.flushall()
+def _fail_over(rd: RedisServer, copy: _Copy, store: statekeel.Store) -> None:
+    """Redis now holds ``copy`` and nothing written since (the replica that took over), switched in
+    one transaction as a replica takes over at once. Until session 38 the keys were restored one by
+    one: a background copy of a partition landing among the RESTOREs installed PostgreSQL's newer
+    partition (``a, b, c``) under keys the replica's had not replaced yet — a state no failover
+    makes, and the likely cause of one CI failure (the history read ``a, b, c`` right after the
+    failover; reproduced by running that copy between the RESTOREs)."""
+    _tiers(store).hydrator.wait()
+    pipe = redis_py.Redis(port=rd.port).pipeline(transaction=True)
+    pipe.flushall()
     for key, ttl, data in copy:
-        r.restore(key, max(ttl, 0), data, replace=True)
+        pipe.restore(key, max(ttl, 0), data, replace=True)
+    pipe.execute()
 
 
 def _fail_over_behind(store: statekeel.Store, rd: RedisServer) -> None:
@@ -51,10 +61,10 @@ def _fail_over_behind(store: statekeel.Store, rd: RedisServer) -> None:
     tiers = _tiers(store)
     _say(store, "a")
     tiers.flush()
-    replica = _copy(rd)
+    replica = _copy(rd, store)
     _say(store, "b", "c")
     tiers.flush()
-    _fail_over(rd, replica)
+    _fail_over(rd, replica, store)
 
 
 # -- reconciled -------------------------------------------------------------------------
@@ -95,10 +105,10 @@ def test_batches_the_replica_had_received_are_not_replayed_twice(
         _say(store, "a")
         tiers.flush()
         _say(store, "b")
-        replica = _copy(rd)
+        replica = _copy(rd, store)
         _say(store, "c")
         tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over(rd, replica, store)
         _say(store, *after)
         assert tiers.flush() == len(after)
         tiers.maintenance.tick()  # the replica's cache, which lacks "c", is dropped
@@ -112,10 +122,10 @@ def test_a_conflicting_batch_from_the_replica_goes_to_the_dead_letters(urls: tup
         state = store.session("s").state
         state.put("k", 1)
         tiers.flush()
-        replica = _copy(rd)
+        replica = _copy(rd, store)
         state.put("k", 2, expect=1)
         tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over(rd, replica, store)
         state.put("k", 3, expect=1)  # the replica's version 1
         tiers.flush()
         dead = tiers.hot.log_info(DEAD)
@@ -150,11 +160,11 @@ def test_a_copy_older_than_the_record_of_replayed_batches_stops_the_flush(
         tiers = _tiers(store)
         _say(store, "a")
         tiers.flush()
-        replica = _copy(rd)
+        replica = _copy(rd, store)
         for text in ("b", "c", "d"):
             _say(store, text)
             tiers.flush()
-        _fail_over(rd, replica)
+        _fail_over(rd, replica, store)
         _say(store, "x")
         for _ in range(2):  # every flush stops there: nothing skipped, nothing replayed
             with pytest.raises(CorruptionError, match="cannot be told") as caught:
@@ -177,7 +187,7 @@ def test_an_old_watermark_is_read_and_a_queue_gone_back_below_it_stops_the_flush
         tiers = _tiers(store)
         _say(store, "a")
         tiers.flush()
-        replica = _copy(rd)
+        replica = _copy(rd, store)
         _say(store, "b")
         tiers.flush()
         _old_format(tiers)
@@ -186,7 +196,7 @@ def test_an_old_watermark_is_read_and_a_queue_gone_back_below_it_stops_the_flush
         assert set(_mark(tiers)) == {"epoch", "seq", "id", "at", "turn", "past"}
         _old_format(tiers)
         tiers.cold.apply([Put(k.key, b"{}", "json") for k in tiers.cold.scan("_statekeel_tier/replayed/")])
-        _fail_over(rd, replica)
+        _fail_over(rd, replica, store)
         with pytest.raises(CorruptionError, match="names none"):
             tiers.flush()
         assert _cold_history(urls) == ["a", "b", "c"]
