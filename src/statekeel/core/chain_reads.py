@@ -9,17 +9,21 @@ clock (a changed timestamp).
 from __future__ import annotations
 
 import hmac
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Final, TypeVar
 
 from ..errors import IntegrityError
-from ..protocol import Backend, Entry, LogInfo, Record, keys
+from ..protocol import Backend, LogInfo, Record, keys
 from . import layout
-from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
+from .chain import STEP, TAG, TRAILER, ChainKey, Head, LogHead, alive, split_trailer
 
 __all__ = ["against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
+
+_CLOCK_AT: Final = struct.Struct(">d").unpack_from
+"""A trailer's clock, read in place (:func:`~.chain.trailer` packs it)."""
 
 T = TypeVar("T")
 
@@ -96,9 +100,9 @@ def _window(known: LogHead, start: int, stop: int | None, limit: int | None, rev
 def check_entries(
     key: ChainKey, prefix: str, inner: Backend, log: str, known: LogHead | None, *,
     start: int, stop: int | None, limit: int | None, reverse: bool,
-) -> list[Entry]:
-    """The entries ``read`` asked for, read so that each one's chain link is checked (one entry
-    before the window is read too, unless the head holds its tag)."""
+) -> list[tuple[int, bytes, str, float]]:
+    """``(seq, value, codec, created_at)`` of the entries ``read`` asked for, read so that each one's
+    chain link is checked (one entry before the window is read too, unless the head holds its tag)."""
     where = prefix + log
     if known is None or not _alive(known.expires):
         found = inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
@@ -122,21 +126,24 @@ def check_entries(
             raise IntegrityError(f"entry {lo - 1} of log {where!r} is missing: deleted beneath the API")
         prev = split_trailer(found[0].data, where)[2]
         found = found[1:]
-    out: list[Entry] = []
-    tag_of, same = key.entry_tagger(where), hmac.compare_digest
+    out: list[tuple[int, bytes, str, float]] = []
+    tag_of, same, clock_at = key.entry_tagger(where), hmac.compare_digest, _CLOCK_AT
     for expected, e in zip(range(lo, hi + 1), found):
         if e.seq != expected:
             raise IntegrityError(f"entries {expected}..{e.seq - 1} of log {where!r} are missing: deleted "
                                  "beneath the API")  # fmt: skip
         codec = e.codec[: -len(STEP)] if e.codec.endswith(STEP) else _unchained(e.codec, f"entry {e.seq} of log {where!r}")
-        value, clock, tag = split_trailer(e.data, where)
+        data = e.data
+        if len(data) < TRAILER:
+            split_trailer(data, where)  # raises
+        value, clock, tag = data[:-TRAILER], clock_at(data, len(data) - TRAILER)[0], data[-TAG:]  # split_trailer, inline
         if not same(tag, tag_of(e.seq, codec, value, clock, prev)):
             raise IntegrityError(f"entry {e.seq} of log {where!r} breaks the chain: it was edited, reordered, "
                                  "forged, or the entry before it was changed or deleted")  # fmt: skip
         if clock != e.created_at:
             raise IntegrityError(f"entry {e.seq} of log {where!r} has created_at {e.created_at!r}, but it was "
                                  f"written at {clock!r}: its timestamp was changed")  # fmt: skip
-        out.append(Entry(e.log, e.seq, value, codec, e.created_at))
+        out.append((e.seq, value, codec, clock))
         prev = tag
     if len(out) != hi - lo + 1:
         raise IntegrityError(f"entries {lo + len(out)}..{hi} of log {where!r} are missing: deleted beneath the "

@@ -234,11 +234,16 @@ class ChainedBackend(Backend):
     def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
-        return self._against_head(log, lambda known: check_entries(
-            self._key, self._prefix, self._inner, log, known, start=start, stop=stop, limit=limit, reverse=reverse))
+        return [Entry(log, *e) for e in self._checked(log, start, stop, limit, reverse)]
 
     def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
-        return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
+        return [(value, codec) for _, value, codec, _ in self._checked(log, 1, None, limit, reverse)]
+
+    def _checked(
+        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool
+    ) -> list[tuple[int, bytes, str, float]]:
+        return self._against_head(log, lambda known: check_entries(
+            self._key, self._prefix, self._inner, log, known, start=start, stop=stop, limit=limit, reverse=reverse))
 
     def log_info(self, log: str) -> LogInfo | None:
         return self._against_head(log, lambda known: check_log_info(self._prefix + log, self._inner.log_info(log), known))

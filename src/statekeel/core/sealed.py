@@ -171,24 +171,27 @@ class SealedBackend(Backend):
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
         entries = self._inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
-        where = self._prefix + log
-        if len(entries) < 2 or self._cipher is None or layout.stored_in_clear(where):
-            return [self.open_entry(e) for e in entries]
-        if not all(e.codec.endswith(_STEP) for e in entries):  # planted plaintext (refused), or a conversion
-            return [self.open_entry(e) for e in entries]
-        opened = self._cipher.open_entries(where, [(e.data, e.seq) for e in entries])
-        out = []
-        for e, data in zip(entries, opened):
-            codec = e.codec[: -len(_STEP)]
-            if codec[:3] == SEALED:
-                data, codec = _unpacked(data, codec, where, b"e", e.seq)
-            out.append(Entry(log, e.seq, data, codec, e.created_at))
-        return out
+        return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, self._opened(log, entries))]
 
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]:
-        return [(e.data, e.codec) for e in self.read(log, limit=limit, reverse=reverse)]
+        return self._opened(log, self._inner.read(log, limit=limit, reverse=reverse))
+
+    def _opened(self, log: str, entries: list[Entry]) -> list[tuple[bytes, str]]:
+        """``(data, codec)`` of ``entries`` of ``log`` opened — in bulk when they are all sealed
+        (:meth:`Cipher.open_entries`), else one by one."""
+        where = self._prefix + log
+        if len(entries) < 2 or self._cipher is None or layout.stored_in_clear(where) or not all(
+            e.codec.endswith(_STEP) for e in entries  # planted plaintext (refused), or a conversion
+        ):
+            return [self.open_value(e.data, e.codec, e.log, b"e", e.seq) for e in entries]
+        opened = self._cipher.open_entries(where, [(e.data, e.seq) for e in entries])
+        out = []
+        for e, data in zip(entries, opened):
+            codec = e.codec[: -len(_STEP)]
+            out.append(_unpacked(data, codec, where, b"e", e.seq) if codec[:3] == SEALED else (data, codec))
+        return out
 
     def log_info(self, log: str) -> LogInfo | None:
         info = self._inner.log_info(log)

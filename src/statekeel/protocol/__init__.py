@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Literal, Union
 
 from . import keys
+from ._slots import quick_init
 
 __all__ = [
     "ANY",
@@ -83,6 +84,7 @@ ExpiresAt = Union[float, None, Keep]
 """Seconds since the epoch, ``None`` = never, or KEEP = unchanged."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Record:
     """One versioned key-value record as the backend stores it."""
@@ -103,6 +105,7 @@ class Record:
     """Seconds since the epoch after which the record is gone; None = never."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One element of an append-only log."""
@@ -119,6 +122,7 @@ class Entry:
     """Seconds since the epoch when it was appended."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LogInfo:
     """Summary of a log: its bounds and timestamps."""
@@ -137,6 +141,7 @@ class LogInfo:
     """When the whole log expires; None = never."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Put:
     """Write ``data`` at ``key`` if the stored version matches ``expect``."""
@@ -148,6 +153,7 @@ class Put:
     expires_at: ExpiresAt = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Delete:
     """Remove ``key`` if the stored version matches ``expect``. Result: existed."""
@@ -156,6 +162,7 @@ class Delete:
     expect: Expect = ANY
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Append:
     """Append ``items`` (data, codec) to ``log``. Result: the first new seq.
@@ -172,6 +179,7 @@ class Append:
     at: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Touch:
     """Bump ``updated_at`` of a record or log (and its expiry). Result: existed.
@@ -188,6 +196,7 @@ class Touch:
     refresh: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Expire:
     """Set the expiry of every record and log under ``prefix``. Result: count."""
@@ -196,6 +205,7 @@ class Expire:
     expires_at: float | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Trim:
     """Drop log entries with ``seq < before``. Result: how many were dropped."""
@@ -204,6 +214,7 @@ class Trim:
     before: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Load:
     """Write ``record`` exactly as given — version, timestamps, expiry — with no
@@ -212,6 +223,7 @@ class Load:
     record: Record
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LoadEntries:
     """Write ``entries`` of ``log`` at their own seq and created_at, for copy/import.
@@ -228,6 +240,7 @@ class LoadEntries:
     expires_at: float | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rewrite:
     """Replace the bytes of entry ``seq`` of ``log`` (same seq, same created_at).
