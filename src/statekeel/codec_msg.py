@@ -96,13 +96,28 @@ def open_form(data: bytes, codec: str) -> tuple[bytes, str] | None:
     """The inverse of :func:`seal_form` on decrypted ``data`` stored under ``msg[+<steps>]``;
     None when either is not in that form (the codec name was changed: ``msg:<role>`` is never
     sealed as it is, so a stored role cannot be swapped for the sealed one)."""
-    end = data.find(_NUL, 1, 18) if data[:1] == _NUL and codec.partition("+")[0] == SEALED else -1
+    end = data.find(_NUL, 1, 18) if data[:1] == _NUL else -1
     if end < 2:
         return None
-    name = PREFIX + data[1:end].decode("latin-1")
-    if short_role(name) is None:
-        return None
-    return data[end + 1 :], name + codec[len(SEALED) :]
+    role = data[1:end]
+    try:
+        name = _OPENED[role, codec]  # an encrypted reload opens thousands under the same few names
+    except KeyError:
+        name = _opened_name(role, codec)
+    return None if name is None else (data[end + 1 :], name)
+
+
+_OPENED: dict[tuple[bytes, str], str | None] = {}
+"""(sealed role, stored codec) → the codec name :func:`open_form` gives back (None: not that form)."""
+
+
+def _opened_name(role: bytes, codec: str) -> str | None:
+    name = None
+    if codec.partition("+")[0] == SEALED and short_role(PREFIX + role.decode("latin-1")) is not None:
+        name = PREFIX + role.decode("latin-1") + codec[len(SEALED) :]
+    if len(_OPENED) < 256:  # names come from stored rows: never let them grow the cache unbounded
+        _OPENED[role, codec] = name
+    return name
 
 
 def decode_run(items: list[tuple[bytes, str]]) -> list[Any] | None:
