@@ -166,6 +166,21 @@ def test_a_damaged_log_entry_raises_corruption_naming_it(url: str, schema: str, 
     assert "support-42" in result.output and "Traceback" not in result.output
 
 
+def test_entries_without_a_checksum_read_unchecked_beside_checked_ones(url: str, schema: str, sql: Any) -> None:
+    """A log holding rows from before checksums (NULL) and rows with one: ``read()`` returns them all,
+    and a damaged row among them is still named (the bulk check falls back to the row-by-row walk)."""
+    with statekeel.open(url) as store:
+        store.session("s").append("one", "two", "three")
+        (log,) = [r[0] for r in sql.execute(f'SELECT name FROM "{schema}".sk_logs')]
+        entries = f'"{schema}".sk_entries'
+        assert sql.execute(f"UPDATE {entries} SET checksum = NULL WHERE seq = 1", []).rowcount == 1
+        assert [e.seq for e in store.backend.read(log)] == [1, 2, 3]
+        assert sql.execute(f"UPDATE {entries} SET codec = 'bin' WHERE seq = 3", []).rowcount == 1
+        with pytest.raises(CorruptionError, match="damaged") as caught:
+            store.backend.read(log)
+        assert caught.value.key == log and caught.value.seq == 3
+
+
 def test_a_healthy_store_passes_doctor(url: str) -> None:
     with statekeel.open(url) as store:
         store.session("s").append("a", "b")

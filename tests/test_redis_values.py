@@ -6,10 +6,13 @@ return None — so the caller reads entry by entry and names the damaged one —
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from statekeel import CorruptionError
 from statekeel.backends.redis import values, wire
+from statekeel.protocol import Entry
 from statekeel.protocol.integrity import entry_sum
 
 LOG = "session/t1/history"
@@ -50,3 +53,37 @@ def test_gaps_old_frames_and_bad_headers_send_the_caller_entry_by_entry() -> Non
     assert values.values(LOG, 1, [frames[0][:8]]) is None  # cut short
     assert values.values(LOG, 1, [frames[0].replace(b"|4|", b"|x|")]) is None
     assert values.values(LOG, 1, [frames[0].replace(b"|4|", b"|9|")]) is None
+
+
+# -- entries(): the same loop for read(), with each entry's created_at ------------------------
+def _one_by_one(first: int, frames: list[bytes | None]) -> list[Entry]:
+    """What ``read()`` returned before the bulk path: each frame read alone, gaps skipped."""
+    return [values.entry(LOG, first + i, f) for i, f in enumerate(frames) if f]
+
+
+@given(first=st.integers(1, 2**40), items=_items, clock=st.floats(0, 4e9, allow_nan=False))
+def test_entries_of_a_well_formed_reply_are_each_entry_read_alone(
+    first: int, items: list[tuple[bytes, str]], clock: float
+) -> None:
+    frames: list[bytes | None] = [wire.frame(repr(clock), c, d, entry_sum(LOG, c, d, first + i))
+                                  for i, (d, c) in enumerate(items)]  # fmt: skip
+    got = values.entries(LOG, first, frames)
+    assert got == _one_by_one(first, frames)
+    assert [(e.seq, e.data, e.codec, e.created_at) for e in got] == [
+        (first + i, d, c, clock) for i, (d, c) in enumerate(items)
+    ]
+
+
+def test_entries_with_gaps_old_frames_or_damage_are_read_one_by_one() -> None:
+    frames: list[bytes | None] = list(_frames(1, [(b'{"a":1}', "json"), (b"x", "msg:user"), (b"y", "msg:user")]))
+    gap = [frames[0], None, frames[2]]  # entry 2 missing from the list: skipped, the others keep their seqs
+    assert values.entries(LOG, 1, gap) == _one_by_one(1, gap) and [e.seq for e in values.entries(LOG, 1, gap)] == [1, 3]
+    old: list[bytes | None] = [frames[0], b"1796232339.25|4|json{}"]  # the second written before checksums
+    assert values.entries(LOG, 1, old) == _one_by_one(1, old)
+    damaged = [frames[0], frames[1].replace(b"msg:user", b"msg:tool"), frames[2]]
+    with pytest.raises(CorruptionError) as caught:
+        values.entries(LOG, 1, damaged)
+    assert caught.value.seq == 2
+    with pytest.raises(CorruptionError) as caught:
+        values.entries(LOG, 1, [frames[0], frames[1][:8]])  # cut short
+    assert caught.value.seq == 2

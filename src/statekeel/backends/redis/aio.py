@@ -162,14 +162,18 @@ class AsyncRedisBackend(AsyncBackend):
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
         wire.utf8(log, "the log")
-        keys = [self._layout.log_head(log), self._layout.log_data(log)]
-        args = [repr(time.time()), int(start), "" if stop is None else int(stop),
+        start = int(start)
+        args = [repr(time.time()), start, "" if stop is None else int(stop),
                 "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
+        span = values.bounds(limit, reverse) if start <= 1 and stop is None else None
+        if span is not None:  # from the log's first entry: the sync backend's snapshot
+            head, length, frames = await self._call(lambda: self._snapshot(log, span))
+            at = values.first_seq(head, length, len(frames), reverse, time.time())
+            if at is not None:
+                return values.entries(log, at, frames) if at else []
+        keys = [self._layout.log_head(log), self._layout.log_data(log)]
         reply = await self._eval(sync_backend._READ_LOG, keys, args)
-        if not reply:
-            return []
-        first, frames = int(reply[0]), reply[1]
-        return [values.entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
+        return values.entries(log, int(reply[0]), reply[1]) if reply else []
 
     async def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False

@@ -31,7 +31,7 @@ from . import lua, lua_light, lua_scan, wire
 from . import values
 from .aof import rewrite_aof
 from .faults import map_error as _map_error
-from .values import damaged as _damaged, entry as _entry
+from .values import damaged as _damaged
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
@@ -252,14 +252,18 @@ class RedisBackend(Backend):
         reverse: bool = False,
     ) -> list[Entry]:
         wire.utf8(log, "the log")
-        keys = [self._layout.log_head(log), self._layout.log_data(log)]
-        args = [repr(time.time()), int(start), "" if stop is None else int(stop),
+        start = int(start)
+        args = [repr(time.time()), start, "" if stop is None else int(stop),
                 "" if limit is None else int(limit), "1" if reverse else "0"]  # fmt: skip
+        span = values.bounds(limit, reverse) if start <= 1 and stop is None else None
+        if span is not None:  # from the log's first entry: read_values' snapshot (no Lua copy of the list)
+            head, length, frames = self._call(lambda: self._snapshot(log, span))
+            at = values.first_seq(head, length, len(frames), reverse, time.time())
+            if at is not None:
+                return values.entries(log, at, frames) if at else []
+        keys = [self._layout.log_head(log), self._layout.log_data(log)]
         reply = self._eval(_READ_LOG, keys, args)
-        if not reply:
-            return []
-        first, frames = int(reply[0]), reply[1]
-        return [_entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
+        return values.entries(log, int(reply[0]), reply[1]) if reply else []
 
     def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
         """History reloads: one MULTI/EXEC snapshot, the frames checked in bulk (:mod:`.values`)."""
