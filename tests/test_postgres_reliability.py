@@ -167,8 +167,8 @@ def test_a_damaged_log_entry_raises_corruption_naming_it(url: str, schema: str, 
 
 
 def test_entries_without_a_checksum_read_unchecked_beside_checked_ones(url: str, schema: str, sql: Any) -> None:
-    """A log holding rows from before checksums (NULL) and rows with one: ``read()`` returns them all,
-    and a damaged row among them is still named (the bulk check falls back to the row-by-row walk)."""
+    """A log holding rows from before checksums (NULL) and rows with one: ``read()`` returns them all
+    (a NULL is read unchecked), and a damaged row among them is still named."""
     with statekeel.open(url) as store:
         store.session("s").append("one", "two", "three")
         (log,) = [r[0] for r in sql.execute(f'SELECT name FROM "{schema}".sk_logs')]
