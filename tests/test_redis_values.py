@@ -75,15 +75,24 @@ def test_entries_of_a_well_formed_reply_are_each_entry_read_alone(
 
 
 def test_entries_with_gaps_old_frames_or_damage_are_read_one_by_one() -> None:
-    frames: list[bytes | None] = list(_frames(1, [(b'{"a":1}', "json"), (b"x", "msg:user"), (b"y", "msg:user")]))
-    gap = [frames[0], None, frames[2]]  # entry 2 missing from the list: skipped, the others keep their seqs
+    frames = _frames(1, [(b'{"a":1}', "json"), (b"x", "msg:user"), (b"y", "msg:user")])
+    gap: list[bytes | None] = [frames[0], None, frames[2]]  # entry 2 missing from the list: skipped, the others keep their seqs
     assert values.entries(LOG, 1, gap) == _one_by_one(1, gap) and [e.seq for e in values.entries(LOG, 1, gap)] == [1, 3]
     old: list[bytes | None] = [frames[0], b"1796232339.25|4|json{}"]  # the second written before checksums
     assert values.entries(LOG, 1, old) == _one_by_one(1, old)
-    damaged = [frames[0], frames[1].replace(b"msg:user", b"msg:tool"), frames[2]]
+    damaged: list[bytes | None] = [frames[0], frames[1].replace(b"msg:user", b"msg:tool"), frames[2]]
     with pytest.raises(CorruptionError) as caught:
         values.entries(LOG, 1, damaged)
     assert caught.value.seq == 2
     with pytest.raises(CorruptionError) as caught:
         values.entries(LOG, 1, [frames[0], frames[1][:8]])  # cut short
+    assert caught.value.seq == 2
+
+
+def test_an_entry_whose_created_at_does_not_parse_is_named() -> None:
+    """created_at is outside the checksum (``values`` does not read it): ``entries`` still names the entry."""
+    frames = _frames(1, [(b"x", "msg:user"), (b"y", "msg:user")])
+    frames[1] = frames[1].replace(b"1796232339.25|", b"17962323x9.25|")
+    with pytest.raises(CorruptionError) as caught:
+        values.entries(LOG, 1, frames)
     assert caught.value.seq == 2

@@ -186,8 +186,7 @@ def split_trailer(data: bytes, where: str) -> tuple[bytes, float, bytes]:
     """``(value, clock, tag)`` of a chained value."""
     if len(data) < TRAILER:
         raise IntegrityError(f"the chained value at {where!r} is truncated: its MAC trailer is missing")
-    value, tail = data[:-TRAILER], data[-TRAILER:]
-    return value, _CLOCK.unpack(tail[:8])[0], tail[8:]
+    return data[:-TRAILER], _CLOCK.unpack_from(data, len(data) - TRAILER)[0], data[-TAG:]
 
 
 class LogHead(NamedTuple):

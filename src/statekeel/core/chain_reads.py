@@ -9,7 +9,6 @@ clock (a changed timestamp).
 from __future__ import annotations
 
 import hmac
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,12 +17,9 @@ from typing import Final, TypeVar
 from ..errors import IntegrityError
 from ..protocol import Backend, LogInfo, Record, keys
 from . import layout
-from .chain import STEP, TAG, TRAILER, ChainKey, Head, LogHead, alive, split_trailer
+from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
 
 __all__ = ["against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
-
-_CLOCK_AT: Final = struct.Struct(">d").unpack_from
-"""A trailer's clock, read in place (:func:`~.chain.trailer` packs it)."""
 
 T = TypeVar("T")
 
@@ -127,16 +123,13 @@ def check_entries(
         prev = split_trailer(found[0].data, where)[2]
         found = found[1:]
     out: list[tuple[int, bytes, str, float]] = []
-    tag_of, same, clock_at = key.entry_tagger(where), hmac.compare_digest, _CLOCK_AT
+    tag_of, same = key.entry_tagger(where), hmac.compare_digest
     for expected, e in zip(range(lo, hi + 1), found):
         if e.seq != expected:
             raise IntegrityError(f"entries {expected}..{e.seq - 1} of log {where!r} are missing: deleted "
                                  "beneath the API")  # fmt: skip
         codec = e.codec[: -len(STEP)] if e.codec.endswith(STEP) else _unchained(e.codec, f"entry {e.seq} of log {where!r}")
-        data = e.data
-        if len(data) < TRAILER:
-            split_trailer(data, where)  # raises
-        value, clock, tag = data[:-TRAILER], clock_at(data, len(data) - TRAILER)[0], data[-TAG:]  # split_trailer, inline
+        value, clock, tag = split_trailer(e.data, where)
         if not same(tag, tag_of(e.seq, codec, value, clock, prev)):
             raise IntegrityError(f"entry {e.seq} of log {where!r} breaks the chain: it was edited, reordered, "
                                  "forged, or the entry before it was changed or deleted")  # fmt: skip

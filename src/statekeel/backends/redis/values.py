@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import count
 from typing import Any
 
 from ...errors import CorruptionError
@@ -103,33 +104,16 @@ def first_seq(header: Sequence[Any], length: int, got: int, reverse: bool, now: 
 
 
 def entries(log: str, first: int, frames: Sequence[Any]) -> list[Entry]:
-    """Entries ``first, first + 1, …`` of ``log`` from ``frames``, checked in the one plain loop of
-    :func:`values` (each one's ``created_at`` parsed too). A gap, a frame from before checksums or
-    damage sends the reply entry by entry instead (:func:`entry`: gaps skipped, damage named)."""
-    out: list[Entry] = []
-    add = out.append
-    codecs: dict[bytes, tuple[str, int]] = {}
-    seq = first
-    try:
-        for raw in frames:
-            bar = raw.index(b"|", 5) + 1  # None (a gap): the walk below
-            mid = raw.index(b"|", bar)
-            start = mid + 1
-            at = start + int(raw[bar:mid])
-            name = raw[start:at]
-            codec = codecs.get(name)
-            if codec is None:
-                text = name.decode()
-                codec = codecs[name] = (text, head(log, text))
-            data = raw[at:]
-            if raw[0] != _HASH or (crc32(data, codec[1]) + seq) & MASK != int.from_bytes(raw[1:5]):
-                break
-            add(Entry(log, seq, data, codec[0], float(raw[5 : bar - 1])))
-            seq += 1
-        else:
-            return out
-    except (TypeError, AttributeError, ValueError, IndexError):
-        pass
+    """Entries ``first, first + 1, …`` of ``log`` from ``frames``: split and checked by :func:`values`,
+    each one's ``created_at`` read beside; anything :func:`values` does not take (a gap, a frame from
+    before checksums, damage) is read entry by entry (:func:`entry`: gaps skipped, damage named)."""
+    found = values(log, first, frames)
+    if found is not None:
+        try:  # created_at is outside the checksum: a damaged one is named by entry() below
+            return [Entry(log, seq, data, codec, float(raw[5 : raw.index(b"|", 5)]))
+                    for seq, (data, codec), raw in zip(count(first), found, frames)]  # fmt: skip
+        except ValueError:
+            pass
     return [entry(log, first + i, raw) for i, raw in enumerate(frames) if raw]
 
 
