@@ -160,7 +160,10 @@ def _diverged_now(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
         return True
     if mark.id is None or mark.seq < info.first_seq:
         return False
-    return _other_entry(hot, mark)
+    found = hot.read(QUEUE, start=mark.seq, limit=1)
+    # the doctor holds no lease: a flush since the watermark was read may have trimmed the queue
+    # past its seq (the read then starts at a later entry): the queue moved on, as in :func:`reached`
+    return not found or (found[0].seq == mark.seq and not mark.matches(found[0]))
 
 
 def _other_entry(hot: Backend, mark: Watermark) -> bool:

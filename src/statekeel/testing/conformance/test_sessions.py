@@ -186,4 +186,5 @@ def test_a_session_whose_creation_was_cut_short_is_found_by_doctor_and_relisted_
     s = store.session("orphan")  # reopening repairs the listing and keeps the status
     assert s.info().status == "completed"
     assert [i.id for i in store.sessions()] == ["listed", "orphan"]
-    assert examine(store).ok
+    report = examine(store)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if c.problems]
