@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --scale                       # PostgreSQL and Redis, C = 1, 8, 32, 128
     python benchmarks/scale.py --backends postgres --turns 20 --repeat 3 --out scale.json
+    python benchmarks/scale.py --encrypted --before --processes ""   # encrypted: native / worker
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -89,16 +90,20 @@ def _turns_for(c: int, a: argparse.Namespace) -> list[tuple[str, str]]:
     return make_turns(max(a.turns, -(-a.min_turns // c)) + 1)
 
 
-async def statekeel_async(url: str, c: int, turns: list[tuple[str, str]], native: bool = True) -> float:
+async def statekeel_async(
+    url: str, c: int, turns: list[tuple[str, str]], native: bool = True, encrypted: bool = False
+) -> float:
     """``native=False``: every call on the store's worker thread (``STATEKEEL_ASYNC_NATIVE=0``),
-    as before issue 15 — the "before" rows."""
+    as before issue 15 — the "before" rows. ``encrypted``: the store encrypts every value
+    (``encryption=``; natively sealed on PostgreSQL and Redis since session 39)."""
     import statekeel
 
     tag = next(_ids)
     if not native:
         os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
+    options: dict[str, Any] = {"encryption": statekeel.Encryption(master_key=b"k" * 32)} if encrypted else {}
     try:
-        store = await statekeel.open_async(url)
+        store = await statekeel.open_async(url, **options)
     finally:
         os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
     async with store:
@@ -273,8 +278,24 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
     else:
         sk_url, raw_async, raw_url = f"{server_url}?prefix=skscale", raw_redis_async, server_url
     rows: list[dict[str, Any]] = []
+    enc_url = sk_url.replace("sk_scale", "sk_scale_enc").replace("skscale", "skscaleenc")
     for c in a.concurrency:
         turns = _turns_for(c, a)
+        if a.encrypted:
+            rows.append(_paired(
+                f"{backend} async C={c}, encrypted",
+                lambda c=c, turns=turns: asyncio.run(statekeel_async(enc_url, c, turns, encrypted=True)),
+                lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
+                a.repeat,
+            ))
+            if a.before:
+                rows.append(_paired(
+                    f"{backend} async C={c}, encrypted, all on the worker (before)",
+                    lambda c=c, turns=turns: asyncio.run(statekeel_async(enc_url, c, turns, False, True)),
+                    lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
+                    a.repeat,
+                ))
+            continue
         rows.append(_paired(
             f"{backend} async C={c}",
             lambda c=c, turns=turns: asyncio.run(statekeel_async(sk_url, c, turns)),
@@ -288,13 +309,15 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
                 lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
                 a.repeat,
             ))
-    for n in a.processes:
+    for n in [] if a.encrypted else a.processes:
         rows.append(_paired(
             f"{backend} sync N={n}",
             lambda n=n: processes("statekeel", sk_url, n, a.turns),
             lambda n=n: processes("raw", raw_url, n, a.turns),
             a.repeat,
         ))
+    if a.encrypted:
+        return rows
     lat = latency(sk_url, a.latency_calls, a.repeat)
     lat["row"] = f"{backend} latency async/sync"
     print(json.dumps(lat), file=sys.stderr, flush=True)
@@ -328,6 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
+    ap.add_argument("--encrypted", action="store_true",
+                    help="the async rows on an encrypted store (encryption=) instead; no process or latency rows")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 

@@ -195,10 +195,15 @@ async def _on_the_worker(store: AsyncStore) -> None:
     assert _worker_threads(store) == 1
 
 
-def test_encrypted_stores_keep_the_worker(store_url: str) -> None:
-    """The sealing wrapper (core/sealed.py) is sync-only: encrypted stores run on the worker."""
+def test_encrypted_stores_keep_the_worker_off_the_native_drivers(store_url: str) -> None:
+    """An encrypted store runs on the loop only on PostgreSQL and Redis (tests/test_aio_sealed.py);
+    on the others it keeps the worker, as before."""
     key = base64.b64encode(b"A" * 32).decode()
-    _run(store_url, _on_the_worker, encryption=Encryption(master_key=key))
+    with statekeel.open(store_url, encryption=Encryption(master_key=key)) as store:
+        assert (lane_for(store, Worker()) is not None) == _is_native(store_url)
+        assert lane_for(store.tenant("acme"), Worker()) is None  # a tenant's view keeps the worker
+    if not _is_native(store_url):
+        _run(store_url, _on_the_worker, encryption=Encryption(master_key=key))
 
 
 def test_tamper_evident_stores_keep_the_worker(store_url: str) -> None:

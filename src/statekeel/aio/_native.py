@@ -1,7 +1,7 @@
 """The hot paths of the asyncio API on a native asyncio backend: no thread hop.
 
-With a PostgreSQL or Redis store (unencrypted, not tamper-evident, not a tenant
-view), :class:`~statekeel.aio.AsyncStore` opens an
+With a PostgreSQL or Redis store (plain or encrypted — :mod:`statekeel.core.sealed_aio` —
+but not tamper-evident, not a tenant view), :class:`~statekeel.aio.AsyncStore` opens an
 :class:`~statekeel.protocol.aio.AsyncBackend` beside the sync backend, and
 session open, append, heartbeat, batch commits, ``history``/``count``/``info``
 and state get/put/delete/update run on it directly on the event loop. They run
@@ -9,8 +9,8 @@ the same pure code as the sync API — :func:`plan_session_write` decides what
 to write, the codec encodes and decodes, the sync ``Session``/``StateView``
 objects hold the handle's state — and only the I/O is awaited here. Anything
 that needs more (a lease's fence, the one-off reactivation of a completed
-session, idempotency keys, restored histories, encryption, the chain) runs the
-sync code on the store's worker as before.
+session, idempotency keys, restored histories, the chain) runs the sync code on
+the store's worker as before.
 
 Order: a native call first waits for the worker calls made before it
 (:meth:`Worker.settled`), and every call through one session handle — native or
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Core, layout
+from ..core.sealed import SealedBackend
+from ..core.sealed_aio import AsyncSealedBackend
 from ..core.session_write import (RENEW_FACTOR, Committed, SessionCore, SessionWrites, merge_index, plan_session_write,
                                   split_index)
 from ..core.validate import check_name, check_optional_name, stored_seconds
@@ -36,11 +38,12 @@ from ..errors import ConflictError, ExpiredError
 from ..features._duration import Duration, maybe_seconds
 from ..features.sessions import Session, reopened_meta
 from ..models import SessionInfo, to_datetime
-from ..protocol import ANY, Expect, Op, OpResult, Put, Record
+from ..protocol import ANY, Backend, Expect, Op, OpResult, Put, Record
 from ..protocol.aio import AsyncBackend
 from ._worker import Worker
 
-__all__ = ["ENV_NATIVE", "Lane", "apply_across", "commit", "find", "history", "info", "native_backend", "open_session"]
+__all__ = ["ENV_NATIVE", "Lane", "apply_across", "commit", "find", "history", "info", "native_backend", "open_session",
+           "sealed_native_backend"]
 
 ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 """Set to 0/false/no/off to keep every async call on the worker thread (for comparisons)."""
@@ -49,7 +52,7 @@ ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 def lane_for(store: Core, worker: Worker) -> Lane | None:
     """The native lane of ``store``: its asyncio driver (PostgreSQL, Redis), or group commit
     through the worker (SQLite, files); None when every call must stay on the worker."""
-    native = native_backend(store)
+    native = native_backend(store) or sealed_native_backend(store, worker)
     if native is not None:
         return Lane(native, worker)
     if not plain_store(store) or type(store.backend).__name__ not in GROUPED or store.backend.batch_scope != "store":
@@ -65,7 +68,7 @@ GROUPED = ("SQLiteBackend", "FilesBackend")
 
 def plain_store(store: Core) -> bool:
     """No encryption, no chain, no tenant view beneath the store, and the switch not off."""
-    if os.environ.get(ENV_NATIVE, "").strip().lower() in ("0", "false", "no", "off"):
+    if _switched_off():
         return False
     return store.keyring is None and store.backend is store.storage
 
@@ -73,13 +76,34 @@ def plain_store(store: Core) -> bool:
 def native_backend(store: Core) -> AsyncBackend | None:
     """The native asyncio backend for ``store``, or None when its calls must stay on the worker.
 
-    Only a plain PostgreSQL or Redis store qualifies: the encryption and chain
-    wrappers (``core/sealed.py``, ``core/chained.py``) and the tenant view are
-    sync-only, so such stores keep the worker.
+    Only a plain PostgreSQL or Redis store qualifies here (an encrypted one:
+    :func:`sealed_native_backend`); the chain wrapper (``core/chained.py``) and
+    the tenant view are sync-only, so such stores keep the worker.
     """
     if not plain_store(store):
         return None
-    backend = store.backend
+    return _driver(store.backend)
+
+
+def sealed_native_backend(store: Core, worker: Worker) -> AsyncBackend | None:
+    """An encrypted PostgreSQL or Redis store's native asyncio backend, its values sealed and
+    opened by the store's own sealing (:mod:`statekeel.core.sealed_aio`); None for anything else
+    (tamper-evident, a tenant view, opened without its key, the switch off)."""
+    sealing = store.backend
+    if type(sealing) is not SealedBackend or sealing.keyring is None or sealing.context_prefix or _switched_off():
+        return None
+    native = _driver(sealing.storage)
+    if native is None:
+        return None
+    return AsyncSealedBackend(native, sealing, sealing.keyring, lambda fn: worker.run(fn, tracked=False))
+
+
+def _switched_off() -> bool:
+    return os.environ.get(ENV_NATIVE, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _driver(backend: Backend) -> AsyncBackend | None:
+    """The asyncio driver's backend beside ``backend`` (exactly PostgreSQL or Redis), or None."""
     # a backend's module is imported when one of its stores is open: look there, so a Redis store
     # does not import psycopg (nor a PostgreSQL store redis-py) just to be told apart
     if "statekeel.backends.postgres.backend" in sys.modules:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hashlib
 import hmac
 import json
@@ -35,9 +36,25 @@ from ..errors import ConflictError, ErasedError, KeyUnavailableError
 from ..protocol import ANY, Backend, Put, keys
 from . import layout
 
-__all__ = ["HOW_TO_SUPPLY", "MasterKeys", "Keyring", "DataKey", "key_id", "names_under", "plain_subject_digest"]
+__all__ = ["HOW_TO_SUPPLY", "NO_IO", "KeyLookup", "MasterKeys", "Keyring", "DataKey", "key_id", "names_under",
+           "plain_subject_digest"]
 
 _CACHE_SECONDS = 30.0
+
+NO_IO: contextvars.ContextVar[bool] = contextvars.ContextVar("statekeel_keyring_no_io", default=False)
+"""Set (around code that must not block: an event loop's) to make a data key lookup that would read
+the keystore raise :class:`KeyLookup` instead (the caller looks it up elsewhere, then tries again)."""
+
+
+class KeyLookup(Exception):
+    """A data key lookup needs the keystore while :data:`NO_IO` is set: run :meth:`Keyring.fetch`
+    (on a thread), then do again what raised it. Internal to the asyncio path; never reaches users."""
+
+    def __init__(self, partition: str, version: int | None) -> None:
+        super().__init__(partition, version)
+        self.partition = partition
+        self.version = version
+        """The version asked for; None: the current one."""
 
 
 HOW_TO_SUPPLY = (
@@ -219,10 +236,12 @@ class Keyring:
         self._subject_secret: bytes | None = None
 
     # -- records ---------------------------------------------------------------
-    def _load(self, partition: str) -> dict[str, Any] | None:
+    def _load(self, partition: str, version: int | None = None) -> dict[str, Any] | None:
         hit = self._cache.get(partition)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        if NO_IO.get():
+            raise KeyLookup(partition, version)
         rec = self.keystore.get(_record_key(partition))
         body = json.loads(rec.data) if rec else None
         if body is not None:
@@ -278,9 +297,9 @@ class Keyring:
 
     def get(self, partition: str, version: int) -> DataKey:
         """The key that encrypted data of ``partition`` at ``version``."""
-        body = self._load(partition)
+        body = self._load(partition, version)
         if body is None or body.get("erased") or str(version) not in body.get("versions", {}):
-            body = self._load_fresh(partition)
+            body = self._load_fresh(partition, version)
         if body is None:
             raise KeyUnavailableError(
                 f"no data key for {partition!r} in the keystore {self.keystore.url}; is this the keystore "
@@ -290,10 +309,20 @@ class Keyring:
             raise ErasedError(f"data of {partition!r} was erased at the subject's request and cannot be read")
         return DataKey(partition, version, self._aead(partition, body, version))
 
-    def _load_fresh(self, partition: str) -> dict[str, Any] | None:
+    def _load_fresh(self, partition: str, version: int | None = None) -> dict[str, Any] | None:
+        if NO_IO.get():
+            raise KeyLookup(partition, version)
         with self._lock:
             self._cache.pop(partition, None)
         return self._load(partition)
+
+    def fetch(self, partition: str, version: int | None) -> None:
+        """What :class:`KeyLookup` asks for: the key read from the keystore into the cache (the
+        current one created on first use), or its error raised (erased, missing)."""
+        if version is None:
+            self.current(partition)
+        else:
+            self.get(partition, version)
 
     def _create(self, partition: str, subject: str | None, key: bytes | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"current": 1, "subject": subject, "versions": {}}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final
 
 from ..codec_msg import SEALED, open_form, seal_form
@@ -56,9 +56,21 @@ from ..protocol import (
 from ..protocol.checks import check_ops
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
-from .keyring import DataKey
+from .keyring import DataKey, Keyring
 
-__all__ = ["SealedBackend"]
+__all__ = ["ATTEMPTS", "Positions", "SealedBackend"]
+
+_MISSING: Final = object()
+
+
+@dataclass(frozen=True)
+class Positions:
+    """The positions a batch resolves (:meth:`SealedBackend.needed`), read before it is sealed."""
+
+    versions: dict[str, int | None]
+    """Key -> the record's version (None: absent), for each ``Put(expect=ANY)``."""
+    nexts: dict[str, int]
+    """Log -> the seq its next entry gets, for each ``Append(at=None)``."""
 
 
 def _ends(op: Touch | Expire) -> bool:
@@ -66,7 +78,7 @@ def _ends(op: Touch | Expire) -> bool:
     exp = op.expires_at
     return isinstance(exp, (int, float)) and exp <= time.time()
 
-_ATTEMPTS: Final = 8
+ATTEMPTS: Final = 8
 """Times a batch is sealed again after another writer moved a position it resolved."""
 
 _CACHE_MAX: Final = 100_000
@@ -113,6 +125,16 @@ class SealedBackend(Backend):
         return self._cipher is None
 
     @property
+    def keyring(self) -> Keyring | None:
+        """The data keys this sealing uses (None: opened without the key)."""
+        return None if self._cipher is None else self._cipher.keyring
+
+    @property
+    def context_prefix(self) -> str:
+        """The key prefix of a tenant's view ("" for the whole store)."""
+        return self._prefix
+
+    @property
     def storage(self) -> Backend:
         """The backend underneath: values as stored (sealed), for maintenance and verification."""
         return self._inner
@@ -151,34 +173,34 @@ class SealedBackend(Backend):
         rec = self._inner.get(key, include_expired=include_expired)
         if rec is None:
             return None
-        self._saw(rec)
+        self.saw(rec)
         return self.open_record(rec)
 
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         out = self._inner.get_many(keys)
         for rec in out:
             if rec is not None:
-                self._saw(rec)
+                self.saw(rec)
         return [None if rec is None else self.open_record(rec) for rec in out]
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         page = self._inner.scan(prefix, after=after, limit=limit)
         for rec in page:
-            self._saw(rec)
+            self.saw(rec)
         return [self.open_record(rec) for rec in page]
 
     def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:
         entries = self._inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
-        return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, self._opened(log, entries))]
+        return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, self.opened(log, entries))]
 
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]:
-        return self._opened(log, self._inner.read(log, limit=limit, reverse=reverse))
+        return self.opened(log, self._inner.read(log, limit=limit, reverse=reverse))
 
-    def _opened(self, log: str, entries: list[Entry]) -> list[tuple[bytes, str]]:
+    def opened(self, log: str, entries: list[Entry]) -> list[tuple[bytes, str]]:
         """``(data, codec)`` of ``entries`` of ``log`` opened — in bulk when they are all sealed
         (:meth:`Cipher.open_entries`), else one by one."""
         where = self._prefix + log
@@ -194,7 +216,10 @@ class SealedBackend(Backend):
         return out
 
     def log_info(self, log: str) -> LogInfo | None:
-        info = self._inner.log_info(log)
+        return self.saw_log(log, self._inner.log_info(log))
+
+    def saw_log(self, log: str, info: LogInfo | None) -> LogInfo | None:
+        """``info`` of ``log``, its next seq remembered."""
         if info is not None:
             self._remember(self._next, log, info.last_seq + 1)
         return info
@@ -205,24 +230,33 @@ class SealedBackend(Backend):
     # -- writes --------------------------------------------------------------
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
         check_ops(ops, now)
-        for attempt in range(_ATTEMPTS):
-            sealed, resolved = self._seal_batch(ops)
+        for attempt in range(ATTEMPTS):
+            sealed, resolved = self.seal_batch(ops)
             try:
                 results = self._inner.apply(sealed, now=now)
             except ConflictError as err:
-                if err.key not in resolved or attempt == _ATTEMPTS - 1:
-                    self._forget(err.key)
+                if not self.retries(err, resolved, attempt):
                     raise
-                self._moved(err, resolved[err.key])
                 continue
             except BaseException:
-                self._forget_batch(ops)  # it may or may not have been applied
+                self.forget_batch(ops)  # it may or may not have been applied
                 raise
-            return self._learn(ops, results)
+            return self.learn(ops, results)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _seal_batch(self, ops: Sequence[Op]) -> tuple[list[Op], dict[str, type]]:
-        """The ops with their values sealed, and the positions this handle resolved (key -> op type)."""
+    def retries(self, err: ConflictError, resolved: dict[str, type], attempt: int) -> bool:
+        """After ``err``: whether the batch is sealed again — another writer moved a position this
+        handle resolved (it takes the one the conflict names) — or the conflict is the caller's."""
+        if err.key not in resolved or attempt == ATTEMPTS - 1:
+            self._forget(err.key)
+            return False
+        self._moved(err, resolved[err.key])
+        return True
+
+    def seal_batch(self, ops: Sequence[Op], fetched: Positions | None = None) -> tuple[list[Op], dict[str, type]]:
+        """The ops with their values sealed, and the positions this handle resolved (key -> op type).
+        ``fetched``: every position the batch resolves, read beforehand (the asyncio path: sealing
+        then reads nothing); without it, a position this handle has not seen is read here."""
         versions: dict[str, int | None] = {}  # as the batch's earlier ops leave them
         nexts: dict[str, int] = {}
         resolved: dict[str, type] = {}
@@ -230,9 +264,9 @@ class SealedBackend(Backend):
         out: list[Op] = []
         for op in ops:
             if isinstance(op, Put):
-                op = self._seal_put(op, versions, resolved, known)
+                op = self._seal_put(op, versions, resolved, known, fetched)
             elif isinstance(op, Append):
-                op = self._seal_append(op, nexts, resolved, known)
+                op = self._seal_append(op, nexts, resolved, known, fetched)
             elif isinstance(op, Rewrite):
                 op = self._seal_rewrite(op)
             elif isinstance(op, Load):
@@ -251,12 +285,13 @@ class SealedBackend(Backend):
         return out, resolved
 
     def _seal_put(
-        self, op: Put, versions: dict[str, int | None], resolved: dict[str, type], known: dict[str, DataKey]
-    ) -> Put:
+        self, op: Put, versions: dict[str, int | None], resolved: dict[str, type], known: dict[str, DataKey],
+        fetched: Positions | None,
+    ) -> Put:  # fmt: skip
         if op.key in versions:
             current = versions[op.key]
         elif op.expect is ANY:
-            current = self._version_of(op.key)
+            current = self._version_of(op.key) if fetched is None else fetched.versions[op.key]
             resolved[op.key] = Put
         else:
             current = op.expect
@@ -266,11 +301,12 @@ class SealedBackend(Backend):
         return Put(op.key, data, codec, expect, op.expires_at)  # constructors: replace() costs µs
 
     def _seal_append(
-        self, op: Append, nexts: dict[str, int], resolved: dict[str, type], known: dict[str, DataKey]
-    ) -> Append:
+        self, op: Append, nexts: dict[str, int], resolved: dict[str, type], known: dict[str, DataKey],
+        fetched: Positions | None,
+    ) -> Append:  # fmt: skip
         first = nexts.get(op.log) or op.at
         if first is None:
-            first = self._next_of(op.log)
+            first = self._next_of(op.log) if fetched is None else fetched.nexts[op.log]
             resolved[op.log] = Append
         nexts[op.log] = first + len(op.items)
         where = self._prefix + op.log
@@ -320,6 +356,27 @@ class SealedBackend(Backend):
         return self._cipher
 
     # -- positions -----------------------------------------------------------
+    def needed(self, ops: Sequence[Op]) -> tuple[Positions, list[str], list[str]]:
+        """The positions ``ops`` resolve that this handle knows, and the keys and logs to read for
+        the others (the asyncio path reads them awaited, then seals with them all given)."""
+        found = Positions({}, {})
+        keys: list[str] = []
+        logs: list[str] = []
+        for op in ops:
+            if isinstance(op, Put) and op.expect is ANY and op.key not in found.versions and op.key not in keys:
+                version = self._versions.get(op.key, _MISSING)
+                if version is _MISSING:
+                    keys.append(op.key)
+                else:
+                    found.versions[op.key] = version  # type: ignore[assignment]
+            elif isinstance(op, Append) and op.at is None and op.log not in found.nexts and op.log not in logs:
+                nxt = self._next.get(op.log)
+                if nxt is None:
+                    logs.append(op.log)
+                else:
+                    found.nexts[op.log] = nxt
+        return found, keys, logs
+
     def _version_of(self, key: str) -> int | None:
         if key in self._versions:
             return self._versions[key]
@@ -342,7 +399,7 @@ class SealedBackend(Backend):
         else:
             self._remember(self._versions, err.key, err.actual)
 
-    def _learn(self, ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
+    def learn(self, ops: Sequence[Op], results: list[OpResult]) -> list[OpResult]:
         """Remember the positions the batch left, and give back the caller's own values."""
         out: list[OpResult] = []
         versions, nexts = self._versions, self._next
@@ -370,11 +427,12 @@ class SealedBackend(Backend):
             elif isinstance(op, Load):
                 result = op.record
             elif isinstance(op, (Touch, Expire, LoadEntries)) and (isinstance(op, LoadEntries) or _ends(op)):
-                self._forget_batch([op])
+                self.forget_batch([op])
             out.append(result)
         return out
 
-    def _saw(self, rec: Record) -> None:
+    def saw(self, rec: Record) -> None:
+        """A record read: its version remembered (the next put of it is sealed for the one after)."""
         self._remember(self._versions, rec.key, rec.version)
 
     @staticmethod
@@ -387,7 +445,7 @@ class SealedBackend(Backend):
         self._versions.pop(key, None)
         self._next.pop(key, None)
 
-    def _forget_batch(self, ops: Sequence[Op]) -> None:
+    def forget_batch(self, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, Expire):
                 self._versions.clear()

@@ -1,0 +1,128 @@
+"""The sealing of an encrypted store over a native asyncio backend (PostgreSQL, Redis): no thread hop.
+
+:class:`AsyncSealedBackend` is :class:`~statekeel.core.sealed.SealedBackend`'s asyncio twin and
+shares everything with it but the I/O: the same sealing and opening (the handle's own
+``SealedBackend``, so both APIs learn the same positions), the same retry on a position another
+writer moved, the same errors. What the sync wrapper reads on the way — the version of a record
+or the next seq of a log this handle has not seen — is read here first, awaited
+(:meth:`SealedBackend.needed`), and the batch is then sealed with every position given.
+
+Data keys: the keyring keeps each partition's keys for 30 seconds. Sealing and opening run with
+:data:`~statekeel.core.keyring.NO_IO` set, so a key not in that cache is not read from the keystore
+on the event loop: :class:`~statekeel.core.keyring.KeyLookup` is raised instead, the key is read on
+the store's worker thread (``offload``) — once per partition every 30 seconds, and when a partition
+gets its first key — and the sealing or opening is done again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from ..errors import ConflictError
+from ..protocol import Entry, LogInfo, Op, OpResult, Record
+from ..protocol.aio import AsyncBackend
+from ..protocol.checks import check_ops
+from .keyring import NO_IO, KeyLookup, Keyring
+from .sealed import ATTEMPTS, Positions, SealedBackend
+
+__all__ = ["AsyncSealedBackend"]
+
+T = TypeVar("T")
+
+Offload = Callable[[Callable[[], None]], Awaitable[None]]
+"""Runs a blocking call off the event loop (the store's worker) and awaits it."""
+
+
+class AsyncSealedBackend(AsyncBackend):
+    """``inner`` (the store's native asyncio backend) with values sealed and opened by ``sealed``."""
+
+    def __init__(self, inner: AsyncBackend, sealed: SealedBackend, keyring: Keyring, offload: Offload) -> None:
+        self._inner = inner
+        self._sealed = sealed
+        self._keyring = keyring
+        self._offload = offload
+        self.url = inner.url
+        self.batch_scope = inner.batch_scope
+
+    async def _keyed(self, work: Callable[[], T]) -> T:
+        """``work()`` (sealing or opening: no I/O of its own), its data keys looked up off the loop
+        whenever the keyring would have read the keystore."""
+        while True:
+            token = NO_IO.set(True)
+            try:
+                return work()
+            except KeyLookup as need:
+                missing = need
+            finally:
+                NO_IO.reset(token)
+            await self._offload(functools.partial(self._keyring.fetch, missing.partition, missing.version))
+
+    # -- reads ---------------------------------------------------------------
+    async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        rec = await self._inner.get(key, include_expired=include_expired)
+        if rec is None:
+            return None
+        self._sealed.saw(rec)
+        return await self._keyed(lambda: self._sealed.open_record(rec))
+
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        found, sealed = await self._inner.get_many(keys), self._sealed
+        for rec in found:
+            if rec is not None:
+                sealed.saw(rec)
+        return await self._keyed(lambda: [None if r is None else sealed.open_record(r) for r in found])
+
+    async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        page, sealed = await self._inner.scan(prefix, after=after, limit=limit), self._sealed
+        for rec in page:
+            sealed.saw(rec)
+        return await self._keyed(lambda: [sealed.open_record(r) for r in page])
+
+    async def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        entries = await self._inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
+        opened = await self._keyed(lambda: self._sealed.opened(log, entries))
+        return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, opened)]
+
+    async def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        entries = await self._inner.read(log, limit=limit, reverse=reverse)  # the seqs are sealed in
+        return await self._keyed(lambda: self._sealed.opened(log, entries))
+
+    async def log_info(self, log: str) -> LogInfo | None:
+        return self._sealed.saw_log(log, await self._inner.log_info(log))
+
+    # -- writes --------------------------------------------------------------
+    async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        check_ops(ops, now)
+        sealed = self._sealed
+        for attempt in range(ATTEMPTS):
+            fetched = await self._positions(ops)
+            batch, resolved = await self._keyed(functools.partial(sealed.seal_batch, ops, fetched))
+            try:
+                results = await self._inner.apply(batch, now=now)
+            except ConflictError as err:
+                if not sealed.retries(err, resolved, attempt):
+                    raise
+                continue
+            except BaseException:
+                sealed.forget_batch(ops)  # it may or may not have been applied
+                raise
+            return sealed.learn(ops, results)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _positions(self, ops: Sequence[Op]) -> Positions:
+        """Every position ``ops`` resolve: this handle's, and the others read (one round trip each)."""
+        found, keys, logs = self._sealed.needed(ops)
+        if keys:
+            for key, rec in zip(keys, await self._inner.get_many(keys)):
+                found.versions[key] = None if rec is None else rec.version
+        for log in logs:  # an unseen log: once per session handle
+            info = await self._inner.log_info(log)
+            found.nexts[log] = 1 if info is None else info.last_seq + 1
+        return found
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
