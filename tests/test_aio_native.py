@@ -107,24 +107,26 @@ def test_native_results_match_the_sync_api(store_url: str) -> None:
     _run(store_url, read)
 
 
-def test_concurrent_conversations_share_one_store(store_url: str) -> None:
+async def conversations(store: AsyncStore, turns: int = 5) -> None:
     """32 coroutines, each with its own session, plus one shared counter updated by all:
     every history complete and in order, no counter increment lost."""
 
-    async def conversation(store: AsyncStore, n: int) -> None:
+    async def conversation(n: int) -> None:
         s = await store.session(f"c-{n}")
-        for turn in range(5):
+        for turn in range(turns):
             await s.append({"n": n, "turn": turn}, state={"turn": turn})
             await store.app.update("turns", lambda t: t + 1, default=0)
 
-    async def main(store: AsyncStore) -> None:
-        await asyncio.gather(*(conversation(store, n) for n in range(32)))
-        for n in range(32):
-            s = await store.session(f"c-{n}")
-            assert [m["turn"] for m in await s.history()] == list(range(5)) and await s.state.get("turn") == 4
-        assert await store.app.get("turns") == 32 * 5
+    await asyncio.gather(*(conversation(n) for n in range(32)))
+    for n in range(32):
+        s = await store.session(f"c-{n}")
+        assert [m["turn"] for m in await s.history()] == list(range(turns)) and await s.state.get("turn") == turns - 1
+    assert await store.app.get("turns") == 32 * turns
 
-    _run(store_url, main)
+
+def test_concurrent_conversations_share_one_store(store_url: str) -> None:
+    """:func:`conversations` on one store."""
+    _run(store_url, conversations)
 
 
 def test_calls_through_one_session_keep_call_order_across_native_and_worker(store_url: str) -> None:

@@ -13,7 +13,7 @@ import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from test_aio_native import _hot_paths, _is_native, _worker_threads
+from test_aio_native import _hot_paths, _is_native, _worker_threads, conversations
 
 import statekeel
 from statekeel import AsyncStore, Encryption, IntegrityError, KeyUnavailableError
@@ -131,23 +131,9 @@ def test_a_position_moved_by_another_writer_is_sealed_again(store_url: str) -> N
 
 
 def test_concurrent_encrypted_conversations(store_url: str) -> None:
-    """32 coroutines, a session each, and one shared counter: histories complete and in order,
-    no increment lost, every value sealed to its own position."""
-
-    async def conversation(store: AsyncStore, n: int) -> None:
-        s = await store.session(f"c-{n}")
-        for turn in range(4):
-            await s.append({"n": n, "turn": turn}, state={"turn": turn})
-            await store.app.update("turns", lambda t: t + 1, default=0)
-
-    async def main(store: AsyncStore) -> None:
-        await asyncio.gather(*(conversation(store, n) for n in range(32)))
-        for n in range(32):
-            s = await store.session(f"c-{n}")
-            assert [m["turn"] for m in await s.history()] == list(range(4)) and await s.state.get("turn") == 3
-        assert await store.app.get("turns") == 32 * 4
-
-    _run(store_url, main)
+    """32 conversations and a shared counter (test_aio_native's), encrypted: every value sealed to
+    its own position while the positions move under 32 coroutines at once."""
+    _run(store_url, conversations)
 
 
 def test_the_loop_refuses_planted_and_moved_values(store_url: str) -> None:
