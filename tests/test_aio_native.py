@@ -208,9 +208,15 @@ def test_encrypted_stores_keep_the_worker_off_the_native_drivers(store_url: str)
         _run(store_url, _on_the_worker, encryption=Encryption(master_key=key))
 
 
-def test_tamper_evident_stores_keep_the_worker(store_url: str) -> None:
-    """The chain wrapper (core/chained.py) is sync-only: ``integrity="chain"`` stores run on the worker."""
-    _run(store_url, _on_the_worker, integrity=Integrity(key=base64.b64encode(b"M" * 32).decode()))
+def test_tamper_evident_stores_keep_the_worker_off_the_native_drivers(store_url: str) -> None:
+    """A tamper-evident store runs on the loop only on PostgreSQL and Redis (tests/test_aio_chained.py);
+    on the others, and for a tenant's view, it keeps the worker."""
+    integrity = Integrity(key=base64.b64encode(b"M" * 32).decode())
+    with statekeel.open(store_url, integrity=integrity) as store:
+        assert (lane_for(store, Worker()) is not None) == _is_native(store_url)
+        assert lane_for(store.tenant("acme"), Worker()) is None
+    if not _is_native(store_url):
+        _run(store_url, _on_the_worker, integrity=integrity)
 
 
 def test_a_store_serves_a_second_event_loop(store_url: str) -> None:

@@ -30,6 +30,8 @@ from typing import Any
 
 from ..core import Core, layout
 from ..core.sealed import SealedBackend
+from ..core.chained import ChainedBackend
+from ..core.chained_aio import AsyncChainedBackend, Offload
 from ..core.sealed_aio import AsyncSealedBackend
 from ..core.session_write import (RENEW_FACTOR, Committed, SessionCore, SessionWrites, merge_index, plan_session_write,
                                   split_index)
@@ -43,7 +45,7 @@ from ..protocol.aio import AsyncBackend
 from ._worker import Worker
 
 __all__ = ["ENV_NATIVE", "Lane", "apply_across", "commit", "find", "history", "info", "native_backend", "open_session",
-           "sealed_native_backend"]
+           "wrapped_native_backend"]
 
 ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 """Set to 0/false/no/off to keep every async call on the worker thread (for comparisons)."""
@@ -52,7 +54,7 @@ ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 def lane_for(store: Core, worker: Worker) -> Lane | None:
     """The native lane of ``store``: its asyncio driver (PostgreSQL, Redis), or group commit
     through the worker (SQLite, files); None when every call must stay on the worker."""
-    native = native_backend(store) or sealed_native_backend(store, worker)
+    native = native_backend(store) or wrapped_native_backend(store, worker)
     if native is not None:
         return Lane(native, worker)
     if not plain_store(store) or type(store.backend).__name__ not in GROUPED or store.backend.batch_scope != "store":
@@ -85,17 +87,26 @@ def native_backend(store: Core) -> AsyncBackend | None:
     return _driver(store.backend)
 
 
-def sealed_native_backend(store: Core, worker: Worker) -> AsyncBackend | None:
-    """An encrypted PostgreSQL or Redis store's native asyncio backend, its values sealed and
-    opened by the store's own sealing (:mod:`statekeel.core.sealed_aio`); None for anything else
-    (tamper-evident, a tenant view, opened without its key, the switch off)."""
-    sealing = store.backend
-    if type(sealing) is not SealedBackend or sealing.keyring is None or sealing.context_prefix or _switched_off():
+def wrapped_native_backend(store: Core, worker: Worker) -> AsyncBackend | None:
+    """An encrypted or tamper-evident PostgreSQL or Redis store's native asyncio backend: the
+    store's own sealing and chain over the driver (:mod:`statekeel.core.sealed_aio`,
+    :mod:`statekeel.core.chained_aio`), their rare blocking reads run on ``worker``. None for
+    anything else (a tenant view, a store opened without its key, the switch off)."""
+    if _switched_off() or type(store.backend) not in (SealedBackend, ChainedBackend):
         return None
-    native = _driver(sealing.storage)
-    if native is None:
-        return None
-    return AsyncSealedBackend(native, sealing, sealing.keyring, lambda fn: worker.run(fn, tracked=False))
+    return _wrapped(store.backend, lambda fn: worker.run(fn, tracked=False))
+
+
+def _wrapped(backend: Backend, offload: Offload) -> AsyncBackend | None:
+    if type(backend) is ChainedBackend:
+        below = _wrapped(backend.storage, offload)
+        return None if below is None else AsyncChainedBackend(below, backend, offload)
+    if type(backend) is SealedBackend:
+        if backend.keyring is None or backend.context_prefix:
+            return None
+        below = _driver(backend.storage)
+        return None if below is None else AsyncSealedBackend(below, backend, backend.keyring, offload)
+    return _driver(backend)  # a tenant's view is neither driver: it keeps the worker
 
 
 def _switched_off() -> bool:

@@ -15,11 +15,11 @@ from dataclasses import replace
 from typing import Final, TypeVar
 
 from ..errors import IntegrityError
-from ..protocol import Backend, LogInfo, Record, keys
+from ..protocol import Backend, Entry, LogInfo, Record, keys
 from . import layout
 from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
 
-__all__ = ["against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
+__all__ = ["MOVED", "READS", "EntryWindow", "against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
 
 T = TypeVar("T")
 
@@ -99,71 +99,97 @@ def check_entries(
 ) -> list[tuple[int, bytes, str, float]]:
     """``(seq, value, codec, created_at)`` of the entries ``read`` asked for, read so that each one's
     chain link is checked (one entry before the window is read too, unless the head holds its tag)."""
-    where = prefix + log
-    if known is None or not _alive(known.expires):
-        found = inner.read(log, start=start, stop=stop, limit=limit, reverse=reverse)
-        if found:
-            raise IntegrityError(f"entry {found[0].seq} of log {where!r} is not in its chain head: appended "
-                                 "beneath the API")  # fmt: skip
-        return []
-    lo, hi = _window(known, start, stop, limit, reverse)
-    if hi < lo:
-        return []
-    lead = lo > known.first
-    to_end = stop is None and hi == known.last  # then one entry past the head's last is looked for too
-    first = lo - 1 if lead else lo
-    found = inner.read(log, start=first, stop=None if to_end else hi + 1, limit=hi - first + 2 if to_end else None)
-    if to_end and found and found[-1].seq > hi:
-        raise IntegrityError(f"entry {found[-1].seq} of log {where!r} is past the last seq its chain head has "
-                             f"({known.last}): appended beneath the API")  # fmt: skip
-    prev = known.before
-    if lead:
-        if not found or found[0].seq != lo - 1:
-            raise IntegrityError(f"entry {lo - 1} of log {where!r} is missing: deleted beneath the API")
-        prev = split_trailer(found[0].data, where)[2]
-        found = found[1:]
-    out: list[tuple[int, bytes, str, float]] = []
-    tag_of, same = key.entry_tagger(where), hmac.compare_digest
-    for expected, e in zip(range(lo, hi + 1), found):
-        if e.seq != expected:
-            raise IntegrityError(f"entries {expected}..{e.seq - 1} of log {where!r} are missing: deleted "
-                                 "beneath the API")  # fmt: skip
-        codec = e.codec[: -len(STEP)] if e.codec.endswith(STEP) else _unchained(e.codec, f"entry {e.seq} of log {where!r}")
-        value, clock, tag = split_trailer(e.data, where)
-        if not same(tag, tag_of(e.seq, codec, value, clock, prev)):
-            raise IntegrityError(f"entry {e.seq} of log {where!r} breaks the chain: it was edited, reordered, "
-                                 "forged, or the entry before it was changed or deleted")  # fmt: skip
-        if clock != e.created_at:
-            raise IntegrityError(f"entry {e.seq} of log {where!r} has created_at {e.created_at!r}, but it was "
-                                 f"written at {clock!r}: its timestamp was changed")  # fmt: skip
-        out.append((e.seq, value, codec, clock))
-        prev = tag
-    if len(out) != hi - lo + 1:
-        raise IntegrityError(f"entries {lo + len(out)}..{hi} of log {where!r} are missing: deleted beneath the "
-                             "API (at its tail, when the head's last seq is among them)")  # fmt: skip
-    if hi == known.last and not hmac.compare_digest(prev, known.tag):
-        raise IntegrityError(f"the last entry of log {where!r} is not the one its chain head names")
-    return out
+    w = EntryWindow(known, start, stop, limit, reverse)
+    found = inner.read(log, start=w.start, stop=w.stop, limit=w.limit, reverse=w.reverse) if w.reads else []
+    return w.checked(key, prefix + log, found)
 
 
-_READS: Final = 5
+class EntryWindow:
+    """What :func:`check_entries` reads beneath the chain for one ``read`` (``start``, ``stop``,
+    ``limit``, ``reverse``: the inner read's arguments) and how it checks what came back — apart,
+    so the asyncio twin awaits the read between the two."""
+
+    __slots__ = ("known", "lo", "hi", "lead", "to_end", "start", "stop", "limit", "reverse")
+
+    @property
+    def reads(self) -> bool:
+        """Whether anything is read (a window the head says is empty is not)."""
+        return self.known is None or self.hi >= self.lo
+
+    def __init__(self, known: LogHead | None, start: int, stop: int | None, limit: int | None, reverse: bool) -> None:
+        self.known = known if known is not None and _alive(known.expires) else None
+        self.lo = self.hi = 0
+        self.lead = self.to_end = False
+        if self.known is None:  # nothing in the head: whatever is found was appended beneath the API
+            self.start, self.stop, self.limit, self.reverse = start, stop, limit, reverse
+            return
+        lo, hi = self.lo, self.hi = _window(self.known, start, stop, limit, reverse)
+        self.lead = lo > self.known.first
+        self.to_end = stop is None and hi == self.known.last  # then one entry past the head's last is looked for too
+        first = lo - 1 if self.lead else lo
+        self.start, self.reverse = first, False
+        self.stop, self.limit = (None, hi - first + 2) if self.to_end else (hi + 1, None)
+
+    def checked(self, key: ChainKey, where: str, found: list[Entry]) -> list[tuple[int, bytes, str, float]]:
+        known, lo, hi = self.known, self.lo, self.hi
+        if known is None:
+            if found:
+                raise IntegrityError(f"entry {found[0].seq} of log {where!r} is not in its chain head: appended "
+                                     "beneath the API")  # fmt: skip
+            return []
+        if hi < lo:
+            return []
+        if self.to_end and found and found[-1].seq > hi:
+            raise IntegrityError(f"entry {found[-1].seq} of log {where!r} is past the last seq its chain head has "
+                                 f"({known.last}): appended beneath the API")  # fmt: skip
+        prev = known.before
+        if self.lead:
+            if not found or found[0].seq != lo - 1:
+                raise IntegrityError(f"entry {lo - 1} of log {where!r} is missing: deleted beneath the API")
+            prev = split_trailer(found[0].data, where)[2]
+            found = found[1:]
+        out: list[tuple[int, bytes, str, float]] = []
+        tag_of, same = key.entry_tagger(where), hmac.compare_digest
+        for expected, e in zip(range(lo, hi + 1), found):
+            if e.seq != expected:
+                raise IntegrityError(f"entries {expected}..{e.seq - 1} of log {where!r} are missing: deleted "
+                                     "beneath the API")  # fmt: skip
+            codec = e.codec[: -len(STEP)] if e.codec.endswith(STEP) else _unchained(e.codec, f"entry {e.seq} of log {where!r}")
+            value, clock, tag = split_trailer(e.data, where)
+            if not same(tag, tag_of(e.seq, codec, value, clock, prev)):
+                raise IntegrityError(f"entry {e.seq} of log {where!r} breaks the chain: it was edited, reordered, "
+                                     "forged, or the entry before it was changed or deleted")  # fmt: skip
+            if clock != e.created_at:
+                raise IntegrityError(f"entry {e.seq} of log {where!r} has created_at {e.created_at!r}, but it was "
+                                     f"written at {clock!r}: its timestamp was changed")  # fmt: skip
+            out.append((e.seq, value, codec, clock))
+            prev = tag
+        if len(out) != hi - lo + 1:
+            raise IntegrityError(f"entries {lo + len(out)}..{hi} of log {where!r} are missing: deleted beneath the "
+                                 "API (at its tail, when the head's last seq is among them)")  # fmt: skip
+        if hi == known.last and not hmac.compare_digest(prev, known.tag):
+            raise IntegrityError(f"the last entry of log {where!r} is not the one its chain head names")
+        return out
+
+
+READS: Final = 5
 """Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
 a writer may commit between them on backends without snapshot reads (files)."""
 
 
 def consistent(read: Callable[[], T]) -> T:
-    """``read()``, done again (after a short pause) while it raises IntegrityError, up to :data:`_READS` times."""
-    for attempt in range(_READS):
+    """``read()``, done again (after a short pause) while it raises IntegrityError, up to :data:`READS` times."""
+    for attempt in range(READS):
         try:
             return read()
         except IntegrityError:
-            if attempt == _READS - 1:
+            if attempt == READS - 1:
                 raise
             time.sleep(0.002 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-_MOVES: Final = 1000
+MOVED: Final = 1000
 """Reads of a log redone because writers moved its head meanwhile, before giving up."""
 
 
@@ -177,7 +203,7 @@ def against_head(
     nothing moved is believed (a seqlock: writers move the head and the log in one batch)."""
     part = keys.partition(log)
     head_key = layout.chain_head_key(part)
-    for _ in range(_MOVES):
+    for _ in range(MOVED):
         before = inner.get(head_key)
         known = known_in(before, part)
         try:
@@ -187,4 +213,4 @@ def against_head(
             if (None if before is None else before.version) == (None if after is None else after.version):
                 raise
     raise IntegrityError(f"the chain head of {prefix + part!r} kept moving while the log was read "
-                         f"({_MOVES} times); the writers are too busy for a checked read — try again")
+                         f"({MOVED} times); the writers are too busy for a checked read — try again")

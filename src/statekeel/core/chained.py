@@ -33,12 +33,14 @@ from ..protocol.checks import check_ops
 from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
+from .chain_ops import HeadLookup, as_given, resolved, touches
+from .keyring import NO_IO
 from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, kept,
                     split_trailer, trailer)
 from .sealed import SealedBackend
 from .chain_reads import against_head, check_entries, check_log_info, check_record, consistent, open_value
 
-__all__ = ["ChainedBackend"]
+__all__ = ["BatchPlan", "ChainedBackend", "HeadLookup"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -139,13 +141,6 @@ class ChainedBackend(Backend):
             spot = spots[key] = None if self._plain(key) else (keys.partition(key), where, tagger(where))
             return spot
 
-    def _resolved(self, ops: Sequence[Op]) -> set[str]:
-        """The keys whose compare-and-set the chain chose (the caller's op asked for none): a conflict on
-        one of them means another writer moved it, and the batch is planned again."""
-        chosen = [op.key if isinstance(op, Put) else op.log for op in ops
-                  if (isinstance(op, Put) and op.expect is ANY) or (isinstance(op, Append) and op.at is None)]
-        return {key for key in chosen if not self._plain(key)}
-
     # -- heads -----------------------------------------------------------------
     def head_of(self, rec: Record | None, partition: str) -> Head:
         """The head of ``partition`` from its stored record (verified), or an empty one."""
@@ -175,9 +170,12 @@ class ChainedBackend(Backend):
         return key, self._key.record_tagger(self._prefix + key)
 
     def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
-        if partition not in self._heads:
-            self.head_of(self._inner.get(layout.chain_head_key(partition)), partition)
-        version, head, created = self._heads[partition]
+        found = self._heads.get(partition)
+        if found is None:
+            if NO_IO.get():
+                raise HeadLookup(partition)
+            found = self._heads[partition] = self._load_head(partition, self._inner.get(layout.chain_head_key(partition)))
+        version, head, created = found
         return version, head.copy(), created
 
     # -- reads -----------------------------------------------------------------
@@ -260,24 +258,38 @@ class ChainedBackend(Backend):
         check_ops(ops, now)
         deadline = None
         for attempt in itertools.count():
-            clock = time.time() if now is None else now
-            plan = _Plan(self, clock)
-            sealed = [plan.seal(op) for op in ops]
-            head_ops = plan.head_puts()
+            plan, batch = self.planned(ops, now)
             try:
-                results = self._inner.apply([*sealed, *head_ops], now=clock)
+                results = self._inner.apply(batch, now=plan.clock)
             except BaseException as exc:
-                for part in plan.heads:  # moved by another writer, or maybe applied: read them again
-                    self._heads.pop(part, None)
-                ours = isinstance(exc, ConflictError) and (layout.is_chain_head(exc.key) or exc.key in self._resolved(ops))
-                deadline = time.monotonic() + _PATIENCE if deadline is None else deadline  # from the first refusal
-                if ours and time.monotonic() < deadline:
-                    time.sleep(JITTER.uniform(0, 0.001 * min(attempt, 20)))  # contenders spread out
-                    continue
-                raise
-            plan.remember(results[len(ops):])
-            return [_as_given(op, r) for op, r in zip(ops, results)]
+                pause, deadline = self.refused(plan, ops, exc, deadline, attempt)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+                continue
+            return plan.finish(ops, results)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def planned(self, ops: Sequence[Op], now: float | None) -> tuple[BatchPlan, list[Op]]:
+        """One attempt at ``ops``: its plan, and the batch to apply beneath (the ops sealed, then the
+        heads they change). With :data:`~statekeel.core.keyring.NO_IO` set, a head not cached raises
+        :class:`HeadLookup` instead of being read."""
+        plan = BatchPlan(self, time.time() if now is None else now)
+        sealed = [plan.seal(op) for op in ops]
+        return plan, [*sealed, *plan.head_puts()]
+
+    def refused(
+        self, plan: BatchPlan, ops: Sequence[Op], exc: BaseException, deadline: float | None, attempt: int
+    ) -> tuple[float | None, float]:
+        """After the batch beneath raised ``exc``: the pause before planning it again (None: raise
+        ``exc``) and the deadline of those retries (set at the first refusal)."""
+        for part in plan.heads:  # moved by another writer, or maybe applied: read them again
+            self._heads.pop(part, None)
+        ours = isinstance(exc, ConflictError) and (layout.is_chain_head(exc.key) or exc.key in resolved(ops, self._plain))
+        deadline = time.monotonic() + _PATIENCE if deadline is None else deadline
+        if ours and time.monotonic() < deadline:
+            return JITTER.uniform(0, 0.001 * min(attempt, 20)), deadline  # contenders spread out
+        return None, deadline
 
     # -- the rest is the backend's ------------------------------------------------
     def purge_expired(self, *, limit: int = 1000) -> int:
@@ -294,25 +306,7 @@ _HEAD_CODEC: Final = "json" + STEP
 """The stored codec of a head record."""
 
 
-def _as_given(op: Op, result: OpResult) -> OpResult:
-    """A result as the caller's own op would have produced it (its value, not the sealed one)."""
-    if type(op) is Append:
-        return result  # its first seq, as given
-    if isinstance(op, Put) and isinstance(result, Record):
-        r = result
-        return Record(r.key, op.data, op.codec, r.version, r.created_at, r.updated_at, r.expires_at)
-    return op.record if isinstance(op, Load) else result
-
-
-def _touches(op: Touch, record: RecordHead, clock: float) -> bool:
-    """Whether ``op`` moves the record's expiry — a refresh only at the version read, still expiring
-    (as the backend judges it: the head is compare-and-set, so it saw the same record)."""
-    return op.refresh is None or (
-        record.version == op.refresh and record.expires is not None and record.expires > clock
-    )
-
-
-class _Plan:
+class BatchPlan:
     """One attempt at a batch: the sealed ops and the heads they leave."""
 
     def __init__(self, backend: ChainedBackend, clock: float) -> None:
@@ -359,7 +353,7 @@ class _Plan:
             self._head(op.key).records.pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
             head, name = self._head(op.key), self._where(op.key)
-            if (record := head.records.get(name)) is not None and _touches(op, record, self.clock):
+            if (record := head.records.get(name)) is not None and touches(op, record, self.clock):
                 head.records[name] = record._replace(expires=op.expires_at)
             if op.refresh is None and (log := head.logs.get(name)) is not None:
                 head.logs[name] = log._replace(expires=op.expires_at)
@@ -489,6 +483,11 @@ class _Plan:
             tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)
             out.append(Put(key, data + self.stamp + tag, _HEAD_CODEC, version, head.last_expiry()))
         return out
+
+    def finish(self, ops: Sequence[Op], results: Sequence[OpResult]) -> list[OpResult]:
+        """The batch was applied: the heads it left remembered, the results as the caller's ops give them."""
+        self.remember(results[len(ops):])
+        return [as_given(op, r) for op, r in zip(ops, results)]
 
     def remember(self, results: Sequence[OpResult]) -> None:
         for part, result in zip(self.order, results):

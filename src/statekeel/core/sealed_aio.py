@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ..errors import ConflictError
 from ..protocol import Entry, LogInfo, Op, OpResult, Record
@@ -27,12 +27,15 @@ from ..protocol.checks import check_ops
 from .keyring import NO_IO, KeyLookup, Keyring
 from .sealed import ATTEMPTS, Positions, SealedBackend
 
-__all__ = ["AsyncSealedBackend"]
+__all__ = ["AsyncSealedBackend", "Offload"]
 
 T = TypeVar("T")
 
-Offload = Callable[[Callable[[], None]], Awaitable[None]]
-"""Runs a blocking call off the event loop (the store's worker) and awaits it."""
+
+class Offload(Protocol):
+    """Runs a blocking call on the store's worker thread and awaits what it returns."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
 class AsyncSealedBackend(AsyncBackend):

@@ -1,0 +1,191 @@
+"""A tamper-evident store over a native asyncio backend (PostgreSQL, Redis): no thread hop.
+
+:class:`AsyncChainedBackend` is :class:`~statekeel.core.chained.ChainedBackend`'s asyncio twin
+and its sync half does all but the I/O: the same plan (trailers, MACs, each changed head
+compare-and-set in the same batch), the same cached heads, the same retries when another writer
+moved a head, the same checks on reads (:mod:`statekeel.core.chain_reads`) and the same errors.
+Planning runs with :data:`~statekeel.core.keyring.NO_IO` set: a head not cached raises
+:class:`~statekeel.core.chain_ops.HeadLookup`, is read here awaited, and the batch is planned
+again. Beneath it sits the store's native backend, or :class:`~statekeel.core.sealed_aio.
+AsyncSealedBackend` when the store is encrypted too.
+
+Rare ops (trims, rewrites, loads of a copy) read stored entries while they are planned: such a
+batch, a scan, and reading the anchor of an anchored store run on the store's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
+
+from ..errors import IntegrityError
+from ..protocol import (
+    Append,
+    Delete,
+    Entry,
+    Expire,
+    LogInfo,
+    Op,
+    OpResult,
+    Put,
+    Record,
+    Touch,
+    keys,
+)
+from ..protocol.aio import AsyncBackend
+from ..protocol.checks import check_ops
+from . import layout
+from .chain import LogHead
+from .chain_ops import HeadLookup
+from .chain_reads import MOVED, READS, EntryWindow, check_log_info, check_record
+from .chained import BatchPlan, ChainedBackend
+from .keyring import NO_IO
+from .sealed_aio import Offload
+
+__all__ = ["AsyncChainedBackend", "Offload"]
+
+T = TypeVar("T")
+
+_ON_THE_LOOP: Final = frozenset({Put, Append, Delete, Touch, Expire})
+"""Ops whose planning reads nothing but heads: a batch of others is applied on the worker."""
+
+
+class AsyncChainedBackend(AsyncBackend):
+    """``inner`` (asyncio) with every value chained and checked by ``chained`` (its sync twin)."""
+
+    def __init__(self, inner: AsyncBackend, chained: ChainedBackend, offload: Offload) -> None:
+        self._inner = inner
+        self._c = chained
+        self._offload = offload
+        self._anchor_read = chained.anchor is None
+        self.url = inner.url
+        self.batch_scope = inner.batch_scope
+
+    async def _ready(self) -> ChainedBackend:
+        """The sync half, with the anchor of an anchored store read (on the worker, once)."""
+        if not self._anchor_read:
+            await self._offload(self._c.anchored_heads)
+            self._anchor_read = True
+        return self._c
+
+    # -- reads ---------------------------------------------------------------
+    async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
+        return await _consistent(lambda: self._get(key, include_expired))
+
+    async def _get(self, key: str, include_expired: bool) -> Record | None:
+        c, inner = await self._ready(), self._inner
+        if c._plain(key):
+            return await inner.get(key, include_expired=include_expired)
+        part = keys.partition(key)
+        head_key = layout.chain_head_key(part)
+        if include_expired:
+            rec, hrec = await inner.get(key, include_expired=True), await inner.get(head_key)
+        else:
+            rec, hrec = await inner.get_many([key, head_key])
+        return check_record(c.key, c._prefix, key, rec, c.head_of(hrec, part), include_expired)
+
+    async def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        return await _consistent(lambda: self._get_many(keys_))
+
+    async def _get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+        c = await self._ready()
+        parts = sorted({keys.partition(k) for k in keys_ if not c._plain(k)})
+        found = await self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
+        heads = {p: c.head_of(r, p) for p, r in zip(parts, found[len(keys_):])}
+        return [rec if c._plain(k) else check_record(c.key, c._prefix, k, rec, heads[keys.partition(k)])
+                for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
+
+    async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
+        return await self._offload(functools.partial(self._c.scan, prefix, after=after, limit=limit))
+
+    async def read(
+        self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
+    ) -> list[Entry]:
+        return [Entry(log, *e) for e in await self._checked(log, start, stop, limit, reverse)]
+
+    async def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
+        return [(value, codec) for _, value, codec, _ in await self._checked(log, 1, None, limit, reverse)]
+
+    async def _checked(
+        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool
+    ) -> list[tuple[int, bytes, str, float]]:
+        async def check(known: LogHead | None) -> list[tuple[int, bytes, str, float]]:
+            w = EntryWindow(known, start, stop, limit, reverse)
+            found = await self._inner.read(log, start=w.start, stop=w.stop, limit=w.limit, reverse=w.reverse) \
+                if w.reads else []  # fmt: skip
+            return w.checked(self._c.key, self._c._prefix + log, found)
+
+        return await self._against_head(log, check)
+
+    async def log_info(self, log: str) -> LogInfo | None:
+        async def check(known: LogHead | None) -> LogInfo | None:
+            return check_log_info(self._c._prefix + log, await self._inner.log_info(log), known)
+
+        return await self._against_head(log, check)
+
+    async def _against_head(self, log: str, check: Callable[[LogHead | None], Awaitable[T]]) -> T:
+        """:func:`~statekeel.core.chain_reads.against_head`, awaited: a disagreement is believed only
+        when the head was not moved while the log was read."""
+        c = await self._ready()
+        part = keys.partition(log)
+        head_key = layout.chain_head_key(part)
+        for _ in range(MOVED):
+            before = await self._inner.get(head_key)
+            try:
+                return await check(c.head_of(before, part).logs.get(c._prefix + log))
+            except IntegrityError:
+                after = await self._inner.get(head_key)
+                if (None if before is None else before.version) == (None if after is None else after.version):
+                    raise
+        raise IntegrityError(f"the chain head of {c._prefix + part!r} kept moving while the log was read "
+                             f"({MOVED} times); the writers are too busy for a checked read — try again")  # fmt: skip
+
+    # -- writes --------------------------------------------------------------
+    async def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        c = await self._ready()
+        if any(type(op) not in _ON_THE_LOOP for op in ops):
+            return await self._offload(functools.partial(c.apply, ops, now=now))
+        check_ops(ops, now)
+        deadline = None
+        for attempt in itertools.count():
+            plan, batch = await self._planned(c, ops, now)
+            try:
+                results = await self._inner.apply(batch, now=plan.clock)
+            except BaseException as exc:
+                pause, deadline = c.refused(plan, ops, exc, deadline, attempt)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+                continue
+            return plan.finish(ops, results)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _planned(self, c: ChainedBackend, ops: Sequence[Op], now: float | None) -> tuple[BatchPlan, list[Op]]:
+        """:meth:`ChainedBackend.planned` with every head it needs read here, awaited."""
+        while True:
+            token = NO_IO.set(True)
+            try:
+                return c.planned(ops, now)
+            except HeadLookup as need:
+                part = need.partition
+            finally:
+                NO_IO.reset(token)
+            c.head_of(await self._inner.get(layout.chain_head_key(part)), part)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _consistent(read: Callable[[], Awaitable[T]]) -> T:
+    """:func:`~statekeel.core.chain_reads.consistent`, awaited: a record and its head are two reads."""
+    for attempt in range(READS):
+        try:
+            return await read()
+        except IntegrityError:
+            if attempt == READS - 1:
+                raise
+            await asyncio.sleep(0.002 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
