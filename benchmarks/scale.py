@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --scale                       # PostgreSQL and Redis, C = 1, 8, 32, 128
     python benchmarks/scale.py --backends postgres --turns 20 --repeat 3 --out scale.json
-    python benchmarks/scale.py --encrypted --before --processes ""   # encrypted: native / worker
+    python benchmarks/scale.py --mode encrypted --before   # also chain, both: native and on the worker
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -91,17 +91,21 @@ def _turns_for(c: int, a: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 async def statekeel_async(
-    url: str, c: int, turns: list[tuple[str, str]], native: bool = True, encrypted: bool = False
+    url: str, c: int, turns: list[tuple[str, str]], native: bool = True, mode: str = "plain"
 ) -> float:
     """``native=False``: every call on the store's worker thread (``STATEKEEL_ASYNC_NATIVE=0``),
-    as before issue 15 — the "before" rows. ``encrypted``: the store encrypts every value
-    (``encryption=``; natively sealed on PostgreSQL and Redis since session 39)."""
+    as before issue 15 — the "before" rows. ``mode``: ``encrypted`` (``encryption=``), ``chain``
+    (``integrity=``) or ``both`` — on PostgreSQL and Redis natively since session 39."""
     import statekeel
 
     tag = next(_ids)
     if not native:
         os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
-    options: dict[str, Any] = {"encryption": statekeel.Encryption(master_key=b"k" * 32)} if encrypted else {}
+    options: dict[str, Any] = {}
+    if mode in ("encrypted", "both"):
+        options["encryption"] = statekeel.Encryption(master_key=b"k" * 32)
+    if mode in ("chain", "both"):
+        options["integrity"] = statekeel.Integrity(key=b"c" * 32)
     try:
         store = await statekeel.open_async(url, **options)
     finally:
@@ -278,20 +282,21 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
     else:
         sk_url, raw_async, raw_url = f"{server_url}?prefix=skscale", raw_redis_async, server_url
     rows: list[dict[str, Any]] = []
-    enc_url = sk_url.replace("sk_scale", "sk_scale_enc").replace("skscale", "skscaleenc")
+    mode = a.mode
+    secure_url = sk_url.replace("sk_scale", f"sk_scale_{mode}").replace("skscale", f"skscale{mode}")
     for c in a.concurrency:
         turns = _turns_for(c, a)
-        if a.encrypted:
+        if mode != "plain":
             rows.append(_paired(
-                f"{backend} async C={c}, encrypted",
-                lambda c=c, turns=turns: asyncio.run(statekeel_async(enc_url, c, turns, encrypted=True)),
+                f"{backend} async C={c}, {mode}",
+                lambda c=c, turns=turns: asyncio.run(statekeel_async(secure_url, c, turns, mode=mode)),
                 lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
                 a.repeat,
             ))
             if a.before:
                 rows.append(_paired(
-                    f"{backend} async C={c}, encrypted, all on the worker (before)",
-                    lambda c=c, turns=turns: asyncio.run(statekeel_async(enc_url, c, turns, False, True)),
+                    f"{backend} async C={c}, {mode}, all on the worker (before)",
+                    lambda c=c, turns=turns: asyncio.run(statekeel_async(secure_url, c, turns, False, mode)),
                     lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
                     a.repeat,
                 ))
@@ -309,14 +314,14 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
                 lambda c=c, turns=turns: asyncio.run(raw_async(raw_url, c, turns)),
                 a.repeat,
             ))
-    for n in [] if a.encrypted else a.processes:
+    for n in [] if a.mode != "plain" else a.processes:
         rows.append(_paired(
             f"{backend} sync N={n}",
             lambda n=n: processes("statekeel", sk_url, n, a.turns),
             lambda n=n: processes("raw", raw_url, n, a.turns),
             a.repeat,
         ))
-    if a.encrypted:
+    if a.mode != "plain":
         return rows
     lat = latency(sk_url, a.latency_calls, a.repeat)
     lat["row"] = f"{backend} latency async/sync"
@@ -351,8 +356,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--encrypted", action="store_true",
-                    help="the async rows on an encrypted store (encryption=) instead; no process or latency rows")
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both"), default="plain",
+                    help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store "
+                         "instead; no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 

@@ -141,6 +141,9 @@ SURFACE: dict[str, dict[str, Kind]] = {
         **dict.fromkeys(("apply", "get", "get_many", "get_many_and_values", "log_info", "log_info_many", "read",
                          "read_values", "scan", "scan_logs"), TENANT),
         **dict.fromkeys(("open_entry", "open_record", "open_value"), TENANT),
+        # the asyncio twin's half (core/sealed_aio.py): this view's own positions and sealing
+        **dict.fromkeys(("forget_batch", "learn", "needed", "opened", "retries", "saw", "saw_log", "seal_batch"),
+                        TENANT),
         **dict.fromkeys(("batch_scope", "short_messages", "url"), VALUE),
         "storage": OBJECT, "policy": OBJECT, "locked": VALUE, "is_stale": TENANT, "over": NOTHING,  # over() seals under this tenant's prefix only
         "close": NOTHING, "purge_expired": NOTHING, "migrate": NOTHING,
@@ -153,7 +156,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
     "EncryptedStorePolicy": {"check_decode": TENANT, "check_encode": TENANT, "converting": VALUE, "locked": VALUE},
     "SecretGuard": {"check": TENANT, "suspicious": TENANT, "mode": VALUE},
     "TenantKeyring": {
-        **dict.fromkeys(("bind", "current", "destroy", "get", "subject_digest", "subject_partitions"), TENANT),
+        **dict.fromkeys(("bind", "current", "destroy", "fetch", "get", "subject_digest", "subject_partitions"), TENANT),
         "forget_cache": NOTHING, "prefix": VALUE,
         "master": Refuses(lambda k: k.master), "keystore": Refuses(lambda k: k.keystore),
         "partitions": Refuses(lambda k: k.partitions()),

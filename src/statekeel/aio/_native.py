@@ -1,7 +1,8 @@
 """The hot paths of the asyncio API on a native asyncio backend: no thread hop.
 
-With a PostgreSQL or Redis store (plain or encrypted — :mod:`statekeel.core.sealed_aio` —
-but not tamper-evident, not a tenant view), :class:`~statekeel.aio.AsyncStore` opens an
+With a PostgreSQL or Redis store (plain, encrypted — :mod:`statekeel.core.sealed_aio` —
+or tamper-evident — :mod:`statekeel.core.chained_aio` — but not a tenant view),
+:class:`~statekeel.aio.AsyncStore` opens an
 :class:`~statekeel.protocol.aio.AsyncBackend` beside the sync backend, and
 session open, append, heartbeat, batch commits, ``history``/``count``/``info``
 and state get/put/delete/update run on it directly on the event loop. They run
@@ -9,8 +10,8 @@ the same pure code as the sync API — :func:`plan_session_write` decides what
 to write, the codec encodes and decodes, the sync ``Session``/``StateView``
 objects hold the handle's state — and only the I/O is awaited here. Anything
 that needs more (a lease's fence, the one-off reactivation of a completed
-session, idempotency keys, restored histories, the chain) runs the sync code on
-the store's worker as before.
+session, idempotency keys, restored histories) runs the sync code on the store's
+worker as before.
 
 Order: a native call first waits for the worker calls made before it
 (:meth:`Worker.settled`), and every call through one session handle — native or
@@ -31,6 +32,7 @@ from typing import Any
 from ..core import Core, layout
 from ..core.sealed import SealedBackend
 from ..core.chained import ChainedBackend
+from ..core.keyring import Keyring
 from ..core.chained_aio import AsyncChainedBackend, Offload
 from ..core.sealed_aio import AsyncSealedBackend
 from ..core.session_write import (RENEW_FACTOR, Committed, SessionCore, SessionWrites, merge_index, plan_session_write,
@@ -94,18 +96,19 @@ def wrapped_native_backend(store: Core, worker: Worker) -> AsyncBackend | None:
     anything else (a tenant view, a store opened without its key, the switch off)."""
     if _switched_off() or type(store.backend) not in (SealedBackend, ChainedBackend):
         return None
-    return _wrapped(store.backend, lambda fn: worker.run(fn, tracked=False))
+    keyring = store.keyring if type(store.keyring) is Keyring else None  # a tenant's: its view keeps the worker
+    return _wrapped(store.backend, keyring, lambda fn: worker.run(fn, tracked=False))
 
 
-def _wrapped(backend: Backend, offload: Offload) -> AsyncBackend | None:
+def _wrapped(backend: Backend, keyring: Keyring | None, offload: Offload) -> AsyncBackend | None:
     if type(backend) is ChainedBackend:
-        below = _wrapped(backend.storage, offload)
+        below = _wrapped(backend.storage, keyring, offload)
         return None if below is None else AsyncChainedBackend(below, backend, offload)
     if type(backend) is SealedBackend:
-        if backend.keyring is None or backend.context_prefix:
+        if keyring is None or backend.locked:
             return None
         below = _driver(backend.storage)
-        return None if below is None else AsyncSealedBackend(below, backend, backend.keyring, offload)
+        return None if below is None else AsyncSealedBackend(below, backend, keyring, offload)
     return _driver(backend)  # a tenant's view is neither driver: it keeps the worker
 
 

@@ -56,7 +56,7 @@ from ..protocol import (
 from ..protocol.checks import check_ops
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
-from .keyring import DataKey, Keyring
+from .keyring import DataKey
 
 __all__ = ["ATTEMPTS", "Positions", "SealedBackend"]
 
@@ -123,16 +123,6 @@ class SealedBackend(Backend):
     def locked(self) -> bool:
         """Opened without the key: values can be neither opened nor sealed (``policy.locked`` says why)."""
         return self._cipher is None
-
-    @property
-    def keyring(self) -> Keyring | None:
-        """The data keys this sealing uses (None: opened without the key)."""
-        return None if self._cipher is None else self._cipher.keyring
-
-    @property
-    def context_prefix(self) -> str:
-        """The key prefix of a tenant's view ("" for the whole store)."""
-        return self._prefix
 
     @property
     def storage(self) -> Backend:
