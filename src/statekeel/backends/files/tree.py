@@ -189,7 +189,8 @@ class Tree:
             start = max(start, skip)
         elif after is not None and after > base:
             return  # the whole folder lies before ``after``
-        for item in items[start:]:
+        for i in range(start, len(items)):  # not items[start:]: a copy of a 100,000-entry folder per page
+            item = items[i]
             if not item.order.startswith(tail):
                 break
             key = base + item.order
