@@ -80,9 +80,9 @@ def plain_store(store: Core) -> bool:
 def native_backend(store: Core) -> AsyncBackend | None:
     """The native asyncio backend for ``store``, or None when its calls must stay on the worker.
 
-    Only a plain PostgreSQL or Redis store qualifies here (an encrypted one:
-    :func:`sealed_native_backend`); the chain wrapper (``core/chained.py``) and
-    the tenant view are sync-only, so such stores keep the worker.
+    Only a plain PostgreSQL or Redis store qualifies here (an encrypted or
+    tamper-evident one: :func:`wrapped_native_backend`); the tenant view is
+    sync-only, so a tenant's handle keeps the worker.
     """
     if not plain_store(store):
         return None

@@ -40,7 +40,7 @@ from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, Record
 from .sealed import SealedBackend
 from .chain_reads import against_head, check_entries, check_log_info, check_record, consistent, open_value
 
-__all__ = ["BatchPlan", "ChainedBackend", "HeadLookup"]
+__all__ = ["BatchPlan", "ChainedBackend"]
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -160,16 +160,15 @@ def _diverged_now(hot: Backend, mark: Watermark, info: LogInfo) -> bool:
         return True
     if mark.id is None or mark.seq < info.first_seq:
         return False
-    found = hot.read(QUEUE, start=mark.seq, limit=1)
-    # the doctor holds no lease: a flush since the watermark was read may have trimmed the queue
-    # past its seq (the read then starts at a later entry): the queue moved on, as in :func:`reached`
-    return not found or (found[0].seq == mark.seq and not mark.matches(found[0]))
+    return _other_entry(hot, mark)
 
 
 def _other_entry(hot: Backend, mark: Watermark) -> bool:
-    """Whether Redis' queue lacks the entry the watermark names at its seq, or holds another there."""
+    """Whether Redis' queue lacks the entry the watermark names at its seq, or holds another there.
+    A read starting at a later entry is the queue moved on, as in :func:`reached`: a flush trimmed it
+    past the seq after the watermark was read (the doctor holds no lease; a flush under it cannot)."""
     found = hot.read(QUEUE, start=mark.seq, limit=1)
-    return not found or not mark.matches(found[0])
+    return not found or (found[0].seq == mark.seq and not mark.matches(found[0]))
 
 
 def _entries(hot: Backend, start: int, stop: int) -> Iterator[Entry]:
