@@ -22,7 +22,7 @@ from statekeel.backends.postgres.config import dsn
 from statekeel.backends.redis.wire import Layout
 from statekeel.core import layout
 from statekeel import AsyncStore, CorruptionError, ConflictError, Encryption, ExpiredError, Integrity, NotFoundError
-from statekeel.aio._native import lane_for, native_backend
+from statekeel.aio._native import Drivers, lane_for, native_backend
 from statekeel.aio._worker import Worker
 
 NATIVE = ("postgresql", "redis")
@@ -181,12 +181,15 @@ def test_native_errors_are_the_sync_errors(store_url: str) -> None:
     _run(store_url, main)
 
 
-def test_tenant_views_keep_the_worker(store_url: str) -> None:
-    """The tenant view is a sync wrapper: a tenant handle is never given a native backend."""
+def test_tenant_views_get_their_own_lane(store_url: str) -> None:
+    """A tenant's handle runs natively where the store does (its view on the driver,
+    tests/test_aio_tenants.py); ``native_backend`` — a bare driver for a plain store — is not
+    given for a tenant's view (nothing would map its keys)."""
     with statekeel.open(store_url) as plain:
         assert (native_backend(plain) is not None) == _is_native(store_url)
         assert native_backend(plain.tenant("acme")) is None
-        assert lane_for(plain.tenant("acme"), Worker()) is None
+        lane = lane_for(plain.tenant("acme"), Worker(), Drivers())
+        assert (lane is not None) == (_is_native(store_url) or store_url.startswith(GROUPED))
 
 
 async def _on_the_worker(store: AsyncStore) -> None:
@@ -202,19 +205,19 @@ def test_encrypted_stores_keep_the_worker_off_the_native_drivers(store_url: str)
     on the others it keeps the worker, as before."""
     key = base64.b64encode(b"A" * 32).decode()
     with statekeel.open(store_url, encryption=Encryption(master_key=key)) as store:
-        assert (lane_for(store, Worker()) is not None) == _is_native(store_url)
-        assert lane_for(store.tenant("acme"), Worker()) is None  # a tenant's view keeps the worker
+        assert (lane_for(store, Worker(), Drivers()) is not None) == _is_native(store_url)
+        assert (lane_for(store.tenant("acme"), Worker(), Drivers()) is not None) == _is_native(store_url)
     if not _is_native(store_url):
         _run(store_url, _on_the_worker, encryption=Encryption(master_key=key))
 
 
 def test_tamper_evident_stores_keep_the_worker_off_the_native_drivers(store_url: str) -> None:
-    """A tamper-evident store runs on the loop only on PostgreSQL and Redis (tests/test_aio_chained.py);
-    on the others, and for a tenant's view, it keeps the worker."""
+    """A tamper-evident store runs on the loop only on PostgreSQL and Redis (tests/test_aio_chained.py),
+    a tenant's view of it too; on the others it keeps the worker."""
     integrity = Integrity(key=base64.b64encode(b"M" * 32).decode())
     with statekeel.open(store_url, integrity=integrity) as store:
-        assert (lane_for(store, Worker()) is not None) == _is_native(store_url)
-        assert lane_for(store.tenant("acme"), Worker()) is None
+        assert (lane_for(store, Worker(), Drivers()) is not None) == _is_native(store_url)
+        assert (lane_for(store.tenant("acme"), Worker(), Drivers()) is not None) == _is_native(store_url)
     if not _is_native(store_url):
         _run(store_url, _on_the_worker, integrity=integrity)
 

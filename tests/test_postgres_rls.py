@@ -7,6 +7,7 @@ only the rows of the tenant its session belongs to.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -108,3 +109,39 @@ def test_tenant_sessions_and_history_work_through_rls(app_url: str) -> None:
         assert s.history() == [{"role": "user", "content": "hi"}]
         assert [i.id for i in acme.sessions()] == ["s1"]
         assert list(store.tenant("other-2").sessions()) == []
+
+
+def test_async_tenant_handles_run_natively_as_their_tenant(server: PostgresServer, app_url: str) -> None:
+    """``AsyncStore.tenant(...)`` runs its hot paths on an asyncio pool of the tenant's own, which
+    connects as the tenant as the sync view's does: every row it writes carries the tenant (raw SQL
+    as that tenant sees it, as another sees none of it), and a query on that pool — even one that
+    names another tenant's keys — sees the tenant's rows only."""
+    from statekeel.backends.tenant_aio import AsyncTenantBackend
+
+    async def main() -> list[str]:
+        async with statekeel.open_async(app_url, migrate=False) as store:
+            await store.tenant("victim-a").app.put("secret", "victim's")
+            acme = store.tenant("acme-a")
+            s = await acme.session("s1", user="u")
+            await s.append({"role": "user", "content": "hi"}, state={"turn": 1})
+            await acme.app.put("plan", "acme's plan")
+            assert await s.history() == [{"role": "user", "content": "hi"}]
+            assert store._worker._executor._threads == set()  # nothing ran on the worker
+            lane = acme._lane
+            assert lane is not None and type(lane.backend) is AsyncTenantBackend
+            pool_backend = lane.backend._inner  # the tenant's own asyncio pool
+            assert pool_backend is not store._lane.backend  # type: ignore[union-attr]
+            seen = [r[0] for r in await pool_backend._rows(f"SELECT key FROM {SCHEMA}.sk_kv", {})]
+            assert await pool_backend.get("victim-a~app/_/state/secret") is None
+            return seen
+
+    seen = asyncio.run(main())
+    assert seen and all(k.startswith("acme-a~") for k in seen), seen
+    with _raw(server, "acme-a") as c:
+        rows = c.execute(f"SELECT key, tenant FROM {SCHEMA}.sk_kv WHERE key LIKE 'acme-a~%%'").fetchall()
+    assert {r[1] for r in rows} == {tenant_setting("acme-a")} and len(rows) >= 3, rows
+    with _raw(server, "victim-a") as c:
+        assert c.execute(f"SELECT count(*) FROM {SCHEMA}.sk_kv WHERE key LIKE 'acme-a~%%'").fetchone() == (0,)
+    with statekeel.open(app_url, migrate=False) as store:  # the sync view reads what the loop wrote
+        assert store.tenant("acme-a").app.get("plan") == "acme's plan"
+        assert store.tenant("acme-a").session("s1").history() == [{"role": "user", "content": "hi"}]

@@ -1,8 +1,8 @@
 """The hot paths of the asyncio API on a native asyncio backend: no thread hop.
 
 With a PostgreSQL or Redis store (plain, encrypted — :mod:`statekeel.core.sealed_aio` —
-or tamper-evident — :mod:`statekeel.core.chained_aio` — but not a tenant view),
-:class:`~statekeel.aio.AsyncStore` opens an
+or tamper-evident — :mod:`statekeel.core.chained_aio` —, and a tenant's view of any of
+them — :mod:`statekeel.backends.tenant_aio`), :class:`~statekeel.aio.AsyncStore` opens an
 :class:`~statekeel.protocol.aio.AsyncBackend` beside the sync backend, and
 session open, append, heartbeat, batch commits, ``history``/``count``/``info``
 and state get/put/delete/update run on it directly on the event loop. They run
@@ -22,13 +22,16 @@ they were made while different sessions run concurrently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.tenant import TenantBackend, viewed
+from ..backends.tenant_aio import AsyncTenantBackend
 from ..core import Core, layout
 from ..core.sealed import SealedBackend
 from ..core.chained import ChainedBackend
@@ -46,28 +49,61 @@ from ..protocol import ANY, Backend, Expect, Op, OpResult, Put, Record
 from ..protocol.aio import AsyncBackend
 from ._worker import Worker
 
-__all__ = ["ENV_NATIVE", "Lane", "apply_across", "commit", "find", "history", "info", "native_backend", "open_session",
-           "wrapped_native_backend"]
+__all__ = ["ENV_NATIVE", "Drivers", "Lane", "apply_across", "commit", "find", "history", "info", "lane_for",
+           "native_backend", "open_session"]
 
 ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 """Set to 0/false/no/off to keep every async call on the worker thread (for comparisons)."""
 
 
-def lane_for(store: Core, worker: Worker) -> Lane | None:
-    """The native lane of ``store``: its asyncio driver (PostgreSQL, Redis), or group commit
-    through the worker (SQLite, files); None when every call must stay on the worker."""
-    native = native_backend(store) or wrapped_native_backend(store, worker)
+def lane_for(store: Core, worker: Worker, drivers: Drivers) -> Lane | None:
+    """The native lane of ``store`` (or of a tenant's view of it): its asyncio driver (PostgreSQL,
+    Redis) under the store's encryption and chain, or group commit through the worker (SQLite,
+    files); None when every call must stay on the worker. ``drivers``: where the drivers are
+    made, once per sync backend, and closed with the AsyncStore that owns them."""
+    if _switched_off():
+        return None
+    offload: Offload = lambda fn: worker.run(fn, tracked=False)  # the rare blocking reads
+    keyring = store.keyring if isinstance(store.keyring, Keyring) else None  # a tenant's: its own keys only
+    native = _async_of(store.backend, keyring, offload, drivers)
     if native is not None:
         return Lane(native, worker)
-    if not plain_store(store) or type(store.backend).__name__ not in GROUPED or store.backend.batch_scope != "store":
-        return None
-    from ._group import GroupBackend
-
-    return Lane(GroupBackend(store.backend, worker, store.stats), worker, reads=False)
+    grouped = _grouped(store, worker, drivers)
+    return None if grouped is None else Lane(grouped, worker, reads=False)
 
 
 GROUPED = ("SQLiteBackend", "FilesBackend")
 """Backends whose concurrent session writes the async API commits together (one fsync)."""
+
+
+class Drivers:
+    """The asyncio backends an :class:`~statekeel.aio.AsyncStore` made, shared with the tenant
+    views opened from it: one per sync backend (the store's; on PostgreSQL each tenant's own
+    pool), so that a handler opening ``store.tenant(t)`` per request reuses them, all closed
+    when the store is."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[Backend, AsyncBackend]] = {}
+        self._closed = False
+
+    def of(self, backend: Backend, make: Callable[[], AsyncBackend | None]) -> AsyncBackend | None:
+        """``backend``'s asyncio backend: made by ``make`` the first time (None: it has none, or
+        the store is closed — its calls then go to the closed worker, which says so)."""
+        if self._closed:
+            return None
+        got = self._made.get(id(backend))
+        if got is not None and got[0] is backend:
+            return got[1]
+        made = make()
+        if made is not None:
+            self._made[id(backend)] = (backend, made)
+        return made
+
+    async def aclose(self) -> None:
+        self._closed = True
+        made, self._made = list(self._made.values()), {}
+        for _, backend in made:
+            await backend.aclose()
 
 
 def plain_store(store: Core) -> bool:
@@ -78,46 +114,65 @@ def plain_store(store: Core) -> bool:
 
 
 def native_backend(store: Core) -> AsyncBackend | None:
-    """The native asyncio backend for ``store``, or None when its calls must stay on the worker.
-
-    Only a plain PostgreSQL or Redis store qualifies here (an encrypted or
-    tamper-evident one: :func:`wrapped_native_backend`); the tenant view is
-    sync-only, so a tenant's handle keeps the worker.
-    """
+    """A new native asyncio backend for a plain PostgreSQL or Redis store (the caller closes
+    it), or None; the asyncio API itself uses :func:`lane_for`."""
     if not plain_store(store):
         return None
-    return _driver(store.backend)
+    return _driver(store.backend, None)
 
 
-def wrapped_native_backend(store: Core, worker: Worker) -> AsyncBackend | None:
-    """An encrypted or tamper-evident PostgreSQL or Redis store's native asyncio backend: the
-    store's own sealing and chain over the driver (:mod:`statekeel.core.sealed_aio`,
-    :mod:`statekeel.core.chained_aio`), their rare blocking reads run on ``worker``. None for
-    anything else (a tenant view, a store opened without its key, the switch off)."""
-    if _switched_off() or type(store.backend) not in (SealedBackend, ChainedBackend):
-        return None
-    keyring = store.keyring if type(store.keyring) is Keyring else None  # a tenant's: its view keeps the worker
-    return _wrapped(store.backend, keyring, lambda fn: worker.run(fn, tracked=False))
-
-
-def _wrapped(backend: Backend, keyring: Keyring | None, offload: Offload) -> AsyncBackend | None:
-    if type(backend) is ChainedBackend:
-        below = _wrapped(backend.storage, keyring, offload)
+def _async_of(backend: Backend, keyring: Keyring | None, offload: Offload, drivers: Drivers) -> AsyncBackend | None:
+    """``backend`` (a store's ``Core.backend``) on the asyncio driver beneath it: the chain, the
+    sealing and a tenant's view each as its asyncio twin, or None when the driver has none (or
+    the store was opened without its key)."""
+    kind = type(backend)
+    if kind is ChainedBackend:
+        assert isinstance(backend, ChainedBackend)
+        below = _async_of(backend.storage, keyring, offload, drivers)
         return None if below is None else AsyncChainedBackend(below, backend, offload)
-    if type(backend) is SealedBackend:
+    if kind is SealedBackend:
+        assert isinstance(backend, SealedBackend)
         if keyring is None or backend.locked:
             return None
-        below = _driver(backend.storage)
+        below = _async_of(backend.storage, keyring, offload, drivers)
         return None if below is None else AsyncSealedBackend(below, backend, keyring, offload)
-    return _driver(backend)  # a tenant's view is neither driver: it keeps the worker
+    if kind is TenantBackend:
+        assert isinstance(backend, TenantBackend)
+        driver = _driver(viewed(backend), drivers)
+        return None if driver is None else AsyncTenantBackend(driver, backend)
+    return _driver(backend, drivers)
+
+
+def _grouped(store: Core, worker: Worker, drivers: Drivers) -> AsyncBackend | None:
+    """Group commit for a plain SQLite or files store, or a tenant's view of one (its batches
+    are committed together with the store's and every other tenant's)."""
+    if store.keyring is not None or store.backend is not store.storage:
+        return None
+    view = store.backend if type(store.backend) is TenantBackend else None
+    below = store.backend if view is None else viewed(view)
+    if type(below).__name__ not in GROUPED or below.batch_scope != "store":
+        return None
+    from ._group import GroupBackend
+
+    group = drivers.of(below, lambda: GroupBackend(below, worker, store.stats))
+    assert group is not None
+    return group if view is None else AsyncTenantBackend(group, view)
 
 
 def _switched_off() -> bool:
     return os.environ.get(ENV_NATIVE, "").strip().lower() in ("0", "false", "no", "off")
 
 
-def _driver(backend: Backend) -> AsyncBackend | None:
-    """The asyncio driver's backend beside ``backend`` (exactly PostgreSQL or Redis), or None."""
+def _driver(backend: Backend, drivers: Drivers | None) -> AsyncBackend | None:
+    """The asyncio driver's backend beside ``backend`` (exactly PostgreSQL or Redis), or None;
+    made once per backend in ``drivers`` (None: a new one)."""
+    make = _maker(backend)
+    if make is None:
+        return None
+    return make() if drivers is None else drivers.of(backend, make)
+
+
+def _maker(backend: Backend) -> Callable[[], AsyncBackend] | None:
     # a backend's module is imported when one of its stores is open: look there, so a Redis store
     # does not import psycopg (nor a PostgreSQL store redis-py) just to be told apart
     if "statekeel.backends.postgres.backend" in sys.modules:
@@ -126,14 +181,14 @@ def _driver(backend: Backend) -> AsyncBackend | None:
         if type(backend) is PostgresBackend:
             from ..backends.postgres.aio import AsyncPostgresBackend
 
-            return AsyncPostgresBackend(backend)
+            return functools.partial(AsyncPostgresBackend, backend)
     if "statekeel.backends.redis.backend" in sys.modules:
         from ..backends.redis.backend import RedisBackend
 
         if type(backend) is RedisBackend:
             from ..backends.redis.aio import AsyncRedisBackend
 
-            return AsyncRedisBackend(backend)
+            return functools.partial(AsyncRedisBackend, backend)
     return None
 
 

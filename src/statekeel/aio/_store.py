@@ -41,9 +41,9 @@ class AsyncStore(_StoreForwards):
     worker thread; with ``workers=1`` (the default) they run one at a time in
     the order they were made. ``workers=N`` lets N calls run at once.
 
-    On PostgreSQL and Redis (unencrypted, not tamper-evident) the hot paths —
-    session open, append, heartbeat, batch, history, count, info and state
-    get/put/delete/update — run on the native asyncio driver instead, with no
+    On PostgreSQL and Redis (encrypted, tamper-evident and tenant handles too) the
+    hot paths — session open, append, heartbeat, batch, history, count, info and
+    state get/put/delete/update — run on the native asyncio driver instead, with no
     thread hop (:mod:`statekeel.aio._native`): different sessions run
     concurrently, and the calls through one session handle in call order.
 
@@ -55,13 +55,16 @@ class AsyncStore(_StoreForwards):
         self._store = store
         self._worker = Worker(workers)
         self._owns_worker = True
-        self._lane = _native.lane_for(store, self._worker)
+        self._drivers = _native.Drivers()
+        self._lane = _native.lane_for(store, self._worker, self._drivers)
 
     @classmethod
-    def _sharing(cls, store: Store, worker: Worker) -> AsyncStore:
-        """A handle on ``store`` that uses another AsyncStore's worker (and does not own it)."""
+    def _sharing(cls, store: Store, parent: AsyncStore) -> AsyncStore:
+        """A handle on ``store`` (a tenant's view) that uses ``parent``'s worker and asyncio
+        drivers (and owns neither)."""
         view = cls.__new__(cls)
-        view._store, view._worker, view._owns_worker, view._lane = store, worker, False, None
+        view._store, view._worker, view._owns_worker, view._drivers = store, parent._worker, False, parent._drivers
+        view._lane = _native.lane_for(store, view._worker, view._drivers)
         return view
 
     def __repr__(self) -> str:
@@ -184,8 +187,9 @@ class AsyncStore(_StoreForwards):
 
     # -- tenants ---------------------------------------------------------------
     def tenant(self, name: str) -> AsyncStore:
-        """A handle that sees and writes only tenant ``name``'s data (same connection and worker)."""
-        return AsyncStore._sharing(self._store.tenant(name), self._worker)
+        """A handle that sees and writes only tenant ``name``'s data (same connection and worker;
+        on PostgreSQL and Redis its hot paths run on the event loop as the store's do)."""
+        return AsyncStore._sharing(self._store.tenant(name), self)
 
     # -- housekeeping --------------------------------------------------------
     async def aclose(self) -> None:
@@ -196,8 +200,7 @@ class AsyncStore(_StoreForwards):
             await self._worker.run(self._store.close)
             return
         self._worker.closed = True
-        if self._lane is not None:
-            await self._lane.backend.aclose()
+        await self._drivers.aclose()
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:

@@ -52,7 +52,7 @@ from ..protocol import (
 from ..protocol.checks import check_ops
 from ._dispatch import handlers
 
-__all__ = ["TenantBackend", "tenant_prefix"]
+__all__ = ["TenantBackend", "tenant_prefix", "viewed"]
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -60,6 +60,13 @@ def tenant_prefix(tenant: str) -> str:
     if not isinstance(tenant, str) or not tenant:
         raise InvalidInputError(f"a tenant must be a non-empty str, got {tenant!r}")
     return keys.escape(tenant).replace("~", "%7E") + "~"
+
+
+def viewed(view: TenantBackend) -> Backend:
+    """The backend ``view`` wraps: for the asyncio API, which runs a tenant's view on that
+    backend's asyncio driver (:mod:`.tenant_aio`). Not an attribute of the view: a tenant
+    handle does not give it out."""
+    return view._inner
 
 
 class TenantBackend(Backend):
@@ -124,10 +131,14 @@ class TenantBackend(Backend):
         return [i for i in (self._info(x) for x in found) if i is not None]
 
     def apply(self, ops: Sequence[Op], *, now: float | None = None) -> list[OpResult]:
+        return [self._result(r) for r in self._inner.apply(self._inward(ops, now), now=now)]
+
+    def _inward(self, ops: Sequence[Op], now: float | None) -> list[Op]:
+        """``ops`` checked, each with the tenant's prefix on its keys (the asyncio twin,
+        :mod:`.tenant_aio`, maps them the same way)."""
         check_ops(ops, now)
         steps = handlers(_IN_TENANT, ops, f"the view of tenant {self.tenant!r}")
-        inner_ops = [step(op, self.prefix) for step, op in zip(steps, ops)]
-        return [self._result(r) for r in self._inner.apply(inner_ops, now=now)]
+        return [step(op, self.prefix) for step, op in zip(steps, ops)]
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Nothing: purging is store-wide housekeeping (see the module docstring); returns 0."""

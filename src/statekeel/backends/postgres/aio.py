@@ -111,8 +111,10 @@ class AsyncPostgresBackend(AsyncBackend):
         self._q = sync._q  # the same prepared SQL text
         url = sync._parsed
         cfg = Settings.from_url(url)
-        self._conninfo, self._kwargs = dsn(url), connect_kwargs(url, cfg)
-        self._sizes = (cfg.pool_min, cfg.pool_max, cfg.timeout)
+        # a tenant's pool (PostgresBackend.for_tenant) connects as the tenant, as the sync one does:
+        # row-level security keeps its rows apart, and it keeps no idle connection open
+        self._conninfo, self._kwargs = dsn(url), connect_kwargs(url, cfg, sync._tenant)
+        self._sizes = (0 if sync._tenant else cfg.pool_min, cfg.pool_max, cfg.timeout)
         self._loops: PerLoop[_LoopPool] = PerLoop(_LoopPool, _LoopPool.close, "statekeel-aio-pool-guard")
         """Each loop's pool (:mod:`.._loop_end`): a pool serves the loop that opened it."""
         self._closed = False

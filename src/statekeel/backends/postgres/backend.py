@@ -21,7 +21,7 @@ from .._url import ParsedURL
 from ..tenant import TenantBackend
 from . import rows as checked
 from . import sql
-from .config import Settings, connect_kwargs, dsn, tenant_options
+from .config import Settings, connect_kwargs, dsn, tenant_setting
 from .errors import RACES, RETRIES, map_error
 from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
 from .ops import Params, Row, clamp
@@ -123,9 +123,9 @@ class PostgresBackend(Backend):
         self._closed = False
         self._parsed = url
         self._tenants: dict[str, PostgresBackend] = {}
-        libpq_url, kwargs = dsn(url), connect_kwargs(url, cfg)
-        if tenant is not None:  # row-level security: this pool's sessions belong to the tenant
-            kwargs["options"] = tenant_options(url, tenant_setting(tenant))
+        self._tenant = tenant
+        """The tenant every session of this pool belongs to (row-level security), or None."""
+        libpq_url, kwargs = dsn(url), connect_kwargs(url, cfg, tenant)
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             libpq_url, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
             max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
@@ -461,11 +461,6 @@ class PostgresBackend(Backend):
             self._pool.close()
         except Exception:  # noqa: BLE001 - closing a pool that never opened
             pass
-
-
-def tenant_setting(tenant: str) -> str:
-    """The value of ``statekeel.tenant`` for a tenant: hex, so any name is a safe option value."""
-    return "t" + tenant.encode("utf-8", "surrogatepass").hex()
 
 
 def _lock_id(schema: str) -> int:

@@ -11,7 +11,7 @@ from ...errors import ConfigurationError
 from .._url import ParsedURL
 from .sql import TENANT_SETTING
 
-__all__ = ["LIBPQ_OPTIONS", "OWN_OPTIONS", "Settings", "connect_kwargs", "dsn", "tenant_options"]
+__all__ = ["LIBPQ_OPTIONS", "OWN_OPTIONS", "Settings", "connect_kwargs", "dsn", "tenant_options", "tenant_setting"]
 
 OWN_OPTIONS = ("schema", "pool_min", "pool_max", "timeout", "prepare")
 """Query options statekeel reads itself; the rest of the URL goes to libpq."""
@@ -94,11 +94,20 @@ def dsn(url: ParsedURL) -> str:
     return urlunsplit(urlsplit(url.raw)._replace(query=urlencode(rest, quote_via=quote)))
 
 
-def connect_kwargs(url: ParsedURL, cfg: Settings) -> dict[str, Any]:
+def connect_kwargs(url: ParsedURL, cfg: Settings, tenant: str | None = None) -> dict[str, Any]:
+    """psycopg's connection arguments for a pool of this store (sync or asyncio); with ``tenant``,
+    every session of the pool belongs to that tenant (row-level security: :func:`tenant_options`)."""
     kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": cfg.prepare_threshold}
     if "connect_timeout" not in url.options:
         kwargs["connect_timeout"] = max(2, math.ceil(cfg.timeout))
+    if tenant is not None:
+        kwargs["options"] = tenant_options(url, tenant_setting(tenant))
     return kwargs
+
+
+def tenant_setting(tenant: str) -> str:
+    """The value of ``statekeel.tenant`` for a tenant: hex, so any name is a safe option value."""
+    return "t" + tenant.encode("utf-8", "surrogatepass").hex()
 
 
 def tenant_options(url: ParsedURL, setting: str) -> str:
