@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +146,29 @@ def test_async_tenant_handles_run_natively_as_their_tenant(server: PostgresServe
     with statekeel.open(app_url, migrate=False) as store:  # the sync view reads what the loop wrote
         assert store.tenant("acme-a").app.get("plan") == "acme's plan"
         assert store.tenant("acme-a").session("s1").history() == [{"role": "user", "content": "hi"}]
+
+
+def test_tenant_views_cost_no_thread_or_connection_until_a_sync_call(app_url: str) -> None:
+    """Each tenant has a pool of its own (row-level security is per connection): opening a view
+    makes no connection and starts no thread (a server with thousands of tenants would otherwise
+    hold thousands of pools' threads); its asyncio view runs on an asyncio pool (no thread); the
+    first sync call opens the tenant's sync pool, with one worker thread."""
+    with statekeel.open(app_url, migrate=False) as store:
+        store.app.put("warm", 1)
+        before = threading.active_count()
+        views = [store.tenant(f"lazy-{n}") for n in range(20)]
+        assert threading.active_count() == before
+        assert views[3].app.get("k") is None  # a sync call: this tenant's pool opens now
+        assert threading.active_count() <= before + 2  # its scheduler and one worker
+
+    async def native() -> None:
+        async with statekeel.open_async(app_url, migrate=False) as astore:
+            await astore.app.put("warm", 1)
+            before = threading.active_count()
+            for n in range(20):
+                await astore.tenant(f"lazy-{n}").app.put("k", n)  # on each tenant's asyncio pool
+            assert threading.active_count() == before  # the sync pools were never needed
+            assert await astore.tenant("lazy-3").call(lambda st: st.app.get("k")) == 3  # on the worker
+            assert threading.active_count() <= before + 3  # the worker, and lazy-3's sync pool
+
+    asyncio.run(native())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -126,16 +127,35 @@ class PostgresBackend(Backend):
         self._tenant = tenant
         """The tenant every session of this pool belongs to (row-level security), or None."""
         libpq_url, kwargs = dsn(url), connect_kwargs(url, cfg, tenant)
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
+        # a tenant's pool (for_tenant) keeps no idle connection and one worker thread, and opens at
+        # its first call: a server handling many tenants, or only their asyncio views, pays for
+        # none of it until a tenant's sync call needs a connection
+        self._connections: ConnectionPool[Conn] = ConnectionPool(
             libpq_url, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
             max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
+            num_workers=1 if tenant else 3,
         )  # fmt: skip
+        self._opened = tenant is None
+        self._opening = threading.Lock()
+        if tenant is not None:  # the store itself connected with this URL: nothing new to check
+            return
         with self._guard():
             # one direct connection first: a wrong URL or password fails now, clearly
             with _Connection.connect(libpq_url, **kwargs) as conn:
                 if migrate:
                     self._migrate(conn, check=False)
-            self._pool.open(wait=False)
+            self._connections.open(wait=False)
+
+    @property
+    def _pool(self) -> ConnectionPool[Conn]:
+        """The connection pool, opened at the first call that needs it (a tenant's; the store's
+        opened with the store). Opening twice is harmless (psycopg locks it)."""
+        if not self._opened:
+            with self._opening:
+                if not self._opened:
+                    self._connections.open(wait=False)
+                    self._opened = True
+        return self._connections
 
     # -- plumbing ------------------------------------------------------------
     @contextmanager
@@ -457,8 +477,10 @@ class PostgresBackend(Backend):
         self._closed = True
         for child in self._tenants.values():
             child.close()
+        with self._opening:
+            self._opened = True  # a pool never opened stays closed: a later call is refused, not reconnected
         try:
-            self._pool.close()
+            self._connections.close()
         except Exception:  # noqa: BLE001 - closing a pool that never opened
             pass
 
