@@ -69,7 +69,9 @@ class _Pooled(Protocol):
     """What the index uses of :class:`~.backend.PostgresBackend`: its schema, pool and error guard."""
 
     schema: str
-    _pool: ConnectionPool[Any]
+
+    @property
+    def _pool(self) -> ConnectionPool[Any]: ...
 
     def _guard(self) -> AbstractContextManager[None]: ...
 
