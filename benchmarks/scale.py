@@ -3,12 +3,14 @@
     python benchmarks/run.py --scale                       # PostgreSQL and Redis, C = 1, 8, 32, 128
     python benchmarks/scale.py --backends postgres --turns 20 --repeat 3 --out scale.json
     python benchmarks/scale.py --mode encrypted --before   # also chain, both: native and on the worker
+    python benchmarks/scale.py --mode tenant --before      # the sessions of 8 tenants, through tenant views
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
 
 * statekeel async: ``await s.append(user, assistant, state={"turn": i})`` — one
-  atomic, durable batch — on C sessions of one ``open_async`` store, C coroutines;
+  atomic, durable batch — on C sessions of one ``open_async`` store, C coroutines
+  (``--mode tenant``: session n opened through ``store.tenant(f"t{n % 8}")``);
 * raw async: the same writes with the driver alone — psycopg ``AsyncConnectionPool``
   (the same pool size as statekeel's default, 10), one transaction inserting both
   messages and upserting the state row; ``redis.asyncio``, one MULTI/EXEC
@@ -95,7 +97,8 @@ async def statekeel_async(
 ) -> float:
     """``native=False``: every call on the store's worker thread (``STATEKEEL_ASYNC_NATIVE=0``),
     as before issue 15 — the "before" rows. ``mode``: ``encrypted`` (``encryption=``), ``chain``
-    (``integrity=``) or ``both`` — on PostgreSQL and Redis natively since session 39."""
+    (``integrity=``) or ``both`` — on PostgreSQL and Redis natively since session 39 — or ``tenant``
+    (each session in one of 8 tenants' views: natively since session 40)."""
     import statekeel
 
     tag = next(_ids)
@@ -111,7 +114,8 @@ async def statekeel_async(
     finally:
         os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
     async with store:
-        sessions = [await store.session(f"scale-{tag}-{n}") for n in range(c)]
+        views = [store.tenant(f"t{n % 8}") if mode == "tenant" else store for n in range(c)]
+        sessions = [await views[n].session(f"scale-{tag}-{n}") for n in range(c)]
 
         async def one(n: int, i: int, u: str, a: str) -> None:
             await sessions[n].append(*_msgs(u, a), state={"turn": i})
@@ -356,9 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both"), default="plain",
-                    help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store "
-                         "instead; no process or latency rows then")
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant"), default="plain",
+                    help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
+                         "or through 8 tenants' views, instead; no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 

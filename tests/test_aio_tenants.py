@@ -173,3 +173,22 @@ def test_a_tenants_tampered_entry_is_refused_on_the_loop(store_url: str) -> None
         assert await (await store.tenant("other").session("s")).history() == ["first", "second"]
 
     _run(store_url, read, integrity=integrity)
+
+
+def test_a_sync_tenant_handle_wrapped_in_an_asyncstore_runs_natively_too(store_url: str) -> None:
+    """``AsyncStore(store.tenant("acme"))``: its own worker and drivers (closed with it), the
+    tenant's view on them; the store it came from is still open and reads what it wrote."""
+    with statekeel.open(store_url) as store:
+
+        async def main() -> None:
+            async with AsyncStore(store.tenant("acme")) as acme:
+                _expected_lane(store_url, acme, "plain")
+                s = await acme.session("wrapped")
+                await s.append("hi", state={"k": 1})
+                assert await s.history() == ["hi"] and await s.state.get("k") == 1
+                if _is_native(store_url):
+                    assert _worker_threads(acme) == 0
+
+        asyncio.run(main())
+        assert store.tenant("acme").session("wrapped").history() == ["hi"]
+        assert store.find_session("wrapped") is None
