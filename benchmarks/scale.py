@@ -111,10 +111,11 @@ async def statekeel_async(
         options["integrity"] = statekeel.Integrity(key=b"c" * 32)
     try:
         store = await statekeel.open_async(url, **options)
+        # a tenant's view picks its lane when opened: still with the switch as the store had it
+        views = [store.tenant(f"t{n % 8}") if mode == "tenant" else store for n in range(c)]
     finally:
         os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
     async with store:
-        views = [store.tenant(f"t{n % 8}") if mode == "tenant" else store for n in range(c)]
         sessions = [await views[n].session(f"scale-{tag}-{n}") for n in range(c)]
 
         async def one(n: int, i: int, u: str, a: str) -> None:
