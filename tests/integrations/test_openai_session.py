@@ -239,6 +239,43 @@ def test_the_run_wrapper_routes_each_call_to_its_tenant(store: statekeel.Store) 
     assert store.find_session("chat") is None  # the store itself holds neither
 
 
+def test_routed_calls_on_an_async_store_run_on_their_tenants_view(store_url: str) -> None:
+    """Given an AsyncStore, a routed call reads and writes through its tenant's asyncio view: on
+    PostgreSQL and Redis no worker hop once the tenant's session is open (the first write opens it
+    there), the same order and isolation as on the worker; pop, clear and compaction stay there."""
+    native = store_url.startswith(("postgresql", "redis"))
+    acme, globex = RunContextWrapper({"tenant": "acme"}), RunContextWrapper({"tenant": "globex"})
+
+    async def scenario() -> None:
+        async with statekeel.open_async(store_url) as astore:
+            s = StatekeelSession("chat", astore, tenant_of=lambda w: w.context["tenant"])
+            for w in (acme, globex):
+                await s.add_items([user(f"{w.context['tenant']} opens")], wrapper=w)
+            calls: list[str] = []
+            submit = astore._worker._submit
+
+            async def counted(fn: Callable[[], Any], tracked: bool) -> Any:
+                calls.append(getattr(fn, "__qualname__", repr(fn)))
+                return await submit(fn, tracked)
+
+            astore._worker._submit = counted  # type: ignore[method-assign]
+            for turn in range(3):
+                await asyncio.gather(*(s.add_items([user(f"{w.context['tenant']} {turn}")], wrapper=w)
+                                       for w in (acme, globex)))  # fmt: skip
+            assert await s.get_items(wrapper=acme) == [user("acme opens"), *(user(f"acme {t}") for t in range(3))]
+            assert await s.get_items(2, wrapper=globex) == [user("globex 1"), user("globex 2")]
+            assert (calls == []) == native, calls
+            assert await s.pop_item(wrapper=globex) == user("globex 2")  # on the worker
+            assert await s.get_items(1, wrapper=globex) == [user("globex 1")]
+            await s.add_items([user("globex 3")], wrapper=globex)  # the kept handle moved on: reopened
+            assert await s.get_items(1, wrapper=globex) == [user("globex 3")]
+            s.close()
+            assert await astore.find_session("chat") is None  # the store itself holds neither
+            assert len(await (await astore.tenant("acme").session("chat")).history()) == 4
+
+    asyncio.run(scenario())
+
+
 def test_a_call_without_a_wrapper_goes_where_the_tasks_last_routed_call_went(store: statekeel.Store) -> None:
     s = StatekeelSession("chat", store, tenant_of=lambda w: w.context["tenant"])
 

@@ -97,20 +97,22 @@ class Writer:
 
     # -- the native path (on the event loop) ----------------------------------------------
     async def append_native(
-        self, backend: AsyncBackend, worker: Worker, target: Store, batch: list[Any], key: str | None
-    ) -> None:
-        """:meth:`append` with the I/O awaited when a plain handle is cached; else on the worker."""
+        self, backend: AsyncBackend, target: Store, worker: Worker, tenant: str | None, batch: list[Any],
+        key: str | None,
+    ) -> None:  # fmt: skip
+        """:meth:`append` with the I/O awaited when a plain handle is cached; else on the worker.
+        ``backend``: ``target``'s native backend (a routed call's: its tenant's view)."""
         await settled(worker)  # after the worker calls made before this one
-        handle = self._handles.get(None)
+        handle = self._handles.get(tenant)
         if handle is not None and handle.next is not None and _native.plain(handle.session._sc):
             try:
                 done = await _native.commit(backend, handle.session._sc, _writes(handle, batch, key))
             except (ConflictError, ExpiredError):
-                self.forget(None)  # the sync path finds out why, reopens and writes (or not)
+                self.forget(tenant)  # the sync path finds out why, reopens and writes (or not)
             else:
                 handle.appended(done, len(batch))
                 return
-        await worker.run(lambda: self.append(None, target, batch, key))
+        await worker.run(lambda: self.append(tenant, target, batch, key))
 
 
 async def settled(worker: Worker) -> None:

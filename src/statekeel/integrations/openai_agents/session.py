@@ -99,10 +99,13 @@ class StatekeelSession:
         self._owns_native = False
         self._loop: asyncio.AbstractEventLoop | None = None
         """The one event loop the native backend is used from (its connections belong to it)."""
+        self._astore: AsyncStore | None = None
+        """The AsyncStore given, whose tenant views carry a routed call's native backend."""
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
             lane = store._lane
             self._native = lane.backend if lane is not None and lane.reads else None
+            self._astore = store
         elif isinstance(store, Store):
             self._store, self._worker, self._owns_worker = store, Worker(workers), True
             self._native, self._owns_native = _own_native(store), True
@@ -173,20 +176,31 @@ class StatekeelSession:
             self._tenants[tenant] = self._store.tenant(tenant)
         return self._tenants[tenant]
 
-    def _native_here(self, tenant: str | None) -> AsyncBackend | None:
-        """The native backend if this call may await it on its loop, else None (the worker).
+    def _native_here(self, tenant: str | None) -> tuple[AsyncBackend, Store] | None:
+        """The native backend if this call may await it on its loop, and the store (a routed
+        call's: its tenant's handle) it reads and writes through; None: the worker.
 
-        Native calls stay on one event loop at a time — the first that made one, until it is
-        closed (a later ``asyncio.run``): the driver's connections belong to a loop, and calls
-        made from loops in other threads at once (the SDK's own concurrency test) take the worker."""
-        if tenant is not None or self._native is None:
+        A routed call runs natively on its tenant's view of an AsyncStore given to the session
+        (``AsyncStore.tenant``: on PostgreSQL the tenant's own pool); given a sync store, it runs
+        on the worker. Native calls stay on one event loop at a time — the first that made one,
+        until it is closed (a later ``asyncio.run``): the driver's connections belong to a loop,
+        and calls made from loops in other threads at once (the SDK's own concurrency test) take
+        the worker."""
+        native, store = self._native, self._store
+        if tenant is not None:
+            view = None if self._astore is None else self._astore.tenant(tenant)
+            lane = None if view is None else view._lane
+            if view is None or lane is None or not lane.reads:
+                return None
+            native, store = lane.backend, view.sync
+        if native is None:
             return None
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None and not self._loop.is_closed():
                 return None
             self._loop = loop
-        return self._native
+        return native, store
 
     def _open(self, target: Store) -> _Session:
         return target.session(self.session_id, user=self._user, ttl=self._ttl)
@@ -203,10 +217,10 @@ class StatekeelSession:
         if n == 0:
             return []
         tenant = self._route(wrapper)
-        native = self._native_here(tenant)
-        if native is not None:
+        here = self._native_here(tenant)
+        if here is not None:
             await settled(self._worker)  # after the worker calls made before this one
-            found = await _read_native(native, self._store, self.session_id, n)
+            found = await _read_native(*here, self.session_id, n)
             if found is not None:
                 return found
         elif tenant is None and self._nowait and n is not None and n <= _NOWAIT_MAX:
@@ -224,9 +238,9 @@ class StatekeelSession:
         if not batch:
             return
         key, tenant = _batch_key(batch), self._route(wrapper)
-        native = self._native_here(tenant)
-        if native is not None:
-            await self._writer.append_native(native, self._worker, self._store, batch, key)
+        here = self._native_here(tenant)
+        if here is not None:
+            await self._writer.append_native(*here, self._worker, tenant, batch, key)
             return
         await self._worker.run(lambda: self._writer.append(tenant, self._target(tenant), batch, key))
 
