@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -49,9 +48,6 @@ __all__ = ["Store", "open", "open_for_maintenance", "DEFAULT_URL"]
 
 DEFAULT_URL = "sqlite:///.statekeel/state.db"
 
-TENANT_HANDLES = 1024
-"""How many tenant handles a store keeps to give again (:meth:`Store.tenant`)."""
-
 
 class Store(Core):
     """Durable agent state on one backend. Use :func:`statekeel.open` to get one.
@@ -67,9 +63,6 @@ class Store(Core):
         super().__init__(backend, codec)
         self._allow_in_event_loop = allow_in_event_loop
         self._temp_backend = MemoryBackend()
-        self._tenant_handles: dict[str, Store] = {}
-        self._tenant_lock = threading.Lock()
-        """The tenant handles given out, by name (at most :data:`TENANT_HANDLES`, oldest dropped first)."""
 
     @property
     def url(self) -> str:
@@ -229,16 +222,8 @@ class Store(Core):
         every backend enforces it by key prefix (:mod:`statekeel.backends.tenant`).
         The handle reaches no whole-store operation and no other tenant's data keys
         (docs/security.md, "What a tenant handle can do"); tenants do not nest.
-
-        The same handle is given again for the same name (the last :data:`TENANT_HANDLES` names):
-        a server opening ``store.tenant(t)`` per request keeps what the handle learned — an
-        encrypted store's positions, a tamper-evident store's chain heads — instead of reading
-        them again on each request.
         """
         check_name(name, "a tenant name")
-        handle = self._tenant_handles.get(name)
-        if handle is not None:
-            return handle
         if isinstance(self.storage, TenantBackend):
             raise UsageError(
                 f"this is a tenant handle (tenant {self.storage.tenant!r}) and tenants do not nest; "
@@ -255,11 +240,7 @@ class Store(Core):
         allow = self._allow_in_event_loop or not (native or sealed)
         child = Store(backend, self.codec.for_context(tenant_prefix(name)), allow_in_event_loop=allow)
         child.keyring = None if self.keyring is None else TenantKeyring(self.keyring, tenant_prefix(name))
-        with self._tenant_lock:
-            handles = self._tenant_handles
-            if name not in handles and len(handles) >= TENANT_HANDLES:
-                del handles[next(iter(handles))]  # the oldest
-            return handles.setdefault(name, child)  # a thread that made it first: its handle, for both
+        return child
 
     # -- data subjects (bind_subject: see Core) ----------------------------------
     def erase(self, subject: str) -> Erasure:

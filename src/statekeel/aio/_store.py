@@ -16,7 +16,7 @@ from ..features._duration import Duration
 from ..features.state import Scope, parse_scope
 from ..core.sealed import SealedBackend
 from ..protocol import Backend, keys
-from ..store import TENANT_HANDLES, Store
+from ..store import Store
 from ..store import open as open_sync
 from . import _native
 from ._events import AsyncEventStream
@@ -57,7 +57,6 @@ class AsyncStore(_StoreForwards):
         self._owns_worker = True
         self._drivers = _native.Drivers()
         self._lane = _native.lane_for(store, self._worker, self._drivers)
-        self._views: dict[str, AsyncStore] = {}
 
     @classmethod
     def _sharing(cls, store: Store, parent: AsyncStore) -> AsyncStore:
@@ -66,7 +65,6 @@ class AsyncStore(_StoreForwards):
         view = cls.__new__(cls)
         view._store, view._worker, view._owns_worker, view._drivers = store, parent._worker, False, parent._drivers
         view._lane = _native.lane_for(store, view._worker, view._drivers)
-        view._views = {}
         return view
 
     def __repr__(self) -> str:
@@ -191,13 +189,7 @@ class AsyncStore(_StoreForwards):
     def tenant(self, name: str) -> AsyncStore:
         """A handle that sees and writes only tenant ``name``'s data (same connection and worker;
         on PostgreSQL and Redis its hot paths run on the event loop as the store's do)."""
-        handle = self._store.tenant(name)  # the same sync handle for the same name (Store.tenant)
-        view = self._views.get(name)
-        if view is None or view._store is not handle:
-            if len(self._views) >= TENANT_HANDLES:
-                self._views.clear()  # the sync store keeps the handles; views are cheap to make again
-            view = self._views[name] = AsyncStore._sharing(handle, self)
-        return view
+        return AsyncStore._sharing(self._store.tenant(name), self)
 
     # -- housekeeping --------------------------------------------------------
     async def aclose(self) -> None:
