@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ._loopguard import guard_backend, refuse_in_event_loop
 from .backends import backend_options as _backend_options
@@ -63,6 +63,8 @@ class Store(Core):
         super().__init__(backend, codec)
         self._allow_in_event_loop = allow_in_event_loop
         self._temp_backend = MemoryBackend()
+        self._native_tenants: bool | None = None
+        """Whether the backend keeps tenants apart itself (:class:`SupportsTenants`), once known."""
 
     @property
     def url(self) -> str:
@@ -230,8 +232,11 @@ class Store(Core):
                 f"open tenant {name!r} on the store itself: store.tenant({name!r})"
             )
         backend: Backend
-        if native := isinstance(self.storage, SupportsTenants):
-            backend = self.storage.for_tenant(name)
+        native = self._native_tenants
+        if native is None:  # a runtime protocol's isinstance costs ~25 µs: once per store
+            native = self._native_tenants = isinstance(self.storage, SupportsTenants)
+        if native:
+            backend = cast(SupportsTenants, self.storage).for_tenant(name)
         else:
             backend = TenantBackend(self.storage, name)
         if sealed := isinstance(self.backend, (SealedBackend, ChainedBackend)):  # above the tenant's view

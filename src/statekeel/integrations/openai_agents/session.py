@@ -118,6 +118,8 @@ class StatekeelSession:
         """Whether ``get_items`` may read on the loop when that waits for nothing (plain SQLite:
         no encryption or chain wrapper, whose reads open and check what the backend returns)."""
         self._tenants: dict[str, Store] = {}
+        self._views: dict[str, AsyncStore] = {}
+        """Each routed tenant's view of the AsyncStore given (what its native calls run on)."""
         self._routed: ContextVar[str | None] = ContextVar(f"statekeel-session-tenant-{id(self)}", default=None)
         self._owned: Store | None = None
         self._writer = Writer(self.session_id, self._open)
@@ -188,7 +190,9 @@ class StatekeelSession:
         the worker."""
         native, store = self._native, self._store
         if tenant is not None:
-            view = None if self._astore is None else self._astore.tenant(tenant)
+            view = self._views.get(tenant)
+            if view is None and self._astore is not None:  # kept, as _target keeps the sync handles
+                view = self._views[tenant] = self._astore.tenant(tenant)
             lane = None if view is None else view._lane
             if view is None or lane is None or not lane.reads:
                 return None
