@@ -87,17 +87,23 @@ class TenantBackend(Backend):
     def _out(self, key: str) -> str:
         return key[len(self.prefix) :]
 
+    # constructors, not dataclasses.replace (several µs a call): every read and write of a turn maps
     def _rec(self, rec: Record | None) -> Record | None:
-        return None if rec is None else replace(rec, key=self._out(rec.key))
+        if rec is None:
+            return None
+        return Record(rec.key[len(self.prefix) :], rec.data, rec.codec, rec.version, rec.created_at, rec.updated_at,
+                      rec.expires_at)  # fmt: skip
 
     def _entry(self, e: Entry) -> Entry:
-        return replace(e, log=self._out(e.log))
+        return Entry(e.log[len(self.prefix) :], e.seq, e.data, e.codec, e.created_at)
 
     def _info(self, i: LogInfo | None) -> LogInfo | None:
-        return None if i is None else replace(i, log=self._out(i.log))
+        if i is None:
+            return None
+        return LogInfo(i.log[len(self.prefix) :], i.first_seq, i.last_seq, i.created_at, i.updated_at, i.expires_at)
 
     def _result(self, r: OpResult) -> OpResult:
-        return replace(r, key=self._out(r.key)) if isinstance(r, Record) else r
+        return self._rec(r) if isinstance(r, Record) else r  # type: ignore[return-value]
 
     # -- protocol -----------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
@@ -160,10 +166,14 @@ class TenantBackend(Backend):
 
 # -- each op with the tenant's prefix on its keys ---------------------------------------
 def _key(op: Put | Delete | Touch, prefix: str) -> Op:
+    if type(op) is Put:  # a turn's: its constructor (replace() costs µs)
+        return Put(prefix + op.key, op.data, op.codec, op.expect, op.expires_at)
     return replace(op, key=prefix + op.key)
 
 
 def _log(op: Append | Trim | Rewrite, prefix: str) -> Op:
+    if type(op) is Append:
+        return Append(prefix + op.log, op.items, op.expires_at, op.at)
     return replace(op, log=prefix + op.log)
 
 
