@@ -145,6 +145,10 @@ def test_tenant_views_share_the_stores_drivers_and_close_with_it(store_url: str)
         await store.aclose()
         with pytest.raises(UsageError, match="closed"):
             await again.session("s")
+        late = store.tenant("late")  # a view opened after the store closed: its calls say so too
+        assert late._lane is None
+        with pytest.raises(UsageError, match="closed"):
+            await late.session("s")
         assert store._drivers._made == {}
 
     asyncio.run(main())
