@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
+import pytest
 import redis
 
 import statekeel
@@ -376,6 +377,7 @@ def test_calls_waiting_for_a_pool_that_cannot_connect_fail_together(store_url: s
 _GROWING_AT_THE_END = '''
 import asyncio, logging, sys, time
 import psycopg
+import pytest
 import statekeel
 
 logging.basicConfig(format="%(name)s %(message)s")
@@ -499,3 +501,37 @@ def test_threads_each_running_a_loop_share_a_store_with_a_pool_each(store_url: s
         await store.aclose()
 
     asyncio.run(check())
+
+
+def test_idempotent_appends_and_batches_run_natively(store_url: str) -> None:
+    """``append(..., idempotency_key=k)`` and ``batch(idempotency_key=k)``: the first attempt is one
+    native batch (no worker hop on PostgreSQL and Redis); a retry with the same key writes nothing
+    and returns the first attempt's seq (its conflict is read on the worker, once); a keyed batch
+    whose own compare-and-set fails raises ConflictError and writes nothing, key included."""
+    from test_aio_sealed import _count_worker_calls
+
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("idem")
+        await s.append("zero")
+        calls = _count_worker_calls(store)
+        assert await s.append("one", "two", state={"n": 1}, idempotency_key="k1") == 2
+        async with s.batch(idempotency_key="k2") as b:
+            b.append("three")
+            b.put("n", 2)
+        assert b.first_seq == 4
+        if _is_native(store_url):
+            assert calls == [], calls
+        assert await s.append("one again", state={"n": 9}, idempotency_key="k1") == 2  # a retry: nothing new
+        async with s.batch(idempotency_key="k2") as again:
+            again.append("three again")
+        assert again.first_seq == 4
+        assert await s.history() == ["zero", "one", "two", "three"] and await s.state.get("n") == 2
+        with pytest.raises(ConflictError):
+            async with s.batch(idempotency_key="k3") as bad:
+                bad.append("never")
+                bad.put("n", 3, expect=1)  # n is at version 2
+        assert await s.history(last=1) == ["three"]
+        assert await s.append("four", idempotency_key="k3") == 5  # k3 was not used up by the failed batch
+        assert await s.history(last=2) == ["three", "four"]
+
+    _run(store_url, main)

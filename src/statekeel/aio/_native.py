@@ -42,6 +42,7 @@ from ..core.session_write import (RENEW_FACTOR, Committed, SessionCore, SessionW
                                   split_index)
 from ..core.validate import check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, ExpiredError
+from ..features import idempotency
 from ..features._duration import Duration, maybe_seconds
 from ..features.sessions import Session, reopened_meta
 from ..models import SessionInfo, to_datetime
@@ -49,8 +50,8 @@ from ..protocol import ANY, Backend, Expect, Op, OpResult, Put, Record
 from ..protocol.aio import AsyncBackend
 from ._worker import Worker
 
-__all__ = ["ENV_NATIVE", "Drivers", "Lane", "apply_across", "commit", "find", "history", "info", "lane_for",
-           "native_backend", "open_session"]
+__all__ = ["ENV_NATIVE", "Drivers", "Lane", "apply_across", "commit", "commit_once", "find", "history", "info",
+           "lane_for", "native_backend", "open_session"]
 
 ENV_NATIVE = "STATEKEEL_ASYNC_NATIVE"
 """Set to 0/false/no/off to keep every async call on the worker thread (for comparisons)."""
@@ -273,6 +274,19 @@ async def commit(backend: AsyncBackend, sc: SessionCore, writes: SessionWrites) 
     if sc.ttl is not None:
         sc.expires_at = plan.expires
     return plan.committed(results)
+
+
+async def commit_once(backend: AsyncBackend, sc: SessionCore, writes: SessionWrites, key: str) -> Committed | None:
+    """:func:`~statekeel.features.idempotency.commit_once` for a :func:`plain` handle, its batch
+    applied natively; None when the batch conflicted (nothing was written): the caller runs the
+    sync call on the worker, which tells a used key (and replays its result) from any other
+    conflict — the rare path, as a retry is."""
+    with_key, _ = idempotency.keyed(sc, writes, key)
+    try:
+        done = await commit(backend, sc, with_key)
+    except ConflictError:
+        return None
+    return idempotency.unkeyed(done)
 
 
 # -- reads ---------------------------------------------------------------------------------

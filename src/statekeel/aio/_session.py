@@ -85,7 +85,7 @@ class AsyncSession(_SessionForwards):
         seq and writes nothing (:mod:`statekeel.features.idempotency`).
         """
         lane = self._lane
-        if lane is None or idempotency_key is not None:
+        if lane is None:
             return await self._worker.run(
                 lambda: self._session.append(*messages, state=state, idempotency_key=idempotency_key)
             )
@@ -96,7 +96,11 @@ class AsyncSession(_SessionForwards):
         if not messages and not state:
             raise InvalidInputError("append() needs at least one message (or state=)")
         writes = SessionWrites(list(messages), [(k, v, ANY, None) for k, v in (state or {}).items()])
-        return (await self._commit(lane, writes, lambda: self._session.append(*messages, state=state))) or 0
+        first = await self._commit(
+            lane, writes, lambda: self._session.append(*messages, state=state, idempotency_key=idempotency_key),
+            idempotency_key,
+        )  # fmt: skip
+        return first or 0
 
     async def heartbeat(self) -> None:
         """Record that the agent is alive (what stale detection looks at)."""
@@ -104,14 +108,18 @@ class AsyncSession(_SessionForwards):
             return await self._worker.run(self._session.heartbeat)
         await self._commit(self._lane, SessionWrites(), self._session.heartbeat)
 
-    async def _commit(self, lane: _native.Lane, writes: SessionWrites, on_worker: Any) -> Any:
-        """Commit ``writes`` natively, or run ``on_worker`` (the sync call) when the handle
-        needs more than its plan (a lease's fence, a one-off reactivation)."""
+    async def _commit(self, lane: _native.Lane, writes: SessionWrites, on_worker: Any, key: str | None = None) -> Any:
+        """Commit ``writes`` natively (applied at most once per idempotency ``key``), or run
+        ``on_worker`` (the sync call) when the handle needs more than its plan (a lease's fence,
+        a one-off reactivation) or a keyed batch conflicted (the key used already, or not)."""
         async with lane.turn():
             sc = self._session._sc
             if not _native.plain(sc):
                 return await lane.worker.run(on_worker)
-            return (await _native.commit(lane.backend, sc, writes)).first_seq
+            if key is None:
+                return (await _native.commit(lane.backend, sc, writes)).first_seq
+            done = await _native.commit_once(lane.backend, sc, writes, key)
+            return await lane.worker.run(on_worker) if done is None else done.first_seq
 
     def batch(self, *, idempotency_key: str | None = None) -> AsyncSessionBatch:
         """Group appends and state writes into one atomic commit: ``async with s.batch() as b:``;
@@ -217,14 +225,14 @@ class AsyncSessionBatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         session, batch = self._session, self._batch
-        if session is None or session._lane is None or batch._key is not None or exc_type is not None:
+        if session is None or session._lane is None or exc_type is not None:
             await self._worker.run(lambda: batch.__exit__(exc_type, exc, tb))
             return
         def on_worker() -> int | None:
             batch.__exit__(None, None, None)
             return batch.first_seq
 
-        batch.first_seq = await session._commit(session._lane, batch._writes, on_worker)
+        batch.first_seq = await session._commit(session._lane, batch._writes, on_worker, batch._key)
 
     if not TYPE_CHECKING:  # at runtime only, so that type checkers flag the misuse instead
 

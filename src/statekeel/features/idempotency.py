@@ -29,7 +29,7 @@ from ..core.validate import check_name
 from ..errors import ConflictError
 from ..protocol import Op, Put, Record
 
-__all__ = ["DEFAULT_WINDOW", "commit_once"]
+__all__ = ["DEFAULT_WINDOW", "commit_once", "keyed", "unkeyed"]
 
 DEFAULT_WINDOW: Final = 24 * 3600.0
 """Seconds an idempotency key is remembered: retries within it are applied at most once."""
@@ -44,6 +44,20 @@ def commit_once(sc: SessionCore, writes: SessionWrites, key: str, window: float 
 
     Costs one more Put in the same batch and no extra round trip: a retry learns that
     the key was used from the batch's conflict on it."""
+    with_key, rkey = keyed(sc, writes, key, window)
+    try:
+        done = sc.commit(with_key)
+    except ConflictError:
+        rec = sc.backend.get(rkey)
+        if rec is None:
+            raise  # a compare-and-set of the write itself failed, not the key
+        return _replayed(sc, rec)
+    return unkeyed(done)
+
+
+def keyed(sc: SessionCore, writes: SessionWrites, key: str, window: float = DEFAULT_WINDOW) -> tuple[SessionWrites, str]:
+    """``writes`` with the create-only record of ``key`` added (last), and that record's key: what
+    :func:`commit_once` commits (the asyncio API commits it natively, :mod:`statekeel.aio._native`)."""
     check_name(key, "an idempotency_key")
     rkey = layout.idempotency_key(sc.id, key)
     data, codec = sc.core.codec.encode({"messages": len(writes.messages)}, f"idempotency key {key!r}", rkey)
@@ -53,14 +67,11 @@ def commit_once(sc: SessionCore, writes: SessionWrites, key: str, window: float 
     def extra(expires: float | None) -> list[Op]:
         return [*(inner(expires) if inner is not None else ()), Put(rkey, data, codec, None, until)]
 
-    keyed = SessionWrites(writes.messages, writes.puts, writes.deletes, extra, writes.heartbeat)
-    try:
-        done = sc.commit(keyed)
-    except ConflictError:
-        rec = sc.backend.get(rkey)
-        if rec is None:
-            raise  # a compare-and-set of the write itself failed, not the key
-        return _replayed(sc, rec)
+    return SessionWrites(writes.messages, writes.puts, writes.deletes, extra, writes.heartbeat), rkey
+
+
+def unkeyed(done: Committed) -> Committed:
+    """The result of a :func:`keyed` write as the caller's writes give it (the key's record dropped)."""
     done.extra = done.extra[:-1]
     return done
 
