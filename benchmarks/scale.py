@@ -4,6 +4,7 @@
     python benchmarks/scale.py --backends postgres --turns 20 --repeat 3 --out scale.json
     python benchmarks/scale.py --mode encrypted --before   # also chain, both: native and on the worker
     python benchmarks/scale.py --mode tenant --before      # the sessions of 8 tenants, through tenant views
+    python benchmarks/scale.py --mode idem --before        # every turn with an idempotency key
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -98,7 +99,8 @@ async def statekeel_async(
     """``native=False``: every call on the store's worker thread (``STATEKEEL_ASYNC_NATIVE=0``),
     as before issue 15 — the "before" rows. ``mode``: ``encrypted`` (``encryption=``), ``chain``
     (``integrity=``) or ``both`` — on PostgreSQL and Redis natively since session 39 — or ``tenant``
-    (each session in one of 8 tenants' views: natively since session 40)."""
+    (each session in one of 8 tenants' views: natively since session 40) or ``idem`` (every append with
+    an idempotency key: natively since session 40; the raw rows write no key)."""
     import statekeel
 
     tag = next(_ids)
@@ -118,8 +120,11 @@ async def statekeel_async(
     async with store:
         sessions = [await views[n].session(f"scale-{tag}-{n}") for n in range(c)]
 
+        keyed = mode == "idem"
+
         async def one(n: int, i: int, u: str, a: str) -> None:
-            await sessions[n].append(*_msgs(u, a), state={"turn": i})
+            key = f"turn-{i}" if keyed else None  # each turn's key, as an agent retrying it would send
+            await sessions[n].append(*_msgs(u, a), state={"turn": i}, idempotency_key=key)
 
         return await _gather(c, turns, one)
 
@@ -361,9 +366,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant"), default="plain",
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem"), default="plain",
                     help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
-                         "or through 8 tenants' views, instead; no process or latency rows then")
+                         "through 8 tenants' views, or with an idempotency key per turn, instead; no process or "
+                         "latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 
