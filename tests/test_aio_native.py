@@ -535,3 +535,30 @@ def test_idempotent_appends_and_batches_run_natively(store_url: str) -> None:
         assert await s.history(last=2) == ["three", "four"]
 
     _run(store_url, main)
+
+
+def test_event_appends_run_natively_in_call_order(store_url: str) -> None:
+    """``stream.append``/``append_many`` on PostgreSQL and Redis: one native batch and the events
+    read back (their seqs and times as stored), no worker hop; appends made at once through one
+    stream handle keep their call order; what they wrote reads the same through the sync API."""
+    from test_aio_sealed import _count_worker_calls
+
+    async def main(store: AsyncStore) -> None:
+        stream = store.events("audit")
+        calls = _count_worker_calls(store)
+        first = await stream.append("started", {"n": 0}, agent="a-1")
+        assert (first.seq, first.type, first.data, first.agent) == (1, "started", {"n": 0}, "a-1")
+        batch = await stream.append_many([("step", {"n": 1}), ("step", {"n": 2})])
+        assert [e.seq for e in batch] == [2, 3] and batch[0].time == batch[1].time
+        done = await asyncio.gather(*(stream.append("tick", {"n": n}) for n in range(10)))
+        assert [e.seq for e in done] == list(range(4, 14))  # in the order the calls were made
+        if _is_native(store_url):
+            assert calls == [], calls
+        assert [e.data["n"] for e in await stream.read(start=4)] == list(range(10))
+        with pytest.raises(statekeel.InvalidInputError):
+            await stream.append_many([])
+
+    _run(store_url, main)
+    with statekeel.open(store_url) as sync:
+        events = sync.events("audit").read()
+        assert [e.type for e in events[:3]] == ["started", "step", "step"] and len(events) == 13

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import InvalidInputError, UsageError
 from ..features.events import Consumer, Event, EventStream, Projection
+from . import _native
 from ._generated import _ConsumerForwards, _EventStreamForwards
 from ._worker import Worker
 
@@ -32,9 +34,12 @@ class AsyncEventStream(_EventStreamForwards):
     into ``_EventStreamForwards``; what is written here wraps or checks something.
     """
 
-    def __init__(self, stream: EventStream, worker: Worker) -> None:
+    def __init__(self, stream: EventStream, worker: Worker, lane: _native.Lane | None = None) -> None:
         self._stream = stream
-        self._worker = worker
+        lock = asyncio.Lock()  # this handle's calls, native or on the worker, run in call order
+        self._worker = worker.in_order(lock)
+        self._lane = None if lane is None else lane.of_session(lock).reader
+        """The native lane (PostgreSQL, Redis): appends run on it, with no thread hop."""
 
     def __repr__(self) -> str:
         return f"<AsyncEventStream {self.name!r}>"
@@ -50,10 +55,23 @@ class AsyncEventStream(_EventStreamForwards):
         return self._stream
 
     # -- writing -------------------------------------------------------------
+    async def append(self, type: str, data: Any = None, *, agent: str | None = None) -> Event:  # noqa: A002
+        """Append one event durably; returns it with its seq."""
+        return (await self.append_many([(type, data)], agent=agent))[0]
+
     async def append_many(self, events: Iterable[tuple[str, Any]], *, agent: str | None = None) -> list[Event]:
         """Append ``(type, data)`` pairs in one atomic batch; their seqs are consecutive."""
         pairs = list(events)
-        return await self._worker.run(lambda: self._stream.append_many(pairs, agent=agent))
+        lane = self._lane
+        if lane is None:
+            return await self._worker.run(lambda: self._stream.append_many(pairs, agent=agent))
+        stream = self._stream
+        append = stream._append_op(pairs, agent)  # the sync code's checks and encoding: no I/O
+        async with lane.turn():
+            first = (await lane.backend.apply([append]))[0]
+            assert isinstance(first, int)
+            entries = await lane.backend.read(append.log, start=first, stop=first + len(append.items))
+        return [stream._event(e) for e in entries]
 
     # -- reading -------------------------------------------------------------
     async def last_seq(self) -> int:

@@ -399,10 +399,6 @@ class _EventStreamForwards:
     _worker: Worker
     _stream: EventStream
 
-    async def append(self, type: str, data: Any = None, *, agent: str | None = None) -> Event:  # noqa: A002
-        """Append one event durably; returns it with its seq."""
-        return await self._worker.run(lambda: self._stream.append(type, data, agent=agent))
-
     async def get(self, seq: int) -> Event | None:
         """The event at ``seq``, or None."""
         return await self._worker.run(lambda: self._stream.get(seq))

@@ -173,7 +173,7 @@ class AsyncStore(_StoreForwards):
     # -- events --------------------------------------------------------------
     def events(self, stream: str) -> AsyncEventStream:
         """The append-only event stream ``stream`` (no await; its methods are awaited)."""
-        return AsyncEventStream(self._store.events(stream), self._worker)
+        return AsyncEventStream(self._store.events(stream), self._worker, self._lane)
 
     # -- long-term memory --------------------------------------------------------
     def memory(

@@ -121,6 +121,15 @@ class EventStream:
 
     def append_many(self, events: Iterable[tuple[str, Any]], *, agent: str | None = None) -> list[Event]:
         """Append ``(type, data)`` pairs in one atomic batch; their seqs are consecutive."""
+        append = self._append_op(events, agent)
+        first = self._backend.apply([append])[0]
+        assert isinstance(first, int)
+        entries = self._backend.read(self._log, start=first, stop=first + len(append.items))
+        return [self._event(e) for e in entries]
+
+    def _append_op(self, events: Iterable[tuple[str, Any]], agent: str | None) -> Append:
+        """The one Append that :meth:`append_many` writes (checked and encoded; no I/O): the asyncio
+        API applies it on its native backend and reads the events back with :meth:`_event`."""
         if agent is not None and not isinstance(agent, str):
             raise InvalidInputError(f"agent must be a str, got {type(agent).__name__}")
         bodies = [self._body(t, d, agent) for t, d in events]
@@ -129,10 +138,7 @@ class EventStream:
         items = tuple(
             self._store.codec.encode(b, f"events[{self.name!r}] {b['t']!r} data", self._log) for b in bodies
         )
-        first = self._backend.apply([Append(self._log, items)])[0]
-        assert isinstance(first, int)
-        entries = self._backend.read(self._log, start=first, stop=first + len(items))
-        return [self._event(e) for e in entries]
+        return Append(self._log, items)
 
     @staticmethod
     def _body(type_name: Any, data: Any, agent: str | None) -> dict[str, Any]:
