@@ -30,8 +30,10 @@ def _plain(fn: Callable[..., Any], what: str) -> None:
 class AsyncEventStream(_EventStreamForwards):
     """An append-only stream of typed events. Get it from ``store.events(name)`` (no await).
 
-    The plain methods (``append``, ``get``, ``read``, ``seq_at``) are generated
-    into ``_EventStreamForwards``; what is written here wraps or checks something.
+    The plain methods (``get``, ``read``, ``seq_at``) are generated into
+    ``_EventStreamForwards`` (they run on the store's worker); what is written here wraps or
+    checks something. On PostgreSQL and Redis ``append``/``append_many`` run on the native
+    driver (:mod:`statekeel.aio._native`); this handle's calls run in the order they were made.
     """
 
     def __init__(self, stream: EventStream, worker: Worker, lane: _native.Lane | None = None) -> None:
