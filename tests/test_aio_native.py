@@ -562,3 +562,32 @@ def test_event_appends_run_natively_in_call_order(store_url: str) -> None:
     with statekeel.open(store_url) as sync:
         events = sync.events("audit").read()
         assert [e.type for e in events[:3]] == ["started", "step", "step"] and len(events) == 13
+
+
+def test_state_listings_run_natively(store_url: str) -> None:
+    """``items`` (a page), ``keys`` and ``to_dict`` of app, user and session state on PostgreSQL and
+    Redis: scans on the driver, no worker hop; pages, prefixes and expiry as the sync API gives them."""
+    from test_aio_sealed import _count_worker_calls
+
+    async def main(store: AsyncStore) -> None:
+        s = await store.session("listing")
+        for n in range(7):
+            await store.app.put(f"k{n}", n)
+            await s.state.put(f"s/{n}", {"n": n})
+        await store.app.put("gone", 1, ttl=0.05)
+        await asyncio.sleep(0.1)
+        calls = _count_worker_calls(store)
+        page = await store.app.items(limit=3)
+        assert [i.key for i in page] == ["k0", "k1", "k2"] and page.next == "k2"
+        rest = await store.app.items(after=page.next, limit=10)
+        assert [i.value for i in rest] == [3, 4, 5, 6] and rest.next is None  # the expired one is not listed
+        assert [k async for k in store.app.keys("k")] == [f"k{n}" for n in range(7)]
+        assert await s.state.to_dict() == {f"s/{n}": {"n": n} for n in range(7)}
+        assert [i.key for i in await s.state.items("s/", limit=2)] == ["s/0", "s/1"]
+        assert await store.user("nobody").to_dict() == {}
+        if _is_native(store_url):
+            assert calls == [], calls
+        with pytest.raises(statekeel.InvalidInputError):
+            await store.app.items(limit=0)
+
+    _run(store_url, main)

@@ -344,14 +344,6 @@ class _StateViewForwards:
     _worker: Worker
     _resolve: Callable[[], StateView]
 
-    async def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
-        """A page of items whose key starts with ``prefix``, in key order."""
-        return await self._worker.run(lambda: self._resolve().items(prefix, after=after, limit=limit))
-
-    async def to_dict(self) -> dict[str, Any]:
-        """All live values of this scope."""
-        return await self._worker.run(lambda: self._resolve().to_dict())
-
     async def setdefault(self, key: str, value: Any, *, ttl: Duration | None = None) -> Item:
         """Create ``key`` with ``value`` unless it exists; return what is stored either way.
 

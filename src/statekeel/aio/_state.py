@@ -14,7 +14,7 @@ from ..errors import ConflictError, ExpiredError, InvalidInputError, NotFoundErr
 from ..features._duration import Duration, maybe_seconds
 from ..features.sessions import SessionState
 from ..features.state import MISSING, Scope, StateView
-from ..models import Item, to_datetime
+from ..models import Item, Page, to_datetime
 from ..protocol import ANY, Delete, Expect, Record
 from . import _native
 from ._generated import _StateViewForwards
@@ -148,8 +148,42 @@ class AsyncStateView(_StateViewForwards):
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key, following pages as needed: ``async for key in state.keys():``."""
-        async for key in self._worker.iterate(lambda: self._resolve().keys(prefix)):
-            yield key
+        if self._reader is None:
+            async for key in self._worker.iterate(lambda: self._resolve().keys(prefix)):
+                yield key
+            return
+        after: str | None = None
+        while True:
+            page = await self.items(prefix, after=after, limit=500)
+            for item in page:
+                yield item.key
+            if page.next is None:
+                return
+            after = page.next
+
+    async def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
+        """A page of items whose key starts with ``prefix``, in key order."""
+        lane = self._reader
+        if lane is None:
+            return await self._worker.run(lambda: self._resolve().items(prefix, after=after, limit=limit))
+        view = self._resolve()
+        full, cursor = view._scan_of(prefix, after, limit)  # the sync code's checks: no I/O
+        async with lane.turn():
+            recs = await lane.backend.scan(full, after=cursor, limit=limit)
+        return view._page(recs, limit)
+
+    async def to_dict(self) -> dict[str, Any]:
+        """All live values of this scope."""
+        if self._reader is None:
+            return await self._worker.run(lambda: self._resolve().to_dict())
+        out: dict[str, Any] = {}
+        after: str | None = None
+        while True:
+            page = await self.items(after=after, limit=500)
+            out.update((i.key, i.value) for i in page)
+            if page.next is None:
+                return out
+            after = page.next
 
     async def update(
         self,

@@ -126,13 +126,20 @@ class StateView:
 
     def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
         """A page of items whose key starts with ``prefix``, in key order."""
+        full, cursor = self._scan_of(prefix, after, limit)
+        return self._page(self._backend.scan(full, after=cursor, limit=limit), limit)
+
+    def _scan_of(self, prefix: str, after: str | None, limit: int) -> tuple[str, str | None]:
+        """The checked arguments of :meth:`items` as the scan's ``(prefix, after)`` (no I/O: the
+        asyncio API scans natively with them and makes the page with :meth:`_page`)."""
         if prefix != "":
             check_name(prefix, "prefix")
         check_optional_name(after, "after (a key from page.next)")
         check_limit(limit)
         full = self._prefix + (keys.escape(prefix) if prefix else "")
-        cursor = self._prefix + keys.escape(after) if after else None
-        recs = self._backend.scan(full, after=cursor, limit=limit)
+        return full, self._prefix + keys.escape(after) if after else None
+
+    def _page(self, recs: list[Record], limit: int) -> Page[Item]:
         found = [self._item(r) for r in recs]
         return Page(found, found[-1].key if len(found) == limit else None)
 
