@@ -84,9 +84,6 @@ class TenantBackend(Backend):
     def _in(self, key: str) -> str:
         return self.prefix + key
 
-    def _out(self, key: str) -> str:
-        return key[len(self.prefix) :]
-
     # constructors, not dataclasses.replace (several µs a call): every read and write of a turn maps
     def _rec(self, rec: Record | None) -> Record | None:
         if rec is None:
