@@ -5,6 +5,7 @@
     python benchmarks/scale.py --mode encrypted --before   # also chain, both: native and on the worker
     python benchmarks/scale.py --mode tenant --before      # the sessions of 8 tenants, through tenant views
     python benchmarks/scale.py --mode idem --before        # every turn with an idempotency key
+    python benchmarks/scale.py --mode events --before      # every turn two events of the conversation's stream
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -100,7 +101,8 @@ async def statekeel_async(
     as before issue 15 — the "before" rows. ``mode``: ``encrypted`` (``encryption=``), ``chain``
     (``integrity=``) or ``both`` — on PostgreSQL and Redis natively since session 39 — or ``tenant``
     (each session in one of 8 tenants' views: natively since session 40) or ``idem`` (every append with
-    an idempotency key: natively since session 40; the raw rows write no key)."""
+    an idempotency key: natively since session 40; the raw rows write no key) or ``events`` (each turn
+    two events appended to the conversation's stream, no state: natively since session 40)."""
     import statekeel
 
     tag = next(_ids)
@@ -121,8 +123,12 @@ async def statekeel_async(
         sessions = [await views[n].session(f"scale-{tag}-{n}") for n in range(c)]
 
         keyed = mode == "idem"
+        streams = [store.events(f"scale-{tag}-{n}") for n in range(c)] if mode == "events" else []
 
         async def one(n: int, i: int, u: str, a: str) -> None:
+            if streams:  # the turn as two events of the conversation's stream, one atomic batch
+                await streams[n].append_many([("user", {"content": u}), ("assistant", {"content": a})])
+                return
             key = f"turn-{i}" if keyed else None  # each turn's key, as an agent retrying it would send
             await sessions[n].append(*_msgs(u, a), state={"turn": i}, idempotency_key=key)
 
@@ -366,10 +372,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem"), default="plain",
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events"), default="plain",
                     help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
-                         "through 8 tenants' views, or with an idempotency key per turn, instead; no process or "
-                         "latency rows then")
+                         "through 8 tenants' views, with an idempotency key per turn, or as two events per turn "
+                         "(raw: the same writes), instead; no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 

@@ -555,6 +555,7 @@ def test_event_appends_run_natively_in_call_order(store_url: str) -> None:
         if _is_native(store_url):
             assert calls == [], calls
         assert [e.data["n"] for e in await stream.read(start=4)] == list(range(10))
+        assert await stream.read() == [first, *batch, *done]  # as a read gives them, times included
         with pytest.raises(statekeel.InvalidInputError):
             await stream.append_many([])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -68,12 +69,11 @@ class AsyncEventStream(_EventStreamForwards):
         if lane is None:
             return await self._worker.run(lambda: self._stream.append_many(pairs, agent=agent))
         stream = self._stream
-        append = stream._append_op(pairs, agent)  # the sync code's checks and encoding: no I/O
+        append, now = stream._append_op(pairs, agent), time.time()  # the sync code's checks and encoding
         async with lane.turn():
-            first = (await lane.backend.apply([append]))[0]
-            assert isinstance(first, int)
-            entries = await lane.backend.read(append.log, start=first, stop=first + len(append.items))
-        return [stream._event(e) for e in entries]
+            first = (await lane.backend.apply([append], now=now))[0]
+        assert isinstance(first, int)
+        return stream._appended(append, first, now)
 
     # -- reading -------------------------------------------------------------
     async def last_seq(self) -> int:

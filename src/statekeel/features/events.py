@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -121,15 +122,21 @@ class EventStream:
 
     def append_many(self, events: Iterable[tuple[str, Any]], *, agent: str | None = None) -> list[Event]:
         """Append ``(type, data)`` pairs in one atomic batch; their seqs are consecutive."""
-        append = self._append_op(events, agent)
-        first = self._backend.apply([append])[0]
+        append, now = self._append_op(events, agent), time.time()
+        first = self._backend.apply([append], now=now)[0]
         assert isinstance(first, int)
-        entries = self._backend.read(self._log, start=first, stop=first + len(append.items))
-        return [self._event(e) for e in entries]
+        return self._appended(append, first, now)
+
+    def _appended(self, append: Append, first: int, now: float) -> list[Event]:
+        """The events ``append`` wrote, as reading them back gives them — seqs from ``first``, the
+        batch's clock ``now`` (given to ``apply``: every backend stamps the entries with it) as
+        their time, their values decoded from the bytes written — without reading them back."""
+        log = self._log
+        return [self._event(Entry(log, seq, data, codec, now)) for seq, (data, codec) in enumerate(append.items, first)]
 
     def _append_op(self, events: Iterable[tuple[str, Any]], agent: str | None) -> Append:
         """The one Append that :meth:`append_many` writes (checked and encoded; no I/O): the asyncio
-        API applies it on its native backend and reads the events back with :meth:`_event`."""
+        API applies it on its native backend and makes the events with :meth:`_appended`."""
         if agent is not None and not isinstance(agent, str):
             raise InvalidInputError(f"agent must be a str, got {type(agent).__name__}")
         bodies = [self._body(t, d, agent) for t, d in events]

@@ -43,6 +43,7 @@ def test_event_append_and_read(store: Store) -> None:
     assert [x.seq for x in more] == [2, 3] and more[1].agent is None
     assert orders.last_seq == 3 and len(orders) == 3
     assert orders.get(2) == more[0] and orders.get(9) is None
+    assert [e, *more] == orders.read()  # what append returns is what a read gives, time included
     assert [x.seq for x in orders.read()] == [1, 2, 3]
     assert [x.seq for x in orders.read(2)] == [2, 3]
     assert [x.seq for x in orders.read(1, 3)] == [1, 2]
