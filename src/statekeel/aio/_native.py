@@ -147,7 +147,7 @@ def _async_of(backend: Backend, keyring: Keyring | None, offload: Offload, drive
 def _grouped(store: Core, worker: Worker, drivers: Drivers) -> AsyncBackend | None:
     """Group commit for a plain SQLite or files store, or a tenant's view of one (its batches
     are committed together with the store's and every other tenant's)."""
-    if store.keyring is not None or store.backend is not store.storage:
+    if not plain_store(store):
         return None
     view = store.backend if type(store.backend) is TenantBackend else None
     below = store.backend if view is None else viewed(view)

@@ -152,14 +152,8 @@ class AsyncStateView(_StateViewForwards):
             async for key in self._worker.iterate(lambda: self._resolve().keys(prefix)):
                 yield key
             return
-        after: str | None = None
-        while True:
-            page = await self.items(prefix, after=after, limit=500)
-            for item in page:
-                yield item.key
-            if page.next is None:
-                return
-            after = page.next
+        async for item in self._every(prefix):
+            yield item.key
 
     async def items(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page[Item]:
         """A page of items whose key starts with ``prefix``, in key order."""
@@ -176,13 +170,17 @@ class AsyncStateView(_StateViewForwards):
         """All live values of this scope."""
         if self._reader is None:
             return await self._worker.run(lambda: self._resolve().to_dict())
-        out: dict[str, Any] = {}
+        return {i.key: i.value async for i in self._every("")}
+
+    async def _every(self, prefix: str) -> AsyncIterator[Item]:
+        """Every item under ``prefix``, a native page of 500 at a time (as the sync ``keys``)."""
         after: str | None = None
         while True:
-            page = await self.items(after=after, limit=500)
-            out.update((i.key, i.value) for i in page)
+            page = await self.items(prefix, after=after, limit=500)
+            for item in page:
+                yield item
             if page.next is None:
-                return out
+                return
             after = page.next
 
     async def update(

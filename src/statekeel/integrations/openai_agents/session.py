@@ -193,6 +193,7 @@ class StatekeelSession:
             view = self._views.get(tenant)
             if view is None and self._astore is not None:  # kept, as _target keeps the sync handles
                 view = self._views[tenant] = self._astore.tenant(tenant)
+                self._tenants.setdefault(tenant, view.sync)  # one handle per tenant for both paths
             lane = None if view is None else view._lane
             if view is None or lane is None or not lane.reads:
                 return None
