@@ -22,7 +22,7 @@ import statekeel
 from statekeel import AsyncStore, Encryption, Integrity, IntegrityError
 from statekeel.core import layout
 from statekeel.core.chained_aio import AsyncChainedBackend
-from statekeel.protocol import Append, Put, Rewrite
+from statekeel.protocol import Append, Delete, Put, Rewrite
 
 KEY = base64.b64encode(b"M" * 32).decode()
 MODES = ("chain", "chain+encrypted")
@@ -145,6 +145,51 @@ def test_the_loop_detects_edits_forgeries_and_copies(store_url: str, mode: str) 
             await s.state.get("k")
 
     _run(store_url, mode, copied)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scans_are_checked_on_the_loop(store_url: str, mode: str) -> None:
+    """State listings (``items``, ``to_dict``) of a tamper-evident store: on PostgreSQL and Redis
+    scanned and checked on the loop, no hop, in pages that skip the chain's own records; a value
+    copied over another, and a record deleted beneath the API (its head still lists it), are
+    refused there as by the sync scan."""
+
+    async def write(store: AsyncStore) -> None:
+        calls = _count_worker_calls(store)
+        for n in range(7):
+            await store.app.put(f"k{n}", {"n": n})
+        calls.clear()
+        page = await store.app.items("k", limit=3)
+        assert [i.key for i in page] == ["k0", "k1", "k2"] and page.next == "k2"
+        rest = await store.app.items("k", after=page.next, limit=10)
+        assert [i.value["n"] for i in rest] == [3, 4, 5, 6] and rest.next is None
+        assert await store.app.to_dict() == {f"k{n}": {"n": n} for n in range(7)}
+        if _is_native(store_url):
+            assert calls == [], calls
+
+    _run(store_url, mode, write)
+    with statekeel.open(store_url, **_options(mode)) as sync:
+        stored = sync.storage
+        k1, k2 = stored.get(layout.state_key("app", "_", "k1")), layout.state_key("app", "_", "k2")
+        assert k1 is not None
+        stored.apply([Put(k2, k1.data, k1.codec)])  # k1's value copied over k2's
+
+    async def copied(store: AsyncStore) -> None:
+        with pytest.raises(IntegrityError):
+            await store.app.items("k")
+        assert [i.key for i in await store.app.items("k", after="k3")] == ["k4", "k5", "k6"]
+
+    _run(store_url, mode, copied)
+    with statekeel.open(store_url, **_options(mode)) as sync:
+        sync.storage.apply([Delete(layout.state_key("app", "_", "k5"))])  # gone beneath the API
+
+    async def deleted(store: AsyncStore) -> None:
+        with pytest.raises(IntegrityError):
+            await store.app.items("k", after="k3")
+        with pytest.raises(IntegrityError):
+            await store.app.to_dict()
+
+    _run(store_url, mode, deleted)
 
 
 def test_an_anchored_store_reads_its_anchor_on_the_worker_once(store_url: str, tmp_path: Path) -> None:

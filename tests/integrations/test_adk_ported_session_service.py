@@ -24,10 +24,11 @@
 # SQL, pickling) and the tests after offset 64,000 of the file, which are about those.
 # Statekeel registers itself the way _conformance.BACKENDS does: one backend entry per
 # statekeel backend (the `store` fixture of statekeel.testing.plugin), no divergences.
-# `@pytest.mark.asyncio` is `@pytest.mark.anyio` (anyio's pytest plugin runs them).
+# `@pytest.mark.asyncio` is `@pytest.mark.anyio` (anyio's pytest plugin runs them). The fixture runs
+# every test twice: the service given a Store, and given an AsyncStore (native per-turn calls).
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 import time
 
 from google.adk.errors import StaleSessionError
@@ -49,12 +50,22 @@ def anyio_backend():
   return 'asyncio'
 
 
-@pytest.fixture
-def session_service(store: statekeel.Store) -> Iterator[StatekeelSessionService]:
-  """The statekeel backend entry of the contract: the service on a fresh store."""
-  service = StatekeelSessionService(store)
-  yield service
-  service._worker.shutdown()
+@pytest.fixture(params=['store', 'async-store'])
+async def session_service(
+    request: pytest.FixtureRequest, store: statekeel.Store
+) -> AsyncIterator[StatekeelSessionService]:
+  """The statekeel backend entry of the contract: the service on a fresh store, given as a
+  Store (every call on the service's worker) or as an AsyncStore (on PostgreSQL and Redis the
+  per-turn calls run on its asyncio driver: statekeel/integrations/adk/_native.py)."""
+  if request.param == 'store':
+    service = StatekeelSessionService(store)
+    yield service
+    service._worker.shutdown()
+    return
+  wrapped = statekeel.AsyncStore(store)  # the `store` fixture closes the store itself
+  yield StatekeelSessionService(wrapped)
+  await wrapped._drivers.aclose()
+  wrapped._worker.shutdown()
 
 
 @pytest.mark.anyio

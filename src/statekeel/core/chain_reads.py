@@ -19,7 +19,8 @@ from ..protocol import Backend, Entry, LogInfo, Record, keys
 from . import layout
 from .chain import STEP, ChainKey, Head, LogHead, alive, split_trailer
 
-__all__ = ["MOVED", "READS", "EntryWindow", "against_head", "check_entries", "check_log_info", "check_record", "consistent", "open_value"]
+__all__ = ["MOVED", "READS", "EntryWindow", "against_head", "check_entries", "check_log_info", "check_record", "check_scan",
+           "consistent", "open_value", "unchained"]
 
 T = TypeVar("T")
 
@@ -175,6 +176,32 @@ class EntryWindow:
 READS: Final = 5
 """Reads of a record (or log) and its head before a disagreement is believed: they are two reads, and
 a writer may commit between them on backends without snapshot reads (files)."""
+
+
+def unchained(raw: list[Record]) -> list[Record]:
+    """A scanned page without the chain's own records (the heads, the marker)."""
+    return [r for r in raw if not (layout.is_chain_head(r.key) or r.key == layout.INTEGRITY_MARKER)]
+
+
+def check_scan(
+    key: ChainKey, store_prefix: str, plain: Callable[[str], bool], heads: dict[str, Head], page: list[Record],
+    scanned: tuple[str, str | None, int],
+) -> list[Record]:  # fmt: skip
+    """A scanned ``page`` (of ``scanned`` = prefix, after, limit) checked against the heads of its
+    chained records' partitions, read after it: each record's MAC and version, and no record the
+    heads list inside the page's window missing (the sync and the asyncio scan share it)."""
+    prefix, after, limit = scanned
+    out = [r if plain(r.key) else check_record(key, store_prefix, r.key, r, heads[keys.partition(r.key)])
+           for r in page]  # fmt: skip
+    end = page[-1].key if len(page) == limit else None
+    seen = {r.key for r in page}
+    for head in heads.values():  # a record the head lists in this window but the store lost
+        for full in head.records:
+            name = full[len(store_prefix):]
+            inside = name.startswith(prefix) and (after is None or name > after) and (end is None or name <= end)
+            if full.startswith(store_prefix) and inside and name not in seen:
+                check_record(key, store_prefix, name, None, head)
+    return [r for r in out if r is not None]
 
 
 def consistent(read: Callable[[], T]) -> T:

@@ -38,7 +38,8 @@ from .keyring import NO_IO
 from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, kept,
                     split_trailer, trailer)
 from .sealed import SealedBackend
-from .chain_reads import against_head, check_entries, check_log_info, check_record, consistent, open_value
+from .chain_reads import (against_head, check_entries, check_log_info, check_record, check_scan, consistent, open_value,
+                          unchained)
 
 __all__ = ["BatchPlan", "ChainedBackend"]
 
@@ -212,22 +213,12 @@ class ChainedBackend(Backend):
             want = limit - len(page)
             raw = self._inner.scan(prefix, after=cursor, limit=want)
             done = len(raw) < want
-            page += [r for r in raw if not (layout.is_chain_head(r.key) or r.key == layout.INTEGRITY_MARKER)]
+            page += unchained(raw)
             cursor = raw[-1].key if raw else cursor
         parts = sorted({keys.partition(r.key) for r in page if not self._plain(r.key)})
         heads = {p: self.head_of(r, p) for p, r in zip(parts, self._inner.get_many(
             [layout.chain_head_key(p) for p in parts]))}  # fmt: skip
-        out = [r if self._plain(r.key) else check_record(self._key, self._prefix, r.key, r, heads[keys.partition(r.key)])
-               for r in page]  # fmt: skip
-        end = page[-1].key if len(page) == limit else None
-        seen = {r.key for r in page}
-        for part, head in heads.items():  # a record the head lists in this window but the store lost
-            for full in head.records:
-                key = full[len(self._prefix):]
-                inside = key.startswith(prefix) and (after is None or key > after) and (end is None or key <= end)
-                if full.startswith(self._prefix) and inside and key not in seen:
-                    check_record(self._key, self._prefix, key, None, head)
-        return [r for r in out if r is not None]
+        return check_scan(self._key, self._prefix, self._plain, heads, page, (prefix, after, limit))
 
     def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False

@@ -10,7 +10,8 @@ again. Beneath it sits the store's native backend, or :class:`~statekeel.core.se
 AsyncSealedBackend` when the store is encrypted too.
 
 Rare ops (trims, rewrites, loads of a copy) read stored entries while they are planned: such a
-batch, a scan, and reading the anchor of an anchored store run on the store's worker thread.
+batch, and reading the anchor of an anchored store, run on the store's worker thread. A scan runs
+here (its page, then its partitions' heads, checked by :func:`~statekeel.core.chain_reads.check_scan`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ..protocol.checks import check_ops
 from . import layout
 from .chain import LogHead
 from .chain_ops import HeadLookup
-from .chain_reads import MOVED, READS, EntryWindow, check_log_info, check_record
+from .chain_reads import MOVED, READS, EntryWindow, check_log_info, check_record, check_scan, unchained
 from .chained import BatchPlan, ChainedBackend
 from .keyring import NO_IO
 from .sealed_aio import Offload
@@ -99,7 +100,22 @@ class AsyncChainedBackend(AsyncBackend):
                 for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
-        return await self._offload(functools.partial(self._c.scan, prefix, after=after, limit=limit))
+        return await _consistent(lambda: self._scan(prefix, after, limit))
+
+    async def _scan(self, prefix: str, after: str | None, limit: int) -> list[Record]:
+        c, inner = await self._ready(), self._inner
+        page: list[Record] = []
+        cursor, done = after, False
+        while len(page) < limit and not done:  # as ChainedBackend._scan: the chain's own records skipped
+            want = limit - len(page)
+            raw = await inner.scan(prefix, after=cursor, limit=want)
+            done = len(raw) < want
+            page += unchained(raw)
+            cursor = raw[-1].key if raw else cursor
+        parts = sorted({keys.partition(r.key) for r in page if not c._plain(r.key)})
+        found = await inner.get_many([layout.chain_head_key(p) for p in parts]) if parts else []
+        heads = {p: c.head_of(r, p) for p, r in zip(parts, found)}
+        return check_scan(c.key, c._prefix, c._plain, heads, page, (prefix, after, limit))
 
     async def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False

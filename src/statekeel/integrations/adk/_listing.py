@@ -23,11 +23,11 @@ from google.adk.sessions.state import State
 from ...core import layout
 from ...features.state import StateView
 from ...models import Item, to_datetime
-from ...protocol import keys
+from ...protocol import Record, keys
 from ...store import Store
 from . import _layout as L
 
-__all__ = ["Fan", "app_state", "ids_after", "ids_under", "listed", "prefixed", "stored_state", "user_state"]
+__all__ = ["Fan", "StateScan", "app_state", "ids_after", "ids_under", "listed", "prefixed", "stored_state", "user_state"]
 
 T = TypeVar("T")
 
@@ -120,24 +120,39 @@ def stored_state(store: Store, key: str) -> tuple[Item | None, dict[str, Any]]:
     """The adapter's head item and the rest of the session's state, in one scan of its scope
     (read-only: opening the session would create it). Reads the records straight from the
     backend: listings call it once per session, and only the head needs an :class:`Item`."""
-    prefix = layout.scope_state_prefix("session", key)
-    head_key = prefix + keys.escape(L.HEAD)
-    decode = store.codec.decode
-    head: Item | None = None
-    state: dict[str, Any] = {}
+    scan = StateScan(store, key)
     after: str | None = None
     while True:
-        page = store.backend.scan(prefix, after=after, limit=500)
+        page = store.backend.scan(scan.prefix, after=after, limit=StateScan.PAGE)
+        after = scan.take(page)
+        if after is None:
+            return scan.head, scan.state
+
+
+class StateScan:
+    """What :func:`stored_state` gathers from the pages of a session's state scope (the sync and
+    the asyncio reads share it; only where the pages come from differs)."""
+
+    PAGE = 500
+
+    def __init__(self, store: Store, key: str) -> None:
+        self.prefix = layout.scope_state_prefix("session", key)
+        self._head_key = self.prefix + keys.escape(L.HEAD)
+        self._decode = store.codec.decode
+        self.head: Item | None = None
+        self.state: dict[str, Any] = {}
+
+    def take(self, page: list[Record]) -> str | None:
+        """Take one page in; the key to scan after next, or None when it was the last page."""
+        decode, cut = self._decode, len(self.prefix)
         for rec in page:
-            if rec.key == head_key:
+            if rec.key == self._head_key:
                 value = decode(rec.data, rec.codec, rec.key)
-                head = Item(L.HEAD, value, rec.version, to_datetime(rec.created_at),  # type: ignore[arg-type]
-                            to_datetime(rec.updated_at), to_datetime(rec.expires_at))  # type: ignore[arg-type]
+                self.head = Item(L.HEAD, value, rec.version, to_datetime(rec.created_at),  # type: ignore[arg-type]
+                                 to_datetime(rec.updated_at), to_datetime(rec.expires_at))  # type: ignore[arg-type]
             else:
-                state[keys.unescape(rec.key[len(prefix):])] = decode(rec.data, rec.codec, rec.key)
-        if len(page) < 500:
-            return head, state
-        after = page[-1].key
+                self.state[keys.unescape(rec.key[cut:])] = decode(rec.data, rec.codec, rec.key)
+        return page[-1].key if len(page) == self.PAGE else None
 
 
 def prefixed(view: StateView, app: str) -> dict[str, Any]:

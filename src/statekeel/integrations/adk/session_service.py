@@ -11,7 +11,10 @@ session's head, so a writer holding an outdated copy of the session gets ADK's
 :class:`StaleSessionError` instead of overwriting newer state. ``get_session`` reads only
 the events it returns (``num_recent_events=N``: the newest N), and ``list_sessions``
 walks only the app's (or user's) range of the session index, never every session.
-Every call runs the sync store code on the service's worker thread, never on the loop.
+Every call runs the sync store code on the service's worker thread, never on the loop — except,
+given an :class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis, the per-turn calls
+(``get_session``, ``append_event``, ``create_session``, ``get_user_state``), which run on its
+asyncio driver with no thread hop (:mod:`._native`).
 """
 
 from __future__ import annotations
@@ -29,17 +32,19 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.sessions.session import Session
 
 from ...aio import AsyncStore
+from ...aio._native import Lane
 from ...aio._worker import Worker
 from ...core import layout
-from ...core.session_write import ExtraOps, SessionWrites, StatePut
+from ...core.session_write import SessionWrites
 from ...core.validate import check_int, short_repr
 from ...errors import ConflictError, InvalidInputError
 from ...features.sessions import Session as SkSession
-from ...protocol import ANY
 from ...store import Store
 from ...store import open as open_store
 from . import _layout as L
+from . import _native as native
 from ._checks import check_timestamp, event_record, state_deltas, storable
+from ._writes import scoped_ops, session_puts
 from ._listing import Fan, app_state, ids_after, ids_under, listed, prefixed, stored_state, user_state
 
 __all__ = ["SessionsPage", "StatekeelSessionService"]
@@ -63,8 +68,11 @@ class StatekeelSessionService(BaseSessionService):
     """
 
     def __init__(self, store: Store | AsyncStore, *, workers: int = 1) -> None:
+        self._lane: Lane | None = None
+        """The AsyncStore's native lane when its reads run on the event loop (PostgreSQL, Redis)."""
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
+            self._lane = None if store._lane is None else store._lane.reader
         elif isinstance(store, Store):
             self._store, self._worker, self._owns_worker = store, Worker(workers), True
         else:
@@ -99,6 +107,11 @@ class StatekeelSessionService(BaseSessionService):
         """Create a session (ADK's ``AlreadyExistsError`` if the id is taken); ids are stripped."""
         sid = (session_id.strip() if isinstance(session_id, str) else session_id) or str(uuid.uuid4())
         deltas = state_deltas(state)
+        if self._lane is not None:
+            storable(self._store, deltas)  # opening the session writes it: a refused value must fail first
+            made = await native.create(self._lane, self._store, app_name, user_id, sid, deltas, time.time())
+            if made is not native.WORKER:
+                return made
         return await self._worker.run(lambda: self._create(app_name, user_id, sid, deltas))
 
     def _create(self, app: str, user: str, sid: str, deltas: dict[str, dict[str, Any]]) -> Session:
@@ -106,9 +119,9 @@ class StatekeelSessionService(BaseSessionService):
         storable(self._store, deltas)  # opening the session writes it: a refused value must fail first
         s = self._store.session(key, user=user)
         now = time.time()
-        puts = [(L.HEAD, {"t": now}, None, None), *self._session_puts(deltas)]  # HEAD create-only: the id is ours
+        puts = [(L.HEAD, {"t": now}, None, None), *session_puts(deltas)]  # HEAD create-only: the id is ours
         try:
-            s._commit(SessionWrites([], puts, extra=self._scoped_ops(app, user, deltas)), None)
+            s._commit(SessionWrites([], puts, extra=scoped_ops(self._store, app, user, deltas)), None)
         except ConflictError:
             raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
         session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
@@ -124,6 +137,10 @@ class StatekeelSessionService(BaseSessionService):
         ``num_recent_events=N`` reads only the newest N events; ``after_timestamp=t``
         keeps events with ``timestamp >= t``, read from the newest back to the first older one."""
         sid = session_id.strip() if isinstance(session_id, str) else session_id
+        if self._lane is not None and (config is None or config.after_timestamp is None):
+            found = await native.get(self._lane, self._store, app_name, user_id, sid, None if config is None else config.num_recent_events)
+            if found is not native.WORKER:
+                return found
         return await self._worker.run(lambda: self._get(app_name, user_id, sid, config))
 
     def _get(self, app: str, user: str, sid: str, config: GetSessionConfig | None) -> Session | None:
@@ -185,6 +202,8 @@ class StatekeelSessionService(BaseSessionService):
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The ``user:`` state of ``user_id`` in ``app_name``, keys without the prefix."""
+        if self._lane is not None:
+            return await native.user_state(self._lane, self._store, app_name, user_id)
         return await self._worker.run(lambda: prefixed(self._store.user(user_id), app_name))
 
     # -- events -------------------------------------------------------------------------
@@ -200,7 +219,8 @@ class StatekeelSessionService(BaseSessionService):
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         deltas = state_deltas(delta)
-        version = await self._worker.run(lambda: self._append(session, event, deltas))
+        found = native.WORKER if self._lane is None else await native.append(self._lane, self._store, session, event, deltas)
+        version = await self._worker.run(lambda: self._append(session, event, deltas)) if found is native.WORKER else found
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
         session._storage_update_marker = str(version)
@@ -214,26 +234,14 @@ class StatekeelSessionService(BaseSessionService):
             raise SessionNotFoundError(f"Session {session.id} not found.")
         expect = _expected_version(session, head.version, head.value["t"], lambda: s.history(last=1))
         data, key = event_record(event)
-        puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *self._session_puts(deltas)]
+        puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *session_puts(deltas)]
         try:  # the event, its session, app: and user: deltas and the new head: one atomic batch
-            s._commit(SessionWrites([data], puts, extra=self._scoped_ops(app, user, deltas)), key)
+            s._commit(SessionWrites([data], puts, extra=scoped_ops(self._store, app, user, deltas)), key)
         except ConflictError:
             raise StaleSessionError(_stale(session.id)) from None
         return expect + 1
 
     # -- app: and user: state ---------------------------------------------------------
-    @staticmethod
-    def _session_puts(deltas: dict[str, dict[str, Any]]) -> list[StatePut]:
-        return [(k, v, ANY, None) for k, v in deltas["session"].items()]
-
-    def _scoped_ops(self, app: str, user: str, deltas: dict[str, dict[str, Any]]) -> ExtraOps | None:
-        """The ``app:``/``user:`` delta writes, added to the session's own batch: they live in
-        other partitions, so one ``apply`` carries them with the event (atomically on every
-        backend whose batches span the store; first, on their own, on Redis Cluster)."""
-        ops = [op for view, values in ((self._store.app, deltas["app"]), (self._store.user(user), deltas["user"]))
-               for k, v in values.items() for op in view.put_op(L.scoped_key(app, k), v)]  # fmt: skip
-        return (lambda _expires: ops) if ops else None
-
     def _scoped_state(self, app: str, user: str) -> dict[str, Any]:
         """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them."""
         return {**app_state(self._store, app), **user_state(self._store, app, user)}

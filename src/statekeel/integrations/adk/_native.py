@@ -1,0 +1,175 @@
+"""The session service's per-turn calls on an AsyncStore's native asyncio driver: no thread hop.
+
+Given an :class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis (plain, encrypted,
+tamper-evident or a tenant's handle), the calls an ADK ``Runner`` makes on every turn —
+``get_session``, ``append_event`` — and ``create_session`` and ``get_user_state`` run on
+the store's asyncio driver (:mod:`statekeel.aio._native`) instead of its worker thread, so
+concurrent conversations are not serialised behind one thread. They do what the sync
+methods of :class:`~.session_service.StatekeelSessionService` do, with the same pure code
+(the planned batch, the codec, the checks); only the reads and the commit are awaited, and
+fewer round trips are made:
+
+* ``append_event``: the session record and the adapter's head in one ``get_many``, then the
+  event's keyed batch (its compare-and-set on the head included). A conflict — a stale
+  session, or an event already stored — writes nothing and is handed to the sync code on the
+  worker, which tells the two apart (:class:`StaleSessionError`, or the replayed result).
+* ``get_session``: the session record, any restore view and the newest events in one
+  ``get_many_and_values``, the session's, ``app:`` and ``user:`` state scans at once.
+
+What each returns is :data:`WORKER` when the sync method must run instead (a session built by
+hand without the version marker this service sets; a session restored to a checkpoint, whose
+hidden ranges the sync history applies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any, Final
+
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+
+from ...aio import _native
+from ...core import layout
+from ...core.session_write import SessionWrites
+from ...errors import ConflictError
+from ...features.sessions import Session as SkSession
+from ...features.state import StateView
+from ...protocol.aio import AsyncBackend
+from ...store import Store
+from . import _layout as L
+from ._checks import event_record
+from ._listing import StateScan
+from ._writes import scoped_ops, session_puts
+
+__all__ = ["WORKER", "Fallback", "append", "create", "get", "scoped_state", "user_state"]
+
+
+class Fallback(enum.Enum):
+    WORKER = "worker"
+    """Returned when the sync method must run on the worker instead."""
+
+
+WORKER: Final = Fallback.WORKER
+
+
+async def append(
+    lane: _native.Lane, store: Store, session: Session, event: Event,
+    deltas: dict[str, dict[str, Any]],
+) -> int | Fallback:  # fmt: skip
+    """``_append``: the head version the event's batch moved the session to."""
+    marker = session._storage_update_marker
+    if marker is None or not marker.isdigit():  # not one of ours: the sync check reads the newest event
+        return WORKER
+    app, user = session.app_name, session.user_id
+    key = L.session_key(app, user, session.id)
+    async with lane.turn():
+        meta, head = await lane.backend.get_many([layout.session_meta_key(key), _head_key(key)])
+        if meta is None or head is None:
+            raise SessionNotFoundError(f"Session {session.id} not found.")
+        sc = SkSession(store, key, meta, None)._sc
+        if not _native.plain(sc):
+            return WORKER
+        expect = int(marker)
+        data, idem = event_record(event)
+        puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *session_puts(deltas)]
+        writes = SessionWrites([data], puts, extra=scoped_ops(store, app, user, deltas))
+        done = await _native.commit_once(lane.backend, sc, writes, idem)
+    return WORKER if done is None else expect + 1
+
+
+async def get(
+    lane: _native.Lane, store: Store, app: str, user: str, sid: str, last: int | None
+) -> Session | None | Fallback:
+    """``_get`` without ``after_timestamp``: the session, its merged state and newest ``last`` events."""
+    key = L.session_key(app, user, sid)
+    backend, log = lane.backend, layout.history_log(key)
+    wanted = [layout.session_meta_key(key), layout.session_view_key(key)]
+    async with lane.turn():
+        if last == 0:
+            found, (head, state), scoped = await asyncio.gather(
+                backend.get_many(wanted), _stored_state(backend, StateScan(store, key)),
+                scoped_state(lane, store, app, user),
+            )
+            values: list[tuple[bytes, str]] = []
+        else:
+            (found, values), (head, state), scoped = await asyncio.gather(
+                backend.get_many_and_values(wanted, log, limit=last, reverse=last is not None),
+                _stored_state(backend, StateScan(store, key)), scoped_state(lane, store, app, user),
+            )
+    meta, view = found
+    if head is None or meta is None:
+        return None
+    if view is not None:  # restored to a checkpoint: its hidden ranges are the sync history's
+        return WORKER
+    state.update(scoped)
+    events = [Event.model_validate(e) for e in store.codec.decode_many(values, log)]
+    session = Session(id=sid, app_name=app, user_id=user, state=state, events=events, last_update_time=head.value["t"])
+    session._storage_update_marker = str(head.version)
+    return session
+
+
+async def create(
+    lane: _native.Lane, store: Store, app: str, user: str, sid: str,
+    deltas: dict[str, dict[str, Any]], now: float,
+) -> Session | Fallback:  # fmt: skip
+    """``_create`` (the caller checked ``deltas``): the session opened and its head, state and
+    ``app:``/``user:`` deltas written create-only, natively."""
+    key = L.session_key(app, user, sid)
+    async with lane.turn():
+        s = await _native.open_session(lane.backend, store, key, user, None)
+        if not _native.plain(s._sc):
+            return WORKER
+        puts = [(L.HEAD, {"t": now}, None, None), *session_puts(deltas)]  # HEAD create-only
+        try:
+            await _native.commit(lane.backend, s._sc, SessionWrites([], puts, extra=scoped_ops(store, app, user, deltas)))
+        except ConflictError:
+            raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+        scoped = await scoped_state(lane, store, app, user)
+    session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
+    session.state.update(scoped)
+    session._storage_update_marker = "1"
+    return session
+
+
+async def scoped_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
+    """``_scoped_state``: ``app:`` and ``user:`` state of ``app``, prefixed, both scans at once."""
+    found, mine = await asyncio.gather(_prefixed(lane.backend, store.app, app), _prefixed(lane.backend, store.user(user), app))
+    return {**{State.APP_PREFIX + k: v for k, v in found.items()}, **{State.USER_PREFIX + k: v for k, v in mine.items()}}
+
+
+async def user_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
+    """``get_user_state``: the ``user:`` state of ``user`` in ``app``, keys without the prefix."""
+    async with lane.turn():
+        return await _prefixed(lane.backend, store.user(user), app)
+
+
+def _head_key(key: str) -> str:
+    return layout.state_key("session", key, L.HEAD)
+
+
+async def _stored_state(backend: AsyncBackend, scan: StateScan) -> tuple[Any, dict[str, Any]]:
+    """:func:`~._listing.stored_state`, its pages read natively."""
+    after: str | None = None
+    while True:
+        after = scan.take(await backend.scan(scan.prefix, after=after, limit=StateScan.PAGE))
+        if after is None:
+            return scan.head, scan.state
+
+
+async def _prefixed(backend: AsyncBackend, view: StateView, app: str) -> dict[str, Any]:
+    """:func:`~._listing.prefixed`, its pages read natively (the view's own checks and decoding)."""
+    start = L.scoped_key(app, "")
+    out: dict[str, Any] = {}
+    after: str | None = None
+    while True:
+        full, cursor = view._scan_of(start, after, 500)
+        page = view._page(await backend.scan(full, after=cursor, limit=500), 500)
+        out.update((item.key[len(start):], item.value) for item in page)
+        if page.next is None:
+            return out
+        after = page.next

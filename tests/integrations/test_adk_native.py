@@ -1,0 +1,167 @@
+"""StatekeelSessionService given an AsyncStore: the per-turn calls on the asyncio driver.
+
+On PostgreSQL and Redis (plain, encrypted, tamper-evident, a tenant's handle) ``create_session``,
+``get_session``, ``append_event`` and ``get_user_state`` must not hop to the store's worker
+thread; a stale writer, a redelivered event and a restored session go to the sync code there
+and get its answers. Every other backend keeps the worker. ADK's own contract tests run with
+an AsyncStore too (tests/integrations/test_adk_ported_session_service.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from google.adk.errors import StaleSessionError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.genai import types
+
+import statekeel
+from statekeel import AsyncStore, Encryption, Integrity
+from statekeel.integrations.adk import StatekeelSessionService
+
+NATIVE = ("postgresql", "redis")
+
+
+def said(text: str, ts: float, delta: dict[str, Any] | None = None) -> Event:
+    return Event(author="user", invocation_id="i", timestamp=ts,
+                 content=types.Content(role="user", parts=[types.Part(text=text)]),
+                 actions=EventActions(state_delta=delta or {}))
+
+
+def _count_worker_calls(store: AsyncStore) -> list[str]:
+    calls: list[str] = []
+    submit = store._worker._submit
+
+    async def counted(fn: Callable[[], Any], tracked: bool) -> Any:
+        calls.append(getattr(fn, "__qualname__", repr(fn)))
+        return await submit(fn, tracked)
+
+    store._worker._submit = counted  # type: ignore[method-assign]
+    return calls
+
+
+def _run(url: str, main: Callable[[AsyncStore, StatekeelSessionService], Awaitable[None]], *,
+         tenant: str | None = None, **options: Any) -> None:
+    async def go() -> None:
+        async with statekeel.open_async(url, **options) as store:
+            handle = store if tenant is None else store.tenant(tenant)
+            service = StatekeelSessionService(handle)
+            await main(handle, service)
+
+    asyncio.run(go())
+
+
+async def _turns(service: StatekeelSessionService, sid: str, n: int) -> None:
+    """A Runner's turns: read the session, append the user's event and the model's (with deltas)."""
+    t0 = time.time()
+    for i in range(n):
+        session = await service.get_session(app_name="shop", user_id="ann", session_id=sid,
+                                            config=GetSessionConfig(num_recent_events=20))
+        assert session is not None
+        await service.append_event(session, said(f"q{i}", t0 + 2 * i))
+        await service.append_event(session, said(f"a{i}", t0 + 2 * i + 1,
+                                                  {"turn": i, "app:seen": i, "user:last": f"a{i}"}))
+
+
+@pytest.mark.parametrize("mode", ["plain", "encrypted", "chain", "tenant"])
+def test_a_runners_turns_make_no_worker_hop_on_native_drivers(store_url: str, mode: str) -> None:
+    """create, get (newest 20 and whole), append with session/app:/user: deltas, user state: on
+    PostgreSQL and Redis none of them runs on the worker; the results are the sync service's."""
+    options: dict[str, Any] = {}
+    if mode == "encrypted":
+        options["encryption"] = Encryption(master_key=b"k" * 32)
+    if mode == "chain":
+        options["integrity"] = Integrity(key=b"c" * 32)
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        await service.create_session(app_name="shop", user_id="ann", session_id="warm")  # keys, pools
+        calls = _count_worker_calls(store)
+        made = await service.create_session(app_name="shop", user_id="ann", session_id="s1",
+                                            state={"k": 1, "app:flag": True})
+        assert made.state == {"k": 1, "app:flag": True} and made._storage_update_marker == "1"
+        await _turns(service, "s1", 5)
+        whole = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        newest = await service.get_session(app_name="shop", user_id="ann", session_id="s1",
+                                           config=GetSessionConfig(num_recent_events=3))
+        none = await service.get_session(app_name="shop", user_id="ann", session_id="s1",
+                                         config=GetSessionConfig(num_recent_events=0))
+        mine = await service.get_user_state(app_name="shop", user_id="ann")
+        missing = await service.get_session(app_name="shop", user_id="ann", session_id="nobody")
+        if store_url.startswith(NATIVE):  # encrypted: only the first lookup of a partition's data key
+            fetched = [c for c in calls if "Keyring.fetch" in c]
+            assert [c for c in calls if c not in fetched] == [] and len(fetched) == len(set(fetched)) <= 3, calls
+        else:
+            assert calls, "the other backends keep the worker"
+        assert whole is not None and newest is not None and none is not None and missing is None
+        texts = [e.content.parts[0].text for e in whole.events]  # type: ignore[union-attr,index]
+        assert texts == [x for i in range(5) for x in (f"q{i}", f"a{i}")]
+        assert [e.id for e in newest.events] == [e.id for e in whole.events[-3:]] and none.events == []
+        assert whole.state == {"k": 1, "turn": 4, "app:flag": True, "app:seen": 4, "user:last": "a4"}
+        assert whole._storage_update_marker == "11" and whole.last_update_time == whole.events[-1].timestamp
+        assert mine == {"last": "a4"}
+        sync = StatekeelSessionService(store.sync)  # the sync service reads the same
+        try:
+            again = await sync.get_session(app_name="shop", user_id="ann", session_id="s1")
+        finally:
+            await sync.close()
+        assert again is not None and again.model_dump() == whole.model_dump()
+
+    _run(store_url, main, tenant="acme" if mode == "tenant" else None, **options)
+
+
+def test_stale_writers_and_redelivered_events_get_the_sync_answers(store_url: str) -> None:
+    """A conflict on the native batch writes nothing and goes to the worker: a stale copy gets
+    StaleSessionError, an event delivered again is stored once (its version as the first time)."""
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        s = await service.create_session(app_name="shop", user_id="ann", session_id="s1")
+        copy = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert copy is not None
+        event = said("hi", time.time(), {"n": 1})
+        await service.append_event(s, event)
+        with pytest.raises(StaleSessionError):
+            await service.append_event(copy, said("late", time.time(), {"n": 2}))
+        fresh = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert fresh is not None and fresh.state == {"n": 1} and len(fresh.events) == 1
+        fresh._storage_update_marker = "1"  # as if the first delivery's reply was lost
+        await service.append_event(fresh, event)
+        assert fresh._storage_update_marker == "2"
+        back = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert back is not None and [e.id for e in back.events] == [event.id] and back.state == {"n": 1}
+
+    _run(store_url, main)
+
+
+def test_concurrent_sessions_and_a_restored_one(store_url: str) -> None:
+    """Eight conversations at once keep their own events in order; a session restored to a
+    checkpoint (hidden ranges) is read by the sync history, on the worker."""
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        ids = [f"c{n}" for n in range(8)]
+        for sid in ids:
+            await service.create_session(app_name="shop", user_id="ann", session_id=sid)
+        await asyncio.gather(*(_turns(service, sid, 4) for sid in ids))
+        for sid in ids:
+            got = await service.get_session(app_name="shop", user_id="ann", session_id=sid)
+            assert got is not None and got.state["turn"] == 3
+            assert [e.content.parts[0].text for e in got.events] == [  # type: ignore[union-attr,index]
+                x for i in range(4) for x in (f"q{i}", f"a{i}")]
+        raw = await store.find_session("adk/shop/ann/c0")
+        assert raw is not None
+        cp = await store.call(lambda st: st.session("adk/shop/ann/c0").checkpoint("two"))
+        await service.append_event((await service.get_session(app_name="shop", user_id="ann", session_id="c0")),
+                                   said("after", time.time()))
+        await store.call(lambda st: st.session("adk/shop/ann/c0").restore(cp))
+        calls = _count_worker_calls(store)
+        got = await service.get_session(app_name="shop", user_id="ann", session_id="c0")
+        assert got is not None and len(got.events) == 8  # "after" hidden by the restore
+        if store_url.startswith(NATIVE):
+            assert calls, "a restored session's history is read on the worker"
+
+    _run(store_url, main)
