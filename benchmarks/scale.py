@@ -6,6 +6,7 @@
     python benchmarks/scale.py --mode tenant --before      # the sessions of 8 tenants, through tenant views
     python benchmarks/scale.py --mode idem --before        # every turn with an idempotency key
     python benchmarks/scale.py --mode events --before      # every turn two events of the conversation's stream
+    python benchmarks/scale.py --mode adk --before         # ADK's session service: a Runner's turn (scale_adk.py)
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -302,6 +303,9 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
     secure_url = sk_url.replace("sk_scale", f"sk_scale_{mode}").replace("skscale", f"skscale{mode}")
     for c in a.concurrency:
         turns = _turns_for(c, a)
+        if mode == "adk":
+            rows += _adk_rows(backend, secure_url, raw_url, c, turns, a)
+            continue
         if mode != "plain":
             rows.append(_paired(
                 f"{backend} async C={c}, {mode}",
@@ -346,6 +350,22 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
     return rows
 
 
+def _adk_rows(backend: str, url: str, raw_url: str, c: int, turns: list[tuple[str, str]], a: argparse.Namespace
+              ) -> list[dict[str, Any]]:
+    """``--mode adk`` (benchmarks/scale_adk.py): ADK's session service, native (and ``--before``: on
+    the worker), against a session service on the raw async driver, for C conversations."""
+    from benchmarks import scale_adk
+
+    raw = scale_adk.raw_pg_adk if backend == "postgres" else scale_adk.raw_redis_adk
+    sides = [("", True)] + ([(", all on the worker (before)", False)] if a.before else [])
+    return [_paired(
+        f"{backend} ADK C={c}{label}",
+        lambda native=native: asyncio.run(scale_adk.statekeel_adk(url, c, turns, native, _gather)),
+        lambda: asyncio.run(raw(raw_url, c, turns, _gather)),
+        a.repeat,
+    ) for label, native in sides]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["| row | statekeel turns/s | raw turns/s | ratio per run | median ratio |", "|---|---|---|---|---|"]
     for r in rows:
@@ -372,10 +392,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events"), default="plain",
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events", "adk"),
+                    default="plain",
                     help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
                          "through 8 tenants' views, with an idempotency key per turn, or as two events per turn "
-                         "(raw: the same writes), instead; no process or latency rows then")
+                         "(raw: the same writes), or ADK's session service (benchmarks/scale_adk.py), instead; "
+                         "no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from google.adk.errors import StaleSessionError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
@@ -117,7 +118,8 @@ def test_a_runners_turns_make_no_worker_hop_on_native_drivers(store_url: str, mo
 
 def test_stale_writers_and_redelivered_events_get_the_sync_answers(store_url: str) -> None:
     """A conflict on the native batch writes nothing and goes to the worker: a stale copy gets
-    StaleSessionError, an event delivered again is stored once (its version as the first time)."""
+    StaleSessionError, an event delivered again is stored once (its version as the first time), an
+    append to a session deleted elsewhere (its handle still kept) SessionNotFoundError."""
 
     async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
         s = await service.create_session(app_name="shop", user_id="ann", session_id="s1")
@@ -134,6 +136,12 @@ def test_stale_writers_and_redelivered_events_get_the_sync_answers(store_url: st
         assert fresh._storage_update_marker == "2"
         back = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
         assert back is not None and [e.id for e in back.events] == [event.id] and back.state == {"n": 1}
+        # deleted by another process while this service keeps the session's handle: refused, nothing written
+        await asyncio.to_thread(store.sync.delete_session, "adk/shop/ann/s1")
+        with pytest.raises(SessionNotFoundError):
+            await service.append_event(back, said("into the void", time.time(), {"n": 3}))
+        assert await service.get_session(app_name="shop", user_id="ann", session_id="s1") is None
+        assert await store.find_session("adk/shop/ann/s1") is None
 
     _run(store_url, main)
 

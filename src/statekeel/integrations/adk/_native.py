@@ -9,10 +9,11 @@ methods of :class:`~.session_service.StatekeelSessionService` do, with the same 
 (the planned batch, the codec, the checks); only the reads and the commit are awaited, and
 fewer round trips are made:
 
-* ``append_event``: the session record and the adapter's head in one ``get_many``, then the
-  event's keyed batch (its compare-and-set on the head included). A conflict — a stale
-  session, or an event already stored — writes nothing and is handed to the sync code on the
-  worker, which tells the two apart (:class:`StaleSessionError`, or the replayed result).
+* ``append_event``: the event's keyed batch (its compare-and-set on the head included), planned
+  with the session's handle kept from ``get_session`` (:class:`Handles`; read first when there is
+  none). A conflict — a stale session, an event already stored, a session deleted — writes
+  nothing and is handed to the sync code on the worker, which tells them apart
+  (:class:`StaleSessionError`, the replayed result, :class:`SessionNotFoundError`).
 * ``get_session``: the session record, any restore view and the newest events in one
   ``get_many_and_values``, the session's, ``app:`` and ``user:`` state scans at once.
 
@@ -35,7 +36,7 @@ from google.adk.sessions.state import State
 
 from ...aio import _native
 from ...core import layout
-from ...core.session_write import SessionWrites
+from ...core.session_write import SessionCore, SessionWrites
 from ...errors import ConflictError
 from ...features.sessions import Session as SkSession
 from ...features.state import StateView
@@ -46,7 +47,7 @@ from ._checks import event_record
 from ._listing import StateScan
 from ._writes import scoped_ops, session_puts
 
-__all__ = ["WORKER", "Fallback", "append", "create", "get", "scoped_state", "user_state"]
+__all__ = ["WORKER", "Fallback", "Handles", "append", "create", "get", "scoped_state", "user_state"]
 
 
 class Fallback(enum.Enum):
@@ -57,8 +58,34 @@ class Fallback(enum.Enum):
 WORKER: Final = Fallback.WORKER
 
 
+class Handles:
+    """The sessions' write handles (:class:`SessionCore`) one service's native calls plan with, by
+    session key, kept as a statekeel session handle is kept: made from the session record that
+    ``get_session`` and ``create_session`` read anyway, so that ``append_event`` reads nothing
+    before its batch (the batch's compare-and-set on the head fails if the session is gone, and
+    the sync code then says so). At most :attr:`SIZE`, the oldest dropped first."""
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self._by: dict[str, SessionCore] = {}
+
+    def get(self, key: str) -> SessionCore | None:
+        return self._by.get(key)
+
+    def keep(self, key: str, sc: SessionCore) -> None:
+        by = self._by
+        by.pop(key, None)
+        by[key] = sc
+        if len(by) > self.SIZE:
+            del by[next(iter(by))]
+
+    def drop(self, key: str) -> None:
+        self._by.pop(key, None)
+
+
 async def append(
-    lane: _native.Lane, store: Store, session: Session, event: Event,
+    lane: _native.Lane, store: Store, handles: Handles, session: Session, event: Event,
     deltas: dict[str, dict[str, Any]],
 ) -> int | Fallback:  # fmt: skip
     """``_append``: the head version the event's batch moved the session to."""
@@ -68,10 +95,13 @@ async def append(
     app, user = session.app_name, session.user_id
     key = L.session_key(app, user, session.id)
     async with lane.turn():
-        meta, head = await lane.backend.get_many([layout.session_meta_key(key), _head_key(key)])
-        if meta is None or head is None:
-            raise SessionNotFoundError(f"Session {session.id} not found.")
-        sc = SkSession(store, key, meta, None)._sc
+        sc = handles.get(key)
+        if sc is None:
+            meta, head = await lane.backend.get_many([layout.session_meta_key(key), _head_key(key)])
+            if meta is None or head is None:
+                raise SessionNotFoundError(f"Session {session.id} not found.")
+            sc = SkSession(store, key, meta, None)._sc
+            handles.keep(key, sc)
         if not _native.plain(sc):
             return WORKER
         expect = int(marker)
@@ -79,11 +109,14 @@ async def append(
         puts = [(L.HEAD, {"t": event.timestamp}, expect, None), *session_puts(deltas)]
         writes = SessionWrites([data], puts, extra=scoped_ops(store, app, user, deltas))
         done = await _native.commit_once(lane.backend, sc, writes, idem)
-    return WORKER if done is None else expect + 1
+    if done is None:  # stale, redelivered or gone: the sync code reads the session afresh
+        handles.drop(key)
+        return WORKER
+    return expect + 1
 
 
 async def get(
-    lane: _native.Lane, store: Store, app: str, user: str, sid: str, last: int | None
+    lane: _native.Lane, store: Store, handles: Handles, app: str, user: str, sid: str, last: int | None
 ) -> Session | None | Fallback:
     """``_get`` without ``after_timestamp``: the session, its merged state and newest ``last`` events."""
     key = L.session_key(app, user, sid)
@@ -103,7 +136,9 @@ async def get(
             )
     meta, view = found
     if head is None or meta is None:
+        handles.drop(key)
         return None
+    handles.keep(key, SkSession(store, key, meta, None)._sc)
     if view is not None:  # restored to a checkpoint: its hidden ranges are the sync history's
         return WORKER
     state.update(scoped)
@@ -114,7 +149,7 @@ async def get(
 
 
 async def create(
-    lane: _native.Lane, store: Store, app: str, user: str, sid: str,
+    lane: _native.Lane, store: Store, handles: Handles, app: str, user: str, sid: str,
     deltas: dict[str, dict[str, Any]], now: float,
 ) -> Session | Fallback:  # fmt: skip
     """``_create`` (the caller checked ``deltas``): the session opened and its head, state and
@@ -126,9 +161,11 @@ async def create(
             return WORKER
         puts = [(L.HEAD, {"t": now}, None, None), *session_puts(deltas)]  # HEAD create-only
         try:
-            await _native.commit(lane.backend, s._sc, SessionWrites([], puts, extra=scoped_ops(store, app, user, deltas)))
+            writes = SessionWrites([], puts, extra=scoped_ops(store, app, user, deltas))
+            await _native.commit(lane.backend, s._sc, writes)
         except ConflictError:
             raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+        handles.keep(key, s._sc)
         scoped = await scoped_state(lane, store, app, user)
     session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
     session.state.update(scoped)
@@ -138,8 +175,10 @@ async def create(
 
 async def scoped_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
     """``_scoped_state``: ``app:`` and ``user:`` state of ``app``, prefixed, both scans at once."""
-    found, mine = await asyncio.gather(_prefixed(lane.backend, store.app, app), _prefixed(lane.backend, store.user(user), app))
-    return {**{State.APP_PREFIX + k: v for k, v in found.items()}, **{State.USER_PREFIX + k: v for k, v in mine.items()}}
+    shared, mine = await asyncio.gather(
+        _prefixed(lane.backend, store.app, app), _prefixed(lane.backend, store.user(user), app)
+    )
+    return {**{State.APP_PREFIX + k: v for k, v in shared.items()}, **{State.USER_PREFIX + k: v for k, v in mine.items()}}
 
 
 async def user_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class StatekeelSessionService(BaseSessionService):
                 "use StatekeelSessionService.from_url(url) to open one from a URL"
             )
         self._owned: Store | None = None
+        self._handles = native.Handles()
         self._fan = Fan(self._store)
 
     @classmethod
@@ -109,7 +110,9 @@ class StatekeelSessionService(BaseSessionService):
         deltas = state_deltas(state)
         if self._lane is not None:
             storable(self._store, deltas)  # opening the session writes it: a refused value must fail first
-            made = await native.create(self._lane, self._store, app_name, user_id, sid, deltas, time.time())
+            made = await native.create(
+                self._lane, self._store, self._handles, app_name, user_id, sid, deltas, time.time()
+            )
             if made is not native.WORKER:
                 return made
         return await self._worker.run(lambda: self._create(app_name, user_id, sid, deltas))
@@ -138,7 +141,8 @@ class StatekeelSessionService(BaseSessionService):
         keeps events with ``timestamp >= t``, read from the newest back to the first older one."""
         sid = session_id.strip() if isinstance(session_id, str) else session_id
         if self._lane is not None and (config is None or config.after_timestamp is None):
-            found = await native.get(self._lane, self._store, app_name, user_id, sid, None if config is None else config.num_recent_events)
+            last = None if config is None else config.num_recent_events
+            found = await native.get(self._lane, self._store, self._handles, app_name, user_id, sid, last)
             if found is not native.WORKER:
                 return found
         return await self._worker.run(lambda: self._get(app_name, user_id, sid, config))
@@ -198,7 +202,9 @@ class StatekeelSessionService(BaseSessionService):
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session, its events and state in one batch (nothing if it does not exist)."""
         sid = session_id.strip() if isinstance(session_id, str) else session_id
-        await self._worker.run(lambda: self._store.delete_session(L.session_key(app_name, user_id, sid)))
+        key = L.session_key(app_name, user_id, sid)
+        self._handles.drop(key)
+        await self._worker.run(lambda: self._store.delete_session(key))
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The ``user:`` state of ``user_id`` in ``app_name``, keys without the prefix."""
@@ -219,8 +225,12 @@ class StatekeelSessionService(BaseSessionService):
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         deltas = state_deltas(delta)
-        found = native.WORKER if self._lane is None else await native.append(self._lane, self._store, session, event, deltas)
-        version = await self._worker.run(lambda: self._append(session, event, deltas)) if found is native.WORKER else found
+        found: int | native.Fallback = native.WORKER
+        if self._lane is not None:
+            found = await native.append(self._lane, self._store, self._handles, session, event, deltas)
+        version = found if found is not native.WORKER else await self._worker.run(
+            lambda: self._append(session, event, deltas)
+        )
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
         session._storage_update_marker = str(version)
