@@ -225,6 +225,24 @@ class AsyncPostgresBackend(AsyncBackend):
             return [(r[1], r[2]) for r in await self._read_rows(log, 1, None, limit, reverse)]
         return values
 
+    async def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """The records and the log's values in one round trip on one connection: the two queries
+        pipelined (one implicit transaction, so one snapshot)."""
+        if not keys or (limit is not None and limit <= 0):
+            return await super().get_many_and_values(keys, log, limit=limit, reverse=reverse)
+        stmts = [(self._q.get_many, {"keys": list(keys), "now": time.time()}),
+                 (self._q.read_values, _read_params(log, 1, None, limit, reverse))]  # fmt: skip
+        async with self._connection() as conn:
+            cursors = await _pipelined(conn, stmts)
+            records, rows = await cursors[0].fetchall(), await cursors[1].fetchall()
+        found = {r[0]: checked.record(r) for r in records}
+        values = checked.values_if_intact(log, rows)
+        if values is None:
+            values = [(r[1], r[2]) for r in await self._read_rows(log, 1, None, limit, reverse)]
+        return [found.get(k) for k in keys], values
+
     async def _read_rows(
         self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool
     ) -> Sequence[Row]:
