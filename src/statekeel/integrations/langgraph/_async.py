@@ -1,8 +1,12 @@
-"""The saver's native async methods: the sync code, run on the saver's own worker thread.
+"""The saver's native async methods: the sync code on the saver's worker thread, or on the loop.
 
 The event loop never blocks on storage: each call hops to the worker (one thread by
 default, so calls run in the order they were made, as LangGraph expects of a
-checkpointer), and ``alist`` pulls its iterator there in chunks.
+checkpointer), and ``alist`` pulls its iterator there in chunks. A saver given an
+:class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis runs ``aput`` and ``aput_writes`` —
+the calls of every step of a graph — on its asyncio driver instead: planned by the same code
+as ``put``/``put_writes`` and decided by the same steps (:mod:`._io`), after the worker calls
+made before them (as an AsyncStore's native calls are).
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
+from ._io import PutPlan, Steps, arun, new_writes
+
 if TYPE_CHECKING:
+    from ...aio._native import Lane
     from ...aio._worker import Worker
+    from ...protocol import Put
 
 __all__ = ["AsyncSaverMethods"]
 
@@ -29,8 +37,16 @@ class AsyncSaverMethods:
     """Mixed into :class:`~.saver.StatekeelSaver`; every method awaits its sync twin."""
 
     _worker: Worker
+    _lane: Lane | None
 
     if TYPE_CHECKING:
+
+        def _planned_put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                         new_versions: ChannelVersions) -> PutPlan: ...  # fmt: skip
+        def _committing(self, plan: PutPlan) -> Steps[tuple[str, int | None]]: ...
+        def _put_done(self, plan: PutPlan, head: tuple[str, int | None]) -> RunnableConfig: ...
+        def _write_ops(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                       task_path: str) -> list[Put]: ...  # fmt: skip
 
         def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None: ...
         def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -66,14 +82,26 @@ class AsyncSaverMethods:
     async def aput(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> RunnableConfig:
-        """Async :meth:`put`."""
-        return await self._worker.run(lambda: self.put(config, checkpoint, metadata, new_versions))
+        """Async :meth:`put` (natively on an AsyncStore's PostgreSQL or Redis driver)."""
+        lane = self._lane
+        if lane is None:
+            return await self._worker.run(lambda: self.put(config, checkpoint, metadata, new_versions))
+        plan = self._planned_put(config, checkpoint, metadata, new_versions)
+        async with lane.turn():
+            head = await arun(lane.backend, self._committing(plan))
+        return self._put_done(plan, head)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        """Async :meth:`put_writes`."""
-        await self._worker.run(lambda: self.put_writes(config, writes, task_id, task_path))
+        """Async :meth:`put_writes` (natively on an AsyncStore's PostgreSQL or Redis driver)."""
+        lane = self._lane
+        if lane is None:
+            await self._worker.run(lambda: self.put_writes(config, writes, task_id, task_path))
+            return
+        ops = self._write_ops(config, writes, task_id, task_path)
+        async with lane.turn():
+            await arun(lane.backend, new_writes(ops))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""

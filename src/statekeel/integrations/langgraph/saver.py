@@ -34,23 +34,25 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from ...aio import AsyncStore
+from ...aio._native import Lane
 from ...aio._worker import Worker
 from ...codec import Codec
 from ...core import Core, layout
-from ...core.session_write import apply_across_partitions
 from ...core.validate import MAX_INT, check_int, short_repr
-from ...errors import ConflictError, InvalidInputError
+from ...errors import InvalidInputError
 from ...features.retention import store_retention
-from ...protocol import ANY, Op, Put, Record
+from ...protocol import ANY, Op, Put
 from ...security.guard import SecretGuard
 from ...store import Store
 from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
+from ._io import HeadMove, PutPlan, Steps, head_moves, new_writes, run
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
 from ._guard import active, clean, screen, screen_values
-from ._records import (CheckpointForkError, FastZlib, ThreadKeys, Typed, check_thread_id, config_text, configurable,
+from ._records import (FastZlib, ThreadKeys, Typed, check_thread_id, config_text, configurable,
                        frame, invert_id, pack, pack_raw, thread_and_ns, unpack)
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
@@ -74,7 +76,9 @@ def _list_limit(limit: Any) -> int:
 class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer storing threads in a statekeel store.
 
-    ``core`` is a :class:`statekeel.Store` (or any :class:`~statekeel.core.Core`):
+    ``core`` is a :class:`statekeel.Store` (or any :class:`~statekeel.core.Core`), or an
+    :class:`~statekeel.aio.AsyncStore` — then ``aput`` and ``aput_writes`` run on its native
+    asyncio driver on PostgreSQL and Redis (:mod:`._io`; everything else on its worker):
     a store opened with ``encryption=`` encrypts everything written here, metadata
     and pending writes included; ``store.tenant(t)`` gives a saver that sees only
     tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
@@ -88,7 +92,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        core: Core,
+        core: Core | AsyncStore,
         *,
         serde: SerializerProtocol | None = None,
         delta_min_bytes: int = 16_384,
@@ -99,6 +103,14 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         reuse_values: bool = True,
     ) -> None:
         super().__init__(serde=serde)
+        self._lane: Lane | None = None
+        """An AsyncStore's native lane (PostgreSQL, Redis): where ``aput``/``aput_writes`` run."""
+        if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
+            self._worker, self._owns_worker = core._worker, False
+            self._lane = None if core._lane is None else core._lane.reader
+            core = core.sync
+        else:
+            self._worker, self._owns_worker = Worker(workers), True
         self.core = core
         self.delta_min_bytes = check_int(delta_min_bytes, "delta_min_bytes")
         self.max_chain = check_int(max_chain, "max_chain")
@@ -116,7 +128,6 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self._indexed_runs: set[tuple[str, str]] = set()
         self._known_heads: dict[tuple[str, str], tuple[str | None, int | None]] = {}
         self._thread_keys: dict[tuple[str, str], ThreadKeys] = {}
-        self._worker = Worker(workers)
         self._owned: Store | None = None
 
     @classmethod
@@ -128,8 +139,9 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         return saver
 
     def close(self) -> None:
-        """Stop the async worker; close the store if :meth:`from_url` opened it."""
-        self._worker.shutdown()
+        """Stop the async worker (not an AsyncStore's); close the store if :meth:`from_url` opened it."""
+        if self._owns_worker:
+            self._worker.shutdown()
         if self._owned is not None:
             self._owned.close()
 
@@ -244,6 +256,14 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store ``checkpoint`` and its new channel values, and move the head — one atomic batch."""
+        plan = self._planned_put(config, checkpoint, metadata, new_versions)
+        return self._put_done(plan, run(self.core.backend, self._committing(plan)))
+
+    def _planned_put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> PutPlan:  # fmt: skip
+        """What :meth:`put` writes (no I/O: the sync and the asyncio put share it)."""
         conf = configurable(config)
         thread, ns = thread_and_ns(conf)
         parent: str | None = conf.get("checkpoint_id") or None
@@ -268,12 +288,20 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             and full_metadata.get("source") not in FORK_SOURCES
             and self._heads.extends(thread, ns, parent)
         )
-        self._commit_with_head(thread, ns, cp_id, parent if fenced else None, ops, full_metadata.get("run_id"))
+        return PutPlan(thread, ns, cp_id, parent if fenced else None, ops, full_metadata.get("run_id"), planned,
+                       checkpoint)  # fmt: skip
+
+    def _put_done(self, plan: PutPlan, head: tuple[str, int | None]) -> RunnableConfig:
+        """After the batch: what this saver now knows of the thread (head, values, runs listed)."""
+        thread, ns, cp_id = plan.thread, plan.ns, plan.cp_id
+        if isinstance(plan.run_id, str) and plan.run_id:
+            self._indexed_runs.add((plan.run_id, thread))
+        self._known_heads[(thread, ns)] = head
         self._heads.saw_head(thread, ns, cp_id)
-        for (ch, _), p in planned.items():
+        for (ch, _), p in plan.planned.items():
             self._cache.set(thread, ns, ch, p.state)
         if self._memo is not None:
-            self._memo.remember(thread, ns, checkpoint["channel_versions"], checkpoint["channel_values"])
+            self._memo.remember(thread, ns, plan.checkpoint["channel_versions"], plan.checkpoint["channel_values"])
         return config_of(thread, ns, cp_id)
 
     def _plan_values(
@@ -299,40 +327,15 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         cleaned = screen(guard, metadata, meta, f"{where} checkpoint metadata")
         return checkpoint, cleaned, meta if cleaned is metadata else self.serde.dumps_typed(cleaned)
 
-    def _commit_with_head(
-        self, thread: str, ns: str, cp_id: str, must_extend: str | None, ops: builtins.list[Op], run_id: Any
-    ) -> None:
-        """Apply ``ops`` with the head moved by compare-and-set (from the head this saver last
-        wrote, without a read; re-read when another writer moved it); retry only legal moves."""
+    def _committing(self, plan: PutPlan) -> Steps[tuple[str, int | None]]:
+        """``plan``'s ops applied with the head moved by compare-and-set (:func:`._io.head_moves`)."""
+        thread, ns, run_id = plan.thread, plan.ns, plan.run_id
         head_key = self._keys(thread, ns).head
-        known = self._known_heads.get((thread, ns))
-        for _ in range(50):
-            fresh = known is None
-            if known is None:
-                rec = self.core.backend.get(head_key)
-                known = (None, None) if rec is None else (str(self._decode(rec)["id"]), rec.version)
-            head, version = known
-            if must_extend is not None and head is not None and head != must_extend:
-                if fresh:
-                    raise CheckpointForkError(thread, ns, must_extend, head)
-                known = None
-                continue
-            newest = cp_id if head is None else max(head, cp_id)
-            head_op = self._put_op(head_key, {"id": newest}, "a LangGraph thread head", version)
-            listings = self._index_ops(thread, version is None, run_id)
-            try:
-                done = apply_across_partitions(self.core.backend, [*ops, head_op, *listings])
-            except ConflictError as exc:
-                if exc.key.endswith(head_key):
-                    known = None
-                    continue
-                raise
-            stored = done[len(ops)]
-            if isinstance(run_id, str) and run_id:
-                self._indexed_runs.add((run_id, thread))
-            self._known_heads[(thread, ns)] = (newest, stored.version if isinstance(stored, Record) else None)
-            return
-        raise ConflictError(head_key, None, None)
+        move = HeadMove(
+            head_key, lambda newest, version: self._put_op(head_key, {"id": newest}, "a LangGraph thread head", version),
+            lambda rec: str(self._decode(rec)["id"]), lambda new: self._index_ops(thread, new, run_id), thread, ns,
+        )  # fmt: skip
+        return head_moves(move, self._known_heads.get((thread, ns)), plan.cp_id, plan.must_extend, plan.ops)
 
     def _index_ops(self, thread: str, new_thread: bool, run_id: Any) -> builtins.list[Op]:
         """Listing entries (another partition: written first where batches stay in one)."""
@@ -348,6 +351,12 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     ) -> None:
         """Store a task's writes; a write already stored under (task_id, idx) is kept (idempotent),
         the special channels (error, interrupt, ...) are overwritten."""
+        run(self.core.backend, new_writes(self._write_ops(config, writes, task_id, task_path)))
+
+    def _write_ops(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> builtins.list[Put]:
+        """What :meth:`put_writes` puts (no I/O: the sync and the asyncio call share it)."""
         conf = configurable(config)
         thread, ns = thread_and_ns(conf)
         inverted = invert_id(str(conf["checkpoint_id"]))
@@ -363,19 +372,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             key = tk.write(inverted, str(task_id), idx)
             doc = {"c": channel, "p": task_path, **pack_raw(typed[i])}
             ops[key] = self._put_op(key, doc, f"write to {channel!r}", None if idx >= 0 else ANY)
-        self._apply_writes(list(ops.values()))
-
-    def _apply_writes(self, ops: builtins.list[Put]) -> None:
-        """Put the writes, skipping regular ones already stored; a concurrent duplicate is retried."""
-        for _ in range(50):
-            try:
-                if ops:
-                    self.core.backend.apply(ops)
-                return
-            except ConflictError:  # some were stored before (a retried task): keep those as they are
-                existing = self.core.backend.get_many([op.key for op in ops if op.expect is None])
-                there = {rec.key for rec in existing if rec is not None}
-                ops = [op for op in ops if op.key not in there]
+        return list(ops.values())
 
     def _put_op(self, key: str, doc: dict[str, Any], what: str, expect: Any = ANY) -> Put:
         """A value or a pending write (``"b"`` holds bytes) as a binary record (:func:`._records.frame`),
@@ -465,7 +462,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
             self._memo.forget_thread(thread)
         self._heads.forget_thread(thread)
         self._indexed_runs = {(r, t) for r, t in self._indexed_runs if t != thread}
-        for key in [k for k in self._known_heads if k[0] == thread]:
+        for key in [k for k in list(self._known_heads) if k[0] == thread]:  # list(): one atomic copy
             self._known_heads.pop(key, None)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
