@@ -24,9 +24,16 @@ from langgraph.checkpoint.base import (
 )
 
 from ._io import PutPlan, Steps, arun, new_writes
+from ._reads import Stored, TupleBuilder, write_scan
+from ._records import invert_id
+from .deltas import NeedsRead
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+
     from ...aio._native import Lane
+    from ...core import Core
+    from ._memo import ValueMemo
     from ...aio._worker import Worker
     from ...protocol import Put
 
@@ -38,9 +45,16 @@ class AsyncSaverMethods:
 
     _worker: Worker
     _lane: Lane | None
+    core: Core
+    serde: SerializerProtocol
+    _memo: ValueMemo | None
 
     if TYPE_CHECKING:
 
+        @staticmethod
+        def _wanted(config: RunnableConfig) -> tuple[str, str, str | None]: ...
+        def _finding(self, thread: str, ns: str, checkpoint_id: str | None) -> Steps[Stored | None]: ...
+        def _remember_values(self, thread: str, ns: str, tup: CheckpointTuple, builder: TupleBuilder) -> None: ...
         def _planned_put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                          new_versions: ChannelVersions) -> PutPlan: ...  # fmt: skip
         def _committing(self, plan: PutPlan) -> Steps[tuple[str, int | None]]: ...
@@ -64,8 +78,25 @@ class AsyncSaverMethods:
                                       channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]: ...  # fmt: skip
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Async :meth:`get_tuple`."""
-        return await self._worker.run(lambda: self.get_tuple(config))
+        """Async :meth:`get_tuple` (natively on an AsyncStore's PostgreSQL or Redis driver when the
+        saver remembers the checkpoint's channel values — it wrote or read them last; else the
+        values are read by the sync code on the worker)."""
+        lane = self._lane
+        if lane is None:
+            return await self._worker.run(lambda: self.get_tuple(config))
+        thread, ns, checkpoint_id = self._wanted(config)
+        async with lane.turn():
+            stored = await arun(lane.backend, self._finding(thread, ns, checkpoint_id))
+            if stored is None:
+                return None
+            builder = TupleBuilder(self.core, self.serde, self._memo, offline=True)
+            writes = await arun(lane.backend, write_scan(thread, ns, [invert_id(stored.checkpoint_id)]))
+            try:
+                tup = builder.build([stored], writes)[0]
+            except NeedsRead:
+                return await lane.worker.run(lambda: self.get_tuple(config))
+        self._remember_values(thread, ns, tup, builder)
+        return tup
 
     async def alist(
         self,

@@ -1,9 +1,9 @@
-"""The saver's writes as sans-I/O steps, run by a sync or an asyncio driver.
+"""The saver's writes and reads as sans-I/O steps, run by a sync or an asyncio driver.
 
 A write's decisions — which head it expects, whether a moved head is a fork
 (:class:`~._records.CheckpointForkError`) or a reason to read it again, which pending writes
 were stored already — are generators (``Steps``): they yield what they need done
-(:class:`Get`, :class:`GetMany`, :class:`Apply`) and receive its result, or the
+(:class:`Get`, :class:`GetMany`, :class:`Scan`, :class:`Apply`) and receive its result, or the
 :class:`~statekeel.errors.ConflictError` it raised. :func:`run` answers them with the
 store's sync backend (on the saver's worker thread); :func:`arun` with the asyncio driver
 of an :class:`~statekeel.aio.AsyncStore` on the event loop. The same code decides both.
@@ -24,7 +24,7 @@ from ...protocol.aio import AsyncBackend
 from ._records import CheckpointForkError
 from .deltas import Planned
 
-__all__ = ["Apply", "Get", "GetMany", "HeadMove", "PutPlan", "Steps", "arun", "head_moves", "new_writes", "run"]
+__all__ = ["Apply", "Get", "GetMany", "HeadMove", "PutPlan", "Scan", "Steps", "arun", "head_moves", "new_writes", "run"]
 
 T = TypeVar("T")
 
@@ -37,11 +37,17 @@ class GetMany(NamedTuple):
     keys: list[str]
 
 
+class Scan(NamedTuple):
+    prefix: str
+    after: str | None
+    limit: int
+
+
 class Apply(NamedTuple):
     ops: list[Op]
 
 
-Steps = Generator[Union[Get, GetMany, Apply], Any, T]
+Steps = Generator[Union[Get, GetMany, Scan, Apply], Any, T]
 
 
 def run(backend: Backend, steps: Steps[T]) -> T:
@@ -59,6 +65,8 @@ def run(backend: Backend, steps: Steps[T]) -> T:
                 result = apply_across_partitions(backend, step.ops)
             elif type(step) is Get:
                 result = backend.get(step.key)
+            elif type(step) is Scan:
+                result = backend.scan(step.prefix, after=step.after, limit=step.limit)
             else:
                 assert type(step) is GetMany
                 result = backend.get_many(step.keys)
@@ -81,6 +89,8 @@ async def arun(backend: AsyncBackend, steps: Steps[T]) -> T:
                 result = await apply_across(backend, step.ops)
             elif type(step) is Get:
                 result = await backend.get(step.key)
+            elif type(step) is Scan:
+                result = await backend.scan(step.prefix, after=step.after, limit=step.limit)
             else:
                 assert type(step) is GetMany
                 result = await backend.get_many(step.keys)

@@ -8,7 +8,6 @@ their pending writes — never a query per checkpoint.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,10 +18,11 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from ...core import Core, layout
 from ...protocol import Record, keys
 from ._records import invert_id, parse_write_key, read_doc, revert_id, unpack
+from ._io import Scan, Steps, run
 from ._memo import ValueMemo, shallow_copy
 from .deltas import MISSING, ValueReader
 
-__all__ = ["Stored", "TupleBuilder", "config_of", "decode_checkpoint"]
+__all__ = ["Stored", "TupleBuilder", "config_of", "decode_checkpoint", "write_scan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,33 +56,41 @@ def _value(reader: ValueReader, known: dict[tuple[str, str], Any], channel: str,
 class TupleBuilder:
     """Builds tuples for checkpoints of one thread with the saver's serializer."""
 
-    def __init__(self, core: Core, serde: SerializerProtocol, memo: ValueMemo | None = None) -> None:
+    def __init__(
+        self, core: Core, serde: SerializerProtocol, memo: ValueMemo | None = None, offline: bool = False
+    ) -> None:
         self._core = core
         self._serde = serde
+        self._offline = offline
+        """On the event loop: channel values not remembered raise :class:`~.deltas.NeedsRead`."""
         self._memo = memo
         """Values of the thread's newest checkpoint this saver wrote or read: not read again."""
         self.readers: dict[str, ValueReader] = {}
         """The value reader used per namespace (the saver learns delta bases from it)."""
 
-    def build(self, stored: list[Stored]) -> list[CheckpointTuple]:
-        """Tuples for ``stored`` (all of one thread), in the same order."""
+    def build(self, stored: list[Stored], writes: list[Record] | None = None) -> list[CheckpointTuple]:
+        """Tuples for ``stored`` (all of one thread), in the same order; ``writes``: their pending
+        write records, read already (:func:`write_scan`; one namespace), else read here."""
         by_ns: dict[str, list[Stored]] = defaultdict(list)
         for s in stored:
             by_ns[s.ns].append(s)
         built: dict[tuple[str, str], CheckpointTuple] = {}
         for ns, group in by_ns.items():
-            for s, tup in zip(group, self._build_ns(ns, group)):
+            for s, tup in zip(group, self._build_ns(ns, group, writes)):
                 built[(s.ns, s.checkpoint_id)] = tup
         return [built[(s.ns, s.checkpoint_id)] for s in stored]
 
-    def _build_ns(self, ns: str, group: list[Stored]) -> list[CheckpointTuple]:
+    def _build_ns(self, ns: str, group: list[Stored], records: list[Record] | None) -> list[CheckpointTuple]:
         thread = group[0].thread
         bodies = [self._serde.loads_typed(unpack(s.doc["c"])) for s in group]
-        reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed)
+        reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed, self._offline)
         pairs = [(ch, str(v)) for body in bodies for ch, v in body["channel_versions"].items()]
         known = self._memo.recall(thread, ns, pairs) if self._memo is not None else {}
         reader.load(pair for pair in pairs if pair not in known)
-        writes = self._writes(thread, ns, [s.checkpoint_id for s in group])
+        ids = [s.checkpoint_id for s in group]
+        if records is None:
+            records = run(self._core.backend, write_scan(thread, ns, sorted(invert_id(i) for i in ids)))
+        writes = self._writes(records, ids)
         out = []
         for s, body in zip(group, bodies):
             values = {ch: val for ch, v in body["channel_versions"].items()
@@ -97,11 +105,11 @@ class TupleBuilder:
             ))  # fmt: skip
         return out
 
-    def _writes(self, thread: str, ns: str, ids: list[str]) -> dict[str, list[PendingWrite]]:
+    def _writes(self, records: list[Record], ids: list[str]) -> dict[str, list[PendingWrite]]:
         """Pending writes of checkpoints ``ids`` of one namespace, in ``writes_sort_key`` order."""
         wanted = {invert_id(i) for i in ids}
         found: dict[str, list[tuple[tuple[str, str, int], PendingWrite]]] = defaultdict(list)
-        for rec in self._write_records(thread, ns, sorted(wanted)):
+        for rec in records:
             inverted, task_id, idx = parse_write_key(rec.key)
             if inverted not in wanted:
                 continue
@@ -110,21 +118,23 @@ class TupleBuilder:
             found[revert_id(inverted)].append((writes_sort_key(str(doc.get("p", "")), task_id, idx), write))
         return {cid: [w for _, w in sorted(items, key=lambda x: x[0])] for cid, items in found.items()}
 
-    def _write_records(self, thread: str, ns: str, inverted: list[str]) -> Iterator[Record]:
-        """Every write record from the first to the last of ``inverted`` (sorted) in one range scan."""
-        if len(inverted) == 1:
-            prefix = layout.langgraph_writes_prefix(thread, ns, inverted[0])
-            after = None
-        else:
-            prefix = layout.langgraph_writes_prefix(thread, ns)
-            after = layout.langgraph_writes_prefix(thread, ns, inverted[0])[:-1]
-        stop = layout.langgraph_writes_prefix(thread, ns, inverted[-1]) + "\U0010ffff"
-        while True:
-            recs = self._core.backend.scan(prefix, after=after, limit=500)
-            for rec in recs:
-                if rec.key > stop:
-                    return
-                yield rec
-            if len(recs) < 500:
-                return
-            after = recs[-1].key
+
+def write_scan(thread: str, ns: str, inverted: list[str]) -> Steps[list[Record]]:
+    """Every write record from the first to the last of ``inverted`` (sorted) in one range scan."""
+    if len(inverted) == 1:
+        prefix = layout.langgraph_writes_prefix(thread, ns, inverted[0])
+        after = None
+    else:
+        prefix = layout.langgraph_writes_prefix(thread, ns)
+        after = layout.langgraph_writes_prefix(thread, ns, inverted[0])[:-1]
+    stop = layout.langgraph_writes_prefix(thread, ns, inverted[-1]) + "\U0010ffff"
+    out: list[Record] = []
+    while True:
+        recs = yield Scan(prefix, after, 500)
+        for rec in recs:
+            if rec.key > stop:
+                return out
+            out.append(rec)
+        if len(recs) < 500:
+            return out
+        after = recs[-1].key

@@ -41,7 +41,7 @@ from ...protocol import Record, keys
 from ._records import ThreadKeys, Typed, pack_raw, read_doc, unpack
 from ._segments import Marks
 
-__all__ = ["ChainState", "ValueCache", "Planned", "plan_value", "ValueReader", "MISSING"]
+__all__ = ["ChainState", "ValueCache", "NeedsRead", "Planned", "plan_value", "ValueReader", "MISSING"]
 
 MISSING: Any = object()
 """A channel version with no stored value (LangGraph's "empty" channel)."""
@@ -170,6 +170,10 @@ def plan_value(
     return Planned(pack_raw(typed), root, value, typed)
 
 
+class NeedsRead(Exception):
+    """An offline :class:`ValueReader` needed a value it does not hold (the caller reads it on the worker)."""
+
+
 class ValueReader:
     """Reads channel versions of one thread namespace, following delta chains.
 
@@ -178,8 +182,10 @@ class ValueReader:
     whatever the scan missed with further ``get_many`` rounds.
     """
 
-    def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any]) -> None:
+    def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any], offline: bool = False) -> None:
         self._core, self._loads = core, loads
+        self.offline = offline
+        """Set on the event loop: a read this reader would make raises :class:`NeedsRead` instead."""
         self._keys = ThreadKeys(thread, ns)
         self._key_of: dict[tuple[str, str], str] = {}
         self.docs: dict[str, dict[str, Any]] = {}
@@ -294,6 +300,7 @@ class ValueReader:
         if first > last:
             return
         prefix = last[: last.rindex("/") + 1]
+        self._online()
         recs = self._core.backend.scan(prefix, after=first[:-1], limit=count + 8)
         self._take([r for r in recs if first <= r.key <= last])
 
@@ -302,6 +309,7 @@ class ValueReader:
         root = self._sibling(delta_key, str(self.docs[delta_key]["root"]))
         if root > delta_key or root in self._scanned:
             return  # versions that do not sort by number, or scanned already: get_many rounds do the rest
+        self._online()
         self._scanned.add(root)
         prefix = delta_key[: delta_key.rindex("/") + 1]
         after: str | None = root[:-1]
@@ -314,6 +322,7 @@ class ValueReader:
         todo = [k for k in dict.fromkeys(wanted) if k not in self.docs]
         if not todo:
             return
+        self._online()
         recs = self._core.backend.get_many(todo)
         for key, rec in zip(todo, recs):
             if rec is None and required:
@@ -324,6 +333,10 @@ class ValueReader:
                     None,
                 )
         self._take([r for r in recs if r is not None])
+
+    def _online(self) -> None:
+        if self.offline:
+            raise NeedsRead
 
     def _take(self, recs: Iterable[Record]) -> None:
         for rec in recs:

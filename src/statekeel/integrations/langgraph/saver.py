@@ -48,7 +48,7 @@ from ...store import Store
 from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
-from ._io import HeadMove, PutPlan, Steps, head_moves, new_writes, run
+from ._io import GetMany, HeadMove, PutPlan, Scan, Steps, head_moves, new_writes, run
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
 from ._guard import active, clean, screen, screen_values
@@ -154,9 +154,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     # -- reading ---------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The named checkpoint, or the newest of the thread namespace, with its pending writes."""
-        conf = configurable(config)
-        thread, ns = thread_and_ns(conf)
-        stored = self._find(thread, ns, get_checkpoint_id(config))
+        thread, ns, checkpoint_id = self._wanted(config)
+        stored = run(self.core.backend, self._finding(thread, ns, checkpoint_id))
         if stored is None:
             return None
         builder = TupleBuilder(self.core, self.serde, self._memo)
@@ -164,18 +163,23 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         self._remember_values(thread, ns, tup, builder)
         return tup
 
-    def _find(self, thread: str, ns: str, checkpoint_id: str | None) -> Stored | None:
+    @staticmethod
+    def _wanted(config: RunnableConfig) -> tuple[str, str, str | None]:
+        """The thread, namespace and checkpoint id (None: the newest) ``get_tuple`` reads."""
+        thread, ns = thread_and_ns(configurable(config))
+        return thread, ns, get_checkpoint_id(config)
+
+    def _finding(self, thread: str, ns: str, checkpoint_id: str | None) -> Steps[Stored | None]:
         """The stored checkpoint, noting for fencing whether it was the head."""
-        backend = self.core.backend
         if checkpoint_id is None:
-            recs = backend.scan(layout.langgraph_checkpoints_prefix(thread, ns), limit=1)
+            recs = yield Scan(layout.langgraph_checkpoints_prefix(thread, ns), None, 1)
             if not recs:
                 return None
             stored = decode_checkpoint(self.core, thread, recs[0])
             self._heads.saw_head(thread, ns, stored.checkpoint_id)
             return stored
         cp_key = layout.langgraph_checkpoint_key(thread, ns, invert_id(checkpoint_id))
-        rec, head = backend.get_many([cp_key, layout.langgraph_head_key(thread, ns)])
+        rec, head = yield GetMany([cp_key, layout.langgraph_head_key(thread, ns)])
         if rec is None:
             return None
         if head is not None and self._decode(head)["id"] == checkpoint_id:
