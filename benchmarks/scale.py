@@ -7,6 +7,7 @@
     python benchmarks/scale.py --mode idem --before        # every turn with an idempotency key
     python benchmarks/scale.py --mode events --before      # every turn two events of the conversation's stream
     python benchmarks/scale.py --mode adk --before         # ADK's session service: a Runner's turn (scale_adk.py)
+    python benchmarks/scale.py --mode langgraph --before   # a LangGraph graph's ainvoke (scale_langgraph.py)
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -306,6 +307,9 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
         if mode == "adk":
             rows += _adk_rows(backend, secure_url, raw_url, c, turns, a)
             continue
+        if mode == "langgraph":
+            rows += _langgraph_rows(backend, secure_url, raw_url, c, a)
+            continue
         if mode != "plain":
             rows.append(_paired(
                 f"{backend} async C={c}, {mode}",
@@ -366,6 +370,23 @@ def _adk_rows(backend: str, url: str, raw_url: str, c: int, turns: list[tuple[st
     ) for label, native in sides]
 
 
+def _langgraph_rows(backend: str, url: str, raw_url: str, c: int, a: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--mode langgraph`` (benchmarks/scale_langgraph.py): the LangGraph saver natively, against
+    LangGraph's AsyncPostgresSaver (PostgreSQL) and (``--before``) against itself on the worker."""
+    from benchmarks import scale_langgraph as lg
+
+    turns = lg.turns_for(c, make_turns(101), a.min_turns)
+    native = lambda: asyncio.run(lg.statekeel_graph(url, c, turns, True, _gather))  # noqa: E731
+    rows = []
+    if backend == "postgres":
+        rows.append(_paired(f"postgres LangGraph C={c}: statekeel / AsyncPostgresSaver", native,
+                            lambda: asyncio.run(lg.langgraph_pg(raw_url, c, turns, _gather)), a.repeat))
+    if a.before:
+        rows.append(_paired(f"{backend} LangGraph C={c}: native / all on the worker (before)", native,
+                            lambda: asyncio.run(lg.statekeel_graph(url, c, turns, False, _gather)), a.repeat))
+    return rows
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["| row | statekeel turns/s | raw turns/s | ratio per run | median ratio |", "|---|---|---|---|---|"]
     for r in rows:
@@ -392,11 +413,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-url", help="use this Redis server instead of starting one")
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
-    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events", "adk"),
+    ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events", "adk",
+                                       "langgraph"),
                     default="plain",
                     help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
                          "through 8 tenants' views, with an idempotency key per turn, or as two events per turn "
-                         "(raw: the same writes), or ADK's session service (benchmarks/scale_adk.py), instead; "
+                         "(raw: the same writes), or ADK's session service (benchmarks/scale_adk.py), or a LangGraph "
+                         "graph (benchmarks/scale_langgraph.py), instead; "
                          "no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)
