@@ -173,3 +173,19 @@ def test_concurrent_sessions_and_a_restored_one(store_url: str) -> None:
             assert calls, "a restored session's history is read on the worker"
 
     _run(store_url, main)
+
+
+def test_a_bad_num_recent_events_gets_the_sync_answer(store_url: str) -> None:
+    """``num_recent_events`` below zero (ADK's model refuses it, but ``model_construct`` skips that): refused
+    as the sync service refuses it (InvalidInputError for an existing session, None for a missing one) —
+    the native read hands it to the sync code."""
+    from statekeel.errors import InvalidInputError
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        await service.create_session(app_name="shop", user_id="ann", session_id="s1")
+        bad = GetSessionConfig.model_construct(num_recent_events=-1, after_timestamp=None)
+        with pytest.raises(InvalidInputError):
+            await service.get_session(app_name="shop", user_id="ann", session_id="s1", config=bad)
+        assert await service.get_session(app_name="shop", user_id="ann", session_id="none", config=bad) is None
+
+    _run(store_url, main)

@@ -48,8 +48,8 @@ def _run(url: str, main: Callable[[AsyncStore], Awaitable[None]], *, tenant: str
 @pytest.mark.parametrize("mode", ["plain", "encrypted", "chain", "tenant"])
 def test_a_graphs_writes_make_no_worker_hop_on_native_drivers(store_url: str, mode: str) -> None:
     """Five turns of the reference chat graph through ``ainvoke``: on PostgreSQL and Redis every
-    ``aput``/``aput_writes`` and ``aget_tuple`` (of a checkpoint whose values the saver remembers)
-    runs on the loop; the sync saver on the same store reads back the same thread."""
+    ``aput``/``aput_writes``/``aget_tuple`` runs on the loop; the sync saver on the same store reads
+    back the same thread."""
     options: dict[str, Any] = {}
     if mode == "encrypted":
         options["encryption"] = Encryption(master_key=b"k" * 32)
@@ -128,29 +128,34 @@ def test_concurrent_threads_on_one_saver(store_url: str) -> None:
 
 
 @pytest.mark.parametrize("reuse", [True, False])
-def test_values_the_saver_does_not_remember_are_read_on_the_worker(store_url: str, reuse: bool) -> None:
-    """A saver that did not write a thread (a restart, another process), or keeps no values
-    (``reuse_values=False``): ``aget_tuple`` finds the checkpoint on the loop and reads its channel
-    values with the sync code on the worker; the tuple is the sync saver's."""
+def test_a_fresh_saver_reads_a_thread_and_its_delta_chains_on_the_loop(store_url: str, reuse: bool) -> None:
+    """A saver that did not write the thread (a restart, another process), or keeps no values
+    (``reuse_values=False``), reads it with ``aget_tuple``: the checkpoint, the channel values with
+    their delta chains and segments (a writer tuned to store deltas from the first byte), and the
+    pending writes — on PostgreSQL and Redis with no worker hop; the tuple is the sync saver's."""
 
     async def main(store: AsyncStore) -> None:
-        await chat_graph(StatekeelSaver(store)).ainvoke(user_turn(0), CONFIG)
+        graph = chat_graph(StatekeelSaver(store, delta_min_bytes=1, segment=2))
+        for i in range(12):
+            await graph.ainvoke(user_turn(i), CONFIG)
         fresh = StatekeelSaver(store, reuse_values=reuse)
         calls = _count_worker_calls(store)
         tup = await fresh.aget_tuple(CONFIG)
-        assert tup is not None and [m.id for m in tup.checkpoint["channel_values"]["messages"]] == ["user-0", "ai-1"]
-        assert any("get_tuple" in c for c in calls), calls
-        calls.clear()
         again = await fresh.aget_tuple(CONFIG)
-        assert again is not None and again.checkpoint == tup.checkpoint
-        if store_url.startswith(NATIVE):  # remembered now (reuse_values): read on the loop
-            assert (calls == []) == reuse, calls
+        if store_url.startswith(NATIVE):
+            assert calls == [], calls
+        assert tup is not None and again is not None and again.checkpoint == tup.checkpoint
+        assert [m.id for m in tup.checkpoint["channel_values"]["messages"]] == [
+            x for i in range(12) for x in (f"user-{i}", f"ai-{2 * i + 1}")]
         sync = StatekeelSaver(store.sync)
         try:
             expected = await asyncio.to_thread(sync.get_tuple, CONFIG)
+            older = await asyncio.to_thread(lambda: list(sync.list(CONFIG))[7])
         finally:
             sync.close()
         assert expected is not None and expected.checkpoint == tup.checkpoint
         assert expected.pending_writes == tup.pending_writes and expected.metadata == tup.metadata
+        named = await fresh.aget_tuple(older.config)  # an older checkpoint, by id: a chain read from its root
+        assert named is not None and named.checkpoint == older.checkpoint and named.pending_writes == older.pending_writes
 
     _run(store_url, main)

@@ -39,6 +39,7 @@ from google.adk.sessions.state import State
 from ...aio import _native
 from ...core import layout
 from ...core.session_write import SessionCore, SessionWrites
+from ...core.validate import MAX_INT
 from ...errors import ConflictError
 from ...features.sessions import Session as SkSession
 from ...features.state import StateView
@@ -121,12 +122,15 @@ async def get(
     lane: _native.Lane, store: Store, handles: Handles, app: str, user: str, sid: str, last: int | None
 ) -> Session | None | Fallback:
     """``_get`` without ``after_timestamp``: the session, its merged state and newest ``last`` events."""
+    if last is not None and (type(last) is not int or not 0 <= last <= MAX_INT):
+        return WORKER  # the sync read refuses it (once it found the session) with the error it gives
     key = L.session_key(app, user, sid)
     backend, log = lane.backend, layout.history_log(key)
     wanted = [layout.session_meta_key(key), layout.session_view_key(key)]
+    values: list[tuple[bytes, str]] = []
     async with lane.turn():
         if last == 0:
-            found, values = await backend.get_many(wanted), []
+            found = await backend.get_many(wanted)
         else:
             found, values = await backend.get_many_and_values(wanted, log, limit=last, reverse=last is not None)
         head, state = await _stored_state(backend, StateScan(store, key))

@@ -23,17 +23,12 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
-from ._io import PutPlan, Steps, arun, new_writes
-from ._reads import Stored, TupleBuilder, write_scan
-from ._records import invert_id
-from .deltas import NeedsRead
+from ._io import PutPlan, new_writes
+from ._reads import TupleBuilder
+from ._steps import Steps, arun
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.serde.base import SerializerProtocol
-
     from ...aio._native import Lane
-    from ...core import Core
-    from ._memo import ValueMemo
     from ...aio._worker import Worker
     from ...protocol import Put
 
@@ -45,16 +40,12 @@ class AsyncSaverMethods:
 
     _worker: Worker
     _lane: Lane | None
-    core: Core
-    serde: SerializerProtocol
-    _memo: ValueMemo | None
 
     if TYPE_CHECKING:
 
-        @staticmethod
-        def _wanted(config: RunnableConfig) -> tuple[str, str, str | None]: ...
-        def _finding(self, thread: str, ns: str, checkpoint_id: str | None) -> Steps[Stored | None]: ...
-        def _remember_values(self, thread: str, ns: str, tup: CheckpointTuple, builder: TupleBuilder) -> None: ...
+        def _getting(self, config: RunnableConfig) -> Steps[tuple[CheckpointTuple, TupleBuilder] | None]: ...
+        def _got(self, config: RunnableConfig,
+                 got: tuple[CheckpointTuple, TupleBuilder] | None) -> CheckpointTuple | None: ...  # fmt: skip
         def _planned_put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                          new_versions: ChannelVersions) -> PutPlan: ...  # fmt: skip
         def _committing(self, plan: PutPlan) -> Steps[tuple[str, int | None]]: ...
@@ -78,25 +69,13 @@ class AsyncSaverMethods:
                                       channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]: ...  # fmt: skip
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Async :meth:`get_tuple` (natively on an AsyncStore's PostgreSQL or Redis driver when the
-        saver remembers the checkpoint's channel values — it wrote or read them last; else the
-        values are read by the sync code on the worker)."""
+        """Async :meth:`get_tuple` (natively on an AsyncStore's PostgreSQL or Redis driver)."""
         lane = self._lane
         if lane is None:
             return await self._worker.run(lambda: self.get_tuple(config))
-        thread, ns, checkpoint_id = self._wanted(config)
         async with lane.turn():
-            stored = await arun(lane.backend, self._finding(thread, ns, checkpoint_id))
-            if stored is None:
-                return None
-            builder = TupleBuilder(self.core, self.serde, self._memo, offline=True)
-            writes = await arun(lane.backend, write_scan(thread, ns, [invert_id(stored.checkpoint_id)]))
-            try:
-                tup = builder.build([stored], writes)[0]
-            except NeedsRead:
-                return await lane.worker.run(lambda: self.get_tuple(config))
-        self._remember_values(thread, ns, tup, builder)
-        return tup
+            got = await arun(lane.backend, self._getting(config))
+        return self._got(config, got)
 
     async def alist(
         self,

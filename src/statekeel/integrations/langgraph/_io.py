@@ -1,102 +1,24 @@
-"""The saver's writes and reads as sans-I/O steps, run by a sync or an asyncio driver.
+"""The saver's write decisions as sans-I/O steps (:mod:`._steps`).
 
-A write's decisions — which head it expects, whether a moved head is a fork
-(:class:`~._records.CheckpointForkError`) or a reason to read it again, which pending writes
-were stored already — are generators (``Steps``): they yield what they need done
-(:class:`Get`, :class:`GetMany`, :class:`Scan`, :class:`Apply`) and receive its result, or the
-:class:`~statekeel.errors.ConflictError` it raised. :func:`run` answers them with the
-store's sync backend (on the saver's worker thread); :func:`arun` with the asyncio driver
-of an :class:`~statekeel.aio.AsyncStore` on the event loop. The same code decides both.
+Which head a put expects, whether a moved head is a fork (:class:`~._records.CheckpointForkError`)
+or a reason to read it again, which pending writes were stored already: decided once, here, and
+run by the sync backend on the saver's worker or by an AsyncStore's asyncio driver on the loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple, TypeVar, Union
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from langgraph.checkpoint.base import Checkpoint
 
-from ...aio._native import apply_across
-from ...core.session_write import apply_across_partitions
 from ...errors import ConflictError
-from ...protocol import Backend, Op, Put, Record
-from ...protocol.aio import AsyncBackend
+from ...protocol import Op, Put, Record
 from ._records import CheckpointForkError
+from ._steps import Apply, Get, GetMany, Steps
 from .deltas import Planned
 
-__all__ = ["Apply", "Get", "GetMany", "HeadMove", "PutPlan", "Scan", "Steps", "arun", "head_moves", "new_writes", "run"]
-
-T = TypeVar("T")
-
-
-class Get(NamedTuple):
-    key: str
-
-
-class GetMany(NamedTuple):
-    keys: list[str]
-
-
-class Scan(NamedTuple):
-    prefix: str
-    after: str | None
-    limit: int
-
-
-class Apply(NamedTuple):
-    ops: list[Op]
-
-
-Steps = Generator[Union[Get, GetMany, Scan, Apply], Any, T]
-
-
-def run(backend: Backend, steps: Steps[T]) -> T:
-    """``steps`` done with the sync backend."""
-    result: Any = None
-    error: ConflictError | None = None
-    while True:
-        try:
-            step = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            if type(step) is Apply:
-                result = apply_across_partitions(backend, step.ops)
-            elif type(step) is Get:
-                result = backend.get(step.key)
-            elif type(step) is Scan:
-                result = backend.scan(step.prefix, after=step.after, limit=step.limit)
-            else:
-                assert type(step) is GetMany
-                result = backend.get_many(step.keys)
-        except ConflictError as exc:
-            error = exc
-
-
-async def arun(backend: AsyncBackend, steps: Steps[T]) -> T:
-    """``steps`` done with the asyncio driver (:func:`run`, awaited)."""
-    result: Any = None
-    error: ConflictError | None = None
-    while True:
-        try:
-            step = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            if type(step) is Apply:
-                result = await apply_across(backend, step.ops)
-            elif type(step) is Get:
-                result = await backend.get(step.key)
-            elif type(step) is Scan:
-                result = await backend.scan(step.prefix, after=step.after, limit=step.limit)
-            else:
-                assert type(step) is GetMany
-                result = await backend.get_many(step.keys)
-        except ConflictError as exc:
-            error = exc
-
+__all__ = ["HeadMove", "PutPlan", "head_moves", "new_writes"]
 
 class PutPlan(NamedTuple):
     """What a checkpoint put writes, planned without I/O (``StatekeelSaver._planned_put``)."""

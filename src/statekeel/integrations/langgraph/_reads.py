@@ -18,7 +18,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from ...core import Core, layout
 from ...protocol import Record, keys
 from ._records import invert_id, parse_write_key, read_doc, revert_id, unpack
-from ._io import Scan, Steps, run
+from ._steps import Scan, Steps, run
 from ._memo import ValueMemo, shallow_copy
 from .deltas import MISSING, ValueReader
 
@@ -56,40 +56,39 @@ def _value(reader: ValueReader, known: dict[tuple[str, str], Any], channel: str,
 class TupleBuilder:
     """Builds tuples for checkpoints of one thread with the saver's serializer."""
 
-    def __init__(
-        self, core: Core, serde: SerializerProtocol, memo: ValueMemo | None = None, offline: bool = False
-    ) -> None:
+    def __init__(self, core: Core, serde: SerializerProtocol, memo: ValueMemo | None = None) -> None:
         self._core = core
         self._serde = serde
-        self._offline = offline
-        """On the event loop: channel values not remembered raise :class:`~.deltas.NeedsRead`."""
         self._memo = memo
         """Values of the thread's newest checkpoint this saver wrote or read: not read again."""
         self.readers: dict[str, ValueReader] = {}
         """The value reader used per namespace (the saver learns delta bases from it)."""
 
-    def build(self, stored: list[Stored], writes: list[Record] | None = None) -> list[CheckpointTuple]:
-        """Tuples for ``stored`` (all of one thread), in the same order; ``writes``: their pending
-        write records, read already (:func:`write_scan`; one namespace), else read here."""
+    def build(self, stored: list[Stored]) -> list[CheckpointTuple]:
+        """Tuples for ``stored`` (all of one thread), in the same order, read with the sync backend."""
+        return run(self._core.backend, self.building(stored))
+
+    def building(self, stored: list[Stored]) -> Steps[list[CheckpointTuple]]:
+        """:meth:`build` as sans-I/O steps (:mod:`._steps`): the sync and the asyncio reads share it."""
         by_ns: dict[str, list[Stored]] = defaultdict(list)
         for s in stored:
             by_ns[s.ns].append(s)
         built: dict[tuple[str, str], CheckpointTuple] = {}
         for ns, group in by_ns.items():
-            for s, tup in zip(group, self._build_ns(ns, group, writes)):
+            tuples = yield from self._build_ns(ns, group)
+            for s, tup in zip(group, tuples):
                 built[(s.ns, s.checkpoint_id)] = tup
         return [built[(s.ns, s.checkpoint_id)] for s in stored]
 
-    def _build_ns(self, ns: str, group: list[Stored], records: list[Record] | None) -> list[CheckpointTuple]:
+    def _build_ns(self, ns: str, group: list[Stored]) -> Steps[list[CheckpointTuple]]:
         thread = group[0].thread
         bodies = [self._serde.loads_typed(unpack(s.doc["c"])) for s in group]
-        reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed, self._offline)
+        reader = self.readers[ns] = ValueReader(self._core, thread, ns, self._serde.loads_typed)
         pairs = [(ch, str(v)) for body in bodies for ch, v in body["channel_versions"].items()]
         known = self._memo.recall(thread, ns, pairs) if self._memo is not None else {}
-        reader.load(pair for pair in pairs if pair not in known)
+        yield from reader.load(pair for pair in pairs if pair not in known)
         ids = [s.checkpoint_id for s in group]
-        if records is None:
-            records = run(self._core.backend, write_scan(thread, ns, sorted(invert_id(i) for i in ids)))
+        records = yield from write_scan(thread, ns, sorted(invert_id(i) for i in ids))
         writes = self._writes(records, ids)
         out = []
         for s, body in zip(group, bodies):

@@ -40,8 +40,9 @@ from ...errors import CorruptionError
 from ...protocol import Record, keys
 from ._records import ThreadKeys, Typed, pack_raw, read_doc, unpack
 from ._segments import Marks
+from ._steps import GetMany, Scan, Steps
 
-__all__ = ["ChainState", "ValueCache", "NeedsRead", "Planned", "plan_value", "ValueReader", "MISSING"]
+__all__ = ["ChainState", "ValueCache", "Planned", "plan_value", "ValueReader", "MISSING"]
 
 MISSING: Any = object()
 """A channel version with no stored value (LangGraph's "empty" channel)."""
@@ -170,10 +171,6 @@ def plan_value(
     return Planned(pack_raw(typed), root, value, typed)
 
 
-class NeedsRead(Exception):
-    """An offline :class:`ValueReader` needed a value it does not hold (the caller reads it on the worker)."""
-
-
 class ValueReader:
     """Reads channel versions of one thread namespace, following delta chains.
 
@@ -182,10 +179,8 @@ class ValueReader:
     whatever the scan missed with further ``get_many`` rounds.
     """
 
-    def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any], offline: bool = False) -> None:
+    def __init__(self, core: Core, thread: str, ns: str, loads: Callable[[Typed], Any]) -> None:
         self._core, self._loads = core, loads
-        self.offline = offline
-        """Set on the event loop: a read this reader would make raises :class:`NeedsRead` instead."""
         self._keys = ThreadKeys(thread, ns)
         self._key_of: dict[tuple[str, str], str] = {}
         self.docs: dict[str, dict[str, Any]] = {}
@@ -201,17 +196,18 @@ class ValueReader:
             key = self._key_of[pair] = self._keys.blob(*pair)
         return key
 
-    def load(self, wanted: Iterable[tuple[str, Any]]) -> None:
-        """Fetch the records of ``(channel, version)`` pairs and every record their chains need."""
-        self._fetch([self.key(ch, v) for ch, v in wanted])
+    def load(self, wanted: Iterable[tuple[str, Any]]) -> Steps[None]:
+        """Fetch the records of ``(channel, version)`` pairs and every record their chains need
+        (sans-I/O steps: :mod:`._steps`)."""
+        yield from self._fetch([self.key(ch, v) for ch, v in wanted])
         for _ in range(100_000):  # each round resolves at least one more link of every open chain
             need = self._open_bases()
             if not need:
                 return
-            hinted = self._hinted(need)
+            hinted = yield from self._hinted(need)
             for key in [k for k in need if self.docs[need[k]].get("k", 0) > 3 and need[k] not in hinted]:
-                self._scan_chain(need[key], key)
-            self._fetch([k for k in need if k not in self.docs], required=True)
+                yield from self._scan_chain(need[key], key)
+            yield from self._fetch([k for k in need if k not in self.docs], required=True)
 
     def value(self, channel: str, version: Any) -> Any:
         """The value stored at ``version`` (a fresh list for a delta chain), or :data:`MISSING`."""
@@ -275,7 +271,7 @@ class ValueReader:
         """The key of another version of the same channel."""
         return key[: key.rindex("/") + 1] + keys.escape(version)
 
-    def _hinted(self, need: dict[str, str]) -> set[str]:
+    def _hinted(self, need: dict[str, str]) -> Steps[set[str]]:
         """Prefetch what the segment hints name: the segments below a segment (one
         ``get_many``), and a delta's single links back to its segment (one short range
         scan). Returns the deltas whose chains the hints cover."""
@@ -290,40 +286,37 @@ class ValueReader:
                 mark = self._sibling(delta, str(doc["sv"]))
                 if mark not in self.docs and mark not in self._scanned:
                     self._scanned.add(mark)
-                    self._scan_between(mark, delta, int(doc["k"]) - int(doc["sk"]))
+                    yield from self._scan_between(mark, delta, int(doc["k"]) - int(doc["sk"]))
                 covered.add(delta)
-        self._fetch(wanted)
+        yield from self._fetch(wanted)
         return covered
 
-    def _scan_between(self, first: str, last: str, count: int) -> None:
+    def _scan_between(self, first: str, last: str, count: int) -> Steps[None]:
         """The records of one channel from ``first`` to ``last`` (keys sort by version number)."""
         if first > last:
             return
         prefix = last[: last.rindex("/") + 1]
-        self._online()
-        recs = self._core.backend.scan(prefix, after=first[:-1], limit=count + 8)
+        recs = yield Scan(prefix, first[:-1], count + 8)
         self._take([r for r in recs if first <= r.key <= last])
 
-    def _scan_chain(self, delta_key: str, base_key: str) -> None:
+    def _scan_chain(self, delta_key: str, base_key: str) -> Steps[None]:
         """Fetch the records between a chain's root and ``delta_key`` in one range scan."""
         root = self._sibling(delta_key, str(self.docs[delta_key]["root"]))
         if root > delta_key or root in self._scanned:
             return  # versions that do not sort by number, or scanned already: get_many rounds do the rest
-        self._online()
         self._scanned.add(root)
         prefix = delta_key[: delta_key.rindex("/") + 1]
         after: str | None = root[:-1]
         while after is not None and after < delta_key:
-            recs = self._core.backend.scan(prefix, after=after, limit=500)
+            recs = yield Scan(prefix, after, 500)
             self._take([r for r in recs if r.key <= delta_key])
             after = recs[-1].key if len(recs) == 500 else None
 
-    def _fetch(self, wanted: Sequence[str], required: bool = False) -> None:
+    def _fetch(self, wanted: Sequence[str], required: bool = False) -> Steps[None]:
         todo = [k for k in dict.fromkeys(wanted) if k not in self.docs]
         if not todo:
             return
-        self._online()
-        recs = self._core.backend.get_many(todo)
+        recs = yield GetMany(todo)
         for key, rec in zip(todo, recs):
             if rec is None and required:
                 raise CorruptionError(
@@ -333,10 +326,6 @@ class ValueReader:
                     None,
                 )
         self._take([r for r in recs if r is not None])
-
-    def _online(self) -> None:
-        if self.offline:
-            raise NeedsRead
 
     def _take(self, recs: Iterable[Record]) -> None:
         for rec in recs:

@@ -11,7 +11,8 @@ backend, Redis Cluster included. Checkpoint keys sort newest first, so ``get_tup
 of the latest checkpoint is one scan and ``list(before=, limit=)`` costs O(returned).
 Growing lists are stored as deltas (:mod:`.deltas`); a writer that lost the head gets
 :class:`CheckpointForkError` (:mod:`.fencing`). Async methods run the same sync code
-on the saver's own worker thread, never on the event loop.
+on the saver's own worker thread, never on the event loop (given an AsyncStore on PostgreSQL or
+Redis, the per-step ones on its asyncio driver: :mod:`._async`, :mod:`._io`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from ...store import Store
 from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
-from ._io import GetMany, HeadMove, PutPlan, Scan, Steps, head_moves, new_writes, run
+from ._io import HeadMove, PutPlan, head_moves, new_writes
+from ._steps import GetMany, Scan, Steps, run
 from ._memo import ValueMemo
 from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
 from ._guard import active, clean, screen, screen_values
@@ -77,8 +79,9 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer storing threads in a statekeel store.
 
     ``core`` is a :class:`statekeel.Store` (or any :class:`~statekeel.core.Core`), or an
-    :class:`~statekeel.aio.AsyncStore` — then ``aput`` and ``aput_writes`` run on its native
-    asyncio driver on PostgreSQL and Redis (:mod:`._io`; everything else on its worker):
+    :class:`~statekeel.aio.AsyncStore` — then ``aput``, ``aput_writes`` and ``aget_tuple`` (of
+    values the saver remembers) run on its native asyncio driver on PostgreSQL and Redis
+    (:mod:`._io`; everything else on its worker):
     a store opened with ``encryption=`` encrypts everything written here, metadata
     and pending writes included; ``store.tenant(t)`` gives a saver that sees only
     tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
@@ -104,7 +107,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     ) -> None:
         super().__init__(serde=serde)
         self._lane: Lane | None = None
-        """An AsyncStore's native lane (PostgreSQL, Redis): where ``aput``/``aput_writes`` run."""
+        """An AsyncStore's native lane (PostgreSQL, Redis): where ``aput``/``aput_writes``/``aget_tuple`` run."""
         if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
             self._worker, self._owns_worker = core._worker, False
             self._lane = None if core._lane is None else core._lane.reader
@@ -154,14 +157,23 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     # -- reading ---------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The named checkpoint, or the newest of the thread namespace, with its pending writes."""
+        return self._got(config, run(self.core.backend, self._getting(config)))
+
+    def _getting(self, config: RunnableConfig) -> Steps[tuple[CheckpointTuple, TupleBuilder] | None]:
+        """:meth:`get_tuple`'s reads as sans-I/O steps (the sync and the asyncio call share them)."""
         thread, ns, checkpoint_id = self._wanted(config)
-        stored = run(self.core.backend, self._finding(thread, ns, checkpoint_id))
+        stored = yield from self._finding(thread, ns, checkpoint_id)
         if stored is None:
             return None
         builder = TupleBuilder(self.core, self.serde, self._memo)
-        tup = builder.build([stored])[0]
-        self._remember_values(thread, ns, tup, builder)
-        return tup
+        return (yield from builder.building([stored]))[0], builder
+
+    def _got(self, config: RunnableConfig, got: tuple[CheckpointTuple, TupleBuilder] | None) -> CheckpointTuple | None:
+        if got is None:
+            return None
+        thread, ns, _ = self._wanted(config)
+        self._remember_values(thread, ns, got[0], got[1])
+        return got[0]
 
     @staticmethod
     def _wanted(config: RunnableConfig) -> tuple[str, str, str | None]:
