@@ -189,3 +189,48 @@ def test_a_bad_num_recent_events_gets_the_sync_answer(store_url: str) -> None:
         assert await service.get_session(app_name="shop", user_id="ann", session_id="none", config=bad) is None
 
     _run(store_url, main)
+
+
+def test_listings_read_on_the_loop_and_list_what_the_sync_service_lists(store_url: str) -> None:
+    """``list_sessions`` (all, by update time) and ``list_sessions_page`` (in id order, paged): on
+    PostgreSQL and Redis the index scan and every session's, owner's and app's state read at once on
+    the loop, no hop; the same sessions, states and tokens as the sync service's."""
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        for n in range(7):
+            user = "ann" if n % 2 else "bob"
+            await service.create_session(app_name="shop", user_id=user, session_id=f"s{n}",
+                                         state={"n": n, f"user:{user}": n, "app:count": n})
+        await service.create_session(app_name="other", user_id="ann", session_id="x")
+        calls = _count_worker_calls(store)
+        everyone = await service.list_sessions(app_name="shop")
+        anns = await service.list_sessions(app_name="shop", user_id="ann")
+        pages, token = [], None
+        while True:
+            got = await service.list_sessions_page(app_name="shop", page_size=3, page_token=token)
+            pages.append(got)
+            token = got.next_page_token
+            if token is None:
+                break
+        if store_url.startswith(NATIVE):
+            assert calls == [], calls
+        sync = StatekeelSessionService(store.sync)
+        try:
+            assert (await sync.list_sessions(app_name="shop")).model_dump() == everyone.model_dump()
+            assert (await sync.list_sessions(app_name="shop", user_id="ann")).model_dump() == anns.model_dump()
+            again, token = [], None
+            while True:
+                got = await sync.list_sessions_page(app_name="shop", page_size=3, page_token=token)
+                again.append(got)
+                token = got.next_page_token
+                if token is None:
+                    break
+        finally:
+            await sync.close()
+        assert [p.model_dump() for p in again] == [p.model_dump() for p in pages] and len(pages) == 3
+        assert [s.id for s in everyone.sessions] == [f"s{n}" for n in range(7)] and len(anns.sessions) == 3
+        assert everyone.sessions[6].state == {"n": 6, "user:bob": 6, "app:count": 6}
+        with pytest.raises(statekeel.InvalidInputError):
+            await service.list_sessions_page(app_name="shop", page_token="adk/other/ann/x")
+
+    _run(store_url, main)

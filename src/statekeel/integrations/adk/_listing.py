@@ -27,7 +27,7 @@ from ...protocol import Record, keys
 from ...store import Store
 from . import _layout as L
 
-__all__ = ["Fan", "StateScan", "app_state", "ids_after", "ids_under", "listed", "prefixed", "stored_state", "user_state"]
+__all__ = ["Fan", "Listing", "StateScan", "app_state", "ids_in", "ids_after", "ids_under", "listed", "prefixed", "stored_state", "user_state"]
 
 T = TypeVar("T")
 
@@ -62,7 +62,12 @@ def _call(fn: Callable[[], T]) -> T:
 def ids_after(store: Store, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
     """Up to ``limit`` session ids starting with ``prefix`` after ``after``, in id order, and
     whether more may follow: one scan of that contiguous range of the session index."""
-    idx = store.backend.scan(layout.SESSION_INDEX_PREFIX, after=layout.session_index_key(after), limit=limit)
+    return ids_in(store.backend.scan(layout.SESSION_INDEX_PREFIX, after=layout.session_index_key(after), limit=limit),
+                  prefix, limit)  # fmt: skip
+
+
+def ids_in(idx: list[Record], prefix: str, limit: int) -> tuple[list[str], bool]:
+    """:func:`ids_after` of the index records scanned (the sync and the asyncio listing share it)."""
     ids = [keys.split(r.key)[-1] for r in idx]
     mine = [i for i in ids if i.startswith(prefix)]
     return mine, len(mine) == len(ids) == limit
@@ -80,30 +85,46 @@ def ids_under(store: Store, prefix: str, page: int) -> Iterator[list[str]]:
         after = ids[-1]
 
 
+class Listing:
+    """One page of a listing: what it reads — the ``app:`` state (once per listing), each owner's
+    ``user:`` state not read yet, each session's state — and the sessions made of the results."""
+
+    def __init__(self, app: str, ids: list[str], scoped: dict[str | None, dict[str, Any]]) -> None:
+        self.app = app
+        self.parsed = [(key, parts) for key in ids if (parts := L.split_session_key(key)) is not None]
+        self.owners = sorted({owner for _, (_, owner, _) in self.parsed} - set(scoped))
+        self.needs_app = None not in scoped
+        self._scoped = scoped
+
+    def sessions(self, results: list[Any]) -> list[Session]:
+        """The sessions, from the reads' results in the order: app, owners, sessions. Ids that are not
+        an ADK session's, or whose session is gone, are left out."""
+        scoped, found = self._scoped, iter(results)
+        if self.needs_app:
+            scoped[None] = next(found)
+        for owner in self.owners:
+            scoped[owner] = next(found)
+        out = []
+        for (_, (_, owner, sid)), (head, state) in zip(self.parsed, found):
+            if head is None:
+                continue
+            state.update(scoped[None])
+            state.update(scoped[owner])
+            out.append(Session(id=sid, app_name=self.app, user_id=owner, state=state, last_update_time=head.value["t"]))
+        return out
+
+
 def listed(
     store: Store, fan: Fan, app: str, ids: list[str], scoped: dict[str | None, dict[str, Any]]
 ) -> list[Session]:
-    """ADK sessions ``ids`` of ``app`` with their merged state, no events; ids that are not an
-    ADK session's, or whose session is gone, are left out. ``scoped`` caches the ``app:``
-    (under None) and each owner's ``user:`` state across the pages of one listing."""
-    parsed = [(key, parts) for key in ids if (parts := L.split_session_key(key)) is not None]
-    owners = sorted({owner for _, (_, owner, _) in parsed} - set(scoped))
-    calls: list[Callable[[], Any]] = [] if None in scoped else [partial(app_state, store, app)]
-    calls += [partial(user_state, store, app, owner) for owner in owners]
-    calls += [partial(stored_state, store, key) for key, _ in parsed]
-    results = iter(fan.map(calls))
-    if None not in scoped:
-        scoped[None] = next(results)
-    for owner in owners:
-        scoped[owner] = next(results)
-    out = []
-    for (_, (_, owner, sid)), (head, state) in zip(parsed, results):
-        if head is None:
-            continue
-        state.update(scoped[None])
-        state.update(scoped[owner])
-        out.append(Session(id=sid, app_name=app, user_id=owner, state=state, last_update_time=head.value["t"]))
-    return out
+    """ADK sessions ``ids`` of ``app`` with their merged state, no events (:class:`Listing`).
+    ``scoped`` caches the ``app:`` (under None) and each owner's ``user:`` state across the pages
+    of one listing."""
+    page = Listing(app, ids, scoped)
+    calls: list[Callable[[], Any]] = [partial(app_state, store, app)] if page.needs_app else []
+    calls += [partial(user_state, store, app, owner) for owner in page.owners]
+    calls += [partial(stored_state, store, key) for key, _ in page.parsed]
+    return page.sessions(fan.map(calls))
 
 
 def app_state(store: Store, app: str) -> dict[str, Any]:

@@ -27,7 +27,9 @@ hidden ranges the sync history applies).
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -47,10 +49,10 @@ from ...protocol.aio import AsyncBackend
 from ...store import Store
 from . import _layout as L
 from ._checks import event_record
-from ._listing import StateScan
+from ._listing import Listing, StateScan, ids_in
 from ._writes import scoped_ops, session_puts
 
-__all__ = ["WORKER", "Fallback", "Handles", "append", "create", "get", "scoped_state", "user_state"]
+__all__ = ["WORKER", "Fallback", "Handles", "append", "create", "get", "page", "scoped_state", "user_state"]
 
 
 class Fallback(enum.Enum):
@@ -175,16 +177,35 @@ async def create(
 
 
 async def scoped_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
-    """``_scoped_state``: ``app:`` and ``user:`` state of ``app``, prefixed, both scans at once."""
-    shared = await _prefixed(lane.backend, store.app, app)
-    mine = await _prefixed(lane.backend, store.user(user), app)
-    return {**{State.APP_PREFIX + k: v for k, v in shared.items()}, **{State.USER_PREFIX + k: v for k, v in mine.items()}}
+    """``_scoped_state``: ``app:`` and ``user:`` state of ``app``, prefixed."""
+    shared = await _prefixed(lane.backend, store.app, app, State.APP_PREFIX)
+    return {**shared, **await _prefixed(lane.backend, store.user(user), app, State.USER_PREFIX)}
+
+
+async def page(
+    lane: _native.Lane, store: Store, app: str, prefix: str, after: str, size: int,
+    scoped: dict[str | None, dict[str, Any]],
+) -> tuple[list[Session], list[str], bool]:  # fmt: skip
+    """One page of ``_list``/``_page``: the sessions after ``after`` under ``prefix``, their ids
+    and whether more may follow. The index scan, then every read of the page at once (what the
+    sync listing's :class:`~._listing.Fan` does with threads)."""
+    backend = lane.backend
+    async with lane.turn():
+        index = await backend.scan(layout.SESSION_INDEX_PREFIX, after=layout.session_index_key(after), limit=size)
+        ids, more = ids_in(index, prefix, size)
+        listing = Listing(app, ids, scoped)
+        reads: list[Coroutine[Any, Any, Any]] = [_prefixed(backend, store.app, app, State.APP_PREFIX)] \
+            if listing.needs_app else []  # fmt: skip
+        reads += [_prefixed(backend, store.user(owner), app, State.USER_PREFIX) for owner in listing.owners]
+        reads += [_stored_state(backend, StateScan(store, key)) for key, _ in listing.parsed]
+        results = list(await asyncio.gather(*reads))
+    return listing.sessions(results), ids, more
 
 
 async def user_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
     """``get_user_state``: the ``user:`` state of ``user`` in ``app``, keys without the prefix."""
     async with lane.turn():
-        return await _prefixed(lane.backend, store.user(user), app)
+        return await _prefixed(lane.backend, store.user(user), app, "")
 
 
 def _head_key(key: str) -> str:
@@ -200,15 +221,16 @@ async def _stored_state(backend: AsyncBackend, scan: StateScan) -> tuple[Any, di
             return scan.head, scan.state
 
 
-async def _prefixed(backend: AsyncBackend, view: StateView, app: str) -> dict[str, Any]:
-    """:func:`~._listing.prefixed`, its pages read natively (the view's own checks and decoding)."""
+async def _prefixed(backend: AsyncBackend, view: StateView, app: str, mark: str) -> dict[str, Any]:
+    """:func:`~._listing.prefixed`, its pages read natively (the view's own checks and decoding); the
+    keys with ``mark`` (``app:``, ``user:`` or nothing) in front."""
     start = L.scoped_key(app, "")
     out: dict[str, Any] = {}
     after: str | None = None
     while True:
         full, cursor = view._scan_of(start, after, 500)
-        page = view._page(await backend.scan(full, after=cursor, limit=500), 500)
-        out.update((item.key[len(start):], item.value) for item in page)
-        if page.next is None:
+        items = view._page(await backend.scan(full, after=cursor, limit=500), 500)
+        out.update((mark + item.key[len(start):], item.value) for item in items)
+        if items.next is None:
             return out
-        after = page.next
+        after = items.next

@@ -14,7 +14,7 @@ walks only the app's (or user's) range of the session index, never every session
 Every call runs the sync store code on the service's worker thread, never on the loop — except,
 given an :class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis, the per-turn calls
 (``get_session``, ``append_event``, ``create_session``, ``get_user_state``), which run on its
-asyncio driver with no thread hop (:mod:`._native`).
+asyncio driver with no thread hop (:mod:`._native`), and so do the listings.
 """
 
 from __future__ import annotations
@@ -168,14 +168,23 @@ class StatekeelSessionService(BaseSessionService):
 
         Reads only that range of the session index, a page at a time, and one scan of each
         listed session's state (ADK returns it); no events."""
-        return await self._worker.run(lambda: self._list(app_name, user_id))
+        if self._lane is None:
+            return await self._worker.run(lambda: self._list(app_name, user_id))
+        prefix = L.app_prefix(app_name) if user_id is None else L.user_prefix(app_name, user_id)
+        scoped: dict[str | None, dict[str, Any]] = {}
+        out: list[Session] = []
+        after, more = prefix, True
+        while more:
+            found, ids, more = await native.page(self._lane, self._store, app_name, prefix, after, _PAGE, scoped)
+            out += found
+            after = ids[-1] if ids else after
+        return _by_update(out)
 
     def _list(self, app: str, user: str | None) -> ListSessionsResponse:
         prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
         scoped: dict[str | None, dict[str, Any]] = {}
-        out = [x for ids in ids_under(self._store, prefix, _PAGE) for x in listed(self._store, self._fan, app, ids, scoped)]
-        out.sort(key=lambda x: (x.last_update_time, x.user_id, x.id))
-        return ListSessionsResponse(sessions=out)
+        return _by_update([x for ids in ids_under(self._store, prefix, _PAGE)
+                           for x in listed(self._store, self._fan, app, ids, scoped)])  # fmt: skip
 
     async def list_sessions_page(
         self, *, app_name: str, user_id: Optional[str] = None, page_size: int = 100, page_token: Optional[str] = None,
@@ -186,15 +195,14 @@ class StatekeelSessionService(BaseSessionService):
         size = check_int(page_size, "page_size")
         if not 1 <= size <= 1000:
             raise InvalidInputError(f"page_size must be between 1 and 1,000, got {size}")
-        return await self._worker.run(lambda: self._page(app_name, user_id, size, page_token))
+        if self._lane is None:
+            return await self._worker.run(lambda: self._page(app_name, user_id, size, page_token))
+        prefix = _page_prefix(app_name, user_id, page_token)
+        found, ids, more = await native.page(self._lane, self._store, app_name, prefix, page_token or prefix, size, {})
+        return SessionsPage(sessions=found, next_page_token=ids[-1] if more else None)
 
     def _page(self, app: str, user: str | None, size: int, token: str | None) -> SessionsPage:
-        prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
-        if token is not None and (type(token) is not str or not token.startswith(prefix)):
-            raise InvalidInputError(
-                f"page_token {short_repr(token)} is not one this listing returned; pass the next_page_token of "
-                "the previous page of the same app_name and user_id (or None for the first page)"
-            )
+        prefix = _page_prefix(app, user, token)
         ids, more = ids_after(self._store, prefix, token or prefix, size)
         out = listed(self._store, self._fan, app, ids, {})
         return SessionsPage(sessions=out, next_page_token=ids[-1] if more else None)
@@ -255,6 +263,23 @@ class StatekeelSessionService(BaseSessionService):
     def _scoped_state(self, app: str, user: str) -> dict[str, Any]:
         """``app:`` and ``user:`` state of ``app`` with their prefixes, as ADK merges them."""
         return {**app_state(self._store, app), **user_state(self._store, app, user)}
+
+
+def _by_update(sessions: list[Session]) -> ListSessionsResponse:
+    """ADK's order: oldest update first, then user and id."""
+    sessions.sort(key=lambda x: (x.last_update_time, x.user_id, x.id))
+    return ListSessionsResponse(sessions=sessions)
+
+
+def _page_prefix(app: str, user: str | None, token: str | None) -> str:
+    """The id prefix a page lists, ``token`` checked to be one of its listing's."""
+    prefix = L.app_prefix(app) if user is None else L.user_prefix(app, user)
+    if token is not None and (type(token) is not str or not token.startswith(prefix)):
+        raise InvalidInputError(
+            f"page_token {short_repr(token)} is not one this listing returned; pass the next_page_token of "
+            "the previous page of the same app_name and user_id (or None for the first page)"
+        )
+    return prefix
 
 
 def _stale(session_id: str) -> str:
