@@ -20,6 +20,9 @@ fewer round trips are made:
   more CPU with many (each its own pooled connection and task), where throughput is decided:
   PostgreSQL at C = 8 gave 211–229 turns/s at once against 263 in turn (benchmarks/scale_adk.py).
 
+* ``list_sessions``, ``list_sessions_page``: a page's index scan, then all its reads at once
+  (:func:`page`; the sync listing runs them on a few threads).
+
 What each returns is :data:`WORKER` when the sync method must run instead (a session built by
 hand without the version marker this service sets; a session restored to a checkpoint, whose
 hidden ranges the sync history applies).
