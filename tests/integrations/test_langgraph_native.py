@@ -159,3 +159,39 @@ def test_a_fresh_saver_reads_a_thread_and_its_delta_chains_on_the_loop(store_url
         assert named is not None and named.checkpoint == older.checkpoint and named.pending_writes == older.pending_writes
 
     _run(store_url, main)
+
+
+def test_alist_of_a_thread_runs_on_the_loop_and_lists_what_list_does(store_url: str) -> None:
+    """``alist`` of one thread — all, ``limit``, ``before``, ``filter``, one named checkpoint — on
+    PostgreSQL and Redis with no worker hop, the same tuples as the sync ``list``; every thread's
+    listing (no config) walks the thread index on the worker."""
+
+    async def main(store: AsyncStore) -> None:
+        saver = StatekeelSaver(store)
+        graph = chat_graph(saver)
+        for i in range(4):
+            await graph.ainvoke(user_turn(i), CONFIG)
+        await graph.ainvoke(user_turn(9), {"configurable": {"thread_id": "other"}})
+        sync = StatekeelSaver(store.sync)
+        everything = await asyncio.to_thread(lambda: list(sync.list(CONFIG)))
+        cases: list[dict[str, Any]] = [{}, {"limit": 5}, {"before": everything[3].config, "limit": 4},
+                                       {"filter": {"source": "loop"}}]
+        calls = _count_worker_calls(store)
+        try:
+            for case in cases:
+                mine = [t async for t in saver.alist(CONFIG, **case)]
+                theirs = await asyncio.to_thread(lambda case=case: list(sync.list(CONFIG, **case)))
+                assert [(t.config, t.checkpoint, t.metadata, t.pending_writes) for t in mine] == [
+                    (t.config, t.checkpoint, t.metadata, t.pending_writes) for t in theirs], case
+                assert mine, case
+            named = [t async for t in saver.alist(everything[5].config)]
+            assert [t.config for t in named] == [everything[5].config]
+            if store_url.startswith(NATIVE):
+                assert calls == [], calls
+            calls.clear()
+            both = {t.config["configurable"]["thread_id"] async for t in saver.alist(None)}
+            assert both == {"chat", "other"} and calls  # every thread: on the worker
+        finally:
+            sync.close()
+
+    _run(store_url, main)

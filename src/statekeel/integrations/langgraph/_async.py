@@ -3,15 +3,15 @@
 The event loop never blocks on storage: each call hops to the worker (one thread by
 default, so calls run in the order they were made, as LangGraph expects of a
 checkpointer), and ``alist`` pulls its iterator there in chunks. A saver given an
-:class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis runs ``aput`` and ``aput_writes`` —
-the calls of every step of a graph — on its asyncio driver instead: planned by the same code
-as ``put``/``put_writes`` and decided by the same steps (:mod:`._io`), after the worker calls
-made before them (as an AsyncStore's native calls are).
+:class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis runs ``aput``, ``aput_writes``,
+``aget_tuple`` and ``alist`` of a thread — the calls of every step of a graph — on its asyncio
+driver instead: the same code as the sync methods, as sans-I/O steps (:mod:`._steps`), after
+the worker calls made before them (as an AsyncStore's native calls are).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -25,7 +25,8 @@ from langgraph.checkpoint.base import (
 
 from ._io import PutPlan, new_writes
 from ._reads import TupleBuilder
-from ._steps import Steps, arun
+from ._records import check_thread_id, configurable
+from ._steps import Steps, arun, arun_iter
 
 if TYPE_CHECKING:
     from ...aio._native import Lane
@@ -43,6 +44,8 @@ class AsyncSaverMethods:
 
     if TYPE_CHECKING:
 
+        def _listing(self, config: RunnableConfig | None, threads: Iterable[str], filt: dict[str, Any] | None,
+                     before: RunnableConfig | None, limit: int | None) -> Steps[None]: ...  # fmt: skip
         def _getting(self, config: RunnableConfig) -> Steps[tuple[CheckpointTuple, TupleBuilder] | None]: ...
         def _got(self, config: RunnableConfig,
                  got: tuple[CheckpointTuple, TupleBuilder] | None) -> CheckpointTuple | None: ...  # fmt: skip
@@ -85,9 +88,19 @@ class AsyncSaverMethods:
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        """Async :meth:`list`."""
-        async for tup in self._worker.iterate(lambda: self.list(config, filter=filter, before=before, limit=limit), 100):
-            yield tup
+        """Async :meth:`list` (natively on an AsyncStore's PostgreSQL or Redis driver, for one thread;
+        every thread's listing walks the thread index on the worker)."""
+        lane = self._lane
+        if lane is None or not config:
+            async for tup in self._worker.iterate(lambda: self.list(config, filter=filter, before=before, limit=limit),
+                                                  100):  # fmt: skip
+                yield tup
+            return
+        threads = [check_thread_id(configurable(config).get("thread_id"))]
+        steps = self._listing(config, threads, filter, before, limit)
+        async with lane.turn():
+            async for tup in arun_iter(lane.backend, steps):
+                yield tup
 
     async def aput(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions

@@ -8,8 +8,9 @@ their pending writes — never a query per checkpoint.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointTuple, PendingWrite, writes_sort_key
@@ -18,11 +19,11 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from ...core import Core, layout
 from ...protocol import Record, keys
 from ._records import invert_id, parse_write_key, read_doc, revert_id, unpack
-from ._steps import Scan, Steps, run
+from ._steps import Get, Out, Scan, Steps, run
 from ._memo import ValueMemo, shallow_copy
 from .deltas import MISSING, ValueReader
 
-__all__ = ["Stored", "TupleBuilder", "config_of", "decode_checkpoint", "write_scan"]
+__all__ = ["Stored", "TupleBuilder", "Wanted", "config_of", "decode_checkpoint", "listing", "write_scan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +138,75 @@ def write_scan(thread: str, ns: str, inverted: list[str]) -> Steps[list[Record]]
         if len(recs) < 500:
             return out
         after = recs[-1].key
+
+
+_PAGE = 100
+
+
+class Wanted(NamedTuple):
+    """Which checkpoints a listing returns: of namespace ``ns`` (None: every one), the one named
+    ``checkpoint_id``, those before ``before_id``, those whose metadata has ``filt``'s items."""
+
+    ns: str | None
+    checkpoint_id: str | None
+    before_id: str | None
+    filt: dict[str, Any] | None
+
+    def matches(self, s: Stored, serde: SerializerProtocol) -> bool:
+        if self.checkpoint_id and s.checkpoint_id != self.checkpoint_id:
+            return False
+        if self.before_id and s.checkpoint_id >= self.before_id:
+            return False
+        if not self.filt:
+            return True
+        metadata = serde.loads_typed(unpack(s.doc["m"]))
+        return all(metadata.get(k) == v for k, v in self.filt.items())
+
+
+def listing(
+    core: Core, serde: SerializerProtocol, threads: Iterable[str], wanted: Wanted, left: int | None
+) -> Steps[None]:
+    """``StatekeelSaver.list`` as sans-I/O steps: each tuple handed on as an :class:`~._steps.Out`,
+    newest first per namespace, at most ``left`` (None: all)."""
+    for thread in threads:
+        pages = _Pages(core, thread, wanted, left)
+        while (page := (yield from pages.next())) is not None:
+            chosen = [s for s in page if wanted.matches(s, serde)]
+            if left is not None:
+                chosen = chosen[:left]
+                left -= len(chosen)
+            for tup in (yield from TupleBuilder(core, serde).building(chosen)):
+                yield Out(tup)
+            if left == 0:
+                return
+
+
+class _Pages:
+    """The pages of one thread's checkpoints a listing walks: ``before``/``limit`` cost O(returned)."""
+
+    def __init__(self, core: Core, thread: str, wanted: Wanted, left: int | None) -> None:
+        self._core, self._thread, self._done = core, thread, False
+        ns = wanted.ns
+        self._named = None if ns is None or not wanted.checkpoint_id else \
+            layout.langgraph_checkpoint_key(thread, ns, invert_id(wanted.checkpoint_id))  # fmt: skip
+        self._prefix = layout.langgraph_checkpoints_prefix(thread, ns)
+        self._after = None if ns is None or wanted.before_id is None else \
+            layout.langgraph_checkpoint_key(thread, ns, invert_id(wanted.before_id))  # fmt: skip
+        self._size = _PAGE if left is None else max(1, min(_PAGE, left))
+
+    def next(self) -> Steps[list[Stored] | None]:
+        """The next page (None: there is none)."""
+        if self._done:
+            return None
+        core, thread = self._core, self._thread
+        if self._named is not None:  # one named checkpoint: one read
+            self._done = True
+            rec = yield Get(self._named)
+            return [] if rec is None else [decode_checkpoint(core, thread, rec)]
+        recs = yield Scan(self._prefix, self._after, self._size)
+        if len(recs) < self._size:
+            self._done = True
+        if not recs:
+            return None
+        self._after, self._size = recs[-1].key, _PAGE
+        return [decode_checkpoint(core, thread, r) for r in recs]

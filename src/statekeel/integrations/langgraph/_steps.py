@@ -9,7 +9,7 @@ of an :class:`~statekeel.aio.AsyncStore` on the event loop. The same code decide
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from typing import Any, NamedTuple, TypeVar, Union
 
 from ...aio._native import apply_across
@@ -18,7 +18,7 @@ from ...errors import ConflictError
 from ...protocol import Backend, Op
 from ...protocol.aio import AsyncBackend
 
-__all__ = ["Apply", "Get", "GetMany", "Scan", "Steps", "arun", "run"]
+__all__ = ["Apply", "Get", "GetMany", "Out", "Scan", "Steps", "arun", "arun_iter", "run", "run_iter"]
 
 T = TypeVar("T")
 
@@ -41,31 +41,53 @@ class Apply(NamedTuple):
     ops: list[Op]
 
 
-Steps = Generator[Union[Get, GetMany, Scan, Apply], Any, T]
+class Out(NamedTuple):
+    """Not I/O: one item of what the steps produce, handed on by :func:`run_iter`/:func:`arun_iter`."""
+
+    value: Any
+
+
+Steps = Generator[Union[Get, GetMany, Scan, Apply, Out], Any, T]
 
 
 def run(backend: Backend, steps: Steps[T]) -> T:
-    """``steps`` done with the sync backend."""
+    """``steps`` done with the sync backend; what they return."""
+    items = run_iter(backend, steps)
+    try:
+        next(items)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("these steps produce items: use run_iter")
+
+
+def run_iter(backend: Backend, steps: Steps[Any]) -> Generator[Any, None, Any]:
+    """``steps`` done with the sync backend, the items they produce (:class:`Out`) handed on."""
     result: Any = None
     error: ConflictError | None = None
     while True:
         try:
             step = steps.send(result) if error is None else steps.throw(error)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
         result, error = None, None
+        if isinstance(step, Out):
+            yield step.value
+            continue
         try:
-            if type(step) is Apply:
-                result = apply_across_partitions(backend, step.ops)
-            elif type(step) is Get:
-                result = backend.get(step.key)
-            elif type(step) is Scan:
-                result = backend.scan(step.prefix, after=step.after, limit=step.limit)
-            else:
-                assert type(step) is GetMany
-                result = backend.get_many(step.keys)
+            result = _do(backend, step)
         except ConflictError as exc:
             error = exc
+
+
+def _do(backend: Backend, step: Get | GetMany | Scan | Apply) -> Any:
+    if type(step) is Apply:
+        return apply_across_partitions(backend, step.ops)
+    if type(step) is Get:
+        return backend.get(step.key)
+    if type(step) is Scan:
+        return backend.scan(step.prefix, after=step.after, limit=step.limit)
+    assert type(step) is GetMany
+    return backend.get_many(step.keys)
 
 
 async def arun(backend: AsyncBackend, steps: Steps[T]) -> T:
@@ -77,16 +99,39 @@ async def arun(backend: AsyncBackend, steps: Steps[T]) -> T:
             step = steps.send(result) if error is None else steps.throw(error)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        assert not isinstance(step, Out), "these steps produce items: use arun_iter"
         result, error = None, None
         try:
-            if type(step) is Apply:
-                result = await apply_across(backend, step.ops)
-            elif type(step) is Get:
-                result = await backend.get(step.key)
-            elif type(step) is Scan:
-                result = await backend.scan(step.prefix, after=step.after, limit=step.limit)
-            else:
-                assert type(step) is GetMany
-                result = await backend.get_many(step.keys)
+            result = await _ado(backend, step)
         except ConflictError as exc:
             error = exc
+
+
+async def arun_iter(backend: AsyncBackend, steps: Steps[Any]) -> AsyncIterator[Any]:
+    """:func:`run_iter` with the asyncio driver."""
+    result: Any = None
+    error: ConflictError | None = None
+    while True:
+        try:
+            step = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration:
+            return
+        result, error = None, None
+        if isinstance(step, Out):
+            yield step.value
+            continue
+        try:
+            result = await _ado(backend, step)
+        except ConflictError as exc:
+            error = exc
+
+
+async def _ado(backend: AsyncBackend, step: Get | GetMany | Scan | Apply) -> Any:
+    if type(step) is Apply:
+        return await apply_across(backend, step.ops)
+    if type(step) is Get:
+        return await backend.get(step.key)
+    if type(step) is Scan:
+        return await backend.scan(step.prefix, after=step.after, limit=step.limit)
+    assert type(step) is GetMany
+    return await backend.get_many(step.keys)

@@ -12,14 +12,14 @@ of the latest checkpoint is one scan and ``list(before=, limit=)`` costs O(retur
 Growing lists are stored as deltas (:mod:`.deltas`); a writer that lost the head gets
 :class:`CheckpointForkError` (:mod:`.fencing`). Async methods run the same sync code
 on the saver's own worker thread, never on the event loop (given an AsyncStore on PostgreSQL or
-Redis, the per-step ones on its asyncio driver: :mod:`._async`, :mod:`._io`).
+Redis, the per-step ones on its asyncio driver: :mod:`._async`, :mod:`._steps`).
 """
 
 from __future__ import annotations
 
 import builtins
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -50,18 +50,17 @@ from ...store import open as open_store
 from . import _admin
 from ._async import AsyncSaverMethods
 from ._io import HeadMove, PutPlan, head_moves, new_writes
-from ._steps import GetMany, Scan, Steps, run
+from ._steps import GetMany, Scan, Steps, run, run_iter
 from ._memo import ValueMemo
-from ._reads import Stored, TupleBuilder, config_of, decode_checkpoint
+from ._reads import Stored, TupleBuilder, Wanted, config_of, decode_checkpoint, listing
 from ._guard import active, clean, screen, screen_values
 from ._records import (FastZlib, ThreadKeys, Typed, check_thread_id, config_text, configurable,
-                       frame, invert_id, pack, pack_raw, thread_and_ns, unpack)
+                       frame, invert_id, pack, pack_raw, thread_and_ns)
 from .deltas import MISSING, Planned, ValueCache, plan_value
 from .fencing import FORK_SOURCES, HeadMarks
 
 __all__ = ["StatekeelSaver"]
 
-_PAGE = 100
 
 
 def _list_limit(limit: Any) -> int:
@@ -79,9 +78,9 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer storing threads in a statekeel store.
 
     ``core`` is a :class:`statekeel.Store` (or any :class:`~statekeel.core.Core`), or an
-    :class:`~statekeel.aio.AsyncStore` — then ``aput``, ``aput_writes`` and ``aget_tuple`` (of
-    values the saver remembers) run on its native asyncio driver on PostgreSQL and Redis
-    (:mod:`._io`; everything else on its worker):
+    :class:`~statekeel.aio.AsyncStore` — then ``aput``, ``aput_writes``, ``aget_tuple`` and
+    ``alist`` of a thread run on its native asyncio driver on PostgreSQL and Redis
+    (:mod:`._steps`; everything else on its worker):
     a store opened with ``encryption=`` encrypts everything written here, metadata
     and pending writes included; ``store.tenant(t)`` gives a saver that sees only
     tenant ``t``'s threads. ``delta_min_bytes``, ``max_chain`` and ``chain_share`` tune when a
@@ -107,7 +106,7 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
     ) -> None:
         super().__init__(serde=serde)
         self._lane: Lane | None = None
-        """An AsyncStore's native lane (PostgreSQL, Redis): where ``aput``/``aput_writes``/``aget_tuple`` run."""
+        """An AsyncStore's native lane (PostgreSQL, Redis): where the per-step async methods run."""
         if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
             self._worker, self._owns_worker = core._worker, False
             self._lane = None if core._lane is None else core._lane.reader
@@ -220,48 +219,20 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first per namespace; ``before``/``limit`` cost O(returned)."""
+        threads = [check_thread_id(configurable(config).get("thread_id"))] if config else _admin.all_threads(self.core)
+        yield from run_iter(self.core.backend, self._listing(config, threads, filter, before, limit))
+
+    def _listing(
+        self, config: RunnableConfig | None, threads: Iterable[str], filt: dict[str, Any] | None,
+        before: RunnableConfig | None, limit: int | None,
+    ) -> Steps[None]:  # fmt: skip
+        """:meth:`list` as sans-I/O steps (the sync and the asyncio listing share them)."""
         conf = configurable(config) if config else {}
-        threads = [check_thread_id(conf.get("thread_id"))] if config else _admin.all_threads(self.core)
         ns = None if conf.get("checkpoint_ns") is None else config_text(conf["checkpoint_ns"], "checkpoint_ns")
         wanted_id = get_checkpoint_id(config) if config else None
         before_id = get_checkpoint_id(before) if before and configurable(before, "before") else None
         left = None if limit is None else _list_limit(limit)
-        for thread in threads:
-            for page in self._pages(thread, ns, before_id, left, wanted_id):
-                chosen = [s for s in page if self._matches(s, wanted_id, before_id, filter)]
-                if left is not None:
-                    chosen = chosen[:left]
-                    left -= len(chosen)
-                yield from TupleBuilder(self.core, self.serde).build(chosen)
-                if left == 0:
-                    return
-
-    def _pages(self, thread: str, ns: str | None, before_id: str | None, left: int | None,
-               wanted_id: str | None = None) -> Iterator[builtins.list[Stored]]:  # fmt: skip
-        if ns is not None and wanted_id:  # one named checkpoint: one read
-            rec = self.core.backend.get(layout.langgraph_checkpoint_key(thread, str(ns), invert_id(wanted_id)))
-            yield [] if rec is None else [decode_checkpoint(self.core, thread, rec)]
-            return
-        prefix = layout.langgraph_checkpoints_prefix(thread, None if ns is None else str(ns))
-        after = None
-        if ns is not None and before_id is not None:
-            after = layout.langgraph_checkpoint_key(thread, str(ns), invert_id(before_id))
-        size = _PAGE if left is None else max(1, min(_PAGE, left))
-        while recs := self.core.backend.scan(prefix, after=after, limit=size):
-            yield [decode_checkpoint(self.core, thread, r) for r in recs]
-            if len(recs) < size:
-                return
-            after, size = recs[-1].key, _PAGE
-
-    def _matches(self, s: Stored, wanted_id: str | None, before_id: str | None, filt: dict[str, Any] | None) -> bool:
-        if wanted_id and s.checkpoint_id != wanted_id:
-            return False
-        if before_id and s.checkpoint_id >= before_id:
-            return False
-        if not filt:
-            return True
-        metadata = self.serde.loads_typed(unpack(s.doc["m"]))
-        return all(metadata.get(k) == v for k, v in filt.items())
+        return listing(self.core, self.serde, threads, Wanted(ns, wanted_id, before_id, filt), left)
 
     # -- writing ---------------------------------------------------------------------------
     def put(
