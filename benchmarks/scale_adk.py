@@ -38,18 +38,24 @@ def _events(u: str, a: str, i: int) -> tuple[Any, Any]:
     return user, model
 
 
-async def statekeel_adk(url: str, c: int, turns: list[tuple[str, str]], native: bool, gather: Any) -> float:
+async def open_store(url: str, native: bool) -> Any:
+    """An AsyncStore on ``url``; ``native=False``: every call on its worker (``STATEKEEL_ASYNC_NATIVE=0``)."""
     import statekeel
+
+    if not native:
+        os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
+    try:
+        return await statekeel.open_async(url)
+    finally:
+        os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
+
+
+async def statekeel_adk(url: str, c: int, turns: list[tuple[str, str]], native: bool, gather: Any) -> float:
     from google.adk.sessions.base_session_service import GetSessionConfig
     from statekeel.integrations.adk import StatekeelSessionService
 
     tag = next(_ids)
-    if not native:
-        os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
-    try:
-        store = await statekeel.open_async(url)
-    finally:
-        os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
+    store = await open_store(url, native)
     recent = GetSessionConfig(num_recent_events=20)
     async with store:
         service = StatekeelSessionService(store)

@@ -15,10 +15,10 @@ every turn; LangGraph's savers store it whole). Systems:
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 from benchmarks.langgraph_bench import chat_graph
+from benchmarks.scale_adk import open_store
 
 _ids = itertools.count()
 POOL = 10
@@ -30,17 +30,10 @@ def turns_for(c: int, turns: list[tuple[str, str]], min_turns: int) -> list[tupl
 
 
 async def statekeel_graph(url: str, c: int, turns: list[tuple[str, str]], native: bool, gather: Any) -> float:
-    import statekeel
     from statekeel.integrations.langgraph import StatekeelSaver
 
     tag = next(_ids)
-    if not native:
-        os.environ["STATEKEEL_ASYNC_NATIVE"] = "0"
-    try:
-        store = await statekeel.open_async(url)
-    finally:
-        os.environ.pop("STATEKEEL_ASYNC_NATIVE", None)
-    async with store:
+    async with await open_store(url, native) as store:
         graph = chat_graph(StatekeelSaver(store), turns)
         return float(await gather(c, turns, _turn(graph, f"sk{tag}")))
 

@@ -26,6 +26,8 @@ import statekeel
 from statekeel import AsyncStore, Encryption, Integrity
 from statekeel.integrations.adk import StatekeelSessionService
 
+from .hops import count_worker_calls
+
 NATIVE = ("postgresql", "redis")
 
 
@@ -33,18 +35,6 @@ def said(text: str, ts: float, delta: dict[str, Any] | None = None) -> Event:
     return Event(author="user", invocation_id="i", timestamp=ts,
                  content=types.Content(role="user", parts=[types.Part(text=text)]),
                  actions=EventActions(state_delta=delta or {}))
-
-
-def _count_worker_calls(store: AsyncStore) -> list[str]:
-    calls: list[str] = []
-    submit = store._worker._submit
-
-    async def counted(fn: Callable[[], Any], tracked: bool) -> Any:
-        calls.append(getattr(fn, "__qualname__", repr(fn)))
-        return await submit(fn, tracked)
-
-    store._worker._submit = counted  # type: ignore[method-assign]
-    return calls
 
 
 def _run(url: str, main: Callable[[AsyncStore, StatekeelSessionService], Awaitable[None]], *,
@@ -82,7 +72,7 @@ def test_a_runners_turns_make_no_worker_hop_on_native_drivers(store_url: str, mo
 
     async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
         await service.create_session(app_name="shop", user_id="ann", session_id="warm")  # keys, pools
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         made = await service.create_session(app_name="shop", user_id="ann", session_id="s1",
                                             state={"k": 1, "app:flag": True})
         assert made.state == {"k": 1, "app:flag": True} and made._storage_update_marker == "1"
@@ -166,7 +156,7 @@ def test_concurrent_sessions_and_a_restored_one(store_url: str) -> None:
         await service.append_event((await service.get_session(app_name="shop", user_id="ann", session_id="c0")),
                                    said("after", time.time()))
         await store.call(lambda st: st.session("adk/shop/ann/c0").restore(cp))
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         got = await service.get_session(app_name="shop", user_id="ann", session_id="c0")
         assert got is not None and len(got.events) == 8  # "after" hidden by the restore
         if store_url.startswith(NATIVE):
@@ -191,6 +181,16 @@ def test_a_bad_num_recent_events_gets_the_sync_answer(store_url: str) -> None:
     _run(store_url, main)
 
 
+async def _every_page(service: StatekeelSessionService) -> list[Any]:
+    pages, token = [], None
+    while True:
+        got = await service.list_sessions_page(app_name="shop", page_size=3, page_token=token)
+        pages.append(got)
+        token = got.next_page_token
+        if token is None:
+            return pages
+
+
 def test_listings_read_on_the_loop_and_list_what_the_sync_service_lists(store_url: str) -> None:
     """``list_sessions`` (all, by update time) and ``list_sessions_page`` (in id order, paged): on
     PostgreSQL and Redis the index scan and every session's, owner's and app's state read at once on
@@ -202,29 +202,17 @@ def test_listings_read_on_the_loop_and_list_what_the_sync_service_lists(store_ur
             await service.create_session(app_name="shop", user_id=user, session_id=f"s{n}",
                                          state={"n": n, f"user:{user}": n, "app:count": n})
         await service.create_session(app_name="other", user_id="ann", session_id="x")
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         everyone = await service.list_sessions(app_name="shop")
         anns = await service.list_sessions(app_name="shop", user_id="ann")
-        pages, token = [], None
-        while True:
-            got = await service.list_sessions_page(app_name="shop", page_size=3, page_token=token)
-            pages.append(got)
-            token = got.next_page_token
-            if token is None:
-                break
+        pages = await _every_page(service)
         if store_url.startswith(NATIVE):
             assert calls == [], calls
         sync = StatekeelSessionService(store.sync)
         try:
             assert (await sync.list_sessions(app_name="shop")).model_dump() == everyone.model_dump()
             assert (await sync.list_sessions(app_name="shop", user_id="ann")).model_dump() == anns.model_dump()
-            again, token = [], None
-            while True:
-                got = await sync.list_sessions_page(app_name="shop", page_size=3, page_token=token)
-                again.append(got)
-                token = got.next_page_token
-                if token is None:
-                    break
+            again = await _every_page(sync)
         finally:
             await sync.close()
         assert [p.model_dump() for p in again] == [p.model_dump() for p in pages] and len(pages) == 3

@@ -20,21 +20,10 @@ from statekeel import AsyncStore, Encryption, Integrity
 from statekeel.integrations.langgraph import CheckpointForkError, StatekeelSaver
 
 from .graphs import chat_graph, user_turn
+from .hops import count_worker_calls
 
 NATIVE = ("postgresql", "redis")
 CONFIG: dict[str, Any] = {"configurable": {"thread_id": "chat"}}
-
-
-def _count_worker_calls(store: AsyncStore) -> list[str]:
-    calls: list[str] = []
-    submit = store._worker._submit
-
-    async def counted(fn: Callable[[], Any], tracked: bool) -> Any:
-        calls.append(getattr(fn, "__qualname__", repr(fn)))
-        return await submit(fn, tracked)
-
-    store._worker._submit = counted  # type: ignore[method-assign]
-    return calls
 
 
 def _run(url: str, main: Callable[[AsyncStore], Awaitable[None]], *, tenant: str | None = None, **options: Any) -> None:
@@ -60,7 +49,7 @@ def test_a_graphs_writes_make_no_worker_hop_on_native_drivers(store_url: str, mo
         saver = StatekeelSaver(store)
         graph = chat_graph(saver)
         await graph.ainvoke(user_turn(0), CONFIG)  # keys, pools, the thread's first records
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         for i in range(1, 5):
             await graph.ainvoke(user_turn(i), CONFIG)
         if store_url.startswith(NATIVE):  # encrypted: at most the first lookup of a partition's data key
@@ -139,7 +128,7 @@ def test_a_fresh_saver_reads_a_thread_and_its_delta_chains_on_the_loop(store_url
         for i in range(12):
             await graph.ainvoke(user_turn(i), CONFIG)
         fresh = StatekeelSaver(store, reuse_values=reuse)
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         tup = await fresh.aget_tuple(CONFIG)
         again = await fresh.aget_tuple(CONFIG)
         if store_url.startswith(NATIVE):
@@ -176,7 +165,7 @@ def test_alist_of_a_thread_runs_on_the_loop_and_lists_what_list_does(store_url: 
         everything = await asyncio.to_thread(lambda: list(sync.list(CONFIG)))
         cases: list[dict[str, Any]] = [{}, {"limit": 5}, {"before": everything[3].config, "limit": 4},
                                        {"filter": {"source": "loop"}}]
-        calls = _count_worker_calls(store)
+        calls = count_worker_calls(store)
         try:
             for case in cases:
                 mine = [t async for t in saver.alist(CONFIG, **case)]

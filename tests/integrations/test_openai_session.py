@@ -27,6 +27,8 @@ from statekeel.errors import CorruptionError, InvalidInputError, SecretDetectedE
 from statekeel.integrations.openai_agents import StatekeelCompactionSession, StatekeelSession
 from statekeel.protocol import Rewrite
 
+from .hops import count_worker_calls
+
 T = TypeVar("T")
 
 
@@ -251,14 +253,7 @@ def test_routed_calls_on_an_async_store_run_on_their_tenants_view(store_url: str
             s = StatekeelSession("chat", astore, tenant_of=lambda w: w.context["tenant"])
             for w in (acme, globex):
                 await s.add_items([user(f"{w.context['tenant']} opens")], wrapper=w)
-            calls: list[str] = []
-            submit = astore._worker._submit
-
-            async def counted(fn: Callable[[], Any], tracked: bool) -> Any:
-                calls.append(getattr(fn, "__qualname__", repr(fn)))
-                return await submit(fn, tracked)
-
-            astore._worker._submit = counted  # type: ignore[method-assign]
+            calls = count_worker_calls(astore)
             for turn in range(3):
                 await asyncio.gather(*(s.add_items([user(f"{w.context['tenant']} {turn}")], wrapper=w)
                                        for w in (acme, globex)))  # fmt: skip
