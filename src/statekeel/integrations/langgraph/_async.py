@@ -109,10 +109,9 @@ class AsyncSaverMethods:
         lane = self._lane
         if lane is None:
             return await self._worker.run(lambda: self.put(config, checkpoint, metadata, new_versions))
-        plan = self._planned_put(config, checkpoint, metadata, new_versions)
-        async with lane.turn():
-            head = await arun(lane.backend, self._committing(plan))
-        return self._put_done(plan, head)
+        async with lane.turn():  # planned after the worker calls made before (a delete forgets what it uses)
+            plan = self._planned_put(config, checkpoint, metadata, new_versions)
+            return self._put_done(plan, await arun(lane.backend, self._committing(plan)))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
