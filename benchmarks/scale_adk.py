@@ -52,6 +52,7 @@ async def open_store(url: str, native: bool) -> Any:
 
 async def statekeel_adk(url: str, c: int, turns: list[tuple[str, str]], native: bool, gather: Any) -> float:
     from google.adk.sessions.base_session_service import GetSessionConfig
+
     from statekeel.integrations.adk import StatekeelSessionService
 
     tag = next(_ids)

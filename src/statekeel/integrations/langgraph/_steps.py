@@ -10,7 +10,7 @@ of an :class:`~statekeel.aio.AsyncStore` on the event loop. The same code decide
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
-from typing import Any, NamedTuple, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar
 
 from ...aio._native import apply_across
 from ...core.session_write import apply_across_partitions
@@ -47,7 +47,7 @@ class Out(NamedTuple):
     value: Any
 
 
-Steps = Generator[Union[Get, GetMany, Scan, Apply, Out], Any, T]
+Steps = Generator[Get | GetMany | Scan | Apply | Out, Any, T]
 
 
 def run(backend: Backend, steps: Steps[T]) -> T:
