@@ -222,3 +222,49 @@ def test_listings_read_on_the_loop_and_list_what_the_sync_service_lists(store_ur
             await service.list_sessions_page(app_name="shop", page_token="adk/other/ann/x")
 
     _run(store_url, main)
+
+
+def test_a_runner_and_the_memory_service_on_an_async_store(store_url: str) -> None:
+    """ADK's own Runner over the service given an AsyncStore, and the memory service given the same
+    store: two invocations, the session's events and state as the Runner made them; the memory
+    remembers each event once and finds it. On PostgreSQL and Redis none of it hops to the worker."""
+    from google.adk.agents.llm_agent import LlmAgent
+    from google.adk.runners import Runner
+
+    from statekeel.integrations.adk import StatekeelMemoryService
+
+    from .test_adk_runner import ScriptedLlm, model_says
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        memory = StatekeelMemoryService(store)
+        await service.create_session(app_name="shop", user_id="ann", session_id="warm")
+        calls = count_worker_calls(store)
+        s = await service.create_session(app_name="shop", user_id="ann", session_id="s1", state={"tier": "gold"})
+        llm = ScriptedLlm(model="scripted", seen=[], script=[model_says("Noted: express shipping."),
+                                                             model_says("Your order ships today.")])
+        runner = Runner(agent=LlmAgent(name="a", model=llm), app_name="shop", session_service=service)
+        for text in ("I always want express shipping", "When does my order ship?"):
+            message = types.Content(role="user", parts=[types.Part(text=text)])
+            async for _ in runner.run_async(user_id="ann", session_id=s.id, new_message=message):
+                pass
+        done = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert done is not None and done.state["tier"] == "gold"
+        assert [e.content.parts[0].text for e in done.events if e.content and e.content.parts] == [  # type: ignore[index]
+            "I always want express shipping", "Noted: express shipping.", "When does my order ship?",
+            "Your order ships today."]
+        await asyncio.gather(memory.add_session_to_memory(done), memory.add_session_to_memory(done))  # once
+        found = await memory.search_memory(app_name="shop", user_id="ann", query="Express shipping?")
+        assert [m.content.parts[0].text for m in found.memories] == [  # type: ignore[index]
+            "Noted: express shipping.", "I always want express shipping"]
+        if store_url.startswith(NATIVE):
+            assert calls == [], calls
+        sync = StatekeelMemoryService(store.sync)
+        try:
+            again = await sync.search_memory(app_name="shop", user_id="ann", query="order")
+        finally:
+            await sync.close()
+        assert [m.content.parts[0].text for m in again.memories] == [  # type: ignore[index]
+            "Your order ships today.", "When does my order ship?"]
+        await memory.close()
+
+    _run(store_url, main)

@@ -44,8 +44,12 @@ class StatekeelMemoryService(BaseMemoryService):
 
     def __init__(self, store: Store | AsyncStore, *, workers: int = 1, semantic: bool = False) -> None:
         self._semantic = semantic  # hybrid recall on statekeel memory: .memory_index
+        self._async: AsyncStore | None = None
+        """Given an AsyncStore: keyword memory is read and written through its API (natively on
+        PostgreSQL and Redis, on its worker elsewhere)."""
         if isinstance(store, AsyncStore):
             self._store, self._worker, self._owns_worker = store.sync, store._worker, False
+            self._async = store
         elif isinstance(store, Store):
             self._store, self._worker, self._owns_worker = store, Worker(workers), True
         else:
@@ -65,7 +69,10 @@ class StatekeelMemoryService(BaseMemoryService):
             if e.content and e.content.parts and any(p.text for p in e.content.parts)
         ]
         sid = memory_session_id(session.app_name, session.user_id)
-        await self._worker.run(lambda: self._add(sid, session.user_id, session.id, events))
+        if self._async is not None:
+            await _add_async(self._async, sid, session.user_id, session.id, events)
+        else:
+            await self._worker.run(lambda: self._add(sid, session.user_id, session.id, events))
         if self._semantic:
             await self._worker.run(lambda: remember(self._store, session.app_name, session.user_id, events))
 
@@ -99,7 +106,11 @@ class StatekeelMemoryService(BaseMemoryService):
             s = self._store.find_session(sid)
             return [] if s is None else s.history()
 
-        stored = await self._worker.run(read)
+        if self._async is not None:
+            found_session = await self._async.find_session(sid)
+            stored = [] if found_session is None else await found_session.history()
+        else:
+            stored = await self._worker.run(read)
         wanted = _words(query)
         scored: list[tuple[int, int, dict[str, Any]]] = []
         for n, e in enumerate(stored):
@@ -109,6 +120,27 @@ class StatekeelMemoryService(BaseMemoryService):
                 scored.append((hits, n, e))
         scored.sort(key=lambda x: (-x[0], -x[1]))  # most words first, then the newest
         return SearchMemoryResponse(memories=[_entry(e) for _, _, e in scored[:MAX_RESULTS]])
+
+
+async def _add_async(store: AsyncStore, sid: str, user: str, session_id: str, events: list[dict[str, Any]]) -> None:
+    """``_add`` through the asyncio API (its calls native on PostgreSQL and Redis): the same
+    compare-and-set on the session's seen ids."""
+    s = await store.session(sid, user=user)
+    key = f"seen/{session_id}"
+    for _ in range(20):
+        seen = await s.state.item(key)
+        known = set() if seen is None else set(seen.value)
+        new = [e for e in events if e["id"] not in known]
+        if not new:
+            return
+        try:
+            async with s.batch() as b:
+                b.append(*new)
+                b.put(key, sorted(known | {e["id"] for e in new}), expect=None if seen is None else seen.version)
+            return
+        except ConflictError:
+            continue
+    raise ConflictError(key, None, None)
 
 
 def _entry(e: dict[str, Any]) -> MemoryEntry:
