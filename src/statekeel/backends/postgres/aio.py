@@ -52,6 +52,12 @@ class _AsyncConnection(psycopg.AsyncConnection[Row]):
         return kept_cursor(self._sk_cursors, i, self.cursor)
 
 
+def _in_order(keys: Sequence[str], rows: Sequence[Row]) -> list[Record | None]:
+    """``get_many``'s rows as records in the order of ``keys`` (None: not found)."""
+    found = {r[0]: checked.record(r) for r in rows}
+    return [found.get(k) for k in keys]
+
+
 async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psycopg.AsyncCursor[Row]]:
     """Run ``stmts`` in one pipeline (one implicit transaction) and raise the first error."""
     cursors: list[psycopg.AsyncCursor[Row]] = []
@@ -195,9 +201,7 @@ class AsyncPostgresBackend(AsyncBackend):
     async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
-        rows = await self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()})
-        found = {r[0]: checked.record(r) for r in rows}
-        return [found.get(k) for k in keys]
+        return _in_order(keys, await self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()}))
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         if limit <= 0:
@@ -220,6 +224,10 @@ class AsyncPostgresBackend(AsyncBackend):
         if limit is not None and limit <= 0:
             return []
         rows = await self._rows(self._q.read_values, _read_params(log, 1, None, limit, reverse))
+        return await self._intact(log, rows, limit, reverse)
+
+    async def _intact(self, log: str, rows: Sequence[Row], limit: int | None, reverse: bool) -> list[tuple[bytes, str]]:
+        """The values of ``read_values`` rows, checked in bulk; any row in doubt: all re-read through :meth:`read`."""
         values = checked.values_if_intact(log, rows)
         if values is None:
             return [(r[1], r[2]) for r in await self._read_rows(log, 1, None, limit, reverse)]
@@ -237,11 +245,7 @@ class AsyncPostgresBackend(AsyncBackend):
         async with self._connection() as conn:
             cursors = await _pipelined(conn, stmts)
             records, rows = await cursors[0].fetchall(), await cursors[1].fetchall()
-        found = {r[0]: checked.record(r) for r in records}
-        values = checked.values_if_intact(log, rows)
-        if values is None:
-            values = [(r[1], r[2]) for r in await self._read_rows(log, 1, None, limit, reverse)]
-        return [found.get(k) for k in keys], values
+        return _in_order(keys, records), await self._intact(log, rows, limit, reverse)
 
     async def _read_rows(
         self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool

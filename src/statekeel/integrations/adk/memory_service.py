@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from google.adk.memory import _utils
@@ -25,6 +25,7 @@ from ...aio import AsyncStore
 from ...aio._worker import Worker
 from ...core.validate import check_text
 from ...errors import ConflictError, InvalidInputError
+from ...models import Item
 from ...store import Store
 from .memory_index import recall, remember
 
@@ -80,15 +81,13 @@ class StatekeelMemoryService(BaseMemoryService):
         s = self._store.session(sid, user=user)
         key = f"seen/{session_id}"
         for _ in range(20):  # compare-and-set on the seen ids: concurrent adds do not duplicate
-            seen = s.state.item(key)
-            known = set() if seen is None else set(seen.value)
-            new = [e for e in events if e["id"] not in known]
-            if not new:
+            unseen = _Unseen.of(s.state.item(key), events)
+            if unseen is None:
                 return
             try:
                 with s.batch() as b:
-                    b.append(*new)
-                    b.put(key, sorted(known | {e["id"] for e in new}), expect=None if seen is None else seen.version)
+                    b.append(*unseen.events)
+                    b.put(key, unseen.ids, expect=unseen.expect)
                 return
             except ConflictError:
                 continue
@@ -122,21 +121,37 @@ class StatekeelMemoryService(BaseMemoryService):
         return SearchMemoryResponse(memories=[_entry(e) for _, _, e in scored[:MAX_RESULTS]])
 
 
+class _Unseen(NamedTuple):
+    """What an add writes: the events not remembered yet, every remembered id after it, and the
+    version of the seen ids it read (None: there were none) for its compare-and-set."""
+
+    events: list[dict[str, Any]]
+    ids: list[str]
+    expect: int | None
+
+    @staticmethod
+    def of(seen: Item | None, events: list[dict[str, Any]]) -> _Unseen | None:
+        """None when every event is remembered already."""
+        known = set() if seen is None else set(seen.value)
+        new = [e for e in events if e["id"] not in known]
+        if not new:
+            return None
+        return _Unseen(new, sorted(known | {e["id"] for e in new}), None if seen is None else seen.version)
+
+
 async def _add_async(store: AsyncStore, sid: str, user: str, session_id: str, events: list[dict[str, Any]]) -> None:
     """``_add`` through the asyncio API (its calls native on PostgreSQL and Redis): the same
     compare-and-set on the session's seen ids."""
     s = await store.session(sid, user=user)
     key = f"seen/{session_id}"
     for _ in range(20):
-        seen = await s.state.item(key)
-        known = set() if seen is None else set(seen.value)
-        new = [e for e in events if e["id"] not in known]
-        if not new:
+        unseen = _Unseen.of(await s.state.item(key), events)
+        if unseen is None:
             return
         try:
             async with s.batch() as b:
-                b.append(*new)
-                b.put(key, sorted(known | {e["id"] for e in new}), expect=None if seen is None else seen.version)
+                b.append(*unseen.events)
+                b.put(key, unseen.ids, expect=unseen.expect)
             return
         except ConflictError:
             continue
