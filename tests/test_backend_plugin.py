@@ -122,6 +122,29 @@ def test_an_unregistered_conformance_backend_stops_the_run(tmp_path: Path) -> No
     assert "nosuch, which no plugin registered" in result.stdout + result.stderr
 
 
+_MARKED = """
+import pytest
+pytestmark = pytest.mark.statekeel_backends("memory", "sqlite")
+def test_one(backend_name): pass
+"""
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ([], ["memory", "sqlite"]),  # the mark's backends, not the default five
+    (["--statekeel-backends=sqlite,redis"], ["sqlite"]),  # narrowed to those the option names
+    (["--statekeel-backends=redis"], ["NOTSET"]),  # none left: pytest's "got empty parameter set" skip
+])  # fmt: skip
+def test_a_module_names_its_backends_with_the_mark(tmp_path: Path, option: list[str], expected: list[str]) -> None:
+    (tmp_path / "test_marked.py").write_text(_MARKED)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "statekeel.testing.plugin", "-p", "no:cacheprovider",
+         "--collect-only", "-q", *option, "test_marked.py"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    collected = [line.split("[")[1].rstrip("]") for line in result.stdout.splitlines() if "::test_one[" in line]
+    assert collected == expected, result.stdout[-2000:] + result.stderr[-2000:]
+
+
 # -- register_scheme ------------------------------------------------------------------
 
 

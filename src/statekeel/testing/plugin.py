@@ -41,14 +41,22 @@ ALL = ("memory", "sqlite", "files", "postgres", "redis")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--statekeel-backends",
-        default=os.environ.get("STATEKEEL_TEST_BACKENDS", ",".join(ALL)),
-        help="comma-separated backends the conformance suite runs on (default: all)",
+        default=None,
+        help="comma-separated backends the conformance suite runs on (default: $STATEKEEL_TEST_BACKENDS, "
+        "else memory, sqlite, files, postgres and redis)",
     )
+
+
+def _chosen(config: pytest.Config) -> str | None:
+    """What ``--statekeel-backends`` (or ``STATEKEEL_TEST_BACKENDS``) names; None when neither is given."""
+    given = config.getoption("--statekeel-backends")
+    return str(given) if given is not None else os.environ.get("STATEKEEL_TEST_BACKENDS")
 
 
 def requested_backends(config: pytest.Config) -> list[str]:
     """The names given to ``--statekeel-backends``, registered or not."""
-    return [b.strip() for b in str(config.getoption("--statekeel-backends")).split(",") if b.strip()]
+    chosen = _chosen(config)
+    return [b.strip() for b in (",".join(ALL) if chosen is None else chosen).split(",") if b.strip()]
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
@@ -70,11 +78,25 @@ def pytest_collection_modifyitems(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "multiprocess: needs a store shared between processes")
+    config.addinivalue_line(
+        "markers",
+        "statekeel_backends(*names): run on these backends instead of the default five (a module's "
+        "``pytestmark``); with --statekeel-backends given, on those of them it names",
+    )
+
+
+def _backends_for(metafunc: pytest.Metafunc) -> list[str]:
+    """The backends a test runs on: the selected ones, or those its ``statekeel_backends`` mark names."""
+    mark = metafunc.definition.get_closest_marker("statekeel_backends")
+    if mark is None:
+        return selected_backends(metafunc.config)
+    chosen = None if _chosen(metafunc.config) is None else set(requested_backends(metafunc.config))
+    return [n for n in mark.args if n in BACKENDS and (chosen is None or n in chosen)]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
-        names = selected_backends(metafunc.config)
+        names = _backends_for(metafunc)
         if metafunc.definition.get_closest_marker("multiprocess"):
             names = [n for n in names if n not in PROCESS_LOCAL]
         metafunc.parametrize("backend_name", names, scope="function")
