@@ -6,7 +6,6 @@ Collected in the same pytest run as everything else, on these three backends onl
 """
 
 import pytest
-
-from test_conformance import *  # noqa: F403
+from test_conformance import *
 
 pytestmark = pytest.mark.statekeel_backends("dynamodb", "tiered", "tiered-wb")

@@ -7,19 +7,6 @@
     s.history(last=20)
 """
 
-from .aio import (
-    AsyncConsumer,
-    AsyncDecisionContext,
-    AsyncEventStream,
-    AsyncRun,
-    AsyncSession,
-    AsyncSessionBatch,
-    AsyncSessionNotes,
-    AsyncMemory,
-    AsyncStateView,
-    AsyncStore,
-    open_async,
-)
 from .codec import Codec, Transform
 from .errors import (
     ConfigurationError,
@@ -68,13 +55,54 @@ from .security import SecretGuard
 from .store import DEFAULT_URL, Store, open
 from .shutdown import GracefulShutdown, ShutdownRequested
 
-from importlib.metadata import PackageNotFoundError as _NotInstalled
-from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-try:
-    __version__ = _version("statekeel")  # the one version source: pyproject.toml
-except _NotInstalled:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+if _TYPE_CHECKING:
+    from .aio import (
+        AsyncConsumer,
+        AsyncDecisionContext,
+        AsyncEventStream,
+        AsyncMemory,
+        AsyncRun,
+        AsyncSession,
+        AsyncSessionBatch,
+        AsyncSessionNotes,
+        AsyncStateView,
+        AsyncStore,
+        open_async,
+    )
+
+    __version__: str
+
+_ASYNC = frozenset({
+    "AsyncConsumer", "AsyncDecisionContext", "AsyncEventStream", "AsyncMemory", "AsyncRun", "AsyncSession",
+    "AsyncSessionBatch", "AsyncSessionNotes", "AsyncStateView", "AsyncStore", "open_async",
+})  # fmt: skip
+
+
+def __getattr__(name: str) -> _Any:
+    """The asyncio API and ``__version__``, loaded when first asked for: a process that never uses
+    asyncio does not import it (``import statekeel`` is a CLI's and every worker process's start)."""
+    if name in _ASYNC:
+        from . import aio
+
+        value = getattr(aio, name)
+    elif name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("statekeel")  # the one version source: pyproject.toml
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            value = "0.0.0+unknown"
+    else:
+        raise AttributeError(f"module 'statekeel' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ASYNC, "__version__"})
 
 __all__ = [
     "ANY",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-from asyncio import _get_running_loop
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
@@ -29,6 +28,13 @@ from .errors import UsageError
 from .protocol import Backend
 
 __all__ = ["ENV_ALLOW", "allowed", "blocking_error", "guard_backend", "refuse_in_event_loop", "twin_of"]
+
+def _get_running_loop() -> object | None:
+    """This thread's running asyncio loop, or None. asyncio is not imported for it (about 30 ms
+    of a process's start that never uses it): no loop can run before asyncio is imported."""
+    events = sys.modules.get("asyncio.events")
+    return None if events is None else events._get_running_loop()
+
 
 ENV_ALLOW = "STATEKEEL_ALLOW_IN_EVENT_LOOP"
 """Set to 1/true/yes to let every store block inside a running event loop."""

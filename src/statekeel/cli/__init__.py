@@ -42,7 +42,7 @@ class _MainGroup(click.Group):
     metavar="URL",
     help="Store to use: sqlite:///file.db, file:///dir, postgresql://…, redis://… (env STATEKEEL_URL).",
 )
-@click.version_option(statekeel.__version__, prog_name="statekeel")
+@click.version_option(package_name="statekeel", prog_name="statekeel")  # read when asked: no metadata at start
 @click.pass_context
 def main(ctx: click.Context, url: str) -> None:
     """Inspect and manage durable agent state.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from statekeel.ui import Inspector, is_loopback, make_server, new_token, open_inspector
-
 from ._output import CliState, encryption_from_env, missing_sqlite_file
 
 __all__ = ["ui"]
@@ -33,6 +31,9 @@ def ui(ctx: click.Context, url: str | None, host: str, port: int, allow_writes: 
     missing = missing_sqlite_file(url)
     if missing:
         raise click.ClickException(f"no store at {missing}; check the URL (or --url / $STATEKEEL_URL)")
+    # loaded here, not at the CLI's start: http.server and ssl are ~60 ms of every other command's
+    from statekeel.ui import Inspector, is_loopback, make_server, new_token, open_inspector
+
     store, locked = open_inspector(url, encryption_from_env())
     ctx.call_on_close(store.close)
     token = None if is_loopback(host) else new_token()

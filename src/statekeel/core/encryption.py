@@ -43,8 +43,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidTag
-
 from ..codec import Codec
 from ..errors import (
     ConflictError,
@@ -57,6 +55,7 @@ from ..errors import (
     StatekeelError,
 )
 from ..protocol import ANY, Backend, Put, keys
+from . import keyring as _keyring
 from . import layout
 from .keyring import HOW_TO_SUPPLY, DataKey, Keyring, MasterKeys
 
@@ -159,7 +158,7 @@ class Cipher:
         aad = _aad(where, version) if data[0] == 1 else _aad(where, version, kind, pos)
         try:
             return key.aead.decrypt(data[5:17], data[17:], aad)
-        except InvalidTag:
+        except _keyring.InvalidTag:
             raise IntegrityError(
                 f"the encrypted {_what(where, kind, pos)} failed authentication: it was modified, moved, "
                 "copied from another record or position, or an older copy was restored; it was not returned"
@@ -183,7 +182,7 @@ class Cipher:
                 known = found[version] = (aead, _aad(where, version, b"e", 0)[:-8])
             try:
                 out.append(known[0].decrypt(data[5:17], data[17:], known[1] + seq.to_bytes(8, "big")))
-            except InvalidTag:
+            except _keyring.InvalidTag:
                 out.append(self.open(data, where, b"e", seq))  # raises, naming the entry
         return out
 

@@ -27,19 +27,50 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, ErasedError, KeyUnavailableError
 from ..protocol import ANY, Backend, Put, keys
 from . import layout
 
-__all__ = ["HOW_TO_SUPPLY", "NO_IO", "KeyLookup", "MasterKeys", "Keyring", "DataKey", "key_id", "names_under",
-           "plain_subject_digest"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "HOW_TO_SUPPLY",
+    "NO_IO",
+    "DataKey",
+    "InvalidTag",
+    "KeyLookup",
+    "Keyring",
+    "MasterKeys",
+    "aesgcm",
+    "key_id",
+    "names_under",
+    "plain_subject_digest",
+]
 
 _CACHE_SECONDS = 30.0
+
+
+class _NotLoaded(Exception):
+    """Stands for cryptography's ``InvalidTag`` until :func:`aesgcm` first runs (never raised)."""
+
+
+InvalidTag: type[Exception] = _NotLoaded
+"""cryptography's ``InvalidTag`` once :func:`aesgcm` has run — which it has before anything could
+raise it: every AES-GCM object comes from there. Catch it as ``keyring.InvalidTag``."""
+
+
+def aesgcm(raw: bytes) -> AESGCM:
+    """AES-GCM under ``raw``. cryptography is imported at the first call (~30 ms of a process's
+    start), so a process whose stores are not encrypted never loads it."""
+    global InvalidTag
+    from cryptography.exceptions import InvalidTag as loaded
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    InvalidTag = loaded
+    return AESGCM(raw)
 
 NO_IO: contextvars.ContextVar[bool] = contextvars.ContextVar("statekeel_keyring_no_io", default=False)
 """Set (around code that must not block: an event loop's) to make a data key lookup that would read
@@ -172,7 +203,7 @@ class MasterKeys:
 
     def wrap(self, data_key: bytes, aad: bytes) -> dict[str, str]:
         nonce = os.urandom(12)
-        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, aad)
+        sealed = aesgcm(self.keys[self.current]).encrypt(nonce, data_key, aad)
         return {"master": self.current_id, "wrapped": base64.b64encode(nonce + sealed).decode("ascii")}
 
     def unwrap(self, entry: dict[str, str], aad: bytes) -> bytes:
@@ -185,7 +216,7 @@ class MasterKeys:
             )
         blob = base64.b64decode(entry["wrapped"])
         try:
-            return AESGCM(raw).decrypt(blob[:12], blob[12:], aad)
+            return aesgcm(raw).decrypt(blob[:12], blob[12:], aad)
         except InvalidTag:
             raise KeyUnavailableError(
                 f"master key {kid!r} is configured with the wrong value: it cannot unwrap the data keys, "
@@ -271,7 +302,7 @@ class Keyring:
                 "is this the keystore the data was written with? Name it with Encryption(keystore_url=...) "
                 "(CLI: $STATEKEEL_KEYSTORE_URL)"
             )
-        aead = AESGCM(self.master.unwrap(entry, self._aad(partition, version)))
+        aead = aesgcm(self.master.unwrap(entry, self._aad(partition, version)))
         self._aeads[(partition, version)] = aead
         return aead
 
