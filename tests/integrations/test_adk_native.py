@@ -106,6 +106,29 @@ def test_a_runners_turns_make_no_worker_hop_on_native_drivers(store_url: str, mo
     _run(store_url, main, tenant="acme" if mode == "tenant" else None, **options)
 
 
+def test_states_of_more_than_a_page_are_read_whole(store_url: str) -> None:
+    """The session's, ``app:`` and ``user:`` states of over one page each (500 keys): their first
+    pages come in one ``scan_many``, the rest after; the session equals the sync service's, and on
+    PostgreSQL and Redis no call hops to the worker."""
+
+    async def main(store: AsyncStore, service: StatekeelSessionService) -> None:
+        big = {**{f"k{i:04d}": i for i in range(1203)}, **{f"app:a{i:04d}": i for i in range(501)},
+               **{f"user:u{i:04d}": -i for i in range(777)}}  # fmt: skip
+        await service.create_session(app_name="shop", user_id="ann", session_id="s1", state=big)
+        calls = count_worker_calls(store)
+        got = await service.get_session(app_name="shop", user_id="ann", session_id="s1")
+        assert got is not None and got.state == big
+        assert (calls == []) == store_url.startswith(NATIVE), calls
+        sync = StatekeelSessionService(store.sync)
+        try:
+            again = await sync.get_session(app_name="shop", user_id="ann", session_id="s1")
+        finally:
+            await sync.close()
+        assert again is not None and again.model_dump() == got.model_dump()
+
+    _run(store_url, main)
+
+
 def test_stale_writers_and_redelivered_events_get_the_sync_answers(store_url: str) -> None:
     """A conflict on the native batch writes nothing and goes to the worker: a stale copy gets
     StaleSessionError, an event delivered again is stored once (its version as the first time), an

@@ -45,6 +45,11 @@ class AsyncTenantBackend(AsyncBackend):
         found = await self._inner.scan(v._in(prefix), after=None if after is None else v._in(after), limit=limit)
         return [r for r in (v._rec(x) for x in found) if r is not None]
 
+    async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
+        v = self._view
+        pages = await self._inner.scan_many([(v._in(p), None if a is None else v._in(a), n) for p, a, n in scans])
+        return [[r for r in (v._rec(x) for x in page) if r is not None] for page in pages]
+
     async def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:

@@ -83,6 +83,12 @@ class AsyncSealedBackend(AsyncBackend):
             sealed.saw(rec)
         return await self._keyed(lambda: [sealed.open_record(r) for r in page])
 
+    async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
+        pages, sealed = await self._inner.scan_many(scans), self._sealed
+        for rec in (r for page in pages for r in page):
+            sealed.saw(rec)
+        return await self._keyed(lambda: [[sealed.open_record(r) for r in page] for page in pages])
+
     async def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False
     ) -> list[Entry]:

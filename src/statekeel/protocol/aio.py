@@ -45,6 +45,12 @@ class AsyncBackend(abc.ABC):
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         """As :meth:`Backend.scan`."""
 
+    async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
+        """Several pages at once: for each ``(prefix, after, limit)``, what :meth:`scan` returns.
+        This default reads them one after another; backends may override it to answer all of
+        them in one round trip (an ADK ``get_session`` reads three states so)."""
+        return [await self.scan(prefix, after=after, limit=limit) for prefix, after, limit in scans]
+
     @abc.abstractmethod
     async def read(
         self,

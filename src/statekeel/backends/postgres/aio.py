@@ -206,10 +206,20 @@ class AsyncPostgresBackend(AsyncBackend):
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         if limit <= 0:
             return []
+        return [checked.record(r) for r in await self._rows(*self._scan_stmt(prefix, after, limit))]
+
+    async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
+        """The scans pipelined on one connection: one round trip, one snapshot."""
+        if len(scans) < 2 or any(limit <= 0 for _, _, limit in scans):
+            return await super().scan_many(scans)
+        async with self._connection() as conn:
+            cursors = await _pipelined(conn, [self._scan_stmt(*scan) for scan in scans])
+            return [[checked.record(r) for r in await c.fetchall()] for c in cursors]
+
+    def _scan_stmt(self, prefix: str, after: str | None, limit: int) -> Stmt:
         query, lo = (self._q.scan_after, after) if after is not None and after >= prefix else (
             self._q.scan_from, prefix)
-        params = {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": clamp(limit)}
-        return [checked.record(r) for r in await self._rows(query, params)]
+        return query, {"lo": lo, "hi": prefix_end(prefix), "now": time.time(), "limit": clamp(limit)}
 
     async def read(
         self, log: str, *, start: int = 1, stop: int | None = None, limit: int | None = None, reverse: bool = False

@@ -130,11 +130,38 @@ class AsyncRedisBackend(AsyncBackend):
                 break
             base = self._layout.base(part)
             index = base + "keys"
-            rows, dead = await self._eval(sync_backend._SCAN_KEYS, [index], [base, lo, hi, limit - len(out), repr(now)])
-            if dead:  # members whose key Redis expired: drop them now rather than at the next purge
-                await self._eval(sync_backend._CLEAN, [index], [base, "k", *dead])
-            out += [rec for r in rows if (rec := sync_backend._record(sync_backend._text(r[0]), r[1:])) is not None]
+            found = await self._eval(sync_backend._SCAN_KEYS, [index], [base, lo, hi, limit - len(out), repr(now)])
+            out += await self._scanned(base, found)
         return out
+
+    async def _scanned(self, base: str, found: tuple[list[Any], list[Any]]) -> list[Record]:
+        """The records of a partition's ``SCAN_KEYS`` reply; the index members whose key Redis
+        expired are dropped now rather than at the next purge."""
+        rows, dead = found
+        if dead:
+            await self._eval(sync_backend._CLEAN, [base + "keys"], [base, "k", *dead])
+        return [rec for r in rows if (rec := sync_backend._record(sync_backend._text(r[0]), r[1:])) is not None]
+
+    async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
+        """Scans each within one partition (a session's, a user's, the app's state): their scripts
+        pipelined, one round trip; others as :meth:`scan` reads them."""
+        if len(scans) < 2 or not all(wire.in_one_partition(prefix) and limit > 0 for prefix, _, limit in scans):
+            return await super().scan_many(scans)
+        now = repr(time.time())
+        calls: list[tuple[str, list[Any]]] = []  # (partition base, SCAN_KEYS arguments)
+        for prefix, after, limit in scans:
+            part, lo, hi = (await self._ranges(prefix, after))[0]  # one partition: checks, no round trip
+            base = self._layout.base(part)
+            calls.append((base, [base, lo, hi, limit, now]))
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for base, args in calls:
+                pipe.evalsha(sync_backend._SCAN_KEYS.sha, 1, base + "keys", *args)
+            return await pipe.execute()
+
+        replies = await self._call(lambda: self._with_scripts(run))
+        return [await self._scanned(base, found) for (base, _), found in zip(calls, replies)]
 
     async def _ranges(self, prefix: str, after: str | None) -> list[wire.PartitionRange]:
         """The partition intervals holding keys that start with ``prefix``, in key order."""

@@ -15,9 +15,10 @@ fewer round trips are made:
   nothing and is handed to the sync code on the worker, which tells them apart
   (:class:`StaleSessionError`, the replayed result, :class:`SessionNotFoundError`).
 * ``get_session``: the session record, any restore view and the newest events in one
-  ``get_many_and_values``, then the session's, ``app:`` and ``user:`` state scans. One after
-  another: sent at once (``asyncio.gather``) they were faster for one conversation but cost
-  more CPU with many (each its own pooled connection and task), where throughput is decided:
+  ``get_many_and_values``, then the first page of the session's, ``app:`` and ``user:`` states
+  in one ``scan_many`` (one round trip on PostgreSQL and Redis: the scans pipelined on one
+  connection). Sent as separate reads at once (``asyncio.gather``) they cost more CPU with many
+  conversations (each its own pooled connection and task), where throughput is decided:
   PostgreSQL at C = 8 gave 211–229 turns/s at once against 263 in turn (benchmarks/scale_adk.py).
 
 * ``list_sessions``, ``list_sessions_page``: a page's index scan, then all its reads at once
@@ -48,6 +49,7 @@ from ...core.validate import MAX_INT
 from ...errors import ConflictError
 from ...features.sessions import Session as SkSession
 from ...features.state import StateView
+from ...protocol import Record
 from ...protocol.aio import AsyncBackend
 from ...store import Store
 from . import _layout as L
@@ -55,7 +57,7 @@ from ._checks import event_record
 from ._listing import Listing, StateScan, ids_in
 from ._writes import scoped_ops, session_puts
 
-__all__ = ["WORKER", "Fallback", "Handles", "append", "create", "get", "page", "scoped_state", "user_state"]
+__all__ = ["WORKER", "Fallback", "Handles", "append", "create", "get", "page", "user_state"]
 
 
 class Fallback(enum.Enum):
@@ -138,8 +140,8 @@ async def get(
             found = await backend.get_many(wanted)
         else:
             found, values = await backend.get_many_and_values(wanted, log, limit=last, reverse=last is not None)
-        head, state = await _stored_state(backend, StateScan(store, key))
-        scoped = await scoped_state(lane, store, app, user)
+        scan = StateScan(store, key)
+        head, state, scoped = await _states(backend, store, app, user, scan)
     meta, view = found
     if head is None or meta is None:
         handles.drop(key)
@@ -172,17 +174,27 @@ async def create(
         except ConflictError:
             raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
         handles.keep(key, s._sc)
-        scoped = await scoped_state(lane, store, app, user)
+        scoped = (await _states(lane.backend, store, app, user))[2]
     session = Session(id=sid, app_name=app, user_id=user, state=dict(deltas["session"]), last_update_time=now)
     session.state.update(scoped)
     session._storage_update_marker = "1"
     return session
 
 
-async def scoped_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
-    """``_scoped_state``: ``app:`` and ``user:`` state of ``app``, prefixed."""
-    shared = await _prefixed(lane.backend, store.app, app, State.APP_PREFIX)
-    return {**shared, **await _prefixed(lane.backend, store.user(user), app, State.USER_PREFIX)}
+async def _states(
+    backend: AsyncBackend, store: Store, app: str, user: str, scan: StateScan | None = None
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The session's head and state (with ``scan``) and ``_scoped_state`` — the ``app:`` and
+    ``user:`` state of ``app``, prefixed: the first page of each in one :meth:`~AsyncBackend.scan_many`
+    (one round trip on PostgreSQL and Redis), any further pages after."""
+    views = (_Prefixed(store.app, app, State.APP_PREFIX), _Prefixed(store.user(user), app, State.USER_PREFIX))
+    firsts = [(scan.prefix, None, StateScan.PAGE)] if scan is not None else []
+    pages = await backend.scan_many([*firsts, *(v.first() for v in views)])
+    head, state = await _stored_state(backend, scan, pages.pop(0)) if scan is not None else (None, {})
+    scoped: dict[str, Any] = {}
+    for v, first in zip(views, pages):
+        scoped.update(await v.read(backend, first))
+    return head, state, scoped
 
 
 async def page(
@@ -197,9 +209,9 @@ async def page(
         index = await backend.scan(layout.SESSION_INDEX_PREFIX, after=layout.session_index_key(after), limit=size)
         ids, more = ids_in(index, prefix, size)
         listing = Listing(app, ids, scoped)
-        reads: list[Coroutine[Any, Any, Any]] = [_prefixed(backend, store.app, app, State.APP_PREFIX)] \
+        reads: list[Coroutine[Any, Any, Any]] = [_Prefixed(store.app, app, State.APP_PREFIX).read(backend)] \
             if listing.needs_app else []  # fmt: skip
-        reads += [_prefixed(backend, store.user(owner), app, State.USER_PREFIX) for owner in listing.owners]
+        reads += [_Prefixed(store.user(owner), app, State.USER_PREFIX).read(backend) for owner in listing.owners]
         reads += [_stored_state(backend, StateScan(store, key)) for key, _ in listing.parsed]
         results = list(await asyncio.gather(*reads))
     return listing.sessions(results), ids, more
@@ -208,32 +220,46 @@ async def page(
 async def user_state(lane: _native.Lane, store: Store, app: str, user: str) -> dict[str, Any]:
     """``get_user_state``: the ``user:`` state of ``user`` in ``app``, keys without the prefix."""
     async with lane.turn():
-        return await _prefixed(lane.backend, store.user(user), app, "")
+        return await _Prefixed(store.user(user), app, "").read(lane.backend)
 
 
 def _head_key(key: str) -> str:
     return layout.state_key("session", key, L.HEAD)
 
 
-async def _stored_state(backend: AsyncBackend, scan: StateScan) -> tuple[Any, dict[str, Any]]:
-    """:func:`~._listing.stored_state`, its pages read natively."""
-    after: str | None = None
-    while True:
+async def _stored_state(
+    backend: AsyncBackend, scan: StateScan, first: list[Record] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`~._listing.stored_state`, its pages read natively (``first``: the first, read already)."""
+    after = scan.take(await backend.scan(scan.prefix, limit=StateScan.PAGE) if first is None else first)
+    while after is not None:
         after = scan.take(await backend.scan(scan.prefix, after=after, limit=StateScan.PAGE))
-        if after is None:
-            return scan.head, scan.state
+    return scan.head, scan.state
 
 
-async def _prefixed(backend: AsyncBackend, view: StateView, app: str, mark: str) -> dict[str, Any]:
+class _Prefixed:
     """:func:`~._listing.prefixed`, its pages read natively (the view's own checks and decoding); the
     keys with ``mark`` (``app:``, ``user:`` or nothing) in front."""
-    start = L.scoped_key(app, "")
-    out: dict[str, Any] = {}
-    after: str | None = None
-    while True:
-        full, cursor = view._scan_of(start, after, 500)
-        items = view._page(await backend.scan(full, after=cursor, limit=500), 500)
-        out.update((mark + item.key[len(start):], item.value) for item in items)
-        if items.next is None:
-            return out
-        after = items.next
+
+    PAGE = 500
+
+    def __init__(self, view: StateView, app: str, mark: str) -> None:
+        self.view, self.start, self.mark = view, L.scoped_key(app, ""), mark
+
+    def first(self, after: str | None = None) -> tuple[str, str | None, int]:
+        """The scan (prefix, after, limit) of the page after ``after`` (None: of the first page)."""
+        return (*self.view._scan_of(self.start, after, self.PAGE), self.PAGE)
+
+    async def read(self, backend: AsyncBackend, first: list[Record] | None = None) -> dict[str, Any]:
+        """Every value, from the page ``first`` (read already) or the first page on."""
+        out: dict[str, Any] = {}
+        after: str | None = None
+        while True:
+            if first is None:
+                prefix, cursor, limit = self.first(after)
+                first = await backend.scan(prefix, after=cursor, limit=limit)
+            items = self.view._page(first, self.PAGE)
+            out.update((self.mark + item.key[len(self.start):], item.value) for item in items)
+            if items.next is None:
+                return out
+            after, first = items.next, None
