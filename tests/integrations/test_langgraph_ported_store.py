@@ -20,8 +20,10 @@ assert on the clock (tests/integrations/test_langgraph_store.py covers TTL witho
 # fmt: off
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -38,17 +40,47 @@ from langgraph.store.base import (
 import statekeel
 from statekeel.integrations.langgraph import StatekeelStore
 
+from .hops import count_worker_calls
+
 _URL: list[str] = []
 
 
+_NATIVE: list[bool] = []
+
+
 class SqliteStore:
-    """What the vendored bodies call ``SqliteStore``: a StatekeelStore on the backend under test."""
+    """What the vendored bodies call ``SqliteStore``: a StatekeelStore on the backend under test —
+    given a Store, or (``native``) an AsyncStore, its sync calls then sent to ``abatch`` on an
+    event loop of its own (so LangGraph's contract runs on the asyncio path)."""
 
     @staticmethod
     @contextmanager
     def from_conn_string(conn_string: str) -> Iterator[StatekeelStore]:
-        with statekeel.open(_URL[-1]) as opened:
-            yield _Setup(opened)
+        if not _NATIVE[-1]:
+            with statekeel.open(_URL[-1]) as opened:
+                yield _Setup(opened)
+            return
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        on_loop = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result()
+        opened = on_loop(_open_async(_URL[-1]))
+        try:
+            store = _OnLoop(opened, on_loop)
+            store.build_index()  # as a store's first search would (on the worker): searches then run natively
+            calls = count_worker_calls(opened)
+            yield store
+            if _URL[-1].startswith(("postgresql", "redis")):
+                assert calls == [], calls  # every batch ran on the asyncio driver
+        finally:
+            on_loop(opened.aclose())
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+async def _open_async(url: str) -> statekeel.AsyncStore:
+    return await statekeel.open_async(url)
 
 
 class _Setup(StatekeelStore):
@@ -56,11 +88,23 @@ class _Setup(StatekeelStore):
         """LangGraph's stores create their tables here; statekeel migrates when it opens."""
 
 
-@pytest.fixture(autouse=True)
-def _backend_url(store_url: str) -> Iterator[None]:
+class _OnLoop(_Setup):
+    def __init__(self, store: statekeel.AsyncStore, on_loop: Callable[[Any], Any]) -> None:
+        super().__init__(store)
+        self._on_loop = on_loop
+
+    def batch(self, ops: Iterable[Any]) -> list[Any]:
+        listed = list(ops)
+        return cast(list[Any], self._on_loop(self.abatch(listed)))
+
+
+@pytest.fixture(autouse=True, params=["store", "async-store"])
+def _backend_url(store_url: str, request: pytest.FixtureRequest) -> Iterator[None]:
     _URL.append(store_url)
+    _NATIVE.append(request.param == "async-store")
     yield
     _URL.pop()
+    _NATIVE.pop()
 
 
 @pytest.fixture

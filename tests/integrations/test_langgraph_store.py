@@ -237,11 +237,11 @@ def test_a_read_renewing_a_ttl_leaves_an_item_put_meanwhile_as_it_was_put(store:
     before = _expires_at(store, ("r",), "item")
     write = reader._write
 
-    def racing_write(*args: Any) -> None:  # the other writer's put lands between the read and the refresh
+    def racing_write(*args: Any) -> Any:  # the other writer's put lands between the read and the refresh
         if meanwhile != "rewritten":
             writer.delete(("r",), "item")
         writer.put(("r",), "item", {"v": 2}, ttl=None)
-        write(*args)
+        return (yield from write(*args))  # the write's steps (the batch's last)
 
     reader._write = racing_write  # type: ignore[method-assign]
     got = reader.get(("r",), "item")
@@ -268,9 +268,9 @@ def test_ttl_refreshes_on_a_tamper_evident_store_verify(tmp_path: Any, monkeypat
         assert _expires_at(chained, ("c",), "kept") > first  # type: ignore[operator]
         write = memory._write
 
-        def racing_write(*args: Any) -> None:
+        def racing_write(*args: Any) -> Any:
             StatekeelStore(chained).put(("c",), "raced", {"v": 2}, ttl=None)
-            write(*args)
+            return (yield from write(*args))
 
         memory._write = racing_write  # type: ignore[method-assign]
         memory.get(("c",), "raced")  # its refresh (60 ms again) loses to the put without a TTL

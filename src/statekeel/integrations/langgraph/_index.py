@@ -36,6 +36,7 @@ from ...core import Core, layout
 from ...errors import ConflictError, SchemaTooNewError, StatekeelError
 from ...protocol import ANY, Delete, Op, Put, Record, keys, op_target
 from . import _filters, _search
+from ._steps import GetMany, Scan, Steps
 
 __all__ = ["INDEX_VERSION", "build", "entry_ops", "forget_ops", "prune", "ready", "walk", "writable", "written"]
 
@@ -173,19 +174,20 @@ def _by_partition(ops: list[Op]) -> list[list[Op]]:
 Found = _search.Found
 
 
-def walk(core: Core, prefix: tuple[str, ...], filt: dict[str, Any] | None, offset: int,
-         limit: int) -> tuple[list[Found], list[str]]:  # fmt: skip
+def walking(core: Core, prefix: tuple[str, ...], filt: dict[str, Any] | None, offset: int,
+            limit: int) -> Steps[tuple[list[Found], list[str]]]:  # fmt: skip
     """The items under ``prefix`` matching ``filt``, newest first, ``offset``/``limit`` applied —
-    reading entries until the page is full — and the dangling entries met on the way."""
+    reading entries until the page is full — and the dangling entries met on the way (as steps:
+    :func:`~._steps.run` or :func:`~._steps.arun` reads them)."""
     wanted, decode, needles = offset + limit, _search.decoder(core), _search.probes(filt)
     index, items = layout.langgraph_store_index_prefix(prefix), layout.langgraph_store_prefix(prefix)
     start = len(index) + _STAMP + 1
     found: list[tuple[Record, dict[str, Any] | None]] = []
     dangling: list[str] = []
     after, walked, size = None, 0, min(_PAGE, max(4 * wanted, 64) if filt else wanted + 2)
-    while len(found) < wanted and (entries := core.backend.scan(index, after=after, limit=size)):
+    while len(found) < wanted and (entries := (yield Scan(index, after, size))):
         pairs = []
-        for entry, rec in zip(entries, core.backend.get_many([items + e.key[start:] for e in entries])):
+        for entry, rec in zip(entries, (yield GetMany([items + e.key[start:] for e in entries]))):
             if rec is None:
                 dangling.append(entry.key)  # deleted or expired
             elif not filt or rec.codec != _search.PLAIN or all(n in rec.data for n in needles):

@@ -15,6 +15,11 @@ time (:mod:`._index`, built on the first search of a store written before it): n
 O(page), filters applied on the way. Semantic search: pass ``index=`` (LangGraph's
 ``IndexConfig``) and a search with a ``query`` is ranked by statekeel's hybrid memory
 search, with scores (:mod:`.memory_index`); without ``index=``, ``query`` is ignored.
+
+Given an :class:`~statekeel.aio.AsyncStore` on PostgreSQL or Redis, :meth:`StatekeelStore.abatch`
+runs on its asyncio driver: ``batch`` is written once as sans-I/O steps (:mod:`._steps`), answered
+by the sync backend or by the driver. The semantic index's batches and a search before the index
+by write time is known built stay on the worker thread.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.store.base import (
     BaseStore,
@@ -41,6 +46,7 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
+from ...aio import AsyncStore
 from ...aio._worker import Worker
 from ...core import Core, layout
 from ...errors import InvalidInputError, StatekeelError
@@ -49,7 +55,11 @@ from ...store import Store
 from ...store import open as open_store
 from . import _filters, _index, _search
 from ._checks import check_op
+from ._steps import Apply, Get, GetMany, Scan, Steps, arun, run
 from .memory_index import SemanticIndex
+
+if TYPE_CHECKING:
+    from ...aio._native import Lane
 
 log = logging.getLogger("statekeel.langgraph")
 
@@ -59,18 +69,27 @@ _PAGE = 500
 
 
 class StatekeelStore(BaseStore):
-    """LangGraph's ``BaseStore`` on a statekeel store (sync and async, TTL with refresh on read)."""
+    """LangGraph's ``BaseStore`` on a statekeel store or an AsyncStore (sync and async, TTL with
+    refresh on read)."""
 
     supports_ttl: bool = True
 
     def __init__(
-        self, core: Core, *, ttl: TTLConfig | None = None, workers: int = 1, index: IndexConfig | None = None
-    ) -> None:
+        self, core: Core | AsyncStore, *, ttl: TTLConfig | None = None, workers: int = 1,
+        index: IndexConfig | None = None,
+    ) -> None:  # fmt: skip
+        self._lane: Lane | None = None
+        """An AsyncStore's native lane (PostgreSQL, Redis): where :meth:`abatch` runs."""
+        if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
+            self._worker, self._owns_worker = core._worker, False
+            self._lane = None if core._lane is None else core._lane.reader
+            core = core.sync
+        else:
+            self._worker, self._owns_worker = Worker(workers), True
         self.core = core
         self.ttl_config = ttl
         self.index_config = index  # semantic search: .memory_index
         self._semantic = None if index is None else SemanticIndex(core, index)
-        self._worker = Worker(workers)
         self._owned: Store | None = None
         self._indexed = False  # the index is known built (cached: it stays built)
 
@@ -85,8 +104,9 @@ class StatekeelStore(BaseStore):
         return store
 
     def close(self) -> None:
-        """Stop the async worker; close the statekeel store if :meth:`from_url` opened it."""
-        self._worker.shutdown()
+        """Stop the async worker (not an AsyncStore's); close the statekeel store if :meth:`from_url` opened it."""
+        if self._owns_worker:
+            self._worker.shutdown()
         if self._owned is not None:
             self._owned.close()
 
@@ -118,10 +138,33 @@ class StatekeelStore(BaseStore):
     # -- the one entry point LangGraph calls -------------------------------------------------
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops`` in order: reads see the store before the batch, writes are applied at the end."""
-        ops = list(ops)
-        for op in ops:
-            validate_op_namespace(op)
-            check_op(op)
+        return self._batch(list(ops))
+
+    def _batch(self, ops: list[Op]) -> list[Result]:
+        return run(self.core.backend, self._batching(_checked(ops)))
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """:meth:`batch`, natively on an AsyncStore's PostgreSQL or Redis driver (after the worker
+        calls made before it); else, or when the batch needs the semantic index or the search index
+        is still to be built, on the worker thread. The event loop never blocks."""
+        listed = list(ops)
+        lane = self._lane
+        if lane is None or not self._native(listed):
+            return await self._worker.run(lambda: self._batch(listed))
+        checked = _checked(listed)
+        async with lane.turn():
+            return await arun(lane.backend, self._batching(checked))
+
+    def _native(self, ops: list[Op]) -> bool:
+        """Whether every op of the batch is steps only: not a semantic search or an update of the
+        semantic index (they embed and search on the worker), nor a search before the index by write
+        time is known built (the first builds it)."""
+        if self._semantic is not None and any(isinstance(op, PutOp) or (isinstance(op, SearchOp) and op.query)
+                                              for op in ops):  # fmt: skip
+            return False
+        return self._indexed or not any(isinstance(op, SearchOp) for op in ops)
+
+    def _batching(self, ops: list[Op]) -> Steps[list[Result]]:
         writes: dict[str, PutOp] = {}
         touches: dict[str, tuple[float, int]] = {}
         dangling: list[str] = []  # index entries pointing at nothing, met by searches
@@ -131,35 +174,34 @@ class StatekeelStore(BaseStore):
                 writes[layout.langgraph_store_key(op.namespace, str(op.key))] = op
                 results.append(None)
             elif isinstance(op, GetOp):
-                results.append(self._get(op, touches))
+                results.append((yield from self._get(op, touches)))
             elif isinstance(op, SearchOp):
-                results.append(self._search(op, touches, dangling))
+                results.append((yield from self._search(op, touches, dangling)))
             elif isinstance(op, ListNamespacesOp):
-                results.append(self._list_namespaces(op))
+                results.append((yield from self._list_namespaces(op)))
             else:
                 raise InvalidInputError(f"unknown LangGraph store operation {type(op).__name__}")
-        self._write(writes, touches, dangling)
+        yield from self._write(writes, touches, dangling)
         return results
 
-    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """:meth:`batch` on the store's worker thread (the event loop never blocks)."""
-        listed = list(ops)
-        return await self._worker.run(lambda: self.batch(listed))
-
     # -- reads ---------------------------------------------------------------------------------
-    def _get(self, op: GetOp, touches: dict[str, tuple[float, int]]) -> Item | None:
-        rec = self.core.backend.get(layout.langgraph_store_key(op.namespace, str(op.key)))
+    def _get(self, op: GetOp, touches: dict[str, tuple[float, int]]) -> Steps[Item | None]:
+        rec: Record | None = yield Get(layout.langgraph_store_key(op.namespace, str(op.key)))
         if rec is None:
             return None
         doc = self._doc(rec)
         self._refresh(rec, doc, op.refresh_ttl, touches)
         return Item(value=doc["v"], key=str(op.key), namespace=op.namespace, **_stamps(rec, doc))
 
-    def _search(self, op: SearchOp, touches: dict[str, tuple[float, int]], dangling: list[str]) -> list[SearchItem]:
+    def _search(
+        self, op: SearchOp, touches: dict[str, tuple[float, int]], dangling: list[str]
+    ) -> Steps[list[SearchItem]]:
+        # The semantic search and a search before the index is built read the sync backend
+        # directly: only :meth:`batch` gets here with them (see :meth:`_native`).
         if op.query and self._semantic is not None:  # ranked by statekeel memory (see .memory_index)
             return self._semantic.search(op)
         if self._ready():  # newest first, like LangGraph's SQL stores: the index by write time
-            found, stale = _index.walk(self.core, op.namespace_prefix, op.filter, op.offset, op.limit)
+            found, stale = yield from _index.walking(self.core, op.namespace_prefix, op.filter, op.offset, op.limit)
             dangling += stale
         else:  # an index newer than this code: every item scanned, decoding only what it must
             pages = self._pages(layout.langgraph_store_prefix(op.namespace_prefix))
@@ -172,18 +214,19 @@ class StatekeelStore(BaseStore):
             out.append(SearchItem(namespace, key, doc["v"], stamps["created_at"], stamps["updated_at"]))
         return out
 
-    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
-        prefix = _literal_prefix(op.match_conditions)
+    def _list_namespaces(self, op: ListNamespacesOp) -> Steps[list[tuple[str, ...]]]:
+        prefix = layout.langgraph_store_prefix(_literal_prefix(op.match_conditions))
         found: set[tuple[str, ...]] = set()
-        for rec in self._scan(layout.langgraph_store_prefix(prefix)):
-            namespace = _index.parse(rec.key)[0]
-            if all(_filters.namespace_matches(c, namespace) for c in op.match_conditions or ()):
-                found.add(namespace if op.max_depth is None else namespace[: op.max_depth])
+        after: str | None = None
+        while recs := (yield Scan(prefix, after, _PAGE)):
+            for rec in recs:
+                namespace = _index.parse(rec.key)[0]
+                if all(_filters.namespace_matches(c, namespace) for c in op.match_conditions or ()):
+                    found.add(namespace if op.max_depth is None else namespace[: op.max_depth])
+            if len(recs) < _PAGE:
+                break
+            after = recs[-1].key
         return sorted(found)[op.offset : op.offset + op.limit]
-
-    def _scan(self, prefix: str) -> Iterator[Record]:
-        for page in self._pages(prefix):
-            yield from page
 
     def _pages(self, prefix: str) -> Iterator[list[Record]]:
         after: str | None = None
@@ -204,13 +247,15 @@ class StatekeelStore(BaseStore):
             touches[rec.key] = (time.time() + float(doc["ttl"]) * 60, rec.version)
 
     # -- writes --------------------------------------------------------------------------------
-    def _write(self, writes: dict[str, PutOp], touches: dict[str, tuple[float, int]], dangling: list[str]) -> None:
+    def _write(
+        self, writes: dict[str, PutOp], touches: dict[str, tuple[float, int]], dangling: list[str]
+    ) -> Steps[None]:
         now = time.time()
         ops: list[Any] = [Delete(k) for k in dict.fromkeys(dangling)]  # two searches may meet one
         ops += [Touch(k, exp, refresh=version) for k, (exp, version) in touches.items() if k not in writes]
         olds: list[Record | None] = []
         if writes:  # the items replaced, to drop their index entries; the format, to refuse a newer one
-            fmt, *olds = self.core.backend.get_many([_index.FORMAT, *writes])
+            fmt, *olds = yield GetMany([_index.FORMAT, *writes])
             _index.writable(self.core, fmt)
         for (key, op), old in zip(writes.items(), olds):
             ops += [] if old is None else _index.forget_ops(self.core, old)
@@ -222,9 +267,18 @@ class StatekeelStore(BaseStore):
             ops.append(Put(key, data, codec, ANY, None if ttl is None else now + ttl * 60))
             ops += _index.entry_ops(self.core, op.namespace, key, now)
         if ops:
-            self.core.backend.apply(ops)
-        if self._semantic is not None and writes:
+            yield Apply(ops)
+        if self._semantic is not None and writes:  # on the worker only (see _native)
             self._semantic.update(writes)
+
+
+def _checked(ops: Iterable[Op]) -> list[Op]:
+    """``ops`` as a list, each checked (LangGraph's namespace rules, then statekeel's) before any I/O."""
+    listed = list(ops)
+    for op in listed:
+        validate_op_namespace(op)
+        check_op(op)
+    return listed
 
 
 def _stamps(rec: Record, doc: dict[str, Any]) -> dict[str, datetime]:

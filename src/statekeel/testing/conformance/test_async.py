@@ -154,8 +154,10 @@ def test_async_scan_many_answers_as_each_scan(store_url: str) -> None:
             assert not store_url.startswith(("postgresql", "redis"))
             return
         app, user = layout.scope_state_prefix("app", "_"), layout.scope_state_prefix("user", "u-1")
-        cases = [[(app, None, 100), (user, None, 100)], [(app, app + "k1", 2), (user, None, 1), ("nothing/", None, 5)],
-                 [(user, user + "k9", 10), (app, None, 1)], [(app, None, 3)], []]  # fmt: skip
+        cases: list[list[tuple[str, str | None, int]]] = [
+            [(app, None, 100), (user, None, 100)], [(app, app + "k1", 2), (user, None, 1), ("nothing/", None, 5)],
+            [(user, user + "k9", 10), (app, None, 1)], [(app, None, 3)], [],
+        ]  # fmt: skip
         for scans in cases:
             pages = await lane.backend.scan_many(scans)
             assert pages == [await lane.backend.scan(p, after=a, limit=n) for p, a, n in scans]

@@ -33,28 +33,38 @@ KEY_B = base64.b64encode(b"B" * 32).decode()
 CANARY = "canary-7f3a9c-plaintext-must-not-appear"
 
 
-def _files_under(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.is_file()]
+def _bytes_under(path: Path) -> bytes:
+    """Every file's bytes under ``path``; a file the server removed meanwhile (PostgreSQL's
+    ``pg_internal.init``, a temp file) held nothing of ours worth finding."""
+    out = []
+    for p in path.rglob("*"):
+        if not p.is_file():
+            continue
+        try:
+            out.append(p.read_bytes())
+        except FileNotFoundError:
+            continue
+    return b"".join(out)
 
 
 def _raw_bytes(backend_name: str, store: statekeel.Store, tmp_path: Path, servers: ServerPool) -> bytes:
     """Everything the backend has put on disk; for any other backend (memory://, a
     third party's), every record and log entry it hands back through the protocol."""
     if backend_name in ("sqlite", "files"):
-        return b"".join(p.read_bytes() for p in _files_under(tmp_path))
+        return _bytes_under(tmp_path)
     if backend_name == "postgres":
         server = servers.postgres()
         subprocess.run(
             ["psql", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-c", "CHECKPOINT"],
             check=True, capture_output=True,
         )
-        return b"".join(p.read_bytes() for p in _files_under(Path(server.datadir)))
+        return _bytes_under(Path(server.datadir))
     if backend_name == "redis":
         redis = servers.redis()
         with socket.create_connection(("127.0.0.1", redis.port)) as sock:
             sock.sendall(b"*1\r\n$4\r\nSAVE\r\n")
             sock.recv(64)
-        return b"".join(p.read_bytes() for p in _files_under(redis.dir))
+        return _bytes_under(redis.dir)
     return _protocol_bytes(store.storage)
 
 
