@@ -8,6 +8,7 @@
     python benchmarks/scale.py --mode events --before      # every turn two events of the conversation's stream
     python benchmarks/scale.py --mode adk --before         # ADK's session service: a Runner's turn (scale_adk.py)
     python benchmarks/scale.py --mode langgraph --before   # a LangGraph graph's ainvoke (scale_langgraph.py)
+    python benchmarks/scale.py --mode lgstore --before     # LangGraph's long-term store: aget, asearch, aput
 
 What each row does, per reference turn (benchmarks/workload.py: a ~200-byte user
 message and a ~800-byte assistant message):
@@ -310,6 +311,9 @@ def run_backend(backend: str, server_url: str, a: argparse.Namespace) -> list[di
         if mode == "langgraph":
             rows += _langgraph_rows(backend, secure_url, raw_url, c, a)
             continue
+        if mode == "lgstore":
+            rows += _lgstore_rows(backend, secure_url, raw_url, c, turns, a)
+            continue
         if mode != "plain":
             rows.append(_paired(
                 f"{backend} async C={c}, {mode}",
@@ -376,14 +380,33 @@ def _langgraph_rows(backend: str, url: str, raw_url: str, c: int, a: argparse.Na
     from benchmarks import scale_langgraph as lg
 
     turns = lg.turns_for(c, make_turns(101), a.min_turns)
-    native = lambda: asyncio.run(lg.statekeel_graph(url, c, turns, True, _gather))  # noqa: E731
+    return _against_langgraph(backend, f"LangGraph C={c}", "AsyncPostgresSaver", a,
+                              lambda native: lg.statekeel_graph(url, c, turns, native, _gather),
+                              lambda: lg.langgraph_pg(raw_url, c, turns, _gather))  # fmt: skip
+
+
+def _lgstore_rows(backend: str, url: str, raw_url: str, c: int, turns: list[tuple[str, str]],
+                  a: argparse.Namespace) -> list[dict[str, Any]]:  # fmt: skip
+    """``--mode lgstore`` (benchmarks/scale_langgraph.py): LangGraph's long-term store natively,
+    against LangGraph's AsyncPostgresStore (PostgreSQL) and (``--before``) against itself on the worker."""
+    from benchmarks import scale_langgraph as lg
+
+    return _against_langgraph(backend, f"LangGraph store C={c}", "AsyncPostgresStore", a,
+                              lambda native: lg.statekeel_memory(url, c, turns, native, _gather),
+                              lambda: lg.langgraph_pg_store(raw_url, c, turns, _gather))  # fmt: skip
+
+
+def _against_langgraph(backend: str, name: str, theirs: str, a: argparse.Namespace,
+                       ours: Callable[[bool], Awaitable[float]], lg_pg: Callable[[], Awaitable[float]],
+                       ) -> list[dict[str, Any]]:  # fmt: skip
+    """statekeel natively ÷ LangGraph's own PostgreSQL class, and (``--before``) ÷ itself on the worker."""
+    native = lambda: asyncio.run(ours(True))  # noqa: E731
     rows = []
     if backend == "postgres":
-        rows.append(_paired(f"postgres LangGraph C={c}: statekeel / AsyncPostgresSaver", native,
-                            lambda: asyncio.run(lg.langgraph_pg(raw_url, c, turns, _gather)), a.repeat))
+        rows.append(_paired(f"postgres {name}: statekeel / {theirs}", native, lambda: asyncio.run(lg_pg()), a.repeat))
     if a.before:
-        rows.append(_paired(f"{backend} LangGraph C={c}: native / all on the worker (before)", native,
-                            lambda: asyncio.run(lg.statekeel_graph(url, c, turns, False, _gather)), a.repeat))
+        rows.append(_paired(f"{backend} {name}: native / all on the worker (before)", native,
+                            lambda: asyncio.run(ours(False)), a.repeat))  # fmt: skip
     return rows
 
 
@@ -414,12 +437,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--before", action="store_true",
                     help="also the async rows with every call on the worker (STATEKEEL_ASYNC_NATIVE=0)")
     ap.add_argument("--mode", choices=("plain", "encrypted", "chain", "both", "tenant", "idem", "events", "adk",
-                                       "langgraph"),
+                                       "langgraph", "lgstore"),
                     default="plain",
                     help="the async rows on an encrypted (encryption=), tamper-evident (integrity=) or both store, "
                          "through 8 tenants' views, with an idempotency key per turn, or as two events per turn "
                          "(raw: the same writes), or ADK's session service (benchmarks/scale_adk.py), or a LangGraph "
-                         "graph (benchmarks/scale_langgraph.py), instead; "
+                         "graph, or its long-term store (benchmarks/scale_langgraph.py), instead; "
                          "no process or latency rows then")
     ap.add_argument("--out", help="also write the rows as JSON here")
     return ap.parse_args(argv)

@@ -1,6 +1,7 @@
 """Collects the public conformance suite so it runs on every selected backend."""
 
 from statekeel.testing.conformance.test_async import *  # noqa: F403
+from statekeel.testing.conformance.test_async_reads import *  # noqa: F403
 from statekeel.testing.conformance.test_closing import *  # noqa: F403
 from statekeel.testing.conformance.test_model import *  # noqa: F403
 from statekeel.testing.conformance.test_processes import *  # noqa: F403

@@ -20,6 +20,7 @@ from statekeel.testing import BACKENDS, BackendContext, ServerPool
 from statekeel.testing.conformance.test_model import make_machine
 
 from statekeel.testing.conformance.test_async import *  # noqa: F403
+from statekeel.testing.conformance.test_async_reads import *  # noqa: F403
 from statekeel.testing.conformance.test_processes import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403

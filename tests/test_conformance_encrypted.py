@@ -17,6 +17,7 @@ import pytest
 
 import statekeel
 from statekeel.testing.conformance.test_async import *  # noqa: F403
+from statekeel.testing.conformance.test_async_reads import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403
 

@@ -21,6 +21,7 @@ from statekeel.aio import AsyncStore
 from statekeel.aio._store import AsyncStoreOpener
 from statekeel.aio._worker import check_threads
 from statekeel.testing.conformance.test_async import *  # noqa: F403
+from statekeel.testing.conformance.test_async_reads import *  # noqa: F403
 from statekeel.testing.conformance.test_sessions import *  # noqa: F403
 from statekeel.testing.conformance.test_state import *  # noqa: F403
 

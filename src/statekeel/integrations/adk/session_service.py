@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors import StaleSessionError
@@ -32,8 +32,6 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.sessions.session import Session
 
 from ...aio import AsyncStore
-from ...aio._native import Lane
-from ...aio._worker import Worker
 from ...core import layout
 from ...core.session_write import SessionWrites
 from ...core.validate import check_int, short_repr
@@ -41,6 +39,7 @@ from ...errors import ConflictError, InvalidInputError
 from ...features.sessions import Session as SkSession
 from ...store import Store
 from ...store import open as open_store
+from .._given import given
 from . import _layout as L
 from . import _native as native
 from ._checks import check_timestamp, event_record, state_deltas, storable
@@ -68,18 +67,14 @@ class StatekeelSessionService(BaseSessionService):
     """
 
     def __init__(self, store: Store | AsyncStore, *, workers: int = 1) -> None:
-        self._lane: Lane | None = None
-        """The AsyncStore's native lane when its reads run on the event loop (PostgreSQL, Redis)."""
-        if isinstance(store, AsyncStore):
-            self._store, self._worker, self._owns_worker = store.sync, store._worker, False
-            self._lane = None if store._lane is None else store._lane.reader
-        elif isinstance(store, Store):
-            self._store, self._worker, self._owns_worker = store, Worker(workers), True
-        else:
+        if not isinstance(store, (Store, AsyncStore)):
             raise InvalidInputError(
                 f"store must be a statekeel.Store or AsyncStore, got {type(store).__name__}; "
                 "use StatekeelSessionService.from_url(url) to open one from a URL"
             )
+        core, self._worker, self._owns_worker, self._lane = given(store, workers)
+        """``_lane``: the AsyncStore's native lane when its reads run on the event loop (PostgreSQL, Redis)."""
+        self._store = cast(Store, core)
         self._owned: Store | None = None
         self._handles = native.Handles()
         self._fan = Fan(self._store)

@@ -36,8 +36,6 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ...aio import AsyncStore
-from ...aio._native import Lane
-from ...aio._worker import Worker
 from ...codec import Codec
 from ...core import Core, layout
 from ...core.validate import MAX_INT, check_int, short_repr
@@ -47,6 +45,7 @@ from ...protocol import ANY, Op, Put
 from ...security.guard import SecretGuard
 from ...store import Store
 from ...store import open as open_store
+from .._given import given
 from . import _admin
 from ._async import AsyncSaverMethods
 from ._io import HeadMove, PutPlan, head_moves, new_writes
@@ -105,15 +104,8 @@ class StatekeelSaver(AsyncSaverMethods, BaseCheckpointSaver[str]):
         reuse_values: bool = True,
     ) -> None:
         super().__init__(serde=serde)
-        self._lane: Lane | None = None
-        """An AsyncStore's native lane (PostgreSQL, Redis): where the per-step async methods run."""
-        if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
-            self._worker, self._owns_worker = core._worker, False
-            self._lane = None if core._lane is None else core._lane.reader
-            core = core.sync
-        else:
-            self._worker, self._owns_worker = Worker(workers), True
-        self.core = core
+        self.core, self._worker, self._owns_worker, self._lane = given(core, workers)
+        """``_lane``: an AsyncStore's native lane (PostgreSQL, Redis), where the per-step async methods run."""
         self.delta_min_bytes = check_int(delta_min_bytes, "delta_min_bytes")
         self.max_chain = check_int(max_chain, "max_chain")
         if not isinstance(chain_share, (int, float)) or isinstance(chain_share, bool) or not 0 <= chain_share <= 1e6:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langgraph.store.base import (
     BaseStore,
@@ -47,19 +47,17 @@ from langgraph.store.base import (
 )
 
 from ...aio import AsyncStore
-from ...aio._worker import Worker
 from ...core import Core, layout
 from ...errors import InvalidInputError, StatekeelError
 from ...protocol import ANY, Delete, Put, Record, Touch
 from ...store import Store
 from ...store import open as open_store
+from .._given import given
 from . import _filters, _index, _search
 from ._checks import check_op
 from ._steps import Apply, Get, GetMany, Scan, Steps, arun, run
 from .memory_index import SemanticIndex
 
-if TYPE_CHECKING:
-    from ...aio._native import Lane
 
 log = logging.getLogger("statekeel.langgraph")
 
@@ -78,15 +76,9 @@ class StatekeelStore(BaseStore):
         self, core: Core | AsyncStore, *, ttl: TTLConfig | None = None, workers: int = 1,
         index: IndexConfig | None = None,
     ) -> None:  # fmt: skip
-        self._lane: Lane | None = None
-        """An AsyncStore's native lane (PostgreSQL, Redis): where :meth:`abatch` runs."""
-        if isinstance(core, AsyncStore):  # its worker and drivers are the store's (closed with it)
-            self._worker, self._owns_worker = core._worker, False
-            self._lane = None if core._lane is None else core._lane.reader
-            core = core.sync
-        else:
-            self._worker, self._owns_worker = Worker(workers), True
-        self.core = core
+        self.core, self._worker, self._owns_worker, self._lane = given(core, workers)
+        """``_lane``: an AsyncStore's native lane (PostgreSQL, Redis), where :meth:`abatch` runs."""
+        core = self.core
         self.ttl_config = ttl
         self.index_config = index  # semantic search: .memory_index
         self._semantic = None if index is None else SemanticIndex(core, index)

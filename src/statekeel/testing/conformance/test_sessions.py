@@ -78,16 +78,16 @@ def test_status_and_recovery(store: Store) -> None:
 def test_heartbeat_and_stale_detection(store: Store) -> None:
     s = store.session("agent")
     before = s.info().updated_at
-    time.sleep(0.6)  # the threshold, 0.4 s, leaves a loaded machine (moto) time between a write and its check
-    assert s.is_stale(0.4)
-    assert [i.id for i in store.sessions(stale_after=0.4)] == ["agent"]
+    time.sleep(1.2)  # the threshold, 1 s, leaves a loaded machine (moto, 4 test workers: 0.4 s was not) time
+    assert s.is_stale(1.0)  # between a write and its check
+    assert [i.id for i in store.sessions(stale_after=1.0)] == ["agent"]
     s.heartbeat()
-    assert s.info().updated_at > before and not s.is_stale(0.4)
-    time.sleep(0.6)
+    assert s.info().updated_at > before and not s.is_stale(1.0)
+    time.sleep(1.2)
     s.append("an append counts as activity too")
-    assert not s.is_stale(0.4)
-    time.sleep(0.6)
-    assert [i.id for i in store.mark_stale_crashed(0.4)] == ["agent"]
+    assert not s.is_stale(1.0)
+    time.sleep(1.2)
+    assert [i.id for i in store.mark_stale_crashed(1.0)] == ["agent"]
     assert s.info().status == "crashed"
 
 
