@@ -58,7 +58,6 @@ from ._checks import check_op
 from ._steps import Apply, Get, GetMany, Scan, Steps, arun, run
 from .memory_index import SemanticIndex
 
-
 log = logging.getLogger("statekeel.langgraph")
 
 __all__ = ["StatekeelStore"]
