@@ -189,7 +189,7 @@ async def _states(
     (one round trip on PostgreSQL and Redis), any further pages after."""
     views = (_Prefixed(store.app, app, State.APP_PREFIX), _Prefixed(store.user(user), app, State.USER_PREFIX))
     firsts = [(scan.prefix, None, StateScan.PAGE)] if scan is not None else []
-    pages = await backend.scan_many([*firsts, *(v.first() for v in views)])
+    pages = await backend.scan_many([*firsts, *(v.scan_of() for v in views)])
     head, state = await _stored_state(backend, scan, pages.pop(0)) if scan is not None else (None, {})
     scoped: dict[str, Any] = {}
     for v, first in zip(views, pages):
@@ -246,20 +246,20 @@ class _Prefixed:
     def __init__(self, view: StateView, app: str, mark: str) -> None:
         self.view, self.start, self.mark = view, L.scoped_key(app, ""), mark
 
-    def first(self, after: str | None = None) -> tuple[str, str | None, int]:
+    def scan_of(self, after: str | None = None) -> tuple[str, str | None, int]:
         """The scan (prefix, after, limit) of the page after ``after`` (None: of the first page)."""
         return (*self.view._scan_of(self.start, after, self.PAGE), self.PAGE)
 
     async def read(self, backend: AsyncBackend, first: list[Record] | None = None) -> dict[str, Any]:
         """Every value, from the page ``first`` (read already) or the first page on."""
         out: dict[str, Any] = {}
-        after: str | None = None
+        page, after = first, None
         while True:
-            if first is None:
-                prefix, cursor, limit = self.first(after)
-                first = await backend.scan(prefix, after=cursor, limit=limit)
-            items = self.view._page(first, self.PAGE)
+            if page is None:
+                prefix, cursor, limit = self.scan_of(after)
+                page = await backend.scan(prefix, after=cursor, limit=limit)
+            items = self.view._page(page, self.PAGE)
             out.update((self.mark + item.key[len(self.start):], item.value) for item in items)
             if items.next is None:
                 return out
-            after, first = items.next, None
+            page, after = None, items.next
