@@ -7,7 +7,7 @@ return None — so the caller reads entry by entry and names the damaged one —
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from statekeel import CorruptionError
@@ -33,6 +33,7 @@ def test_a_well_formed_reply_is_split_as_each_entry_reads_alone(first: int, item
 
 
 @given(first=st.integers(1, 1000), items=_items.filter(bool), at=st.integers(0, 10_000), byte=st.integers(1, 255))
+@example(first=1, items=[(b"", "json")], at=66, byte=1)  # codec length 4 -> 5 with nothing after it: was taken
 def test_any_changed_checked_byte_or_wrong_seq_is_not_taken(first: int, items: list[tuple[bytes, str]], at: int, byte: int) -> None:
     frames = _frames(first, items)
     i = at % len(frames)

@@ -34,7 +34,7 @@ import re
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["PREFIX", "SEALED", "decode_run", "open_form", "seal_form", "short_form", "short_role", "short_value"]
+__all__ = ["PREFIX", "SEALED", "decode_run", "open_form", "open_forms", "seal_form", "short_form", "short_role", "short_value"]
 
 PREFIX = "msg:"
 _ROLE = re.compile(r"[a-z_]{1,16}")
@@ -105,6 +105,28 @@ def open_form(data: bytes, codec: str) -> tuple[bytes, str] | None:
     except KeyError:
         name = _opened_name(role, codec)
     return None if name is None else (data[end + 1 :], name)
+
+
+def open_forms(datas: list[bytes], codec: str) -> list[tuple[bytes, str]] | None:
+    """:func:`open_form` of many decrypted values stored under one codec (a reload) in one loop, each
+    role's name looked up once; None when one is not in that form (the caller then opens them one
+    by one, naming it)."""
+    names: dict[bytes, str] = {}
+    out: list[tuple[bytes, str]] = []
+    add = out.append
+    for data in datas:
+        end = data.find(_NUL, 1, 18)
+        if end < 2 or data[0]:
+            return None
+        role = data[1:end]
+        name = names.get(role)
+        if name is None:
+            found = _OPENED.get((role, codec)) or _opened_name(role, codec)
+            if found is None:
+                return None
+            name = names[role] = found
+        add((data[end + 1 :], name))
+    return out
 
 
 _OPENED: dict[tuple[bytes, str], str | None] = {}

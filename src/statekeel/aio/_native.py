@@ -292,11 +292,10 @@ async def commit_once(backend: AsyncBackend, sc: SessionCore, writes: SessionWri
 # -- reads ---------------------------------------------------------------------------------
 async def history(backend: AsyncBackend, session: Session, last: int | None) -> list[Any] | None:
     """``session.history(last)`` natively; None when a restore hid part of it (the worker reads it)."""
-    if await backend.get(layout.session_view_key(session.id)) is not None:
-        return None
-    log = session._log
-    items = await backend.read_values(log, limit=last, reverse=last is not None)
-    return session._core.codec.decode_many(items, log)
+    log = session._log  # the view and the values in one call: one round trip on PostgreSQL and Redis
+    (view,), items = await backend.get_many_and_values(
+        [layout.session_view_key(session.id)], log, limit=last, reverse=last is not None)
+    return None if view is not None else session._core.codec.decode_many(items, log)
 
 
 async def count(backend: AsyncBackend, session: Session) -> int:

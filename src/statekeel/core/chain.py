@@ -40,7 +40,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from ..errors import IntegrityError
 from .keyring import MasterKeys
 
-__all__ = ["ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "kept", "split_trailer", "trailer"]
+__all__ = ["CLOCK", "ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "kept", "split_trailer", "trailer"]
 
 TAG: Final = 16
 """Bytes of a tag (HMAC-SHA256, truncated)."""
@@ -54,7 +54,8 @@ ZERO_TAG: Final = bytes(TAG)
 STEP: Final = "+chain"
 """The codec step of a chained value."""
 
-_CLOCK = struct.Struct(">d")
+CLOCK: Final = struct.Struct(">d")
+"""The writer's clock in a trailer."""
 _ENTRY = struct.Struct(">IQIId")
 """An entry tag's fixed fields: the lengths of the log's key, codec and value, the seq and the clock."""
 _LEN = struct.Struct(">I")
@@ -179,14 +180,14 @@ def alive(expires: float | None, now: float) -> bool:
 
 
 def trailer(clock: float, tag: bytes) -> bytes:
-    return _CLOCK.pack(clock) + tag
+    return CLOCK.pack(clock) + tag
 
 
 def split_trailer(data: bytes, where: str) -> tuple[bytes, float, bytes]:
     """``(value, clock, tag)`` of a chained value."""
     if len(data) < TRAILER:
         raise IntegrityError(f"the chained value at {where!r} is truncated: its MAC trailer is missing")
-    return data[:-TRAILER], _CLOCK.unpack_from(data, len(data) - TRAILER)[0], data[-TAG:]
+    return data[:-TRAILER], CLOCK.unpack_from(data, len(data) - TRAILER)[0], data[-TAG:]
 
 
 class LogHead(NamedTuple):

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from ..codec_msg import SEALED, open_form, seal_form
-from ..errors import ConflictError, IntegrityError, KeyUnavailableError
+from ..codec_msg import SEALED, seal_form
+from ..errors import ConflictError, KeyUnavailableError
 from ..protocol import (
     ANY,
     Append,
@@ -57,6 +57,7 @@ from ..protocol.checks import check_ops
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
 from .keyring import DataKey
+from .sealed_runs import STEP, first_of, open_run, unpacked
 
 __all__ = ["ATTEMPTS", "Positions", "SealedBackend"]
 
@@ -84,23 +85,13 @@ ATTEMPTS: Final = 8
 _CACHE_MAX: Final = 100_000
 """Positions remembered per handle (forgotten wholesale beyond; they are only hints)."""
 
-_STEP: Final = "+aesgcm"
+_STEP: Final = STEP
 
 
 def _sealed_msg(seal: Callable[[bytes, bytes, int], bytes], data: bytes, codec: str, seq: int) -> tuple[bytes, str]:
     """A ``msg:<role>`` entry sealed with its role inside (:func:`~statekeel.codec_msg.seal_form`)."""
     data, codec = seal_form(data, codec)
     return seal(data, b"e", seq), codec + _STEP
-
-
-def _unpacked(data: bytes, codec: str, where: str, kind: bytes, pos: int) -> tuple[bytes, str]:
-    """A decrypted ``msg+…`` value as ``msg:<role>+…`` (its role was sealed inside)."""
-    opened = open_form(data, codec)
-    if opened is None:
-        what = f"entry {pos} of log {where!r}" if kind == b"e" else f"record {where!r} (version {pos})"
-        raise IntegrityError(f"the encrypted {what} is stored under codec {codec + _STEP!r} but does not hold a "
-                             "sealed message: its codec name was changed; it was not returned")  # fmt: skip
-    return opened
 
 
 class SealedBackend(Backend):
@@ -117,6 +108,8 @@ class SealedBackend(Backend):
         self._prefix = context_prefix
         self._versions: dict[str, int | None] = {}
         self._next: dict[str, int] = {}
+        self._firsts: dict[str, int] = {}
+        """Log -> its first seq when last seen (1 if never: a reload guesses it, :meth:`first_known`)."""
         self._clears: dict[str, bool] = {}
 
     @property
@@ -148,7 +141,7 @@ class SealedBackend(Backend):
         if self._cipher is None:  # pragma: no cover - a locked policy raised above
             raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
         data, codec = self._cipher.open(data, where, kind, pos), codec[: -len(_STEP)]
-        return _unpacked(data, codec, where, kind, pos) if codec[:3] == SEALED else (data, codec)
+        return unpacked(data, codec, where, kind, pos) if codec[:3] == SEALED else (data, codec)
 
     def open_record(self, rec: Record) -> Record:
         data, codec = self.open_value(rec.data, rec.codec, rec.key, b"r", rec.version)
@@ -188,13 +181,54 @@ class SealedBackend(Backend):
     def read_values(
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]:
-        return self.opened(log, self._inner.read(log, limit=limit, reverse=reverse))
+        return self.opened_values(log, self._inner.read_values(log, limit=limit, reverse=reverse), limit, reverse)
+
+    def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """One call beneath (one round trip where the backend can), every record and value opened here."""
+        records, values = self._inner.get_many_and_values(keys, log, limit=limit, reverse=reverse)
+        for rec in records:
+            if rec is not None:
+                self.saw(rec)
+        return [None if r is None else self.open_record(r) for r in records], self.opened_values(log, values, limit, reverse)
+
+    def opened_values(
+        self, log: str, values: list[tuple[bytes, str]], limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, str]]:
+        """``read_values`` of ``log`` opened, from ``values`` as stored: in bulk at the first seq this
+        handle knows, else at the one the log's bounds give, else entry by entry (naming what it refuses)."""
+        if not values:
+            return []
+        found = self.opened_run(log, values, self.first_known(log, len(values), reverse))
+        if found is None:
+            found = self.opened_run(log, values, first_of(self.log_info(log), len(values), reverse))
+        return self.opened(log, self._inner.read(log, limit=limit, reverse=reverse)) if found is None else found
+
+    def first_known(self, log: str, n: int, reverse: bool) -> int | None:
+        """The seq of the first of the ``n`` values ``read_values`` returned, as this handle knows
+        ``log`` (None: it does not); a wrong guess only fails :meth:`opened_run`."""
+        if reverse:
+            nxt = self._next.get(log)
+            return None if nxt is None else nxt - n
+        return self._firsts.get(log, 1)
+
+    def opened_run(self, log: str, values: list[tuple[bytes, str]], first: int | None) -> list[tuple[bytes, str]] | None:
+        """``values`` (entries ``first, first + 1, …`` of ``log``) opened in bulk (:func:`.sealed_runs.open_run`:
+        no Entry built), or None — :meth:`opened` then goes entry by entry and names what it refuses."""
+        if first is None or first < 1 or self._cipher is None or self._clear(where := self._prefix + log):
+            return None
+        return open_run(self._cipher, where, values, first)
 
     def opened(self, log: str, entries: list[Entry]) -> list[tuple[bytes, str]]:
-        """``(data, codec)`` of ``entries`` of ``log`` opened — in bulk when they are all sealed
-        (:meth:`Cipher.open_entries`), else one by one."""
-        where = self._prefix + log
-        if len(entries) < 2 or self._cipher is None or layout.stored_in_clear(where) or not all(
+        """``(data, codec)`` of ``entries`` of ``log`` opened — in bulk when they are consecutive
+        (:meth:`opened_run`) or at least all sealed (:meth:`Cipher.open_entries`), else one by one."""
+        where, n = self._prefix + log, len(entries)
+        if n > 1 and entries[-1].seq - entries[0].seq == n - 1:
+            found = self.opened_run(log, [(e.data, e.codec) for e in entries], entries[0].seq)
+            if found is not None:
+                return found
+        if n < 2 or self._cipher is None or layout.stored_in_clear(where) or not all(
             e.codec.endswith(_STEP) for e in entries  # planted plaintext (refused), or a conversion
         ):
             return [self.open_value(e.data, e.codec, e.log, b"e", e.seq) for e in entries]
@@ -202,16 +236,17 @@ class SealedBackend(Backend):
         out = []
         for e, data in zip(entries, opened):
             codec = e.codec[: -len(_STEP)]
-            out.append(_unpacked(data, codec, where, b"e", e.seq) if codec[:3] == SEALED else (data, codec))
+            out.append(unpacked(data, codec, where, b"e", e.seq) if codec[:3] == SEALED else (data, codec))
         return out
 
     def log_info(self, log: str) -> LogInfo | None:
         return self.saw_log(log, self._inner.log_info(log))
 
     def saw_log(self, log: str, info: LogInfo | None) -> LogInfo | None:
-        """``info`` of ``log``, its next seq remembered."""
+        """``info`` of ``log``, its first and next seqs remembered."""
         if info is not None:
             self._remember(self._next, log, info.last_seq + 1)
+            self._remember(self._firsts, log, info.first_seq)
         return info
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:

@@ -26,6 +26,7 @@ from ..protocol.aio import AsyncBackend
 from ..protocol.checks import check_ops
 from .keyring import NO_IO, KeyLookup, Keyring
 from .sealed import ATTEMPTS, Positions, SealedBackend
+from .sealed_runs import first_of
 
 __all__ = ["AsyncSealedBackend", "Offload"]
 
@@ -97,8 +98,18 @@ class AsyncSealedBackend(AsyncBackend):
         return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, opened)]
 
     async def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
-        entries = await self._inner.read(log, limit=limit, reverse=reverse)  # the seqs are sealed in
-        return await self._keyed(lambda: self._sealed.opened(log, entries))
+        sealed, values = self._sealed, await self._inner.read_values(log, limit=limit, reverse=reverse)
+        if not values:
+            return []
+        n = len(values)  # as SealedBackend.read_values: in bulk at the seq known, else asked, else entry by entry
+        found = await self._keyed(lambda: sealed.opened_run(log, values, sealed.first_known(log, n, reverse)))
+        if found is None:
+            first = first_of(await self.log_info(log), n, reverse)
+            found = await self._keyed(lambda: sealed.opened_run(log, values, first))
+        if found is None:
+            entries = await self._inner.read(log, limit=limit, reverse=reverse)  # the seqs are sealed in
+            found = await self._keyed(lambda: sealed.opened(log, entries))
+        return found
 
     async def log_info(self, log: str) -> LogInfo | None:
         return self._sealed.saw_log(log, await self._inner.log_info(log))

@@ -31,7 +31,8 @@ from ...protocol.keys import prefix_end
 from .._loop_end import PerLoop
 from . import rows as checked
 from . import sql
-from .backend import PostgresBackend, _live_log, _read_params, kept_cursor
+from .backend import PostgresBackend, _live_log, _read_params
+from .cursors import kept_cursor
 from .config import Settings, connect_kwargs, dsn
 from .errors import RACES, RETRIES
 from .ops import Params, Row, clamp
@@ -41,21 +42,15 @@ __all__ = ["AsyncPostgresBackend"]
 
 
 class _AsyncConnection(psycopg.AsyncConnection[Row]):
-    """A connection that keeps its cursors (the sync backend's ``_Connection``, for asyncio)."""
+    """A connection that keeps its cursors (:class:`.cursors.Connection`, for asyncio)."""
 
     _sk_cursors: list[psycopg.AsyncCursor[Row]] | None = None
 
     def sk_cursor(self, i: int = 0) -> psycopg.AsyncCursor[Row]:
-        """Cursor ``i`` of a pipeline (:func:`.backend.kept_cursor`)."""
+        """Cursor ``i`` of a pipeline (:func:`.cursors.kept_cursor`)."""
         if self._sk_cursors is None:
             self._sk_cursors = []
         return kept_cursor(self._sk_cursors, i, self.cursor)
-
-
-def _in_order(keys: Sequence[str], rows: Sequence[Row]) -> list[Record | None]:
-    """``get_many``'s rows as records in the order of ``keys`` (None: not found)."""
-    found = {r[0]: checked.record(r) for r in rows}
-    return [found.get(k) for k in keys]
 
 
 async def _pipelined(conn: _AsyncConnection, stmts: Sequence[Stmt]) -> list[psycopg.AsyncCursor[Row]]:
@@ -201,7 +196,7 @@ class AsyncPostgresBackend(AsyncBackend):
     async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
-        return _in_order(keys, await self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()}))
+        return checked.in_order(keys, await self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()}))
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         if limit <= 0:
@@ -255,7 +250,7 @@ class AsyncPostgresBackend(AsyncBackend):
         async with self._connection() as conn:
             cursors = await _pipelined(conn, stmts)
             records, rows = await cursors[0].fetchall(), await cursors[1].fetchall()
-        return _in_order(keys, records), await self._intact(log, rows, limit, reverse)
+        return checked.in_order(keys, records), await self._intact(log, rows, limit, reverse)
 
     async def _read_rows(
         self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool

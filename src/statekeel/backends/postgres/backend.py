@@ -6,9 +6,8 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeAlias, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -23,6 +22,7 @@ from ..tenant import TenantBackend
 from . import rows as checked
 from . import sql
 from .config import Settings, connect_kwargs, dsn, tenant_setting
+from .cursors import Conn, Connection, pipelined
 from .errors import RACES, RETRIES, map_error
 from .migrations import MIGRATIONS, SCHEMA_EXISTS, SCHEMA_TABLES, migration_sql
 from .ops import Params, Row, clamp
@@ -30,60 +30,6 @@ from .plan import Planner, Stmt, run_together
 from .search import PostgresMemoryIndex  # store.memory()'s native index (issue 16)
 
 __all__ = ["PostgresBackend", "tenant_setting"]
-
-
-class _Connection(psycopg.Connection[Row]):
-    """A connection that keeps its cursors: their adapter caches stay warm between calls (a new
-    cursor looks up a dumper for each parameter again)."""
-
-    _sk_cursors: list[psycopg.Cursor[Row]] | None = None
-
-    def sk_cursor(self, i: int = 0) -> psycopg.Cursor[Row]:
-        """Cursor ``i``: a pipeline's statements each need their own (each keeps its result)."""
-        if self._sk_cursors is None:
-            self._sk_cursors = []
-        return kept_cursor(self._sk_cursors, i, self.cursor)
-
-
-Conn: TypeAlias = _Connection
-WARM_CURSORS = 16
-"""Cursors a connection keeps for pipelines (a fresh cursor's dumper lookups cost ~0.1 ms a statement)."""
-_C = TypeVar("_C", psycopg.Cursor[Row], psycopg.AsyncCursor[Row])
-
-
-def kept_cursor(kept: list[_C], i: int, new: Callable[[], _C]) -> _C:
-    """Cursor ``i`` of a connection's ``kept`` ones; the first :data:`WARM_CURSORS` are kept, the
-    statements of a longer pipeline get new ones."""
-    if i < len(kept):
-        return kept[i]
-    cursor = new()
-    checked.json_as_bytes(cursor.adapters)
-    if i == len(kept) and i < WARM_CURSORS:
-        kept.append(cursor)
-    return cursor
-
-
-def _pipelined(conn: Conn, stmts: Sequence[Stmt]) -> list[psycopg.Cursor[Row]]:
-    """Run ``stmts`` in one pipeline — one implicit transaction — and raise the first error.
-
-    Errors are caught inside the block so psycopg does not log a warning about
-    the follow-up "pipeline aborted" error when it leaves pipeline mode.
-    """
-    cursors: list[psycopg.Cursor[Row]] = []
-    failed: psycopg.Error | None = None
-    try:
-        with conn.pipeline():
-            for i, (query, params) in enumerate(stmts):
-                try:
-                    cursors.append(conn.sk_cursor(i).execute(query, params, binary=True, prepare=True))
-                except psycopg.Error as exc:
-                    failed = exc
-                    break
-    except psycopg.Error as exc:
-        raise (failed or exc) from None
-    if failed is not None:
-        raise failed
-    return cursors
 
 
 # -- reads ---------------------------------------------------------------------
@@ -131,7 +77,7 @@ class PostgresBackend(Backend):
         # its first call: a server handling many tenants, or only their asyncio views, pays for
         # none of it until a tenant's sync call needs a connection
         self._connections: ConnectionPool[Conn] = ConnectionPool(
-            libpq_url, connection_class=_Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
+            libpq_url, connection_class=Connection, kwargs=kwargs, min_size=0 if tenant else cfg.pool_min,
             max_size=cfg.pool_max, timeout=cfg.timeout, open=False, name="statekeel",
             num_workers=1 if tenant else 3,
         )  # fmt: skip
@@ -141,7 +87,7 @@ class PostgresBackend(Backend):
             return
         with self._guard():
             # one direct connection first: a wrong URL or password fails now, clearly
-            with _Connection.connect(libpq_url, **kwargs) as conn:
+            with Connection.connect(libpq_url, **kwargs) as conn:
                 if migrate:
                     self._migrate(conn, check=False)
             self._connections.open(wait=False)
@@ -197,7 +143,7 @@ class PostgresBackend(Backend):
             if len(stmts) == 1:
                 cursor = conn.sk_cursor().execute(*stmts[0], binary=True, prepare=True)
                 return [cursor.fetchone() for _ in wanted]
-            cursors = _pipelined(conn, stmts)
+            cursors = pipelined(conn, stmts)
             return [cursors[i].fetchone() for i in wanted]
 
     # -- reads ---------------------------------------------------------------
@@ -211,9 +157,7 @@ class PostgresBackend(Backend):
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
-        rows = self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()})
-        found = {r[0]: checked.record(r) for r in rows}
-        return [found.get(k) for k in keys]
+        return checked.in_order(keys, self._rows(self._q.get_many, {"keys": list(keys), "now": time.time()}))
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         if limit <= 0:
@@ -245,6 +189,20 @@ class PostgresBackend(Backend):
         if values is None:
             return [(r[1], r[2]) for r in self._read_rows(log, 1, None, limit, reverse)]
         return values
+
+    def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """The records and the log's values in one round trip: the two queries pipelined on one
+        connection (one implicit transaction, one snapshot), as the asyncio backend does."""
+        if not keys or (limit is not None and limit <= 0):
+            return super().get_many_and_values(keys, log, limit=limit, reverse=reverse)
+        stmts = [(self._q.get_many, {"keys": list(keys), "now": time.time()}),
+                 (self._q.read_values, _read_params(log, 1, None, limit, reverse))]  # fmt: skip
+        with self._guard(), self._pool.connection() as conn:
+            records, rows = [c.fetchall() for c in pipelined(conn, stmts)]
+        values = checked.values_if_intact(log, rows)
+        return checked.in_order(keys, records), self.read_values(log, limit=limit, reverse=reverse) if values is None else values
 
     def _read_rows(self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool) -> Sequence[Row]:
         """The verified rows of :meth:`read`."""

@@ -18,7 +18,7 @@ from psycopg.types.string import ByteaBinaryLoader
 from ...protocol import Record
 from ...protocol.integrity import MASK, base_sum, crc32, head, verify_entry, verify_record
 
-__all__ = ["crc", "entries", "json_as_bytes", "record", "signed", "sum_param", "unsigned", "values_if_intact"]
+__all__ = ["crc", "entries", "in_order", "json_as_bytes", "record", "signed", "sum_param", "unsigned", "values_if_intact"]
 
 _SIGN = 0x80000000
 
@@ -116,3 +116,9 @@ def values_if_intact(log: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[by
     if list(map(crc32, datas, map(heads.__getitem__, codecs))) != list(map(_CRC, rows)):
         return None
     return list(zip(datas, codecs))
+
+
+def in_order(keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Record | None]:
+    """``get_many``'s rows as records in the order of ``keys`` (None: not found)."""
+    found = {r[0]: record(r) for r in rows}
+    return [found.get(k) for k in keys]

@@ -28,6 +28,7 @@ from ...protocol.checks import check_ops
 from ...protocol.keys import partition
 from .._loop_end import PerLoop
 from . import backend as sync_backend
+from . import records as recs
 from . import tail, values, wire
 from .aio_client import LoopClient
 from .backend import RedisBackend
@@ -36,7 +37,7 @@ from .faults import map_error
 __all__ = ["AsyncRedisBackend"]
 
 _T = TypeVar("_T")
-_Script = sync_backend._Script
+_Script = recs.Script
 _SCRIPTS = sync_backend._SCRIPTS
 
 
@@ -100,10 +101,10 @@ class AsyncRedisBackend(AsyncBackend):
     # -- reads ---------------------------------------------------------------
     async def get(self, key: str, *, include_expired: bool = False) -> Record | None:
         wire.utf8(key, "the key")
-        fields = sync_backend._RECORD_FIELDS
+        fields = recs.RECORD_FIELDS
         h = await self._call(lambda: self._redis.hmget(self._layout.kv(key), fields))
-        rec = sync_backend._record(key, h)
-        if rec is None or include_expired or sync_backend._alive(rec.expires_at, time.time()):
+        rec = recs.record(key, h)
+        if rec is None or include_expired or recs.alive(rec.expires_at, time.time()):
             return rec
         return None
 
@@ -111,7 +112,7 @@ class AsyncRedisBackend(AsyncBackend):
         async def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(self._layout.kv(key), sync_backend._RECORD_FIELDS)
+                pipe.hmget(self._layout.kv(key), recs.RECORD_FIELDS)
             return await pipe.execute()
 
         if not keys:
@@ -119,8 +120,8 @@ class AsyncRedisBackend(AsyncBackend):
         for key in keys:
             wire.utf8(key, "the key")
         now = time.time()
-        found = [sync_backend._record(k, h) for k, h in zip(keys, await self._call(run))]
-        return [r if r is not None and sync_backend._alive(r.expires_at, now) else None for r in found]
+        found = [recs.record(k, h) for k, h in zip(keys, await self._call(run))]
+        return [r if r is not None and recs.alive(r.expires_at, now) else None for r in found]
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         out: list[Record] = []
@@ -140,7 +141,7 @@ class AsyncRedisBackend(AsyncBackend):
         rows, dead = found
         if dead:
             await self._eval(sync_backend._CLEAN, [base + "keys"], [base, "k", *dead])
-        return [rec for r in rows if (rec := sync_backend._record(sync_backend._text(r[0]), r[1:])) is not None]
+        return [rec for r in rows if (rec := recs.record(recs.text(r[0]), r[1:])) is not None]
 
     async def scan_many(self, scans: Sequence[tuple[str, str | None, int]]) -> list[list[Record]]:
         """Scans each within one partition (a session's, a user's, the app's state): their scripts
@@ -180,7 +181,7 @@ class AsyncRedisBackend(AsyncBackend):
             page: list[Any] = await self._call(
                 lambda: self._redis.zrangebylex(self._layout.registry, lo, hi, 0, page_size)
             )
-            out += [sync_backend._text(m) for m in page]
+            out += [recs.text(m) for m in page]
             if len(page) < page_size:
                 return out
             lo = b"(" + page[-1]
@@ -232,8 +233,8 @@ class AsyncRedisBackend(AsyncBackend):
         h: list[Any] = await self._call(lambda: self._redis.hmget(head, ("f", "l", "ca", "ua", "ea")))
         if h[0] is None:
             return None
-        info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), sync_backend._opt_float(h[4]))
-        if not sync_backend._alive(info.expires_at, time.time()) or info.last_seq < info.first_seq:
+        info = LogInfo(log, int(h[0]), int(h[1]), float(h[2]), float(h[3]), recs.opt_float(h[4]))
+        if not recs.alive(info.expires_at, time.time()) or info.last_seq < info.first_seq:
             return None
         return info
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -24,14 +23,17 @@ from ...errors import (
 )
 from ...protocol import Append, Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record
 from ...protocol.checks import check_ops
-from ...protocol.integrity import verify_record
 from ...protocol.keys import partition
 from .._url import ParsedURL
-from . import lua, lua_light, lua_scan, wire
-from . import values
+from . import lua, lua_light, lua_scan, tail, values, wire
 from .aof import rewrite_aof
 from .faults import map_error as _map_error
-from .values import damaged as _damaged
+from .records import RECORD_FIELDS as _RECORD_FIELDS
+from .records import Script as _Script
+from .records import alive as _alive
+from .records import opt_float as _opt_float
+from .records import record as _record
+from .records import text as _text
 
 __all__ = ["RedisBackend", "LAYOUT_VERSION"]
 
@@ -47,18 +49,9 @@ _REDIS_OPTIONS = ("db", "client_name", "health_check_interval", "max_connections
 (a batch whose reply was lost must never be re-sent), ``protocol`` (the replies are parsed as RESP2)."""
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 """Passed through for ``rediss://`` only (a plain connection refuses them)."""
-_RECORD_FIELDS = ("d", "c", "v", "ca", "ua", "ea", "s")
 _REGISTRY_PAGE = 200
 _REGISTERED_CACHE = 100_000
 _T = TypeVar("_T")
-
-
-class _Script:
-    """A Lua script run by SHA, loaded again when the server lost it."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 _APPLY = _Script(lua.APPLY)
@@ -68,7 +61,7 @@ _READ_LOG = _Script(lua_scan.READ_LOG)
 _PURGE = _Script(lua_scan.PURGE)
 _CLEAN = _Script(lua_scan.CLEAN)
 _LIGHT = _Script(lua_light.LIGHT)  # APPLY for the everyday batch (wire.Batch.light)
-_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN, _LIGHT)
+_SCRIPTS = (_APPLY, _SCAN_KEYS, _SCAN_LOGS, _READ_LOG, _PURGE, _CLEAN, _LIGHT, tail.SCRIPT)
 
 
 def _client(url: ParsedURL) -> redis.Redis:
@@ -112,34 +105,6 @@ def _check_ints(url: ParsedURL) -> None:
             f"{url.redacted.split('?', 1)[0]}: the database in the path, {shown!r}, must be a whole number from 0 "
             f"to {2**31 - 1:,}, e.g. redis://host:6379/0"
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _opt_float(value: Any) -> float | None:
-    return float(value) if value else None
-
-
-def _record(key: str, h: Sequence[Any]) -> Record | None:
-    """The record from its hash fields (``_RECORD_FIELDS``), its checksum verified; None if absent."""
-    data, codec, version, created, updated, expires, stored = h
-    if version is None:
-        return None
-    try:
-        if not isinstance(data, bytes):
-            raise ValueError("its data field is missing")
-        rec = Record(key, data, _text(codec), int(version), float(created), float(updated), _opt_float(expires))
-        checksum = int(stored) if stored else None
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise _damaged(f"record {key!r}", exc, key) from None
-    verify_record(key, rec.codec, data, rec.version, checksum)
-    return rec
-
-
-def _alive(expires_at: float | None, now: float) -> bool:
-    return expires_at is None or expires_at > now
 
 
 class RedisBackend(Backend):
@@ -277,6 +242,25 @@ class RedisBackend(Backend):
         args = [repr(time.time()), 1, "", "" if limit is None else int(limit), "1" if reverse else "0"]
         reply = self._eval(_READ_LOG, [self._layout.log_head(log), self._layout.log_data(log)], args)
         return values.from_frames(log, int(reply[0]), reply[1]) if reply else []
+
+    def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """The records and the log's values in one round trip, one snapshot (:mod:`.tail`)."""
+        span = values.bounds(limit, reverse)
+        if span is None or not keys or not tail.one_round_trip(self.batch_scope, keys, log):
+            return super().get_many_and_values(keys, log, limit=limit, reverse=reverse)
+        now, layout = time.time(), self._layout
+        if limit is not None and reverse:
+            return tail.tail_found(keys, log, self._eval(tail.SCRIPT, *tail.tail_call(layout, keys, log, limit, now)), now)
+
+        def snapshot() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            tail.snapshot_into(pipe, layout, keys, log, span)
+            return pipe.execute()
+
+        records, found = tail.snapshot_found(keys, log, self._call(snapshot), reverse, now)
+        return records, self.read_values(log, limit=limit, reverse=reverse) if found is None else found
 
     def _snapshot(self, log: str, span: tuple[int, int]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=True)

@@ -1,4 +1,4 @@
-"""``get_many_and_values`` on Redis' asyncio client: a session's records and its history's tail at once.
+"""``get_many_and_values`` on Redis: a session's records and its history's tail at once (sync and asyncio).
 
 A chat turn's reload needs a few records (the session, its marks) and the newest
 entries of its log; the protocol's default reads them with two calls. Here one
@@ -21,16 +21,18 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import redis.asyncio as aredis
 from redis import exceptions as rx
 
 from ...protocol import BatchScope, Record
 from ...protocol.keys import partition
-from . import backend as sync_backend
+from . import records as recs
 from . import values, wire
 from .lua import READS
+
+if TYPE_CHECKING:  # the sync backend imports this module: it must not load asyncio
+    import redis.asyncio as aredis
 
 _T = TypeVar("_T")
 
@@ -52,7 +54,7 @@ class _Backend(Protocol):
         self, log: str, *, limit: int | None = None, reverse: bool = False
     ) -> list[tuple[bytes, str]]: ...
 
-__all__ = ["READ_TAIL", "aget_many_and_values"]
+__all__ = ["READ_TAIL", "SCRIPT", "aget_many_and_values", "one_round_trip", "snapshot_found", "snapshot_into", "tail_call", "tail_found"]
 
 READ_TAIL = READS + r"""
 -- KEYS = the records' BASE kv:KEY..., BASE logh:LOG, BASE log:LOG; ARGV = now, limit (>= 1).
@@ -79,21 +81,21 @@ out[#out + 1] = struct.pack('>i4', #seq) .. seq
 return {table.concat(out), redis.call('LRANGE', KEYS[n + 2], lo - last - 1, -1)}
 """
 
-_SCRIPT = sync_backend._Script(READ_TAIL)
+SCRIPT = recs.Script(READ_TAIL)
 Found = tuple[list[Record | None], list[tuple[bytes, str]]]
 
 
-def _one_round_trip(backend: _Backend, keys: Sequence[str], log: str) -> bool:
+def one_round_trip(batch_scope: BatchScope, keys: Sequence[str], log: str) -> bool:
     """Whether one script or transaction may read all of it (a cluster refuses one across slots)."""
     for key in keys:
         wire.utf8(key, "the key")
     wire.utf8(log, "the log")
-    return backend.batch_scope != "partition" or all(partition(k) == partition(log) for k in keys)
+    return batch_scope != "partition" or all(partition(k) == partition(log) for k in keys)
 
 
 def _records(keys: Sequence[str], replies: Sequence[Any], now: float) -> list[Record | None]:
-    found = [sync_backend._record(k, h) for k, h in zip(keys, replies)]
-    return [r if r is not None and sync_backend._alive(r.expires_at, now) else None for r in found]
+    found = [recs.record(k, h) for k, h in zip(keys, replies)]
+    return [r if r is not None and recs.alive(r.expires_at, now) else None for r in found]
 
 
 async def aget_many_and_values(
@@ -101,27 +103,39 @@ async def aget_many_and_values(
 ) -> Found:
     """:meth:`~statekeel.protocol.aio.AsyncBackend.get_many_and_values` in one round trip."""
     span = values.bounds(limit, reverse)
-    if span is None or not _one_round_trip(backend, keys, log):
+    if span is None or not one_round_trip(backend.batch_scope, keys, log):
         return await backend.get_many(keys), await backend.read_values(log, limit=limit, reverse=reverse)
-    if limit is not None and reverse:
-        return await _tail(backend, keys, log, limit)
-    return await _snapshot(backend, keys, log, limit, reverse, span)
-
-
-async def _tail(backend: _Backend, keys: Sequence[str], log: str, limit: int) -> Found:
-    layout = backend._layout
-    names = [*(layout.kv(k) for k in keys), layout.log_head(log), layout.log_data(log)]
     now = time.time()
-    args: list[Any] = [*names, repr(now), limit]
+    if limit is not None and reverse:
+        names, args = tail_call(backend._layout, keys, log, limit, now)
 
-    async def run() -> Any:
-        try:
-            return await backend._redis.evalsha(_SCRIPT.sha, len(names), *args)
-        except rx.NoScriptError:  # the server lost it (restart, SCRIPT FLUSH): load it and run it again
-            await backend._redis.script_load(_SCRIPT.source)
-            return await backend._redis.evalsha(_SCRIPT.sha, len(names), *args)
+        async def run() -> Any:
+            try:
+                return await backend._redis.evalsha(SCRIPT.sha, len(names), *names, *args)
+            except rx.NoScriptError:  # the server lost it (restart, SCRIPT FLUSH): load it and run it again
+                await backend._redis.script_load(SCRIPT.source)
+                return await backend._redis.evalsha(SCRIPT.sha, len(names), *names, *args)
 
-    packed, frames = await backend._call(run)
+        return tail_found(keys, log, await backend._call(run), now)
+
+    async def snapshot() -> list[Any]:
+        pipe = backend._redis.pipeline(transaction=True)
+        snapshot_into(pipe, backend._layout, keys, log, span)
+        return await pipe.execute()
+
+    records, found = snapshot_found(keys, log, await backend._call(snapshot), reverse, now)
+    return records, await backend.read_values(log, limit=limit, reverse=reverse) if found is None else found
+
+
+# -- the reads of both backends, without their I/O ------------------------------------------
+def tail_call(layout: wire.Layout, keys: Sequence[str], log: str, limit: int, now: float) -> tuple[list[str], list[Any]]:
+    """READ_TAIL's keys and arguments for the records ``keys`` and the newest ``limit`` entries of ``log``."""
+    return [*(layout.kv(k) for k in keys), layout.log_head(log), layout.log_data(log)], [repr(now), limit]
+
+
+def tail_found(keys: Sequence[str], log: str, reply: Any, now: float) -> Found:
+    """The records and values of READ_TAIL's ``reply``."""
+    packed, frames = reply
     items = _split(packed)
     fields = 7 * len(keys)
     records = _records(keys, [items[i : i + 7] for i in range(0, fields, 7)], now)
@@ -147,26 +161,21 @@ def _split(blob: bytes) -> list[Any]:
     return out
 
 
-async def _snapshot(
-    backend: _Backend, keys: Sequence[str], log: str, limit: int | None, reverse: bool, span: tuple[int, int]
-) -> Found:
-    layout = backend._layout
+def snapshot_into(pipe: Any, layout: wire.Layout, keys: Sequence[str], log: str, span: tuple[int, int]) -> None:
+    """Queue on a MULTI/EXEC ``pipe`` (sync or asyncio) the records' HMGETs and the log's snapshot."""
+    for key in keys:
+        pipe.hmget(layout.kv(key), recs.RECORD_FIELDS)
+    pipe.hmget(layout.log_head(log), ("f", "l", "ea"))
+    pipe.llen(layout.log_data(log))
+    pipe.lrange(layout.log_data(log), *span)
 
-    async def run() -> list[Any]:
-        pipe = backend._redis.pipeline(transaction=True)
-        for key in keys:
-            pipe.hmget(layout.kv(key), sync_backend._RECORD_FIELDS)
-        pipe.hmget(layout.log_head(log), ("f", "l", "ea"))
-        pipe.llen(layout.log_data(log))
-        pipe.lrange(layout.log_data(log), *span)
-        return await pipe.execute()
 
-    reply = await backend._call(run)
-    now = time.time()
+def snapshot_found(
+    keys: Sequence[str], log: str, reply: list[Any], reverse: bool, now: float
+) -> tuple[list[Record | None], list[tuple[bytes, str]] | None]:
+    """The records and values of a :func:`snapshot_into` transaction's ``reply``; the values None when
+    the snapshot does not add up (:func:`.values.first_seq`: the caller reads them with ``read_values``)."""
     head, length, frames = reply[len(keys) :]
     first = values.first_seq(head, length, len(frames), reverse, now)
-    if first is None:
-        found = await backend.read_values(log, limit=limit, reverse=reverse)
-    else:
-        found = values.from_frames(log, first, frames) if first else []
+    found = None if first is None else values.from_frames(log, first, frames) if first else []
     return _records(keys, reply[: len(keys)], now), found

@@ -50,6 +50,8 @@ def values(log: str, first: int, frames: Sequence[bytes]) -> list[tuple[bytes, s
             mid = raw.index(b"|", bar)  # ends len(codec)
             start = mid + 1
             at = start + int(raw[bar:mid])
+            if not start <= at <= len(raw):  # a codec name longer than what is left (or negative): damaged
+                return None
             name = raw[start:at]
             codec = codecs.get(name)
             if codec is None:

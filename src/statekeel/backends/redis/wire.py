@@ -277,6 +277,8 @@ def unframe(raw: bytes) -> tuple[float, str, bytes, int | None]:
         stored, raw = _SUM.unpack_from(raw, 1)[0], raw[5:]
     created, size, rest = raw.split(b"|", 2)
     n = int(size)
+    if not 0 <= n <= len(rest):
+        raise ValueError(f"its codec name is {n} bytes long but {len(rest)} are left")
     return float(created), rest[:n].decode(), rest[n:], stored
 
 
