@@ -98,10 +98,28 @@ class AsyncSealedBackend(AsyncBackend):
         return [Entry(log, e.seq, data, codec, e.created_at) for e, (data, codec) in zip(entries, opened)]
 
     async def read_values(self, log: str, *, limit: int | None = None, reverse: bool = False) -> list[tuple[bytes, str]]:
-        sealed, values = self._sealed, await self._inner.read_values(log, limit=limit, reverse=reverse)
+        return await self._opened_values(log, await self._inner.read_values(log, limit=limit, reverse=reverse), limit, reverse)
+
+    async def get_many_and_values(
+        self, keys: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """One call beneath (one round trip on PostgreSQL and Redis), every record and value opened here."""
+        found, values = await self._inner.get_many_and_values(keys, log, limit=limit, reverse=reverse)
+        sealed = self._sealed
+        for rec in found:
+            if rec is not None:
+                sealed.saw(rec)
+        records = await self._keyed(lambda: [None if r is None else sealed.open_record(r) for r in found])
+        return records, await self._opened_values(log, values, limit, reverse)
+
+    async def _opened_values(
+        self, log: str, values: list[tuple[bytes, str]], limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, str]]:
+        """:meth:`SealedBackend.opened_values`, its reads awaited: in bulk at the first seq known, else
+        at the one the log's bounds give, else entry by entry."""
+        sealed, n = self._sealed, len(values)
         if not values:
             return []
-        n = len(values)  # as SealedBackend.read_values: in bulk at the seq known, else asked, else entry by entry
         found = await self._keyed(lambda: sealed.opened_run(log, values, sealed.first_known(log, n, reverse)))
         if found is None:
             first = first_of(await self.log_info(log), n, reverse)
