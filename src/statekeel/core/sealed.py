@@ -198,12 +198,16 @@ class SealedBackend(Backend):
     ) -> list[tuple[bytes, str]]:
         """``read_values`` of ``log`` opened, from ``values`` as stored: in bulk at the first seq this
         handle knows, else at the one the log's bounds give, else entry by entry (naming what it refuses)."""
-        if not values:
-            return []
+        if self.as_stored(log, values):
+            return values
         found = self.opened_run(log, values, self.first_known(log, len(values), reverse))
         if found is None:
             found = self.opened_run(log, values, first_of(self.log_info(log), len(values), reverse))
         return self.opened(log, self._inner.read(log, limit=limit, reverse=reverse)) if found is None else found
+
+    def as_stored(self, log: str, values: list[tuple[bytes, str]]) -> bool:
+        """Whether ``values`` of ``log`` are returned as stored: none, or a log plain by design."""
+        return not values or self._clear(self._prefix + log) and not any(c.endswith(_STEP) for _, c in values)
 
     def first_known(self, log: str, n: int, reverse: bool) -> int | None:
         """The seq of the first of the ``n`` values ``read_values`` returned, as this handle knows

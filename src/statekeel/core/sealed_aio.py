@@ -118,8 +118,8 @@ class AsyncSealedBackend(AsyncBackend):
         """:meth:`SealedBackend.opened_values`, its reads awaited: in bulk at the first seq known, else
         at the one the log's bounds give, else entry by entry."""
         sealed, n = self._sealed, len(values)
-        if not values:
-            return []
+        if sealed.as_stored(log, values):
+            return values
         found = await self._keyed(lambda: sealed.opened_run(log, values, sealed.first_known(log, n, reverse)))
         if found is None:
             first = first_of(await self.log_info(log), n, reverse)
