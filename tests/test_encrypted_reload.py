@@ -122,6 +122,21 @@ def test_damage_is_still_refused_naming_the_entry(open_enc: Callable[[], stateke
     assert s.history() == _msgs(6)
 
 
+def test_a_history_under_two_data_key_versions_opens_in_bulk(open_enc: Callable[[], statekeel.Store]) -> None:
+    """A rotation not yet re-encrypted: the entries before it under the old data key, after it the new."""
+    store = open_enc()
+    s = store.session("s1")
+    s.append(*_msgs(4))
+    assert store.keyring is not None and store.keyring.new_version("session/s1") == 2
+    fresh = open_enc()  # knows only the new version as current; reads the old one on demand
+    fresh.session("s1").append(*_msgs(3, 4))
+    assert {e.data[1:5] for e in store.storage.read(LOG)} == {b"\0\0\0\x01", b"\0\0\0\x02"}
+    calls: list[str] = []
+    _sealed(fresh, calls)
+    assert fresh.session("s1").history() == _msgs(7) and fresh.session("s1").history(last=5) == _msgs(5, 2)
+    assert "opened" not in calls
+
+
 def test_plaintext_planted_in_the_history_is_refused(open_enc: Callable[[], statekeel.Store]) -> None:
     store = open_enc()
     store.session("s1").append(*_msgs(4))

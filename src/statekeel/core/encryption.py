@@ -188,27 +188,34 @@ class Cipher:
                 out.append(self.open(data, where, b"e", seq))  # raises, naming the entry
         return out
 
-
     def open_run(self, where: str, first: int, datas: Sequence[bytes]) -> list[bytes] | None:
         """:meth:`open` of entries ``first, first + 1, …`` of the log at ``where``, all or none: the
-        reload of a history in C loops (no Python step per entry). None — nothing is raised — when
-        they are not all sealed in this format under one data key version, or one fails
-        authentication: then the caller opens them one by one, which names the entry. A success
-        proves the seqs too: each entry's associated data binds the seq it was sealed at."""
+        reload of a history in C loops (no Python step per entry), under each data key version they
+        name (a rotation not yet re-encrypted mixes two). None — nothing is raised — when one is not
+        in this format or fails authentication: then the caller opens them one by one, which names
+        the entry. A success proves the seqs too: each entry's associated data binds its seq."""
         if not datas:
             return []
-        heads = set(map(_HEAD, datas))
-        if len(heads) != 1 or min(map(len, datas)) < 33:
+        heads = list(map(_HEAD, datas))
+        if min(map(len, datas)) < 33:
             return None
-        head = heads.pop()
-        if head[0] != _FORMAT:
-            return None
-        version = int.from_bytes(head[1:5], "big")
-        aead = self.keyring.get(keys.partition(where), version).aead
-        fixed = _aad(where, version, b"e", 0)[:-8]
-        aads = map(fixed.__add__, map(_SEQ.pack, range(first, first + len(datas))))
+        partition, keyed = keys.partition(where), dict[bytes, tuple[Any, bytes]]()
+        for head in set(heads):
+            if head[0] != _FORMAT:
+                return None
+            version = int.from_bytes(head[1:5], "big")
+            keyed[head] = (self.keyring.get(partition, version).aead, _aad(where, version, b"e", 0)[:-8])
+        aeads, fixed = [k[0] for k in keyed.values()], [k[1] for k in keyed.values()]
+        if len(keyed) == 1:
+            aads = map(fixed[0].__add__, map(_SEQ.pack, range(first, first + len(datas))))
+            opens = map(aeads[0].decrypt, map(_NONCE, datas), map(_BODY, datas), aads)
+        else:
+            index = {head: i for i, head in enumerate(keyed)}
+            at = list(map(index.__getitem__, heads))
+            aads = map(bytes.__add__, map(fixed.__getitem__, at), map(_SEQ.pack, range(first, first + len(datas))))
+            opens = map(type(aeads[0]).decrypt, map(aeads.__getitem__, at), map(_NONCE, datas), map(_BODY, datas), aads)
         try:
-            return list(map(aead.decrypt, map(_NONCE, datas), map(_BODY, datas), aads))
+            return list(opens)
         except _keyring.InvalidTag:
             return None
 
