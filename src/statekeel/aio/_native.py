@@ -292,9 +292,12 @@ async def commit_once(backend: AsyncBackend, sc: SessionCore, writes: SessionWri
 # -- reads ---------------------------------------------------------------------------------
 async def history(backend: AsyncBackend, session: Session, last: int | None) -> list[Any] | None:
     """``session.history(last)`` natively; None when a restore hid part of it (the worker reads it)."""
-    log = session._log  # the view and the values in one call: one round trip on PostgreSQL and Redis
-    (view,), items = await backend.get_many_and_values(
-        [layout.session_view_key(session.id)], log, limit=last, reverse=last is not None)
+    log, view_key = session._log, layout.session_view_key(session.id)
+    if last is None:  # a whole history: the view first (a restored one is read by the worker, not twice)
+        if await backend.get(view_key) is not None:
+            return None
+        return session._core.codec.decode_many(await backend.read_values(log), log)
+    (view,), items = await backend.get_many_and_values([view_key], log, limit=last, reverse=True)  # one round trip
     return None if view is not None else session._core.codec.decode_many(items, log)
 
 

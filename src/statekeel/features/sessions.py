@@ -176,11 +176,12 @@ class Session:
         """The appended values, oldest first; ``last=N`` costs O(N), not O(history)."""
         if not _wants_any(last):
             return []
-        if include_hidden:
-            view, items = None, self._backend.read_values(self._log, limit=last, reverse=last is not None)
-        else:  # the view and the values in one call (one round trip where the backend can), no Entry objects
+        if last is None or include_hidden:  # a whole history: the view first, so a restored one is not read twice
+            view = self._view(include_hidden)
+            items = self._backend.read_values(self._log, limit=last, reverse=last is not None) if view is None else []
+        else:  # the newest N: the view and the values in one call (one round trip where the backend can)
             (view,), items = self._backend.get_many_and_values(
-                [layout.session_view_key(self.id)], self._log, limit=last, reverse=last is not None)
+                [layout.session_view_key(self.id)], self._log, limit=last, reverse=True)
         if view is not None:  # restored: its hidden ranges left out
             items = [(e.data, e.codec) for e in self._entries(last, 1, None, view)]
         return self._core.codec.decode_many(items, self._log)

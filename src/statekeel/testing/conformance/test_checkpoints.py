@@ -56,6 +56,7 @@ def test_checkpoint_restore_rolls_state_back_and_hides_later_history(store: Stor
     assert s.state.to_dict() == {"x": 1, "gone-later": "keep me"}
     assert s.history() == ["m1", "m2"] and s.history(last=5) == ["m1", "m2"]
     assert s.history(include_hidden=True) == ["m1", "m2", "m3", "m4"]  # kept, not destroyed
+    assert s.history(last=3, include_hidden=True) == ["m2", "m3", "m4"] and s.history(last=1) == ["m2"]
     assert [m.seq for m in s.messages(include_hidden=True)] == [1, 2, 3, 4]
     assert len(s) == 4 and s.hidden_ranges() == [(3, 4)]
     s.append("m5")
