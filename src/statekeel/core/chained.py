@@ -67,6 +67,8 @@ class ChainedBackend(Backend):
         self._log_spots: dict[str, tuple[str, str, EntryTagger] | None] = {}
         self._record_spots: dict[str, tuple[str, str, RecordTagger] | None] = {}
         self._head_records: dict[str, tuple[str, RecordTagger]] = {}
+        self._verified: dict[str, tuple[tuple[str, int, str, float], bytes, Head]] = {}
+        """partition -> the head record last verified (its fields and bytes) and its decoded head."""
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
         self._store_floors: Callable[[], dict[str, tuple[int, float | None]]] | None = None
@@ -157,9 +159,16 @@ class ChainedBackend(Backend):
                                  f"version {floor[0]}: the store (or this partition) was rolled back")  # fmt: skip
         if rec is None:
             return None, Head(), None
+        seen = self._verified.get(partition)  # the same bytes as the head verified last: the same answer
+        if seen is not None and seen[0] == (rec.key, rec.version, rec.codec, rec.created_at) and seen[1] == rec.data:
+            return rec.version, seen[2], rec.created_at
         where = self._prefix + rec.key
         value, codec = open_value(self._key, rec, where)
-        return rec.version, Head.decode(value, where), rec.created_at
+        head = Head.decode(value, where)  # never changed in place: writers plan on a copy
+        if len(self._verified) >= 4096:  # a reader names the same few partitions
+            self._verified.clear()
+        self._verified[partition] = ((rec.key, rec.version, rec.codec, rec.created_at), rec.data, head)
+        return rec.version, head, rec.created_at
 
     def _head_record(self, partition: str) -> tuple[str, RecordTagger]:
         """The key of ``partition``'s head record and its tagger (memoised: a writer puts the same
