@@ -145,7 +145,7 @@ SURFACE: dict[str, dict[str, Kind]] = {
         **dict.fromkeys(("forget_batch", "learn", "needed", "opened", "retries", "saw", "saw_log", "seal_batch"),
                         TENANT),
         # opening a reload in bulk (core/sealed_runs.py): this view's values, at seqs it knows
-        **dict.fromkeys(("as_stored", "first_known", "opened_run", "opened_values"), TENANT),
+        **dict.fromkeys(("as_stored", "first_known", "opened_records", "opened_run", "opened_values"), TENANT),
         **dict.fromkeys(("batch_scope", "short_messages", "url"), VALUE),
         "storage": OBJECT, "policy": OBJECT, "locked": VALUE, "is_stale": TENANT, "over": NOTHING,  # over() seals under this tenant's prefix only
         "close": NOTHING, "purge_expired": NOTHING, "migrate": NOTHING,

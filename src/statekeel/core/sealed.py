@@ -160,11 +160,14 @@ class SealedBackend(Backend):
         return self.open_record(rec)
 
     def get_many(self, keys: Sequence[str]) -> list[Record | None]:
-        out = self._inner.get_many(keys)
-        for rec in out:
+        return self.opened_records(self._inner.get_many(keys))
+
+    def opened_records(self, found: list[Record | None]) -> list[Record | None]:
+        """``found`` (records as stored, None where absent) opened, each one's version remembered."""
+        for rec in found:
             if rec is not None:
                 self.saw(rec)
-        return [None if rec is None else self.open_record(rec) for rec in out]
+        return [None if rec is None else self.open_record(rec) for rec in found]
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         page = self._inner.scan(prefix, after=after, limit=limit)
@@ -188,10 +191,7 @@ class SealedBackend(Backend):
     ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
         """One call beneath (one round trip where the backend can), every record and value opened here."""
         records, values = self._inner.get_many_and_values(keys, log, limit=limit, reverse=reverse)
-        for rec in records:
-            if rec is not None:
-                self.saw(rec)
-        return [None if r is None else self.open_record(r) for r in records], self.opened_values(log, values, limit, reverse)
+        return self.opened_records(records), self.opened_values(log, values, limit, reverse)
 
     def opened_values(
         self, log: str, values: list[tuple[bytes, str]], limit: int | None, reverse: bool

@@ -72,11 +72,8 @@ class AsyncSealedBackend(AsyncBackend):
         return await self._keyed(lambda: self._sealed.open_record(rec))
 
     async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
-        found, sealed = await self._inner.get_many(keys), self._sealed
-        for rec in found:
-            if rec is not None:
-                sealed.saw(rec)
-        return await self._keyed(lambda: [None if r is None else sealed.open_record(r) for r in found])
+        found = await self._inner.get_many(keys)
+        return await self._keyed(lambda: self._sealed.opened_records(found))
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         page, sealed = await self._inner.scan(prefix, after=after, limit=limit), self._sealed
@@ -105,11 +102,7 @@ class AsyncSealedBackend(AsyncBackend):
     ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
         """One call beneath (one round trip on PostgreSQL and Redis), every record and value opened here."""
         found, values = await self._inner.get_many_and_values(keys, log, limit=limit, reverse=reverse)
-        sealed = self._sealed
-        for rec in found:
-            if rec is not None:
-                sealed.saw(rec)
-        records = await self._keyed(lambda: [None if r is None else sealed.open_record(r) for r in found])
+        records = await self._keyed(lambda: self._sealed.opened_records(found))
         return records, await self._opened_values(log, values, limit, reverse)
 
     async def _opened_values(
