@@ -8,9 +8,10 @@ clock (a changed timestamp).
 
 from __future__ import annotations
 
+import enum
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final, TypeVar
 
@@ -19,8 +20,9 @@ from ..protocol import Backend, Entry, LogInfo, Record, keys
 from . import layout
 from .chain import CLOCK, STEP, TRAILER, ChainKey, Head, LogHead, alive, split_trailer
 
-__all__ = ["MOVED", "READS", "EntryWindow", "against_head", "check_entries", "check_log_info", "check_record", "check_scan",
-           "consistent", "open_value", "unchained"]
+__all__ = ["MOVED", "READS", "UNREAD", "EntryWindow", "Unread", "against_head", "check_entries", "check_log_info",
+           "check_record", "check_records", "check_scan", "consistent", "head_parts", "moved_from", "open_value",
+           "unchained"]
 
 T = TypeVar("T")
 
@@ -70,6 +72,23 @@ def check_record(
         raise IntegrityError(f"the record {where!r} is version {rec.version} but its chain head has version "
                              f"{known.version}: an older version was restored")  # fmt: skip
     return replace(rec, data=value, codec=codec)
+
+
+def head_parts(plain: Callable[[str], bool], names: Sequence[str], log: str | None = None) -> list[str]:
+    """The partitions whose heads a read of the records ``names`` (and of ``log``) is checked against, sorted."""
+    parts = {keys.partition(k) for k in names if not plain(k)}
+    if log is not None:
+        parts.add(keys.partition(log))
+    return sorted(parts)
+
+
+def check_records(
+    key: ChainKey, prefix: str, plain: Callable[[str], bool], names: Sequence[str], found: Sequence[Record | None],
+    heads: dict[str, Head],
+) -> list[Record | None]:
+    """The records of ``names`` as ``found``, each checked against its partition's head (plain ones as stored)."""
+    return [rec if plain(k) else check_record(key, prefix, k, rec, heads[keys.partition(k)])
+            for k, rec in zip(names, found)]  # fmt: skip
 
 
 def check_log_info(where: str, info: LogInfo | None, known: LogHead | None) -> LogInfo | None:
@@ -227,24 +246,42 @@ MOVED: Final = 1000
 """Reads of a log redone because writers moved its head meanwhile, before giving up."""
 
 
+class Unread(enum.Enum):
+    """A head record not read yet (:func:`against_head` reads it)."""
+
+    UNREAD = "unread"
+
+
+UNREAD: Final = Unread.UNREAD
+
+
 def against_head(
     inner: Backend, known_in: Callable[[Record | None, str], LogHead | None], prefix: str, log: str,
-    check: Callable[[LogHead | None], T],
+    check: Callable[[LogHead | None], T], before: Record | None | Unread = UNREAD,
 ) -> T:
     """``check`` a read of ``log`` against its head (``known_in(head record, partition)`` is the log's entry
     in it), read just before. The two are separate reads: when the check fails the head is read again, and if a batch moved it meanwhile (the log read may
     be newer than the head) the whole read is done again — only a disagreement with a head that
-    nothing moved is believed (a seqlock: writers move the head and the log in one batch)."""
+    nothing moved is believed (a seqlock: writers move the head and the log in one batch).
+    ``before``: the head record, when the caller read it already (with the records it reads beside the log);
+    after a moved head, the head read after the log is the next attempt's first read."""
     part = keys.partition(log)
     head_key = layout.chain_head_key(part)
     for _ in range(MOVED):
-        before = inner.get(head_key)
+        if before is Unread.UNREAD:
+            before = inner.get(head_key)
         known = known_in(before, part)
         try:
             return check(known)
         except IntegrityError:
             after = inner.get(head_key)
-            if (None if before is None else before.version) == (None if after is None else after.version):
+            if moved_from(before) == moved_from(after):
                 raise
+            before = after
     raise IntegrityError(f"the chain head of {prefix + part!r} kept moving while the log was read "
                          f"({MOVED} times); the writers are too busy for a checked read — try again")
+
+
+def moved_from(head: Record | None) -> int | None:
+    """A head record's version (None: none stored): what a seqlock compares."""
+    return None if head is None else head.version

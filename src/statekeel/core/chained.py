@@ -23,25 +23,23 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Final, TypeVar
 
 from ..errors import ConflictError, IntegrityError
-from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, LogInfo,
-                        MigrationStatus, Op, OpResult, Put, Record, Rewrite, Touch, Trim, keys, op_target)
+from ..protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record, keys
 from ..protocol.checks import check_ops
 from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain_ops import HeadLookup, as_given, resolved, touches
+from .chain import ChainKey, EntryTagger, Head, LogHead, RecordTagger, kept
+from .chain_ops import HeadLookup, resolved
+from .chain_plan import BatchPlan
+from .chain_reads import (UNREAD, Unread, against_head, check_entries, check_log_info, check_record, check_records,
+                          check_scan, consistent, head_parts, open_value, unchained)
 from .keyring import NO_IO
-from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, kept,
-                    split_trailer, trailer)
 from .sealed import SealedBackend
-from .chain_reads import (against_head, check_entries, check_log_info, check_record, check_scan, consistent, open_value,
-                          unchained)
 
-__all__ = ["BatchPlan", "ChainedBackend"]
+__all__ = ["BatchPlan", "ChainedBackend"]  # BatchPlan: from chain_plan, where it lives
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -203,14 +201,29 @@ class ChainedBackend(Backend):
         return check_record(self._key, self._prefix, key, rec, self.head_of(hrec, part), include_expired)
 
     def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
-        return consistent(lambda: self._get_many(keys_))
+        return consistent(lambda: self._get_many(keys_)[0])
 
-    def _get_many(self, keys_: Sequence[str]) -> list[Record | None]:
-        parts = sorted({keys.partition(k) for k in keys_ if not self._plain(k)})
+    def _get_many(
+        self, keys_: Sequence[str], log: str | None = None
+    ) -> tuple[list[Record | None], dict[str, Record | None]]:
+        """The records of ``keys_``, checked, and the head records read with them by partition (``log``'s too)."""
+        parts = head_parts(self._plain, keys_, log)
         found = self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
-        heads = {p: self.head_of(r, p) for p, r in zip(parts, found[len(keys_):])}
-        return [rec if self._plain(k) else check_record(self._key, self._prefix, k, rec, heads[keys.partition(k)])
-                for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
+        read = dict(zip(parts, found[len(keys_):]))
+        heads = {p: self.head_of(r, p) for p, r in read.items()}
+        return check_records(self._key, self._prefix, self._plain, keys_, found, heads), read
+
+    def get_many_and_values(
+        self, keys_: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """The records and the log's values in two round trips, not three: the log's head is read with the
+        records, and is the first head read of the log's check (:func:`.against_head`)."""
+        def read() -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+            records, heads = self._get_many(keys_, log)
+            checked = self._checked(log, 1, None, limit, reverse, heads[keys.partition(log)])
+            return records, [(value, codec) for _, value, codec, _ in checked]
+
+        return consistent(read)
 
     def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         return consistent(lambda: self._scan(prefix, after, limit))
@@ -238,17 +251,19 @@ class ChainedBackend(Backend):
         return [(value, codec) for _, value, codec, _ in self._checked(log, 1, None, limit, reverse)]
 
     def _checked(
-        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool
+        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool,
+        before: Record | None | Unread = UNREAD,
     ) -> list[tuple[int, bytes, str, float]]:
         return self._against_head(log, lambda known: check_entries(
-            self._key, self._prefix, self._inner, log, known, start=start, stop=stop, limit=limit, reverse=reverse))
+            self._key, self._prefix, self._inner, log, known, start=start, stop=stop, limit=limit, reverse=reverse),
+            before)  # fmt: skip
 
     def log_info(self, log: str) -> LogInfo | None:
         return self._against_head(log, lambda known: check_log_info(self._prefix + log, self._inner.log_info(log), known))
 
-    def _against_head(self, log: str, check: Callable[[LogHead | None], T]) -> T:
+    def _against_head(self, log: str, check: Callable[[LogHead | None], T], before: Record | None | Unread = UNREAD) -> T:
         return against_head(self._inner, lambda rec, part: self.head_of(rec, part).logs.get(self._prefix + log),
-                            self._prefix, log, check)  # fmt: skip
+                            self._prefix, log, check, before)  # fmt: skip
 
     def scan_logs(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[LogInfo]:
         return self._inner.scan_logs(prefix, after=after, limit=limit)
@@ -300,198 +315,3 @@ class ChainedBackend(Backend):
 
     def close(self) -> None:
         self._inner.close()
-
-
-_HEAD_CODEC: Final = "json" + STEP
-"""The stored codec of a head record."""
-
-
-class BatchPlan:
-    """One attempt at a batch: the sealed ops and the heads they leave."""
-
-    def __init__(self, backend: ChainedBackend, clock: float) -> None:
-        self.b = backend
-        self.clock = clock
-        self.stamp = trailer(clock, b"")
-        """The trailer's first part (the clock, packed once: every value of the batch carries it)."""
-        self.heads: dict[str, tuple[int | None, Head, float | None]] = {}
-        """The heads this batch changes (every head it looks at, it changes), by partition."""
-        self.order: list[str] = []
-        """The partitions in the order their heads are put (sorted: writers lock them alike)."""
-
-    def _head(self, target: str, part: str | None = None) -> Head:
-        part = keys.partition(target) if part is None else part
-        planned = self.heads.get(part)
-        if planned is None:
-            planned = self.heads[part] = self.b._head_for_write(part)
-        return planned[1]
-
-    def _where(self, key: str) -> str:
-        return self.b._prefix + key
-
-    def seal(self, op: Op) -> Op:
-        kind = type(op)  # the ops of a turn first, by exact type (an isinstance chain costs per op)
-        if kind is Append:
-            assert isinstance(op, Append)
-            spot = self.b._log_spot(op.log)
-            return op if spot is None else self._append(op, *spot)
-        if kind is Put:
-            assert isinstance(op, Put)
-            rspot = self.b._record_spot(op.key)
-            return op if rspot is None else self._put(op, *rspot)
-        if isinstance(op, Expire):
-            return self._expire(op)
-        if self.b._plain(op_target(op)):
-            return op
-        if isinstance(op, Put):
-            where = self._where(op.key)
-            return self._put(op, keys.partition(op.key), where, self.b._key.record_tagger(where))
-        if isinstance(op, Append):
-            where = self._where(op.log)
-            return self._append(op, keys.partition(op.log), where, self.b._key.entry_tagger(where))
-        if isinstance(op, Delete):
-            self._head(op.key).records.pop(self._where(op.key), None)
-        elif isinstance(op, Touch) and op.expires_at is not KEEP:
-            head, name = self._head(op.key), self._where(op.key)
-            if (record := head.records.get(name)) is not None and touches(op, record, self.clock):
-                head.records[name] = record._replace(expires=op.expires_at)
-            if op.refresh is None and (log := head.logs.get(name)) is not None:
-                head.logs[name] = log._replace(expires=op.expires_at)
-        elif isinstance(op, Trim):
-            self._trim(op)
-        elif isinstance(op, Rewrite):
-            return self._rewrite(op)
-        elif isinstance(op, Load):
-            return Load(self._load(op.record))
-        elif isinstance(op, LoadEntries):
-            return self._load_entries(op)
-        return op
-
-    def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
-        records, clock = self._head(op.key, part).records, self.clock
-        known = records.get(where)
-        if known is not None and (known.expires is None or known.expires > clock):
-            current: int | None = known.version
-            version, created = known.version + 1, known.created
-        else:
-            current, version, created = None, 1, clock
-        tag = tag_of(version, op.codec, op.data, created, clock)
-        expires = op.expires_at
-        kept = expires if expires is not KEEP else None if known is None else known.expires
-        records[where] = RecordHead(version, tag, created, kept)
-        expect = current if op.expect is ANY else op.expect
-        return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, expires)
-
-    def _append(self, op: Append, part: str, where: str, tag_of: EntryTagger) -> Append:
-        logs, clock, stamp = self._head(op.log, part).logs, self.clock, self.stamp
-        known = logs.get(where)
-        if known is not None and not (known.expires is None or known.expires > clock):
-            known = None  # an expired log starts again at 1
-        first = seq = 1 if known is None else known.last + 1
-        prev = ZERO_TAG if known is None else known.tag
-        items = []
-        for data, codec in op.items:
-            prev = tag_of(seq, codec, data, clock, prev)
-            items.append((data + stamp + prev, codec + STEP))
-            seq += 1
-        expires = op.expires_at
-        if items:
-            kept = expires if expires is not KEEP else None if known is None else known.expires
-            logs[where] = (LogHead(first, ZERO_TAG, seq - 1, prev, kept) if known is None
-                           else LogHead(known.first, known.before, seq - 1, prev, kept))  # fmt: skip
-        return Append(op.log, tuple(items), expires, first if op.at is None else op.at)
-
-    def _trim(self, op: Trim) -> None:
-        logs = self._head(op.log).logs
-        known = logs.get(self._where(op.log))
-        if known is None:
-            return
-        first = max(known.first, min(op.before, known.last + 1))
-        if first > known.first:
-            before = known.tag if first - 1 == known.last else self._tag_of(op.log, first - 1)
-            logs[self._where(op.log)] = known._replace(first=first, before=before)
-
-    def _stored(self, log: str, seq: int) -> tuple[Entry, bytes, float, bytes] | None:
-        """Entry ``seq`` of ``log`` as stored beneath the chain, with its value, clock and tag."""
-        found = self.b._inner.read(log, start=seq, stop=seq + 1)
-        return (found[0], *split_trailer(found[0].data, self._where(log))) if found else None
-
-    def _tag_of(self, log: str, seq: int) -> bytes:
-        stored = self._stored(log, seq)
-        if stored is None:
-            raise IntegrityError(f"entry {seq} of log {self._where(log)!r} is missing beneath the chain")
-        return stored[3]
-
-    def _rewrite(self, op: Rewrite) -> Rewrite:
-        """Re-encoding the same value keeps its place in the chain; anything else would change history."""
-        stored = self._stored(op.log, op.seq)
-        if stored is None:
-            return op  # nothing to rewrite: the backend reports False
-        entry, value, clock, tag = stored
-        if value != op.data or entry.codec != op.codec + STEP:
-            raise IntegrityError(f"entry {op.seq} of {self._where(op.log)!r} is chained: a rewrite may re-encode "
-                                 "it (key rotation) but not change its value")  # fmt: skip
-        return replace(op, data=op.data + trailer(clock, tag), codec=op.codec + STEP)
-
-    def _load(self, rec: Record) -> Record:
-        tag = self.b._key.record_tag(self._where(rec.key), rec.version, rec.codec, rec.data, rec.created_at,
-                                     rec.updated_at)  # fmt: skip
-        self._head(rec.key).records[self._where(rec.key)] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
-        return replace(rec, data=rec.data + trailer(rec.updated_at, tag), codec=rec.codec + STEP)
-
-    def _load_entries(self, op: LoadEntries) -> LoadEntries:
-        head = self._head(op.log)
-        known = head.logs.get(self._where(op.log))
-        out: list[Entry] = []
-        for e in op.entries:
-            if known is not None and e.seq <= known.last:
-                continue  # the backend skips it too (re-running a copy)
-            prev = known.tag if known else ZERO_TAG
-            tag = self.b._key.entry_tag(self._where(op.log), e.seq, e.codec, e.data, e.created_at, prev)
-            out.append(replace(e, data=e.data + trailer(e.created_at, tag), codec=e.codec + STEP))
-            known = (LogHead(e.seq, ZERO_TAG, e.seq, tag, op.expires_at) if known is None
-                     else known._replace(last=e.seq, tag=tag))  # fmt: skip
-            head.logs[self._where(op.log)] = known
-        return replace(op, entries=tuple(out))
-
-    def _expire(self, op: Expire) -> Expire:
-        """What the heads list expires with the data. A partition the prefix ends now is left
-        alone (its head goes with it); otherwise the head of the partition the prefix falls in
-        records the new expiry (a prefix spanning partitions reaches their heads too, unread)."""
-        part = keys.partition(op.prefix)
-        ending = op.expires_at is not None and op.expires_at <= self.clock
-        inside = op.prefix.startswith(part + "/") and all(part.split("/"))
-        if ending and layout.chain_head_key(part).startswith(op.prefix) or not inside or self.b._plain(op.prefix):
-            return op
-        head, where = self._head(op.prefix), self._where(op.prefix)
-        for name, record in list(head.records.items()):
-            if name.startswith(where):
-                head.records[name] = record._replace(expires=op.expires_at)
-        for name, log in list(head.logs.items()):
-            if name.startswith(where):
-                head.logs[name] = log._replace(expires=op.expires_at)
-        return op
-
-    def head_puts(self) -> list[Op]:
-        out: list[Op] = []
-        heads, clock = self.heads, self.clock
-        self.order = sorted(heads) if len(heads) > 1 else list(heads)
-        for part in self.order:
-            version, head, created = heads[part]
-            key, tag_of = self.b._head_record(part)
-            data = head.encode()
-            tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)
-            out.append(Put(key, data + self.stamp + tag, _HEAD_CODEC, version, head.last_expiry()))
-        return out
-
-    def finish(self, ops: Sequence[Op], results: Sequence[OpResult]) -> list[OpResult]:
-        """The batch was applied: the heads it left remembered, the results as the caller's ops give them."""
-        self.remember(results[len(ops):])
-        return [as_given(op, r) for op, r in zip(ops, results)]
-
-    def remember(self, results: Sequence[OpResult]) -> None:
-        for part, result in zip(self.order, results):
-            _, head, created = self.heads[part]
-            if isinstance(result, Record):
-                self.b._heads[part] = (result.version, head, result.created_at)
-

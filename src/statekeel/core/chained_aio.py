@@ -41,8 +41,10 @@ from ..protocol.checks import check_ops
 from . import layout
 from .chain import LogHead
 from .chain_ops import HeadLookup
-from .chain_reads import MOVED, READS, EntryWindow, check_log_info, check_record, check_scan, unchained
-from .chained import BatchPlan, ChainedBackend
+from .chain_plan import BatchPlan
+from .chain_reads import (MOVED, READS, UNREAD, EntryWindow, Unread, check_log_info, check_record, check_records,
+                          check_scan, head_parts, moved_from, unchained)
+from .chained import ChainedBackend
 from .keyring import NO_IO
 from .sealed_aio import Offload
 
@@ -89,15 +91,28 @@ class AsyncChainedBackend(AsyncBackend):
         return check_record(c.key, c._prefix, key, rec, c.head_of(hrec, part), include_expired)
 
     async def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
-        return await _consistent(lambda: self._get_many(keys_))
+        return (await _consistent(lambda: self._get_many(keys_)))[0]
 
-    async def _get_many(self, keys_: Sequence[str]) -> list[Record | None]:
+    async def _get_many(
+        self, keys_: Sequence[str], log: str | None = None
+    ) -> tuple[list[Record | None], dict[str, Record | None]]:
         c = await self._ready()
-        parts = sorted({keys.partition(k) for k in keys_ if not c._plain(k)})
+        parts = head_parts(c._plain, keys_, log)
         found = await self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
-        heads = {p: c.head_of(r, p) for p, r in zip(parts, found[len(keys_):])}
-        return [rec if c._plain(k) else check_record(c.key, c._prefix, k, rec, heads[keys.partition(k)])
-                for k, rec in zip(keys_, found[: len(keys_)])]  # fmt: skip
+        read = dict(zip(parts, found[len(keys_):]))
+        heads = {p: c.head_of(r, p) for p, r in read.items()}
+        return check_records(c.key, c._prefix, c._plain, keys_, found, heads), read
+
+    async def get_many_and_values(
+        self, keys_: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
+    ) -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+        """As :meth:`ChainedBackend.get_many_and_values`: two round trips, the log's head read with the records."""
+        async def read() -> tuple[list[Record | None], list[tuple[bytes, str]]]:
+            records, heads = await self._get_many(keys_, log)
+            checked = await self._checked(log, 1, None, limit, reverse, heads[keys.partition(log)])
+            return records, [(value, codec) for _, value, codec, _ in checked]
+
+        return await _consistent(read)
 
     async def scan(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Record]:
         return await _consistent(lambda: self._scan(prefix, after, limit))
@@ -126,7 +141,8 @@ class AsyncChainedBackend(AsyncBackend):
         return [(value, codec) for _, value, codec, _ in await self._checked(log, 1, None, limit, reverse)]
 
     async def _checked(
-        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool
+        self, log: str, start: int, stop: int | None, limit: int | None, reverse: bool,
+        before: Record | None | Unread = UNREAD,
     ) -> list[tuple[int, bytes, str, float]]:
         async def check(known: LogHead | None) -> list[tuple[int, bytes, str, float]]:
             w = EntryWindow(known, start, stop, limit, reverse)
@@ -134,7 +150,7 @@ class AsyncChainedBackend(AsyncBackend):
                 if w.reads else []  # fmt: skip
             return w.checked(self._c.key, self._c._prefix + log, found)
 
-        return await self._against_head(log, check)
+        return await self._against_head(log, check, before)
 
     async def log_info(self, log: str) -> LogInfo | None:
         async def check(known: LogHead | None) -> LogInfo | None:
@@ -142,20 +158,24 @@ class AsyncChainedBackend(AsyncBackend):
 
         return await self._against_head(log, check)
 
-    async def _against_head(self, log: str, check: Callable[[LogHead | None], Awaitable[T]]) -> T:
+    async def _against_head(
+        self, log: str, check: Callable[[LogHead | None], Awaitable[T]], before: Record | None | Unread = UNREAD
+    ) -> T:
         """:func:`~statekeel.core.chain_reads.against_head`, awaited: a disagreement is believed only
         when the head was not moved while the log was read."""
         c = await self._ready()
         part = keys.partition(log)
         head_key = layout.chain_head_key(part)
         for _ in range(MOVED):
-            before = await self._inner.get(head_key)
+            if before is Unread.UNREAD:
+                before = await self._inner.get(head_key)
             try:
                 return await check(c.head_of(before, part).logs.get(c._prefix + log))
             except IntegrityError:
                 after = await self._inner.get(head_key)
-                if (None if before is None else before.version) == (None if after is None else after.version):
+                if moved_from(before) == moved_from(after):
                     raise
+                before = after
         raise IntegrityError(f"the chain head of {c._prefix + part!r} kept moving while the log was read "
                              f"({MOVED} times); the writers are too busy for a checked read — try again")  # fmt: skip
 
