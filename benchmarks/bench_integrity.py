@@ -47,11 +47,14 @@ def _options(mode: str) -> dict[str, Any]:
 
 
 def _url(backend: str, tmp: Path, mode: str, servers: ServerPool) -> str:
+    """A fresh store per run and mode (a schema or prefix named after the run's temp dir: ``--repeat``
+    must not append each run's turns to the last run's session)."""
     if backend == "sqlite":
         return f"sqlite:///{tmp}/{mode}.db"
+    run = tmp.name.replace("-", "_").lower()
     if backend == "postgres":
-        return f"{servers.postgres().url}?schema=bench_{mode}"
-    return f"{servers.redis().url}?prefix=bench_{mode}"
+        return f"{servers.postgres().url}?schema=bench_{mode}_{run}"
+    return f"{servers.redis().url}?prefix=bench_{mode}_{run}"
 
 
 def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
