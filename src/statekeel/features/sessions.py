@@ -8,17 +8,16 @@ path, :mod:`statekeel.core.session_write`, which also renews the TTL.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core import Core, SessionCore, SessionWrites, layout
 from ..core.session_write import RENEW_FACTOR, Committed
 from ..core.validate import check_expect, check_int, check_name, check_optional_name, stored_seconds
 from ..errors import ConflictError, ExpiredError, InvalidInputError
 from ..models import Item, Message, SessionInfo, SessionStatus, to_datetime
-from ..protocol import ANY, Entry, Expect, Op, Put, Record, keys
+from ..protocol import ANY, Entry, Expect, Op, Put, Record
 from . import checkpoint_prune
 from . import checkpoints as _checkpoints
 from . import idempotency as _idempotency
