@@ -69,7 +69,7 @@ def _headless(backend: ChainedBackend) -> None:
         plan, batch = backend.planned(ops, now)
         return finish(plan, ops, backend._inner.apply(batch, now=plan.clock))
 
-    backend.apply = apply  # type: ignore[method-assign]
+    backend.apply = apply  # type: ignore[method-assign, assignment]
 
 
 def run(durability: str, turns: int) -> dict[str, Any]:
@@ -94,8 +94,8 @@ def run(durability: str, turns: int) -> dict[str, Any]:
             t = time.perf_counter()
             sessions[m].append({"role": "user", "content": u}, {"role": "assistant", "content": a}, state={"turn": i})
             lat[m].append(time.perf_counter() - t)
-        ops = [Append("session/t1/history", ((u.encode(), "msg:user"), (a.encode(), "msg:assistant")), KEEP),
-               Put("session/t1/state/turn", str(i).encode(), "json", ANY, KEEP)]
+        ops: list[Op] = [Append("session/t1/history", ((u.encode(), "msg:user"), (a.encode(), "msg:assistant")), KEEP),
+                         Put("session/t1/state/turn", str(i).encode(), "json", ANY, KEEP)]
         t = time.perf_counter()
         planner.planned(ops, None)  # planned, not applied: the cached head stays as the last turn left it
         plan_us.append(time.perf_counter() - t)

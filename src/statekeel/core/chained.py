@@ -39,7 +39,7 @@ from .chain_reads import (UNREAD, Unread, against_head, check_entries, check_log
 from .keyring import NO_IO
 from .sealed import SealedBackend
 
-__all__ = ["BatchPlan", "ChainedBackend"]  # BatchPlan: from chain_plan, where it lives
+__all__ = ["ChainedBackend"]
 
 T = TypeVar("T")
 U = TypeVar("U")
