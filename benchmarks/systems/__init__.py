@@ -32,6 +32,8 @@ SYSTEMS = [
     Spec("statekeel-sqlite", "sqlite", "statekeel_sys:sk_sqlite", note="statekeel sqlite:/// (synchronous=FULL)"),
     Spec("raw-sqlite-wal-normal", "sqlite", "sqlite_raw:raw_wal_normal", durability="normal", baseline=True,
          note="sqlite3 WAL synchronous=NORMAL"),
+    Spec("raw-sqlite-wal-normal+state", "sqlite", "sqlite_raw:raw_wal_normal_state", durability="normal",
+         note="raw NORMAL baseline plus the state upsert the reference turn includes"),
     Spec("statekeel-sqlite-normal", "sqlite", "statekeel_sys:sk_sqlite_normal", durability="normal",
          note="statekeel sqlite:///...?durability=normal"),
     Spec("statekeel-sqlite-normal-noguard", "sqlite", "statekeel_sys:sk_sqlite_normal_noguard", durability="normal",

@@ -56,3 +56,7 @@ def raw_wal_full_state(turns, ctx):
 
 def raw_wal_normal(turns, ctx):
     return _run(turns, ctx, "NORMAL", with_state=False)
+
+
+def raw_wal_normal_state(turns, ctx):
+    return _run(turns, ctx, "NORMAL", with_state=True)
