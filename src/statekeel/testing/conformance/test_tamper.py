@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +45,8 @@ def _chat(store: statekeel.Store, sid: str = "s", n: int = 4) -> statekeel.Sessi
 def _refused(s: statekeel.Session, last: int, match: str | None = None) -> None:
     """Both reads of a history refuse it: the whole history, and its newest ``last`` messages (read with
     the session's records in one call beneath the features: a window checked against the same head)."""
-    for read in (s.history, lambda: s.history(last=last)):
+    reads: tuple[Callable[[], object], ...] = (s.history, lambda: s.history(last=last))
+    for read in reads:
         with pytest.raises(IntegrityError, match=match):
             read()
 
