@@ -1,7 +1,7 @@
 """What a turn and a restart read: ``history(last=20)`` and a whole-history reload, per call.
 
     python benchmarks/bench_reads.py                                   # postgres, redis, sqlite; plain and encrypted
-    python benchmarks/bench_reads.py --backends postgres --modes plain,encrypted,chain --against HEAD~3
+    python benchmarks/bench_reads.py --backends postgres --modes plain,encrypted,chain,both --against HEAD~3
 
 Each (backend, mode) gets a session of ``--turns`` reference turns (a user and an assistant
 message and a state put), then ``history(last=20)`` is timed ``--calls`` times and the whole
@@ -32,7 +32,7 @@ if __name__ == "__main__":  # not in a worker, whose PYTHONPATH chose the tree t
 
 from benchmarks.workload import make_turns  # noqa: E402
 
-MODES = ("plain", "encrypted", "chain")
+MODES = ("plain", "encrypted", "chain", "both")
 
 
 def measure(url: str, mode: str, turns: int, calls: int) -> dict[str, float]:
@@ -41,9 +41,9 @@ def measure(url: str, mode: str, turns: int, calls: int) -> dict[str, float]:
 
     print(statekeel.__file__, file=sys.stderr)
     options: dict[str, Any] = {}
-    if mode == "encrypted":
+    if mode in ("encrypted", "both"):
         options["encryption"] = statekeel.Encryption(master_key=b"k" * 32)
-    if mode == "chain":
+    if mode in ("chain", "both"):
         options["integrity"] = statekeel.Integrity(key=b"c" * 32)
     with statekeel.open(url, **options) as store:
         s = store.session(f"reads-{mode}-{os.getpid()}-{time.monotonic_ns()}")
