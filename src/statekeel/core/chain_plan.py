@@ -109,12 +109,12 @@ class BatchPlan:
         known = records.get(where)
         if known is not None and (known.expires is None or known.expires > clock):
             current: int | None = known.version
-            version, created = known.version + 1, known.created
-        else:
-            current, version, created = None, 1, clock
+            version, created, live = known.version + 1, known.created, known.expires
+        else:  # none, or expired: the put starts a new record, which keeps no expiry (as every backend does)
+            current, version, created, live = None, 1, clock, None
         tag = tag_of(version, op.codec, op.data, created, clock)
         expires = op.expires_at
-        kept = expires if expires is not KEEP else None if known is None else known.expires
+        kept = live if expires is KEEP else expires
         records[where] = RecordHead(version, tag, created, kept)
         expect = current if op.expect is ANY else op.expect
         return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, expires)

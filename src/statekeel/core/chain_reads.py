@@ -71,6 +71,10 @@ def check_record(
     if known.version != rec.version or not hmac.compare_digest(known.tag, split_trailer(rec.data, where)[2]):
         raise IntegrityError(f"the record {where!r} is version {rec.version} but its chain head has version "
                              f"{known.version}: an older version was restored")  # fmt: skip
+    if not _alive(known.expires):  # the store returned it alive (a read leaves out what has expired)
+        raise IntegrityError(f"the record {where!r} expired at {known.expires!r} by its chain head, but the store "
+                             "holds it with a later expiry: its expiry was changed beneath the API to bring it back; "
+                             "it was not returned")  # fmt: skip
     return replace(rec, data=value, codec=codec)
 
 

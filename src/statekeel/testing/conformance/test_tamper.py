@@ -23,7 +23,7 @@ import statekeel
 from statekeel import Encryption, Integrity
 from statekeel.backends import open_backend
 from statekeel.errors import IntegrityError
-from statekeel.protocol import Append, Delete, Entry, Expire, Load, LoadEntries, Record, Rewrite, Trim
+from statekeel.protocol import ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Put, Record, Rewrite, Trim
 
 KEY = base64.b64encode(b"M" * 32).decode()
 
@@ -134,6 +134,31 @@ def test_an_older_version_restored_whole_is_refused(chained: statekeel.Store) ->
     chained.storage.apply([Load(old)])  # version 1, its own valid MAC, as a backup had it
     with pytest.raises(IntegrityError, match="older version"):
         chained.app.get("limit")
+
+
+def test_an_expired_record_brought_back_by_its_expiry_is_refused(chained: statekeel.Store) -> None:
+    chained.app.put("keep", 1)  # the partition's head outlives the record
+    chained.app.put("promo", "50% off", ttl=0.2)
+    rec = chained.storage.get(chained.app._full_key("promo"))
+    assert rec is not None
+    time.sleep(0.3)
+    assert chained.app.get("promo") is None
+    chained.storage.apply([Load(replace(rec, expires_at=time.time() + 3600))])  # the same bytes, a later expiry
+    with pytest.raises(IntegrityError, match="expir"):
+        chained.app.get("promo")
+    assert not chained.verify().ok
+
+
+def test_a_record_put_again_after_it_expired_is_not_tampering(chained: statekeel.Store) -> None:
+    """A put that keeps the expiry (no ``ttl=``) of a record that has expired starts a new record with
+    none, on every backend — and its chain head says so too."""
+    chained.app.put("keep", 1)
+    key = chained.app._full_key("promo")
+    chained.backend.apply([Put(key, b'"a"', "json", ANY, time.time() + 0.2)])
+    time.sleep(0.3)
+    chained.backend.apply([Put(key, b'"b"', "json", ANY, KEEP)])  # nothing live to keep an expiry of
+    assert chained.app.get("promo") == "b"
+    assert chained.verify().ok, chained.verify().failures
 
 
 def test_a_deleted_record_is_found(chained: statekeel.Store) -> None:
