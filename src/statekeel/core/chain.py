@@ -291,6 +291,15 @@ class Head:
                 last = k.expires if last is None else max(last, k.expires)
         return last
 
+    def drop_expired(self, before: float) -> None:
+        """Forget the logs and records that expired before ``before``: a read leaves them out, so the
+        head no longer needs to vouch for them (and a head must not grow with every record ever
+        written that expired since, such as idempotency keys). A copy's to change, like every write."""
+        for members in (self.logs, self.records):
+            gone = [name for name, m in members.items() if m.expires is not None and m.expires < before]
+            for name in gone:
+                del members[name]
+
     def copy(self) -> Head:
         """A head to change without changing this one (entries are immutable: they are shared)."""
         return Head(dict(self.logs), dict(self.records), self._parts)

@@ -21,7 +21,7 @@ from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, Record
                     trailer)
 from .chain_ops import as_given, touches
 
-__all__ = ["BatchPlan", "Planner"]
+__all__ = ["FORGET_AFTER", "BatchPlan", "Planner"]
 
 
 class Planner(Protocol):
@@ -41,6 +41,13 @@ class Planner(Protocol):
 
 _HEAD_CODEC: Final = "json" + STEP
 """The stored codec of a head record."""
+
+FORGET_AFTER: Final = 3600.0
+"""Seconds after it expired that a log or record is dropped from its head when the head is written: a
+reader whose clock runs behind the writer's by less than that still finds it expired, not unlisted."""
+
+_FORGET_FROM: Final = 32
+"""Heads listing more than this are swept for what expired when written (a smaller one is not worth the pass)."""
 
 
 class BatchPlan:
@@ -215,6 +222,8 @@ class BatchPlan:
         self.order = sorted(heads) if len(heads) > 1 else list(heads)
         for part in self.order:
             version, head, created = heads[part]
+            if len(head.records) + len(head.logs) > _FORGET_FROM:
+                head.drop_expired(clock - FORGET_AFTER)
             key, tag_of = self.b._head_record(part)
             data = head.encode()
             tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)

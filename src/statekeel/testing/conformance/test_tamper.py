@@ -22,8 +22,11 @@ import pytest
 import statekeel
 from statekeel import Encryption, Integrity
 from statekeel.backends import open_backend
+from statekeel.core import layout
+from statekeel.core.chain_plan import FORGET_AFTER
+from statekeel.core.chained import ChainedBackend
 from statekeel.errors import IntegrityError
-from statekeel.protocol import ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Put, Record, Rewrite, Trim
+from statekeel.protocol import ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Put, Record, Rewrite, Trim, keys
 
 KEY = base64.b64encode(b"M" * 32).decode()
 
@@ -158,6 +161,30 @@ def test_a_record_put_again_after_it_expired_is_not_tampering(chained: statekeel
     time.sleep(0.3)
     chained.backend.apply([Put(key, b'"b"', "json", ANY, KEEP)])  # nothing live to keep an expiry of
     assert chained.app.get("promo") == "b"
+    assert chained.verify().ok, chained.verify().failures
+
+
+def test_records_expired_long_ago_leave_their_chain_head(chained: statekeel.Store) -> None:
+    """A partition's head is written whole with every batch: what expired more than ``FORGET_AFTER``
+    before a batch is dropped from it then (a read leaves it out anyway), so the head does not grow
+    with every record that ever expired in the partition — idempotency keys, say."""
+    keep = chained.app._full_key("keep")
+    part = keys.partition(keep)
+    chained.backend.apply([Put(chained.app._full_key(f"k{i}"), b"1", "json", ANY, time.time() + 0.2) for i in range(40)])
+    chained.app.put("keep", 1)
+
+    def listed() -> set[str]:
+        backend = chained.backend
+        assert isinstance(backend, ChainedBackend)
+        return set(backend.head_of(backend.storage.get(layout.chain_head_key(part)), part).records)
+
+    assert len(listed()) >= 41
+    time.sleep(0.3)
+    chained.app.put("keep", 2)  # an hour has not passed: still listed (a clock behind the writer's sees them expired)
+    assert len(listed()) >= 41
+    chained.backend.apply([Put(keep, b"3", "json", ANY, None)], now=time.time() + FORGET_AFTER + 1)
+    assert not any(name.endswith(f"/k{i}") for name in listed() for i in range(40))
+    assert chained.app.get("k0") is None and chained.app.get("keep") == 3
     assert chained.verify().ok, chained.verify().failures
 
 
