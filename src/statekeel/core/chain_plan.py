@@ -31,6 +31,7 @@ class Planner(Protocol):
     _key: ChainKey
     _inner: Backend
     _heads: dict[str, tuple[int | None, Head, float | None]]
+    _swept: dict[str, int]
 
     def _plain(self, key: str) -> bool: ...
     def _log_spot(self, log: str) -> tuple[str, str, EntryTagger] | None: ...
@@ -46,8 +47,10 @@ FORGET_AFTER: Final = 3600.0
 """Seconds after it expired that a log or record is dropped from its head when the head is written: a
 reader whose clock runs behind the writer's by less than that still finds it expired, not unlisted."""
 
-_FORGET_FROM: Final = 32
-"""Heads listing more than this are swept for what expired when written (a smaller one is not worth the pass)."""
+_SWEEP_EVERY: Final = 32
+"""A head is swept of what expired long ago when it lists this many more logs and records than after
+its last sweep by this handle: a pass over a big head costs like encoding it, so it is paid once per
+this many new members, not with every write (a head that does not grow is never swept again)."""
 
 
 class BatchPlan:
@@ -222,8 +225,12 @@ class BatchPlan:
         self.order = sorted(heads) if len(heads) > 1 else list(heads)
         for part in self.order:
             version, head, created = heads[part]
-            if len(head.records) + len(head.logs) > _FORGET_FROM:
+            swept = self.b._swept
+            if len(head.records) + len(head.logs) > swept.get(part, 0) + _SWEEP_EVERY:
                 head.drop_expired(clock - FORGET_AFTER)
+                if len(swept) >= 4096:  # a writer names the same few partitions
+                    swept.clear()
+                swept[part] = len(head.records) + len(head.logs)
             key, tag_of = self.b._head_record(part)
             data = head.encode()
             tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)

@@ -65,6 +65,9 @@ class ChainedBackend(Backend):
         self._log_spots: dict[str, tuple[str, str, EntryTagger] | None] = {}
         self._record_spots: dict[str, tuple[str, str, RecordTagger] | None] = {}
         self._head_records: dict[str, tuple[str, RecordTagger]] = {}
+        self._swept: dict[str, int] = {}
+        """partition -> how many logs and records its head listed after this handle last swept it of
+        what expired long ago (:meth:`.BatchPlan.head_puts` sweeps again once it has grown past that)."""
         self._verified: dict[str, tuple[tuple[str, int, str, float], bytes, Head]] = {}
         """partition -> the head record last verified (its fields and bytes) and its decoded head."""
         self.anchor: Anchor | None = None
