@@ -31,11 +31,12 @@ def as_given(op: Op, result: OpResult) -> OpResult:
 
 
 def touches(op: Touch, record: RecordHead, clock: float) -> bool:
-    """Whether ``op`` moves the record's expiry — a refresh only at the version read, still expiring
-    (as the backend judges it: the head is compare-and-set, so it saw the same record)."""
-    return op.refresh is None or (
-        record.version == op.refresh and record.expires is not None and record.expires > clock
-    )
+    """Whether ``op`` moves the record's expiry — only a live one's (a touch does not bring an expired
+    record back), a refresh only at the version read and still expiring (as the backend judges it: the
+    head is compare-and-set, so it saw the same record)."""
+    if record.expires is not None and record.expires <= clock:
+        return False
+    return op.refresh is None or (record.version == op.refresh and record.expires is not None)
 
 
 def resolved(ops: Sequence[Op], plain: Callable[[str], bool]) -> set[str]:

@@ -17,8 +17,8 @@ from ..errors import IntegrityError
 from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, Op, OpResult, Put, Record,
                         Rewrite, Touch, Trim, keys, op_target)
 from . import layout
-from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, split_trailer,
-                    trailer)
+from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
+                    split_trailer, trailer)
 from .chain_ops import as_given, touches
 
 __all__ = ["FORGET_AFTER", "BatchPlan", "Planner"]
@@ -102,8 +102,8 @@ class BatchPlan:
             head, name = self._head(op.key), self._where(op.key)
             if (record := head.records.get(name)) is not None and touches(op, record, self.clock):
                 head.records[name] = record._replace(expires=op.expires_at)
-            if op.refresh is None and (log := head.logs.get(name)) is not None:
-                head.logs[name] = log._replace(expires=op.expires_at)
+            if op.refresh is None and (log := head.logs.get(name)) is not None and alive(log.expires, self.clock):
+                head.logs[name] = log._replace(expires=op.expires_at)  # an expired log is not brought back
         elif isinstance(op, Trim):
             self._trim(op)
         elif isinstance(op, Rewrite):

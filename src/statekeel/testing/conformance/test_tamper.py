@@ -26,7 +26,8 @@ from statekeel.core import layout
 from statekeel.core.chain_plan import FORGET_AFTER
 from statekeel.core.chained import ChainedBackend
 from statekeel.errors import IntegrityError
-from statekeel.protocol import ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Put, Record, Rewrite, Trim, keys
+from statekeel.protocol import (ANY, KEEP, Append, Delete, Entry, Expire, Load, LoadEntries, Put, Record, Rewrite, Touch,
+                                Trim, keys)
 
 KEY = base64.b64encode(b"M" * 32).decode()
 
@@ -161,6 +162,19 @@ def test_a_record_put_again_after_it_expired_is_not_tampering(chained: statekeel
     time.sleep(0.3)
     chained.backend.apply([Put(key, b'"b"', "json", ANY, KEEP)])  # nothing live to keep an expiry of
     assert chained.app.get("promo") == "b"
+    assert chained.verify().ok, chained.verify().failures
+
+
+def test_a_touch_of_what_has_expired_is_not_tampering(chained: statekeel.Store) -> None:
+    """A touch does not bring an expired record or log back (the backend reports it untouched); the chain
+    head must not list it as live either, or every later read would call it deleted."""
+    chained.app.put("keep", 1)
+    key, log = chained.app._full_key("promo"), "app/_/journal"
+    soon = time.time() + 0.2
+    chained.backend.apply([Put(key, b'"x"', "json", ANY, soon), Append(log, ((b'"e"', "json"),), soon)])
+    time.sleep(0.3)
+    assert chained.backend.apply([Touch(key, time.time() + 100), Touch(log, time.time() + 100)]) == [False, False]
+    assert chained.app.get("promo") is None and chained.backend.read(log) == []
     assert chained.verify().ok, chained.verify().failures
 
 
