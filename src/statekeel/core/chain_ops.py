@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..protocol import ANY, Append, Load, Op, OpResult, Put, Record, Touch
-from .chain import RecordHead
+from .chain import RecordHead, alive
 
 __all__ = ["HeadLookup", "as_given", "resolved", "touches"]
 
@@ -34,7 +34,7 @@ def touches(op: Touch, record: RecordHead, clock: float) -> bool:
     """Whether ``op`` moves the record's expiry — only a live one's (a touch does not bring an expired
     record back), a refresh only at the version read and still expiring (as the backend judges it: the
     head is compare-and-set, so it saw the same record)."""
-    if record.expires is not None and record.expires <= clock:
+    if not alive(record.expires, clock):
         return False
     return op.refresh is None or (record.version == op.refresh and record.expires is not None)
 

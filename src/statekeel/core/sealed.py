@@ -85,13 +85,11 @@ ATTEMPTS: Final = 8
 _CACHE_MAX: Final = 100_000
 """Positions remembered per handle (forgotten wholesale beyond; they are only hints)."""
 
-_STEP: Final = STEP
-
 
 def _sealed_msg(seal: Callable[[bytes, bytes, int], bytes], data: bytes, codec: str, seq: int) -> tuple[bytes, str]:
     """A ``msg:<role>`` entry sealed with its role inside (:func:`~statekeel.codec_msg.seal_form`)."""
     data, codec = seal_form(data, codec)
-    return seal(data, b"e", seq), codec + _STEP
+    return seal(data, b"e", seq), codec + STEP
 
 
 class SealedBackend(Backend):
@@ -129,18 +127,18 @@ class SealedBackend(Backend):
     def is_stale(self, data: bytes, codec: str, target: int) -> bool:
         """Whether a stored value is sealed under another data key version than ``target``, or in
         the format that did not bind its position (``statekeel keys reencrypt`` rewrites it)."""
-        return codec.endswith(_STEP) and (Cipher.key_version(data) != target or not Cipher.current_format(data))
+        return codec.endswith(STEP) and (Cipher.key_version(data) != target or not Cipher.current_format(data))
 
     # -- opening -------------------------------------------------------------
     def open_value(self, data: bytes, codec: str, key: str, kind: bytes, pos: int) -> tuple[bytes, str]:
         """``(data, codec)`` as the codec wrote them, from what is stored at ``key`` and ``pos``."""
         where = self._prefix + key
         self.policy.check_decode(codec, where)
-        if not codec.endswith(_STEP):
+        if not codec.endswith(STEP):
             return data, codec
         if self._cipher is None:  # pragma: no cover - a locked policy raised above
             raise KeyUnavailableError(self.policy.locked or "the store was opened without its key")
-        data, codec = self._cipher.open(data, where, kind, pos), codec[: -len(_STEP)]
+        data, codec = self._cipher.open(data, where, kind, pos), codec[: -len(STEP)]
         return unpacked(data, codec, where, kind, pos) if codec[:3] == SEALED else (data, codec)
 
     def open_record(self, rec: Record) -> Record:
@@ -207,7 +205,7 @@ class SealedBackend(Backend):
 
     def as_stored(self, log: str, values: list[tuple[bytes, str]]) -> bool:
         """Whether ``values`` of ``log`` are returned as stored: none, or a log plain by design."""
-        return not values or self._clear(self._prefix + log) and not any(c.endswith(_STEP) for _, c in values)
+        return not values or self._clear(self._prefix + log) and not any(c.endswith(STEP) for _, c in values)
 
     def first_known(self, log: str, n: int, reverse: bool) -> int | None:
         """The seq of the first of the ``n`` values ``read_values`` returned, as this handle knows
@@ -233,13 +231,13 @@ class SealedBackend(Backend):
             if found is not None:
                 return found
         if n < 2 or self._cipher is None or layout.stored_in_clear(where) or not all(
-            e.codec.endswith(_STEP) for e in entries  # planted plaintext (refused), or a conversion
+            e.codec.endswith(STEP) for e in entries  # planted plaintext (refused), or a conversion
         ):
             return [self.open_value(e.data, e.codec, e.log, b"e", e.seq) for e in entries]
         opened = self._cipher.open_entries(where, [(e.data, e.seq) for e in entries])
         out = []
         for e, data in zip(entries, opened):
-            codec = e.codec[: -len(_STEP)]
+            codec = e.codec[: -len(STEP)]
             out.append(unpacked(data, codec, where, b"e", e.seq) if codec[:3] == SEALED else (data, codec))
         return out
 
@@ -343,7 +341,7 @@ class SealedBackend(Backend):
             return Append(op.log, op.items, op.expires_at, first)
         seal = self._cipher_for(where).sealer(where, known)  # the key looked up once for all the items
         items = tuple([_sealed_msg(seal, data, codec, seq) if codec[:4] == "msg:"  # the role sealed inside
-                       else (seal(data, b"e", seq), codec + _STEP)
+                       else (seal(data, b"e", seq), codec + STEP)
                        for seq, (data, codec) in enumerate(op.items, first)])  # fmt: skip
         return Append(op.log, items, op.expires_at, first)
 
@@ -367,7 +365,7 @@ class SealedBackend(Backend):
             return data, codec
         if codec[:4] == "msg:":
             data, codec = seal_form(data, codec)
-        return self._cipher_for(where).sealer(where, known)(data, kind, pos), codec + _STEP
+        return self._cipher_for(where).sealer(where, known)(data, kind, pos), codec + STEP
 
     def _clear(self, where: str) -> bool:
         """:func:`layout.stored_in_clear`, memoised (every value of every batch asks)."""
