@@ -22,7 +22,7 @@ import statekeel
 from statekeel import AsyncStore, Encryption, Integrity, IntegrityError
 from statekeel.core import layout
 from statekeel.core.chained_aio import AsyncChainedBackend
-from statekeel.protocol import Append, Delete, Put, Rewrite
+from statekeel.protocol import Append, Delete, Put, Rewrite, keys
 
 KEY = base64.b64encode(b"M" * 32).decode()
 MODES = ("chain", "chain+encrypted")
@@ -209,3 +209,49 @@ def test_an_anchored_store_reads_its_anchor_on_the_worker_once(store_url: str, t
             assert len(calls) == 1 and "anchored_heads" in calls[0]
 
     _run(store_url, "chain", main, anchor=anchor)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_partition_with_buckets_is_written_and_read_on_the_loop(store_url: str, mode: str) -> None:
+    """A partition past ``SPILL`` records lists them in buckets: a fresh asyncio handle reads its root
+    and the buckets it needs awaited (on PostgreSQL and Redis on the loop, no hop), writes into them,
+    and plans again when another process moved the root and a bucket meanwhile; a bucket deleted
+    beneath the API is refused there as by the sync API."""
+    from statekeel.core.chain_plan import SPILL
+
+    n = 3 * SPILL
+    with statekeel.open(store_url, **_options(mode)) as sync:
+        for i in range(n):
+            sync.app.put(f"k{i}", i)
+
+    def other_writer() -> None:
+        with statekeel.open(store_url, **_options(mode)) as other:
+            other.app.put("k1", 101)
+            other.app.put(f"k{n}", n)
+
+    async def main(store: AsyncStore) -> None:
+        calls = _count_worker_calls(store)
+        assert await store.app.get("k5") == 5
+        await store.app.put("k2", 102)  # its bucket read awaited while the batch is planned
+        await asyncio.to_thread(other_writer)
+        calls.clear()
+        await store.app.put("k1", 201)  # the cached root and bucket moved: planned again
+        await store.app.put(f"k{n + 1}", n + 1)
+        assert [await store.app.get(k) for k in ("k1", "k2", f"k{n}", f"k{n + 1}")] == [201, 102, n, n + 1]
+        assert len(await store.app.to_dict()) == n + 2
+        if _is_native(store_url):
+            assert calls == [], calls
+
+    _run(store_url, mode, main)
+    with statekeel.open(store_url, **_options(mode)) as sync:
+        assert sync.verify().ok
+        part = keys.partition(layout.state_key("app", "_", "k1"))
+        buckets = [r.key for r in sync.storage.scan(part + "/~head~", limit=100)]
+        assert len(buckets) >= 2
+        sync.storage.apply([Delete(buckets[0])])
+
+    async def deleted(store: AsyncStore) -> None:
+        with pytest.raises(IntegrityError, match="bucket"):
+            await store.app.to_dict()
+
+    _run(store_url, mode, deleted)

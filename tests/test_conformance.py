@@ -27,3 +27,4 @@ from statekeel.testing.conformance.test_run_liveness import *  # noqa: F403
 from statekeel.testing.conformance.test_retention import *  # noqa: F403
 from statekeel.testing.conformance.test_positions import *  # noqa: F403
 from statekeel.testing.conformance.test_tamper import *  # noqa: F403
+from statekeel.testing.conformance.test_tamper_buckets import *  # noqa: F403

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeVar
@@ -40,7 +41,8 @@ from typing import Any, Final, NamedTuple, TypeVar
 from ..errors import IntegrityError
 from .keyring import MasterKeys
 
-__all__ = ["CLOCK", "ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP", "TRAILER", "ZERO_TAG", "alive", "kept", "split_trailer", "trailer"]
+__all__ = ["CLOCK", "BucketRef", "ChainKey", "EntryTagger", "Head", "LogHead", "RecordHead", "RecordTagger", "STEP",
+           "TRAILER", "ZERO_TAG", "alive", "bucket_index", "kept", "split_trailer", "trailer"]
 
 TAG: Final = 16
 """Bytes of a tag (HMAC-SHA256, truncated)."""
@@ -212,6 +214,24 @@ class RecordHead(NamedTuple):
     expires: float | None
 
 
+class BucketRef(NamedTuple):
+    """What a partition's root head knows about one bucket of its record heads (see :class:`Head`)."""
+
+    version: int
+    tag: bytes
+    """The MAC of that version of the bucket record: an older bucket restored has another."""
+    size: int
+    """How many records it lists (the root sums them to know when to split)."""
+    expires: float | None
+    """When its last record expires (None: one never does)."""
+
+
+def bucket_index(where: str, bits: int) -> int:
+    """The bucket of the record named ``where`` in a head of ``2 ** bits`` buckets: the low bits of its
+    CRC-32, so doubling the buckets splits each in two (bucket ``i`` into ``i`` and ``i + 2 ** bits``)."""
+    return zlib.crc32(where.encode()) & ((1 << bits) - 1)
+
+
 _quoted: Callable[[str], str] = functools.lru_cache(maxsize=8192)(json.dumps)
 """A name as a JSON string (the same few names are rendered batch after batch)."""
 
@@ -235,7 +255,7 @@ def _record_json(name: str, h: RecordHead) -> str:
     return f'{_quoted(name)}:[{h.version},"{h.tag.hex()}",{_time(h.created)},{"null" if e is None else _time(e)}]'
 
 
-def _rendered(entries: dict[str, Any], parts: dict[str, tuple[Any, str]], render: Callable[[str, Any], str]) -> str:
+def _rendered(entries: dict[Any, Any], parts: dict[Any, tuple[Any, str]], render: Callable[[Any, Any], str]) -> str:
     """``entries`` as the members of a JSON object, sorted by name; an entry that is still the object
     ``parts`` rendered last time is not rendered again."""
     if len(parts) > 2 * len(entries) + 64:
@@ -250,23 +270,48 @@ def _rendered(entries: dict[str, Any], parts: dict[str, tuple[Any, str]], render
     return ",".join(out)
 
 
+def _bucket_json(i: int, b: BucketRef) -> str:
+    e = b.expires
+    return f'"{i:x}":[{b.version},"{b.tag.hex()}",{b.size},{"null" if e is None else _time(e)}]'
+
+
 @dataclass
 class Head:
-    """One partition's head: every log and record written through the chain."""
+    """One partition's head: every log and record written through the chain.
+
+    A small partition's head lists its records itself. Past :data:`~statekeel.core.chain_plan.SPILL`
+    records they move to ``2 ** bits`` bucket records (each a :class:`Head` listing only records, at
+    :func:`~statekeel.core.layout.chain_bucket_key`) and the head — the partition's *root* — lists each
+    bucket's version and MAC instead: a batch rewrites the root and the buckets it touches, so a write
+    costs about the same however many records the partition holds, and the root still vouches for every
+    record (a bucket deleted or rolled back disagrees with it)."""
 
     logs: dict[str, LogHead] = field(default_factory=dict)
     records: dict[str, RecordHead] = field(default_factory=dict)
-    _parts: tuple[dict[str, tuple[Any, str]], dict[str, tuple[Any, str]]] = field(
-        default_factory=lambda: ({}, {}), repr=False, compare=False)  # fmt: skip
-    """Per kind (logs, records), name -> (entry, its JSON): entries are immutable, so one that is still the
+    """The records it lists itself (none when ``bits``: they are in its buckets)."""
+    bits: int = 0
+    """Its records are in ``2 ** bits`` buckets (0: listed here)."""
+    buckets: dict[int, BucketRef] = field(default_factory=dict)
+    """Each bucket written so far (one never written lists nothing)."""
+    _parts: tuple[dict[Any, tuple[Any, str]], dict[Any, tuple[Any, str]], dict[Any, tuple[Any, str]]] = field(
+        default_factory=lambda: ({}, {}, {}), repr=False, compare=False)  # fmt: skip
+    """Per kind (logs, records, buckets), name -> (entry, its JSON): entries are immutable, so one that is still the
     same object encodes the same; shared by copies (every write re-encodes its head, mostly unchanged)."""
 
     def encode(self) -> bytes:
         """``{"l": {name: [first, before, last, tag, expires]}, "r": {name: [version, tag, created,
-        expires]}}`` in compact JSON with sorted names, as :func:`json.dumps` writes it."""
-        logs, records = self._parts
-        return ('{"l":{' + _rendered(self.logs, logs, _log_json) + '},"r":{'
-                + _rendered(self.records, records, _record_json) + "}}").encode()  # fmt: skip
+        expires]}}`` in compact JSON with sorted names, as :func:`json.dumps` writes it; a root with
+        buckets adds ``"b": [bits, {hex index: [version, tag, count, expires]}]``."""
+        logs, records, buckets = self._parts
+        body = ('{"l":{' + _rendered(self.logs, logs, _log_json) + '},"r":{'
+                + _rendered(self.records, records, _record_json) + "}")  # fmt: skip
+        if self.bits:
+            body += f',"b":[{self.bits},{{' + _rendered(self.buckets, buckets, _bucket_json) + "}]"
+        return (body + "}").encode()
+
+    def total(self) -> int:
+        """How many records it lists, itself or in its buckets."""
+        return len(self.records) + sum(b.size for b in self.buckets.values())
 
     @classmethod
     def decode(cls, data: bytes, where: str) -> Head:
@@ -276,15 +321,21 @@ class Head:
                     for k, (f, b, la, t, e) in body["l"].items()}  # fmt: skip
             records = {k: RecordHead(int(v), bytes.fromhex(t), float(c), None if e is None else float(e))
                        for k, (v, t, c, e) in body["r"].items()}  # fmt: skip
-        except (ValueError, KeyError, TypeError) as exc:
+            bits, refs = body.get("b", (0, {}))
+            buckets = {int(i, 16): BucketRef(int(v), bytes.fromhex(t), int(n), None if e is None else float(e))
+                       for i, (v, t, n, e) in refs.items()}  # fmt: skip
+            if not 0 <= int(bits) <= 24 or (records and bits) or any(i >> int(bits) for i in buckets):
+                raise ValueError(f"{len(buckets)} buckets of {bits} bits beside {len(records)} records")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"the chain head {where!r} does not parse ({exc}); it was tampered with") from None
-        return cls(logs, records)
+        return cls(logs, records, int(bits), buckets)
 
     def last_expiry(self) -> float | None:
         """When this head may expire: with the last thing it lists, never while one of them never does
         (stops at the first that never expires: a partition without TTLs costs one look, not one per name)."""
         last = None
-        for listed in (self.records.values(), self.logs.values()):
+        listed: Any
+        for listed in (self.records.values(), self.logs.values(), self.buckets.values()):
             for k in listed:
                 if k.expires is None:
                     return None
@@ -302,4 +353,4 @@ class Head:
 
     def copy(self) -> Head:
         """A head to change without changing this one (entries are immutable: they are shared)."""
-        return Head(dict(self.logs), dict(self.records), self._parts)
+        return Head(dict(self.logs), dict(self.records), self.bits, dict(self.buckets), self._parts)

@@ -7,17 +7,25 @@ from collections.abc import Callable, Sequence
 from ..protocol import ANY, Append, Load, Op, OpResult, Put, Record, Touch
 from .chain import RecordHead, alive
 
-__all__ = ["HeadLookup", "as_given", "resolved", "touches"]
+__all__ = ["HeadLookup", "HeadMoved", "as_given", "resolved", "touches"]
 
 
 class HeadLookup(Exception):
-    """Planning a batch needs ``partition``'s head, not cached, while
-    :data:`~statekeel.core.keyring.NO_IO` is set: the asyncio twin reads it awaited
-    (:meth:`ChainedBackend.head_of`), then plans again. Never reaches users."""
+    """Planning a batch needs ``partition``'s head (or, with ``buckets``, those buckets of it), not
+    cached, while :data:`~statekeel.core.keyring.NO_IO` is set: the asyncio twin reads it awaited
+    (:meth:`ChainedBackend.head_of`, :meth:`ChainedBackend.remember_bucket`), then plans again.
+    Never reaches users."""
 
-    def __init__(self, partition: str) -> None:
+    def __init__(self, partition: str, buckets: Sequence[int] = ()) -> None:
         super().__init__(partition)
         self.partition = partition
+        self.buckets = tuple(buckets)
+
+
+class HeadMoved(Exception):
+    """Planning a batch found ``partition``'s head moved by another writer since it was cached (its
+    buckets disagree with it): the head is dropped from the cache and the batch planned again. Never
+    reaches users."""
 
 
 def as_given(op: Op, result: OpResult) -> OpResult:

@@ -17,11 +17,14 @@ from ..errors import IntegrityError
 from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, Op, OpResult, Put, Record,
                         Rewrite, Touch, Trim, keys, op_target)
 from . import layout
-from .chain import (STEP, ZERO_TAG, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
-                    split_trailer, trailer)
+from .chain import (STEP, ZERO_TAG, BucketRef, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
+                    bucket_index, split_trailer, trailer)
 from .chain_ops import as_given, touches
 
-__all__ = ["FORGET_AFTER", "BatchPlan", "Planner"]
+__all__ = ["FORGET_AFTER", "SPILL", "BatchPlan", "Planner"]
+
+Planned = tuple[int | None, Head, float | None]
+"""A head record as a batch plans it: (its version, None when new; its head, a copy; when it was created)."""
 
 
 class Planner(Protocol):
@@ -30,14 +33,17 @@ class Planner(Protocol):
     _prefix: str
     _key: ChainKey
     _inner: Backend
-    _heads: dict[str, tuple[int | None, Head, float | None]]
+    _heads: dict[str, Planned]
+    _buckets: dict[tuple[str, int], Planned]
     _swept: dict[str, int]
 
     def _plain(self, key: str) -> bool: ...
     def _log_spot(self, log: str) -> tuple[str, str, EntryTagger] | None: ...
     def _record_spot(self, key: str) -> tuple[str, str, RecordTagger] | None: ...
-    def _head_record(self, partition: str) -> tuple[str, RecordTagger]: ...
-    def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]: ...
+    def _head_record(self, partition: str, bucket: int | None = None) -> tuple[str, RecordTagger]: ...
+    def _head_for_write(self, partition: str) -> Planned: ...
+    def _buckets_for_write(self, partition: str, version: int | None, root: Head, indices: Sequence[int]
+                           ) -> dict[int, Planned]: ...  # fmt: skip
 
 
 _HEAD_CODEC: Final = "json" + STEP
@@ -46,6 +52,11 @@ _HEAD_CODEC: Final = "json" + STEP
 FORGET_AFTER: Final = 3600.0
 """Seconds after it expired that a log or record is dropped from its head when the head is written: a
 reader whose clock runs behind the writer's by less than that still finds it expired, not unlisted."""
+
+SPILL: Final = 32
+"""Records a head lists itself; past that they move to buckets (:class:`~statekeel.core.chain.Head`),
+which double when they hold more than this many records each on average (or more than there are
+buckets: the root and a bucket then grow alike, as the square root of the partition's records)."""
 
 _SWEEP_EVERY: Final = 32
 """A head is swept of what expired long ago when it lists this many more logs and records than after
@@ -61,10 +72,13 @@ class BatchPlan:
         self.clock = clock
         self.stamp = trailer(clock, b"")
         """The trailer's first part (the clock, packed once: every value of the batch carries it)."""
-        self.heads: dict[str, tuple[int | None, Head, float | None]] = {}
+        self.heads: dict[str, Planned] = {}
         """The heads this batch changes (every head it looks at, it changes), by partition."""
-        self.order: list[str] = []
-        """The partitions in the order their heads are put (sorted: writers lock them alike)."""
+        self.buckets: dict[str, dict[int, Planned]] = {}
+        """The buckets of those heads it changes, by partition and index."""
+        self.order: list[tuple[str, int | None]] = []
+        """The head records in the order they are put: per partition (sorted: writers lock them alike)
+        its buckets, then its root (index None)."""
 
     def _head(self, target: str, part: str | None = None) -> Head:
         part = keys.partition(target) if part is None else part
@@ -72,6 +86,26 @@ class BatchPlan:
         if planned is None:
             planned = self.heads[part] = self.b._head_for_write(part)
         return planned[1]
+
+    def _records(self, key: str, where: str, part: str | None = None) -> dict[str, RecordHead]:
+        """The record heads the record ``key`` (named ``where``) is listed in, to change: its partition's
+        head's own, or its bucket's."""
+        part = keys.partition(key) if part is None else part
+        head = self._head(key, part)
+        if not head.bits:
+            return head.records
+        i = bucket_index(where, head.bits)
+        planned = self.buckets.get(part)
+        if planned is None or i not in planned:
+            planned = self._load_buckets(part, head, (i,))
+        return planned[i][1].records
+
+    def _load_buckets(self, part: str, root: Head, indices: Sequence[int]) -> dict[int, Planned]:
+        planned = self.buckets.setdefault(part, {})
+        want = [i for i in indices if i not in planned]
+        if want:
+            planned.update(self.b._buckets_for_write(part, self.heads[part][0], root, want))
+        return planned
 
     def _where(self, key: str) -> str:
         return self.b._prefix + key
@@ -97,11 +131,12 @@ class BatchPlan:
             where = self._where(op.log)
             return self._append(op, keys.partition(op.log), where, self.b._key.entry_tagger(where))
         if isinstance(op, Delete):
-            self._head(op.key).records.pop(self._where(op.key), None)
+            self._records(op.key, self._where(op.key)).pop(self._where(op.key), None)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
             head, name = self._head(op.key), self._where(op.key)
-            if (record := head.records.get(name)) is not None and touches(op, record, self.clock):
-                head.records[name] = record._replace(expires=op.expires_at)
+            records = self._records(op.key, name)
+            if (record := records.get(name)) is not None and touches(op, record, self.clock):
+                records[name] = record._replace(expires=op.expires_at)
             if op.refresh is None and (log := head.logs.get(name)) is not None and alive(log.expires, self.clock):
                 head.logs[name] = log._replace(expires=op.expires_at)  # an expired log is not brought back
         elif isinstance(op, Trim):
@@ -115,7 +150,7 @@ class BatchPlan:
         return op
 
     def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
-        records, clock = self._head(op.key, part).records, self.clock
+        records, clock = self._records(op.key, where, part), self.clock
         known = records.get(where)
         if known is not None and (known.expires is None or known.expires > clock):
             current: int | None = known.version
@@ -181,9 +216,9 @@ class BatchPlan:
         return replace(op, data=op.data + trailer(clock, tag), codec=op.codec + STEP)
 
     def _load(self, rec: Record) -> Record:
-        tag = self.b._key.record_tag(self._where(rec.key), rec.version, rec.codec, rec.data, rec.created_at,
-                                     rec.updated_at)  # fmt: skip
-        self._head(rec.key).records[self._where(rec.key)] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
+        where = self._where(rec.key)
+        tag = self.b._key.record_tag(where, rec.version, rec.codec, rec.data, rec.created_at, rec.updated_at)
+        self._records(rec.key, where)[where] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
         return replace(rec, data=rec.data + trailer(rec.updated_at, tag), codec=rec.codec + STEP)
 
     def _load_entries(self, op: LoadEntries) -> LoadEntries:
@@ -210,10 +245,14 @@ class BatchPlan:
         inside = op.prefix.startswith(part + "/") and all(part.split("/"))
         if ending and layout.chain_head_key(part).startswith(op.prefix) or not inside or self.b._plain(op.prefix):
             return op
-        head, where = self._head(op.prefix), self._where(op.prefix)
-        for name, record in list(head.records.items()):
-            if name.startswith(where):
-                head.records[name] = record._replace(expires=op.expires_at)
+        head, where = self._head(op.prefix, part), self._where(op.prefix)
+        listed = [head.records]
+        if head.bits:
+            listed = [b[1].records for b in self._load_buckets(part, head, range(1 << head.bits)).values()]
+        for records in listed:
+            for name, record in list(records.items()):
+                if name.startswith(where):
+                    records[name] = record._replace(expires=op.expires_at)
         for name, log in list(head.logs.items()):
             if name.startswith(where):
                 head.logs[name] = log._replace(expires=op.expires_at)
@@ -221,21 +260,67 @@ class BatchPlan:
 
     def head_puts(self) -> list[Op]:
         out: list[Op] = []
-        heads, clock = self.heads, self.clock
-        self.order = sorted(heads) if len(heads) > 1 else list(heads)
-        for part in self.order:
-            version, head, created = heads[part]
-            swept = self.b._swept
-            if len(head.records) + len(head.logs) > swept.get(part, 0) + _SWEEP_EVERY:
-                head.drop_expired(clock - FORGET_AFTER)
-                if len(swept) >= 4096:  # a writer names the same few partitions
-                    swept.clear()
-                swept[part] = len(head.records) + len(head.logs)
-            key, tag_of = self.b._head_record(part)
-            data = head.encode()
-            tag = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock)
-            out.append(Put(key, data + self.stamp + tag, _HEAD_CODEC, version, head.last_expiry()))
+        self.order = []
+        for part in sorted(self.heads) if len(self.heads) > 1 else self.heads:
+            version, head, created = self.heads[part]
+            self._reshape(part, head)
+            for i, (bv, bucket, bcreated) in sorted(self.buckets.get(part, {}).items()):
+                put, tag, expires = self._head_put(*self.b._head_record(part, i), bv, bucket, bcreated)
+                head.buckets[i] = BucketRef((bv or 0) + 1, tag, len(bucket.records), expires)
+                out.append(put)
+                self.order.append((part, i))
+            out.append(self._head_put(*self.b._head_record(part), version, head, created)[0])
+            self.order.append((part, None))
         return out
+
+    def _head_put(
+        self, key: str, tag_of: RecordTagger, version: int | None, head: Head, created: float | None
+    ) -> tuple[Put, bytes, float | None]:
+        """The put of one head record — ``head``, swept of what expired long ago now and then — with its
+        MAC and its expiry."""
+        swept, clock, members = self.b._swept, self.clock, len(head.records) + len(head.logs)
+        if members > swept.get(key, 0) + _SWEEP_EVERY:
+            head.drop_expired(clock - FORGET_AFTER)
+            if len(swept) >= 4096:  # a writer names the same few heads
+                swept.clear()
+            swept[key] = len(head.records) + len(head.logs)
+        data = head.encode()
+        tag, expires = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock), head.last_expiry()
+        return Put(key, data + self.stamp + tag, _HEAD_CODEC, version, expires), tag, expires
+
+    def _reshape(self, part: str, root: Head) -> None:
+        """Moves a head's records to buckets once it lists more than :data:`SPILL`, and doubles its buckets
+        once they hold too many (every bucket is then rewritten: rare, and paid once per doubling)."""
+        planned = self.buckets.get(part, {})
+        if not root.bits:
+            if len(root.records) <= SPILL:
+                return
+            total = len(root.records)
+        else:
+            total = sum(len(b[1].records) for b in planned.values()) + sum(
+                r.size for i, r in root.buckets.items() if i not in planned)
+        bits = max(root.bits, 1)
+        while total > (1 << bits) * max(SPILL, 1 << bits):
+            bits += 1
+        if bits == root.bits:
+            return
+        listed = dict(root.records)
+        if root.bits:
+            for _, bucket, _ in self._load_buckets(part, root, range(1 << root.bits)).values():
+                listed.update(bucket.records)
+        spread: dict[int, dict[str, RecordHead]] = {}
+        forget = self.clock - FORGET_AFTER  # every bucket is rewritten: swept of what expired long ago too
+        for name, record in listed.items():
+            if record.expires is None or record.expires >= forget:
+                spread.setdefault(bucket_index(name, bits), {})[name] = record
+        planned = self.buckets.setdefault(part, {})
+        for i in set(spread) | set(planned):
+            version, _, created = planned.get(i, (None, None, None))
+            if version is None and i not in spread:
+                planned.pop(i, None)  # never written, and nothing to list
+            else:
+                planned[i] = (version, Head(records=spread.get(i, {})), created)
+        root.records, root.bits = {}, bits
 
     def finish(self, ops: Sequence[Op], results: Sequence[OpResult]) -> list[OpResult]:
         """The batch was applied: the heads it left remembered, the results as the caller's ops give them."""
@@ -243,8 +328,14 @@ class BatchPlan:
         return [as_given(op, r) for op, r in zip(ops, results)]
 
     def remember(self, results: Sequence[OpResult]) -> None:
-        for part, result in zip(self.order, results):
-            _, head, created = self.heads[part]
-            if isinstance(result, Record):
-                self.b._heads[part] = (result.version, head, result.created_at)
+        cached = self.b._buckets
+        for (part, i), result in zip(self.order, results):
+            if not isinstance(result, Record):
+                continue
+            if i is None:
+                self.b._heads[part] = (result.version, self.heads[part][1], result.created_at)
+            else:
+                if len(cached) >= 4096:  # a writer names the same few heads
+                    cached.clear()
+                cached[(part, i)] = (result.version, self.buckets[part][i][1], result.created_at)
 

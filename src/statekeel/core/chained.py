@@ -20,6 +20,7 @@ re-encryption leaves it intact.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -31,11 +32,12 @@ from ..protocol.checks import check_ops
 from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain import ChainKey, EntryTagger, Head, LogHead, RecordTagger, kept
-from .chain_ops import HeadLookup, resolved
+from .chain import ChainKey, EntryTagger, Head, LogHead, RecordTagger, alive, kept
+from .chain_ops import HeadLookup, HeadMoved, resolved
 from .chain_plan import BatchPlan
 from .chain_reads import (UNREAD, Unread, against_head, check_entries, check_log_info, check_record, check_records,
-                          check_scan, consistent, head_parts, open_value, unchained)
+                          check_scan, consistent, moved_from, open_value, unchained)
+from .chain_views import read_heads
 from .keyring import NO_IO
 from .sealed import SealedBackend
 
@@ -65,11 +67,13 @@ class ChainedBackend(Backend):
         self._log_spots: dict[str, tuple[str, str, EntryTagger] | None] = {}
         self._record_spots: dict[str, tuple[str, str, RecordTagger] | None] = {}
         self._head_records: dict[str, tuple[str, RecordTagger]] = {}
+        self._buckets: dict[tuple[str, int], tuple[int | None, Head, float | None]] = {}
+        """(partition, index) -> (version, bucket, created_at) of a head's bucket: hints for writers."""
         self._swept: dict[str, int] = {}
-        """partition -> how many logs and records its head listed after this handle last swept it of
+        """head record key -> how many logs and records it listed after this handle last swept it of
         what expired long ago (:meth:`.BatchPlan.head_puts` sweeps again once it has grown past that)."""
-        self._verified: dict[str, tuple[tuple[str, int, str, float], bytes, Head]] = {}
-        """partition -> the head record last verified (its fields and bytes) and its decoded head."""
+        self._verified: dict[str, tuple[tuple[int, str, float], bytes, Head]] = {}
+        """head record key -> that record as last verified (its fields and bytes) and its decoded head."""
         self.anchor: Anchor | None = None
         """Where ``statekeel verify --anchor`` keeps the heads outside the store (whole-store handles only)."""
         self._store_floors: Callable[[], dict[str, tuple[int, float | None]]] | None = None
@@ -160,24 +164,97 @@ class ChainedBackend(Backend):
                                  f"version {floor[0]}: the store (or this partition) was rolled back")  # fmt: skip
         if rec is None:
             return None, Head(), None
-        seen = self._verified.get(partition)  # the same bytes as the head verified last: the same answer
-        if seen is not None and seen[0] == (rec.key, rec.version, rec.codec, rec.created_at) and seen[1] == rec.data:
-            return rec.version, seen[2], rec.created_at
+        return rec.version, self._opened(rec), rec.created_at
+
+    def _opened(self, rec: Record) -> Head:
+        """The head in a head record, its MAC verified (remembered: mostly the same bytes as last time)."""
+        seen = self._verified.get(rec.key)
+        if seen is not None and seen[0] == (rec.version, rec.codec, rec.created_at) and seen[1] == rec.data:
+            return seen[2]
         where = self._prefix + rec.key
-        value, codec = open_value(self._key, rec, where)
+        value, _ = open_value(self._key, rec, where)
         head = Head.decode(value, where)  # never changed in place: writers plan on a copy
         if len(self._verified) >= 4096:  # a reader names the same few partitions
             self._verified.clear()
-        self._verified[partition] = ((rec.key, rec.version, rec.codec, rec.created_at), rec.data, head)
+        self._verified[rec.key] = ((rec.version, rec.codec, rec.created_at), rec.data, head)
+        return head
+
+    def bucket_of(self, rec: Record | None, partition: str, index: int, root: Head) -> Head:
+        """Bucket ``index`` of ``partition``'s head from its stored record, checked against the root
+        ``root`` (its version and MAC), or an empty one when the root lists none there (or it expired)."""
+        return self._load_bucket(rec, partition, index, root)[1]
+
+    def _load_bucket(
+        self, rec: Record | None, partition: str, index: int, root: Head
+    ) -> tuple[int | None, Head, float | None]:
+        ref = root.buckets.get(index)
+        where = self._prefix + layout.chain_bucket_key(partition, index)
+        if ref is None or not alive(ref.expires, time.time()):
+            if rec is not None and alive(rec.expires_at, time.time()):
+                raise IntegrityError(f"the chain head bucket {where!r} is not in its partition's root head (or "
+                                     "expired there): planted, or its expiry changed beneath the API")  # fmt: skip
+            return None, Head(), None
+        if rec is None:
+            raise IntegrityError(f"the chain head bucket {where!r} is missing: its partition's root head has "
+                                 f"version {ref.version}, so it was deleted beneath the API")  # fmt: skip
+        head = self._opened(rec)
+        if rec.version != ref.version or not hmac.compare_digest(rec.data[-len(ref.tag):], ref.tag):
+            raise IntegrityError(f"the chain head bucket {where!r} is version {rec.version} but its partition's root "
+                                 f"head has version {ref.version}: an older bucket was restored")  # fmt: skip
         return rec.version, head, rec.created_at
 
-    def _head_record(self, partition: str) -> tuple[str, RecordTagger]:
-        """The key of ``partition``'s head record and its tagger (memoised: a writer puts the same
-        few heads batch after batch)."""
-        return kept(self._head_records, partition, self._new_head_record)
+    def _buckets_for_write(
+        self, partition: str, version: int | None, root: Head, indices: Sequence[int]
+    ) -> dict[int, tuple[int | None, Head, float | None]]:
+        """Buckets ``indices`` of ``partition``'s head (``root``, at ``version``) to plan a write on: copies,
+        cached or read (with :data:`~statekeel.core.keyring.NO_IO` set, the ones to read raise
+        :class:`HeadLookup`). When the root was moved since it was cached, raises :class:`HeadMoved`."""
+        out: dict[int, tuple[int | None, Head, float | None]] = {}
+        missing = []
+        for i in indices:
+            ref, cached = root.buckets.get(i), self._buckets.get((partition, i))
+            if ref is None or not alive(ref.expires, time.time()):
+                out[i] = (None, Head(), None)
+            elif cached is not None and cached[0] == ref.version:
+                out[i] = (cached[0], cached[1].copy(), cached[2])
+            else:
+                missing.append(i)
+        if missing:
+            if NO_IO.get():
+                raise HeadLookup(partition, missing)
+            wanted = [*(layout.chain_bucket_key(partition, i) for i in missing), layout.chain_head_key(partition)]
+            consistent(lambda: self.take_buckets(partition, version, root, missing, self._inner.get_many(wanted)))
+            for i in missing:
+                bv, bucket, created = self._buckets[(partition, i)]
+                out[i] = (bv, bucket.copy(), created)
+        return out
 
-    def _new_head_record(self, partition: str) -> tuple[str, RecordTagger]:
-        key = layout.chain_head_key(partition)
+    def take_buckets(
+        self, partition: str, version: int | None, root: Head, indices: Sequence[int], found: Sequence[Record | None]
+    ) -> None:
+        """Keeps buckets ``indices`` of ``partition``'s head for writers: ``found`` is them, then the root's
+        record, read together. A root moved since ``root`` (at ``version``) was cached is dropped from the
+        cache and :class:`HeadMoved` raised (the batch is planned again); otherwise each bucket must agree
+        with it (IntegrityError)."""
+        if moved_from(found[-1]) != version:
+            self._heads.pop(partition, None)
+            raise HeadMoved(partition)
+        for i, rec in zip(indices, found):
+            self.remember_bucket(rec, partition, i, root)
+
+    def remember_bucket(self, rec: Record | None, partition: str, index: int, root: Head) -> None:
+        """Keeps bucket ``index`` of ``partition``'s head, read as ``rec`` and checked against ``root``, for writers."""
+        if len(self._buckets) >= 4096:
+            self._buckets.clear()
+        self._buckets[(partition, index)] = self._load_bucket(rec, partition, index, root)
+
+    def _head_record(self, partition: str, bucket: int | None = None) -> tuple[str, RecordTagger]:
+        """The key of ``partition``'s head record (or of its bucket ``bucket``) and its tagger (memoised: a
+        writer puts the same few heads batch after batch)."""
+        name = layout.chain_head_key(partition) if bucket is None else layout.chain_bucket_key(partition, bucket)
+        return kept(self._head_records, name, self._new_head_record)
+
+    def _new_head_record(self, key: str) -> tuple[str, RecordTagger]:
         return key, self._key.record_tagger(self._prefix + key)
 
     def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
@@ -189,6 +266,14 @@ class ChainedBackend(Backend):
         version, head, created = found
         return version, head.copy(), created
 
+    def listed(self, partition: str) -> Head:
+        """``partition``'s head as stored now, verified, with the records its buckets list as its own
+        (``statekeel verify`` and the tests look at it whole)."""
+        def read() -> Head:
+            return read_heads(self, self._inner.get_many, [partition + "/"], every=True)[1].views()[partition]
+
+        return consistent(read)
+
     # -- reads -----------------------------------------------------------------
     def get(self, key: str, *, include_expired: bool = False) -> Record | None:
         return consistent(lambda: self._get(key, include_expired))
@@ -196,12 +281,11 @@ class ChainedBackend(Backend):
     def _get(self, key: str, include_expired: bool) -> Record | None:
         if self._plain(key):
             return self._inner.get(key, include_expired=include_expired)
-        part = keys.partition(key)
-        if include_expired:
-            rec, hrec = self._inner.get(key, include_expired=True), self._inner.get(layout.chain_head_key(part))
-        else:
-            rec, hrec = self._inner.get_many([key, layout.chain_head_key(part)])
-        return check_record(self._key, self._prefix, key, rec, self.head_of(hrec, part), include_expired)
+        if not include_expired:
+            return self._get_many([key])[0][0]
+        rec = self._inner.get(key, include_expired=True)
+        heads = read_heads(self, self._inner.get_many, [key])[1].views()
+        return check_record(self._key, self._prefix, key, rec, heads[keys.partition(key)], include_expired)
 
     def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
         return consistent(lambda: self._get_many(keys_)[0])
@@ -210,11 +294,8 @@ class ChainedBackend(Backend):
         self, keys_: Sequence[str], log: str | None = None
     ) -> tuple[list[Record | None], dict[str, Record | None]]:
         """The records of ``keys_``, checked, and the head records read with them by partition (``log``'s too)."""
-        parts = head_parts(self._plain, keys_, log)
-        found = self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
-        read = dict(zip(parts, found[len(keys_):]))
-        heads = {p: self.head_of(r, p) for p, r in read.items()}
-        return check_records(self._key, self._prefix, self._plain, keys_, found, heads), read
+        found, heads = read_heads(self, self._inner.get_many, keys_, log, extra=keys_)
+        return check_records(self._key, self._prefix, self._plain, keys_, found, heads.views()), heads.read
 
     def get_many_and_values(
         self, keys_: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
@@ -240,9 +321,7 @@ class ChainedBackend(Backend):
             done = len(raw) < want
             page += unchained(raw)
             cursor = raw[-1].key if raw else cursor
-        parts = sorted({keys.partition(r.key) for r in page if not self._plain(r.key)})
-        heads = {p: self.head_of(r, p) for p, r in zip(parts, self._inner.get_many(
-            [layout.chain_head_key(p) for p in parts]))}  # fmt: skip
+        heads = read_heads(self, self._inner.get_many, [r.key for r in page], every=True)[1].views()
         return check_scan(self._key, self._prefix, self._plain, heads, page, (prefix, after, limit))
 
     def read(
@@ -292,9 +371,13 @@ class ChainedBackend(Backend):
         """One attempt at ``ops``: its plan, and the batch to apply beneath (the ops sealed, then the
         heads they change). With :data:`~statekeel.core.keyring.NO_IO` set, a head not cached raises
         :class:`HeadLookup` instead of being read."""
-        plan = BatchPlan(self, time.time() if now is None else now)
-        sealed = [plan.seal(op) for op in ops]
-        return plan, [*sealed, *plan.head_puts()]
+        while True:
+            plan = BatchPlan(self, time.time() if now is None else now)
+            try:
+                sealed = [plan.seal(op) for op in ops]
+                return plan, [*sealed, *plan.head_puts()]
+            except HeadMoved:
+                continue  # a head another writer moved since it was cached: planned again on the new one
 
     def refused(
         self, plan: BatchPlan, ops: Sequence[Op], exc: BaseException, deadline: float | None, attempt: int
@@ -303,6 +386,8 @@ class ChainedBackend(Backend):
         ``exc``) and the deadline of those retries (set at the first refusal)."""
         for part in plan.heads:  # moved by another writer, or maybe applied: read them again
             self._heads.pop(part, None)
+            for i in plan.buckets.get(part, ()):
+                self._buckets.pop((part, i), None)
         ours = isinstance(exc, ConflictError) and (layout.is_chain_head(exc.key) or exc.key in resolved(ops, self._plain))
         deadline = time.monotonic() + _PATIENCE if deadline is None else deadline
         if ours and time.monotonic() < deadline:

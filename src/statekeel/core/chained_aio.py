@@ -39,11 +39,12 @@ from ..protocol import (
 from ..protocol.aio import AsyncBackend
 from ..protocol.checks import check_ops
 from . import layout
-from .chain import LogHead
-from .chain_ops import HeadLookup
+from .chain import Head, LogHead
+from .chain_ops import HeadLookup, HeadMoved
 from .chain_plan import BatchPlan
 from .chain_reads import (MOVED, READS, UNREAD, EntryWindow, Unread, check_log_info, check_record, check_records,
-                          check_scan, head_parts, moved_from, unchained)
+                          check_scan, moved_from, unchained)
+from .chain_views import HeadRead
 from .chained import ChainedBackend
 from .keyring import NO_IO
 from .sealed_aio import Offload
@@ -82,13 +83,23 @@ class AsyncChainedBackend(AsyncBackend):
         c, inner = await self._ready(), self._inner
         if c._plain(key):
             return await inner.get(key, include_expired=include_expired)
-        part = keys.partition(key)
-        head_key = layout.chain_head_key(part)
-        if include_expired:
-            rec, hrec = await inner.get(key, include_expired=True), await inner.get(head_key)
-        else:
-            rec, hrec = await inner.get_many([key, head_key])
-        return check_record(c.key, c._prefix, key, rec, c.head_of(hrec, part), include_expired)
+        if not include_expired:
+            return (await self._get_many([key]))[0][0]
+        rec = await inner.get(key, include_expired=True)
+        heads = (await self._read_heads(c, [key]))[1].views()
+        return check_record(c.key, c._prefix, key, rec, heads[keys.partition(key)], include_expired)
+
+    async def _read_heads(
+        self, c: ChainedBackend, names: Sequence[str], log: str | None = None, every: bool = False,
+        extra: Sequence[str] = (),
+    ) -> tuple[list[Record | None], HeadRead]:
+        """:func:`~statekeel.core.chain_views.read_heads`, awaited."""
+        r = HeadRead(c, names, log, every)
+        found = await self._inner.get_many([*extra, *r.first()])
+        more = r.take(found[len(extra):])
+        if more:
+            r.take_more(await self._inner.get_many(more))
+        return found[: len(extra)], r
 
     async def get_many(self, keys_: Sequence[str]) -> list[Record | None]:
         return (await _consistent(lambda: self._get_many(keys_)))[0]
@@ -97,11 +108,8 @@ class AsyncChainedBackend(AsyncBackend):
         self, keys_: Sequence[str], log: str | None = None
     ) -> tuple[list[Record | None], dict[str, Record | None]]:
         c = await self._ready()
-        parts = head_parts(c._plain, keys_, log)
-        found = await self._inner.get_many([*keys_, *(layout.chain_head_key(p) for p in parts)])
-        read = dict(zip(parts, found[len(keys_):]))
-        heads = {p: c.head_of(r, p) for p, r in read.items()}
-        return check_records(c.key, c._prefix, c._plain, keys_, found, heads), read
+        found, heads = await self._read_heads(c, keys_, log, extra=keys_)
+        return check_records(c.key, c._prefix, c._plain, keys_, found, heads.views()), heads.read
 
     async def get_many_and_values(
         self, keys_: Sequence[str], log: str, *, limit: int | None = None, reverse: bool = False
@@ -127,9 +135,7 @@ class AsyncChainedBackend(AsyncBackend):
             done = len(raw) < want
             page += unchained(raw)
             cursor = raw[-1].key if raw else cursor
-        parts = sorted({keys.partition(r.key) for r in page if not c._plain(r.key)})
-        found = await inner.get_many([layout.chain_head_key(p) for p in parts]) if parts else []
-        heads = {p: c.head_of(r, p) for p, r in zip(parts, found)}
+        heads = (await self._read_heads(c, [r.key for r in page], every=True))[1].views()
         return check_scan(c.key, c._prefix, c._plain, heads, page, (prefix, after, limit))
 
     async def read(
@@ -206,10 +212,23 @@ class AsyncChainedBackend(AsyncBackend):
             try:
                 return c.planned(ops, now)
             except HeadLookup as need:
-                part = need.partition
+                part, buckets = need.partition, need.buckets
             finally:
                 NO_IO.reset(token)
-            c.head_of(await self._inner.get(layout.chain_head_key(part)), part)
+            if not buckets:
+                c.head_of(await self._inner.get(layout.chain_head_key(part)), part)
+                continue
+            version, root, _ = c._heads[part]  # the root the plan asked them of (cached before its buckets are)
+            wanted = [*(layout.chain_bucket_key(part, i) for i in buckets), layout.chain_head_key(part)]
+            try:
+                await _consistent(lambda: self._take_buckets(c, part, version, root, buckets, wanted))
+            except HeadMoved:
+                continue  # the root moved since it was cached: planned again on the new one
+
+    async def _take_buckets(
+        self, c: ChainedBackend, part: str, version: int | None, root: Head, buckets: Sequence[int], wanted: list[str]
+    ) -> None:
+        c.take_buckets(part, version, root, buckets, await self._inner.get_many(wanted))
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -68,6 +68,8 @@ __all__ = [
     "SESSION_INDEX_PREFIX",
     "SESSIONS_PREFIX",
     "session_id_of_meta",
+    "chain_bucket_index",
+    "chain_bucket_key",
     "chain_head_key",
     "checkpoint_body_key",
     "checkpoint_header_key",
@@ -462,8 +464,25 @@ def chain_head_key(partition_key: str) -> str:
     return partition_key + "/" + CHAIN_HEAD
 
 
+def chain_bucket_key(partition_key: str, index: int) -> str:
+    """One bucket of a partition's chain head, when its records are listed in buckets
+    (``session/s1``, 5 → ``session/s1/~head~5``; see :class:`statekeel.core.chain.Head`)."""
+    return f"{partition_key}/{CHAIN_HEAD}~{index:x}"
+
+
+def chain_bucket_index(key: str) -> int | None:
+    """The bucket a chain head record is (None: a partition's head itself, or a name that is no bucket)."""
+    last = key[key.rfind("/") + 1 :]
+    digits = last[len(CHAIN_HEAD) + 1 :]
+    if not last.startswith(CHAIN_HEAD + "~") or not digits or digits.strip("0123456789abcdef"):
+        return None
+    return int(digits, 16)
+
+
 def is_chain_head(key: str) -> bool:
-    return key.endswith("/" + CHAIN_HEAD)
+    """Whether ``key`` is a chain head record: a partition's head or one of its buckets."""
+    last = key[key.rfind("/") + 1 :]
+    return last == CHAIN_HEAD or last.startswith(CHAIN_HEAD + "~") and last != CHAIN_HEAD + "~"
 
 
 def stored_in_clear(key: str) -> bool:

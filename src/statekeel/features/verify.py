@@ -17,10 +17,10 @@ from typing import Any
 from ..backends.tenant import TenantBackend
 from ..core import Core, layout
 from ..core.anchor import decode_anchor, encode_anchor
-from ..core.chain import Head
+from ..core.chain import Head, RecordHead
 from ..core.chained import ChainedBackend
 from ..errors import CorruptionError, IntegrityError, UsageError
-from ..protocol import keys
+from ..protocol import Record, keys
 
 __all__ = ["VerifyReport", "anchor", "verify"]
 
@@ -55,18 +55,38 @@ def _chained(store: Core) -> ChainedBackend:
 
 
 def _heads(store: Core, chained: ChainedBackend, report: VerifyReport) -> dict[str, tuple[int, Head, Any]]:
-    """Every head record (verified), by partition: (version, head, head expiry)."""
+    """Every partition's head record (verified), by partition: (version, head, head expiry) — with the
+    records its buckets list as its own, each bucket checked against it."""
     found: dict[str, tuple[int, Head, Any]] = {}
+    buckets: dict[str, dict[int, Record]] = {}
     after = None
     while page := store.storage.scan("", after=after, limit=PAGE):
         for rec in page:
             if layout.is_chain_head(rec.key):
                 part = keys.partition(rec.key)  # a head sits right under its partition
+                index = layout.chain_bucket_index(rec.key)
+                if index is not None:
+                    buckets.setdefault(part, {})[index] = rec
+                    continue
                 try:
                     found[part] = (rec.version, chained.head_of(rec, part), rec.expires_at)
                 except IntegrityError as exc:
                     report.failures.append(str(exc))
         after = page[-1].key
+    for part, stored in sorted(buckets.items()):
+        if part not in found:
+            report.failures.append(f"the chain head buckets of {part!r} have no head: it was deleted beneath the API")
+    for part, (version, root, expires) in list(found.items()):
+        if not root.bits:
+            continue
+        listed: dict[str, RecordHead] = {}
+        stored = buckets.get(part, {})
+        for index in sorted(set(root.buckets) | set(stored)):
+            try:
+                listed.update(chained.bucket_of(stored.get(index), part, index, root).records)
+            except IntegrityError as exc:
+                report.failures.append(str(exc))
+        found[part] = (version, Head(root.logs, listed, root.bits, root.buckets), expires)
     return found
 
 
