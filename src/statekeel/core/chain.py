@@ -282,13 +282,16 @@ class Head:
     A small partition's head lists its records itself. Past :data:`~statekeel.core.chain_plan.SPILL`
     records they move to ``2 ** bits`` bucket records (each a :class:`Head` listing only records, at
     :func:`~statekeel.core.layout.chain_bucket_key`) and the head — the partition's *root* — lists each
-    bucket's version and MAC instead: a batch rewrites the root and the buckets it touches, so a write
-    costs about the same however many records the partition holds, and the root still vouches for every
-    record (a bucket deleted or rolled back disagrees with it)."""
+    bucket's version and MAC instead, and keeps listing the records written since (a record's entry in
+    the root wins over its bucket's). A batch rewrites the root, and a bucket only when it deletes from
+    it or moves the root's records into the buckets (every few dozen records written), so a write costs
+    about the same however many records the partition holds; the root still vouches for every record
+    (a bucket deleted or rolled back disagrees with it)."""
 
     logs: dict[str, LogHead] = field(default_factory=dict)
     records: dict[str, RecordHead] = field(default_factory=dict)
-    """The records it lists itself (none when ``bits``: they are in its buckets)."""
+    """The records it lists itself: all of them, or (with ``bits``) those written since it last moved
+    them to its buckets — newer than what a bucket lists of the same name."""
     bits: int = 0
     """Its records are in ``2 ** bits`` buckets (0: listed here)."""
     buckets: dict[int, BucketRef] = field(default_factory=dict)
@@ -324,7 +327,7 @@ class Head:
             bits, refs = body.get("b", (0, {}))
             buckets = {int(i, 16): BucketRef(int(v), bytes.fromhex(t), int(n), None if e is None else float(e))
                        for i, (v, t, n, e) in refs.items()}  # fmt: skip
-            if not 0 <= int(bits) <= 24 or (records and bits) or any(i >> int(bits) for i in buckets):
+            if not 0 <= int(bits) <= 24 or any(i >> int(bits) for i in buckets):
                 raise ValueError(f"{len(buckets)} buckets of {bits} bits beside {len(records)} records")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"the chain head {where!r} does not parse ({exc}); it was tampered with") from None
@@ -345,8 +348,10 @@ class Head:
     def drop_expired(self, before: float) -> None:
         """Forget the logs and records that expired before ``before``: a read leaves them out, so the
         head no longer needs to vouch for them (and a head must not grow with every record ever
-        written that expired since, such as idempotency keys). A copy's to change, like every write."""
-        for members in (self.logs, self.records):
+        written that expired since, such as idempotency keys). A copy's to change, like every write.
+        A root with buckets keeps its own records: each may stand for an older one its bucket lists."""
+        members: dict[str, Any]
+        for members in (self.logs, self.records) if not self.bits else (self.logs,):
             gone = [name for name, m in members.items() if m.expires is not None and m.expires < before]
             for name in gone:
                 del members[name]

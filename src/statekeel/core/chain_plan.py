@@ -9,7 +9,7 @@ named here by what the plan uses of it, so this module imports nothing of the ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
 
@@ -54,9 +54,11 @@ FORGET_AFTER: Final = 3600.0
 reader whose clock runs behind the writer's by less than that still finds it expired, not unlisted."""
 
 SPILL: Final = 32
-"""Records a head lists itself; past that they move to buckets (:class:`~statekeel.core.chain.Head`),
+"""Records a head lists itself: past that it moves them to its buckets (:class:`~statekeel.core.chain.Head`),
 which double when they hold more than this many records each on average (or more than there are
-buckets: the root and a bucket then grow alike, as the square root of the partition's records)."""
+buckets: the root and a bucket then grow alike, as the square root of the partition's records). A
+record written goes back to the head's own list, so a turn that writes the same few records rewrites
+the head alone; a flush, every few dozen new records, writes the buckets they fall in."""
 
 _SWEEP_EVERY: Final = 32
 """A head is swept of what expired long ago when it lists this many more logs and records than after
@@ -75,7 +77,9 @@ class BatchPlan:
         self.heads: dict[str, Planned] = {}
         """The heads this batch changes (every head it looks at, it changes), by partition."""
         self.buckets: dict[str, dict[int, Planned]] = {}
-        """The buckets of those heads it changes, by partition and index."""
+        """The buckets of those heads it looked at, by partition and index."""
+        self.dirty: set[tuple[str, int]] = set()
+        """(partition, index) of the buckets it changes."""
         self.order: list[tuple[str, int | None]] = []
         """The head records in the order they are put: per partition (sorted: writers lock them alike)
         its buckets, then its root (index None)."""
@@ -87,20 +91,24 @@ class BatchPlan:
             planned = self.heads[part] = self.b._head_for_write(part)
         return planned[1]
 
-    def _records(self, key: str, where: str, part: str | None = None) -> dict[str, RecordHead]:
-        """The record heads the record ``key`` (named ``where``) is listed in, to change: its partition's
-        head's own, or its bucket's."""
+    def _lookup(self, key: str, where: str, part: str | None = None) -> tuple[Head, RecordHead | None]:
+        """The head of the record ``key`` (named ``where``) and what it lists of it: listed in the head
+        itself (written recently), or in its bucket (read, or cached, for it)."""
         part = keys.partition(key) if part is None else part
         head = self._head(key, part)
-        if not head.bits:
-            return head.records
-        i = bucket_index(where, head.bits)
+        known = head.records.get(where)
+        if known is not None or not head.bits:
+            return head, known
+        return head, self._bucket(part, head, bucket_index(where, head.bits)).records.get(where)
+
+    def _bucket(self, part: str, root: Head, i: int) -> Head:
         planned = self.buckets.get(part)
         if planned is None or i not in planned:
-            planned = self._load_buckets(part, head, (i,))
-        return planned[i][1].records
+            planned = self._load_buckets(part, root, (i,))
+        return planned[i][1]
 
-    def _load_buckets(self, part: str, root: Head, indices: Sequence[int]) -> dict[int, Planned]:
+    def _load_buckets(self, part: str, root: Head, indices: Iterable[int]) -> dict[int, Planned]:
+        """Buckets of ``part``'s head, loaded for this batch (a copy each: changed, they are marked dirty)."""
         planned = self.buckets.setdefault(part, {})
         want = [i for i in indices if i not in planned]
         if want:
@@ -131,12 +139,12 @@ class BatchPlan:
             where = self._where(op.log)
             return self._append(op, keys.partition(op.log), where, self.b._key.entry_tagger(where))
         if isinstance(op, Delete):
-            self._records(op.key, self._where(op.key)).pop(self._where(op.key), None)
+            self._delete(op.key)
         elif isinstance(op, Touch) and op.expires_at is not KEEP:
-            head, name = self._head(op.key), self._where(op.key)
-            records = self._records(op.key, name)
-            if (record := records.get(name)) is not None and touches(op, record, self.clock):
-                records[name] = record._replace(expires=op.expires_at)
+            name = self._where(op.key)
+            head, record = self._lookup(op.key, name)
+            if record is not None and touches(op, record, self.clock):
+                head.records[name] = record._replace(expires=op.expires_at)
             if op.refresh is None and (log := head.logs.get(name)) is not None and alive(log.expires, self.clock):
                 head.logs[name] = log._replace(expires=op.expires_at)  # an expired log is not brought back
         elif isinstance(op, Trim):
@@ -149,9 +157,19 @@ class BatchPlan:
             return self._load_entries(op)
         return op
 
+    def _delete(self, key: str) -> None:
+        where = self._where(key)
+        head, _ = self._lookup(key, where)
+        head.records.pop(where, None)
+        if head.bits:  # its bucket may list it too (written before the head's last flush)
+            part, i = keys.partition(key), bucket_index(where, head.bits)
+            if self._bucket(part, head, i).records.pop(where, None) is not None:
+                self.dirty.add((part, i))
+
     def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
-        records, clock = self._records(op.key, where, part), self.clock
-        known = records.get(where)
+        clock = self.clock
+        head, known = self._lookup(op.key, where, part)
+        records = head.records
         if known is not None and (known.expires is None or known.expires > clock):
             current: int | None = known.version
             version, created, live = known.version + 1, known.created, known.expires
@@ -218,7 +236,7 @@ class BatchPlan:
     def _load(self, rec: Record) -> Record:
         where = self._where(rec.key)
         tag = self.b._key.record_tag(where, rec.version, rec.codec, rec.data, rec.created_at, rec.updated_at)
-        self._records(rec.key, where)[where] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
+        self._head(rec.key).records[where] = RecordHead(rec.version, tag, rec.created_at, rec.expires_at)
         return replace(rec, data=rec.data + trailer(rec.updated_at, tag), codec=rec.codec + STEP)
 
     def _load_entries(self, op: LoadEntries) -> LoadEntries:
@@ -246,13 +264,15 @@ class BatchPlan:
         if ending and layout.chain_head_key(part).startswith(op.prefix) or not inside or self.b._plain(op.prefix):
             return op
         head, where = self._head(op.prefix, part), self._where(op.prefix)
-        listed = [head.records]
+        listed: list[tuple[int | None, dict[str, RecordHead]]] = [(None, head.records)]
         if head.bits:
-            listed = [b[1].records for b in self._load_buckets(part, head, range(1 << head.bits)).values()]
-        for records in listed:
+            listed += [(i, b[1].records) for i, b in self._load_buckets(part, head, head.buckets).items()]
+        for i, records in listed:
             for name, record in list(records.items()):
                 if name.startswith(where):
                     records[name] = record._replace(expires=op.expires_at)
+                    if i is not None:
+                        self.dirty.add((part, i))
         for name, log in list(head.logs.items()):
             if name.startswith(where):
                 head.logs[name] = log._replace(expires=op.expires_at)
@@ -263,8 +283,11 @@ class BatchPlan:
         self.order = []
         for part in sorted(self.heads) if len(self.heads) > 1 else self.heads:
             version, head, created = self.heads[part]
-            self._reshape(part, head)
-            for i, (bv, bucket, bcreated) in sorted(self.buckets.get(part, {}).items()):
+            if len(head.records) > SPILL:
+                self._flush(part, head)
+            planned = self.buckets.get(part, {})
+            for i in sorted(i for p, i in self.dirty if p == part) if self.dirty else ():
+                bv, bucket, bcreated = planned[i]
                 put, tag, expires = self._head_put(*self.b._head_record(part, i), bv, bucket, bcreated)
                 head.buckets[i] = BucketRef((bv or 0) + 1, tag, len(bucket.records), expires)
                 out.append(put)
@@ -288,26 +311,27 @@ class BatchPlan:
         tag, expires = tag_of((version or 0) + 1, "json", data, clock if created is None else created, clock), head.last_expiry()
         return Put(key, data + self.stamp + tag, _HEAD_CODEC, version, expires), tag, expires
 
-    def _reshape(self, part: str, root: Head) -> None:
-        """Moves a head's records to buckets once it lists more than :data:`SPILL`, and doubles its buckets
-        once they hold too many (every bucket is then rewritten: rare, and paid once per doubling)."""
+    def _flush(self, part: str, root: Head) -> None:
+        """Moves the records a head lists itself to its buckets (past :data:`SPILL` of them), and doubles
+        its buckets once they hold too many (then every bucket is rewritten: rare, and paid once per doubling)."""
         planned = self.buckets.get(part, {})
-        if not root.bits:
-            if len(root.records) <= SPILL:
-                return
-            total = len(root.records)
-        else:
-            total = sum(len(b[1].records) for b in planned.values()) + sum(
-                r.size for i, r in root.buckets.items() if i not in planned)
+        total = len(root.records) + sum(r.size for i, r in root.buckets.items() if i not in planned) + sum(
+            len(b[1].records) for b in planned.values())  # fmt: skip
         bits = max(root.bits, 1)
         while total > (1 << bits) * max(SPILL, 1 << bits):
             bits += 1
         if bits == root.bits:
+            for name, record in root.records.items():
+                i = bucket_index(name, bits)
+                self._bucket(part, root, i).records[name] = record
+                self.dirty.add((part, i))
+            root.records = {}
             return
-        listed = dict(root.records)
+        listed: dict[str, RecordHead] = {}
         if root.bits:
-            for _, bucket, _ in self._load_buckets(part, root, range(1 << root.bits)).values():
+            for _, bucket, _ in self._load_buckets(part, root, root.buckets).values():
                 listed.update(bucket.records)
+        listed.update(root.records)  # the head's own are the newer
         spread: dict[int, dict[str, RecordHead]] = {}
         forget = self.clock - FORGET_AFTER  # every bucket is rewritten: swept of what expired long ago too
         for name, record in listed.items():
@@ -320,6 +344,7 @@ class BatchPlan:
                 planned.pop(i, None)  # never written, and nothing to list
             else:
                 planned[i] = (version, Head(records=spread.get(i, {})), created)
+                self.dirty.add((part, i))
         root.records, root.bits = {}, bits
 
     def finish(self, ops: Sequence[Op], results: Sequence[OpResult]) -> list[OpResult]:

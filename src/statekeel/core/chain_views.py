@@ -55,11 +55,13 @@ class HeadRead:
         self._more: list[tuple[str, int]] = []
 
     def _wanted(self, part: str, root: Head) -> Iterable[int]:
+        """The buckets of ``part`` to read with ``root`` (none for a record the root lists itself)."""
         if not root.bits:
             return ()
         if self.every:
             return root.buckets
-        return {bucket_index(w, root.bits) for w in self.wheres.get(part, ())}
+        own = root.records
+        return {bucket_index(w, root.bits) for w in self.wheres.get(part, ()) if w not in own}
 
     def first(self) -> list[str]:
         """The head records to read first: the roots, then the buckets the roots last seen by this handle name."""
@@ -97,14 +99,18 @@ class HeadRead:
         self.buckets.setdefault(part, {})[i] = self.c.bucket_of(rec, part, i, self.roots[part])
 
     def views(self) -> dict[str, Head]:
-        """Each partition's head with the records of the buckets read listed as its own."""
+        """Each partition's head with the records of the buckets read listed as its own (its own first)."""
         out: dict[str, Head] = {}
         for part, root in self.roots.items():
             if not root.bits:
                 out[part] = root
                 continue
-            read = list(self.buckets.get(part, {}).values())
-            records = read[0].records if len(read) == 1 else {n: r for b in read for n, r in b.records.items()}
+            read = self.buckets.get(part)
+            if not read:
+                out[part] = root  # every record read is listed in the root itself
+                continue
+            records = {n: r for b in read.values() for n, r in b.records.items()}
+            records.update(root.records)  # newer than what a bucket lists of the same name
             out[part] = Head(root.logs, records)
         return out
 

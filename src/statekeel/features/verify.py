@@ -86,6 +86,7 @@ def _heads(store: Core, chained: ChainedBackend, report: VerifyReport) -> dict[s
                 listed.update(chained.bucket_of(stored.get(index), part, index, root).records)
             except IntegrityError as exc:
                 report.failures.append(str(exc))
+        listed.update(root.records)  # written since its last flush: newer than its buckets
         found[part] = (version, Head(root.logs, listed, root.bits, root.buckets), expires)
     return found
 

@@ -195,7 +195,6 @@ def test_records_expired_long_ago_leave_their_chain_head(chained: statekeel.Stor
     assert len(listed()) >= 41
     time.sleep(0.3)
     chained.app.put("keep", 2)  # an hour has not passed: still listed (a clock behind the writer's sees them expired)
-    assert len(listed()) >= 2  # the head lists this many records in buckets: one expires with its last record
     assert chained.app.get("k0") is None and chained.app.get("k39") is None
     later = time.time() + FORGET_AFTER + 1  # as if an hour had passed: 40 more records, and the head is swept
     chained.backend.apply([Put(chained.app._full_key(f"m{i}"), b"2", "json", ANY, None) for i in range(40)], now=later)

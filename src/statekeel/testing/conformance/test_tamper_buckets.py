@@ -57,21 +57,36 @@ def _root(store: statekeel.Store, part: str) -> tuple[Record, Head]:
     return rec, _chain(store).head_of(rec, part)
 
 
-def _bucket_of(store: statekeel.Store, part: str, name: str) -> str:
-    """The key of the bucket record that lists the app key ``name``."""
+def _in_a_bucket(store: statekeel.Store, part: str, n: int) -> tuple[str, str, str]:
+    """Two app keys among ``k0..k{n-1}`` that one bucket lists and the root does not, and that bucket's key."""
     from statekeel.core.chain import bucket_index
 
     root = _root(store, part)[1]
-    return layout.chain_bucket_key(part, bucket_index(store.app._full_key(name), root.bits))
+    by_bucket: dict[int, list[str]] = {}
+    for k in range(n):
+        where = store.app._full_key(f"k{k}")
+        if where not in root.records:
+            by_bucket.setdefault(bucket_index(where, root.bits), []).append(f"k{k}")
+    i, names = next((i, names) for i, names in sorted(by_bucket.items()) if len(names) >= 2)
+    return names[0], names[1], layout.chain_bucket_key(part, i)
 
 
 def test_a_big_partition_lists_its_records_in_buckets(bucketed: statekeel.Store) -> None:
     n = 3 * SPILL + 5
     part = _fill(bucketed, n)
     rec, root = _root(bucketed, part)
-    assert root.bits >= 2 and not root.records and root.total() == n
+    assert root.bits >= 2 and len(root.records) <= SPILL and root.total() >= n
     assert all(bucketed.storage.get(layout.chain_bucket_key(part, i)) is not None for i in root.buckets)
-    assert len(rec.data) < 40 * SPILL  # the root lists buckets, not records
+    assert len(rec.data) < 150 * SPILL  # a few dozen records at most, and the buckets' versions and MACs
+    versions = {r.key: r.version for r in bucketed.storage.scan(layout.chain_head_key(part) + "~")}
+    for v in range(5):  # the same few records written again: the root alone is rewritten
+        bucketed.app.put("k1", v)
+        bucketed.app.put("k2", v)
+    assert {r.key: r.version for r in bucketed.storage.scan(layout.chain_head_key(part) + "~")} == versions
+    assert _root(bucketed, part)[0].version == rec.version + 10
+    assert bucketed.app.get("k1") == 4
+    bucketed.app.put("k1", 1)
+    bucketed.app.put("k2", 2)
     assert [bucketed.app.get(f"k{i}") for i in range(n)] == list(range(n))
     fresh = _chain(bucketed).unanchored()  # another handle: nothing cached, buckets read on demand
     assert fresh.get(bucketed.app._full_key("k7")) is not None
@@ -82,34 +97,38 @@ def test_a_big_partition_lists_its_records_in_buckets(bucketed: statekeel.Store)
 
 
 def test_records_in_buckets_deleted_or_rolled_back_are_found(bucketed: statekeel.Store) -> None:
-    part = _fill(bucketed, 2 * SPILL)
-    old = bucketed.storage.get(bucketed.app._full_key("k3"))
-    bucketed.app.put("k3", 333)
-    assert old is not None
-    bucketed.storage.apply([Load(old)])  # version 1, with its own valid MAC
-    with pytest.raises(IntegrityError, match="older version"):
-        bucketed.app.get("k3")
-    bucketed.storage.apply([Delete(bucketed.app._full_key("k5"))])
+    """Records listed in a bucket, and records the root lists itself (written since its last flush)."""
+    part = _fill(bucketed, 3 * SPILL)
+    cold, gone, _ = _in_a_bucket(bucketed, part, 3 * SPILL)
+    for name in (cold, "k0"):
+        old = bucketed.storage.get(bucketed.app._full_key(name))
+        bucketed.app.put(name, 333)  # now listed in the root itself, at version 2
+        assert old is not None
+        bucketed.storage.apply([Load(old)])  # version 1, with its own valid MAC
+        with pytest.raises(IntegrityError, match="older version"):
+            bucketed.app.get(name)
+    bucketed.storage.apply([Delete(bucketed.app._full_key(gone))])
     with pytest.raises(IntegrityError, match="missing"):
-        bucketed.app.get("k5")
+        bucketed.app.get(gone)
     failures = "\n".join(bucketed.verify().failures)
-    assert "k3" in failures and "k5" in failures
+    assert f"/{cold}'" in failures and f"/{gone}'" in failures and "/k0'" in failures
     assert _root(bucketed, part)[1].bits
 
 
 def test_a_bucket_deleted_rolled_back_or_planted_is_found(bucketed: statekeel.Store) -> None:
-    part = _fill(bucketed, 2 * SPILL)
-    bucket = _bucket_of(bucketed, part, "k1")
+    part = _fill(bucketed, 3 * SPILL)
+    name, other, bucket = _in_a_bucket(bucketed, part, 3 * SPILL)
     old = bucketed.storage.get(bucket)
-    bucketed.app.put("k1", 111)  # the bucket moves on
-    assert old is not None and _bucket_of(bucketed, part, "k1") == bucket
+    bucketed.app.delete(other)  # the bucket moves on (it no longer lists ``other``)
+    new = bucketed.storage.get(bucket)
+    assert old is not None and new is not None and new.version == old.version + 1
     bucketed.storage.apply([Load(old)])  # its older version, with its own valid MAC
     with pytest.raises(IntegrityError, match="older bucket"):
-        bucketed.app.get("k1")
+        bucketed.app.get(name)
     assert any("older bucket" in f for f in bucketed.verify().failures)
     bucketed.storage.apply([Delete(bucket)])
     with pytest.raises(IntegrityError, match="bucket .* missing"):
-        bucketed.app.get("k1")
+        bucketed.app.get(name)
     assert any("missing" in f for f in bucketed.verify().failures)
     spare = layout.chain_bucket_key(part, 1 << 12)  # an index the root does not list
     bucketed.storage.apply([Load(replace(old, key=spare))])
