@@ -41,12 +41,8 @@ class HeadRead:
     def __init__(self, c: Viewer, names: Sequence[str], log: str | None = None, every: bool = False) -> None:
         self.c = c
         self.every = every
+        self.names = names
         self.parts = head_parts(c._plain, names, log)
-        self.wheres: dict[str, list[str]] = {}
-        """partition -> the full names of the records read in it."""
-        for name in names:
-            if not c._plain(name):
-                self.wheres.setdefault(keys.partition(name), []).append(c._prefix + name)
         self.read: dict[str, Record | None] = {}
         """partition -> its root head record, as read (a log's check starts from it)."""
         self.roots: dict[str, Head] = {}
@@ -60,15 +56,16 @@ class HeadRead:
             return ()
         if self.every:
             return root.buckets
-        own = root.records
-        return {bucket_index(w, root.bits) for w in self.wheres.get(part, ()) if w not in own}
+        own, c, bits = root.records, self.c, root.bits
+        wheres = (c._prefix + n for n in self.names if not c._plain(n) and keys.partition(n) == part)
+        return {bucket_index(w, bits) for w in wheres if w not in own}
 
     def first(self) -> list[str]:
         """The head records to read first: the roots, then the buckets the roots last seen by this handle name."""
         out = [layout.chain_head_key(p) for p in self.parts]
         for part in self.parts:
             seen = self.c._heads.get(part)
-            if seen is not None:
+            if seen is not None and seen[1].bits:
                 for i in self._wanted(part, seen[1]):
                     self._guessed.append((part, i))
                     out.append(layout.chain_bucket_key(part, i))
@@ -76,13 +73,14 @@ class HeadRead:
 
     def take(self, found: Sequence[Record | None]) -> list[str]:
         """Checks what :meth:`first` named, as read; the bucket records still to read (none, mostly)."""
-        n = len(self.parts)
+        n, head_of, roots = len(self.parts), self.c.head_of, self.roots
         for part, rec in zip(self.parts, found):
             self.read[part] = rec
-            self.roots[part] = self.c.head_of(rec, part)
-        guessed = dict(zip(self._guessed, found[n:]))
-        for part in self.parts:
-            root = self.roots[part]
+            roots[part] = head_of(rec, part)
+        guessed = dict(zip(self._guessed, found[n:])) if self._guessed else {}
+        for part, root in roots.items():
+            if not root.bits:
+                continue
             for i in self._wanted(part, root):
                 if (part, i) in guessed:
                     self._bucket(part, i, guessed[(part, i)])
