@@ -44,13 +44,19 @@ KEY = base64.b64encode(b"C" * 32).decode()
 def test_chained_store_matches_model(backend_name: str, tmp_path: Path, statekeel_servers: ServerPool) -> None:
     """test_model's state machine, through the chain; a database of its own (no examples replayed from the
     plain run, whose store behaves the same but is another test) and derandomized."""
-    counter = iter(range(10**6))
+    run_chained_model(backend_name, tmp_path, statekeel_servers, first=20_000)
+
+
+def run_chained_model(backend_name: str, tmp_path: Path, servers: ServerPool, *, first: int) -> None:
+    """Run the model with store ``first``, ``first + 1``, ... — numbers no other test of this process uses
+    (``memory://`` stores and PostgreSQL schemas are named by them and outlive the test)."""
+    counter = iter(range(first, first + 10_000))
 
     def fresh_url() -> str:
         n = next(counter)
         sub = tmp_path / f"run{n}"
         sub.mkdir()
-        return BACKENDS[backend_name](BackendContext(sub, statekeel_servers, 20_000 + n))
+        return BACKENDS[backend_name](BackendContext(sub, servers, n))
 
     run_state_machine_as_test(make_machine(fresh_url), settings=settings(
         max_examples=15, stateful_step_count=25, deadline=None, database=None, derandomize=True))

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_conformance_chain import *  # noqa: F403
+from test_conformance_chain import run_chained_model
 
 from statekeel.core import chain_plan
+from statekeel.testing import ServerPool
 
 KEY = base64.b64encode(b"C" * 32).decode()
 
@@ -27,3 +30,9 @@ def _chained_with_small_heads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.setenv("STATEKEEL_MASTER_KEY", KEY)
     monkeypatch.setattr(chain_plan, "SPILL", 2)
     yield
+
+
+def test_chained_store_matches_model(backend_name: str, tmp_path: Path, statekeel_servers: ServerPool) -> None:
+    """The model with stores of its own: the plain chain run's stores (``memory://test-20000``, schema
+    ``sk_test_20000``, ...) may still hold what it wrote when both run in one process."""
+    run_chained_model(backend_name, tmp_path, statekeel_servers, first=30_000)

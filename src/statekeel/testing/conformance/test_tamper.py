@@ -31,10 +31,19 @@ from statekeel.protocol import (ANY, KEEP, Append, Delete, Entry, Expire, Load, 
 KEY = base64.b64encode(b"M" * 32).decode()
 
 
-@pytest.fixture(params=["chain", "chain+encryption"])
+CHAINED = ("chain", "chain+encryption")
+"""The modes every tamper test runs in."""
+
+
+def open_chained(url: str, mode: str) -> statekeel.Store:
+    """A tamper-evident store at ``url``, encrypted too when ``mode`` says so."""
+    encryption = Encryption(master_key=KEY) if "encryption" in mode else None
+    return statekeel.open(url, integrity=Integrity(key=KEY), encryption=encryption)
+
+
+@pytest.fixture(params=CHAINED)
 def chained(request: pytest.FixtureRequest, store_url: str) -> Iterator[statekeel.Store]:
-    encryption = Encryption(master_key=KEY) if "encryption" in request.param else None
-    with statekeel.open(store_url, integrity=Integrity(key=KEY), encryption=encryption) as store:
+    with open_chained(store_url, request.param) as store:
         yield store
 
 

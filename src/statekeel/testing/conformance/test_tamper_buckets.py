@@ -10,7 +10,6 @@ buckets double as the partition grows while several writers interleave.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,21 +17,18 @@ from dataclasses import replace
 import pytest
 
 import statekeel
-from statekeel import Encryption, Integrity
 from statekeel.core import layout
 from statekeel.core.chain import Head
 from statekeel.core.chain_plan import SPILL
 from statekeel.core.chained import ChainedBackend
 from statekeel.errors import IntegrityError
 from statekeel.protocol import ANY, Delete, Expire, Load, Put, Record, keys
+from statekeel.testing.conformance.test_tamper import CHAINED, open_chained
 
-KEY = base64.b64encode(b"B" * 32).decode()
 
-
-@pytest.fixture(params=["chain", "chain+encryption"])
+@pytest.fixture(params=CHAINED)
 def bucketed(request: pytest.FixtureRequest, store_url: str) -> Iterator[statekeel.Store]:
-    encryption = Encryption(master_key=KEY) if "encryption" in request.param else None
-    with statekeel.open(store_url, integrity=Integrity(key=KEY), encryption=encryption) as store:
+    with open_chained(store_url, request.param) as store:
         yield store
 
 
