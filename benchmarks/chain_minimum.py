@@ -60,7 +60,9 @@ class Floor:
         key = hashlib.sha256(b"floor mac key").digest().ljust(64, b"\0")
         self.inner = hashlib.sha256(bytes(x ^ 0x36 for x in key))
         self.outer = hashlib.sha256(bytes(x ^ 0x5C for x in key))
-        self.seq, self.tag, self.state_v, self.head_v = 0, bytes(16), None, None
+        self.seq, self.tag = 0, bytes(16)
+        self.state_v: int | None = None
+        self.head_v: int | None = None
         self.created = time.time()
 
     def mac(self, *parts: bytes) -> bytes:
