@@ -1,23 +1,27 @@
-"""The least a tamper-evident turn must cost, next to what statekeel's chain costs, in one run (issue 11).
+"""The least an encrypted or a tamper-evident turn must cost, next to what statekeel's cost, in one run (issue 11).
 
-A hash-chained store with a head per partition has, per turn, at the least: a MAC per message and for
+**Encrypted** (``sealed``): every value sealed with AES-GCM (a 12-byte nonce, a 16-byte tag, the key
+version; its place — key and version, or log and seq — as associated data), so every append names its
+seq and every put the version it replaces. **Tamper-evident** (``floor``): a hash-chained store with a head per partition has, per turn, at the least: a MAC per message and for
 the state record (over the value, its place and the tag before it), the head encoded and MACed, a
 24-byte trailer on every value (the writer's clock and the tag), and the head written in the same
 atomic batch, compare-and-set. This script writes exactly that straight against the backend
 (``statekeel.backends.open_backend``, the ops of ``statekeel.protocol``; none of statekeel's chain
 code) — the *floor* — beside the backend's own plain turn (the two ops statekeel's plain store sends),
-and statekeel's plain and chained stores through the public API. The four get the same turns
-interleaved in a rotating order (noise falls on all alike). Reported per backend:
+and statekeel's plain, encrypted and chained stores through the public API. The six get the same
+turns interleaved, in an order shuffled each round (noise, and the caches one mode warms for the next,
+fall on all alike). Reported per backend, for ``encrypted`` (floor: ``sealed``) and ``chain`` (floor:
+``floor``):
 
-* ``floor_vs_backend``: the floor's turn over the backend's plain turn (median of per-round ratios);
-* ``chain_vs_off``: statekeel's chained turn over its plain turn (what ``bench_integrity`` reports);
-* ``extra_us``: what each adds per turn (median turn minus its plain median), and
-  ``floor_vs_off``: statekeel's plain turn plus the floor's extra, over statekeel's plain turn — the
-  best ratio any chain over this backend could report against statekeel's plain store;
-* ``left_us``: what a 1.15x target leaves for the chain's own logic above the floor (negative: the
-  floor alone is past it).
+* ``vs_off``: statekeel's turn over its plain turn (median of per-round ratios: what
+  ``bench_integrity.py`` reports), and ``floor_vs_backend``: the floor's turn over the backend's;
+* ``extra_us``: what each adds per turn (its median turn minus the plain one's);
+* ``floor_vs_off``: statekeel's plain turn plus the floor's extra, over statekeel's plain turn — the
+  best ratio any implementation over this backend could report against statekeel's plain store;
+* ``left_us``: what the target (1.1x encrypted, 1.15x chain) leaves for statekeel's own logic above the
+  floor (negative: the floor alone is past it).
 
-    python benchmarks/chain_minimum.py --backends sqlite,postgres,redis --turns 2000 --repeat 3
+    python benchmarks/integrity_minimum.py --backends sqlite,postgres,redis --turns 2000 --repeat 3
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ from statekeel.backends import open_backend  # noqa: E402
 from statekeel.protocol import ANY, KEEP, Append, Backend, Put, Record  # noqa: E402
 from statekeel.testing.servers import ServerPool  # noqa: E402
 
-MODES = ("off", "chain", "backend", "floor")
-TARGET = 1.15
+MODES = ("off", "encrypted", "chain", "backend", "sealed", "floor")
+TARGETS = {"encrypted": ("sealed", 1.10), "chain": ("floor", 1.15)}
+"""statekeel's mode -> (its floor, the issue's target)."""
 LOG, STATE, HEAD = "session/t1/history", "session/t1/state/turn", "session/t1/~head"
 
 
@@ -97,6 +102,33 @@ class Floor:
         self.seq, self.tag, self.state_v, self.head_v = seq + 2, t2, state_rec.version, head_rec.version
 
 
+class Sealed:
+    """The least an encrypted turn does, on ``backend``: each value sealed to its place with AES-GCM."""
+
+    def __init__(self, backend: Backend) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.b, self.encrypt = backend, AESGCM(b"s" * 32).encrypt
+        self.n, self.seq, self.version = 0, 0, 0
+        self.head = bytes([2]) + (1).to_bytes(4, "big")
+
+    def seal(self, data: bytes, where: bytes, pos: int) -> bytes:
+        self.n += 1
+        nonce = self.n.to_bytes(12, "big")
+        return self.head + nonce + self.encrypt(nonce, data, where + pos.to_bytes(8, "big"))
+
+    def turn(self, i: int) -> None:
+        user, assistant = (m.encode() for m in _messages(i))
+        seq, version = self.seq, self.version
+        self.b.apply([
+            Append(LOG, ((self.seal(user, b"e" + LOG.encode(), seq + 1), "msg+aesgcm"),
+                         (self.seal(assistant, b"e" + LOG.encode(), seq + 2), "msg+aesgcm")), KEEP, seq + 1),
+            Put(STATE, self.seal(b'{"turn":%d}' % i, b"r" + STATE.encode(), version + 1), "json+aesgcm",
+                version or None, None),
+        ])
+        self.seq, self.version = seq + 2, version + 1
+
+
 def _backend_turn(backend: Backend) -> Callable[[int], None]:
     def turn(i: int) -> None:
         user, assistant = (m.encode() for m in _messages(i))
@@ -129,13 +161,15 @@ def _url(backend: str, tmp: Path, mode: str, servers: ServerPool) -> str:
 def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        off = statekeel.open(_url(backend, tmp, "off", servers))
-        chain = statekeel.open(_url(backend, tmp, "chain", servers), integrity=statekeel.Integrity(key=b"c" * 32))
-        raw, floor_b = (open_backend(_url(backend, tmp, m, servers)) for m in ("backend", "floor"))
+        stores = {"off": statekeel.open(_url(backend, tmp, "off", servers)),
+                  "encrypted": statekeel.open(_url(backend, tmp, "encrypted", servers),
+                                              encryption=statekeel.Encryption(master_key=b"k" * 32)),
+                  "chain": statekeel.open(_url(backend, tmp, "chain", servers),
+                                          integrity=statekeel.Integrity(key=b"c" * 32))}
+        raw = {m: open_backend(_url(backend, tmp, m, servers)) for m in ("backend", "sealed", "floor")}
         try:
-            floor = Floor(floor_b)
-            turn = {"off": _store_turn(off), "chain": _store_turn(chain), "backend": _backend_turn(raw),
-                    "floor": floor.turn}
+            turn = {**{m: _store_turn(s) for m, s in stores.items()}, "backend": _backend_turn(raw["backend"]),
+                    "sealed": Sealed(raw["sealed"]).turn, "floor": Floor(raw["floor"]).turn}
             lat: dict[str, list[float]] = {m: [] for m in MODES}
             order = list(MODES)
             shuffle = random.Random(turns).shuffle
@@ -147,22 +181,26 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
                     if i >= 100:  # the first turns create the rows
                         lat[m].append(time.perf_counter() - t)
         finally:
-            off.close()
-            chain.close()
-            raw.close()
-            floor_b.close()
+            for store in stores.values():
+                store.close()
+            for handle in raw.values():
+                handle.close()
     med = {m: statistics.median(v) for m, v in lat.items()}
-    ratio = {(a, b): statistics.median(x / y for x, y in zip(lat[a], lat[b])) for a, b in
-             (("chain", "off"), ("floor", "backend"))}
-    extra = {"chain": med["chain"] - med["off"], "floor": med["floor"] - med["backend"]}
-    return {
-        "median_us": {m: round(v * 1e6, 1) for m, v in med.items()},
-        "chain_vs_off": round(ratio["chain", "off"], 3),
-        "floor_vs_backend": round(ratio["floor", "backend"], 3),
-        "extra_us": {m: round(v * 1e6, 1) for m, v in extra.items()},
-        "floor_vs_off": round((med["off"] + extra["floor"]) / med["off"], 3),
-        "left_us": round(((TARGET - 1) * med["off"] - extra["floor"]) * 1e6, 1),
-    }
+
+    def ratio(a: str, b: str) -> float:
+        return round(statistics.median(x / y for x, y in zip(lat[a], lat[b])), 3)
+
+    out: dict[str, Any] = {"median_us": {m: round(v * 1e6, 1) for m, v in med.items()}}
+    for mode, (floor, target) in TARGETS.items():
+        extra = med[floor] - med["backend"]
+        out[mode] = {
+            "vs_off": ratio(mode, "off"),
+            "floor_vs_backend": ratio(floor, "backend"),
+            "extra_us": {"statekeel": round((med[mode] - med["off"]) * 1e6, 1), "floor": round(extra * 1e6, 1)},
+            "floor_vs_off": round((med["off"] + extra) / med["off"], 3),
+            "left_us": round(((target - 1) * med["off"] - extra) * 1e6, 1),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 runs.append({"load_avg_1m": round(os.getloadavg()[0], 2), **run(backend, args.turns, pool)})
                 print(json.dumps({backend: runs[-1]}), flush=True)
-            summary = {k: statistics.median(r[k] for r in runs) for k in
-                       ("chain_vs_off", "floor_vs_backend", "floor_vs_off", "left_us")}
+            summary = {mode: {k: statistics.median(r[mode][k] for r in runs) for k in
+                              ("vs_off", "floor_vs_backend", "floor_vs_off", "left_us")} for mode in TARGETS}
             print(json.dumps({backend: {"repeat": len(runs), **summary}}), flush=True)
     finally:
         pool.stop()
