@@ -28,7 +28,7 @@ and writes of values with :class:`~statekeel.errors.KeyUnavailableError`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -86,10 +86,17 @@ _CACHE_MAX: Final = 100_000
 """Positions remembered per handle (forgotten wholesale beyond; they are only hints)."""
 
 
-def _sealed_msg(seal: Callable[[bytes, bytes, int], bytes], data: bytes, codec: str, seq: int) -> tuple[bytes, str]:
-    """A ``msg:<role>`` entry sealed with its role inside (:func:`~statekeel.codec_msg.seal_form`)."""
-    data, codec = seal_form(data, codec)
-    return seal(data, b"e", seq), codec + STEP
+_STORED: dict[str, tuple[bytes, str]] = {}
+"""An entry's codec name -> what its plaintext is prefixed with (a ``msg:<role>`` entry seals its role
+inside, :func:`~statekeel.codec_msg.seal_form`) and the codec name it is stored under."""
+
+
+def _stored(codec: str) -> tuple[bytes, str]:
+    """``_STORED[codec]``, worked out on first use (a writer seals the same few names)."""
+    frame, name = seal_form(b"", codec)
+    if len(_STORED) < 256:
+        _STORED[codec] = (frame, name + STEP)
+    return frame, name + STEP
 
 
 class SealedBackend(Backend):
@@ -340,10 +347,11 @@ class SealedBackend(Backend):
         if self._clear(where):
             return Append(op.log, op.items, op.expires_at, first)
         seal = self._cipher_for(where).sealer(where, known)  # the key looked up once for all the items
-        items = tuple([_sealed_msg(seal, data, codec, seq) if codec[:4] == "msg:"  # the role sealed inside
-                       else (seal(data, b"e", seq), codec + STEP)
-                       for seq, (data, codec) in enumerate(op.items, first)])  # fmt: skip
-        return Append(op.log, items, op.expires_at, first)
+        stored, items = _STORED, []
+        for seq, (data, codec) in enumerate(op.items, first):
+            frame, name = stored[codec] if codec in stored else _stored(codec)
+            items.append((seal(frame + data if frame else data, b"e", seq), name))
+        return Append(op.log, tuple(items), op.expires_at, first)
 
     def _seal_rewrite(self, op: Rewrite) -> Rewrite:
         data, codec = self._seal(op.data, op.codec, op.log, b"e", op.seq)
@@ -363,9 +371,8 @@ class SealedBackend(Backend):
         where = self._prefix + key
         if self._clear(where):
             return data, codec
-        if codec[:4] == "msg:":
-            data, codec = seal_form(data, codec)
-        return self._cipher_for(where).sealer(where, known)(data, kind, pos), codec + STEP
+        frame, name = _STORED[codec] if codec in _STORED else _stored(codec)
+        return self._cipher_for(where).sealer(where, known)(frame + data if frame else data, kind, pos), name
 
     def _clear(self, where: str) -> bool:
         """:func:`layout.stored_in_clear`, memoised (every value of every batch asks)."""
