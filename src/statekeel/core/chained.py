@@ -28,7 +28,7 @@ from typing import Final, TypeVar
 
 from ..errors import ConflictError, IntegrityError
 from ..protocol import Backend, Entry, LogInfo, MigrationStatus, Op, OpResult, Record, keys
-from ..protocol.checks import check_ops
+from ..protocol.checks import Checked, check_ops
 from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
@@ -375,7 +375,7 @@ class ChainedBackend(Backend):
             plan = BatchPlan(self, time.time() if now is None else now)
             try:
                 sealed = [plan.seal(op) for op in ops]
-                return plan, [*sealed, *plan.head_puts()]
+                return plan, Checked([*sealed, *plan.head_puts()])  # the backend need not check them again
             except HeadMoved:
                 continue  # a head another writer moved since it was cached: planned again on the new one
 

@@ -53,7 +53,7 @@ from ..protocol import (
     Touch,
     op_target,
 )
-from ..protocol.checks import check_ops
+from ..protocol.checks import Checked, check_ops
 from . import layout
 from .encryption import Cipher, EncryptedStorePolicy
 from .keyring import DataKey
@@ -295,7 +295,7 @@ class SealedBackend(Backend):
         nexts: dict[str, int] = {}
         resolved: dict[str, type] = {}
         known: dict[str, DataKey] = {}  # the current data key per partition, looked up once per batch
-        out: list[Op] = []
+        out: list[Op] = Checked()  # the backend need not check them again
         for op in ops:
             if isinstance(op, Put):
                 op = self._seal_put(op, versions, resolved, known, fetched)

@@ -35,14 +35,25 @@ from . import (
     Trim,
 )
 
-__all__ = ["check_ops"]
+__all__ = ["Checked", "check_ops"]
 
 _MAX = 2**63 - 1
 """The largest version, seq or bound every backend stores (SQLite and PostgreSQL: 64-bit signed)."""
 
 
+class Checked(list[Op]):
+    """A batch a layer between the API and the backend (encryption, the chain) built from ops that
+    :func:`check_ops` passed — the same ops with their values sealed, positions set and heads added,
+    every field of the kinds it checks — with a ``now`` it checked or took from ``time.time()``: the
+    backend beneath does not check it again (the layers stack: a turn's ops were checked once per layer)."""
+
+    __slots__ = ()
+
+
 def check_ops(ops: Sequence[Op], now: float | None = None) -> None:
     """Raise :class:`InvalidInputError` for the first op (or ``now``) that breaks the protocol's types."""
+    if type(ops) is Checked:
+        return
     if now is not None and not _finite(now):
         raise InvalidInputError(f"now= must be seconds since the epoch (a finite float) or None, got {now!r}")
     refreshes = False
