@@ -1,27 +1,31 @@
-"""The least an encrypted or a tamper-evident turn must cost, next to what statekeel's cost, in one run (issue 11).
+"""The least an encrypted or a tamper-evident turn can cost, beside what statekeel's cost, in one run (issue 11).
 
-**Encrypted** (``sealed``): every value sealed with AES-GCM (a 12-byte nonce, a 16-byte tag, the key
-version; its place — key and version, or log and seq — as associated data), so every append names its
-seq and every put the version it replaces. **Tamper-evident** (``floor``): a hash-chained store with a head per partition has, per turn, at the least: a MAC per message and for
-the state record (over the value, its place and the tag before it), the head encoded and MACed, a
-24-byte trailer on every value (the writer's clock and the tag), and the head written in the same
-atomic batch, compare-and-set. This script writes exactly that straight against the backend
-(``statekeel.backends.open_backend``, the ops of ``statekeel.protocol``; none of statekeel's chain
-code) — the *floor* — beside the backend's own plain turn (the two ops statekeel's plain store sends),
-and statekeel's plain, encrypted and chained stores through the public API. The six get the same
-turns interleaved, in an order shuffled each round (noise, and the caches one mode warms for the next,
-fall on all alike). Reported per backend, for ``encrypted`` (floor: ``sealed``) and ``chain`` (floor:
-``floor``):
+Two *floors*, written straight against the backend (``statekeel.backends.open_backend`` and the ops of
+``statekeel.protocol``; none of statekeel's encryption or chain code):
 
-* ``vs_off``: statekeel's turn over its plain turn (median of per-round ratios: what
-  ``bench_integrity.py`` reports), and ``floor_vs_backend``: the floor's turn over the backend's;
+* ``sealed`` (for ``encrypted``): every value sealed with AES-GCM (a 12-byte nonce, a 16-byte tag, the
+  key version; its place — key and version, or log and seq — as associated data), so every append
+  names its seq and every put the version it replaces;
+* ``floor`` (for ``chain``): what a hash-chained store with a head per partition does per turn at the
+  least — a MAC per message and for the state record (over the value, its place and the tag before
+  it), the head encoded and MACed, a 24-byte trailer on every value (the writer's clock and the tag),
+  and the head written in the same atomic batch, compare-and-set.
+
+Beside them the backend's own plain turn (the two ops statekeel's plain store sends) and statekeel's
+plain, encrypted and chained stores through the public API. All get the same turns interleaved, in an
+order shuffled each round (noise, and the caches one mode warms for the next, fall on all alike). With
+``--modes chain`` (or ``encrypted``) four handles run, as ``bench_integrity.py`` runs four stores: the
+more handles interleave, the colder each one's caches and the higher every ratio. Reported per mode:
+
+* ``vs_off``: statekeel's turn over its plain turn (median of per-round ratios, as
+  ``bench_integrity.py``), and ``floor_vs_backend``: the floor's turn over the backend's;
 * ``extra_us``: what each adds per turn (its median turn minus the plain one's);
 * ``floor_vs_off``: statekeel's plain turn plus the floor's extra, over statekeel's plain turn — the
   best ratio any implementation over this backend could report against statekeel's plain store;
 * ``left_us``: what the target (1.1x encrypted, 1.15x chain) leaves for statekeel's own logic above the
   floor (negative: the floor alone is past it).
 
-    python benchmarks/integrity_minimum.py --backends sqlite,postgres,redis --turns 2000 --repeat 3
+    python benchmarks/integrity_minimum.py --backends sqlite,postgres,redis --modes chain --turns 2000 --repeat 3
 """
 
 from __future__ import annotations
@@ -158,20 +162,23 @@ def _url(backend: str, tmp: Path, mode: str, servers: ServerPool) -> str:
     return f"{servers.redis().url}?prefix=floor_{mode}_{run}"
 
 
-def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
+def run(backend: str, turns: int, servers: ServerPool, compared: tuple[str, ...] = tuple(TARGETS)) -> dict[str, Any]:
+    """One run comparing the modes ``compared`` (of :data:`TARGETS`) with their floors, the plain store and
+    the backend: six handles for both, four for one (``bench_integrity.py`` runs four stores)."""
+    modes = [m for m in MODES if m in ("off", "backend") or m in compared or m in (TARGETS[c][0] for c in compared)]
+    options: dict[str, dict[str, Any]] = {
+        "off": {}, "encrypted": {"encryption": statekeel.Encryption(master_key=b"k" * 32)},
+        "chain": {"integrity": statekeel.Integrity(key=b"c" * 32)}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        stores = {"off": statekeel.open(_url(backend, tmp, "off", servers)),
-                  "encrypted": statekeel.open(_url(backend, tmp, "encrypted", servers),
-                                              encryption=statekeel.Encryption(master_key=b"k" * 32)),
-                  "chain": statekeel.open(_url(backend, tmp, "chain", servers),
-                                          integrity=statekeel.Integrity(key=b"c" * 32))}
-        raw = {m: open_backend(_url(backend, tmp, m, servers)) for m in ("backend", "sealed", "floor")}
+        stores = {m: statekeel.open(_url(backend, tmp, m, servers), **options[m]) for m in modes if m in options}
+        raw = {m: open_backend(_url(backend, tmp, m, servers)) for m in modes if m not in options}
+        floors: dict[str, Callable[[Backend], Callable[[int], None]]] = {
+            "backend": _backend_turn, "sealed": lambda b: Sealed(b).turn, "floor": lambda b: Floor(b).turn}
         try:
-            turn = {**{m: _store_turn(s) for m, s in stores.items()}, "backend": _backend_turn(raw["backend"]),
-                    "sealed": Sealed(raw["sealed"]).turn, "floor": Floor(raw["floor"]).turn}
-            lat: dict[str, list[float]] = {m: [] for m in MODES}
-            order = list(MODES)
+            turn = {**{m: _store_turn(s) for m, s in stores.items()}, **{m: floors[m](b) for m, b in raw.items()}}
+            lat: dict[str, list[float]] = {m: [] for m in modes}
+            order = list(modes)
             shuffle = random.Random(turns).shuffle
             for i in range(turns + 100):
                 shuffle(order)  # each mode after each other alike (the one before warms the caches it shares)
@@ -191,7 +198,8 @@ def run(backend: str, turns: int, servers: ServerPool) -> dict[str, Any]:
         return round(statistics.median(x / y for x, y in zip(lat[a], lat[b])), 3)
 
     out: dict[str, Any] = {"median_us": {m: round(v * 1e6, 1) for m, v in med.items()}}
-    for mode, (floor, target) in TARGETS.items():
+    for mode in compared:
+        floor, target = TARGETS[mode]
         extra = med[floor] - med["backend"]
         out[mode] = {
             "vs_off": ratio(mode, "off"),
@@ -208,16 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="sqlite")
     ap.add_argument("--turns", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=1, help="runs per backend; each figure is the median over them")
+    ap.add_argument("--modes", default="encrypted,chain",
+                    help="compared in one run: encrypted, chain or both (one: four handles, as bench_integrity.py)")
     args = ap.parse_args(argv)
+    compared = tuple(args.modes.split(","))
     pool = ServerPool(required=False)
     try:
         for backend in args.backends.split(","):
             runs = []
             for _ in range(args.repeat):
-                runs.append({"load_avg_1m": round(os.getloadavg()[0], 2), **run(backend, args.turns, pool)})
+                runs.append({"load_avg_1m": round(os.getloadavg()[0], 2), **run(backend, args.turns, pool, compared)})
                 print(json.dumps({backend: runs[-1]}), flush=True)
             summary = {mode: {k: statistics.median(r[mode][k] for r in runs) for k in
-                              ("vs_off", "floor_vs_backend", "floor_vs_off", "left_us")} for mode in TARGETS}
+                              ("vs_off", "floor_vs_backend", "floor_vs_off", "left_us")} for mode in compared}
             print(json.dumps({backend: {"repeat": len(runs), **summary}}), flush=True)
     finally:
         pool.stop()
