@@ -44,9 +44,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+REPO = Path(__file__).resolve().parent.parent
+for _p in (str(REPO / "src"), str(REPO)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import statekeel  # noqa: E402
+from benchmarks.bench_integrity import _url  # noqa: E402  (a fresh schema / prefix per run and mode)
 from statekeel.backends import open_backend  # noqa: E402
 from statekeel.protocol import ANY, KEEP, Append, Backend, Put, Record  # noqa: E402
 from statekeel.testing.servers import ServerPool  # noqa: E402
@@ -151,15 +155,6 @@ def _store_turn(store: statekeel.Store) -> Callable[[int], None]:
                        state={"turn": i})
 
     return turn
-
-
-def _url(backend: str, tmp: Path, mode: str, servers: ServerPool) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp}/{mode}.db"
-    run = tmp.name.replace("-", "_").lower()
-    if backend == "postgres":
-        return f"{servers.postgres().url}?schema=floor_{mode}_{run}"
-    return f"{servers.redis().url}?prefix=floor_{mode}_{run}"
 
 
 def run(backend: str, turns: int, servers: ServerPool, compared: tuple[str, ...] = tuple(TARGETS)) -> dict[str, Any]:
