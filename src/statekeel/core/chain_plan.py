@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from ..errors import IntegrityError
 from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, Op, OpResult, Put, Record,
                         Rewrite, Touch, Trim, keys, op_target)
 from . import layout
-from .chain import (STEP, ZERO_TAG, BucketRef, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
+from .chain import (CLOCK, STEP, ZERO_TAG, BucketRef, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
                     bucket_index, split_trailer, trailer)
 from .chain_ops import as_given, touches
 
@@ -36,6 +36,8 @@ class Planner(Protocol):
     _heads: dict[str, Planned]
     _buckets: dict[tuple[str, int], Planned]
     _swept: dict[str, int]
+    _log_spots: dict[str, tuple[str, str, EntryTagger] | None]
+    _record_spots: dict[str, tuple[str, str, RecordTagger] | None]
 
     def _plain(self, key: str) -> bool: ...
     def _log_spot(self, log: str) -> tuple[str, str, EntryTagger] | None: ...
@@ -72,7 +74,7 @@ class BatchPlan:
     def __init__(self, backend: Planner, clock: float) -> None:
         self.b = backend
         self.clock = clock
-        self.stamp = trailer(clock, b"")
+        self.stamp = CLOCK.pack(clock)
         """The trailer's first part (the clock, packed once: every value of the batch carries it)."""
         self.heads: dict[str, Planned] = {}
         """The heads this batch changes (every head it looks at, it changes), by partition."""
@@ -119,15 +121,15 @@ class BatchPlan:
         return self.b._prefix + key
 
     def seal(self, op: Op) -> Op:
-        kind = type(op)  # the ops of a turn first, by exact type (an isinstance chain costs per op)
-        if kind is Append:
-            assert isinstance(op, Append)
-            spot = self.b._log_spot(op.log)
-            return op if spot is None else self._append(op, *spot)
+        kind = type(op)  # the ops of a turn first, by exact type (an isinstance chain costs per op), their
+        if kind is Append:  # spots looked up here (each call costs several times more after I/O)
+            append, spots = cast(Append, op), self.b._log_spots
+            spot = spots[append.log] if append.log in spots else self.b._log_spot(append.log)
+            return op if spot is None else self._append(append, *spot)
         if kind is Put:
-            assert isinstance(op, Put)
-            rspot = self.b._record_spot(op.key)
-            return op if rspot is None else self._put(op, *rspot)
+            put, rspots = cast(Put, op), self.b._record_spots
+            rspot = rspots[put.key] if put.key in rspots else self.b._record_spot(put.key)
+            return op if rspot is None else self._put(put, *rspot)
         if isinstance(op, Expire):
             return self._expire(op)
         if self.b._plain(op_target(op)):
@@ -168,8 +170,14 @@ class BatchPlan:
 
     def _put(self, op: Put, part: str, where: str, tag_of: RecordTagger) -> Put:
         clock = self.clock
-        head, known = self._lookup(op.key, where, part)
+        planned = self.heads.get(part)  # self._lookup(op.key, where, part), inline: every turn puts
+        if planned is None:
+            planned = self.heads[part] = self.b._head_for_write(part)
+        head = planned[1]
         records = head.records
+        known = records.get(where)
+        if known is None and head.bits:
+            known = self._bucket(part, head, bucket_index(where, head.bits)).records.get(where)
         if known is not None and (known.expires is None or known.expires > clock):
             current: int | None = known.version
             version, created, live = known.version + 1, known.created, known.expires
@@ -183,7 +191,10 @@ class BatchPlan:
         return Put(op.key, op.data + self.stamp + tag, op.codec + STEP, expect, expires)
 
     def _append(self, op: Append, part: str, where: str, tag_of: EntryTagger) -> Append:
-        logs, clock, stamp = self._head(op.log, part).logs, self.clock, self.stamp
+        planned = self.heads.get(part)  # self._head(op.log, part), inline: every turn appends
+        if planned is None:
+            planned = self.heads[part] = self.b._head_for_write(part)
+        logs, clock, stamp = planned[1].logs, self.clock, self.stamp
         known = logs.get(where)
         if known is not None and not (known.expires is None or known.expires > clock):
             known = None  # an expired log starts again at 1
@@ -285,9 +296,8 @@ class BatchPlan:
             version, head, created = self.heads[part]
             if len(head.records) > SPILL:
                 self._flush(part, head)
-            planned = self.buckets.get(part, {})
             for i in sorted(i for p, i in self.dirty if p == part) if self.dirty else ():
-                bv, bucket, bcreated = planned[i]
+                bv, bucket, bcreated = self.buckets[part][i]
                 put, tag, expires = self._head_put(*self.b._head_record(part, i), bv, bucket, bcreated)
                 head.buckets[i] = BucketRef((bv or 0) + 1, tag, len(bucket.records), expires)
                 out.append(put)
@@ -350,7 +360,17 @@ class BatchPlan:
     def finish(self, ops: Sequence[Op], results: Sequence[OpResult]) -> list[OpResult]:
         """The batch was applied: the heads it left remembered, the results as the caller's ops give them."""
         self.remember(results[len(ops):])
-        return [as_given(op, r) for op, r in zip(ops, results)]
+        out: list[OpResult] = []
+        for op, r in zip(ops, results):  # as_given(op, r), the turn's two kinds inline
+            kind = type(op)
+            if kind is Append:
+                out.append(r)
+            elif kind is Put and type(r) is Record:
+                put = cast(Put, op)
+                out.append(Record(r.key, put.data, put.codec, r.version, r.created_at, r.updated_at, r.expires_at))
+            else:
+                out.append(as_given(op, r))
+        return out
 
     def remember(self, results: Sequence[OpResult]) -> None:
         cached = self.b._buckets

@@ -32,7 +32,7 @@ from ..protocol.checks import Checked, check_ops
 from ..protocol.jitter import JITTER
 from . import layout
 from .anchor import Anchor, read_anchor
-from .chain import ChainKey, EntryTagger, Head, LogHead, RecordTagger, alive, kept
+from .chain import ChainKey, EntryTagger, Head, LogHead, RecordTagger, alive
 from .chain_ops import HeadLookup, HeadMoved, resolved
 from .chain_plan import BatchPlan
 from .chain_reads import (UNREAD, Unread, against_head, check_entries, check_log_info, check_record, check_records,
@@ -66,7 +66,7 @@ class ChainedBackend(Backend):
         self._plains: dict[str, bool] = {}
         self._log_spots: dict[str, tuple[str, str, EntryTagger] | None] = {}
         self._record_spots: dict[str, tuple[str, str, RecordTagger] | None] = {}
-        self._head_records: dict[str, tuple[str, RecordTagger]] = {}
+        self._head_records: dict[tuple[str, int | None], tuple[str, RecordTagger]] = {}
         self._buckets: dict[tuple[str, int], tuple[int | None, Head, float | None]] = {}
         """(partition, index) -> (version, bucket, created_at) of a head's bucket: hints for writers."""
         self._swept: dict[str, int] = {}
@@ -251,11 +251,13 @@ class ChainedBackend(Backend):
     def _head_record(self, partition: str, bucket: int | None = None) -> tuple[str, RecordTagger]:
         """The key of ``partition``'s head record (or of its bucket ``bucket``) and its tagger (memoised: a
         writer puts the same few heads batch after batch)."""
-        name = layout.chain_head_key(partition) if bucket is None else layout.chain_bucket_key(partition, bucket)
-        return kept(self._head_records, name, self._new_head_record)
-
-    def _new_head_record(self, key: str) -> tuple[str, RecordTagger]:
-        return key, self._key.record_tagger(self._prefix + key)
+        found = self._head_records.get((partition, bucket))
+        if found is None:
+            if len(self._head_records) >= 4096:
+                self._head_records.clear()
+            name = layout.chain_head_key(partition) if bucket is None else layout.chain_bucket_key(partition, bucket)
+            found = self._head_records[partition, bucket] = (name, self._key.record_tagger(self._prefix + name))
+        return found
 
     def _head_for_write(self, partition: str) -> tuple[int | None, Head, float | None]:
         found = self._heads.get(partition)
@@ -374,8 +376,11 @@ class ChainedBackend(Backend):
         while True:
             plan = BatchPlan(self, time.time() if now is None else now)
             try:
-                sealed = [plan.seal(op) for op in ops]
-                return plan, Checked([*sealed, *plan.head_puts()])  # the backend need not check them again
+                batch = Checked()  # the backend need not check them again
+                for op in ops:
+                    batch.append(plan.seal(op))
+                batch += plan.head_puts()
+                return plan, batch
             except HeadMoved:
                 continue  # a head another writer moved since it was cached: planned again on the new one
 
