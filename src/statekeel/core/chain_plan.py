@@ -17,8 +17,8 @@ from ..errors import IntegrityError
 from ..protocol import (ANY, KEEP, Append, Backend, Delete, Entry, Expire, Load, LoadEntries, Op, OpResult, Put, Record,
                         Rewrite, Touch, Trim, keys, op_target)
 from . import layout
-from .chain import (CLOCK, STEP, ZERO_TAG, BucketRef, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger, alive,
-                    bucket_index, split_trailer, trailer)
+from .chain import (CLOCK, STEP, ZERO_TAG, BucketRef, ChainKey, EntryTagger, Head, LogHead, RecordHead, RecordTagger,
+                    alive, bucket_index, split_trailer, trailer)
 from .chain_ops import as_given, touches
 
 __all__ = ["FORGET_AFTER", "SPILL", "BatchPlan", "Planner"]
