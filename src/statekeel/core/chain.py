@@ -34,7 +34,7 @@ import hmac
 import json
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -311,6 +311,13 @@ class Head:
         if self.bits:
             body += f',"b":[{self.bits},{{' + _rendered(self.buckets, buckets, _bucket_json) + "}]"
         return (body + "}").encode()
+
+    def records_with(self, buckets: Iterable[Head]) -> dict[str, RecordHead]:
+        """The records this root and ``buckets`` (of its buckets) list, by name: its own win (each was
+        written after its bucket's last flush)."""
+        records = {name: r for bucket in buckets for name, r in bucket.records.items()}
+        records.update(self.records)
+        return records
 
     def total(self) -> int:
         """How many records it lists, itself or in its buckets."""

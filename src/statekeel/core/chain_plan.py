@@ -337,11 +337,8 @@ class BatchPlan:
                 self.dirty.add((part, i))
             root.records = {}
             return
-        listed: dict[str, RecordHead] = {}
-        if root.bits:
-            for _, bucket, _ in self._load_buckets(part, root, root.buckets).values():
-                listed.update(bucket.records)
-        listed.update(root.records)  # the head's own are the newer
+        loaded = self._load_buckets(part, root, root.buckets).values() if root.bits else ()
+        listed = root.records_with(bucket for _, bucket, _ in loaded)
         spread: dict[int, dict[str, RecordHead]] = {}
         forget = self.clock - FORGET_AFTER  # every bucket is rewritten: swept of what expired long ago too
         for name, record in listed.items():

@@ -107,9 +107,7 @@ class HeadRead:
             if not read:
                 out[part] = root  # every record read is listed in the root itself
                 continue
-            records = {n: r for b in read.values() for n, r in b.records.items()}
-            records.update(root.records)  # newer than what a bucket lists of the same name
-            out[part] = Head(root.logs, records)
+            out[part] = Head(root.logs, root.records_with(read.values()))
         return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..backends.tenant import TenantBackend
 from ..core import Core, layout
 from ..core.anchor import decode_anchor, encode_anchor
-from ..core.chain import Head, RecordHead
+from ..core.chain import Head
 from ..core.chained import ChainedBackend
 from ..errors import CorruptionError, IntegrityError, UsageError
 from ..protocol import Record, keys
@@ -73,21 +73,20 @@ def _heads(store: Core, chained: ChainedBackend, report: VerifyReport) -> dict[s
                 except IntegrityError as exc:
                     report.failures.append(str(exc))
         after = page[-1].key
-    for part, stored in sorted(buckets.items()):
+    for part in sorted(buckets):
         if part not in found:
             report.failures.append(f"the chain head buckets of {part!r} have no head: it was deleted beneath the API")
     for part, (version, root, expires) in list(found.items()):
         if not root.bits:
             continue
-        listed: dict[str, RecordHead] = {}
+        checked: list[Head] = []
         stored = buckets.get(part, {})
         for index in sorted(set(root.buckets) | set(stored)):
             try:
-                listed.update(chained.bucket_of(stored.get(index), part, index, root).records)
+                checked.append(chained.bucket_of(stored.get(index), part, index, root))
             except IntegrityError as exc:
                 report.failures.append(str(exc))
-        listed.update(root.records)  # written since its last flush: newer than its buckets
-        found[part] = (version, Head(root.logs, listed, root.bits, root.buckets), expires)
+        found[part] = (version, Head(root.logs, root.records_with(checked), root.bits, root.buckets), expires)
     return found
 
 
